@@ -1,0 +1,64 @@
+//! deploy-core: the domain model, state machines and rollout planner shared by every part of the deployment system.
+//!
+//! Pure by design: no I/O, no clock, no randomness, no async runtime. Time and
+//! random bytes are arguments, so the engine, the server, the agent and any
+//! service embedding these crates agree on one exact meaning of "job", "task",
+//! "status" and "wave", and every rule here is testable as a plain function.
+
+mod artifact;
+mod connection;
+mod digest;
+mod environment;
+mod errors;
+mod health;
+mod ids;
+mod image_ref;
+mod job;
+mod job_status;
+mod name;
+mod net;
+mod planner;
+mod promotion;
+mod release;
+mod strategy;
+mod target;
+mod task;
+mod task_status;
+mod timestamp;
+mod values;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use artifact::{ArtifactKind, GeneratedArtifact, sha256_of};
+pub use connection::{
+    AgentConnection, ApiConnection, Connection, ExecutionModel, HostKeyFingerprint, HostKeyPolicy,
+    ResourceName, SshConnection, WinrmAuth, WinrmConnection,
+};
+pub use digest::Digest;
+pub use environment::{Environment, Hooks};
+pub use errors::{
+    CoreError, DigestError, IdError, ImageRefError, InvalidTransition, NameError, PlanError,
+    TimestampError, UnknownComponent, ValidationError,
+};
+pub use health::{HealthCheck, HealthCheckConfig};
+pub use ids::{
+    AgentId, ArtifactId, ComponentId, EnvironmentId, JobId, PromotionId, ReleaseId, TargetId,
+    TaskId,
+};
+pub use image_ref::ImageRef;
+pub use job::DeploymentJob;
+pub use job_status::{JobEvent, JobStatus};
+pub use name::{NAME_MAX_LEN, Name};
+pub use net::{Host, HttpUrl};
+pub use planner::{BlueGreenPhase, RolloutPlan, Wave, WaveGate, WaveKind, plan};
+pub use promotion::{Promotion, PromotionDecision, PromotionStatus};
+pub use release::{Component, Release};
+pub use strategy::{BatchSize, FailurePolicy, Percent, Ratio, Strategy};
+pub use target::{Target, TargetType};
+pub use task::{DEFAULT_MAX_ATTEMPTS, DeploymentTask};
+pub use task_status::{TaskEvent, TaskStatus};
+pub use timestamp::Timestamp;
+pub use values::{
+    COMMAND_MAX_BYTES, CommandSpec, CredentialRef, IdempotencyKey, Labels, UnixPath, Username,
+};

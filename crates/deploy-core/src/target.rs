@@ -1,0 +1,215 @@
+//! `Target`: one deployable place (a Docker host, a Compose host, an ECS service, …) with its type, connection and health check.
+
+use serde::{Deserialize, Serialize};
+
+use crate::connection::{ApiConnection, Connection, ExecutionModel};
+use crate::errors::ValidationError;
+use crate::health::HealthCheckConfig;
+use crate::ids::{EnvironmentId, TargetId};
+use crate::name::Name;
+use crate::net::HttpUrl;
+use crate::timestamp::Timestamp;
+use crate::values::Labels;
+
+/// What runs on the target, which decides how a deploy is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetType {
+    /// Plain Docker Engine: one container per component.
+    DockerHost,
+    /// Docker Compose: one project per target, driven by the compose lock.
+    ComposeHost,
+    /// An AWS ECS service.
+    EcsService,
+    /// A HashiCorp Nomad job.
+    NomadJob,
+    /// A Kubernetes Deployment.
+    K8sDeployment,
+    /// A Windows service on a Windows server.
+    WindowsService,
+}
+
+impl TargetType {
+    /// Every target type, for tables and tests.
+    pub const ALL: [TargetType; 6] = [
+        Self::DockerHost,
+        Self::ComposeHost,
+        Self::EcsService,
+        Self::NomadJob,
+        Self::K8sDeployment,
+        Self::WindowsService,
+    ];
+
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DockerHost => "docker_host",
+            Self::ComposeHost => "compose_host",
+            Self::EcsService => "ecs_service",
+            Self::NomadJob => "nomad_job",
+            Self::K8sDeployment => "k8s_deployment",
+            Self::WindowsService => "windows_service",
+        }
+    }
+
+    /// True when a deploy of this type gets one task per target instead of one per component.
+    pub fn deploys_as_one_bundle(self) -> bool {
+        matches!(self, Self::ComposeHost)
+    }
+
+    /// The execution models that can carry out this target type.
+    pub fn supported_models(self) -> &'static [ExecutionModel] {
+        match self {
+            Self::DockerHost => &[
+                ExecutionModel::Agent,
+                ExecutionModel::Ssh,
+                ExecutionModel::Winrm,
+            ],
+            Self::ComposeHost => &[ExecutionModel::Agent, ExecutionModel::Ssh],
+            Self::WindowsService => &[ExecutionModel::Winrm],
+            Self::EcsService | Self::NomadJob | Self::K8sDeployment => &[ExecutionModel::Api],
+        }
+    }
+}
+
+/// A place that receives deployments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub id: TargetId,
+    pub environment_id: EnvironmentId,
+    pub name: Name,
+    pub target_type: TargetType,
+    pub connection: Connection,
+    /// Base URL for `http` health checks, e.g. `http://10.0.0.5:8080`.
+    #[serde(default)]
+    pub health_endpoint: Option<HttpUrl>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub labels: Labels,
+    pub created_at: Timestamp,
+}
+
+impl Target {
+    /// The execution model, read off the connection config.
+    pub fn execution_model(&self) -> ExecutionModel {
+        self.connection.model()
+    }
+
+    /// Checks that type, connection and health check fit together.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let model = self.execution_model();
+        if !self.target_type.supported_models().contains(&model) {
+            let supported: Vec<_> = self
+                .target_type
+                .supported_models()
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
+            return Err(ValidationError::new(
+                format!("target `{}`.connection.model", self.name),
+                model.as_str(),
+                format!(
+                    "one of {} for a {}",
+                    supported.join(", "),
+                    self.target_type.as_str()
+                ),
+            ));
+        }
+        if let Connection::Api(api) = &self.connection {
+            let platform_type = match api {
+                ApiConnection::Ecs { .. } => TargetType::EcsService,
+                ApiConnection::Nomad { .. } => TargetType::NomadJob,
+                ApiConnection::Kubernetes { .. } => TargetType::K8sDeployment,
+            };
+            if platform_type != self.target_type {
+                return Err(ValidationError::new(
+                    format!("target `{}`.target_type", self.name),
+                    self.target_type.as_str(),
+                    format!("{} for this API platform", platform_type.as_str()),
+                ));
+            }
+        }
+        self.connection.validate()?;
+        if let Some(check) = &self.health_check {
+            check.validate()?;
+            if matches!(check.check, crate::health::HealthCheck::Http { .. })
+                && self.health_endpoint.is_none()
+            {
+                return Err(ValidationError::new(
+                    format!("target `{}`.health_endpoint", self.name),
+                    "(none)",
+                    "a base URL, since the health check is http",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{HealthCheck, HealthCheckConfig};
+    use crate::testing::*;
+
+    #[test]
+    fn every_type_accepts_exactly_its_models() {
+        for t in TargetType::ALL {
+            for (model, connection) in sample_connections() {
+                let mut target = ssh_target(1);
+                target.target_type = t;
+                target.connection = connection;
+                let accepted = target.validate().is_ok();
+                let api_matches = match &target.connection {
+                    Connection::Api(ApiConnection::Kubernetes { .. }) => {
+                        t == TargetType::K8sDeployment
+                    }
+                    _ => true,
+                };
+                assert_eq!(
+                    accepted,
+                    t.supported_models().contains(&model) && api_matches,
+                    "{t:?} with {model:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mismatch_error_names_target_and_choices() {
+        let mut t = ssh_target(1);
+        t.target_type = TargetType::WindowsService;
+        assert_eq!(
+            t.validate().unwrap_err().to_string(),
+            "target `host-1`.connection.model is `ssh`; expected one of winrm for a windows_service"
+        );
+    }
+
+    #[test]
+    fn http_health_needs_an_endpoint() {
+        let mut t = ssh_target(1);
+        t.health_check = Some(HealthCheckConfig::new(HealthCheck::Http {
+            path: "/health".into(),
+            expected_status: 200,
+            expected_body: None,
+        }));
+        t.health_endpoint = None;
+        assert!(
+            t.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("health_endpoint")
+        );
+        t.health_endpoint = Some(HttpUrl::parse("http://127.0.0.1:8080").unwrap());
+        assert!(t.validate().is_ok());
+    }
+
+    #[test]
+    fn target_round_trips_through_json() {
+        let t = ssh_target(3);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Target>(&json).unwrap(), t);
+    }
+}

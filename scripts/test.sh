@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: the README's test command, and what CI runs.
+# Installs what the checks need first (idempotent, fast when already present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup-tools.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo deny"
+cargo deny --offline check licenses bans sources
+echo "== cargo nextest"
+cargo nextest run --workspace --locked --no-fail-fast "$@"
