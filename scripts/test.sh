@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-tools.sh
+# Test peers (nginx, PostgreSQL, OpenSSH, a registry, ...): one idempotent script per area.
+for peer in scripts/peers/*.sh; do
+  [ -e "$peer" ] || continue
+  echo "== peers: $peer"
+  bash "$peer"
+done
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

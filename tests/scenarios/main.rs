@@ -1,6 +1,10 @@
 //! The workspace's one integration-test binary: cross-crate scenarios, one module each.
 
 // Scenario helpers panic on broken fixtures on purpose: a panic is a test failure with its message.
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is the failure report")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
 
 mod tidy;

@@ -1,0 +1,12 @@
+//! deploy-testkit: fixtures for tests only (dev-dependency), shared so every crate starts real peers the same way.
+//!
+//! Peers (PostgreSQL, OpenSSH, a registry, Docker images) are real programs from
+//! the machine, installed by `scripts/peers/*.sh`, started on loopback on free
+//! ports by the fixture, and stopped when the fixture is dropped. A missing
+//! program is a test failure whose message names it, never a silent skip.
+
+mod errors;
+mod process;
+
+pub use errors::TestkitError;
+pub use process::{free_port, require_program, temp_dir};

@@ -1,0 +1,82 @@
+//! Basic fixture helpers: free loopback ports, temp dirs, and finding required programs on PATH.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use crate::errors::TestkitError;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> Result<u16, TestkitError> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(TestkitError::io("bind 127.0.0.1:0"))?;
+    let port = listener
+        .local_addr()
+        .map_err(TestkitError::io("read the bound address"))?
+        .port();
+    Ok(port)
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, TestkitError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(TestkitError::io(format!("create a temp dir `{prefix}*`")))
+}
+
+/// The full path of `program`, searched on PATH and in the given extra directories.
+///
+/// `hint` says how to get it (e.g. "`apt-get install nginx` (scripts/peers/artifacts.sh does)").
+pub fn require_program(
+    program: &str,
+    extra_dirs: &[&str],
+    hint: &str,
+) -> Result<PathBuf, TestkitError> {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path_var).chain(extra_dirs.iter().map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(TestkitError::MissingProgram {
+        program: program.to_owned(),
+        hint: hint.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let port = free_port().unwrap();
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+
+    #[test]
+    fn finds_sh_and_names_what_is_missing() {
+        assert!(require_program("sh", &[], "it is always there").is_ok());
+        let err = require_program(
+            "no-such-program-xyz",
+            &["/nonexistent"],
+            "`apt-get install xyz`",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "program `no-such-program-xyz` is not installed; install it with `apt-get install xyz`"
+        );
+    }
+
+    #[test]
+    fn temp_dirs_are_removed_on_drop() {
+        let dir = temp_dir("testkit-").unwrap();
+        let path = dir.path().to_path_buf();
+        assert!(path.is_dir());
+        drop(dir);
+        assert!(!path.exists());
+    }
+}
