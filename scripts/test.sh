@@ -17,6 +17,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo deny"
+# --offline needs every platform's crates in the local cache, not just this host's.
+cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -123,6 +123,15 @@ impl HttpUrl {
         &self.0
     }
 
+    /// The host part (an IPv6 address without its brackets).
+    pub fn host(&self) -> &str {
+        let rest = self.0.split_once("://").map_or("", |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        split_authority(authority)
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or_default()
+    }
+
     /// True for `https://` URLs.
     pub fn is_https(&self) -> bool {
         self.0.starts_with("https://")
@@ -212,6 +221,19 @@ mod tests {
         assert!(err("http://host:99999/").contains("port"));
         assert!(err("http:///x").contains("with a host"));
         assert!(err("http://a b/").contains("without spaces"));
+    }
+
+    #[test]
+    fn host_is_extracted() {
+        assert_eq!(
+            HttpUrl::parse("http://127.0.0.1:8080/x").unwrap().host(),
+            "127.0.0.1"
+        );
+        assert_eq!(HttpUrl::parse("https://[::1]:443").unwrap().host(), "::1");
+        assert_eq!(
+            HttpUrl::parse("http://web.example?q").unwrap().host(),
+            "web.example"
+        );
     }
 
     #[test]
