@@ -1,0 +1,214 @@
+//! The rollout decider: from a job's persisted state, the next actions the engine must perform (the core decides, the engine performs).
+//!
+//! `decide` is level-triggered: it looks only at the job as stored (statuses,
+//! attempts, waves) plus which tasks have a live worker in this process, never
+//! at history in memory. An engine that restarts after a crash reloads the job
+//! and calls `decide` again, and gets exactly the work that is left, including
+//! `Reconcile` for tasks that were in flight when the previous process died.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::ids::{TargetId, TaskId};
+use crate::job::DeploymentJob;
+use crate::job_status::JobStatus;
+use crate::task::DeploymentTask;
+use crate::task_status::TaskStatus;
+use crate::timestamp::Timestamp;
+
+/// Delay before retry `n` (1-based): `base * 2^(n-1)`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBackoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryBackoff {
+    /// The delay after the `attempt`-th attempt failed.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What the decider sees besides the job.
+#[derive(Debug, Clone)]
+pub struct DecideInput<'a> {
+    pub job: &'a DeploymentJob,
+    /// Tasks whose executor call is running in this process right now.
+    pub live: &'a BTreeSet<TaskId>,
+    /// Rollback jobs already created for this job (an automatic rollback is started once).
+    pub rollback_attempts: u32,
+    pub now: Timestamp,
+    pub backoff: RetryBackoff,
+}
+
+/// One thing the engine must do; it persists the resulting transition before acting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// pending job: apply `JobEvent::Start`.
+    StartJob,
+    /// preparing job: render and store artifacts, then apply `ArtifactsReady` (or `Fail`).
+    PrepareArtifacts,
+    /// A task of the current wave, or one whose retry is due, joins the queue (`TaskEvent::Enqueue`).
+    Enqueue(TaskId),
+    /// A queued task gets a free slot: dispatch it and run its executor.
+    Dispatch(TaskId),
+    /// A task was in flight with no live worker (the process that ran it died):
+    /// `inspect` the target; on the task's digest it proceeds to verification,
+    /// otherwise the attempt is failed as retryable.
+    Reconcile(TaskId),
+    /// A retryable failure whose backoff elapsed: apply `TaskEvent::Retry`.
+    Retry(TaskId),
+    /// The job is failing or failed: this task will not run again (`TaskEvent::Cancel`).
+    CancelTask(TaskId),
+    /// Every wave settled within the policy: apply `WavesSucceeded`.
+    CompleteWaves,
+    /// completing job: verify every target's health, then `VerificationPassed` or `Fail`.
+    VerifyTargets,
+    /// The failure policy is exceeded and nothing is in flight: apply `Fail` with this reason.
+    FailJob(String),
+    /// failed job with `auto_rollback`: plan and create the rollback job, then `RollbackStarted`.
+    StartRollback,
+    /// rolling_back job: follow the rollback job to its end.
+    AwaitRollback,
+    /// Nothing to do before this instant (a retry backoff), unless a live task reports first.
+    WakeAt(Timestamp),
+}
+
+/// Failed targets and the total, as the failure policy counts them (targets, not tasks:
+/// three failed components on one host are one failed host).
+pub fn failed_targets(job: &DeploymentJob) -> (usize, usize) {
+    let mut by_target: BTreeMap<TargetId, bool> = BTreeMap::new();
+    for t in &job.tasks {
+        let failed = t.status == TaskStatus::Failed && !t.can_retry();
+        *by_target.entry(t.target_id).or_default() |= failed;
+    }
+    (by_target.values().filter(|f| **f).count(), by_target.len())
+}
+
+/// The next actions for `input.job`, in the order they should be performed.
+/// An empty list means: wait for a live task to report.
+pub fn decide(input: &DecideInput<'_>) -> Vec<Action> {
+    let job = input.job;
+    match job.status {
+        JobStatus::Pending => vec![Action::StartJob],
+        JobStatus::Preparing => vec![Action::PrepareArtifacts],
+        JobStatus::Running => decide_running(input),
+        JobStatus::Completing => vec![Action::VerifyTargets],
+        JobStatus::Failed => {
+            let mut actions = wind_down(input);
+            let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
+            if actions.is_empty()
+                && !in_flight
+                && job.failure_policy.auto_rollback
+                && !job.is_rollback()
+                && input.rollback_attempts == 0
+            {
+                actions.push(Action::StartRollback);
+            }
+            actions
+        }
+        JobStatus::RollingBack => vec![Action::AwaitRollback],
+        JobStatus::Completed | JobStatus::RolledBack => Vec::new(),
+    }
+}
+
+fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
+    let job = input.job;
+    let (failed, total) = failed_targets(job);
+    if job.failure_policy.exceeded(failed, total) {
+        let mut actions = wind_down(input);
+        let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
+        if actions.is_empty() && !in_flight {
+            actions.push(Action::FailJob(format!(
+                "{failed} of {total} targets failed, exceeding the failure policy"
+            )));
+        }
+        return actions;
+    }
+    // The current wave is the lowest one with an unsettled task; later waves wait.
+    let Some(wave) = job
+        .tasks
+        .iter()
+        .filter(|t| !t.is_settled())
+        .map(|t| t.wave)
+        .min()
+    else {
+        return vec![Action::CompleteWaves];
+    };
+    let in_wave: Vec<&DeploymentTask> = job.tasks.iter().filter(|t| t.wave == wave).collect();
+    let capacity = (job.parallelism.get() as usize).min(in_wave.len());
+    let mut actions = Vec::new();
+    let mut occupied = 0;
+    let mut wake: Option<Timestamp> = None;
+    for t in &in_wave {
+        match t.status {
+            TaskStatus::Pending | TaskStatus::Retrying => actions.push(Action::Enqueue(t.id)),
+            s if s.is_in_flight() => {
+                occupied += 1;
+                if !input.live.contains(&t.id) {
+                    actions.push(Action::Reconcile(t.id));
+                }
+            }
+            TaskStatus::Failed if t.can_retry() => {
+                let due = t
+                    .updated_at
+                    .saturating_add(input.backoff.delay(t.attempt_number));
+                if input.now >= due {
+                    actions.push(Action::Retry(t.id));
+                } else {
+                    wake = Some(wake.map_or(due, |w| w.min(due)));
+                }
+            }
+            _ => {}
+        }
+    }
+    let free = capacity.saturating_sub(occupied);
+    actions.extend(
+        in_wave
+            .iter()
+            .filter(|t| t.status == TaskStatus::Queued)
+            .take(free)
+            .map(|t| Action::Dispatch(t.id)),
+    );
+    if actions.is_empty()
+        && let Some(at) = wake
+    {
+        actions.push(Action::WakeAt(at));
+    }
+    actions
+}
+
+/// For a job that is giving up: reconcile orphaned in-flight tasks (their outcome
+/// decides what a rollback must restore) and cancel everything that could still start.
+/// Pending tasks stay pending: they were never attempted.
+fn wind_down(input: &DecideInput<'_>) -> Vec<Action> {
+    input
+        .job
+        .tasks
+        .iter()
+        .filter_map(|t| match t.status {
+            s if s.is_in_flight() => {
+                (!input.live.contains(&t.id)).then_some(Action::Reconcile(t.id))
+            }
+            TaskStatus::Queued | TaskStatus::Retrying => Some(Action::CancelTask(t.id)),
+            TaskStatus::Failed if t.can_retry() => Some(Action::CancelTask(t.id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
