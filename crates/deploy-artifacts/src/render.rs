@@ -252,3 +252,6 @@ fn resolve<'a>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

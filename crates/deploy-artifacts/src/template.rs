@@ -85,18 +85,57 @@ impl Restart {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The template's top level. Like `#[serde(deny_unknown_fields)]`, except that Compose
+/// extension fields (`x-…`, where anchors usually live) are allowed and dropped.
 struct RawTemplate {
-    #[serde(default)]
     version: Option<Value>,
     services: ServiceEntries,
-    #[serde(default)]
     volumes: Option<Value>,
-    #[serde(default)]
     networks: Option<Value>,
-    #[serde(default)]
     http: Option<HttpSpec>,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &["version", "services", "volumes", "networks", "http", "x-…"];
+
+impl<'de> Deserialize<'de> for RawTemplate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TopVisitor;
+        impl<'de> Visitor<'de> for TopVisitor {
+            type Value = RawTemplate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a compose template mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTemplate, A::Error> {
+                let (mut version, mut services, mut volumes, mut networks, mut http) =
+                    (None, None, None, None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    let seen = match key.as_str() {
+                        "version" => version.replace(map.next_value()?).is_some(),
+                        "services" => services.replace(map.next_value()?).is_some(),
+                        "volumes" => volumes.replace(map.next_value()?).is_some(),
+                        "networks" => networks.replace(map.next_value()?).is_some(),
+                        "http" => http.replace(map.next_value()?).is_some(),
+                        k if k.starts_with("x-") => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            false
+                        }
+                        k => return Err(de::Error::unknown_field(k, TOP_LEVEL_KEYS)),
+                    };
+                    if seen {
+                        return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                    }
+                }
+                Ok(RawTemplate {
+                    version,
+                    services: services.ok_or_else(|| de::Error::missing_field("services"))?,
+                    volumes,
+                    networks,
+                    http,
+                })
+            }
+        }
+        deserializer.deserialize_map(TopVisitor)
+    }
 }
 
 /// The `services:` mapping in document order, duplicates kept so they can be reported by name.
