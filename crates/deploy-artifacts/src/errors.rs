@@ -73,7 +73,7 @@ pub enum ArtifactError {
 }
 
 impl ArtifactError {
-    /// Shorthand for [`ArtifactError::Invalid`]; the value is shown escaped.
+    /// Shorthand for [`ArtifactError::Invalid`]; control characters in the value are shown escaped.
     pub(crate) fn invalid(
         field: impl Into<String>,
         value: impl AsRef<str>,
@@ -81,7 +81,17 @@ impl ArtifactError {
     ) -> Self {
         Self::Invalid {
             field: field.into(),
-            value: value.as_ref().escape_debug().to_string(),
+            value: value
+                .as_ref()
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_debug().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
             expected: expected.into(),
         }
     }

@@ -254,4 +254,4 @@ fn resolve<'a>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -108,18 +108,17 @@ impl<'de> Deserialize<'de> for RawTemplate {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTemplate, A::Error> {
                 let (mut version, mut services, mut volumes, mut networks, mut http) =
                     (None, None, None, None, None);
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(TopKey(key)) = map.next_key::<TopKey>()? {
                     let seen = match key.as_str() {
                         "version" => version.replace(map.next_value()?).is_some(),
                         "services" => services.replace(map.next_value()?).is_some(),
                         "volumes" => volumes.replace(map.next_value()?).is_some(),
                         "networks" => networks.replace(map.next_value()?).is_some(),
                         "http" => http.replace(map.next_value()?).is_some(),
-                        k if k.starts_with("x-") => {
+                        _ => {
                             map.next_value::<de::IgnoredAny>()?;
                             false
                         }
-                        k => return Err(de::Error::unknown_field(k, TOP_LEVEL_KEYS)),
                     };
                     if seen {
                         return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
@@ -135,6 +134,29 @@ impl<'de> Deserialize<'de> for RawTemplate {
             }
         }
         deserializer.deserialize_map(TopVisitor)
+    }
+}
+
+/// A top-level key, refused while it is read so that the error points at the key itself.
+struct TopKey(String);
+
+impl<'de> Deserialize<'de> for TopKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = TopKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a top-level key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<TopKey, E> {
+                if TOP_LEVEL_KEYS.contains(&key) || key.starts_with("x-") {
+                    Ok(TopKey(key.to_owned()))
+                } else {
+                    Err(E::unknown_field(key, TOP_LEVEL_KEYS))
+                }
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
