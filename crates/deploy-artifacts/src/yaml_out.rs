@@ -10,6 +10,12 @@ use serde_yaml::{Number, Value};
 /// Appends `s` as a YAML double-quoted scalar.
 pub(crate) fn quoted(out: &mut String, s: &str) {
     out.push('"');
+    // Fast path: printable ASCII without `"` or `\` is copied as is.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
