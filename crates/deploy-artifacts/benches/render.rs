@@ -2,10 +2,14 @@
 //!
 //! Run: `cargo bench -p deploy-artifacts --bench render`. Goal: render under 20 ms.
 
-#![expect(clippy::unwrap_used, reason = "benchmark setup over fixed, valid inputs")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "benchmark setup over fixed, valid inputs"
+)]
 
 use deploy_artifacts::{
-    Colour, ComposeTemplate, ContainerRuntime, RenderInput, Traffic, parse_template, render, verify_lock,
+    Colour, ComposeTemplate, ContainerRuntime, RenderInput, Traffic, parse_template, render,
+    verify_lock,
 };
 use deploy_core::testing::{job_id, name, promotion_id, release, ssh_target, ts};
 use deploy_core::{Name, Percent, Release, Target, UnixPath};
@@ -97,6 +101,10 @@ fn parse_1000_services(bencher: divan::Bencher) {
 fn verify_lock_1000_services(bencher: divan::Bencher) {
     let fixture = Fixture::new();
     let bundle = render(&fixture.input()).unwrap();
-    let lock = bundle.get(deploy_artifacts::LOCK_FILE_NAME).unwrap().content.clone();
+    let lock = bundle
+        .get(deploy_artifacts::LOCK_FILE_NAME)
+        .unwrap()
+        .content
+        .clone();
     bencher.bench(|| verify_lock(divan::black_box(lock.as_bytes())).unwrap());
 }

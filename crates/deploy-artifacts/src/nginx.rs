@@ -163,17 +163,17 @@ impl HttpSpec {
             let blue = address(&field("blue"), &r.blue)?;
             let green = address(&field("green"), &r.green)?;
             let pair = (blue.clone(), green.clone());
-            if let Some(known) = addresses.get(&r.service) {
-                if *known != pair {
-                    return Err(ArtifactError::invalid(
-                        field("blue"),
-                        format!("{blue} / {green}"),
-                        format!(
-                            "the same addresses as the other routes of `{}`: {} / {}",
-                            r.service, known.0, known.1
-                        ),
-                    ));
-                }
+            if let Some(known) = addresses.get(&r.service)
+                && *known != pair
+            {
+                return Err(ArtifactError::invalid(
+                    field("blue"),
+                    format!("{blue} / {green}"),
+                    format!(
+                        "the same addresses as the other routes of `{}`: {} / {}",
+                        r.service, known.0, known.1
+                    ),
+                ));
             }
             addresses.insert(r.service.clone(), pair);
             routes.push(Route {

@@ -402,14 +402,12 @@ pub(crate) fn compose_unescape(field: &str, raw: &str) -> Result<String, Artifac
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
-        if c == '$' {
-            if chars.next() != Some('$') {
-                return Err(ArtifactError::invalid(
-                    field,
-                    raw,
-                    "`$$` for a literal `$`: templates are rendered without host interpolation",
-                ));
-            }
+        if c == '$' && chars.next() != Some('$') {
+            return Err(ArtifactError::invalid(
+                field,
+                raw,
+                "`$$` for a literal `$`: templates are rendered without host interpolation",
+            ));
         }
         out.push(c);
     }

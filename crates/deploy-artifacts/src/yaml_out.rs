@@ -11,7 +11,9 @@ use serde_yaml::{Number, Value};
 pub(crate) fn quoted(out: &mut String, s: &str) {
     out.push('"');
     // Fast path: printable ASCII without `"` or `\` is copied as is.
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
         out.push_str(s);
         out.push('"');
         return;
