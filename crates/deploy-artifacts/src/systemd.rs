@@ -69,61 +69,54 @@ pub(crate) fn render(
 
     // `-`: a missing old container is not an error.
     out.push_str("ExecStartPre=-");
+    push_args(&mut out, &[bin, "rm", "--force", &name]);
+    out.push('\n');
+
+    out.push_str("ExecStart=");
     push_args(
         &mut out,
         &[
-            bin.to_owned(),
-            "rm".to_owned(),
-            "--force".to_owned(),
-            name.clone(),
+            bin,
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--env-file",
+            env_file_path,
         ],
     );
-
-    let mut run: Vec<String> = vec![
-        bin.to_owned(),
-        "run".to_owned(),
-        "--rm".to_owned(),
-        "--name".to_owned(),
-        name.clone(),
-    ];
-    run.push("--env-file".to_owned());
-    run.push(env_file_path.to_owned());
     for (k, v) in &svc.labels {
-        run.push("--label".to_owned());
-        run.push(format!("{k}={v}"));
+        out.push_str(" --label ");
+        arg(&mut out, &format!("{k}={v}"));
     }
     for p in &t.ports {
-        run.push("--publish".to_owned());
-        run.push(p.clone());
+        out.push_str(" --publish ");
+        arg(&mut out, p);
     }
-    run.push(format!("--stop-timeout={}", t.stop_timeout_secs));
-    run.push(svc.image.clone());
-    if let Some(cmd) = &t.command {
-        run.extend(cmd.iter().cloned());
+    out.push_str(&format!(" --stop-timeout={} ", t.stop_timeout_secs));
+    arg(&mut out, &svc.image);
+    for word in t.command.iter().flatten() {
+        out.push(' ');
+        arg(&mut out, word);
     }
-    out.push_str("ExecStart=");
-    push_args(&mut out, &run);
+    out.push('\n');
 
-    let stop = [
-        bin.to_owned(),
-        "stop".to_owned(),
-        format!("--time={}", t.stop_timeout_secs),
-        name,
-    ];
+    let time = format!("--time={}", t.stop_timeout_secs);
     out.push_str("ExecStop=");
-    push_args(&mut out, &stop);
+    push_args(&mut out, &[bin, "stop", &time, &name]);
+    out.push('\n');
     out.push_str("\n[Install]\nWantedBy=multi-user.target\n");
     out
 }
 
-fn push_args(out: &mut String, args: &[String]) {
+/// Appends the words separated by spaces, without a line end.
+fn push_args(out: &mut String, args: &[&str]) {
     for (i, a) in args.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
         arg(out, a);
     }
-    out.push('\n');
 }
 
 /// One command-line word in systemd syntax: plain when inert, else double-quoted with C escapes;

@@ -62,7 +62,7 @@ fn is_plain_key(k: &str) -> bool {
     const WORDS: [&str; 12] = [
         "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf", "_",
     ];
-    first_ok && rest_ok && !WORDS.contains(&k.to_ascii_lowercase().as_str())
+    first_ok && rest_ok && !WORDS.iter().any(|w| w.eq_ignore_ascii_case(k))
 }
 
 fn indent(out: &mut String, n: usize) {
