@@ -30,7 +30,7 @@ pub enum ArtifactError {
     YamlNoPosition { what: &'static str, message: String },
     /// Anchors and aliases expand to more nodes than allowed (an alias expansion bomb); refused, not expanded.
     #[error(
-        "{what} expands to more than {limit} YAML nodes through aliases; expected at most {limit} (alias expansion bomb?)"
+        "{what} has more than {limit} YAML nodes once aliases are expanded; expected at most {limit} (an alias expansion bomb?)"
     )]
     TooManyNodes { what: &'static str, limit: u64 },
     /// A service names a component that the release does not have.

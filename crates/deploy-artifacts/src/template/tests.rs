@@ -190,6 +190,20 @@ fn alias_expansion_bombs_are_refused_not_expanded() {
     // Not a timing assertion on the renderer: a bomb that was expanded would take minutes.
     assert!(started.elapsed().as_secs() < 60);
 
+    // The node budget holds without aliases too: a flat list of just over a million numbers (2 MB).
+    let mut wide = String::from("services:\n  web:\n    componentName: web\n    command: [");
+    wide.push_str(&"0,".repeat(1_000_000));
+    wide.push_str("0]\n");
+    assert!(wide.len() < MAX_DOCUMENT_BYTES);
+    let e = parse_template(wide.as_bytes()).unwrap_err();
+    assert_eq!(
+        e,
+        ArtifactError::TooManyNodes {
+            what: "compose template",
+            limit: crate::MAX_NODES
+        }
+    );
+
     // Moderate, legitimate reuse of anchors still works.
     let reuse = "x-env: &env {A: \"1\"}\nservices:\n  a:\n    componentName: web\n    environment: *env\n  b:\n    componentName: web\n    environment: *env\n";
     let t = parse_template(reuse.as_bytes()).unwrap();
