@@ -508,7 +508,7 @@ fn check_label(service: &str, key: &str, value: &str) -> Result<(), ArtifactErro
             "no `stella.` labels: the renderer sets them",
         ));
     }
-    if value.chars().any(|c| c.is_control()) {
+    if value.chars().any(|c| c.is_control() && c != '\t') {
         return Err(ArtifactError::invalid(
             format!("{field} `{key}`"),
             value,

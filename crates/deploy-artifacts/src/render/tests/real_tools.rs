@@ -70,7 +70,31 @@ fn compose_config(cli: &[&str], dir: &Path, file: &str) -> Result<Value, String>
             text(&out.stderr)
         ));
     }
-    Ok(serde_yaml::from_slice(&out.stdout).unwrap())
+    Ok(yaml11_to_value(&out.stdout))
+}
+
+/// Reads `config` output as Compose v1 itself reads YAML (PyYAML, YAML 1.1): `1e3` is a
+/// string there, a float for a YAML 1.2 reader. PyYAML ships with docker-compose.
+fn yaml11_to_value(yaml: &[u8]) -> Value {
+    let python = require_program("python3", &["/usr/bin"], "docker-compose v1 runs on it").unwrap();
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "PyYAML could not read the config output: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `config` prints values with `$` escaped as `$$` (v1); v2 prints them as they are.
@@ -377,5 +401,113 @@ fn docker_run_env_file_reads_the_same_values() {
             assert!(env.contains(&line), "{line:?} not in {env:?}");
         }
         assert!(env.iter().any(|l| l.starts_with("STELLA_DIGEST=sha256:")));
+    }
+}
+
+/// Values that YAML 1.1 readers, Compose interpolation or the env-file readers could change.
+const TRICKY_VALUES: &[&str] = &[
+    "yes",
+    "No",
+    "on",
+    "OFF",
+    "~",
+    "null",
+    "0755",
+    "0x1F",
+    "12:30",
+    "1e3",
+    "1_000",
+    ".inf",
+    "-",
+    "- dash",
+    "a: b",
+    "[x]",
+    "{y}",
+    "*star",
+    "&amp",
+    "!bang",
+    "%s",
+    "@at",
+    "`tick`",
+    "|pipe",
+    ">fold",
+    "back\\slash",
+    "$",
+    "$$",
+    "a$b",
+    "$HOME",
+    "=x",
+    "x=",
+    "é",
+    "日本語",
+    "tab\there",
+    "trailing\\",
+    "it's",
+    "say \"hi\"",
+];
+
+#[test]
+fn tricky_values_read_back_exactly_through_compose_and_docker() {
+    let mut template =
+        String::from("services:\n  tricky:\n    componentName: web\n    environment:\n");
+    for (i, v) in TRICKY_VALUES.iter().enumerate() {
+        let mut q = String::new();
+        crate::yaml_out::quoted(&mut q, &v.replace('$', "$$"));
+        template.push_str(&format!("      V{i}: {q}\n"));
+    }
+    template.push_str("    labels:\n");
+    for (i, v) in TRICKY_VALUES.iter().enumerate() {
+        let mut q = String::new();
+        crate::yaml_out::quoted(&mut q, &v.replace('$', "$$"));
+        template.push_str(&format!("      l{i}: {q}\n"));
+    }
+    let inputs = Inputs::new(&template);
+    let t = &inputs.template.services[0];
+    for (i, v) in TRICKY_VALUES.iter().enumerate() {
+        assert_eq!(
+            t.environment[&format!("V{i}")],
+            *v,
+            "the template parser reads Compose syntax"
+        );
+    }
+    let dir = temp_dir("stella-tricky-").unwrap();
+    let bundle = inputs.render();
+    write_bundle(dir.path(), &bundle);
+    let unit = bundle.get("stella-tricky.service").unwrap();
+    systemd_verify(&[(unit.file_name.as_str(), unit.content.as_str())])
+        .unwrap_or_else(|e| panic!("{e}\n{}", unit.content));
+    let nginx = bundle.get(crate::NGINX_FILE_NAME).unwrap();
+    nginx_t(&nginx.content).unwrap();
+    for cli in compose_clis() {
+        for file in [crate::COMPOSE_FILE_NAME, crate::LOCK_FILE_NAME] {
+            let config = compose_config(&cli, dir.path(), file).unwrap();
+            assert_service_matches(&config, &inputs, file, &cli);
+        }
+    }
+    let docker = require_program(
+        "docker",
+        &["/usr/bin"],
+        "Docker Engine runs on these machines",
+    )
+    .unwrap();
+    ensure_env_test_image(&docker);
+    let out = run(Command::new(&docker)
+        .arg("create")
+        .arg("--env-file")
+        .arg(dir.path().join("tricky.env"))
+        .args([ENV_TEST_IMAGE, "/none"]));
+    assert!(
+        out.status.success(),
+        "docker create failed: {}",
+        text(&out.stderr)
+    );
+    let id = text(&out.stdout).trim().to_owned();
+    let inspect =
+        run(Command::new(&docker).args(["inspect", "--format", "{{json .Config.Env}}", &id]));
+    run(Command::new(&docker).args(["rm", &id]));
+    let env: Vec<String> = serde_json::from_slice(&inspect.stdout).unwrap();
+    for (i, v) in TRICKY_VALUES.iter().enumerate() {
+        let line = format!("V{i}={v}");
+        assert!(env.contains(&line), "{line:?} not in {env:?}");
     }
 }
