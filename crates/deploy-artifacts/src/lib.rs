@@ -7,6 +7,7 @@
 //! deployment; [`verify_lock`] recomputes a lock's digest.
 
 mod compose;
+mod compose_syntax;
 mod env_file;
 mod errors;
 mod lock;

@@ -131,6 +131,11 @@ pub(crate) fn arg(out: &mut String, s: &str) {
         out.push_str(s);
         return;
     }
+    // A lone `;` separates commands, quoted or not; `\;` is the literal.
+    if s == ";" {
+        out.push_str("\\;");
+        return;
+    }
     out.push('"');
     for c in s.chars() {
         match c {
@@ -173,6 +178,7 @@ mod tests {
         assert_eq!(a("$HOME"), "\"$$HOME\"");
         assert_eq!(a("say \"hi\"\\"), "\"say \\\"hi\\\"\\\\\"");
         assert_eq!(a("a;b"), "\"a;b\"");
+        assert_eq!(a(";"), "\\;");
         assert_eq!(a("x\u{1}y\nz"), "\"x\\x01y\\nz\"");
     }
 }

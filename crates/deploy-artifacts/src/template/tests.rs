@@ -283,27 +283,6 @@ fn keys_the_release_owns_and_unsupported_yaml_are_refused() {
 }
 
 #[test]
-fn durations_and_shell_words() {
-    let d = |s: &str| parse_duration_secs("f", &Value::String(s.to_owned()));
-    assert_eq!(d("10s"), Ok(10));
-    assert_eq!(d("1m30s"), Ok(90));
-    assert_eq!(d("1h"), Ok(3600));
-    assert_eq!(d("500ms"), Ok(1));
-    assert_eq!(d("1500ms"), Ok(2));
-    assert!(d("").is_err());
-    assert!(d("10").is_err());
-    assert!(d("99999h").is_err());
-    let w = |s: &str| shell_words("f", s);
-    assert_eq!(
-        w(r#"a "b c" 'd e' f\ g "h\"i" 'j\k'"#).unwrap(),
-        ["a", "b c", "d e", "f g", "h\"i", "j\\k"]
-    );
-    assert_eq!(w("  ").unwrap(), Vec::<String>::new());
-    assert_eq!(w("''").unwrap(), [""]);
-    assert!(w("a\\").is_err());
-}
-
-#[test]
 fn http_routes_are_validated() {
     let t = |http: &str| format!("services:\n  web:\n    componentName: web\nhttp:\n{http}");
     let route = |path: &str, service: &str, blue: &str| {
