@@ -448,8 +448,9 @@ const TRICKY_VALUES: &[&str] = &[
 
 #[test]
 fn tricky_values_read_back_exactly_through_compose_and_docker() {
-    let mut template =
-        String::from("services:\n  tricky:\n    componentName: web\n    environment:\n");
+    let mut template = String::from(
+        "services:\n  tricky:\n    componentName: web\n    command: [\"echo\", \";\", \"50%\", \"$$HOME\", \"a b\", \"\"]\n    environment:\n",
+    );
     for (i, v) in TRICKY_VALUES.iter().enumerate() {
         let mut q = String::new();
         crate::yaml_out::quoted(&mut q, &v.replace('$', "$$"));
@@ -474,6 +475,12 @@ fn tricky_values_read_back_exactly_through_compose_and_docker() {
     let bundle = inputs.render();
     write_bundle(dir.path(), &bundle);
     let unit = bundle.get("stella-tricky.service").unwrap();
+    assert!(
+        unit.content
+            .contains(" echo \\; \"50%%\" \"$$HOME\" \"a b\" \"\"\n"),
+        "{}",
+        unit.content
+    );
     systemd_verify(&[(unit.file_name.as_str(), unit.content.as_str())])
         .unwrap_or_else(|e| panic!("{e}\n{}", unit.content));
     let nginx = bundle.get(crate::NGINX_FILE_NAME).unwrap();
