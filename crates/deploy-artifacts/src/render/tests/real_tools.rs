@@ -366,6 +366,25 @@ fn ensure_env_test_image(docker: &Path) {
     );
 }
 
+/// The environment Docker gives a container created with `--env-file file` (created, inspected, removed; never started).
+fn docker_env(docker: &Path, file: &Path) -> Vec<String> {
+    let out = run(Command::new(docker)
+        .arg("create")
+        .arg("--env-file")
+        .arg(file)
+        .args([ENV_TEST_IMAGE, "/none"]));
+    assert!(
+        out.status.success(),
+        "docker create failed: {}",
+        text(&out.stderr)
+    );
+    let id = text(&out.stdout).trim().to_owned();
+    let inspect =
+        run(Command::new(docker).args(["inspect", "--format", "{{json .Config.Env}}", &id]));
+    run(Command::new(docker).args(["rm", &id]));
+    serde_json::from_slice(&inspect.stdout).unwrap()
+}
+
 #[test]
 fn docker_run_env_file_reads_the_same_values() {
     let docker = require_program(
@@ -381,21 +400,7 @@ fn docker_run_env_file_reads_the_same_values() {
     write_bundle(dir.path(), &bundle);
     for t in &inputs.template.services {
         let file = dir.path().join(crate::env_file_name(&t.name));
-        let out = run(Command::new(&docker)
-            .arg("create")
-            .arg("--env-file")
-            .arg(&file)
-            .args([ENV_TEST_IMAGE, "/none"]));
-        assert!(
-            out.status.success(),
-            "docker create failed: {}",
-            text(&out.stderr)
-        );
-        let id = text(&out.stdout).trim().to_owned();
-        let inspect =
-            run(Command::new(&docker).args(["inspect", "--format", "{{json .Config.Env}}", &id]));
-        run(Command::new(&docker).args(["rm", &id]));
-        let env: Vec<String> = serde_json::from_slice(&inspect.stdout).unwrap();
+        let env = docker_env(&docker, &file);
         for (k, v) in &t.environment {
             let line = format!("{k}={v}");
             assert!(env.contains(&line), "{line:?} not in {env:?}");
@@ -498,21 +503,7 @@ fn tricky_values_read_back_exactly_through_compose_and_docker() {
     )
     .unwrap();
     ensure_env_test_image(&docker);
-    let out = run(Command::new(&docker)
-        .arg("create")
-        .arg("--env-file")
-        .arg(dir.path().join("tricky.env"))
-        .args([ENV_TEST_IMAGE, "/none"]));
-    assert!(
-        out.status.success(),
-        "docker create failed: {}",
-        text(&out.stderr)
-    );
-    let id = text(&out.stdout).trim().to_owned();
-    let inspect =
-        run(Command::new(&docker).args(["inspect", "--format", "{{json .Config.Env}}", &id]));
-    run(Command::new(&docker).args(["rm", &id]));
-    let env: Vec<String> = serde_json::from_slice(&inspect.stdout).unwrap();
+    let env = docker_env(&docker, &dir.path().join("tricky.env"));
     for (i, v) in TRICKY_VALUES.iter().enumerate() {
         let line = format!("V{i}={v}");
         assert!(env.contains(&line), "{line:?} not in {env:?}");
