@@ -344,7 +344,18 @@ fn systemd_accepts_every_unit() {
 
 const ENV_TEST_IMAGE: &str = "stella-artifacts-envtest:1";
 
-/// An image with an empty filesystem, enough for `docker create` (nothing is started).
+/// The docker CLI, with an image of an empty filesystem present, enough for `docker create` (nothing is started).
+fn docker_with_env_test_image() -> PathBuf {
+    let docker = require_program(
+        "docker",
+        &["/usr/bin"],
+        "Docker Engine runs on these machines",
+    )
+    .unwrap();
+    ensure_env_test_image(&docker);
+    docker
+}
+
 fn ensure_env_test_image(docker: &Path) {
     let exists = run(Command::new(docker).args(["image", "inspect", ENV_TEST_IMAGE]))
         .status
@@ -387,13 +398,7 @@ fn docker_env(docker: &Path, file: &Path) -> Vec<String> {
 
 #[test]
 fn docker_run_env_file_reads_the_same_values() {
-    let docker = require_program(
-        "docker",
-        &["/usr/bin"],
-        "Docker Engine runs on these machines",
-    )
-    .unwrap();
-    ensure_env_test_image(&docker);
+    let docker = docker_with_env_test_image();
     let inputs = Inputs::new(SMALL);
     let bundle = inputs.render();
     let dir = temp_dir("stella-envfile-").unwrap();
@@ -496,13 +501,7 @@ fn tricky_values_read_back_exactly_through_compose_and_docker() {
             assert_service_matches(&config, &inputs, file, &cli);
         }
     }
-    let docker = require_program(
-        "docker",
-        &["/usr/bin"],
-        "Docker Engine runs on these machines",
-    )
-    .unwrap();
-    ensure_env_test_image(&docker);
+    let docker = docker_with_env_test_image();
     let env = docker_env(&docker, &dir.path().join("tricky.env"));
     for (i, v) in TRICKY_VALUES.iter().enumerate() {
         let line = format!("V{i}={v}");
