@@ -70,6 +70,8 @@ pub struct ComponentSpec {
     /// Container ports published on an ephemeral 127.0.0.1 port (start-first
     /// needs old and new to run side by side, so host ports are never fixed).
     pub publish: Vec<u16>,
+    /// Arguments after the image, replacing its default command (empty: the image's own).
+    pub args: Vec<String>,
 }
 
 /// The outcome of a deploy.

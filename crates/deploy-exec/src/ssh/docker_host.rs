@@ -69,6 +69,7 @@ pub struct RunSpec<'a> {
     pub target: &'a Name,
     pub task: &'a str,
     pub publish: &'a [u16],
+    pub args: &'a [String],
     pub settle: Duration,
 }
 
@@ -106,11 +107,12 @@ pub fn swap_script(spec: &RunSpec<'_>) -> String {
         run.push(format!("127.0.0.1::{port}"));
     }
     run.push(image);
+    run.extend(spec.args.iter().cloned());
     let q_next = sh_quote(&next);
     let q_name = sh_quote(name);
     let q_prev = sh_quote(&previous);
     let running = format!(
-        "[ \"$(docker inspect --type container --format '{{{{.State.Running}}}}' {q_next} 2>/dev/null)\" = true ]"
+        "[ \"$(docker inspect --type container --format '{{{{.State.Running}}}}/{{{{.State.Restarting}}}}/{{{{.RestartCount}}}}' {q_next} 2>/dev/null)\" = true/false/0 ]"
     );
     let settle = format!("{:.3}", spec.settle.as_secs_f64());
     format!(
@@ -124,7 +126,9 @@ pub fn swap_script(spec: &RunSpec<'_>) -> String {
          \x20 docker rm -f {q_prev} >/dev/null 2>&1 || true\n\
          \x20 docker stop {q_name} >/dev/null && docker rename {q_name} {q_prev} || {{ docker start {q_name} >/dev/null 2>&1; docker rm -f {q_next} >/dev/null 2>&1; exit {EXIT_SWAP_FAILED}; }}\n\
          fi\n\
-         docker rename {q_next} {q_name}\n",
+         docker rename {q_next} {q_name} && exit 0\n\
+         docker rename {q_prev} {q_name} 2>/dev/null && docker start {q_name} >/dev/null 2>&1\n\
+         docker rm -f {q_next} >/dev/null 2>&1; exit {EXIT_SWAP_FAILED}\n",
         run = sh_join(&run),
     )
 }
@@ -153,12 +157,14 @@ mod tests {
             target: &name("host-1"),
             task: "t-1",
             publish: &[8080],
+            args: &["x; y".to_owned()],
             settle: Duration::from_millis(250),
         });
         assert!(s.contains("'--label' 'stella.digest=sha256:"), "{s}");
         assert!(s.contains("'-p' '127.0.0.1::8080'"), "{s}");
         assert!(s.contains("docker rename 'web-next' 'web'"), "{s}");
         assert!(s.contains("sleep 0.250"), "{s}");
+        assert!(s.contains("@sha256:0000000000000000000000000000000000000000000000000000000000000002' 'x; y' >/dev/null"), "{s}");
         assert!(
             inspect_script(&n)
                 .contains(r#"'{{index .Config.Labels "stella.digest"}} {{.State.Running}}' 'web'"#)

@@ -245,6 +245,7 @@ impl SshExecutor {
             target: &request.target.name,
             task: &task,
             publish: &component.publish,
+            args: &component.args,
             settle: self.config.settle,
         });
         match Self::run(session, &swap, "docker run and swap", ctx, deadline).await {

@@ -1,0 +1,336 @@
+//! Failure classes through real sshd: host keys, credentials, sshd down, timeouts and cancellation (remote process killed, old container still serving).
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use deploy_core::{CommandSpec, HostKeyFingerprint, HostKeyPolicy, TargetType, UnixPath};
+use deploy_exec::{ExecError, Executor};
+use deploy_testkit::{ContainerCleanup, SshdHosts, run_checked};
+
+use crate::common::*;
+
+fn cmd(argv: &[&str]) -> CommandSpec {
+    CommandSpec::new(argv.iter().map(|s| (*s).to_owned()).collect()).unwrap()
+}
+
+/// Processes of the test user whose command line contains `needle`.
+fn remote_processes(needle: &str) -> Vec<String> {
+    let out = run_checked("ps", &["-u", deploy_testkit::SSH_TEST_USER, "-o", "args="])
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn wait_gone(needle: &str) -> Vec<String> {
+    for _ in 0..50 {
+        let left = remote_processes(needle);
+        if left.is_empty() {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    remote_processes(needle)
+}
+
+#[tokio::test]
+async fn host_key_checks_are_strict_and_permanent() {
+    let hosts = SshdHosts::start(1).unwrap();
+    let exec = executor(&hosts);
+    let (_, c) = ctx(20);
+    let true_cmd = cmd(&["true"]);
+    let mut t = target(&hosts, 1, TargetType::DockerHost, "/tmp");
+
+    // Strict against the fixture's known_hosts: works.
+    assert_eq!(
+        exec.run_command(&t, &true_cmd, &c)
+            .await
+            .unwrap()
+            .exit_status,
+        0
+    );
+
+    // Unknown: an empty known_hosts file.
+    let empty = hosts.dir().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    ssh_mut(&mut t).host_key = HostKeyPolicy::KnownHostsFile {
+        path: UnixPath::parse(empty.to_str().unwrap()).unwrap(),
+    };
+    let err = exec.run_command(&t, &true_cmd, &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::HostKeyUnknown { .. }), "{err}");
+    assert!(err.to_string().contains(hosts.host_fingerprint()), "{err}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    assert!(!err.is_retryable());
+
+    // Mismatch: known_hosts records another key for this host.
+    let other_pub =
+        std::fs::read_to_string(hosts.unauthorised_key().with_extension("pub")).unwrap();
+    let wrong = hosts.dir().join("wrong_known_hosts");
+    std::fs::write(&wrong, format!("[127.0.0.1]:{} {other_pub}", hosts.port())).unwrap();
+    ssh_mut(&mut t).host_key = HostKeyPolicy::KnownHostsFile {
+        path: UnixPath::parse(wrong.to_str().unwrap()).unwrap(),
+    };
+    let err = exec.run_command(&t, &true_cmd, &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::HostKeyMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(hosts.host_fingerprint()), "{err}");
+    assert!(!err.is_retryable());
+
+    // Pinned fingerprint: right one works, wrong one is a mismatch.
+    ssh_mut(&mut t).host_key = HostKeyPolicy::Pinned {
+        fingerprint: HostKeyFingerprint::parse(hosts.host_fingerprint()).unwrap(),
+    };
+    exec.run_command(&t, &true_cmd, &c).await.unwrap();
+    ssh_mut(&mut t).host_key = HostKeyPolicy::Pinned {
+        fingerprint: HostKeyFingerprint::parse(&format!("SHA256:{}", "A".repeat(43))).unwrap(),
+    };
+    let err = exec.run_command(&t, &true_cmd, &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::HostKeyMismatch { .. }), "{err}");
+
+    // accept_new (executor-wide known_hosts): records on first use, then strict.
+    let learn = hosts.dir().join("learned_known_hosts");
+    let learning = deploy_exec::ssh::SshExecutor::new(
+        deploy_exec::ssh::SshExecutorConfig::new(&learn),
+        std::sync::Arc::new(deploy_exec::DefaultSecrets),
+    );
+    ssh_mut(&mut t).host_key = HostKeyPolicy::AcceptNew;
+    learning.run_command(&t, &true_cmd, &c).await.unwrap();
+    let recorded = std::fs::read_to_string(&learn).unwrap();
+    assert!(
+        recorded
+            .trim_start()
+            .starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", hosts.port()))
+    );
+    ssh_mut(&mut t).host_key = HostKeyPolicy::KnownHosts;
+    learning.close_all().await;
+    learning.run_command(&t, &true_cmd, &c).await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_permanent_and_other_key_types_work() {
+    let hosts = SshdHosts::start(1).unwrap();
+    let exec = executor(&hosts);
+    let (logs, c) = ctx(20);
+    let mut t = target(&hosts, 1, TargetType::DockerHost, "/tmp");
+
+    ssh_mut(&mut t).credential_ref = file_ref(&hosts.unauthorised_key());
+    let err = exec.run_command(&t, &cmd(&["true"]), &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::Authentication { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "authenticate as `deploytest` on 127.0.0.1:".to_owned()
+            + &hosts.port().to_string()
+            + " with public key"
+    );
+    assert!(!err.is_retryable());
+
+    // A password (this sshd allows keys only): refused, and never echoed.
+    let pw = hosts.dir().join("password");
+    std::fs::write(&pw, "s3cret-password").unwrap();
+    ssh_mut(&mut t).credential_ref = file_ref(&pw);
+    let err = exec.run_command(&t, &cmd(&["true"]), &c).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Authentication {
+                method: "password",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("s3cret"));
+
+    // RSA key.
+    ssh_mut(&mut t).credential_ref = file_ref(&hosts.client_rsa_key());
+    assert_eq!(
+        exec.run_command(&t, &cmd(&["id", "-un"]), &c)
+            .await
+            .unwrap()
+            .stdout,
+        "deploytest\n"
+    );
+
+    // ed25519 key with a passphrase (in `<key>.passphrase`); the passphrase is redacted from logs.
+    let enc = hosts.dir().join("encrypted_key");
+    std::fs::copy(hosts.client_key(), &enc).unwrap();
+    let phrase = "correct horse battery";
+    run_checked(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-p",
+            "-P",
+            "",
+            "-N",
+            phrase,
+            "-f",
+            enc.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    std::fs::write(enc.with_extension("passphrase"), phrase).unwrap();
+    ssh_mut(&mut t).credential_ref = file_ref(&enc);
+    let out = exec
+        .run_command(&t, &cmd(&["echo", "leak:", phrase]), &c)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "leak: [REDACTED]\n");
+    assert!(
+        logs.lines().contains(&"leak: [REDACTED]".to_owned()),
+        "{:#?}",
+        logs.lines()
+    );
+    assert!(!logs.lines().iter().any(|l| l.contains(phrase)));
+}
+
+#[tokio::test]
+async fn sshd_not_running_is_retryable() {
+    let mut hosts = SshdHosts::start(2).unwrap();
+    hosts.stop(2);
+    let exec = executor(&hosts);
+    let (_, c) = ctx(10);
+    let t = target(&hosts, 2, TargetType::DockerHost, "/tmp");
+    let err = exec.run_command(&t, &cmd(&["true"]), &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("127.0.0.2"), "{err}");
+    assert!(err.is_retryable());
+    // Host 1 is unaffected.
+    let t1 = target(&hosts, 1, TargetType::DockerHost, "/tmp");
+    exec.run_command(&t1, &cmd(&["true"]), &c).await.unwrap();
+}
+
+#[tokio::test]
+async fn timeout_and_cancel_kill_the_remote_command() {
+    let hosts = SshdHosts::start(1).unwrap();
+    let exec = executor(&hosts);
+    let t = target(&hosts, 1, TargetType::DockerHost, "/tmp");
+    let marker = format!("41.{}", std::process::id());
+
+    let (_, mut c) = ctx(30);
+    c.timeout = Duration::from_millis(1500);
+    let err = exec
+        .run_command(&t, &cmd(&["sleep", &marker]), &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(
+        wait_gone(&format!("sleep {marker}")).await,
+        Vec::<String>::new()
+    );
+
+    let (_, c) = ctx(30);
+    let token = c.cancel.clone();
+    let marker2 = format!("42.{}", std::process::id());
+    let sleep = cmd(&["sleep", &marker2]);
+    let run = exec.run_command(&t, &sleep, &c);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(remote_processes(&format!("sleep {marker2}")).len(), 1);
+        token.cancel();
+    };
+    let (result, ()) = tokio::join!(run, cancel);
+    let err = result.unwrap_err();
+    assert!(matches!(err, ExecError::Cancelled { .. }), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(
+        wait_gone(&format!("sleep {marker2}")).await,
+        Vec::<String>::new()
+    );
+    // The connection is still usable afterwards.
+    let (_, c) = ctx(10);
+    assert_eq!(
+        exec.run_command(&t, &cmd(&["true"]), &c)
+            .await
+            .unwrap()
+            .exit_status,
+        0
+    );
+}
+
+/// A "registry" that accepts connections and never answers: `docker pull` hangs on it.
+fn hanging_registry() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[tokio::test]
+async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
+    let p = prefix("pull");
+    let _cleanup = ContainerCleanup::new(&p);
+    let peers = Peers::start(1, &format!("{p}/app"));
+    let work = WorkDir::new(&p);
+    let exec = executor(&peers.hosts);
+    let target = target(&peers.hosts, 1, TargetType::DockerHost, &work.0);
+    let web = name(&format!("{p}-web"));
+    let (logs, c) = ctx(60);
+    let r1 = exec
+        .deploy(&docker_request(&target, &web, &peers.images.v1, 1), &c)
+        .await;
+    assert!(r1.success, "{r1:?}\n{:#?}", logs.lines());
+
+    let (listener, port) = hanging_registry();
+    let held = std::thread::spawn(move || {
+        // Accept (and hold) a bounded number of connections, then stop.
+        let mut conns = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok((s, _)) = listener.accept() {
+                conns.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        conns.len()
+    });
+    let digest = digest_of(&peers.images.v2);
+    let hanging = format!("127.0.0.1:{port}/{p}/app@{digest}");
+
+    let (_, mut c) = ctx(60);
+    c.timeout = Duration::from_secs(3);
+    let r = exec
+        .deploy(&docker_request(&target, &web, &hanging, 2), &c)
+        .await;
+    assert!(!r.success);
+    assert!(
+        matches!(r.error, Some(ExecError::Timeout { ref what, .. }) if what == "docker pull"),
+        "{r:?}"
+    );
+    assert!(r.retryable());
+    assert_eq!(
+        wait_gone(&format!("docker pull 127.0.0.1:{port}")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(version_of(web.as_str()), "v1");
+
+    let (_, c) = ctx(60);
+    let token = c.cancel.clone();
+    let request = docker_request(&target, &web, &hanging, 3);
+    let deploy = exec.deploy(&request, &c);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        token.cancel();
+    };
+    let (r, ()) = tokio::join!(deploy, cancel);
+    assert!(
+        matches!(r.error, Some(ExecError::Cancelled { ref what, .. }) if what == "docker pull"),
+        "{r:?}"
+    );
+    assert!(!r.retryable());
+    assert_eq!(
+        wait_gone(&format!("docker pull 127.0.0.1:{port}")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(version_of(web.as_str()), "v1");
+    let (_, c) = ctx(30);
+    assert_eq!(
+        exec.inspect(&target, &web, &c).await.unwrap(),
+        Some(digest_of(&peers.images.v1))
+    );
+    assert!(
+        held.join().unwrap() >= 1,
+        "docker never contacted the hanging registry"
+    );
+}
