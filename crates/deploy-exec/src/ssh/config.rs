@@ -18,6 +18,8 @@ pub struct SshExecutorConfig {
     pub keepalive_max: usize,
     /// How long a started container must stay up before the swap (docker_host).
     pub settle: Duration,
+    /// `docker stop --time`: grace period of the old container before it is killed (docker_host).
+    pub stop_timeout: Duration,
     /// Bytes of a remote command's stdout kept for parsing.
     pub stdout_cap: usize,
     /// Per-task log cap (see [`crate::TaskLog`]).
@@ -33,6 +35,7 @@ impl SshExecutorConfig {
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
             settle: Duration::from_millis(300),
+            stop_timeout: Duration::from_secs(10),
             stdout_cap: 1024 * 1024,
             log_cap: DEFAULT_LOG_CAP,
         }

@@ -71,6 +71,7 @@ pub struct RunSpec<'a> {
     pub publish: &'a [u16],
     pub args: &'a [String],
     pub settle: Duration,
+    pub stop_timeout: Duration,
 }
 
 /// Starts the new container as `<name>-next`; only once it runs (and still runs after
@@ -115,6 +116,7 @@ pub fn swap_script(spec: &RunSpec<'_>) -> String {
         "[ \"$(docker inspect --type container --format '{{{{.State.Running}}}}/{{{{.State.Restarting}}}}/{{{{.RestartCount}}}}' {q_next} 2>/dev/null)\" = true/false/0 ]"
     );
     let settle = format!("{:.3}", spec.settle.as_secs_f64());
+    let stop_time = spec.stop_timeout.as_secs().to_string();
     format!(
         "docker rm -f {q_next} >/dev/null 2>&1 || true\n\
          {run} >/dev/null || exit 1\n\
@@ -124,7 +126,7 @@ pub fn swap_script(spec: &RunSpec<'_>) -> String {
          fi\n\
          if docker inspect --type container {q_name} >/dev/null 2>&1; then\n\
          \x20 docker rm -f {q_prev} >/dev/null 2>&1 || true\n\
-         \x20 docker stop {q_name} >/dev/null && docker rename {q_name} {q_prev} || {{ docker start {q_name} >/dev/null 2>&1; docker rm -f {q_next} >/dev/null 2>&1; exit {EXIT_SWAP_FAILED}; }}\n\
+         \x20 docker stop --time {stop_time} {q_name} >/dev/null && docker rename {q_name} {q_prev} || {{ docker start {q_name} >/dev/null 2>&1; docker rm -f {q_next} >/dev/null 2>&1; exit {EXIT_SWAP_FAILED}; }}\n\
          fi\n\
          docker rename {q_next} {q_name} && exit 0\n\
          docker rename {q_prev} {q_name} 2>/dev/null && docker start {q_name} >/dev/null 2>&1\n\
@@ -159,11 +161,13 @@ mod tests {
             publish: &[8080],
             args: &["x; y".to_owned()],
             settle: Duration::from_millis(250),
+            stop_timeout: Duration::from_secs(3),
         });
         assert!(s.contains("'--label' 'stella.digest=sha256:"), "{s}");
         assert!(s.contains("'-p' '127.0.0.1::8080'"), "{s}");
         assert!(s.contains("docker rename 'web-next' 'web'"), "{s}");
         assert!(s.contains("sleep 0.250"), "{s}");
+        assert!(s.contains("docker stop --time 3 'web'"), "{s}");
         assert!(s.contains("@sha256:0000000000000000000000000000000000000000000000000000000000000002' 'x; y' >/dev/null"), "{s}");
         assert!(
             inspect_script(&n)

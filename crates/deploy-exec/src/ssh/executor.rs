@@ -247,6 +247,7 @@ impl SshExecutor {
             publish: &component.publish,
             args: &component.args,
             settle: self.config.settle,
+            stop_timeout: self.config.stop_timeout,
         });
         match Self::run(session, &swap, "docker run and swap", ctx, deadline).await {
             Ok(out) if out.exit_status == 0 => {}

@@ -21,11 +21,11 @@ pub fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
 }
 
+/// The executor under test; the test image (busybox httpd as PID 1) ignores SIGTERM, so a short stop grace.
 pub fn executor(hosts: &SshdHosts) -> SshExecutor {
-    SshExecutor::new(
-        SshExecutorConfig::new(hosts.known_hosts()),
-        Arc::new(DefaultSecrets),
-    )
+    let mut config = SshExecutorConfig::new(hosts.known_hosts());
+    config.stop_timeout = std::time::Duration::from_secs(1);
+    SshExecutor::new(config, Arc::new(DefaultSecrets))
 }
 
 pub fn file_ref(path: &std::path::Path) -> CredentialRef {
