@@ -180,3 +180,51 @@ impl Peers {
         }
     }
 }
+
+/// One deploy test's world: peers, a work dir, the executor, a target on host 1 and a
+/// test-unique container/project name; containers with that prefix are removed on drop.
+pub struct Scene {
+    pub p: String,
+    pub peers: Peers,
+    pub exec: SshExecutor,
+    pub target: Target,
+    /// `<prefix>-web` (docker_host container) — for compose_host the project is `p`.
+    pub web: Name,
+    _work: WorkDir,
+    _cleanup: deploy_testkit::ContainerCleanup,
+}
+
+impl Scene {
+    pub fn start(test: &str, target_type: TargetType) -> Self {
+        let p = prefix(test);
+        let cleanup = deploy_testkit::ContainerCleanup::new(&p);
+        let peers = Peers::start(1, &format!("{p}/app"));
+        let work = WorkDir::new(&p);
+        let exec = executor(&peers.hosts);
+        let target = target(&peers.hosts, 1, target_type, &work.0);
+        let web = name(&format!("{p}-web"));
+        Self {
+            p,
+            peers,
+            exec,
+            target,
+            web,
+            _work: work,
+            _cleanup: cleanup,
+        }
+    }
+
+    pub fn work_dir(&self) -> &str {
+        &self._work.0
+    }
+
+    /// Deploys `image` as the `web` container and asserts success.
+    pub async fn deploy_web(&self, image: &str, n: u64, c: &ExecContext, logs: &MemorySink) {
+        use deploy_exec::Executor;
+        let r = self
+            .exec
+            .deploy(&docker_request(&self.target, &self.web, image, n), c)
+            .await;
+        assert!(r.success, "{r:?}\n{:#?}", logs.lines());
+    }
+}

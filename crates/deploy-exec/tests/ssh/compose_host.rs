@@ -2,7 +2,7 @@
 
 use deploy_core::TargetType;
 use deploy_exec::Executor;
-use deploy_testkit::{ContainerCleanup, run_checked};
+use deploy_testkit::run_checked;
 
 use crate::common::*;
 
@@ -19,25 +19,21 @@ fn web_container(project: &str) -> String {
 
 #[tokio::test]
 async fn deploys_v1_then_v2_and_redeploy_is_a_no_op() {
-    let p = prefix("compose");
-    let _cleanup = ContainerCleanup::new(&p);
-    let peers = Peers::start(1, &format!("{p}/app"));
-    let work = WorkDir::new(&p);
-    let exec = executor(&peers.hosts);
-    let target = target(&peers.hosts, 1, TargetType::ComposeHost, &work.0);
-    let project = name(&p);
+    let s = Scene::start("compose", TargetType::ComposeHost);
+    let (exec, target, peers, p) = (&s.exec, &s.target, &s.peers, s.p.as_str());
+    let project = name(p);
     let (logs, c) = ctx(120);
 
-    assert_eq!(exec.inspect(&target, &project, &c).await.unwrap(), None);
+    assert_eq!(exec.inspect(target, &project, &c).await.unwrap(), None);
 
-    let req1 = compose_request(&target, &project, &peers.images.v1, 1);
+    let req1 = compose_request(target, &project, &peers.images.v1, 1);
     let r1 = exec.deploy(&req1, &c).await;
     assert!(r1.success, "{r1:?}\n{:#?}", logs.lines());
     assert_eq!(r1.deployed_digest.as_ref(), Some(&req1.task.digest));
     assert_eq!(r1.running.get("web"), Some(&digest_of(&peers.images.v1)));
-    assert_eq!(version_of(&web_container(&p)), "v1");
+    assert_eq!(version_of(&web_container(p)), "v1");
     // Files are in place under their final names, no temp file left.
-    let files: Vec<String> = std::fs::read_dir(&work.0)
+    let files: Vec<String> = std::fs::read_dir(s.work_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -48,19 +44,19 @@ async fn deploys_v1_then_v2_and_redeploy_is_a_no_op() {
     assert!(files.contains(&"app.env".to_owned()), "{files:?}");
     assert!(!files.iter().any(|f| f.contains("uploading")), "{files:?}");
 
-    let req2 = compose_request(&target, &project, &peers.images.v2, 2);
+    let req2 = compose_request(target, &project, &peers.images.v2, 2);
     let r2 = exec.deploy(&req2, &c).await;
     assert!(r2.success, "{r2:?}\n{:#?}", logs.lines());
     assert_eq!(r2.previous_digest.as_ref(), Some(&req1.task.digest));
     assert_eq!(r2.running.get("web"), Some(&digest_of(&peers.images.v2)));
-    assert_eq!(version_of(&web_container(&p)), "v2");
+    assert_eq!(version_of(&web_container(p)), "v2");
     assert_eq!(
-        exec.inspect(&target, &project, &c).await.unwrap(),
+        exec.inspect(target, &project, &c).await.unwrap(),
         Some(req2.task.digest.clone())
     );
 
     let again = exec
-        .deploy(&compose_request(&target, &project, &peers.images.v2, 3), &c)
+        .deploy(&compose_request(target, &project, &peers.images.v2, 3), &c)
         .await;
     assert!(again.success && !again.changed, "{again:?}");
 }

@@ -2,25 +2,19 @@
 
 use deploy_core::{CommandSpec, TargetType};
 use deploy_exec::Executor;
-use deploy_testkit::ContainerCleanup;
 
 use crate::common::*;
 
 #[tokio::test]
 async fn deploys_v1_then_v2_start_first_keeps_previous_and_redeploy_is_a_no_op() {
-    let p = prefix("swap");
-    let _cleanup = ContainerCleanup::new(&p);
-    let peers = Peers::start(1, &format!("{p}/app"));
-    let work = WorkDir::new(&p);
-    let exec = executor(&peers.hosts);
-    let target = target(&peers.hosts, 1, TargetType::DockerHost, &work.0);
-    let web = name(&format!("{p}-web"));
+    let s = Scene::start("swap", TargetType::DockerHost);
+    let (exec, target, web, peers) = (&s.exec, &s.target, &s.web, &s.peers);
     let (logs, c) = ctx(60);
 
-    assert_eq!(exec.inspect(&target, &web, &c).await.unwrap(), None);
+    assert_eq!(exec.inspect(target, web, &c).await.unwrap(), None);
 
     let r1 = exec
-        .deploy(&docker_request(&target, &web, &peers.images.v1, 1), &c)
+        .deploy(&docker_request(target, web, &peers.images.v1, 1), &c)
         .await;
     assert!(r1.success, "{r1:?}\n{:#?}", logs.lines());
     assert!(r1.changed);
@@ -33,7 +27,7 @@ async fn deploys_v1_then_v2_start_first_keeps_previous_and_redeploy_is_a_no_op()
     );
 
     let r2 = exec
-        .deploy(&docker_request(&target, &web, &peers.images.v2, 2), &c)
+        .deploy(&docker_request(target, web, &peers.images.v2, 2), &c)
         .await;
     assert!(r2.success, "{r2:?}\n{:#?}", logs.lines());
     assert_eq!(r2.previous_digest, Some(digest_of(&peers.images.v1)));
@@ -44,20 +38,20 @@ async fn deploys_v1_then_v2_start_first_keeps_previous_and_redeploy_is_a_no_op()
         digest_of(&peers.images.v1).as_str()
     );
     assert_eq!(
-        exec.inspect(&target, &web, &c).await.unwrap(),
+        exec.inspect(target, web, &c).await.unwrap(),
         Some(digest_of(&peers.images.v2))
     );
 
     let again = exec
-        .deploy(&docker_request(&target, &web, &peers.images.v2, 3), &c)
+        .deploy(&docker_request(target, web, &peers.images.v2, 3), &c)
         .await;
     assert!(again.success && !again.changed, "{again:?}");
     assert_eq!(version_of(web.as_str()), "v2");
 
     // One connection served every call; each channel reports the same client endpoint.
     let env = CommandSpec::new(vec!["printenv".into(), "SSH_CONNECTION".into()]).unwrap();
-    let a = exec.run_command(&target, &env, &c).await.unwrap();
-    let b = exec.run_command(&target, &env, &c).await.unwrap();
+    let a = exec.run_command(target, &env, &c).await.unwrap();
+    let b = exec.run_command(target, &env, &c).await.unwrap();
     assert_eq!(a.stdout, b.stdout);
     assert_eq!(exec.pooled(), 1);
     assert!(
@@ -70,21 +64,13 @@ async fn deploys_v1_then_v2_start_first_keeps_previous_and_redeploy_is_a_no_op()
 
 #[tokio::test]
 async fn a_container_that_exits_at_once_is_not_swapped_in() {
-    let p = prefix("exit");
-    let _cleanup = ContainerCleanup::new(&p);
-    let peers = Peers::start(1, &format!("{p}/app"));
-    let work = WorkDir::new(&p);
-    let exec = executor(&peers.hosts);
-    let target = target(&peers.hosts, 1, TargetType::DockerHost, &work.0);
-    let web = name(&format!("{p}-web"));
+    let s = Scene::start("exit", TargetType::DockerHost);
+    let (exec, target, web, peers) = (&s.exec, &s.target, &s.web, &s.peers);
     let (logs, c) = ctx(60);
-    let r1 = exec
-        .deploy(&docker_request(&target, &web, &peers.images.v1, 1), &c)
-        .await;
-    assert!(r1.success, "{r1:?}\n{:#?}", logs.lines());
+    s.deploy_web(&peers.images.v1, 1, &c, &logs).await;
 
     // v2 started with a command that exits at once: never swapped in.
-    let mut bad = docker_request(&target, &web, &peers.images.v2, 2);
+    let mut bad = docker_request(target, web, &peers.images.v2, 2);
     if let Some(c) = bad.component.as_mut() {
         c.args = vec!["/bin/busybox".into(), "false".into()];
     }
@@ -99,7 +85,7 @@ async fn a_container_that_exits_at_once_is_not_swapped_in() {
     assert_eq!(r2.previous_digest, Some(digest_of(&peers.images.v1)));
     assert_eq!(version_of(web.as_str()), "v1");
     assert_eq!(
-        exec.inspect(&target, &web, &c).await.unwrap(),
+        exec.inspect(target, web, &c).await.unwrap(),
         Some(digest_of(&peers.images.v1))
     );
 }

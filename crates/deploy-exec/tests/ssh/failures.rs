@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deploy_core::{CommandSpec, HostKeyFingerprint, HostKeyPolicy, TargetType, UnixPath};
 use deploy_exec::{ExecError, Executor};
-use deploy_testkit::{ContainerCleanup, SshdHosts, run_checked};
+use deploy_testkit::{SshdHosts, run_checked};
 
 use crate::common::*;
 
@@ -258,18 +258,10 @@ fn hanging_registry() -> (TcpListener, u16) {
 
 #[tokio::test]
 async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
-    let p = prefix("pull");
-    let _cleanup = ContainerCleanup::new(&p);
-    let peers = Peers::start(1, &format!("{p}/app"));
-    let work = WorkDir::new(&p);
-    let exec = executor(&peers.hosts);
-    let target = target(&peers.hosts, 1, TargetType::DockerHost, &work.0);
-    let web = name(&format!("{p}-web"));
+    let s = Scene::start("pull", TargetType::DockerHost);
+    let (exec, target, web, peers) = (&s.exec, &s.target, &s.web, &s.peers);
     let (logs, c) = ctx(60);
-    let r1 = exec
-        .deploy(&docker_request(&target, &web, &peers.images.v1, 1), &c)
-        .await;
-    assert!(r1.success, "{r1:?}\n{:#?}", logs.lines());
+    s.deploy_web(&peers.images.v1, 1, &c, &logs).await;
 
     let (listener, port) = hanging_registry();
     let held = std::thread::spawn(move || {
@@ -286,12 +278,12 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
         conns.len()
     });
     let digest = digest_of(&peers.images.v2);
-    let hanging = format!("127.0.0.1:{port}/{p}/app@{digest}");
+    let hanging = format!("127.0.0.1:{port}/{}/app@{digest}", s.p);
 
     let (_, mut c) = ctx(60);
     c.timeout = Duration::from_secs(3);
     let r = exec
-        .deploy(&docker_request(&target, &web, &hanging, 2), &c)
+        .deploy(&docker_request(target, web, &hanging, 2), &c)
         .await;
     assert!(!r.success);
     assert!(
@@ -307,7 +299,7 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
 
     let (_, c) = ctx(60);
     let token = c.cancel.clone();
-    let request = docker_request(&target, &web, &hanging, 3);
+    let request = docker_request(target, web, &hanging, 3);
     let deploy = exec.deploy(&request, &c);
     let cancel = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -326,7 +318,7 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
     assert_eq!(version_of(web.as_str()), "v1");
     let (_, c) = ctx(30);
     assert_eq!(
-        exec.inspect(&target, &web, &c).await.unwrap(),
+        exec.inspect(target, web, &c).await.unwrap(),
         Some(digest_of(&peers.images.v1))
     );
     assert!(
