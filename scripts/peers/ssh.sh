@@ -27,7 +27,7 @@ if ! id "$user" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh --groups docker "$user"
 fi
 id -nG "$user" | tr ' ' '\n' | grep -qx docker || usermod -aG docker "$user"
-# sshd refuses a locked account ("!" in shadow) even for key auth; set a usable marker.
-if passwd -S "$user" | awk '{print $2}' | grep -q L; then
-  usermod -p '*' "$user"
-fi
+# sshd refuses a locked account ("!" in shadow) even for key auth; "*" = no password, not locked.
+case "$(getent shadow "$user" | cut -d: -f2)" in
+  '!'*) usermod -p '*' "$user" ;;
+esac
