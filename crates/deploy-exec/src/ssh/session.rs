@@ -128,8 +128,9 @@ impl SshSession {
     ) -> Result<Self, ExecError> {
         let host = check.host.clone();
         let port = check.port;
-        let limit = deadline.min(Instant::now() + config.connect_timeout);
-        let seconds = config.connect_timeout.as_secs();
+        let now = Instant::now();
+        let limit = deadline.min(now + config.connect_timeout);
+        let seconds = limit.saturating_duration_since(now).as_secs_f64().ceil() as u64;
         let fut = Self::connect_inner(check, user, auth, config);
         match tokio::time::timeout_at(limit, fut).await {
             Ok(r) => r,

@@ -201,6 +201,23 @@ async fn sshd_not_running_is_retryable() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_speaks_ssh_is_a_retryable_connect_timeout() {
+    let hosts = SshdHosts::start(1).unwrap();
+    let (listener, port) = hanging_registry();
+    let exec = executor(&hosts);
+    let mut t = target(&hosts, 1, TargetType::DockerHost, "/tmp");
+    ssh_mut(&mut t).port = port;
+    let (_, mut c) = ctx(30);
+    c.timeout = Duration::from_millis(1500);
+    let started = std::time::Instant::now();
+    let err = exec.run_command(&t, &cmd(&["true"]), &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::ConnectTimeout { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(listener);
+}
+
+#[tokio::test]
 async fn timeout_and_cancel_kill_the_remote_command() {
     let hosts = SshdHosts::start(1).unwrap();
     let exec = executor(&hosts);
