@@ -10,3 +10,4 @@ mod compose_host;
 mod docker_host;
 mod failures;
 mod injection;
+mod logs;
