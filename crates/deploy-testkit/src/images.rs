@@ -149,5 +149,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(status, 200);
+
+        // Run each image: v1/v2 healthy with their version, v3-broken answers 404 on /health.
+        let prefix = format!("testkit-img{}", std::process::id());
+        let _cleanup = crate::docker::ContainerCleanup::new(&prefix);
+        for (image, version, health) in [
+            (&images.v1, "v1", 200),
+            (&images.v2, "v2", 200),
+            (&images.v3_broken, "v3", 404),
+        ] {
+            let name = format!("{prefix}-{version}");
+            run_checked(
+                "docker",
+                &["run", "-d", "--name", &name, "-p", "127.0.0.1::8080", image],
+            )
+            .unwrap();
+            let addr = crate::docker::published_addr(&name, IMAGE_HTTP_PORT).unwrap();
+            let mut got = None;
+            for _ in 0..50 {
+                if let Ok(r) = crate::docker::http_get(&addr, "/version") {
+                    got = Some(r);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            assert_eq!(got, Some((200, format!("{version}\n"))), "{name}");
+            let (status, _) = crate::docker::http_get(&addr, "/health").unwrap();
+            assert_eq!(status, health, "{name}");
+        }
     }
 }

@@ -343,3 +343,39 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
         "docker never contacted the hanging registry"
     );
 }
+
+#[tokio::test]
+async fn failed_connections_leave_the_running_container_serving() {
+    let mut s = Scene::start("keep", TargetType::DockerHost);
+    let (logs, c) = ctx(60);
+    s.deploy_web(&s.peers.images.v1, 1, &c, &logs).await;
+    let v2 = |t: &deploy_core::Target| docker_request(t, &s.web, &s.peers.images.v2, 2);
+
+    let mut unknown = s.target.clone();
+    let empty = s.peers.hosts.dir().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    ssh_mut(&mut unknown).host_key = HostKeyPolicy::KnownHostsFile {
+        path: UnixPath::parse(empty.to_str().unwrap()).unwrap(),
+    };
+    let mut pinned_wrong = s.target.clone();
+    ssh_mut(&mut pinned_wrong).host_key = HostKeyPolicy::Pinned {
+        fingerprint: HostKeyFingerprint::parse(&format!("SHA256:{}", "B".repeat(43))).unwrap(),
+    };
+    let mut bad_key = s.target.clone();
+    ssh_mut(&mut bad_key).credential_ref = file_ref(&s.peers.hosts.unauthorised_key());
+
+    for (t, retryable) in [(&unknown, false), (&pinned_wrong, false), (&bad_key, false)] {
+        let r = s.exec.deploy(&v2(t), &c).await;
+        assert!(!r.success, "{r:?}");
+        assert_eq!(r.retryable(), retryable, "{r:?}");
+        assert_eq!(version_of(s.web.as_str()), "v1");
+    }
+    s.exec.close_all().await;
+    s.peers.hosts.stop(1);
+    let r = s.exec.deploy(&v2(&s.target), &c).await;
+    assert!(
+        matches!(r.error, Some(ExecError::Connect { .. })) && r.retryable(),
+        "{r:?}"
+    );
+    assert_eq!(version_of(s.web.as_str()), "v1");
+}
