@@ -27,7 +27,15 @@ if ! id "$user" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh --groups docker "$user"
 fi
 id -nG "$user" | tr ' ' '\n' | grep -qx docker || usermod -aG docker "$user"
-# sshd refuses a locked account ("!" in shadow) even for key auth; "*" = no password, not locked.
-case "$(getent shadow "$user" | cut -d: -f2)" in
-  '!'*) usermod -p '*' "$user" ;;
-esac
+# sshd refuses a locked account ("!" in shadow) even for key auth. Give the user a random
+# password, readable by root only, for the password-auth tests (the fixtures' sshd is the only
+# one that accepts passwords, and it listens on loopback).
+secret_dir=/var/lib/deploy-testkit
+password_file="$secret_dir/$user.password"
+if [ ! -s "$password_file" ] || [ "$(getent shadow "$user" | cut -d: -f2 | cut -c1)" = '!' ]; then
+  install -d -m 0700 "$secret_dir"
+  password=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
+  printf '%s' "$password" > "$password_file"
+  chmod 0600 "$password_file"
+  echo "$user:$password" | chpasswd
+fi

@@ -25,8 +25,23 @@ pub struct SshdHosts {
 }
 
 impl SshdHosts {
-    /// Starts `n` (1..=250) hosts sharing one host key and one port.
+    /// Starts `n` (1..=250) hosts sharing one host key and one port; public-key auth only.
     pub fn start(n: u8) -> Result<Self, TestkitError> {
+        Self::start_with(n, false)
+    }
+
+    /// Like [`SshdHosts::start`], also accepting the test user's password
+    /// (see [`SshdHosts::password_file`]).
+    pub fn start_with_passwords(n: u8) -> Result<Self, TestkitError> {
+        Self::start_with(n, true)
+    }
+
+    /// The root-only file holding the test user's random password (written by scripts/peers/ssh.sh).
+    pub fn password_file() -> PathBuf {
+        PathBuf::from(format!("/var/lib/deploy-testkit/{SSH_TEST_USER}.password"))
+    }
+
+    fn start_with(n: u8, passwords: bool) -> Result<Self, TestkitError> {
         let sshd = require_program("sshd", &["/usr/sbin"], HINT)?;
         require_program("ssh-keygen", &[], HINT)?;
         let user_ok = Command::new("id")
@@ -35,7 +50,7 @@ impl SshdHosts {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if !user_ok {
+        if !user_ok || (passwords && !Self::password_file().is_file()) {
             return Err(TestkitError::MissingProgram {
                 program: format!("user `{SSH_TEST_USER}`"),
                 hint: "bash scripts/peers/ssh.sh".to_owned(),
@@ -81,12 +96,13 @@ impl SshdHosts {
             let config = d.join(format!("sshd_{i}.conf"));
             let conf = format!(
                 "ListenAddress {addr}:{port}\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {pid}\n\
-                 UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nStrictModes no\nPasswordAuthentication {password}\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin no\nAllowUsers {SSH_TEST_USER}\nMaxStartups 200:30:400\nMaxSessions 100\n\
                  Subsystem sftp internal-sftp\nLogLevel ERROR\n",
                 host = path_str(&d.join("host_ed25519")),
                 auth = path_str(&authorized_path),
                 pid = path_str(&d.join(format!("sshd_{i}.pid"))),
+                password = if passwords { "yes" } else { "no" },
             );
             std::fs::write(&config, conf).map_err(TestkitError::io("write sshd config"))?;
             let log = std::fs::File::create(d.join(format!("sshd_{i}.log")))

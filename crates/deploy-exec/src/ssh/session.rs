@@ -41,7 +41,8 @@ impl SshAuth {
                 passphrase,
             }
         } else {
-            Self::Password(secret)
+            // A password file usually ends with a newline that is not part of the password.
+            Self::Password(Secret::new(secret.expose().trim_end_matches(['\r', '\n'])))
         }
     }
 

@@ -141,6 +141,36 @@ async fn wrong_credentials_are_permanent_and_other_key_types_work() {
     );
     assert!(!err.to_string().contains("s3cret"));
 
+    // The right password, on an sshd that accepts passwords.
+    let pw_hosts = SshdHosts::start_with_passwords(1).unwrap();
+    let pw_exec = executor(&pw_hosts);
+    let mut pw_target = target(&pw_hosts, 1, TargetType::DockerHost, "/tmp");
+    ssh_mut(&mut pw_target).credential_ref = file_ref(&SshdHosts::password_file());
+    let password = std::fs::read_to_string(SshdHosts::password_file()).unwrap();
+    let out = pw_exec
+        .run_command(&pw_target, &cmd(&["echo", &password]), &c)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout, "[REDACTED]\n",
+        "a password is redacted from output"
+    );
+    ssh_mut(&mut pw_target).credential_ref = file_ref(&pw);
+    let err = pw_exec
+        .run_command(&pw_target, &cmd(&["true"]), &c)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Authentication {
+                method: "password",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
     // RSA key.
     ssh_mut(&mut t).credential_ref = file_ref(&hosts.client_rsa_key());
     assert_eq!(
