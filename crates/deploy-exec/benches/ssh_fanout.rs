@@ -195,8 +195,9 @@ async fn bench() -> BoxResult<()> {
 
     // docker_host deploy of an already-pulled image on 20 hosts (one engine behind them).
     let prefix = format!("dxbench{}", std::process::id());
-    let _cleanup = ContainerCleanup::new(&prefix);
     let registry = Registry::start()?;
+    // Declared after the registry: dropped before it, so containers go before its images.
+    let _cleanup = ContainerCleanup::new(&prefix);
     let images = TestImages::build(&registry, &format!("{prefix}/app"))?;
     for image in [&images.v1, &images.v2] {
         run_checked("docker", &["pull", "--quiet", image])?;

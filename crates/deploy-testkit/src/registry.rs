@@ -67,8 +67,34 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    /// Stops the registry and removes the local images pulled from it (their containers,
+    /// if any, should be gone first: see `ContainerCleanup`).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let prefix = format!("{}/", self.address());
+        let listed = crate::docker::run_checked(
+            "docker",
+            &[
+                "images",
+                "--no-trunc",
+                "--format",
+                "{{.Repository}} {{.ID}}",
+            ],
+        );
+        if let Ok(listed) = listed {
+            let mut ids: Vec<&str> = listed
+                .lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if !ids.is_empty() {
+                let mut args = vec!["rmi", "-f"];
+                args.extend(ids);
+                let _ = crate::docker::run_checked("docker", &args);
+            }
+        }
     }
 }

@@ -202,6 +202,7 @@ impl SshSession {
             }
             SshAuth::Password(p) => handle.authenticate_password(user, p.expose()).await,
         };
+        tracing::debug!(%host, port, user, method = auth.method(), "ssh authentication");
         match result {
             Ok(r) if r.success() => Ok(Self {
                 handle,
@@ -247,6 +248,7 @@ impl SshSession {
             .channel_open_session()
             .await
             .map_err(|e| self.lost(&e))?;
+        tracing::debug!(host = %self.host, what, "remote command");
         let wrapped = format!("echo {PID_MARKER}$$; {script}");
         channel
             .exec(true, wrapped.as_bytes())
@@ -297,6 +299,7 @@ impl SshSession {
         };
         ctx.log.flush();
         if let Some(timed_out) = stop {
+            tracing::info!(host = %self.host, what, ?pid, timed_out, "stopping remote command");
             self.kill(pid).await;
             let _ = channel.close().await;
             return Err(if timed_out {

@@ -184,6 +184,8 @@ impl Peers {
 /// One deploy test's world: peers, a work dir, the executor, a target on host 1 and a
 /// test-unique container/project name; containers with that prefix are removed on drop.
 pub struct Scene {
+    /// First field: dropped first, so containers go before the registry removes its images.
+    _cleanup: deploy_testkit::ContainerCleanup,
     pub p: String,
     pub peers: Peers,
     pub exec: SshExecutor,
@@ -191,7 +193,6 @@ pub struct Scene {
     /// `<prefix>-web` (docker_host container) — for compose_host the project is `p`.
     pub web: Name,
     _work: WorkDir,
-    _cleanup: deploy_testkit::ContainerCleanup,
 }
 
 impl Scene {
@@ -204,13 +205,13 @@ impl Scene {
         let target = target(&peers.hosts, 1, target_type, &work.0);
         let web = name(&format!("{p}-web"));
         Self {
+            _cleanup: cleanup,
             p,
             peers,
             exec,
             target,
             web,
             _work: work,
-            _cleanup: cleanup,
         }
     }
 

@@ -68,3 +68,23 @@ async fn every_field_rejects_or_neutralises_shell_syntax() {
         "a payload was executed"
     );
 }
+
+/// Container arguments are free text too: they reach `docker run` as argv, never a shell.
+#[tokio::test]
+async fn container_args_reach_docker_as_inert_argv() {
+    let s = Scene::start("inject", TargetType::DockerHost);
+    let marker = format!("/tmp/dx-pwned-args-{}", std::process::id());
+    let _ = std::fs::remove_file(&marker);
+    let (_, c) = ctx(60);
+    let mut request = docker_request(&s.target, &s.web, &s.peers.images.v1, 1);
+    if let Some(component) = request.component.as_mut() {
+        component.args = payloads(&marker);
+    }
+    let r = s.exec.deploy(&request, &c).await;
+    // The first payload is taken as the program name inside the container: no such file.
+    assert!(!r.success, "{r:?}");
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "a payload was executed"
+    );
+}
