@@ -272,9 +272,16 @@ impl SshSession {
                             head.extend_from_slice(data);
                             let Some(nl) = head.iter().position(|&b| b == b'\n') else { continue };
                             let first = String::from_utf8_lossy(&head[..nl]).into_owned();
-                            pid = first.strip_prefix(PID_MARKER).and_then(|p| p.trim().parse().ok());
+                            // Anything before the marker (a chatty shell rc) is output too.
+                            let consumed = match first.strip_prefix(PID_MARKER) {
+                                Some(p) => {
+                                    pid = p.trim().parse().ok();
+                                    nl + 1
+                                }
+                                None => 0,
+                            };
                             seen_marker = true;
-                            let rest = head.split_off(nl + 1);
+                            let rest = head.split_off(consumed);
                             head = rest;
                             data = &head;
                         }
