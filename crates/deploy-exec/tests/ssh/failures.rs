@@ -23,6 +23,17 @@ fn remote_processes(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits (at most 30 s) until a process of the test user runs `needle`.
+async fn wait_started(needle: &str) {
+    for _ in 0..300 {
+        if !remote_processes(needle).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no remote process `{needle}` within 30 s");
+}
+
 async fn wait_gone(needle: &str) -> Vec<String> {
     for _ in 0..50 {
         let left = remote_processes(needle);
@@ -273,8 +284,7 @@ async fn timeout_and_cancel_kill_the_remote_command() {
     let sleep = cmd(&["sleep", &marker2]);
     let run = exec.run_command(&t, &sleep, &c);
     let cancel = async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(remote_processes(&format!("sleep {marker2}")).len(), 1);
+        wait_started(&format!("sleep {marker2}")).await;
         token.cancel();
     };
     let (result, ()) = tokio::join!(run, cancel);
@@ -311,12 +321,16 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
     s.deploy_web(&peers.images.v1, 1, &c, &logs).await;
 
     let (listener, port) = hanging_registry();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = stop.clone();
     let held = std::thread::spawn(move || {
-        // Accept (and hold) a bounded number of connections, then stop.
+        // Accept and hold connections (bounded: 60 s at most) until told to stop.
         let mut conns = Vec::new();
         listener.set_nonblocking(true).unwrap();
         let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
+        while start.elapsed() < Duration::from_secs(60)
+            && !stop_flag.load(std::sync::atomic::Ordering::Relaxed)
+        {
             if let Ok((s, _)) = listener.accept() {
                 conns.push(s);
             }
@@ -328,7 +342,7 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
     let hanging = format!("127.0.0.1:{port}/{}/app@{digest}", s.p);
 
     let (_, mut c) = ctx(60);
-    c.timeout = Duration::from_secs(3);
+    c.timeout = Duration::from_secs(5);
     let r = exec
         .deploy(&docker_request(target, web, &hanging, 2), &c)
         .await;
@@ -349,7 +363,7 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
     let request = docker_request(target, web, &hanging, 3);
     let deploy = exec.deploy(&request, &c);
     let cancel = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        wait_started(&format!("docker pull 127.0.0.1:{port}")).await;
         token.cancel();
     };
     let (r, ()) = tokio::join!(deploy, cancel);
@@ -369,7 +383,10 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
         Some(digest_of(&peers.images.v1))
     );
     assert!(
-        held.join().unwrap() >= 1,
+        {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            held.join().unwrap()
+        } >= 1,
         "docker never contacted the hanging registry"
     );
 }
