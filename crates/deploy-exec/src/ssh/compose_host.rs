@@ -52,33 +52,45 @@ pub fn parse_tool(stdout: &str) -> Option<ComposeTool> {
     }
 }
 
-/// The files of one compose deploy, already in place in the work dir.
+/// The files of one compose deploy in the work dir.
 pub struct ComposeFiles<'a> {
     pub dir: &'a str,
+    /// The lock's final file name.
     pub lock: &'a str,
+    /// Where the new lock was uploaded (a temp name in `dir`): pulled from there, and
+    /// moved onto `lock` only once the pull succeeded.
+    pub staged_lock: &'a str,
     pub env: Option<&'a str>,
     pub project: &'a Name,
     /// sha256 of the lock, recorded after a successful `up`.
     pub lock_digest: &'a Digest,
 }
 
-fn compose_argv(tool: ComposeTool, files: &ComposeFiles<'_>) -> Vec<String> {
+fn compose_argv(tool: ComposeTool, files: &ComposeFiles<'_>, lock_path: &str) -> Vec<String> {
     let mut argv: Vec<String> = tool.argv().iter().map(|s| (*s).to_owned()).collect();
     argv.extend(["--project-name".to_owned(), files.project.to_string()]);
-    argv.extend(["--file".to_owned(), format!("{}/{}", files.dir, files.lock)]);
+    argv.extend(["--file".to_owned(), lock_path.to_owned()]);
     if let Some(env) = files.env {
         argv.extend(["--env-file".to_owned(), format!("{}/{env}", files.dir)]);
     }
     argv
 }
 
-/// `cd`, then `pull`, then `up -d --remove-orphans`, then records the lock digest.
-pub fn up_script(tool: ComposeTool, files: &ComposeFiles<'_>, rename: &str) -> String {
-    let base = compose_argv(tool, files);
-    let pull = sh_join(&[base.clone(), vec!["pull".to_owned(), "--quiet".to_owned()]].concat());
+/// `cd`; move the other files into place; `pull` from the staged lock (on failure the
+/// staged lock is removed and the deployed lock stays); move the lock into place;
+/// `up -d --remove-orphans`; record the lock digest.
+pub fn up_script(
+    tool: ComposeTool,
+    files: &ComposeFiles<'_>,
+    rename_others: &str,
+    rename_lock: &str,
+) -> String {
+    let staged = compose_argv(tool, files, files.staged_lock);
+    let deployed = compose_argv(tool, files, &format!("{}/{}", files.dir, files.lock));
+    let pull = sh_join(&[staged, vec!["pull".to_owned(), "--quiet".to_owned()]].concat());
     let up = sh_join(
         &[
-            base,
+            deployed,
             vec![
                 "up".to_owned(),
                 "-d".to_owned(),
@@ -89,8 +101,9 @@ pub fn up_script(tool: ComposeTool, files: &ComposeFiles<'_>, rename: &str) -> S
     );
     let state = format!("{}/{}", files.dir, state_file(files.project));
     format!(
-        "cd -- {dir} || exit 1\n{rename} || exit 1\n{pull} || exit 1\n{up} || exit 1\nprintf '%s\\n' {digest} > {state_tmp} && mv -f -- {state_tmp} {state}\n",
+        "cd -- {dir} || exit 1\n{rename_others} || exit 1\n{pull} || {{ rm -f -- {staged}; exit 1; }}\n{rename_lock} || exit 1\n{up} || exit 1\nprintf '%s\\n' {digest} > {state_tmp} && mv -f -- {state_tmp} {state}\n",
         dir = sh_quote(files.dir),
+        staged = sh_quote(files.staged_lock),
         digest = sh_quote(files.lock_digest.as_str()),
         state_tmp = sh_quote(&format!("{state}.tmp")),
         state = sh_quote(&state),
@@ -188,13 +201,19 @@ mod tests {
         let files = ComposeFiles {
             dir: "/srv/app",
             lock: "docker-compose.lock.yml",
+            staged_lock: "/srv/app/.docker-compose.lock.yml.uploading-1",
             env: Some("app.env"),
             project: &p,
             lock_digest: &d,
         };
-        let v1 = up_script(ComposeTool::Standalone, &files, "true");
+        let v1 = up_script(ComposeTool::Standalone, &files, "true", "true");
+        assert!(v1.contains("'--file' '/srv/app/.docker-compose.lock.yml.uploading-1' '--env-file' '/srv/app/app.env' 'pull'"), "{v1}");
+        assert!(
+            v1.contains("|| { rm -f -- '/srv/app/.docker-compose.lock.yml.uploading-1'; exit 1; }"),
+            "{v1}"
+        );
         assert!(v1.contains("'docker-compose' '--project-name' 'shop' '--file' '/srv/app/docker-compose.lock.yml' '--env-file' '/srv/app/app.env' 'up' '-d' '--remove-orphans'"), "{v1}");
-        let v2 = up_script(ComposeTool::Plugin, &files, "true");
+        let v2 = up_script(ComposeTool::Plugin, &files, "true", "true");
         assert!(
             v2.contains("'docker' 'compose' '--project-name' 'shop'"),
             "{v2}"

@@ -352,8 +352,24 @@ impl SshExecutor {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
-        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
-        let rename = rename_into_place(dir, &temps, &names);
+        // The lock is moved into place only after a successful pull; the rest at once.
+        let lock_name = lock.file_name.as_str();
+        let (mut staged_lock, mut others, mut other_names) =
+            (String::new(), Vec::new(), Vec::new());
+        for (temp, (name, _)) in temps.iter().zip(&files) {
+            if *name == lock_name {
+                staged_lock = temp.clone();
+            } else {
+                others.push(temp.clone());
+                other_names.push(*name);
+            }
+        }
+        let rename_others = if others.is_empty() {
+            "true".to_owned()
+        } else {
+            rename_into_place(dir, &others, &other_names)
+        };
+        let rename_lock = rename_into_place(dir, std::slice::from_ref(&staged_lock), &[lock_name]);
         let env = request
             .artifacts
             .iter()
@@ -363,12 +379,14 @@ impl SshExecutor {
             tool,
             &ComposeFiles {
                 dir,
-                lock: lock.file_name.as_str(),
+                lock: lock_name,
+                staged_lock: &staged_lock,
                 env,
                 project,
                 lock_digest: &lock.sha256,
             },
-            &rename,
+            &rename_others,
+            &rename_lock,
         );
         ctx.log
             .line(&format!("compose pull and up for project {project}"));

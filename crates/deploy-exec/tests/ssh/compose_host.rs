@@ -18,7 +18,7 @@ fn web_container(project: &str) -> String {
 }
 
 #[tokio::test]
-async fn deploys_v1_then_v2_and_redeploy_is_a_no_op() {
+async fn deploys_v1_then_v2_redeploy_is_a_no_op_and_a_failed_pull_changes_nothing() {
     let s = Scene::start("compose", TargetType::ComposeHost);
     let (exec, target, peers, p) = (&s.exec, &s.target, &s.peers, s.p.as_str());
     let project = name(p);
@@ -59,4 +59,31 @@ async fn deploys_v1_then_v2_and_redeploy_is_a_no_op() {
         .deploy(&compose_request(target, &project, &peers.images.v2, 3), &c)
         .await;
     assert!(again.success && !again.changed, "{again:?}");
+
+    // A lock whose image the registry does not have: the pull fails, nothing changes.
+    let missing = format!("{}@sha256:{}", peers.images.repository, "0".repeat(64));
+    let bad = exec
+        .deploy(&compose_request(target, &project, &missing, 4), &c)
+        .await;
+    assert!(
+        matches!(
+            bad.error,
+            Some(deploy_exec::ExecError::CommandFailed { .. })
+        ) && bad.retryable(),
+        "{bad:?}"
+    );
+    assert_eq!(version_of(&web_container(p)), "v2");
+    assert_eq!(
+        exec.inspect(target, &project, &c).await.unwrap(),
+        Some(req2.task.digest.clone())
+    );
+    let lock_on_disk =
+        std::fs::read_to_string(format!("{}/docker-compose.lock.yml", s.work_dir())).unwrap();
+    assert_eq!(lock_on_disk, compose_lock(&peers.images.v2));
+    let leftovers: Vec<String> = std::fs::read_dir(s.work_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.contains("uploading"))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
 }
