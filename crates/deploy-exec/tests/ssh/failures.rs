@@ -117,6 +117,20 @@ async fn host_key_checks_are_strict_and_permanent() {
     learning.run_command(&t, &true_cmd, &c).await.unwrap();
 }
 
+fn assert_password_refused(err: &ExecError) {
+    assert!(
+        matches!(
+            err,
+            ExecError::Authentication {
+                method: "password",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+}
+
 #[tokio::test]
 async fn wrong_credentials_are_permanent_and_other_key_types_work() {
     let hosts = SshdHosts::start(1).unwrap();
@@ -140,16 +154,7 @@ async fn wrong_credentials_are_permanent_and_other_key_types_work() {
     std::fs::write(&pw, "s3cret-password").unwrap();
     ssh_mut(&mut t).credential_ref = file_ref(&pw);
     let err = exec.run_command(&t, &cmd(&["true"]), &c).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Authentication {
-                method: "password",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_password_refused(&err);
     assert!(!err.to_string().contains("s3cret"));
 
     // The right password, on an sshd that accepts passwords.
@@ -171,16 +176,7 @@ async fn wrong_credentials_are_permanent_and_other_key_types_work() {
         .run_command(&pw_target, &cmd(&["true"]), &c)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Authentication {
-                method: "password",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_password_refused(&err);
 
     // RSA key.
     ssh_mut(&mut t).credential_ref = file_ref(&hosts.client_rsa_key());
