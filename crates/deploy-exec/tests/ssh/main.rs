@@ -1,0 +1,13 @@
+//! Real-thing tests of the SSH executor: OpenSSH sshd, the Docker Engine, docker-compose and a registry, all on loopback.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] fns: a panic there is a failing test"
+)]
+
+mod common;
+mod compose_host;
+mod docker_host;
+mod failures;
+mod injection;
+mod logs;
