@@ -6,7 +6,9 @@
 //! program is a test failure whose message names it, never a silent skip.
 
 mod errors;
+mod postgres;
 mod process;
 
 pub use errors::TestkitError;
+pub use postgres::{POSTGRES_TEST_USER, Postgres};
 pub use process::{free_port, require_program, temp_dir};
