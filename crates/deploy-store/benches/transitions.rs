@@ -5,7 +5,11 @@
 //! median, min and max per backend. Figures go to docs/benchmarks.md.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark aborts on any error")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark aborts on any error"
+)]
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -166,12 +170,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // BENCH_ONLY=full,normal,pg picks configurations (all by default).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "full,normal,pg".to_owned());
     rt.block_on(async {
-        let mut full = sqlite_runs(SqliteDurability::Full, runs).await;
-        let mut normal = sqlite_runs(SqliteDurability::Normal, runs).await;
-        let mut pg = postgres_runs(runs).await;
-        summary("sqlite synchronous=FULL (default)", &mut full);
-        summary("sqlite synchronous=NORMAL", &mut normal);
-        summary("postgres durable", &mut pg);
+        if only.contains("full") {
+            let mut full = sqlite_runs(SqliteDurability::Full, runs).await;
+            summary("sqlite synchronous=FULL (default)", &mut full);
+        }
+        if only.contains("normal") {
+            let mut normal = sqlite_runs(SqliteDurability::Normal, runs).await;
+            summary("sqlite synchronous=NORMAL", &mut normal);
+        }
+        if only.contains("pg") {
+            let mut pg = postgres_runs(runs).await;
+            summary("postgres durable", &mut pg);
+        }
     });
 }

@@ -198,8 +198,6 @@ mod tests {
         assert_eq!(listed, active);
         for (file, source) in [
             ("sql.rs", include_str!("sql.rs")),
-            ("sqlite.rs", include_str!("sqlite.rs")),
-            ("postgres.rs", include_str!("postgres.rs")),
             (
                 "sqlite migration",
                 include_str!("../migrations/sqlite/0001_initial.sql"),

@@ -3,6 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use deploy_core::DeploymentTask;
+
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -12,7 +14,7 @@ use crate::errors::StoreError;
 use crate::model::{self, Created, JobEventRecord, LastKnownGood, LogChunk};
 use crate::model::{AgentRecord, ApiTokenRecord};
 use crate::rows::{self, RowExt, row_ext_common};
-use crate::sql::{BindId, sql_store};
+use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store};
 use crate::sqlite::supported_version;
 use crate::store::Store;
 
@@ -47,17 +49,8 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Claims skipping rows another replica is claiming right now; the outer
-    /// condition is re-checked on the locked row, so a job is claimed once.
-    const CLAIM_SQL: &'static str = "UPDATE jobs SET claimed_by = $1, lease_until = $2
-        WHERE id IN (
-            SELECT id FROM jobs
-            WHERE status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
-              AND (claimed_by IS NULL OR lease_until < $3)
-            ORDER BY created_at, id LIMIT $4
-            FOR UPDATE SKIP LOCKED)
-          AND (claimed_by IS NULL OR lease_until < $3)
-        RETURNING id";
+    /// Skips rows another replica is claiming right now.
+    const CLAIM_SQL: &'static str = claim_sql!("FOR UPDATE SKIP LOCKED");
 
     /// Connects and migrates (migrations take an advisory lock, so replicas may start together).
     ///
@@ -101,6 +94,20 @@ impl PgStore {
             writer: pool.clone(),
             reader: pool,
         })
+    }
+
+    /// One transaction per task transition; PostgreSQL itself groups the WAL flushes of concurrent commits.
+    async fn commit_task_event(
+        &self,
+        request: TaskEventRequest,
+    ) -> Result<DeploymentTask, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (task, from) = prepare_task_event(&mut tx, &request).await?;
+        write_task_event(&mut tx, &request, &task, from).await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("commit a task transition"))?;
+        Ok(task)
     }
 
     /// Closes the pool.

@@ -2,7 +2,8 @@
 //!
 //! Both dialects accept `$n` placeholders. A backend module provides `Db`, an
 //! `impl RowExt` for its row type, an `impl BindId` for its query type, and on
-//! its store type `writer`/`reader` pools and the `CLAIM_SQL` constant.
+//! its store type `writer`/`reader` pools, the `CLAIM_SQL` constant and
+//! `commit_task_event` (PostgreSQL: one transaction; SQLite: group commit).
 
 use uuid::Uuid;
 
@@ -10,6 +11,37 @@ use uuid::Uuid;
 pub(crate) trait BindId: Sized {
     fn bind_id(self, id: impl Into<Uuid>) -> Self;
     fn bind_opt_id<T: Into<Uuid>>(self, id: Option<T>) -> Self;
+}
+
+/// The claim query; `$lock` is the row-locking clause of the dialect (`FOR UPDATE SKIP LOCKED`
+/// on PostgreSQL, nothing on SQLite whose single writer serialises claimers). The outer
+/// condition is re-checked on the locked row, so a job is claimed by one claimer.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE jobs SET claimed_by = $1, lease_until = $2
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                   AND (claimed_by IS NULL OR lease_until < $3)
+                 ORDER BY created_at, id LIMIT $4 ",
+            $lock,
+            ")
+               AND (claimed_by IS NULL OR lease_until < $3)
+             RETURNING id"
+        )
+    };
+}
+pub(crate) use claim_sql;
+
+/// A task transition to commit: what `Store::apply_task_event` was given.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskEventRequest {
+    pub id: deploy_core::TaskId,
+    pub expected_version: u64,
+    pub event: deploy_core::TaskEvent,
+    pub now: deploy_core::Timestamp,
+    pub cause: String,
 }
 
 /// Expands the `Store` implementation for `$store` over the sqlx database `$db`.
@@ -213,6 +245,51 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// The read-and-decide half of a task transition: loads the task, checks the version and
+        /// applies the event in memory. Writes nothing, so an error here leaves the transaction clean.
+        async fn prepare_task_event(
+            conn: &mut Conn,
+            request: &crate::sql::TaskEventRequest,
+        ) -> Result<(deploy_core::DeploymentTask, deploy_core::TaskStatus), StoreError> {
+            let mut task = load_task(conn, request.id).await?;
+            if task.version != request.expected_version {
+                return Err(StoreError::Conflict {
+                    entity: "task",
+                    id: request.id.to_string(),
+                    expected: request.expected_version,
+                    found: Some(task.version),
+                });
+            }
+            let from = task.status;
+            task.apply(request.event, request.now)?;
+            if matches!(request.event, deploy_core::TaskEvent::Fail { .. }) {
+                task.error = Some(request.cause.clone());
+            }
+            task.version += 1;
+            Ok((task, from))
+        }
+
+        /// The write half of a task transition: the compare-and-swap update and the event row.
+        async fn write_task_event(
+            conn: &mut Conn,
+            request: &crate::sql::TaskEventRequest,
+            task: &deploy_core::DeploymentTask,
+            from: deploy_core::TaskStatus,
+        ) -> Result<(), StoreError> {
+            write_task(conn, task, request.expected_version).await?;
+            insert_event(
+                conn,
+                task.job_id,
+                Some(task.id),
+                request.event.as_str(),
+                from.as_str(),
+                task.status.as_str(),
+                &request.cause,
+                request.now,
+            )
+            .await
+        }
+
         impl $store {
             async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<$db>, StoreError> {
                 self.reader.acquire().await.map_err(StoreError::db("get a read connection"))
@@ -220,6 +297,32 @@ macro_rules! sql_store {
 
             async fn begin_write(&self) -> Result<sqlx::Transaction<'static, $db>, StoreError> {
                 self.writer.begin().await.map_err(StoreError::db("begin a write transaction"))
+            }
+
+            /// Runs a query on the read pool and converts every row.
+            async fn read_all<'q, T>(
+                &self,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                action: &'static str,
+                convert: fn(&<$db as sqlx::Database>::Row) -> Result<T, StoreError>,
+            ) -> Result<Vec<T>, StoreError> {
+                query.fetch_all(&self.reader).await.map_err(StoreError::db(action))?.iter().map(convert).collect()
+            }
+
+            /// Runs a query on the read pool that must find one row; none is `NotFound { entity, id }`.
+            async fn read_one<'q, T>(
+                &self,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                entity: &'static str,
+                id: String,
+                convert: fn(&<$db as sqlx::Database>::Row) -> Result<T, StoreError>,
+            ) -> Result<T, StoreError> {
+                let row = query
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::db("load a row"))?
+                    .ok_or(StoreError::NotFound { entity, id })?;
+                convert(&row)
             }
 
             /// Runs one statement that must touch a row; a unique violation becomes `AlreadyExists`.
@@ -249,13 +352,7 @@ macro_rules! sql_store {
             }
 
             async fn get_environment(&self, id: deploy_core::EnvironmentId) -> Result<deploy_core::Environment, StoreError> {
-                let row = sqlx::query("SELECT spec FROM environments WHERE id = $1")
-                    .bind_id(id)
-                    .fetch_optional(&self.reader)
-                    .await
-                    .map_err(StoreError::db("load an environment"))?
-                    .ok_or_else(|| StoreError::NotFound { entity: "environment", id: id.to_string() })?;
-                rows::environment(&row)
+                self.read_one(sqlx::query("SELECT spec FROM environments WHERE id = $1").bind_id(id), "environment", id.to_string(), rows::environment).await
             }
 
             async fn put_target(&self, target: &deploy_core::Target) -> Result<(), StoreError> {
@@ -272,14 +369,8 @@ macro_rules! sql_store {
             }
 
             async fn list_targets(&self, environment: deploy_core::EnvironmentId) -> Result<Vec<deploy_core::Target>, StoreError> {
-                sqlx::query("SELECT spec FROM targets WHERE environment_id = $1 ORDER BY name")
-                    .bind_id(environment)
-                    .fetch_all(&self.reader)
-                    .await
-                    .map_err(StoreError::db("list targets"))?
-                    .iter()
-                    .map(rows::target)
-                    .collect()
+                let query = sqlx::query("SELECT spec FROM targets WHERE environment_id = $1 ORDER BY name").bind_id(environment);
+                self.read_all(query, "list targets", rows::target).await
             }
 
             async fn put_release(&self, release: &deploy_core::Release) -> Result<(), StoreError> {
@@ -358,13 +449,7 @@ macro_rules! sql_store {
             }
 
             async fn get_promotion(&self, id: deploy_core::PromotionId) -> Result<deploy_core::Promotion, StoreError> {
-                let row = sqlx::query("SELECT * FROM promotions WHERE id = $1")
-                    .bind_id(id)
-                    .fetch_optional(&self.reader)
-                    .await
-                    .map_err(StoreError::db("load a promotion"))?
-                    .ok_or_else(|| StoreError::NotFound { entity: "promotion", id: id.to_string() })?;
-                rows::promotion(&row)
+                self.read_one(sqlx::query("SELECT * FROM promotions WHERE id = $1").bind_id(id), "promotion", id.to_string(), rows::promotion).await
             }
 
             async fn create_job(&self, job: &deploy_core::DeploymentJob) -> Result<Created<deploy_core::DeploymentJob>, StoreError> {
@@ -463,26 +548,8 @@ macro_rules! sql_store {
                 now: deploy_core::Timestamp,
                 cause: &str,
             ) -> Result<deploy_core::DeploymentTask, StoreError> {
-                let mut tx = self.begin_write().await?;
-                let mut task = load_task(&mut tx, id).await?;
-                if task.version != expected_version {
-                    return Err(StoreError::Conflict {
-                        entity: "task",
-                        id: id.to_string(),
-                        expected: expected_version,
-                        found: Some(task.version),
-                    });
-                }
-                let from = task.status;
-                let to = task.apply(event, now)?;
-                if matches!(event, deploy_core::TaskEvent::Fail { .. }) {
-                    task.error = Some(cause.to_owned());
-                }
-                task.version += 1;
-                write_task(&mut tx, &task, expected_version).await?;
-                insert_event(&mut tx, task.job_id, Some(id), event.as_str(), from.as_str(), to.as_str(), cause, now).await?;
-                tx.commit().await.map_err(StoreError::db("commit a task transition"))?;
-                Ok(task)
+                let request = crate::sql::TaskEventRequest { id, expected_version, event, now, cause: cause.to_owned() };
+                self.commit_task_event(request).await
             }
 
             async fn save_task(
@@ -518,16 +585,8 @@ macro_rules! sql_store {
                 after_seq: u64,
                 limit: u32,
             ) -> Result<Vec<JobEventRecord>, StoreError> {
-                sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-                    .bind_id(job)
-                    .bind(model::int("after_seq", after_seq)?)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.reader)
-                    .await
-                    .map_err(StoreError::db("read job events"))?
-                    .iter()
-                    .map(rows::job_event)
-                    .collect()
+                let query = sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3").bind_id(job).bind(model::int("after_seq", after_seq)?).bind(i64::from(limit));
+                self.read_all(query, "read job events", rows::job_event).await
             }
 
             async fn append_log(
@@ -577,16 +636,8 @@ macro_rules! sql_store {
                 after_seq: u64,
                 limit: u32,
             ) -> Result<Vec<LogChunk>, StoreError> {
-                sqlx::query("SELECT * FROM task_log_chunks WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-                    .bind_id(task)
-                    .bind(model::int("after_seq", after_seq)?)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.reader)
-                    .await
-                    .map_err(StoreError::db("read a task log"))?
-                    .iter()
-                    .map(rows::log_chunk)
-                    .collect()
+                let query = sqlx::query("SELECT * FROM task_log_chunks WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3").bind_id(task).bind(model::int("after_seq", after_seq)?).bind(i64::from(limit));
+                self.read_all(query, "read a task log", rows::log_chunk).await
             }
 
             async fn previous_successful_job(
@@ -615,7 +666,7 @@ macro_rules! sql_store {
                 &self,
                 environment: deploy_core::EnvironmentId,
             ) -> Result<Vec<LastKnownGood>, StoreError> {
-                sqlx::query(
+                let query = sqlx::query(
                     "SELECT target_id, component_id, digest, job_id, completed_at FROM (
                        SELECT t.target_id, t.component_id, t.digest, t.job_id, j.completed_at,
                               ROW_NUMBER() OVER (PARTITION BY t.target_id, t.component_id
@@ -626,13 +677,8 @@ macro_rules! sql_store {
                      WHERE rn = 1
                      ORDER BY target_id, component_id",
                 )
-                .bind_id(environment)
-                .fetch_all(&self.reader)
-                .await
-                .map_err(StoreError::db("find last-known-good digests"))?
-                .iter()
-                .map(rows::last_known_good)
-                .collect()
+                .bind_id(environment);
+                self.read_all(query, "find last-known-good digests", rows::last_known_good).await
             }
 
             async fn claim_jobs(
@@ -700,13 +746,7 @@ macro_rules! sql_store {
             }
 
             async fn get_agent(&self, id: deploy_core::AgentId) -> Result<AgentRecord, StoreError> {
-                let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
-                    .bind_id(id)
-                    .fetch_optional(&self.reader)
-                    .await
-                    .map_err(StoreError::db("load an agent"))?
-                    .ok_or_else(|| StoreError::NotFound { entity: "agent", id: id.to_string() })?;
-                rows::agent(&row)
+                self.read_one(sqlx::query("SELECT * FROM agents WHERE id = $1").bind_id(id), "agent", id.to_string(), rows::agent).await
             }
 
             async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {

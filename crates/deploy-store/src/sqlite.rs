@@ -4,19 +4,21 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use deploy_core::DeploymentTask;
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::errors::StoreError;
 use crate::model::{self, Created, JobEventRecord, LastKnownGood, LogChunk};
 use crate::model::{AgentRecord, ApiTokenRecord};
 use crate::rows::{self, RowExt, row_ext_common, uuid_text};
-use crate::sql::{BindId, sql_store};
+use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store};
 use crate::store::Store;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -61,21 +63,31 @@ impl SqliteConfig {
 /// All writes go through one connection (a pool of size 1), so writers queue
 /// in-process instead of failing with "database is locked"; readers use WAL
 /// snapshots and never block the writer.
+///
+/// Task transitions, the engine's hot path, are group-committed: a committer
+/// task takes every transition queued while the previous batch was being
+/// written and commits them in one transaction, so one WAL fsync covers many
+/// transitions. Each caller returns only after the commit that holds its
+/// transition, so "returned" still means "durable".
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    committer: mpsc::Sender<Pending>,
+}
+
+/// Most task transitions in one group commit.
+const MAX_BATCH: usize = 256;
+
+/// A queued task transition and where to send its outcome.
+#[derive(Debug)]
+struct Pending {
+    request: TaskEventRequest,
+    reply: oneshot::Sender<Result<DeploymentTask, StoreError>>,
 }
 
 impl SqliteStore {
-    /// Claims with no row locking: the single writer serialises claimers.
-    const CLAIM_SQL: &'static str = "UPDATE jobs SET claimed_by = $1, lease_until = $2
-        WHERE id IN (
-            SELECT id FROM jobs
-            WHERE status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
-              AND (claimed_by IS NULL OR lease_until < $3)
-            ORDER BY created_at, id LIMIT $4)
-        RETURNING id";
+    const CLAIM_SQL: &'static str = claim_sql!("");
 
     /// Opens (creating if missing) and migrates the database.
     ///
@@ -132,7 +144,30 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(StoreError::db("open the read connections"))?;
-        Ok(Self { writer, reader })
+        let (committer, queue) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(group_commit(writer.clone(), queue));
+        Ok(Self {
+            writer,
+            reader,
+            committer,
+        })
+    }
+
+    /// Queues the transition for the group committer and waits for its commit.
+    async fn commit_task_event(
+        &self,
+        request: TaskEventRequest,
+    ) -> Result<DeploymentTask, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || StoreError::Database {
+            action: "commit a task transition",
+            source: sqlx::Error::PoolClosed,
+        };
+        self.committer
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// Closes both pools, waiting for connections in use.
@@ -140,6 +175,64 @@ impl SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// The group committer: runs until every `SqliteStore` clone is dropped.
+async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&writer, &batch).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting has nobody to tell.
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for pending in batch {
+                    let _ = pending.reply.send(Err(StoreError::Database {
+                        action: "commit a batch of task transitions",
+                        source: sqlx::Error::Protocol(message.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction. A transition refused while reading (conflict,
+/// invalid event, missing task) gets its own error and writes nothing; a failed write
+/// or commit fails the whole batch, so nothing of it is committed.
+async fn commit_batch(
+    writer: &SqlitePool,
+    batch: &[Pending],
+) -> Result<Vec<Result<DeploymentTask, StoreError>>, StoreError> {
+    let mut tx = writer
+        .begin()
+        .await
+        .map_err(StoreError::db("begin a group commit"))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for pending in batch {
+        let outcome = match prepare_task_event(&mut tx, &pending.request).await {
+            Ok((task, from)) => {
+                write_task_event(&mut tx, &pending.request, &task, from).await?;
+                Ok(task)
+            }
+            Err(refused) => Err(refused),
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit()
+        .await
+        .map_err(StoreError::db("commit a batch of task transitions"))?;
+    Ok(outcomes)
 }
 
 /// The newest migration this build knows.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deploy_core::testing::*;
 
-use super::harness::{TestStore, both_backends, new_job, seed_env, seed_release};
+use super::harness::{TestStore, both_backends, new_job, one_job, seed_env, seed_release};
 use crate::StoreError;
 
 both_backends!(
@@ -50,14 +50,7 @@ async fn racing_creators_one_environment_one_winner(t: TestStore) {
 }
 
 async fn compare_and_swap_writers_lose_no_update(t: TestStore) {
-    let (env, targets) = seed_env(&*t.store, 1, 1).await;
-    let rel = seed_release(&*t.store, 1).await;
-    let j = t
-        .store
-        .create_job(&new_job(&*t.store, 1, env, rel, &targets, 1).await)
-        .await
-        .unwrap()
-        .value;
+    let j = one_job(&*t.store).await;
     let task = j.tasks[0].id;
     let handles: Vec<_> = (0..20)
         .map(|w| {

@@ -204,3 +204,11 @@ pub(crate) const LIFECYCLE: [TaskEvent; 5] = [
     TaskEvent::Verify,
     TaskEvent::Succeed,
 ];
+
+/// Environment 1 with one target, release 1, and job 1 on it, created.
+pub(crate) async fn one_job(store: &dyn Store) -> DeploymentJob {
+    let (env, targets) = seed_env(store, 1, 1).await;
+    let rel = seed_release(store, 1).await;
+    let job = new_job(store, 1, env, rel, &targets, 1).await;
+    store.create_job(&job).await.unwrap().value
+}

@@ -5,7 +5,9 @@ use std::time::Duration;
 use deploy_core::testing::*;
 use deploy_core::*;
 
-use super::harness::{TestStore, both_backends, complete, new_job, seed_env, seed_release};
+use super::harness::{
+    TestStore, both_backends, complete, new_job, one_job, seed_env, seed_release,
+};
 use crate::{AgentRecord, ApiTokenRecord, MAX_LOG_CHUNKS_PER_TASK, StoreError};
 
 both_backends!(
@@ -115,13 +117,7 @@ async fn jobs_round_trip_and_creation_is_idempotent(t: TestStore) {
 
 async fn job_transitions_are_compare_and_swap_and_logged(t: TestStore) {
     let s = &*t.store;
-    let (env, targets) = seed_env(s, 1, 1).await;
-    let rel = seed_release(s, 1).await;
-    let j = s
-        .create_job(&new_job(s, 1, env, rel, &targets, 1).await)
-        .await
-        .unwrap()
-        .value;
+    let j = one_job(s).await;
     let started = s
         .apply_job_event(j.id, 0, JobEvent::Start, ts(10), "engine")
         .await
@@ -206,13 +202,7 @@ async fn job_transitions_are_compare_and_swap_and_logged(t: TestStore) {
 
 async fn task_transitions_and_saves_are_compare_and_swap(t: TestStore) {
     let s = &*t.store;
-    let (env, targets) = seed_env(s, 1, 1).await;
-    let rel = seed_release(s, 1).await;
-    let j = s
-        .create_job(&new_job(s, 1, env, rel, &targets, 1).await)
-        .await
-        .unwrap()
-        .value;
+    let j = one_job(s).await;
     let id = j.tasks[0].id;
     let mut task = s
         .apply_task_event(id, 0, TaskEvent::Enqueue, ts(1), "wave 0")
@@ -390,13 +380,7 @@ async fn last_known_good_is_what_the_newest_completed_job_deployed(t: TestStore)
 
 async fn logs_are_ordered_and_bounded(t: TestStore) {
     let s = &*t.store;
-    let (env, targets) = seed_env(s, 1, 1).await;
-    let rel = seed_release(s, 1).await;
-    let j = s
-        .create_job(&new_job(s, 1, env, rel, &targets, 1).await)
-        .await
-        .unwrap()
-        .value;
+    let j = one_job(s).await;
     let task = j.tasks[0].id;
     let total = MAX_LOG_CHUNKS_PER_TASK + 5;
     for i in 1..=total {
@@ -434,13 +418,7 @@ async fn logs_are_ordered_and_bounded(t: TestStore) {
 async fn leases_claim_renew_expire_and_release(t: TestStore) {
     let s = &*t.store;
     let lease = Duration::from_secs(10);
-    let (env, targets) = seed_env(s, 1, 1).await;
-    let rel = seed_release(s, 1).await;
-    let j = s
-        .create_job(&new_job(s, 1, env, rel, &targets, 1).await)
-        .await
-        .unwrap()
-        .value;
+    let j = one_job(s).await;
     assert_eq!(s.claim_jobs("a", ts(0), lease, 10).await.unwrap(), [j.id]);
     assert!(
         s.claim_jobs("b", ts(5_000), lease, 10)
