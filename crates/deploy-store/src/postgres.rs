@@ -14,7 +14,7 @@ use crate::errors::StoreError;
 use crate::model::{self, Created, JobEventRecord, LastKnownGood, LogChunk};
 use crate::model::{AgentRecord, ApiTokenRecord};
 use crate::rows::{self, RowExt, row_ext_common};
-use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store};
+use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store, task_update_sql};
 use crate::sqlite::supported_version;
 use crate::store::Store;
 
@@ -96,17 +96,41 @@ impl PgStore {
         })
     }
 
-    /// One transaction per task transition; PostgreSQL itself groups the WAL flushes of concurrent commits.
+    /// The task update and its event row in one statement (one implicit transaction, one round trip).
+    const TRANSITION_SQL: &'static str = concat!(
+        "WITH updated AS (",
+        task_update_sql!(),
+        " RETURNING id)
+         INSERT INTO job_events (job_id, task_id, event, from_status, to_status, cause, at)
+         SELECT $14, id, $15, $16, $17, $18, $19 FROM updated"
+    );
+
+    /// Reads and decides, then writes the compare-and-swap update and the event in one
+    /// statement: two round trips per transition, no explicit transaction. PostgreSQL
+    /// groups the WAL flushes of concurrent commits.
     async fn commit_task_event(
         &self,
         request: TaskEventRequest,
     ) -> Result<DeploymentTask, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let (task, from) = prepare_task_event(&mut tx, &request).await?;
-        write_task_event(&mut tx, &request, &task, from).await?;
-        tx.commit()
+        let mut conn = self
+            .writer
+            .acquire()
             .await
-            .map_err(StoreError::db("commit a task transition"))?;
+            .map_err(StoreError::db("get a write connection"))?;
+        let (task, from) = prepare_task_event(&mut conn, &request).await?;
+        let done = bind_task_update(Self::TRANSITION_SQL, &task, request.expected_version)?
+            .bind(task.job_id.as_uuid())
+            .bind(request.event.as_str())
+            .bind(from.as_str())
+            .bind(task.status.as_str())
+            .bind(request.cause.clone())
+            .bind(model::millis(request.now)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("apply a task transition"))?;
+        if done.rows_affected() == 0 {
+            return Err(task_conflict(&mut conn, task.id, request.expected_version).await);
+        }
         Ok(task)
     }
 

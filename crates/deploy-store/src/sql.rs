@@ -34,6 +34,17 @@ macro_rules! claim_sql {
 }
 pub(crate) use claim_sql;
 
+/// The compare-and-swap update of a task's mutable columns: `$1..$11` the values, `$12` the id, `$13` the expected version.
+macro_rules! task_update_sql {
+    () => {
+        "UPDATE tasks SET status = $1, agent_id = $2, started_at = $3, completed_at = $4, logs = $5,
+           previous_digest = $6, error = $7, attempt_number = $8, last_failure_retryable = $9,
+           version = $10, updated_at = $11
+         WHERE id = $12 AND version = $13"
+    };
+}
+pub(crate) use task_update_sql;
+
 /// A task transition to commit: what `Store::apply_task_event` was given.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskEventRequest {
@@ -216,33 +227,42 @@ macro_rules! sql_store {
 
         /// Writes every mutable column of a task if its stored version is `expected`; the new version is `task.version`.
         async fn write_task(conn: &mut Conn, task: &deploy_core::DeploymentTask, expected: u64) -> Result<(), StoreError> {
-            let done = sqlx::query(
-                "UPDATE tasks SET status = $1, agent_id = $2, started_at = $3, completed_at = $4, logs = $5,
-                   previous_digest = $6, error = $7, attempt_number = $8, last_failure_retryable = $9,
-                   version = $10, updated_at = $11
-                 WHERE id = $12 AND version = $13",
-            )
-            .bind(task.status.as_str())
-            .bind_opt_id(task.agent_id)
-            .bind(model::opt_millis(task.started_at)?)
-            .bind(model::opt_millis(task.completed_at)?)
-            .bind(task.logs.clone())
-            .bind(task.previous_digest.as_ref().map(|d| d.as_str().to_owned()))
-            .bind(task.error.clone())
-            .bind(i64::from(task.attempt_number))
-            .bind(task.last_failure_retryable)
-            .bind(model::int("tasks.version", task.version)?)
-            .bind(model::millis(task.updated_at)?)
-            .bind_id(task.id)
-            .bind(model::int("tasks.version", expected)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::db("update a task"))?;
+            let done = bind_task_update(crate::sql::task_update_sql!(), task, expected)?
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::db("update a task"))?;
             if done.rows_affected() == 0 {
-                let found = load_task(conn, task.id).await.ok().map(|t| t.version);
-                return Err(StoreError::Conflict { entity: "task", id: task.id.to_string(), expected, found });
+                return Err(task_conflict(conn, task.id, expected).await);
             }
             Ok(())
+        }
+
+        /// Binds the 13 parameters of `task_update_sql!` (for `sql`, which starts with it).
+        fn bind_task_update<'q>(
+            sql: &'q str,
+            task: &deploy_core::DeploymentTask,
+            expected: u64,
+        ) -> Result<sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>, StoreError> {
+            Ok(sqlx::query(sql)
+                .bind(task.status.as_str())
+                .bind_opt_id(task.agent_id)
+                .bind(model::opt_millis(task.started_at)?)
+                .bind(model::opt_millis(task.completed_at)?)
+                .bind(task.logs.clone())
+                .bind(task.previous_digest.as_ref().map(|d| d.as_str().to_owned()))
+                .bind(task.error.clone())
+                .bind(i64::from(task.attempt_number))
+                .bind(task.last_failure_retryable)
+                .bind(model::int("tasks.version", task.version)?)
+                .bind(model::millis(task.updated_at)?)
+                .bind_id(task.id)
+                .bind(model::int("tasks.version", expected)?))
+        }
+
+        /// The `Conflict` for a task write that matched no row.
+        async fn task_conflict(conn: &mut Conn, id: deploy_core::TaskId, expected: u64) -> StoreError {
+            let found = load_task(conn, id).await.ok().map(|t| t.version);
+            StoreError::Conflict { entity: "task", id: id.to_string(), expected, found }
         }
 
         /// The read-and-decide half of a task transition: loads the task, checks the version and
@@ -267,27 +287,6 @@ macro_rules! sql_store {
             }
             task.version += 1;
             Ok((task, from))
-        }
-
-        /// The write half of a task transition: the compare-and-swap update and the event row.
-        async fn write_task_event(
-            conn: &mut Conn,
-            request: &crate::sql::TaskEventRequest,
-            task: &deploy_core::DeploymentTask,
-            from: deploy_core::TaskStatus,
-        ) -> Result<(), StoreError> {
-            write_task(conn, task, request.expected_version).await?;
-            insert_event(
-                conn,
-                task.job_id,
-                Some(task.id),
-                request.event.as_str(),
-                from.as_str(),
-                task.status.as_str(),
-                &request.cause,
-                request.now,
-            )
-            .await
         }
 
         impl $store {

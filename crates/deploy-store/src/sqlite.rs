@@ -235,6 +235,27 @@ async fn commit_batch(
     Ok(outcomes)
 }
 
+/// The write half of a task transition: the compare-and-swap update and the event row.
+async fn write_task_event(
+    conn: &mut sqlx::SqliteConnection,
+    request: &TaskEventRequest,
+    task: &DeploymentTask,
+    from: deploy_core::TaskStatus,
+) -> Result<(), StoreError> {
+    write_task(conn, task, request.expected_version).await?;
+    insert_event(
+        conn,
+        task.job_id,
+        Some(task.id),
+        request.event.as_str(),
+        from.as_str(),
+        task.status.as_str(),
+        &request.cause,
+        request.now,
+    )
+    .await
+}
+
 /// The newest migration this build knows.
 pub(crate) fn supported_version(migrator: &Migrator) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
