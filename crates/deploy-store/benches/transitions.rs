@@ -151,11 +151,20 @@ async fn postgres_runs(runs: usize) -> Vec<f64> {
     for _ in 0..runs {
         let pg = Postgres::start_durable().unwrap();
         let mut config = PgConfig::new(pg.url());
-        config.max_connections = WORKERS as u32;
+        // The default pool (10) unless BENCH_PG_CONNECTIONS says otherwise.
+        if let Some(n) = std::env::var("BENCH_PG_CONNECTIONS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+        {
+            config.max_connections = n;
+        }
         let store: Arc<dyn Store> = Arc::new(PgStore::connect(&config).await.unwrap());
         let tasks = seed(&*store).await;
         let (n, secs) = drive(store, tasks).await;
-        println!("  postgres (fsync on, synchronous_commit on): {n} transitions in {secs:.2} s");
+        println!(
+            "  postgres (fsync on, synchronous_commit on, {} connections): {n} transitions in {secs:.2} s",
+            config.max_connections
+        );
         rates.push(n as f64 / secs);
     }
     rates
