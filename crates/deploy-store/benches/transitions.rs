@@ -1,15 +1,11 @@
-//! Store transitions benchmark: 10,000 tasks through their lifecycle (about 6 transitions each, every one a durable commit with its event row).
+//! Store transitions benchmark: 10,000 tasks through their lifecycle (about 6 transitions each, every one durable with its event row; SQLite group-commits them).
 //!
 //! `cargo bench -p deploy-store --bench transitions` (release). Each run uses a
 //! fresh database; setup is not timed. Prints transitions/s per run and the
 //! median, min and max per backend. Figures go to docs/benchmarks.md.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a benchmark aborts on any error"
-)]
+#![expect(clippy::unwrap_used, reason = "a benchmark aborts on any error")]
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -67,7 +63,7 @@ async fn seed(store: &dyn Store) -> Vec<DeploymentTask> {
 /// One task's events: the happy path, with a retried first attempt for every fifth task (5.8 transitions on average).
 fn events(index: usize) -> Vec<TaskEvent> {
     let mut e = Vec::new();
-    if index % 5 == 0 {
+    if index.is_multiple_of(5) {
         e.extend([
             TaskEvent::Enqueue,
             TaskEvent::Dispatch,

@@ -9,6 +9,13 @@ pub enum StoreError {
     /// The database file or its directory cannot be created or written.
     #[error("cannot open the database at `{path}` for writing: {reason}")]
     Unwritable { path: String, reason: String },
+    /// The database cannot be opened or reached.
+    #[error("cannot open the database at `{location}`: {source}")]
+    Open {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database was migrated by a newer build; nothing was modified.
     #[error(
         "the database at `{location}` has schema version {found}, newer than version {supported} that this build supports; it was left unmodified"
@@ -84,6 +91,12 @@ impl StoreError {
     /// Wraps a database error with what was being done ("insert job").
     pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database { action, source }
+    }
+
+    /// Wraps an error opening or reaching the database at `location`.
+    pub(crate) fn open(location: &str) -> impl FnOnce(sqlx::Error) -> Self {
+        let location = location.to_owned();
+        move |source| Self::Open { location, source }
     }
 
     /// Wraps a stored value that failed to parse.

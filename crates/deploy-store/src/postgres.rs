@@ -57,14 +57,14 @@ impl PgStore {
     /// A database whose schema is newer than this build's is refused unmodified.
     pub async fn connect(config: &PgConfig) -> Result<Self, StoreError> {
         let location = redact(&config.url);
-        let options = PgConnectOptions::from_str(&config.url)
-            .map_err(StoreError::db("parse the PostgreSQL url"))?;
+        let options =
+            PgConnectOptions::from_str(&config.url).map_err(StoreError::open(&location))?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(StoreError::db("connect to PostgreSQL"))?;
+            .map_err(StoreError::open(&location))?;
         let present = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL AS present")
             .fetch_one(&pool)
             .await

@@ -107,8 +107,8 @@ impl SqliteStore {
                 .max_connections(1)
                 .connect_with(base.clone().read_only(true))
                 .await
-                .map_err(StoreError::db("open the database read-only"))?;
-            let found = schema_version(&probe).await;
+                .map_err(StoreError::open(&shown))?;
+            let found = schema_version(&probe, &shown).await;
             probe.close().await;
             check_version(&shown, found?)?;
         }
@@ -143,7 +143,7 @@ impl SqliteStore {
             .max_connections(config.read_connections.max(1))
             .connect_with(base.read_only(true))
             .await
-            .map_err(StoreError::db("open the read connections"))?;
+            .map_err(StoreError::open(&shown))?;
         let (committer, queue) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(group_commit(writer.clone(), queue));
         Ok(Self {
@@ -306,13 +306,13 @@ fn check_path(path: &Path) -> Result<(), StoreError> {
 }
 
 /// The highest applied migration, or `None` for a database never migrated.
-async fn schema_version(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
+async fn schema_version(pool: &SqlitePool, location: &str) -> Result<Option<i64>, StoreError> {
     let present = sqlx::query(
         "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
     )
     .fetch_one(pool)
     .await
-    .map_err(StoreError::db("read the schema version"))?
+    .map_err(StoreError::open(location))?
     .i64("n")?;
     if present == 0 {
         return Ok(None);
@@ -320,7 +320,7 @@ async fn schema_version(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
     sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
         .fetch_one(pool)
         .await
-        .map_err(StoreError::db("read the schema version"))?
+        .map_err(StoreError::open(location))?
         .opt_i64("v")
 }
 

@@ -152,3 +152,37 @@ fn the_mock_stands_in_for_orchestration_tests() {
     ));
     assert_eq!(got.unwrap(), [deploy_core::testing::job_id(1)]);
 }
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_named_and_left_alone() {
+    let dir = deploy_testkit::temp_dir("deploy-store-").unwrap();
+    let path = dir.path().join("deploy.db");
+    let text = "not a database\n".repeat(100);
+    std::fs::write(&path, &text).unwrap();
+    let err = SqliteStore::open(&SqliteConfig::new(&path))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "cannot open the database at `{}`: ",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_without_its_password() {
+    let port = deploy_testkit::free_port().unwrap();
+    let mut config = PgConfig::new(format!("postgres://app:s3cret@127.0.0.1:{port}/deploy"));
+    config.acquire_timeout = std::time::Duration::from_secs(2);
+    let err = PgStore::connect(&config).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "cannot open the database at `postgres://app@127.0.0.1:{port}/deploy`: "
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"));
+}
