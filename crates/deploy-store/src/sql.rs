@@ -351,7 +351,8 @@ macro_rules! sql_store {
             }
 
             async fn get_environment(&self, id: deploy_core::EnvironmentId) -> Result<deploy_core::Environment, StoreError> {
-                self.read_one(sqlx::query("SELECT spec FROM environments WHERE id = $1").bind_id(id), "environment", id.to_string(), rows::environment).await
+                let query = sqlx::query("SELECT spec FROM environments WHERE id = $1").bind_id(id);
+                self.read_one(query, "environment", id.to_string(), rows::environment).await
             }
 
             async fn put_target(&self, target: &deploy_core::Target) -> Result<(), StoreError> {
@@ -448,7 +449,8 @@ macro_rules! sql_store {
             }
 
             async fn get_promotion(&self, id: deploy_core::PromotionId) -> Result<deploy_core::Promotion, StoreError> {
-                self.read_one(sqlx::query("SELECT * FROM promotions WHERE id = $1").bind_id(id), "promotion", id.to_string(), rows::promotion).await
+                let query = sqlx::query("SELECT * FROM promotions WHERE id = $1").bind_id(id);
+                self.read_one(query, "promotion", id.to_string(), rows::promotion).await
             }
 
             async fn create_job(&self, job: &deploy_core::DeploymentJob) -> Result<Created<deploy_core::DeploymentJob>, StoreError> {
@@ -584,7 +586,10 @@ macro_rules! sql_store {
                 after_seq: u64,
                 limit: u32,
             ) -> Result<Vec<JobEventRecord>, StoreError> {
-                let query = sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3").bind_id(job).bind(model::int("after_seq", after_seq)?).bind(i64::from(limit));
+                let query = sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                    .bind_id(job)
+                    .bind(model::int("after_seq", after_seq)?)
+                    .bind(i64::from(limit));
                 self.read_all(query, "read job events", rows::job_event).await
             }
 
@@ -635,7 +640,10 @@ macro_rules! sql_store {
                 after_seq: u64,
                 limit: u32,
             ) -> Result<Vec<LogChunk>, StoreError> {
-                let query = sqlx::query("SELECT * FROM task_log_chunks WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3").bind_id(task).bind(model::int("after_seq", after_seq)?).bind(i64::from(limit));
+                let query = sqlx::query("SELECT * FROM task_log_chunks WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                    .bind_id(task)
+                    .bind(model::int("after_seq", after_seq)?)
+                    .bind(i64::from(limit));
                 self.read_all(query, "read a task log", rows::log_chunk).await
             }
 
@@ -745,7 +753,8 @@ macro_rules! sql_store {
             }
 
             async fn get_agent(&self, id: deploy_core::AgentId) -> Result<AgentRecord, StoreError> {
-                self.read_one(sqlx::query("SELECT * FROM agents WHERE id = $1").bind_id(id), "agent", id.to_string(), rows::agent).await
+                let query = sqlx::query("SELECT * FROM agents WHERE id = $1").bind_id(id);
+                self.read_one(query, "agent", id.to_string(), rows::agent).await
             }
 
             async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {

@@ -212,3 +212,16 @@ pub(crate) async fn one_job(store: &dyn Store) -> DeploymentJob {
     let job = new_job(store, 1, env, rel, &targets, 1).await;
     store.create_job(&job).await.unwrap().value
 }
+
+/// Creates the job, starts it and fails it at `at` (it then deployed nothing that counts).
+pub(crate) async fn create_and_fail(store: &dyn Store, job: &DeploymentJob, at: u64) {
+    store.create_job(job).await.unwrap();
+    let started = store
+        .apply_job_event(job.id, 0, JobEvent::Start, ts(at), "test")
+        .await
+        .unwrap();
+    store
+        .apply_job_event(job.id, started.version, JobEvent::Fail, ts(at + 1), "test")
+        .await
+        .unwrap();
+}

@@ -6,7 +6,7 @@ use deploy_core::testing::*;
 use deploy_core::*;
 
 use super::harness::{
-    TestStore, both_backends, complete, new_job, one_job, seed_env, seed_release,
+    TestStore, both_backends, complete, create_and_fail, new_job, one_job, seed_env, seed_release,
 };
 use crate::{AgentRecord, ApiTokenRecord, MAX_LOG_CHUNKS_PER_TASK, StoreError};
 
@@ -324,13 +324,7 @@ async fn previous_successful_job_skips_the_given_release(t: TestStore) {
     let j2 = complete(s, &j2, 20).await;
     // A newer failed job and a newer job elsewhere do not count.
     let j3 = new_job(s, 3, env, r1, &targets, 3).await;
-    s.create_job(&j3).await.unwrap();
-    s.apply_job_event(j3.id, 0, JobEvent::Start, ts(30), "t")
-        .await
-        .unwrap();
-    s.apply_job_event(j3.id, 1, JobEvent::Fail, ts(31), "t")
-        .await
-        .unwrap();
+    create_and_fail(s, &j3, 30).await;
     let j4 = new_job(s, 4, other_env, r2, &other_targets, 4).await;
     s.create_job(&j4).await.unwrap();
     complete(s, &j4, 40).await;
@@ -356,13 +350,7 @@ async fn last_known_good_is_what_the_newest_completed_job_deployed(t: TestStore)
     complete(s, &j2, 20).await;
     // A failed job on target 2 deployed nothing that counts.
     let j3 = new_job(s, 3, env, rel, &targets[1..2], 33).await;
-    s.create_job(&j3).await.unwrap();
-    s.apply_job_event(j3.id, 0, JobEvent::Start, ts(30), "t")
-        .await
-        .unwrap();
-    s.apply_job_event(j3.id, 1, JobEvent::Fail, ts(31), "t")
-        .await
-        .unwrap();
+    create_and_fail(s, &j3, 30).await;
 
     let lkg = s.last_known_good(env).await.unwrap();
     let seen: Vec<_> = lkg
