@@ -308,6 +308,23 @@ macro_rules! sql_store {
                 query.fetch_all(&self.reader).await.map_err(StoreError::db(action))?.iter().map(convert).collect()
             }
 
+            /// Reads an append-only sequence (`sql` takes the owner id, `after_seq` and `limit`).
+            async fn read_after<T>(
+                &self,
+                sql: &'static str,
+                owner: impl Into<uuid::Uuid>,
+                after_seq: u64,
+                limit: u32,
+                action: &'static str,
+                convert: fn(&<$db as sqlx::Database>::Row) -> Result<T, StoreError>,
+            ) -> Result<Vec<T>, StoreError> {
+                let query = sqlx::query(sql)
+                    .bind_id(owner)
+                    .bind(model::int("after_seq", after_seq)?)
+                    .bind(i64::from(limit));
+                self.read_all(query, action, convert).await
+            }
+
             /// Runs a query on the read pool that must find one row; none is `NotFound { entity, id }`.
             async fn read_one<'q, T>(
                 &self,
@@ -586,11 +603,7 @@ macro_rules! sql_store {
                 after_seq: u64,
                 limit: u32,
             ) -> Result<Vec<JobEventRecord>, StoreError> {
-                let query = sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-                    .bind_id(job)
-                    .bind(model::int("after_seq", after_seq)?)
-                    .bind(i64::from(limit));
-                self.read_all(query, "read job events", rows::job_event).await
+                self.read_after("SELECT * FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3", job, after_seq, limit, "read job events", rows::job_event).await
             }
 
             async fn append_log(
@@ -640,11 +653,7 @@ macro_rules! sql_store {
                 after_seq: u64,
                 limit: u32,
             ) -> Result<Vec<LogChunk>, StoreError> {
-                let query = sqlx::query("SELECT * FROM task_log_chunks WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-                    .bind_id(task)
-                    .bind(model::int("after_seq", after_seq)?)
-                    .bind(i64::from(limit));
-                self.read_all(query, "read a task log", rows::log_chunk).await
+                self.read_after("SELECT * FROM task_log_chunks WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3", task, after_seq, limit, "read a task log", rows::log_chunk).await
             }
 
             async fn previous_successful_job(
