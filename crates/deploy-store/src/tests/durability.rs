@@ -12,7 +12,7 @@ use super::harness::{LIFECYCLE, TestStore, new_job, open_locator, seed_env, seed
 
 /// Set in the child: the locator of the database to write to.
 const CHILD_ENV: &str = "DEPLOY_STORE_DURABILITY_CHILD";
-const TASKS: u64 = 200;
+const TASKS: u64 = 1_000;
 /// Committed transitions the parent waits for before it kills the child.
 const KILL_AFTER: usize = 150;
 
