@@ -8,6 +8,7 @@
 mod docker;
 mod errors;
 mod images;
+mod postgres;
 mod process;
 mod registry;
 mod sshd;
@@ -15,6 +16,7 @@ mod sshd;
 pub use docker::{ContainerCleanup, http_get, published_addr, run_checked};
 pub use errors::TestkitError;
 pub use images::{IMAGE_HTTP_PORT, TestImages};
+pub use postgres::{POSTGRES_TEST_USER, Postgres};
 pub use process::{free_port, require_program, temp_dir};
 pub use registry::Registry;
 pub use sshd::{SSH_TEST_USER, SshdHosts};

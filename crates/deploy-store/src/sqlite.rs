@@ -1,0 +1,348 @@
+//! `SqliteStore`: the embedded default. WAL, foreign keys, a busy timeout, one writer connection and a pool of read-only readers.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use deploy_core::DeploymentTask;
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::errors::StoreError;
+use crate::model::{self, Created, JobEventRecord, LastKnownGood, LogChunk};
+use crate::model::{AgentRecord, ApiTokenRecord};
+use crate::rows::{self, RowExt, row_ext_common, uuid_text};
+use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store};
+use crate::store::Store;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteDurability {
+    /// `synchronous=FULL`: the WAL is fsynced at every commit, so a committed
+    /// transition survives a process kill, an OS crash and a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: a committed transition survives a process kill
+    /// (it is in the OS page cache) but the last commits may be lost on power loss.
+    Normal,
+}
+
+/// Where and how to open the SQLite database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub durability: SqliteDurability,
+    /// How long a writer from another process is waited for.
+    pub busy_timeout: Duration,
+    /// Size of the read-only connection pool.
+    pub read_connections: u32,
+}
+
+impl SqliteConfig {
+    /// Defaults: full durability, a 5 s busy timeout, 4 readers.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            durability: SqliteDurability::Full,
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+        }
+    }
+}
+
+/// The store on an embedded SQLite database.
+///
+/// All writes go through one connection (a pool of size 1), so writers queue
+/// in-process instead of failing with "database is locked"; readers use WAL
+/// snapshots and never block the writer.
+///
+/// Task transitions, the engine's hot path, are group-committed: a committer
+/// task takes every transition queued while the previous batch was being
+/// written and commits them in one transaction, so one WAL fsync covers many
+/// transitions. Each caller returns only after the commit that holds its
+/// transition, so "returned" still means "durable".
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    committer: mpsc::Sender<Pending>,
+}
+
+/// Most task transitions in one group commit.
+const MAX_BATCH: usize = 256;
+
+/// A queued task transition and where to send its outcome.
+#[derive(Debug)]
+struct Pending {
+    request: TaskEventRequest,
+    reply: oneshot::Sender<Result<DeploymentTask, StoreError>>,
+}
+
+impl SqliteStore {
+    const CLAIM_SQL: &'static str = claim_sql!("");
+
+    /// Opens (creating if missing) and migrates the database.
+    ///
+    /// Refuses, without modifying anything, a path that cannot be written and a
+    /// database whose schema is newer than this build's.
+    pub async fn open(config: &SqliteConfig) -> Result<Self, StoreError> {
+        let path = &config.path;
+        let shown = path.display().to_string();
+        check_path(path)?;
+        let base = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(StoreError::db("build sqlite options"))?
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(config.busy_timeout);
+        if path.exists() {
+            let probe = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(base.clone().read_only(true))
+                .await
+                .map_err(StoreError::open(&shown))?;
+            let found = schema_version(&probe, &shown).await;
+            probe.close().await;
+            check_version(&shown, found?)?;
+        }
+        let synchronous = match config.durability {
+            SqliteDurability::Full => SqliteSynchronous::Full,
+            SqliteDurability::Normal => SqliteSynchronous::Normal,
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(synchronous),
+            )
+            .await
+            .map_err(|e| StoreError::Unwritable {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                location: shown.clone(),
+                source,
+            })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(config.read_connections.max(1))
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(StoreError::open(&shown))?;
+        let (committer, queue) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(group_commit(writer.clone(), queue));
+        Ok(Self {
+            writer,
+            reader,
+            committer,
+        })
+    }
+
+    /// Queues the transition for the group committer and waits for its commit.
+    async fn commit_task_event(
+        &self,
+        request: TaskEventRequest,
+    ) -> Result<DeploymentTask, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || StoreError::Database {
+            action: "commit a task transition",
+            source: sqlx::Error::PoolClosed,
+        };
+        self.committer
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    /// Closes both pools, waiting for connections in use.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// The group committer: runs until every `SqliteStore` clone is dropped.
+async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&writer, &batch).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting has nobody to tell.
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for pending in batch {
+                    let _ = pending.reply.send(Err(StoreError::Database {
+                        action: "commit a batch of task transitions",
+                        source: sqlx::Error::Protocol(message.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction. A transition refused while reading (conflict,
+/// invalid event, missing task) gets its own error and writes nothing; a failed write
+/// or commit fails the whole batch, so nothing of it is committed.
+async fn commit_batch(
+    writer: &SqlitePool,
+    batch: &[Pending],
+) -> Result<Vec<Result<DeploymentTask, StoreError>>, StoreError> {
+    let mut tx = writer
+        .begin()
+        .await
+        .map_err(StoreError::db("begin a group commit"))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for pending in batch {
+        let outcome = match prepare_task_event(&mut tx, &pending.request).await {
+            Ok((task, from)) => {
+                write_task_event(&mut tx, &pending.request, &task, from).await?;
+                Ok(task)
+            }
+            Err(refused) => Err(refused),
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit()
+        .await
+        .map_err(StoreError::db("commit a batch of task transitions"))?;
+    Ok(outcomes)
+}
+
+/// The write half of a task transition: the compare-and-swap update and the event row.
+async fn write_task_event(
+    conn: &mut sqlx::SqliteConnection,
+    request: &TaskEventRequest,
+    task: &DeploymentTask,
+    from: deploy_core::TaskStatus,
+) -> Result<(), StoreError> {
+    write_task(conn, task, request.expected_version).await?;
+    insert_event(
+        conn,
+        task.job_id,
+        Some(task.id),
+        request.event.as_str(),
+        from.as_str(),
+        task.status.as_str(),
+        &request.cause,
+        request.now,
+    )
+    .await
+}
+
+/// The newest migration this build knows.
+pub(crate) fn supported_version(migrator: &Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+fn check_version(location: &str, found: Option<i64>) -> Result<(), StoreError> {
+    let supported = supported_version(&MIGRATOR);
+    match found {
+        Some(found) if found > supported => Err(StoreError::SchemaTooNew {
+            location: location.to_owned(),
+            found,
+            supported,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a path that is a directory or whose directory does not exist, before anything is created.
+fn check_path(path: &Path) -> Result<(), StoreError> {
+    let unwritable = |reason: String| StoreError::Unwritable {
+        path: path.display().to_string(),
+        reason,
+    };
+    if path.is_dir() {
+        return Err(unwritable("it is a directory".to_owned()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(unwritable(format!(
+            "directory `{}` does not exist",
+            parent.display()
+        )));
+    }
+    if parent
+        .metadata()
+        .map(|m| m.permissions().readonly())
+        .unwrap_or(true)
+    {
+        return Err(unwritable(format!(
+            "directory `{}` is read-only",
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The highest applied migration, or `None` for a database never migrated.
+async fn schema_version(pool: &SqlitePool, location: &str) -> Result<Option<i64>, StoreError> {
+    let present = sqlx::query(
+        "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(StoreError::open(location))?
+    .i64("n")?;
+    if present == 0 {
+        return Ok(None);
+    }
+    sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::open(location))?
+        .opt_i64("v")
+}
+
+impl RowExt for SqliteRow {
+    fn uuid(&self, col: &'static str) -> Result<Uuid, StoreError> {
+        uuid_text(col, &self.string(col)?)
+    }
+    fn opt_uuid(&self, col: &'static str) -> Result<Option<Uuid>, StoreError> {
+        self.opt_string(col)?
+            .map(|s| uuid_text(col, &s))
+            .transpose()
+    }
+    row_ext_common!();
+}
+
+impl<'q> BindId for sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>> {
+    fn bind_id(self, id: impl Into<Uuid>) -> Self {
+        self.bind(id.into().hyphenated().to_string())
+    }
+    fn bind_opt_id<T: Into<Uuid>>(self, id: Option<T>) -> Self {
+        self.bind(id.map(|id| id.into().hyphenated().to_string()))
+    }
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite);

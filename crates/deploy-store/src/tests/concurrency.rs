@@ -1,0 +1,132 @@
+//! Races on both backends: the environment lock, compare-and-swap writers, and two stores claiming the same jobs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploy_core::testing::*;
+
+use super::harness::{TestStore, both_backends, new_job, one_job, seed_env, seed_release};
+use crate::StoreError;
+
+both_backends!(
+    racing_creators_one_environment_one_winner,
+    compare_and_swap_writers_lose_no_update,
+    two_stores_claim_each_job_once,
+);
+
+async fn racing_creators_one_environment_one_winner(t: TestStore) {
+    let (env, targets) = seed_env(&*t.store, 1, 1).await;
+    let rel = seed_release(&*t.store, 1).await;
+    let mut jobs = Vec::new();
+    for n in 1..=20 {
+        jobs.push(new_job(&*t.store, n, env, rel, &targets, 1).await);
+    }
+    let handles: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let store = Arc::clone(&t.store);
+            tokio::spawn(async move { store.create_job(&j).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut locked = Vec::new();
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(c) => {
+                assert!(c.created);
+                winners.push(c.value.id);
+            }
+            Err(StoreError::EnvironmentLocked { job, .. }) => locked.push(job),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one creator wins");
+    assert_eq!(locked.len(), 19);
+    assert!(
+        locked.iter().all(|j| *j == winners[0]),
+        "losers are told the winner"
+    );
+}
+
+async fn compare_and_swap_writers_lose_no_update(t: TestStore) {
+    let j = one_job(&*t.store).await;
+    let task = j.tasks[0].id;
+    let handles: Vec<_> = (0..20)
+        .map(|w| {
+            let store = Arc::clone(&t.store);
+            tokio::spawn(async move {
+                // Read, modify, compare-and-swap; on conflict re-read. Bounded.
+                for _ in 0..500 {
+                    let mut current = store.get_task(task).await.unwrap();
+                    current.logs.push_str(&format!("w{w};"));
+                    match store.save_task(&current, ts(1)).await {
+                        Ok(_) => return true,
+                        Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+                false
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.await.unwrap(), "a writer gave up after 500 conflicts");
+    }
+    let done = t.store.get_task(task).await.unwrap();
+    assert_eq!(done.version, 20);
+    for w in 0..20 {
+        assert_eq!(
+            done.logs.matches(&format!("w{w};")).count(),
+            1,
+            "update of writer {w}: {}",
+            done.logs
+        );
+    }
+}
+
+async fn two_stores_claim_each_job_once(t: TestStore) {
+    const JOBS: u64 = 1_000;
+    let s = &*t.store;
+    let rel = seed_release(s, 1).await;
+    for n in 1..=JOBS {
+        let (env, targets) = seed_env(s, n, 1).await;
+        s.create_job(&new_job(s, n, env, rel, &targets, 1).await)
+            .await
+            .unwrap();
+    }
+    let second = t.reopen().await;
+    let claimers: Vec<_> = [("a", Arc::clone(&t.store)), ("b", second)]
+        .into_iter()
+        .map(|(owner, store)| {
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for _ in 0..1_000 {
+                    let got = store
+                        .claim_jobs(owner, ts(1), Duration::from_secs(60), 7)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    mine.extend(got);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut per_owner = Vec::new();
+    for c in claimers {
+        let mine = c.await.unwrap();
+        per_owner.push(mine.len());
+        all.extend(mine);
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(
+        all.len() as u64,
+        JOBS,
+        "every job claimed, none twice (per owner: {per_owner:?})"
+    );
+    assert_eq!(unique.len() as u64, JOBS);
+}

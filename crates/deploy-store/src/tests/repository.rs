@@ -1,0 +1,461 @@
+//! Repository behaviour on both backends: round trips, transitions, the environment lock, the engine's queries, logs and leases.
+
+use std::time::Duration;
+
+use deploy_core::testing::*;
+use deploy_core::*;
+
+use super::harness::{
+    TestStore, both_backends, complete, create_and_fail, new_job, one_job, seed_env, seed_release,
+};
+use crate::{AgentRecord, ApiTokenRecord, MAX_LOG_CHUNKS_PER_TASK, StoreError};
+
+both_backends!(
+    entities_round_trip,
+    jobs_round_trip_and_creation_is_idempotent,
+    job_transitions_are_compare_and_swap_and_logged,
+    task_transitions_and_saves_are_compare_and_swap,
+    one_active_job_per_environment,
+    previous_successful_job_skips_the_given_release,
+    last_known_good_is_what_the_newest_completed_job_deployed,
+    logs_are_ordered_and_bounded,
+    leases_claim_renew_expire_and_release,
+);
+
+async fn entities_round_trip(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 2).await;
+    assert_eq!(s.get_environment(env).await.unwrap().name.as_str(), "env-1");
+    let listed = s.list_targets(env).await.unwrap();
+    assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), targets);
+    assert_eq!(listed[0].connection, ssh_connection(1));
+    let err = s
+        .put_environment(&s.get_environment(env).await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("environment `{env}` already exists")
+    );
+
+    let r = super::harness::release_n(3);
+    s.put_release(&r).await.unwrap();
+    assert_eq!(s.get_release(r.id).await.unwrap(), r);
+
+    let mut p = promotion(1);
+    p.environment_id = env;
+    p.release_id = r.id;
+    s.put_promotion(&p).await.unwrap();
+    assert_eq!(s.get_promotion(p.id).await.unwrap(), p);
+
+    let agent = AgentRecord {
+        id: agent_id(1),
+        name: "agent-1".into(),
+        labels: Labels::default(),
+        last_seen_at: Some(ts(5)),
+        created_at: ts(1),
+    };
+    s.put_agent(&agent).await.unwrap();
+    assert_eq!(s.get_agent(agent.id).await.unwrap(), agent);
+
+    let token = ApiTokenRecord {
+        id: uuid::Uuid::from_u128(7),
+        name: "ci".into(),
+        token_hash: sha256_of(b"secret-token"),
+        scopes: vec!["deploy".into()],
+        created_at: ts(1),
+        revoked_at: None,
+    };
+    s.put_api_token(&token).await.unwrap();
+    assert_eq!(
+        s.find_api_token(&token.token_hash).await.unwrap(),
+        Some(token)
+    );
+    assert_eq!(s.find_api_token(&sha256_of(b"other")).await.unwrap(), None);
+    assert!(matches!(
+        s.get_job(job_id(99)).await.unwrap_err(),
+        StoreError::NotFound { entity: "job", .. }
+    ));
+}
+
+async fn jobs_round_trip_and_creation_is_idempotent(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 3).await;
+    let rel = seed_release(s, 1).await;
+    let mut j = new_job(s, 1, env, rel, &targets, 1).await;
+    j.strategy = Strategy::Rolling {
+        batch: BatchSize::Count(std::num::NonZeroU32::new(2).unwrap()),
+    };
+    j.artifacts.push(GeneratedArtifact::new(
+        artifact_id(1),
+        j.id,
+        Some(targets[0]),
+        ArtifactKind::ALL[0],
+        name("docker-compose.yml"),
+        "services: {}\n".into(),
+    ));
+    let created = s.create_job(&j).await.unwrap();
+    assert!(created.created);
+    assert_eq!(created.value, j);
+    assert_eq!(s.get_job(j.id).await.unwrap(), j);
+    assert_eq!(s.get_task(j.tasks[1].id).await.unwrap(), j.tasks[1]);
+
+    // Same key, different id: the first job comes back.
+    let mut again = j.clone();
+    again.id = job_id(2);
+    let second = s.create_job(&again).await.unwrap();
+    assert!(!second.created);
+    assert_eq!(second.value, j);
+
+    let events = s.job_events(j.id, 0, 100).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].event.as_str(), events[0].to_status.as_str()),
+        ("create", "pending")
+    );
+}
+
+async fn job_transitions_are_compare_and_swap_and_logged(t: TestStore) {
+    let s = &*t.store;
+    let j = one_job(s).await;
+    let started = s
+        .apply_job_event(j.id, 0, JobEvent::Start, ts(10), "engine")
+        .await
+        .unwrap();
+    assert_eq!(
+        (started.status, started.version, started.started_at),
+        (JobStatus::Preparing, 1, Some(ts(10)))
+    );
+    assert_eq!(s.get_job(j.id).await.unwrap(), started);
+
+    let stale = s
+        .apply_job_event(j.id, 0, JobEvent::ArtifactsReady, ts(11), "engine")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.to_string(),
+        format!(
+            "job `{}` was modified concurrently: expected version 0, found version 1",
+            j.id
+        )
+    );
+    let invalid = s
+        .apply_job_event(j.id, 1, JobEvent::VerificationPassed, ts(11), "engine")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(invalid, StoreError::InvalidTransition(_)),
+        "{invalid}"
+    );
+    assert_eq!(
+        s.get_job(j.id).await.unwrap(),
+        started,
+        "refused writes change nothing"
+    );
+
+    let failed = s
+        .apply_job_event(j.id, 1, JobEvent::Fail, ts(12), "prepare: registry down")
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("prepare: registry down")
+    );
+    assert_eq!(failed.completed_at, Some(ts(12)));
+
+    let events = s.job_events(j.id, 0, 100).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event.as_str(),
+                e.from_status.as_str(),
+                e.to_status.as_str(),
+                e.cause.as_str(),
+                e.at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "create",
+                "",
+                "pending",
+                "created with idempotency key `job-1`",
+                ts(0)
+            ),
+            ("start", "pending", "preparing", "engine", ts(10)),
+            (
+                "fail",
+                "preparing",
+                "failed",
+                "prepare: registry down",
+                ts(12)
+            ),
+        ]
+    );
+    let later = s.job_events(j.id, events[1].seq, 100).await.unwrap();
+    assert_eq!(later, events[2..]);
+}
+
+async fn task_transitions_and_saves_are_compare_and_swap(t: TestStore) {
+    let s = &*t.store;
+    let j = one_job(s).await;
+    let id = j.tasks[0].id;
+    let mut task = s
+        .apply_task_event(id, 0, TaskEvent::Enqueue, ts(1), "wave 0")
+        .await
+        .unwrap();
+    task = s
+        .apply_task_event(id, task.version, TaskEvent::Dispatch, ts(2), "engine")
+        .await
+        .unwrap();
+    task = s
+        .apply_task_event(
+            id,
+            task.version,
+            TaskEvent::Fail { retryable: true },
+            ts(3),
+            "connection refused",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            task.status,
+            task.attempt_number,
+            task.error.as_deref(),
+            task.version,
+            task.started_at
+        ),
+        (
+            TaskStatus::Failed,
+            1,
+            Some("connection refused"),
+            3,
+            Some(ts(2))
+        )
+    );
+    assert_eq!(s.get_task(id).await.unwrap(), task);
+    let stale = s
+        .apply_task_event(id, 2, TaskEvent::Retry, ts(4), "engine")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StoreError::Conflict {
+                entity: "task",
+                expected: 2,
+                found: Some(3),
+                ..
+            }
+        ),
+        "{stale}"
+    );
+
+    let mut edited = task.clone();
+    edited.logs = "pulled\n".into();
+    edited.agent_id = Some(agent_id(1));
+    let saved = s.save_task(&edited, ts(5)).await.unwrap();
+    assert_eq!(
+        (saved.version, saved.logs.as_str(), saved.status),
+        (4, "pulled\n", TaskStatus::Failed)
+    );
+    let lost = s.save_task(&edited, ts(6)).await.unwrap_err();
+    assert_eq!(
+        lost.to_string(),
+        format!("task `{id}` was modified concurrently: expected version 3, found version 4")
+    );
+    let task_events = s
+        .job_events(j.id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.task_id == Some(id))
+        .count();
+    assert_eq!(
+        task_events, 3,
+        "one event per transition; saves are not transitions"
+    );
+}
+
+async fn one_active_job_per_environment(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 1).await;
+    let rel = seed_release(s, 1).await;
+    let first = s
+        .create_job(&new_job(s, 1, env, rel, &targets, 1).await)
+        .await
+        .unwrap()
+        .value;
+    let second = new_job(s, 2, env, rel, &targets, 1).await;
+    let err = s.create_job(&second).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "environment `{env}` is locked by running job `{}`",
+            first.id
+        )
+    );
+    // Another environment is not locked.
+    let (other, other_targets) = seed_env(s, 2, 1).await;
+    s.create_job(&new_job(s, 3, other, rel, &other_targets, 1).await)
+        .await
+        .unwrap();
+    // Once the first job settles, the environment takes a new one.
+    complete(s, &first, 10).await;
+    assert!(s.create_job(&second).await.unwrap().created);
+}
+
+async fn previous_successful_job_skips_the_given_release(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 1).await;
+    let (other_env, other_targets) = seed_env(s, 2, 1).await;
+    let (r1, r2) = (seed_release(s, 1).await, seed_release(s, 2).await);
+    assert_eq!(s.previous_successful_job(env, r1).await.unwrap(), None);
+    let j1 = new_job(s, 1, env, r1, &targets, 1).await;
+    s.create_job(&j1).await.unwrap();
+    let j1 = complete(s, &j1, 10).await;
+    let j2 = new_job(s, 2, env, r2, &targets, 2).await;
+    s.create_job(&j2).await.unwrap();
+    let j2 = complete(s, &j2, 20).await;
+    // A newer failed job and a newer job elsewhere do not count.
+    let j3 = new_job(s, 3, env, r1, &targets, 3).await;
+    create_and_fail(s, &j3, 30).await;
+    let j4 = new_job(s, 4, other_env, r2, &other_targets, 4).await;
+    s.create_job(&j4).await.unwrap();
+    complete(s, &j4, 40).await;
+
+    assert_eq!(
+        s.previous_successful_job(env, r1).await.unwrap(),
+        Some(j2.clone())
+    );
+    assert_eq!(s.previous_successful_job(env, r2).await.unwrap(), Some(j1));
+    let r3 = seed_release(s, 3).await;
+    assert_eq!(s.previous_successful_job(env, r3).await.unwrap(), Some(j2));
+}
+
+async fn last_known_good_is_what_the_newest_completed_job_deployed(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 3).await;
+    let rel = seed_release(s, 1).await;
+    let j1 = new_job(s, 1, env, rel, &targets[..2], 11).await;
+    s.create_job(&j1).await.unwrap();
+    complete(s, &j1, 10).await;
+    let j2 = new_job(s, 2, env, rel, &targets[..1], 22).await;
+    s.create_job(&j2).await.unwrap();
+    complete(s, &j2, 20).await;
+    // A failed job on target 2 deployed nothing that counts.
+    let j3 = new_job(s, 3, env, rel, &targets[1..2], 33).await;
+    create_and_fail(s, &j3, 30).await;
+
+    let lkg = s.last_known_good(env).await.unwrap();
+    let seen: Vec<_> = lkg
+        .iter()
+        .map(|l| (l.target_id, l.digest.clone(), l.job_id, l.completed_at))
+        .collect();
+    let mut expected = vec![
+        (targets[0], digest(22), j2.id, ts(20)),
+        (targets[1], digest(11), j1.id, ts(10)),
+    ];
+    expected.sort_by_key(|e| e.0);
+    assert_eq!(seen, expected);
+    assert_eq!(lkg[0].component_id, Some(component_id(1)));
+}
+
+async fn logs_are_ordered_and_bounded(t: TestStore) {
+    let s = &*t.store;
+    let j = one_job(s).await;
+    let task = j.tasks[0].id;
+    let total = MAX_LOG_CHUNKS_PER_TASK + 5;
+    for i in 1..=total {
+        assert_eq!(
+            s.append_log(task, ts(i), &format!("line {i}\n"))
+                .await
+                .unwrap(),
+            i
+        );
+    }
+    let all = s.read_log(task, 0, 5_000).await.unwrap();
+    assert_eq!(
+        all.len() as u64,
+        MAX_LOG_CHUNKS_PER_TASK,
+        "only the newest chunks are kept"
+    );
+    assert_eq!(all[0].seq, 6);
+    assert_eq!(all.last().unwrap().content, format!("line {total}\n"));
+    let tail = s.read_log(task, total - 2, 10).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [total - 1, total]
+    );
+    let big = "x".repeat(crate::MAX_LOG_CHUNK_BYTES + 1);
+    assert!(matches!(
+        s.append_log(task, ts(1), &big).await.unwrap_err(),
+        StoreError::LogChunkTooLarge { .. }
+    ));
+    assert!(matches!(
+        s.append_log(task_id(999), ts(1), "x").await.unwrap_err(),
+        StoreError::NotFound { entity: "task", .. }
+    ));
+}
+
+async fn leases_claim_renew_expire_and_release(t: TestStore) {
+    let s = &*t.store;
+    let lease = Duration::from_secs(10);
+    let j = one_job(s).await;
+    assert_eq!(s.claim_jobs("a", ts(0), lease, 10).await.unwrap(), [j.id]);
+    assert!(
+        s.claim_jobs("b", ts(5_000), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the lease holds"
+    );
+    let err = s
+        .renew_lease(j.id, "b", ts(5_000), lease)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("job `{}` is not leased by `b`; `a` holds it", j.id)
+    );
+    assert_eq!(
+        s.renew_lease(j.id, "a", ts(5_000), lease).await.unwrap(),
+        ts(15_000)
+    );
+    assert!(
+        s.claim_jobs("b", ts(14_000), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewed"
+    );
+    // a dies: once its lease ends, b takes the job.
+    assert_eq!(
+        s.claim_jobs("b", ts(15_001), lease, 10).await.unwrap(),
+        [j.id]
+    );
+    assert!(matches!(
+        s.renew_lease(j.id, "a", ts(15_002), lease).await.unwrap_err(),
+        StoreError::LeaseLost { holder: Some(h), .. } if h == "b"
+    ));
+    s.release_lease(j.id, "b").await.unwrap();
+    assert_eq!(
+        s.claim_jobs("c", ts(15_003), lease, 10).await.unwrap(),
+        [j.id],
+        "released jobs are claimable at once"
+    );
+    // Settled jobs are never claimed.
+    s.release_lease(j.id, "c").await.unwrap();
+    complete(s, &j, 20).await;
+    assert!(
+        s.claim_jobs("d", ts(100_000), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
