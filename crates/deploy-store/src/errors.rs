@@ -1,0 +1,105 @@
+//! `StoreError`: every way a store operation fails, each naming the entity, id, path or version involved.
+
+use deploy_core::{EnvironmentId, InvalidTransition, JobId};
+use thiserror::Error;
+
+/// A store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database file or its directory cannot be created or written.
+    #[error("cannot open the database at `{path}` for writing: {reason}")]
+    Unwritable { path: String, reason: String },
+    /// The database was migrated by a newer build; nothing was modified.
+    #[error(
+        "the database at `{location}` has schema version {found}, newer than version {supported} that this build supports; it was left unmodified"
+    )]
+    SchemaTooNew {
+        location: String,
+        found: i64,
+        supported: i64,
+    },
+    /// A compare-and-swap write lost: someone else wrote first.
+    #[error(
+        "{entity} `{id}` was modified concurrently: expected version {expected}, found {}",
+        found.map_or_else(|| "no row".to_owned(), |v| format!("version {v}"))
+    )]
+    Conflict {
+        entity: &'static str,
+        id: String,
+        expected: u64,
+        found: Option<u64>,
+    },
+    #[error("{entity} `{id}` does not exist")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{entity} `{id}` already exists")]
+    AlreadyExists { entity: &'static str, id: String },
+    /// The environment already has a non-terminal job.
+    #[error("environment `{environment}` is locked by running job `{job}`")]
+    EnvironmentLocked {
+        environment: EnvironmentId,
+        job: JobId,
+    },
+    /// The caller does not (or no longer) hold the job's lease.
+    #[error(
+        "job `{job}` is not leased by `{owner}`; {}",
+        holder.as_ref().map_or_else(|| "nobody holds it".to_owned(), |h| format!("`{h}` holds it"))
+    )]
+    LeaseLost {
+        job: JobId,
+        owner: String,
+        holder: Option<String>,
+    },
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    #[error("log chunk of task `{task}` is {size} bytes; the limit is {limit}")]
+    LogChunkTooLarge { task: String, size: usize, limit: usize },
+    /// A stored value no longer parses as its domain type.
+    #[error("stored {column} `{value}` is invalid: {reason}")]
+    Corrupt {
+        column: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{field} {value} does not fit in a signed 64-bit database integer")]
+    OutOfRange { field: &'static str, value: u64 },
+    #[error("cannot migrate the database at `{location}`: {source}")]
+    Migrate {
+        location: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("cannot {action}: {source}")]
+    Database {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    /// Wraps a database error with what was being done ("insert job").
+    pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Database { action, source }
+    }
+
+    /// Wraps a stored value that failed to parse.
+    pub(crate) fn corrupt(
+        column: &'static str,
+        value: impl Into<String>,
+    ) -> impl FnOnce(String) -> Self {
+        let value = value.into();
+        move |reason| Self::Corrupt {
+            column,
+            value,
+            reason,
+        }
+    }
+
+    /// True for a unique-constraint violation (the caller then looks up what it collided with).
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            Self::Database { source: sqlx::Error::Database(e), .. } if e.is_unique_violation()
+        )
+    }
+}

@@ -1,0 +1,222 @@
+//! Records the store returns besides deploy-core's entities, and the conversions between domain values and columns.
+
+use std::num::NonZeroU32;
+
+use deploy_core::{
+    AgentId, ComponentId, Digest, JobId, JobStatus, Labels, TargetId, TaskId,
+    TaskStatus, Timestamp,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::errors::StoreError;
+
+/// Most log chunks kept per task; appending more drops the oldest.
+pub const MAX_LOG_CHUNKS_PER_TASK: u64 = 1_000;
+/// Largest log chunk accepted, in bytes.
+pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The outcome of an idempotent create: the stored job, and whether this call created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created<T> {
+    pub value: T,
+    /// False when the idempotency key already existed and `value` is the earlier job.
+    pub created: bool,
+}
+
+/// One row of the append-only job event log: a state change of the job or of one of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEventRecord {
+    /// Position in the store-wide event log; strictly increasing in commit order per job.
+    pub seq: u64,
+    pub job_id: JobId,
+    /// Set when the event changed a task rather than the job.
+    pub task_id: Option<TaskId>,
+    pub event: String,
+    pub from_status: String,
+    pub to_status: String,
+    /// Who or what caused it ("engine: wave 2 healthy", "user alice: cancel").
+    pub cause: String,
+    pub at: Timestamp,
+}
+
+/// One chunk of a task's log, in append order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub task_id: TaskId,
+    pub seq: u64,
+    pub at: Timestamp,
+    pub content: String,
+}
+
+/// What the newest completed job of an environment deployed on one target (and component).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastKnownGood {
+    pub target_id: TargetId,
+    /// `None` for a compose_host task (the digest is then the compose lock's).
+    pub component_id: Option<ComponentId>,
+    pub digest: Digest,
+    pub job_id: JobId,
+    pub completed_at: Timestamp,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub name: String,
+    pub labels: Labels,
+    pub last_seen_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// An API token; only the sha256 of the token is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub token_hash: Digest,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A `u64` as a database integer.
+pub(crate) fn int(field: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { field, value })
+}
+
+/// A non-negative database integer as a `u64`.
+pub(crate) fn uint(column: &'static str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        column,
+        value: value.to_string(),
+        reason: "negative".to_owned(),
+    })
+}
+
+/// A non-negative database integer as a `u32`.
+pub(crate) fn uint32(column: &'static str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt {
+        column,
+        value: value.to_string(),
+        reason: "not a 32-bit unsigned integer".to_owned(),
+    })
+}
+
+pub(crate) fn millis(t: Timestamp) -> Result<i64, StoreError> {
+    int("timestamp", t.unix_millis())
+}
+
+pub(crate) fn opt_millis(t: Option<Timestamp>) -> Result<Option<i64>, StoreError> {
+    t.map(millis).transpose()
+}
+
+pub(crate) fn timestamp(column: &'static str, value: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_unix_millis(uint(column, value)?)
+        .map_err(|e| StoreError::corrupt(column, value.to_string())(e.to_string()))
+}
+
+pub(crate) fn opt_timestamp(
+    column: &'static str,
+    value: Option<i64>,
+) -> Result<Option<Timestamp>, StoreError> {
+    value.map(|v| timestamp(column, v)).transpose()
+}
+
+pub(crate) fn to_json<T: Serialize>(field: &'static str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        column: field,
+        value: String::new(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(
+    column: &'static str,
+    value: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(value).map_err(|e| StoreError::corrupt(column, value)(e.to_string()))
+}
+
+/// Parses a stored text column with a domain parser.
+pub(crate) fn parse<T, E: std::fmt::Display>(
+    column: &'static str,
+    value: &str,
+    parser: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    parser(value).map_err(|e| StoreError::corrupt(column, value)(e.to_string()))
+}
+
+/// Converts a stored UUID into a typed id.
+pub(crate) fn typed<T: TryFrom<Uuid, Error = E>, E: std::fmt::Display>(
+    column: &'static str,
+    value: Uuid,
+) -> Result<T, StoreError> {
+    T::try_from(value).map_err(|e| StoreError::corrupt(column, value.to_string())(e.to_string()))
+}
+
+pub(crate) fn opt_typed<T: TryFrom<Uuid, Error = E>, E: std::fmt::Display>(
+    column: &'static str,
+    value: Option<Uuid>,
+) -> Result<Option<T>, StoreError> {
+    value.map(|v| typed(column, v)).transpose()
+}
+
+pub(crate) fn job_status(value: &str) -> Result<JobStatus, StoreError> {
+    JobStatus::parse(value)
+        .ok_or_else(|| StoreError::corrupt("jobs.status", value)("unknown status".to_owned()))
+}
+
+pub(crate) fn task_status(value: &str) -> Result<TaskStatus, StoreError> {
+    TaskStatus::parse(value)
+        .ok_or_else(|| StoreError::corrupt("tasks.status", value)("unknown status".to_owned()))
+}
+
+pub(crate) fn parallelism(value: i64) -> Result<NonZeroU32, StoreError> {
+    NonZeroU32::new(uint32("jobs.parallelism", value)?).ok_or_else(|| {
+        StoreError::corrupt("jobs.parallelism", "0")("must be positive".to_owned())
+    })
+}
+
+/// The SQL list of active job statuses, spelled out in the queries and the migrations.
+#[cfg(test)]
+const ACTIVE_STATUSES: &str = "('pending', 'preparing', 'running', 'completing', 'rolling_back')";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_statuses_match_core() {
+        let listed: Vec<JobStatus> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| ACTIVE_STATUSES.contains(&format!("'{}'", s.as_str())))
+            .collect();
+        let active: Vec<JobStatus> = JobStatus::ALL.into_iter().filter(|s| s.is_active()).collect();
+        assert_eq!(listed, active);
+        for (file, source) in [
+            ("sql.rs", include_str!("sql.rs")),
+            ("sqlite.rs", include_str!("sqlite.rs")),
+            ("postgres.rs", include_str!("postgres.rs")),
+            ("sqlite migration", include_str!("../migrations/sqlite/0001_initial.sql")),
+            ("postgres migration", include_str!("../migrations/postgres/0001_initial.sql")),
+        ] {
+            let spelled = source.replace("\n", " ");
+            let spelled: String = spelled.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                spelled.contains(&format!("status IN {ACTIVE_STATUSES}")),
+                "{file} spells the active statuses differently"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        assert_eq!(
+            int("version", u64::MAX).unwrap_err().to_string(),
+            "version 18446744073709551615 does not fit in a signed 64-bit database integer"
+        );
+        assert!(uint("tasks.version", -1).is_err());
+    }
+}

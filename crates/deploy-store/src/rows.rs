@@ -1,0 +1,232 @@
+//! Reading rows into domain values, written once for both backends over the small `RowExt` accessor trait.
+
+use deploy_core::{
+    ArtifactKind, Component, DeploymentJob, DeploymentTask, Digest, Environment, GeneratedArtifact,
+    IdempotencyKey, ImageRef, Name, Promotion, PromotionStatus, Target,
+};
+use uuid::Uuid;
+
+use crate::errors::StoreError;
+use crate::model::{
+    AgentRecord, ApiTokenRecord, JobEventRecord, LastKnownGood, LogChunk, from_json, job_status,
+    opt_timestamp, opt_typed, parallelism, parse, task_status, timestamp, typed, uint, uint32,
+};
+
+/// Typed column access on a backend's row; ids are TEXT on SQLite and UUID on PostgreSQL.
+pub(crate) trait RowExt {
+    fn uuid(&self, col: &'static str) -> Result<Uuid, StoreError>;
+    fn opt_uuid(&self, col: &'static str) -> Result<Option<Uuid>, StoreError>;
+    fn i64(&self, col: &'static str) -> Result<i64, StoreError>;
+    fn opt_i64(&self, col: &'static str) -> Result<Option<i64>, StoreError>;
+    fn string(&self, col: &'static str) -> Result<String, StoreError>;
+    fn opt_string(&self, col: &'static str) -> Result<Option<String>, StoreError>;
+    fn boolean(&self, col: &'static str) -> Result<bool, StoreError>;
+}
+
+/// Parses a stored hyphenated UUID (SQLite keeps ids as TEXT).
+pub(crate) fn uuid_text(col: &'static str, value: &str) -> Result<Uuid, StoreError> {
+    parse(col, value, Uuid::try_parse)
+}
+
+pub(crate) fn environment<R: RowExt>(r: &R) -> Result<Environment, StoreError> {
+    from_json("environments.spec", &r.string("spec")?)
+}
+
+pub(crate) fn target<R: RowExt>(r: &R) -> Result<Target, StoreError> {
+    from_json("targets.spec", &r.string("spec")?)
+}
+
+pub(crate) fn component<R: RowExt>(r: &R) -> Result<Component, StoreError> {
+    let image = r.string("image")?;
+    Ok(Component {
+        id: typed("release_components.component_id", r.uuid("component_id")?)?,
+        name: parse("release_components.name", &r.string("name")?, Name::parse)?,
+        image: parse("release_components.image", &image, ImageRef::parse)?,
+    })
+}
+
+pub(crate) fn promotion<R: RowExt>(r: &R) -> Result<Promotion, StoreError> {
+    let status = r.string("status")?;
+    let status = [
+        PromotionStatus::Requested,
+        PromotionStatus::Approved,
+        PromotionStatus::Rejected,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == status)
+    .ok_or_else(|| StoreError::corrupt("promotions.status", &status)("unknown status".into()))?;
+    Ok(Promotion {
+        id: typed("promotions.id", r.uuid("id")?)?,
+        release_id: typed("promotions.release_id", r.uuid("release_id")?)?,
+        environment_id: typed("promotions.environment_id", r.uuid("environment_id")?)?,
+        status,
+        requested_by: r.string("requested_by")?,
+        decided_by: r.opt_string("decided_by")?,
+        requested_at: timestamp("promotions.requested_at", r.i64("requested_at")?)?,
+        decided_at: opt_timestamp("promotions.decided_at", r.opt_i64("decided_at")?)?,
+    })
+}
+
+/// A job row; tasks and artifacts are read separately and attached.
+pub(crate) fn job<R: RowExt>(r: &R) -> Result<DeploymentJob, StoreError> {
+    Ok(DeploymentJob {
+        id: typed("jobs.id", r.uuid("id")?)?,
+        promotion_id: typed("jobs.promotion_id", r.uuid("promotion_id")?)?,
+        release_id: typed("jobs.release_id", r.uuid("release_id")?)?,
+        environment_id: typed("jobs.environment_id", r.uuid("environment_id")?)?,
+        strategy: from_json("jobs.strategy", &r.string("strategy")?)?,
+        parallelism: parallelism(r.i64("parallelism")?)?,
+        failure_policy: from_json("jobs.failure_policy", &r.string("failure_policy")?)?,
+        status: job_status(&r.string("status")?)?,
+        started_at: opt_timestamp("jobs.started_at", r.opt_i64("started_at")?)?,
+        completed_at: opt_timestamp("jobs.completed_at", r.opt_i64("completed_at")?)?,
+        artifacts: Vec::new(),
+        rollback_of: opt_typed("jobs.rollback_of", r.opt_uuid("rollback_of")?)?,
+        previous_job_id: opt_typed("jobs.previous_job_id", r.opt_uuid("previous_job_id")?)?,
+        tasks: Vec::new(),
+        idempotency_key: parse(
+            "jobs.idempotency_key",
+            &r.string("idempotency_key")?,
+            IdempotencyKey::parse,
+        )?,
+        failure_reason: r.opt_string("failure_reason")?,
+        version: uint("jobs.version", r.i64("version")?)?,
+        created_at: timestamp("jobs.created_at", r.i64("created_at")?)?,
+        updated_at: timestamp("jobs.updated_at", r.i64("updated_at")?)?,
+    })
+}
+
+pub(crate) fn task<R: RowExt>(r: &R) -> Result<DeploymentTask, StoreError> {
+    let digest = |col: &'static str, v: &str| parse(col, v, Digest::parse);
+    Ok(DeploymentTask {
+        id: typed("tasks.id", r.uuid("id")?)?,
+        job_id: typed("tasks.job_id", r.uuid("job_id")?)?,
+        target_id: typed("tasks.target_id", r.uuid("target_id")?)?,
+        component_id: opt_typed("tasks.component_id", r.opt_uuid("component_id")?)?,
+        digest: digest("tasks.digest", &r.string("digest")?)?,
+        status: task_status(&r.string("status")?)?,
+        agent_id: opt_typed("tasks.agent_id", r.opt_uuid("agent_id")?)?,
+        started_at: opt_timestamp("tasks.started_at", r.opt_i64("started_at")?)?,
+        completed_at: opt_timestamp("tasks.completed_at", r.opt_i64("completed_at")?)?,
+        logs: r.string("logs")?,
+        previous_digest: r
+            .opt_string("previous_digest")?
+            .map(|d| digest("tasks.previous_digest", &d))
+            .transpose()?,
+        error: r.opt_string("error")?,
+        attempt_number: uint32("tasks.attempt_number", r.i64("attempt_number")?)?,
+        max_attempts: uint32("tasks.max_attempts", r.i64("max_attempts")?)?,
+        last_failure_retryable: r.boolean("last_failure_retryable")?,
+        wave: uint32("tasks.wave", r.i64("wave")?)?,
+        version: uint("tasks.version", r.i64("version")?)?,
+        created_at: timestamp("tasks.created_at", r.i64("created_at")?)?,
+        updated_at: timestamp("tasks.updated_at", r.i64("updated_at")?)?,
+    })
+}
+
+pub(crate) fn artifact<R: RowExt>(r: &R) -> Result<GeneratedArtifact, StoreError> {
+    let kind = r.string("kind")?;
+    let kind = ArtifactKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or_else(|| StoreError::corrupt("artifacts.kind", &kind)("unknown kind".into()))?;
+    let artifact = GeneratedArtifact {
+        id: typed("artifacts.id", r.uuid("id")?)?,
+        job_id: typed("artifacts.job_id", r.uuid("job_id")?)?,
+        target_id: opt_typed("artifacts.target_id", r.opt_uuid("target_id")?)?,
+        kind,
+        file_name: parse("artifacts.file_name", &r.string("file_name")?, Name::parse)?,
+        content: r.string("content")?,
+        size: uint("artifacts.size", r.i64("size")?)?,
+        sha256: parse("artifacts.sha256", &r.string("sha256")?, Digest::parse)?,
+    };
+    artifact
+        .verify()
+        .map_err(|e| StoreError::corrupt("artifacts.sha256", artifact.sha256.as_str())(e.to_string()))?;
+    Ok(artifact)
+}
+
+pub(crate) fn job_event<R: RowExt>(r: &R) -> Result<JobEventRecord, StoreError> {
+    Ok(JobEventRecord {
+        seq: uint("job_events.seq", r.i64("seq")?)?,
+        job_id: typed("job_events.job_id", r.uuid("job_id")?)?,
+        task_id: opt_typed("job_events.task_id", r.opt_uuid("task_id")?)?,
+        event: r.string("event")?,
+        from_status: r.string("from_status")?,
+        to_status: r.string("to_status")?,
+        cause: r.string("cause")?,
+        at: timestamp("job_events.at", r.i64("at")?)?,
+    })
+}
+
+pub(crate) fn log_chunk<R: RowExt>(r: &R) -> Result<LogChunk, StoreError> {
+    Ok(LogChunk {
+        task_id: typed("task_log_chunks.task_id", r.uuid("task_id")?)?,
+        seq: uint("task_log_chunks.seq", r.i64("seq")?)?,
+        at: timestamp("task_log_chunks.at", r.i64("at")?)?,
+        content: r.string("content")?,
+    })
+}
+
+pub(crate) fn last_known_good<R: RowExt>(r: &R) -> Result<LastKnownGood, StoreError> {
+    Ok(LastKnownGood {
+        target_id: typed("tasks.target_id", r.uuid("target_id")?)?,
+        component_id: opt_typed("tasks.component_id", r.opt_uuid("component_id")?)?,
+        digest: parse("tasks.digest", &r.string("digest")?, Digest::parse)?,
+        job_id: typed("tasks.job_id", r.uuid("job_id")?)?,
+        completed_at: timestamp("jobs.completed_at", r.i64("completed_at")?)?,
+    })
+}
+
+pub(crate) fn agent<R: RowExt>(r: &R) -> Result<AgentRecord, StoreError> {
+    Ok(AgentRecord {
+        id: typed("agents.id", r.uuid("id")?)?,
+        name: r.string("name")?,
+        labels: from_json("agents.labels", &r.string("labels")?)?,
+        last_seen_at: opt_timestamp("agents.last_seen_at", r.opt_i64("last_seen_at")?)?,
+        created_at: timestamp("agents.created_at", r.i64("created_at")?)?,
+    })
+}
+
+pub(crate) fn api_token<R: RowExt>(r: &R) -> Result<ApiTokenRecord, StoreError> {
+    Ok(ApiTokenRecord {
+        id: r.uuid("id")?,
+        name: r.string("name")?,
+        token_hash: parse("api_tokens.token_hash", &r.string("token_hash")?, Digest::parse)?,
+        scopes: from_json("api_tokens.scopes", &r.string("scopes")?)?,
+        created_at: timestamp("api_tokens.created_at", r.i64("created_at")?)?,
+        revoked_at: opt_timestamp("api_tokens.revoked_at", r.opt_i64("revoked_at")?)?,
+    })
+}
+
+/// The error for a column that is missing or has an unexpected type.
+pub(crate) fn column_error(col: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        column: col,
+        value: String::new(),
+        reason: e.to_string(),
+    }
+}
+
+/// Implements the column accessors that are the same on both backends.
+macro_rules! row_ext_common {
+    () => {
+        fn i64(&self, col: &'static str) -> Result<i64, StoreError> {
+            self.try_get(col).map_err(crate::rows::column_error(col))
+        }
+        fn opt_i64(&self, col: &'static str) -> Result<Option<i64>, StoreError> {
+            self.try_get(col).map_err(crate::rows::column_error(col))
+        }
+        fn string(&self, col: &'static str) -> Result<String, StoreError> {
+            self.try_get(col).map_err(crate::rows::column_error(col))
+        }
+        fn opt_string(&self, col: &'static str) -> Result<Option<String>, StoreError> {
+            self.try_get(col).map_err(crate::rows::column_error(col))
+        }
+        fn boolean(&self, col: &'static str) -> Result<bool, StoreError> {
+            self.try_get(col).map_err(crate::rows::column_error(col))
+        }
+    };
+}
+
+pub(crate) use row_ext_common;

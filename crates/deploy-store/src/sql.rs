@@ -1,0 +1,753 @@
+//! The SQL of the `Store`, written once and expanded for each backend by `sql_store!` (the dialects differ only in id binding and row access).
+//!
+//! Both dialects accept `$n` placeholders. A backend module provides `Db`, an
+//! `impl RowExt` for its row type, an `impl BindId` for its query type, and on
+//! its store type `writer`/`reader` pools and the `CLAIM_SQL` constant.
+
+use uuid::Uuid;
+
+/// Binds ids the way the backend stores them (TEXT on SQLite, UUID on PostgreSQL).
+pub(crate) trait BindId: Sized {
+    fn bind_id(self, id: impl Into<Uuid>) -> Self;
+    fn bind_opt_id<T: Into<Uuid>>(self, id: Option<T>) -> Self;
+}
+
+/// Expands the `Store` implementation for `$store` over the sqlx database `$db`.
+macro_rules! sql_store {
+    ($store:ty, $db:ty) => {
+        type Conn = <$db as sqlx::Database>::Connection;
+
+        /// Loads a job row with its tasks and artifacts.
+        async fn load_job(conn: &mut Conn, id: deploy_core::JobId) -> Result<deploy_core::DeploymentJob, StoreError> {
+            let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+                .bind_id(id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("load a job"))?
+                .ok_or_else(|| StoreError::NotFound { entity: "job", id: id.to_string() })?;
+            let mut job = rows::job(&row)?;
+            job.tasks = sqlx::query("SELECT * FROM tasks WHERE job_id = $1 ORDER BY position")
+                .bind_id(id)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::db("load the tasks of a job"))?
+                .iter()
+                .map(rows::task)
+                .collect::<Result<_, _>>()?;
+            job.artifacts = sqlx::query("SELECT * FROM artifacts WHERE job_id = $1 ORDER BY position")
+                .bind_id(id)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::db("load the artifacts of a job"))?
+                .iter()
+                .map(rows::artifact)
+                .collect::<Result<_, _>>()?;
+            Ok(job)
+        }
+
+        async fn load_task(conn: &mut Conn, id: deploy_core::TaskId) -> Result<deploy_core::DeploymentTask, StoreError> {
+            let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
+                .bind_id(id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("load a task"))?
+                .ok_or_else(|| StoreError::NotFound { entity: "task", id: id.to_string() })?;
+            rows::task(&row)
+        }
+
+        async fn job_by_key(conn: &mut Conn, key: &str) -> Result<Option<deploy_core::JobId>, StoreError> {
+            let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = $1")
+                .bind(key.to_owned())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("look up a job by idempotency key"))?;
+            row.map(|r| model::typed("jobs.id", r.uuid("id")?)).transpose()
+        }
+
+        async fn active_job(conn: &mut Conn, environment: deploy_core::EnvironmentId) -> Result<Option<deploy_core::JobId>, StoreError> {
+            let row = sqlx::query(
+                "SELECT id FROM jobs WHERE environment_id = $1 AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')",
+            )
+            .bind_id(environment)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(StoreError::db("look up the active job of an environment"))?;
+            row.map(|r| model::typed("jobs.id", r.uuid("id")?)).transpose()
+        }
+
+        async fn insert_job(conn: &mut Conn, job: &deploy_core::DeploymentJob) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO jobs (id, promotion_id, release_id, environment_id, strategy, parallelism,
+                   failure_policy, status, started_at, completed_at, rollback_of, previous_job_id,
+                   idempotency_key, failure_reason, version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            )
+            .bind_id(job.id)
+            .bind_id(job.promotion_id)
+            .bind_id(job.release_id)
+            .bind_id(job.environment_id)
+            .bind(model::to_json("jobs.strategy", &job.strategy)?)
+            .bind(i64::from(job.parallelism.get()))
+            .bind(model::to_json("jobs.failure_policy", &job.failure_policy)?)
+            .bind(job.status.as_str())
+            .bind(model::opt_millis(job.started_at)?)
+            .bind(model::opt_millis(job.completed_at)?)
+            .bind_opt_id(job.rollback_of)
+            .bind_opt_id(job.previous_job_id)
+            .bind(job.idempotency_key.as_str().to_owned())
+            .bind(job.failure_reason.clone())
+            .bind(model::int("jobs.version", job.version)?)
+            .bind(model::millis(job.created_at)?)
+            .bind(model::millis(job.updated_at)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("insert a job"))?;
+            for (position, task) in job.tasks.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO tasks (id, job_id, position, target_id, component_id, digest, status,
+                       agent_id, started_at, completed_at, logs, previous_digest, error, attempt_number,
+                       max_attempts, last_failure_retryable, wave, version, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                )
+                .bind_id(task.id)
+                .bind_id(job.id)
+                .bind(model::int("tasks.position", position as u64)?)
+                .bind_id(task.target_id)
+                .bind_opt_id(task.component_id)
+                .bind(task.digest.as_str().to_owned())
+                .bind(task.status.as_str())
+                .bind_opt_id(task.agent_id)
+                .bind(model::opt_millis(task.started_at)?)
+                .bind(model::opt_millis(task.completed_at)?)
+                .bind(task.logs.clone())
+                .bind(task.previous_digest.as_ref().map(|d| d.as_str().to_owned()))
+                .bind(task.error.clone())
+                .bind(i64::from(task.attempt_number))
+                .bind(i64::from(task.max_attempts))
+                .bind(task.last_failure_retryable)
+                .bind(i64::from(task.wave))
+                .bind(model::int("tasks.version", task.version)?)
+                .bind(model::millis(task.created_at)?)
+                .bind(model::millis(task.updated_at)?)
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::db("insert a task"))?;
+            }
+            for (position, artifact) in job.artifacts.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO artifacts (id, job_id, position, target_id, kind, file_name, content, size, sha256)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind_id(artifact.id)
+                .bind_id(job.id)
+                .bind(model::int("artifacts.position", position as u64)?)
+                .bind_opt_id(artifact.target_id)
+                .bind(artifact.kind.as_str())
+                .bind(artifact.file_name.as_str().to_owned())
+                .bind(artifact.content.clone())
+                .bind(model::int("artifacts.size", artifact.size)?)
+                .bind(artifact.sha256.as_str().to_owned())
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::db("insert an artifact"))?;
+            }
+            Ok(())
+        }
+
+        #[expect(clippy::too_many_arguments, reason = "one column per argument of the event row")]
+        async fn insert_event(
+            conn: &mut Conn,
+            job: deploy_core::JobId,
+            task: Option<deploy_core::TaskId>,
+            event: &str,
+            from: &str,
+            to: &str,
+            cause: &str,
+            at: deploy_core::Timestamp,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO job_events (job_id, task_id, event, from_status, to_status, cause, at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind_id(job)
+            .bind_opt_id(task)
+            .bind(event.to_owned())
+            .bind(from.to_owned())
+            .bind(to.to_owned())
+            .bind(cause.to_owned())
+            .bind(model::millis(at)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("append a job event"))?;
+            Ok(())
+        }
+
+        /// Writes every mutable column of a task if its stored version is `expected`; the new version is `task.version`.
+        async fn write_task(conn: &mut Conn, task: &deploy_core::DeploymentTask, expected: u64) -> Result<(), StoreError> {
+            let done = sqlx::query(
+                "UPDATE tasks SET status = $1, agent_id = $2, started_at = $3, completed_at = $4, logs = $5,
+                   previous_digest = $6, error = $7, attempt_number = $8, last_failure_retryable = $9,
+                   version = $10, updated_at = $11
+                 WHERE id = $12 AND version = $13",
+            )
+            .bind(task.status.as_str())
+            .bind_opt_id(task.agent_id)
+            .bind(model::opt_millis(task.started_at)?)
+            .bind(model::opt_millis(task.completed_at)?)
+            .bind(task.logs.clone())
+            .bind(task.previous_digest.as_ref().map(|d| d.as_str().to_owned()))
+            .bind(task.error.clone())
+            .bind(i64::from(task.attempt_number))
+            .bind(task.last_failure_retryable)
+            .bind(model::int("tasks.version", task.version)?)
+            .bind(model::millis(task.updated_at)?)
+            .bind_id(task.id)
+            .bind(model::int("tasks.version", expected)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("update a task"))?;
+            if done.rows_affected() == 0 {
+                let found = load_task(conn, task.id).await.ok().map(|t| t.version);
+                return Err(StoreError::Conflict { entity: "task", id: task.id.to_string(), expected, found });
+            }
+            Ok(())
+        }
+
+        impl $store {
+            async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<$db>, StoreError> {
+                self.reader.acquire().await.map_err(StoreError::db("get a read connection"))
+            }
+
+            async fn begin_write(&self) -> Result<sqlx::Transaction<'static, $db>, StoreError> {
+                self.writer.begin().await.map_err(StoreError::db("begin a write transaction"))
+            }
+
+            /// Runs one statement that must touch a row; a unique violation becomes `AlreadyExists`.
+            async fn insert_one<'q>(
+                &self,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                entity: &'static str,
+                id: String,
+            ) -> Result<(), StoreError> {
+                match query.execute(&self.writer).await.map_err(StoreError::db("insert a row")) {
+                    Err(e) if e.is_unique_violation() => Err(StoreError::AlreadyExists { entity, id }),
+                    Err(e) => Err(e),
+                    Ok(_) => Ok(()),
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            async fn put_environment(&self, environment: &deploy_core::Environment) -> Result<(), StoreError> {
+                let query = sqlx::query("INSERT INTO environments (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind_id(environment.id)
+                    .bind(environment.name.as_str().to_owned())
+                    .bind(model::to_json("environments.spec", environment)?)
+                    .bind(model::millis(environment.created_at)?);
+                self.insert_one(query, "environment", environment.id.to_string()).await
+            }
+
+            async fn get_environment(&self, id: deploy_core::EnvironmentId) -> Result<deploy_core::Environment, StoreError> {
+                let row = sqlx::query("SELECT spec FROM environments WHERE id = $1")
+                    .bind_id(id)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::db("load an environment"))?
+                    .ok_or_else(|| StoreError::NotFound { entity: "environment", id: id.to_string() })?;
+                rows::environment(&row)
+            }
+
+            async fn put_target(&self, target: &deploy_core::Target) -> Result<(), StoreError> {
+                let query = sqlx::query(
+                    "INSERT INTO targets (id, environment_id, name, target_type, spec, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind_id(target.id)
+                .bind_id(target.environment_id)
+                .bind(target.name.as_str().to_owned())
+                .bind(target.target_type.as_str())
+                .bind(model::to_json("targets.spec", target)?)
+                .bind(model::millis(target.created_at)?);
+                self.insert_one(query, "target", target.id.to_string()).await
+            }
+
+            async fn list_targets(&self, environment: deploy_core::EnvironmentId) -> Result<Vec<deploy_core::Target>, StoreError> {
+                sqlx::query("SELECT spec FROM targets WHERE environment_id = $1 ORDER BY name")
+                    .bind_id(environment)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::db("list targets"))?
+                    .iter()
+                    .map(rows::target)
+                    .collect()
+            }
+
+            async fn put_release(&self, release: &deploy_core::Release) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let inserted = sqlx::query("INSERT INTO releases (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind_id(release.id)
+                    .bind(release.name.as_str().to_owned())
+                    .bind(model::millis(release.created_at)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("insert a release"));
+                match inserted {
+                    Err(e) if e.is_unique_violation() => {
+                        return Err(StoreError::AlreadyExists { entity: "release", id: release.id.to_string() })
+                    }
+                    other => other?,
+                };
+                for (position, c) in release.components.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO release_components (release_id, position, component_id, name, image, digest)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind_id(release.id)
+                    .bind(model::int("release_components.position", position as u64)?)
+                    .bind_id(c.id)
+                    .bind(c.name.as_str().to_owned())
+                    .bind(c.image.to_string())
+                    .bind(c.digest().as_str().to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("insert a release component"))?;
+                }
+                tx.commit().await.map_err(StoreError::db("commit a release"))
+            }
+
+            async fn get_release(&self, id: deploy_core::ReleaseId) -> Result<deploy_core::Release, StoreError> {
+                let mut conn = self.read_conn().await?;
+                let row = sqlx::query("SELECT * FROM releases WHERE id = $1")
+                    .bind_id(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(StoreError::db("load a release"))?
+                    .ok_or_else(|| StoreError::NotFound { entity: "release", id: id.to_string() })?;
+                let components = sqlx::query("SELECT * FROM release_components WHERE release_id = $1 ORDER BY position")
+                    .bind_id(id)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(StoreError::db("load release components"))?
+                    .iter()
+                    .map(rows::component)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let name = row.string("name")?;
+                deploy_core::Release::new(
+                    id,
+                    model::parse("releases.name", &name, deploy_core::Name::parse)?,
+                    components,
+                    model::timestamp("releases.created_at", row.i64("created_at")?)?,
+                )
+                .map_err(|e| StoreError::corrupt("releases.id", id.to_string())(e.to_string()))
+            }
+
+            async fn put_promotion(&self, p: &deploy_core::Promotion) -> Result<(), StoreError> {
+                let query = sqlx::query(
+                    "INSERT INTO promotions (id, release_id, environment_id, status, requested_by, decided_by, requested_at, decided_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind_id(p.id)
+                .bind_id(p.release_id)
+                .bind_id(p.environment_id)
+                .bind(p.status.as_str())
+                .bind(p.requested_by.clone())
+                .bind(p.decided_by.clone())
+                .bind(model::millis(p.requested_at)?)
+                .bind(model::opt_millis(p.decided_at)?);
+                self.insert_one(query, "promotion", p.id.to_string()).await
+            }
+
+            async fn get_promotion(&self, id: deploy_core::PromotionId) -> Result<deploy_core::Promotion, StoreError> {
+                let row = sqlx::query("SELECT * FROM promotions WHERE id = $1")
+                    .bind_id(id)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::db("load a promotion"))?
+                    .ok_or_else(|| StoreError::NotFound { entity: "promotion", id: id.to_string() })?;
+                rows::promotion(&row)
+            }
+
+            async fn create_job(&self, job: &deploy_core::DeploymentJob) -> Result<Created<deploy_core::DeploymentJob>, StoreError> {
+                let key = job.idempotency_key.as_str();
+                {
+                    let mut conn = self.read_conn().await?;
+                    if let Some(existing) = job_by_key(&mut conn, key).await? {
+                        return Ok(Created { value: load_job(&mut conn, existing).await?, created: false });
+                    }
+                }
+                let mut tx = self.begin_write().await?;
+                let inserted = async {
+                    insert_job(&mut tx, job).await?;
+                    let cause = format!("created with idempotency key `{key}`");
+                    insert_event(&mut tx, job.id, None, "create", "", job.status.as_str(), &cause, job.created_at).await
+                }
+                .await;
+                match inserted {
+                    Ok(()) => {
+                        let value = load_job(&mut tx, job.id).await?;
+                        tx.commit().await.map_err(StoreError::db("commit a new job"))?;
+                        Ok(Created { value, created: true })
+                    }
+                    Err(e) if e.is_unique_violation() => {
+                        tx.rollback().await.map_err(StoreError::db("roll back a job insert"))?;
+                        let mut conn = self.read_conn().await?;
+                        if let Some(existing) = job_by_key(&mut conn, key).await? {
+                            return Ok(Created { value: load_job(&mut conn, existing).await?, created: false });
+                        }
+                        if let Some(running) = active_job(&mut conn, job.environment_id).await? {
+                            return Err(StoreError::EnvironmentLocked { environment: job.environment_id, job: running });
+                        }
+                        Err(StoreError::AlreadyExists { entity: "job", id: job.id.to_string() })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+
+            async fn get_job(&self, id: deploy_core::JobId) -> Result<deploy_core::DeploymentJob, StoreError> {
+                load_job(&mut *self.read_conn().await?, id).await
+            }
+
+            async fn get_task(&self, id: deploy_core::TaskId) -> Result<deploy_core::DeploymentTask, StoreError> {
+                load_task(&mut *self.read_conn().await?, id).await
+            }
+
+            async fn apply_job_event(
+                &self,
+                id: deploy_core::JobId,
+                expected_version: u64,
+                event: deploy_core::JobEvent,
+                now: deploy_core::Timestamp,
+                cause: &str,
+            ) -> Result<deploy_core::DeploymentJob, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut job = load_job(&mut tx, id).await?;
+                let conflict = |found| StoreError::Conflict { entity: "job", id: id.to_string(), expected: expected_version, found };
+                if job.version != expected_version {
+                    return Err(conflict(Some(job.version)));
+                }
+                let from = job.status;
+                let to = job.apply(event, now)?;
+                if to == deploy_core::JobStatus::Failed {
+                    job.failure_reason = Some(cause.to_owned());
+                }
+                job.version += 1;
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = $1, started_at = $2, completed_at = $3, failure_reason = $4,
+                       version = $5, updated_at = $6
+                     WHERE id = $7 AND version = $8",
+                )
+                .bind(to.as_str())
+                .bind(model::opt_millis(job.started_at)?)
+                .bind(model::opt_millis(job.completed_at)?)
+                .bind(job.failure_reason.clone())
+                .bind(model::int("jobs.version", job.version)?)
+                .bind(model::millis(now)?)
+                .bind_id(id)
+                .bind(model::int("jobs.version", expected_version)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("update a job"))?;
+                if done.rows_affected() == 0 {
+                    return Err(conflict(None));
+                }
+                insert_event(&mut tx, id, None, event.as_str(), from.as_str(), to.as_str(), cause, now).await?;
+                tx.commit().await.map_err(StoreError::db("commit a job transition"))?;
+                Ok(job)
+            }
+
+            async fn apply_task_event(
+                &self,
+                id: deploy_core::TaskId,
+                expected_version: u64,
+                event: deploy_core::TaskEvent,
+                now: deploy_core::Timestamp,
+                cause: &str,
+            ) -> Result<deploy_core::DeploymentTask, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut task = load_task(&mut tx, id).await?;
+                if task.version != expected_version {
+                    return Err(StoreError::Conflict {
+                        entity: "task",
+                        id: id.to_string(),
+                        expected: expected_version,
+                        found: Some(task.version),
+                    });
+                }
+                let from = task.status;
+                let to = task.apply(event, now)?;
+                if matches!(event, deploy_core::TaskEvent::Fail { .. }) {
+                    task.error = Some(cause.to_owned());
+                }
+                task.version += 1;
+                write_task(&mut tx, &task, expected_version).await?;
+                insert_event(&mut tx, task.job_id, Some(id), event.as_str(), from.as_str(), to.as_str(), cause, now).await?;
+                tx.commit().await.map_err(StoreError::db("commit a task transition"))?;
+                Ok(task)
+            }
+
+            async fn save_task(
+                &self,
+                task: &deploy_core::DeploymentTask,
+                now: deploy_core::Timestamp,
+            ) -> Result<deploy_core::DeploymentTask, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let stored = load_task(&mut tx, task.id).await?;
+                if stored.version != task.version {
+                    return Err(StoreError::Conflict {
+                        entity: "task",
+                        id: task.id.to_string(),
+                        expected: task.version,
+                        found: Some(stored.version),
+                    });
+                }
+                let mut next = stored;
+                next.agent_id = task.agent_id;
+                next.logs.clone_from(&task.logs);
+                next.previous_digest.clone_from(&task.previous_digest);
+                next.error.clone_from(&task.error);
+                next.version += 1;
+                next.updated_at = now;
+                write_task(&mut tx, &next, task.version).await?;
+                tx.commit().await.map_err(StoreError::db("commit a task update"))?;
+                Ok(next)
+            }
+
+            async fn job_events(
+                &self,
+                job: deploy_core::JobId,
+                after_seq: u64,
+                limit: u32,
+            ) -> Result<Vec<JobEventRecord>, StoreError> {
+                sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                    .bind_id(job)
+                    .bind(model::int("after_seq", after_seq)?)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::db("read job events"))?
+                    .iter()
+                    .map(rows::job_event)
+                    .collect()
+            }
+
+            async fn append_log(
+                &self,
+                task: deploy_core::TaskId,
+                at: deploy_core::Timestamp,
+                content: &str,
+            ) -> Result<u64, StoreError> {
+                if content.len() > model::MAX_LOG_CHUNK_BYTES {
+                    return Err(StoreError::LogChunkTooLarge {
+                        task: task.to_string(),
+                        size: content.len(),
+                        limit: model::MAX_LOG_CHUNK_BYTES,
+                    });
+                }
+                let mut tx = self.begin_write().await?;
+                // Bumping the counter row also serialises concurrent appends to one task.
+                let row = sqlx::query("UPDATE tasks SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq")
+                    .bind_id(task)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("number a log chunk"))?
+                    .ok_or_else(|| StoreError::NotFound { entity: "task", id: task.to_string() })?;
+                let seq = row.i64("log_seq")?;
+                sqlx::query("INSERT INTO task_log_chunks (task_id, seq, at, content) VALUES ($1, $2, $3, $4)")
+                    .bind_id(task)
+                    .bind(seq)
+                    .bind(model::millis(at)?)
+                    .bind(content.to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("append a log chunk"))?;
+                let keep = model::int("log chunk bound", model::MAX_LOG_CHUNKS_PER_TASK)?;
+                sqlx::query("DELETE FROM task_log_chunks WHERE task_id = $1 AND seq <= $2")
+                    .bind_id(task)
+                    .bind(seq - keep)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("drop old log chunks"))?;
+                tx.commit().await.map_err(StoreError::db("commit a log chunk"))?;
+                model::uint("tasks.log_seq", seq)
+            }
+
+            async fn read_log(
+                &self,
+                task: deploy_core::TaskId,
+                after_seq: u64,
+                limit: u32,
+            ) -> Result<Vec<LogChunk>, StoreError> {
+                sqlx::query("SELECT * FROM task_log_chunks WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                    .bind_id(task)
+                    .bind(model::int("after_seq", after_seq)?)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::db("read a task log"))?
+                    .iter()
+                    .map(rows::log_chunk)
+                    .collect()
+            }
+
+            async fn previous_successful_job(
+                &self,
+                environment: deploy_core::EnvironmentId,
+                release: deploy_core::ReleaseId,
+            ) -> Result<Option<deploy_core::DeploymentJob>, StoreError> {
+                let mut conn = self.read_conn().await?;
+                let row = sqlx::query(
+                    "SELECT id FROM jobs
+                     WHERE environment_id = $1 AND status = 'completed' AND release_id <> $2
+                     ORDER BY completed_at DESC, id DESC LIMIT 1",
+                )
+                .bind_id(environment)
+                .bind_id(release)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("find the previous successful job"))?;
+                match row {
+                    None => Ok(None),
+                    Some(row) => Ok(Some(load_job(&mut conn, model::typed("jobs.id", row.uuid("id")?)?).await?)),
+                }
+            }
+
+            async fn last_known_good(
+                &self,
+                environment: deploy_core::EnvironmentId,
+            ) -> Result<Vec<LastKnownGood>, StoreError> {
+                sqlx::query(
+                    "SELECT target_id, component_id, digest, job_id, completed_at FROM (
+                       SELECT t.target_id, t.component_id, t.digest, t.job_id, j.completed_at,
+                              ROW_NUMBER() OVER (PARTITION BY t.target_id, t.component_id
+                                                 ORDER BY j.completed_at DESC, j.id DESC) AS rn
+                       FROM tasks t JOIN jobs j ON j.id = t.job_id
+                       WHERE j.environment_id = $1 AND j.status = 'completed' AND t.status = 'succeeded'
+                     ) ranked
+                     WHERE rn = 1
+                     ORDER BY target_id, component_id",
+                )
+                .bind_id(environment)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::db("find last-known-good digests"))?
+                .iter()
+                .map(rows::last_known_good)
+                .collect()
+            }
+
+            async fn claim_jobs(
+                &self,
+                owner: &str,
+                now: deploy_core::Timestamp,
+                lease: std::time::Duration,
+                limit: u32,
+            ) -> Result<Vec<deploy_core::JobId>, StoreError> {
+                sqlx::query(Self::CLAIM_SQL)
+                    .bind(owner.to_owned())
+                    .bind(model::millis(now.saturating_add(lease))?)
+                    .bind(model::millis(now)?)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(StoreError::db("claim jobs"))?
+                    .iter()
+                    .map(|r| model::typed("jobs.id", r.uuid("id")?))
+                    .collect()
+            }
+
+            async fn renew_lease(
+                &self,
+                job: deploy_core::JobId,
+                owner: &str,
+                now: deploy_core::Timestamp,
+                lease: std::time::Duration,
+            ) -> Result<deploy_core::Timestamp, StoreError> {
+                let until = now.saturating_add(lease);
+                let done = sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND claimed_by = $3")
+                    .bind(model::millis(until)?)
+                    .bind_id(job)
+                    .bind(owner.to_owned())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("renew a lease"))?;
+                if done.rows_affected() == 0 {
+                    return Err(self.lease_lost(job, owner).await);
+                }
+                Ok(until)
+            }
+
+            async fn release_lease(&self, job: deploy_core::JobId, owner: &str) -> Result<(), StoreError> {
+                let done = sqlx::query("UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE id = $1 AND claimed_by = $2")
+                    .bind_id(job)
+                    .bind(owner.to_owned())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("release a lease"))?;
+                if done.rows_affected() == 0 {
+                    return Err(self.lease_lost(job, owner).await);
+                }
+                Ok(())
+            }
+
+            async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+                let query = sqlx::query("INSERT INTO agents (id, name, labels, last_seen_at, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind_id(agent.id)
+                    .bind(agent.name.clone())
+                    .bind(model::to_json("agents.labels", &agent.labels)?)
+                    .bind(model::opt_millis(agent.last_seen_at)?)
+                    .bind(model::millis(agent.created_at)?);
+                self.insert_one(query, "agent", agent.id.to_string()).await
+            }
+
+            async fn get_agent(&self, id: deploy_core::AgentId) -> Result<AgentRecord, StoreError> {
+                let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
+                    .bind_id(id)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::db("load an agent"))?
+                    .ok_or_else(|| StoreError::NotFound { entity: "agent", id: id.to_string() })?;
+                rows::agent(&row)
+            }
+
+            async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+                let query = sqlx::query(
+                    "INSERT INTO api_tokens (id, name, token_hash, scopes, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind_id(token.id)
+                .bind(token.name.clone())
+                .bind(token.token_hash.as_str().to_owned())
+                .bind(model::to_json("api_tokens.scopes", &token.scopes)?)
+                .bind(model::millis(token.created_at)?)
+                .bind(model::opt_millis(token.revoked_at)?);
+                self.insert_one(query, "api token", token.name.clone()).await
+            }
+
+            async fn find_api_token(&self, hash: &deploy_core::Digest) -> Result<Option<ApiTokenRecord>, StoreError> {
+                sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1")
+                    .bind(hash.as_str().to_owned())
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::db("look up an api token"))?
+                    .as_ref()
+                    .map(rows::api_token)
+                    .transpose()
+            }
+        }
+
+        impl $store {
+            /// The `LeaseLost` error for `owner`, naming the current holder.
+            async fn lease_lost(&self, job: deploy_core::JobId, owner: &str) -> StoreError {
+                let holder = sqlx::query("SELECT claimed_by FROM jobs WHERE id = $1")
+                    .bind_id(job)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.opt_string("claimed_by").ok().flatten());
+                StoreError::LeaseLost { job, owner: owner.to_owned(), holder }
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;

@@ -1,0 +1,140 @@
+//! The `Store` trait: everything the engine, the server and the agent registry persist, implemented for SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deploy_core::{
+    AgentId, DeploymentJob, DeploymentTask, Digest, Environment, EnvironmentId, JobEvent, JobId,
+    Promotion, PromotionId, Release, ReleaseId, Target, TaskEvent, TaskId, Timestamp,
+};
+
+use crate::errors::StoreError;
+use crate::model::{
+    AgentRecord, ApiTokenRecord, Created, JobEventRecord, LastKnownGood, LogChunk,
+};
+
+/// Persistence of the deployment system.
+///
+/// State changes go through deploy-core's transition functions and are written
+/// with optimistic concurrency: a write names the version it read, and a stale
+/// write is [`StoreError::Conflict`], never a silent overwrite. Every state
+/// change appends a [`JobEventRecord`] in the same transaction.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts an environment; an existing id or name is [`StoreError::AlreadyExists`].
+    async fn put_environment(&self, environment: &Environment) -> Result<(), StoreError>;
+    async fn get_environment(&self, id: EnvironmentId) -> Result<Environment, StoreError>;
+    /// Inserts a target of an existing environment.
+    async fn put_target(&self, target: &Target) -> Result<(), StoreError>;
+    /// The environment's targets, by name.
+    async fn list_targets(&self, environment: EnvironmentId) -> Result<Vec<Target>, StoreError>;
+    /// Inserts a release and its components.
+    async fn put_release(&self, release: &Release) -> Result<(), StoreError>;
+    async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
+    async fn put_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
+    async fn get_promotion(&self, id: PromotionId) -> Result<Promotion, StoreError>;
+
+    /// Creates a job with its tasks and artifacts, idempotently: when the
+    /// idempotency key exists, returns that job with `created: false`. The
+    /// database refuses a second non-terminal job in one environment:
+    /// [`StoreError::EnvironmentLocked`] names the running job.
+    async fn create_job(&self, job: &DeploymentJob) -> Result<Created<DeploymentJob>, StoreError>;
+    /// A job with its tasks (in order) and artifacts.
+    async fn get_job(&self, id: JobId) -> Result<DeploymentJob, StoreError>;
+    async fn get_task(&self, id: TaskId) -> Result<DeploymentTask, StoreError>;
+
+    /// Applies `event` to the job at `expected_version` (deploy-core decides),
+    /// bumps its version and appends the event, in one transaction.
+    /// A transition into `failed` records `cause` as the failure reason.
+    async fn apply_job_event(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        event: JobEvent,
+        now: Timestamp,
+        cause: &str,
+    ) -> Result<DeploymentJob, StoreError>;
+    /// Applies `event` to the task at `expected_version`, bumps its version and
+    /// appends the event, in one transaction. A `fail` records `cause` as the task's error.
+    async fn apply_task_event(
+        &self,
+        id: TaskId,
+        expected_version: u64,
+        event: TaskEvent,
+        now: Timestamp,
+        cause: &str,
+    ) -> Result<DeploymentTask, StoreError>;
+    /// Writes a task's non-status fields (agent, log tail, previous digest, error)
+    /// if its stored version is still `task.version`; returns it with the new version.
+    /// The status is unchanged: statuses move only through `apply_task_event`.
+    async fn save_task(
+        &self,
+        task: &DeploymentTask,
+        now: Timestamp,
+    ) -> Result<DeploymentTask, StoreError>;
+
+    /// The job's events after `after_seq` (0 for all), oldest first, at most `limit`.
+    async fn job_events(
+        &self,
+        job: JobId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<JobEventRecord>, StoreError>;
+    /// Appends a log chunk and returns its sequence number; keeps the newest
+    /// [`crate::MAX_LOG_CHUNKS_PER_TASK`] chunks of the task.
+    async fn append_log(
+        &self,
+        task: TaskId,
+        at: Timestamp,
+        content: &str,
+    ) -> Result<u64, StoreError>;
+    /// The task's log chunks after `after_seq`, in order, at most `limit`.
+    async fn read_log(
+        &self,
+        task: TaskId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<LogChunk>, StoreError>;
+
+    /// The previous successful (completed) job of the environment whose
+    /// release differs from `release`, latest `completed_at` first.
+    async fn previous_successful_job(
+        &self,
+        environment: EnvironmentId,
+        release: ReleaseId,
+    ) -> Result<Option<DeploymentJob>, StoreError>;
+    /// For each target (and component) of the environment, the digest that the
+    /// newest completed job touching it actually deployed there.
+    async fn last_known_good(
+        &self,
+        environment: EnvironmentId,
+    ) -> Result<Vec<LastKnownGood>, StoreError>;
+
+    /// Claims up to `limit` active jobs that nobody holds or whose lease ended
+    /// before `now`, for `owner` until `now + lease`. Each job goes to one claimer.
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError>;
+    /// Extends `owner`'s lease on the job to `now + lease`; [`StoreError::LeaseLost`]
+    /// when another owner claimed it meanwhile.
+    async fn renew_lease(
+        &self,
+        job: JobId,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Timestamp, StoreError>;
+    /// Gives the job back so another replica may claim it at once.
+    async fn release_lease(&self, job: JobId, owner: &str) -> Result<(), StoreError>;
+
+    async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    async fn get_agent(&self, id: AgentId) -> Result<AgentRecord, StoreError>;
+    async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
+    /// The token whose sha256 is `hash`, revoked or not.
+    async fn find_api_token(&self, hash: &Digest) -> Result<Option<ApiTokenRecord>, StoreError>;
+}
