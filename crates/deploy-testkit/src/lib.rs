@@ -5,8 +5,16 @@
 //! ports by the fixture, and stopped when the fixture is dropped. A missing
 //! program is a test failure whose message names it, never a silent skip.
 
+mod docker;
 mod errors;
+mod images;
 mod process;
+mod registry;
+mod sshd;
 
+pub use docker::{ContainerCleanup, http_get, published_addr, run_checked};
 pub use errors::TestkitError;
+pub use images::{IMAGE_HTTP_PORT, TestImages};
 pub use process::{free_port, require_program, temp_dir};
+pub use registry::Registry;
+pub use sshd::{SSH_TEST_USER, SshdHosts};

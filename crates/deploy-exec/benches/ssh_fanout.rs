@@ -1,0 +1,2 @@
+//! SSH fan-out benchmark.
+fn main() {}

@@ -1,0 +1,186 @@
+//! `ExecError`: every way an executor can fail, each classified as retryable (transient) or permanent.
+
+use thiserror::Error;
+
+/// Whether retrying the same task may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: connection refused or reset, a timeout, a remote command that failed
+    /// for reasons outside the request (a registry hiccup).
+    Retryable,
+    /// Retrying cannot help until someone changes config or credentials.
+    Permanent,
+}
+
+/// A failure of an executor. Messages read well after "failed to …" and never contain a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ExecError {
+    #[error("connect to {host}:{port}: {detail}")]
+    Connect {
+        host: String,
+        port: u16,
+        detail: String,
+    },
+    #[error("connect to {host}:{port} within {seconds} s")]
+    ConnectTimeout {
+        host: String,
+        port: u16,
+        seconds: u64,
+    },
+    #[error("keep the ssh connection to {host}:{port} open: {detail}")]
+    ConnectionLost {
+        host: String,
+        port: u16,
+        detail: String,
+    },
+    #[error(
+        "verify the host key of {host}:{port}: the server presented {fingerprint}, expected {expected}"
+    )]
+    HostKeyMismatch {
+        host: String,
+        port: u16,
+        fingerprint: String,
+        expected: String,
+    },
+    #[error(
+        "verify the host key of {host}:{port}: {fingerprint} is not in {known_hosts} (strict host key checking; use the accept_new policy to record it on first use)"
+    )]
+    HostKeyUnknown {
+        host: String,
+        port: u16,
+        fingerprint: String,
+        known_hosts: String,
+    },
+    #[error("authenticate as `{user}` on {host}:{port} with {method}")]
+    Authentication {
+        host: String,
+        port: u16,
+        user: String,
+        method: &'static str,
+    },
+    #[error("resolve credential `{reference}`: {detail}")]
+    Secret { reference: String, detail: String },
+    #[error("accept {field} `{value}`: expected {expected}")]
+    InvalidInput {
+        field: String,
+        value: String,
+        expected: String,
+    },
+    #[error("run a {target_type} deploy with the {model} executor: no such executor is registered")]
+    Unsupported { model: String, target_type: String },
+    #[error("finish `{what}` on {host} within {seconds} s")]
+    Timeout {
+        host: String,
+        what: String,
+        seconds: u64,
+    },
+    #[error("finish `{what}` on {host}: cancelled")]
+    Cancelled { host: String, what: String },
+    #[error("run `{what}` on {host}: exit status {status}: {stderr_tail}")]
+    CommandFailed {
+        host: String,
+        what: String,
+        status: u32,
+        stderr_tail: String,
+    },
+    #[error("upload `{file}` to {host}:{path}: {detail}")]
+    Upload {
+        host: String,
+        file: String,
+        path: String,
+        detail: String,
+    },
+    #[error("start container `{container}` on {host}: {detail}")]
+    NotRunning {
+        host: String,
+        container: String,
+        detail: String,
+    },
+    #[error("record the host key of {host}:{port} in {known_hosts}: {detail}")]
+    KnownHostsWrite {
+        host: String,
+        port: u16,
+        known_hosts: String,
+        detail: String,
+    },
+}
+
+impl ExecError {
+    /// The retry class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Connect { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::ConnectionLost { .. }
+            | Self::Timeout { .. }
+            | Self::CommandFailed { .. }
+            | Self::Upload { .. } => ErrorClass::Retryable,
+            Self::HostKeyMismatch { .. }
+            | Self::HostKeyUnknown { .. }
+            | Self::Authentication { .. }
+            | Self::Secret { .. }
+            | Self::InvalidInput { .. }
+            | Self::Unsupported { .. }
+            | Self::Cancelled { .. }
+            | Self::NotRunning { .. }
+            | Self::KnownHostsWrite { .. } => ErrorClass::Permanent,
+        }
+    }
+
+    /// True when retrying the task may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.class() == ErrorClass::Retryable
+    }
+
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::InvalidInput {
+            field: field.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_retry_and_trust_failures_do_not() {
+        let refused = ExecError::Connect {
+            host: "127.0.0.1".into(),
+            port: 22,
+            detail: "connection refused".into(),
+        };
+        assert!(refused.is_retryable());
+        let mismatch = ExecError::HostKeyMismatch {
+            host: "127.0.0.1".into(),
+            port: 2222,
+            fingerprint: "SHA256:abc".into(),
+            expected: "SHA256:def".into(),
+        };
+        assert!(!mismatch.is_retryable());
+        assert_eq!(
+            mismatch.to_string(),
+            "verify the host key of 127.0.0.1:2222: the server presented SHA256:abc, expected SHA256:def"
+        );
+        let auth = ExecError::Authentication {
+            host: "h".into(),
+            port: 22,
+            user: "deploy".into(),
+            method: "public key",
+        };
+        assert_eq!(auth.class(), ErrorClass::Permanent);
+        let timeout = ExecError::Timeout {
+            host: "h".into(),
+            what: "docker pull".into(),
+            seconds: 5,
+        };
+        assert!(timeout.is_retryable());
+        assert!(!ExecError::invalid("name", "x", "y").is_retryable());
+    }
+}

@@ -1,0 +1,138 @@
+//! The `Executor` contract: deploy, inspect and run_command, each with a log, a cancellation token and a timeout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deploy_core::{CommandSpec, DeploymentTask, Digest, GeneratedArtifact, ImageRef, Name, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::errors::ExecError;
+use crate::logs::{DEFAULT_LOG_CAP, LogSink, NullSink, TaskLog};
+
+/// Label keys the executors put on the containers they start.
+pub mod labels {
+    /// The component (docker_host) or project (compose_host) name.
+    pub const COMPONENT: &str = "stella.component";
+    /// The image digest the container was started from.
+    pub const DIGEST: &str = "stella.digest";
+    /// The target the container belongs to.
+    pub const TARGET: &str = "stella.target";
+    /// The task that started it.
+    pub const TASK: &str = "stella.task";
+}
+
+/// What one call may use: where logs go, how to stop it, how long it may take.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    pub log: TaskLog,
+    pub cancel: CancellationToken,
+    /// Upper bound for the whole call (connect included).
+    pub timeout: Duration,
+}
+
+impl ExecContext {
+    /// A context logging to `sink` with the default cap, a fresh token and `timeout`.
+    pub fn new(sink: Arc<dyn LogSink>, timeout: Duration) -> Self {
+        Self {
+            log: TaskLog::new(sink, DEFAULT_LOG_CAP),
+            cancel: CancellationToken::new(),
+            timeout,
+        }
+    }
+
+    /// A context whose logs are dropped.
+    pub fn quiet(timeout: Duration) -> Self {
+        Self::new(Arc::new(NullSink), timeout)
+    }
+}
+
+/// Everything one deploy task needs.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub target: Target,
+    pub task: DeploymentTask,
+    /// docker_host: the component's container name and image. compose_host: `None`.
+    pub component: Option<ComponentSpec>,
+    /// compose_host: the compose project name (docker_host ignores it).
+    pub project: Name,
+    /// Files to upload into the target's work dir (compose lock, env file).
+    pub artifacts: Vec<GeneratedArtifact>,
+}
+
+/// A docker_host component: its container name, image and published ports.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    /// The container name (the previous one is kept as `<name>-previous`).
+    pub name: Name,
+    pub image: ImageRef,
+    /// Container ports published on an ephemeral 127.0.0.1 port (start-first
+    /// needs old and new to run side by side, so host ports are never fixed).
+    pub publish: Vec<u16>,
+}
+
+/// The outcome of a deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionResult {
+    pub success: bool,
+    /// What runs after the deploy (the new digest on success).
+    pub deployed_digest: Option<Digest>,
+    /// What ran before, as `inspect` found it.
+    pub previous_digest: Option<Digest>,
+    /// False when the digest was already running and nothing was done.
+    pub changed: bool,
+    /// Per container (docker_host) or compose service: the digest actually running.
+    pub running: BTreeMap<String, Digest>,
+    pub error: Option<ExecError>,
+}
+
+impl ExecutionResult {
+    /// A failed deploy.
+    pub fn failed(error: ExecError, previous_digest: Option<Digest>) -> Self {
+        Self {
+            success: false,
+            deployed_digest: None,
+            previous_digest,
+            changed: false,
+            running: BTreeMap::new(),
+            error: Some(error),
+        }
+    }
+
+    /// True when the failure may be retried.
+    pub fn retryable(&self) -> bool {
+        self.error.as_ref().is_some_and(ExecError::is_retryable)
+    }
+}
+
+/// Output of a command run on a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    pub exit_status: u32,
+    /// Standard output, bounded (its head) and redacted.
+    pub stdout: String,
+}
+
+/// Carries out tasks on targets of one execution model.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Deploys the request's digest; never leaves the target without the previous version on failure.
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult;
+
+    /// The digest running for `component` (docker_host) or the project's (compose_host), if any.
+    async fn inspect(
+        &self,
+        target: &Target,
+        component: &Name,
+        ctx: &ExecContext,
+    ) -> Result<Option<Digest>, ExecError>;
+
+    /// Runs `command` on the target (no shell interpretation of its arguments).
+    async fn run_command(
+        &self,
+        target: &Target,
+        command: &CommandSpec,
+        ctx: &ExecContext,
+    ) -> Result<CommandOutput, ExecError>;
+}

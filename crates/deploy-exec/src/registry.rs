@@ -1,0 +1,116 @@
+//! `ExecutorRegistry`: picks the executor for a target by its execution model (the spec's dispatch switch).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deploy_core::{ExecutionModel, Target};
+
+use crate::errors::ExecError;
+use crate::executor::Executor;
+
+/// Executors by execution model.
+#[derive(Default, Clone)]
+pub struct ExecutorRegistry {
+    executors: BTreeMap<ExecutionModel, Arc<dyn Executor>>,
+}
+
+impl std::fmt::Debug for ExecutorRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.executors.keys()).finish()
+    }
+}
+
+impl ExecutorRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `executor` for `model`, replacing any earlier one.
+    pub fn register(&mut self, model: ExecutionModel, executor: Arc<dyn Executor>) -> &mut Self {
+        self.executors.insert(model, executor);
+        self
+    }
+
+    /// The executor for `target`: checks the target's type/model pairing first.
+    pub fn for_target(&self, target: &Target) -> Result<Arc<dyn Executor>, ExecError> {
+        target.validate().map_err(|e| {
+            ExecError::invalid(
+                format!("target `{}`", target.name),
+                e.to_string(),
+                "a valid target",
+            )
+        })?;
+        let model = target.execution_model();
+        self.executors
+            .get(&model)
+            .cloned()
+            .ok_or_else(|| ExecError::Unsupported {
+                model: model.as_str().to_owned(),
+                target_type: target.target_type.as_str().to_owned(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{CommandOutput, DeployRequest, ExecContext, ExecutionResult};
+    use async_trait::async_trait;
+    use deploy_core::{CommandSpec, Digest, Name, TargetType};
+
+    struct Fixed(u32);
+
+    #[async_trait]
+    impl Executor for Fixed {
+        async fn deploy(&self, _: &DeployRequest, _: &ExecContext) -> ExecutionResult {
+            ExecutionResult::failed(ExecError::invalid("x", "y", "z"), None)
+        }
+        async fn inspect(
+            &self,
+            _: &Target,
+            _: &Name,
+            _: &ExecContext,
+        ) -> Result<Option<Digest>, ExecError> {
+            Ok(None)
+        }
+        async fn run_command(
+            &self,
+            _: &Target,
+            _: &CommandSpec,
+            _: &ExecContext,
+        ) -> Result<CommandOutput, ExecError> {
+            Ok(CommandOutput {
+                exit_status: self.0,
+                stdout: String::new(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn dispatches_by_model_and_names_what_is_missing() {
+        let mut registry = ExecutorRegistry::new();
+        registry.register(ExecutionModel::Ssh, Arc::new(Fixed(7)));
+        let target = deploy_core::testing::ssh_target(1);
+        let exec = registry.for_target(&target).unwrap();
+        let ctx = ExecContext::quiet(std::time::Duration::from_secs(1));
+        let cmd = CommandSpec::new(vec!["true".into()]).unwrap();
+        assert_eq!(
+            exec.run_command(&target, &cmd, &ctx)
+                .await
+                .unwrap()
+                .exit_status,
+            7
+        );
+
+        let empty = ExecutorRegistry::new();
+        let err = empty.for_target(&target).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "run a docker_host deploy with the ssh executor: no such executor is registered"
+        );
+        let mut bad = target.clone();
+        bad.target_type = TargetType::EcsService;
+        assert!(!registry.for_target(&bad).err().unwrap().is_retryable());
+    }
+}

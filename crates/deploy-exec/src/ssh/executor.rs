@@ -1,0 +1,489 @@
+//! `SshExecutor`: the `Executor` over SSH, with one reused connection per target and the docker_host / compose_host sequences.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deploy_core::{
+    ArtifactKind, CommandSpec, Connection, Digest, Name, SshConnection, Target, TargetType,
+};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::errors::ExecError;
+use crate::executor::{
+    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor,
+};
+use crate::quote::sh_join;
+use crate::secrets::SecretsProvider;
+use crate::ssh::compose_host::{self, ComposeFiles};
+use crate::ssh::config::SshExecutorConfig;
+use crate::ssh::docker_host::{self, RunSpec};
+use crate::ssh::host_key::HostKeyCheck;
+use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
+
+type Slot = Arc<Mutex<Option<Connected>>>;
+
+#[derive(Clone)]
+struct Connected {
+    session: Arc<SshSession>,
+    secrets: Vec<String>,
+}
+
+/// Deploys to docker_host and compose_host targets over SSH.
+pub struct SshExecutor {
+    config: SshExecutorConfig,
+    secrets: Arc<dyn SecretsProvider>,
+    sessions: std::sync::Mutex<HashMap<String, Slot>>,
+}
+
+impl std::fmt::Debug for SshExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshExecutor")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ssh_of(target: &Target) -> Result<&SshConnection, ExecError> {
+    match &target.connection {
+        Connection::Ssh(ssh) => Ok(ssh),
+        other => Err(ExecError::invalid(
+            format!("target `{}`.connection.model", target.name),
+            other.model().as_str(),
+            "ssh for the ssh executor",
+        )),
+    }
+}
+
+impl SshExecutor {
+    /// An executor resolving credentials through `secrets`.
+    pub fn new(config: SshExecutorConfig, secrets: Arc<dyn SecretsProvider>) -> Self {
+        Self {
+            config,
+            secrets,
+            sessions: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Closes every pooled connection (end of a job).
+    pub async fn close_all(&self) {
+        let slots: Vec<Slot> = match self.sessions.lock() {
+            Ok(mut map) => map.drain().map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
+        for slot in slots {
+            if let Some(c) = slot.lock().await.take() {
+                c.session.close().await;
+            }
+        }
+    }
+
+    /// Number of live pooled connections.
+    pub fn pooled(&self) -> usize {
+        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The pooled connection to `ssh`, connecting (once, even under concurrency) when needed.
+    async fn connect(
+        &self,
+        ssh: &SshConnection,
+        deadline: Instant,
+    ) -> Result<Connected, ExecError> {
+        let key = format!(
+            "{}|{}|{}|{}|{:?}",
+            ssh.host, ssh.port, ssh.user, ssh.credential_ref, ssh.host_key
+        );
+        let slot = {
+            let mut map = self
+                .sessions
+                .lock()
+                .map_err(|_| ExecError::ConnectionLost {
+                    host: ssh.host.to_string(),
+                    port: ssh.port,
+                    detail: "connection pool lock poisoned".to_owned(),
+                })?;
+            map.entry(key).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref()
+            && c.session.is_alive()
+        {
+            return Ok(c.clone());
+        }
+        *guard = None;
+        let secret = self.secrets.resolve(&ssh.credential_ref).await?;
+        let passphrase = self.secrets.passphrase(&ssh.credential_ref).await?;
+        let mut secrets = vec![secret.expose().to_owned()];
+        secrets.extend(passphrase.as_ref().map(|p| p.expose().to_owned()));
+        let auth = SshAuth::from_secret(secret, passphrase);
+        let check = HostKeyCheck::new(
+            ssh.host.as_str(),
+            ssh.port,
+            &ssh.host_key,
+            &self.config.known_hosts,
+        );
+        let session =
+            SshSession::connect(check, ssh.user.as_str(), &auth, &self.config, deadline).await?;
+        let connected = Connected {
+            session: Arc::new(session),
+            secrets,
+        };
+        *guard = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// A context whose log also redacts this connection's secrets.
+    fn redacting(ctx: &ExecContext, c: &Connected) -> ExecContext {
+        let mut ctx = ctx.clone();
+        for s in &c.secrets {
+            ctx.log = ctx.log.with_secret(s);
+        }
+        ctx
+    }
+
+    async fn run(
+        session: &SshSession,
+        script: &str,
+        what: &str,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> Result<RemoteOutput, ExecError> {
+        session.exec(script, what, ctx, deadline).await
+    }
+
+    fn failed(session: &SshSession, what: &str, out: &RemoteOutput) -> ExecError {
+        ExecError::CommandFailed {
+            host: session.host().to_owned(),
+            what: what.to_owned(),
+            status: out.exit_status,
+            stderr_tail: out.stderr_tail.clone(),
+        }
+    }
+
+    async fn docker_inspect(
+        session: &SshSession,
+        name: &Name,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> Result<Option<Digest>, ExecError> {
+        let what = "docker inspect";
+        let out = Self::run(
+            session,
+            &docker_host::inspect_script(name),
+            what,
+            ctx,
+            deadline,
+        )
+        .await?;
+        if out.exit_status != 0 {
+            return Err(Self::failed(session, what, &out));
+        }
+        Ok(docker_host::parse_inspect(&out.stdout))
+    }
+
+    async fn compose_status(
+        session: &SshSession,
+        ssh: &SshConnection,
+        project: &Name,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> Result<compose_host::ComposeStatus, ExecError> {
+        let what = "compose status";
+        let script = compose_host::status_script(ssh.work_dir.as_str(), project);
+        let out = Self::run(session, &script, what, ctx, deadline).await?;
+        if out.exit_status != 0 {
+            return Err(Self::failed(session, what, &out));
+        }
+        Ok(compose_host::parse_status(&out.stdout))
+    }
+
+    async fn deploy_docker(
+        &self,
+        request: &DeployRequest,
+        component: &ComponentSpec,
+        session: &SshSession,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> ExecutionResult {
+        let previous = match Self::docker_inspect(session, &component.name, ctx, deadline).await {
+            Ok(p) => p,
+            Err(e) => return ExecutionResult::failed(e, None),
+        };
+        let wanted = component.image.digest();
+        let mut result = ExecutionResult {
+            success: true,
+            deployed_digest: Some(wanted.clone()),
+            previous_digest: previous.clone(),
+            changed: false,
+            running: [(component.name.to_string(), wanted.clone())].into(),
+            error: None,
+        };
+        if previous.as_ref() == Some(wanted) {
+            ctx.log.line(&format!(
+                "{} already runs {wanted}: nothing to do",
+                component.name
+            ));
+            return result;
+        }
+        let fail = |e| ExecutionResult::failed(e, previous.clone());
+        ctx.log.line(&format!("pulling {}", component.image));
+        let pull = docker_host::pull_script(&component.image);
+        match Self::run(session, &pull, "docker pull", ctx, deadline).await {
+            Ok(out) if out.exit_status == 0 => {}
+            Ok(out) => return fail(Self::failed(session, "docker pull", &out)),
+            Err(e) => return fail(e),
+        }
+        ctx.log.line(&format!(
+            "starting {}-next, then swapping it in for {}",
+            component.name, component.name
+        ));
+        let task = request.task.id.to_string();
+        let swap = docker_host::swap_script(&RunSpec {
+            name: &component.name,
+            image: &component.image,
+            target: &request.target.name,
+            task: &task,
+            publish: &component.publish,
+            settle: self.config.settle,
+        });
+        match Self::run(session, &swap, "docker run and swap", ctx, deadline).await {
+            Ok(out) if out.exit_status == 0 => {}
+            Ok(out) if out.exit_status == docker_host::EXIT_NOT_RUNNING => {
+                return fail(ExecError::NotRunning {
+                    host: session.host().to_owned(),
+                    container: component.name.to_string(),
+                    detail: out.stderr_tail,
+                });
+            }
+            Ok(out) => return fail(Self::failed(session, "docker run and swap", &out)),
+            Err(e) => return fail(e),
+        }
+        match Self::docker_inspect(session, &component.name, ctx, deadline).await {
+            Ok(Some(d)) if &d == wanted => {}
+            Ok(found) => {
+                return fail(ExecError::NotRunning {
+                    host: session.host().to_owned(),
+                    container: component.name.to_string(),
+                    detail: format!(
+                        "after the swap it runs {}, expected {wanted}",
+                        found.map_or_else(|| "nothing".to_owned(), |d| d.to_string())
+                    ),
+                });
+            }
+            Err(e) => return fail(e),
+        }
+        ctx.log.line(&format!(
+            "{} runs {wanted}; previous kept as {}",
+            component.name,
+            docker_host::previous_name(&component.name)
+        ));
+        result.changed = true;
+        result
+    }
+
+    async fn deploy_compose(
+        &self,
+        request: &DeployRequest,
+        ssh: &SshConnection,
+        session: &SshSession,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> ExecutionResult {
+        let Some(lock) = request
+            .artifacts
+            .iter()
+            .find(|a| a.kind == ArtifactKind::ComposeLock)
+        else {
+            return ExecutionResult::failed(
+                ExecError::invalid(
+                    "artifacts",
+                    format!("{} files", request.artifacts.len()),
+                    "a compose-lock artifact for a compose_host deploy",
+                ),
+                None,
+            );
+        };
+        let project = &request.project;
+        let dir = ssh.work_dir.as_str();
+        let before = match Self::compose_status(session, ssh, project, ctx, deadline).await {
+            Ok(s) => s,
+            Err(e) => return ExecutionResult::failed(e, None),
+        };
+        let previous = before.healthy_lock();
+        let fail = |e| ExecutionResult::failed(e, previous.clone());
+        if previous.as_ref() == Some(&lock.sha256) {
+            ctx.log.line(&format!(
+                "project {project} already runs lock {}: nothing to do",
+                lock.sha256
+            ));
+            return ExecutionResult {
+                success: true,
+                deployed_digest: Some(lock.sha256.clone()),
+                previous_digest: previous.clone(),
+                changed: false,
+                running: before.running,
+                error: None,
+            };
+        }
+        let prepare = compose_host::prepare_script(dir);
+        let tool = match Self::run(session, &prepare, "detect compose", ctx, deadline).await {
+            Ok(out) if out.exit_status == 0 => compose_host::parse_tool(&out.stdout),
+            Ok(out) => return fail(Self::failed(session, "detect compose", &out)),
+            Err(e) => return fail(e),
+        };
+        let Some(tool) = tool else {
+            return fail(ExecError::invalid(
+                "compose tool",
+                session.host(),
+                "`docker compose` or `docker-compose` on the host",
+            ));
+        };
+        let files: Vec<(&str, &[u8])> = request
+            .artifacts
+            .iter()
+            .map(|a| (a.file_name.as_str(), a.content.as_bytes()))
+            .collect();
+        ctx.log
+            .line(&format!("uploading {} files to {dir}", files.len()));
+        let temps = match session.upload(dir, &files, ctx, deadline).await {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        let rename = rename_into_place(dir, &temps, &names);
+        let env = request
+            .artifacts
+            .iter()
+            .find(|a| a.kind == ArtifactKind::EnvFile)
+            .map(|a| a.file_name.as_str());
+        let up = compose_host::up_script(
+            tool,
+            &ComposeFiles {
+                dir,
+                lock: lock.file_name.as_str(),
+                env,
+                project,
+                lock_digest: &lock.sha256,
+            },
+            &rename,
+        );
+        ctx.log
+            .line(&format!("compose pull and up for project {project}"));
+        match Self::run(session, &up, "compose pull and up", ctx, deadline).await {
+            Ok(out) if out.exit_status == 0 => {}
+            Ok(out) => return fail(Self::failed(session, "compose pull and up", &out)),
+            Err(e) => return fail(e),
+        }
+        let after = match Self::compose_status(session, ssh, project, ctx, deadline).await {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        if after.healthy_lock().as_ref() != Some(&lock.sha256) {
+            return fail(ExecError::NotRunning {
+                host: session.host().to_owned(),
+                container: format!("project {project}"),
+                detail: format!("services not running: {}", after.not_running.join(", ")),
+            });
+        }
+        for (service, digest) in &after.running {
+            ctx.log.line(&format!("{service} runs {digest}"));
+        }
+        ExecutionResult {
+            success: true,
+            deployed_digest: Some(lock.sha256.clone()),
+            previous_digest: previous.clone(),
+            changed: true,
+            running: after.running,
+            error: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for SshExecutor {
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = match ssh_of(&request.target) {
+            Ok(s) => s,
+            Err(e) => return ExecutionResult::failed(e, None),
+        };
+        let connected = match self.connect(ssh, deadline).await {
+            Ok(c) => c,
+            Err(e) => return ExecutionResult::failed(e, None),
+        };
+        let ctx = Self::redacting(ctx, &connected);
+        let session = connected.session.as_ref();
+        match (request.target.target_type, &request.component) {
+            (TargetType::DockerHost, Some(component)) => {
+                self.deploy_docker(request, component, session, &ctx, deadline)
+                    .await
+            }
+            (TargetType::DockerHost, None) => ExecutionResult::failed(
+                ExecError::invalid(
+                    "component",
+                    "(none)",
+                    "a component for a docker_host deploy",
+                ),
+                None,
+            ),
+            (TargetType::ComposeHost, _) => {
+                self.deploy_compose(request, ssh, session, &ctx, deadline)
+                    .await
+            }
+            (other, _) => ExecutionResult::failed(
+                ExecError::Unsupported {
+                    model: "ssh".to_owned(),
+                    target_type: other.as_str().to_owned(),
+                },
+                None,
+            ),
+        }
+    }
+
+    async fn inspect(
+        &self,
+        target: &Target,
+        component: &Name,
+        ctx: &ExecContext,
+    ) -> Result<Option<Digest>, ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = ssh_of(target)?;
+        let connected = self.connect(ssh, deadline).await?;
+        let ctx = Self::redacting(ctx, &connected);
+        let session = connected.session.as_ref();
+        match target.target_type {
+            TargetType::DockerHost => {
+                Self::docker_inspect(session, component, &ctx, deadline).await
+            }
+            TargetType::ComposeHost => Ok(Self::compose_status(
+                session, ssh, component, &ctx, deadline,
+            )
+            .await?
+            .healthy_lock()),
+            other => Err(ExecError::Unsupported {
+                model: "ssh".to_owned(),
+                target_type: other.as_str().to_owned(),
+            }),
+        }
+    }
+
+    async fn run_command(
+        &self,
+        target: &Target,
+        command: &CommandSpec,
+        ctx: &ExecContext,
+    ) -> Result<CommandOutput, ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = ssh_of(target)?;
+        let connected = self.connect(ssh, deadline).await?;
+        let ctx = Self::redacting(ctx, &connected);
+        let what = command.argv().first().map_or("", String::as_str);
+        let script = format!("exec {}", sh_join(command.argv()));
+        let out = Self::run(&connected.session, &script, what, &ctx, deadline).await?;
+        Ok(CommandOutput {
+            exit_status: out.exit_status,
+            stdout: out.stdout,
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! Small helpers for fixtures that drive real programs: run a command and check it, a plain HTTP GET, Docker cleanup.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::errors::TestkitError;
+
+/// Runs `program args…`, returning stdout; a non-zero exit is an error carrying stderr.
+pub fn run_checked(program: &str, args: &[&str]) -> Result<String, TestkitError> {
+    let shown = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(TestkitError::io(format!("run `{shown}`")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(TestkitError::Io {
+            action: format!("run `{shown}` ({})", out.status),
+            source: std::io::Error::other(stderr),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `GET path` over plain HTTP/1.0 to `addr` (`127.0.0.1:port`): the status code and body.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), TestkitError> {
+    let action = format!("GET http://{addr}{path}");
+    let mut stream = TcpStream::connect(addr).map_err(TestkitError::io(action.clone()))?;
+    let timeout = Some(Duration::from_secs(5));
+    stream
+        .set_read_timeout(timeout)
+        .map_err(TestkitError::io(action.clone()))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(TestkitError::io(action.clone()))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(TestkitError::io(action.clone()))?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The `127.0.0.1:port` that Docker published container port `port` of `container` on.
+pub fn published_addr(container: &str, port: u16) -> Result<String, TestkitError> {
+    let out = run_checked("docker", &["port", container, &format!("{port}/tcp")])?;
+    out.lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .map(str::to_owned)
+        .ok_or_else(|| TestkitError::NotReady {
+            what: format!("published port {port} of container `{container}`"),
+            seconds: 0,
+            detail: out.clone(),
+        })
+}
+
+/// Removes every container whose name starts with `prefix`, on drop (and on demand).
+///
+/// Give each test its own prefix so parallel tests never touch each other's containers.
+#[derive(Debug)]
+pub struct ContainerCleanup {
+    prefix: String,
+}
+
+impl ContainerCleanup {
+    /// Cleans up now (leftovers of an earlier run) and again on drop.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        let cleanup = Self {
+            prefix: prefix.into(),
+        };
+        cleanup.clean();
+        cleanup
+    }
+
+    /// Removes the containers (and compose networks) named with the prefix.
+    pub fn clean(&self) {
+        let filter = format!("name=^{}", self.prefix);
+        if let Ok(ids) = run_checked("docker", &["ps", "-aq", "--filter", &filter]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = run_checked("docker", &args);
+            }
+        }
+        if let Ok(nets) = run_checked("docker", &["network", "ls", "-q", "--filter", &filter]) {
+            for net in nets.split_whitespace() {
+                let _ = run_checked("docker", &["network", "rm", net]);
+            }
+        }
+    }
+}
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}

@@ -1,0 +1,261 @@
+//! `SshdHosts`: N real OpenSSH servers on 127.0.0.1..N, with generated host and client keys and the `/bin/sh` test user.
+
+use std::fmt::Write as _;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::docker::run_checked;
+use crate::errors::TestkitError;
+use crate::process::{free_port, require_program, temp_dir};
+
+/// The dedicated login of the SSH tests (created by `scripts/peers/ssh.sh`): shell `/bin/sh`, in group `docker`.
+pub const SSH_TEST_USER: &str = "deploytest";
+
+const HINT: &str = "`apt-get install openssh-server openssh-client` (scripts/peers/ssh.sh does)";
+
+/// N sshd processes, host `i` (1-based) listening on `127.0.0.i:port`; stopped on drop.
+#[derive(Debug)]
+pub struct SshdHosts {
+    dir: tempfile::TempDir,
+    port: u16,
+    children: Vec<Option<Child>>,
+    host_fingerprint: String,
+}
+
+impl SshdHosts {
+    /// Starts `n` (1..=250) hosts sharing one host key and one port.
+    pub fn start(n: u8) -> Result<Self, TestkitError> {
+        let sshd = require_program("sshd", &["/usr/sbin"], HINT)?;
+        require_program("ssh-keygen", &[], HINT)?;
+        let user_ok = Command::new("id")
+            .arg(SSH_TEST_USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !user_ok {
+            return Err(TestkitError::MissingProgram {
+                program: format!("user `{SSH_TEST_USER}`"),
+                hint: "bash scripts/peers/ssh.sh".to_owned(),
+            });
+        }
+        std::fs::create_dir_all("/run/sshd").map_err(TestkitError::io("create /run/sshd"))?;
+        let dir = temp_dir("testkit-sshd-")?;
+        let d = dir.path();
+        set_mode(d, 0o755)?;
+        keygen(&d.join("host_ed25519"), "ed25519")?;
+        keygen(&d.join("client_ed25519"), "ed25519")?;
+        keygen(&d.join("client_rsa"), "rsa")?;
+        keygen(&d.join("other_ed25519"), "ed25519")?;
+        let mut authorized = read(&d.join("client_ed25519.pub"))?;
+        authorized.push_str(&read(&d.join("client_rsa.pub"))?);
+        let authorized_path = d.join("authorized_keys");
+        std::fs::write(&authorized_path, authorized)
+            .map_err(TestkitError::io("write authorized_keys"))?;
+        set_mode(&authorized_path, 0o644)?;
+        let host_pub = read(&d.join("host_ed25519.pub"))?;
+        let host_key_line = host_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let fp = run_checked(
+            "ssh-keygen",
+            &[
+                "-l",
+                "-E",
+                "sha256",
+                "-f",
+                &path_str(&d.join("host_ed25519.pub")),
+            ],
+        )?;
+        let host_fingerprint = fp.split_whitespace().nth(1).unwrap_or_default().to_owned();
+        let port = free_port()?;
+        let mut known_hosts = String::new();
+        let mut children = Vec::new();
+        for i in 1..=n {
+            let addr = format!("127.0.0.{i}");
+            let _ = writeln!(known_hosts, "[{addr}]:{port} {host_key_line}");
+            let config = d.join(format!("sshd_{i}.conf"));
+            let conf = format!(
+                "ListenAddress {addr}:{port}\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {pid}\n\
+                 UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin no\nAllowUsers {SSH_TEST_USER}\nMaxStartups 200:30:400\nMaxSessions 100\n\
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\n",
+                host = path_str(&d.join("host_ed25519")),
+                auth = path_str(&authorized_path),
+                pid = path_str(&d.join(format!("sshd_{i}.pid"))),
+            );
+            std::fs::write(&config, conf).map_err(TestkitError::io("write sshd config"))?;
+            let log = std::fs::File::create(d.join(format!("sshd_{i}.log")))
+                .map_err(TestkitError::io("create sshd log"))?;
+            let child = Command::new(&sshd)
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(TestkitError::io(format!("start sshd on {addr}:{port}")))?;
+            children.push(Some(child));
+        }
+        std::fs::write(d.join("known_hosts"), known_hosts)
+            .map_err(TestkitError::io("write known_hosts"))?;
+        let hosts = Self {
+            dir,
+            port,
+            children,
+            host_fingerprint,
+        };
+        for i in 1..=n {
+            hosts.wait_ready(i)?;
+        }
+        Ok(hosts)
+    }
+
+    fn wait_ready(&self, i: u8) -> Result<(), TestkitError> {
+        let addr = format!("127.0.0.{i}:{}", self.port);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if TcpStream::connect(&addr).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join(format!("sshd_{i}.log")))
+            .unwrap_or_default();
+        Err(TestkitError::NotReady {
+            what: format!("sshd on {addr}"),
+            seconds: 10,
+            detail: log,
+        })
+    }
+
+    /// The port every host listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The address of host `i` (1-based): `127.0.0.i`.
+    pub fn host(&self, i: u8) -> String {
+        format!("127.0.0.{i}")
+    }
+
+    /// Number of hosts.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// True when no host was started.
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+
+    /// A known_hosts file listing every host's key.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// The authorised ed25519 client private key (OpenSSH format, no passphrase).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client_ed25519")
+    }
+
+    /// The authorised RSA client private key.
+    pub fn client_rsa_key(&self) -> PathBuf {
+        self.dir.path().join("client_rsa")
+    }
+
+    /// A valid key that is NOT authorised (for wrong-credential tests).
+    pub fn unauthorised_key(&self) -> PathBuf {
+        self.dir.path().join("other_ed25519")
+    }
+
+    /// The hosts' key fingerprint, `SHA256:…`.
+    pub fn host_fingerprint(&self) -> &str {
+        &self.host_fingerprint
+    }
+
+    /// A directory for the test's own files (removed with the fixture).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops host `i` (to test "sshd not running").
+    pub fn stop(&mut self, i: u8) {
+        if let Some(slot) = self.children.get_mut(usize::from(i).saturating_sub(1))
+            && let Some(mut child) = slot.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SshdHosts {
+    fn drop(&mut self) {
+        for i in 1..=self.children.len() {
+            self.stop(u8::try_from(i).unwrap_or(u8::MAX));
+        }
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn read(p: &Path) -> Result<String, TestkitError> {
+    std::fs::read_to_string(p).map_err(TestkitError::io(format!("read {}", p.display())))
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), TestkitError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(TestkitError::io(format!("chmod {}", p.display())))
+}
+
+fn keygen(path: &Path, kind: &str) -> Result<(), TestkitError> {
+    let mut args = vec!["-q", "-t", kind, "-N", "", "-C", "deploy-testkit"];
+    if kind == "rsa" {
+        args.extend(["-b", "2048"]);
+    }
+    let p = path_str(path);
+    args.extend(["-f", &p]);
+    run_checked("ssh-keygen", &args).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openssh_client_logs_in_to_every_host_as_the_test_user() {
+        let hosts = SshdHosts::start(3).unwrap();
+        for i in 1..=3 {
+            let out = run_checked(
+                "ssh",
+                &[
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    &format!("UserKnownHostsFile={}", hosts.known_hosts().display()),
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                    "-i",
+                    &hosts.client_key().display().to_string(),
+                    "-p",
+                    &hosts.port().to_string(),
+                    &format!("{SSH_TEST_USER}@{}", hosts.host(i)),
+                    "id -un; echo $0",
+                ],
+            )
+            .unwrap();
+            assert_eq!(out, format!("{SSH_TEST_USER}\nsh\n"));
+        }
+        assert!(hosts.host_fingerprint().starts_with("SHA256:"));
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Peers of deploy-exec's SSH tests: OpenSSH server, a registry, busybox-static for test
+# images, and a dedicated test user. Idempotent; installs only what is missing; starts
+# nothing (the deploy-testkit fixtures start sshd and the registry as child processes).
+set -euo pipefail
+
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d 101: the packages must not start their own system services.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+mkdir -p /run/sshd
+
+# The test user: /bin/sh login shell (no slow profile), access to the Docker socket.
+user=deploytest
+getent group docker >/dev/null || groupadd docker
+if ! id "$user" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh --groups docker "$user"
+fi
+id -nG "$user" | tr ' ' '\n' | grep -qx docker || usermod -aG docker "$user"
+# sshd refuses a locked account ("!" in shadow) even for key auth; set a usable marker.
+if passwd -S "$user" | awk '{print $2}' | grep -q L; then
+  usermod -p '*' "$user"
+fi
