@@ -52,7 +52,11 @@ pub enum StoreError {
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
     #[error("log chunk of task `{task}` is {size} bytes; the limit is {limit}")]
-    LogChunkTooLarge { task: String, size: usize, limit: usize },
+    LogChunkTooLarge {
+        task: String,
+        size: usize,
+        limit: usize,
+    },
     /// A stored value no longer parses as its domain type.
     #[error("stored {column} `{value}` is invalid: {reason}")]
     Corrupt {

@@ -3,8 +3,7 @@
 use std::num::NonZeroU32;
 
 use deploy_core::{
-    AgentId, ComponentId, Digest, JobId, JobStatus, Labels, TargetId, TaskId,
-    TaskStatus, Timestamp,
+    AgentId, ComponentId, Digest, JobId, JobStatus, Labels, TargetId, TaskId, TaskStatus, Timestamp,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -174,9 +173,8 @@ pub(crate) fn task_status(value: &str) -> Result<TaskStatus, StoreError> {
 }
 
 pub(crate) fn parallelism(value: i64) -> Result<NonZeroU32, StoreError> {
-    NonZeroU32::new(uint32("jobs.parallelism", value)?).ok_or_else(|| {
-        StoreError::corrupt("jobs.parallelism", "0")("must be positive".to_owned())
-    })
+    NonZeroU32::new(uint32("jobs.parallelism", value)?)
+        .ok_or_else(|| StoreError::corrupt("jobs.parallelism", "0")("must be positive".to_owned()))
 }
 
 /// The SQL list of active job statuses, spelled out in the queries and the migrations.
@@ -193,14 +191,23 @@ mod tests {
             .into_iter()
             .filter(|s| ACTIVE_STATUSES.contains(&format!("'{}'", s.as_str())))
             .collect();
-        let active: Vec<JobStatus> = JobStatus::ALL.into_iter().filter(|s| s.is_active()).collect();
+        let active: Vec<JobStatus> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_active())
+            .collect();
         assert_eq!(listed, active);
         for (file, source) in [
             ("sql.rs", include_str!("sql.rs")),
             ("sqlite.rs", include_str!("sqlite.rs")),
             ("postgres.rs", include_str!("postgres.rs")),
-            ("sqlite migration", include_str!("../migrations/sqlite/0001_initial.sql")),
-            ("postgres migration", include_str!("../migrations/postgres/0001_initial.sql")),
+            (
+                "sqlite migration",
+                include_str!("../migrations/sqlite/0001_initial.sql"),
+            ),
+            (
+                "postgres migration",
+                include_str!("../migrations/postgres/0001_initial.sql"),
+            ),
         ] {
             let spelled = source.replace("\n", " ");
             let spelled: String = spelled.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -150,6 +150,9 @@ mod tests {
             super::redact("postgres://app:s3cret@db:5432/deploy"),
             "postgres://app@db:5432/deploy"
         );
-        assert_eq!(super::redact("postgres://db/deploy"), "postgres://db/deploy");
+        assert_eq!(
+            super::redact("postgres://db/deploy"),
+            "postgres://db/deploy"
+        );
     }
 }

@@ -140,9 +140,9 @@ pub(crate) fn artifact<R: RowExt>(r: &R) -> Result<GeneratedArtifact, StoreError
         size: uint("artifacts.size", r.i64("size")?)?,
         sha256: parse("artifacts.sha256", &r.string("sha256")?, Digest::parse)?,
     };
-    artifact
-        .verify()
-        .map_err(|e| StoreError::corrupt("artifacts.sha256", artifact.sha256.as_str())(e.to_string()))?;
+    artifact.verify().map_err(|e| {
+        StoreError::corrupt("artifacts.sha256", artifact.sha256.as_str())(e.to_string())
+    })?;
     Ok(artifact)
 }
 
@@ -192,7 +192,11 @@ pub(crate) fn api_token<R: RowExt>(r: &R) -> Result<ApiTokenRecord, StoreError> 
     Ok(ApiTokenRecord {
         id: r.uuid("id")?,
         name: r.string("name")?,
-        token_hash: parse("api_tokens.token_hash", &r.string("token_hash")?, Digest::parse)?,
+        token_hash: parse(
+            "api_tokens.token_hash",
+            &r.string("token_hash")?,
+            Digest::parse,
+        )?,
         scopes: from_json("api_tokens.scopes", &r.string("scopes")?)?,
         created_at: timestamp("api_tokens.created_at", r.i64("created_at")?)?,
         revoked_at: opt_timestamp("api_tokens.revoked_at", r.opt_i64("revoked_at")?)?,

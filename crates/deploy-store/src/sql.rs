@@ -66,7 +66,7 @@ macro_rules! sql_store {
 
         async fn active_job(conn: &mut Conn, environment: deploy_core::EnvironmentId) -> Result<Option<deploy_core::JobId>, StoreError> {
             let row = sqlx::query(
-                "SELECT id FROM jobs WHERE environment_id = $1 AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')",
+                "SELECT id FROM jobs WHERE environment_id = $1 AND status IN ('pending', 'preparing', 'running', 'completing')",
             )
             .bind_id(environment)
             .fetch_optional(&mut *conn)

@@ -178,7 +178,11 @@ fn check_path(path: &Path) -> Result<(), StoreError> {
             parent.display()
         )));
     }
-    if parent.metadata().map(|m| m.permissions().readonly()).unwrap_or(true) {
+    if parent
+        .metadata()
+        .map(|m| m.permissions().readonly())
+        .unwrap_or(true)
+    {
         return Err(unwritable(format!(
             "directory `{}` is read-only",
             parent.display()

@@ -9,9 +9,7 @@ use deploy_core::{
 };
 
 use crate::errors::StoreError;
-use crate::model::{
-    AgentRecord, ApiTokenRecord, Created, JobEventRecord, LastKnownGood, LogChunk,
-};
+use crate::model::{AgentRecord, ApiTokenRecord, Created, JobEventRecord, LastKnownGood, LogChunk};
 
 /// Persistence of the deployment system.
 ///

@@ -70,9 +70,10 @@ CREATE TABLE jobs (
     lease_until      INTEGER
 );
 
--- The environment lock: at most one non-terminal job per environment.
+-- The environment lock: at most one job per environment that holds it. A
+-- rolling_back job does not: its rollback job (pending..completing) holds it.
 CREATE UNIQUE INDEX jobs_one_active_per_environment ON jobs (environment_id)
-    WHERE status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back');
+    WHERE status IN ('pending', 'preparing', 'running', 'completing');
 -- Previous successful job / last-known-good lookups.
 CREATE INDEX jobs_environment_completed ON jobs (environment_id, status, completed_at);
 -- Claimable jobs.
