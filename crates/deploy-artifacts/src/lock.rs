@@ -1,0 +1,205 @@
+//! The compose lock (`docker-compose.lock.yml`): every service's pinned image, environment and `stella.*` labels, plus the generation record under `x-generated`, content-addressed by its own digest.
+//!
+//! # The digest rule
+//!
+//! The lock is rendered with the digest field empty, as the last line of the
+//! file: `  digest: ""` (two spaces, `digest: `, two double quotes, newline).
+//! The digest is the lowercase hex sha256 of those exact bytes. The file then
+//! carries it in place of the empty value: `  digest: "<64 hex>"`. To verify,
+//! replace that last line by `  digest: ""` and hash again ([`verify_lock`]).
+//! Hashing the bytes (not a re-serialization) makes every single-byte change,
+//! comments and whitespace included, a mismatch.
+//!
+//! # Why `x-generated` and not the spec's `generated`
+//!
+//! Compose refuses unknown top-level keys except `x-` extension fields, so the
+//! spec's top-level `generated:` makes the lock unusable by `docker-compose`.
+//! Under `x-generated` the lock is itself a valid compose file.
+
+use std::collections::BTreeMap;
+
+use deploy_core::{ImageRef, PromotionId, ReleaseId, Timestamp, sha256_of};
+use serde::Deserialize;
+
+use crate::compose::{comment, string_map};
+use crate::errors::ArtifactError;
+use crate::render::ResolvedService;
+use crate::yaml_in;
+use crate::yaml_out;
+
+/// The Compose file format version of every lock (the spec's).
+pub const LOCK_VERSION: &str = "3.8";
+
+const EMPTY_DIGEST_LINE: &str = "  digest: \"\"\n";
+
+/// What [`verify_lock`] read from a lock whose digest matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    pub release_id: ReleaseId,
+    pub promotion_id: PromotionId,
+    pub timestamp: Timestamp,
+    /// The lock digest (64 lowercase hex).
+    pub digest: String,
+    /// Service name and pinned image, sorted by service name.
+    pub services: Vec<(String, ImageRef)>,
+}
+
+/// The generation record of the lock.
+pub(crate) struct Generated<'a> {
+    pub release_id: ReleaseId,
+    pub promotion_id: PromotionId,
+    pub timestamp: &'a str,
+}
+
+/// Renders the lock and returns it with its digest.
+pub(crate) fn render(
+    header: &str,
+    services: &[ResolvedService<'_>],
+    generated: &Generated<'_>,
+) -> (String, String) {
+    let mut out = String::with_capacity(256 + services.len() * 720);
+    comment(&mut out, header);
+    yaml_out::str_entry(&mut out, 0, "version", LOCK_VERSION);
+    yaml_out::open(&mut out, 0, "services");
+    for svc in services {
+        yaml_out::open(&mut out, 2, svc.template.name.as_str());
+        yaml_out::str_entry(&mut out, 4, "image", &svc.image);
+        string_map(
+            &mut out,
+            4,
+            "environment",
+            svc.env.iter().map(|(k, v)| (*k, *v)),
+        );
+        string_map(
+            &mut out,
+            4,
+            "labels",
+            svc.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+    }
+    yaml_out::open(&mut out, 0, "x-generated");
+    yaml_out::str_entry(&mut out, 2, "releaseId", &generated.release_id.to_string());
+    yaml_out::str_entry(
+        &mut out,
+        2,
+        "promotionId",
+        &generated.promotion_id.to_string(),
+    );
+    yaml_out::str_entry(&mut out, 2, "timestamp", generated.timestamp);
+    out.push_str(EMPTY_DIGEST_LINE);
+    let digest = sha256_of(out.as_bytes()).hex().to_owned();
+    out.truncate(out.len() - EMPTY_DIGEST_LINE.len());
+    out.push_str(&digest_line(&digest));
+    (out, digest)
+}
+
+fn digest_line(hex: &str) -> String {
+    format!("  digest: \"{hex}\"\n")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockDoc {
+    #[expect(dead_code, reason = "read so that a lock without it is refused")]
+    version: String,
+    services: BTreeMap<String, LockedService>,
+    #[serde(rename = "x-generated")]
+    generated: GeneratedDoc,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockedService {
+    image: String,
+    #[expect(dead_code, reason = "shape check only")]
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    #[expect(dead_code, reason = "shape check only")]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GeneratedDoc {
+    release_id: String,
+    promotion_id: String,
+    timestamp: String,
+    digest: String,
+}
+
+/// Parses a lock, recomputes its digest by the rule above and reports a mismatch.
+pub fn verify_lock(bytes: &[u8]) -> Result<LockInfo, ArtifactError> {
+    let doc: LockDoc = yaml_in::parse("compose lock", bytes)?;
+    let text = yaml_in::check_size_and_utf8("compose lock", bytes)?;
+    let recorded = doc.generated.digest.clone();
+    if recorded.len() != 64
+        || !recorded
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ArtifactError::invalid(
+            "compose lock x-generated.digest",
+            &recorded,
+            "64 lowercase hex characters",
+        ));
+    }
+    let line = digest_line(&recorded);
+    let Some(body) = text.strip_suffix(&line) else {
+        return Err(ArtifactError::invalid(
+            "compose lock last line",
+            text.lines().last().unwrap_or_default(),
+            format!("`{}`", line.trim_end()),
+        ));
+    };
+    let mut canonical = String::with_capacity(text.len());
+    canonical.push_str(body);
+    canonical.push_str(EMPTY_DIGEST_LINE);
+    let actual = sha256_of(canonical.as_bytes()).hex().to_owned();
+    if actual != recorded {
+        return Err(ArtifactError::LockDigestMismatch { recorded, actual });
+    }
+    let g = doc.generated;
+    let release_id = ReleaseId::parse(&g.release_id).map_err(|e| {
+        ArtifactError::invalid(
+            "compose lock x-generated.releaseId",
+            &g.release_id,
+            e.to_string(),
+        )
+    })?;
+    let promotion_id = PromotionId::parse(&g.promotion_id).map_err(|e| {
+        ArtifactError::invalid(
+            "compose lock x-generated.promotionId",
+            &g.promotion_id,
+            e.to_string(),
+        )
+    })?;
+    let timestamp = Timestamp::parse(&g.timestamp).map_err(|e| {
+        ArtifactError::invalid(
+            "compose lock x-generated.timestamp",
+            &g.timestamp,
+            e.to_string(),
+        )
+    })?;
+    let services = doc
+        .services
+        .into_iter()
+        .map(|(name, s)| {
+            ImageRef::parse(&s.image)
+                .map(|image| (name.clone(), image))
+                .map_err(|e| {
+                    ArtifactError::invalid(
+                        format!("compose lock service `{name}` image"),
+                        &s.image,
+                        e.to_string(),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LockInfo {
+        release_id,
+        promotion_id,
+        timestamp,
+        digest: recorded,
+        services,
+    })
+}

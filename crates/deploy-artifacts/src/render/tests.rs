@@ -1,0 +1,6 @@
+//! Tests of the whole render: fixtures, golden files, determinism, the real tools, and property tests.
+
+pub(crate) mod fixtures;
+mod props;
+mod real_tools;
+mod snapshots;
