@@ -2,10 +2,13 @@
 
 use std::num::NonZeroU32;
 
+use deploy_artifacts::{
+    Colour, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic, parse_template, render,
+};
 use deploy_core::{
-    DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy, IdempotencyKey, JobId,
-    JobStatus, PromotionId, PromotionStatus, Strategy, TargetType, TaskId, TaskStatus, plan,
-    sha256_of,
+    ArtifactId, Connection, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy,
+    GeneratedArtifact, IdempotencyKey, JobId, JobStatus, PromotionId, PromotionStatus, Strategy,
+    Target, TargetType, TaskId, TaskStatus, UnixPath, plan,
 };
 use deploy_store::Created;
 
@@ -24,6 +27,9 @@ pub struct JobRequest {
     pub idempotency_key: IdempotencyKey,
     /// Attempts per task (at least 1).
     pub max_attempts: u32,
+    /// The compose template (YAML) the artifacts are rendered from; required when
+    /// the environment has compose_host targets.
+    pub template: Option<String>,
 }
 
 impl JobRequest {
@@ -36,6 +42,7 @@ impl JobRequest {
             failure_policy: FailurePolicy::default(),
             idempotency_key,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            template: None,
         }
     }
 }
@@ -71,8 +78,30 @@ impl Engine {
             .await?;
         let now = self.inner.clock.now();
         let job_id = JobId::from_parts(now, random_bytes());
+        let environment = store.get_environment(promotion.environment_id).await?;
+        let template = request
+            .template
+            .as_deref()
+            .map(|t| parse_template(t.as_bytes()))
+            .transpose()?;
+        let mut artifacts = Vec::new();
         let mut tasks = Vec::new();
         for target in &targets {
+            let bundle = match &template {
+                Some(template) => Some(render(&RenderInput {
+                    release: &release,
+                    target,
+                    environment: &environment.name,
+                    promotion_id: promotion.id,
+                    job_id,
+                    timestamp: now,
+                    template,
+                    traffic: Traffic::all_to(Colour::Blue),
+                    runtime: ContainerRuntime::Docker,
+                    work_dir: &work_dir(target)?,
+                })?),
+                None => None,
+            };
             // Blue-green phases reuse the same task: it deploys green and verifies it;
             // the task's wave is the target's first appearance.
             let wave = rollout
@@ -104,18 +133,29 @@ impl Engine {
                 });
             };
             if target.target_type == TargetType::ComposeHost {
-                // One task deploys the whole project; its digest identifies the set of
-                // images (the compose lock's digest once artifacts are rendered).
-                let listing: String = release
-                    .components
-                    .iter()
-                    .map(|c| format!("{}={}\n", c.name, c.image))
-                    .collect();
-                push(None, sha256_of(listing.as_bytes()));
+                // One task deploys the whole project; its digest is the compose lock's
+                // sha256, which the executor finds again on the running containers.
+                let lock = bundle.as_ref().and_then(|b| b.get(LOCK_FILE_NAME)).ok_or_else(|| {
+                    EngineError::InvalidRequest(format!(
+                        "target `{}` is a compose_host; expected a compose template in the request",
+                        target.name
+                    ))
+                })?;
+                push(None, lock.sha256.clone());
             } else {
                 for component in &release.components {
                     push(Some(component.id), component.digest().clone());
                 }
+            }
+            for a in bundle.into_iter().flat_map(|b| b.artifacts) {
+                artifacts.push(GeneratedArtifact::new(
+                    ArtifactId::from_parts(now, random_bytes()),
+                    job_id,
+                    Some(target.id),
+                    a.kind,
+                    a.file_name,
+                    a.content,
+                ));
             }
         }
         let job = DeploymentJob {
@@ -129,7 +169,7 @@ impl Engine {
             status: JobStatus::Pending,
             started_at: None,
             completed_at: None,
-            artifacts: Vec::new(),
+            artifacts,
             rollback_of: None,
             previous_job_id: previous.map(|j| j.id),
             tasks,
@@ -140,5 +180,16 @@ impl Engine {
             updated_at: now,
         };
         Ok(store.create_job(&job).await?)
+    }
+}
+
+/// Where a target keeps its deployment files (the systemd units read env files from there).
+fn work_dir(target: &Target) -> Result<UnixPath, EngineError> {
+    match &target.connection {
+        Connection::Ssh(ssh) => Ok(ssh.work_dir.clone()),
+        Connection::Agent(agent) => Ok(agent.work_dir.clone()),
+        Connection::Winrm(_) | Connection::Api(_) => {
+            UnixPath::parse("/srv/deploy").map_err(|e| EngineError::InvalidRequest(e.to_string()))
+        }
     }
 }

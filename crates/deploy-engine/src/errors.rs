@@ -19,6 +19,8 @@ pub enum EngineError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Rollback(#[from] RollbackError),
+    #[error("cannot render the job's artifacts: {0}")]
+    Artifacts(#[from] deploy_artifacts::ArtifactError),
     #[error(transparent)]
     Health(#[from] deploy_health::HealthError),
     #[error("invalid job request: {0}")]

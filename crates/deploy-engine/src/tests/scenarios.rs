@@ -405,3 +405,66 @@ async fn a_crashed_engine_is_resumed_without_deploying_twice() {
     assert_eq!(pairs.len(), deploys.len());
     drop(f);
 }
+
+#[tokio::test]
+async fn compose_hosts_get_rendered_artifacts_and_a_lock_digest_task() {
+    let f = Fixture::new(2).await;
+    // Make target 2 a compose host.
+    let mut compose = f.targets[1].clone();
+    compose.id = deploy_core::testing::target_id(50);
+    compose.name = deploy_core::testing::name("compose-1");
+    compose.target_type = TargetType::ComposeHost;
+    f.store.put_target(&compose).await.unwrap();
+    let release = release_with(1, digest(1));
+    f.store.put_release(&release).await.unwrap();
+    let mut p = deploy_core::testing::promotion(1);
+    p.decide(PromotionDecision::Approve, "t", deploy_core::testing::ts(1))
+        .unwrap();
+    f.store.put_promotion(&p).await.unwrap();
+    let mut request = crate::JobRequest::new(p.id, IdempotencyKey::parse("with-template").unwrap());
+    // Without a template a compose host cannot be deployed.
+    let err = f.engine.create_job(&request).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("compose_host; expected a compose template"),
+        "{err}"
+    );
+    request.template =
+        Some("services:\n  web:\n    componentName: web\n    ports: [\"8080\"]\n".to_owned());
+    let job = f.engine.create_job(&request).await.unwrap().value;
+    let compose_task = job
+        .tasks
+        .iter()
+        .find(|t| t.target_id == compose.id)
+        .unwrap();
+    assert_eq!(compose_task.component_id, None);
+    let lock = job
+        .artifacts
+        .iter()
+        .find(|a| a.target_id == Some(compose.id) && a.kind == ArtifactKind::ComposeLock)
+        .unwrap();
+    assert_eq!(
+        compose_task.digest, lock.sha256,
+        "the task deploys exactly this lock"
+    );
+    assert!(
+        lock.content
+            .contains(&format!("127.0.0.1:5000/web@{}", digest(1)))
+    );
+    // Stored and reloaded byte for byte.
+    let stored = f.store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.artifacts.len(), job.artifacts.len());
+    assert!(stored.artifacts.iter().all(|a| a.verify().is_ok()));
+    // And the job runs: the compose task deploys the project named after the environment.
+    let done = f.engine.run_job(job.id).await.unwrap();
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "{:?}",
+        done.failure_reason
+    );
+    assert_eq!(
+        f.world.digest_on(compose.id, "prod"),
+        Some(lock.sha256.clone())
+    );
+}
