@@ -22,8 +22,8 @@ pub(crate) enum Phase {
     Verify,
 }
 
-/// Runs the attempt to a task transition; store errors are logged (the runner
-/// reconciles a task left in flight).
+/// Runs the attempt to a task transition and returns the task as last written;
+/// `None` after a store error (logged; the runner reloads, and reconciles a task left in flight).
 pub(crate) async fn run_attempt(
     inner: Arc<Inner>,
     ctx: Arc<JobContext>,
@@ -31,16 +31,16 @@ pub(crate) async fn run_attempt(
     phase: Phase,
     soak: Option<Duration>,
     cancel: CancellationToken,
-) {
+) -> Option<DeploymentTask> {
     let id = task.id;
     let (sink, writer) = StoreLog::start(inner.store.clone(), inner.clock.clone(), id);
     let log = TaskLog::new(sink, inner.config.log_cap);
     let outcome = attempt(&inner, &ctx, task, phase, soak, &cancel, &log).await;
     drop(log);
     writer.finish().await;
-    if let Err(e) = outcome {
-        tracing::warn!(task = %id, error = %e, "task attempt stopped on a store error; it will be reconciled");
-    }
+    outcome
+        .map_err(|e| tracing::warn!(task = %id, error = %e, "task attempt stopped on a store error; it will be reconciled"))
+        .ok()
 }
 
 async fn attempt(
@@ -51,7 +51,7 @@ async fn attempt(
     soak: Option<Duration>,
     cancel: &CancellationToken,
     log: &TaskLog,
-) -> Result<(), StoreError> {
+) -> Result<DeploymentTask, StoreError> {
     let target = ctx.target(task.target_id)?.clone();
     let executor = match inner.executors.for_target(&target) {
         Ok(e) => e,
@@ -154,10 +154,7 @@ async fn attempt(
     {
         return fail(inner, &task, false, &why).await;
     }
-    inner
-        .task_event(&task, TaskEvent::Succeed, "healthy")
-        .await?;
-    Ok(())
+    inner.task_event(&task, TaskEvent::Succeed, "healthy").await
 }
 
 async fn fail(
@@ -165,11 +162,10 @@ async fn fail(
     task: &DeploymentTask,
     retryable: bool,
     why: &str,
-) -> Result<(), StoreError> {
+) -> Result<DeploymentTask, StoreError> {
     inner
         .task_event(task, TaskEvent::Fail { retryable }, why)
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Runs a hook on the target; its output goes to the task log.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use deploy_core::{DeploymentJob, DeploymentTask, JobEvent, JobId, TaskEvent, TaskId};
+use deploy_core::{DeploymentJob, DeploymentTask, JobEvent, JobId, TaskEvent};
 use deploy_exec::ExecutorRegistry;
 use deploy_health::HealthVerifier;
 use deploy_store::{Store, StoreError};
@@ -149,16 +149,5 @@ impl Inner {
             at: now,
         });
         Ok(updated)
-    }
-
-    /// The task `id` of `job`, as last loaded.
-    pub(crate) fn task_of(job: &DeploymentJob, id: TaskId) -> Result<&DeploymentTask, StoreError> {
-        job.tasks
-            .iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| StoreError::NotFound {
-                entity: "task",
-                id: id.to_string(),
-            })
     }
 }

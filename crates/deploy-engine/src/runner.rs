@@ -1,14 +1,15 @@
-//! The job loop: reload the job, ask `decide` what is left, perform it (persisting first), wait for workers; until the job settles.
+//! The job loop: ask `decide` what is left, perform it (persisting first), wait for workers; until the job settles.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::{
-    Action, DecideInput, DeploymentJob, JobEvent, JobId, JobStatus, Strategy, TaskEvent, TaskId,
-    TaskStatus, decide,
+    Action, DecideInput, DeploymentJob, DeploymentTask, JobEvent, JobId, JobStatus, Strategy,
+    TaskEvent, TaskId, TaskStatus, decide,
 };
 use deploy_exec::ExecContext;
+use deploy_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +18,9 @@ use crate::context::JobContext;
 use crate::engine::{Engine, Inner, RunHandle};
 use crate::errors::EngineError;
 use crate::{rollback, verify};
+
+/// Reload the whole job at least this often, to see writes of other replicas (a cancel).
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Runs job `id` in this task until it settles (completed, failed, rolled back)
@@ -60,17 +64,29 @@ pub(crate) async fn rollback_attempts(inner: &Inner, job: JobId) -> Result<u32, 
     Ok(u32::try_from(started).unwrap_or(u32::MAX))
 }
 
-/// The soak of the canary wave, if the strategy has one.
-fn soak_of(job: &DeploymentJob, wave: u32) -> Option<Duration> {
-    match job.strategy {
-        Strategy::Canary {
-            min_healthy_time_ms,
-            ..
-        } if wave == 0 && min_healthy_time_ms > 0 => {
-            Some(Duration::from_millis(min_healthy_time_ms))
-        }
-        _ => None,
-    }
+/// A worker's end: its task as last written, or `None` when its last write failed.
+type Done = (TaskId, Option<DeploymentTask>);
+
+/// The state of one running job in this engine.
+struct Run {
+    inner: Arc<Inner>,
+    ctx: Arc<JobContext>,
+    /// The job as last written by us (or reloaded).
+    job: DeploymentJob,
+    /// Position of each task in `job.tasks`, to replace it after a write.
+    index: HashMap<TaskId, usize>,
+    live: BTreeMap<TaskId, CancellationToken>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    rollbacks: u32,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+}
+
+/// What the loop does after an action.
+enum Flow {
+    Continue,
+    /// The job is as settled as this engine can take it.
+    Return,
 }
 
 pub(crate) async fn run(
@@ -79,46 +95,65 @@ pub(crate) async fn run(
     cancel: CancellationToken,
     stop: CancellationToken,
 ) -> Result<DeploymentJob, EngineError> {
-    let mut job = inner.store.get_job(id).await?;
+    let job = inner.store.get_job(id).await?;
     let ctx = Arc::new(JobContext::load(inner.store.as_ref(), &job).await?);
-    let mut rollbacks = rollback_attempts(&inner, id).await?;
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TaskId>();
-    let mut live: BTreeMap<TaskId, CancellationToken> = BTreeMap::new();
+    let rollbacks = rollback_attempts(&inner, id).await?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut run = Run {
+        inner,
+        ctx,
+        index: index_of(&job),
+        job,
+        live: BTreeMap::new(),
+        done_tx,
+        rollbacks,
+        cancel,
+        stop,
+    };
+    let mut reloaded = tokio::time::Instant::now();
+    let mut stale = false;
     loop {
-        while let Ok(t) = done_rx.try_recv() {
-            live.remove(&t);
+        while let Ok(done) = done_rx.try_recv() {
+            stale |= run.finish(done);
         }
-        job = inner.store.get_job(id).await?;
-        if stop.is_cancelled() {
-            drain(&inner, &mut live, &mut done_rx).await;
-            return Ok(inner.store.get_job(id).await?);
+        // The job is kept in memory and updated from every write's result. It is
+        // reloaded when a write was refused or a worker lost its write, and every
+        // few seconds, so that a cancel written by another replica is seen.
+        if stale || reloaded.elapsed() >= RELOAD_EVERY {
+            run.reload().await?;
+            reloaded = tokio::time::Instant::now();
+            stale = false;
         }
-        if job.status == JobStatus::Failed || cancel.is_cancelled() {
+        if run.stop.is_cancelled() {
+            run.drain(&mut done_rx).await;
+            return Ok(run.inner.store.get_job(id).await?);
+        }
+        if run.job.status == JobStatus::Failed || run.cancel.is_cancelled() {
             // The job gave up or was cancelled: stop what is in flight.
-            live.values().for_each(CancellationToken::cancel);
+            run.live.values().for_each(CancellationToken::cancel);
         }
-        let live_ids: BTreeSet<TaskId> = live.keys().copied().collect();
+        let live_ids: BTreeSet<TaskId> = run.live.keys().copied().collect();
         let actions = decide(&DecideInput {
-            job: &job,
+            job: &run.job,
             live: &live_ids,
-            rollback_attempts: rollbacks,
-            now: inner.clock.now(),
-            backoff: inner.config.backoff,
+            rollback_attempts: run.rollbacks,
+            now: run.inner.clock.now(),
+            backoff: run.inner.config.backoff,
         });
         if actions.is_empty() {
-            if live.is_empty() {
-                if job.status.is_active() {
+            if run.live.is_empty() {
+                if run.job.status.is_active() {
                     return Err(EngineError::Stalled {
                         job: id,
-                        status: job.status.as_str(),
+                        status: run.job.status.as_str(),
                     });
                 }
-                return Ok(job);
+                return Ok(run.job);
             }
             tokio::select! {
-                Some(t) = done_rx.recv() => { live.remove(&t); }
-                () = stop.cancelled() => {}
-                () = cancel.cancelled() => {}
+                Some(done) = done_rx.recv() => stale |= run.finish(done),
+                () = run.stop.cancelled() => {}
+                () = run.cancel.cancelled() => stale = true,
             }
             continue;
         }
@@ -130,147 +165,240 @@ pub(crate) async fn run(
                 continue;
             }
             acted = true;
-            match action {
-                Action::StartJob => {
-                    job = inner
-                        .job_event(&job, JobEvent::Start, "engine picked the job up")
-                        .await?
+            match run.perform(action).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Return) => return Ok(run.inner.store.get_job(id).await?),
+                Err(EngineError::Store(StoreError::Conflict { .. })) => {
+                    // Someone else wrote first (a cancel, another replica): reload and decide again.
+                    stale = true;
+                    break;
                 }
-                Action::PrepareArtifacts => {
-                    job = match prepare(&inner, &ctx, &job) {
-                        Ok(()) => {
-                            inner
-                                .job_event(&job, JobEvent::ArtifactsReady, "artifacts verified")
-                                .await?
-                        }
-                        Err(why) => inner.job_event(&job, JobEvent::Fail, &why).await?,
-                    };
-                }
-                Action::Enqueue(t) => {
-                    let task = Inner::task_of(&job, t)?;
-                    let cause = if task.status == TaskStatus::Retrying {
-                        "retry due"
-                    } else {
-                        "wave started"
-                    };
-                    inner
-                        .task_event(
-                            task,
-                            TaskEvent::Enqueue,
-                            &format!("{cause} (wave {})", task.wave),
-                        )
-                        .await?;
-                }
-                Action::Dispatch(t) => {
-                    let task = Inner::task_of(&job, t)?;
-                    let attempt = task.attempt_number + 1;
-                    let task = inner
-                        .task_event(
-                            task,
-                            TaskEvent::Dispatch,
-                            &format!("attempt {attempt} of {}", task.max_attempts),
-                        )
-                        .await?;
-                    spawn(&inner, &ctx, &job, task, Phase::Deploy, &mut live, &done_tx);
-                }
-                Action::Reconcile(t) => {
-                    let task = Inner::task_of(&job, t)?.clone();
-                    if let Some(task) = reconcile(&inner, &ctx, task).await? {
-                        spawn(&inner, &ctx, &job, task, Phase::Verify, &mut live, &done_tx);
-                    }
-                }
-                Action::Retry(t) => {
-                    let task = Inner::task_of(&job, t)?;
-                    inner
-                        .task_event(task, TaskEvent::Retry, "backoff elapsed")
-                        .await?;
-                }
-                Action::CancelTask(t) => {
-                    let task = Inner::task_of(&job, t)?;
-                    inner
-                        .task_event(task, TaskEvent::Cancel, "the job is failing")
-                        .await?;
-                }
-                Action::CompleteWaves => {
-                    job = inner
-                        .job_event(
-                            &job,
-                            JobEvent::WavesSucceeded,
-                            "every wave settled within the policy",
-                        )
-                        .await?;
-                }
-                Action::VerifyTargets => {
-                    job = match verify::verify_targets(&inner, &ctx, &job, &cancel).await {
-                        Ok(()) => {
-                            inner
-                                .job_event(
-                                    &job,
-                                    JobEvent::VerificationPassed,
-                                    "every target healthy",
-                                )
-                                .await?
-                        }
-                        Err(why) => inner.job_event(&job, JobEvent::Fail, &why).await?,
-                    };
-                }
-                Action::FailJob(reason) => {
-                    job = inner.job_event(&job, JobEvent::Fail, &reason).await?
-                }
-                Action::StartRollback => {
-                    if rollback::start(&inner, &job, rollbacks + 1).await? {
-                        rollbacks += 1;
-                    } else {
-                        return Ok(inner.store.get_job(id).await?);
-                    }
-                }
-                Action::AwaitRollback => {
-                    job = rollback::follow(
-                        inner.clone(),
-                        &job,
-                        rollbacks,
-                        cancel.clone(),
-                        stop.clone(),
-                    )
-                    .await?;
-                    if stop.is_cancelled() {
-                        return Ok(job);
-                    }
-                }
-                Action::WakeAt(_) => {}
+                Err(e) => return Err(e),
             }
         }
         if !acted && let Some(at) = wake_at {
-            let pause = at.duration_since(inner.clock.now());
+            let pause = at.duration_since(run.inner.clock.now());
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                Some(t) = done_rx.recv() => { live.remove(&t); }
-                () = stop.cancelled() => {}
-                () = cancel.cancelled() => {}
+                Some(done) = done_rx.recv() => stale |= run.finish(done),
+                () = run.stop.cancelled() => {}
+                () = run.cancel.cancelled() => stale = true,
             }
         }
     }
 }
 
-/// Starts a worker for `task`.
-fn spawn(
-    inner: &Arc<Inner>,
-    ctx: &Arc<JobContext>,
-    job: &DeploymentJob,
-    task: deploy_core::DeploymentTask,
-    phase: Phase,
-    live: &mut BTreeMap<TaskId, CancellationToken>,
-    done: &mpsc::UnboundedSender<TaskId>,
-) {
-    let token = CancellationToken::new();
-    live.insert(task.id, token.clone());
-    let soak = soak_of(job, task.wave);
-    let (inner, ctx, done) = (inner.clone(), ctx.clone(), done.clone());
-    tokio::spawn(async move {
-        let id = task.id;
-        run_attempt(inner, ctx, task, phase, soak, token).await;
-        let _ = done.send(id);
-    });
+fn index_of(job: &DeploymentJob) -> HashMap<TaskId, usize> {
+    job.tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id, i))
+        .collect()
+}
+
+impl Run {
+    async fn reload(&mut self) -> Result<(), EngineError> {
+        self.job = self.inner.store.get_job(self.job.id).await?;
+        self.index = index_of(&self.job);
+        Ok(())
+    }
+
+    fn task(&self, id: TaskId) -> Result<&DeploymentTask, StoreError> {
+        self.index
+            .get(&id)
+            .and_then(|i| self.job.tasks.get(*i))
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "task",
+                id: id.to_string(),
+            })
+    }
+
+    fn put(&mut self, task: DeploymentTask) {
+        if let Some(slot) = self
+            .index
+            .get(&task.id)
+            .and_then(|i| self.job.tasks.get_mut(*i))
+        {
+            *slot = task;
+        }
+    }
+
+    fn set_job(&mut self, job: DeploymentJob) {
+        self.index = index_of(&job);
+        self.job = job;
+    }
+
+    /// Records a worker's end; true when the job must be reloaded.
+    fn finish(&mut self, (id, last): Done) -> bool {
+        self.live.remove(&id);
+        match last {
+            Some(task) => {
+                self.put(task);
+                false
+            }
+            None => true,
+        }
+    }
+
+    async fn task_event(
+        &mut self,
+        id: TaskId,
+        event: TaskEvent,
+        cause: &str,
+    ) -> Result<DeploymentTask, EngineError> {
+        let task = self.task(id)?;
+        let updated = self.inner.task_event(task, event, cause).await?;
+        self.put(updated.clone());
+        Ok(updated)
+    }
+
+    async fn job_event(&mut self, event: JobEvent, cause: &str) -> Result<(), EngineError> {
+        let updated = self.inner.job_event(&self.job, event, cause).await?;
+        self.set_job(updated);
+        Ok(())
+    }
+
+    /// Performs one action, persisting first.
+    async fn perform(&mut self, action: Action) -> Result<Flow, EngineError> {
+        match action {
+            Action::StartJob => {
+                self.job_event(JobEvent::Start, "engine picked the job up")
+                    .await?
+            }
+            Action::PrepareArtifacts => match prepare(&self.inner, &self.ctx, &self.job) {
+                Ok(()) => {
+                    self.job_event(JobEvent::ArtifactsReady, "artifacts verified")
+                        .await?
+                }
+                Err(why) => self.job_event(JobEvent::Fail, &why).await?,
+            },
+            Action::Enqueue(t) => {
+                let task = self.task(t)?;
+                let why = if task.status == TaskStatus::Retrying {
+                    "retry due"
+                } else {
+                    "wave started"
+                };
+                let cause = format!("{why} (wave {})", task.wave);
+                self.task_event(t, TaskEvent::Enqueue, &cause).await?;
+            }
+            Action::Dispatch(t) => {
+                let task = self.task(t)?;
+                let cause = format!(
+                    "attempt {} of {}",
+                    task.attempt_number + 1,
+                    task.max_attempts
+                );
+                let task = self.task_event(t, TaskEvent::Dispatch, &cause).await?;
+                self.spawn(task, Phase::Deploy);
+            }
+            Action::Reconcile(t) => {
+                let task = self.task(t)?.clone();
+                match reconcile(&self.inner, &self.ctx, task).await? {
+                    Reconciled::OnDigest(task) => self.spawn(task, Phase::Verify),
+                    Reconciled::Failed(task) => self.put(task),
+                }
+            }
+            Action::Retry(t) => {
+                self.task_event(t, TaskEvent::Retry, "backoff elapsed")
+                    .await?;
+            }
+            Action::CancelTask(t) => {
+                self.task_event(t, TaskEvent::Cancel, "the job is failing")
+                    .await?;
+            }
+            Action::CompleteWaves => {
+                self.job_event(
+                    JobEvent::WavesSucceeded,
+                    "every wave settled within the policy",
+                )
+                .await?;
+            }
+            Action::VerifyTargets => {
+                match verify::verify_targets(&self.inner, &self.ctx, &self.job, &self.cancel).await
+                {
+                    Ok(()) => {
+                        self.job_event(JobEvent::VerificationPassed, "every target healthy")
+                            .await?
+                    }
+                    Err(why) => self.job_event(JobEvent::Fail, &why).await?,
+                }
+            }
+            Action::FailJob(reason) => self.job_event(JobEvent::Fail, &reason).await?,
+            Action::StartRollback => {
+                if !rollback::start(&self.inner, &self.job, self.rollbacks + 1).await? {
+                    return Ok(Flow::Return);
+                }
+                self.rollbacks += 1;
+                self.reload().await?;
+            }
+            Action::AwaitRollback => {
+                let settled = rollback::follow(
+                    self.inner.clone(),
+                    &self.job,
+                    self.rollbacks,
+                    self.cancel.clone(),
+                    self.stop.clone(),
+                )
+                .await?;
+                self.set_job(settled);
+                if self.stop.is_cancelled() {
+                    return Ok(Flow::Return);
+                }
+            }
+            Action::WakeAt(_) => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Starts a worker for `task`.
+    fn spawn(&mut self, task: DeploymentTask, phase: Phase) {
+        let token = CancellationToken::new();
+        self.live.insert(task.id, token.clone());
+        let soak = soak_of(&self.job, task.wave);
+        let (inner, ctx, done) = (self.inner.clone(), self.ctx.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let id = task.id;
+            let last = run_attempt(inner, ctx, task, phase, soak, token).await;
+            let _ = done.send((id, last));
+        });
+    }
+
+    /// Lets live workers finish within the shutdown grace, then cancels the rest and waits briefly for them.
+    async fn drain(&mut self, done: &mut mpsc::UnboundedReceiver<Done>) {
+        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_grace;
+        while !self.live.is_empty() {
+            match tokio::time::timeout_at(deadline, done.recv()).await {
+                Ok(Some(d)) => {
+                    self.finish(d);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.live.values().for_each(CancellationToken::cancel);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.live.is_empty() {
+            match tokio::time::timeout_at(deadline, done.recv()).await {
+                Ok(Some(d)) => {
+                    self.finish(d);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The soak of the canary wave, if the strategy has one.
+fn soak_of(job: &DeploymentJob, wave: u32) -> Option<Duration> {
+    match job.strategy {
+        Strategy::Canary {
+            min_healthy_time_ms,
+            ..
+        } if wave == 0 && min_healthy_time_ms > 0 => {
+            Some(Duration::from_millis(min_healthy_time_ms))
+        }
+        _ => None,
+    }
 }
 
 /// Checks that the job can run: artifacts still match their digests, and every target has an executor.
@@ -290,13 +418,20 @@ fn prepare(inner: &Inner, ctx: &JobContext, job: &DeploymentJob) -> Result<(), S
     Ok(())
 }
 
+/// The outcome of reconciling an orphaned in-flight task.
+enum Reconciled {
+    /// The target runs the task's digest: verify it.
+    OnDigest(DeploymentTask),
+    /// It does not (or cannot be inspected): the attempt failed; the task as written.
+    Failed(DeploymentTask),
+}
+
 /// A task was in flight when its worker died: ask the target what runs.
-/// `Some(task)` when it is on the task's digest (verify it); otherwise the attempt fails.
 async fn reconcile(
     inner: &Inner,
     ctx: &JobContext,
-    task: deploy_core::DeploymentTask,
-) -> Result<Option<deploy_core::DeploymentTask>, EngineError> {
+    task: DeploymentTask,
+) -> Result<Reconciled, EngineError> {
     let target = ctx.target(task.target_id)?;
     let found = match inner.executors.for_target(target) {
         Ok(executor) => {
@@ -306,58 +441,22 @@ async fn reconcile(
         }
         Err(e) => Err(e),
     };
-    match found {
-        Ok(Some(digest)) if digest == task.digest => Ok(Some(task)),
+    let (retryable, cause) = match found {
+        Ok(Some(digest)) if digest == task.digest => return Ok(Reconciled::OnDigest(task)),
         Ok(other) => {
             let running = other.map_or_else(|| "nothing".to_owned(), |d| d.to_string());
-            let cause =
-                format!("interrupted before the deploy finished; the target runs {running}");
-            inner
-                .task_event(&task, TaskEvent::Fail { retryable: true }, &cause)
-                .await?;
-            Ok(None)
+            (
+                true,
+                format!("interrupted before the deploy finished; the target runs {running}"),
+            )
         }
-        Err(e) => {
-            let cause = format!("interrupted, and the target cannot be inspected: {e}");
-            inner
-                .task_event(
-                    &task,
-                    TaskEvent::Fail {
-                        retryable: e.is_retryable(),
-                    },
-                    &cause,
-                )
-                .await?;
-            Ok(None)
-        }
-    }
-}
-
-/// Lets live workers finish within the shutdown grace, then cancels the rest and waits briefly for them.
-async fn drain(
-    inner: &Inner,
-    live: &mut BTreeMap<TaskId, CancellationToken>,
-    done: &mut mpsc::UnboundedReceiver<TaskId>,
-) {
-    let deadline = tokio::time::Instant::now() + inner.config.shutdown_grace;
-    while !live.is_empty() {
-        match tokio::time::timeout_at(deadline, done.recv()).await {
-            Ok(Some(t)) => {
-                live.remove(&t);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    live.values().for_each(CancellationToken::cancel);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while !live.is_empty() {
-            match done.recv().await {
-                Some(t) => {
-                    live.remove(&t);
-                }
-                None => break,
-            }
-        }
-    })
-    .await;
+        Err(e) => (
+            e.is_retryable(),
+            format!("interrupted, and the target cannot be inspected: {e}"),
+        ),
+    };
+    let failed = inner
+        .task_event(&task, TaskEvent::Fail { retryable }, &cause)
+        .await?;
+    Ok(Reconciled::Failed(failed))
 }
