@@ -102,11 +102,22 @@ impl JobStatus {
         Ok(next)
     }
 
-    /// The job is being worked on and holds its environment: at most one such job per environment.
+    /// The job is being worked on (an engine must drive it to a settled state).
     pub fn is_active(self) -> bool {
         matches!(
             self,
             Self::Pending | Self::Preparing | Self::Running | Self::Completing | Self::RollingBack
+        )
+    }
+
+    /// The job holds its environment's lock: at most one such job per environment.
+    ///
+    /// A `rolling_back` job is active but does not hold the lock: its rollback
+    /// job (pending to completing) holds it while it restores the environment.
+    pub fn holds_environment(self) -> bool {
+        matches!(
+            self,
+            Self::Pending | Self::Preparing | Self::Running | Self::Completing
         )
     }
 

@@ -19,6 +19,9 @@ use crate::errors::TimestampError;
 pub struct Timestamp(OffsetDateTime);
 
 impl Timestamp {
+    /// 1970-01-01T00:00:00.000Z.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(OffsetDateTime::UNIX_EPOCH);
+
     /// The instant `millis` milliseconds after the Unix epoch.
     pub fn from_unix_millis(millis: u64) -> Result<Self, TimestampError> {
         let nanos = i128::from(millis) * 1_000_000;

@@ -181,6 +181,10 @@ pub(crate) fn parallelism(value: i64) -> Result<NonZeroU32, StoreError> {
 #[cfg(test)]
 const ACTIVE_STATUSES: &str = "('pending', 'preparing', 'running', 'completing', 'rolling_back')";
 
+/// The SQL list of statuses that hold the environment lock.
+#[cfg(test)]
+const LOCK_STATUSES: &str = "('pending', 'preparing', 'running', 'completing')";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +200,15 @@ mod tests {
             .filter(|s| s.is_active())
             .collect();
         assert_eq!(listed, active);
+        let holding: Vec<JobStatus> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| LOCK_STATUSES.contains(&format!("'{}'", s.as_str())))
+            .collect();
+        let holds: Vec<JobStatus> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.holds_environment())
+            .collect();
+        assert_eq!(holding, holds, "the environment lock follows JobStatus::holds_environment");
         for (file, source) in [
             ("sql.rs", include_str!("sql.rs")),
             (
@@ -212,6 +225,10 @@ mod tests {
             assert!(
                 spelled.contains(&format!("status IN {ACTIVE_STATUSES}")),
                 "{file} spells the active statuses differently"
+            );
+            assert!(
+                spelled.contains(&format!("status IN {LOCK_STATUSES}")),
+                "{file} spells the lock statuses differently"
             );
         }
     }

@@ -1,0 +1,194 @@
+//! One attempt of one task, run by a worker: hooks, the executor's deploy, health verification, and the task's transitions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploy_core::{CommandSpec, DeploymentTask, TaskEvent, TaskStatus};
+use deploy_exec::{ComponentSpec, DeployRequest, ExecContext, Executor, TaskLog};
+use deploy_health::HealthVerdict;
+use deploy_store::StoreError;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::JobContext;
+use crate::engine::Inner;
+use crate::logs::StoreLog;
+
+/// Where an attempt starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// A dispatched task: run hooks and the executor's deploy, then verify.
+    Deploy,
+    /// A reconciled task already on its digest: only verify (and the post-deploy hook).
+    Verify,
+}
+
+/// Runs the attempt to a task transition and returns the task as last written;
+/// `None` after a store error (logged; the runner reloads, and reconciles a task left in flight).
+pub(crate) async fn run_attempt(
+    inner: Arc<Inner>,
+    ctx: Arc<JobContext>,
+    task: DeploymentTask,
+    phase: Phase,
+    soak: Option<Duration>,
+    cancel: CancellationToken,
+) -> Option<DeploymentTask> {
+    let id = task.id;
+    let (sink, writer) = StoreLog::start(inner.store.clone(), inner.clock.clone(), id);
+    let log = TaskLog::new(sink, inner.config.log_cap);
+    let outcome = attempt(&inner, &ctx, task, phase, soak, &cancel, &log).await;
+    drop(log);
+    writer.finish().await;
+    outcome
+        .map_err(|e| tracing::warn!(task = %id, error = %e, "task attempt stopped on a store error; it will be reconciled"))
+        .ok()
+}
+
+async fn attempt(
+    inner: &Inner,
+    ctx: &JobContext,
+    mut task: DeploymentTask,
+    phase: Phase,
+    soak: Option<Duration>,
+    cancel: &CancellationToken,
+    log: &TaskLog,
+) -> Result<DeploymentTask, StoreError> {
+    let target = ctx.target(task.target_id)?.clone();
+    let executor = match inner.executors.for_target(&target) {
+        Ok(e) => e,
+        Err(e) => return fail(inner, &task, e.is_retryable(), &e.to_string()).await,
+    };
+    let exec_ctx = ExecContext {
+        log: log.clone(),
+        cancel: cancel.clone(),
+        timeout: inner.config.task_timeout,
+    };
+    if task.status == TaskStatus::Dispatched {
+        task = inner
+            .task_event(&task, TaskEvent::Start, "executor started")
+            .await?;
+    }
+    if phase == Phase::Deploy {
+        if let Some(hook) = &ctx.environment.hooks.pre_deploy
+            && let Err(why) =
+                run_hook(executor.as_ref(), &target, hook, &exec_ctx, "pre-deploy").await
+        {
+            return fail(inner, &task, false, &why).await;
+        }
+        let component = match task.component_id {
+            Some(id) => {
+                let c = ctx.component(id)?;
+                Some(ComponentSpec {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    publish: Vec::new(),
+                })
+            }
+            None => None,
+        };
+        let request = DeployRequest {
+            target: target.clone(),
+            task: task.clone(),
+            component,
+            project: ctx.project().clone(),
+            artifacts: ctx.artifacts_for(target.id),
+        };
+        let result = executor.deploy(&request, &exec_ctx).await;
+        if !result.success {
+            let (retryable, why) = match (&result.error, cancel.is_cancelled()) {
+                (_, true) => (false, "cancelled".to_owned()),
+                (Some(e), false) => (e.is_retryable(), e.to_string()),
+                (None, false) => (
+                    false,
+                    "the executor reported failure without an error".to_owned(),
+                ),
+            };
+            return fail(inner, &task, retryable, &why).await;
+        }
+        if result.previous_digest.is_some() && result.previous_digest != task.previous_digest {
+            task.previous_digest = result.previous_digest.clone();
+            task = inner.store.save_task(&task, inner.clock.now()).await?;
+        }
+        let how = if result.changed {
+            "deployed"
+        } else {
+            "already running"
+        };
+        task = inner
+            .task_event(&task, TaskEvent::Verify, &format!("{how} {}", task.digest))
+            .await?;
+    } else if task.status == TaskStatus::Running {
+        task = inner
+            .task_event(
+                &task,
+                TaskEvent::Verify,
+                "found on its digest after a restart",
+            )
+            .await?;
+    }
+    if let Some(config) = &target.health_check {
+        let mut config = config.clone();
+        if let Some(soak) = soak {
+            let soak_ms = u64::try_from(soak.as_millis()).unwrap_or(u64::MAX);
+            config.min_healthy_time_ms = config.min_healthy_time_ms.max(soak_ms);
+        }
+        match inner.health.verify(&target, &config, cancel).await {
+            Ok(report) if report.verdict == HealthVerdict::Healthy => {
+                log.line(&format!(
+                    "healthy after {} probe(s): {}",
+                    report.attempts, report.message
+                ));
+            }
+            Ok(report) => {
+                let why = format!(
+                    "health check failed after {} probe(s): {}",
+                    report.attempts, report.message
+                );
+                log.line(&why);
+                return fail(inner, &task, false, &why).await;
+            }
+            Err(e) => return fail(inner, &task, false, &e.to_string()).await,
+        }
+    }
+    if let Some(hook) = &ctx.environment.hooks.post_deploy
+        && let Err(why) = run_hook(executor.as_ref(), &target, hook, &exec_ctx, "post-deploy").await
+    {
+        return fail(inner, &task, false, &why).await;
+    }
+    inner.task_event(&task, TaskEvent::Succeed, "healthy").await
+}
+
+async fn fail(
+    inner: &Inner,
+    task: &DeploymentTask,
+    retryable: bool,
+    why: &str,
+) -> Result<DeploymentTask, StoreError> {
+    inner
+        .task_event(task, TaskEvent::Fail { retryable }, why)
+        .await
+}
+
+/// Runs a hook on the target; its output goes to the task log.
+async fn run_hook(
+    executor: &dyn Executor,
+    target: &deploy_core::Target,
+    hook: &CommandSpec,
+    ctx: &ExecContext,
+    which: &str,
+) -> Result<(), String> {
+    ctx.log
+        .line(&format!("{which} hook: {}", hook.argv().join(" ")));
+    match executor.run_command(target, hook, ctx).await {
+        Ok(out) => {
+            for line in out.stdout.lines() {
+                ctx.log.line(line);
+            }
+            if out.exit_status == 0 {
+                Ok(())
+            } else {
+                Err(format!("{which} hook exited {}", out.exit_status))
+            }
+        }
+        Err(e) => Err(format!("{which} hook could not run: {e}")),
+    }
+}

@@ -1,0 +1,74 @@
+//! `JobContext`: what a running job reads once (environment, targets, release, artifacts) and its tasks look up.
+
+use std::collections::BTreeMap;
+
+use deploy_core::{
+    Component, ComponentId, DeploymentJob, Environment, GeneratedArtifact, Name, Release, Target,
+    TargetId,
+};
+use deploy_store::{Store, StoreError};
+
+/// The static facts of one job.
+pub(crate) struct JobContext {
+    pub environment: Environment,
+    pub release: Release,
+    pub targets: BTreeMap<TargetId, Target>,
+    pub artifacts: Vec<GeneratedArtifact>,
+}
+
+impl JobContext {
+    pub(crate) async fn load(store: &dyn Store, job: &DeploymentJob) -> Result<Self, StoreError> {
+        let environment = store.get_environment(job.environment_id).await?;
+        let release = store.get_release(job.release_id).await?;
+        let targets = store
+            .list_targets(job.environment_id)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect();
+        Ok(Self {
+            environment,
+            release,
+            targets,
+            artifacts: job.artifacts.clone(),
+        })
+    }
+
+    pub(crate) fn target(&self, id: TargetId) -> Result<&Target, StoreError> {
+        self.targets.get(&id).ok_or_else(|| StoreError::NotFound {
+            entity: "target",
+            id: id.to_string(),
+        })
+    }
+
+    pub(crate) fn component(&self, id: ComponentId) -> Result<&Component, StoreError> {
+        self.release
+            .component_by_id(id)
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "component",
+                id: id.to_string(),
+            })
+    }
+
+    /// The artifacts rendered for `target` (and the job-wide ones).
+    pub(crate) fn artifacts_for(&self, target: TargetId) -> Vec<GeneratedArtifact> {
+        self.artifacts
+            .iter()
+            .filter(|a| a.target_id.is_none_or(|t| t == target))
+            .cloned()
+            .collect()
+    }
+
+    /// The compose project name on compose hosts: the environment's name.
+    pub(crate) fn project(&self) -> &Name {
+        &self.environment.name
+    }
+
+    /// What `inspect` asks about for a task: the component's container, or the compose project.
+    pub(crate) fn slot_name(&self, component: Option<ComponentId>) -> Result<Name, StoreError> {
+        match component {
+            Some(id) => Ok(self.component(id)?.name.clone()),
+            None => Ok(self.project().clone()),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Creating a job from an approved promotion: plan the waves and one task per (target, component), or per target for compose hosts.
+
+use std::num::NonZeroU32;
+
+use deploy_artifacts::{
+    Colour, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic, parse_template, render,
+};
+use deploy_core::{
+    ArtifactId, Connection, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy,
+    GeneratedArtifact, IdempotencyKey, JobId, JobStatus, PromotionId, PromotionStatus, Strategy,
+    Target, TargetType, TaskId, TaskStatus, UnixPath, plan,
+};
+use deploy_store::Created;
+
+use crate::clock::random_bytes;
+use crate::engine::Engine;
+use crate::errors::EngineError;
+
+/// What a caller asks for when a promotion is approved.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub promotion_id: PromotionId,
+    pub strategy: Strategy,
+    pub parallelism: NonZeroU32,
+    pub failure_policy: FailurePolicy,
+    /// The same key returns the job created the first time.
+    pub idempotency_key: IdempotencyKey,
+    /// Attempts per task (at least 1).
+    pub max_attempts: u32,
+    /// The compose template (YAML) the artifacts are rendered from; required when
+    /// the environment has compose_host targets.
+    pub template: Option<String>,
+}
+
+impl JobRequest {
+    /// A request with the defaults: all-at-once, parallelism 10, any failure fails, 3 attempts.
+    pub fn new(promotion_id: PromotionId, idempotency_key: IdempotencyKey) -> Self {
+        Self {
+            promotion_id,
+            strategy: Strategy::AllAtOnce,
+            parallelism: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            failure_policy: FailurePolicy::default(),
+            idempotency_key,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            template: None,
+        }
+    }
+}
+
+impl Engine {
+    /// Creates the job of an approved promotion (idempotent by key). A second
+    /// active job for the environment is refused by the store with
+    /// `EnvironmentLocked`, naming the running job.
+    pub async fn create_job(
+        &self,
+        request: &JobRequest,
+    ) -> Result<Created<DeploymentJob>, EngineError> {
+        if !(1..=100).contains(&request.max_attempts) {
+            return Err(EngineError::InvalidRequest(format!(
+                "max_attempts is {}; expected 1 to 100",
+                request.max_attempts
+            )));
+        }
+        let store = &self.inner.store;
+        let promotion = store.get_promotion(request.promotion_id).await?;
+        if promotion.status != PromotionStatus::Approved {
+            return Err(EngineError::PromotionNotApproved {
+                promotion: promotion.id,
+                status: promotion.status.as_str(),
+            });
+        }
+        let release = store.get_release(promotion.release_id).await?;
+        let targets = store.list_targets(promotion.environment_id).await?;
+        let target_ids: Vec<_> = targets.iter().map(|t| t.id).collect();
+        let rollout = plan(&request.strategy, &target_ids, request.parallelism)?;
+        let previous = store
+            .previous_successful_job(promotion.environment_id, release.id)
+            .await?;
+        let now = self.inner.clock.now();
+        let job_id = JobId::from_parts(now, random_bytes());
+        let environment = store.get_environment(promotion.environment_id).await?;
+        let template = request
+            .template
+            .as_deref()
+            .map(|t| parse_template(t.as_bytes()))
+            .transpose()?;
+        let mut artifacts = Vec::new();
+        let mut tasks = Vec::new();
+        for target in &targets {
+            let bundle = match &template {
+                Some(template) => Some(render(&RenderInput {
+                    release: &release,
+                    target,
+                    environment: &environment.name,
+                    promotion_id: promotion.id,
+                    job_id,
+                    timestamp: now,
+                    template,
+                    traffic: Traffic::all_to(Colour::Blue),
+                    runtime: ContainerRuntime::Docker,
+                    work_dir: &work_dir(target)?,
+                })?),
+                None => None,
+            };
+            // Blue-green phases reuse the same task: it deploys green and verifies it;
+            // the task's wave is the target's first appearance.
+            let wave = rollout
+                .waves
+                .iter()
+                .find(|w| w.targets.contains(&target.id))
+                .map_or(0, |w| w.index);
+            let mut push = |component_id, digest| {
+                tasks.push(DeploymentTask {
+                    id: TaskId::from_parts(now, random_bytes()),
+                    job_id,
+                    target_id: target.id,
+                    component_id,
+                    digest,
+                    status: TaskStatus::Pending,
+                    agent_id: None,
+                    started_at: None,
+                    completed_at: None,
+                    logs: String::new(),
+                    previous_digest: None,
+                    error: None,
+                    attempt_number: 0,
+                    max_attempts: request.max_attempts,
+                    last_failure_retryable: false,
+                    wave,
+                    version: 0,
+                    created_at: now,
+                    updated_at: now,
+                });
+            };
+            if target.target_type == TargetType::ComposeHost {
+                // One task deploys the whole project; its digest is the compose lock's
+                // sha256, which the executor finds again on the running containers.
+                let lock = bundle.as_ref().and_then(|b| b.get(LOCK_FILE_NAME)).ok_or_else(|| {
+                    EngineError::InvalidRequest(format!(
+                        "target `{}` is a compose_host; expected a compose template in the request",
+                        target.name
+                    ))
+                })?;
+                push(None, lock.sha256.clone());
+            } else {
+                for component in &release.components {
+                    push(Some(component.id), component.digest().clone());
+                }
+            }
+            for a in bundle.into_iter().flat_map(|b| b.artifacts) {
+                artifacts.push(GeneratedArtifact::new(
+                    ArtifactId::from_parts(now, random_bytes()),
+                    job_id,
+                    Some(target.id),
+                    a.kind,
+                    a.file_name,
+                    a.content,
+                ));
+            }
+        }
+        let job = DeploymentJob {
+            id: job_id,
+            promotion_id: promotion.id,
+            release_id: release.id,
+            environment_id: promotion.environment_id,
+            strategy: request.strategy.clone(),
+            parallelism: request.parallelism,
+            failure_policy: request.failure_policy,
+            status: JobStatus::Pending,
+            started_at: None,
+            completed_at: None,
+            artifacts,
+            rollback_of: None,
+            previous_job_id: previous.map(|j| j.id),
+            tasks,
+            idempotency_key: request.idempotency_key.clone(),
+            failure_reason: None,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(store.create_job(&job).await?)
+    }
+}
+
+/// Where a target keeps its deployment files (the systemd units read env files from there).
+fn work_dir(target: &Target) -> Result<UnixPath, EngineError> {
+    match &target.connection {
+        Connection::Ssh(ssh) => Ok(ssh.work_dir.clone()),
+        Connection::Agent(agent) => Ok(agent.work_dir.clone()),
+        Connection::Winrm(_) | Connection::Api(_) => {
+            UnixPath::parse("/srv/deploy").map_err(|e| EngineError::InvalidRequest(e.to_string()))
+        }
+    }
+}

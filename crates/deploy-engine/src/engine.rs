@@ -1,0 +1,153 @@
+//! `Engine`: the handle services embed; owns the store, the executors, the health verifier and the event channel.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use deploy_core::{DeploymentJob, DeploymentTask, JobEvent, JobId, TaskEvent};
+use deploy_exec::ExecutorRegistry;
+use deploy_health::HealthVerifier;
+use deploy_store::{Store, StoreError};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::errors::EngineError;
+use crate::events::EngineEvent;
+
+/// Capacity of the event channel; a subscriber that lags further behind skips
+/// events (and can catch up from the store's event log).
+const EVENT_CAPACITY: usize = 4096;
+
+/// The deployment job manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Tokens of a job run by this engine.
+pub(crate) struct RunHandle {
+    /// The operator cancelled the job.
+    pub cancel: CancellationToken,
+    /// This engine stops running the job (shutdown, lease lost); the job itself goes on.
+    pub stop: CancellationToken,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub executors: ExecutorRegistry,
+    pub health: HealthVerifier,
+    pub config: EngineConfig,
+    pub clock: Arc<dyn Clock>,
+    pub events: broadcast::Sender<EngineEvent>,
+    pub running: Mutex<BTreeMap<JobId, RunHandle>>,
+}
+
+impl Engine {
+    /// An engine over `store`, dispatching through `executors`.
+    /// Health `command` checks run through the same executors.
+    pub fn new(
+        store: Arc<dyn Store>,
+        executors: ExecutorRegistry,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, EngineError> {
+        let runner = crate::verify::ExecCommandRunner {
+            executors: executors.clone(),
+        };
+        let health = HealthVerifier::new()?.with_command_runner(Arc::new(runner));
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                executors,
+                health,
+                config,
+                clock,
+                events,
+                running: Mutex::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    /// Every transition from now on, as it is persisted.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Cancels a job. When this engine runs it, in-flight tasks are cancelled
+    /// through their tokens; otherwise the cancel is written to the store and the
+    /// engine running it stops at its next step.
+    pub async fn cancel_job(&self, job: JobId, by: &str) -> Result<DeploymentJob, EngineError> {
+        let here = self
+            .inner
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&job).map(|h| h.cancel.clone()));
+        let current = self.inner.store.get_job(job).await?;
+        let cancelled = self
+            .inner
+            .job_event(&current, JobEvent::Cancel, &format!("cancelled by {by}"))
+            .await?;
+        if let Some(token) = here {
+            token.cancel();
+        }
+        Ok(cancelled)
+    }
+}
+
+impl Inner {
+    /// Applies and persists a job event, then publishes it.
+    pub(crate) async fn job_event(
+        &self,
+        job: &DeploymentJob,
+        event: JobEvent,
+        cause: &str,
+    ) -> Result<DeploymentJob, StoreError> {
+        let now = self.clock.now();
+        let updated = self
+            .store
+            .apply_job_event(job.id, job.version, event, now, cause)
+            .await?;
+        tracing::info!(job = %job.id, event = event.as_str(), status = updated.status.as_str(), cause, "job transition");
+        let _ = self.events.send(EngineEvent {
+            job_id: job.id,
+            task_id: None,
+            event: event.as_str(),
+            status: updated.status.as_str(),
+            cause: cause.to_owned(),
+            at: now,
+        });
+        Ok(updated)
+    }
+
+    /// Applies and persists a task event, then publishes it.
+    pub(crate) async fn task_event(
+        &self,
+        task: &DeploymentTask,
+        event: TaskEvent,
+        cause: &str,
+    ) -> Result<DeploymentTask, StoreError> {
+        let now = self.clock.now();
+        let updated = self
+            .store
+            .apply_task_event(task.id, task.version, event, now, cause)
+            .await?;
+        tracing::debug!(task = %task.id, event = event.as_str(), status = updated.status.as_str(), cause, "task transition");
+        let _ = self.events.send(EngineEvent {
+            job_id: task.job_id,
+            task_id: Some(task.id),
+            event: event.as_str(),
+            status: updated.status.as_str(),
+            cause: cause.to_owned(),
+            at: now,
+        });
+        Ok(updated)
+    }
+}

@@ -1,0 +1,31 @@
+//! deploy-engine: the deployment job manager of the spec ("Promotion -> Create Job -> Plan Tasks -> Execute Tasks").
+//!
+//! The engine keeps no rollout state in memory that is not in the store: after
+//! every persisted change it asks deploy-core's `decide` what is left to do, and
+//! performs it, persisting each decision before acting on it. Resuming after a
+//! crash is therefore the same loop: in-flight tasks without a worker come back
+//! as `Reconcile` and are checked against the target with `inspect`.
+
+mod attempt;
+mod clock;
+mod config;
+mod context;
+mod create;
+mod engine;
+mod errors;
+mod events;
+mod logs;
+mod rollback;
+mod runner;
+mod service;
+mod verify;
+
+pub use clock::{Clock, SystemClock, random_bytes};
+pub use config::EngineConfig;
+pub use create::JobRequest;
+pub use engine::Engine;
+pub use errors::EngineError;
+pub use events::EngineEvent;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! Rollback from the engine's side: gather the last-known-good digests, create the rollback job, follow it, and settle the original job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deploy_core::{DeploymentJob, JobEvent, JobId, JobStatus, ReleaseId};
+use deploy_rollback::{
+    KnownGood, LastKnownGood, RollbackError, RollbackPlan, RollbackRequest, plan_rollback,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::random_bytes;
+use crate::engine::{Engine, Inner};
+use crate::errors::EngineError;
+use crate::runner;
+
+/// The last-known-good digests a rollback of `job` restores: for a failed job, what
+/// the newest completed job deployed on each slot; for a completed job (a manual
+/// rollback), what the previous completed job of another release deployed.
+async fn known_good(inner: &Inner, job: &DeploymentJob) -> Result<LastKnownGood, EngineError> {
+    if job.status == JobStatus::Completed {
+        let previous = inner
+            .store
+            .previous_successful_job(job.environment_id, job.release_id)
+            .await?;
+        return Ok(LastKnownGood::from_jobs(previous.iter(), &[job.id]));
+    }
+    let rows = inner.store.last_known_good(job.environment_id).await?;
+    let mut releases: BTreeMap<JobId, ReleaseId> = BTreeMap::new();
+    let mut entries = Vec::new();
+    for row in rows.into_iter().filter(|r| r.job_id != job.id) {
+        let release_id = match releases.get(&row.job_id) {
+            Some(r) => *r,
+            None => {
+                let r = inner.store.get_job(row.job_id).await?.release_id;
+                releases.insert(row.job_id, r);
+                r
+            }
+        };
+        entries.push((
+            (row.target_id, row.component_id),
+            KnownGood {
+                digest: row.digest,
+                job_id: row.job_id,
+                release_id,
+                completed_at: row.completed_at,
+            },
+        ));
+    }
+    Ok(LastKnownGood::from_entries(entries))
+}
+
+/// Plans rollback number `attempt` of `job` and creates its job (idempotent: the same attempt returns the same job).
+async fn create_rollback(
+    inner: &Inner,
+    job: &DeploymentJob,
+    attempt: u32,
+    reason: &str,
+) -> Result<(RollbackPlan, DeploymentJob), EngineError> {
+    let lkg = known_good(inner, job).await?;
+    let mut random = random_bytes;
+    let plan = plan_rollback(RollbackRequest {
+        job,
+        reason: reason.to_owned(),
+        known_good: &lkg,
+        attempt,
+        now: inner.clock.now(),
+        random: &mut random,
+    })?;
+    let created = inner.store.create_job(&plan.job).await?;
+    Ok((plan, created.value))
+}
+
+/// Starts the automatic (or manual) rollback of a failed job. `Ok(false)` when
+/// nothing can be restored: the job stays failed, and says why.
+pub(crate) async fn start(
+    inner: &Inner,
+    job: &DeploymentJob,
+    attempt: u32,
+) -> Result<bool, EngineError> {
+    let reason = job
+        .failure_reason
+        .clone()
+        .unwrap_or_else(|| "the job failed".to_owned());
+    match create_rollback(inner, job, attempt, &reason).await {
+        Ok((plan, rollback)) => {
+            let mut cause = format!(
+                "rollback job `{}` restores {} slot(s)",
+                rollback.id,
+                rollback.tasks.len()
+            );
+            if !plan.unrestorable.is_empty() {
+                cause.push_str(&format!(
+                    "; {} slot(s) have no last-known-good digest",
+                    plan.unrestorable.len()
+                ));
+            }
+            inner
+                .job_event(job, JobEvent::RollbackStarted, &cause)
+                .await?;
+            Ok(true)
+        }
+        Err(EngineError::Rollback(e @ RollbackError::NoRollbackTarget { .. })) => {
+            tracing::warn!(job = %job.id, error = %e, "automatic rollback impossible");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the rollback job of a rolling-back job to its end and settles the original.
+pub(crate) async fn follow(
+    inner: Arc<Inner>,
+    job: &DeploymentJob,
+    attempt: u32,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+) -> Result<DeploymentJob, EngineError> {
+    let reason = job.failure_reason.clone().unwrap_or_default();
+    let (_, rollback) = create_rollback(&inner, job, attempt.max(1), &reason).await?;
+    let finished = Box::pin(runner::run(inner.clone(), rollback.id, cancel, stop)).await?;
+    let job = inner.store.get_job(job.id).await?;
+    match finished.status {
+        JobStatus::Completed => Ok(inner
+            .job_event(
+                &job,
+                JobEvent::RollbackSucceeded,
+                &format!("rollback job `{}` completed", finished.id),
+            )
+            .await?),
+        JobStatus::Failed => {
+            let why = finished
+                .failure_reason
+                .unwrap_or_else(|| "unknown reason".to_owned());
+            Ok(inner
+                .job_event(
+                    &job,
+                    JobEvent::RollbackFailed,
+                    &format!("rollback job `{}` failed: {why}", finished.id),
+                )
+                .await?)
+        }
+        // Stopped before the rollback settled: the next engine resumes it.
+        _ => Ok(job),
+    }
+}
+
+impl Engine {
+    /// Rolls back a job by hand: a failed job goes to `rolling_back` and its runner
+    /// follows the rollback job; a completed job stays completed and a new rollback
+    /// job restores what the job before it deployed. Returns the rollback job, which
+    /// the caller runs with [`Engine::run_job`] (for a failed job: run the original).
+    pub async fn rollback(&self, id: JobId, reason: &str) -> Result<DeploymentJob, EngineError> {
+        let inner = &self.inner;
+        let job = inner.store.get_job(id).await?;
+        let attempt = runner::rollback_attempts(inner, id).await? + 1;
+        let (_, rollback) = create_rollback(inner, &job, attempt, reason).await?;
+        if job.status == JobStatus::Failed {
+            inner
+                .job_event(
+                    &job,
+                    JobEvent::RollbackStarted,
+                    &format!("manual rollback: {reason}"),
+                )
+                .await?;
+        }
+        Ok(rollback)
+    }
+}

@@ -1,0 +1,462 @@
+//! The job loop: ask `decide` what is left, perform it (persisting first), wait for workers; until the job settles.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploy_core::{
+    Action, DecideInput, DeploymentJob, DeploymentTask, JobEvent, JobId, JobStatus, Strategy,
+    TaskEvent, TaskId, TaskStatus, decide,
+};
+use deploy_exec::ExecContext;
+use deploy_store::StoreError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::attempt::{Phase, run_attempt};
+use crate::context::JobContext;
+use crate::engine::{Engine, Inner, RunHandle};
+use crate::errors::EngineError;
+use crate::{rollback, verify};
+
+/// Reload the whole job at least this often, to see writes of other replicas (a cancel).
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+impl Engine {
+    /// Runs job `id` in this task until it settles (completed, failed, rolled back)
+    /// or the engine stops running it. Safe to call after a crash: it resumes.
+    pub async fn run_job(&self, id: JobId) -> Result<DeploymentJob, EngineError> {
+        let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.insert(
+                id,
+                RunHandle {
+                    cancel: cancel.clone(),
+                    stop: stop.clone(),
+                },
+            );
+        }
+        let result = run(self.inner.clone(), id, cancel, stop).await;
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.remove(&id);
+        }
+        result
+    }
+
+    /// Stops running job `id` here without changing it (another engine, or this
+    /// one after a restart, resumes it). In-flight tasks get the shutdown grace.
+    pub fn stop_job(&self, id: JobId) {
+        if let Ok(running) = self.inner.running.lock()
+            && let Some(h) = running.get(&id)
+        {
+            h.stop.cancel();
+        }
+    }
+}
+
+/// How many rollbacks of `job` have started (from its persisted events).
+pub(crate) async fn rollback_attempts(inner: &Inner, job: JobId) -> Result<u32, EngineError> {
+    let events = inner.store.job_events(job, 0, u32::MAX).await?;
+    let started = events
+        .iter()
+        .filter(|e| e.task_id.is_none() && e.event == JobEvent::RollbackStarted.as_str())
+        .count();
+    Ok(u32::try_from(started).unwrap_or(u32::MAX))
+}
+
+/// A worker's end: its task as last written, or `None` when its last write failed.
+type Done = (TaskId, Option<DeploymentTask>);
+
+/// The state of one running job in this engine.
+struct Run {
+    inner: Arc<Inner>,
+    ctx: Arc<JobContext>,
+    /// The job as last written by us (or reloaded).
+    job: DeploymentJob,
+    /// Position of each task in `job.tasks`, to replace it after a write.
+    index: HashMap<TaskId, usize>,
+    live: BTreeMap<TaskId, CancellationToken>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    rollbacks: u32,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+}
+
+/// What the loop does after an action.
+enum Flow {
+    Continue,
+    /// The job is as settled as this engine can take it.
+    Return,
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    id: JobId,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+) -> Result<DeploymentJob, EngineError> {
+    let job = inner.store.get_job(id).await?;
+    let ctx = Arc::new(JobContext::load(inner.store.as_ref(), &job).await?);
+    let rollbacks = rollback_attempts(&inner, id).await?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut run = Run {
+        inner,
+        ctx,
+        index: index_of(&job),
+        job,
+        live: BTreeMap::new(),
+        done_tx,
+        rollbacks,
+        cancel,
+        stop,
+    };
+    let mut reloaded = tokio::time::Instant::now();
+    let mut stale = false;
+    loop {
+        while let Ok(done) = done_rx.try_recv() {
+            stale |= run.finish(done);
+        }
+        // The job is kept in memory and updated from every write's result. It is
+        // reloaded when a write was refused or a worker lost its write, and every
+        // few seconds, so that a cancel written by another replica is seen.
+        if stale || reloaded.elapsed() >= RELOAD_EVERY {
+            run.reload().await?;
+            reloaded = tokio::time::Instant::now();
+            stale = false;
+        }
+        if run.stop.is_cancelled() {
+            run.drain(&mut done_rx).await;
+            return Ok(run.inner.store.get_job(id).await?);
+        }
+        if run.job.status == JobStatus::Failed || run.cancel.is_cancelled() {
+            // The job gave up or was cancelled: stop what is in flight.
+            run.live.values().for_each(CancellationToken::cancel);
+        }
+        let live_ids: BTreeSet<TaskId> = run.live.keys().copied().collect();
+        let actions = decide(&DecideInput {
+            job: &run.job,
+            live: &live_ids,
+            rollback_attempts: run.rollbacks,
+            now: run.inner.clock.now(),
+            backoff: run.inner.config.backoff,
+        });
+        if actions.is_empty() {
+            if run.live.is_empty() {
+                if run.job.status.is_active() {
+                    return Err(EngineError::Stalled {
+                        job: id,
+                        status: run.job.status.as_str(),
+                    });
+                }
+                return Ok(run.job);
+            }
+            tokio::select! {
+                Some(done) = done_rx.recv() => stale |= run.finish(done),
+                () = run.stop.cancelled() => {}
+                () = run.cancel.cancelled() => stale = true,
+            }
+            continue;
+        }
+        let mut wake_at = None;
+        let mut acted = false;
+        for action in actions {
+            if let Action::WakeAt(at) = action {
+                wake_at = Some(at);
+                continue;
+            }
+            acted = true;
+            match run.perform(action).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Return) => return Ok(run.inner.store.get_job(id).await?),
+                Err(EngineError::Store(StoreError::Conflict { .. })) => {
+                    // Someone else wrote first (a cancel, another replica): reload and decide again.
+                    stale = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !acted && let Some(at) = wake_at {
+            let pause = at.duration_since(run.inner.clock.now());
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                Some(done) = done_rx.recv() => stale |= run.finish(done),
+                () = run.stop.cancelled() => {}
+                () = run.cancel.cancelled() => stale = true,
+            }
+        }
+    }
+}
+
+fn index_of(job: &DeploymentJob) -> HashMap<TaskId, usize> {
+    job.tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id, i))
+        .collect()
+}
+
+impl Run {
+    async fn reload(&mut self) -> Result<(), EngineError> {
+        self.job = self.inner.store.get_job(self.job.id).await?;
+        self.index = index_of(&self.job);
+        Ok(())
+    }
+
+    fn task(&self, id: TaskId) -> Result<&DeploymentTask, StoreError> {
+        self.index
+            .get(&id)
+            .and_then(|i| self.job.tasks.get(*i))
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "task",
+                id: id.to_string(),
+            })
+    }
+
+    fn put(&mut self, task: DeploymentTask) {
+        if let Some(slot) = self
+            .index
+            .get(&task.id)
+            .and_then(|i| self.job.tasks.get_mut(*i))
+        {
+            *slot = task;
+        }
+    }
+
+    fn set_job(&mut self, job: DeploymentJob) {
+        self.index = index_of(&job);
+        self.job = job;
+    }
+
+    /// Records a worker's end; true when the job must be reloaded.
+    fn finish(&mut self, (id, last): Done) -> bool {
+        self.live.remove(&id);
+        match last {
+            Some(task) => {
+                self.put(task);
+                false
+            }
+            None => true,
+        }
+    }
+
+    async fn task_event(
+        &mut self,
+        id: TaskId,
+        event: TaskEvent,
+        cause: &str,
+    ) -> Result<DeploymentTask, EngineError> {
+        let task = self.task(id)?;
+        let updated = self.inner.task_event(task, event, cause).await?;
+        self.put(updated.clone());
+        Ok(updated)
+    }
+
+    async fn job_event(&mut self, event: JobEvent, cause: &str) -> Result<(), EngineError> {
+        let updated = self.inner.job_event(&self.job, event, cause).await?;
+        self.set_job(updated);
+        Ok(())
+    }
+
+    /// Performs one action, persisting first.
+    async fn perform(&mut self, action: Action) -> Result<Flow, EngineError> {
+        match action {
+            Action::StartJob => {
+                self.job_event(JobEvent::Start, "engine picked the job up")
+                    .await?
+            }
+            Action::PrepareArtifacts => match prepare(&self.inner, &self.ctx, &self.job) {
+                Ok(()) => {
+                    self.job_event(JobEvent::ArtifactsReady, "artifacts verified")
+                        .await?
+                }
+                Err(why) => self.job_event(JobEvent::Fail, &why).await?,
+            },
+            Action::Enqueue(t) => {
+                let task = self.task(t)?;
+                let why = if task.status == TaskStatus::Retrying {
+                    "retry due"
+                } else {
+                    "wave started"
+                };
+                let cause = format!("{why} (wave {})", task.wave);
+                self.task_event(t, TaskEvent::Enqueue, &cause).await?;
+            }
+            Action::Dispatch(t) => {
+                let task = self.task(t)?;
+                let cause = format!(
+                    "attempt {} of {}",
+                    task.attempt_number + 1,
+                    task.max_attempts
+                );
+                let task = self.task_event(t, TaskEvent::Dispatch, &cause).await?;
+                self.spawn(task, Phase::Deploy);
+            }
+            Action::Reconcile(t) => {
+                let task = self.task(t)?.clone();
+                match reconcile(&self.inner, &self.ctx, task).await? {
+                    Reconciled::OnDigest(task) => self.spawn(task, Phase::Verify),
+                    Reconciled::Failed(task) => self.put(task),
+                }
+            }
+            Action::Retry(t) => {
+                self.task_event(t, TaskEvent::Retry, "backoff elapsed")
+                    .await?;
+            }
+            Action::CancelTask(t) => {
+                self.task_event(t, TaskEvent::Cancel, "the job is failing")
+                    .await?;
+            }
+            Action::CompleteWaves => {
+                self.job_event(
+                    JobEvent::WavesSucceeded,
+                    "every wave settled within the policy",
+                )
+                .await?;
+            }
+            Action::VerifyTargets => {
+                match verify::verify_targets(&self.inner, &self.ctx, &self.job, &self.cancel).await
+                {
+                    Ok(()) => {
+                        self.job_event(JobEvent::VerificationPassed, "every target healthy")
+                            .await?
+                    }
+                    Err(why) => self.job_event(JobEvent::Fail, &why).await?,
+                }
+            }
+            Action::FailJob(reason) => self.job_event(JobEvent::Fail, &reason).await?,
+            Action::StartRollback => {
+                if !rollback::start(&self.inner, &self.job, self.rollbacks + 1).await? {
+                    return Ok(Flow::Return);
+                }
+                self.rollbacks += 1;
+                self.reload().await?;
+            }
+            Action::AwaitRollback => {
+                let settled = rollback::follow(
+                    self.inner.clone(),
+                    &self.job,
+                    self.rollbacks,
+                    self.cancel.clone(),
+                    self.stop.clone(),
+                )
+                .await?;
+                self.set_job(settled);
+                if self.stop.is_cancelled() {
+                    return Ok(Flow::Return);
+                }
+            }
+            Action::WakeAt(_) => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Starts a worker for `task`.
+    fn spawn(&mut self, task: DeploymentTask, phase: Phase) {
+        let token = CancellationToken::new();
+        self.live.insert(task.id, token.clone());
+        let soak = soak_of(&self.job, task.wave);
+        let (inner, ctx, done) = (self.inner.clone(), self.ctx.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let id = task.id;
+            let last = run_attempt(inner, ctx, task, phase, soak, token).await;
+            let _ = done.send((id, last));
+        });
+    }
+
+    /// Lets live workers finish within the shutdown grace, then cancels the rest and waits briefly for them.
+    async fn drain(&mut self, done: &mut mpsc::UnboundedReceiver<Done>) {
+        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_grace;
+        while !self.live.is_empty() {
+            match tokio::time::timeout_at(deadline, done.recv()).await {
+                Ok(Some(d)) => {
+                    self.finish(d);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.live.values().for_each(CancellationToken::cancel);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.live.is_empty() {
+            match tokio::time::timeout_at(deadline, done.recv()).await {
+                Ok(Some(d)) => {
+                    self.finish(d);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The soak of the canary wave, if the strategy has one.
+fn soak_of(job: &DeploymentJob, wave: u32) -> Option<Duration> {
+    match job.strategy {
+        Strategy::Canary {
+            min_healthy_time_ms,
+            ..
+        } if wave == 0 && min_healthy_time_ms > 0 => {
+            Some(Duration::from_millis(min_healthy_time_ms))
+        }
+        _ => None,
+    }
+}
+
+/// Checks that the job can run: artifacts still match their digests, and every target has an executor.
+fn prepare(inner: &Inner, ctx: &JobContext, job: &DeploymentJob) -> Result<(), String> {
+    for artifact in &job.artifacts {
+        artifact
+            .verify()
+            .map_err(|e| format!("artifact check failed: {e}"))?;
+    }
+    for target_id in job.target_ids() {
+        let target = ctx.target(target_id).map_err(|e| e.to_string())?;
+        inner
+            .executors
+            .for_target(target)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The outcome of reconciling an orphaned in-flight task.
+enum Reconciled {
+    /// The target runs the task's digest: verify it.
+    OnDigest(DeploymentTask),
+    /// It does not (or cannot be inspected): the attempt failed; the task as written.
+    Failed(DeploymentTask),
+}
+
+/// A task was in flight when its worker died: ask the target what runs.
+async fn reconcile(
+    inner: &Inner,
+    ctx: &JobContext,
+    task: DeploymentTask,
+) -> Result<Reconciled, EngineError> {
+    let target = ctx.target(task.target_id)?;
+    let found = match inner.executors.for_target(target) {
+        Ok(executor) => {
+            let name = ctx.slot_name(task.component_id)?;
+            let exec_ctx = ExecContext::quiet(inner.config.task_timeout);
+            executor.inspect(target, &name, &exec_ctx).await
+        }
+        Err(e) => Err(e),
+    };
+    let (retryable, cause) = match found {
+        Ok(Some(digest)) if digest == task.digest => return Ok(Reconciled::OnDigest(task)),
+        Ok(other) => {
+            let running = other.map_or_else(|| "nothing".to_owned(), |d| d.to_string());
+            (
+                true,
+                format!("interrupted before the deploy finished; the target runs {running}"),
+            )
+        }
+        Err(e) => (
+            e.is_retryable(),
+            format!("interrupted, and the target cannot be inspected: {e}"),
+        ),
+    };
+    let failed = inner
+        .task_event(&task, TaskEvent::Fail { retryable }, &cause)
+        .await?;
+    Ok(Reconciled::Failed(failed))
+}

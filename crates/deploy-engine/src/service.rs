@@ -1,0 +1,124 @@
+//! The engine as a service: claim active jobs with a lease, run each, renew leases, and hand jobs back on shutdown.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use deploy_core::{JobId, JobStatus};
+use deploy_store::StoreError;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+
+/// Jobs claimed per poll at most.
+const CLAIM_BATCH: u32 = 16;
+
+impl Engine {
+    /// Claims and runs jobs until `shutdown` fires, then stops its runners (in-flight
+    /// tasks get the shutdown grace) and releases their leases so another replica,
+    /// or this one after a restart, resumes them at once.
+    pub async fn serve(&self, shutdown: CancellationToken) {
+        let active: Arc<Mutex<BTreeSet<JobId>>> = Arc::default();
+        let mut runners = tokio::task::JoinSet::new();
+        loop {
+            if let Err(e) = self.claim_and_start(&active, &mut runners).await {
+                tracing::warn!(error = %e, "cannot claim jobs");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                Some(_) = runners.join_next(), if !runners.is_empty() => {}
+            }
+        }
+        let ids: Vec<JobId> = active
+            .lock()
+            .map(|a| a.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.stop_job(id);
+        }
+        while runners.join_next().await.is_some() {}
+    }
+
+    async fn claim_and_start(
+        &self,
+        active: &Arc<Mutex<BTreeSet<JobId>>>,
+        runners: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let claimed = inner
+            .store
+            .claim_jobs(
+                &inner.config.owner,
+                inner.clock.now(),
+                inner.config.lease,
+                CLAIM_BATCH,
+            )
+            .await?;
+        for id in claimed {
+            if active.lock().map(|a| a.contains(&id)).unwrap_or(true) {
+                continue;
+            }
+            // A rollback job whose original is rolling back is driven by the original's runner.
+            let job = inner.store.get_job(id).await?;
+            if let Some(parent) = job.rollback_of
+                && inner.store.get_job(parent).await?.status == JobStatus::RollingBack
+            {
+                continue;
+            }
+            if let Ok(mut a) = active.lock() {
+                a.insert(id);
+            }
+            let engine = self.clone();
+            let active = active.clone();
+            runners.spawn(async move {
+                let renew = engine.keep_lease(id);
+                let result = engine.run_job(id).await;
+                renew.cancel();
+                if let Err(e) = &result {
+                    tracing::error!(job = %id, error = %e, "job runner stopped with an error");
+                }
+                let inner = &engine.inner;
+                if let Err(e) = inner.store.release_lease(id, &inner.config.owner).await {
+                    tracing::warn!(job = %id, error = %e, "cannot release the lease");
+                }
+                if let Ok(mut a) = active.lock() {
+                    a.remove(&id);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Renews the lease of job `id` every third of the lease until the returned
+    /// token is cancelled; stops the job's runner when the lease is lost.
+    fn keep_lease(&self, id: JobId) -> CancellationToken {
+        let done = CancellationToken::new();
+        let engine = self.clone();
+        let token = done.clone();
+        tokio::spawn(async move {
+            let inner = &engine.inner;
+            let every = inner.config.lease / 3;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let renewed = inner
+                    .store
+                    .renew_lease(
+                        id,
+                        &inner.config.owner,
+                        inner.clock.now(),
+                        inner.config.lease,
+                    )
+                    .await;
+                if let Err(e) = renewed {
+                    tracing::error!(job = %id, error = %e, "lost the job's lease; stopping its runner");
+                    engine.stop_job(id);
+                    return;
+                }
+            }
+        });
+        done
+    }
+}

@@ -1,0 +1,4 @@
+//! Engine tests on a real SQLite store with an in-memory executor: strategies, retries, policy, rollback, cancel, crash and resume.
+
+mod fake;
+mod scenarios;

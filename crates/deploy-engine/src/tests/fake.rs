@@ -1,0 +1,296 @@
+//! `FakeWorld`: an in-memory executor (what runs where, scripted failures and hangs) and the fixture that wires an engine to a temp SQLite store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use deploy_core::testing::{environment_id, name, promotion, ssh_target, ts};
+use deploy_core::*;
+use deploy_exec::{
+    CommandOutput, DeployRequest, ExecContext, ExecError, ExecutionResult, Executor,
+    ExecutorRegistry,
+};
+use deploy_store::{SqliteConfig, SqliteStore, Store};
+
+use crate::{Engine, EngineConfig, JobRequest, SystemClock};
+
+/// What a scripted deploy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    FailRetryable,
+    FailPermanent,
+    /// Blocks until cancelled.
+    Hang,
+}
+
+/// The targets' state and a script of failures, shared with the test.
+#[derive(Default)]
+pub struct FakeWorld {
+    /// (target, container or project) -> digest running.
+    pub running: Mutex<BTreeMap<(TargetId, String), Digest>>,
+    /// Every deploy call: (task, attempt, target, digest).
+    pub deploys: Mutex<Vec<(TaskId, u32, TargetId, Digest)>>,
+    /// (target, digest) -> behaviour, used `count` times.
+    pub script: Mutex<Vec<(TargetId, Digest, Behaviour, usize)>>,
+    /// Digests whose health command fails.
+    pub broken: Mutex<BTreeSet<Digest>>,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+}
+
+impl FakeWorld {
+    pub fn on(&self, target: TargetId, digest: &Digest, behaviour: Behaviour, count: usize) {
+        self.script
+            .lock()
+            .unwrap()
+            .push((target, digest.clone(), behaviour, count));
+    }
+
+    pub fn digest_on(&self, target: TargetId, slot: &str) -> Option<Digest> {
+        self.running
+            .lock()
+            .unwrap()
+            .get(&(target, slot.to_owned()))
+            .cloned()
+    }
+
+    fn scripted(&self, target: TargetId, digest: &Digest) -> Option<Behaviour> {
+        let mut script = self.script.lock().unwrap();
+        let entry = script
+            .iter_mut()
+            .find(|(t, d, _, n)| *t == target && d == digest && *n > 0)?;
+        entry.3 -= 1;
+        Some(entry.2)
+    }
+}
+
+fn slot(request: &DeployRequest) -> String {
+    request
+        .component
+        .as_ref()
+        .map_or_else(|| request.project.to_string(), |c| c.name.to_string())
+}
+
+#[async_trait]
+impl Executor for FakeWorld {
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let task = &request.task;
+        let target = request.target.id;
+        self.deploys.lock().unwrap().push((
+            task.id,
+            task.attempt_number,
+            target,
+            task.digest.clone(),
+        ));
+        let key = (target, slot(request));
+        let previous = self.running.lock().unwrap().get(&key).cloned();
+        let result = match self.scripted(target, &task.digest) {
+            Some(Behaviour::FailRetryable) => ExecutionResult::failed(
+                ExecError::Connect {
+                    host: "fake".into(),
+                    port: 22,
+                    detail: "connection refused".into(),
+                },
+                previous,
+            ),
+            Some(Behaviour::FailPermanent) => ExecutionResult::failed(
+                ExecError::Authentication {
+                    host: "fake".into(),
+                    port: 22,
+                    user: "deploy".into(),
+                    method: "publickey",
+                },
+                previous,
+            ),
+            Some(Behaviour::Hang) => {
+                ctx.cancel.cancelled().await;
+                ExecutionResult::failed(
+                    ExecError::Cancelled {
+                        host: "fake".into(),
+                        what: "deploy".into(),
+                    },
+                    previous,
+                )
+            }
+            None => {
+                // Let other tasks overlap, so concurrency is observable.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                self.running
+                    .lock()
+                    .unwrap()
+                    .insert(key, task.digest.clone());
+                ctx.log.line(&format!("deployed {}", task.digest));
+                ExecutionResult {
+                    success: true,
+                    deployed_digest: Some(task.digest.clone()),
+                    changed: previous.as_ref() != Some(&task.digest),
+                    previous_digest: previous,
+                    running: BTreeMap::new(),
+                    error: None,
+                }
+            }
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    async fn inspect(
+        &self,
+        target: &Target,
+        component: &Name,
+        _ctx: &ExecContext,
+    ) -> Result<Option<Digest>, ExecError> {
+        Ok(self.digest_on(target.id, component.as_str()))
+    }
+
+    async fn run_command(
+        &self,
+        target: &Target,
+        _command: &CommandSpec,
+        _ctx: &ExecContext,
+    ) -> Result<CommandOutput, ExecError> {
+        let broken = self.broken.lock().unwrap();
+        let running = self.running.lock().unwrap();
+        let sick = running
+            .iter()
+            .any(|((t, _), d)| *t == target.id && broken.contains(d));
+        Ok(CommandOutput {
+            exit_status: u32::from(sick),
+            stdout: if sick {
+                "unhealthy".into()
+            } else {
+                String::new()
+            },
+        })
+    }
+}
+
+/// An engine on a fresh SQLite store with `n` ssh targets served by a `FakeWorld`.
+pub struct Fixture {
+    pub engine: Engine,
+    pub store: Arc<dyn Store>,
+    pub world: Arc<FakeWorld>,
+    pub targets: Vec<Target>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn release_with(n: u64, digest: Digest) -> Release {
+    let component = Component {
+        id: deploy_core::testing::component_id(1),
+        name: name("web"),
+        image: ImageRef::from_parts("127.0.0.1:5000/web", &digest).unwrap(),
+    };
+    Release::new(
+        deploy_core::testing::release_id(n),
+        name(&format!("r{n}")),
+        vec![component],
+        ts(n),
+    )
+    .unwrap()
+}
+
+pub fn health_by_command() -> HealthCheckConfig {
+    let mut c = HealthCheckConfig::new(HealthCheck::Command {
+        command: CommandSpec::new(vec!["check".into()]).unwrap(),
+    });
+    c.retries = 1;
+    c.interval_ms = 0;
+    c
+}
+
+impl Fixture {
+    pub async fn new(n: u8) -> Self {
+        let dir = deploy_testkit::temp_dir("engine-").unwrap();
+        Self::open(n, dir, Arc::new(FakeWorld::default()), true).await
+    }
+
+    /// An engine over the database in `dir` (created with targets when `seed`).
+    pub async fn open(n: u8, dir: tempfile::TempDir, world: Arc<FakeWorld>, seed: bool) -> Self {
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteConfig::new(dir.path().join("deploy.db")))
+                .await
+                .unwrap(),
+        );
+        let targets: Vec<Target> = (1..=n)
+            .map(|i| {
+                let mut t = ssh_target(i);
+                t.health_check = Some(health_by_command());
+                t
+            })
+            .collect();
+        if seed {
+            store
+                .put_environment(&Environment {
+                    id: environment_id(1),
+                    name: name("prod"),
+                    hooks: Hooks::default(),
+                    created_at: ts(0),
+                })
+                .await
+                .unwrap();
+            for t in &targets {
+                store.put_target(t).await.unwrap();
+            }
+        }
+        let engine = Self::engine_on(store.clone(), world.clone());
+        Self {
+            engine,
+            store,
+            world,
+            targets,
+            _dir: dir,
+        }
+    }
+
+    /// An engine over an existing database at `dir/deploy.db` (the directory is not owned).
+    pub async fn open_at(n: u8, dir: &std::path::Path, world: Arc<FakeWorld>) -> Self {
+        let owned = tempfile::TempDir::new().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteConfig::new(dir.join("deploy.db")))
+                .await
+                .unwrap(),
+        );
+        let mut f = Self::open(n, owned, world, false).await;
+        f.engine = Self::engine_on(store.clone(), f.world.clone());
+        f.store = store;
+        f
+    }
+
+    fn engine_on(store: Arc<dyn Store>, world: Arc<FakeWorld>) -> Engine {
+        let mut executors = ExecutorRegistry::new();
+        executors.register(ExecutionModel::Ssh, world);
+        let mut config = EngineConfig::new("test-engine");
+        config.backoff = RetryBackoff {
+            base: std::time::Duration::from_millis(10),
+            max: std::time::Duration::from_millis(50),
+        };
+        config.shutdown_grace = std::time::Duration::ZERO;
+        Engine::new(store, executors, config, Arc::new(SystemClock)).unwrap()
+    }
+
+    /// Stores `release`, approves promotion `n` of it, and creates its job.
+    pub async fn job(
+        &self,
+        n: u64,
+        release: &Release,
+        configure: impl FnOnce(&mut JobRequest),
+    ) -> DeploymentJob {
+        self.store.put_release(release).await.unwrap();
+        let mut p = promotion(n);
+        p.release_id = release.id;
+        p.decide(PromotionDecision::Approve, "tester", ts(1))
+            .unwrap();
+        self.store.put_promotion(&p).await.unwrap();
+        let mut request =
+            JobRequest::new(p.id, IdempotencyKey::parse(&format!("promo-{n}")).unwrap());
+        configure(&mut request);
+        self.engine.create_job(&request).await.unwrap().value
+    }
+
+    pub fn target(&self, i: usize) -> TargetId {
+        self.targets[i].id
+    }
+}
