@@ -81,6 +81,7 @@ async fn attempt(
                     name: c.name.clone(),
                     image: c.image.clone(),
                     publish: Vec::new(),
+                    args: Vec::new(),
                 })
             }
             None => None,

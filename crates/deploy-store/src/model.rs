@@ -208,7 +208,10 @@ mod tests {
             .into_iter()
             .filter(|s| s.holds_environment())
             .collect();
-        assert_eq!(holding, holds, "the environment lock follows JobStatus::holds_environment");
+        assert_eq!(
+            holding, holds,
+            "the environment lock follows JobStatus::holds_environment"
+        );
         for (file, source) in [
             ("sql.rs", include_str!("sql.rs")),
             (
