@@ -27,6 +27,10 @@ if ! id "$user" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh --groups docker "$user"
 fi
 id -nG "$user" | tr ' ' '\n' | grep -qx docker || usermod -aG docker "$user"
+# A user created elsewhere (e.g. by an older store.sh) may lack the shell or home the SSH tests need.
+[ "$(getent passwd "$user" | cut -d: -f7)" = /bin/sh ] || usermod --shell /bin/sh "$user"
+home=$(getent passwd "$user" | cut -d: -f6)
+[ -d "$home" ] || { mkdir -p "$home" && chown "$user": "$home"; }
 # sshd refuses a locked account ("!" in shadow) even for key auth. Give the user a random
 # password, readable by root only, for the password-auth tests (the fixtures' sshd is the only
 # one that accepts passwords, and it listens on loopback).

@@ -16,6 +16,8 @@ if ! have_initdb; then
   apt-get install -y -qq postgresql >/dev/null
 fi
 
+# The same test user as scripts/peers/ssh.sh (which also gives it Docker access and a
+# password); created the same way here so the order the scripts run in does not matter.
 if [ "$(id -u)" = 0 ] && ! id -u deploytest >/dev/null 2>&1; then
-  useradd --system --no-create-home --shell /usr/sbin/nologin deploytest
+  useradd --create-home --shell /bin/sh deploytest
 fi
