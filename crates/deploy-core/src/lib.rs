@@ -58,7 +58,7 @@ pub use release::{Component, Release};
 pub use rollout::{Action, DecideInput, RetryBackoff, decide, failed_targets};
 pub use strategy::{BatchSize, FailurePolicy, Percent, Ratio, Strategy};
 pub use target::{Target, TargetType};
-pub use task::{DEFAULT_MAX_ATTEMPTS, DeploymentTask};
+pub use task::{DEFAULT_MAX_ATTEMPTS, DeploymentTask, NewTask};
 pub use task_status::{TaskEvent, TaskStatus};
 pub use timestamp::Timestamp;
 pub use values::{

@@ -48,7 +48,44 @@ pub struct DeploymentTask {
     pub updated_at: Timestamp,
 }
 
+/// What a new task deploys, where, and with which budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub job_id: JobId,
+    pub target_id: TargetId,
+    pub component_id: Option<ComponentId>,
+    pub digest: Digest,
+    pub max_attempts: u32,
+    pub wave: u32,
+}
+
 impl DeploymentTask {
+    /// A pending task that has not been attempted, created at `now`.
+    pub fn pending(new: NewTask, now: Timestamp) -> Self {
+        Self {
+            id: new.id,
+            job_id: new.job_id,
+            target_id: new.target_id,
+            component_id: new.component_id,
+            digest: new.digest,
+            status: TaskStatus::Pending,
+            agent_id: None,
+            started_at: None,
+            completed_at: None,
+            logs: String::new(),
+            previous_digest: None,
+            error: None,
+            attempt_number: 0,
+            max_attempts: new.max_attempts,
+            last_failure_retryable: false,
+            wave: new.wave,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Attempts still available after the current one.
     pub fn attempts_left(&self) -> u32 {
         self.max_attempts.saturating_sub(self.attempt_number)

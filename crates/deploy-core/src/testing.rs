@@ -152,27 +152,18 @@ pub fn promotion(n: u64) -> Promotion {
 
 /// A pending task of job 1 on target `n` with the given attempt budget.
 pub fn task(n: u64, max_attempts: u32) -> DeploymentTask {
-    DeploymentTask {
-        id: task_id(n),
-        job_id: job_id(1),
-        target_id: target_id(n),
-        component_id: Some(component_id(1)),
-        digest: digest(1),
-        status: TaskStatus::Pending,
-        agent_id: None,
-        started_at: None,
-        completed_at: None,
-        logs: String::new(),
-        previous_digest: None,
-        error: None,
-        attempt_number: 0,
-        max_attempts,
-        last_failure_retryable: false,
-        wave: 0,
-        version: 0,
-        created_at: ts(0),
-        updated_at: ts(0),
-    }
+    DeploymentTask::pending(
+        NewTask {
+            id: task_id(n),
+            job_id: job_id(1),
+            target_id: target_id(n),
+            component_id: Some(component_id(1)),
+            digest: digest(1),
+            max_attempts,
+            wave: 0,
+        },
+        ts(0),
+    )
 }
 
 /// A pending all-at-once job `n` with one task per target `1..=targets`.

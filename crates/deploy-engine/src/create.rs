@@ -7,8 +7,8 @@ use deploy_artifacts::{
 };
 use deploy_core::{
     ArtifactId, Connection, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy,
-    GeneratedArtifact, IdempotencyKey, JobId, JobStatus, PromotionId, PromotionStatus, Strategy,
-    Target, TargetType, TaskId, TaskStatus, UnixPath, plan,
+    GeneratedArtifact, IdempotencyKey, JobId, JobStatus, NewTask, PromotionId, PromotionStatus,
+    Strategy, Target, TargetType, TaskId, UnixPath, plan,
 };
 use deploy_store::Created;
 
@@ -110,27 +110,18 @@ impl Engine {
                 .find(|w| w.targets.contains(&target.id))
                 .map_or(0, |w| w.index);
             let mut push = |component_id, digest| {
-                tasks.push(DeploymentTask {
-                    id: TaskId::from_parts(now, random_bytes()),
-                    job_id,
-                    target_id: target.id,
-                    component_id,
-                    digest,
-                    status: TaskStatus::Pending,
-                    agent_id: None,
-                    started_at: None,
-                    completed_at: None,
-                    logs: String::new(),
-                    previous_digest: None,
-                    error: None,
-                    attempt_number: 0,
-                    max_attempts: request.max_attempts,
-                    last_failure_retryable: false,
-                    wave,
-                    version: 0,
-                    created_at: now,
-                    updated_at: now,
-                });
+                tasks.push(DeploymentTask::pending(
+                    NewTask {
+                        id: TaskId::from_parts(now, random_bytes()),
+                        job_id,
+                        target_id: target.id,
+                        component_id,
+                        digest,
+                        max_attempts: request.max_attempts,
+                        wave,
+                    },
+                    now,
+                ));
             };
             if target.target_type == TargetType::ComposeHost {
                 // One task deploys the whole project; its digest is the compose lock's

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 
 use deploy_core::{
     DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy, IdempotencyKey, JobId,
-    JobStatus, Ratio, Strategy, TaskId, TaskStatus, Timestamp,
+    JobStatus, NewTask, Ratio, Strategy, TaskId, Timestamp,
 };
 
 use crate::errors::RollbackError;
@@ -95,27 +95,18 @@ pub fn plan_rollback(request: RollbackRequest<'_>) -> Result<RollbackPlan, Rollb
             continue;
         };
         sources.push(good);
-        tasks.push(DeploymentTask {
-            id: TaskId::from_parts(now, (request.random)()),
-            job_id: new_job_id,
-            target_id: task.target_id,
-            component_id: task.component_id,
-            digest: good.digest.clone(),
-            status: TaskStatus::Pending,
-            agent_id: None,
-            started_at: None,
-            completed_at: None,
-            logs: String::new(),
-            previous_digest: None,
-            error: None,
-            attempt_number: 0,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            last_failure_retryable: false,
-            wave: 0,
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        });
+        tasks.push(DeploymentTask::pending(
+            NewTask {
+                id: TaskId::from_parts(now, (request.random)()),
+                job_id: new_job_id,
+                target_id: task.target_id,
+                component_id: task.component_id,
+                digest: good.digest.clone(),
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                wave: 0,
+            },
+            now,
+        ));
     }
     let Some(newest) = sources.iter().max_by_key(|g| (g.completed_at, g.job_id)) else {
         return Err(RollbackError::NoRollbackTarget {

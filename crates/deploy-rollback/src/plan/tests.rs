@@ -1,7 +1,7 @@
 //! Tests of rollback planning: the right digests, exactly the touched slots, the spec's fast-track settings, and the errors.
 
 use deploy_core::testing::*;
-use deploy_core::{JobEvent, TaskEvent};
+use deploy_core::{JobEvent, TaskEvent, TaskStatus};
 
 use super::*;
 use crate::known_good::KnownGood;
