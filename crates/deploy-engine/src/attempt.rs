@@ -31,11 +31,16 @@ pub(crate) async fn run_attempt(
     phase: Phase,
     soak: Option<Duration>,
     cancel: CancellationToken,
+    stopping: CancellationToken,
 ) -> Option<DeploymentTask> {
     let id = task.id;
     let (sink, writer) = StoreLog::start(inner.store.clone(), inner.clock.clone(), id);
     let log = TaskLog::new(sink, inner.config.log_cap);
-    let outcome = attempt(&inner, &ctx, task, phase, soak, &cancel, &log).await;
+    let tokens = Tokens {
+        cancel: &cancel,
+        stopping: &stopping,
+    };
+    let outcome = attempt(&inner, &ctx, task, phase, soak, tokens, &log).await;
     drop(log);
     writer.finish().await;
     outcome
@@ -49,13 +54,14 @@ async fn attempt(
     mut task: DeploymentTask,
     phase: Phase,
     soak: Option<Duration>,
-    cancel: &CancellationToken,
+    tokens: Tokens<'_>,
     log: &TaskLog,
 ) -> Result<DeploymentTask, StoreError> {
+    let cancel = tokens.cancel;
     let target = ctx.target(task.target_id)?.clone();
     let executor = match inner.executors.for_target(&target) {
         Ok(e) => e,
-        Err(e) => return fail(inner, &task, e.is_retryable(), &e.to_string()).await,
+        Err(e) => return fail(inner, tokens, &task, e.is_retryable(), &e.to_string()).await,
     };
     let exec_ctx = ExecContext {
         log: log.clone(),
@@ -72,7 +78,7 @@ async fn attempt(
             && let Err(why) =
                 run_hook(executor.as_ref(), &target, hook, &exec_ctx, "pre-deploy").await
         {
-            return fail(inner, &task, false, &why).await;
+            return fail(inner, tokens, &task, false, &why).await;
         }
         let component = match task.component_id {
             Some(id) => {
@@ -103,7 +109,7 @@ async fn attempt(
                     "the executor reported failure without an error".to_owned(),
                 ),
             };
-            return fail(inner, &task, retryable, &why).await;
+            return fail(inner, tokens, &task, retryable, &why).await;
         }
         if result.previous_digest.is_some() && result.previous_digest != task.previous_digest {
             task.previous_digest = result.previous_digest.clone();
@@ -139,31 +145,56 @@ async fn attempt(
                     report.attempts, report.message
                 ));
             }
+            Ok(report) if report.verdict == HealthVerdict::Cancelled => {
+                return fail(
+                    inner,
+                    tokens,
+                    &task,
+                    false,
+                    "cancelled during health verification",
+                )
+                .await;
+            }
             Ok(report) => {
                 let why = format!(
                     "health check failed after {} probe(s): {}",
                     report.attempts, report.message
                 );
                 log.line(&why);
-                return fail(inner, &task, false, &why).await;
+                return fail(inner, tokens, &task, false, &why).await;
             }
-            Err(e) => return fail(inner, &task, false, &e.to_string()).await,
+            Err(e) => return fail(inner, tokens, &task, false, &e.to_string()).await,
         }
     }
     if let Some(hook) = &ctx.environment.hooks.post_deploy
         && let Err(why) = run_hook(executor.as_ref(), &target, hook, &exec_ctx, "post-deploy").await
     {
-        return fail(inner, &task, false, &why).await;
+        return fail(inner, tokens, &task, false, &why).await;
     }
     inner.task_event(&task, TaskEvent::Succeed, "healthy").await
 }
 
+/// The worker's two reasons to stop early.
+#[derive(Clone, Copy)]
+struct Tokens<'a> {
+    /// The job was cancelled (or gave up): the attempt ends failed.
+    cancel: &'a CancellationToken,
+    /// This engine stops running the job (shutdown, lease lost): the attempt is left
+    /// in flight, unwritten, for the next engine to reconcile with `inspect`.
+    stopping: &'a CancellationToken,
+}
+
 async fn fail(
     inner: &Inner,
+    tokens: Tokens<'_>,
     task: &DeploymentTask,
     retryable: bool,
     why: &str,
 ) -> Result<DeploymentTask, StoreError> {
+    if tokens.stopping.is_cancelled() {
+        tracing::info!(task = %task.id, why, "engine stopping: the attempt is left for the next engine to reconcile");
+        return Ok(task.clone());
+    }
     inner
         .task_event(task, TaskEvent::Fail { retryable }, why)
         .await

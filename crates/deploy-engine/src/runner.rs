@@ -357,9 +357,10 @@ impl Run {
         self.live.insert(task.id, token.clone());
         let soak = soak_of(&self.job, task.wave);
         let (inner, ctx, done) = (self.inner.clone(), self.ctx.clone(), self.done_tx.clone());
+        let stopping = self.stop.clone();
         tokio::spawn(async move {
             let id = task.id;
-            let last = run_attempt(inner, ctx, task, phase, soak, token).await;
+            let last = run_attempt(inner, ctx, task, phase, soak, token, stopping).await;
             let _ = done.send((id, last));
         });
     }

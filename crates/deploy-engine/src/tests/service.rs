@@ -1,0 +1,118 @@
+//! The engine as a service: claiming jobs with leases, two engines on one database, and hand-over on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use deploy_core::testing::digest;
+use deploy_core::*;
+use tokio_util::sync::CancellationToken;
+
+use super::fake::{Behaviour, FakeWorld, Fixture, release_with};
+
+/// Waits (bounded) until job `id` is settled in the store.
+async fn settled(f: &Fixture, id: JobId, within: Duration) -> DeploymentJob {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let job = f.store.get_job(id).await.unwrap();
+        if !job.status.is_active() {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} still {} after {within:?}",
+            job.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_claims_and_completes_created_jobs() {
+    let f = Fixture::new(3).await;
+    let shutdown = CancellationToken::new();
+    let engine = f.engine.clone();
+    let token = shutdown.clone();
+    let service = tokio::spawn(async move { engine.serve(token).await });
+    let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    let done = settled(&f, job.id, Duration::from_secs(20)).await;
+    assert_eq!(done.status, JobStatus::Completed);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_engine_hands_its_job_to_another_on_the_same_database() {
+    let dir = deploy_testkit::temp_dir("engine-serve-").unwrap();
+    let path = dir.path().to_path_buf();
+    let world = Arc::new(FakeWorld::default());
+    let a = Fixture::open(2, dir, world.clone(), true).await;
+    // Target 2 hangs on engine A: A is shut down with the task in flight.
+    world.on(a.target(1), &digest(1), Behaviour::Hang, 1);
+    let job = a.job(1, &release_with(1, digest(1)), |_| {}).await;
+    let stop_a = CancellationToken::new();
+    let (engine_a, token) = (a.engine.clone(), stop_a.clone());
+    let service_a = tokio::spawn(async move { engine_a.serve(token).await });
+    for _ in 0..500 {
+        if world.in_flight.load(Ordering::SeqCst) == 1 && world.deploys.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        world.in_flight.load(Ordering::SeqCst),
+        1,
+        "the hanging deploy is in flight on A"
+    );
+    // A shuts down: its grace is zero, so the hanging task is cancelled, and the lease released.
+    stop_a.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service_a)
+        .await
+        .unwrap()
+        .unwrap();
+    let after_a = a.store.get_job(job.id).await.unwrap();
+    assert!(
+        after_a.status.is_active(),
+        "A only stopped running the job: {}",
+        after_a.status
+    );
+
+    // Engine B on the same database claims it at once and finishes it.
+    let b = Fixture::open_at(2, &path, world.clone()).await;
+    let stop_b = CancellationToken::new();
+    let (engine_b, token) = (b.engine.clone(), stop_b.clone());
+    let service_b = tokio::spawn(async move { engine_b.serve(token).await });
+    let done = settled(&b, job.id, Duration::from_secs(30)).await;
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "{:?}",
+        done.failure_reason
+    );
+    assert_eq!(world.digest_on(b.target(1), "web"), Some(digest(1)));
+    // The interrupted attempt was cancelled (a retryable failure) and retried once; nothing ran twice.
+    let t1 = done
+        .tasks
+        .iter()
+        .find(|t| t.target_id == b.target(1))
+        .unwrap();
+    assert_eq!(t1.attempt_number, 2);
+    let deploys = world.deploys.lock().unwrap().clone();
+    let mut pairs: Vec<_> = deploys.iter().map(|d| (d.0, d.1)).collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(
+        pairs.len(),
+        deploys.len(),
+        "no (task, attempt) deployed twice"
+    );
+    stop_b.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service_b)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(a);
+}
