@@ -103,6 +103,50 @@ pub enum ExecError {
         known_hosts: String,
         detail: String,
     },
+    /// An orchestrator API answered with a non-success status. 401/403 and other 4xx
+    /// are permanent; 408, 429 and 5xx are retryable.
+    #[error("{action} {platform} `{resource}`: http status {status}, expected 2xx: {detail}")]
+    ApiStatus {
+        platform: &'static str,
+        action: String,
+        resource: String,
+        status: u16,
+        detail: String,
+    },
+    /// Someone else changed the resource between our read and our write (Nomad
+    /// `EnforceIndex`, Kubernetes 409): read it again and retry.
+    #[error(
+        "{action} {platform} `{resource}`: it was changed concurrently since it was read ({detail}); retry reads it again"
+    )]
+    ApiConflict {
+        platform: &'static str,
+        action: String,
+        resource: String,
+        detail: String,
+    },
+    /// An orchestrator API answered with something other than what was expected.
+    #[error("read the {platform} answer for `{resource}`: expected {expected}")]
+    ApiResponse {
+        platform: &'static str,
+        resource: String,
+        expected: String,
+    },
+    /// The platform reported the rollout as failed (ECS FAILED, Nomad failed deployment,
+    /// Kubernetes ProgressDeadlineExceeded).
+    #[error("roll out `{image}` on {platform} `{resource}`: {detail}")]
+    RolloutFailed {
+        platform: &'static str,
+        resource: String,
+        image: String,
+        detail: String,
+    },
+    /// The operation does not exist for this kind of target.
+    #[error("{what} on a {target_type} target: not supported ({hint})")]
+    NotSupported {
+        what: String,
+        target_type: String,
+        hint: String,
+    },
 }
 
 impl ExecError {
@@ -114,7 +158,15 @@ impl ExecError {
             | Self::ConnectionLost { .. }
             | Self::Timeout { .. }
             | Self::CommandFailed { .. }
-            | Self::Upload { .. } => ErrorClass::Retryable,
+            | Self::Upload { .. }
+            | Self::ApiConflict { .. } => ErrorClass::Retryable,
+            Self::ApiStatus { status, .. } => {
+                if *status == 408 || *status == 429 || *status >= 500 {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Permanent
+                }
+            }
             Self::HostKeyMismatch { .. }
             | Self::HostKeyUnknown { .. }
             | Self::Authentication { .. }
@@ -123,7 +175,10 @@ impl ExecError {
             | Self::Unsupported { .. }
             | Self::Cancelled { .. }
             | Self::NotRunning { .. }
-            | Self::KnownHostsWrite { .. } => ErrorClass::Permanent,
+            | Self::KnownHostsWrite { .. }
+            | Self::ApiResponse { .. }
+            | Self::RolloutFailed { .. }
+            | Self::NotSupported { .. } => ErrorClass::Permanent,
         }
     }
 

@@ -1,0 +1,1 @@
+//! Kubernetes against a deterministic fake.

@@ -1,0 +1,1 @@
+//! Nomad against a fake following the Nomad HTTP API documentation.
