@@ -31,13 +31,18 @@ impl Http {
             .connect_timeout(request_timeout)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+            let bad = |detail: String| {
                 ExecError::invalid(
                     format!("{platform} ca certificate"),
                     "(the ca_ref secret)",
-                    format!("a PEM certificate ({e})"),
+                    format!("a PEM certificate ({detail})"),
                 )
-            })?;
+            };
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(bad("no `-----BEGIN CERTIFICATE-----` block".into()));
+            }
+            let cert =
+                reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
             builder = builder.add_root_certificate(cert);
         }
         let client = builder.build().map_err(|e| {

@@ -258,12 +258,16 @@ fn conflict(e: ExecError, read_index: u64) -> ExecError {
             resource,
             detail,
             ..
-        } if detail.contains("conflicting job modify index") => ExecError::ApiConflict {
-            platform,
-            action,
-            resource,
-            detail: format!("read at job modify index {read_index}: {detail}"),
-        },
+        } if detail.contains("conflicting job modify index")
+            || detail.contains("Enforcing job modify index") =>
+        {
+            ExecError::ApiConflict {
+                platform,
+                action,
+                resource,
+                detail: format!("read at job modify index {read_index}: {detail}"),
+            }
+        }
         other => other,
     }
 }
