@@ -4,7 +4,7 @@ use deploy_core::ApiConnection;
 use reqwest::Url;
 use serde_json::{Map, Value, json};
 
-use super::executor::{Call, Rolled};
+use super::executor::{Call, Rolled, named_image};
 use super::http::host_of;
 use super::sigv4::{AwsCredentials, SigningInput, amz_date_now, sign};
 use crate::errors::ExecError;
@@ -191,22 +191,7 @@ impl<'a> Ecs<'a> {
         let containers = definition["containerDefinitions"]
             .as_array()
             .ok_or_else(|| self.unexpected("containerDefinitions in the task definition"))?;
-        containers
-            .iter()
-            .find(|c| c["name"] == self.container)
-            .and_then(|c| c["image"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                let names: Vec<&str> = containers
-                    .iter()
-                    .filter_map(|c| c["name"].as_str())
-                    .collect();
-                self.unexpected(format!(
-                    "a container named `{}` with an image in the task definition; available: {}",
-                    self.container,
-                    names.join(", ")
-                ))
-            })
+        named_image(containers, self.container).map_err(|e| self.unexpected(e))
     }
 
     /// The register request: the current definition's writable fields, only our container's image changed.

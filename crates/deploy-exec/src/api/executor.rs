@@ -207,6 +207,26 @@ pub(crate) fn digest_of(image: &str) -> Option<Digest> {
         .and_then(|(_, d)| Digest::parse(d).ok())
 }
 
+/// The image of the container named `name` in a platform's container list; on error,
+/// what was expected (the names available).
+pub(crate) fn named_image(containers: &[serde_json::Value], name: &str) -> Result<String, String> {
+    containers
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["image"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            let names: Vec<&str> = containers
+                .iter()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            format!(
+                "a container named `{name}` with an image; available: {}",
+                names.join(", ")
+            )
+        })
+}
+
 /// A human name of the target's platform resource, for errors.
 fn resource_name(target: &Target) -> String {
     match &target.connection {

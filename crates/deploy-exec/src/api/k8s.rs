@@ -3,7 +3,7 @@
 use deploy_core::ApiConnection;
 use serde_json::{Value, json};
 
-use super::executor::{Call, Rolled};
+use super::executor::{Call, Rolled, named_image};
 use super::http::base_url;
 use crate::errors::ExecError;
 
@@ -81,22 +81,7 @@ impl<'a> Kube<'a> {
         let containers = deployment["spec"]["template"]["spec"]["containers"]
             .as_array()
             .ok_or_else(|| self.unexpected("spec.template.spec.containers"))?;
-        containers
-            .iter()
-            .find(|c| c["name"] == self.container)
-            .and_then(|c| c["image"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                let names: Vec<&str> = containers
-                    .iter()
-                    .filter_map(|c| c["name"].as_str())
-                    .collect();
-                self.unexpected(format!(
-                    "a container named `{}`; available: {}",
-                    self.container,
-                    names.join(", ")
-                ))
-            })
+        named_image(containers, self.container).map_err(|e| self.unexpected(e))
     }
 
     /// Waits for `generation` to be observed and fully rolled out (`kubectl rollout status`).

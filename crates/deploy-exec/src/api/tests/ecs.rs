@@ -7,7 +7,8 @@ use deploy_core::{ApiConnection, CredentialRef, HttpUrl, ResourceName, TargetTyp
 use serde_json::{Value, json};
 
 use super::fake::{
-    Fake, Handler, Recorded, Reply, assert_no_secret, ctx, executor, image, request, target,
+    Fake, Handler, Recorded, Reply, assert_no_secret, assert_redeploy_is_a_no_op, ctx,
+    deploy_failure, executor, image, request, target,
 };
 use crate::errors::ExecError;
 use crate::executor::Executor;
@@ -212,16 +213,7 @@ async fn deploy_registers_a_copy_with_one_image_changed_and_waits_for_completed(
     );
 
     // Inspect now reads the new revision; deploying the same digest again changes nothing.
-    let (c, _) = ctx(5_000);
-    assert_eq!(
-        exec.inspect(&t, &deploy_core::testing::name("web"), &c)
-            .await
-            .unwrap(),
-        Some(digest(2))
-    );
-    let again = exec.deploy(&request(&t, 2), &c).await;
-    assert!(again.success && !again.changed, "{again:?}");
-    assert!(!fake.calls().is_empty());
+    assert_redeploy_is_a_no_op(&exec, &t).await;
     assert_eq!(
         fake.requests()
             .iter()
@@ -234,33 +226,22 @@ async fn deploy_registers_a_copy_with_one_image_changed_and_waits_for_completed(
 #[tokio::test]
 async fn a_failed_rollout_is_a_permanent_failure_with_the_reason() {
     let fake = Fake::start(ecs_handler(Rollout::Fails)).await;
-    let t = ecs_target(&fake.base);
-    let (c, _) = ctx(5_000);
-    let result = executor(&[("env:AWS_KEYS", SECRET)])
-        .deploy(&request(&t, 2), &c)
-        .await;
-    assert!(!result.success);
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(&ecs_target(&fake.base), &[("env:AWS_KEYS", SECRET)], 5_000).await;
     assert!(matches!(err, ExecError::RolloutFailed { .. }), "{err:?}");
-    assert!(!result.retryable());
+    assert!(!err.is_retryable());
     assert!(err.to_string().contains("circuit breaker"), "{err}");
 }
 
 #[tokio::test]
 async fn a_rollout_that_never_completes_hits_the_progress_deadline() {
     let fake = Fake::start(ecs_handler(Rollout::Never)).await;
-    let t = ecs_target(&fake.base);
-    let (c, _) = ctx(300);
-    let result = executor(&[("env:AWS_KEYS", SECRET)])
-        .deploy(&request(&t, 2), &c)
-        .await;
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(&ecs_target(&fake.base), &[("env:AWS_KEYS", SECRET)], 300).await;
     assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
     assert!(
         err.to_string().contains("rolloutState IN_PROGRESS"),
         "{err}"
     );
-    assert!(result.retryable());
+    assert!(err.is_retryable());
 }
 
 #[tokio::test]
@@ -276,12 +257,12 @@ async fn run_command_is_not_supported() {
 
 #[tokio::test]
 async fn a_malformed_access_key_is_a_permanent_secret_error() {
-    let t = ecs_target("http://127.0.0.1:9");
-    let (c, _) = ctx(1_000);
-    let result = executor(&[("env:AWS_KEYS", "no-colon-here")])
-        .deploy(&request(&t, 2), &c)
-        .await;
-    let err = result.error.unwrap();
+    let err = deploy_failure(
+        &ecs_target("http://127.0.0.1:9"),
+        &[("env:AWS_KEYS", "no-colon-here")],
+        1_000,
+    )
+    .await;
     assert!(matches!(err, ExecError::Secret { .. }), "{err:?}");
     assert!(!err.to_string().contains("no-colon-here"), "{err}");
 }

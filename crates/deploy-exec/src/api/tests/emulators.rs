@@ -9,10 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use deploy_core::testing::{digest, name};
-use deploy_core::{ApiConnection, CredentialRef, HttpUrl, ResourceName, TargetType};
+use deploy_core::{ApiConnection, ResourceName};
 use serde_json::{Value, json};
 
-use super::fake::{ctx, executor, image, request, target};
+use super::ecs::ecs_target;
+use super::fake::{ctx, executor, image, request};
+use super::k8s::k8s_target;
 use crate::errors::ExecError;
 use crate::executor::Executor;
 
@@ -82,18 +84,13 @@ async fn ecs_setup(base: &str, action: &str, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
+/// The fakes' ECS target with another service name.
 fn moto_target(base: &str, service: &str) -> deploy_core::Target {
-    target(
-        TargetType::EcsService,
-        ApiConnection::Ecs {
-            endpoint: Some(HttpUrl::parse(base).unwrap()),
-            region: ResourceName::parse("eu-west-1").unwrap(),
-            cluster: ResourceName::parse("prod").unwrap(),
-            service: ResourceName::parse(service).unwrap(),
-            container: ResourceName::parse("web").unwrap(),
-            credential_ref: CredentialRef::parse("env:AWS_KEYS").unwrap(),
-        },
-    )
+    let mut t = ecs_target(base);
+    if let deploy_core::Connection::Api(ApiConnection::Ecs { service: s, .. }) = &mut t.connection {
+        *s = ResourceName::parse(service).unwrap();
+    }
+    t
 }
 
 #[tokio::test]
@@ -229,17 +226,7 @@ async fn kubernetes_requests_are_understood_by_kmock() {
         .await
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
-    let t = target(
-        TargetType::K8sDeployment,
-        ApiConnection::Kubernetes {
-            api_server: HttpUrl::parse(base).unwrap(),
-            namespace: ResourceName::parse("prod").unwrap(),
-            deployment: ResourceName::parse("web").unwrap(),
-            container: ResourceName::parse("web").unwrap(),
-            credential_ref: CredentialRef::parse("env:KUBE_TOKEN").unwrap(),
-            ca_ref: None,
-        },
-    );
+    let t = k8s_target(base);
     let exec = executor(&[("env:KUBE_TOKEN", "kmock-token")]);
     let (c, _) = ctx(10_000);
     assert_eq!(

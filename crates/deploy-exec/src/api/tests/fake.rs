@@ -297,3 +297,27 @@ pub async fn check_error_classes(make_target: impl Fn(&str) -> Target, secrets: 
     );
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+/// Deploys digest 2 to `target` and returns the error it must fail with.
+pub async fn deploy_failure(
+    target: &Target,
+    secrets: &[(&str, &str)],
+    timeout_ms: u64,
+) -> ExecError {
+    let (c, _) = ctx(timeout_ms);
+    let result = executor(secrets).deploy(&request(target, 2), &c).await;
+    assert!(!result.success, "{result:?}");
+    assert_eq!(result.previous_digest, None);
+    result.error.unwrap()
+}
+
+/// After a deploy of digest 2: inspect reads it back, and deploying it again changes nothing.
+pub async fn assert_redeploy_is_a_no_op(exec: &ApiExecutor, target: &Target) {
+    let (c, _) = ctx(5_000);
+    assert_eq!(
+        exec.inspect(target, &name("web"), &c).await.unwrap(),
+        Some(digest(2))
+    );
+    let again = exec.deploy(&request(target, 2), &c).await;
+    assert!(again.success && !again.changed, "{again:?}");
+}

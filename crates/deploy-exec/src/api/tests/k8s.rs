@@ -2,12 +2,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use deploy_core::testing::{digest, name};
+use deploy_core::testing::digest;
 use deploy_core::{ApiConnection, CredentialRef, HttpUrl, ResourceName, TargetType};
 use serde_json::{Value, json};
 
 use super::fake::{
-    Fake, Handler, Recorded, Reply, assert_no_secret, ctx, executor, image, request, target,
+    Fake, Handler, Recorded, Reply, assert_no_secret, assert_redeploy_is_a_no_op, ctx,
+    deploy_failure, executor, image, request, target,
 };
 use crate::errors::ExecError;
 use crate::executor::Executor;
@@ -177,13 +178,7 @@ async fn deploy_patches_one_container_and_waits_like_rollout_status() {
     );
     assert_no_secret(&sink, TOKEN);
 
-    let (c, _) = ctx(5_000);
-    assert_eq!(
-        exec.inspect(&t, &name("web"), &c).await.unwrap(),
-        Some(digest(2))
-    );
-    let again = exec.deploy(&request(&t, 2), &c).await;
-    assert!(again.success && !again.changed, "{again:?}");
+    assert_redeploy_is_a_no_op(&exec, &t).await;
     assert_eq!(
         fake.requests()
             .iter()
@@ -197,48 +192,36 @@ async fn deploy_patches_one_container_and_waits_like_rollout_status() {
 async fn progress_deadline_exceeded_is_a_permanent_rollout_failure() {
     let (handler, _) = k8s_handler(Outcome::DeadlineExceeded);
     let fake = Fake::start(handler).await;
-    let (c, _) = ctx(5_000);
-    let result = executor(&[("env:KUBE_TOKEN", TOKEN)])
-        .deploy(&request(&k8s_target(&fake.base), 2), &c)
-        .await;
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(&k8s_target(&fake.base), &[("env:KUBE_TOKEN", TOKEN)], 5_000).await;
     assert!(matches!(err, ExecError::RolloutFailed { .. }), "{err:?}");
     assert!(
         err.to_string().contains("ProgressDeadlineExceeded"),
         "{err}"
     );
-    assert!(!result.retryable());
+    assert!(!err.is_retryable());
 }
 
 #[tokio::test]
 async fn a_rollout_that_never_progresses_hits_our_deadline() {
     let (handler, _) = k8s_handler(Outcome::Never);
     let fake = Fake::start(handler).await;
-    let (c, _) = ctx(300);
-    let result = executor(&[("env:KUBE_TOKEN", TOKEN)])
-        .deploy(&request(&k8s_target(&fake.base), 2), &c)
-        .await;
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(&k8s_target(&fake.base), &[("env:KUBE_TOKEN", TOKEN)], 300).await;
     assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
     assert!(
         err.to_string()
             .contains("waiting for generation 5 to be observed"),
         "{err}"
     );
-    assert!(result.retryable());
+    assert!(err.is_retryable());
 }
 
 #[tokio::test]
 async fn a_concurrent_change_is_a_retryable_409_conflict() {
     let (handler, state) = k8s_handler(Outcome::Concurrent);
     let fake = Fake::start(handler).await;
-    let (c, _) = ctx(5_000);
-    let result = executor(&[("env:KUBE_TOKEN", TOKEN)])
-        .deploy(&request(&k8s_target(&fake.base), 2), &c)
-        .await;
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(&k8s_target(&fake.base), &[("env:KUBE_TOKEN", TOKEN)], 5_000).await;
     assert!(matches!(err, ExecError::ApiConflict { .. }), "{err:?}");
-    assert!(result.retryable());
+    assert!(err.is_retryable());
     assert!(
         err.to_string().contains("the object has been modified"),
         "{err}"

@@ -2,12 +2,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use deploy_core::testing::{digest, name};
+use deploy_core::testing::digest;
 use deploy_core::{ApiConnection, CredentialRef, HttpUrl, ResourceName, TargetType};
 use serde_json::{Value, json};
 
 use super::fake::{
-    Fake, Handler, Recorded, Reply, assert_no_secret, ctx, executor, image, request, target,
+    Fake, Handler, Recorded, Reply, assert_no_secret, assert_redeploy_is_a_no_op, ctx,
+    deploy_failure, executor, image, request, target,
 };
 use crate::errors::ExecError;
 use crate::executor::Executor;
@@ -198,13 +199,7 @@ async fn deploy_registers_with_enforce_index_and_follows_the_deployment() {
     );
     assert_no_secret(&sink, TOKEN);
 
-    let (c, _) = ctx(5_000);
-    assert_eq!(
-        exec.inspect(&t, &name("web"), &c).await.unwrap(),
-        Some(digest(2))
-    );
-    let again = exec.deploy(&request(&t, 2), &c).await;
-    assert!(again.success && !again.changed, "{again:?}");
+    assert_redeploy_is_a_no_op(&exec, &t).await;
     assert_eq!(
         fake.calls()
             .iter()
@@ -239,44 +234,47 @@ async fn canaries_are_promoted_once_healthy() {
 async fn a_failed_deployment_is_a_permanent_failure() {
     let (handler, _) = nomad_handler(Outcome::Fails, 0);
     let fake = Fake::start(handler).await;
-    let (c, _) = ctx(5_000);
-    let result = executor(&[("env:NOMAD_TOKEN", TOKEN)])
-        .deploy(&request(&nomad_target(&fake.base), 2), &c)
-        .await;
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(
+        &nomad_target(&fake.base),
+        &[("env:NOMAD_TOKEN", TOKEN)],
+        5_000,
+    )
+    .await;
     assert!(matches!(err, ExecError::RolloutFailed { .. }), "{err:?}");
     assert!(err.to_string().contains("unhealthy allocations"), "{err}");
-    assert!(!result.retryable());
+    assert!(!err.is_retryable());
 }
 
 #[tokio::test]
 async fn a_deployment_that_never_finishes_hits_the_progress_deadline() {
     let (handler, _) = nomad_handler(Outcome::Never, 0);
     let fake = Fake::start(handler).await;
-    let (c, _) = ctx(300);
-    let result = executor(&[("env:NOMAD_TOKEN", TOKEN)])
-        .deploy(&request(&nomad_target(&fake.base), 2), &c)
-        .await;
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(
+        &nomad_target(&fake.base),
+        &[("env:NOMAD_TOKEN", TOKEN)],
+        300,
+    )
+    .await;
     assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
     assert!(
         err.to_string().contains("deployment dep-2 running"),
         "{err}"
     );
-    assert!(result.retryable());
+    assert!(err.is_retryable());
 }
 
 #[tokio::test]
 async fn a_concurrent_register_is_a_retryable_conflict() {
     let (handler, state) = nomad_handler(Outcome::Concurrent, 0);
     let fake = Fake::start(handler).await;
-    let (c, _) = ctx(5_000);
-    let result = executor(&[("env:NOMAD_TOKEN", TOKEN)])
-        .deploy(&request(&nomad_target(&fake.base), 2), &c)
-        .await;
-    let err = result.error.clone().unwrap();
+    let err = deploy_failure(
+        &nomad_target(&fake.base),
+        &[("env:NOMAD_TOKEN", TOKEN)],
+        5_000,
+    )
+    .await;
     assert!(matches!(err, ExecError::ApiConflict { .. }), "{err:?}");
-    assert!(result.retryable());
+    assert!(err.is_retryable());
     assert!(err.to_string().contains("changed concurrently"), "{err}");
     assert!(
         err.to_string().contains("conflicting job modify index: 41"),
