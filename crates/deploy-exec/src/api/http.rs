@@ -103,7 +103,7 @@ impl Http {
                 expected: format!("a JSON answer to {action} ({e})"),
             });
         }
-        let detail = self.log.redact(&tail(&body));
+        let detail = tail(&self.log.redact(&body));
         if status.as_u16() == 409 {
             return Err(ExecError::ApiConflict {
                 platform: self.platform,

@@ -249,10 +249,12 @@ pub async fn check_error_classes(make_target: impl Fn(&str) -> Target, secrets: 
         (Some(500), true),
         (None, true),
     ] {
-        let fake = Fake::start(Arc::new(move |_r: &Recorded| match reply {
+        // The error body echoes the request headers (as some proxies do): the
+        // credential in them must not reach the error or the log.
+        let fake = Fake::start(Arc::new(move |r: &Recorded| match reply {
             Some(status) => Reply::Text(
                 status,
-                format!("{{\"message\":\"status {status} from the fake\"}}"),
+                format!("status {status} from the fake; headers {:?}", r.headers),
             ),
             None => Reply::Reset,
         }))
@@ -268,6 +270,8 @@ pub async fn check_error_classes(make_target: impl Fn(&str) -> Target, secrets: 
                     matches!(err, ExecError::ApiStatus { status: s, .. } if s == status),
                     "{err:?}"
                 );
+                // The echoed credential header was replaced, not dropped.
+                assert!(err.to_string().contains(crate::REDACTED), "{err}");
                 assert!(
                     err.to_string().contains(&format!("status {status}")),
                     "{err}"

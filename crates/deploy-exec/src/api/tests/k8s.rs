@@ -253,3 +253,36 @@ async fn a_bad_ca_certificate_is_a_permanent_input_error() {
 async fn auth_failures_are_permanent_and_server_and_transport_failures_retry() {
     super::fake::check_error_classes(k8s_target, &[("env:KUBE_TOKEN", TOKEN)]).await;
 }
+
+#[tokio::test]
+async fn cancel_during_the_wait_is_a_permanent_cancelled_error() {
+    let (handler, _) = k8s_handler(Outcome::Never);
+    let fake = Fake::start(handler).await;
+    let (c, _) = ctx(10_000);
+    let cancel = c.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let result = executor(&[("env:KUBE_TOKEN", TOKEN)])
+        .deploy(&request(&k8s_target(&fake.base), 2), &c)
+        .await;
+    let err = result.error.unwrap();
+    assert!(matches!(err, ExecError::Cancelled { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn the_registry_routes_api_targets_to_the_api_executor() {
+    let mut registry = crate::ExecutorRegistry::new();
+    registry.register(
+        deploy_core::ExecutionModel::Api,
+        std::sync::Arc::new(executor(&[])),
+    );
+    let t = k8s_target("http://127.0.0.1:9");
+    let chosen = registry.for_target(&t).unwrap();
+    let (c, _) = ctx(1_000);
+    let cmd = deploy_core::CommandSpec::new(vec!["true".into()]).unwrap();
+    let err = chosen.run_command(&t, &cmd, &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::NotSupported { .. }), "{err:?}");
+}
