@@ -140,6 +140,13 @@ pub enum ExecError {
         image: String,
         detail: String,
     },
+    /// The server's TLS certificate is not trusted (wrong or missing CA): retrying cannot help.
+    #[error("verify the tls certificate of {host}:{port}: {detail}")]
+    TlsCertificate {
+        host: String,
+        port: u16,
+        detail: String,
+    },
     /// The operation does not exist for this kind of target.
     #[error("{what} on a {target_type} target: not supported ({hint})")]
     NotSupported {
@@ -177,6 +184,7 @@ impl ExecError {
             | Self::NotRunning { .. }
             | Self::KnownHostsWrite { .. }
             | Self::ApiResponse { .. }
+            | Self::TlsCertificate { .. }
             | Self::RolloutFailed { .. }
             | Self::NotSupported { .. } => ErrorClass::Permanent,
         }
@@ -237,5 +245,45 @@ mod tests {
         };
         assert!(timeout.is_retryable());
         assert!(!ExecError::invalid("name", "x", "y").is_retryable());
+    }
+
+    #[test]
+    fn api_statuses_retry_only_when_the_server_may_recover() {
+        let status = |status| ExecError::ApiStatus {
+            platform: "kubernetes",
+            action: "patch deployment".into(),
+            resource: "prod/web".into(),
+            status,
+            detail: "x".into(),
+        };
+        for (code, retryable) in [
+            (401, false),
+            (403, false),
+            (404, false),
+            (422, false),
+            (408, true),
+            (429, true),
+            (500, true),
+            (503, true),
+        ] {
+            assert_eq!(status(code).is_retryable(), retryable, "{code}");
+        }
+        assert_eq!(
+            status(403).to_string(),
+            "patch deployment kubernetes `prod/web`: http status 403, expected 2xx: x"
+        );
+        let conflict = ExecError::ApiConflict {
+            platform: "nomad",
+            action: "register".into(),
+            resource: "web".into(),
+            detail: "index 41".into(),
+        };
+        assert!(conflict.is_retryable());
+        let tls = ExecError::TlsCertificate {
+            host: "127.0.0.1".into(),
+            port: 6443,
+            detail: "unknown issuer".into(),
+        };
+        assert!(!tls.is_retryable());
     }
 }

@@ -127,6 +127,16 @@ impl Http {
             .url()
             .map(|u| (host_of(u), u.port_or_known_default().unwrap_or(0)))
             .unwrap_or_else(|| (String::from("(unknown)"), 0));
+        let detail = chain(e);
+        if detail.contains("invalid peer certificate") {
+            return ExecError::TlsCertificate {
+                host,
+                port,
+                detail: self.log.redact(&format!(
+                    "{action}: {detail} (set the target's ca_ref to the cluster CA)"
+                )),
+            };
+        }
         let kind = if e.is_timeout() {
             "timed out"
         } else if e.is_connect() {

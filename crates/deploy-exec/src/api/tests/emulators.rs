@@ -277,3 +277,133 @@ async fn kubernetes_requests_are_understood_by_kmock() {
     );
     assert!(!err.is_retryable());
 }
+
+/// A CA and a `127.0.0.1` server certificate it signed, made with the openssl CLI.
+fn certificates(dir: &std::path::Path) {
+    let openssl =
+        deploy_testkit::require_program("openssl", &[], "apt-get install openssl").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[tokio::test]
+async fn kubernetes_tls_trusts_the_cluster_ca_from_ca_ref_only() {
+    let dir = deploy_testkit::temp_dir("api-tls").unwrap();
+    certificates(dir.path());
+    let port = deploy_testkit::free_port().unwrap();
+    // `openssl s_server -www` answers every GET with an HTML status page over TLS.
+    let mut child = Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "leaf.pem",
+            "-key",
+            "leaf.key",
+            "-www",
+            "-quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, "openssl s_server").await;
+    let server = Emulator {
+        child,
+        base: format!("https://127.0.0.1:{port}"),
+    };
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let exec = executor(&[("env:KUBE_TOKEN", "tls-token"), ("env:KUBE_CA", &ca)]);
+
+    // Without the CA: the certificate is not trusted, a permanent error that names ca_ref.
+    let t = k8s_target(&server.base);
+    let (c, _) = ctx(10_000);
+    let err = exec.inspect(&t, &name("web"), &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::TlsCertificate { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("ca_ref"), "{err}");
+
+    // With it: the handshake succeeds and the HTML page is refused as a non-JSON answer.
+    let mut t = t;
+    if let deploy_core::Connection::Api(ApiConnection::Kubernetes { ca_ref, .. }) =
+        &mut t.connection
+    {
+        *ca_ref = Some(deploy_core::CredentialRef::parse("env:KUBE_CA").unwrap());
+    }
+    let (c, _) = ctx(10_000);
+    let err = exec.inspect(&t, &name("web"), &c).await.unwrap_err();
+    assert!(matches!(err, ExecError::ApiResponse { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("a JSON answer to read deployment"),
+        "{err}"
+    );
+}
