@@ -250,7 +250,17 @@ impl<'a> Ecs<'a> {
                             });
                         }
                         Some(other) => format!("rolloutState {other}, {counts}"),
-                        None => format!("no rolloutState, {counts}"),
+                        // Without rolloutState (older API answers): stable like
+                        // `aws ecs wait services-stable`, one deployment, all running.
+                        None if deployments.len() == 1
+                            && d["runningCount"] == d["desiredCount"] =>
+                        {
+                            return Ok(());
+                        }
+                        None => format!(
+                            "no rolloutState, {} deployments, {counts}",
+                            deployments.len()
+                        ),
                     }
                 }
             };

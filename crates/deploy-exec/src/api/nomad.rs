@@ -120,7 +120,14 @@ impl<'a> Nomad<'a> {
     }
 
     /// Follows the job's latest deployment once it belongs to `modify_index` or later.
-    async fn wait(&self, modify_index: u64, image: &str) -> Result<(), ExecError> {
+    /// With `registered` false (nothing was changed) an absent or older deployment means
+    /// there is nothing to wait for.
+    async fn wait(
+        &self,
+        modify_index: u64,
+        image: &str,
+        registered: bool,
+    ) -> Result<(), ExecError> {
         let mut promoted = false;
         loop {
             let d = self
@@ -135,6 +142,10 @@ impl<'a> Nomad<'a> {
                     &self.resource,
                 )
                 .await?;
+            let stale = d.is_null() || d["JobModifyIndex"].as_u64().unwrap_or(0) < modify_index;
+            if stale && !registered {
+                return Ok(());
+            }
             let state = if d.is_null() {
                 "no deployment yet".to_owned()
             } else if d["JobModifyIndex"].as_u64().unwrap_or(0) < modify_index {
@@ -245,7 +256,7 @@ pub(crate) async fn deploy(
     } else {
         read_index
     };
-    nomad.wait(wait_index, image).await?;
+    nomad.wait(wait_index, image, changed).await?;
     Ok(Rolled { previous, changed })
 }
 

@@ -22,6 +22,8 @@ enum Rollout {
     Completes(usize),
     Fails,
     Never,
+    /// No rolloutState (older answers): the old deployment drains after one read.
+    Legacy,
 }
 
 struct State {
@@ -74,21 +76,28 @@ fn ecs_handler(rollout: Rollout) -> Handler {
                         _ => "IN_PROGRESS",
                     }
                 };
-                Reply::Json(
-                    200,
-                    json!({
-                        "services": [{
-                            "serviceName": "web", "taskDefinition": s.service_arn,
-                            "deployments": [{
-                                "status": "PRIMARY", "taskDefinition": s.service_arn,
-                                "desiredCount": 2, "runningCount": 1,
-                                "rolloutState": rollout_state,
-                                "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start."
-                            }]
-                        }],
-                        "failures": []
-                    }),
-                )
+                let mut answer = json!({
+                    "services": [{
+                        "serviceName": "web", "taskDefinition": s.service_arn,
+                        "deployments": [{
+                            "status": "PRIMARY", "taskDefinition": s.service_arn,
+                            "desiredCount": 2, "runningCount": 1,
+                            "rolloutState": rollout_state,
+                            "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start."
+                        }]
+                    }],
+                    "failures": []
+                });
+                if matches!(s.rollout, Rollout::Legacy) && updated {
+                    let d = &mut answer["services"][0]["deployments"];
+                    d[0].as_object_mut().unwrap().remove("rolloutState");
+                    if s.polls <= 1 {
+                        d.as_array_mut().unwrap().push(json!({"status": "ACTIVE", "taskDefinition": arn(1), "desiredCount": 0, "runningCount": 1}));
+                    } else {
+                        d[0]["runningCount"] = json!(2);
+                    }
+                }
+                Reply::Json(200, answer)
             }
             "DescribeTaskDefinition" => {
                 let wanted = body["taskDefinition"].as_str().unwrap_or_default();
@@ -270,4 +279,21 @@ async fn a_malformed_access_key_is_a_permanent_secret_error() {
 #[tokio::test]
 async fn auth_failures_are_permanent_and_server_and_transport_failures_retry() {
     super::fake::check_error_classes(ecs_target, &[("env:AWS_KEYS", SECRET)]).await;
+}
+
+#[tokio::test]
+async fn without_rollout_state_the_service_must_be_stable() {
+    let fake = Fake::start(ecs_handler(Rollout::Legacy)).await;
+    let (c, sink) = ctx(5_000);
+    let result = executor(&[("env:AWS_KEYS", SECRET)])
+        .deploy(&request(&ecs_target(&fake.base), 2), &c)
+        .await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        sink.lines()
+            .iter()
+            .any(|l| l.contains("no rolloutState, 2 deployments, running 1/2")),
+        "{:?}",
+        sink.lines()
+    );
 }

@@ -104,7 +104,7 @@ fn nomad_handler(outcome: Outcome, canaries: u64) -> (Handler, Arc<Mutex<State>>
                 if s.deployment.is_null() {
                     return Reply::Json(
                         200,
-                        json!({"ID": "dep-1", "JobModifyIndex": 40, "Status": "successful", "TaskGroups": {}}),
+                        json!({"ID": "dep-1", "JobModifyIndex": 30, "Status": "successful", "TaskGroups": {}}),
                     );
                 }
                 s.polls += 1;
@@ -290,4 +290,23 @@ async fn a_concurrent_register_is_a_retryable_conflict() {
 #[tokio::test]
 async fn auth_failures_are_permanent_and_server_and_transport_failures_retry() {
     super::fake::check_error_classes(nomad_target, &[("env:NOMAD_TOKEN", TOKEN)]).await;
+}
+
+#[tokio::test]
+async fn an_unchanged_job_without_a_current_deployment_needs_no_wait() {
+    // The fake's latest deployment (index 30) predates the job's modify index (40).
+    let (handler, _) = nomad_handler(Outcome::Never, 0);
+    let fake = Fake::start(handler).await;
+    let (c, _) = ctx(5_000);
+    let result = executor(&[("env:NOMAD_TOKEN", TOKEN)])
+        .deploy(&request(&nomad_target(&fake.base), 1), &c)
+        .await;
+    assert!(result.success && !result.changed, "{result:?}");
+    assert_eq!(
+        fake.calls(),
+        [
+            "GET /v1/job/web?namespace=prod&region=eu",
+            "GET /v1/job/web/deployment?namespace=prod&region=eu"
+        ]
+    );
 }
