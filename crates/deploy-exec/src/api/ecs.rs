@@ -288,6 +288,7 @@ pub(crate) async fn deploy(
     let ecs = Ecs::new(call, api)?;
     let (arn, definition) = ecs.current().await?;
     let previous = ecs.container_image(&definition)?;
+    call.saw_previous(&previous);
     let changed = previous != image;
     let target_arn = if changed {
         let answer = ecs

@@ -55,6 +55,8 @@ pub(crate) struct Call {
     pub(crate) poll: Duration,
     /// The last rollout state seen, for the timeout error.
     pub(crate) progress: Arc<Mutex<String>>,
+    /// The image found before the change, for a failed result's `previous_digest`.
+    pub(crate) previous: Arc<Mutex<Option<String>>>,
     pub(crate) reference: Option<String>,
 }
 
@@ -62,6 +64,13 @@ impl Call {
     /// The log of this call (redacting its credential).
     pub(crate) fn log(&self) -> &TaskLog {
         &self.http.log
+    }
+
+    /// Records the image the container had before this deploy.
+    pub(crate) fn saw_previous(&self, image: &str) {
+        if let Ok(mut p) = self.previous.lock() {
+            *p = Some(image.to_owned());
+        }
     }
 
     /// Records the rollout state seen and sleeps one poll interval (the caller's
@@ -104,6 +113,7 @@ impl ApiExecutor {
         api: &ApiConnection,
         ctx: &ExecContext,
         progress: Arc<Mutex<String>>,
+        previous: Arc<Mutex<Option<String>>>,
     ) -> Result<Call, ExecError> {
         let (platform, credential, ca) = match api {
             ApiConnection::Ecs { credential_ref, .. } => ("ecs", Some(credential_ref), None),
@@ -141,6 +151,7 @@ impl ApiExecutor {
             secret,
             poll: self.config.poll_interval,
             progress,
+            previous,
             reference: credential.map(|r| r.as_str().to_owned()),
         })
     }
@@ -150,6 +161,7 @@ impl ApiExecutor {
         request: &DeployRequest,
         ctx: &ExecContext,
         progress: Arc<Mutex<String>>,
+        previous: Arc<Mutex<Option<String>>>,
     ) -> Result<(String, Rolled), ExecError> {
         let api = Self::api(&request.target)?;
         let spec = request.component.as_ref().ok_or_else(|| {
@@ -160,7 +172,7 @@ impl ApiExecutor {
             )
         })?;
         let image = format!("{}@{}", spec.image.repository(), request.task.digest);
-        let call = self.call(api, ctx, progress).await?;
+        let call = self.call(api, ctx, progress, previous).await?;
         let rolled = match api {
             ApiConnection::Ecs { .. } => ecs::deploy(&call, api, &image).await?,
             ApiConnection::Nomad { .. } => nomad::deploy(&call, api, &image).await?,
@@ -258,12 +270,13 @@ impl Executor for ApiExecutor {
     async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
         let resource = resource_name(&request.target);
         let progress = Arc::new(Mutex::new(String::new()));
+        let previous = Arc::new(Mutex::new(None::<String>));
         let outcome = bounded(
             ctx,
             &resource,
             "the rollout",
             &progress,
-            self.deploy_inner(request, ctx, progress.clone()),
+            self.deploy_inner(request, ctx, progress.clone(), previous.clone()),
         )
         .await;
         match outcome {
@@ -292,7 +305,11 @@ impl Executor for ApiExecutor {
             }
             Err(e) => {
                 ctx.log.line(&format!("{resource}: failed to {e}"));
-                ExecutionResult::failed(e, None)
+                let before = previous
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.as_deref().and_then(digest_of));
+                ExecutionResult::failed(e, before)
             }
         }
     }
@@ -306,7 +323,7 @@ impl Executor for ApiExecutor {
         let resource = resource_name(target);
         bounded(ctx, &resource, "inspect", &Mutex::default(), async {
             let api = Self::api(target)?;
-            let call = self.call(api, ctx, Arc::default()).await?;
+            let call = self.call(api, ctx, Arc::default(), Arc::default()).await?;
             let image = match api {
                 ApiConnection::Ecs { .. } => ecs::current_image(&call, api).await?,
                 ApiConnection::Nomad { .. } => nomad::current_image(&call, api).await?,

@@ -149,6 +149,7 @@ pub(crate) async fn deploy(
     let kube = Kube::new(call, api)?;
     let d = kube.get().await?;
     let previous = kube.image(&d)?;
+    call.saw_previous(&previous);
     let changed = previous != image;
     let generation = if changed {
         let mut patch = json!({

@@ -229,6 +229,7 @@ pub(crate) async fn deploy(
         .ok_or_else(|| nomad.unexpected("a JobModifyIndex on the job"))?;
     let slot = nomad.image_slot(&mut job)?;
     let previous = slot.as_str().unwrap_or_default().to_owned();
+    call.saw_previous(&previous);
     let changed = previous != image;
     let wait_index = if changed {
         *slot = Value::String(image.to_owned());
