@@ -103,6 +103,57 @@ pub enum ExecError {
         known_hosts: String,
         detail: String,
     },
+    /// An orchestrator API answered with a non-success status. 401/403 and other 4xx
+    /// are permanent; 408, 429 and 5xx are retryable.
+    #[error("{action} {platform} `{resource}`: http status {status}, expected 2xx: {detail}")]
+    ApiStatus {
+        platform: &'static str,
+        action: String,
+        resource: String,
+        status: u16,
+        detail: String,
+    },
+    /// Someone else changed the resource between our read and our write (Nomad
+    /// `EnforceIndex`, Kubernetes 409): read it again and retry.
+    #[error(
+        "{action} {platform} `{resource}`: it was changed concurrently since it was read ({detail}); retry reads it again"
+    )]
+    ApiConflict {
+        platform: &'static str,
+        action: String,
+        resource: String,
+        detail: String,
+    },
+    /// An orchestrator API answered with something other than what was expected.
+    #[error("read the {platform} answer for `{resource}`: expected {expected}")]
+    ApiResponse {
+        platform: &'static str,
+        resource: String,
+        expected: String,
+    },
+    /// The platform reported the rollout as failed (ECS FAILED, Nomad failed deployment,
+    /// Kubernetes ProgressDeadlineExceeded).
+    #[error("roll out `{image}` on {platform} `{resource}`: {detail}")]
+    RolloutFailed {
+        platform: &'static str,
+        resource: String,
+        image: String,
+        detail: String,
+    },
+    /// The server's TLS certificate is not trusted (wrong or missing CA): retrying cannot help.
+    #[error("verify the tls certificate of {host}:{port}: {detail}")]
+    TlsCertificate {
+        host: String,
+        port: u16,
+        detail: String,
+    },
+    /// The operation does not exist for this kind of target.
+    #[error("{what} on a {target_type} target: not supported ({hint})")]
+    NotSupported {
+        what: String,
+        target_type: String,
+        hint: String,
+    },
 }
 
 impl ExecError {
@@ -114,7 +165,15 @@ impl ExecError {
             | Self::ConnectionLost { .. }
             | Self::Timeout { .. }
             | Self::CommandFailed { .. }
-            | Self::Upload { .. } => ErrorClass::Retryable,
+            | Self::Upload { .. }
+            | Self::ApiConflict { .. } => ErrorClass::Retryable,
+            Self::ApiStatus { status, .. } => {
+                if *status == 408 || *status == 429 || *status >= 500 {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Permanent
+                }
+            }
             Self::HostKeyMismatch { .. }
             | Self::HostKeyUnknown { .. }
             | Self::Authentication { .. }
@@ -123,7 +182,11 @@ impl ExecError {
             | Self::Unsupported { .. }
             | Self::Cancelled { .. }
             | Self::NotRunning { .. }
-            | Self::KnownHostsWrite { .. } => ErrorClass::Permanent,
+            | Self::KnownHostsWrite { .. }
+            | Self::ApiResponse { .. }
+            | Self::TlsCertificate { .. }
+            | Self::RolloutFailed { .. }
+            | Self::NotSupported { .. } => ErrorClass::Permanent,
         }
     }
 
@@ -182,5 +245,45 @@ mod tests {
         };
         assert!(timeout.is_retryable());
         assert!(!ExecError::invalid("name", "x", "y").is_retryable());
+    }
+
+    #[test]
+    fn api_statuses_retry_only_when_the_server_may_recover() {
+        let status = |status| ExecError::ApiStatus {
+            platform: "kubernetes",
+            action: "patch deployment".into(),
+            resource: "prod/web".into(),
+            status,
+            detail: "x".into(),
+        };
+        for (code, retryable) in [
+            (401, false),
+            (403, false),
+            (404, false),
+            (422, false),
+            (408, true),
+            (429, true),
+            (500, true),
+            (503, true),
+        ] {
+            assert_eq!(status(code).is_retryable(), retryable, "{code}");
+        }
+        assert_eq!(
+            status(403).to_string(),
+            "patch deployment kubernetes `prod/web`: http status 403, expected 2xx: x"
+        );
+        let conflict = ExecError::ApiConflict {
+            platform: "nomad",
+            action: "register".into(),
+            resource: "web".into(),
+            detail: "index 41".into(),
+        };
+        assert!(conflict.is_retryable());
+        let tls = ExecError::TlsCertificate {
+            host: "127.0.0.1".into(),
+            port: 6443,
+            detail: "unknown issuer".into(),
+        };
+        assert!(!tls.is_retryable());
     }
 }

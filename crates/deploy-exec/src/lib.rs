@@ -6,6 +6,7 @@
 //! a [`TaskLog`] (line streaming, byte cap, secret redaction), a cancellation
 //! token and a timeout. Failures are [`ExecError`]s classified retryable or not.
 
+pub mod api;
 mod errors;
 mod executor;
 mod logs;
