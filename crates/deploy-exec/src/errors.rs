@@ -103,6 +103,18 @@ pub enum ExecError {
         known_hosts: String,
         detail: String,
     },
+    #[error("{operation} on {endpoint}: {detail}")]
+    Protocol {
+        endpoint: String,
+        operation: String,
+        detail: String,
+    },
+    #[error("{operation} on {endpoint}: the server answered with a soap fault: {fault}")]
+    SoapFault {
+        endpoint: String,
+        operation: String,
+        fault: String,
+    },
 }
 
 impl ExecError {
@@ -123,7 +135,9 @@ impl ExecError {
             | Self::Unsupported { .. }
             | Self::Cancelled { .. }
             | Self::NotRunning { .. }
-            | Self::KnownHostsWrite { .. } => ErrorClass::Permanent,
+            | Self::KnownHostsWrite { .. }
+            | Self::Protocol { .. }
+            | Self::SoapFault { .. } => ErrorClass::Permanent,
         }
     }
 

@@ -1,0 +1,441 @@
+//! `WinrmClient`: WS-Management over reqwest (Create shell, Command, Receive, Signal, Delete) with size, time and cancel bounds.
+
+use std::time::Duration;
+
+use deploy_core::{WinrmAuth, WinrmConnection};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::errors::ExecError;
+use crate::logs::{Stream, TaskLog};
+use crate::secrets::Secret;
+use crate::winrm::envelope::{self, Header, Request, Response};
+
+/// Largest stdout kept in [`RunOutput::stdout`] (the log gets everything up to its own cap).
+pub const STDOUT_KEEP: usize = 64 * 1024;
+/// Bytes of stderr kept for error messages.
+pub const STDERR_TAIL: usize = 2048;
+/// How long cleanup (Signal, Delete) may take after a cancel or a timeout.
+const CLEANUP_BOUND: Duration = Duration::from_secs(5);
+
+/// Protocol limits of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WinrmClientConfig {
+    /// How long the server may hold a Receive open before answering "no output yet".
+    pub operation_timeout: Duration,
+    /// The MaxEnvelopeSize asked of the server; a larger response is refused.
+    pub max_envelope_size: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Default for WinrmClientConfig {
+    fn default() -> Self {
+        Self {
+            operation_timeout: Duration::from_secs(20),
+            max_envelope_size: 153_600,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A finished command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutput {
+    pub exit_code: i64,
+    /// The head of stdout, at most [`STDOUT_KEEP`] bytes.
+    pub stdout: Vec<u8>,
+    /// The tail of stderr, at most [`STDERR_TAIL`] bytes.
+    pub stderr_tail: Vec<u8>,
+}
+
+/// A WS-Management client for one endpoint.
+pub struct WinrmClient {
+    http: reqwest::Client,
+    endpoint: String,
+    host: String,
+    port: u16,
+    user: String,
+    password: Secret,
+    config: WinrmClientConfig,
+}
+
+impl std::fmt::Debug for WinrmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WinrmClient")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits a Basic credential `user:password` (the secret's first line ending trimmed).
+pub fn split_credential(secret: &Secret) -> Option<(String, Secret)> {
+    let text = secret.expose().trim_end_matches(['\r', '\n']);
+    let (user, password) = text.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some((user.to_owned(), Secret::new(password)))
+}
+
+impl WinrmClient {
+    /// A client for `conn`, authenticating as `user`; `ca_pem` adds a trusted CA.
+    pub fn new(
+        conn: &WinrmConnection,
+        user: &str,
+        password: Secret,
+        ca_pem: Option<&str>,
+        config: WinrmClientConfig,
+    ) -> Result<Self, ExecError> {
+        let endpoint = conn.endpoint.as_str().to_owned();
+        if conn.auth == WinrmAuth::Ntlm {
+            return Err(ExecError::invalid(
+                "connection.auth",
+                "ntlm",
+                "basic (the winrm executor does not support ntlm yet)",
+            ));
+        }
+        if !conn.endpoint.is_https() && !conn.allow_insecure_http {
+            return Err(ExecError::invalid(
+                "connection.endpoint",
+                endpoint,
+                "an https:// endpoint, or allow_insecure_http = true",
+            ));
+        }
+        let url = reqwest::Url::parse(&endpoint).map_err(|e| {
+            ExecError::invalid("connection.endpoint", &endpoint, format!("a url ({e})"))
+        })?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(0);
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.operation_timeout + Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ExecError::invalid(
+                    "connection.ca_ref",
+                    "(ca bundle)",
+                    "a PEM certificate (no BEGIN CERTIFICATE block found)",
+                ));
+            }
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+                ExecError::invalid(
+                    "connection.ca_ref",
+                    "(ca bundle)",
+                    format!("a PEM certificate ({e})"),
+                )
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| ExecError::Protocol {
+            endpoint: endpoint.clone(),
+            operation: "set up the http client".to_owned(),
+            detail: e.to_string(),
+        })?;
+        Ok(Self {
+            http,
+            endpoint,
+            host,
+            port,
+            user: user.to_owned(),
+            password,
+            config,
+        })
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn protocol(&self, req: &Request<'_>, detail: impl Into<String>) -> ExecError {
+        ExecError::Protocol {
+            endpoint: self.endpoint.clone(),
+            operation: req.action().name().to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    fn transport(&self, req: &Request<'_>, e: &reqwest::Error) -> ExecError {
+        if e.is_timeout() {
+            return ExecError::Timeout {
+                host: self.endpoint.clone(),
+                what: req.action().name().to_owned(),
+                seconds: (self.config.operation_timeout + Duration::from_secs(10)).as_secs(),
+            };
+        }
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            source = s.source();
+        }
+        ExecError::Connect {
+            host: self.host.clone(),
+            port: self.port,
+            detail,
+        }
+    }
+
+    /// Sends one request and parses the answer; a SOAP fault comes back as `Ok` with `fault` set.
+    async fn exchange(
+        &self,
+        req: &Request<'_>,
+        shell_id: Option<&str>,
+    ) -> Result<Response, ExecError> {
+        let message_id = format!("uuid:{}", uuid::Uuid::new_v4());
+        let body = envelope::build(
+            &Header {
+                to: &self.endpoint,
+                message_id: &message_id,
+                max_envelope_size: self.config.max_envelope_size,
+                operation_timeout: self.config.operation_timeout,
+                shell_id,
+            },
+            req,
+        );
+        let mut resp = self
+            .http
+            .post(&self.endpoint)
+            .header("Content-Type", "application/soap+xml;charset=UTF-8")
+            .basic_auth(&self.user, Some(self.password.expose()))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(req, &e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ExecError::Authentication {
+                host: self.host.clone(),
+                port: self.port,
+                user: self.user.clone(),
+                method: "basic",
+            });
+        }
+        let limit = self.config.max_envelope_size;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(self.protocol(
+                req,
+                format!("expected a response of at most {limit} bytes (MaxEnvelopeSize), the server announced more"),
+            ));
+        }
+        let mut data = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(req, &e))? {
+            if data.len() + chunk.len() > limit {
+                return Err(self.protocol(
+                    req,
+                    format!("expected a response of at most {limit} bytes (MaxEnvelopeSize), received more"),
+                ));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        if !(status.is_success() || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR) {
+            return Err(self.protocol(req, format!("expected http 200, got {status}")));
+        }
+        let parsed = envelope::parse(&data).map_err(|detail| {
+            self.protocol(
+                req,
+                format!("expected a soap envelope (http {status}): {detail}"),
+            )
+        })?;
+        if let Some(r) = &parsed.relates_to
+            && r != &message_id
+        {
+            return Err(self.protocol(
+                req,
+                format!("expected a response relating to {message_id}, got one relating to {r}"),
+            ));
+        }
+        if parsed.fault.is_none() && !status.is_success() {
+            return Err(self.protocol(
+                req,
+                format!("expected http 200 or a soap fault, got {status} without a fault"),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// Like `exchange`, a fault turned into an error.
+    async fn call(&self, req: &Request<'_>, shell_id: Option<&str>) -> Result<Response, ExecError> {
+        let resp = self.exchange(req, shell_id).await?;
+        match &resp.fault {
+            Some(f) => Err(self.fault(req, f)),
+            None => Ok(resp),
+        }
+    }
+
+    fn fault(&self, req: &Request<'_>, f: &envelope::Fault) -> ExecError {
+        ExecError::SoapFault {
+            endpoint: self.endpoint.clone(),
+            operation: req.action().name().to_owned(),
+            fault: f.summary(),
+        }
+    }
+
+    /// Creates a cmd shell; returns its ShellId.
+    pub async fn create_shell(&self) -> Result<String, ExecError> {
+        let req = Request::Create;
+        let resp = self.call(&req, None).await?;
+        resp.shell_id
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| self.protocol(&req, "expected a ShellId selector in the response"))
+    }
+
+    /// Starts `command` with `arguments` in `shell`; returns the CommandId.
+    pub async fn command(
+        &self,
+        shell: &str,
+        command: &str,
+        arguments: &[String],
+    ) -> Result<String, ExecError> {
+        let req = Request::Command { command, arguments };
+        let resp = self.call(&req, Some(shell)).await?;
+        resp.command_id
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| self.protocol(&req, "expected a CommandId in the response"))
+    }
+
+    /// One Receive; `None` when the server had no output within OperationTimeout.
+    pub async fn receive(
+        &self,
+        shell: &str,
+        command_id: &str,
+    ) -> Result<Option<Response>, ExecError> {
+        let req = Request::Receive { command_id };
+        let resp = self.exchange(&req, Some(shell)).await?;
+        match &resp.fault {
+            Some(f) if f.is_operation_timeout() => Ok(None),
+            Some(f) => Err(self.fault(&req, f)),
+            None => Ok(Some(resp)),
+        }
+    }
+
+    /// Sends the terminate signal to `command_id`.
+    pub async fn signal_terminate(&self, shell: &str, command_id: &str) -> Result<(), ExecError> {
+        self.call(&Request::Signal { command_id }, Some(shell))
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes `shell`.
+    pub async fn delete_shell(&self, shell: &str) -> Result<(), ExecError> {
+        self.call(&Request::Delete, Some(shell)).await.map(|_| ())
+    }
+
+    /// Runs `command` in a fresh shell, streaming output to `log`, until it is done,
+    /// `cancel` fires or `deadline` passes (then the command is terminated). The shell
+    /// is deleted in every case.
+    pub async fn run(
+        &self,
+        command: &str,
+        arguments: &[String],
+        what: &str,
+        log: &TaskLog,
+        cancel: &CancellationToken,
+        deadline: Instant,
+    ) -> Result<RunOutput, ExecError> {
+        let shell = self
+            .bounded(self.create_shell(), what, cancel, deadline)
+            .await?;
+        let result = self
+            .run_in_shell(&shell, command, arguments, what, log, cancel, deadline)
+            .await;
+        log.flush();
+        if let Err(e) = tokio::time::timeout(CLEANUP_BOUND, self.delete_shell(&shell))
+            .await
+            .unwrap_or_else(|_| Err(self.protocol(&Request::Delete, "no answer within 5 s")))
+        {
+            tracing::warn!(endpoint = %self.endpoint, error = %e, "winrm shell not deleted");
+        }
+        result
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call's whole context, passed once"
+    )]
+    async fn run_in_shell(
+        &self,
+        shell: &str,
+        command: &str,
+        arguments: &[String],
+        what: &str,
+        log: &TaskLog,
+        cancel: &CancellationToken,
+        deadline: Instant,
+    ) -> Result<RunOutput, ExecError> {
+        let command_id = self
+            .bounded(
+                self.command(shell, command, arguments),
+                what,
+                cancel,
+                deadline,
+            )
+            .await?;
+        let mut out = RunOutput {
+            exit_code: 0,
+            stdout: Vec::new(),
+            stderr_tail: Vec::new(),
+        };
+        // Bounded by `deadline`: every round either returns or waits for the server.
+        loop {
+            let round = self
+                .bounded(self.receive(shell, &command_id), what, cancel, deadline)
+                .await;
+            let resp = match round {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    if matches!(e, ExecError::Cancelled { .. } | ExecError::Timeout { .. }) {
+                        let signal = self.signal_terminate(shell, &command_id);
+                        if let Ok(Err(err)) = tokio::time::timeout(CLEANUP_BOUND, signal).await {
+                            tracing::warn!(endpoint = %self.endpoint, error = %err, "winrm terminate failed");
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            for chunk in &resp.streams {
+                if chunk.name == "stderr" {
+                    log.bytes(Stream::Stderr, &chunk.data);
+                    out.stderr_tail.extend_from_slice(&chunk.data);
+                    let excess = out.stderr_tail.len().saturating_sub(STDERR_TAIL);
+                    out.stderr_tail.drain(..excess);
+                } else {
+                    log.bytes(Stream::Stdout, &chunk.data);
+                    let room = STDOUT_KEEP.saturating_sub(out.stdout.len());
+                    out.stdout
+                        .extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+                }
+            }
+            if resp.done() {
+                out.exit_code = resp.exit_code.unwrap_or(0);
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Runs `op` unless `cancel` fires or `deadline` passes first.
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, ExecError>>,
+        what: &str,
+        cancel: &CancellationToken,
+        deadline: Instant,
+    ) -> Result<T, ExecError> {
+        tokio::select! {
+            () = cancel.cancelled() => Err(ExecError::Cancelled {
+                host: self.endpoint.clone(),
+                what: what.to_owned(),
+            }),
+            () = tokio::time::sleep_until(deadline) => Err(ExecError::Timeout {
+                host: self.endpoint.clone(),
+                what: what.to_owned(),
+                seconds: deadline.saturating_duration_since(Instant::now()).as_secs(),
+            }),
+            r = op => r,
+        }
+    }
+}

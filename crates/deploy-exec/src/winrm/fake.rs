@@ -1,0 +1,291 @@
+//! A fake WS-Management endpoint for tests: a loopback HTTP/1.1 server answering with pywinrm's recorded envelopes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const OPEN_SHELL: &str = include_str!("fixtures/open_shell_response.xml");
+pub const CLOSE_SHELL: &str = include_str!("fixtures/close_shell_response.xml");
+pub const COMMAND: &str = include_str!("fixtures/run_cmd_ps_response.xml");
+pub const SIGNAL: &str = include_str!("fixtures/cleanup_cmd_response.xml");
+/// stdout (`ipconfig /all`), state Done, exit code 0.
+pub const RECEIVE_STDOUT_DONE: &str = include_str!("fixtures/get_cmd_output_response.xml");
+/// stderr (a CLIXML error record), state Done, exit code 1.
+pub const RECEIVE_STDERR_EXIT_1: &str = include_str!("fixtures/get_ps_output_response.xml");
+pub const TIMED_OUT: &str = include_str!("fixtures/timed_out_fault.xml");
+pub const SHELL_NOT_FOUND: &str = include_str!("fixtures/shell_not_found_fault.xml");
+
+/// The recorded stdout response turned into an intermediate one: state Running, no exit code.
+pub fn running(done: &str) -> String {
+    let start = done.find("<rsp:CommandState").unwrap_or(done.len());
+    let end = done
+        .find("</rsp:CommandState>")
+        .map_or(done.len(), |i| i + "</rsp:CommandState>".len());
+    let mut s = done.to_owned();
+    s.replace_range(
+        start..end,
+        r#"<rsp:CommandState CommandId="11111111-1111-1111-1111-111111111114" State="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"/>"#,
+    );
+    s.replace(r#" End="true""#, "")
+}
+
+/// One answer of the fake.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<String>) -> Self {
+        Self {
+            status: 200,
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn fault(body: impl Into<String>) -> Self {
+        Self {
+            status: 500,
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// What the fake answers to each action.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub user: String,
+    pub password: String,
+    pub create: Reply,
+    pub command: Reply,
+    /// Served in order; once used up, Receive gets a w:TimedOut fault after 100 ms.
+    pub receive: VecDeque<Reply>,
+}
+
+impl Plan {
+    /// A plan answering as pywinrm's recording does, with `receive` for the Receive calls.
+    pub fn new(receive: Vec<Reply>) -> Self {
+        Self {
+            user: "deploy".to_owned(),
+            password: "s3cret-pw".to_owned(),
+            create: Reply::ok(OPEN_SHELL),
+            command: Reply::ok(COMMAND),
+            receive: receive.into(),
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The last path segment of the a:Action URI (`Create`, `Command`, ...), or `?`.
+    pub action: String,
+    pub body: String,
+    /// What the fake found wrong with the request (empty when it was well-formed).
+    pub problems: Vec<String>,
+}
+
+/// A running fake endpoint.
+pub struct Fake {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Fake {
+    /// Starts the fake on a free loopback port.
+    pub async fn start(plan: Plan) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let plan = Arc::new(Mutex::new(plan));
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, plan.clone(), seen2.clone()));
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/wsman", self.addr)
+    }
+
+    pub fn actions(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.action.clone())
+            .collect()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// The checks every WS-Management request must pass, whichever client sent it.
+fn check(action: &str, body: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut need = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(what.to_owned());
+        }
+    };
+    need("a:MessageID uuid:", body.contains(":MessageID>uuid:"));
+    need("MaxEnvelopeSize", body.contains(":MaxEnvelopeSize"));
+    need("OperationTimeout PT", body.contains(":OperationTimeout>PT"));
+    need(
+        "cmd ResourceURI",
+        body.contains("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd<"),
+    );
+    if action != "Create" {
+        need(
+            "ShellId selector",
+            body.contains(r#"Name="ShellId">11111111-1111-1111-1111-111111111113<"#),
+        );
+    }
+    if action == "Receive" || action == "Signal" {
+        need(
+            "CommandId",
+            body.contains(r#"CommandId="11111111-1111-1111-1111-111111111114""#),
+        );
+    }
+    if action == "Signal" {
+        need("terminate code", body.contains("/signal/terminate<"));
+    }
+    problems
+}
+
+async fn serve(mut stream: TcpStream, plan: Arc<Mutex<Plan>>, seen: Arc<Mutex<Vec<Seen>>>) {
+    let mut buf = Vec::new();
+    // One request per round; a client closing the connection ends the loop.
+    for _ in 0..1000 {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let len: usize = header(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body_start = head_end + 4;
+        while buf.len() < body_start + len {
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[body_start..body_start + len]).into_owned();
+        buf.drain(..body_start + len);
+        let action = body
+            .split(":Action")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .and_then(|uri| uri.rsplit('/').next())
+            .unwrap_or("?")
+            .to_owned();
+        let reply = {
+            let mut plan = plan.lock().unwrap();
+            let expected = format!(
+                "Basic {}",
+                BASE64.encode(format!("{}:{}", plan.user, plan.password))
+            );
+            if header(&head, "authorization") != Some(expected.as_str()) {
+                Reply {
+                    status: 401,
+                    body: String::new(),
+                    delay: Duration::ZERO,
+                }
+            } else {
+                seen.lock().unwrap().push(Seen {
+                    action: action.clone(),
+                    body: body.clone(),
+                    problems: check(&action, &body),
+                });
+                match action.as_str() {
+                    "Create" => plan.create.clone(),
+                    "Command" => plan.command.clone(),
+                    "Receive" => plan.receive.pop_front().unwrap_or_else(|| {
+                        Reply::fault(TIMED_OUT).after(Duration::from_millis(100))
+                    }),
+                    "Signal" => Reply::ok(SIGNAL),
+                    "Delete" => Reply::ok(CLOSE_SHELL),
+                    _ => Reply {
+                        status: 400,
+                        body: String::new(),
+                        delay: Duration::ZERO,
+                    },
+                }
+            }
+        };
+        tokio::time::sleep(reply.delay).await;
+        let mut reply = reply;
+        if let Some(id) = body
+            .split(":MessageID>")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+        {
+            reply.body = reply.body.replace(
+                "uuid:11111111-1111-1111-1111-111111111111<",
+                &format!("{id}<"),
+            );
+        }
+        let reason = match reply.status {
+            200 => "OK",
+            401 => "Unauthorized",
+            500 => "Internal Server Error",
+            _ => "Bad Request",
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: application/soap+xml;charset=UTF-8\r\nContent-Length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
+        if reply.status == 401 {
+            out.push_str("WWW-Authenticate: Basic realm=\"WSMAN\"\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&reply.body);
+        if stream.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
