@@ -13,6 +13,11 @@ fi
 
 if ! python3 -c 'import winrm' >/dev/null 2>&1; then
   echo "installing pywinrm"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
   python3 -m pip install --quiet pywinrm 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages pywinrm
 fi

@@ -35,6 +35,41 @@ pub fn running(done: &str) -> String {
     s.replace(r#" End="true""#, "")
 }
 
+/// The recorded Receive response with its streams replaced: `stdout`, `stderr`, Done, `exit`.
+pub fn done(stdout: &str, stderr: &str, exit: i64) -> String {
+    let open = "<rsp:ReceiveResponse>";
+    let close = "</rsp:ReceiveResponse>";
+    let start = RECEIVE_STDOUT_DONE.find(open).map_or(0, |i| i + open.len());
+    let end = RECEIVE_STDOUT_DONE.find(close).unwrap_or(start);
+    let id = r#"CommandId="11111111-1111-1111-1111-111111111114""#;
+    let mut streams = String::new();
+    for (name, data) in [("stdout", stdout), ("stderr", stderr)] {
+        if !data.is_empty() {
+            streams.push_str(&format!(
+                r#"<rsp:Stream {id} Name="{name}">{}</rsp:Stream>"#,
+                BASE64.encode(data)
+            ));
+        }
+        streams.push_str(&format!(r#"<rsp:Stream {id} End="true" Name="{name}"/>"#));
+    }
+    format!(
+        r#"{}{streams}<rsp:CommandState {id} State="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"><rsp:ExitCode>{exit}</rsp:ExitCode></rsp:CommandState>{}"#,
+        &RECEIVE_STDOUT_DONE[..start],
+        &RECEIVE_STDOUT_DONE[end..]
+    )
+}
+
+/// The PowerShell script of a recorded Command request (decoded from -EncodedCommand).
+pub fn script_of(body: &str) -> Option<String> {
+    let encoded = body.split("<rsp:Arguments>").last()?.split('<').next()?;
+    let bytes = BASE64.decode(encoded).ok()?;
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
 /// One answer of the fake.
 #[derive(Debug, Clone)]
 pub struct Reply {

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::testing::ssh_target;
+use deploy_core::testing::{digest, name, ssh_target, task};
 use deploy_core::{
-    CommandSpec, Connection, CredentialRef, HttpUrl, Target, WinrmAuth, WinrmConnection,
+    CommandSpec, Connection, CredentialRef, HttpUrl, ImageRef, Target, TargetType, WinrmAuth,
+    WinrmConnection,
 };
 use tokio::time::Instant;
 
@@ -15,7 +16,7 @@ use super::envelope::{self, Header, Request};
 use super::executor::WinrmExecutor;
 use super::fake::{self, Fake, Plan, Reply};
 use crate::errors::{ErrorClass, ExecError};
-use crate::executor::{ExecContext, Executor};
+use crate::executor::{ComponentSpec, DeployRequest, ExecContext, Executor};
 use crate::logs::MemorySink;
 use crate::secrets::{Secret, SecretsProvider};
 
@@ -455,4 +456,140 @@ async fn real_pywinrm_client_drives_the_fake() {
         ["Create", "Command", "Receive", "Signal", "Delete"]
     );
     assert_requests_well_formed(&fake);
+}
+
+fn deploy_request(url: &str) -> DeployRequest {
+    DeployRequest {
+        target: target(url),
+        task: task(1, 3),
+        component: Some(ComponentSpec {
+            name: name("web"),
+            image: ImageRef::from_parts("127.0.0.1:5000/app", &digest(2)).unwrap(),
+            publish: vec![8080],
+            args: vec!["--greeting=it's $HOME".to_owned()],
+        }),
+        project: name("p"),
+        artifacts: vec![],
+    }
+}
+
+fn scripts(fake: &Fake) -> Vec<String> {
+    fake.seen()
+        .iter()
+        .filter(|s| s.action == "Command")
+        .filter_map(|s| fake::script_of(&s.body))
+        .collect()
+}
+
+#[tokio::test]
+async fn docker_host_deploy_pulls_and_swaps_start_first() {
+    let new = digest(2);
+    let fake = Fake::start(Plan::new(vec![
+        Reply::ok(fake::done("", "", 0)),
+        Reply::ok(fake::done("pulled\n", "", 0)),
+        Reply::ok(fake::done("", "", 0)),
+        Reply::ok(fake::done(&format!("{new}\r\n"), "", 0)),
+    ]))
+    .await;
+    let ctx = ExecContext::quiet(Duration::from_secs(20));
+    let result = executor("s3cret-pw")
+        .deploy(&deploy_request(&fake.url()), &ctx)
+        .await;
+    assert!(result.success, "{result:?}");
+    assert!(result.changed);
+    assert_eq!(result.deployed_digest, Some(new.clone()));
+    assert_eq!(result.previous_digest, None);
+    assert_eq!(result.running.get("web"), Some(&new));
+    let scripts = scripts(&fake);
+    assert_eq!(scripts.len(), 4, "{scripts:?}");
+    assert!(
+        scripts[0].contains("docker inspect --type container 'web'"),
+        "{}",
+        scripts[0]
+    );
+    assert!(
+        scripts[1].contains(&format!("docker pull '127.0.0.1:5000/app@{new}'")),
+        "{}",
+        scripts[1]
+    );
+    let swap = &scripts[2];
+    assert!(
+        swap.contains(&format!("'--label' 'stella.digest={new}'")),
+        "{swap}"
+    );
+    assert!(swap.contains("'-p' '127.0.0.1::8080'"), "{swap}");
+    assert!(swap.contains("'--greeting=it''s $HOME'"), "{swap}");
+    assert!(swap.contains("$prev = 'web-previous'"), "{swap}");
+    assert!(swap.contains("docker rename $name $prev"), "{swap}");
+    assert_requests_well_formed(&fake);
+}
+
+#[tokio::test]
+async fn docker_host_deploy_keeps_the_old_container_when_the_new_one_exits() {
+    let old = digest(1);
+    let fake = Fake::start(Plan::new(vec![
+        Reply::ok(fake::done(&format!("{old}\n"), "", 0)),
+        Reply::ok(fake::done("", "", 0)),
+        Reply::ok(fake::done("", "new container exited:\ncrash\n", 3)),
+    ]))
+    .await;
+    let ctx = ExecContext::quiet(Duration::from_secs(20));
+    let result = executor("s3cret-pw")
+        .deploy(&deploy_request(&fake.url()), &ctx)
+        .await;
+    assert!(!result.success);
+    assert_eq!(result.previous_digest, Some(old));
+    let err = result.error.unwrap();
+    assert!(matches!(err, ExecError::NotRunning { .. }), "{err}");
+    assert!(err.to_string().contains("crash"), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn docker_host_deploy_of_the_running_digest_changes_nothing() {
+    let fake = Fake::start(Plan::new(vec![Reply::ok(fake::done(
+        &format!("{}\n", digest(2)),
+        "",
+        0,
+    ))]))
+    .await;
+    let ctx = ExecContext::quiet(Duration::from_secs(20));
+    let result = executor("s3cret-pw")
+        .deploy(&deploy_request(&fake.url()), &ctx)
+        .await;
+    assert!(result.success && !result.changed, "{result:?}");
+    assert_eq!(scripts(&fake).len(), 1);
+    let mut windows_service = deploy_request(&fake.url());
+    windows_service.target.target_type = TargetType::WindowsService;
+    let result = executor("s3cret-pw").deploy(&windows_service, &ctx).await;
+    let err = result.error.unwrap();
+    assert!(err.to_string().contains("not supported yet"), "{err}");
+}
+
+#[test]
+fn recorded_create_request_and_ours_agree() {
+    let ours = envelope::build(
+        &Header {
+            to: "http://windows-host:5985/wsman",
+            message_id: "uuid:11111111-1111-1111-1111-111111111111",
+            max_envelope_size: 153_600,
+            operation_timeout: Duration::from_secs(20),
+            shell_id: None,
+        },
+        &Request::Create,
+    );
+    let ours = String::from_utf8(ours).unwrap();
+    let recorded = include_str!("fixtures/open_shell_request.xml");
+    // Every element text of pywinrm's recorded request (but its locale options) appears in ours.
+    for text in recorded
+        .split('>')
+        .filter_map(|part| part.split('<').next())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !["FALSE", "437", "PT20S"].contains(t))
+    {
+        assert!(
+            ours.contains(&format!(">{text}<")),
+            "`{text}` missing in {ours}"
+        );
+    }
 }
