@@ -13,6 +13,7 @@ use crate::executor::{
     CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor, labels,
 };
 use crate::secrets::SecretsProvider;
+use crate::ssh::docker_host::{RunSpec, run_argv};
 use crate::winrm::client::{RunOutput, WinrmClient, WinrmClientConfig, split_credential};
 use crate::winrm::powershell::{call_script, powershell_args, ps_quote};
 
@@ -210,12 +211,12 @@ impl WinrmExecutor {
             }
             Err(e) => return ExecutionResult::failed(e, previous),
         }
-        let swap = swap_script(&SwapSpec {
+        let task = request.task.id.to_string();
+        let swap = swap_script(&RunSpec {
             name: &component.name,
-            image: &component.image.to_string(),
-            digest: &digest,
+            image: &component.image,
             target: &request.target.name,
-            task: &request.task.id.to_string(),
+            task: &task,
             publish: &component.publish,
             args: &component.args,
             settle: self.settle,
@@ -299,51 +300,12 @@ pub fn pull_script(image: &str) -> String {
     )
 }
 
-/// What the new container is started with.
-pub struct SwapSpec<'a> {
-    pub name: &'a Name,
-    pub image: &'a str,
-    pub digest: &'a Digest,
-    pub target: &'a Name,
-    pub task: &'a str,
-    pub publish: &'a [u16],
-    pub args: &'a [String],
-    pub settle: Duration,
-    pub stop_timeout: Duration,
-}
-
 /// The start-first swap of the SSH docker_host sequence, in PowerShell: start `<name>-next`,
 /// check it keeps running for `settle`, stop the old one and keep it as `<name>-previous`,
 /// rename the new one in. Exits [`EXIT_NOT_RUNNING`] leaving the old one serving.
-pub fn swap_script(spec: &SwapSpec<'_>) -> String {
+pub fn swap_script(spec: &RunSpec<'_>) -> String {
     let name = spec.name.as_str();
-    let mut run: Vec<String> = [
-        "run",
-        "-d",
-        "--name",
-        &format!("{name}-next"),
-        "--restart",
-        "unless-stopped",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    for (key, value) in [
-        (labels::COMPONENT, name),
-        (labels::DIGEST, spec.digest.as_str()),
-        (labels::TARGET, spec.target.as_str()),
-        (labels::TASK, spec.task),
-    ] {
-        run.push("--label".to_owned());
-        run.push(format!("{key}={value}"));
-    }
-    for port in spec.publish {
-        run.push("-p".to_owned());
-        run.push(format!("127.0.0.1::{port}"));
-    }
-    run.push(spec.image.to_owned());
-    run.extend(spec.args.iter().cloned());
-    let run = run
+    let run = run_argv(spec)
         .iter()
         .map(|a| ps_quote(a))
         .collect::<Vec<_>>()
@@ -358,7 +320,7 @@ pub fn swap_script(spec: &SwapSpec<'_>) -> String {
          \x20 return ($LASTEXITCODE -eq 0 -and \"$s\".Trim() -eq 'true/false/0')\n\
          }}\n\
          docker rm -f $next *> $null\n\
-         docker {run} | Out-Null\n\
+         & {run} | Out-Null\n\
          if ($LASTEXITCODE -ne 0) {{ exit 1 }}\n\
          $ok = Test-Next\n\
          if ($ok) {{ Start-Sleep -Milliseconds {settle_ms}; $ok = Test-Next }}\n\
