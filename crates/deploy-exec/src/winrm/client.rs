@@ -172,6 +172,14 @@ impl WinrmClient {
             detail.push_str(&s.to_string());
             source = s.source();
         }
+        if detail.to_ascii_lowercase().contains("certificate") {
+            // A certificate the configured roots do not trust: retrying cannot help.
+            return ExecError::Protocol {
+                endpoint: self.endpoint.clone(),
+                operation: format!("{} (verify the tls certificate)", req.action().name()),
+                detail,
+            };
+        }
         ExecError::Connect {
             host: self.host.clone(),
             port: self.port,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 pub const OPEN_SHELL: &str = include_str!("fixtures/open_shell_response.xml");
 pub const CLOSE_SHELL: &str = include_str!("fixtures/close_shell_response.xml");
@@ -164,8 +164,44 @@ impl Fake {
         Self { addr, seen, task }
     }
 
+    /// Starts the fake behind TLS with the PEM `cert_chain` and `key`.
+    pub async fn start_tls(plan: Plan, cert_chain: &[u8], key: &[u8]) -> Self {
+        use tokio_rustls::rustls::ServerConfig;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key).unwrap();
+        let config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let plan = Arc::new(Mutex::new(plan));
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, plan, seen) = (acceptor.clone(), plan.clone(), seen2.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve(tls, plan, seen).await;
+                    }
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}/wsman", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}/wsman", self.addr)
     }
 
     pub fn actions(&self) -> Vec<String> {
@@ -222,7 +258,10 @@ fn check(action: &str, body: &str) -> Vec<String> {
     problems
 }
 
-async fn serve(mut stream: TcpStream, plan: Arc<Mutex<Plan>>, seen: Arc<Mutex<Vec<Seen>>>) {
+async fn serve<S>(mut stream: S, plan: Arc<Mutex<Plan>>, seen: Arc<Mutex<Vec<Seen>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     // One request per round; a client closing the connection ends the loop.
     for _ in 0..1000 {

@@ -593,3 +593,82 @@ fn recorded_create_request_and_ours_agree() {
         );
     }
 }
+
+/// A CA and a 127.0.0.1 server certificate it signed, made with the openssl CLI: (ca, chain, key).
+fn tls_material(dir: &std::path::Path) -> (String, Vec<u8>, Vec<u8>) {
+    let script = "set -e\n\
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+          -subj /CN=deploy-test-ca -keyout ca.key -out ca.pem 2>/dev/null\n\
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+          -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null\n\
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf\n\
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+          -extfile ext.cnf -out server.pem 2>/dev/null\n";
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .expect("sh runs (the openssl CLI makes the test certificates)");
+    assert!(
+        status.success(),
+        "openssl could not make the test certificates"
+    );
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    (
+        String::from_utf8(read("ca.pem")).unwrap(),
+        read("server.pem"),
+        read("server.key"),
+    )
+}
+
+#[tokio::test]
+async fn https_endpoint_is_trusted_through_the_configured_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = tls_material(dir.path());
+    let fake = Fake::start_tls(
+        Plan::new(vec![Reply::ok(fake::RECEIVE_STDOUT_DONE)]),
+        &chain,
+        &key,
+    )
+    .await;
+    let ctx = ExecContext::quiet(Duration::from_secs(20));
+    let https = conn(&fake.https_url(), false);
+    let trusted = WinrmClient::new(
+        &https,
+        "deploy",
+        Secret::new("s3cret-pw"),
+        Some(&ca),
+        config(),
+    )
+    .unwrap();
+    let out = trusted
+        .run(
+            "hostname",
+            &[],
+            "test",
+            &ctx.log,
+            &ctx.cancel,
+            Instant::now() + ctx.timeout,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    let untrusted =
+        WinrmClient::new(&https, "deploy", Secret::new("s3cret-pw"), None, config()).unwrap();
+    let err = untrusted
+        .run(
+            "hostname",
+            &[],
+            "test",
+            &ctx.log,
+            &ctx.cancel,
+            Instant::now() + ctx.timeout,
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("certificate"), "{text}");
+    assert!(!err.is_retryable(), "{text}");
+    assert_eq!(fake.actions(), ["Create", "Command", "Receive", "Delete"]);
+}
