@@ -15,6 +15,8 @@ use crate::winrm::envelope::{self, Header, Request, Response};
 pub const STDOUT_KEEP: usize = 64 * 1024;
 /// Bytes of stderr kept for error messages.
 pub const STDERR_TAIL: usize = 2048;
+/// Longest command line cmd.exe accepts (the shell runs commands through it).
+pub const COMMAND_LINE_MAX: usize = 8191;
 /// How long cleanup (Signal, Delete) may take after a cancel or a timeout.
 const CLEANUP_BOUND: Duration = Duration::from_secs(5);
 
@@ -239,6 +241,16 @@ impl WinrmClient {
             }
             data.extend_from_slice(&chunk);
         }
+        if matches!(status.as_u16(), 502..=504) {
+            return Err(ExecError::Connect {
+                host: self.host.clone(),
+                port: self.port,
+                detail: format!(
+                    "{}: http {status} (the endpoint or a proxy is unavailable)",
+                    req.action().name()
+                ),
+            });
+        }
         if !(status.is_success() || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR) {
             return Err(self.protocol(req, format!("expected http 200, got {status}")));
         }
@@ -298,6 +310,14 @@ impl WinrmClient {
         command: &str,
         arguments: &[String],
     ) -> Result<String, ExecError> {
+        let length = command.len() + arguments.iter().map(|a| a.len() + 1).sum::<usize>();
+        if length > COMMAND_LINE_MAX {
+            return Err(ExecError::invalid(
+                "winrm command line",
+                format!("{command} ... ({length} characters)"),
+                format!("at most {COMMAND_LINE_MAX} characters (the cmd.exe limit)"),
+            ));
+        }
         let req = Request::Command { command, arguments };
         let resp = self.call(&req, Some(shell)).await?;
         resp.command_id
@@ -344,9 +364,19 @@ impl WinrmClient {
         cancel: &CancellationToken,
         deadline: Instant,
     ) -> Result<RunOutput, ExecError> {
+        let seconds = deadline.saturating_duration_since(Instant::now()).as_secs();
+        let with_seconds = |e: ExecError| match e {
+            ExecError::Timeout { host, what, .. } if seconds > 0 => ExecError::Timeout {
+                host,
+                what,
+                seconds,
+            },
+            other => other,
+        };
         let shell = self
             .bounded(self.create_shell(), what, cancel, deadline)
-            .await?;
+            .await
+            .map_err(with_seconds)?;
         let result = self
             .run_in_shell(&shell, command, arguments, what, log, cancel, deadline)
             .await;
@@ -357,7 +387,7 @@ impl WinrmClient {
         {
             tracing::warn!(endpoint = %self.endpoint, error = %e, "winrm shell not deleted");
         }
-        result
+        result.map_err(with_seconds)
     }
 
     #[expect(

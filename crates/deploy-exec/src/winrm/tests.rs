@@ -672,3 +672,78 @@ async fn https_endpoint_is_trusted_through_the_configured_ca_only() {
     assert!(!err.is_retryable(), "{text}");
     assert_eq!(fake.actions(), ["Create", "Command", "Receive", "Delete"]);
 }
+
+#[tokio::test]
+async fn a_response_to_another_message_is_refused() {
+    let mut plan = Plan::new(vec![]);
+    plan.create = Reply::ok(fake::OPEN_SHELL.replace(
+        "RelatesTo>uuid:11111111-1111-1111-1111-111111111111<",
+        "RelatesTo>uuid:22222222-2222-2222-2222-222222222222<",
+    ));
+    let fake = Fake::start(plan).await;
+    let ctx = ExecContext::quiet(Duration::from_secs(20));
+    let err = executor("s3cret-pw")
+        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ExecError::Protocol { .. }), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "create shell on {}: expected a response relating to uuid:",
+            fake.url()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("got one relating to uuid:22222222-2222-2222-2222-222222222222"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn gateway_errors_retry_and_overlong_command_lines_are_refused_before_sending() {
+    let mut plan = Plan::new(vec![]);
+    plan.create = Reply {
+        status: 503,
+        body: String::new(),
+        delay: Duration::ZERO,
+    };
+    let fake = Fake::start(plan).await;
+    let ctx = ExecContext::quiet(Duration::from_secs(20));
+    let err = executor("s3cret-pw")
+        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+
+    let fake = Fake::start(Plan::new(vec![])).await;
+    let long = "x".repeat(5000);
+    let err = executor("s3cret-pw")
+        .run_command(&target(&fake.url()), &cmd(&["echo", &long]), &ctx)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::InvalidInput { .. }), "{err}");
+    assert!(err.to_string().contains("at most 8191 characters"), "{err}");
+    assert_eq!(fake.actions(), ["Create", "Delete"]);
+}
+
+#[test]
+fn a_realistic_swap_fits_the_command_line() {
+    let image = ImageRef::from_parts("registry.example.com:5000/team/app", &digest(9)).unwrap();
+    let n = name("web-frontend");
+    let script = super::executor::swap_script(&crate::ssh::docker_host::RunSpec {
+        name: &n,
+        image: &image,
+        target: &name("windows-host-01"),
+        task: "0190c0de-0000-7000-8000-000000000001",
+        publish: &[8080, 8443],
+        args: &["--config=C:\\app\\config.json".to_owned()],
+        settle: Duration::from_secs(2),
+        stop_timeout: Duration::from_secs(10),
+    });
+    let args = super::powershell::powershell_args(&script);
+    let length = "powershell".len() + args.iter().map(|a| a.len() + 1).sum::<usize>();
+    assert!(length < super::client::COMMAND_LINE_MAX, "{length}");
+}
