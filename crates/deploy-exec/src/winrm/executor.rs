@@ -180,6 +180,10 @@ impl WinrmExecutor {
         let digest = component.image.digest().clone();
         let mut running = BTreeMap::new();
         if previous.as_ref() == Some(&digest) {
+            ctx.log.line(&format!(
+                "{} already runs {digest}: nothing to do",
+                component.name
+            ));
             running.insert(component.name.to_string(), digest.clone());
             return ExecutionResult {
                 success: true,
@@ -200,6 +204,11 @@ impl WinrmExecutor {
                 previous,
             );
         }
+        ctx.log.line(&format!(
+            "pulling {} on {}",
+            component.image,
+            s.client.endpoint()
+        ));
         let pull = pull_script(&component.image.to_string());
         match self
             .powershell(s, &pull, "docker pull", ctx, deadline)
@@ -211,6 +220,10 @@ impl WinrmExecutor {
             }
             Err(e) => return ExecutionResult::failed(e, previous),
         }
+        ctx.log.line(&format!(
+            "starting {}-next, then swapping it in for {}",
+            component.name, component.name
+        ));
         let task = request.task.id.to_string();
         let swap = swap_script(&RunSpec {
             name: &component.name,
@@ -238,6 +251,10 @@ impl WinrmExecutor {
         }
         match self.inspect_with(s, &component.name, ctx, deadline).await {
             Ok(Some(now)) if now == digest => {
+                ctx.log.line(&format!(
+                    "{} runs {digest}; previous kept as {}-previous",
+                    component.name, component.name
+                ));
                 running.insert(component.name.to_string(), now);
                 ExecutionResult {
                     success: true,

@@ -747,3 +747,27 @@ fn a_realistic_swap_fits_the_command_line() {
     let length = "powershell".len() + args.iter().map(|a| a.len() + 1).sum::<usize>();
     assert!(length < super::client::COMMAND_LINE_MAX, "{length}");
 }
+
+#[tokio::test]
+async fn the_password_never_reaches_output_logs_or_errors() {
+    let fake = Fake::start(Plan::new(vec![Reply::ok(fake::done(
+        "token s3cret-pw\n",
+        "denied for s3cret-pw\n",
+        2,
+    ))]))
+    .await;
+    let sink = Arc::new(MemorySink::new());
+    let ctx = ExecContext::new(sink.clone(), Duration::from_secs(20));
+    let out = executor("s3cret-pw")
+        .run_command(&target(&fake.url()), &cmd(&["whoami"]), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(out.exit_status, 2);
+    assert_eq!(out.stdout, "token [REDACTED]\n");
+    let lines = sink.lines();
+    assert!(lines.iter().all(|l| !l.contains("s3cret-pw")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "denied for [REDACTED]"),
+        "{lines:?}"
+    );
+}
