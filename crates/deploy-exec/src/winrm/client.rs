@@ -70,6 +70,18 @@ impl std::fmt::Debug for WinrmClient {
     }
 }
 
+/// A timeout error naming the whole budget of the call rather than what was left.
+fn with_seconds(e: ExecError, seconds: u64) -> ExecError {
+    match e {
+        ExecError::Timeout { host, what, .. } if seconds > 0 => ExecError::Timeout {
+            host,
+            what,
+            seconds,
+        },
+        other => other,
+    }
+}
+
 /// Splits a Basic credential `user:password` (the secret's first line ending trimmed).
 pub fn split_credential(secret: &Secret) -> Option<(String, Secret)> {
     let text = secret.expose().trim_end_matches(['\r', '\n']);
@@ -352,9 +364,7 @@ impl WinrmClient {
         self.call(&Request::Delete, Some(shell)).await.map(|_| ())
     }
 
-    /// Runs `command` in a fresh shell, streaming output to `log`, until it is done,
-    /// `cancel` fires or `deadline` passes (then the command is terminated). The shell
-    /// is deleted in every case.
+    /// Runs `command` in a fresh shell that is deleted afterwards (see [`Self::run_in`]).
     pub async fn run(
         &self,
         command: &str,
@@ -364,30 +374,59 @@ impl WinrmClient {
         cancel: &CancellationToken,
         deadline: Instant,
     ) -> Result<RunOutput, ExecError> {
-        let seconds = deadline.saturating_duration_since(Instant::now()).as_secs();
-        let with_seconds = |e: ExecError| match e {
-            ExecError::Timeout { host, what, .. } if seconds > 0 => ExecError::Timeout {
-                host,
-                what,
-                seconds,
-            },
-            other => other,
-        };
-        let shell = self
-            .bounded(self.create_shell(), what, cancel, deadline)
-            .await
-            .map_err(with_seconds)?;
+        let shell = self.open_shell(what, cancel, deadline).await?;
         let result = self
-            .run_in_shell(&shell, command, arguments, what, log, cancel, deadline)
+            .run_in(&shell, command, arguments, what, log, cancel, deadline)
             .await;
-        log.flush();
-        if let Err(e) = tokio::time::timeout(CLEANUP_BOUND, self.delete_shell(&shell))
+        self.close_shell(&shell).await;
+        result
+    }
+
+    /// Creates a shell unless `cancel` fires or `deadline` passes first.
+    pub async fn open_shell(
+        &self,
+        what: &str,
+        cancel: &CancellationToken,
+        deadline: Instant,
+    ) -> Result<String, ExecError> {
+        let seconds = deadline.saturating_duration_since(Instant::now()).as_secs();
+        self.bounded(self.create_shell(), what, cancel, deadline)
+            .await
+            .map_err(|e| with_seconds(e, seconds))
+    }
+
+    /// Deletes `shell`, waiting at most 5 s; a failure is only logged (the server reaps idle shells).
+    pub async fn close_shell(&self, shell: &str) {
+        if let Err(e) = tokio::time::timeout(CLEANUP_BOUND, self.delete_shell(shell))
             .await
             .unwrap_or_else(|_| Err(self.protocol(&Request::Delete, "no answer within 5 s")))
         {
             tracing::warn!(endpoint = %self.endpoint, error = %e, "winrm shell not deleted");
         }
-        result.map_err(with_seconds)
+    }
+
+    /// Runs `command` in `shell`, streaming output to `log`, until it is done, `cancel`
+    /// fires or `deadline` passes (then the command is terminated with Signal).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call's whole context, passed once"
+    )]
+    pub async fn run_in(
+        &self,
+        shell: &str,
+        command: &str,
+        arguments: &[String],
+        what: &str,
+        log: &TaskLog,
+        cancel: &CancellationToken,
+        deadline: Instant,
+    ) -> Result<RunOutput, ExecError> {
+        let seconds = deadline.saturating_duration_since(Instant::now()).as_secs();
+        let result = self
+            .run_in_shell(shell, command, arguments, what, log, cancel, deadline)
+            .await;
+        log.flush();
+        result.map_err(|e| with_seconds(e, seconds))
     }
 
     #[expect(

@@ -54,8 +54,11 @@ fn winrm_of(target: &Target) -> Result<&WinrmConnection, ExecError> {
     }
 }
 
+/// A client with one open shell: every step of a call runs in it (one Create and one
+/// Delete per call, not per step).
 struct Session {
     client: WinrmClient,
+    shell: String,
     password: String,
 }
 
@@ -81,7 +84,12 @@ impl WinrmExecutor {
         }
     }
 
-    async fn session(&self, target: &Target) -> Result<Session, ExecError> {
+    async fn session(
+        &self,
+        target: &Target,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> Result<Session, ExecError> {
         let conn = winrm_of(target)?;
         let secret = self.secrets.resolve(&conn.credential_ref).await?;
         let (user, password) = split_credential(&secret).ok_or_else(|| ExecError::Secret {
@@ -100,8 +108,12 @@ impl WinrmExecutor {
             ca.as_ref().map(|c| c.expose()),
             self.config,
         )?;
+        let shell = client
+            .open_shell("create shell", &ctx.cancel, deadline)
+            .await?;
         Ok(Session {
             client,
+            shell,
             password: shown,
         })
     }
@@ -117,7 +129,8 @@ impl WinrmExecutor {
     ) -> Result<RunOutput, ExecError> {
         let log = ctx.log.clone().with_secret(&s.password);
         s.client
-            .run(
+            .run_in(
+                &s.shell,
                 "powershell",
                 &powershell_args(script),
                 what,
@@ -371,31 +384,38 @@ pub fn swap_script(spec: &RunSpec<'_>) -> String {
 impl Executor for WinrmExecutor {
     async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
         let deadline = Instant::now() + ctx.timeout;
-        let s = match self.session(&request.target).await {
+        let component = match (request.target.target_type, &request.component) {
+            (TargetType::DockerHost, Some(c)) => c,
+            (TargetType::DockerHost, None) => {
+                return ExecutionResult::failed(
+                    ExecError::invalid(
+                        format!("deploy request for target `{}`", request.target.name),
+                        "no component",
+                        "a component (container name and image) for a docker_host target",
+                    ),
+                    None,
+                );
+            }
+            (other, _) => {
+                return ExecutionResult::failed(
+                    ExecError::invalid(
+                        format!("target `{}`.type", request.target.name),
+                        other.as_str(),
+                        "docker_host (windows_service deploys over winrm are not supported yet)",
+                    ),
+                    None,
+                );
+            }
+        };
+        let s = match self.session(&request.target, ctx, deadline).await {
             Ok(s) => s,
             Err(e) => return ExecutionResult::failed(e, None),
         };
-        match (request.target.target_type, &request.component) {
-            (TargetType::DockerHost, Some(c)) => {
-                self.deploy_docker(&s, request, c, ctx, deadline).await
-            }
-            (TargetType::DockerHost, None) => ExecutionResult::failed(
-                ExecError::invalid(
-                    format!("deploy request for target `{}`", request.target.name),
-                    "no component",
-                    "a component (container name and image) for a docker_host target",
-                ),
-                None,
-            ),
-            (other, _) => ExecutionResult::failed(
-                ExecError::invalid(
-                    format!("target `{}`.type", request.target.name),
-                    other.as_str(),
-                    "docker_host (windows_service deploys over winrm are not supported yet)",
-                ),
-                None,
-            ),
-        }
+        let result = self
+            .deploy_docker(&s, request, component, ctx, deadline)
+            .await;
+        s.client.close_shell(&s.shell).await;
+        result
     }
 
     async fn inspect(
@@ -405,8 +425,10 @@ impl Executor for WinrmExecutor {
         ctx: &ExecContext,
     ) -> Result<Option<Digest>, ExecError> {
         let deadline = Instant::now() + ctx.timeout;
-        let s = self.session(target).await?;
-        self.inspect_with(&s, component, ctx, deadline).await
+        let s = self.session(target, ctx, deadline).await?;
+        let result = self.inspect_with(&s, component, ctx, deadline).await;
+        s.client.close_shell(&s.shell).await;
+        result
     }
 
     async fn run_command(
@@ -416,11 +438,18 @@ impl Executor for WinrmExecutor {
         ctx: &ExecContext,
     ) -> Result<CommandOutput, ExecError> {
         let deadline = Instant::now() + ctx.timeout;
-        let s = self.session(target).await?;
-        let argv = command.argv();
-        let out = self
-            .powershell(&s, &call_script(argv), "run command", ctx, deadline)
-            .await?;
+        let s = self.session(target, ctx, deadline).await?;
+        let result = self
+            .powershell(
+                &s,
+                &call_script(command.argv()),
+                "run command",
+                ctx,
+                deadline,
+            )
+            .await;
+        s.client.close_shell(&s.shell).await;
+        let out = result?;
         Ok(CommandOutput {
             exit_status: exit_status(out.exit_code),
             stdout: ctx

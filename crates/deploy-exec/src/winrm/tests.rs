@@ -521,6 +521,28 @@ async fn docker_host_deploy_pulls_and_swaps_start_first() {
     assert!(swap.contains("'--greeting=it''s $HOME'"), "{swap}");
     assert!(swap.contains("$prev = 'web-previous'"), "{swap}");
     assert!(swap.contains("docker rename $name $prev"), "{swap}");
+    // One shell for the whole deploy: one Create, one Delete, four Commands in between.
+    let actions = fake.actions();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "Create").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| *a == "Delete").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.first().map(String::as_str),
+        Some("Create"),
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("Delete"),
+        "{actions:?}"
+    );
     assert_requests_well_formed(&fake);
 }
 
