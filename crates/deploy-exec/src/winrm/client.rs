@@ -1,6 +1,10 @@
 //! `WinrmClient`: WS-Management over reqwest (Create shell, Command, Receive, Signal, Delete) with size, time and cancel bounds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use deploy_core::{WinrmAuth, WinrmConnection};
 use tokio::time::Instant;
@@ -10,6 +14,7 @@ use crate::errors::ExecError;
 use crate::logs::{Stream, TaskLog};
 use crate::secrets::Secret;
 use crate::winrm::envelope::{self, Header, Request, Response};
+use crate::winrm::ntlm;
 
 /// Largest stdout kept in [`RunOutput::stdout`] (the log gets everything up to its own cap).
 pub const STDOUT_KEEP: usize = 64 * 1024;
@@ -58,6 +63,9 @@ pub struct WinrmClient {
     port: u16,
     user: String,
     password: Secret,
+    auth: WinrmAuth,
+    /// NTLM: the pooled connection has completed the handshake.
+    ntlm_ready: AtomicBool,
     config: WinrmClientConfig,
 }
 
@@ -102,13 +110,6 @@ impl WinrmClient {
         config: WinrmClientConfig,
     ) -> Result<Self, ExecError> {
         let endpoint = conn.endpoint.as_str().to_owned();
-        if conn.auth == WinrmAuth::Ntlm {
-            return Err(ExecError::invalid(
-                "connection.auth",
-                "ntlm",
-                "basic (the winrm executor does not support ntlm yet)",
-            ));
-        }
         if !conn.endpoint.is_https() && !conn.allow_insecure_http {
             return Err(ExecError::invalid(
                 "connection.endpoint",
@@ -124,7 +125,9 @@ impl WinrmClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.operation_timeout + Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // One idle connection: NTLM authenticates a connection, and calls are sequential.
+            .pool_max_idle_per_host(1);
         if let Some(pem) = ca_pem {
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
                 return Err(ExecError::invalid(
@@ -154,6 +157,8 @@ impl WinrmClient {
             port,
             user: user.to_owned(),
             password,
+            auth: conn.auth,
+            ntlm_ready: AtomicBool::new(false),
             config,
         })
     }
@@ -201,6 +206,105 @@ impl WinrmClient {
         }
     }
 
+    fn unauthorized(&self) -> ExecError {
+        ExecError::Authentication {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            method: match self.auth {
+                WinrmAuth::Basic => "basic",
+                WinrmAuth::Ntlm => "ntlm",
+            },
+        }
+    }
+
+    /// One HTTP POST: status, WWW-Authenticate and the body, read up to MaxEnvelopeSize.
+    async fn post(
+        &self,
+        req: &Request<'_>,
+        body: Vec<u8>,
+        authorization: Option<&str>,
+    ) -> Result<(reqwest::StatusCode, Option<String>, Vec<u8>), ExecError> {
+        let mut builder = self
+            .http
+            .post(&self.endpoint)
+            .header("Content-Type", "application/soap+xml;charset=UTF-8")
+            .body(body);
+        if let Some(a) = authorization {
+            builder = builder.header("Authorization", a);
+        }
+        let mut resp = builder.send().await.map_err(|e| self.transport(req, &e))?;
+        let status = resp.status();
+        let challenge = resp
+            .headers()
+            .get("WWW-Authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let limit = self.config.max_envelope_size;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(self.protocol(
+                req,
+                format!("expected a response of at most {limit} bytes (MaxEnvelopeSize), the server announced more"),
+            ));
+        }
+        let mut data = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(req, &e))? {
+            if data.len() + chunk.len() > limit {
+                return Err(self.protocol(
+                    req,
+                    format!("expected a response of at most {limit} bytes (MaxEnvelopeSize), received more"),
+                ));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok((status, challenge, data))
+    }
+
+    /// NTLM is connection-bound: the handshake (Negotiate, Challenge, Authenticate carrying
+    /// the first real request) runs once per connection; a later 401 means the connection
+    /// was replaced, and the handshake runs once more.
+    async fn post_ntlm(
+        &self,
+        req: &Request<'_>,
+        body: Vec<u8>,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), ExecError> {
+        if self.ntlm_ready.load(Ordering::Acquire) {
+            let (status, _, data) = self.post(req, body.clone(), None).await?;
+            if status != reqwest::StatusCode::UNAUTHORIZED {
+                return Ok((status, data));
+            }
+            self.ntlm_ready.store(false, Ordering::Release);
+        }
+        let negotiate = format!("Negotiate {}", BASE64.encode(ntlm::negotiate()));
+        let (status, challenge, _) = self.post(req, Vec::new(), Some(&negotiate)).await?;
+        let token = challenge
+            .as_deref()
+            .filter(|_| status == reqwest::StatusCode::UNAUTHORIZED)
+            .and_then(|h| h.strip_prefix("Negotiate "))
+            .ok_or_else(|| self.unauthorized())?;
+        let challenge = BASE64
+            .decode(token.trim())
+            .map_err(|e| e.to_string())
+            .and_then(|b| ntlm::parse_challenge(&b))
+            .map_err(|d| self.protocol(req, format!("expected an ntlm challenge: {d}")))?;
+        let mut client_challenge = [0u8; 8];
+        client_challenge.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
+        let authenticate = ntlm::authenticate(
+            &challenge,
+            &self.user,
+            self.password.expose(),
+            client_challenge,
+            ntlm::filetime_now(),
+        );
+        let authorization = format!("Negotiate {}", BASE64.encode(authenticate));
+        let (status, _, data) = self.post(req, body, Some(&authorization)).await?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized());
+        }
+        self.ntlm_ready.store(true, Ordering::Release);
+        Ok((status, data))
+    }
+
     /// Sends one request and parses the answer; a SOAP fault comes back as `Ok` with `fault` set.
     async fn exchange(
         &self,
@@ -218,40 +322,19 @@ impl WinrmClient {
             },
             req,
         );
-        let mut resp = self
-            .http
-            .post(&self.endpoint)
-            .header("Content-Type", "application/soap+xml;charset=UTF-8")
-            .basic_auth(&self.user, Some(self.password.expose()))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport(req, &e))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(ExecError::Authentication {
-                host: self.host.clone(),
-                port: self.port,
-                user: self.user.clone(),
-                method: "basic",
-            });
-        }
-        let limit = self.config.max_envelope_size;
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(self.protocol(
-                req,
-                format!("expected a response of at most {limit} bytes (MaxEnvelopeSize), the server announced more"),
-            ));
-        }
-        let mut data = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(req, &e))? {
-            if data.len() + chunk.len() > limit {
-                return Err(self.protocol(
-                    req,
-                    format!("expected a response of at most {limit} bytes (MaxEnvelopeSize), received more"),
-                ));
+        let (status, data) = match self.auth {
+            WinrmAuth::Basic => {
+                let basic = format!(
+                    "Basic {}",
+                    BASE64.encode(format!("{}:{}", self.user, self.password.expose()))
+                );
+                let (status, _, data) = self.post(req, body, Some(&basic)).await?;
+                (status, data)
             }
-            data.extend_from_slice(&chunk);
+            WinrmAuth::Ntlm => self.post_ntlm(req, body).await?,
+        };
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized());
         }
         if matches!(status.as_u16(), 502..=504) {
             return Err(ExecError::Connect {

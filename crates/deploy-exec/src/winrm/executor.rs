@@ -22,7 +22,7 @@ pub const EXIT_NOT_RUNNING: i64 = 3;
 /// Exit status of the swap script when the old container could not be moved aside.
 pub const EXIT_SWAP_FAILED: i64 = 4;
 
-/// Deploys to Windows docker_host targets over WinRM (Basic auth; NTLM not yet).
+/// Deploys to Windows docker_host targets over WinRM (Basic or NTLMv2 auth).
 ///
 /// The credential the target's `credential_ref` names is `user:password`; `ca_ref`, when
 /// set, names a PEM CA bundle trusted for the endpoint's certificate.

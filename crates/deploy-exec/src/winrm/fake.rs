@@ -110,6 +110,8 @@ pub struct Plan {
     pub command: Reply,
     /// Served in order; once used up, Receive gets a w:TimedOut fault after 100 ms.
     pub receive: VecDeque<Reply>,
+    /// NTLM instead of Basic: pyspnego's acceptor, reading this NTLM_USER_FILE, judges the handshake.
+    pub ntlm_user_file: Option<std::path::PathBuf>,
 }
 
 impl Plan {
@@ -121,6 +123,7 @@ impl Plan {
             create: Reply::ok(OPEN_SHELL),
             command: Reply::ok(COMMAND),
             receive: receive.into(),
+            ntlm_user_file: None,
         }
     }
 }
@@ -258,11 +261,68 @@ fn check(action: &str, body: &str) -> Vec<String> {
     problems
 }
 
+/// pyspnego's NTLM acceptor behind a line protocol: base64 token in; base64 token, `OK user` or `ERR why` out.
+const ACCEPTOR: &str = "import sys, base64, spnego
+s = spnego.server(protocol='ntlm', options=spnego.NegotiateOptions.use_ntlm)
+for line in sys.stdin:
+    try:
+        out = s.step(base64.b64decode(line.strip()))
+    except Exception as e:
+        print('ERR ' + str(e).replace(chr(10), ' '), flush=True)
+        continue
+    if s.complete:
+        print('OK ' + str(s.client_principal), flush=True)
+    else:
+        print(base64.b64encode(out).decode(), flush=True)
+";
+
+struct Acceptor {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Acceptor {
+    fn start(user_file: &std::path::Path) -> Self {
+        let mut child = tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(ACCEPTOR)
+            .env("NTLM_USER_FILE", user_file)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 with pyspnego runs (scripts/peers/winrm.sh installs pywinrm)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        Self {
+            _child: child,
+            stdin,
+            lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)),
+        }
+    }
+
+    async fn step(&mut self, token: &str) -> String {
+        self.stdin
+            .write_all(format!("{token}\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_default()
+    }
+}
+
 async fn serve<S>(mut stream: S, plan: Arc<Mutex<Plan>>, seen: Arc<Mutex<Vec<Seen>>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut buf = Vec::new();
+    let user_file = plan.lock().unwrap().ntlm_user_file.clone();
+    let mut acceptor = user_file.as_deref().map(Acceptor::start);
+    let mut authenticated = false;
     // One request per round; a client closing the connection ends the loop.
     for _ in 0..1000 {
         let head_end = loop {
@@ -296,13 +356,31 @@ where
             .and_then(|uri| uri.rsplit('/').next())
             .unwrap_or("?")
             .to_owned();
+        let mut challenge = None;
+        let token = header(&head, "authorization").and_then(|a| a.strip_prefix("Negotiate "));
+        if let Some(acceptor) = acceptor.as_mut()
+            && !authenticated
+            && let Some(token) = token
+        {
+            let answer = acceptor.step(token).await;
+            if answer.starts_with("OK ") {
+                authenticated = true;
+            } else if !answer.starts_with("ERR") {
+                challenge = Some(answer);
+            }
+        }
         let reply = {
             let mut plan = plan.lock().unwrap();
             let expected = format!(
                 "Basic {}",
                 BASE64.encode(format!("{}:{}", plan.user, plan.password))
             );
-            if header(&head, "authorization") != Some(expected.as_str()) {
+            let allowed = if acceptor.is_some() {
+                authenticated
+            } else {
+                header(&head, "authorization") == Some(expected.as_str())
+            };
+            if !allowed {
                 Reply {
                     status: 401,
                     body: String::new(),
@@ -354,7 +432,13 @@ where
             reply.body.len()
         );
         if reply.status == 401 {
-            out.push_str("WWW-Authenticate: Basic realm=\"WSMAN\"\r\n");
+            match (&acceptor, &challenge) {
+                (Some(_), Some(token)) => {
+                    out.push_str(&format!("WWW-Authenticate: Negotiate {token}\r\n"));
+                }
+                (Some(_), None) => out.push_str("WWW-Authenticate: Negotiate\r\n"),
+                (None, _) => out.push_str("WWW-Authenticate: Basic realm=\"WSMAN\"\r\n"),
+            }
         }
         out.push_str("\r\n");
         out.push_str(&reply.body);

@@ -3,6 +3,7 @@
 mod client;
 mod envelope;
 mod executor;
+mod ntlm;
 mod powershell;
 
 pub use client::{RunOutput, WinrmClient, WinrmClientConfig};
