@@ -112,6 +112,8 @@ pub struct Plan {
     pub receive: VecDeque<Reply>,
     /// NTLM instead of Basic: pyspnego's acceptor, reading this NTLM_USER_FILE, judges the handshake.
     pub ntlm_user_file: Option<std::path::PathBuf>,
+    /// Close each connection after answering one request (clients must reconnect).
+    pub one_request_per_connection: bool,
 }
 
 impl Plan {
@@ -124,6 +126,7 @@ impl Plan {
             command: Reply::ok(COMMAND),
             receive: receive.into(),
             ntlm_user_file: None,
+            one_request_per_connection: false,
         }
     }
 }
@@ -369,6 +372,7 @@ where
                 challenge = Some(answer);
             }
         }
+        let authorized;
         let reply = {
             let mut plan = plan.lock().unwrap();
             let expected = format!(
@@ -380,6 +384,7 @@ where
             } else {
                 header(&head, "authorization") == Some(expected.as_str())
             };
+            authorized = allowed;
             if !allowed {
                 Reply {
                     status: 401,
@@ -443,6 +448,10 @@ where
         out.push_str("\r\n");
         out.push_str(&reply.body);
         if stream.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+        if authorized && plan.lock().unwrap().one_request_per_connection {
+            let _ = stream.shutdown().await;
             return;
         }
     }

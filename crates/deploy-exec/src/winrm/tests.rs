@@ -840,3 +840,18 @@ async fn ntlm_with_a_wrong_password_is_an_authentication_error() {
     assert!(!err.is_retryable());
     assert!(fake.actions().is_empty());
 }
+
+#[tokio::test]
+async fn ntlm_authenticates_again_on_a_new_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = ntlm_plan(dir.path(), vec![Reply::ok(fake::RECEIVE_STDOUT_DONE)]);
+    plan.one_request_per_connection = true;
+    let fake = Fake::start(plan).await;
+    let ctx = ExecContext::quiet(Duration::from_secs(30));
+    let out = executor("s3cret-pw")
+        .run_command(&ntlm_target(&fake.url()), &cmd(&["hostname"]), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(out.exit_status, 0);
+    assert_eq!(fake.actions(), ["Create", "Command", "Receive", "Delete"]);
+}
