@@ -157,17 +157,7 @@ impl Drop for Fake {
 impl Fake {
     /// Starts the fake on a free loopback port.
     pub async fn start(plan: Plan) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let plan = Arc::new(Mutex::new(plan));
-        let seen2 = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, plan.clone(), seen2.clone()));
-            }
-        });
-        Self { addr, seen, task }
+        Self::start_with(plan, None).await
     }
 
     /// Starts the fake behind TLS with the PEM `cert_chain` and `key`.
@@ -184,6 +174,10 @@ impl Fake {
             .with_single_cert(certs, key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::start_with(plan, Some(acceptor)).await
+    }
+
+    async fn start_with(plan: Plan, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -191,10 +185,15 @@ impl Fake {
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (acceptor, plan, seen) = (acceptor.clone(), plan.clone(), seen2.clone());
+                let (tls, plan, seen) = (tls.clone(), plan.clone(), seen2.clone());
                 tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(stream).await {
-                        serve(tls, plan, seen).await;
+                    match tls {
+                        None => serve(stream, plan, seen).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve(stream, plan, seen).await;
+                            }
+                        }
                     }
                 });
             }

@@ -75,6 +75,18 @@ fn cmd(argv: &[&str]) -> CommandSpec {
     CommandSpec::new(argv.iter().map(|s| (*s).to_owned()).collect()).unwrap()
 }
 
+/// `argv` run through the executor as user `deploy` with `password`.
+async fn run_on(
+    target: &Target,
+    password: &str,
+    argv: &[&str],
+    ctx: &ExecContext,
+) -> Result<crate::executor::CommandOutput, ExecError> {
+    executor(password)
+        .run_command(target, &cmd(argv), ctx)
+        .await
+}
+
 fn assert_requests_well_formed(fake: &Fake) {
     for s in fake.seen() {
         assert!(
@@ -307,8 +319,7 @@ async fn cancel_terminates_the_command_and_deletes_the_shell() {
 async fn timeout_terminates_the_command_and_is_retryable() {
     let fake = Fake::start(Plan::new(vec![])).await;
     let ctx = ExecContext::quiet(Duration::from_millis(300));
-    let err = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["ping"]), &ctx)
+    let err = run_on(&target(&fake.url()), "s3cret-pw", &["ping"], &ctx)
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
@@ -320,8 +331,7 @@ async fn timeout_terminates_the_command_and_is_retryable() {
 async fn wrong_password_is_a_permanent_authentication_error() {
     let fake = Fake::start(Plan::new(vec![])).await;
     let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let err = executor("wrong-password")
-        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let err = run_on(&target(&fake.url()), "wrong-password", &["hostname"], &ctx)
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::Authentication { .. }), "{err}");
@@ -336,8 +346,7 @@ async fn soap_fault_is_reported_with_its_code_and_message() {
     plan.command = Reply::fault(fake::SHELL_NOT_FOUND);
     let fake = Fake::start(plan).await;
     let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let err = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let err = run_on(&target(&fake.url()), "s3cret-pw", &["hostname"], &ctx)
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -362,8 +371,7 @@ async fn malformed_and_oversized_responses_are_clear_errors() {
     )]))
     .await;
     let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let err = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let err = run_on(&target(&fake.url()), "s3cret-pw", &["hostname"], &ctx)
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -380,8 +388,7 @@ async fn malformed_and_oversized_responses_are_clear_errors() {
         "x".repeat(200_000)
     );
     let fake = Fake::start(Plan::new(vec![Reply::ok(big)])).await;
-    let err = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let err = run_on(&target(&fake.url()), "s3cret-pw", &["hostname"], &ctx)
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -697,8 +704,7 @@ async fn a_response_to_another_message_is_refused() {
     ));
     let fake = Fake::start(plan).await;
     let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let err = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let err = run_on(&target(&fake.url()), "s3cret-pw", &["hostname"], &ctx)
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -726,8 +732,7 @@ async fn gateway_errors_retry_and_overlong_command_lines_are_refused_before_send
     };
     let fake = Fake::start(plan).await;
     let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let err = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let err = run_on(&target(&fake.url()), "s3cret-pw", &["hostname"], &ctx)
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -735,8 +740,7 @@ async fn gateway_errors_retry_and_overlong_command_lines_are_refused_before_send
 
     let fake = Fake::start(Plan::new(vec![])).await;
     let long = "x".repeat(5000);
-    let err = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["echo", &long]), &ctx)
+    let err = run_on(&target(&fake.url()), "s3cret-pw", &["echo", &long], &ctx)
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::InvalidInput { .. }), "{err}");
@@ -773,8 +777,7 @@ async fn the_password_never_reaches_output_logs_or_errors() {
     .await;
     let sink = Arc::new(MemorySink::new());
     let ctx = ExecContext::new(sink.clone(), Duration::from_secs(20));
-    let out = executor("s3cret-pw")
-        .run_command(&target(&fake.url()), &cmd(&["whoami"]), &ctx)
+    let out = run_on(&target(&fake.url()), "s3cret-pw", &["whoami"], &ctx)
         .await
         .unwrap();
     assert_eq!(out.exit_status, 2);
@@ -814,8 +817,7 @@ async fn ntlm_handshake_is_accepted_by_pyspnego() {
     ))
     .await;
     let ctx = ExecContext::quiet(Duration::from_secs(30));
-    let out = executor("s3cret-pw")
-        .run_command(&ntlm_target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let out = run_on(&ntlm_target(&fake.url()), "s3cret-pw", &["hostname"], &ctx)
         .await
         .unwrap();
     assert_eq!(out.exit_status, 0);
@@ -829,10 +831,14 @@ async fn ntlm_with_a_wrong_password_is_an_authentication_error() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::start(ntlm_plan(dir.path(), vec![])).await;
     let ctx = ExecContext::quiet(Duration::from_secs(30));
-    let err = executor("wrong-password")
-        .run_command(&ntlm_target(&fake.url()), &cmd(&["hostname"]), &ctx)
-        .await
-        .unwrap_err();
+    let err = run_on(
+        &ntlm_target(&fake.url()),
+        "wrong-password",
+        &["hostname"],
+        &ctx,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, ExecError::Authentication { method: "ntlm", .. }),
         "{err}"
@@ -848,8 +854,7 @@ async fn ntlm_authenticates_again_on_a_new_connection() {
     plan.one_request_per_connection = true;
     let fake = Fake::start(plan).await;
     let ctx = ExecContext::quiet(Duration::from_secs(30));
-    let out = executor("s3cret-pw")
-        .run_command(&ntlm_target(&fake.url()), &cmd(&["hostname"]), &ctx)
+    let out = run_on(&ntlm_target(&fake.url()), "s3cret-pw", &["hostname"], &ctx)
         .await
         .unwrap();
     assert_eq!(out.exit_status, 0);
