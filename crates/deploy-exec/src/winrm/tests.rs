@@ -860,3 +860,37 @@ async fn ntlm_authenticates_again_on_a_new_connection() {
     assert_eq!(out.exit_status, 0);
     assert_eq!(fake.actions(), ["Create", "Command", "Receive", "Delete"]);
 }
+
+proptest::proptest! {
+    #[test]
+    fn parsing_any_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let _ = envelope::parse(&bytes);
+    }
+
+    #[test]
+    fn parsing_a_cut_or_altered_recording_never_panics(cut in 0usize..6000, at in 0usize..6000, byte in proptest::prelude::any::<u8>()) {
+        let mut b = fake::RECEIVE_STDOUT_DONE.as_bytes().to_vec();
+        if let Some(slot) = b.get_mut(at) {
+            *slot = byte;
+        }
+        b.truncate(cut);
+        let _ = envelope::parse(&b);
+    }
+
+    #[test]
+    fn ps_quote_round_trips(value in "\\PC*") {
+        let quoted = super::powershell::ps_quote(&value);
+        let inner: String = quoted.chars().skip(1).take(quoted.chars().count() - 2).collect();
+        // Undo the doubling the way PowerShell reads a single-quoted literal.
+        let mut read = String::new();
+        let mut chars = inner.chars().peekable();
+        while let Some(c) = chars.next() {
+            if ['\'', '\u{2018}', '\u{2019}', '\u{201A}', '\u{201B}'].contains(&c) {
+                // An undoubled quote would end the literal early.
+                proptest::prop_assert!(chars.next().is_some_and(|d| d == c), "{}", quoted);
+            }
+            read.push(c);
+        }
+        proptest::prop_assert_eq!(read, value);
+    }
+}
