@@ -586,6 +586,8 @@ impl WinrmClient {
         deadline: Instant,
     ) -> Result<T, ExecError> {
         tokio::select! {
+            // Cancel first, then the deadline: a call that is both is reported as cancelled.
+            biased;
             () = cancel.cancelled() => Err(ExecError::Cancelled {
                 host: self.endpoint.clone(),
                 what: what.to_owned(),
