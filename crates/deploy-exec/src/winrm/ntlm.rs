@@ -1,6 +1,6 @@
 //! NTLMv2 client messages (MS-NLMP): Negotiate, parse the server's Challenge, Authenticate. No signing or sealing.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use md4::{Digest as _, Md4};
 use md5::Md5;
 
