@@ -17,6 +17,7 @@ use deploy_engine::{Clock, Engine, EngineConfig, JobRequest, SystemClock, random
 use deploy_exec::DefaultSecrets;
 use deploy_exec::ExecutorRegistry;
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
+use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
 use deploy_store::{SqliteConfig, SqliteStore, Store};
 
 #[tokio::main]
@@ -33,7 +34,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // 1. The store: an embedded SQLite file, migrated on open.
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&SqliteConfig::new(db)).await?);
 
-    // 2. Executors by execution model: here only SSH, with strict host key checking.
+    // 2. Executors by execution model: SSH with strict host key checking, and WinRM for
+    //    Windows targets (their credential_ref resolves to `user:password`).
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
     let ssh = SshExecutor::new(
         SshExecutorConfig::new(format!("{home}/.ssh/known_hosts")),
@@ -41,6 +43,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     let mut executors = ExecutorRegistry::new();
     executors.register(ExecutionModel::Ssh, Arc::new(ssh));
+    let winrm = WinrmExecutor::new(WinrmClientConfig::default(), Arc::new(DefaultSecrets));
+    executors.register(ExecutionModel::Winrm, Arc::new(winrm));
 
     // 3. The engine.
     let engine = Engine::new(

@@ -154,6 +154,18 @@ pub enum ExecError {
         target_type: String,
         hint: String,
     },
+    #[error("{operation} on {endpoint}: {detail}")]
+    Protocol {
+        endpoint: String,
+        operation: String,
+        detail: String,
+    },
+    #[error("{operation} on {endpoint}: the server answered with a soap fault: {fault}")]
+    SoapFault {
+        endpoint: String,
+        operation: String,
+        fault: String,
+    },
 }
 
 impl ExecError {
@@ -186,7 +198,9 @@ impl ExecError {
             | Self::ApiResponse { .. }
             | Self::TlsCertificate { .. }
             | Self::RolloutFailed { .. }
-            | Self::NotSupported { .. } => ErrorClass::Permanent,
+            | Self::NotSupported { .. }
+            | Self::Protocol { .. }
+            | Self::SoapFault { .. } => ErrorClass::Permanent,
         }
     }
 

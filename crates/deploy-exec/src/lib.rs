@@ -14,6 +14,7 @@ mod quote;
 mod registry;
 mod secrets;
 pub mod ssh;
+pub mod winrm;
 
 pub use errors::{ErrorClass, ExecError};
 pub use executor::{

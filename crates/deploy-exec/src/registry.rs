@@ -8,7 +8,8 @@ use deploy_core::{ExecutionModel, Target};
 use crate::errors::ExecError;
 use crate::executor::Executor;
 
-/// Executors by execution model.
+/// Executors by execution model, e.g. `register(ExecutionModel::Ssh, Arc::new(SshExecutor::new(..)))`
+/// and `register(ExecutionModel::Winrm, Arc::new(WinrmExecutor::new(..)))`.
 #[derive(Default, Clone)]
 pub struct ExecutorRegistry {
     executors: BTreeMap<ExecutionModel, Arc<dyn Executor>>,

@@ -62,6 +62,40 @@ pub fn pull_script(image: &ImageRef) -> String {
     )
 }
 
+/// `docker run` of the new container `<name>-next`, detached, labelled, ports on ephemeral
+/// loopback ports (shared by the SSH and WinRM docker_host sequences; callers quote each word).
+pub(crate) fn run_argv(spec: &RunSpec<'_>) -> Vec<String> {
+    let next = next_name(spec.name);
+    let mut run: Vec<String> = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        &next,
+        "--restart",
+        "unless-stopped",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for (key, value) in [
+        (labels::COMPONENT, spec.name.as_str()),
+        (labels::DIGEST, spec.image.digest().as_str()),
+        (labels::TARGET, spec.target.as_str()),
+        (labels::TASK, spec.task),
+    ] {
+        run.push("--label".to_owned());
+        run.push(format!("{key}={value}"));
+    }
+    for port in spec.publish {
+        run.push("-p".to_owned());
+        run.push(format!("127.0.0.1::{port}"));
+    }
+    run.push(spec.image.to_string());
+    run.extend(spec.args.iter().cloned());
+    run
+}
+
 /// What the new container is started with.
 pub struct RunSpec<'a> {
     pub name: &'a Name,
@@ -81,34 +115,7 @@ pub fn swap_script(spec: &RunSpec<'_>) -> String {
     let name = spec.name.as_str();
     let next = next_name(spec.name);
     let previous = previous_name(spec.name);
-    let image = spec.image.to_string();
-    let mut run: Vec<String> = [
-        "docker",
-        "run",
-        "-d",
-        "--name",
-        &next,
-        "--restart",
-        "unless-stopped",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    for (key, value) in [
-        (labels::COMPONENT, name),
-        (labels::DIGEST, spec.image.digest().as_str()),
-        (labels::TARGET, spec.target.as_str()),
-        (labels::TASK, spec.task),
-    ] {
-        run.push("--label".to_owned());
-        run.push(format!("{key}={value}"));
-    }
-    for port in spec.publish {
-        run.push("-p".to_owned());
-        run.push(format!("127.0.0.1::{port}"));
-    }
-    run.push(image);
-    run.extend(spec.args.iter().cloned());
+    let run = run_argv(spec);
     let q_next = sh_quote(&next);
     let q_name = sh_quote(name);
     let q_prev = sh_quote(&previous);

@@ -2,7 +2,7 @@
 
 mod compose_host;
 mod config;
-mod docker_host;
+pub(crate) mod docker_host;
 mod executor;
 mod host_key;
 mod session;
