@@ -435,7 +435,7 @@ async fn reconcile(
     let target = ctx.target(task.target_id)?;
     let found = match inner.executors.for_target(target) {
         Ok(executor) => {
-            let name = ctx.slot_name(task.component_id)?;
+            let name = ctx.slot_name(target, task.component_id)?;
             let exec_ctx = ExecContext::quiet(inner.config.task_timeout);
             executor.inspect(target, &name, &exec_ctx).await
         }
