@@ -322,14 +322,14 @@ async fn broken_release_rolls_back(w: &World, n: u64) -> (DeploymentJob, i64, i6
         swapped.cause.starts_with("deployed"),
         "v1 was started again: {swapped:?}"
     );
-    (
-        v3,
-        ms_between(&failed, healthy),
-        ms_between(&failed, swapped),
-    )
+    (v3, ms_between(failed, healthy), ms_between(failed, swapped))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::print_stdout,
+    reason = "the test reports the MTTR figure (nextest --no-capture shows it)"
+)]
 async fn a_broken_release_fails_its_health_check_and_is_rolled_back_to_v1() {
     let w = World::start("v3", 1).await;
     let v1 = w.run(1, &w.images.v1, |_| {}).await;
@@ -351,6 +351,10 @@ async fn a_broken_release_fails_its_health_check_and_is_rolled_back_to_v1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::print_stdout,
+    reason = "the test reports the MTTR figure (nextest --no-capture shows it)"
+)]
 async fn mttr_of_an_automatic_rollback() {
     // The figure for docs/benchmarks.md: several v3-broken -> v1 cycles on one host.
     const CYCLES: u64 = 5;
