@@ -556,3 +556,44 @@ async fn reconcile(
         .await?;
     Ok(Reconciled::Failed(failed))
 }
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use deploy_core::testing::task_id;
+
+    fn shape(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::One(a) => format!("{a:?}").split('(').next().unwrap_or("").to_owned(),
+                Step::Many(e, t) => format!("{}x{}", e.as_str(), t.len()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_of_enqueue_and_dispatch_are_grouped_and_order_is_kept() {
+        let (a, b, c, d) = (task_id(1), task_id(2), task_id(3), task_id(4));
+        let steps = batched(vec![
+            Action::Enqueue(a),
+            Action::Enqueue(b),
+            Action::Reconcile(c),
+            Action::Dispatch(d),
+            Action::Dispatch(a),
+            Action::Enqueue(c),
+            Action::CompleteWaves,
+        ]);
+        assert_eq!(
+            shape(&steps),
+            [
+                "enqueuex2",
+                "Reconcile",
+                "dispatchx2",
+                "enqueuex1",
+                "CompleteWaves"
+            ]
+        );
+        assert!(matches!(&steps[2], Step::Many(_, t) if *t == vec![d, a]));
+    }
+}
