@@ -12,12 +12,14 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_core::testing::{component_id, environment_id, promotion, release_id, ssh_target, ts};
+use deploy_core::testing::{
+    approved_promotion, component_id, environment, release_id, ssh_target, ts,
+};
 use deploy_core::{
-    BatchSize, CommandSpec, Component, Connection, CredentialRef, DeploymentJob, Environment,
-    ExecutionModel, HealthCheck, HealthCheckConfig, Hooks, Host, HostKeyPolicy, IdempotencyKey,
-    ImageRef, JobStatus, Labels, Name, PromotionDecision, Release, RetryBackoff, SshConnection,
-    Strategy, Target, TargetType, TaskStatus, UnixPath, Username,
+    BatchSize, CommandSpec, Component, Connection, CredentialRef, DeploymentJob, ExecutionModel,
+    HealthCheck, HealthCheckConfig, Host, HostKeyPolicy, IdempotencyKey, ImageRef, JobStatus,
+    Labels, Name, Release, RetryBackoff, SshConnection, Strategy, Target, TargetType, TaskStatus,
+    UnixPath, Username,
 };
 use deploy_engine::{CONTAINER_PREFIX_LABEL, Engine, EngineConfig, JobRequest, SystemClock};
 use deploy_exec::ExecutorRegistry;
@@ -65,15 +67,7 @@ impl World {
                 .await
                 .unwrap(),
         );
-        store
-            .put_environment(&Environment {
-                id: environment_id(1),
-                name: name("prod"),
-                hooks: Hooks::default(),
-                created_at: ts(0),
-            })
-            .await
-            .unwrap();
+        store.put_environment(&environment("prod")).await.unwrap();
         let mut targets = Vec::new();
         for i in 1..=n {
             let t = target(&hosts, i, &prefix);
@@ -156,10 +150,7 @@ impl World {
         )
         .unwrap();
         self.store.put_release(&release).await.unwrap();
-        let mut p = promotion(n);
-        p.release_id = release.id;
-        p.decide(PromotionDecision::Approve, "tester", ts(n))
-            .unwrap();
+        let p = approved_promotion(n, release.id);
         self.store.put_promotion(&p).await.unwrap();
         let mut request =
             JobRequest::new(p.id, IdempotencyKey::parse(&format!("promo-{n}")).unwrap());
