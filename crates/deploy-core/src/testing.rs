@@ -150,6 +150,25 @@ pub fn promotion(n: u64) -> Promotion {
     }
 }
 
+/// Promotion `n` of `release` to environment 1, approved by `tester`.
+pub fn approved_promotion(n: u64, release: ReleaseId) -> Promotion {
+    let mut p = promotion(n);
+    p.release_id = release;
+    p.decide(PromotionDecision::Approve, "tester", ts(n))
+        .expect("a requested promotion can be approved");
+    p
+}
+
+/// Environment 1, called `env`, without hooks.
+pub fn environment(env: &str) -> Environment {
+    Environment {
+        id: environment_id(1),
+        name: name(env),
+        hooks: Hooks::default(),
+        created_at: ts(0),
+    }
+}
+
 /// A pending task of job 1 on target `n` with the given attempt budget.
 pub fn task(n: u64, max_attempts: u32) -> DeploymentTask {
     DeploymentTask::pending(

@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p deploy-engine --bench orchestration` (release). Prints, per size,
 //! the median and spread over runs of tasks/s and of the time from job start to
-//! completed. `BENCH_SIZES=1000,10000` and `BENCH_RUNS=3` override the defaults.
+//! completed. `BENCH_SIZES=1000,10000` and `BENCH_RUNS=3` override the defaults;
+//! `BENCH_STORE=postgres` runs on a durable PostgreSQL (`deploy_testkit::Postgres`,
+//! fsync on) instead of SQLite.
 
 #![expect(
     clippy::print_stdout,
@@ -24,7 +26,7 @@ use deploy_exec::{
     CommandOutput, DeployRequest, ExecContext, ExecError, ExecutionResult, Executor,
     ExecutorRegistry,
 };
-use deploy_store::{SqliteConfig, SqliteStore, Store};
+use deploy_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
 
 /// Deploys instantly and reports success.
 struct Instant0;
@@ -62,13 +64,23 @@ impl Executor for Instant0 {
     }
 }
 
-async fn one_run(n: u64) -> (f64, Duration) {
-    let dir = tempfile::TempDir::new().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&SqliteConfig::new(dir.path().join("bench.db")))
+/// A fresh store of the chosen backend; the guard keeps its files (or server) alive.
+async fn open_store(postgres: bool) -> (Arc<dyn Store>, Box<dyn std::any::Any>) {
+    if postgres {
+        let pg = deploy_testkit::Postgres::start_durable().unwrap();
+        let store = PgStore::connect(&PgConfig::new(pg.url())).await.unwrap();
+        (Arc::new(store), Box::new(pg))
+    } else {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("bench.db")))
             .await
-            .unwrap(),
-    );
+            .unwrap();
+        (Arc::new(store), Box::new(dir))
+    }
+}
+
+async fn one_run(n: u64, postgres: bool) -> (f64, Duration) {
+    let (store, _guard) = open_store(postgres).await;
     store
         .put_environment(&Environment {
             id: environment_id(1),
@@ -127,12 +139,22 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
+    let postgres = std::env::var("BENCH_STORE").is_ok_and(|s| s == "postgres");
     let rt = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "store: {}",
+        if postgres {
+            "postgres (durable)"
+        } else {
+            "sqlite (synchronous=FULL)"
+        }
+    );
     println!("| targets | runs | tasks/s median | tasks/s min..max | start to completed median |");
     println!("|---|---|---|---|---|");
     for n in sizes {
-        let mut results: Vec<(f64, Duration)> =
-            (0..runs).map(|_| rt.block_on(one_run(n))).collect();
+        let mut results: Vec<(f64, Duration)> = (0..runs)
+            .map(|_| rt.block_on(one_run(n, postgres)))
+            .collect();
         results.sort_by(|a, b| a.0.total_cmp(&b.0));
         let median = results[results.len() / 2];
         println!(

@@ -84,7 +84,7 @@ async fn attempt(
             Some(id) => {
                 let c = ctx.component(id)?;
                 Some(ComponentSpec {
-                    name: c.name.clone(),
+                    name: crate::context::container_name(&target, &c.name)?,
                     image: c.image.clone(),
                     publish: Vec::new(),
                     args: Vec::new(),

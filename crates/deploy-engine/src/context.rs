@@ -65,10 +65,38 @@ impl JobContext {
     }
 
     /// What `inspect` asks about for a task: the component's container, or the compose project.
-    pub(crate) fn slot_name(&self, component: Option<ComponentId>) -> Result<Name, StoreError> {
+    pub(crate) fn slot_name(
+        &self,
+        target: &Target,
+        component: Option<ComponentId>,
+    ) -> Result<Name, StoreError> {
         match component {
-            Some(id) => Ok(self.component(id)?.name.clone()),
+            Some(id) => container_name(target, &self.component(id)?.name),
             None => Ok(self.project().clone()),
+        }
+    }
+}
+
+/// The target label whose value prefixes the container names of a docker_host
+/// target (`<prefix><component>`): several targets that share one Docker Engine
+/// (the end-to-end tests' sshd "hosts") keep apart containers; without it the
+/// container is named after the component.
+pub const CONTAINER_PREFIX_LABEL: &str = "deploy.container-prefix";
+
+/// The container that runs `component` on `target`.
+pub(crate) fn container_name(target: &Target, component: &Name) -> Result<Name, StoreError> {
+    match target.labels.as_map().get(CONTAINER_PREFIX_LABEL) {
+        None => Ok(component.clone()),
+        Some(prefix) => {
+            let full = format!("{prefix}{component}");
+            Name::parse(&full).map_err(|e| StoreError::Corrupt {
+                column: "targets.spec",
+                value: format!(
+                    "label `{CONTAINER_PREFIX_LABEL}` of target `{}`",
+                    target.name
+                ),
+                reason: format!("container name `{full}`: {e}"),
+            })
         }
     }
 }

@@ -22,6 +22,7 @@ mod verify;
 
 pub use clock::{Clock, SystemClock, random_bytes};
 pub use config::EngineConfig;
+pub use context::CONTAINER_PREFIX_LABEL;
 pub use create::JobRequest;
 pub use engine::Engine;
 pub use errors::EngineError;

@@ -159,13 +159,22 @@ pub(crate) async fn run(
         }
         let mut wake_at = None;
         let mut acted = false;
-        for action in actions {
-            if let Action::WakeAt(at) = action {
-                wake_at = Some(at);
-                continue;
-            }
-            acted = true;
-            match run.perform(action).await {
+        for step in batched(actions) {
+            let result = match step {
+                Step::One(Action::WakeAt(at)) => {
+                    wake_at = Some(at);
+                    continue;
+                }
+                Step::One(action) => {
+                    acted = true;
+                    run.perform(action).await
+                }
+                Step::Many(event, tasks) => {
+                    acted = true;
+                    run.perform_batch(event, tasks).await
+                }
+            };
+            match result {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Return) => return Ok(run.inner.store.get_job(id).await?),
                 Err(EngineError::Store(StoreError::Conflict { .. })) => {
@@ -186,6 +195,37 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Actions as the loop performs them: one at a time, or a run of `Enqueue`s or
+/// `Dispatch`es written concurrently.
+enum Step {
+    One(Action),
+    /// `TaskEvent::Enqueue` or `TaskEvent::Dispatch` of these tasks.
+    Many(TaskEvent, Vec<TaskId>),
+}
+
+/// Groups consecutive `Enqueue` and consecutive `Dispatch` actions. `decide` gives
+/// them for distinct tasks, each valid on its own, so their writes do not depend
+/// on each other: written concurrently, the store group-commits them (one
+/// transaction and one fsync on SQLite instead of one per task).
+fn batched(actions: Vec<Action>) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for action in actions {
+        let (event, task) = match action {
+            Action::Enqueue(t) => (TaskEvent::Enqueue, t),
+            Action::Dispatch(t) => (TaskEvent::Dispatch, t),
+            other => {
+                steps.push(Step::One(other));
+                continue;
+            }
+        };
+        match steps.last_mut() {
+            Some(Step::Many(e, tasks)) if *e == event => tasks.push(task),
+            _ => steps.push(Step::Many(event, vec![task])),
+        }
+    }
+    steps
 }
 
 fn index_of(job: &DeploymentJob) -> HashMap<TaskId, usize> {
@@ -351,6 +391,62 @@ impl Run {
         Ok(Flow::Continue)
     }
 
+    /// Performs a run of `Enqueue` or `Dispatch` actions (see [`batched`]): every
+    /// transition is written concurrently and each is persisted before its worker
+    /// starts, as in [`Run::perform`]. The first error is returned after every write
+    /// has ended, so no written dispatch is left without its worker.
+    async fn perform_batch(
+        &mut self,
+        event: TaskEvent,
+        tasks: Vec<TaskId>,
+    ) -> Result<Flow, EngineError> {
+        let mut writes = tokio::task::JoinSet::new();
+        for id in tasks {
+            let task = self.task(id)?.clone();
+            let cause = if event == TaskEvent::Dispatch {
+                format!(
+                    "attempt {} of {}",
+                    task.attempt_number + 1,
+                    task.max_attempts
+                )
+            } else if task.status == TaskStatus::Retrying {
+                format!("retry due (wave {})", task.wave)
+            } else {
+                format!("wave started (wave {})", task.wave)
+            };
+            let inner = self.inner.clone();
+            writes.spawn(async move { inner.task_event(&task, event, &cause).await });
+        }
+        let mut first_error = None;
+        let mut lost = false;
+        while let Some(joined) = writes.join_next().await {
+            match joined {
+                Ok(Ok(task)) => {
+                    self.put(task.clone());
+                    if task.status == TaskStatus::Dispatched {
+                        self.spawn(task, Phase::Deploy);
+                    }
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(EngineError::Store(e));
+                }
+                Err(join) => {
+                    // A write that panicked: its outcome is unknown, so reload; a task
+                    // it left dispatched without a worker comes back as `Reconcile`.
+                    tracing::warn!(error = %join, "a task transition write did not finish");
+                    lost = true;
+                }
+            }
+        }
+        if lost {
+            self.reload().await?;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(Flow::Continue),
+        }
+    }
+
     /// Starts a worker for `task`.
     fn spawn(&mut self, task: DeploymentTask, phase: Phase) {
         let token = CancellationToken::new();
@@ -436,7 +532,7 @@ async fn reconcile(
     let target = ctx.target(task.target_id)?;
     let found = match inner.executors.for_target(target) {
         Ok(executor) => {
-            let name = ctx.slot_name(task.component_id)?;
+            let name = ctx.slot_name(target, task.component_id)?;
             let exec_ctx = ExecContext::quiet(inner.config.task_timeout);
             executor.inspect(target, &name, &exec_ctx).await
         }
@@ -460,4 +556,45 @@ async fn reconcile(
         .task_event(&task, TaskEvent::Fail { retryable }, &cause)
         .await?;
     Ok(Reconciled::Failed(failed))
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use deploy_core::testing::task_id;
+
+    fn shape(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::One(a) => format!("{a:?}").split('(').next().unwrap_or("").to_owned(),
+                Step::Many(e, t) => format!("{}x{}", e.as_str(), t.len()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_of_enqueue_and_dispatch_are_grouped_and_order_is_kept() {
+        let (a, b, c, d) = (task_id(1), task_id(2), task_id(3), task_id(4));
+        let steps = batched(vec![
+            Action::Enqueue(a),
+            Action::Enqueue(b),
+            Action::Reconcile(c),
+            Action::Dispatch(d),
+            Action::Dispatch(a),
+            Action::Enqueue(c),
+            Action::CompleteWaves,
+        ]);
+        assert_eq!(
+            shape(&steps),
+            [
+                "enqueuex2",
+                "Reconcile",
+                "dispatchx2",
+                "enqueuex1",
+                "CompleteWaves"
+            ]
+        );
+        assert!(matches!(&steps[2], Step::Many(_, t) if *t == vec![d, a]));
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use deploy_core::testing::{environment_id, name, promotion, ssh_target, ts};
+use deploy_core::testing::{approved_promotion, environment, name, ssh_target, ts};
 use deploy_core::*;
 use deploy_exec::{
     CommandOutput, DeployRequest, ExecContext, ExecError, ExecutionResult, Executor,
@@ -222,15 +222,7 @@ impl Fixture {
             })
             .collect();
         if seed {
-            store
-                .put_environment(&Environment {
-                    id: environment_id(1),
-                    name: name("prod"),
-                    hooks: Hooks::default(),
-                    created_at: ts(0),
-                })
-                .await
-                .unwrap();
+            store.put_environment(&environment("prod")).await.unwrap();
             for t in &targets {
                 store.put_target(t).await.unwrap();
             }
@@ -279,10 +271,7 @@ impl Fixture {
         configure: impl FnOnce(&mut JobRequest),
     ) -> DeploymentJob {
         self.store.put_release(release).await.unwrap();
-        let mut p = promotion(n);
-        p.release_id = release.id;
-        p.decide(PromotionDecision::Approve, "tester", ts(1))
-            .unwrap();
+        let p = approved_promotion(n, release.id);
         self.store.put_promotion(&p).await.unwrap();
         let mut request =
             JobRequest::new(p.id, IdempotencyKey::parse(&format!("promo-{n}")).unwrap());
