@@ -465,6 +465,30 @@ macro_rules! sql_store {
                 self.insert_one(query, "promotion", p.id.to_string()).await
             }
 
+            async fn decide_promotion(&self, p: &deploy_core::Promotion) -> Result<(), StoreError> {
+                let done = sqlx::query(
+                    "UPDATE promotions SET status = $2, decided_by = $3, decided_at = $4
+                     WHERE id = $1 AND status = 'requested'",
+                )
+                .bind_id(p.id)
+                .bind(p.status.as_str())
+                .bind(p.decided_by.clone())
+                .bind(model::opt_millis(p.decided_at)?)
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::db("decide a promotion"))?;
+                if done.rows_affected() == 0 {
+                    let stored = self.get_promotion(p.id).await?;
+                    return Err(StoreError::InvalidTransition(deploy_core::InvalidTransition {
+                        entity: "promotion",
+                        from: stored.status.as_str(),
+                        event: "decide",
+                        reason: Some("a promotion is decided once".to_owned()),
+                    }));
+                }
+                Ok(())
+            }
+
             async fn get_promotion(&self, id: deploy_core::PromotionId) -> Result<deploy_core::Promotion, StoreError> {
                 let query = sqlx::query("SELECT * FROM promotions WHERE id = $1").bind_id(id);
                 self.read_one(query, "promotion", id.to_string(), rows::promotion).await

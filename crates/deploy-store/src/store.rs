@@ -32,6 +32,9 @@ pub trait Store: Send + Sync {
     async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
     async fn put_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
     async fn get_promotion(&self, id: PromotionId) -> Result<Promotion, StoreError>;
+    /// Records the decision of a requested promotion (status, decided_by, decided_at);
+    /// a promotion already decided is [`StoreError::InvalidTransition`].
+    async fn decide_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
 
     /// Creates a job with its tasks and artifacts, idempotently: when the
     /// idempotency key exists, returns that job with `created: false`. The
