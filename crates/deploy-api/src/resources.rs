@@ -7,9 +7,9 @@
 use std::num::NonZeroU32;
 
 use deploy_core::{
-    ArtifactKind, FailurePolicy, Strategy, Connection, Digest, DeploymentJob, EnvironmentId, HealthCheckConfig, Hooks,
-    HttpUrl, ImageRef, JobId, Labels, Name, Promotion, ReleaseId, TargetId, TargetType, TaskId,
-    Timestamp,
+    ArtifactKind, Connection, DeploymentJob, Digest, EnvironmentId, FailurePolicy,
+    HealthCheckConfig, Hooks, HttpUrl, ImageRef, JobId, Labels, Name, Promotion, ReleaseId,
+    Strategy, TargetId, TargetType, TaskId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
