@@ -7,4 +7,5 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod cli;
 mod tidy;
