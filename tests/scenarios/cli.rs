@@ -269,6 +269,12 @@ fn deployd_and_deployctl_end_to_end() {
     let job = ok_json(&addr, &token, &["jobs", "show", &job_id]);
     assert_eq!(job["status"], "failed");
     assert_eq!(job["tasks"][0]["status"], "failed");
+    let listed = ok_json(
+        &addr,
+        &token,
+        &["jobs", "list", "--env", env_id, "--status", "failed"],
+    );
+    assert_eq!(listed["jobs"][0]["id"], job_id.as_str());
 
     // SIGTERM stops it cleanly; a restart on the same database prints no token and still knows the job.
     server.terminate();

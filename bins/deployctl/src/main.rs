@@ -147,6 +147,21 @@ enum ReleaseCommand {
 
 #[derive(Debug, Subcommand)]
 enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs of this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Only jobs in this status (pending, running, completed, failed, rolled_back, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size (the server caps it).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Jobs older than this job id (the `next_before` of the previous page).
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Show a job and its tasks.
     Show { id: String },
     /// Cancel a job.
@@ -323,6 +338,33 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 ));
             }
             return watch(&client, out, &job_id).await;
+        }
+        Command::Jobs(JobsCommand::List {
+            env,
+            status,
+            limit,
+            before,
+        }) => {
+            let mut query = format!("limit={limit}");
+            for (key, value) in [("environment", env), ("status", status), ("before", before)] {
+                if let Some(v) = value {
+                    query.push_str(&format!("&{key}={v}"));
+                }
+            }
+            let v: Value = client.get(&format!("{p}/jobs?{query}")).await?;
+            match out {
+                Output::Json => output::object(out, &v, &[]),
+                Output::Table => {
+                    output::list(
+                        out,
+                        &v["jobs"],
+                        &["id", "status", "environment_id", "release_id", "created_at"],
+                    );
+                    if let Some(next) = v["next_before"].as_str() {
+                        output::line(&format!("more: --before {next}"));
+                    }
+                }
+            }
         }
         Command::Jobs(JobsCommand::Show { id }) => {
             let v: Value = client.get(&format!("{p}/jobs/{id}")).await?;

@@ -101,11 +101,14 @@ pub struct RollbackRequest {
     pub reason: String,
 }
 
-/// A page of jobs.
+/// A page of jobs (`GET /api/v1/jobs?environment=&status=&before=&limit=`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobList {
+    /// Newest first.
     pub jobs: Vec<DeploymentJob>,
+    /// Pass as `before` to read the next page; `None` when this page was not full.
+    pub next_before: Option<JobId>,
 }
 
 /// One entry of a job's event log, as listed and as sent over SSE (the SSE `id` is `seq`).

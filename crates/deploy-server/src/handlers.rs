@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use deploy_api::{
     ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, CreateEnvironmentRequest,
     CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest, CreateTokenRequest,
-    HealthResponse, LogChunkDto, LogPage, Role, RollbackRequest,
+    HealthResponse, JobList, LogChunkDto, LogPage, Role, RollbackRequest,
 };
 use deploy_core::{
     ArtifactKind, Component, ComponentId, DeploymentJob, DeploymentTask, Environment,
-    EnvironmentId, IdempotencyKey, JobId, Promotion, PromotionDecision, PromotionId,
+    EnvironmentId, IdempotencyKey, JobId, JobStatus, Promotion, PromotionDecision, PromotionId,
     PromotionStatus, Release, ReleaseId, Target, TargetId, TaskId,
 };
 use deploy_engine::{JobRequest, random_bytes};
@@ -304,6 +304,74 @@ pub(crate) async fn reject_promotion(
         .map_err(StoreError::from)?;
     state.store().decide_promotion(&promotion).await?;
     Ok(Json(promotion))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobsQuery {
+    environment: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Jobs newest first, filtered by environment and status, paged by `before` (a job id).
+pub(crate) async fn list_jobs(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> ApiResult<Json<JobList>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
+    let limit = page_size(&state, query.limit)?;
+    let environment = query
+        .environment
+        .as_deref()
+        .map(|e| {
+            EnvironmentId::parse(e).map_err(|err| {
+                ServerError::bad_request(
+                    format!("environment id `{e}` is invalid: {err}"),
+                    Some("environment"),
+                )
+            })
+        })
+        .transpose()?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|s| {
+            JobStatus::parse(s).ok_or_else(|| {
+                let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ServerError::bad_request(
+                    format!(
+                        "job status `{s}` is unknown; expected one of {}",
+                        known.join(", ")
+                    ),
+                    Some("status"),
+                )
+            })
+        })
+        .transpose()?;
+    let before = query
+        .before
+        .as_deref()
+        .map(|b| {
+            JobId::parse(b).map_err(|err| {
+                ServerError::bad_request(format!("job id `{b}` is invalid: {err}"), Some("before"))
+            })
+        })
+        .transpose()?;
+    let jobs = state
+        .store()
+        .list_jobs(environment, status, before, limit)
+        .await?;
+    let full = u32::try_from(jobs.len()).is_ok_and(|n| n == limit);
+    let next_before = if full {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(Json(JobList { jobs, next_before }))
 }
 
 pub(crate) async fn get_job(

@@ -25,6 +25,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/promotions/{id}", get(h::get_promotion))
         .route("/promotions/{id}/approve", post(h::approve_promotion))
         .route("/promotions/{id}/reject", post(h::reject_promotion))
+        .route("/jobs", get(h::list_jobs))
         .route("/jobs/{id}", get(h::get_job))
         .route("/jobs/{id}/cancel", post(h::cancel_job))
         .route("/jobs/{id}/rollback", post(h::rollback_job))

@@ -33,7 +33,7 @@ const PAGE: u32 = 500;
 /// How often an idle stream re-reads the log without a wake-up.
 const TICK: Duration = Duration::from_secs(1);
 /// A failed job with auto rollback is reported settled only after this many quiet ticks
-/// (the engine moves it to `rolling_back` right after `failed`).
+/// (the engine moves it to `rolling_back` right after `failed`); other settled jobs after one.
 const FAILED_QUIET_TICKS: u32 = 3;
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +49,7 @@ struct Follow {
     after: u64,
     events: broadcast::Receiver<EngineEvent>,
     queue: VecDeque<Event>,
-    quiet_failed: u32,
+    quiet_settled: u32,
     done: bool,
 }
 
@@ -84,7 +84,7 @@ pub(crate) async fn job_events(
         after,
         events,
         queue: VecDeque::new(),
-        quiet_failed: 0,
+        quiet_settled: 0,
         done: false,
     };
     let stream = stream::unfold(follow, |mut f| async move {
@@ -107,7 +107,7 @@ impl Follow {
         let store = self.state.store();
         match store.job_events(self.job, self.after, PAGE).await {
             Ok(records) if !records.is_empty() => {
-                self.quiet_failed = 0;
+                self.quiet_settled = 0;
                 for r in records {
                     self.after = r.seq;
                     self.queue.push_back(event(&r));
@@ -123,12 +123,18 @@ impl Follow {
         }
         match store.get_job(self.job).await {
             Ok(job) => {
+                // Settled jobs end the stream after a quiet tick (late task events of the
+                // failing wave land after the job's own `fail`).
                 let settled = match job.status {
                     JobStatus::Failed if job.failure_policy.auto_rollback => {
-                        self.quiet_failed += 1;
-                        self.quiet_failed > FAILED_QUIET_TICKS
+                        self.quiet_settled += 1;
+                        self.quiet_settled > FAILED_QUIET_TICKS
                     }
-                    s => !s.is_active(),
+                    s if !s.is_active() => {
+                        self.quiet_settled += 1;
+                        self.quiet_settled > 1
+                    }
+                    _ => false,
                 };
                 if settled {
                     let data =

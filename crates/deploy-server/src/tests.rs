@@ -354,6 +354,15 @@ async fn role_matrix() {
     cases.push(Box::new(|_| {
         (
             "GET",
+            format!("/api/v1/jobs?environment={env}&status=failed&limit=5"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
             format!("/api/v1/jobs/{job_id}"),
             None,
             Role::Viewer,
@@ -464,7 +473,7 @@ async fn role_matrix() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 19 * 5);
+    assert_eq!(checked, 20 * 5);
 }
 
 /// Each error case: status, stable type, and the field path where there is one.
@@ -494,6 +503,8 @@ async fn error_cases() {
         ("POST", "/api/v1/releases".into(), Some(json!({"name": "r", "components": [{"name": "web", "image": "nginx:latest"}]}).to_string()), 400, "bad-request", Some("components[0].image")),
         ("GET", "/api/v1/jobs/not-a-uuid".into(), None, 400, "bad-request", Some("id")),
         ("GET", format!("/api/v1/tasks/{}/logs?limit=100000", w.env_id), None, 400, "bad-request", Some("limit")),
+        ("GET", "/api/v1/jobs?status=exploded".into(), None, 400, "bad-request", Some("status")),
+        ("GET", "/api/v1/jobs?limit=501".into(), None, 400, "bad-request", Some("limit")),
         ("GET", unknown_job.into(), None, 404, "not-found", None),
         ("GET", "/api/v1/nothing-here".into(), None, 404, "not-found", None),
         ("POST", "/api/v1/environments".into(), Some(r#"{"name":"errors"}"#.into()), 409, "conflict", None),
@@ -656,7 +667,15 @@ async fn deploy_over_unreachable_ssh_fails_and_streams_events() {
         .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
         .map(|s| s.trim().parse().unwrap())
         .collect();
-    assert_eq!(resumed_ids, ids[1..].to_vec());
+    // Nothing twice, nothing missed (the second stream may also carry events written after the first ended).
+    assert!(
+        resumed_ids.starts_with(&ids[1..]),
+        "{resumed_ids:?} after {ids:?}"
+    );
+    assert!(
+        resumed_ids.windows(2).all(|p| p[0] < p[1]),
+        "{resumed_ids:?}"
+    );
 
     // Task logs page through the store.
     let task_id = task["id"].as_str().unwrap();
@@ -709,4 +728,68 @@ async fn bootstrap_happens_once_and_takes_a_preset_token() {
         .await
         .is_err()
     );
+}
+
+/// Jobs list newest first, filtered by environment and status, paged by `before`.
+#[tokio::test]
+async fn jobs_list_filters_and_pages() {
+    let f = Fixture::new().await;
+    let mut jobs = Vec::new();
+    let mut envs = Vec::new();
+    for name in ["a", "b", "c"] {
+        let w = f.world(name).await;
+        let approved = f
+            .ok(
+                "POST",
+                &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+                Role::Deployer,
+                None,
+            )
+            .await;
+        jobs.push(approved["job"]["id"].as_str().unwrap().to_owned());
+        envs.push(w.env_id);
+    }
+    f.ok(
+        "POST",
+        &format!("/api/v1/jobs/{}/cancel", jobs[0]),
+        Role::Deployer,
+        None,
+    )
+    .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = f
+        .ok("GET", "/api/v1/jobs?limit=2", Role::Viewer, None)
+        .await;
+    assert_eq!(ids(&first), vec![jobs[2].clone(), jobs[1].clone()]);
+    let before = first["next_before"].as_str().unwrap();
+    let second = f
+        .ok(
+            "GET",
+            &format!("/api/v1/jobs?limit=2&before={before}"),
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&second), vec![jobs[0].clone()]);
+    assert!(second["next_before"].is_null());
+    let by_env = f
+        .ok(
+            "GET",
+            &format!("/api/v1/jobs?environment={}", envs[1]),
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&by_env), vec![jobs[1].clone()]);
+    let failed = f
+        .ok("GET", "/api/v1/jobs?status=failed", Role::Viewer, None)
+        .await;
+    assert_eq!(ids(&failed), vec![jobs[0].clone()]);
 }

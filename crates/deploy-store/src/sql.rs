@@ -534,6 +534,38 @@ macro_rules! sql_store {
                 load_job(&mut *self.read_conn().await?, id).await
             }
 
+            async fn list_jobs(
+                &self,
+                environment: Option<deploy_core::EnvironmentId>,
+                status: Option<deploy_core::JobStatus>,
+                before: Option<deploy_core::JobId>,
+                limit: u32,
+            ) -> Result<Vec<deploy_core::DeploymentJob>, StoreError> {
+                let mut conn = self.read_conn().await?;
+                let ids: Vec<deploy_core::JobId> = sqlx::query(
+                    "SELECT id FROM jobs
+                     WHERE ($1 IS NULL OR environment_id = $1)
+                       AND ($2 IS NULL OR status = $2)
+                       AND ($3 IS NULL OR id < $3)
+                     ORDER BY id DESC LIMIT $4",
+                )
+                .bind_opt_id(environment)
+                .bind(status.map(|s| s.as_str().to_owned()))
+                .bind_opt_id(before)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::db("list jobs"))?
+                .iter()
+                .map(|r| model::typed("jobs.id", r.uuid("id")?))
+                .collect::<Result<_, StoreError>>()?;
+                let mut jobs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    jobs.push(load_job(&mut *conn, id).await?);
+                }
+                Ok(jobs)
+            }
+
             async fn get_task(&self, id: deploy_core::TaskId) -> Result<deploy_core::DeploymentTask, StoreError> {
                 load_task(&mut *self.read_conn().await?, id).await
             }
