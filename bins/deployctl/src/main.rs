@@ -181,6 +181,15 @@ enum TokenCommand {
     },
 }
 
+/// The columns shown for a target.
+const TARGET_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "target_type",
+    "connection.host",
+    "connection.port",
+];
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -250,33 +259,13 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             let v: Value = client
                 .post(&format!("{p}/environments/{env}/targets"), Some(&body))
                 .await?;
-            output::object(
-                out,
-                &v,
-                &[
-                    "id",
-                    "name",
-                    "target_type",
-                    "connection.host",
-                    "connection.port",
-                ],
-            );
+            output::object(out, &v, TARGET_FIELDS);
         }
         Command::Target(TargetCommand::List { env }) => {
             let v: Value = client
                 .get(&format!("{p}/environments/{env}/targets"))
                 .await?;
-            output::list(
-                out,
-                &v,
-                &[
-                    "id",
-                    "name",
-                    "target_type",
-                    "connection.host",
-                    "connection.port",
-                ],
-            );
+            output::list(out, &v, TARGET_FIELDS);
         }
         Command::Release(ReleaseCommand::Create { name, components }) => {
             let components = components

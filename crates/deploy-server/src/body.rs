@@ -26,19 +26,24 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServerError
     })
 }
 
+/// The body's bytes; 413 past the body limit.
+async fn read(req: Request, state: &ServerState) -> Result<Bytes, ServerError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ServerError::PayloadTooLarge {
+                limit: state.config().max_body_bytes,
+            }
+        } else {
+            ServerError::bad_request("cannot read the request body", None)
+        }
+    })
+}
+
 impl<T: DeserializeOwned> FromRequest<ServerState> for ApiJson<T> {
     type Rejection = ServerError;
 
     async fn from_request(req: Request, state: &ServerState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ServerError::PayloadTooLarge {
-                    limit: state.config().max_body_bytes,
-                }
-            } else {
-                ServerError::bad_request("cannot read the request body", None)
-            }
-        })?;
+        let bytes = read(req, state).await?;
         Ok(Self(decode(&bytes)?))
     }
 }
@@ -50,15 +55,7 @@ impl<T: DeserializeOwned + Default> FromRequest<ServerState> for OptionalJson<T>
     type Rejection = ServerError;
 
     async fn from_request(req: Request, state: &ServerState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ServerError::PayloadTooLarge {
-                    limit: state.config().max_body_bytes,
-                }
-            } else {
-                ServerError::bad_request("cannot read the request body", None)
-            }
-        })?;
+        let bytes = read(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
