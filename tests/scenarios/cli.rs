@@ -201,6 +201,62 @@ fn deployd_and_deployctl_end_to_end() {
     );
     let release_id = release["id"].as_str().unwrap();
 
+    // Offline render from the API's own documents: deterministic, no server needed.
+    let files = data.path().join("render-in");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("release.json"), release.to_string()).unwrap();
+    std::fs::write(files.join("target.json"), target.to_string()).unwrap();
+    std::fs::write(
+        files.join("compose.yml"),
+        "services:\n  app:\n    componentName: web\n",
+    )
+    .unwrap();
+    let render = |out: &str| {
+        let args: Vec<String> = [
+            "artifacts",
+            "render",
+            "--environment",
+            "staging",
+            "--output",
+            "json",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(
+            [
+                "--release",
+                "release.json",
+                "--target",
+                "target.json",
+                "--template",
+                "compose.yml",
+                "--out",
+            ]
+            .iter()
+            .map(|a| {
+                if a.ends_with(".json") || a.ends_with(".yml") {
+                    files.join(a).display().to_string()
+                } else {
+                    (*a).to_owned()
+                }
+            }),
+        )
+        .chain([files.join(out).display().to_string()])
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // No server at this address: render must not need one.
+        ctl("127.0.0.1:1", "", &args)
+    };
+    let first = render("out-1");
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let second: Value = serde_json::from_slice(&render("out-2").stdout).unwrap();
+    assert_eq!(first, second, "same files, same bytes");
+    let lock = std::fs::read_to_string(files.join("out-1/docker-compose.lock.yml")).unwrap();
+    assert!(lock.contains(&digest), "{lock}");
+    std::fs::remove_file(files.join("compose.yml")).unwrap();
+    assert_eq!(render("out-3").status.code(), Some(2));
+
     // A viewer token from the admin: reading works, deploying is refused (exit 4).
     let viewer = ok_json(
         &addr,

@@ -3,7 +3,9 @@
 mod client;
 mod exit;
 mod output;
+mod render;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -94,6 +96,46 @@ enum Command {
     /// API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Artifacts.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ArtifactsCommand {
+    /// Render a target's artifacts from local files, offline (no server): compose file, lock, env files, units, nginx config, manifest.
+    Render {
+        /// Release as JSON (the API's release document).
+        #[arg(long)]
+        release: PathBuf,
+        /// Target as JSON (the API's target document).
+        #[arg(long)]
+        target: PathBuf,
+        /// Compose template (YAML).
+        #[arg(long)]
+        template: PathBuf,
+        /// Environment name.
+        #[arg(long)]
+        environment: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Job id (default: derived from the timestamp).
+        #[arg(long)]
+        job_id: Option<String>,
+        /// Promotion id (default: derived from the timestamp).
+        #[arg(long)]
+        promotion_id: Option<String>,
+        /// RFC 3339 timestamp (default: the release's created_at).
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// Directory on the target (default: the SSH target's work_dir).
+        #[arg(long)]
+        work_dir: Option<String>,
+        /// Units drive podman instead of docker.
+        #[arg(long)]
+        podman: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +261,36 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, CliError> {
+    if let Command::Artifacts(ArtifactsCommand::Render {
+        release,
+        target,
+        template,
+        environment,
+        out,
+        job_id,
+        promotion_id,
+        timestamp,
+        work_dir,
+        podman,
+    }) = cli.command
+    {
+        render::run(
+            render::RenderArgs {
+                release,
+                target,
+                template,
+                environment,
+                out,
+                job_id,
+                promotion_id,
+                timestamp,
+                work_dir,
+                podman,
+            },
+            cli.output,
+        )?;
+        return Ok(SUCCESS);
+    }
     let client = Client::new(&cli.server, cli.token.clone())?;
     let out = cli.output;
     let p = API_PREFIX;
@@ -423,6 +495,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .await?;
             output::object(out, &v, &["id", "status", "rollback_of"]);
         }
+        Command::Artifacts(_) => unreachable_render()?,
         Command::Token(TokenCommand::Create { name, role }) => {
             let v: Value = client
                 .post(
@@ -434,6 +507,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         }
     }
     Ok(SUCCESS)
+}
+
+/// `artifacts render` is handled before the client is built.
+fn unreachable_render() -> Result<(), CliError> {
+    Err(CliError::new(USAGE, "artifacts render runs offline"))
 }
 
 /// Follows a job's events, printing a line per transition, and maps how it ended to the exit code.
