@@ -28,7 +28,7 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
         let dir = bin_dir();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
-        build.args(["build", "-p", "deployd", "-p", "deployctl"]);
+        build.args(["build", "--locked", "-p", "deployd", "-p", "deployctl"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

@@ -83,13 +83,33 @@ pub(crate) async fn readyz(State(state): State<ServerState>) -> Response {
     }
 }
 
+/// Most jobs counted per active status at a scrape (the gauge saturates there).
+const ACTIVE_JOBS_CAP: u32 = 1000;
+
 pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
+    let mut text = state.metrics().render();
+    text.push_str("# HELP deployd_active_jobs Jobs in each active status (capped at 1000).\n");
+    text.push_str("# TYPE deployd_active_jobs gauge\n");
+    for status in JobStatus::ALL.into_iter().filter(|s| s.is_active()) {
+        match state
+            .store()
+            .list_jobs(None, Some(status), None, ACTIVE_JOBS_CAP)
+            .await
+        {
+            Ok(jobs) => text.push_str(&format!(
+                "deployd_active_jobs{{status=\"{}\"}} {}\n",
+                status.as_str(),
+                jobs.len()
+            )),
+            Err(e) => tracing::warn!(error = %e, "cannot count active jobs for /metrics"),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        state.metrics().render(),
+        text,
     )
         .into_response()
 }

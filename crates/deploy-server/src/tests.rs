@@ -217,6 +217,10 @@ async fn health_ready_and_metrics_need_no_token() {
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(bytes).unwrap();
     assert!(
+        text.contains("deployd_active_jobs{status=\"pending\"} 0"),
+        "{text}"
+    );
+    assert!(
         text.contains("deployd_http_responses_total{class=\"2xx\"} 2"),
         "{text}"
     );
@@ -792,4 +796,10 @@ async fn jobs_list_filters_and_pages() {
         .ok("GET", "/api/v1/jobs?status=failed", Role::Viewer, None)
         .await;
     assert_eq!(ids(&failed), vec![jobs[0].clone()]);
+    let (_, _, metrics) = f.raw("GET", "/metrics", None, None, &[]).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("deployd_active_jobs{status=\"pending\"} 2"),
+        "{metrics}"
+    );
 }
