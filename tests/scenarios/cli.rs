@@ -331,6 +331,10 @@ fn deployd_and_deployctl_end_to_end() {
         &["jobs", "list", "--env", env_id, "--status", "failed"],
     );
     assert_eq!(listed["jobs"][0]["id"], job_id.as_str());
+    // The task's log, followed until the task settled (it already has).
+    let task_id = job["tasks"][0]["id"].as_str().unwrap();
+    let logs = ctl(&addr, &token, &["logs", task_id, "--follow"]);
+    assert_eq!(logs.status.code(), Some(0), "{logs:?}");
 
     // SIGTERM stops it cleanly; a restart on the same database prints no token and still knows the job.
     server.terminate();

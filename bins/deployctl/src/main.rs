@@ -86,6 +86,9 @@ enum Command {
         /// Print chunks after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Keep polling (every second) until the task has settled.
+        #[arg(long)]
+        follow: bool,
     },
     /// Roll a job back.
     Rollback {
@@ -461,13 +464,22 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             output::object(out, &v, &["id", "status", "failure_reason"]);
         }
         Command::Jobs(JobsCommand::Watch { id }) => return watch(&client, out, &id).await,
-        Command::Logs { task, after } => {
+        Command::Logs {
+            task,
+            after,
+            follow,
+        } => {
             let mut after = after;
-            // Bounded: at most 1000 pages of 500 chunks (the store keeps at most 1000 chunks per task).
-            for _ in 0..1000 {
+            // Bounded: 1000 pages of 500 chunks cover the store's 1000 chunks per task; following
+            // polls once a second for at most a day.
+            for _ in 0..(1000 + 86_400) {
                 let page: Value = client
                     .get(&format!("{p}/tasks/{task}/logs?after={after}&limit=500"))
                     .await?;
+                let last = page["chunks"]
+                    .as_array()
+                    .and_then(|c| c.last())
+                    .and_then(|c| c["seq"].as_u64());
                 if out == Output::Json {
                     output::object(out, &page, &[]);
                 } else if let Some(chunks) = page["chunks"].as_array() {
@@ -480,10 +492,20 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                         );
                     }
                 }
-                match page["next_after"].as_u64() {
-                    Some(n) => after = n,
-                    None => break,
+                if let Some(n) = last {
+                    after = n;
                 }
+                if page["next_after"].as_u64().is_some() {
+                    continue;
+                }
+                if !follow {
+                    break;
+                }
+                let task_doc: Value = client.get(&format!("{p}/tasks/{task}")).await?;
+                if last.is_none() && task_settled(&task_doc) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
         Command::Rollback { job, reason } => {
@@ -507,6 +529,17 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         }
     }
     Ok(SUCCESS)
+}
+
+/// A task that will not change any more: succeeded, or failed with no retry left.
+fn task_settled(task: &Value) -> bool {
+    let retry_left = task["last_failure_retryable"].as_bool().unwrap_or(false)
+        && task["attempt_number"].as_u64() < task["max_attempts"].as_u64();
+    match task["status"].as_str() {
+        Some("succeeded") => true,
+        Some("failed") => !retry_left,
+        _ => false,
+    }
 }
 
 /// `artifacts render` is handled before the client is built.
