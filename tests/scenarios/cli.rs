@@ -351,6 +351,11 @@ fn deployd_and_deployctl_end_to_end() {
     assert_eq!(watched.status.code(), Some(1), "{watched:?}");
     again.terminate();
 
+    // Completions need no server.
+    let completions = ctl("127.0.0.1:1", "", &["completions", "bash"]);
+    assert_eq!(completions.status.code(), Some(0), "{completions:?}");
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("_deployctl()"));
+
     // No server: exit 4.
     let gone = ctl(
         &format!("127.0.0.1:{port}"),

@@ -102,6 +102,11 @@ enum Command {
     /// Artifacts.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// Print a shell completion script, e.g. `deployctl completions bash > /etc/bash_completion.d/deployctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +269,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, CliError> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        output::completions(shell, &mut command);
+        return Ok(SUCCESS);
+    }
     if let Command::Artifacts(ArtifactsCommand::Render {
         release,
         target,
@@ -517,7 +527,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .await?;
             output::object(out, &v, &["id", "status", "rollback_of"]);
         }
-        Command::Artifacts(_) => unreachable_render()?,
+        Command::Artifacts(_) | Command::Completions { .. } => unreachable_offline()?,
         Command::Token(TokenCommand::Create { name, role }) => {
             let v: Value = client
                 .post(
@@ -542,9 +552,9 @@ fn task_settled(task: &Value) -> bool {
     }
 }
 
-/// `artifacts render` is handled before the client is built.
-fn unreachable_render() -> Result<(), CliError> {
-    Err(CliError::new(USAGE, "artifacts render runs offline"))
+/// `artifacts render` and `completions` are handled before the client is built.
+fn unreachable_offline() -> Result<(), CliError> {
+    Err(CliError::new(USAGE, "this command runs offline"))
 }
 
 /// Follows a job's events, printing a line per transition, and maps how it ended to the exit code.

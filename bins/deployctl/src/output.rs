@@ -78,6 +78,14 @@ pub fn list(output: Output, items: &Value, columns: &[&str]) {
     }
 }
 
+/// Writes the completion script of `shell` for `command` to stdout.
+pub fn completions(shell: clap_complete::Shell, command: &mut clap::Command) {
+    // Into memory first: generating straight into a closed pipe panics inside clap_complete.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, command, "deployctl", &mut script);
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+}
+
 /// A progress or log line.
 pub fn line(text: &str) {
     println!("{text}");
