@@ -5,7 +5,6 @@ mod exit;
 mod output;
 mod render;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -112,38 +111,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ArtifactsCommand {
     /// Render a target's artifacts from local files, offline (no server): compose file, lock, env files, units, nginx config, manifest.
-    Render {
-        /// Release as JSON (the API's release document).
-        #[arg(long)]
-        release: PathBuf,
-        /// Target as JSON (the API's target document).
-        #[arg(long)]
-        target: PathBuf,
-        /// Compose template (YAML).
-        #[arg(long)]
-        template: PathBuf,
-        /// Environment name.
-        #[arg(long)]
-        environment: String,
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// Job id (default: derived from the timestamp).
-        #[arg(long)]
-        job_id: Option<String>,
-        /// Promotion id (default: derived from the timestamp).
-        #[arg(long)]
-        promotion_id: Option<String>,
-        /// RFC 3339 timestamp (default: the release's created_at).
-        #[arg(long)]
-        timestamp: Option<String>,
-        /// Directory on the target (default: the SSH target's work_dir).
-        #[arg(long)]
-        work_dir: Option<String>,
-        /// Units drive podman instead of docker.
-        #[arg(long)]
-        podman: bool,
-    },
+    Render(render::RenderArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,34 +242,8 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         output::completions(shell, &mut command);
         return Ok(SUCCESS);
     }
-    if let Command::Artifacts(ArtifactsCommand::Render {
-        release,
-        target,
-        template,
-        environment,
-        out,
-        job_id,
-        promotion_id,
-        timestamp,
-        work_dir,
-        podman,
-    }) = cli.command
-    {
-        render::run(
-            render::RenderArgs {
-                release,
-                target,
-                template,
-                environment,
-                out,
-                job_id,
-                promotion_id,
-                timestamp,
-                work_dir,
-                podman,
-            },
-            cli.output,
-        )?;
+    if let Command::Artifacts(ArtifactsCommand::Render(args)) = cli.command {
+        render::run(args, cli.output)?;
         return Ok(SUCCESS);
     }
     let client = Client::new(&cli.server, cli.token.clone())?;

@@ -11,17 +11,38 @@ use crate::exit::{CliError, USAGE};
 use crate::output::{self, Output};
 
 /// What to render, as given on the command line.
+#[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    pub release: PathBuf,
-    pub target: PathBuf,
-    pub template: PathBuf,
-    pub environment: String,
-    pub out: PathBuf,
-    pub job_id: Option<String>,
-    pub promotion_id: Option<String>,
-    pub timestamp: Option<String>,
-    pub work_dir: Option<String>,
-    pub podman: bool,
+    /// Release as JSON (the API's release document).
+    #[arg(long)]
+    release: PathBuf,
+    /// Target as JSON (the API's target document).
+    #[arg(long)]
+    target: PathBuf,
+    /// Compose template (YAML).
+    #[arg(long)]
+    template: PathBuf,
+    /// Environment name.
+    #[arg(long)]
+    environment: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Job id (default: derived from the timestamp).
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Promotion id (default: derived from the timestamp).
+    #[arg(long)]
+    promotion_id: Option<String>,
+    /// RFC 3339 timestamp (default: the release's created_at).
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// Directory on the target (default: the SSH target's work_dir).
+    #[arg(long)]
+    work_dir: Option<String>,
+    /// Units drive podman instead of docker.
+    #[arg(long)]
+    podman: bool,
 }
 
 fn input(what: &str, e: impl std::fmt::Display) -> CliError {
