@@ -351,6 +351,39 @@ fn deployd_and_deployctl_end_to_end() {
     assert_eq!(watched.status.code(), Some(1), "{watched:?}");
     again.terminate();
 
+    // `jobs watch` started while no server listens reconnects until one does.
+    let port = free_port().unwrap();
+    let (_, deployctl) = binaries();
+    let mut watcher = Command::new(deployctl)
+        .args(["jobs", "watch", &job_id])
+        .env("DEPLOYCTL_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("DEPLOYCTL_TOKEN", &token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let third = Deployd::start(data.path(), port, None);
+    let mut code = None;
+    for _ in 0..300 {
+        if let Some(status) = watcher.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if code.is_none() {
+        let _ = watcher.kill();
+    }
+    let output = watcher.wait_with_output().unwrap();
+    assert_eq!(code, Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("ended failed"),
+        "{output:?}"
+    );
+    third.terminate();
+
     // Completions need no server.
     let completions = ctl("127.0.0.1:1", "", &["completions", "bash"]);
     assert_eq!(completions.status.code(), Some(0), "{completions:?}");

@@ -1,6 +1,6 @@
 //! The HTTP client: JSON calls mapped to exit codes, and the SSE reader.
 
-use deploy_api::Problem;
+use deploy_api::{Problem, SSE_EVENT_END};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,10 +47,7 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
         let resp = req.send().await.map_err(|e| {
-            CliError::new(
-                UNREACHABLE,
-                format!("cannot reach the server at {}: {e}", self.base),
-            )
+            CliError::transport(format!("cannot reach the server at {}: {e}", self.base))
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -93,27 +90,59 @@ impl Client {
         decode(resp).await
     }
 
-    /// Follows an SSE stream, calling `on_event` for each event until the stream ends.
+    /// Follows an SSE stream until its `end` event, calling `on_event` for each
+    /// event. A broken or closed connection is resumed with `Last-Event-ID`
+    /// (so no event is missed or repeated), up to `RECONNECTS` times, a second apart.
     pub async fn follow(
         &self,
         path: &str,
         mut on_event: impl FnMut(SseEvent) -> Result<(), CliError>,
     ) -> Result<(), CliError> {
-        let mut resp = self
-            .send(
-                self.request(Method::GET, path)
-                    .header("accept", "text/event-stream"),
+        const RECONNECTS: u32 = 30;
+        let mut last_id: Option<String> = None;
+        let mut failure = None;
+        for attempt in 0..=RECONNECTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            match self.follow_once(path, &mut last_id, &mut on_event).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => failure = None,
+                Err(e) if e.transport => failure = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
+            CliError::new(
+                UNREACHABLE,
+                format!("the event stream closed {RECONNECTS} times before the job settled"),
             )
-            .await?;
+        }))
+    }
+
+    /// One connection: true when the `end` event arrived.
+    async fn follow_once(
+        &self,
+        path: &str,
+        last_id: &mut Option<String>,
+        on_event: &mut impl FnMut(SseEvent) -> Result<(), CliError>,
+    ) -> Result<bool, CliError> {
+        let mut req = self
+            .request(Method::GET, path)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_id.as_deref() {
+            req = req.header("last-event-id", id);
+        }
+        let mut resp = self.send(req).await?;
         let mut buffer = String::new();
         let mut current = SseEvent::default();
         loop {
             let chunk = resp
                 .chunk()
                 .await
-                .map_err(|e| CliError::new(UNREACHABLE, format!("the event stream broke: {e}")))?;
+                .map_err(|e| CliError::transport(format!("the event stream broke: {e}")))?;
             let Some(chunk) = chunk else {
-                return Ok(());
+                return Ok(false);
             };
             buffer.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(pos) = buffer.find('\n') {
@@ -121,7 +150,15 @@ impl Client {
                 let line = line.trim_end_matches(['\n', '\r']);
                 if line.is_empty() {
                     if !current.event.is_empty() || !current.data.is_empty() {
-                        on_event(std::mem::take(&mut current))?;
+                        let event = std::mem::take(&mut current);
+                        if event.id.is_some() {
+                            last_id.clone_from(&event.id);
+                        }
+                        let end = event.event == SSE_EVENT_END;
+                        on_event(event)?;
+                        if end {
+                            return Ok(true);
+                        }
                     }
                     continue;
                 }

@@ -18,6 +18,8 @@ pub const UNREACHABLE: u8 = 4;
 pub struct CliError {
     pub code: u8,
     pub message: String,
+    /// The connection failed or broke (worth retrying), as opposed to an answer from the server.
+    pub transport: bool,
 }
 
 impl CliError {
@@ -25,6 +27,15 @@ impl CliError {
         Self {
             code,
             message: message.into(),
+            transport: false,
+        }
+    }
+
+    /// The server could not be reached or the connection broke (exit 4).
+    pub fn transport(message: impl Into<String>) -> Self {
+        Self {
+            transport: true,
+            ..Self::new(UNREACHABLE, message)
         }
     }
 }
