@@ -3,6 +3,7 @@
 mod client;
 mod exit;
 mod output;
+mod progress;
 mod render;
 
 use std::process::ExitCode;
@@ -503,6 +504,9 @@ fn unreachable_offline() -> Result<(), CliError> {
 async fn watch(client: &Client, out: Output, job: &str) -> Result<u8, CliError> {
     let started = Instant::now();
     let mut last_status = String::new();
+    // Spinners on a terminal; plain lines otherwise.
+    let mut bars = (out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .then(|| progress::Progress::new(job));
     client
         .follow(&format!("{API_PREFIX}/jobs/{job}/events"), |event| {
             let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
@@ -514,6 +518,11 @@ async fn watch(client: &Client, out: Output, job: &str) -> Result<u8, CliError> 
                     &json!({"event": event.event, "id": event.id, "data": data}).to_string(),
                 ),
                 Output::Table if event.event == SSE_EVENT_END => {}
+                Output::Table if bars.is_some() => {
+                    if let Some(b) = bars.as_mut() {
+                        b.transition(&data);
+                    }
+                }
                 Output::Table => {
                     let elapsed = started.elapsed().as_secs_f64();
                     let subject = match data["task_id"].as_str() {
@@ -531,6 +540,9 @@ async fn watch(client: &Client, out: Output, job: &str) -> Result<u8, CliError> 
             Ok(())
         })
         .await?;
+    if let Some(b) = &bars {
+        b.finish();
+    }
     if out == Output::Table {
         output::line(&format!(
             "job {job} ended {}",
