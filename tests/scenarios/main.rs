@@ -7,5 +7,6 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod cli;
 mod engine_e2e;
 mod tidy;

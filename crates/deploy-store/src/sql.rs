@@ -465,6 +465,30 @@ macro_rules! sql_store {
                 self.insert_one(query, "promotion", p.id.to_string()).await
             }
 
+            async fn decide_promotion(&self, p: &deploy_core::Promotion) -> Result<(), StoreError> {
+                let done = sqlx::query(
+                    "UPDATE promotions SET status = $2, decided_by = $3, decided_at = $4
+                     WHERE id = $1 AND status = 'requested'",
+                )
+                .bind_id(p.id)
+                .bind(p.status.as_str())
+                .bind(p.decided_by.clone())
+                .bind(model::opt_millis(p.decided_at)?)
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::db("decide a promotion"))?;
+                if done.rows_affected() == 0 {
+                    let stored = self.get_promotion(p.id).await?;
+                    return Err(StoreError::InvalidTransition(deploy_core::InvalidTransition {
+                        entity: "promotion",
+                        from: stored.status.as_str(),
+                        event: "decide",
+                        reason: Some("a promotion is decided once".to_owned()),
+                    }));
+                }
+                Ok(())
+            }
+
             async fn get_promotion(&self, id: deploy_core::PromotionId) -> Result<deploy_core::Promotion, StoreError> {
                 let query = sqlx::query("SELECT * FROM promotions WHERE id = $1").bind_id(id);
                 self.read_one(query, "promotion", id.to_string(), rows::promotion).await
@@ -508,6 +532,38 @@ macro_rules! sql_store {
 
             async fn get_job(&self, id: deploy_core::JobId) -> Result<deploy_core::DeploymentJob, StoreError> {
                 load_job(&mut *self.read_conn().await?, id).await
+            }
+
+            async fn list_jobs(
+                &self,
+                environment: Option<deploy_core::EnvironmentId>,
+                status: Option<deploy_core::JobStatus>,
+                before: Option<deploy_core::JobId>,
+                limit: u32,
+            ) -> Result<Vec<deploy_core::DeploymentJob>, StoreError> {
+                let mut conn = self.read_conn().await?;
+                let ids: Vec<deploy_core::JobId> = sqlx::query(
+                    "SELECT id FROM jobs
+                     WHERE ($1 IS NULL OR environment_id = $1)
+                       AND ($2 IS NULL OR status = $2)
+                       AND ($3 IS NULL OR id < $3)
+                     ORDER BY id DESC LIMIT $4",
+                )
+                .bind_opt_id(environment)
+                .bind(status.map(|s| s.as_str().to_owned()))
+                .bind_opt_id(before)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::db("list jobs"))?
+                .iter()
+                .map(|r| model::typed("jobs.id", r.uuid("id")?))
+                .collect::<Result<_, StoreError>>()?;
+                let mut jobs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    jobs.push(load_job(&mut *conn, id).await?);
+                }
+                Ok(jobs)
             }
 
             async fn get_task(&self, id: deploy_core::TaskId) -> Result<deploy_core::DeploymentTask, StoreError> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deploy_core::{
     AgentId, DeploymentJob, DeploymentTask, Digest, Environment, EnvironmentId, JobEvent, JobId,
-    Promotion, PromotionId, Release, ReleaseId, Target, TaskEvent, TaskId, Timestamp,
+    JobStatus, Promotion, PromotionId, Release, ReleaseId, Target, TaskEvent, TaskId, Timestamp,
 };
 
 use crate::errors::StoreError;
@@ -32,6 +32,9 @@ pub trait Store: Send + Sync {
     async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
     async fn put_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
     async fn get_promotion(&self, id: PromotionId) -> Result<Promotion, StoreError>;
+    /// Records the decision of a requested promotion (status, decided_by, decided_at);
+    /// a promotion already decided is [`StoreError::InvalidTransition`].
+    async fn decide_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
 
     /// Creates a job with its tasks and artifacts, idempotently: when the
     /// idempotency key exists, returns that job with `created: false`. The
@@ -41,6 +44,15 @@ pub trait Store: Send + Sync {
     /// A job with its tasks (in order) and artifacts.
     async fn get_job(&self, id: JobId) -> Result<DeploymentJob, StoreError>;
     async fn get_task(&self, id: TaskId) -> Result<DeploymentTask, StoreError>;
+    /// Jobs newest first (ids are UUID v7), optionally of one environment and/or
+    /// status, older than `before` (the last id of the previous page), at most `limit`.
+    async fn list_jobs(
+        &self,
+        environment: Option<EnvironmentId>,
+        status: Option<JobStatus>,
+        before: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<DeploymentJob>, StoreError>;
 
     /// Applies `event` to the job at `expected_version` (deploy-core decides),
     /// bumps its version and appends the event, in one transaction.

@@ -1,0 +1,49 @@
+//! The documented exit codes and the error that carries one.
+
+use std::fmt;
+
+/// The deployment succeeded (or the command did).
+pub const SUCCESS: u8 = 0;
+/// The deployment failed.
+pub const DEPLOY_FAILED: u8 = 1;
+/// Usage or input error (bad flag, 4xx other than 401/403).
+pub const USAGE: u8 = 2;
+/// The deployment failed and was rolled back.
+pub const ROLLED_BACK: u8 = 3;
+/// The server is unreachable, or the token was refused (401/403).
+pub const UNREACHABLE: u8 = 4;
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+    /// The connection failed or broke (worth retrying), as opposed to an answer from the server.
+    pub transport: bool,
+}
+
+impl CliError {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            transport: false,
+        }
+    }
+
+    /// The server could not be reached or the connection broke (exit 4).
+    pub fn transport(message: impl Into<String>) -> Self {
+        Self {
+            transport: true,
+            ..Self::new(UNREACHABLE, message)
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}

@@ -1,0 +1,561 @@
+//! deployctl: a thin CLI over deployd's HTTP API; maps every outcome to a documented exit code.
+
+mod client;
+mod exit;
+mod output;
+mod progress;
+mod render;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use deploy_api::{API_PREFIX, SSE_EVENT_END};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::exit::{CliError, DEPLOY_FAILED, ROLLED_BACK, SUCCESS, USAGE};
+use crate::output::Output;
+
+/// deployctl: drive deployd from the command line.
+///
+/// Exit codes: 0 success, 1 deployment failed, 2 usage or input error,
+/// 3 deployment rolled back, 4 server unreachable or token refused.
+///
+/// Examples:
+///   export DEPLOYCTL_TOKEN=dpl_...
+///   deployctl env create staging
+///   deployctl target add --env <ENV_ID> host-1 --host 10.0.0.5 --user deploy --key-ref env:SSH_KEY
+///   deployctl release create v1 --component web=registry:5000/web@sha256:<64 hex>
+///   deployctl deploy --release <RELEASE_ID> --env <ENV_ID> --follow
+///   deployctl jobs show <JOB_ID> --output json
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// deployd's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "DEPLOYCTL_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// API token (sent as a bearer token).
+    #[arg(long, global = true, env = "DEPLOYCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Environments.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Targets of an environment.
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// Releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Promote a release to an environment, approve it, and optionally follow the job.
+    Deploy {
+        #[arg(long)]
+        release: String,
+        #[arg(long)]
+        env: String,
+        /// Follow the job until it settles; the exit code tells how it ended.
+        #[arg(long)]
+        follow: bool,
+        /// Roll back to the last known good digests if the job fails.
+        #[arg(long)]
+        auto_rollback: bool,
+        /// Attempts per task (1 to 100).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// A task's log.
+    Logs {
+        task: String,
+        /// Print chunks after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep polling (every second) until the task has settled.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Roll a job back.
+    Rollback {
+        job: String,
+        #[arg(long, default_value = "manual rollback")]
+        reason: String,
+    },
+    /// API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Artifacts.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+    /// Print a shell completion script, e.g. `deployctl completions bash > /etc/bash_completion.d/deployctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArtifactsCommand {
+    /// Render a target's artifacts from local files, offline (no server): compose file, lock, env files, units, nginx config, manifest.
+    Render(render::RenderArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvCommand {
+    /// Create an environment.
+    Create { name: String },
+    /// Show an environment.
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TargetCommand {
+    /// Add an SSH Docker host to an environment.
+    Add {
+        #[arg(long)]
+        env: String,
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+        #[arg(long)]
+        user: String,
+        /// Where the private key comes from, e.g. `env:SSH_KEY` or `file:/path`.
+        #[arg(long)]
+        key_ref: String,
+        #[arg(long, default_value = "/tmp")]
+        work_dir: String,
+        /// `known_hosts` (deployd's file), `accept_new`, `file:/path/known_hosts` or a pinned `SHA256:…` fingerprint.
+        #[arg(long, default_value = "known_hosts")]
+        host_key: String,
+    },
+    /// List the targets of an environment.
+    List {
+        #[arg(long)]
+        env: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReleaseCommand {
+    /// Create a release from `name=image@sha256:…` components.
+    Create {
+        name: String,
+        #[arg(long = "component", required = true)]
+        components: Vec<String>,
+    },
+    /// Show a release.
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs of this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Only jobs in this status (pending, running, completed, failed, rolled_back, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size (the server caps it).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Jobs older than this job id (the `next_before` of the previous page).
+        #[arg(long)]
+        before: Option<String>,
+    },
+    /// Show a job and its tasks.
+    Show { id: String },
+    /// Cancel a job.
+    Cancel { id: String },
+    /// Follow a job's events until it settles.
+    Watch { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        /// viewer, deployer or admin.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+/// The columns shown for a target.
+const TARGET_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "target_type",
+    "connection.host",
+    "connection.port",
+];
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { USAGE } else { SUCCESS };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("deployctl: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::UNREACHABLE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("deployctl: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, CliError> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        output::completions(shell, &mut command);
+        return Ok(SUCCESS);
+    }
+    if let Command::Artifacts(ArtifactsCommand::Render(args)) = cli.command {
+        render::run(args, cli.output)?;
+        return Ok(SUCCESS);
+    }
+    let client = Client::new(&cli.server, cli.token.clone())?;
+    let out = cli.output;
+    let p = API_PREFIX;
+    match cli.command {
+        Command::Env(EnvCommand::Create { name }) => {
+            let v: Value = client
+                .post(&format!("{p}/environments"), Some(&json!({"name": name})))
+                .await?;
+            output::object(out, &v, &["id", "name", "created_at"]);
+        }
+        Command::Env(EnvCommand::Show { id }) => {
+            let v: Value = client.get(&format!("{p}/environments/{id}")).await?;
+            output::object(out, &v, &["id", "name", "created_at"]);
+        }
+        Command::Target(TargetCommand::Add {
+            env,
+            name,
+            host,
+            port,
+            user,
+            key_ref,
+            work_dir,
+            host_key,
+        }) => {
+            let host_key = if let Some(fp) = host_key.strip_prefix("SHA256:") {
+                json!({"mode": "pinned", "fingerprint": format!("SHA256:{fp}")})
+            } else if let Some(path) = host_key.strip_prefix("file:") {
+                json!({"mode": "known_hosts_file", "path": path})
+            } else {
+                json!({"mode": host_key})
+            };
+            let body = json!({
+                "name": name,
+                "target_type": "docker_host",
+                "connection": {"model": "ssh", "host": host, "port": port, "user": user,
+                               "credential_ref": key_ref, "work_dir": work_dir, "host_key": host_key},
+            });
+            let v: Value = client
+                .post(&format!("{p}/environments/{env}/targets"), Some(&body))
+                .await?;
+            output::object(out, &v, TARGET_FIELDS);
+        }
+        Command::Target(TargetCommand::List { env }) => {
+            let v: Value = client
+                .get(&format!("{p}/environments/{env}/targets"))
+                .await?;
+            output::list(out, &v, TARGET_FIELDS);
+        }
+        Command::Release(ReleaseCommand::Create { name, components }) => {
+            let components = components
+                .iter()
+                .map(|c| match c.split_once('=') {
+                    Some((n, image)) => Ok(json!({"name": n, "image": image})),
+                    None => Err(CliError::new(
+                        USAGE,
+                        format!("component `{c}` is not `name=image@sha256:<digest>`"),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let v: Value = client
+                .post(
+                    &format!("{p}/releases"),
+                    Some(&json!({"name": name, "components": components})),
+                )
+                .await?;
+            output::object(out, &v, &["id", "name", "components", "created_at"]);
+        }
+        Command::Release(ReleaseCommand::Show { id }) => {
+            let v: Value = client.get(&format!("{p}/releases/{id}")).await?;
+            output::object(out, &v, &["id", "name", "components", "created_at"]);
+        }
+        Command::Deploy {
+            release,
+            env,
+            follow,
+            auto_rollback,
+            max_attempts,
+        } => {
+            let promotion: Value = client
+                .post(
+                    &format!("{p}/promotions"),
+                    Some(&json!({"release_id": release, "environment_id": env})),
+                )
+                .await?;
+            let promotion_id = promotion["id"].as_str().unwrap_or_default().to_owned();
+            let mut approve = json!({"failure_policy": {"auto_rollback": auto_rollback}});
+            if let Some(n) = max_attempts {
+                approve["max_attempts"] = json!(n);
+            }
+            let approved: Value = client
+                .post(
+                    &format!("{p}/promotions/{promotion_id}/approve"),
+                    Some(&approve),
+                )
+                .await?;
+            let job = &approved["job"];
+            let job_id = job["id"].as_str().unwrap_or_default().to_owned();
+            if !follow {
+                output::object(out, job, &["id", "status", "tasks", "created_at"]);
+                return Ok(SUCCESS);
+            }
+            if out == Output::Table {
+                output::line(&format!(
+                    "job {job_id}: {} task(s)",
+                    job["tasks"].as_array().map_or(0, Vec::len)
+                ));
+            }
+            return watch(&client, out, &job_id).await;
+        }
+        Command::Jobs(JobsCommand::List {
+            env,
+            status,
+            limit,
+            before,
+        }) => {
+            let mut query = format!("limit={limit}");
+            for (key, value) in [("environment", env), ("status", status), ("before", before)] {
+                if let Some(v) = value {
+                    query.push_str(&format!("&{key}={v}"));
+                }
+            }
+            let v: Value = client.get(&format!("{p}/jobs?{query}")).await?;
+            match out {
+                Output::Json => output::object(out, &v, &[]),
+                Output::Table => {
+                    output::list(
+                        out,
+                        &v["jobs"],
+                        &["id", "status", "environment_id", "release_id", "created_at"],
+                    );
+                    if let Some(next) = v["next_before"].as_str() {
+                        output::line(&format!("more: --before {next}"));
+                    }
+                }
+            }
+        }
+        Command::Jobs(JobsCommand::Show { id }) => {
+            let v: Value = client.get(&format!("{p}/jobs/{id}")).await?;
+            match out {
+                Output::Json => output::object(out, &v, &[]),
+                Output::Table => {
+                    output::object(
+                        out,
+                        &v,
+                        &[
+                            "id",
+                            "status",
+                            "release_id",
+                            "environment_id",
+                            "failure_reason",
+                            "created_at",
+                            "completed_at",
+                        ],
+                    );
+                    output::line("");
+                    output::list(
+                        out,
+                        &v["tasks"],
+                        &["id", "wave", "status", "attempt_number", "digest", "error"],
+                    );
+                }
+            }
+        }
+        Command::Jobs(JobsCommand::Cancel { id }) => {
+            let v: Value = client
+                .post::<Value, Value>(&format!("{p}/jobs/{id}/cancel"), None)
+                .await?;
+            output::object(out, &v, &["id", "status", "failure_reason"]);
+        }
+        Command::Jobs(JobsCommand::Watch { id }) => return watch(&client, out, &id).await,
+        Command::Logs {
+            task,
+            after,
+            follow,
+        } => {
+            let mut after = after;
+            // Bounded: 1000 pages of 500 chunks cover the store's 1000 chunks per task; following
+            // polls once a second for at most a day.
+            for _ in 0..(1000 + 86_400) {
+                let page: Value = client
+                    .get(&format!("{p}/tasks/{task}/logs?after={after}&limit=500"))
+                    .await?;
+                let last = page["chunks"]
+                    .as_array()
+                    .and_then(|c| c.last())
+                    .and_then(|c| c["seq"].as_u64());
+                if out == Output::Json {
+                    output::object(out, &page, &[]);
+                } else if let Some(chunks) = page["chunks"].as_array() {
+                    for c in chunks {
+                        output::line(
+                            c["content"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .trim_end_matches('\n'),
+                        );
+                    }
+                }
+                if let Some(n) = last {
+                    after = n;
+                }
+                if page["next_after"].as_u64().is_some() {
+                    continue;
+                }
+                if !follow {
+                    break;
+                }
+                let task_doc: Value = client.get(&format!("{p}/tasks/{task}")).await?;
+                if last.is_none() && task_settled(&task_doc) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        Command::Rollback { job, reason } => {
+            let v: Value = client
+                .post(
+                    &format!("{p}/jobs/{job}/rollback"),
+                    Some(&json!({"reason": reason})),
+                )
+                .await?;
+            output::object(out, &v, &["id", "status", "rollback_of"]);
+        }
+        Command::Artifacts(_) | Command::Completions { .. } => unreachable_offline()?,
+        Command::Token(TokenCommand::Create { name, role }) => {
+            let v: Value = client
+                .post(
+                    &format!("{p}/tokens"),
+                    Some(&json!({"name": name, "role": role})),
+                )
+                .await?;
+            output::object(out, &v, &["id", "name", "role", "token"]);
+        }
+    }
+    Ok(SUCCESS)
+}
+
+/// A task that will not change any more: succeeded, or failed with no retry left.
+fn task_settled(task: &Value) -> bool {
+    let retry_left = task["last_failure_retryable"].as_bool().unwrap_or(false)
+        && task["attempt_number"].as_u64() < task["max_attempts"].as_u64();
+    match task["status"].as_str() {
+        Some("succeeded") => true,
+        Some("failed") => !retry_left,
+        _ => false,
+    }
+}
+
+/// `artifacts render` and `completions` are handled before the client is built.
+fn unreachable_offline() -> Result<(), CliError> {
+    Err(CliError::new(USAGE, "this command runs offline"))
+}
+
+/// Follows a job's events, printing a line per transition, and maps how it ended to the exit code.
+async fn watch(client: &Client, out: Output, job: &str) -> Result<u8, CliError> {
+    let started = Instant::now();
+    let mut last_status = String::new();
+    // Spinners on a terminal; plain lines otherwise.
+    let mut bars = (out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .then(|| progress::Progress::new(job));
+    client
+        .follow(&format!("{API_PREFIX}/jobs/{job}/events"), |event| {
+            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            if event.event == SSE_EVENT_END {
+                last_status = data["status"].as_str().unwrap_or_default().to_owned();
+            }
+            match out {
+                Output::Json => output::line(
+                    &json!({"event": event.event, "id": event.id, "data": data}).to_string(),
+                ),
+                Output::Table if event.event == SSE_EVENT_END => {}
+                Output::Table if bars.is_some() => {
+                    if let Some(b) = bars.as_mut() {
+                        b.transition(&data);
+                    }
+                }
+                Output::Table => {
+                    let elapsed = started.elapsed().as_secs_f64();
+                    let subject = match data["task_id"].as_str() {
+                        Some(t) => format!("task {t}"),
+                        None => "job".to_owned(),
+                    };
+                    output::line(&format!(
+                        "[{elapsed:6.1}s] {subject}: {} -> {} ({})",
+                        data["from_status"].as_str().unwrap_or("-"),
+                        data["to_status"].as_str().unwrap_or("-"),
+                        data["cause"].as_str().unwrap_or(""),
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    if let Some(b) = &bars {
+        b.finish();
+    }
+    if out == Output::Table {
+        output::line(&format!(
+            "job {job} ended {}",
+            if last_status.is_empty() {
+                "without a final status"
+            } else {
+                &last_status
+            }
+        ));
+    }
+    Ok(match last_status.as_str() {
+        "completed" => SUCCESS,
+        "rolled_back" => ROLLED_BACK,
+        _ => DEPLOY_FAILED,
+    })
+}

@@ -1,0 +1,258 @@
+//! deployd's configuration: TOML file, then environment and flags (clap; flags win over env), validated at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use deploy_store::{PgConfig, SqliteConfig, StoreConfig};
+use serde::Deserialize;
+
+/// deployd: the deployment server (HTTP API under /api/v1 and the job engine).
+///
+/// With no configuration it keeps its SQLite database under ./deployd-data/ and
+/// listens on 127.0.0.1:8080. On the first start with an empty database it
+/// prints an admin API token once (or stores the one in DEPLOYD_ADMIN_TOKEN).
+///
+/// Examples:
+///   deployd
+///   deployd --listen 0.0.0.0:8080 --log-format json
+///   deployd --database-url postgres://deploy@127.0.0.1:5432/deploy
+///   deployd --config /etc/deployd.toml
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+pub struct Args {
+    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes).
+    #[arg(long, env = "DEPLOYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "DEPLOYD_LISTEN")]
+    pub listen: Option<String>,
+    /// `sqlite:PATH` or `postgres://user@host:port/db`; default: SQLite under the data dir.
+    #[arg(long, env = "DEPLOYD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory of the embedded database (default ./deployd-data).
+    #[arg(long, env = "DEPLOYD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "DEPLOYD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Name of this replica in job leases (default: deployd-<hostname or pid>).
+    #[arg(long, env = "DEPLOYD_OWNER")]
+    pub owner: Option<String>,
+    /// known_hosts file for SSH targets (default ~/.ssh/known_hosts).
+    #[arg(long, env = "DEPLOYD_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "DEPLOYD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The file's keys; every one optional, unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    owner: Option<String>,
+    known_hosts: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    /// Where the database is, for the start-up line (no password).
+    pub database_display: String,
+    pub log_format: LogFormat,
+    pub owner: String,
+    pub known_hosts: PathBuf,
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Merges file < env < flags (clap already put env under flags) and validates.
+    pub fn load(args: Args, home: Option<&Path>) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file `{}`", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file `{}`", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!(
+                "listen address `{listen_text}` is invalid; expected IP:PORT such as 127.0.0.1:8080"
+            )
+        })?;
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("deployd-data"));
+        let (store, database_display) = match args.database_url.or(file.database_url) {
+            None => {
+                let path = data_dir.join("deployd.sqlite");
+                let shown = format!("sqlite:{}", path.display());
+                (StoreConfig::Sqlite(SqliteConfig::new(path)), shown)
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let shown = redact(&url);
+                (StoreConfig::Postgres(PgConfig::new(url)), shown)
+            }
+            Some(url) => match url.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => {
+                    let path = path.strip_prefix("//").unwrap_or(path);
+                    (
+                        StoreConfig::Sqlite(SqliteConfig::new(path)),
+                        format!("sqlite:{path}"),
+                    )
+                }
+                _ => bail!(
+                    "database url `{}` is not supported; expected `sqlite:PATH` or `postgres://user@host:port/db`",
+                    redact(&url)
+                ),
+            },
+        };
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(1024 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            bail!("max_body_bytes is {max_body_bytes}; expected 1024 to 67108864");
+        }
+        let owner = args
+            .owner
+            .or(file.owner)
+            .unwrap_or_else(|| format!("deployd-{}", std::process::id()));
+        if owner.trim().is_empty() || owner.len() > 100 {
+            bail!("owner `{owner}` is invalid; expected 1 to 100 characters");
+        }
+        let known_hosts = match args.known_hosts.or(file.known_hosts) {
+            Some(p) => p,
+            None => home
+                .map(|h| h.join(".ssh/known_hosts"))
+                .unwrap_or_else(|| PathBuf::from("known_hosts")),
+        };
+        Ok(Self {
+            listen,
+            store,
+            database_display,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Human),
+            owner,
+            known_hosts,
+            max_body_bytes,
+        })
+    }
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(argv: &[&str], file: Option<&str>) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<String> = std::iter::once("deployd")
+            .chain(argv.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        if let Some(text) = file {
+            let path = dir.path().join("deployd.toml");
+            std::fs::write(&path, text).unwrap();
+            argv.push("--config".to_owned());
+            argv.push(path.display().to_string());
+        }
+        Config::load(Args::try_parse_from(argv)?, Some(Path::new("/home/u")))
+    }
+
+    #[test]
+    fn zero_config_defaults() {
+        let c = load(&[], None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_display, "sqlite:deployd-data/deployd.sqlite");
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert_eq!(c.known_hosts, PathBuf::from("/home/u/.ssh/known_hosts"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let c = load(
+            &["--listen", "127.0.0.1:9000"],
+            Some("listen = \"127.0.0.1:7000\"\nlog_format = \"json\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn postgres_url_switches_the_store_and_hides_the_password() {
+        let c = load(
+            &[
+                "--database-url",
+                "postgres://deploy:secret@127.0.0.1:5432/d",
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(matches!(c.store, StoreConfig::Postgres(_)));
+        assert_eq!(c.database_display, "postgres://deploy:***@127.0.0.1:5432/d");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let cases: [(&[&str], Option<&str>, &str); 4] = [
+            (
+                &["--listen", "localhost"],
+                None,
+                "listen address `localhost` is invalid; expected IP:PORT",
+            ),
+            (
+                &["--database-url", "mysql://x@y/z"],
+                None,
+                "database url `mysql://x:***@y/z` is not supported",
+            ),
+            (
+                &["--max-body-bytes", "10"],
+                None,
+                "max_body_bytes is 10; expected 1024 to 67108864",
+            ),
+            (&[], Some("lisen = \"x\"\n"), "invalid config file"),
+        ];
+        for (argv, file, expected) in cases {
+            let err = format!("{:#}", load(argv, file).unwrap_err());
+            assert!(err.contains(expected), "{argv:?}: {err}");
+        }
+    }
+}

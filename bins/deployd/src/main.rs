@@ -1,0 +1,167 @@
+//! deployd: config -> store -> engine -> HTTP API -> wait for SIGTERM/SIGINT -> drain.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use deploy_core::ExecutionModel;
+use deploy_engine::{Clock, Engine, EngineConfig, SystemClock};
+use deploy_exec::ExecutorRegistry;
+use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
+use deploy_server::{ServerConfig, ServerState, bootstrap_admin, router};
+use deploy_store::StoreConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Args, Config, LogFormat};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let config = match Config::load(args, home.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("deployd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("deployd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("deployd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if let StoreConfig::Sqlite(sqlite) = &config.store
+        && let Some(dir) = sqlite.path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory `{}`", dir.display()))?;
+    }
+    let store = deploy_store::open(&config.store)
+        .await
+        .with_context(|| format!("cannot open the database {}", config.database_display))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let mut executors = ExecutorRegistry::new();
+    executors.register(
+        ExecutionModel::Ssh,
+        Arc::new(SshExecutor::new(
+            SshExecutorConfig::new(config.known_hosts.clone()),
+            Arc::new(deploy_exec::DefaultSecrets),
+        )),
+    );
+    let engine = Engine::new(
+        store.clone(),
+        executors,
+        EngineConfig::new(config.owner.clone()),
+        clock.clone(),
+    )
+    .context("cannot start the engine")?;
+
+    let preset = std::env::var("DEPLOYD_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if let Some(admin) = bootstrap_admin(store.as_ref(), preset, clock.now())
+        .await
+        .context("cannot create the first admin token")?
+    {
+        if admin.generated {
+            print_admin_token(&admin.token.token);
+        } else {
+            tracing::info!("stored the admin token from DEPLOYD_ADMIN_TOKEN");
+        }
+    }
+
+    let state = ServerState::new(
+        engine.clone(),
+        clock,
+        ServerConfig {
+            max_body_bytes: config.max_body_bytes,
+            ..ServerConfig::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!(listen = %local, database = %config.database_display, owner = %config.owner, "deployd started");
+
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn({
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        async move { engine.serve(shutdown).await }
+    });
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(signal(shutdown.clone()))
+        .await
+        .context("the HTTP server failed");
+    // Stop the engine: in-flight tasks get the grace, then leases are released for the next start.
+    shutdown.cancel();
+    if let Err(e) = service.await {
+        tracing::error!(error = %e, "the engine's service loop panicked");
+    }
+    tracing::info!("deployd stopped");
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT (or when `shutdown` is cancelled) and cancels `shutdown`.
+async fn signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            None
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => None } } => {
+            tracing::info!("SIGTERM: shutting down");
+        }
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the first admin token is shown once, on stdout, and never logged"
+)]
+fn print_admin_token(token: &str) {
+    println!("admin token (shown once; store it now): {token}");
+}

@@ -1,0 +1,31 @@
+//! deploy-api: the wire types of the HTTP API, versioned under `/api/v1`.
+//!
+//! Only these types cross the process boundary between `deployd` and its
+//! clients. Request bodies reject unknown fields so typos are errors; values
+//! are deploy-core types, so a bad name, digest or id fails while decoding,
+//! with the field path in the problem document. No untagged or flattened enums.
+
+mod errors;
+mod problem;
+mod resources;
+mod role;
+
+pub use errors::ApiTypeError;
+pub use problem::{PROBLEM_MEDIA_TYPE, Problem, ProblemType};
+pub use resources::{
+    ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, ComponentRequest,
+    CreateEnvironmentRequest, CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest,
+    CreateTokenRequest, CreatedToken, HealthResponse, JobEventDto, JobList, LogChunkDto, LogPage,
+    RollbackRequest,
+};
+pub use role::Role;
+
+/// Every route of the API lives under this prefix.
+pub const API_PREFIX: &str = "/api/v1";
+/// The SSE event name of a job or task transition.
+pub const SSE_EVENT_TRANSITION: &str = "transition";
+/// The SSE event name sent once the job reached a terminal state.
+pub const SSE_EVENT_END: &str = "end";
+
+#[cfg(test)]
+mod tests;

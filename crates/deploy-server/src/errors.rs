@@ -1,0 +1,126 @@
+//! `ServerError`: why a request failed, and its problem+json response (status and stable `type`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use deploy_api::{PROBLEM_MEDIA_TYPE, Problem, ProblemType, Role};
+use deploy_engine::EngineError;
+use deploy_store::StoreError;
+use thiserror::Error;
+
+/// A request failed.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("role `{role}` may not do this; it needs `{required}`")]
+    Forbidden { role: Role, required: Role },
+    #[error("{detail}")]
+    BadRequest {
+        detail: String,
+        field: Option<String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{detail}")]
+    Unprocessable {
+        detail: String,
+        field: Option<String>,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl ServerError {
+    pub(crate) fn bad_request(detail: impl Into<String>, field: Option<&str>) -> Self {
+        Self::BadRequest {
+            detail: detail.into(),
+            field: field.map(str::to_owned),
+        }
+    }
+
+    pub(crate) fn unprocessable(detail: impl Into<String>, field: Option<&str>) -> Self {
+        Self::Unprocessable {
+            detail: detail.into(),
+            field: field.map(str::to_owned),
+        }
+    }
+
+    /// The problem document of this error.
+    pub fn problem(&self) -> Problem {
+        let kind = self.kind();
+        let detail = match kind {
+            // Internal details go to the log, not to the client.
+            ProblemType::Internal => "internal error; see the server log".to_owned(),
+            _ => self.to_string(),
+        };
+        let problem = Problem::new(kind, detail);
+        match self {
+            Self::BadRequest { field: Some(f), .. }
+            | Self::Unprocessable { field: Some(f), .. } => problem.with_field(f.clone()),
+            _ => problem,
+        }
+    }
+
+    fn kind(&self) -> ProblemType {
+        match self {
+            Self::Unauthenticated(_) => ProblemType::Unauthorized,
+            Self::Forbidden { .. } => ProblemType::Forbidden,
+            Self::BadRequest { .. } => ProblemType::BadRequest,
+            Self::NotFound(_) => ProblemType::NotFound,
+            Self::Unprocessable { .. } => ProblemType::Unprocessable,
+            Self::PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
+            Self::Store(e) => store_kind(e),
+            Self::Engine(e) => match e {
+                EngineError::Store(e) => store_kind(e),
+                EngineError::PromotionNotApproved { .. } | EngineError::NotRunningHere { .. } => {
+                    ProblemType::Conflict
+                }
+                EngineError::Rollback(_) => ProblemType::Conflict,
+                EngineError::Plan(_)
+                | EngineError::Artifacts(_)
+                | EngineError::InvalidRequest(_) => ProblemType::Unprocessable,
+                EngineError::Health(_) | EngineError::Stalled { .. } => ProblemType::Internal,
+            },
+        }
+    }
+}
+
+fn store_kind(e: &StoreError) -> ProblemType {
+    match e {
+        StoreError::NotFound { .. } => ProblemType::NotFound,
+        StoreError::AlreadyExists { .. }
+        | StoreError::Conflict { .. }
+        | StoreError::InvalidTransition(_)
+        | StoreError::LeaseLost { .. } => ProblemType::Conflict,
+        StoreError::EnvironmentLocked { .. } => ProblemType::EnvironmentBusy,
+        StoreError::Open { .. } | StoreError::Unwritable { .. } => ProblemType::Unavailable,
+        _ => ProblemType::Internal,
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        if problem.status >= 500 {
+            tracing::error!(error = %self, "request failed");
+        }
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_MEDIA_TYPE),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

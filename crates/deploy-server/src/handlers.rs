@@ -1,0 +1,609 @@
+//! The route handlers: each authorizes, validates, calls the store or the engine, and answers JSON.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use deploy_api::{
+    ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, CreateEnvironmentRequest,
+    CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest, CreateTokenRequest,
+    HealthResponse, JobList, LogChunkDto, LogPage, Role, RollbackRequest,
+};
+use deploy_core::{
+    ArtifactKind, Component, ComponentId, DeploymentJob, DeploymentTask, Environment,
+    EnvironmentId, IdempotencyKey, JobId, JobStatus, Promotion, PromotionDecision, PromotionId,
+    PromotionStatus, Release, ReleaseId, Target, TargetId, TaskId,
+};
+use deploy_engine::{JobRequest, random_bytes};
+use deploy_store::StoreError;
+use serde::Deserialize;
+
+use crate::auth::authorize;
+use crate::body::{ApiJson, OptionalJson};
+use crate::errors::ServerError;
+use crate::state::ServerState;
+
+type ApiResult<T> = Result<T, ServerError>;
+
+/// Parses a path id, naming it on error.
+pub(crate) fn parse_id<T, E: std::fmt::Display>(
+    what: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> ApiResult<T> {
+    parse(value).map_err(|e| {
+        ServerError::bad_request(format!("{what} id `{value}` is invalid: {e}"), Some("id"))
+    })
+}
+
+/// A reference in a request body to something that does not exist is a semantic error (422), not a missing resource.
+fn referenced<T>(result: Result<T, StoreError>, field: &str) -> ApiResult<T> {
+    match result {
+        Err(StoreError::NotFound { entity, id }) => Err(ServerError::unprocessable(
+            format!("{entity} `{id}` does not exist"),
+            Some(field),
+        )),
+        other => Ok(other?),
+    }
+}
+
+/// A model field path as a path in the request body (`release.components.name` -> `components.name`).
+fn body_field<'a>(field: &'a str, entity: &str) -> &'a str {
+    field.strip_prefix(entity).unwrap_or(field)
+}
+
+pub(crate) async fn healthz() -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".to_owned(),
+    })
+}
+
+pub(crate) async fn readyz(State(state): State<ServerState>) -> Response {
+    // A read that touches the database; migrations ran when the store was opened.
+    match state
+        .store()
+        .find_api_token(&crate::tokens::hash_token("readiness probe"))
+        .await
+    {
+        Ok(_) => Json(HealthResponse {
+            status: "ready".to_owned(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(HealthResponse {
+                    status: "database unreachable".to_owned(),
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Most jobs counted per active status at a scrape (the gauge saturates there).
+const ACTIVE_JOBS_CAP: u32 = 1000;
+
+pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
+    let mut text = state.metrics().render();
+    text.push_str("# HELP deployd_active_jobs Jobs in each active status (capped at 1000).\n");
+    text.push_str("# TYPE deployd_active_jobs gauge\n");
+    for status in JobStatus::ALL.into_iter().filter(|s| s.is_active()) {
+        match state
+            .store()
+            .list_jobs(None, Some(status), None, ACTIVE_JOBS_CAP)
+            .await
+        {
+            Ok(jobs) => text.push_str(&format!(
+                "deployd_active_jobs{{status=\"{}\"}} {}\n",
+                status.as_str(),
+                jobs.len()
+            )),
+            Err(e) => tracing::warn!(error = %e, "cannot count active jobs for /metrics"),
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub(crate) async fn not_found() -> ServerError {
+    ServerError::NotFound("no such route".to_owned())
+}
+
+pub(crate) async fn create_environment(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateEnvironmentRequest>,
+) -> ApiResult<(StatusCode, Json<Environment>)> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let now = state.now();
+    let environment = Environment {
+        id: EnvironmentId::from_parts(now, random_bytes()),
+        name: req.name,
+        hooks: req.hooks,
+        created_at: now,
+    };
+    state.store().put_environment(&environment).await?;
+    Ok((StatusCode::CREATED, Json(environment)))
+}
+
+pub(crate) async fn get_environment(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Environment>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let id = parse_id("environment", &id, EnvironmentId::parse)?;
+    Ok(Json(state.store().get_environment(id).await?))
+}
+
+pub(crate) async fn create_target(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CreateTargetRequest>,
+) -> ApiResult<(StatusCode, Json<Target>)> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let environment = parse_id("environment", &id, EnvironmentId::parse)?;
+    state.store().get_environment(environment).await?;
+    let now = state.now();
+    let target = Target {
+        id: TargetId::from_parts(now, random_bytes()),
+        environment_id: environment,
+        name: req.name,
+        target_type: req.target_type,
+        connection: req.connection,
+        health_endpoint: req.health_endpoint,
+        health_check: req.health_check,
+        labels: req.labels,
+        created_at: now,
+    };
+    target.validate().map_err(|e| {
+        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "target.")))
+    })?;
+    state.store().put_target(&target).await?;
+    Ok((StatusCode::CREATED, Json(target)))
+}
+
+pub(crate) async fn list_targets(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<Target>>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let environment = parse_id("environment", &id, EnvironmentId::parse)?;
+    state.store().get_environment(environment).await?;
+    Ok(Json(state.store().list_targets(environment).await?))
+}
+
+pub(crate) async fn create_release(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateReleaseRequest>,
+) -> ApiResult<(StatusCode, Json<Release>)> {
+    authorize(&state, &headers, Role::Deployer).await?;
+    let now = state.now();
+    let components = req
+        .components
+        .into_iter()
+        .map(|c| Component {
+            id: ComponentId::from_parts(now, random_bytes()),
+            name: c.name,
+            image: c.image,
+        })
+        .collect();
+    let release = Release::new(
+        ReleaseId::from_parts(now, random_bytes()),
+        req.name,
+        components,
+        now,
+    )
+    .map_err(|e| {
+        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "release.")))
+    })?;
+    state.store().put_release(&release).await?;
+    Ok((StatusCode::CREATED, Json(release)))
+}
+
+pub(crate) async fn get_release(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Release>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let id = parse_id("release", &id, ReleaseId::parse)?;
+    Ok(Json(state.store().get_release(id).await?))
+}
+
+pub(crate) async fn create_promotion(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreatePromotionRequest>,
+) -> ApiResult<(StatusCode, Json<Promotion>)> {
+    let caller = authorize(&state, &headers, Role::Deployer).await?;
+    referenced(
+        state.store().get_release(req.release_id).await,
+        "release_id",
+    )?;
+    referenced(
+        state.store().get_environment(req.environment_id).await,
+        "environment_id",
+    )?;
+    let now = state.now();
+    let promotion = Promotion {
+        id: PromotionId::from_parts(now, random_bytes()),
+        release_id: req.release_id,
+        environment_id: req.environment_id,
+        status: PromotionStatus::Requested,
+        requested_by: caller.name,
+        decided_by: None,
+        requested_at: now,
+        decided_at: None,
+    };
+    state.store().put_promotion(&promotion).await?;
+    Ok((StatusCode::CREATED, Json(promotion)))
+}
+
+pub(crate) async fn get_promotion(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Promotion>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let id = parse_id("promotion", &id, PromotionId::parse)?;
+    Ok(Json(state.store().get_promotion(id).await?))
+}
+
+/// Approves a requested promotion and creates its job, which `Engine::serve` runs.
+/// Approving an approved promotion again returns its job (idempotent by key).
+pub(crate) async fn approve_promotion(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<ApprovePromotionRequest>,
+) -> ApiResult<(StatusCode, Json<ApprovePromotionResponse>)> {
+    let caller = authorize(&state, &headers, Role::Deployer).await?;
+    let id = parse_id("promotion", &id, PromotionId::parse)?;
+    let mut promotion = state.store().get_promotion(id).await?;
+    if promotion.status == PromotionStatus::Requested {
+        promotion
+            .decide(PromotionDecision::Approve, &caller.name, state.now())
+            .map_err(StoreError::from)?;
+        state.store().decide_promotion(&promotion).await?;
+    }
+    let key = IdempotencyKey::parse(&format!("promotion-{id}"))
+        .map_err(|e| ServerError::unprocessable(e.to_string(), None))?;
+    let mut request = JobRequest::new(id, key);
+    if let Some(n) = req.max_attempts {
+        request.max_attempts = n;
+    }
+    if let Some(s) = req.strategy {
+        request.strategy = s;
+    }
+    if let Some(p) = req.parallelism {
+        request.parallelism = p;
+    }
+    if let Some(f) = req.failure_policy {
+        request.failure_policy = f;
+    }
+    request.template = req.template;
+    let created = state.engine().create_job(&request).await?;
+    tracing::info!(promotion = %id, job = %created.value.id, by = caller.name, "promotion approved");
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(ApprovePromotionResponse {
+            promotion,
+            job: created.value,
+        }),
+    ))
+}
+
+pub(crate) async fn reject_promotion(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Promotion>> {
+    let caller = authorize(&state, &headers, Role::Deployer).await?;
+    let id = parse_id("promotion", &id, PromotionId::parse)?;
+    let mut promotion = state.store().get_promotion(id).await?;
+    promotion
+        .decide(PromotionDecision::Reject, &caller.name, state.now())
+        .map_err(StoreError::from)?;
+    state.store().decide_promotion(&promotion).await?;
+    Ok(Json(promotion))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobsQuery {
+    environment: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Jobs newest first, filtered by environment and status, paged by `before` (a job id).
+pub(crate) async fn list_jobs(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    query: Result<Query<JobsQuery>, QueryRejection>,
+) -> ApiResult<Json<JobList>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
+    let limit = page_size(&state, query.limit)?;
+    let environment = query
+        .environment
+        .as_deref()
+        .map(|e| {
+            EnvironmentId::parse(e).map_err(|err| {
+                ServerError::bad_request(
+                    format!("environment id `{e}` is invalid: {err}"),
+                    Some("environment"),
+                )
+            })
+        })
+        .transpose()?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|s| {
+            JobStatus::parse(s).ok_or_else(|| {
+                let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ServerError::bad_request(
+                    format!(
+                        "job status `{s}` is unknown; expected one of {}",
+                        known.join(", ")
+                    ),
+                    Some("status"),
+                )
+            })
+        })
+        .transpose()?;
+    let before = query
+        .before
+        .as_deref()
+        .map(|b| {
+            JobId::parse(b).map_err(|err| {
+                ServerError::bad_request(format!("job id `{b}` is invalid: {err}"), Some("before"))
+            })
+        })
+        .transpose()?;
+    let jobs = state
+        .store()
+        .list_jobs(environment, status, before, limit)
+        .await?;
+    let full = u32::try_from(jobs.len()).is_ok_and(|n| n == limit);
+    let next_before = if full {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(Json(JobList { jobs, next_before }))
+}
+
+pub(crate) async fn get_job(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentJob>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let id = parse_id("job", &id, JobId::parse)?;
+    Ok(Json(state.store().get_job(id).await?))
+}
+
+pub(crate) async fn cancel_job(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentJob>> {
+    let caller = authorize(&state, &headers, Role::Deployer).await?;
+    let id = parse_id("job", &id, JobId::parse)?;
+    Ok(Json(state.engine().cancel_job(id, &caller.name).await?))
+}
+
+pub(crate) async fn rollback_job(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RollbackRequest>,
+) -> ApiResult<Json<DeploymentJob>> {
+    let caller = authorize(&state, &headers, Role::Deployer).await?;
+    let id = parse_id("job", &id, JobId::parse)?;
+    state.store().get_job(id).await?;
+    let reason = format!("{} (by {})", req.reason.trim(), caller.name);
+    Ok(Json(state.engine().rollback(id, &reason).await?))
+}
+
+pub(crate) async fn list_artifacts(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<ArtifactSummary>>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let id = parse_id("job", &id, JobId::parse)?;
+    let job = state.store().get_job(id).await?;
+    Ok(Json(
+        job.artifacts
+            .into_iter()
+            .map(|a| ArtifactSummary {
+                kind: a.kind,
+                target_id: a.target_id,
+                file_name: a.file_name,
+                size: a.size,
+                sha256: a.sha256,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ArtifactQuery {
+    target: Option<String>,
+}
+
+/// The artifact's content, with its sha256 in `X-Content-Sha256` and the `ETag`.
+pub(crate) async fn get_artifact(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+    query: Result<Query<ArtifactQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
+    let id = parse_id("job", &id, JobId::parse)?;
+    let kind = ArtifactKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or_else(|| {
+            let known: Vec<&str> = ArtifactKind::ALL.iter().map(|k| k.as_str()).collect();
+            ServerError::bad_request(
+                format!(
+                    "artifact kind `{kind}` is unknown; expected one of {}",
+                    known.join(", ")
+                ),
+                Some("kind"),
+            )
+        })?;
+    let target = query
+        .target
+        .as_deref()
+        .map(|t| {
+            TargetId::parse(t).map_err(|e| {
+                ServerError::bad_request(format!("target id `{t}` is invalid: {e}"), Some("target"))
+            })
+        })
+        .transpose()?;
+    let job = state.store().get_job(id).await?;
+    let mut matching = job
+        .artifacts
+        .into_iter()
+        .filter(|a| a.kind == kind && (target.is_none() || a.target_id == target));
+    let artifact = matching.next().ok_or_else(|| {
+        ServerError::NotFound(format!("job `{id}` has no `{}` artifact", kind.as_str()))
+    })?;
+    if matching.next().is_some() {
+        return Err(ServerError::bad_request(
+            format!(
+                "job `{id}` has several `{}` artifacts (one per target); pass ?target=<target id>",
+                kind.as_str()
+            ),
+            Some("target"),
+        ));
+    }
+    let sha = artifact.sha256.to_string();
+    let mut response = artifact.content.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.media_type()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&sha) {
+        h.insert("x-content-sha256", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{sha}\"")) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", artifact.file_name))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+pub(crate) async fn get_task(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentTask>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let id = parse_id("task", &id, TaskId::parse)?;
+    Ok(Json(state.store().get_task(id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// Checks a page size against the limits.
+pub(crate) fn page_size(state: &ServerState, limit: Option<u32>) -> ApiResult<u32> {
+    let max = state.config().max_page_size;
+    match limit {
+        None => Ok(state.config().default_page_size.min(max)),
+        Some(n) if n == 0 || n > max => Err(ServerError::bad_request(
+            format!("limit {n} is out of range; expected 1 to {max}"),
+            Some("limit"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+pub(crate) async fn task_logs(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<Json<LogPage>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
+    let id = parse_id("task", &id, TaskId::parse)?;
+    let limit = page_size(&state, query.limit)?;
+    state.store().get_task(id).await?;
+    let chunks = state
+        .store()
+        .read_log(id, query.after.unwrap_or(0), limit)
+        .await?;
+    let full = u32::try_from(chunks.len()).is_ok_and(|n| n == limit);
+    let next_after = if full {
+        chunks.last().map(|c| c.seq)
+    } else {
+        None
+    };
+    Ok(Json(LogPage {
+        task_id: id,
+        chunks: chunks
+            .into_iter()
+            .map(|c| LogChunkDto {
+                seq: c.seq,
+                at: c.at,
+                content: c.content,
+            })
+            .collect(),
+        next_after,
+    }))
+}
+
+pub(crate) async fn create_token(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<deploy_api::CreatedToken>)> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let created = crate::tokens::create_token(
+        state.store().as_ref(),
+        &req.name,
+        req.role,
+        None,
+        state.now(),
+    )
+    .await?;
+    tracing::info!(token = %created.id, name = created.name, role = %created.role, by = caller.name, "api token created");
+    Ok((StatusCode::CREATED, Json(created)))
+}

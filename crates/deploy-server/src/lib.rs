@@ -1,0 +1,27 @@
+//! deploy-server: the HTTP API of the deployment system as a library.
+//!
+//! [`router`] builds the axum router under `/api/v1` (plus `/healthz`,
+//! `/readyz`, `/metrics`) over a [`ServerState`]: the engine (which owns the
+//! store) and the clock. `deployd` picks the concrete store and executors and
+//! runs `Engine::serve` beside the router; tests build the same router in
+//! process. Errors are RFC 9457 problem documents (deploy-api `Problem`).
+
+mod auth;
+mod body;
+mod config;
+mod errors;
+mod handlers;
+mod metrics;
+mod routes;
+mod sse;
+mod state;
+mod tokens;
+
+pub use config::ServerConfig;
+pub use errors::ServerError;
+pub use routes::router;
+pub use state::ServerState;
+pub use tokens::{BootstrapToken, bootstrap_admin, create_token, hash_token};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! Job events as Server-Sent Events: the store's event log after `Last-Event-ID`, then live, woken by the engine's broadcast.
+//!
+//! The store is the source of truth: a broadcast event (or a one-second tick,
+//! for changes made by another replica) only wakes the stream, which then reads
+//! the log after the last sent `seq`. Every SSE `id` is a log `seq`, so a client
+//! that reconnects with `Last-Event-ID` misses nothing and sees nothing twice.
+//! The stream ends with an `end` event once the job is settled.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use deploy_api::{JobEventDto, Role, SSE_EVENT_END, SSE_EVENT_TRANSITION};
+use deploy_core::{JobId, JobStatus};
+use deploy_engine::EngineEvent;
+use deploy_store::JobEventRecord;
+use futures_util::Stream;
+use futures_util::stream;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::auth::authorize;
+use crate::errors::ServerError;
+use crate::handlers::parse_id;
+use crate::state::ServerState;
+
+/// Events read from the log per query.
+const PAGE: u32 = 500;
+/// How often an idle stream re-reads the log without a wake-up.
+const TICK: Duration = Duration::from_secs(1);
+/// A failed job with auto rollback is reported settled only after this many quiet ticks
+/// (the engine moves it to `rolling_back` right after `failed`); other settled jobs after one.
+const FAILED_QUIET_TICKS: u32 = 3;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    /// Same as the `Last-Event-ID` header (which wins).
+    after: Option<u64>,
+}
+
+struct Follow {
+    state: ServerState,
+    job: JobId,
+    after: u64,
+    events: broadcast::Receiver<EngineEvent>,
+    queue: VecDeque<Event>,
+    quiet_settled: u32,
+    done: bool,
+}
+
+pub(crate) async fn job_events(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ServerError> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
+    let job = parse_id("job", &id, JobId::parse)?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ServerError::bad_request(
+                    "Last-Event-ID is not an event sequence number",
+                    Some("Last-Event-ID"),
+                )
+            })?,
+        None => query.after.unwrap_or(0),
+    };
+    // Subscribe before reading the log so no event falls between the two.
+    let events = state.engine().subscribe();
+    state.store().get_job(job).await?;
+    let follow = Follow {
+        state,
+        job,
+        after,
+        events,
+        queue: VecDeque::new(),
+        quiet_settled: 0,
+        done: false,
+    };
+    let stream = stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(event) = f.queue.pop_front() {
+                return Some((Ok(event), f));
+            }
+            if f.done {
+                return None;
+            }
+            f.fill().await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+impl Follow {
+    /// Queues the next events, an `end` event, or waits for a wake-up.
+    async fn fill(&mut self) {
+        let store = self.state.store();
+        match store.job_events(self.job, self.after, PAGE).await {
+            Ok(records) if !records.is_empty() => {
+                self.quiet_settled = 0;
+                for r in records {
+                    self.after = r.seq;
+                    self.queue.push_back(event(&r));
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job = %self.job, error = %e, "cannot read job events; ending the stream");
+                self.done = true;
+                return;
+            }
+        }
+        match store.get_job(self.job).await {
+            Ok(job) => {
+                // Settled jobs end the stream after a quiet tick (late task events of the
+                // failing wave land after the job's own `fail`).
+                let settled = match job.status {
+                    JobStatus::Failed if job.failure_policy.auto_rollback => {
+                        self.quiet_settled += 1;
+                        self.quiet_settled > FAILED_QUIET_TICKS
+                    }
+                    s if !s.is_active() => {
+                        self.quiet_settled += 1;
+                        self.quiet_settled > 1
+                    }
+                    _ => false,
+                };
+                if settled {
+                    let data =
+                        serde_json::json!({ "job_id": job.id, "status": job.status.as_str() });
+                    self.queue
+                        .push_back(Event::default().event(SSE_EVENT_END).data(data.to_string()));
+                    self.done = true;
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.job, error = %e, "cannot read the job; ending the stream");
+                self.done = true;
+                return;
+            }
+        }
+        // Wait for a transition of this job, or a tick.
+        let deadline = tokio::time::sleep(TICK);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                received = self.events.recv() => match received {
+                    Ok(e) if e.job_id != self.job => continue,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        (&mut deadline).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn event(r: &JobEventRecord) -> Event {
+    let dto = JobEventDto {
+        seq: r.seq,
+        job_id: r.job_id,
+        task_id: r.task_id,
+        event: r.event.clone(),
+        from_status: Some(r.from_status.clone()),
+        to_status: r.to_status.clone(),
+        cause: r.cause.clone(),
+        at: r.at,
+    };
+    Event::default()
+        .event(SSE_EVENT_TRANSITION)
+        .id(r.seq.to_string())
+        .data(serde_json::to_string(&dto).unwrap_or_default())
+}

@@ -1,0 +1,805 @@
+//! In-process tests of the router: every route with each role, every error case, a deploy that fails cleanly, SSE resume.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use deploy_api::Role;
+use deploy_core::ExecutionModel;
+use deploy_engine::{Engine, EngineConfig, SystemClock};
+use deploy_exec::ExecutorRegistry;
+use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
+use deploy_store::{SqliteConfig, SqliteStore, Store};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::{ServerConfig, ServerState, bootstrap_admin, create_token, router};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: Router,
+    engine: Engine,
+    tokens: Vec<(Role, String)>,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        Self::with_config(ServerConfig::default()).await
+    }
+
+    async fn with_config(config: ServerConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteConfig::new(dir.path().join("db.sqlite")))
+                .await
+                .unwrap(),
+        );
+        let mut executors = ExecutorRegistry::new();
+        executors.register(
+            ExecutionModel::Ssh,
+            Arc::new(SshExecutor::new(
+                SshExecutorConfig::new(dir.path().join("known_hosts")),
+                Arc::new(deploy_exec::DefaultSecrets),
+            )),
+        );
+        let mut engine_config = EngineConfig::new("test");
+        engine_config.poll_interval = Duration::from_millis(50);
+        let engine = Engine::new(
+            store.clone(),
+            executors,
+            engine_config,
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let now = deploy_engine::Clock::now(&SystemClock);
+        let admin = bootstrap_admin(store.as_ref(), None, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(admin.generated);
+        let mut tokens = vec![(Role::Admin, admin.token.token)];
+        for role in [Role::Viewer, Role::Deployer] {
+            let t = create_token(store.as_ref(), role.as_str(), role, None, now)
+                .await
+                .unwrap();
+            tokens.push((role, t.token));
+        }
+        let state = ServerState::new(engine.clone(), Arc::new(SystemClock), config);
+        Self {
+            _dir: dir,
+            app: router(state),
+            engine,
+            tokens,
+        }
+    }
+
+    fn token(&self, role: Role) -> &str {
+        &self.tokens.iter().find(|(r, _)| *r == role).unwrap().1
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, _, bytes) = self
+            .raw(method, path, token, body.map(|b| b.to_string()), &[])
+            .await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = tokio::time::timeout(
+            Duration::from_secs(60),
+            axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024),
+        )
+        .await
+        .expect("the response body ends")
+        .unwrap();
+        (status, headers, bytes.to_vec())
+    }
+
+    async fn ok(&self, method: &str, path: &str, role: Role, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method, path, Some(self.token(role)), body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
+    }
+
+    /// An environment with one SSH target on a closed loopback port, a release and a requested promotion.
+    async fn world(&self, name: &str) -> World {
+        let env = self
+            .ok(
+                "POST",
+                "/api/v1/environments",
+                Role::Admin,
+                Some(json!({ "name": name })),
+            )
+            .await;
+        let env_id = env["id"].as_str().unwrap().to_owned();
+        self.ok(
+            "POST",
+            &format!("/api/v1/environments/{env_id}/targets"),
+            Role::Admin,
+            Some(target_body("host-1")),
+        )
+        .await;
+        let release = self
+            .ok(
+                "POST",
+                "/api/v1/releases",
+                Role::Deployer,
+                Some(release_body(name)),
+            )
+            .await;
+        let release_id = release["id"].as_str().unwrap().to_owned();
+        let promotion = self
+            .ok(
+                "POST",
+                "/api/v1/promotions",
+                Role::Deployer,
+                Some(json!({ "release_id": release_id, "environment_id": env_id })),
+            )
+            .await;
+        World {
+            env_id,
+            release_id,
+            promotion_id: promotion["id"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+struct World {
+    env_id: String,
+    release_id: String,
+    promotion_id: String,
+}
+
+fn target_body(name: &str) -> Value {
+    // Port 1 on loopback: connection refused, the deploy fails cleanly.
+    json!({
+        "name": name,
+        "target_type": "docker_host",
+        "connection": {"model": "ssh", "host": "127.0.0.1", "port": 1, "user": "deploy",
+                        "credential_ref": "env:DEPLOY_TEST_NO_SUCH_KEY", "work_dir": "/tmp"}
+    })
+}
+
+fn release_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "components": [{"name": "web", "image": format!("127.0.0.1:5000/web@sha256:{}", "a".repeat(64))}]
+    })
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics_need_no_token() {
+    let f = Fixture::new().await;
+    assert_eq!(
+        f.call("GET", "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = f.call("GET", "/readyz", None, None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+    let (status, _, bytes) = f.raw("GET", "/metrics", None, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(
+        text.contains("deployd_active_jobs{status=\"pending\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deployd_http_responses_total{class=\"2xx\"} 2"),
+        "{text}"
+    );
+}
+
+/// Every route x (no token, wrong token, each role): 401 / 401 / 403 below the required role / 2xx at or above it.
+#[tokio::test]
+async fn role_matrix() {
+    let f = Fixture::new().await;
+    let w = f.world("matrix").await;
+    // A job to read: approve, then cancel it (nothing runs it here).
+    let approved = f
+        .ok(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Role::Deployer,
+            None,
+        )
+        .await;
+    let job_id = approved["job"]["id"].as_str().unwrap().to_owned();
+    let task_id = approved["job"]["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    f.ok(
+        "POST",
+        &format!("/api/v1/jobs/{job_id}/cancel"),
+        Role::Deployer,
+        None,
+    )
+    .await;
+
+    let mut n = 0;
+    let mut unique = || {
+        n += 1;
+        format!("m{n}")
+    };
+    let env = &w.env_id;
+    // (method, path, body, required role, expected success status or None when the call is
+    // authorized but its success depends on state; those are covered by the flow tests).
+    type Case = (&'static str, String, Option<Value>, Role, Option<u16>);
+    type MakeCase<'a> = Box<dyn FnMut(&mut dyn FnMut() -> String) -> Case + 'a>;
+    let mut cases: Vec<MakeCase> = Vec::new();
+    cases.push(Box::new(|u| {
+        (
+            "POST",
+            "/api/v1/environments".into(),
+            Some(json!({"name": u()})),
+            Role::Admin,
+            Some(201),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/environments/{env}"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|u| {
+        (
+            "POST",
+            format!("/api/v1/environments/{env}/targets"),
+            Some(target_body(&u())),
+            Role::Admin,
+            Some(201),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/environments/{env}/targets"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|u| {
+        (
+            "POST",
+            "/api/v1/releases".into(),
+            Some(release_body(&u())),
+            Role::Deployer,
+            Some(201),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/releases/{}", w.release_id),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            "/api/v1/promotions".into(),
+            Some(json!({"release_id": w.release_id, "environment_id": env})),
+            Role::Deployer,
+            Some(201),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/promotions/{}", w.promotion_id),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    // Approving the approved promotion again returns its job.
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            None,
+            Role::Deployer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/promotions/{}/reject", w.promotion_id),
+            None,
+            Role::Deployer,
+            None,
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/jobs?environment={env}&status=failed&limit=5"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/jobs/{job_id}"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/jobs/{job_id}/cancel"),
+            None,
+            Role::Deployer,
+            None,
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/jobs/{job_id}/rollback"),
+            Some(json!({"reason": "test"})),
+            Role::Deployer,
+            None,
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/jobs/{job_id}/events"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/jobs/{job_id}/artifacts"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/jobs/{job_id}/artifacts/manifest"),
+            None,
+            Role::Viewer,
+            None,
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/tasks/{task_id}"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/tasks/{task_id}/logs"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|u| {
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            Some(json!({"name": u(), "role": "viewer"})),
+            Role::Admin,
+            Some(201),
+        )
+    }));
+
+    let mut checked = 0;
+    for case in &mut cases {
+        for caller in [None, Some("dpl_wrong-token-000000000000")]
+            .into_iter()
+            .map(|t| (None, t))
+            .chain(Role::ALL.into_iter().map(|r| (Some(r), Some(f.token(r)))))
+        {
+            let (method, path, body, required, success) = case(&mut unique);
+            let (role, token) = caller;
+            let (status, value) = f.call(method, &path, token, body).await;
+            let status = status.as_u16();
+            match role {
+                None => assert_eq!(
+                    status, 401,
+                    "{method} {path} without a valid token: {value}"
+                ),
+                Some(r) if !r.allows(required) => {
+                    assert_eq!(status, 403, "{method} {path} as {r}: {value}");
+                    assert_eq!(value["type"], "urn:deploy:problem:forbidden");
+                }
+                Some(r) => match success {
+                    Some(s) => assert_eq!(status, s, "{method} {path} as {r}: {value}"),
+                    None => assert!(
+                        status != 401 && status != 403 && status < 500,
+                        "{method} {path} as {r}: {status} {value}"
+                    ),
+                },
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20 * 5);
+}
+
+/// Each error case: status, stable type, and the field path where there is one.
+#[tokio::test]
+async fn error_cases() {
+    let f = Fixture::with_config(ServerConfig {
+        max_body_bytes: 4096,
+        ..ServerConfig::default()
+    })
+    .await;
+    let w = f.world("errors").await;
+    let admin = Some(f.token(Role::Admin));
+    let unknown_job = "/api/v1/jobs/019a0000-0000-7000-8000-000000000000";
+    /// (method, path, body, status, problem type slug, field path)
+    type ErrorCase<'a> = (
+        &'a str,
+        String,
+        Option<String>,
+        u16,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: Vec<ErrorCase> = vec![
+        ("POST", "/api/v1/environments".into(), Some("{not json".into()), 400, "bad-request", None),
+        ("POST", "/api/v1/environments".into(), Some(r#"{"name":"x","nmae":"y"}"#.into()), 400, "bad-request", Some("nmae")),
+        ("POST", "/api/v1/environments".into(), Some(r#"{"name":"Bad Name"}"#.into()), 400, "bad-request", Some("name")),
+        ("POST", "/api/v1/releases".into(), Some(json!({"name": "r", "components": [{"name": "web", "image": "nginx:latest"}]}).to_string()), 400, "bad-request", Some("components[0].image")),
+        ("GET", "/api/v1/jobs/not-a-uuid".into(), None, 400, "bad-request", Some("id")),
+        ("GET", format!("/api/v1/tasks/{}/logs?limit=100000", w.env_id), None, 400, "bad-request", Some("limit")),
+        ("GET", "/api/v1/jobs?status=exploded".into(), None, 400, "bad-request", Some("status")),
+        ("GET", "/api/v1/jobs?limit=501".into(), None, 400, "bad-request", Some("limit")),
+        ("GET", unknown_job.into(), None, 404, "not-found", None),
+        ("GET", "/api/v1/nothing-here".into(), None, 404, "not-found", None),
+        ("POST", "/api/v1/environments".into(), Some(r#"{"name":"errors"}"#.into()), 409, "conflict", None),
+        ("POST", "/api/v1/environments".into(), Some(format!(r#"{{"name":"{}"}}"#, "a".repeat(5000))), 413, "payload-too-large", None),
+        ("POST", "/api/v1/promotions".into(), Some(json!({"release_id": "019a0000-0000-7000-8000-000000000000", "environment_id": w.env_id}).to_string()), 422, "unprocessable", Some("release_id")),
+        ("POST", "/api/v1/releases".into(), Some(json!({"name": "dup", "components": [
+            {"name": "web", "image": format!("r/web@sha256:{}", "a".repeat(64))},
+            {"name": "web", "image": format!("r/web@sha256:{}", "b".repeat(64))}]}).to_string()), 422, "unprocessable", Some("components.name")),
+        ("POST", "/api/v1/releases".into(), Some(json!({"name": "none", "components": []}).to_string()), 422, "unprocessable", Some("components")),
+    ];
+    for (method, path, body, status, kind, field) in cases {
+        let (got, headers, bytes) = f.raw(method, &path, admin, body.clone(), &[]).await;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert_eq!(got.as_u16(), status, "{method} {path} {body:?}: {value}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(
+            value["type"],
+            format!("urn:deploy:problem:{kind}"),
+            "{value}"
+        );
+        assert_eq!(value["status"], status);
+        assert_eq!(value["field"].as_str(), field, "{value}");
+    }
+
+    // 409: a second job for a busy environment; an already decided promotion.
+    f.ok(
+        "POST",
+        &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+        Role::Deployer,
+        None,
+    )
+    .await;
+    let second = f
+        .ok(
+            "POST",
+            "/api/v1/promotions",
+            Role::Deployer,
+            Some(json!({"release_id": w.release_id, "environment_id": w.env_id})),
+        )
+        .await;
+    let second = second["id"].as_str().unwrap();
+    let (status, value) = f
+        .call(
+            "POST",
+            &format!("/api/v1/promotions/{second}/approve"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), value["type"].as_str()),
+        (409, Some("urn:deploy:problem:environment-busy")),
+        "{value}"
+    );
+    let (status, value) = f
+        .call(
+            "POST",
+            &format!("/api/v1/promotions/{}/reject", w.promotion_id),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), value["type"].as_str()),
+        (409, Some("urn:deploy:problem:conflict")),
+        "{value}"
+    );
+    // 400: an unknown artifact kind.
+    let (status, value) = f
+        .call(
+            "GET",
+            &format!("{unknown_job}/artifacts/binary"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), value["field"].as_str()),
+        (400, Some("kind")),
+        "{value}"
+    );
+}
+
+/// Approve -> the engine's service loop runs the job -> the SSH target is unreachable -> failed;
+/// the SSE stream replays the log, ends with `end`, and resumes after Last-Event-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_over_unreachable_ssh_fails_and_streams_events() {
+    let f = Fixture::new().await;
+    let w = f.world("flow").await;
+    let shutdown = CancellationToken::new();
+    let serve = tokio::spawn({
+        let engine = f.engine.clone();
+        let shutdown = shutdown.clone();
+        async move { engine.serve(shutdown).await }
+    });
+    let approved = f
+        .ok(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Role::Deployer,
+            Some(json!({"max_attempts": 1})),
+        )
+        .await;
+    assert_eq!(approved["promotion"]["status"], "approved");
+    let job_id = approved["job"]["id"].as_str().unwrap().to_owned();
+    let viewer = Some(f.token(Role::Viewer));
+
+    let (status, headers, bytes) = f
+        .raw(
+            "GET",
+            &format!("/api/v1/jobs/{job_id}/events"),
+            viewer,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = String::from_utf8(bytes).unwrap();
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    assert!(ids.len() >= 3, "{text}");
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "{ids:?}");
+    assert!(
+        text.contains("event: end") || text.contains("event:end"),
+        "{text}"
+    );
+    assert!(text.contains(r#""status":"failed""#), "{text}");
+
+    let job = f
+        .ok("GET", &format!("/api/v1/jobs/{job_id}"), Role::Viewer, None)
+        .await;
+    assert_eq!(job["status"], "failed");
+    let task = &job["tasks"][0];
+    assert_eq!(task["status"], "failed");
+    assert!(task["error"].as_str().is_some(), "{task}");
+
+    // Resume after the first event: the rest, nothing twice.
+    let first = ids[0].to_string();
+    let (_, _, bytes) = f
+        .raw(
+            "GET",
+            &format!("/api/v1/jobs/{job_id}/events"),
+            viewer,
+            None,
+            &[("last-event-id", &first)],
+        )
+        .await;
+    let resumed = String::from_utf8(bytes).unwrap();
+    let resumed_ids: Vec<u64> = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    // Nothing twice, nothing missed (the second stream may also carry events written after the first ended).
+    assert!(
+        resumed_ids.starts_with(&ids[1..]),
+        "{resumed_ids:?} after {ids:?}"
+    );
+    assert!(
+        resumed_ids.windows(2).all(|p| p[0] < p[1]),
+        "{resumed_ids:?}"
+    );
+
+    // Task logs page through the store.
+    let task_id = task["id"].as_str().unwrap();
+    let page = f
+        .ok(
+            "GET",
+            &format!("/api/v1/tasks/{task_id}/logs?limit=1"),
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(page["task_id"], task_id);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bootstrap_happens_once_and_takes_a_preset_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&SqliteConfig::new(dir.path().join("db.sqlite")))
+        .await
+        .unwrap();
+    let now = deploy_engine::Clock::now(&SystemClock);
+    let preset = "preset-admin-token-0123456789".to_owned();
+    let first = bootstrap_admin(&store, Some(preset.clone()), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.generated);
+    assert_eq!(first.token.token, preset);
+    assert!(bootstrap_admin(&store, None, now).await.unwrap().is_none());
+    let stored = store
+        .find_api_token(&crate::hash_token(&preset))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.scopes, vec!["admin".to_owned()]);
+    assert!(
+        bootstrap_admin(
+            &SqliteStore::open(&SqliteConfig::new(dir.path().join("other.sqlite")))
+                .await
+                .unwrap(),
+            Some("short".into()),
+            now
+        )
+        .await
+        .is_err()
+    );
+}
+
+/// Jobs list newest first, filtered by environment and status, paged by `before`.
+#[tokio::test]
+async fn jobs_list_filters_and_pages() {
+    let f = Fixture::new().await;
+    let mut jobs = Vec::new();
+    let mut envs = Vec::new();
+    for name in ["a", "b", "c"] {
+        let w = f.world(name).await;
+        let approved = f
+            .ok(
+                "POST",
+                &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+                Role::Deployer,
+                None,
+            )
+            .await;
+        jobs.push(approved["job"]["id"].as_str().unwrap().to_owned());
+        envs.push(w.env_id);
+    }
+    f.ok(
+        "POST",
+        &format!("/api/v1/jobs/{}/cancel", jobs[0]),
+        Role::Deployer,
+        None,
+    )
+    .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = f
+        .ok("GET", "/api/v1/jobs?limit=2", Role::Viewer, None)
+        .await;
+    assert_eq!(ids(&first), vec![jobs[2].clone(), jobs[1].clone()]);
+    let before = first["next_before"].as_str().unwrap();
+    let second = f
+        .ok(
+            "GET",
+            &format!("/api/v1/jobs?limit=2&before={before}"),
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&second), vec![jobs[0].clone()]);
+    assert!(second["next_before"].is_null());
+    let by_env = f
+        .ok(
+            "GET",
+            &format!("/api/v1/jobs?environment={}", envs[1]),
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&by_env), vec![jobs[1].clone()]);
+    let failed = f
+        .ok("GET", "/api/v1/jobs?status=failed", Role::Viewer, None)
+        .await;
+    assert_eq!(ids(&failed), vec![jobs[0].clone()]);
+    let (_, _, metrics) = f.raw("GET", "/metrics", None, None, &[]).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("deployd_active_jobs{status=\"pending\"} 2"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,399 @@
+//! Real processes: the `deployd` binary on a free port with a temp SQLite database, driven only through the `deployctl` binary.
+//!
+//! The binaries are built (or found fresh) next to this test binary with
+//! `cargo build -p deployd -p deployctl`, since they live in other packages.
+//! The SSH target is a closed loopback port, so the deploy fails cleanly:
+//! the flows that need no executor, one failed deploy (exit 1), the exit codes
+//! for bad input (2) and refused tokens or no server (4), the one-time admin
+//! token, SIGTERM, and a restart over the same database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use deploy_testkit::{free_port, http_get, temp_dir};
+use serde_json::Value;
+
+/// `target/<profile>`, the folder of this test binary's `deps/`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Builds deployd and deployctl once per test process (a no-op when they are fresh).
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = bin_dir();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--locked", "-p", "deployd", "-p", "deployctl"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "cargo build -p deployd -p deployctl failed"
+        );
+        (dir.join("deployd"), dir.join("deployctl"))
+    })
+}
+
+struct Deployd {
+    child: Child,
+    addr: String,
+    stdout: PathBuf,
+}
+
+impl Deployd {
+    fn start(data: &Path, port: u16, preset_token: Option<&str>) -> Self {
+        let (deployd, _) = binaries();
+        let addr = format!("127.0.0.1:{port}");
+        let stdout = data.join(format!("stdout-{port}-{}.txt", std::process::id()));
+        let stderr = data.join("stderr.txt");
+        let mut cmd = Command::new(deployd);
+        cmd.args(["--listen", &addr, "--data-dir"])
+            .arg(data.join("db"))
+            .args(["--known-hosts"])
+            .arg(data.join("known_hosts"))
+            .env_remove("DEPLOYD_ADMIN_TOKEN")
+            .env_remove("DEPLOYD_CONFIG")
+            .env_remove("DEPLOYD_DATABASE_URL")
+            .current_dir(data)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&stderr)
+                    .unwrap(),
+            );
+        if let Some(t) = preset_token {
+            cmd.env("DEPLOYD_ADMIN_TOKEN", t);
+        }
+        let mut child = cmd.spawn().expect("deployd starts");
+        // Bounded wait for /healthz: 300 x 100 ms.
+        for _ in 0..300 {
+            if let Ok((200, _)) = http_get(&addr, "/healthz") {
+                return Self {
+                    child,
+                    addr,
+                    stdout,
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "deployd exited with {status} before serving: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("deployd did not answer /healthz on {addr} within 30 s");
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap()
+    }
+
+    /// SIGTERM, then a bounded wait for a clean exit.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "deployd exited with {status} on SIGTERM");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("deployd did not stop within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for Deployd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ctl(addr: &str, token: &str, args: &[&str]) -> Output {
+    let (_, deployctl) = binaries();
+    Command::new(deployctl)
+        .args(args)
+        .env("DEPLOYCTL_SERVER", format!("http://{addr}"))
+        .env("DEPLOYCTL_TOKEN", token)
+        .stdin(Stdio::null())
+        .output()
+        .expect("deployctl runs")
+}
+
+fn ok_json(addr: &str, token: &str, args: &[&str]) -> Value {
+    let out = ctl(addr, token, &[args, &["--output", "json"]].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "deployctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn deployd_and_deployctl_end_to_end() {
+    let data = temp_dir("deployd-e2e").unwrap();
+    let port = free_port().unwrap();
+    let server = Deployd::start(data.path(), port, None);
+    let addr = server.addr.clone();
+
+    // The first start prints the admin token once.
+    let printed = server.stdout();
+    let token = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("admin token (shown once; store it now): "))
+        .unwrap_or_else(|| panic!("no admin token in {printed:?}"))
+        .trim()
+        .to_owned();
+
+    let env = ok_json(&addr, &token, &["env", "create", "staging"]);
+    let env_id = env["id"].as_str().unwrap();
+    assert_eq!(env["name"], "staging");
+    let target = ok_json(
+        &addr,
+        &token,
+        &[
+            "target",
+            "add",
+            "--env",
+            env_id,
+            "host-1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--user",
+            "deploy",
+            "--key-ref",
+            "env:DEPLOY_E2E_NO_SUCH_KEY",
+        ],
+    );
+    assert_eq!(target["connection"]["port"], 1);
+    let listed = ok_json(&addr, &token, &["target", "list", "--env", env_id]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let digest = "b".repeat(64);
+    let image = format!("web=127.0.0.1:5000/web@sha256:{digest}");
+    let release = ok_json(
+        &addr,
+        &token,
+        &["release", "create", "v1", "--component", &image],
+    );
+    let release_id = release["id"].as_str().unwrap();
+
+    // Offline render from the API's own documents: deterministic, no server needed.
+    let files = data.path().join("render-in");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("release.json"), release.to_string()).unwrap();
+    std::fs::write(files.join("target.json"), target.to_string()).unwrap();
+    std::fs::write(
+        files.join("compose.yml"),
+        "services:\n  app:\n    componentName: web\n",
+    )
+    .unwrap();
+    let render = |out: &str| {
+        let args: Vec<String> = [
+            "artifacts",
+            "render",
+            "--environment",
+            "staging",
+            "--output",
+            "json",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(
+            [
+                "--release",
+                "release.json",
+                "--target",
+                "target.json",
+                "--template",
+                "compose.yml",
+                "--out",
+            ]
+            .iter()
+            .map(|a| {
+                if a.ends_with(".json") || a.ends_with(".yml") {
+                    files.join(a).display().to_string()
+                } else {
+                    (*a).to_owned()
+                }
+            }),
+        )
+        .chain([files.join(out).display().to_string()])
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // No server at this address: render must not need one.
+        ctl("127.0.0.1:1", "", &args)
+    };
+    let first = render("out-1");
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let second: Value = serde_json::from_slice(&render("out-2").stdout).unwrap();
+    assert_eq!(first, second, "same files, same bytes");
+    let lock = std::fs::read_to_string(files.join("out-1/docker-compose.lock.yml")).unwrap();
+    assert!(lock.contains(&digest), "{lock}");
+    std::fs::remove_file(files.join("compose.yml")).unwrap();
+    assert_eq!(render("out-3").status.code(), Some(2));
+
+    // A viewer token from the admin: reading works, deploying is refused (exit 4).
+    let viewer = ok_json(
+        &addr,
+        &token,
+        &["token", "create", "ci-viewer", "--role", "viewer"],
+    );
+    let viewer = viewer["token"].as_str().unwrap();
+    ok_json(&addr, viewer, &["env", "show", env_id]);
+    let refused = ctl(
+        &addr,
+        viewer,
+        &["deploy", "--release", release_id, "--env", env_id],
+    );
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+
+    // Exit codes: bad input 2, wrong token 4.
+    let bad = ctl(
+        &addr,
+        &token,
+        &["release", "create", "v2", "--component", "web=nginx:latest"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("components[0].image"),
+        "{bad:?}"
+    );
+    let wrong = ctl(&addr, "dpl_not-a-token", &["env", "show", env_id]);
+    assert_eq!(wrong.status.code(), Some(4), "{wrong:?}");
+
+    // Deploy and follow: the SSH target is unreachable, the job fails, exit 1.
+    let deploy = ctl(
+        &addr,
+        &token,
+        &[
+            "deploy",
+            "--release",
+            release_id,
+            "--env",
+            env_id,
+            "--follow",
+            "--max-attempts",
+            "1",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&deploy.stdout).into_owned();
+    assert_eq!(
+        deploy.status.code(),
+        Some(1),
+        "{stdout} {}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    assert!(stdout.contains("running -> failed"), "{stdout}");
+    let job_id = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("job "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with(&format!("job {job_id} ended failed")),
+        "{stdout}"
+    );
+    let job = ok_json(&addr, &token, &["jobs", "show", &job_id]);
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["tasks"][0]["status"], "failed");
+    let listed = ok_json(
+        &addr,
+        &token,
+        &["jobs", "list", "--env", env_id, "--status", "failed"],
+    );
+    assert_eq!(listed["jobs"][0]["id"], job_id.as_str());
+    // The task's log, followed until the task settled (it already has).
+    let task_id = job["tasks"][0]["id"].as_str().unwrap();
+    let logs = ctl(&addr, &token, &["logs", task_id, "--follow"]);
+    assert_eq!(logs.status.code(), Some(0), "{logs:?}");
+
+    // SIGTERM stops it cleanly; a restart on the same database prints no token and still knows the job.
+    server.terminate();
+    let port = free_port().unwrap();
+    let again = Deployd::start(data.path(), port, None);
+    assert_eq!(
+        again.stdout(),
+        "",
+        "the admin token is printed on the first start only"
+    );
+    let job = ok_json(&again.addr, &token, &["jobs", "show", &job_id]);
+    assert_eq!(job["status"], "failed");
+    let watched = ctl(&again.addr, &token, &["jobs", "watch", &job_id]);
+    assert_eq!(watched.status.code(), Some(1), "{watched:?}");
+    again.terminate();
+
+    // `jobs watch` started while no server listens reconnects until one does.
+    let port = free_port().unwrap();
+    let (_, deployctl) = binaries();
+    let mut watcher = Command::new(deployctl)
+        .args(["jobs", "watch", &job_id])
+        .env("DEPLOYCTL_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("DEPLOYCTL_TOKEN", &token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let third = Deployd::start(data.path(), port, None);
+    let mut code = None;
+    for _ in 0..300 {
+        if let Some(status) = watcher.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if code.is_none() {
+        let _ = watcher.kill();
+    }
+    let output = watcher.wait_with_output().unwrap();
+    assert_eq!(code, Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("ended failed"),
+        "{output:?}"
+    );
+    third.terminate();
+
+    // Completions need no server.
+    let completions = ctl("127.0.0.1:1", "", &["completions", "bash"]);
+    assert_eq!(completions.status.code(), Some(0), "{completions:?}");
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("_deployctl()"));
+
+    // No server: exit 4.
+    let gone = ctl(
+        &format!("127.0.0.1:{port}"),
+        &token,
+        &["env", "show", env_id],
+    );
+    assert_eq!(gone.status.code(), Some(4), "{gone:?}");
+}
