@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use deploy_core::{DeploymentJob, JobEvent, JobId, JobStatus, ReleaseId};
+use deploy_core::{
+    ComponentId, DeploymentJob, Digest, JobEvent, JobId, JobStatus, Release, ReleaseId, TargetId,
+    TaskStatus, Timestamp,
+};
 use deploy_rollback::{
-    KnownGood, LastKnownGood, RollbackError, RollbackPlan, RollbackRequest, plan_rollback,
+    KnownGood, LastKnownGood, RollbackError, RollbackPlan, RollbackRequest, SlotKey, plan_rollback,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -14,40 +17,106 @@ use crate::engine::{Engine, Inner};
 use crate::errors::EngineError;
 use crate::runner;
 
+/// What a completed job deployed on one slot, in that job's own terms.
+struct SourceRow {
+    target_id: TargetId,
+    component_id: Option<ComponentId>,
+    digest: Digest,
+    job_id: JobId,
+    completed_at: Timestamp,
+}
+
 /// The last-known-good digests a rollback of `job` restores: for a failed job, what
 /// the newest completed job deployed on each slot; for a completed job (a manual
 /// rollback), what the previous completed job of another release deployed.
+///
+/// Slots are matched by component *name*: each release gives its components new
+/// ids, so a source row is keyed by the id the same-named component has in `job`'s
+/// release, and keeps its own id for the rollback task (whose job runs the source
+/// release). Components that `job`'s release does not have are not part of it.
 async fn known_good(inner: &Inner, job: &DeploymentJob) -> Result<LastKnownGood, EngineError> {
-    if job.status == JobStatus::Completed {
-        let previous = inner
-            .store
+    let store = &inner.store;
+    let rows: Vec<SourceRow> = if job.status == JobStatus::Completed {
+        let previous = store
             .previous_successful_job(job.environment_id, job.release_id)
             .await?;
-        return Ok(LastKnownGood::from_jobs(previous.iter(), &[job.id]));
-    }
-    let rows = inner.store.last_known_good(job.environment_id).await?;
-    let mut releases: BTreeMap<JobId, ReleaseId> = BTreeMap::new();
-    let mut entries = Vec::new();
-    for row in rows.into_iter().filter(|r| r.job_id != job.id) {
-        let release_id = match releases.get(&row.job_id) {
+        previous
+            .into_iter()
+            .flat_map(|p| {
+                let completed_at = p.completed_at.unwrap_or(p.updated_at);
+                let job_id = p.id;
+                p.tasks
+                    .into_iter()
+                    .filter(|t| t.status == TaskStatus::Succeeded)
+                    .map(move |t| SourceRow {
+                        target_id: t.target_id,
+                        component_id: t.component_id,
+                        digest: t.digest,
+                        job_id,
+                        completed_at,
+                    })
+            })
+            .collect()
+    } else {
+        store
+            .last_known_good(job.environment_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.job_id != job.id)
+            .map(|r| SourceRow {
+                target_id: r.target_id,
+                component_id: r.component_id,
+                digest: r.digest,
+                job_id: r.job_id,
+                completed_at: r.completed_at,
+            })
+            .collect()
+    };
+    let current = store.get_release(job.release_id).await?;
+    let mut release_of_job: BTreeMap<JobId, ReleaseId> = BTreeMap::new();
+    let mut releases: BTreeMap<ReleaseId, Release> = BTreeMap::new();
+    let mut slots: BTreeMap<SlotKey, KnownGood> = BTreeMap::new();
+    for row in rows {
+        let release_id = match release_of_job.get(&row.job_id) {
             Some(r) => *r,
             None => {
-                let r = inner.store.get_job(row.job_id).await?.release_id;
-                releases.insert(row.job_id, r);
+                let r = store.get_job(row.job_id).await?.release_id;
+                release_of_job.insert(row.job_id, r);
                 r
             }
         };
-        entries.push((
-            (row.target_id, row.component_id),
-            KnownGood {
-                digest: row.digest,
-                job_id: row.job_id,
-                release_id,
-                completed_at: row.completed_at,
-            },
-        ));
+        if !releases.contains_key(&release_id) {
+            releases.insert(release_id, store.get_release(release_id).await?);
+        }
+        let slot_component = match row.component_id {
+            None => None,
+            Some(id) => {
+                let name = releases
+                    .get(&release_id)
+                    .and_then(|r| r.component_by_id(id))
+                    .map(|c| c.name.clone());
+                match name.and_then(|n| current.component(n.as_str()).ok().map(|c| c.id)) {
+                    Some(current_id) => Some(current_id),
+                    None => continue,
+                }
+            }
+        };
+        let candidate = KnownGood {
+            digest: row.digest,
+            component_id: row.component_id,
+            job_id: row.job_id,
+            release_id,
+            completed_at: row.completed_at,
+        };
+        let slot = (row.target_id, slot_component);
+        let newer = slots.get(&slot).is_none_or(|known| {
+            (candidate.completed_at, candidate.job_id) > (known.completed_at, known.job_id)
+        });
+        if newer {
+            slots.insert(slot, candidate);
+        }
     }
-    Ok(LastKnownGood::from_entries(entries))
+    Ok(LastKnownGood::from_entries(slots))
 }
 
 /// Plans rollback number `attempt` of `job` and creates its job (idempotent: the same attempt returns the same job).

@@ -22,6 +22,10 @@ pub type SlotKey = (TargetId, Option<ComponentId>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownGood {
     pub digest: Digest,
+    /// The component's id in the source job's release (`None` for a compose project).
+    /// Releases may give the same component a new id; the slot key is the id in the
+    /// job being rolled back, and this is the id the rollback task deploys.
+    pub component_id: Option<ComponentId>,
     pub job_id: JobId,
     pub release_id: ReleaseId,
     pub completed_at: Timestamp,
@@ -55,6 +59,7 @@ impl LastKnownGood {
             {
                 let candidate = KnownGood {
                     digest: task.digest.clone(),
+                    component_id: task.component_id,
                     job_id: job.id,
                     release_id: job.release_id,
                     completed_at,

@@ -100,7 +100,7 @@ pub fn plan_rollback(request: RollbackRequest<'_>) -> Result<RollbackPlan, Rollb
                 id: TaskId::from_parts(now, (request.random)()),
                 job_id: new_job_id,
                 target_id: task.target_id,
-                component_id: task.component_id,
+                component_id: good.component_id,
                 digest: good.digest.clone(),
                 max_attempts: DEFAULT_MAX_ATTEMPTS,
                 wave: 0,

@@ -52,6 +52,7 @@ mod tests {
         let slot = |t| (target_id(t), Some(component_id(1)));
         let good = |d| KnownGood {
             digest: digest(d),
+            component_id: Some(component_id(1)),
             job_id: job_id(1),
             release_id: release_id(1),
             completed_at: ts(1),

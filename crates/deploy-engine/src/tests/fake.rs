@@ -178,8 +178,13 @@ pub struct Fixture {
 }
 
 pub fn release_with(n: u64, digest: Digest) -> Release {
+    release_with_component(n, digest, 1)
+}
+
+/// Release `n` whose one component `web` has id `component_id(c)` (each real release gets new ids).
+pub fn release_with_component(n: u64, digest: Digest, c: u64) -> Release {
     let component = Component {
-        id: deploy_core::testing::component_id(1),
+        id: deploy_core::testing::component_id(c),
         name: name("web"),
         image: ImageRef::from_parts("127.0.0.1:5000/web", &digest).unwrap(),
     };

@@ -468,3 +468,56 @@ async fn compose_hosts_get_rendered_artifacts_and_a_lock_digest_task() {
         Some(lock.sha256.clone())
     );
 }
+
+#[tokio::test]
+async fn rollback_matches_components_by_name_across_releases_with_new_ids() {
+    use super::fake::release_with_component;
+    let f = Fixture::new(2).await;
+    // Every release gives `web` a new component id, as the API does.
+    let v1 = f
+        .job(1, &release_with_component(1, digest(1), 11), |_| {})
+        .await;
+    assert_eq!(
+        f.engine.run_job(v1.id).await.unwrap().status,
+        JobStatus::Completed
+    );
+    f.world.broken.lock().unwrap().insert(digest(3));
+    let v3 = f
+        .job(2, &release_with_component(3, digest(3), 33), |r| {
+            r.failure_policy.auto_rollback = true
+        })
+        .await;
+    let done = f.engine.run_job(v3.id).await.unwrap();
+    assert_eq!(
+        done.status,
+        JobStatus::RolledBack,
+        "{:?}",
+        done.failure_reason
+    );
+    for i in 0..2 {
+        assert_eq!(
+            f.world.digest_on(f.target(i), "web"),
+            Some(digest(1)),
+            "target {i} back on v1"
+        );
+    }
+    // Manual rollback of a completed job, across new ids too.
+    let v4 = f
+        .job(3, &release_with_component(4, digest(4), 44), |_| {})
+        .await;
+    assert_eq!(
+        f.engine.run_job(v4.id).await.unwrap().status,
+        JobStatus::Completed
+    );
+    let rollback = f.engine.rollback(v4.id, "operator asked").await.unwrap();
+    assert_eq!(rollback.tasks.len(), 2);
+    assert!(
+        rollback.tasks.iter().all(|t| t.digest == digest(1)
+            && t.component_id == Some(deploy_core::testing::component_id(11)))
+    );
+    assert_eq!(
+        f.engine.run_job(rollback.id).await.unwrap().status,
+        JobStatus::Completed
+    );
+    assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
+}

@@ -9,6 +9,7 @@ use crate::known_good::KnownGood;
 fn good(d: u64, job: u64, at: u64) -> KnownGood {
     KnownGood {
         digest: digest(d),
+        component_id: Some(component_id(1)),
         job_id: job_id(job),
         release_id: release_id(job),
         completed_at: ts(at),
