@@ -85,8 +85,8 @@ async fn known_good(inner: &Inner, job: &DeploymentJob) -> Result<LastKnownGood,
                 r
             }
         };
-        if !releases.contains_key(&release_id) {
-            releases.insert(release_id, store.get_release(release_id).await?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = releases.entry(release_id) {
+            slot.insert(store.get_release(release_id).await?);
         }
         let slot_component = match row.component_id {
             None => None,
