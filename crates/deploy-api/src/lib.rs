@@ -9,14 +9,16 @@ mod errors;
 mod problem;
 mod resources;
 mod role;
+pub mod schema;
 
 pub use errors::ApiTypeError;
 pub use problem::{PROBLEM_MEDIA_TYPE, Problem, ProblemType};
 pub use resources::{
     ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, ComponentRequest,
     CreateEnvironmentRequest, CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest,
-    CreateTokenRequest, CreatedToken, HealthResponse, JobEventDto, JobList, LogChunkDto, LogPage,
-    RollbackRequest,
+    CreateTokenRequest, CreatedToken, EnvironmentList, HealthResponse, JobEventDto, JobList,
+    LogChunkDto, LogPage, PlanChange, PlanEntry, PlanRequest, PlanResponse, PlanWave, ReleaseList,
+    RollbackRequest, TokenSummary,
 };
 pub use role::Role;
 

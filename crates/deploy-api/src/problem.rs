@@ -1,6 +1,7 @@
 //! `Problem`: an RFC 9457 `application/problem+json` error document with a stable `type`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The media type of problem documents.
 pub const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
@@ -90,7 +91,7 @@ impl ProblemType {
 }
 
 /// An RFC 9457 problem document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Problem {
     #[serde(rename = "type")]

@@ -9,64 +9,78 @@ use std::num::NonZeroU32;
 use deploy_core::{
     ArtifactKind, Connection, DeploymentJob, Digest, EnvironmentId, FailurePolicy,
     HealthCheckConfig, Hooks, HttpUrl, ImageRef, JobId, Labels, Name, Promotion, ReleaseId,
-    Strategy, TargetId, TargetType, TaskId, Timestamp,
+    Environment, Release, Strategy, TargetId, TargetType, TaskId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::role::Role;
 
 /// `POST /api/v1/environments`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironmentRequest {
+    #[schema(value_type = String)]
     pub name: Name,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub hooks: Hooks,
 }
 
 /// `POST /api/v1/environments/{id}/targets`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTargetRequest {
+    #[schema(value_type = String)]
     pub name: Name,
+    #[schema(value_type = String)]
     pub target_type: TargetType,
+    #[schema(value_type = Object)]
     pub connection: Connection,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub health_endpoint: Option<HttpUrl>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub labels: Labels,
 }
 
 /// One component of a new release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentRequest {
+    #[schema(value_type = String)]
     pub name: Name,
     /// `registry/path@sha256:…`; a digest is required.
+    #[schema(value_type = String)]
     pub image: ImageRef,
 }
 
 /// `POST /api/v1/releases`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReleaseRequest {
+    #[schema(value_type = String)]
     pub name: Name,
     pub components: Vec<ComponentRequest>,
 }
 
 /// `POST /api/v1/promotions`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePromotionRequest {
+    #[schema(value_type = String)]
     pub release_id: ReleaseId,
+    #[schema(value_type = String)]
     pub environment_id: EnvironmentId,
 }
 
 /// `POST /api/v1/promotions/{id}/approve`: optional settings of the job it creates.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovePromotionRequest {
     /// Attempts per task, 1 to 100 (default 3).
@@ -74,12 +88,15 @@ pub struct ApprovePromotionRequest {
     pub max_attempts: Option<u32>,
     /// Rollout strategy (default all-at-once).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub strategy: Option<Strategy>,
     /// Tasks in flight at once (default 10).
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub parallelism: Option<NonZeroU32>,
     /// When the job fails and whether it rolls back (default: any failure fails, no auto rollback).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub failure_policy: Option<FailurePolicy>,
     /// Compose template (YAML), required for compose_host targets.
     #[serde(default)]
@@ -87,58 +104,67 @@ pub struct ApprovePromotionRequest {
 }
 
 /// The approved promotion and the job its approval created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovePromotionResponse {
+    #[schema(value_type = crate::schema::Promotion)]
     pub promotion: Promotion,
+    #[schema(value_type = crate::schema::DeploymentJob)]
     pub job: DeploymentJob,
 }
 
 /// `POST /api/v1/jobs/{id}/rollback`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     pub reason: String,
 }
 
 /// A page of jobs (`GET /api/v1/jobs?environment=&status=&before=&limit=`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobList {
     /// Newest first.
+    #[schema(value_type = Vec<crate::schema::DeploymentJob>)]
     pub jobs: Vec<DeploymentJob>,
     /// Pass as `before` to read the next page; `None` when this page was not full.
+    #[schema(value_type = Option<String>)]
     pub next_before: Option<JobId>,
 }
 
 /// One entry of a job's event log, as listed and as sent over SSE (the SSE `id` is `seq`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobEventDto {
     /// Position in the event log; 0 for a live event not read back from the log.
     pub seq: u64,
+    #[schema(value_type = String)]
     pub job_id: JobId,
+    #[schema(value_type = Option<String>)]
     pub task_id: Option<TaskId>,
     pub event: String,
     pub from_status: Option<String>,
     pub to_status: String,
     pub cause: String,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
 }
 
 /// One chunk of a task's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogChunkDto {
     pub seq: u64,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     pub content: String,
 }
 
 /// `GET /api/v1/tasks/{id}/logs?after=N&limit=M`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogPage {
+    #[schema(value_type = String)]
     pub task_id: TaskId,
     pub chunks: Vec<LogChunkDto>,
     /// Pass as `after` to read the next page; `None` when this page was not full.
@@ -146,18 +172,22 @@ pub struct LogPage {
 }
 
 /// An artifact of a job, without its content (`GET /api/v1/jobs/{id}/artifacts`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSummary {
+    #[schema(value_type = String)]
     pub kind: ArtifactKind,
+    #[schema(value_type = Option<String>)]
     pub target_id: Option<TargetId>,
+    #[schema(value_type = String)]
     pub file_name: Name,
     pub size: u64,
+    #[schema(value_type = String)]
     pub sha256: Digest,
 }
 
 /// `POST /api/v1/tokens`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     pub name: String,
@@ -165,7 +195,7 @@ pub struct CreateTokenRequest {
 }
 
 /// A new token: the secret is shown in this response only; the server keeps its sha256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatedToken {
     pub id: Uuid,
@@ -174,8 +204,127 @@ pub struct CreatedToken {
     pub token: String,
 }
 
+/// A page of environments (`GET /api/v1/environments?before=&limit=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentList {
+    /// Newest first.
+    #[schema(value_type = Vec<crate::schema::Environment>)]
+    pub environments: Vec<Environment>,
+    /// Pass as `before` to read the next page; `None` when this page was not full.
+    #[schema(value_type = Option<String>)]
+    pub next_before: Option<EnvironmentId>,
+}
+
+/// A page of releases (`GET /api/v1/releases?before=&limit=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseList {
+    /// Newest first.
+    #[schema(value_type = Vec<crate::schema::Release>)]
+    pub releases: Vec<Release>,
+    /// Pass as `before` to read the next page; `None` when this page was not full.
+    #[schema(value_type = Option<String>)]
+    pub next_before: Option<ReleaseId>,
+}
+
+/// An API token as listed (`GET /api/v1/tokens`): never its secret nor the secret's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// Last authenticated request, to the minute (`None`: never used).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<Timestamp>,
+    /// Set once the token is revoked; a revoked token is refused at once.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// `POST /api/v1/plan`: what deploying `release_id` to `environment_id` would do, without doing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    #[schema(value_type = String)]
+    pub release_id: ReleaseId,
+    #[schema(value_type = String)]
+    pub environment_id: EnvironmentId,
+    /// Rollout strategy (default all-at-once).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub strategy: Option<Strategy>,
+    /// Tasks in flight at once (default 10).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub parallelism: Option<NonZeroU32>,
+}
+
+/// The dry run of a deploy: the waves, and per target and component the digest it would get and what it runs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanResponse {
+    #[schema(value_type = String)]
+    pub release_id: ReleaseId,
+    #[schema(value_type = String)]
+    pub environment_id: EnvironmentId,
+    /// `all-at-once`, `rolling`, `canary` or `blue-green`.
+    pub strategy: String,
+    pub waves: Vec<PlanWave>,
+}
+
+/// One wave of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanWave {
+    /// From 0.
+    pub index: u32,
+    /// `all`, `batch`, `canary`, or the blue-green phase (`deploy_green`, `verify_green`, `cut_over`).
+    pub kind: String,
+    pub entries: Vec<PlanEntry>,
+}
+
+/// What one target (and component) of a wave would get, and what it runs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanEntry {
+    #[schema(value_type = String)]
+    pub target_id: TargetId,
+    #[schema(value_type = String)]
+    pub target_name: Name,
+    /// The component; `None` for a compose_host target, deployed as one project.
+    #[schema(value_type = Option<String>)]
+    pub component: Option<Name>,
+    /// The digest it would get; `None` for a compose_host target (its compose lock's sha256 is rendered with the job).
+    #[schema(value_type = Option<String>)]
+    pub digest: Option<Digest>,
+    /// What `inspect` found running (`None`: nothing, or inspect failed).
+    #[schema(value_type = Option<String>)]
+    pub running: Option<Digest>,
+    pub change: PlanChange,
+    /// Why `inspect` failed, when it did.
+    pub error: Option<String>,
+}
+
+/// How a planned entry compares with what runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanChange {
+    /// Nothing runs there yet.
+    Install,
+    /// Another digest runs; it would be replaced.
+    Update,
+    /// The digest already runs; the deploy would change nothing.
+    Unchanged,
+    /// `inspect` failed, or the target deploys a rendered project: unknown.
+    Unknown,
+}
+
 /// `/healthz` and `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthResponse {
     pub status: String,

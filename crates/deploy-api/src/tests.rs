@@ -1,4 +1,4 @@
-//! Tests of the wire types: unknown fields refused, problem types stable, roles ordered.
+//! Tests of the wire types: unknown fields refused, problem types stable, roles ordered, schemas in step with deploy-core.
 
 use super::*;
 
@@ -43,4 +43,104 @@ fn roles_are_ordered() {
         "root".parse::<Role>().unwrap_err().to_string(),
         "role `root` is unknown; expected viewer, deployer or admin"
     );
+}
+
+/// The property names of a `ToSchema` type's (object) schema.
+fn properties<T: utoipa::PartialSchema>() -> Vec<String> {
+    let schema = serde_json::to_value(T::schema()).unwrap();
+    let mut keys: Vec<String> = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object schema: {schema}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The keys of a value's JSON object.
+fn keys<T: serde::Serialize>(value: &T) -> Vec<String> {
+    let mut keys: Vec<String> = serde_json::to_value(value)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Each schema-only mirror has exactly the fields deploy-core serializes: a field
+/// added to or removed from a deploy-core entity fails here, not in a client.
+#[test]
+fn schema_mirrors_match_deploy_core() {
+    use deploy_core::testing;
+    let mut job = testing::job(1, 2);
+    job.artifacts.push(deploy_core::GeneratedArtifact::new(
+        testing::artifact_id(1),
+        job.id,
+        None,
+        deploy_core::ArtifactKind::ALL[0],
+        testing::name("manifest.json"),
+        "{}".to_owned(),
+    ));
+    let checks: Vec<(&str, Vec<String>, Vec<String>)> = vec![
+        (
+            "Environment",
+            properties::<schema::Environment>(),
+            keys(&testing::environment("prod")),
+        ),
+        (
+            "Target",
+            properties::<schema::Target>(),
+            keys(&testing::ssh_target(1)),
+        ),
+        (
+            "Release",
+            properties::<schema::Release>(),
+            keys(&testing::release(&["web"])),
+        ),
+        (
+            "Component",
+            properties::<schema::Component>(),
+            keys(&testing::release(&["web"]).components[0]),
+        ),
+        (
+            "Promotion",
+            properties::<schema::Promotion>(),
+            keys(&testing::promotion(1)),
+        ),
+        (
+            "DeploymentTask",
+            properties::<schema::DeploymentTask>(),
+            keys(&testing::task(1, 3)),
+        ),
+        (
+            "GeneratedArtifact",
+            properties::<schema::GeneratedArtifact>(),
+            keys(&job.artifacts[0]),
+        ),
+        ("DeploymentJob", properties::<schema::DeploymentJob>(), keys(&job)),
+    ];
+    for (name, schema, value) in checks {
+        assert_eq!(schema, value, "schema `{name}` and deploy-core's JSON differ");
+    }
+}
+
+/// API-owned bodies: the schema's properties are the serialized fields.
+#[test]
+fn api_schemas_match_their_json() {
+    let token = TokenSummary {
+        id: uuid::Uuid::nil(),
+        name: "ci".to_owned(),
+        role: Role::Deployer,
+        created_at: deploy_core::testing::ts(1),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    assert_eq!(properties::<TokenSummary>(), keys(&token));
+    assert!(!properties::<TokenSummary>().iter().any(|k| k.contains("hash") || k == "token"));
+    let problem = Problem::new(ProblemType::NotFound, "x").with_field("id");
+    assert_eq!(properties::<Problem>(), keys(&problem));
 }
