@@ -62,6 +62,7 @@ pub async fn create_token(
         scopes: vec![role.as_str().to_owned()],
         created_at: now,
         revoked_at: None,
+        last_used_at: None,
     };
     store.put_api_token(&record).await?;
     Ok(CreatedToken {
@@ -100,6 +101,7 @@ pub async fn bootstrap_admin(
         scopes: Vec::new(),
         created_at: now,
         revoked_at: Some(now),
+        last_used_at: None,
     };
     match store.put_api_token(&record).await {
         Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}

@@ -78,6 +78,8 @@ pub struct ApiTokenRecord {
     pub scopes: Vec<String>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// When it last authenticated a request (written at most once a minute per token).
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// A `u64` as a database integer.

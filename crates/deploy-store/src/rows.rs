@@ -200,6 +200,7 @@ pub(crate) fn api_token<R: RowExt>(r: &R) -> Result<ApiTokenRecord, StoreError> 
         scopes: from_json("api_tokens.scopes", &r.string("scopes")?)?,
         created_at: timestamp("api_tokens.created_at", r.i64("created_at")?)?,
         revoked_at: opt_timestamp("api_tokens.revoked_at", r.opt_i64("revoked_at")?)?,
+        last_used_at: opt_timestamp("api_tokens.last_used_at", r.opt_i64("last_used_at")?)?,
     })
 }
 

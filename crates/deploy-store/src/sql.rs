@@ -372,6 +372,19 @@ macro_rules! sql_store {
                 self.read_one(query, "environment", id.to_string(), rows::environment).await
             }
 
+            async fn list_environments(
+                &self,
+                before: Option<deploy_core::EnvironmentId>,
+                limit: u32,
+            ) -> Result<Vec<deploy_core::Environment>, StoreError> {
+                let query = sqlx::query(
+                    "SELECT spec FROM environments WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+                )
+                .bind_opt_id(before)
+                .bind(i64::from(limit));
+                self.read_all(query, "list environments", rows::environment).await
+            }
+
             async fn put_target(&self, target: &deploy_core::Target) -> Result<(), StoreError> {
                 let query = sqlx::query(
                     "INSERT INTO targets (id, environment_id, name, target_type, spec, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -421,6 +434,29 @@ macro_rules! sql_store {
                     .map_err(StoreError::db("insert a release component"))?;
                 }
                 tx.commit().await.map_err(StoreError::db("commit a release"))
+            }
+
+            async fn list_releases(
+                &self,
+                before: Option<deploy_core::ReleaseId>,
+                limit: u32,
+            ) -> Result<Vec<deploy_core::Release>, StoreError> {
+                let ids: Vec<deploy_core::ReleaseId> = sqlx::query(
+                    "SELECT id FROM releases WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+                )
+                .bind_opt_id(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::db("list releases"))?
+                .iter()
+                .map(|r| model::typed("releases.id", r.uuid("id")?))
+                .collect::<Result<_, StoreError>>()?;
+                let mut releases = Vec::with_capacity(ids.len());
+                for id in ids {
+                    releases.push(self.get_release(id).await?);
+                }
+                Ok(releases)
             }
 
             async fn get_release(&self, id: deploy_core::ReleaseId) -> Result<deploy_core::Release, StoreError> {
@@ -844,6 +880,40 @@ macro_rules! sql_store {
                     .as_ref()
                     .map(rows::api_token)
                     .transpose()
+            }
+
+            async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+                let query = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id");
+                self.read_all(query, "list api tokens", rows::api_token).await
+            }
+
+            async fn revoke_api_token(&self, id: uuid::Uuid, now: deploy_core::Timestamp) -> Result<ApiTokenRecord, StoreError> {
+                sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                    .bind(model::millis(now)?)
+                    .bind_id(id)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("revoke an api token"))?;
+                // Read from the writer: the reader may not see the update yet.
+                sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+                    .bind_id(id)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(StoreError::db("load an api token"))?
+                    .as_ref()
+                    .map(rows::api_token)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound { entity: "api token", id: id.to_string() })
+            }
+
+            async fn touch_api_token(&self, id: uuid::Uuid, now: deploy_core::Timestamp) -> Result<(), StoreError> {
+                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                    .bind(model::millis(now)?)
+                    .bind_id(id)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("record the use of an api token"))?;
+                Ok(())
             }
         }
 

@@ -23,6 +23,12 @@ pub trait Store: Send + Sync {
     /// Inserts an environment; an existing id or name is [`StoreError::AlreadyExists`].
     async fn put_environment(&self, environment: &Environment) -> Result<(), StoreError>;
     async fn get_environment(&self, id: EnvironmentId) -> Result<Environment, StoreError>;
+    /// Environments newest first (ids are UUID v7), older than `before`, at most `limit`.
+    async fn list_environments(
+        &self,
+        before: Option<EnvironmentId>,
+        limit: u32,
+    ) -> Result<Vec<Environment>, StoreError>;
     /// Inserts a target of an existing environment.
     async fn put_target(&self, target: &Target) -> Result<(), StoreError>;
     /// The environment's targets, by name.
@@ -30,6 +36,12 @@ pub trait Store: Send + Sync {
     /// Inserts a release and its components.
     async fn put_release(&self, release: &Release) -> Result<(), StoreError>;
     async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
+    /// Releases with their components, newest first (ids are UUID v7), older than `before`, at most `limit`.
+    async fn list_releases(
+        &self,
+        before: Option<ReleaseId>,
+        limit: u32,
+    ) -> Result<Vec<Release>, StoreError>;
     async fn put_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
     async fn get_promotion(&self, id: PromotionId) -> Result<Promotion, StoreError>;
     /// Records the decision of a requested promotion (status, decided_by, decided_at);
@@ -147,4 +159,11 @@ pub trait Store: Send + Sync {
     async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
     /// The token whose sha256 is `hash`, revoked or not.
     async fn find_api_token(&self, hash: &Digest) -> Result<Option<ApiTokenRecord>, StoreError>;
+    /// Every token, revoked or not, oldest first.
+    async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError>;
+    /// Marks the token revoked at `now` (a revoked token keeps its first `revoked_at`)
+    /// and returns it; an unknown id is [`StoreError::NotFound`].
+    async fn revoke_api_token(&self, id: uuid::Uuid, now: Timestamp) -> Result<ApiTokenRecord, StoreError>;
+    /// Records that the token authenticated a request at `now`.
+    async fn touch_api_token(&self, id: uuid::Uuid, now: Timestamp) -> Result<(), StoreError>;
 }

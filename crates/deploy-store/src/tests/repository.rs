@@ -65,12 +65,32 @@ async fn entities_round_trip(t: TestStore) {
         scopes: vec!["deploy".into()],
         created_at: ts(1),
         revoked_at: None,
+        last_used_at: None,
     };
     s.put_api_token(&token).await.unwrap();
     assert_eq!(
         s.find_api_token(&token.token_hash).await.unwrap(),
-        Some(token)
+        Some(token.clone())
     );
+    s.touch_api_token(token.id, ts(3)).await.unwrap();
+    let revoked = s.revoke_api_token(token.id, ts(4)).await.unwrap();
+    assert_eq!(
+        (revoked.last_used_at, revoked.revoked_at),
+        (Some(ts(3)), Some(ts(4)))
+    );
+    // Revoking again keeps the first revocation time.
+    let again = s.revoke_api_token(token.id, ts(9)).await.unwrap();
+    assert_eq!(again.revoked_at, Some(ts(4)));
+    assert_eq!(s.list_api_tokens().await.unwrap(), vec![again]);
+    assert!(matches!(
+        s.revoke_api_token(uuid::Uuid::from_u128(8), ts(4)).await.unwrap_err(),
+        StoreError::NotFound { entity: "api token", .. }
+    ));
+    assert_eq!(s.list_releases(None, 10).await.unwrap(), vec![r.clone()]);
+    assert!(s.list_releases(Some(r.id), 10).await.unwrap().is_empty());
+    let envs = s.list_environments(None, 10).await.unwrap();
+    assert_eq!(envs.iter().map(|e| e.id).collect::<Vec<_>>(), vec![env]);
+    assert!(s.list_environments(Some(env), 10).await.unwrap().is_empty());
     assert_eq!(s.find_api_token(&sha256_of(b"other")).await.unwrap(), None);
     assert!(matches!(
         s.get_job(job_id(99)).await.unwrap_err(),
