@@ -7,9 +7,9 @@
 use std::num::NonZeroU32;
 
 use deploy_core::{
-    ArtifactKind, Connection, DeploymentJob, Digest, EnvironmentId, FailurePolicy,
-    HealthCheckConfig, Hooks, HttpUrl, ImageRef, JobId, Labels, Name, Promotion, ReleaseId,
-    Environment, Release, Strategy, TargetId, TargetType, TaskId, Timestamp,
+    ArtifactKind, Connection, DeploymentJob, Digest, Environment, EnvironmentId, FailurePolicy,
+    HealthCheckConfig, Hooks, HttpUrl, ImageRef, JobId, Labels, Name, Promotion, Release,
+    ReleaseId, Strategy, TargetId, TargetType, TaskId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -8,7 +8,6 @@
 //! policy) is described as a free-form object: its shape is deploy-core's serde
 //! model, documented in docs/ARCHITECTURE.md.
 
-
 use utoipa::ToSchema;
 
 /// An environment (`GET /api/v1/environments/{id}`).

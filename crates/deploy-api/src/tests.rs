@@ -121,10 +121,17 @@ fn schema_mirrors_match_deploy_core() {
             properties::<schema::GeneratedArtifact>(),
             keys(&job.artifacts[0]),
         ),
-        ("DeploymentJob", properties::<schema::DeploymentJob>(), keys(&job)),
+        (
+            "DeploymentJob",
+            properties::<schema::DeploymentJob>(),
+            keys(&job),
+        ),
     ];
     for (name, schema, value) in checks {
-        assert_eq!(schema, value, "schema `{name}` and deploy-core's JSON differ");
+        assert_eq!(
+            schema, value,
+            "schema `{name}` and deploy-core's JSON differ"
+        );
     }
 }
 
@@ -140,7 +147,11 @@ fn api_schemas_match_their_json() {
         revoked_at: None,
     };
     assert_eq!(properties::<TokenSummary>(), keys(&token));
-    assert!(!properties::<TokenSummary>().iter().any(|k| k.contains("hash") || k == "token"));
+    assert!(
+        !properties::<TokenSummary>()
+            .iter()
+            .any(|k| k.contains("hash") || k == "token")
+    );
     let problem = Problem::new(ProblemType::NotFound, "x").with_field("id");
     assert_eq!(properties::<Problem>(), keys(&problem));
 }

@@ -15,6 +15,7 @@ mod engine;
 mod errors;
 mod events;
 mod logs;
+mod preview;
 mod rollback;
 mod runner;
 mod service;
@@ -27,6 +28,7 @@ pub use create::JobRequest;
 pub use engine::Engine;
 pub use errors::EngineError;
 pub use events::EngineEvent;
+pub use preview::{Preview, PreviewEntry, PreviewWave};
 
 #[cfg(test)]
 mod tests;

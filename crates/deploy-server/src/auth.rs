@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderMap, header};
 use deploy_api::Role;
+use deploy_store::ApiTokenRecord;
 
 use crate::errors::ServerError;
 use crate::state::ServerState;
@@ -39,14 +40,31 @@ pub(crate) async fn authorize(
         .await?
         .filter(|r| r.revoked_at.is_none())
         .ok_or(ServerError::Unauthenticated("unknown or revoked API token"))?;
-    let role = record
-        .scopes
-        .iter()
-        .filter_map(|s| s.parse::<Role>().ok())
-        .max()
-        .ok_or(ServerError::Unauthenticated("the API token has no role"))?;
+    let role = role_of(&record).ok_or(ServerError::Unauthenticated("the API token has no role"))?;
+    let now = state.now();
+    let stale = record
+        .last_used_at
+        .is_none_or(|t| now.duration_since(t) >= LAST_USED_RESOLUTION);
+    if stale {
+        // Best effort: a failed write must not fail the request.
+        if let Err(e) = state.store().touch_api_token(record.id, now).await {
+            tracing::warn!(token = %record.id, error = %e, "cannot record the use of an api token");
+        }
+    }
     if !role.allows(required) {
         return Err(ServerError::Forbidden { role, required });
     }
     Ok(Caller { name: record.name })
+}
+
+/// `last_used_at` is written at most this often per token (reads stay reads).
+const LAST_USED_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The token's role: the highest role among its scopes.
+pub(crate) fn role_of(record: &ApiTokenRecord) -> Option<Role> {
+    record
+        .scopes
+        .iter()
+        .filter_map(|s| s.parse::<Role>().ok())
+        .max()
 }

@@ -18,10 +18,12 @@ use deploy_core::{
 use deploy_engine::{JobRequest, random_bytes};
 use deploy_store::StoreError;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::auth::authorize;
 use crate::body::{ApiJson, OptionalJson};
 use crate::errors::ServerError;
+use crate::openapi::ProblemResponses;
 use crate::state::ServerState;
 
 type ApiResult<T> = Result<T, ServerError>;
@@ -38,7 +40,7 @@ pub(crate) fn parse_id<T, E: std::fmt::Display>(
 }
 
 /// A reference in a request body to something that does not exist is a semantic error (422), not a missing resource.
-fn referenced<T>(result: Result<T, StoreError>, field: &str) -> ApiResult<T> {
+pub(crate) fn referenced<T>(result: Result<T, StoreError>, field: &str) -> ApiResult<T> {
     match result {
         Err(StoreError::NotFound { entity, id }) => Err(ServerError::unprocessable(
             format!("{entity} `{id}` does not exist"),
@@ -53,12 +55,14 @@ fn body_field<'a>(field: &'a str, entity: &str) -> &'a str {
     field.strip_prefix(entity).unwrap_or(field)
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is up", body = HealthResponse)))]
 pub(crate) async fn healthz() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".to_owned(),
     })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "the database answers", body = HealthResponse), (status = 503, description = "the database does not answer", body = HealthResponse)))]
 pub(crate) async fn readyz(State(state): State<ServerState>) -> Response {
     // A read that touches the database; migrations ran when the store was opened.
     match state
@@ -86,6 +90,7 @@ pub(crate) async fn readyz(State(state): State<ServerState>) -> Response {
 /// Most jobs counted per active status at a scrape (the gauge saturates there).
 const ACTIVE_JOBS_CAP: u32 = 1000;
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
     let mut text = state.metrics().render();
     text.push_str("# HELP deployd_active_jobs Jobs in each active status (capped at 1000).\n");
@@ -118,6 +123,7 @@ pub(crate) async fn not_found() -> ServerError {
     ServerError::NotFound("no such route".to_owned())
 }
 
+#[utoipa::path(post, path = "/environments", tag = "environments", security(("bearer" = [])), request_body = CreateEnvironmentRequest, responses((status = 201, description = "created (admin)", body = deploy_api::schema::Environment), ProblemResponses))]
 pub(crate) async fn create_environment(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -135,6 +141,7 @@ pub(crate) async fn create_environment(
     Ok((StatusCode::CREATED, Json(environment)))
 }
 
+#[utoipa::path(get, path = "/environments/{id}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id")), responses((status = 200, description = "the environment", body = deploy_api::schema::Environment), ProblemResponses))]
 pub(crate) async fn get_environment(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -145,6 +152,7 @@ pub(crate) async fn get_environment(
     Ok(Json(state.store().get_environment(id).await?))
 }
 
+#[utoipa::path(post, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id")), request_body = CreateTargetRequest, responses((status = 201, description = "created (admin)", body = deploy_api::schema::Target), ProblemResponses))]
 pub(crate) async fn create_target(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -173,6 +181,7 @@ pub(crate) async fn create_target(
     Ok((StatusCode::CREATED, Json(target)))
 }
 
+#[utoipa::path(get, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id")), responses((status = 200, description = "the targets, by name", body = Vec<deploy_api::schema::Target>), ProblemResponses))]
 pub(crate) async fn list_targets(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -184,6 +193,7 @@ pub(crate) async fn list_targets(
     Ok(Json(state.store().list_targets(environment).await?))
 }
 
+#[utoipa::path(post, path = "/releases", tag = "releases", security(("bearer" = [])), request_body = CreateReleaseRequest, responses((status = 201, description = "created (deployer)", body = deploy_api::schema::Release), ProblemResponses))]
 pub(crate) async fn create_release(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -213,6 +223,7 @@ pub(crate) async fn create_release(
     Ok((StatusCode::CREATED, Json(release)))
 }
 
+#[utoipa::path(get, path = "/releases/{id}", tag = "releases", security(("bearer" = [])), params(("id" = String, Path, description = "release id")), responses((status = 200, description = "the release", body = deploy_api::schema::Release), ProblemResponses))]
 pub(crate) async fn get_release(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -223,6 +234,7 @@ pub(crate) async fn get_release(
     Ok(Json(state.store().get_release(id).await?))
 }
 
+#[utoipa::path(post, path = "/promotions", tag = "promotions", security(("bearer" = [])), request_body = CreatePromotionRequest, responses((status = 201, description = "requested (deployer)", body = deploy_api::schema::Promotion), ProblemResponses))]
 pub(crate) async fn create_promotion(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -252,6 +264,7 @@ pub(crate) async fn create_promotion(
     Ok((StatusCode::CREATED, Json(promotion)))
 }
 
+#[utoipa::path(get, path = "/promotions/{id}", tag = "promotions", security(("bearer" = [])), params(("id" = String, Path, description = "promotion id")), responses((status = 200, description = "the promotion", body = deploy_api::schema::Promotion), ProblemResponses))]
 pub(crate) async fn get_promotion(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -264,6 +277,7 @@ pub(crate) async fn get_promotion(
 
 /// Approves a requested promotion and creates its job, which `Engine::serve` runs.
 /// Approving an approved promotion again returns its job (idempotent by key).
+#[utoipa::path(post, path = "/promotions/{id}/approve", tag = "promotions", security(("bearer" = [])), params(("id" = String, Path, description = "promotion id")), request_body(content = Option<ApprovePromotionRequest>, description = "optional job settings"), responses((status = 201, description = "approved; the job was created (deployer)", body = ApprovePromotionResponse), (status = 200, description = "already approved; its job", body = ApprovePromotionResponse), ProblemResponses))]
 pub(crate) async fn approve_promotion(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -311,6 +325,7 @@ pub(crate) async fn approve_promotion(
     ))
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/reject", tag = "promotions", security(("bearer" = [])), params(("id" = String, Path, description = "promotion id")), responses((status = 200, description = "rejected (deployer)", body = deploy_api::schema::Promotion), ProblemResponses))]
 pub(crate) async fn reject_promotion(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -326,8 +341,9 @@ pub(crate) async fn reject_promotion(
     Ok(Json(promotion))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct JobsQuery {
     environment: Option<String>,
     status: Option<String>,
@@ -336,6 +352,7 @@ pub(crate) struct JobsQuery {
 }
 
 /// Jobs newest first, filtered by environment and status, paged by `before` (a job id).
+#[utoipa::path(get, path = "/jobs", tag = "jobs", security(("bearer" = [])), params(JobsQuery), responses((status = 200, description = "a page of jobs, newest first", body = JobList), ProblemResponses))]
 pub(crate) async fn list_jobs(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -394,6 +411,7 @@ pub(crate) async fn list_jobs(
     Ok(Json(JobList { jobs, next_before }))
 }
 
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path, description = "job id")), responses((status = 200, description = "the job with its tasks and artifacts", body = deploy_api::schema::DeploymentJob), ProblemResponses))]
 pub(crate) async fn get_job(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -404,6 +422,7 @@ pub(crate) async fn get_job(
     Ok(Json(state.store().get_job(id).await?))
 }
 
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path, description = "job id")), responses((status = 200, description = "cancelled (deployer)", body = deploy_api::schema::DeploymentJob), ProblemResponses))]
 pub(crate) async fn cancel_job(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -414,6 +433,7 @@ pub(crate) async fn cancel_job(
     Ok(Json(state.engine().cancel_job(id, &caller.name).await?))
 }
 
+#[utoipa::path(post, path = "/jobs/{id}/rollback", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path, description = "job id")), request_body = RollbackRequest, responses((status = 200, description = "rolling back (deployer)", body = deploy_api::schema::DeploymentJob), ProblemResponses))]
 pub(crate) async fn rollback_job(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -427,6 +447,7 @@ pub(crate) async fn rollback_job(
     Ok(Json(state.engine().rollback(id, &reason).await?))
 }
 
+#[utoipa::path(get, path = "/jobs/{id}/artifacts", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path, description = "job id")), responses((status = 200, description = "the job's artifacts, without content", body = Vec<ArtifactSummary>), ProblemResponses))]
 pub(crate) async fn list_artifacts(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -449,13 +470,15 @@ pub(crate) async fn list_artifacts(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ArtifactQuery {
     target: Option<String>,
 }
 
 /// The artifact's content, with its sha256 in `X-Content-Sha256` and the `ETag`.
+#[utoipa::path(get, path = "/jobs/{id}/artifacts/{kind}", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path, description = "job id"), ("kind" = String, Path, description = "artifact kind, e.g. `manifest`"), ArtifactQuery), responses((status = 200, description = "the content; its sha256 in `X-Content-Sha256` and the ETag", body = String, content_type = "application/octet-stream"), ProblemResponses))]
 pub(crate) async fn get_artifact(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -525,6 +548,7 @@ pub(crate) async fn get_artifact(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path, description = "task id")), responses((status = 200, description = "the task", body = deploy_api::schema::DeploymentTask), ProblemResponses))]
 pub(crate) async fn get_task(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -535,8 +559,9 @@ pub(crate) async fn get_task(
     Ok(Json(state.store().get_task(id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
     after: Option<u64>,
     limit: Option<u32>,
@@ -555,6 +580,7 @@ pub(crate) fn page_size(state: &ServerState, limit: Option<u32>) -> ApiResult<u3
     }
 }
 
+#[utoipa::path(get, path = "/tasks/{id}/logs", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path, description = "task id"), PageQuery), responses((status = 200, description = "a page of the task's log", body = LogPage), ProblemResponses))]
 pub(crate) async fn task_logs(
     State(state): State<ServerState>,
     headers: HeaderMap,
@@ -590,6 +616,7 @@ pub(crate) async fn task_logs(
     }))
 }
 
+#[utoipa::path(post, path = "/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateTokenRequest, responses((status = 201, description = "created (admin); the secret is in this response only", body = deploy_api::CreatedToken), ProblemResponses))]
 pub(crate) async fn create_token(
     State(state): State<ServerState>,
     headers: HeaderMap,

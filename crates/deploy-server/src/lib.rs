@@ -5,21 +5,27 @@
 //! store) and the clock. `deployd` picks the concrete store and executors and
 //! runs `Engine::serve` beside the router; tests build the same router in
 //! process. Errors are RFC 9457 problem documents (deploy-api `Problem`).
+//! [`openapi`] is the OpenAPI 3 document, generated from the same route
+//! declarations and served at `/api/v1/openapi.json`.
 
 mod auth;
 mod body;
 mod config;
 mod errors;
 mod handlers;
+mod lists;
 mod metrics;
+mod openapi;
+mod plan;
 mod routes;
 mod sse;
 mod state;
+mod token_routes;
 mod tokens;
 
 pub use config::ServerConfig;
 pub use errors::ServerError;
-pub use routes::router;
+pub use routes::{openapi, router};
 pub use state::ServerState;
 pub use tokens::{BootstrapToken, bootstrap_admin, create_token, hash_token};
 

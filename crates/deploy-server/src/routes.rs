@@ -1,50 +1,75 @@
-//! `router`: every route of the API, with the body limit and the response counter.
+//! `router`: every route of the API, registered with its OpenAPI operation, with the body limit and the response counter.
+//!
+//! Every route goes through utoipa-axum's `routes!`, which takes the method
+//! and path from the handler's `#[utoipa::path]`: a route cannot exist without
+//! its operation in the document, nor an operation without its route. (A test
+//! checks that this file registers no route any other way.)
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::handlers as h;
-use crate::sse;
+use crate::openapi::{self as doc, ApiDoc, Document};
 use crate::state::ServerState;
+use crate::{lists, plan, sse, token_routes};
 
 /// The API router: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: ServerState) -> Router {
-    let api = Router::new()
-        .route("/environments", post(h::create_environment))
-        .route("/environments/{id}", get(h::get_environment))
-        .route(
-            "/environments/{id}/targets",
-            post(h::create_target).get(h::list_targets),
-        )
-        .route("/releases", post(h::create_release))
-        .route("/releases/{id}", get(h::get_release))
-        .route("/promotions", post(h::create_promotion))
-        .route("/promotions/{id}", get(h::get_promotion))
-        .route("/promotions/{id}/approve", post(h::approve_promotion))
-        .route("/promotions/{id}/reject", post(h::reject_promotion))
-        .route("/jobs", get(h::list_jobs))
-        .route("/jobs/{id}", get(h::get_job))
-        .route("/jobs/{id}/cancel", post(h::cancel_job))
-        .route("/jobs/{id}/rollback", post(h::rollback_job))
-        .route("/jobs/{id}/events", get(sse::job_events))
-        .route("/jobs/{id}/artifacts", get(h::list_artifacts))
-        .route("/jobs/{id}/artifacts/{kind}", get(h::get_artifact))
-        .route("/tasks/{id}", get(h::get_task))
-        .route("/tasks/{id}/logs", get(h::task_logs))
-        .route("/tokens", post(h::create_token));
     let limit = state.config().max_body_bytes;
-    Router::new()
-        .nest(deploy_api::API_PREFIX, api)
-        .route("/healthz", get(h::healthz))
-        .route("/readyz", get(h::readyz))
-        .route("/metrics", get(h::metrics))
+    let (router, doc) = api_router().split_for_parts();
+    let document = Document(Arc::new(
+        serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned()),
+    ));
+    router
         .fallback(h::not_found)
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
+}
+
+/// The OpenAPI 3 document of [`router`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The routes with their operations, before state and layers.
+fn api_router() -> OpenApiRouter<ServerState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(lists::list_environments, h::create_environment))
+        .routes(routes!(h::get_environment))
+        .routes(routes!(h::list_targets, h::create_target))
+        .routes(routes!(lists::list_releases, h::create_release))
+        .routes(routes!(h::get_release))
+        .routes(routes!(h::create_promotion))
+        .routes(routes!(h::get_promotion))
+        .routes(routes!(h::approve_promotion))
+        .routes(routes!(h::reject_promotion))
+        .routes(routes!(plan::plan))
+        .routes(routes!(h::list_jobs))
+        .routes(routes!(h::get_job))
+        .routes(routes!(h::cancel_job))
+        .routes(routes!(h::rollback_job))
+        .routes(routes!(sse::job_events))
+        .routes(routes!(h::list_artifacts))
+        .routes(routes!(h::get_artifact))
+        .routes(routes!(h::get_task))
+        .routes(routes!(h::task_logs))
+        .routes(routes!(token_routes::list_tokens, h::create_token))
+        .routes(routes!(token_routes::revoke_token))
+        .routes(routes!(doc::openapi_json));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(deploy_api::API_PREFIX, api)
+        .routes(routes!(h::healthz))
+        .routes(routes!(h::readyz))
+        .routes(routes!(h::metrics))
 }
 
 async fn count(State(state): State<ServerState>, request: Request, next: Next) -> Response {

@@ -22,10 +22,12 @@ use futures_util::Stream;
 use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
+use utoipa::IntoParams;
 
 use crate::auth::authorize;
 use crate::errors::ServerError;
 use crate::handlers::parse_id;
+use crate::openapi::ProblemResponses;
 use crate::state::ServerState;
 
 /// Events read from the log per query.
@@ -36,8 +38,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// (the engine moves it to `rolling_back` right after `failed`); other settled jobs after one.
 const FAILED_QUIET_TICKS: u32 = 3;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Same as the `Last-Event-ID` header (which wins).
     after: Option<u64>,
@@ -53,6 +56,21 @@ struct Follow {
     done: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/events",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "job id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event (wins over `after`)"),
+        EventsQuery
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `transition` events (data: JobEventDto, id: its seq), then one `end` event once the job settled", body = JobEventDto, content_type = "text/event-stream"),
+        ProblemResponses
+    )
+)]
 pub(crate) async fn job_events(
     State(state): State<ServerState>,
     headers: HeaderMap,

@@ -31,20 +31,32 @@ impl Fixture {
     }
 
     async fn with_config(config: ServerConfig) -> Self {
+        Self::build(config, |dir| {
+            let mut executors = ExecutorRegistry::new();
+            executors.register(
+                ExecutionModel::Ssh,
+                Arc::new(SshExecutor::new(
+                    SshExecutorConfig::new(dir.join("known_hosts")),
+                    Arc::new(deploy_exec::DefaultSecrets),
+                )),
+            );
+            executors
+        })
+        .await
+    }
+
+    /// A fixture whose engine dispatches through the registry `executors` makes.
+    async fn build(
+        config: ServerConfig,
+        executors: impl FnOnce(&std::path::Path) -> ExecutorRegistry,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&SqliteConfig::new(dir.path().join("db.sqlite")))
                 .await
                 .unwrap(),
         );
-        let mut executors = ExecutorRegistry::new();
-        executors.register(
-            ExecutionModel::Ssh,
-            Arc::new(SshExecutor::new(
-                SshExecutorConfig::new(dir.path().join("known_hosts")),
-                Arc::new(deploy_exec::DefaultSecrets),
-            )),
-        );
+        let executors = executors(dir.path());
         let mut engine_config = EngineConfig::new("test");
         engine_config.poll_interval = Duration::from_millis(50);
         let engine = Engine::new(
@@ -253,6 +265,16 @@ async fn role_matrix() {
     )
     .await;
 
+    let spare = f
+        .ok(
+            "POST",
+            "/api/v1/tokens",
+            Role::Admin,
+            Some(json!({"name": "spare", "role": "viewer"})),
+        )
+        .await;
+    let spare_token = spare["id"].as_str().unwrap().to_owned();
+
     let mut n = 0;
     let mut unique = || {
         n += 1;
@@ -445,8 +467,50 @@ async fn role_matrix() {
             Some(201),
         )
     }));
+    cases.push(Box::new(|_| {
+        ("GET", "/api/v1/tokens".into(), None, Role::Admin, Some(200))
+    }));
+    // Revoking a revoked token again answers it again.
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/tokens/{spare_token}/revoke"),
+            None,
+            Role::Admin,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/environments?limit=2".into(),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/releases?limit=2".into(),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    // The target's SSH port is closed: the plan answers with the inspect error in its entry.
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            "/api/v1/plan".into(),
+            Some(json!({"release_id": w.release_id, "environment_id": env})),
+            Role::Deployer,
+            Some(200),
+        )
+    }));
 
     let mut checked = 0;
+    let mut covered = std::collections::BTreeSet::new();
     for case in &mut cases {
         for caller in [None, Some("dpl_wrong-token-000000000000")]
             .into_iter()
@@ -454,6 +518,7 @@ async fn role_matrix() {
             .chain(Role::ALL.into_iter().map(|r| (Some(r), Some(f.token(r)))))
         {
             let (method, path, body, required, success) = case(&mut unique);
+            covered.insert((method.to_lowercase(), path.clone()));
             let (role, token) = caller;
             let (status, value) = f.call(method, &path, token, body).await;
             let status = status.as_u16();
@@ -477,7 +542,23 @@ async fn role_matrix() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20 * 5);
+    assert_eq!(checked, cases.len() * 5);
+    // Every operation of the document that needs a token is in the matrix.
+    let templates = openapi::operations(&crate::openapi());
+    let mut matrix: std::collections::BTreeSet<(String, String)> = covered
+        .iter()
+        .map(|(method, path)| (method.clone(), openapi::template_of(path, &templates)))
+        .collect();
+    let secured: std::collections::BTreeSet<(String, String)> = templates
+        .iter()
+        .filter(|o| o.secured)
+        .map(|o| (o.method.clone(), o.path.clone()))
+        .collect();
+    matrix.retain(|o| !o.1.is_empty());
+    assert_eq!(
+        matrix, secured,
+        "the role matrix and the secured operations differ"
+    );
 }
 
 /// Each error case: status, stable type, and the field path where there is one.
@@ -803,3 +884,7 @@ async fn jobs_list_filters_and_pages() {
         "{metrics}"
     );
 }
+
+mod admin;
+mod openapi;
+mod plan;

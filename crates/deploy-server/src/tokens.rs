@@ -73,6 +73,11 @@ pub async fn create_token(
     })
 }
 
+/// True for the revoked record that marks a bootstrapped database (not a token anyone holds).
+pub(crate) fn is_bootstrap_marker(record: &ApiTokenRecord) -> bool {
+    record.token_hash == sha256_of(BOOTSTRAP_MARKER)
+}
+
 /// The admin token made on first start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapToken {

@@ -163,7 +163,11 @@ pub trait Store: Send + Sync {
     async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError>;
     /// Marks the token revoked at `now` (a revoked token keeps its first `revoked_at`)
     /// and returns it; an unknown id is [`StoreError::NotFound`].
-    async fn revoke_api_token(&self, id: uuid::Uuid, now: Timestamp) -> Result<ApiTokenRecord, StoreError>;
+    async fn revoke_api_token(
+        &self,
+        id: uuid::Uuid,
+        now: Timestamp,
+    ) -> Result<ApiTokenRecord, StoreError>;
     /// Records that the token authenticated a request at `now`.
     async fn touch_api_token(&self, id: uuid::Uuid, now: Timestamp) -> Result<(), StoreError>;
 }

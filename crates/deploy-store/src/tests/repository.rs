@@ -83,8 +83,13 @@ async fn entities_round_trip(t: TestStore) {
     assert_eq!(again.revoked_at, Some(ts(4)));
     assert_eq!(s.list_api_tokens().await.unwrap(), vec![again]);
     assert!(matches!(
-        s.revoke_api_token(uuid::Uuid::from_u128(8), ts(4)).await.unwrap_err(),
-        StoreError::NotFound { entity: "api token", .. }
+        s.revoke_api_token(uuid::Uuid::from_u128(8), ts(4))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound {
+            entity: "api token",
+            ..
+        }
     ));
     assert_eq!(s.list_releases(None, 10).await.unwrap(), vec![r.clone()]);
     assert!(s.list_releases(Some(r.id), 10).await.unwrap().is_empty());

@@ -1,0 +1,104 @@
+//! `POST /api/v1/plan`: the dry run of a deploy (deployer): the waves, and per target and component the digest it would get and what runs there now.
+
+use std::num::NonZeroU32;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use deploy_api::{PlanChange, PlanEntry, PlanRequest, PlanResponse, PlanWave, Role};
+use deploy_core::{BlueGreenPhase, Strategy, WaveKind};
+use deploy_engine::{Preview, PreviewEntry};
+
+use crate::auth::authorize;
+use crate::body::ApiJson;
+use crate::errors::ServerError;
+use crate::handlers::referenced;
+use crate::openapi::ProblemResponses;
+use crate::state::ServerState;
+
+/// Parallelism when the request gives none (as for a job).
+const DEFAULT_PARALLELISM: NonZeroU32 = match NonZeroU32::new(10) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
+
+#[utoipa::path(
+    post,
+    path = "/plan",
+    tag = "plan",
+    security(("bearer" = [])),
+    request_body = PlanRequest,
+    responses((status = 200, description = "the plan (deployer); a target whose inspect failed carries the error", body = PlanResponse), ProblemResponses)
+)]
+pub(crate) async fn plan(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PlanRequest>,
+) -> Result<Json<PlanResponse>, ServerError> {
+    authorize(&state, &headers, Role::Deployer).await?;
+    referenced(
+        state.store().get_release(req.release_id).await,
+        "release_id",
+    )?;
+    referenced(
+        state.store().get_environment(req.environment_id).await,
+        "environment_id",
+    )?;
+    let strategy = req.strategy.unwrap_or(Strategy::AllAtOnce);
+    let parallelism = req.parallelism.unwrap_or(DEFAULT_PARALLELISM);
+    let preview = state
+        .engine()
+        .preview(req.release_id, req.environment_id, &strategy, parallelism)
+        .await?;
+    Ok(Json(response(preview)))
+}
+
+fn response(preview: Preview) -> PlanResponse {
+    PlanResponse {
+        release_id: preview.release.id,
+        environment_id: preview.environment.id,
+        strategy: preview.strategy.as_str().to_owned(),
+        waves: preview
+            .waves
+            .into_iter()
+            .map(|w| PlanWave {
+                index: w.wave.index,
+                kind: wave_kind(w.wave.kind).to_owned(),
+                entries: w.entries.into_iter().map(entry).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn wave_kind(kind: WaveKind) -> &'static str {
+    match kind {
+        WaveKind::All => "all",
+        WaveKind::Batch => "batch",
+        WaveKind::Canary => "canary",
+        WaveKind::BlueGreen(BlueGreenPhase::DeployGreen) => "deploy_green",
+        WaveKind::BlueGreen(BlueGreenPhase::VerifyGreen) => "verify_green",
+        WaveKind::BlueGreen(BlueGreenPhase::CutOver) => "cut_over",
+    }
+}
+
+fn entry(e: PreviewEntry) -> PlanEntry {
+    let (running, error) = match e.running {
+        Ok(r) => (r, None),
+        Err(why) => (None, Some(why)),
+    };
+    let change = match (&e.digest, &running, &error) {
+        (_, _, Some(_)) | (None, _, _) => PlanChange::Unknown,
+        (Some(_), None, None) => PlanChange::Install,
+        (Some(d), Some(r), None) if d == r => PlanChange::Unchanged,
+        (Some(_), Some(_), None) => PlanChange::Update,
+    };
+    PlanEntry {
+        target_id: e.target.id,
+        target_name: e.target.name,
+        component: e.component,
+        digest: e.digest,
+        running,
+        change,
+        error,
+    }
+}

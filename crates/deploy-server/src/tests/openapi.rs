@@ -1,0 +1,199 @@
+//! The OpenAPI document: served without a token, every operation routed (and every route documented), the main schemas present.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::Fixture;
+
+/// One operation of the document.
+#[derive(Debug, Clone)]
+pub(super) struct Operation {
+    /// Lowercase, as in the document.
+    pub method: String,
+    pub path: String,
+    /// True when it names the bearer scheme.
+    pub secured: bool,
+    /// True when it takes a JSON body.
+    pub body: bool,
+}
+
+/// Every operation of `doc`.
+pub(super) fn operations(doc: &utoipa::openapi::OpenApi) -> Vec<Operation> {
+    let doc = serde_json::to_value(doc).unwrap();
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let secured = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            ops.push(Operation {
+                method: method.clone(),
+                path: path.clone(),
+                secured,
+                body: op.get("requestBody").is_some(),
+            });
+        }
+    }
+    ops
+}
+
+/// The document path template a concrete request path matches (`""` when none does).
+pub(super) fn template_of(path: &str, ops: &[Operation]) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    ops.iter()
+        .map(|o| o.path.as_str())
+        .find(|t| {
+            let ts: Vec<&str> = t.split('/').collect();
+            ts.len() == segments.len()
+                && ts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_document_is_served_without_a_token_and_is_the_generated_one() {
+    let f = Fixture::new().await;
+    let (status, headers, bytes) = f.raw("GET", "/api/v1/openapi.json", None, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    let served: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        served["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        served["openapi"]
+    );
+    assert_eq!(served, serde_json::to_value(crate::openapi()).unwrap());
+    assert_eq!(
+        served["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+/// Document -> router: each operation is served (an unknown route is the fallback's
+/// 404, an unknown method 405), secured ones answer 401 without a token, the others 200.
+/// Router -> document: routes.rs registers routes only through `routes!` (from the
+/// operations), checked on its source.
+#[tokio::test]
+async fn every_route_is_documented_and_every_operation_routed() {
+    let f = Fixture::new().await;
+    let ops = operations(&crate::openapi());
+    assert!(ops.len() >= 29, "{} operations", ops.len());
+    let id = "019a0000-0000-7000-8000-000000000000";
+    for op in &ops {
+        let path = op.path.replace("{id}", id).replace("{kind}", "manifest");
+        let (status, _, bytes) = f
+            .raw(&op.method.to_uppercase(), &path, None, None, &[])
+            .await;
+        let body = String::from_utf8_lossy(&bytes);
+        assert!(
+            status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{} {}: {status} {body}",
+            op.method,
+            op.path
+        );
+        // Without a body, the body extractor answers 400 before the handler checks the
+        // token (the role matrix sends valid bodies and checks 401 there).
+        let expected = match (op.secured, op.body) {
+            (true, false) => [StatusCode::UNAUTHORIZED; 2],
+            (true, true) => [StatusCode::UNAUTHORIZED, StatusCode::BAD_REQUEST],
+            (false, _) => [StatusCode::OK; 2],
+        };
+        assert!(
+            expected.contains(&status),
+            "{} {}: {status} {body}",
+            op.method,
+            op.path
+        );
+    }
+    let unsecured: Vec<&str> = ops
+        .iter()
+        .filter(|o| !o.secured)
+        .map(|o| o.path.as_str())
+        .collect();
+    assert_eq!(
+        unsecured,
+        ["/api/v1/openapi.json", "/healthz", "/metrics", "/readyz"]
+    );
+
+    let source = include_str!("../routes.rs");
+    for forbidden in [".route(", ".route_service(", ".nest_service(", ".merge("] {
+        assert!(
+            !source.contains(forbidden),
+            "routes.rs registers a route with `{forbidden}`: use `routes!` so it is documented"
+        );
+    }
+}
+
+#[test]
+fn the_main_bodies_have_schemas() {
+    let doc = serde_json::to_value(crate::openapi()).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "Problem",
+        "Environment",
+        "Target",
+        "Release",
+        "Component",
+        "Promotion",
+        "DeploymentJob",
+        "DeploymentTask",
+        "CreateEnvironmentRequest",
+        "CreateTargetRequest",
+        "CreateReleaseRequest",
+        "CreatePromotionRequest",
+        "ApprovePromotionRequest",
+        "ApprovePromotionResponse",
+        "RollbackRequest",
+        "JobList",
+        "EnvironmentList",
+        "ReleaseList",
+        "LogPage",
+        "JobEventDto",
+        "ArtifactSummary",
+        "CreateTokenRequest",
+        "CreatedToken",
+        "TokenSummary",
+        "PlanRequest",
+        "PlanResponse",
+        "PlanEntry",
+    ] {
+        assert!(schemas.contains_key(name), "no schema `{name}`");
+    }
+    let body_ref = |path: &str, method: &str| {
+        doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        body_ref("/api/v1/releases", "post"),
+        "#/components/schemas/CreateReleaseRequest"
+    );
+    assert_eq!(
+        body_ref("/api/v1/plan", "post"),
+        "#/components/schemas/PlanRequest"
+    );
+    let ok = &doc["paths"]["/api/v1/jobs/{id}"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"]["$ref"];
+    assert_eq!(ok, "#/components/schemas/DeploymentJob");
+    let problem = &doc["paths"]["/api/v1/jobs/{id}"]["get"]["responses"]["404"]["content"]["application/problem+json"]
+        ["schema"]["$ref"];
+    assert_eq!(problem, "#/components/schemas/Problem");
+    // A token is listed without its secret or hash.
+    let token = schemas["TokenSummary"]["properties"].as_object().unwrap();
+    assert!(!token.contains_key("token") && !token.keys().any(|k| k.contains("hash")));
+    // Every $ref points at a schema of the document.
+    let text = doc.to_string();
+    for part in text.split("\"#/components/schemas/").skip(1) {
+        let name = part.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "dangling $ref `{name}`");
+    }
+}

@@ -1,0 +1,191 @@
+//! `POST /api/v1/plan` over a fake executor: waves, digests, what runs now, and an inspect error kept in its entry.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deploy_api::Role;
+use deploy_core::{CommandSpec, Digest, ExecutionModel, Name, Target};
+use deploy_exec::{
+    CommandOutput, DeployRequest, ExecContext, ExecError, ExecutionResult, Executor,
+    ExecutorRegistry,
+};
+use serde_json::json;
+
+use super::{Fixture, release_body, target_body};
+use crate::ServerConfig;
+
+fn digest(c: char) -> Digest {
+    Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+}
+
+fn invalid(why: &str) -> ExecError {
+    ExecError::InvalidInput {
+        field: "request".to_owned(),
+        value: why.to_owned(),
+        expected: "an inspect".to_owned(),
+    }
+}
+
+/// Answers `inspect` by target name; never deploys.
+struct FakeExecutor;
+
+#[async_trait]
+impl Executor for FakeExecutor {
+    async fn deploy(&self, _: &DeployRequest, _: &ExecContext) -> ExecutionResult {
+        ExecutionResult::failed(invalid("the fake executor never deploys"), None)
+    }
+
+    async fn inspect(
+        &self,
+        target: &Target,
+        component: &Name,
+        _: &ExecContext,
+    ) -> Result<Option<Digest>, ExecError> {
+        assert_eq!(component.as_str(), "web");
+        match target.name.as_str() {
+            "current" => Ok(Some(digest('a'))),
+            "old" => Ok(Some(digest('b'))),
+            "empty" => Ok(None),
+            _ => Err(ExecError::Connect {
+                host: "127.0.0.1".to_owned(),
+                port: 1,
+                detail: "connection refused".to_owned(),
+            }),
+        }
+    }
+
+    async fn run_command(
+        &self,
+        _: &Target,
+        _: &CommandSpec,
+        _: &ExecContext,
+    ) -> Result<CommandOutput, ExecError> {
+        Err(invalid("the fake executor runs no command"))
+    }
+}
+
+#[tokio::test]
+async fn plan_shows_waves_digests_what_runs_and_inspect_errors() {
+    let f = Fixture::build(ServerConfig::default(), |_| {
+        let mut executors = ExecutorRegistry::new();
+        executors.register(ExecutionModel::Ssh, Arc::new(FakeExecutor));
+        executors
+    })
+    .await;
+    let env = f
+        .ok(
+            "POST",
+            "/api/v1/environments",
+            Role::Admin,
+            Some(json!({"name": "plan"})),
+        )
+        .await;
+    let env_id = env["id"].as_str().unwrap();
+    for name in ["old", "empty", "current", "broken"] {
+        f.ok(
+            "POST",
+            &format!("/api/v1/environments/{env_id}/targets"),
+            Role::Admin,
+            Some(target_body(name)),
+        )
+        .await;
+    }
+    let release = f
+        .ok(
+            "POST",
+            "/api/v1/releases",
+            Role::Deployer,
+            Some(release_body("plan")),
+        )
+        .await;
+    let release_id = release["id"].as_str().unwrap();
+
+    let plan = f
+        .ok(
+            "POST",
+            "/api/v1/plan",
+            Role::Deployer,
+            Some(json!({
+                "release_id": release_id,
+                "environment_id": env_id,
+                "strategy": {"type": "rolling", "batch": {"count": 2}},
+            })),
+        )
+        .await;
+    assert_eq!(plan["strategy"], "rolling");
+    let waves = plan["waves"].as_array().unwrap();
+    // Targets are planned by name: broken, current | empty, old.
+    let summary: Vec<Vec<(String, String, String)>> = waves
+        .iter()
+        .map(|w| {
+            w["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["target_name"].as_str().unwrap().to_owned(),
+                        e["change"].as_str().unwrap().to_owned(),
+                        e["running"].as_str().unwrap_or("-").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let s = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        summary,
+        vec![
+            vec![
+                s("broken", "unknown", "-"),
+                s("current", "unchanged", &digest('a').to_string())
+            ],
+            vec![
+                s("empty", "install", "-"),
+                s("old", "update", &digest('b').to_string())
+            ],
+        ]
+    );
+    assert_eq!(waves[0]["index"], 0);
+    assert_eq!(waves[1]["kind"], "batch");
+    let broken = &waves[0]["entries"][0];
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "{broken}"
+    );
+    for w in waves {
+        for e in w["entries"].as_array().unwrap() {
+            assert_eq!(e["digest"], digest('a').to_string());
+            assert_eq!(e["component"], "web");
+        }
+    }
+    // A dry run: no job was created.
+    let jobs = f.ok("GET", "/api/v1/jobs", Role::Viewer, None).await;
+    assert_eq!(jobs["jobs"], json!([]));
+
+    // An unknown release is a semantic error on its field; a viewer may not plan.
+    let (status, problem) = f
+        .call(
+            "POST",
+            "/api/v1/plan",
+            Some(f.token(Role::Deployer)),
+            Some(json!({"release_id": "019a0000-0000-7000-8000-000000000000", "environment_id": env_id})),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), &problem["field"]),
+        (422, &json!("release_id"))
+    );
+    let (status, _) = f
+        .call(
+            "POST",
+            "/api/v1/plan",
+            Some(f.token(Role::Viewer)),
+            Some(json!({"release_id": release_id, "environment_id": env_id})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 403);
+}

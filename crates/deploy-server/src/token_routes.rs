@@ -1,0 +1,76 @@
+//! `GET /api/v1/tokens` and `POST /api/v1/tokens/{id}/revoke` (admin): tokens listed without their secret or its hash.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use deploy_api::{Role, TokenSummary};
+use deploy_store::ApiTokenRecord;
+use uuid::Uuid;
+
+use crate::auth::{authorize, role_of};
+use crate::errors::ServerError;
+use crate::handlers::parse_id;
+use crate::openapi::ProblemResponses;
+use crate::state::ServerState;
+use crate::tokens::is_bootstrap_marker;
+
+/// The listed view of a token: never the secret, never its hash.
+fn summary(record: ApiTokenRecord) -> Option<TokenSummary> {
+    Some(TokenSummary {
+        role: role_of(&record)?,
+        id: record.id,
+        name: record.name,
+        created_at: record.created_at,
+        last_used_at: record.last_used_at,
+        revoked_at: record.revoked_at,
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    security(("bearer" = [])),
+    responses((status = 200, description = "every token, oldest first, without secrets (admin)", body = Vec<TokenSummary>), ProblemResponses)
+)]
+pub(crate) async fn list_tokens(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<TokenSummary>>, ServerError> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let tokens = state.store().list_api_tokens().await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .filter(|t| !is_bootstrap_marker(t))
+            .filter_map(summary)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/tokens/{id}/revoke",
+    tag = "tokens",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "token id")),
+    responses((status = 200, description = "revoked (admin); it is refused from now on", body = TokenSummary), ProblemResponses)
+)]
+pub(crate) async fn revoke_token(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TokenSummary>, ServerError> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let id = parse_id("token", &id, Uuid::parse_str)?;
+    let not_found = || ServerError::NotFound(format!("api token `{id}` does not exist"));
+    let record = match state.store().revoke_api_token(id, state.now()).await {
+        Err(deploy_store::StoreError::NotFound { .. }) => return Err(not_found()),
+        other => other?,
+    };
+    if is_bootstrap_marker(&record) {
+        return Err(not_found());
+    }
+    tracing::info!(token = %id, name = record.name, by = caller.name, "api token revoked");
+    summary(record).map(Json).ok_or_else(not_found)
+}
