@@ -886,5 +886,6 @@ async fn jobs_list_filters_and_pages() {
 }
 
 mod admin;
+mod metrics;
 mod openapi;
 mod plan;
