@@ -1,8 +1,10 @@
 //! deployctl: a thin CLI over deployd's HTTP API; maps every outcome to a documented exit code.
 
 mod client;
+mod config;
 mod exit;
 mod output;
+mod plan;
 mod progress;
 mod render;
 
@@ -22,27 +24,31 @@ use crate::output::Output;
 /// Exit codes: 0 success, 1 deployment failed, 2 usage or input error,
 /// 3 deployment rolled back, 4 server unreachable or token refused.
 ///
+/// Server and token: flags, else DEPLOYCTL_SERVER / DEPLOYCTL_TOKEN, else the
+/// config file (--config, DEPLOYCTL_CONFIG, or ~/.config/deployctl/config.toml
+/// with `server = "http://..."` and `token = "dpl_..."`), else http://127.0.0.1:8080.
+///
 /// Examples:
 ///   export DEPLOYCTL_TOKEN=dpl_...
 ///   deployctl env create staging
 ///   deployctl target add --env <ENV_ID> host-1 --host 10.0.0.5 --user deploy --key-ref env:SSH_KEY
 ///   deployctl release create v1 --component web=registry:5000/web@sha256:<64 hex>
+///   deployctl plan --release <RELEASE_ID> --env <ENV_ID> --strategy rolling:2
 ///   deployctl deploy --release <RELEASE_ID> --env <ENV_ID> --follow
 ///   deployctl jobs show <JOB_ID> --output json
+///   deployctl token revoke <TOKEN_ID>
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
-    /// deployd's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "DEPLOYCTL_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    server: String,
-    /// API token (sent as a bearer token).
+    /// deployd's base URL [default: the config file's `server`, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "DEPLOYCTL_SERVER")]
+    server: Option<String>,
+    /// API token (sent as a bearer token) [default: the config file's `token`].
     #[arg(long, global = true, env = "DEPLOYCTL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Config file (TOML: `server`, `token`) [default: ~/.config/deployctl/config.toml, if it exists].
+    #[arg(long, global = true, env = "DEPLOYCTL_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: Output,
@@ -76,6 +82,19 @@ enum Command {
         /// Attempts per task (1 to 100).
         #[arg(long)]
         max_attempts: Option<u32>,
+    },
+    /// Dry run of a deploy: which targets get which digest in which wave, and what each runs now.
+    Plan {
+        #[arg(long)]
+        release: String,
+        #[arg(long)]
+        env: String,
+        /// `all-at-once`, `blue-green`, `rolling:<batch>` or `canary:<canary>:<batch>`; a batch is a count or a percentage (`25%`).
+        #[arg(long, default_value = "all-at-once")]
+        strategy: String,
+        /// Tasks in flight at once.
+        #[arg(long)]
+        parallelism: Option<u32>,
     },
     /// Jobs.
     #[command(subcommand)]
@@ -121,6 +140,19 @@ enum EnvCommand {
     Create { name: String },
     /// Show an environment.
     Show { id: String },
+    /// List environments, newest first.
+    List(PageArgs),
+}
+
+/// Paging of a list.
+#[derive(Debug, clap::Args)]
+struct PageArgs {
+    /// Page size (the server caps it).
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    /// Entries older than this id (the `next_before` of the previous page).
+    #[arg(long)]
+    before: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +194,8 @@ enum ReleaseCommand {
     },
     /// Show a release.
     Show { id: String },
+    /// List releases, newest first.
+    List(PageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +232,10 @@ enum TokenCommand {
         #[arg(long)]
         role: String,
     },
+    /// List tokens (never their secrets): id, name, role, created, last used, revoked.
+    List,
+    /// Revoke a token: it is refused from the next request on.
+    Revoke { id: String },
 }
 
 /// The columns shown for a target.
@@ -247,7 +285,13 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         render::run(args, cli.output)?;
         return Ok(SUCCESS);
     }
-    let client = Client::new(&cli.server, cli.token.clone())?;
+    let default_config = config::default_path(
+        std::env::var("XDG_CONFIG_HOME").ok().as_deref(),
+        std::env::var("HOME").ok().as_deref(),
+    );
+    let file = config::load(cli.config.as_deref(), default_config.as_deref())?;
+    let settings = config::resolve(cli.server.clone(), cli.token.clone(), file)?;
+    let client = Client::new(&settings.server, settings.token)?;
     let out = cli.output;
     let p = API_PREFIX;
     match cli.command {
@@ -260,6 +304,12 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Env(EnvCommand::Show { id }) => {
             let v: Value = client.get(&format!("{p}/environments/{id}")).await?;
             output::object(out, &v, &["id", "name", "created_at"]);
+        }
+        Command::Env(EnvCommand::List(page)) => {
+            let v: Value = client
+                .get(&format!("{p}/environments?{}", page_query(&page)))
+                .await?;
+            print_page(out, &v, "environments", &["id", "name", "created_at"]);
         }
         Command::Target(TargetCommand::Add {
             env,
@@ -317,6 +367,37 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Release(ReleaseCommand::Show { id }) => {
             let v: Value = client.get(&format!("{p}/releases/{id}")).await?;
             output::object(out, &v, &["id", "name", "components", "created_at"]);
+        }
+        Command::Release(ReleaseCommand::List(page)) => {
+            let v: Value = client
+                .get(&format!("{p}/releases?{}", page_query(&page)))
+                .await?;
+            print_page(
+                out,
+                &v,
+                "releases",
+                &["id", "name", "components", "created_at"],
+            );
+        }
+        Command::Plan {
+            release,
+            env,
+            strategy,
+            parallelism,
+        } => {
+            let mut body = json!({
+                "release_id": release,
+                "environment_id": env,
+                "strategy": plan::strategy(&strategy)?,
+            });
+            if let Some(n) = parallelism {
+                body["parallelism"] = json!(n);
+            }
+            let v: Value = client.post(&format!("{p}/plan"), Some(&body)).await?;
+            match out {
+                Output::Json => output::object(out, &v, &[]),
+                Output::Table => plan::print(&v),
+            }
         }
         Command::Deploy {
             release,
@@ -480,8 +561,50 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .await?;
             output::object(out, &v, &["id", "name", "role", "token"]);
         }
+        Command::Token(TokenCommand::List) => {
+            let v: Value = client.get(&format!("{p}/tokens")).await?;
+            output::list(
+                out,
+                &v,
+                &[
+                    "id",
+                    "name",
+                    "role",
+                    "created_at",
+                    "last_used_at",
+                    "revoked_at",
+                ],
+            );
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let v: Value = client
+                .post::<Value, Value>(&format!("{p}/tokens/{id}/revoke"), None)
+                .await?;
+            output::object(out, &v, &["id", "name", "role", "revoked_at"]);
+        }
     }
     Ok(SUCCESS)
+}
+
+/// `limit=…&before=…` of a list.
+fn page_query(page: &PageArgs) -> String {
+    match &page.before {
+        Some(b) => format!("limit={}&before={b}", page.limit),
+        None => format!("limit={}", page.limit),
+    }
+}
+
+/// Prints a page of a list (`field` holds the items) and how to read the next one.
+fn print_page(out: Output, page: &Value, field: &str, columns: &[&str]) {
+    match out {
+        Output::Json => output::object(out, page, &[]),
+        Output::Table => {
+            output::list(out, &page[field], columns);
+            if let Some(next) = page["next_before"].as_str() {
+                output::line(&format!("more: --before {next}"));
+            }
+        }
+    }
 }
 
 /// A task that will not change any more: succeeded, or failed with no retry left.
@@ -504,9 +627,12 @@ fn unreachable_offline() -> Result<(), CliError> {
 async fn watch(client: &Client, out: Output, job: &str) -> Result<u8, CliError> {
     let started = Instant::now();
     let mut last_status = String::new();
-    // Spinners on a terminal; plain lines otherwise.
-    let mut bars = (out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .then(|| progress::Progress::new(job));
+    // Bars on a terminal; plain lines otherwise (their format is part of the CLI's contract).
+    let mut bars = None;
+    if out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        let doc: Value = client.get(&format!("{API_PREFIX}/jobs/{job}")).await?;
+        bars = Some(progress::Progress::new(&doc));
+    }
     client
         .follow(&format!("{API_PREFIX}/jobs/{job}/events"), |event| {
             let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
