@@ -42,10 +42,7 @@ pub(crate) async fn authorize(
         .ok_or(ServerError::Unauthenticated("unknown or revoked API token"))?;
     let role = role_of(&record).ok_or(ServerError::Unauthenticated("the API token has no role"))?;
     let now = state.now();
-    let stale = record
-        .last_used_at
-        .is_none_or(|t| now.duration_since(t) >= LAST_USED_RESOLUTION);
-    if stale {
+    if state.should_touch(record.id, record.last_used_at, now, LAST_USED_RESOLUTION) {
         // Best effort: a failed write must not fail the request.
         if let Err(e) = state.store().touch_api_token(record.id, now).await {
             tracing::warn!(token = %record.id, error = %e, "cannot record the use of an api token");

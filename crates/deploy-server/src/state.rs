@@ -1,6 +1,7 @@
 //! `ServerState`: what every handler shares: the engine, its store, the clock, the limits and the metrics.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use deploy_core::Timestamp;
 use deploy_engine::{Clock, Engine};
@@ -20,6 +21,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
+    /// Token id -> when this process last wrote its `last_used_at` (so concurrent
+    /// requests with one token write it once, not once each).
+    touched: Mutex<HashMap<uuid::Uuid, Timestamp>>,
 }
 
 impl ServerState {
@@ -34,6 +38,7 @@ impl ServerState {
                 clock,
                 config,
                 metrics,
+                touched: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -56,5 +61,31 @@ impl ServerState {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// True when `token`'s use at `now` should be written: neither the store's
+    /// `last_used_at` nor this process's last write is `resolution` old or newer.
+    pub(crate) fn should_touch(
+        &self,
+        token: uuid::Uuid,
+        stored: Option<Timestamp>,
+        now: Timestamp,
+        resolution: std::time::Duration,
+    ) -> bool {
+        let fresh = |t: Timestamp| now.duration_since(t) < resolution;
+        if stored.is_some_and(fresh) {
+            return false;
+        }
+        let Ok(mut touched) = self.inner.touched.lock() else {
+            return true;
+        };
+        if touched.get(&token).is_some_and(|t| fresh(*t)) {
+            return false;
+        }
+        if touched.len() >= 10_000 {
+            touched.clear();
+        }
+        touched.insert(token, now);
+        true
     }
 }
