@@ -1,4 +1,4 @@
-//! `ApiJson`: the JSON body extractor: 413 past the body limit, 400 with the field path on a decoding error.
+//! `ApiJson`: the JSON body extractor: 401 without a valid token, 413 past the body limit, 400 with the field path on a decoding error.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -26,8 +26,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServerError
     })
 }
 
-/// The body's bytes; 413 past the body limit.
+/// The body's bytes; 413 past the body limit. The caller is authenticated first
+/// (any role; the handler checks the role): a request without a valid token gets
+/// 401, never a hint about its body.
 async fn read(req: Request, state: &ServerState) -> Result<Bytes, ServerError> {
+    crate::auth::authorize(state, req.headers(), deploy_api::Role::Viewer).await?;
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
             ServerError::PayloadTooLarge {
