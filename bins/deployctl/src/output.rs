@@ -51,10 +51,10 @@ pub fn list(output: Output, items: &Value, columns: &[&str]) {
                 .enumerate()
                 .map(|(i, c)| {
                     rows.iter()
-                        .map(|r| r.get(i).map_or(0, String::len))
+                        .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
                         .max()
                         .unwrap_or(0)
-                        .max(c.len())
+                        .max(c.chars().count())
                 })
                 .collect();
             let line = |cells: Vec<String>| {
