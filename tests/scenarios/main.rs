@@ -8,5 +8,7 @@
 )]
 
 mod cli;
+mod deployd_e2e;
+mod deployd_proc;
 mod engine_e2e;
 mod tidy;
