@@ -183,7 +183,10 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         ("v3-broken", &images.v3_broken),
     ] {
         let component = format!("web={image}");
-        let release = ok_json(&addr, &["release", "create", name, "--component", &component]);
+        let release = ok_json(
+            &addr,
+            &["release", "create", name, "--component", &component],
+        );
         releases.insert(name, release["id"].as_str().unwrap().to_owned());
     }
     let deploy = |release: &str, extra: &[&str]| {
@@ -203,7 +206,9 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let v1_job = job_id_of(&stdout);
     assert!(
-        stdout.trim_end().ends_with(&format!("job {v1_job} ended completed")),
+        stdout
+            .trim_end()
+            .ends_with(&format!("job {v1_job} ended completed")),
         "{stdout}"
     );
     assert_eq!(serves(&container, "/version"), "v1");
@@ -341,7 +346,10 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
     // The table view shows the same.
     let shown = ctl(&again.addr, &["jobs", "show", &v2_job]);
     let shown = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.contains("completed") && shown.contains("succeeded"), "{shown}");
+    assert!(
+        shown.contains("completed") && shown.contains("succeeded"),
+        "{shown}"
+    );
 
     // No task of any job ran an attempt twice.
     for job in [&v1_job, &v3_job, rollback["id"].as_str().unwrap(), &v2_job] {

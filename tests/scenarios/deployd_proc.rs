@@ -243,7 +243,9 @@ pub(crate) fn api_post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
         .unwrap_or(0);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     assert!(
-        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
         "{head}"
     );
     (status, serde_json::from_str(body).unwrap_or(Value::Null))

@@ -11,4 +11,5 @@ mod cli;
 mod deployd_e2e;
 mod deployd_proc;
 mod engine_e2e;
+mod load;
 mod tidy;
