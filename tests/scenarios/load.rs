@@ -1,6 +1,6 @@
 //! Load on a real `deployd` process: 200 concurrent readers of the jobs API and 50 SSE followers while a deployment runs, against a baseline without either.
 //!
-//! Loopback only, bounded in count (every reader makes `ROUNDS` pairs of requests)
+//! Loopback only, bounded in count (every reader makes 5 pairs of requests, `DEPLOY_LOAD_ROUNDS` to change)
 //! and in time (every phase under a timeout). The deployment is real: an sshd
 //! host on the Docker Engine, the v1 test image, a command health check with a
 //! soak of `SOAK_MS`, so the job runs for several seconds while the readers read.
@@ -24,8 +24,14 @@ use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, deployd_path};
 const READERS: usize = 200;
 /// Concurrent followers of the running job's SSE stream.
 const FOLLOWERS: usize = 50;
-/// Request pairs per reader: `GET /api/v1/jobs?limit=20`, then `GET /api/v1/jobs/{id}`.
-const ROUNDS: usize = 5;
+/// Request pairs per reader: `GET /api/v1/jobs?limit=20`, then `GET /api/v1/jobs/{id}`
+/// (`DEPLOY_LOAD_ROUNDS` overrides it, 1 to 50).
+fn rounds() -> usize {
+    std::env::var("DEPLOY_LOAD_ROUNDS")
+        .ok()
+        .map_or(5, |r| r.parse().expect("DEPLOY_LOAD_ROUNDS is a number"))
+        .clamp(1, 50)
+}
 /// The deployment's soak, which keeps it running while it is read.
 const SOAK_MS: u64 = 6_000;
 /// Upper bound of each phase.
@@ -75,18 +81,18 @@ fn clients(n: usize) -> Vec<reqwest::Client> {
         .collect()
 }
 
-/// `READERS` clients, each on its own connection, each making `ROUNDS` pairs of reads.
-async fn read_phase(clients: Vec<reqwest::Client>, base: &str, job: &str) -> Reads {
+/// `READERS` clients, each on its own connection, each making `rounds` pairs of reads.
+async fn read_phase(clients: Vec<reqwest::Client>, base: &str, job: &str, rounds: usize) -> Reads {
     let started = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
     for client in clients {
         let list = format!("{base}/api/v1/jobs?limit=20");
         let one = format!("{base}/api/v1/jobs/{job}");
         readers.spawn(async move {
-            let mut latencies = Vec::with_capacity(2 * ROUNDS);
+            let mut latencies = Vec::with_capacity(2 * rounds);
             let mut failures = Vec::new();
             let mut job_active = 0;
-            for _ in 0..ROUNDS {
+            for _ in 0..rounds {
                 for url in [&list, &one] {
                     let sent = Instant::now();
                     let response = client.get(url).bearer_auth(ADMIN_TOKEN).send().await;
@@ -303,6 +309,7 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
     assert_eq!(status, 201, "{release}");
     let release = release["id"].as_str().unwrap();
 
+    let rounds = rounds();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -315,30 +322,34 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
         // Baseline: the same reads, no deployment running, no SSE follower.
         let load_before = loadavg();
         let readers = clients(READERS);
-        let baseline = tokio::time::timeout(PHASE_TIMEOUT, read_phase(readers, &base, &quiet_job))
+        let cpu_before = server.cpu_ms();
+        let baseline = tokio::time::timeout(PHASE_TIMEOUT, read_phase(readers, &base, &quiet_job, rounds))
             .await
             .expect("the baseline reads end in time");
+        let baseline_cpu = server.cpu_ms() - cpu_before;
         let (baseline_hwm, _) = server.memory_kib();
         assert!(baseline.failures.is_empty(), "{:?}", baseline.failures);
 
         // Loaded: a deployment runs, 50 clients follow its events, 200 read.
         let (readers, follower_clients) = (clients(READERS), clients(FOLLOWERS));
+        let cpu_before = server.cpu_ms();
         let busy_job = start_job(&addr, release, &busy_env);
         let started = Instant::now();
         let followers: Vec<_> = follower_clients
             .into_iter()
             .map(|c| tokio::spawn(follow(c, base.clone(), busy_job.clone())))
             .collect();
-        let loaded = tokio::time::timeout(PHASE_TIMEOUT, read_phase(readers, &base, &busy_job))
+        let loaded = tokio::time::timeout(PHASE_TIMEOUT, read_phase(readers, &base, &busy_job, rounds))
             .await
             .expect("the loaded reads end in time");
+        let loaded_cpu = server.cpu_ms() - cpu_before;
         let load_during = loadavg();
         assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
         assert!(
-            loaded.job_active * 10 >= READERS * ROUNDS * 9,
+            loaded.job_active * 10 >= READERS * rounds * 9,
             "the job was active for only {} of {} reads: the reads did not overlap the deployment",
             loaded.job_active,
-            READERS * ROUNDS
+            READERS * rounds
         );
         let mut followed = Vec::new();
         for f in followers {
@@ -365,14 +376,14 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
 
         println!("load average before: {load_before}; after the loaded reads: {load_during}");
         println!(
-            "baseline ({READERS} readers x {ROUNDS} x 2 GETs, no deployment, no SSE): {}; deployd VmHWM {baseline_hwm} KiB",
+            "baseline ({READERS} readers x {rounds} x 2 GETs, no deployment, no SSE): {}; deployd CPU {baseline_cpu} ms; deployd VmHWM {baseline_hwm} KiB",
             baseline.summary()
         );
         println!(
-            "loaded ({READERS} readers x {ROUNDS} x 2 GETs, {FOLLOWERS} SSE followers, a deployment running): {}; job read active {} of {}",
+            "loaded ({READERS} readers x {rounds} x 2 GETs, {FOLLOWERS} SSE followers, a deployment running): {}; deployd CPU {loaded_cpu} ms; job read active {} of {}",
             loaded.summary(),
             loaded.job_active,
-            READERS * ROUNDS
+            READERS * rounds
         );
         println!(
             "SSE: {FOLLOWERS} followers got {} events + end each; response head p50 {:.1} ms, max {:.1} ms; job took {:.1} s; deployd VmHWM {loaded_hwm} KiB, VmRSS {rss} KiB",
