@@ -145,23 +145,9 @@ impl Deployd {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
-    /// CPU time (user + system) the process has used so far, in ms, from `/proc/<pid>/stat`.
+    /// CPU time (user + system) deployd has used so far, in ms.
     pub(crate) fn cpu_ms(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 1..];
-        let fields: Vec<u64> = rest
-            .split_whitespace()
-            .skip(1)
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let ticks = fields[10] + fields[11];
-        let per_second: u64 = deploy_testkit::run_checked("getconf", &["CLK_TCK"])
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        ticks * 1000 / per_second
+        cpu_ms(&self.pid().to_string())
     }
 
     /// SIGKILL: no shutdown, no lease released, in-flight work cut off.
@@ -268,4 +254,23 @@ pub(crate) fn api_post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
         "{head}"
     );
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// CPU time (user + system) process `pid` (or `self`) has used so far, in ms, from `/proc/<pid>/stat`.
+pub(crate) fn cpu_ms(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields[10] + fields[11];
+    let per_second: u64 = deploy_testkit::run_checked("getconf", &["CLK_TCK"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    ticks * 1000 / per_second
 }

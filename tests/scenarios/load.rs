@@ -18,7 +18,7 @@ use deploy_testkit::{ContainerCleanup, Registry, SshdHosts, TestImages, free_por
 use serde_json::{Value, json};
 
 use crate::deployd_e2e::{KEY_VAR, target_body};
-use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, deployd_path};
+use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, cpu_ms, deployd_path};
 
 /// Concurrent readers, each with its own connection.
 const READERS: usize = 200;
@@ -322,17 +322,18 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
         // Baseline: the same reads, no deployment running, no SSE follower.
         let load_before = loadavg();
         let readers = clients(READERS);
-        let cpu_before = server.cpu_ms();
+        let (cpu_before, own_before) = (server.cpu_ms(), cpu_ms("self"));
         let baseline = tokio::time::timeout(PHASE_TIMEOUT, read_phase(readers, &base, &quiet_job, rounds))
             .await
             .expect("the baseline reads end in time");
         let baseline_cpu = server.cpu_ms() - cpu_before;
+        let baseline_own = cpu_ms("self") - own_before;
         let (baseline_hwm, _) = server.memory_kib();
         assert!(baseline.failures.is_empty(), "{:?}", baseline.failures);
 
         // Loaded: a deployment runs, 50 clients follow its events, 200 read.
         let (readers, follower_clients) = (clients(READERS), clients(FOLLOWERS));
-        let cpu_before = server.cpu_ms();
+        let (cpu_before, own_before) = (server.cpu_ms(), cpu_ms("self"));
         let busy_job = start_job(&addr, release, &busy_env);
         let started = Instant::now();
         let followers: Vec<_> = follower_clients
@@ -343,6 +344,7 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
             .await
             .expect("the loaded reads end in time");
         let loaded_cpu = server.cpu_ms() - cpu_before;
+        let loaded_own = cpu_ms("self") - own_before;
         let load_during = loadavg();
         assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
         assert!(
@@ -376,11 +378,11 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
 
         println!("load average before: {load_before}; after the loaded reads: {load_during}");
         println!(
-            "baseline ({READERS} readers x {rounds} x 2 GETs, no deployment, no SSE): {}; deployd CPU {baseline_cpu} ms; deployd VmHWM {baseline_hwm} KiB",
+            "baseline ({READERS} readers x {rounds} x 2 GETs, no deployment, no SSE): {}; deployd CPU {baseline_cpu} ms (load generator {baseline_own} ms); deployd VmHWM {baseline_hwm} KiB",
             baseline.summary()
         );
         println!(
-            "loaded ({READERS} readers x {rounds} x 2 GETs, {FOLLOWERS} SSE followers, a deployment running): {}; deployd CPU {loaded_cpu} ms; job read active {} of {}",
+            "loaded ({READERS} readers x {rounds} x 2 GETs, {FOLLOWERS} SSE followers, a deployment running): {}; deployd CPU {loaded_cpu} ms (load generator {loaded_own} ms); job read active {} of {}",
             loaded.summary(),
             loaded.job_active,
             READERS * rounds
