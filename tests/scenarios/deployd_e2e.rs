@@ -137,6 +137,16 @@ fn assert_each_attempt_ran_once(job: &Value, events: &[Value]) {
     }
 }
 
+/// A child process (`deployctl jobs watch`) that does not outlive a failed test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The job id `deploy` printed: `job <id>: …` on the first line (table output).
 fn job_id_of(stdout: &str) -> String {
     stdout
@@ -246,11 +256,13 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         .unwrap()
         .to_owned();
     let watch_out = data.path().join("watch.jsonl");
-    let mut watcher = ctl_command(&addr, &["jobs", "watch", &v2_job, "--output", "json"])
-        .stdout(std::fs::File::create(&watch_out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watcher = KillOnDrop(
+        ctl_command(&addr, &["jobs", "watch", &v2_job, "--output", "json"])
+            .stdout(std::fs::File::create(&watch_out).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Wait (bounded) for the task to be verifying: deployed, inside its soak.
     let started = Instant::now();
     let before_kill = loop {
@@ -285,11 +297,10 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
     let again = Deployd::start(data.path(), port, &hosts.known_hosts(), &env);
     let started = Instant::now();
     let code = loop {
-        if let Some(status) = watcher.try_wait().unwrap() {
+        if let Some(status) = watcher.0.try_wait().unwrap() {
             break status.code();
         }
         if started.elapsed() > Duration::from_secs(120) {
-            let _ = watcher.kill();
             panic!(
                 "jobs watch did not end within 120 s of the restart: {}\n{}",
                 std::fs::read_to_string(&watch_out).unwrap(),
@@ -300,7 +311,7 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
     };
     let watched = json_lines(&std::fs::read(&watch_out).unwrap());
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut watcher.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut watcher.0.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(code, Some(0), "{watched:#?}\n{stderr}");
     let end = watched.last().unwrap();
     assert_eq!(end["event"], "end");
