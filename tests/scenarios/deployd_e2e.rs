@@ -354,6 +354,12 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         .unwrap()
         .unix_millis();
     assert!(started_ms < killed_at, "{started_at} after the kill");
+    // The task's log: one deploy (before the kill), one health verdict (after the restart).
+    let logs = ctl(&again.addr, &["logs", task_id]);
+    assert_eq!(logs.status.code(), Some(0), "{logs:?}");
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert_eq!(logs.matches("pulling ").count(), 1, "{logs}");
+    assert_eq!(logs.matches("healthy after ").count(), 1, "{logs}");
     // The table view shows the same.
     let shown = ctl(&again.addr, &["jobs", "show", &v2_job]);
     let shown = String::from_utf8_lossy(&shown.stdout);
