@@ -8,5 +8,8 @@
 )]
 
 mod cli;
+mod deployd_e2e;
+mod deployd_proc;
 mod engine_e2e;
+mod load;
 mod tidy;

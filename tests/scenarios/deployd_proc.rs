@@ -1,0 +1,276 @@
+//! The `deployd` and `deployctl` binaries as child processes, for the real-process scenarios (`deployd_e2e`, `load`).
+//!
+//! Like `cli.rs` (whose helpers are private to it), the binaries are built with
+//! `cargo build -p deployd -p deployctl` next to this test binary. Setting
+//! `DEPLOY_TESTS_DEPLOYD` to a `deployd` executable (say `target/release/deployd`,
+//! built with `cargo build --release -p deployd`) runs that one instead; the load
+//! figures in docs/benchmarks.md are taken that way.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use deploy_testkit::http_get;
+use serde_json::Value;
+
+/// The admin token every scenario presets (`DEPLOYD_ADMIN_TOKEN`).
+pub(crate) const ADMIN_TOKEN: &str = "dpl_scenario-admin-token-0123456789abcdef";
+
+/// `target/<profile>`, the folder of this test binary's `deps/`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Builds deployd and deployctl once per test process (a no-op when they are fresh).
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = bin_dir();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--locked", "-p", "deployd", "-p", "deployctl"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "cargo build -p deployd -p deployctl failed"
+        );
+        let deployd = match std::env::var_os("DEPLOY_TESTS_DEPLOYD") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                assert!(
+                    path.is_file(),
+                    "DEPLOY_TESTS_DEPLOYD={} is not a file",
+                    path.display()
+                );
+                path
+            }
+            None => dir.join("deployd"),
+        };
+        (deployd, dir.join("deployctl"))
+    })
+}
+
+/// The deployd executable the scenarios run (debug, or `DEPLOY_TESTS_DEPLOYD`).
+pub(crate) fn deployd_path() -> &'static Path {
+    &binaries().0
+}
+
+/// A running `deployd`; killed on drop.
+pub(crate) struct Deployd {
+    child: Child,
+    pub(crate) addr: String,
+    stderr: PathBuf,
+}
+
+impl Deployd {
+    /// Starts deployd on `127.0.0.1:port` with its SQLite database under `data/db`,
+    /// the admin token [`ADMIN_TOKEN`], `known_hosts` for SSH targets and `env` added
+    /// to its environment; waits (bounded) until `/healthz` answers.
+    pub(crate) fn start(data: &Path, port: u16, known_hosts: &Path, env: &[(&str, &str)]) -> Self {
+        let (deployd, _) = binaries();
+        let addr = format!("127.0.0.1:{port}");
+        let stderr = data.join("deployd-stderr.txt");
+        let mut cmd = Command::new(deployd);
+        cmd.args(["--listen", &addr, "--data-dir"])
+            .arg(data.join("db"))
+            .arg("--known-hosts")
+            .arg(known_hosts)
+            .env_remove("DEPLOYD_CONFIG")
+            .env_remove("DEPLOYD_DATABASE_URL")
+            .env("DEPLOYD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .current_dir(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&stderr)
+                    .unwrap(),
+            );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("deployd starts");
+        // Bounded wait for /healthz: 300 x 100 ms.
+        for _ in 0..300 {
+            if let Ok((200, _)) = http_get(&addr, "/healthz") {
+                return Self {
+                    child,
+                    addr,
+                    stderr,
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "deployd exited with {status} before serving: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("deployd did not answer /healthz on {addr} within 30 s");
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// deployd's log so far (all starts on this data dir).
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// `VmHWM` (peak resident set) and `VmRSS` of the process, in KiB, from `/proc/<pid>/status`.
+    pub(crate) fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/<pid>/status: {status}"))
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    /// CPU time (user + system) deployd has used so far, in ms.
+    pub(crate) fn cpu_ms(&self) -> u64 {
+        cpu_ms(&self.pid().to_string())
+    }
+
+    /// SIGKILL: no shutdown, no lease released, in-flight work cut off.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{status}"
+        );
+    }
+
+    /// SIGTERM, then a bounded wait for a clean exit.
+    pub(crate) fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "deployd exited with {status} on SIGTERM");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("deployd did not stop within 60 s of SIGTERM");
+    }
+}
+
+impl Drop for Deployd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `deployctl` command against `addr` with the admin token, not yet run.
+pub(crate) fn ctl_command(addr: &str, args: &[&str]) -> Command {
+    let (_, deployctl) = binaries();
+    let mut cmd = Command::new(deployctl);
+    cmd.args(args)
+        .env("DEPLOYCTL_SERVER", format!("http://{addr}"))
+        .env("DEPLOYCTL_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `deployctl args…` to its end.
+pub(crate) fn ctl(addr: &str, args: &[&str]) -> Output {
+    ctl_command(addr, args).output().expect("deployctl runs")
+}
+
+/// Runs `deployctl args… --output json`, expects exit 0 and returns the JSON.
+pub(crate) fn ok_json(addr: &str, args: &[&str]) -> Value {
+    let out = ctl(addr, &[args, &["--output", "json"]].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "deployctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The JSON lines `deployctl … --output json` printed (`jobs watch`, `deploy --follow`).
+pub(crate) fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `POST path` with a JSON body and the admin token, over plain HTTP/1.1 (for what
+/// deployctl cannot send): the status and the JSON answer.
+pub(crate) fn api_post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// CPU time (user + system) process `pid` (or `self`) has used so far, in ms, from `/proc/<pid>/stat`.
+pub(crate) fn cpu_ms(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields[10] + fields[11];
+    let per_second: u64 = deploy_testkit::run_checked("getconf", &["CLK_TCK"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    ticks * 1000 / per_second
+}
