@@ -3,7 +3,7 @@
 //! Loopback only, bounded in count (every reader makes 5 pairs of requests, `DEPLOY_LOAD_ROUNDS` to change)
 //! and in time (every phase under a timeout). The deployment is real: an sshd
 //! host on the Docker Engine, the v1 test image, a command health check with a
-//! soak of `SOAK_MS`, so the job runs for several seconds while the readers read.
+//! soak of `soak_ms()`, so the job runs for several seconds while the readers read.
 //!
 //! Asserted: every response is 2xx, the job was running while it was read, and
 //! every SSE follower received the job's whole event log, once and in order, and
@@ -32,8 +32,17 @@ fn rounds() -> usize {
         .map_or(5, |r| r.parse().expect("DEPLOY_LOAD_ROUNDS is a number"))
         .clamp(1, 50)
 }
-/// The deployment's soak, which keeps it running while it is read.
-const SOAK_MS: u64 = 6_000;
+/// The deployment's soak, which keeps it running while it is read
+/// (`DEPLOY_LOAD_SOAK_MS`, default 15 s: long enough that the reads of a debug
+/// build on a busy CI machine still overlap the deployment).
+fn soak_ms() -> u64 {
+    std::env::var("DEPLOY_LOAD_SOAK_MS")
+        .ok()
+        .map_or(15_000, |r| {
+            r.parse().expect("DEPLOY_LOAD_SOAK_MS is a number")
+        })
+        .clamp(1_000, 120_000)
+}
 /// Upper bound of each phase.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -300,7 +309,7 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
     // Two environments on the one host, each with its own container: the baseline's job
     // and the loaded one both start a fresh container (no old one to stop).
     let quiet_env = environment(&addr, "quiet", &hosts, &format!("{prefix}q-"), 0);
-    let busy_env = environment(&addr, "busy", &hosts, &format!("{prefix}b-"), SOAK_MS);
+    let busy_env = environment(&addr, "busy", &hosts, &format!("{prefix}b-"), soak_ms());
     let (status, release) = api_post(
         &addr,
         "/api/v1/releases",
