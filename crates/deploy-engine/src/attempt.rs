@@ -88,6 +88,7 @@ async fn attempt(
                     image: c.image.clone(),
                     publish: Vec::new(),
                     args: Vec::new(),
+                    keep_previous_running: false,
                 })
             }
             None => None,
