@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use deploy_core::{
-    Component, ComponentId, DeploymentJob, Environment, GeneratedArtifact, Name, Release, Target,
-    TargetId,
+    Component, ComponentId, DeploymentJob, Environment, GeneratedArtifact, Name, Release, Strategy,
+    Target, TargetId,
 };
 use deploy_store::{Store, StoreError};
 
@@ -14,6 +14,7 @@ pub(crate) struct JobContext {
     pub release: Release,
     pub targets: BTreeMap<TargetId, Target>,
     pub artifacts: Vec<GeneratedArtifact>,
+    pub strategy: Strategy,
 }
 
 impl JobContext {
@@ -31,6 +32,7 @@ impl JobContext {
             release,
             targets,
             artifacts: job.artifacts.clone(),
+            strategy: job.strategy.clone(),
         })
     }
 
