@@ -7,6 +7,7 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod blue_green;
 mod cli;
 mod engine_e2e;
 mod tidy;

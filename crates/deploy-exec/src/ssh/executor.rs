@@ -629,6 +629,11 @@ impl Executor for SshExecutor {
 
 /// Moves the uploaded `temp` to `path` (the old file kept aside), runs the test and the
 /// reload; on a failure puts the old file back (or removes the new one) and reloads that.
+/// `nginx -s reload` only signals the master: the script then waits (3 s at most) until
+/// the reload is applied, read from the process table: a master that has new worker
+/// processes and none of its old ones still active (each old one is gone or titled
+/// "worker process is shutting down", which nginx sets as it closes its listening
+/// sockets), so that new connections reach only the new config.
 fn switch_script(path: &str, temp: &str, switch: &TrafficSwitch) -> String {
     let q_path = sh_quote(path);
     let q_temp = sh_quote(temp);
@@ -638,7 +643,22 @@ fn switch_script(path: &str, temp: &str, switch: &TrafficSwitch) -> String {
     format!(
         "if [ -e {q_path} ]; then cp -p -- {q_path} {q_backup} || {{ rm -f -- {q_temp}; exit 1; }}; had=1; else had=0; fi\n\
          mv -f -- {q_temp} {q_path} || exit 1\n\
-         if {test} >&2 && {reload} >&2; then rm -f -- {q_backup}; exit 0; fi\n\
+         workers() {{ ps -eo pid=,ppid=,args= 2>/dev/null | awk '$3 == \"nginx:\" && $4 == \"worker\" {{ print $1, $2, ($7 == \"shutting\" ? \"q\" : \"a\") }}'; }}\n\
+         before=\"$(workers)\"\n\
+         if {test} >&2 && {reload} >&2; then\n\
+         \x20 rm -f -- {q_backup}\n\
+         \x20 i=0; while [ $i -lt 60 ]; do\n\
+         \x20   applied=$(printf '%s\\n--\\n%s\\n' \"$before\" \"$(workers)\" | awk '\n\
+         \x20     $0 == \"--\" {{ now = 1; next }}\n\
+         \x20     !now {{ if (NF) old[$1] = 1; next }}\n\
+         \x20     !($1 in old) {{ reloaded[$2] = 1; next }}\n\
+         \x20     $3 == \"a\" {{ active[$2] = 1 }}\n\
+         \x20     END {{ n = 0; for (m in reloaded) {{ n++; if (m in active) {{ print \"no\"; exit }} }} print (n ? \"yes\" : \"no\") }}')\n\
+         \x20   [ \"$applied\" = yes ] && exit 0\n\
+         \x20   sleep 0.05; i=$((i+1))\n\
+         \x20 done\n\
+         \x20 echo 'nginx did not show the reload applied within 3 s (new workers, old ones shutting down)' >&2; exit 0\n\
+         fi\n\
          echo 'the proxy refused the new config; the previous one is put back' >&2\n\
          if [ $had = 1 ]; then mv -f -- {q_backup} {q_path}; else rm -f -- {q_path}; fi\n\
          {test} >/dev/null 2>&1 && {reload} >/dev/null 2>&1\n\
