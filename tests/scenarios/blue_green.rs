@@ -309,15 +309,21 @@ async fn a_blue_green_v1_to_v2_cut_over_fails_no_request_and_keeps_blue_until_co
     // The answers switch from v1 to v2 (an nginx reload hands new connections to new
     // workers at once; old workers finish theirs, still on blue, which still runs).
     let seen = phases(&samples);
+    let first_v2 = samples.iter().find(|s| s.2 == "v2").unwrap().0;
+    let last_v1 = samples.iter().rev().find(|s| s.2 == "v1").unwrap().0;
     println!(
-        "blue-green v1 -> v2: {} requests through nginx, none failed; answers in order {seen:?}",
-        samples.len()
+        "blue-green v1 -> v2: {} requests through nginx, none failed; answers in order {seen:?}; \
+         both versions answered for {} ms while the reload was applied",
+        samples.len(),
+        last_v1.saturating_sub(first_v2)
     );
     assert_eq!(seen.first().map(String::as_str), Some("v1"), "{seen:?}");
     assert_eq!(seen.last().map(String::as_str), Some("v2"), "{seen:?}");
-    let first_v2 = samples.iter().find(|s| s.2 == "v2").unwrap().0;
     let completed = w.completed_at(&v2).await;
-    assert!(first_v2 <= completed, "traffic switched after completion");
+    assert!(
+        last_v1 < completed,
+        "blue still answered at {last_v1}, after the job completed at {completed}"
+    );
 
     // Blue (v1, as `-previous`) runs beside green from the cut-over until the job
     // completed, and is stopped once it has (kept, stopped, for a fast rollback).
