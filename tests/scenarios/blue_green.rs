@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deploy_core::testing::{approved_promotion, component_id, environment, release_id, ssh_target, ts};
 use deploy_core::{
     CommandSpec, Component, Connection, CredentialRef, DeploymentJob, ExecutionModel,
-    HealthCheck, HealthCheckConfig, Host, HostKeyPolicy, IdempotencyKey, ImageRef, JobStatus,
+    HealthCheck, HealthCheckConfig, Hooks, Host, HostKeyPolicy, IdempotencyKey, ImageRef, JobStatus,
     Labels, Name, Release, RetryBackoff, SshConnection, Strategy, Target, TargetType, UnixPath,
     Username,
 };
@@ -39,13 +39,14 @@ fn now_ms() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
-/// One host behind nginx; `post_deploy` is the environment's post-deploy hook.
-struct World {
+/// One host behind nginx, on an environment with hooks (also used by `hooks.rs`).
+pub(crate) struct World {
     _cleanup: ContainerCleanup,
-    container: String,
+    pub(crate) prefix: String,
+    pub(crate) container: String,
     engine: Engine,
-    store: Arc<dyn Store>,
-    images: TestImages,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) images: TestImages,
     nginx: Nginx,
     _registry: Registry,
     _hosts: SshdHosts,
@@ -53,8 +54,8 @@ struct World {
 }
 
 impl World {
-    /// `post_deploy` gets nginx's port as its argument.
-    async fn start(test: &str, post_deploy: impl FnOnce(u16) -> Option<Vec<String>>) -> Self {
+    /// `hooks` gets nginx's port as its argument.
+    pub(crate) async fn start(test: &str, hooks: impl FnOnce(u16) -> Hooks) -> Self {
         let prefix = format!("bg{test}{}", std::process::id());
         let cleanup = ContainerCleanup::new(&prefix);
         let hosts = SshdHosts::start(1).unwrap();
@@ -68,8 +69,7 @@ impl World {
                 .unwrap(),
         );
         let mut env = environment("prod");
-        env.hooks.post_deploy =
-            post_deploy(nginx.port()).map(|argv| CommandSpec::new(argv).unwrap());
+        env.hooks = hooks(nginx.port());
         store.put_environment(&env).await.unwrap();
         let container = format!("{prefix}-h1-web");
         store
@@ -95,6 +95,7 @@ impl World {
         let engine = Engine::new(store.clone(), executors, config, Arc::new(SystemClock)).unwrap();
         Self {
             _cleanup: cleanup,
+            prefix,
             container,
             engine,
             store,
@@ -108,6 +109,18 @@ impl World {
 
     /// Runs a blue-green job of release `n` (`image`) to its end.
     async fn run(&self, n: u64, image: &str, auto_rollback: bool) -> DeploymentJob {
+        self.run_with(n, image, Strategy::BlueGreen, auto_rollback)
+            .await
+    }
+
+    /// Runs a job of release `n` (`image`) with `strategy` to its end.
+    pub(crate) async fn run_with(
+        &self,
+        n: u64,
+        image: &str,
+        strategy: Strategy,
+        auto_rollback: bool,
+    ) -> DeploymentJob {
         let release = Release::new(
             release_id(n),
             name(&format!("r{n}")),
@@ -124,7 +137,7 @@ impl World {
         self.store.put_promotion(&p).await.unwrap();
         let mut request =
             JobRequest::new(p.id, IdempotencyKey::parse(&format!("bg-{n}")).unwrap());
-        request.strategy = Strategy::BlueGreen;
+        request.strategy = strategy;
         request.parallelism = NonZeroU32::new(1).unwrap();
         request.failure_policy.auto_rollback = auto_rollback;
         let job = self.engine.create_job(&request).await.unwrap().value;
@@ -135,7 +148,7 @@ impl World {
     }
 
     /// `docker inspect --format <format>` of `container`, trimmed ("" when it does not exist).
-    fn inspect(container: &str, format: &str) -> String {
+    pub(crate) fn inspect(container: &str, format: &str) -> String {
         deploy_testkit::run_checked("docker", &["inspect", "--format", format, container])
             .map(|s| s.trim().to_owned())
             .unwrap_or_default()
@@ -290,7 +303,7 @@ fn assert_no_failed_request(samples: &[Sample]) {
     reason = "the test reports the request counts (nextest --no-capture shows them)"
 )]
 async fn a_blue_green_v1_to_v2_cut_over_fails_no_request_and_keeps_blue_until_completion() {
-    let w = World::start("cut", |_| None).await;
+    let w = World::start("cut", |_| Hooks::default()).await;
     let v1 = w.run(1, &w.images.v1, false).await;
     assert_eq!(v1.status, JobStatus::Completed, "{:?}", v1.failure_reason);
     let v1_digest = ImageRef::parse(&w.images.v1).unwrap().digest().to_string();
@@ -369,14 +382,18 @@ async fn a_blue_green_v1_to_v2_cut_over_fails_no_request_and_keeps_blue_until_co
 async fn a_failure_after_the_cut_over_cuts_back_to_blue_without_redeploying() {
     // The post-deploy hook is a smoke test through nginx that only accepts v1: it passes
     // for release 1 and fails after release 2's cut-over (any later failure would do).
-    let w = World::start("back", |port| {
-        Some(vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            format!(
-                "/bin/busybox wget -q -O- http://127.0.0.1:{port}/version | /bin/busybox grep -qx v1"
-            ),
-        ])
+    let w = World::start("back", |port| Hooks {
+        pre_deploy: None,
+        post_deploy: Some(
+            CommandSpec::new(vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "/bin/busybox wget -q -O- http://127.0.0.1:{port}/version | /bin/busybox grep -qx v1"
+                ),
+            ])
+            .unwrap(),
+        ),
     })
     .await;
     let v1 = w.run(1, &w.images.v1, false).await;

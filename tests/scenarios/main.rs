@@ -10,4 +10,5 @@
 mod blue_green;
 mod cli;
 mod engine_e2e;
+mod hooks;
 mod tidy;
