@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deploy_core::testing::{approved_promotion, component_id, environment, release_id, ssh_target, ts};
+use deploy_core::testing::{
+    approved_promotion, component_id, environment, release_id, ssh_target, ts,
+};
 use deploy_core::{
-    CommandSpec, Component, Connection, CredentialRef, DeploymentJob, ExecutionModel,
-    HealthCheck, HealthCheckConfig, Hooks, Host, HostKeyPolicy, IdempotencyKey, ImageRef, JobStatus,
-    Labels, Name, Release, RetryBackoff, SshConnection, Strategy, Target, TargetType, UnixPath,
-    Username,
+    CommandSpec, Component, Connection, CredentialRef, DeploymentJob, ExecutionModel, HealthCheck,
+    HealthCheckConfig, Hooks, Host, HostKeyPolicy, IdempotencyKey, ImageRef, JobStatus, Labels,
+    Name, Release, RetryBackoff, SshConnection, Strategy, Target, TargetType, UnixPath, Username,
 };
 use deploy_engine::{
     CONTAINER_PREFIX_LABEL, Engine, EngineConfig, JobRequest, NGINX_COMMAND_LABEL,
@@ -36,7 +37,13 @@ fn name(s: &str) -> Name {
 }
 
 fn now_ms() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 /// One host behind nginx, on an environment with hooks (also used by `hooks.rs`).
@@ -135,8 +142,7 @@ impl World {
         self.store.put_release(&release).await.unwrap();
         let p = approved_promotion(n, release.id);
         self.store.put_promotion(&p).await.unwrap();
-        let mut request =
-            JobRequest::new(p.id, IdempotencyKey::parse(&format!("bg-{n}")).unwrap());
+        let mut request = JobRequest::new(p.id, IdempotencyKey::parse(&format!("bg-{n}")).unwrap());
         request.strategy = strategy;
         request.parallelism = NonZeroU32::new(1).unwrap();
         request.failure_policy.auto_rollback = auto_rollback;
@@ -201,7 +207,16 @@ fn target(hosts: &SshdHosts, prefix: &str, container: &str, nginx: &Nginx) -> Ta
     ]))
     .unwrap();
     let url = format!("http://127.0.0.1:{IMAGE_HTTP_PORT}/health");
-    let argv = ["docker", "exec", container, "/bin/busybox", "wget", "-q", "-O-", &url];
+    let argv = [
+        "docker",
+        "exec",
+        container,
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O-",
+        &url,
+    ];
     let mut health = HealthCheckConfig::new(HealthCheck::Command {
         command: CommandSpec::new(argv.iter().map(|s| (*s).to_owned()).collect()).unwrap(),
     });
@@ -399,7 +414,12 @@ async fn a_failure_after_the_cut_over_cuts_back_to_blue_without_redeploying() {
     let v1 = w.run(1, &w.images.v1, false).await;
     let log = w.store.read_log(v1.tasks[0].id, 0, 100).await.unwrap();
     let text: String = log.iter().map(|c| c.content.clone() + "\n").collect();
-    assert_eq!(v1.status, JobStatus::Completed, "{:?}\n{text}", v1.failure_reason);
+    assert_eq!(
+        v1.status,
+        JobStatus::Completed,
+        "{:?}\n{text}",
+        v1.failure_reason
+    );
     let blue_id = World::inspect(&w.container, "{{.Id}}");
     let blue_started = World::inspect(&w.container, "{{.State.StartedAt}}");
 

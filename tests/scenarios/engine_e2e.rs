@@ -325,7 +325,11 @@ async fn broken_release_rolls_back(w: &World, n: u64) -> (DeploymentJob, Mttr) {
         event("verify")
     );
     // The instant revert: the kept v1 container was started again, no new container.
-    let log = w.store.read_log(rollback.tasks[0].id, 0, 100).await.unwrap();
+    let log = w
+        .store
+        .read_log(rollback.tasks[0].id, 0, 100)
+        .await
+        .unwrap();
     let text: String = log.iter().map(|c| c.content.as_str()).collect();
     assert!(text.contains("started again and swapped in"), "{text}");
     let mttr = Mttr {

@@ -21,7 +21,9 @@ async fn a_failing_pre_deploy_hook_fails_the_task_without_touching_the_running_c
         post_deploy: Some(sh("echo post-deploy: smoke test passed".to_owned())),
     })
     .await;
-    let v1 = w.run_with(1, &w.images.v1, Strategy::AllAtOnce, false).await;
+    let v1 = w
+        .run_with(1, &w.images.v1, Strategy::AllAtOnce, false)
+        .await;
     assert_eq!(v1.status, JobStatus::Completed, "{:?}", v1.failure_reason);
     let log = w.store.read_log(v1.tasks[0].id, 0, 100).await.unwrap();
     let text: String = log.iter().map(|c| c.content.clone() + "\n").collect();
@@ -36,7 +38,9 @@ async fn a_failing_pre_deploy_hook_fails_the_task_without_touching_the_running_c
     let started = World::inspect(&w.container, "{{.State.StartedAt}}");
 
     std::fs::write(&block, "maintenance").unwrap();
-    let v2 = w.run_with(2, &w.images.v2, Strategy::AllAtOnce, false).await;
+    let v2 = w
+        .run_with(2, &w.images.v2, Strategy::AllAtOnce, false)
+        .await;
     let _ = std::fs::remove_file(&block);
     assert_eq!(v2.status, JobStatus::Failed);
     let task = &v2.tasks[0];
@@ -56,7 +60,10 @@ async fn a_failing_pre_deploy_hook_fails_the_task_without_touching_the_running_c
         text.contains("pre-deploy: maintenance in progress"),
         "{text}"
     );
-    assert!(!text.contains("pulling"), "the executor was reached: {text}");
+    assert!(
+        !text.contains("pulling"),
+        "the executor was reached: {text}"
+    );
     // The running container was not touched: same container, never restarted, still v1,
     // and no v2 container was started beside it.
     assert_eq!(World::inspect(&w.container, "{{.Id}}"), id);
@@ -72,9 +79,11 @@ async fn a_failing_pre_deploy_hook_fails_the_task_without_touching_the_running_c
         World::inspect(&w.container, "{{index .Config.Labels \"stella.digest\"}}"),
         v1_digest
     );
-    let ps = deploy_testkit::run_checked("docker", &["ps", "-a", "--format", "{{.Names}}"]).unwrap();
+    let ps =
+        deploy_testkit::run_checked("docker", &["ps", "-a", "--format", "{{.Names}}"]).unwrap();
     assert!(
-        !ps.lines().any(|n| n.starts_with(&w.prefix) && n.ends_with("-next")),
+        !ps.lines()
+            .any(|n| n.starts_with(&w.prefix) && n.ends_with("-next")),
         "{ps}"
     );
 }

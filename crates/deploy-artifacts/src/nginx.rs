@@ -327,19 +327,38 @@ mod tests {
 
     #[test]
     fn a_caller_built_routing_is_checked_and_rendered_with_the_live_colour() {
-        let green_live =
-            render_routing("cut-over", &routing("127.0.0.1:40002"), Traffic::all_to(Colour::Green))
-                .unwrap();
-        assert!(green_live.contains("    server 127.0.0.1:40002 weight=100; # green\n"), "{green_live}");
+        let green_live = render_routing(
+            "cut-over",
+            &routing("127.0.0.1:40002"),
+            Traffic::all_to(Colour::Green),
+        )
+        .unwrap();
+        assert!(
+            green_live.contains("    server 127.0.0.1:40002 weight=100; # green\n"),
+            "{green_live}"
+        );
         assert!(!green_live.contains("40001"), "{green_live}");
         assert!(green_live.contains("listen 8081;"), "{green_live}");
-        let blue_live =
-            render_routing("cut back", &routing("127.0.0.1:40002"), Traffic::all_to(Colour::Blue))
-                .unwrap();
-        assert!(blue_live.contains("    server 127.0.0.1:40001 weight=100; # blue\n"), "{blue_live}");
-        let err = render_routing("x", &routing("127.0.0.1:1; evil"), Traffic::all_to(Colour::Green))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("http.routes[0].green") && err.contains("127.0.0.1:1; evil"), "{err}");
+        let blue_live = render_routing(
+            "cut back",
+            &routing("127.0.0.1:40002"),
+            Traffic::all_to(Colour::Blue),
+        )
+        .unwrap();
+        assert!(
+            blue_live.contains("    server 127.0.0.1:40001 weight=100; # blue\n"),
+            "{blue_live}"
+        );
+        let err = render_routing(
+            "x",
+            &routing("127.0.0.1:1; evil"),
+            Traffic::all_to(Colour::Green),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("http.routes[0].green") && err.contains("127.0.0.1:1; evil"),
+            "{err}"
+        );
     }
 }

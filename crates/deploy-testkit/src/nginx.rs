@@ -34,8 +34,10 @@ impl Nginx {
         let port = free_port()?;
         let prefix = dir.path();
         for sub in ["conf.d", "tmp", "logs"] {
-            std::fs::create_dir_all(prefix.join(sub))
-                .map_err(TestkitError::io(format!("create {}/{sub}", prefix.display())))?;
+            std::fs::create_dir_all(prefix.join(sub)).map_err(TestkitError::io(format!(
+                "create {}/{sub}",
+                prefix.display()
+            )))?;
         }
         let p = prefix.display();
         let conf = format!(
@@ -52,7 +54,11 @@ impl Nginx {
             format!("server {{\n    listen {port};\n    return 503;\n}}\n"),
         )
         .map_err(TestkitError::io("write conf.d/stella.conf"))?;
-        let ids = if is_root() { Some(user_ids(user)?) } else { None };
+        let ids = if is_root() {
+            Some(user_ids(user)?)
+        } else {
+            None
+        };
         if let Some((uid, gid)) = ids {
             chown_tree(prefix, uid, gid)?;
         }

@@ -14,10 +14,16 @@ use crate::{
 
 fn proxy_labels(t: &mut Target) {
     t.labels = Labels::new(BTreeMap::from([
-        (NGINX_INCLUDE_LABEL.to_owned(), "/etc/nginx/conf.d/stella.conf".to_owned()),
+        (
+            NGINX_INCLUDE_LABEL.to_owned(),
+            "/etc/nginx/conf.d/stella.conf".to_owned(),
+        ),
         (NGINX_UPSTREAM_PORT_LABEL.to_owned(), "8080".to_owned()),
         (NGINX_LISTEN_LABEL.to_owned(), "8081".to_owned()),
-        (NGINX_COMMAND_LABEL.to_owned(), "/usr/sbin/nginx -p /srv/nginx/".to_owned()),
+        (
+            NGINX_COMMAND_LABEL.to_owned(),
+            "/usr/sbin/nginx -p /srv/nginx/".to_owned(),
+        ),
     ]))
     .unwrap();
 }
@@ -27,7 +33,15 @@ async fn fixture() -> Fixture {
     let mut env = environment("prod");
     env.hooks.post_deploy = Some(CommandSpec::new(vec!["smoke".into()]).unwrap());
     let dir = deploy_testkit::temp_dir("engine-bg-").unwrap();
-    Fixture::open_with(2, dir, Arc::new(FakeWorld::default()), true, env, proxy_labels).await
+    Fixture::open_with(
+        2,
+        dir,
+        Arc::new(FakeWorld::default()),
+        true,
+        env,
+        proxy_labels,
+    )
+    .await
 }
 
 async fn blue_green(f: &Fixture, n: u64, d: Digest, auto_rollback: bool) -> DeploymentJob {
@@ -144,9 +158,9 @@ async fn a_failure_after_the_cut_over_cuts_back_to_blue_and_rolls_back_to_the_ru
     );
     let failed = f.store.job_events(v2.id, 0, 1000).await.unwrap();
     assert!(
-        failed
-            .iter()
-            .any(|e| e.event == "fail" && e.cause.contains("post-deploy hook exited 1 after the cut-over")),
+        failed.iter().any(|e| e.event == "fail"
+            && e.cause
+                .contains("post-deploy hook exited 1 after the cut-over")),
         "{failed:#?}"
     );
     for i in 0..2 {

@@ -227,7 +227,10 @@ pub fn revert_script(name: &Name, digest: &Digest, settle: Duration, old: OldCon
 pub fn published_script(name: &Name, port: u16) -> String {
     let port = format!("{port}/tcp");
     let mut lines = Vec::new();
-    for (role, container) in [("current", name.to_string()), ("previous", previous_name(name))] {
+    for (role, container) in [
+        ("current", name.to_string()),
+        ("previous", previous_name(name)),
+    ] {
         let q = sh_quote(&container);
         let q_port = sh_quote(&port);
         lines.push(format!(
@@ -278,9 +281,15 @@ mod tests {
     fn published_output_is_parsed() {
         assert_eq!(
             parse_published("current 127.0.0.1:49153\nprevious 127.0.0.1:49154\n"),
-            (Some("127.0.0.1:49153".to_owned()), Some("127.0.0.1:49154".to_owned()))
+            (
+                Some("127.0.0.1:49153".to_owned()),
+                Some("127.0.0.1:49154".to_owned())
+            )
         );
-        assert_eq!(parse_published("current 127.0.0.1:1\n"), (Some("127.0.0.1:1".to_owned()), None));
+        assert_eq!(
+            parse_published("current 127.0.0.1:1\n"),
+            (Some("127.0.0.1:1".to_owned()), None)
+        );
         assert_eq!(parse_published(""), (None, None));
     }
 
@@ -324,8 +333,16 @@ mod tests {
             OldContainer::KeepRunning,
         );
         assert!(!kept.contains("docker stop"), "{kept}");
-        let revert = revert_script(&n, &digest(2), Duration::from_millis(100), OldContainer::KeepRunning);
-        assert!(revert.contains("docker rename 'web-previous' 'web-next'"), "{revert}");
+        let revert = revert_script(
+            &n,
+            &digest(2),
+            Duration::from_millis(100),
+            OldContainer::KeepRunning,
+        );
+        assert!(
+            revert.contains("docker rename 'web-previous' 'web-next'"),
+            "{revert}"
+        );
         assert!(revert.contains("docker start 'web-next'"), "{revert}");
         assert!(revert.contains("sleep 0.100"), "{revert}");
         assert!(!revert.contains("docker run"), "{revert}");

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use crate::errors::ExecError;
 use crate::executor::{
-    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor,
-    Published, TrafficSwitch,
+    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor, Published,
+    TrafficSwitch,
 };
 use crate::quote::{sh_join, sh_quote};
 use crate::secrets::SecretsProvider;
@@ -236,7 +236,15 @@ impl SshExecutor {
         // The instant revert: the kept `-previous` served this digest before.
         let revert =
             docker_host::revert_script(&component.name, wanted, self.config.settle_known, old);
-        let reverted = match Self::run(session, &revert, "docker start of the kept previous", ctx, deadline).await {
+        let reverted = match Self::run(
+            session,
+            &revert,
+            "docker start of the kept previous",
+            ctx,
+            deadline,
+        )
+        .await
+        {
             Ok(out) if out.exit_status == 0 => true,
             Ok(out) if out.exit_status == docker_host::EXIT_REVERT_UNAVAILABLE => {
                 if !out.stderr_tail.trim().is_empty() {
@@ -248,7 +256,13 @@ impl SshExecutor {
                 }
                 false
             }
-            Ok(out) => return fail(Self::failed(session, "docker start of the kept previous", &out)),
+            Ok(out) => {
+                return fail(Self::failed(
+                    session,
+                    "docker start of the kept previous",
+                    &out,
+                ));
+            }
             Err(e) => return fail(e),
         };
         if reverted {
@@ -589,7 +603,8 @@ impl Executor for SshExecutor {
         let connected = self.connect(ssh, deadline).await?;
         let ctx = Self::redacting(ctx, &connected);
         let session = connected.session.as_ref();
-        ctx.log.line(&format!("uploading the proxy config to {path}"));
+        ctx.log
+            .line(&format!("uploading the proxy config to {path}"));
         let temps = session
             .upload(dir, &[(file, switch.content.as_bytes())], &ctx, deadline)
             .await?;

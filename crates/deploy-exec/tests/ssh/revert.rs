@@ -66,7 +66,9 @@ async fn a_rollback_to_the_kept_previous_starts_it_again_instead_of_a_new_contai
     assert_eq!(version_of(web.as_str()), "v1");
     let lines = logs.lines();
     assert!(
-        lines.iter().any(|l| l.contains("started again and swapped in")),
+        lines
+            .iter()
+            .any(|l| l.contains("started again and swapped in")),
         "{lines:#?}"
     );
     // The pending stop of v1 does not take the revived container down afterwards...
@@ -111,7 +113,10 @@ async fn blue_keeps_running_beside_green_until_retired_and_both_addresses_are_re
         .published(target, web, IMAGE_HTTP_PORT, &c)
         .await
         .unwrap();
-    assert!(only.current.is_some() && only.previous.is_none(), "{only:?}");
+    assert!(
+        only.current.is_some() && only.previous.is_none(),
+        "{only:?}"
+    );
 
     let mut green = docker_request(target, web, &peers.images.v2, 2);
     if let Some(c) = green.component.as_mut() {
