@@ -456,11 +456,21 @@ async fn a_failure_after_the_cut_over_cuts_back_to_blue_without_redeploying() {
         World::inspect(&w.container, "{{.State.StartedAt}}"),
         blue_started
     );
+    // The rollback job re-pointed the proxy at what it restored (blue's unchanged
+    // address) and then retired the failed green.
     let include = std::fs::read_to_string(w.nginx.include_path()).unwrap();
     let blue = deploy_testkit::published_addr(&w.container, IMAGE_HTTP_PORT).unwrap();
     assert!(
-        include.contains(&format!("server {blue} weight=100; # blue")),
+        include.contains(&format!("server {blue} weight=100;")),
         "{include}"
+    );
+    let v2_digest = ImageRef::parse(&w.images.v2).unwrap().digest().to_string();
+    assert_eq!(
+        World::inspect(
+            &w.previous(),
+            "{{.State.Running}} {{index .Config.Labels \"stella.digest\"}}"
+        ),
+        format!("false {v2_digest}")
     );
     let log = w.store.read_log(v2.tasks[0].id, 0, 100).await.unwrap();
     let text: String = log.iter().map(|c| c.content.clone() + "\n").collect();

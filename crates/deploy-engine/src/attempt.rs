@@ -85,7 +85,7 @@ async fn attempt(
                 let c = ctx.component(id)?;
                 // Blue-green: green starts beside blue, which keeps running (and
                 // serving) until the cut-over; the proxy's upstream port is published.
-                let blue_green = crate::bluegreen::is_blue_green(&ctx.strategy);
+                let blue_green = ctx.blue_green;
                 Some(ComponentSpec {
                     name: crate::context::container_name(&target, &c.name)?,
                     image: c.image.clone(),
@@ -176,7 +176,7 @@ async fn attempt(
     }
     // Blue-green runs the post-deploy hook after the cut-over instead (bluegreen::cut_over).
     if let Some(hook) = &ctx.environment.hooks.post_deploy
-        && !crate::bluegreen::is_blue_green(&ctx.strategy)
+        && !ctx.blue_green
         && let Err(why) = run_hook(executor.as_ref(), &target, hook, &exec_ctx, "post-deploy").await
     {
         return fail(inner, tokens, &task, false, &why).await;

@@ -355,7 +355,7 @@ impl Run {
                 .await?;
             }
             Action::VerifyTargets => {
-                let blue_green = bluegreen::is_blue_green(&self.job.strategy);
+                let blue_green = self.ctx.blue_green;
                 let verified = if blue_green {
                     // Cut-over, post-deploy hooks, final verification; cut back on failure.
                     bluegreen::cut_over(&self.inner, &self.ctx, &self.job, &self.cancel).await

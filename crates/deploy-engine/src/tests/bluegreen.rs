@@ -143,19 +143,26 @@ async fn a_failure_after_the_cut_over_cuts_back_to_blue_and_rolls_back_to_the_ru
             "switch host-1 blue blue_running=true".to_owned(),
             "switch host-2 blue blue_running=true".to_owned(),
             // The rollback job puts blue's digest back under the container's name
-            // (the SSH executor starts the kept, still running, blue: no new container).
-            format!("deploy host-1 {d1} keep=false"),
-            format!("deploy host-2 {d1} keep=false"),
-            // The rollback job's own post-deploy hooks, on v1 again.
+            // (the SSH executor starts the kept, still running, blue: no new
+            // container), keeping green running until the proxy points at blue...
+            format!("deploy host-1 {d1} keep=true"),
+            format!("deploy host-2 {d1} keep=true"),
+            // ...switches to what it deployed (blue's address again), runs the hooks,
+            // and retires the failed green.
+            "switch host-1 green blue_running=true".to_owned(),
+            "switch host-2 green blue_running=true".to_owned(),
             "command host-1 smoke".to_owned(),
             "command host-2 smoke".to_owned(),
+            "retire host-1".to_owned(),
+            "retire host-2".to_owned(),
         ]
     );
     let include = f.world.proxy.lock().unwrap()[&f.target(1)].clone();
     assert!(
-        include.contains(&format!("server {} weight=100; # blue", fake_addr(&d1))),
+        include.contains(&format!("server {} weight=100;", fake_addr(&d1))),
         "{include}"
     );
+    assert!(!include.contains(&fake_addr(&d2)), "{include}");
     let failed = f.store.job_events(v2.id, 0, 1000).await.unwrap();
     assert!(
         failed.iter().any(|e| e.event == "fail"

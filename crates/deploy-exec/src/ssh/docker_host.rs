@@ -212,6 +212,7 @@ pub fn revert_script(name: &Name, digest: &Digest, settle: Duration, old: OldCon
          if [ -e {STOP_MARKER}\"$id\" ]; then\n\
          \x20 docker kill {q_next} >/dev/null 2>&1; i=0\n\
          \x20 while [ -e {STOP_MARKER}\"$id\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
+         \x20 rm -f {STOP_MARKER}\"$id\"\n\
          fi\n\
          if ! docker start {q_next} >/dev/null || ! {running} || ! sleep {settle} || ! {running}; then\n\
          \x20 echo 'the kept previous container did not stay up:' >&2; docker logs --tail 20 {q_next} >&2\n\
