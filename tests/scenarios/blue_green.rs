@@ -231,7 +231,7 @@ fn target(hosts: &SshdHosts, prefix: &str, container: &str, nginx: &Nginx) -> Ta
 type Sample = (u64, u16, String);
 
 /// Requests `/version` through nginx every few ms, and samples blue with `docker
-/// inspect` every 100 ms, until dropped.
+/// inspect` back to back (each takes some tens of ms), until dropped.
 struct Load {
     stop: Arc<AtomicBool>,
     requests: Option<std::thread::JoinHandle<Vec<Sample>>>,
@@ -262,7 +262,7 @@ impl Load {
                     "{{.State.Running}} {{index .Config.Labels \"stella.digest\"}}",
                 );
                 samples.push((now_ms(), state));
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(10));
             }
             samples
         });
@@ -360,6 +360,11 @@ async fn a_blue_green_v1_to_v2_cut_over_fails_no_request_and_keeps_blue_until_co
         .iter()
         .filter(|(at, _)| *at >= first_v2 && *at + 50 < completed)
         .collect();
+    println!(
+        "blue sampled {} times between the first v2 answer and the job's completion",
+        during.len()
+    );
+    assert!(!during.is_empty(), "blue never sampled during the cut-over");
     assert!(
         during.iter().all(|(_, state)| *state == running_v1),
         "{during:?}"
