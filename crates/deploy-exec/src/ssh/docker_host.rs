@@ -193,10 +193,18 @@ pub fn swap_script(spec: &RunSpec<'_>, old: OldContainer) -> String {
 /// The instant revert: the kept `<name>-previous` is on `digest` (it served that digest
 /// before), so it is started again (`docker start`, no `docker run`, no pull) as
 /// `<name>-next`, checked after the short `settle`, and swapped in like a new container.
-/// A pending background stop of it is finished first (killed: it was being stopped
-/// anyway). Exits [`EXIT_REVERT_UNAVAILABLE`] when it is not on `digest` or does not
-/// stay up, with `-previous` as it was (or removed when it could not run).
-pub fn revert_script(name: &Name, digest: &Digest, settle: Duration, old: OldContainer) -> String {
+/// It must also publish every port in `publish` (it was started by an earlier request,
+/// whose ports may differ). A pending background stop of it is finished first (killed:
+/// it was being stopped anyway). Exits [`EXIT_REVERT_UNAVAILABLE`] when it is not on
+/// `digest`, lacks a port, or does not stay up, with `-previous` as it was (or removed
+/// when it could not run).
+pub fn revert_script(
+    name: &Name,
+    digest: &Digest,
+    publish: &[u16],
+    settle: Duration,
+    old: OldContainer,
+) -> String {
     let q_next = sh_quote(&next_name(name));
     let q_prev = sh_quote(&previous_name(name));
     let label = format!("{{{{index .Config.Labels {:?}}}}}", labels::DIGEST);
@@ -204,8 +212,17 @@ pub fn revert_script(name: &Name, digest: &Digest, settle: Duration, old: OldCon
     let q_digest = sh_quote(digest.as_str());
     let running = running_check(&q_next);
     let settle = format!("{:.3}", settle.as_secs_f64());
+    let ports: String = publish
+        .iter()
+        .map(|p| {
+            format!(
+                "docker inspect --type container --format '{{{{json .HostConfig.PortBindings}}}}' {q_prev} | grep -q '\"{p}/tcp\"' || exit {EXIT_REVERT_UNAVAILABLE}\n"
+            )
+        })
+        .collect();
     format!(
         "[ \"$(docker inspect --type container --format {q_label} {q_prev} 2>/dev/null)\" = {q_digest} ] || exit {EXIT_REVERT_UNAVAILABLE}\n\
+         {ports}\
          docker rm -f {q_next} >/dev/null 2>&1 || true\n\
          docker rename {q_prev} {q_next} || exit {EXIT_REVERT_UNAVAILABLE}\n\
          id=$(docker inspect --type container --format '{{{{.Id}}}}' {q_next})\n\
@@ -337,8 +354,15 @@ mod tests {
         let revert = revert_script(
             &n,
             &digest(2),
+            &[8080],
             Duration::from_millis(100),
             OldContainer::KeepRunning,
+        );
+        assert!(
+            revert.contains(
+                "'{{json .HostConfig.PortBindings}}' 'web-previous' | grep -q '\"8080/tcp\"'"
+            ),
+            "{revert}"
         );
         assert!(
             revert.contains("docker rename 'web-previous' 'web-next'"),

@@ -234,8 +234,13 @@ impl SshExecutor {
             docker_host::OldContainer::Stop(self.config.stop_timeout)
         };
         // The instant revert: the kept `-previous` served this digest before.
-        let revert =
-            docker_host::revert_script(&component.name, wanted, self.config.settle_known, old);
+        let revert = docker_host::revert_script(
+            &component.name,
+            wanted,
+            &component.publish,
+            self.config.settle_known,
+            old,
+        );
         let reverted = match Self::run(
             session,
             &revert,
