@@ -218,3 +218,41 @@ async fn a_blue_green_job_needs_a_proxy_on_every_target() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_manual_rollback_of_a_completed_blue_green_job_keeps_serving_until_the_proxy_moved() {
+    let f = fixture().await;
+    let v1 = blue_green(&f, 1, digest(1), false).await;
+    assert_eq!(v1.status, JobStatus::Completed, "{:?}", v1.failure_reason);
+    let v2 = blue_green(&f, 2, digest(2), false).await;
+    assert_eq!(v2.status, JobStatus::Completed, "{:?}", v2.failure_reason);
+    ops(&f);
+    let rollback = f.engine.rollback(v2.id, "operator asked").await.unwrap();
+    let done = f.engine.run_job(rollback.id).await.unwrap();
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "{:?}",
+        done.failure_reason
+    );
+    let d1 = digest(1);
+    // v1 comes back beside the serving v2, the proxy moves to v1, then v2 is stopped.
+    assert_eq!(
+        ops(&f),
+        [
+            format!("deploy host-1 {d1} keep=true"),
+            format!("deploy host-2 {d1} keep=true"),
+            "switch host-1 green blue_running=true".to_owned(),
+            "switch host-2 green blue_running=true".to_owned(),
+            "command host-1 smoke".to_owned(),
+            "command host-2 smoke".to_owned(),
+            "retire host-1".to_owned(),
+            "retire host-2".to_owned(),
+        ]
+    );
+    let include = f.world.proxy.lock().unwrap()[&f.target(0)].clone();
+    assert!(
+        include.contains(&format!("server {} weight=100; # green", fake_addr(&d1))),
+        "{include}"
+    );
+}
