@@ -324,6 +324,14 @@ async fn broken_release_rolls_back(w: &World, n: u64) -> (DeploymentJob, Mttr) {
         "v1 was started again: {:?}",
         event("verify")
     );
+    // The instant revert: the kept v1 container was started again, no new container.
+    let log = w
+        .store
+        .read_log(rollback.tasks[0].id, 0, 100)
+        .await
+        .unwrap();
+    let text: String = log.iter().map(|c| c.content.as_str()).collect();
+    assert!(text.contains("started again and swapped in"), "{text}");
     let mttr = Mttr {
         to_healthy: ms_between(failed, event("succeed")),
         to_swapped: ms_between(failed, event("verify")),

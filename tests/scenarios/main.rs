@@ -7,9 +7,11 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod blue_green;
 mod cli;
 mod deployd_e2e;
 mod deployd_proc;
 mod engine_e2e;
+mod hooks;
 mod load;
 mod tidy;

@@ -22,7 +22,7 @@ mod yaml_out;
 pub use errors::ArtifactError;
 pub use lock::{LOCK_VERSION, LockInfo, verify_lock};
 pub use manifest::MANIFEST_SCHEMA;
-pub use nginx::{Colour, HttpRouting, Route, Traffic};
+pub use nginx::{Colour, HttpRouting, Route, Traffic, render_routing};
 pub use render::{
     Bundle, COMPOSE_FILE_NAME, LOCK_FILE_NAME, MANIFEST_FILE_NAME, NGINX_FILE_NAME, RenderInput,
     RenderedArtifact, env_file_name, render, unit_file_name,

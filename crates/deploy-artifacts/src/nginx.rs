@@ -126,18 +126,7 @@ impl HttpSpec {
         let mut addresses: BTreeMap<String, (String, String)> = BTreeMap::new();
         for (i, r) in self.routes.into_iter().enumerate() {
             let field = |k: &str| format!("http.routes[{i}].{k}");
-            let path_ok = r.path.starts_with('/')
-                && r.path.len() <= 1024
-                && r.path
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-' | '~'));
-            if !path_ok {
-                return Err(ArtifactError::invalid(
-                    field("path"),
-                    &r.path,
-                    "a path starting with `/` of A-Z a-z 0-9 / _ . - ~",
-                ));
-            }
+            check_path(&field("path"), &r.path)?;
             if routes.iter().any(|seen: &Route| seen.path == r.path) {
                 return Err(ArtifactError::invalid(
                     field("path"),
@@ -189,6 +178,56 @@ impl HttpSpec {
             routes,
         })
     }
+}
+
+/// A `location` path: starts with `/`, only A-Z a-z 0-9 / _ . - ~, at most 1024 bytes.
+fn check_path(field: &str, path: &str) -> Result<(), ArtifactError> {
+    let ok = path.starts_with('/')
+        && path.len() <= 1024
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-' | '~'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ArtifactError::invalid(
+            field,
+            path,
+            "a path starting with `/` of A-Z a-z 0-9 / _ . - ~",
+        ))
+    }
+}
+
+/// Renders the nginx include for a routing the caller built (the engine's blue-green
+/// cut-over, with the container addresses the executor reports), every value checked
+/// as a template's `http:` section is: listen port, server name, paths, `host:port`s.
+pub fn render_routing(
+    header: &str,
+    routing: &HttpRouting,
+    traffic: Traffic,
+) -> Result<String, ArtifactError> {
+    if routing.listen == 0 {
+        return Err(ArtifactError::invalid(
+            "http.listen",
+            "0",
+            "a port from 1 to 65535",
+        ));
+    }
+    if routing.server_name != "_" && Host::parse(&routing.server_name).is_err() {
+        return Err(ArtifactError::invalid(
+            "http.serverName",
+            &routing.server_name,
+            "a DNS name or `_`",
+        ));
+    }
+    let mut checked = routing.clone();
+    for (i, r) in checked.routes.iter_mut().enumerate() {
+        let field = |k: &str| format!("http.routes[{i}].{k}");
+        check_path(&field("path"), &r.path)?;
+        r.blue = address(&field("blue"), &r.blue)?;
+        r.green = address(&field("green"), &r.green)?;
+    }
+    Ok(render(header, Some(&checked), traffic))
 }
 
 /// `host:port` (IPv6 in brackets), normalised.
@@ -266,5 +305,60 @@ pub(crate) fn render(header: &str, routing: Option<&HttpRouting>, traffic: Traff
 impl std::fmt::Display for Colour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(green: &str) -> HttpRouting {
+        HttpRouting {
+            listen: 8081,
+            server_name: "_".to_owned(),
+            routes: vec![Route {
+                path: "/".to_owned(),
+                service: Name::parse("web").unwrap(),
+                blue: "127.0.0.1:40001".to_owned(),
+                green: green.to_owned(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_caller_built_routing_is_checked_and_rendered_with_the_live_colour() {
+        let green_live = render_routing(
+            "cut-over",
+            &routing("127.0.0.1:40002"),
+            Traffic::all_to(Colour::Green),
+        )
+        .unwrap();
+        assert!(
+            green_live.contains("    server 127.0.0.1:40002 weight=100; # green\n"),
+            "{green_live}"
+        );
+        assert!(!green_live.contains("40001"), "{green_live}");
+        assert!(green_live.contains("listen 8081;"), "{green_live}");
+        let blue_live = render_routing(
+            "cut back",
+            &routing("127.0.0.1:40002"),
+            Traffic::all_to(Colour::Blue),
+        )
+        .unwrap();
+        assert!(
+            blue_live.contains("    server 127.0.0.1:40001 weight=100; # blue\n"),
+            "{blue_live}"
+        );
+        let err = render_routing(
+            "x",
+            &routing("127.0.0.1:1; evil"),
+            Traffic::all_to(Colour::Green),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("http.routes[0].green") && err.contains("127.0.0.1:1; evil"),
+            "{err}"
+        );
     }
 }

@@ -83,11 +83,19 @@ async fn attempt(
         let component = match task.component_id {
             Some(id) => {
                 let c = ctx.component(id)?;
+                // Blue-green: green starts beside blue, which keeps running (and
+                // serving) until the cut-over; the proxy's upstream port is published.
+                let blue_green = ctx.blue_green;
                 Some(ComponentSpec {
                     name: crate::context::container_name(&target, &c.name)?,
                     image: c.image.clone(),
-                    publish: Vec::new(),
+                    publish: if blue_green {
+                        crate::bluegreen::publish_for(&target)
+                    } else {
+                        Vec::new()
+                    },
                     args: Vec::new(),
+                    keep_previous_running: blue_green,
                 })
             }
             None => None,
@@ -166,7 +174,9 @@ async fn attempt(
             Err(e) => return fail(inner, tokens, &task, false, &e.to_string()).await,
         }
     }
+    // Blue-green runs the post-deploy hook after the cut-over instead (bluegreen::cut_over).
     if let Some(hook) = &ctx.environment.hooks.post_deploy
+        && !ctx.blue_green
         && let Err(why) = run_hook(executor.as_ref(), &target, hook, &exec_ctx, "post-deploy").await
     {
         return fail(inner, tokens, &task, false, &why).await;
@@ -198,6 +208,21 @@ async fn fail(
     inner
         .task_event(task, TaskEvent::Fail { retryable }, why)
         .await
+}
+
+/// Runs a hook on `target` through its executor; its output goes to `ctx`'s log.
+pub(crate) async fn run_hook_on(
+    inner: &Inner,
+    target: &deploy_core::Target,
+    hook: &CommandSpec,
+    ctx: &ExecContext,
+    which: &str,
+) -> Result<(), String> {
+    let executor = inner
+        .executors
+        .for_target(target)
+        .map_err(|e| format!("{which} hook could not run: {e}"))?;
+    run_hook(executor.as_ref(), target, hook, ctx, which).await
 }
 
 /// Runs a hook on the target; its output goes to the task log.

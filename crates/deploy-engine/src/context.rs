@@ -14,12 +14,21 @@ pub(crate) struct JobContext {
     pub release: Release,
     pub targets: BTreeMap<TargetId, Target>,
     pub artifacts: Vec<GeneratedArtifact>,
+    /// The job goes through the blue-green cut-over: a blue-green job, or the rollback
+    /// of one (whose targets' traffic is switched by the proxy too).
+    pub blue_green: bool,
 }
 
 impl JobContext {
     pub(crate) async fn load(store: &dyn Store, job: &DeploymentJob) -> Result<Self, StoreError> {
         let environment = store.get_environment(job.environment_id).await?;
         let release = store.get_release(job.release_id).await?;
+        let blue_green = match job.rollback_of {
+            Some(original) => {
+                crate::bluegreen::is_blue_green(&store.get_job(original).await?.strategy)
+            }
+            None => crate::bluegreen::is_blue_green(&job.strategy),
+        };
         let targets = store
             .list_targets(job.environment_id)
             .await?
@@ -31,6 +40,7 @@ impl JobContext {
             release,
             targets,
             artifacts: job.artifacts.clone(),
+            blue_green,
         })
     }
 

@@ -73,6 +73,9 @@ impl Engine {
         let targets = store.list_targets(promotion.environment_id).await?;
         let target_ids: Vec<_> = targets.iter().map(|t| t.id).collect();
         let rollout = plan(&request.strategy, &target_ids, request.parallelism)?;
+        if crate::bluegreen::is_blue_green(&request.strategy) {
+            crate::bluegreen::check_targets(&targets).map_err(EngineError::InvalidRequest)?;
+        }
         let previous = store
             .previous_successful_job(promotion.environment_id, release.id)
             .await?;

@@ -7,6 +7,7 @@
 //! as `Reconcile` and are checked against the target with `inspect`.
 
 mod attempt;
+mod bluegreen;
 mod clock;
 mod config;
 mod context;
@@ -21,6 +22,9 @@ mod runner;
 mod service;
 mod verify;
 
+pub use bluegreen::{
+    NGINX_COMMAND_LABEL, NGINX_INCLUDE_LABEL, NGINX_LISTEN_LABEL, NGINX_UPSTREAM_PORT_LABEL,
+};
 pub use clock::{Clock, SystemClock, random_bytes};
 pub use config::EngineConfig;
 pub use context::CONTAINER_PREFIX_LABEL;

@@ -17,7 +17,7 @@ use crate::attempt::{Phase, run_attempt};
 use crate::context::JobContext;
 use crate::engine::{Engine, Inner, RunHandle};
 use crate::errors::EngineError;
-use crate::{rollback, verify};
+use crate::{bluegreen, rollback, verify};
 
 /// Reload the whole job at least this often, to see writes of other replicas (a cancel).
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -355,8 +355,22 @@ impl Run {
                 .await?;
             }
             Action::VerifyTargets => {
-                match verify::verify_targets(&self.inner, &self.ctx, &self.job, &self.cancel).await
-                {
+                let blue_green = self.ctx.blue_green;
+                let verified = if blue_green {
+                    // Cut-over, post-deploy hooks, final verification; cut back on failure.
+                    bluegreen::cut_over(&self.inner, &self.ctx, &self.job, &self.cancel).await
+                } else {
+                    verify::verify_targets(&self.inner, &self.ctx, &self.job, &self.cancel).await
+                };
+                match verified {
+                    Ok(()) if blue_green => {
+                        self.job_event(
+                            JobEvent::VerificationPassed,
+                            "traffic cut over to green; every target healthy",
+                        )
+                        .await?;
+                        bluegreen::retire_blue(&self.inner, &self.ctx, &self.job).await;
+                    }
                     Ok(()) => {
                         self.job_event(JobEvent::VerificationPassed, "every target healthy")
                             .await?

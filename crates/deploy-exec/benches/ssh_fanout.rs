@@ -225,6 +225,7 @@ async fn bench() -> BoxResult<()> {
                     image,
                     publish: vec![IMAGE_HTTP_PORT],
                     args: Vec::new(),
+                    keep_previous_running: false,
                 }),
                 project: Name::parse(&prefix)?,
                 artifacts: Vec::new(),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{CommandSpec, DeploymentTask, Digest, GeneratedArtifact, ImageRef, Name, Target};
+use deploy_core::{
+    CommandSpec, DeploymentTask, Digest, GeneratedArtifact, ImageRef, Name, Target, UnixPath,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::ExecError;
@@ -72,6 +74,10 @@ pub struct ComponentSpec {
     pub publish: Vec<u16>,
     /// Arguments after the image, replacing its default command (empty: the image's own).
     pub args: Vec<String>,
+    /// Leave the old container running as `<name>-previous` after the swap (blue-green:
+    /// blue stays up until the job completes, so a cut back needs no redeploy). When
+    /// false the old container is stopped once the new one carries the name.
+    pub keep_previous_running: bool,
 }
 
 /// The outcome of a deploy.
@@ -116,6 +122,35 @@ pub struct CommandOutput {
     pub stdout: String,
 }
 
+/// Where a docker_host component's containers are published on the target: `host:port`
+/// of one container port on `<name>` and on a running `<name>-previous`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    pub current: Option<String>,
+    pub previous: Option<String>,
+}
+
+/// A switch of the target's proxy config (the blue-green cut-over and cut back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficSwitch {
+    /// The include file the target's nginx loads; replaced atomically (a rename).
+    pub path: UnixPath,
+    /// The new content of that file.
+    pub content: String,
+    /// Checks the whole config with the new file in place (`nginx -t`, argv).
+    pub test: CommandSpec,
+    /// Makes the running proxy load it (`nginx -s reload`, argv).
+    pub reload: CommandSpec,
+}
+
+fn unsupported(operation: &str, target: &Target) -> ExecError {
+    ExecError::invalid(
+        format!("operation on target `{}`", target.name),
+        operation,
+        "an executor that supports it (the ssh executor on docker_host targets)",
+    )
+}
+
 /// Carries out tasks on targets of one execution model.
 #[async_trait]
 pub trait Executor: Send + Sync {
@@ -137,4 +172,40 @@ pub trait Executor: Send + Sync {
         command: &CommandSpec,
         ctx: &ExecContext,
     ) -> Result<CommandOutput, ExecError>;
+
+    /// Where `component`'s current and kept previous containers publish container `port`.
+    async fn published(
+        &self,
+        target: &Target,
+        component: &Name,
+        port: u16,
+        ctx: &ExecContext,
+    ) -> Result<Published, ExecError> {
+        let _ = (component, port, ctx);
+        Err(unsupported("published", target))
+    }
+
+    /// Installs `switch.content` at `switch.path`, runs `switch.test` and `switch.reload`;
+    /// on any failure puts the previous file back (and reloads it) and fails.
+    async fn switch_traffic(
+        &self,
+        target: &Target,
+        switch: &TrafficSwitch,
+        ctx: &ExecContext,
+    ) -> Result<(), ExecError> {
+        let _ = (switch, ctx);
+        Err(unsupported("switch_traffic", target))
+    }
+
+    /// Stops `component`'s kept `<name>-previous` container if it runs (blue retired
+    /// after a blue-green job); it is kept, stopped, for an instant revert.
+    async fn retire_previous(
+        &self,
+        target: &Target,
+        component: &Name,
+        ctx: &ExecContext,
+    ) -> Result<(), ExecError> {
+        let _ = (component, ctx);
+        Err(unsupported("retire_previous", target))
+    }
 }

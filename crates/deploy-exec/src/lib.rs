@@ -18,7 +18,8 @@ pub mod winrm;
 
 pub use errors::{ErrorClass, ExecError};
 pub use executor::{
-    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor, labels,
+    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor, Published,
+    TrafficSwitch, labels,
 };
 pub use logs::{
     DEFAULT_LOG_CAP, LogSink, MemorySink, NullSink, REDACTED, Stream, TRUNCATION_MARKER, TaskLog,

@@ -8,6 +8,7 @@
 mod docker;
 mod errors;
 mod images;
+mod nginx;
 mod postgres;
 mod process;
 mod registry;
@@ -16,6 +17,7 @@ mod sshd;
 pub use docker::{ContainerCleanup, http_get, published_addr, run_checked};
 pub use errors::TestkitError;
 pub use images::{IMAGE_HTTP_PORT, TestImages};
+pub use nginx::Nginx;
 pub use postgres::{POSTGRES_TEST_USER, Postgres};
 pub use process::{free_port, require_program, temp_dir};
 pub use registry::Registry;

@@ -9,7 +9,7 @@ use deploy_core::testing::{approved_promotion, environment, name, ssh_target, ts
 use deploy_core::*;
 use deploy_exec::{
     CommandOutput, DeployRequest, ExecContext, ExecError, ExecutionResult, Executor,
-    ExecutorRegistry,
+    ExecutorRegistry, Published, TrafficSwitch,
 };
 use deploy_store::{SqliteConfig, SqliteStore, Store};
 
@@ -37,6 +37,22 @@ pub struct FakeWorld {
     pub broken: Mutex<BTreeSet<Digest>>,
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
+    /// (target, container) -> the kept `-previous`: its digest and whether it runs.
+    pub previous: Mutex<BTreeMap<(TargetId, String), (Digest, bool)>>,
+    /// Deploys, traffic switches, hook commands and retirements, in order, as text.
+    pub ops: Mutex<Vec<String>>,
+    /// Commands other than the health check (hooks) exit 1 on a target running one of
+    /// these digests (a smoke test that rejects a release); they are recorded in `ops`.
+    pub failing_hooks: Mutex<BTreeSet<Digest>>,
+    /// target -> the proxy include as last switched.
+    pub proxy: Mutex<BTreeMap<TargetId, String>>,
+}
+
+/// The fake `host:port` a container running `digest` is published on.
+pub fn fake_addr(digest: &Digest) -> String {
+    let hex = digest.as_str();
+    let tail = u16::from_str_radix(&hex[hex.len() - 4..], 16).unwrap();
+    format!("127.0.0.1:{}", 40_000 + tail % 20_000)
 }
 
 impl FakeWorld {
@@ -118,6 +134,22 @@ impl Executor for FakeWorld {
             None => {
                 // Let other tasks overlap, so concurrency is observable.
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let keep = request
+                    .component
+                    .as_ref()
+                    .is_some_and(|c| c.keep_previous_running);
+                if let Some(old) = &previous
+                    && old != &task.digest
+                {
+                    self.previous
+                        .lock()
+                        .unwrap()
+                        .insert(key.clone(), (old.clone(), keep));
+                }
+                self.ops.lock().unwrap().push(format!(
+                    "deploy {} {} keep={keep}",
+                    request.target.name, task.digest
+                ));
                 self.running
                     .lock()
                     .unwrap()
@@ -149,9 +181,28 @@ impl Executor for FakeWorld {
     async fn run_command(
         &self,
         target: &Target,
-        _command: &CommandSpec,
-        _ctx: &ExecContext,
+        command: &CommandSpec,
+        ctx: &ExecContext,
     ) -> Result<CommandOutput, ExecError> {
+        let program = command.argv()[0].clone();
+        if program != "check" {
+            let rejected = self.failing_hooks.lock().unwrap().clone();
+            let fails = self
+                .running
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|((t, _), d)| *t == target.id && rejected.contains(d));
+            self.ops
+                .lock()
+                .unwrap()
+                .push(format!("command {} {program}", target.name));
+            ctx.log.line(&format!("{program} says hello"));
+            return Ok(CommandOutput {
+                exit_status: u32::from(fails),
+                stdout: format!("{program} ran\n"),
+            });
+        }
         let broken = self.broken.lock().unwrap();
         let running = self.running.lock().unwrap();
         let sick = running
@@ -165,6 +216,74 @@ impl Executor for FakeWorld {
                 String::new()
             },
         })
+    }
+
+    async fn published(
+        &self,
+        target: &Target,
+        component: &Name,
+        _port: u16,
+        _ctx: &ExecContext,
+    ) -> Result<Published, ExecError> {
+        let key = (target.id, component.to_string());
+        let current = self.running.lock().unwrap().get(&key).map(fake_addr);
+        let previous = self
+            .previous
+            .lock()
+            .unwrap()
+            .get(&key)
+            .filter(|(_, running)| *running)
+            .map(|(d, _)| fake_addr(d));
+        Ok(Published { current, previous })
+    }
+
+    async fn switch_traffic(
+        &self,
+        target: &Target,
+        switch: &TrafficSwitch,
+        _ctx: &ExecContext,
+    ) -> Result<(), ExecError> {
+        let live = if switch.content.contains(": green live") {
+            "green"
+        } else {
+            "blue"
+        };
+        let blue_running = self
+            .previous
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|((t, _), (_, running))| *t == target.id && *running);
+        self.ops.lock().unwrap().push(format!(
+            "switch {} {live} blue_running={blue_running}",
+            target.name
+        ));
+        self.proxy
+            .lock()
+            .unwrap()
+            .insert(target.id, switch.content.clone());
+        Ok(())
+    }
+
+    async fn retire_previous(
+        &self,
+        target: &Target,
+        component: &Name,
+        _ctx: &ExecContext,
+    ) -> Result<(), ExecError> {
+        if let Some(p) = self
+            .previous
+            .lock()
+            .unwrap()
+            .get_mut(&(target.id, component.to_string()))
+        {
+            p.1 = false;
+        }
+        self.ops
+            .lock()
+            .unwrap()
+            .push(format!("retire {}", target.name));
+        Ok(())
     }
 }
 
@@ -214,6 +333,18 @@ impl Fixture {
 
     /// An engine over the database in `dir` (created with targets when `seed`).
     pub async fn open(n: u8, dir: tempfile::TempDir, world: Arc<FakeWorld>, seed: bool) -> Self {
+        Self::open_with(n, dir, world, seed, environment("prod"), |_| {}).await
+    }
+
+    /// [`Fixture::open`] with `env` as the environment and every target passed through `tweak`.
+    pub async fn open_with(
+        n: u8,
+        dir: tempfile::TempDir,
+        world: Arc<FakeWorld>,
+        seed: bool,
+        env: Environment,
+        tweak: impl Fn(&mut Target),
+    ) -> Self {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&SqliteConfig::new(dir.path().join("deploy.db")))
                 .await
@@ -223,11 +354,12 @@ impl Fixture {
             .map(|i| {
                 let mut t = ssh_target(i);
                 t.health_check = Some(health_by_command());
+                tweak(&mut t);
                 t
             })
             .collect();
         if seed {
-            store.put_environment(&environment("prod")).await.unwrap();
+            store.put_environment(&env).await.unwrap();
             for t in &targets {
                 store.put_target(t).await.unwrap();
             }

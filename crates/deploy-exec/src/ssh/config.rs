@@ -18,6 +18,9 @@ pub struct SshExecutorConfig {
     pub keepalive_max: usize,
     /// How long a started container must stay up before the swap (docker_host).
     pub settle: Duration,
+    /// The settle of the instant revert: the kept `-previous` container already served
+    /// its digest, so a short check that it stays up is enough (docker_host).
+    pub settle_known: Duration,
     /// `docker stop --time`: grace period of the old container before it is killed (docker_host).
     pub stop_timeout: Duration,
     /// Bytes of a remote command's stdout kept for parsing.
@@ -35,6 +38,7 @@ impl SshExecutorConfig {
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
             settle: Duration::from_millis(300),
+            settle_known: Duration::from_millis(100),
             stop_timeout: Duration::from_secs(10),
             stdout_cap: 1024 * 1024,
             log_cap: DEFAULT_LOG_CAP,

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 
 use crate::errors::ExecError;
 use crate::executor::{
-    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor,
+    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor, Published,
+    TrafficSwitch,
 };
-use crate::quote::sh_join;
+use crate::quote::{sh_join, sh_quote};
 use crate::secrets::SecretsProvider;
 use crate::ssh::compose_host::{self, ComposeFiles};
 use crate::ssh::config::SshExecutorConfig;
@@ -227,39 +228,91 @@ impl SshExecutor {
             return result;
         }
         let fail = |e| ExecutionResult::failed(e, previous.clone());
-        ctx.log.line(&format!("pulling {}", component.image));
-        let pull = docker_host::pull_script(&component.image);
-        match Self::run(session, &pull, "docker pull", ctx, deadline).await {
-            Ok(out) if out.exit_status == 0 => {}
-            Ok(out) => return fail(Self::failed(session, "docker pull", &out)),
-            Err(e) => return fail(e),
-        }
-        ctx.log.line(&format!(
-            "starting {}-next, then swapping it in for {}",
-            component.name, component.name
-        ));
-        let task = request.task.id.to_string();
-        let swap = docker_host::swap_script(&RunSpec {
-            name: &component.name,
-            image: &component.image,
-            target: &request.target.name,
-            task: &task,
-            publish: &component.publish,
-            args: &component.args,
-            settle: self.config.settle,
-            stop_timeout: self.config.stop_timeout,
-        });
-        match Self::run(session, &swap, "docker run and swap", ctx, deadline).await {
-            Ok(out) if out.exit_status == 0 => {}
-            Ok(out) if out.exit_status == docker_host::EXIT_NOT_RUNNING => {
-                return fail(ExecError::NotRunning {
-                    host: session.host().to_owned(),
-                    container: component.name.to_string(),
-                    detail: out.stderr_tail,
-                });
+        let old = if component.keep_previous_running {
+            docker_host::OldContainer::KeepRunning
+        } else {
+            docker_host::OldContainer::Stop(self.config.stop_timeout)
+        };
+        // The instant revert: the kept `-previous` served this digest before.
+        let revert = docker_host::revert_script(
+            &component.name,
+            wanted,
+            &component.publish,
+            self.config.settle_known,
+            old,
+        );
+        let reverted = match Self::run(
+            session,
+            &revert,
+            "docker start of the kept previous",
+            ctx,
+            deadline,
+        )
+        .await
+        {
+            Ok(out) if out.exit_status == 0 => true,
+            Ok(out) if out.exit_status == docker_host::EXIT_REVERT_UNAVAILABLE => {
+                if !out.stderr_tail.trim().is_empty() {
+                    ctx.log.line(&format!(
+                        "{} could not be started again, starting a new container: {}",
+                        docker_host::previous_name(&component.name),
+                        out.stderr_tail.trim()
+                    ));
+                }
+                false
             }
-            Ok(out) => return fail(Self::failed(session, "docker run and swap", &out)),
+            Ok(out) => {
+                return fail(Self::failed(
+                    session,
+                    "docker start of the kept previous",
+                    &out,
+                ));
+            }
             Err(e) => return fail(e),
+        };
+        if reverted {
+            ctx.log.line(&format!(
+                "{} was on {wanted}: started again and swapped in (no new container)",
+                docker_host::previous_name(&component.name)
+            ));
+        } else {
+            ctx.log.line(&format!("pulling {}", component.image));
+            let pull = docker_host::pull_script(&component.image);
+            match Self::run(session, &pull, "docker pull", ctx, deadline).await {
+                Ok(out) if out.exit_status == 0 => {}
+                Ok(out) => return fail(Self::failed(session, "docker pull", &out)),
+                Err(e) => return fail(e),
+            }
+            ctx.log.line(&format!(
+                "starting {}-next, then swapping it in for {}",
+                component.name, component.name
+            ));
+            let task = request.task.id.to_string();
+            let swap = docker_host::swap_script(
+                &RunSpec {
+                    name: &component.name,
+                    image: &component.image,
+                    target: &request.target.name,
+                    task: &task,
+                    publish: &component.publish,
+                    args: &component.args,
+                    settle: self.config.settle,
+                    stop_timeout: self.config.stop_timeout,
+                },
+                old,
+            );
+            match Self::run(session, &swap, "docker run and swap", ctx, deadline).await {
+                Ok(out) if out.exit_status == 0 => {}
+                Ok(out) if out.exit_status == docker_host::EXIT_NOT_RUNNING => {
+                    return fail(ExecError::NotRunning {
+                        host: session.host().to_owned(),
+                        container: component.name.to_string(),
+                        detail: out.stderr_tail,
+                    });
+                }
+                Ok(out) => return fail(Self::failed(session, "docker run and swap", &out)),
+                Err(e) => return fail(e),
+            }
         }
         match Self::docker_inspect(session, &component.name, ctx, deadline).await {
             Ok(Some(d)) if &d == wanted => {}
@@ -275,8 +328,13 @@ impl SshExecutor {
             }
             Err(e) => return fail(e),
         }
+        let kept = if component.keep_previous_running {
+            "still running"
+        } else {
+            "stopping in the background"
+        };
         ctx.log.line(&format!(
-            "{} runs {wanted}; previous kept as {}",
+            "{} runs {wanted}; previous kept as {} ({kept})",
             component.name,
             docker_host::previous_name(&component.name)
         ));
@@ -506,4 +564,127 @@ impl Executor for SshExecutor {
             stdout: out.stdout,
         })
     }
+
+    async fn published(
+        &self,
+        target: &Target,
+        component: &Name,
+        port: u16,
+        ctx: &ExecContext,
+    ) -> Result<Published, ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = ssh_of(target)?;
+        let connected = self.connect(ssh, deadline).await?;
+        let ctx = Self::redacting(ctx, &connected);
+        let what = "docker port";
+        let script = docker_host::published_script(component, port);
+        let out = Self::run(&connected.session, &script, what, &ctx, deadline).await?;
+        if out.exit_status != 0 {
+            return Err(Self::failed(&connected.session, what, &out));
+        }
+        let (current, previous) = docker_host::parse_published(&out.stdout);
+        Ok(Published { current, previous })
+    }
+
+    async fn switch_traffic(
+        &self,
+        target: &Target,
+        switch: &TrafficSwitch,
+        ctx: &ExecContext,
+    ) -> Result<(), ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = ssh_of(target)?;
+        let path = switch.path.as_str();
+        let (dir, file) = match path.rsplit_once('/') {
+            Some((dir, file)) if !file.is_empty() => (if dir.is_empty() { "/" } else { dir }, file),
+            _ => {
+                return Err(ExecError::invalid(
+                    "traffic switch path",
+                    path,
+                    "an absolute file path such as /etc/nginx/conf.d/stella.conf",
+                ));
+            }
+        };
+        let connected = self.connect(ssh, deadline).await?;
+        let ctx = Self::redacting(ctx, &connected);
+        let session = connected.session.as_ref();
+        ctx.log
+            .line(&format!("uploading the proxy config to {path}"));
+        let temps = session
+            .upload(dir, &[(file, switch.content.as_bytes())], &ctx, deadline)
+            .await?;
+        let temp = temps.first().cloned().unwrap_or_default();
+        let script = switch_script(path, &temp, switch);
+        let what = "nginx -t and reload";
+        let out = Self::run(session, &script, what, &ctx, deadline).await?;
+        if out.exit_status != 0 {
+            return Err(Self::failed(session, what, &out));
+        }
+        ctx.log.line(&format!(
+            "proxy reloaded with the new {path} ({})",
+            switch.reload.argv().join(" ")
+        ));
+        Ok(())
+    }
+
+    async fn retire_previous(
+        &self,
+        target: &Target,
+        component: &Name,
+        ctx: &ExecContext,
+    ) -> Result<(), ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = ssh_of(target)?;
+        let connected = self.connect(ssh, deadline).await?;
+        let ctx = Self::redacting(ctx, &connected);
+        let what = "docker stop of the kept previous";
+        let script = docker_host::retire_script(component, self.config.stop_timeout);
+        let out = Self::run(&connected.session, &script, what, &ctx, deadline).await?;
+        if out.exit_status != 0 {
+            return Err(Self::failed(&connected.session, what, &out));
+        }
+        Ok(())
+    }
 }
+
+/// Moves the uploaded `temp` to `path` (the old file kept aside), runs the test and the
+/// reload; on a failure puts the old file back (or removes the new one) and reloads that.
+/// `nginx -s reload` only signals the master: the script then waits (3 s at most) until
+/// the reload is applied, read from the process table: a master that has new worker
+/// processes and none of its old ones still active (each old one is gone or titled
+/// "worker process is shutting down", which nginx sets as it closes its listening
+/// sockets), so that new connections reach only the new config.
+fn switch_script(path: &str, temp: &str, switch: &TrafficSwitch) -> String {
+    let q_path = sh_quote(path);
+    let q_temp = sh_quote(temp);
+    let q_backup = sh_quote(&format!("{path}.stella-previous"));
+    let test = sh_join(switch.test.argv());
+    let reload = sh_join(switch.reload.argv());
+    format!(
+        "if [ -e {q_path} ]; then cp -p -- {q_path} {q_backup} || {{ rm -f -- {q_temp}; exit 1; }}; had=1; else had=0; fi\n\
+         mv -f -- {q_temp} {q_path} || exit 1\n\
+         workers() {{ ps -eo pid=,ppid=,args= 2>/dev/null | awk '$3 == \"nginx:\" && $4 == \"worker\" {{ print $1, $2, ($7 == \"shutting\" ? \"q\" : \"a\") }}'; }}\n\
+         before=\"$(workers)\"\n\
+         if {test} >&2 && {reload} >&2; then\n\
+         \x20 rm -f -- {q_backup}\n\
+         \x20 i=0; while [ $i -lt 60 ]; do\n\
+         \x20   applied=$(printf '%s\\n--\\n%s\\n' \"$before\" \"$(workers)\" | awk '\n\
+         \x20     $0 == \"--\" {{ now = 1; next }}\n\
+         \x20     !now {{ if (NF) old[$1] = 1; next }}\n\
+         \x20     !($1 in old) {{ reloaded[$2] = 1; next }}\n\
+         \x20     $3 == \"a\" {{ active[$2] = 1 }}\n\
+         \x20     END {{ n = 0; for (m in reloaded) {{ n++; if (m in active) {{ print \"no\"; exit }} }} print (n ? \"yes\" : \"no\") }}')\n\
+         \x20   [ \"$applied\" = yes ] && exit 0\n\
+         \x20   sleep 0.05; i=$((i+1))\n\
+         \x20 done\n\
+         \x20 echo 'nginx did not show the reload applied within 3 s (new workers, old ones shutting down)' >&2; exit 0\n\
+         fi\n\
+         echo 'the proxy refused the new config; the previous one is put back' >&2\n\
+         if [ $had = 1 ]; then mv -f -- {q_backup} {q_path}; else rm -f -- {q_path}; fi\n\
+         {test} >/dev/null 2>&1 && {reload} >/dev/null 2>&1\n\
+         exit {EXIT_SWITCH_REFUSED}\n"
+    )
+}
+
+/// Exit status of the switch script when the proxy refused the new config (the old one is back).
+const EXIT_SWITCH_REFUSED: u32 = 6;

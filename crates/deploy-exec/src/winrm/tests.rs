@@ -467,6 +467,7 @@ fn deploy_request(url: &str) -> DeployRequest {
             image: ImageRef::from_parts("127.0.0.1:5000/app", &digest(2)).unwrap(),
             publish: vec![8080],
             args: vec!["--greeting=it's $HOME".to_owned()],
+            keep_previous_running: false,
         }),
         project: name("p"),
         artifacts: vec![],

@@ -73,6 +73,7 @@ pub fn docker_request(target: &Target, container: &Name, image: &str, n: u64) ->
             image,
             publish: vec![IMAGE_HTTP_PORT],
             args: Vec::new(),
+            keep_previous_running: false,
         }),
         project: container.clone(),
         artifacts: Vec::new(),

@@ -11,3 +11,4 @@ mod docker_host;
 mod failures;
 mod injection;
 mod logs;
+mod revert;

@@ -216,6 +216,7 @@ pub fn request(target: &Target, n: u64) -> DeployRequest {
             image: ImageRef::parse(&image(n)).unwrap(),
             publish: Vec::new(),
             args: Vec::new(),
+            keep_previous_running: false,
         }),
         project: name("web"),
         artifacts: Vec::new(),
