@@ -328,16 +328,24 @@ impl SshExecutor {
             }
             Err(e) => return fail(e),
         }
-        let kept = if component.keep_previous_running {
-            "still running"
+        // A first deploy has no previous container to keep (or to name in the log).
+        if previous.is_none() {
+            ctx.log.line(&format!(
+                "{} runs {wanted} (no previous container)",
+                component.name
+            ));
         } else {
-            "stopping in the background"
-        };
-        ctx.log.line(&format!(
-            "{} runs {wanted}; previous kept as {} ({kept})",
-            component.name,
-            docker_host::previous_name(&component.name)
-        ));
+            let kept = if component.keep_previous_running {
+                "still running"
+            } else {
+                "stopping in the background"
+            };
+            ctx.log.line(&format!(
+                "{} runs {wanted}; previous kept as {} ({kept})",
+                component.name,
+                docker_host::previous_name(&component.name)
+            ));
+        }
         result.changed = true;
         result
     }

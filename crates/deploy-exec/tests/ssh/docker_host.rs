@@ -59,6 +59,16 @@ async fn deploys_v1_then_v2_start_first_keeps_previous_and_redeploy_is_a_no_op()
         "{:#?}",
         logs.lines()
     );
+    // The first deploy had nothing to keep and says so.
+    assert_eq!(
+        logs.lines()
+            .iter()
+            .filter(|l| l.contains("(no previous container)"))
+            .count(),
+        1,
+        "{:#?}",
+        logs.lines()
+    );
     exec.close_all().await;
 }
 
