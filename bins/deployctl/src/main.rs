@@ -7,6 +7,7 @@ mod output;
 mod plan;
 mod progress;
 mod render;
+mod target;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -157,26 +158,8 @@ struct PageArgs {
 
 #[derive(Debug, Subcommand)]
 enum TargetCommand {
-    /// Add an SSH Docker host to an environment.
-    Add {
-        #[arg(long)]
-        env: String,
-        name: String,
-        #[arg(long)]
-        host: String,
-        #[arg(long, default_value_t = 22)]
-        port: u16,
-        #[arg(long)]
-        user: String,
-        /// Where the private key comes from, e.g. `env:SSH_KEY` or `file:/path`.
-        #[arg(long)]
-        key_ref: String,
-        #[arg(long, default_value = "/tmp")]
-        work_dir: String,
-        /// `known_hosts` (deployd's file), `accept_new`, `file:/path/known_hosts` or a pinned `SHA256:…` fingerprint.
-        #[arg(long, default_value = "known_hosts")]
-        host_key: String,
-    },
+    /// Add a target to an environment: an SSH Docker host from flags (with a health check and labels), or any target from `--file`.
+    Add(target::AddArgs),
     /// List the targets of an environment.
     List {
         #[arg(long)]
@@ -311,29 +294,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .await?;
             print_page(out, &v, "environments", &["id", "name", "created_at"]);
         }
-        Command::Target(TargetCommand::Add {
-            env,
-            name,
-            host,
-            port,
-            user,
-            key_ref,
-            work_dir,
-            host_key,
-        }) => {
-            let host_key = if let Some(fp) = host_key.strip_prefix("SHA256:") {
-                json!({"mode": "pinned", "fingerprint": format!("SHA256:{fp}")})
-            } else if let Some(path) = host_key.strip_prefix("file:") {
-                json!({"mode": "known_hosts_file", "path": path})
-            } else {
-                json!({"mode": host_key})
-            };
-            let body = json!({
-                "name": name,
-                "target_type": "docker_host",
-                "connection": {"model": "ssh", "host": host, "port": port, "user": user,
-                               "credential_ref": key_ref, "work_dir": work_dir, "host_key": host_key},
-            });
+        Command::Target(TargetCommand::Add(args)) => {
+            let body = target::request(&args)?;
+            let env = &args.env;
             let v: Value = client
                 .post(&format!("{p}/environments/{env}/targets"), Some(&body))
                 .await?;
