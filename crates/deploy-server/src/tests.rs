@@ -561,6 +561,51 @@ async fn role_matrix() {
     );
 }
 
+/// A name that exists: 409 naming the field, the name and the id of the one that holds it.
+#[tokio::test]
+async fn duplicate_names_name_the_existing_entity() {
+    let f = Fixture::new().await;
+    let w = f.world("dup").await;
+    let admin = Some(f.token(Role::Admin));
+    let targets_path = format!("/api/v1/environments/{}/targets", w.env_id);
+    let (_, _, bytes) = f.raw("GET", &targets_path, admin, None, &[]).await;
+    let targets: Value = serde_json::from_slice(&bytes).unwrap();
+    let target_id = targets[0]["id"].as_str().unwrap().to_owned();
+    for (path, body, detail) in [
+        (
+            "/api/v1/environments".to_owned(),
+            json!({"name": "dup"}),
+            format!(
+                "environment name `dup` is already taken by environment `{}`",
+                w.env_id
+            ),
+        ),
+        (
+            "/api/v1/releases".to_owned(),
+            release_body("dup"),
+            format!(
+                "release name `dup` is already taken by release `{}`",
+                w.release_id
+            ),
+        ),
+        (
+            targets_path.clone(),
+            target_body("host-1"),
+            format!("target name `host-1` is already taken by target `{target_id}`"),
+        ),
+    ] {
+        let (status, headers, bytes) = f
+            .raw("POST", &path, admin, Some(body.to_string()), &[])
+            .await;
+        let problem: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status.as_u16(), 409, "{path}: {problem}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(problem["type"], "urn:deploy:problem:conflict");
+        assert_eq!(problem["field"], "name", "{problem}");
+        assert_eq!(problem["detail"], detail.as_str(), "{problem}");
+    }
+}
+
 /// Each error case: status, stable type, and the field path where there is one.
 #[tokio::test]
 async fn error_cases() {
@@ -592,7 +637,9 @@ async fn error_cases() {
         ("GET", "/api/v1/jobs?limit=501".into(), None, 400, "bad-request", Some("limit")),
         ("GET", unknown_job.into(), None, 404, "not-found", None),
         ("GET", "/api/v1/nothing-here".into(), None, 404, "not-found", None),
-        ("POST", "/api/v1/environments".into(), Some(r#"{"name":"errors"}"#.into()), 409, "conflict", None),
+        ("POST", "/api/v1/environments".into(), Some(r#"{"name":"errors"}"#.into()), 409, "conflict", Some("name")),
+        ("POST", "/api/v1/releases".into(), Some(release_body("errors").to_string()), 409, "conflict", Some("name")),
+        ("POST", format!("/api/v1/environments/{}/targets", w.env_id), Some(target_body("host-1").to_string()), 409, "conflict", Some("name")),
         ("POST", "/api/v1/environments".into(), Some(format!(r#"{{"name":"{}"}}"#, "a".repeat(5000))), 413, "payload-too-large", None),
         ("POST", "/api/v1/promotions".into(), Some(json!({"release_id": "019a0000-0000-7000-8000-000000000000", "environment_id": w.env_id}).to_string()), 422, "unprocessable", Some("release_id")),
         ("POST", "/api/v1/releases".into(), Some(json!({"name": "dup", "components": [

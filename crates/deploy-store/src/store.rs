@@ -20,7 +20,8 @@ use crate::model::{AgentRecord, ApiTokenRecord, Created, JobEventRecord, LastKno
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Inserts an environment; an existing id or name is [`StoreError::AlreadyExists`].
+    /// Inserts an environment; an existing id is [`StoreError::AlreadyExists`], an existing name
+    /// [`StoreError::NameTaken`] (naming the environment that holds it).
     async fn put_environment(&self, environment: &Environment) -> Result<(), StoreError>;
     async fn get_environment(&self, id: EnvironmentId) -> Result<Environment, StoreError>;
     /// Environments newest first (ids are UUID v7), older than `before`, at most `limit`.
@@ -29,11 +30,12 @@ pub trait Store: Send + Sync {
         before: Option<EnvironmentId>,
         limit: u32,
     ) -> Result<Vec<Environment>, StoreError>;
-    /// Inserts a target of an existing environment.
+    /// Inserts a target of an existing environment; a name its environment already has is
+    /// [`StoreError::NameTaken`].
     async fn put_target(&self, target: &Target) -> Result<(), StoreError>;
     /// The environment's targets, by name.
     async fn list_targets(&self, environment: EnvironmentId) -> Result<Vec<Target>, StoreError>;
-    /// Inserts a release and its components.
+    /// Inserts a release and its components; an existing name is [`StoreError::NameTaken`].
     async fn put_release(&self, release: &Release) -> Result<(), StoreError>;
     async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
     /// Releases with their components, newest first (ids are UUID v7), older than `before`, at most `limit`.
