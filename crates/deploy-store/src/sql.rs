@@ -887,6 +887,22 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn release_leases_of(&self, owner: &str) -> Result<Vec<deploy_core::JobId>, StoreError> {
+                sqlx::query(
+                    "UPDATE jobs SET claimed_by = NULL, lease_until = NULL
+                     WHERE claimed_by = $1
+                       AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                     RETURNING id",
+                )
+                .bind(owner.to_owned())
+                .fetch_all(&self.writer)
+                .await
+                .map_err(StoreError::db("release an owner's leases"))?
+                .iter()
+                .map(|r| model::typed("jobs.id", r.uuid("id")?))
+                .collect()
+            }
+
             async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
                 let query = sqlx::query("INSERT INTO agents (id, name, labels, last_seen_at, created_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind_id(agent.id)

@@ -155,6 +155,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Timestamp, StoreError>;
     /// Gives the job back so another replica may claim it at once.
     async fn release_lease(&self, job: JobId, owner: &str) -> Result<(), StoreError>;
+    /// Gives back every lease `owner` holds on an active job, whether or not it has
+    /// expired, and returns those jobs: a replica restarted under the same owner
+    /// (its predecessor killed before it could release them) calls it once at start,
+    /// so its next [`Store::claim_jobs`] resumes them at once instead of after the lease.
+    ///
+    /// Safe only when no other *live* replica runs under `owner`: owners must be
+    /// unique among live replicas (deployd keeps a generated owner in its data
+    /// directory and refuses a second process on it).
+    async fn release_leases_of(&self, owner: &str) -> Result<Vec<JobId>, StoreError>;
 
     async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     async fn get_agent(&self, id: AgentId) -> Result<AgentRecord, StoreError>;

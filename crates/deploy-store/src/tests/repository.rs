@@ -517,6 +517,22 @@ async fn leases_claim_renew_expire_and_release(t: TestStore) {
         [j.id],
         "released jobs are claimable at once"
     );
+    // A restart under the same owner gives back that owner's unexpired leases, and only those.
+    assert!(s.release_leases_of("a").await.unwrap().is_empty());
+    assert!(
+        s.claim_jobs("a", ts(15_004), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "c still holds it"
+    );
+    assert_eq!(s.release_leases_of("c").await.unwrap(), [j.id]);
+    assert!(s.release_leases_of("c").await.unwrap().is_empty());
+    assert_eq!(
+        s.claim_jobs("c", ts(15_005), lease, 10).await.unwrap(),
+        [j.id],
+        "claimable at once, long before the lease would end"
+    );
     // Settled jobs are never claimed.
     s.release_lease(j.id, "c").await.unwrap();
     complete(s, &j, 20).await;
