@@ -10,7 +10,7 @@
 //! The scenario: `deploy --follow` of v1 exits 0 and v1 serves; v3-broken with
 //! `--auto-rollback` exits 3 and v1 serves again; a v2 deploy is cut off by SIGKILL
 //! while its task soaks in verification, deployd is started again on the same
-//! database, and the job completes without any task attempt running twice, which
+//! data directory (so under the same lease owner, which resumes its job at once), and the job completes without any task attempt running twice, which
 //! `deployctl jobs watch` (following across the kill) and `jobs show` show.
 //!
 //! Everything goes through deployctl, the target too (`target add` with its
@@ -337,7 +337,8 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         "{seen_before_kill:#?}"
     );
 
-    // The same database, the same port: the job is resumed once the dead replica's lease ends.
+    // The same data dir, database and port: the restart runs under the owner kept in the
+    // data dir, so it takes back the lease its killed predecessor held and resumes at once.
     let again = Deployd::start(data.path(), port, &hosts.known_hosts(), &env);
     let started = Instant::now();
     let code = loop {
@@ -357,6 +358,13 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
     eprintln!(
         "deployd_e2e: the restarted deployd settled the v2 job {:.1} s after it started",
         started.elapsed().as_secs_f64()
+    );
+    assert!(
+        again
+            .stderr()
+            .contains("resuming jobs this owner held before a restart at once"),
+        "{}",
+        again.stderr()
     );
     let watched = json_lines(&std::fs::read(&watch_out).unwrap());
     let mut stderr = String::new();
