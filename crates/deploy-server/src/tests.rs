@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use deploy_api::Role;
-use deploy_core::ExecutionModel;
+use deploy_core::{ExecutionModel, TaskId};
 use deploy_engine::{Engine, EngineConfig, SystemClock};
 use deploy_exec::ExecutorRegistry;
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
@@ -458,6 +458,15 @@ async fn role_matrix() {
             Some(200),
         )
     }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/tasks/{task_id}/logs/events"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
     cases.push(Box::new(|u| {
         (
             "POST",
@@ -559,6 +568,125 @@ async fn role_matrix() {
         matrix, secured,
         "the role matrix and the secured operations differ"
     );
+}
+
+/// SSE `id:` values of a stream's text.
+fn sse_ids(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+/// A task's log as SSE: chunks written while it is followed arrive in order, once each,
+/// `end` follows once the job settled, and `Last-Event-ID` resumes after a chunk.
+#[tokio::test]
+async fn task_log_streams_live_and_resumes() {
+    let f = Fixture::new().await;
+    let w = f.world("logs").await;
+    let approved = f
+        .ok(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Role::Deployer,
+            Some(json!({})),
+        )
+        .await;
+    let job_id = approved["job"]["id"].as_str().unwrap().to_owned();
+    let task_id = approved["job"]["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task = TaskId::parse(&task_id).unwrap();
+    let store = f.engine.store().clone();
+    let now = deploy_engine::Clock::now(&SystemClock);
+    store.append_log(task, now, "pulling web\n").await.unwrap();
+    let viewer = f.token(Role::Viewer).to_owned();
+    let path = format!("/api/v1/tasks/{task_id}/logs/events");
+    // Nobody runs the job (no `serve`): the stream stays open until the job is cancelled.
+    let stream = {
+        let (app, path, viewer) = (f.app.clone(), path.clone(), viewer.clone());
+        tokio::spawn(async move {
+            let req = Request::builder()
+                .uri(path)
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!stream.is_finished(), "the stream waits for more");
+    store
+        .append_log(task, now, "started web-next\n")
+        .await
+        .unwrap();
+    store
+        .append_log(task, now, "healthy after 1 attempt\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    f.ok(
+        "POST",
+        &format!("/api/v1/jobs/{job_id}/cancel"),
+        Role::Deployer,
+        None,
+    )
+    .await;
+    let text = tokio::time::timeout(Duration::from_secs(20), stream)
+        .await
+        .expect("the stream ends once the job settled")
+        .unwrap();
+    assert_eq!(sse_ids(&text), [1, 2, 3], "{text}");
+    assert_eq!(text.matches("event: log").count(), 3, "{text}");
+    let order = ["pulling web", "started web-next", "healthy after 1 attempt"].map(|l| {
+        text.find(l)
+            .unwrap_or_else(|| panic!("{l} missing: {text}"))
+    });
+    assert!(order.windows(2).all(|p| p[0] < p[1]), "{text}");
+    let end = text.rfind("event: end").expect("an end event");
+    assert!(end > order[2], "{text}");
+
+    // Resumed after chunk 1 (the header wins over `after`): chunks 2 and 3 only, then `end`.
+    let (status, headers, bytes) = f
+        .raw(
+            "GET",
+            &format!("{path}?after=0"),
+            Some(&viewer),
+            None,
+            &[("last-event-id", "1")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let resumed = String::from_utf8(bytes).unwrap();
+    assert_eq!(sse_ids(&resumed), [2, 3], "{resumed}");
+    assert!(resumed.contains("event: end"), "{resumed}");
+    // A bad Last-Event-ID and an unknown task are problems, not streams.
+    let (status, _, _) = f
+        .raw("GET", &path, Some(&viewer), None, &[("last-event-id", "x")])
+        .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = f
+        .raw(
+            "GET",
+            "/api/v1/tasks/019a0000-0000-7000-8000-000000000000/logs/events",
+            Some(&viewer),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404);
 }
 
 /// A name that exists: 409 naming the field, the name and the id of the one that holds it.
@@ -820,7 +948,6 @@ async fn deploy_over_unreachable_ssh_fails_and_streams_events() {
         )
         .await;
     assert_eq!(page["task_id"], task_id);
-
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), serve)
         .await
