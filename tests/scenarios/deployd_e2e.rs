@@ -255,10 +255,24 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         (out.status.code(), stdout, stderr)
     };
 
-    // v1: followed to the end, exit 0, served.
-    let (code, stdout, stderr) = deploy("v1", &["--follow"]);
+    // v1: followed to the end with its log lines and a summary, exit 0, served.
+    let (code, stdout, stderr) = deploy("v1", &["--follow", "--logs"]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let v1_job = job_id_of(&stdout);
+    assert!(stdout.contains("[host-1/web] pulling "), "{stdout}");
+    assert!(stdout.contains("[host-1/web] healthy after "), "{stdout}");
+    let summary = stdout
+        .split_once("\nsummary:\n")
+        .unwrap_or_else(|| panic!("no summary in {stdout}"))
+        .1;
+    assert!(
+        summary.lines().any(|l| l.starts_with("host-1/web")
+            && l.split_whitespace().nth(1) == Some("succeeded")
+            && l.split_whitespace()
+                .nth(2)
+                .is_some_and(|a| a.starts_with("1/"))),
+        "{summary}"
+    );
     assert!(
         stdout
             .trim_end()
@@ -412,7 +426,8 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         .unix_millis();
     assert!(started_ms < killed_at, "{started_at} after the kill");
     // The task's log: one deploy (before the kill), one health verdict (after the restart).
-    let logs = ctl(&again.addr, &["logs", task_id]);
+    // Streamed (SSE) to its end: the task settled, so the stream ends after its last chunk.
+    let logs = ctl(&again.addr, &["logs", task_id, "--follow"]);
     assert_eq!(logs.status.code(), Some(0), "{logs:?}");
     let logs = String::from_utf8_lossy(&logs.stdout);
     assert_eq!(logs.matches("pulling ").count(), 1, "{logs}");
