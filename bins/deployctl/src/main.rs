@@ -165,7 +165,7 @@ struct PageArgs {
 #[derive(Debug, Subcommand)]
 enum TargetCommand {
     /// Add a target to an environment: an SSH Docker host from flags (with a health check and labels), or any target from `--file`.
-    Add(target::AddArgs),
+    Add(Box<target::AddArgs>),
     /// List the targets of an environment.
     List {
         #[arg(long)]
