@@ -10,12 +10,11 @@
 //! The scenario: `deploy --follow` of v1 exits 0 and v1 serves; v3-broken with
 //! `--auto-rollback` exits 3 and v1 serves again; a v2 deploy is cut off by SIGKILL
 //! while its task soaks in verification, deployd is started again on the same
-//! database, and the job completes without any task attempt running twice, which
+//! data directory (so under the same lease owner, which resumes its job at once), and the job completes without any task attempt running twice, which
 //! `deployctl jobs watch` (following across the kill) and `jobs show` show.
 //!
-//! One gap of deployctl shows here: `target add` has no flags for a health check
-//! or labels, so the target is the one document posted to the HTTP API directly
-//! (`POST /api/v1/environments/{id}/targets`); everything else goes through deployctl.
+//! Everything goes through deployctl, the target too (`target add` with its
+//! health-check and label flags).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -27,7 +26,7 @@ use deploy_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::deployd_proc::{Deployd, api_post, ctl, ctl_command, json_lines, ok_json};
+use crate::deployd_proc::{Deployd, ctl, ctl_command, json_lines, ok_json};
 
 /// The environment variable (in deployd's environment) holding the SSH private key.
 pub(crate) const KEY_VAR: &str = "DEPLOY_SCENARIO_SSH_KEY";
@@ -65,6 +64,48 @@ pub(crate) fn target_body(hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) 
         },
         "labels": {"deploy.container-prefix": prefix},
     })
+}
+
+/// `deployctl target add` for the same target as [`target_body`], from flags.
+fn target_add_args(env: &str, hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) -> Vec<String> {
+    let health = format!(
+        "docker exec {prefix}web /bin/busybox wget -q -O- http://127.0.0.1:{IMAGE_HTTP_PORT}/health"
+    );
+    [
+        "target",
+        "add",
+        "--env",
+        env,
+        &format!("host-{i}"),
+        "--host",
+        &hosts.host(i).to_string(),
+        "--port",
+        &hosts.port().to_string(),
+        "--user",
+        SSH_TEST_USER,
+        "--key-ref",
+        &format!("env:{KEY_VAR}"),
+        "--work-dir",
+        "/tmp",
+        "--host-key",
+        "known_hosts",
+        "--health-check",
+        "command",
+        "--health-command",
+        &health,
+        "--health-retries",
+        "3",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "5s",
+        "--health-min-healthy",
+        &format!("{soak_ms}ms"),
+        "--label",
+        &format!("deploy.container-prefix={prefix}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// What container `name` answers on `path`, over HTTP inside the container.
@@ -178,14 +219,17 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, target) = api_post(
-        &addr,
-        &format!("/api/v1/environments/{env_id}/targets"),
-        &target_body(&hosts, 1, &prefix, SOAK_MS),
-    );
-    assert_eq!(status, 201, "{target}");
+    let add = target_add_args(&env_id, &hosts, 1, &prefix, SOAK_MS);
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
+    let target = ok_json(&addr, &add);
     let targets = ok_json(&addr, &["target", "list", "--env", &env_id]);
     assert_eq!(targets[0]["health_check"]["check"]["type"], "command");
+    // The flags give exactly the document the API takes (the one the load test posts).
+    let mut expected = target_body(&hosts, 1, &prefix, SOAK_MS);
+    for field in ["id", "environment_id", "created_at", "health_endpoint"] {
+        expected[field] = target[field].clone();
+    }
+    assert_eq!(targets[0], expected, "{target:#}");
     let mut releases = BTreeMap::new();
     for (name, image) in [
         ("v1", &images.v1),
@@ -211,10 +255,24 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         (out.status.code(), stdout, stderr)
     };
 
-    // v1: followed to the end, exit 0, served.
-    let (code, stdout, stderr) = deploy("v1", &["--follow"]);
+    // v1: followed to the end with its log lines and a summary, exit 0, served.
+    let (code, stdout, stderr) = deploy("v1", &["--follow", "--logs"]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let v1_job = job_id_of(&stdout);
+    assert!(stdout.contains("[host-1/web] pulling "), "{stdout}");
+    assert!(stdout.contains("[host-1/web] healthy after "), "{stdout}");
+    let summary = stdout
+        .split_once("\nsummary:\n")
+        .unwrap_or_else(|| panic!("no summary in {stdout}"))
+        .1;
+    assert!(
+        summary.lines().any(|l| l.starts_with("host-1/web")
+            && l.split_whitespace().nth(1) == Some("succeeded")
+            && l.split_whitespace()
+                .nth(2)
+                .is_some_and(|a| a.starts_with("1/"))),
+        "{summary}"
+    );
     assert!(
         stdout
             .trim_end()
@@ -293,7 +351,8 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         "{seen_before_kill:#?}"
     );
 
-    // The same database, the same port: the job is resumed once the dead replica's lease ends.
+    // The same data dir, database and port: the restart runs under the owner kept in the
+    // data dir, so it takes back the lease its killed predecessor held and resumes at once.
     let again = Deployd::start(data.path(), port, &hosts.known_hosts(), &env);
     let started = Instant::now();
     let code = loop {
@@ -309,6 +368,18 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // Reported, not asserted (timing goals live in benchmarks).
+    eprintln!(
+        "deployd_e2e: the restarted deployd settled the v2 job {:.1} s after it started",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        again
+            .stderr()
+            .contains("resuming jobs this owner held before a restart at once"),
+        "{}",
+        again.stderr()
+    );
     let watched = json_lines(&std::fs::read(&watch_out).unwrap());
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut watcher.0.stderr.take().unwrap(), &mut stderr).unwrap();
@@ -355,7 +426,8 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         .unix_millis();
     assert!(started_ms < killed_at, "{started_at} after the kill");
     // The task's log: one deploy (before the kill), one health verdict (after the restart).
-    let logs = ctl(&again.addr, &["logs", task_id]);
+    // Streamed (SSE) to its end: the task settled, so the stream ends after its last chunk.
+    let logs = ctl(&again.addr, &["logs", task_id, "--follow"]);
     assert_eq!(logs.status.code(), Some(0), "{logs:?}");
     let logs = String::from_utf8_lossy(&logs.stdout);
     assert_eq!(logs.matches("pulling ").count(), 1, "{logs}");

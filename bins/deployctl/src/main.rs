@@ -7,12 +7,15 @@ mod output;
 mod plan;
 mod progress;
 mod render;
+mod tail;
+mod target;
 
+use std::cell::RefCell;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use deploy_api::{API_PREFIX, SSE_EVENT_END};
+use deploy_api::{API_PREFIX, SSE_EVENT_END, SSE_EVENT_LOG};
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -82,6 +85,10 @@ enum Command {
         /// Attempts per task (1 to 100).
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// With --follow: also print the tasks' log lines as they come (prefixed with
+        /// `[target/component]`) and a summary per task at the end.
+        #[arg(long, requires = "follow")]
+        logs: bool,
     },
     /// Dry run of a deploy: which targets get which digest in which wave, and what each runs now.
     Plan {
@@ -105,7 +112,7 @@ enum Command {
         /// Print chunks after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        /// Keep polling (every second) until the task has settled.
+        /// Keep streaming (Server-Sent Events) until the task, or its job, has settled.
         #[arg(long)]
         follow: bool,
     },
@@ -157,26 +164,8 @@ struct PageArgs {
 
 #[derive(Debug, Subcommand)]
 enum TargetCommand {
-    /// Add an SSH Docker host to an environment.
-    Add {
-        #[arg(long)]
-        env: String,
-        name: String,
-        #[arg(long)]
-        host: String,
-        #[arg(long, default_value_t = 22)]
-        port: u16,
-        #[arg(long)]
-        user: String,
-        /// Where the private key comes from, e.g. `env:SSH_KEY` or `file:/path`.
-        #[arg(long)]
-        key_ref: String,
-        #[arg(long, default_value = "/tmp")]
-        work_dir: String,
-        /// `known_hosts` (deployd's file), `accept_new`, `file:/path/known_hosts` or a pinned `SHA256:…` fingerprint.
-        #[arg(long, default_value = "known_hosts")]
-        host_key: String,
-    },
+    /// Add a target to an environment: an SSH Docker host from flags (with a health check and labels), or any target from `--file`.
+    Add(Box<target::AddArgs>),
     /// List the targets of an environment.
     List {
         #[arg(long)]
@@ -220,7 +209,13 @@ enum JobsCommand {
     /// Cancel a job.
     Cancel { id: String },
     /// Follow a job's events until it settles.
-    Watch { id: String },
+    Watch {
+        id: String,
+        /// Also print the tasks' log lines as they come (prefixed with `[target/component]`)
+        /// and a summary per task at the end.
+        #[arg(long)]
+        logs: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,29 +306,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .await?;
             print_page(out, &v, "environments", &["id", "name", "created_at"]);
         }
-        Command::Target(TargetCommand::Add {
-            env,
-            name,
-            host,
-            port,
-            user,
-            key_ref,
-            work_dir,
-            host_key,
-        }) => {
-            let host_key = if let Some(fp) = host_key.strip_prefix("SHA256:") {
-                json!({"mode": "pinned", "fingerprint": format!("SHA256:{fp}")})
-            } else if let Some(path) = host_key.strip_prefix("file:") {
-                json!({"mode": "known_hosts_file", "path": path})
-            } else {
-                json!({"mode": host_key})
-            };
-            let body = json!({
-                "name": name,
-                "target_type": "docker_host",
-                "connection": {"model": "ssh", "host": host, "port": port, "user": user,
-                               "credential_ref": key_ref, "work_dir": work_dir, "host_key": host_key},
-            });
+        Command::Target(TargetCommand::Add(args)) => {
+            let body = target::request(&args)?;
+            let env = &args.env;
             let v: Value = client
                 .post(&format!("{p}/environments/{env}/targets"), Some(&body))
                 .await?;
@@ -405,6 +380,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             follow,
             auto_rollback,
             max_attempts,
+            logs,
         } => {
             let promotion: Value = client
                 .post(
@@ -435,7 +411,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                     job["tasks"].as_array().map_or(0, Vec::len)
                 ));
             }
-            return watch(&client, out, &job_id).await;
+            return watch(&client, out, &job_id, logs).await;
         }
         Command::Jobs(JobsCommand::List {
             env,
@@ -497,49 +473,51 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .await?;
             output::object(out, &v, &["id", "status", "failure_reason"]);
         }
-        Command::Jobs(JobsCommand::Watch { id }) => return watch(&client, out, &id).await,
+        Command::Jobs(JobsCommand::Watch { id, logs }) => {
+            return watch(&client, out, &id, logs).await;
+        }
         Command::Logs {
             task,
             after,
-            follow,
+            follow: true,
+        } => {
+            // Streamed: each chunk as it is written; the server ends the stream once the task settled.
+            client
+                .follow(
+                    &format!("{p}/tasks/{task}/logs/events?after={after}"),
+                    |event| {
+                        if event.event == SSE_EVENT_LOG {
+                            let chunk: Value =
+                                serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                            print_chunk(out, &chunk);
+                        }
+                        Ok(())
+                    },
+                )
+                .await?;
+        }
+        Command::Logs {
+            task,
+            after,
+            follow: false,
         } => {
             let mut after = after;
-            // Bounded: 1000 pages of 500 chunks cover the store's 1000 chunks per task; following
-            // polls once a second for at most a day.
-            for _ in 0..(1000 + 86_400) {
+            // Bounded: 1000 pages of 500 chunks cover the store's 1000 chunks per task.
+            for _ in 0..1000 {
                 let page: Value = client
                     .get(&format!("{p}/tasks/{task}/logs?after={after}&limit=500"))
                     .await?;
-                let last = page["chunks"]
-                    .as_array()
-                    .and_then(|c| c.last())
-                    .and_then(|c| c["seq"].as_u64());
                 if out == Output::Json {
                     output::object(out, &page, &[]);
                 } else if let Some(chunks) = page["chunks"].as_array() {
                     for c in chunks {
-                        output::line(
-                            c["content"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .trim_end_matches('\n'),
-                        );
+                        print_chunk(out, c);
                     }
                 }
-                if let Some(n) = last {
-                    after = n;
+                match page["next_after"].as_u64() {
+                    Some(n) => after = n,
+                    None => break,
                 }
-                if page["next_after"].as_u64().is_some() {
-                    continue;
-                }
-                if !follow {
-                    break;
-                }
-                let task_doc: Value = client.get(&format!("{p}/tasks/{task}")).await?;
-                if last.is_none() && task_settled(&task_doc) {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
         Command::Rollback { job, reason } => {
@@ -607,14 +585,16 @@ fn print_page(out: Output, page: &Value, field: &str, columns: &[&str]) {
     }
 }
 
-/// A task that will not change any more: succeeded, or failed with no retry left.
-fn task_settled(task: &Value) -> bool {
-    let retry_left = task["last_failure_retryable"].as_bool().unwrap_or(false)
-        && task["attempt_number"].as_u64() < task["max_attempts"].as_u64();
-    match task["status"].as_str() {
-        Some("succeeded") => true,
-        Some("failed") => !retry_left,
-        _ => false,
+/// One log chunk: its lines (table), or the chunk as one JSON line.
+fn print_chunk(out: Output, chunk: &Value) {
+    match out {
+        Output::Json => output::line(&chunk.to_string()),
+        Output::Table => output::line(
+            chunk["content"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_end_matches('\n'),
+        ),
     }
 }
 
@@ -623,52 +603,105 @@ fn unreachable_offline() -> Result<(), CliError> {
     Err(CliError::new(USAGE, "this command runs offline"))
 }
 
-/// Follows a job's events, printing a line per transition, and maps how it ended to the exit code.
-async fn watch(client: &Client, out: Output, job: &str) -> Result<u8, CliError> {
+/// Follows a job's events, printing a line per transition (and with `logs` the tasks'
+/// log lines and a final summary), and maps how it ended to the exit code.
+async fn watch(client: &Client, out: Output, job: &str, logs: bool) -> Result<u8, CliError> {
     let started = Instant::now();
-    let mut last_status = String::new();
+    let last_status = RefCell::new(String::new());
     // Bars on a terminal; plain lines otherwise (their format is part of the CLI's contract).
-    let mut bars = None;
+    let bars = RefCell::new(None);
     if out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         let doc: Value = client.get(&format!("{API_PREFIX}/jobs/{job}")).await?;
-        bars = Some(progress::Progress::new(&doc));
+        *bars.borrow_mut() = Some(progress::Progress::new(&doc));
     }
-    client
-        .follow(&format!("{API_PREFIX}/jobs/{job}/events"), |event| {
-            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-            if event.event == SSE_EVENT_END {
-                last_status = data["status"].as_str().unwrap_or_default().to_owned();
+    let events_path = format!("{API_PREFIX}/jobs/{job}/events");
+    let follow = client.follow(&events_path, |event| {
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        if event.event == SSE_EVENT_END {
+            *last_status.borrow_mut() = data["status"].as_str().unwrap_or_default().to_owned();
+        }
+        match out {
+            Output::Json => output::line(
+                &json!({"event": event.event, "id": event.id, "data": data}).to_string(),
+            ),
+            Output::Table if event.event == SSE_EVENT_END => {}
+            Output::Table => {
+                if let Some(b) = bars.borrow_mut().as_mut() {
+                    b.transition(&data);
+                    return Ok(());
+                }
+                let elapsed = started.elapsed().as_secs_f64();
+                let subject = match data["task_id"].as_str() {
+                    Some(t) => format!("task {t}"),
+                    None => "job".to_owned(),
+                };
+                output::line(&format!(
+                    "[{elapsed:6.1}s] {subject}: {} -> {} ({})",
+                    data["from_status"].as_str().unwrap_or("-"),
+                    data["to_status"].as_str().unwrap_or("-"),
+                    data["cause"].as_str().unwrap_or(""),
+                ));
             }
-            match out {
-                Output::Json => output::line(
-                    &json!({"event": event.event, "id": event.id, "data": data}).to_string(),
-                ),
-                Output::Table if event.event == SSE_EVENT_END => {}
-                Output::Table if bars.is_some() => {
-                    if let Some(b) = bars.as_mut() {
-                        b.transition(&data);
+        }
+        Ok(())
+    });
+    let mut tail = None;
+    if logs {
+        let mut logs = tail::LogTail::new(client, job).await?;
+        let print = |lines: Vec<tail::LogLine>| {
+            for l in lines {
+                match out {
+                    Output::Json => output::line(
+                        &json!({"event": "log", "task_id": l.task_id, "task": l.label,
+                                "seq": l.seq, "line": l.line})
+                        .to_string(),
+                    ),
+                    Output::Table => {
+                        let text = format!("[{}] {}", l.label, l.line);
+                        match bars.borrow().as_ref() {
+                            Some(b) => b.println(&text),
+                            None => output::line(&text),
+                        }
                     }
                 }
-                Output::Table => {
-                    let elapsed = started.elapsed().as_secs_f64();
-                    let subject = match data["task_id"].as_str() {
-                        Some(t) => format!("task {t}"),
-                        None => "job".to_owned(),
-                    };
-                    output::line(&format!(
-                        "[{elapsed:6.1}s] {subject}: {} -> {} ({})",
-                        data["from_status"].as_str().unwrap_or("-"),
-                        data["to_status"].as_str().unwrap_or("-"),
-                        data["cause"].as_str().unwrap_or(""),
-                    ));
-                }
             }
-            Ok(())
-        })
-        .await?;
-    if let Some(b) = &bars {
+        };
+        let poll = async {
+            loop {
+                print(logs.poll(client).await);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        };
+        tokio::select! {
+            followed = follow => followed?,
+            () = poll => {}
+        }
+        // What was written before the end and not read yet.
+        print(logs.poll(client).await);
+        tail = Some(logs);
+    } else {
+        follow.await?;
+    }
+    if let Some(b) = bars.borrow().as_ref() {
         b.finish();
     }
+    if let Some(logs) = tail {
+        let rows = logs.summary(client).await?;
+        match out {
+            Output::Json => {
+                output::line(&json!({"event": "summary", "tasks": rows}).to_string());
+            }
+            Output::Table => {
+                output::line("summary:");
+                output::list(
+                    out,
+                    &Value::Array(rows),
+                    &["task", "status", "attempts", "duration", "error"],
+                );
+            }
+        }
+    }
+    let last_status = last_status.into_inner();
     if out == Output::Table {
         output::line(&format!(
             "job {job} ended {}",

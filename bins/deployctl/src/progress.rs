@@ -21,7 +21,7 @@ pub struct Progress {
     waves: BTreeMap<u64, ProgressBar>,
     tasks: HashMap<String, TaskLine>,
     /// Kept so the bars stay drawn together.
-    _multi: MultiProgress,
+    multi: MultiProgress,
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -99,7 +99,7 @@ impl Progress {
             job: job_bar,
             waves,
             tasks,
-            _multi: multi,
+            multi,
         }
     }
 
@@ -138,6 +138,11 @@ impl Progress {
                 }
             }
         }
+    }
+
+    /// Prints a line above the bars (a streamed log line).
+    pub fn println(&self, line: &str) {
+        let _ = self.multi.println(line);
     }
 
     /// Stops every bar, leaving the last state on screen.

@@ -31,13 +31,16 @@ pub struct Args {
     /// `sqlite:PATH` or `postgres://user@host:port/db`; default: SQLite under the data dir.
     #[arg(long, env = "DEPLOYD_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Directory of the embedded database (default ./deployd-data).
+    /// Directory of the embedded database, the lease owner and the lock that keeps a
+    /// second deployd off it (default ./deployd-data).
     #[arg(long, env = "DEPLOYD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "DEPLOYD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Name of this replica in job leases (default: deployd-<hostname or pid>).
+    /// Name of this replica in job leases; must be unique among live replicas (a restart
+    /// under the same owner resumes its jobs at once). Default: generated once and kept
+    /// in the data dir's `owner` file.
     #[arg(long, env = "DEPLOYD_OWNER")]
     pub owner: Option<String>,
     /// known_hosts file for SSH targets (default ~/.ssh/known_hosts).
@@ -76,7 +79,10 @@ pub struct Config {
     /// Where the database is, for the start-up line (no password).
     pub database_display: String,
     pub log_format: LogFormat,
-    pub owner: String,
+    /// The lease owner given by flag, env or file; else the one kept in the data dir (`identity::owner`).
+    pub owner: Option<String>,
+    /// Holds the lock file and the persisted owner (and the SQLite database by default).
+    pub data_dir: PathBuf,
     pub known_hosts: PathBuf,
     pub max_body_bytes: usize,
 }
@@ -137,12 +143,9 @@ impl Config {
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             bail!("max_body_bytes is {max_body_bytes}; expected 1024 to 67108864");
         }
-        let owner = args
-            .owner
-            .or(file.owner)
-            .unwrap_or_else(|| format!("deployd-{}", std::process::id()));
-        if owner.trim().is_empty() || owner.len() > 100 {
-            bail!("owner `{owner}` is invalid; expected 1 to 100 characters");
+        let owner = args.owner.or(file.owner);
+        if let Some(owner) = &owner {
+            crate::identity::validate(owner)?;
         }
         let known_hosts = match args.known_hosts.or(file.known_hosts) {
             Some(p) => p,
@@ -159,6 +162,7 @@ impl Config {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Human),
             owner,
+            data_dir,
             known_hosts,
             max_body_bytes,
         })

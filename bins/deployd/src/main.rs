@@ -1,6 +1,7 @@
 //! deployd: config -> store -> engine -> HTTP API -> wait for SIGTERM/SIGINT -> drain.
 
 mod config;
+mod identity;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,9 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // First: one live deployd per data directory, so its owner names one live replica.
+    let _lock = identity::lock(&config.data_dir)?;
+    let owner = identity::owner(config.owner.clone(), &config.data_dir)?;
     if let StoreConfig::Sqlite(sqlite) = &config.store
         && let Some(dir) = sqlite.path.parent().filter(|d| !d.as_os_str().is_empty())
     {
@@ -85,7 +89,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Engine::new(
         store.clone(),
         executors,
-        EngineConfig::new(config.owner.clone()),
+        EngineConfig::new(owner.clone()),
         clock.clone(),
     )
     .context("cannot start the engine")?;
@@ -118,7 +122,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    tracing::info!(listen = %local, database = %config.database_display, owner = %config.owner, "deployd started");
+    tracing::info!(listen = %local, database = %config.database_display, owner = %owner, "deployd started");
 
     let shutdown = CancellationToken::new();
     let service = tokio::spawn({

@@ -26,8 +26,11 @@ pub use role::Role;
 pub const API_PREFIX: &str = "/api/v1";
 /// The SSE event name of a job or task transition.
 pub const SSE_EVENT_TRANSITION: &str = "transition";
-/// The SSE event name sent once the job reached a terminal state.
+/// The SSE event name sent once the job reached a terminal state (or, on a task's log
+/// stream, once the task or its job settled and every chunk was sent).
 pub const SSE_EVENT_END: &str = "end";
+/// The SSE event name of a task log chunk (`GET /api/v1/tasks/{id}/logs/events`).
+pub const SSE_EVENT_LOG: &str = "log";
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,8 @@ use deploy_core::RetryBackoff;
 /// Settings of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Who this engine is in job leases (unique per replica).
+    /// Who this engine is in job leases: unique among live replicas, and the same
+    /// across a restart of one replica, which then resumes its own jobs at once.
     pub owner: String,
     /// How long a claimed job stays ours without renewal.
     pub lease: Duration,

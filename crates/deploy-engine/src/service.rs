@@ -15,10 +15,28 @@ const CLAIM_BATCH: u32 = 16;
 impl Engine {
     /// Claims and runs jobs until `shutdown` fires, then stops its runners (in-flight
     /// tasks get the shutdown grace) and releases their leases so another replica,
-    /// or this one after a restart, resumes them at once.
+    /// or this one after a restart, resumes them at once. At start it first gives
+    /// back the leases its owner still holds ([`deploy_store::Store::release_leases_of`]):
+    /// a restart after a crash resumes its own jobs at once, which is safe only
+    /// because an owner names one live replica.
     pub async fn serve(&self, shutdown: CancellationToken) {
         let active: Arc<Mutex<BTreeSet<JobId>>> = Arc::default();
         let mut runners = tokio::task::JoinSet::new();
+        // Leases still held under our owner belong to a predecessor that died without
+        // releasing them (owners are unique among live replicas): resume those jobs now
+        // rather than after the lease.
+        let owner = &self.inner.config.owner;
+        match self.inner.store.release_leases_of(owner).await {
+            Ok(ids) if !ids.is_empty() => tracing::warn!(
+                owner = %owner,
+                jobs = ?ids,
+                "resuming jobs this owner held before a restart at once; if another live replica runs under this owner, stop it: owners must be unique"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take back this owner's leases; they resume when they expire")
+            }
+        }
         loop {
             if let Err(e) = self.claim_and_start(&active, &mut runners).await {
                 tracing::warn!(error = %e, "cannot claim jobs");

@@ -61,6 +61,10 @@ impl ServerError {
         match self {
             Self::BadRequest { field: Some(f), .. }
             | Self::Unprocessable { field: Some(f), .. } => problem.with_field(f.clone()),
+            Self::Store(StoreError::NameTaken { .. })
+            | Self::Engine(EngineError::Store(StoreError::NameTaken { .. })) => {
+                problem.with_field("name")
+            }
             _ => problem,
         }
     }
@@ -93,6 +97,7 @@ fn store_kind(e: &StoreError) -> ProblemType {
     match e {
         StoreError::NotFound { .. } => ProblemType::NotFound,
         StoreError::AlreadyExists { .. }
+        | StoreError::NameTaken { .. }
         | StoreError::Conflict { .. }
         | StoreError::InvalidTransition(_)
         | StoreError::LeaseLost { .. } => ProblemType::Conflict,

@@ -14,6 +14,7 @@ mod config;
 mod errors;
 mod handlers;
 mod lists;
+mod log_sse;
 mod metrics;
 mod openapi;
 mod plan;

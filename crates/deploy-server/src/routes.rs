@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use crate::handlers as h;
 use crate::openapi::{self as doc, ApiDoc, Document};
 use crate::state::ServerState;
-use crate::{lists, plan, sse, token_routes};
+use crate::{lists, log_sse, plan, sse, token_routes};
 
 /// The API router: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: ServerState) -> Router {
@@ -62,6 +62,7 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(h::get_artifact))
         .routes(routes!(h::get_task))
         .routes(routes!(h::task_logs))
+        .routes(routes!(log_sse::task_log_events))
         .routes(routes!(token_routes::list_tokens, h::create_token))
         .routes(routes!(token_routes::revoke_token))
         .routes(routes!(doc::openapi_json));

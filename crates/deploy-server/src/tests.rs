@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use deploy_api::Role;
-use deploy_core::ExecutionModel;
+use deploy_core::{ExecutionModel, TaskId};
 use deploy_engine::{Engine, EngineConfig, SystemClock};
 use deploy_exec::ExecutorRegistry;
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
@@ -458,6 +458,15 @@ async fn role_matrix() {
             Some(200),
         )
     }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/tasks/{task_id}/logs/events"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
     cases.push(Box::new(|u| {
         (
             "POST",
@@ -561,6 +570,170 @@ async fn role_matrix() {
     );
 }
 
+/// SSE `id:` values of a stream's text.
+fn sse_ids(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+/// A task's log as SSE: chunks written while it is followed arrive in order, once each,
+/// `end` follows once the job settled, and `Last-Event-ID` resumes after a chunk.
+#[tokio::test]
+async fn task_log_streams_live_and_resumes() {
+    let f = Fixture::new().await;
+    let w = f.world("logs").await;
+    let approved = f
+        .ok(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Role::Deployer,
+            Some(json!({})),
+        )
+        .await;
+    let job_id = approved["job"]["id"].as_str().unwrap().to_owned();
+    let task_id = approved["job"]["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task = TaskId::parse(&task_id).unwrap();
+    let store = f.engine.store().clone();
+    let now = deploy_engine::Clock::now(&SystemClock);
+    store.append_log(task, now, "pulling web\n").await.unwrap();
+    let viewer = f.token(Role::Viewer).to_owned();
+    let path = format!("/api/v1/tasks/{task_id}/logs/events");
+    // Nobody runs the job (no `serve`): the stream stays open until the job is cancelled.
+    let stream = {
+        let (app, path, viewer) = (f.app.clone(), path.clone(), viewer.clone());
+        tokio::spawn(async move {
+            let req = Request::builder()
+                .uri(path)
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!stream.is_finished(), "the stream waits for more");
+    store
+        .append_log(task, now, "started web-next\n")
+        .await
+        .unwrap();
+    store
+        .append_log(task, now, "healthy after 1 attempt\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    f.ok(
+        "POST",
+        &format!("/api/v1/jobs/{job_id}/cancel"),
+        Role::Deployer,
+        None,
+    )
+    .await;
+    let text = tokio::time::timeout(Duration::from_secs(20), stream)
+        .await
+        .expect("the stream ends once the job settled")
+        .unwrap();
+    assert_eq!(sse_ids(&text), [1, 2, 3], "{text}");
+    assert_eq!(text.matches("event: log").count(), 3, "{text}");
+    let order = ["pulling web", "started web-next", "healthy after 1 attempt"].map(|l| {
+        text.find(l)
+            .unwrap_or_else(|| panic!("{l} missing: {text}"))
+    });
+    assert!(order.windows(2).all(|p| p[0] < p[1]), "{text}");
+    let end = text.rfind("event: end").expect("an end event");
+    assert!(end > order[2], "{text}");
+
+    // Resumed after chunk 1 (the header wins over `after`): chunks 2 and 3 only, then `end`.
+    let (status, headers, bytes) = f
+        .raw(
+            "GET",
+            &format!("{path}?after=0"),
+            Some(&viewer),
+            None,
+            &[("last-event-id", "1")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let resumed = String::from_utf8(bytes).unwrap();
+    assert_eq!(sse_ids(&resumed), [2, 3], "{resumed}");
+    assert!(resumed.contains("event: end"), "{resumed}");
+    // A bad Last-Event-ID and an unknown task are problems, not streams.
+    let (status, _, _) = f
+        .raw("GET", &path, Some(&viewer), None, &[("last-event-id", "x")])
+        .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = f
+        .raw(
+            "GET",
+            "/api/v1/tasks/019a0000-0000-7000-8000-000000000000/logs/events",
+            Some(&viewer),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// A name that exists: 409 naming the field, the name and the id of the one that holds it.
+#[tokio::test]
+async fn duplicate_names_name_the_existing_entity() {
+    let f = Fixture::new().await;
+    let w = f.world("dup").await;
+    let admin = Some(f.token(Role::Admin));
+    let targets_path = format!("/api/v1/environments/{}/targets", w.env_id);
+    let (_, _, bytes) = f.raw("GET", &targets_path, admin, None, &[]).await;
+    let targets: Value = serde_json::from_slice(&bytes).unwrap();
+    let target_id = targets[0]["id"].as_str().unwrap().to_owned();
+    for (path, body, detail) in [
+        (
+            "/api/v1/environments".to_owned(),
+            json!({"name": "dup"}),
+            format!(
+                "environment name `dup` is already taken by environment `{}`",
+                w.env_id
+            ),
+        ),
+        (
+            "/api/v1/releases".to_owned(),
+            release_body("dup"),
+            format!(
+                "release name `dup` is already taken by release `{}`",
+                w.release_id
+            ),
+        ),
+        (
+            targets_path.clone(),
+            target_body("host-1"),
+            format!("target name `host-1` is already taken by target `{target_id}`"),
+        ),
+    ] {
+        let (status, headers, bytes) = f
+            .raw("POST", &path, admin, Some(body.to_string()), &[])
+            .await;
+        let problem: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status.as_u16(), 409, "{path}: {problem}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(problem["type"], "urn:deploy:problem:conflict");
+        assert_eq!(problem["field"], "name", "{problem}");
+        assert_eq!(problem["detail"], detail.as_str(), "{problem}");
+    }
+}
+
 /// Each error case: status, stable type, and the field path where there is one.
 #[tokio::test]
 async fn error_cases() {
@@ -592,7 +765,9 @@ async fn error_cases() {
         ("GET", "/api/v1/jobs?limit=501".into(), None, 400, "bad-request", Some("limit")),
         ("GET", unknown_job.into(), None, 404, "not-found", None),
         ("GET", "/api/v1/nothing-here".into(), None, 404, "not-found", None),
-        ("POST", "/api/v1/environments".into(), Some(r#"{"name":"errors"}"#.into()), 409, "conflict", None),
+        ("POST", "/api/v1/environments".into(), Some(r#"{"name":"errors"}"#.into()), 409, "conflict", Some("name")),
+        ("POST", "/api/v1/releases".into(), Some(release_body("errors").to_string()), 409, "conflict", Some("name")),
+        ("POST", format!("/api/v1/environments/{}/targets", w.env_id), Some(target_body("host-1").to_string()), 409, "conflict", Some("name")),
         ("POST", "/api/v1/environments".into(), Some(format!(r#"{{"name":"{}"}}"#, "a".repeat(5000))), 413, "payload-too-large", None),
         ("POST", "/api/v1/promotions".into(), Some(json!({"release_id": "019a0000-0000-7000-8000-000000000000", "environment_id": w.env_id}).to_string()), 422, "unprocessable", Some("release_id")),
         ("POST", "/api/v1/releases".into(), Some(json!({"name": "dup", "components": [
@@ -773,7 +948,6 @@ async fn deploy_over_unreachable_ssh_fails_and_streams_events() {
         )
         .await;
     assert_eq!(page["task_id"], task_id);
-
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), serve)
         .await

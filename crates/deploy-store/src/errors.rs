@@ -40,6 +40,14 @@ pub enum StoreError {
     NotFound { entity: &'static str, id: String },
     #[error("{entity} `{id}` already exists")]
     AlreadyExists { entity: &'static str, id: String },
+    /// A unique name (an environment's, a release's, a target's in its environment) is held by another row.
+    #[error("{entity} name `{name}` is already taken by {entity} `{existing}`")]
+    NameTaken {
+        entity: &'static str,
+        name: String,
+        /// The id of the entity that holds the name.
+        existing: String,
+    },
     /// The environment already has a non-terminal job.
     #[error("environment `{environment}` is locked by running job `{job}`")]
     EnvironmentLocked {

@@ -354,6 +354,31 @@ macro_rules! sql_store {
                     Ok(_) => Ok(()),
                 }
             }
+
+            /// After a unique violation on an insert of `id` named `name`: [`StoreError::NameTaken`]
+            /// with the id of the row `holder` (a query selecting `id` by name) finds, or
+            /// `AlreadyExists` when the clash was the id itself (or the holder is gone again).
+            async fn name_clash<'q>(
+                &self,
+                holder: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                entity: &'static str,
+                name: &str,
+                id: String,
+            ) -> StoreError {
+                let existing = holder
+                    .fetch_optional(&self.reader)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|row| row.uuid("id").ok())
+                    .map(|uuid| uuid.to_string());
+                match existing {
+                    Some(existing) if existing != id => {
+                        StoreError::NameTaken { entity, name: name.to_owned(), existing }
+                    }
+                    _ => StoreError::AlreadyExists { entity, id },
+                }
+            }
         }
 
         #[async_trait::async_trait]
@@ -364,7 +389,14 @@ macro_rules! sql_store {
                     .bind(environment.name.as_str().to_owned())
                     .bind(model::to_json("environments.spec", environment)?)
                     .bind(model::millis(environment.created_at)?);
-                self.insert_one(query, "environment", environment.id.to_string()).await
+                let name = environment.name.as_str();
+                match self.insert_one(query, "environment", environment.id.to_string()).await {
+                    Err(StoreError::AlreadyExists { entity, id }) => {
+                        let holder = sqlx::query("SELECT id FROM environments WHERE name = $1").bind(name.to_owned());
+                        Err(self.name_clash(holder, entity, name, id).await)
+                    }
+                    other => other,
+                }
             }
 
             async fn get_environment(&self, id: deploy_core::EnvironmentId) -> Result<deploy_core::Environment, StoreError> {
@@ -395,7 +427,16 @@ macro_rules! sql_store {
                 .bind(target.target_type.as_str())
                 .bind(model::to_json("targets.spec", target)?)
                 .bind(model::millis(target.created_at)?);
-                self.insert_one(query, "target", target.id.to_string()).await
+                let name = target.name.as_str();
+                match self.insert_one(query, "target", target.id.to_string()).await {
+                    Err(StoreError::AlreadyExists { entity, id }) => {
+                        let holder = sqlx::query("SELECT id FROM targets WHERE environment_id = $1 AND name = $2")
+                            .bind_id(target.environment_id)
+                            .bind(name.to_owned());
+                        Err(self.name_clash(holder, entity, name, id).await)
+                    }
+                    other => other,
+                }
             }
 
             async fn list_targets(&self, environment: deploy_core::EnvironmentId) -> Result<Vec<deploy_core::Target>, StoreError> {
@@ -414,7 +455,10 @@ macro_rules! sql_store {
                     .map_err(StoreError::db("insert a release"));
                 match inserted {
                     Err(e) if e.is_unique_violation() => {
-                        return Err(StoreError::AlreadyExists { entity: "release", id: release.id.to_string() })
+                        drop(tx);
+                        let name = release.name.as_str();
+                        let holder = sqlx::query("SELECT id FROM releases WHERE name = $1").bind(name.to_owned());
+                        return Err(self.name_clash(holder, "release", name, release.id.to_string()).await);
                     }
                     other => other?,
                 };
@@ -841,6 +885,22 @@ macro_rules! sql_store {
                     return Err(self.lease_lost(job, owner).await);
                 }
                 Ok(())
+            }
+
+            async fn release_leases_of(&self, owner: &str) -> Result<Vec<deploy_core::JobId>, StoreError> {
+                sqlx::query(
+                    "UPDATE jobs SET claimed_by = NULL, lease_until = NULL
+                     WHERE claimed_by = $1
+                       AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                     RETURNING id",
+                )
+                .bind(owner.to_owned())
+                .fetch_all(&self.writer)
+                .await
+                .map_err(StoreError::db("release an owner's leases"))?
+                .iter()
+                .map(|r| model::typed("jobs.id", r.uuid("id")?))
+                .collect()
             }
 
             async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {

@@ -20,7 +20,8 @@ use crate::model::{AgentRecord, ApiTokenRecord, Created, JobEventRecord, LastKno
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Inserts an environment; an existing id or name is [`StoreError::AlreadyExists`].
+    /// Inserts an environment; an existing id is [`StoreError::AlreadyExists`], an existing name
+    /// [`StoreError::NameTaken`] (naming the environment that holds it).
     async fn put_environment(&self, environment: &Environment) -> Result<(), StoreError>;
     async fn get_environment(&self, id: EnvironmentId) -> Result<Environment, StoreError>;
     /// Environments newest first (ids are UUID v7), older than `before`, at most `limit`.
@@ -29,11 +30,12 @@ pub trait Store: Send + Sync {
         before: Option<EnvironmentId>,
         limit: u32,
     ) -> Result<Vec<Environment>, StoreError>;
-    /// Inserts a target of an existing environment.
+    /// Inserts a target of an existing environment; a name its environment already has is
+    /// [`StoreError::NameTaken`].
     async fn put_target(&self, target: &Target) -> Result<(), StoreError>;
     /// The environment's targets, by name.
     async fn list_targets(&self, environment: EnvironmentId) -> Result<Vec<Target>, StoreError>;
-    /// Inserts a release and its components.
+    /// Inserts a release and its components; an existing name is [`StoreError::NameTaken`].
     async fn put_release(&self, release: &Release) -> Result<(), StoreError>;
     async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
     /// Releases with their components, newest first (ids are UUID v7), older than `before`, at most `limit`.
@@ -153,6 +155,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Timestamp, StoreError>;
     /// Gives the job back so another replica may claim it at once.
     async fn release_lease(&self, job: JobId, owner: &str) -> Result<(), StoreError>;
+    /// Gives back every lease `owner` holds on an active job, whether or not it has
+    /// expired, and returns those jobs: a replica restarted under the same owner
+    /// (its predecessor killed before it could release them) calls it once at start,
+    /// so its next [`Store::claim_jobs`] resumes them at once instead of after the lease.
+    ///
+    /// Safe only when no other *live* replica runs under `owner`: owners must be
+    /// unique among live replicas (deployd keeps a generated owner in its data
+    /// directory and refuses a second process on it).
+    async fn release_leases_of(&self, owner: &str) -> Result<Vec<JobId>, StoreError>;
 
     async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     async fn get_agent(&self, id: AgentId) -> Result<AgentRecord, StoreError>;

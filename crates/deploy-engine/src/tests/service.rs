@@ -116,3 +116,69 @@ async fn a_stopped_engine_hands_its_job_to_another_on_the_same_database() {
         .unwrap();
     drop(a);
 }
+
+/// Stands in for a replica killed while holding job `id`: its lease, taken now for `lease`, is never released.
+async fn leased_by_dead_replica(f: &Fixture, id: JobId, owner: &str, lease: Duration) -> Timestamp {
+    let now = crate::Clock::now(&crate::SystemClock);
+    let claimed = f.store.claim_jobs(owner, now, lease, 10).await.unwrap();
+    assert_eq!(claimed, [id]);
+    now.saturating_add(lease)
+}
+
+#[tokio::test]
+async fn a_restart_under_the_same_owner_resumes_its_jobs_at_once() {
+    let f = Fixture::new(1).await;
+    let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    // The fixture's engine runs as `test-engine`; its dead predecessor held the job for an hour.
+    leased_by_dead_replica(&f, job.id, "test-engine", Duration::from_secs(3600)).await;
+    let shutdown = CancellationToken::new();
+    let (engine, token) = (f.engine.clone(), shutdown.clone());
+    let service = tokio::spawn(async move { engine.serve(token).await });
+    let done = settled(&f, job.id, Duration::from_secs(20)).await;
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "{:?}",
+        done.failure_reason
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_job_held_by_another_owner_waits_for_its_lease_to_end() {
+    let f = Fixture::new(1).await;
+    let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    let lease_end =
+        leased_by_dead_replica(&f, job.id, "another-replica", Duration::from_secs(3)).await;
+    let shutdown = CancellationToken::new();
+    let (engine, token) = (f.engine.clone(), shutdown.clone());
+    let service = tokio::spawn(async move { engine.serve(token).await });
+    // Well inside the lease: untouched.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        f.store.get_job(job.id).await.unwrap().status,
+        JobStatus::Pending
+    );
+    assert!(f.world.deploys.lock().unwrap().is_empty());
+    let done = settled(&f, job.id, Duration::from_secs(30)).await;
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "{:?}",
+        done.failure_reason
+    );
+    let started = done.started_at.expect("the job started");
+    assert!(
+        started >= lease_end,
+        "started at {started}, before the other owner's lease ended at {lease_end}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -38,9 +38,52 @@ async fn entities_round_trip(t: TestStore) {
         format!("environment `{env}` already exists")
     );
 
+    // Another environment with the same name: the error names the name and its holder.
+    let mut twin = s.get_environment(env).await.unwrap();
+    twin.id = deploy_core::EnvironmentId::from_parts(ts(99), [7; 10]);
+    let err = s.put_environment(&twin).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NameTaken { entity: "environment", name, existing }
+            if name == "env-1" && *existing == env.to_string()),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("environment name `env-1` is already taken by environment `{env}`")
+    );
+    let mut twin = listed[0].clone();
+    twin.id = deploy_core::TargetId::from_parts(ts(99), [7; 10]);
+    let err = s.put_target(&twin).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "target name `{}` is already taken by target `{}`",
+            twin.name, listed[0].id
+        )
+    );
+
     let r = super::harness::release_n(3);
     s.put_release(&r).await.unwrap();
     assert_eq!(s.get_release(r.id).await.unwrap(), r);
+    let err = s.put_release(&r).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("release `{}` already exists", r.id)
+    );
+    let mut twin = r.clone();
+    twin.id = deploy_core::ReleaseId::from_parts(ts(99), [7; 10]);
+    let err = s.put_release(&twin).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "release name `{}` is already taken by release `{}`",
+            r.name, r.id
+        )
+    );
+    assert!(
+        s.get_release(twin.id).await.is_err(),
+        "nothing of the twin was written"
+    );
 
     let mut p = promotion(1);
     p.environment_id = env;
@@ -473,6 +516,22 @@ async fn leases_claim_renew_expire_and_release(t: TestStore) {
         s.claim_jobs("c", ts(15_003), lease, 10).await.unwrap(),
         [j.id],
         "released jobs are claimable at once"
+    );
+    // A restart under the same owner gives back that owner's unexpired leases, and only those.
+    assert!(s.release_leases_of("a").await.unwrap().is_empty());
+    assert!(
+        s.claim_jobs("a", ts(15_004), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "c still holds it"
+    );
+    assert_eq!(s.release_leases_of("c").await.unwrap(), [j.id]);
+    assert!(s.release_leases_of("c").await.unwrap().is_empty());
+    assert_eq!(
+        s.claim_jobs("c", ts(15_005), lease, 10).await.unwrap(),
+        [j.id],
+        "claimable at once, long before the lease would end"
     );
     // Settled jobs are never claimed.
     s.release_lease(j.id, "c").await.unwrap();
