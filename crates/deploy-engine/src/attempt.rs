@@ -173,6 +173,20 @@ async fn attempt(
             }
             Err(e) => return fail(inner, tokens, &task, false, &e.to_string()).await,
         }
+    } else if let Some(soak) = soak {
+        // A canary without a health check still soaks: the wait before the remaining
+        // waves is the point of the canary, and other signals (alerts, hooks, an
+        // operator's cancel) act inside it.
+        log.line(&format!(
+            "no health check: soaking {} ms without probes",
+            soak.as_millis()
+        ));
+        tokio::select! {
+            () = tokio::time::sleep(soak) => {}
+            () = cancel.cancelled() => {
+                return fail(inner, tokens, &task, false, "cancelled during the canary soak").await;
+            }
+        }
     }
     // Blue-green runs the post-deploy hook after the cut-over instead (bluegreen::cut_over).
     if let Some(hook) = &ctx.environment.hooks.post_deploy

@@ -159,9 +159,10 @@ pub(crate) async fn start(
                 rollback.tasks.len()
             );
             if !plan.unrestorable.is_empty() {
+                let slots: Vec<SlotKey> = plan.unrestorable.iter().map(|u| u.slot).collect();
                 cause.push_str(&format!(
-                    "; {} slot(s) have no last-known-good digest",
-                    plan.unrestorable.len()
+                    "; not restorable (no last-known-good digest, left as the failed job left them): {}",
+                    describe_slots(inner, job, &slots).await?
                 ));
             }
             inner
@@ -171,10 +172,63 @@ pub(crate) async fn start(
         }
         Err(EngineError::Rollback(e @ RollbackError::NoRollbackTarget { .. })) => {
             tracing::warn!(job = %job.id, error = %e, "automatic rollback impossible");
+            // The job stays failed; every slot it touched says so in its own log,
+            // so `deployctl logs` and `--follow --logs` show why nothing was restored.
+            let line = format!("automatic rollback impossible: {e}");
+            let now = inner.clock.now();
+            for task in job.tasks.iter().filter(|t| t.attempt_number > 0) {
+                inner.store.append_log(task.id, now, &line).await?;
+            }
             Ok(false)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Names slots as `target/component` (`target` alone for a compose project),
+/// at most 20 of them and then a count, for a job event's cause.
+async fn describe_slots(
+    inner: &Inner,
+    job: &DeploymentJob,
+    slots: &[SlotKey],
+) -> Result<String, EngineError> {
+    const SHOWN: usize = 20;
+    let targets: BTreeMap<TargetId, String> = inner
+        .store
+        .list_targets(job.environment_id)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name.to_string()))
+        .collect();
+    let components: BTreeMap<ComponentId, String> = inner
+        .store
+        .get_release(job.release_id)
+        .await?
+        .components
+        .into_iter()
+        .map(|c| (c.id, c.name.to_string()))
+        .collect();
+    let mut names: Vec<String> = slots
+        .iter()
+        .take(SHOWN)
+        .map(|(target, component)| {
+            let target = targets
+                .get(target)
+                .cloned()
+                .unwrap_or_else(|| target.to_string());
+            match component {
+                Some(c) => {
+                    let c = components.get(c).cloned().unwrap_or_else(|| c.to_string());
+                    format!("`{target}/{c}`")
+                }
+                None => format!("`{target}`"),
+            }
+        })
+        .collect();
+    if slots.len() > SHOWN {
+        names.push(format!("and {} more", slots.len() - SHOWN));
+    }
+    Ok(names.join(", "))
 }
 
 /// Runs the rollback job of a rolling-back job to its end and settles the original.
@@ -186,17 +240,24 @@ pub(crate) async fn follow(
     stop: CancellationToken,
 ) -> Result<DeploymentJob, EngineError> {
     let reason = job.failure_reason.clone().unwrap_or_default();
-    let (_, rollback) = create_rollback(&inner, job, attempt.max(1), &reason).await?;
+    let (plan, rollback) = create_rollback(&inner, job, attempt.max(1), &reason).await?;
     let finished = Box::pin(runner::run(inner.clone(), rollback.id, cancel, stop)).await?;
     let job = inner.store.get_job(job.id).await?;
     match finished.status {
-        JobStatus::Completed => Ok(inner
-            .job_event(
-                &job,
-                JobEvent::RollbackSucceeded,
-                &format!("rollback job `{}` completed", finished.id),
-            )
-            .await?),
+        JobStatus::Completed => {
+            // `rolled_back` with slots left broken must say which, not only succeed.
+            let mut cause = format!("rollback job `{}` completed", finished.id);
+            if !plan.unrestorable.is_empty() {
+                let slots: Vec<SlotKey> = plan.unrestorable.iter().map(|u| u.slot).collect();
+                cause.push_str(&format!(
+                    "; not restored (no last-known-good digest): {}",
+                    describe_slots(&inner, &job, &slots).await?
+                ));
+            }
+            Ok(inner
+                .job_event(&job, JobEvent::RollbackSucceeded, &cause)
+                .await?)
+        }
         JobStatus::Failed => {
             let why = finished
                 .failure_reason

@@ -246,6 +246,54 @@ async fn without_history_there_is_nothing_to_roll_back_and_the_job_says_failed()
         .await;
     let done = f.engine.run_job(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Failed);
+    // The touched slot's log says why nothing was restored.
+    let log = f.store.read_log(done.tasks[0].id, 0, 100).await.unwrap();
+    assert!(
+        log.iter().any(|c| c
+            .content
+            .starts_with("automatic rollback impossible: no target of job")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_partial_rollback_names_the_slots_it_could_not_restore() {
+    let f = Fixture::new(1).await;
+    let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    f.engine.run_job(v1.id).await.unwrap();
+    // v2 brings a second component, `api`, that no completed job ever deployed;
+    // v2's `web` is broken, so the job fails and only `web` can be put back.
+    let mut v2 = super::fake::release_with_component(2, digest(2), 2);
+    let mut api = v2.components[0].clone();
+    api.id = deploy_core::testing::component_id(3);
+    api.name = Name::parse("api").unwrap();
+    api.image = ImageRef::from_parts("127.0.0.1:5000/api", &digest(3)).unwrap();
+    v2.components.push(api);
+    f.world.broken.lock().unwrap().insert(digest(2));
+    let job = f
+        .job(2, &v2, |r| r.failure_policy.auto_rollback = true)
+        .await;
+    let done = f.engine.run_job(job.id).await.unwrap();
+    let events = f.store.job_events(job.id, 0, 1_000).await.unwrap();
+    assert_eq!(done.status, JobStatus::RolledBack, "{events:#?}");
+    assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
+    let cause = |event: &str| {
+        events
+            .iter()
+            .find(|e| e.event == event && e.task_id.is_none())
+            .map(|e| e.cause.clone())
+            .unwrap_or_else(|| panic!("no {event} in {events:#?}"))
+    };
+    let started = cause("rollback_started");
+    assert!(started.contains("restores 1 slot(s)"), "{started}");
+    assert!(started.contains("/api`"), "{started}");
+    assert!(!started.contains("/web`"), "{started}");
+    let succeeded = cause("rollback_succeeded");
+    assert!(
+        succeeded.contains("not restored (no last-known-good digest):")
+            && succeeded.contains("/api`"),
+        "{succeeded}"
+    );
 }
 
 #[tokio::test]
@@ -520,4 +568,59 @@ async fn rollback_matches_components_by_name_across_releases_with_new_ids() {
         JobStatus::Completed
     );
     assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
+}
+
+#[tokio::test]
+async fn a_canary_without_health_checks_still_soaks_before_the_remaining_waves() {
+    let f = Fixture::open_with(
+        3,
+        deploy_testkit::temp_dir("engine-").unwrap(),
+        std::sync::Arc::new(FakeWorld::default()),
+        true,
+        deploy_core::testing::environment("prod"),
+        |t| t.health_check = None,
+    )
+    .await;
+    let soak_ms = 400;
+    let job = f
+        .job(1, &release_with(1, digest(1)), |r| {
+            r.strategy = Strategy::Canary {
+                canary: BatchSize::Count(nz(1)),
+                min_healthy_time_ms: soak_ms,
+                batch: BatchSize::Count(nz(2)),
+            }
+        })
+        .await;
+    let done = f.engine.run_job(job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    let events = f.store.job_events(job.id, 0, 1_000).await.unwrap();
+    let canary = done.tasks.iter().find(|t| t.wave == 0).unwrap();
+    let at = |event: &str, task: Option<TaskId>| {
+        events
+            .iter()
+            .filter(|e| e.event == event && (task.is_none() || e.task_id == task))
+            .map(|e| e.at.unix_millis())
+            .collect::<Vec<_>>()
+    };
+    let canary_verified = at("verify", Some(canary.id))[0];
+    let canary_succeeded = at("succeed", Some(canary.id))[0];
+    assert!(
+        canary_succeeded - canary_verified >= soak_ms,
+        "the canary succeeded {} ms after its deploy; expected a soak of {soak_ms} ms",
+        canary_succeeded - canary_verified
+    );
+    let later_dispatches: Vec<u64> = done
+        .tasks
+        .iter()
+        .filter(|t| t.wave > 0)
+        .flat_map(|t| at("dispatch", Some(t.id)))
+        .collect();
+    assert_eq!(later_dispatches.len(), 2);
+    assert!(later_dispatches.iter().all(|&d| d >= canary_succeeded));
+    let log = f.store.read_log(canary.id, 0, 100).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|c| c.content.contains("no health check: soaking 400 ms")),
+        "{log:?}"
+    );
 }
