@@ -12,7 +12,9 @@ use clap::Parser;
 use deploy_core::ExecutionModel;
 use deploy_engine::{Clock, Engine, EngineConfig, SystemClock};
 use deploy_exec::ExecutorRegistry;
+use deploy_exec::api::{ApiExecutor, ApiExecutorConfig};
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
+use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
 use deploy_server::{ServerConfig, ServerState, bootstrap_admin, router};
 use deploy_store::StoreConfig;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +65,33 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// The executors of every execution model that runs without a separate process:
+/// SSH, WinRM and the platform APIs (ECS, Nomad, Kubernetes). The agent model has
+/// no executor yet, so its targets' tasks fail with an "unsupported" error.
+fn executors(config: &Config) -> ExecutorRegistry {
+    let secrets: Arc<dyn deploy_exec::SecretsProvider> = Arc::new(deploy_exec::DefaultSecrets);
+    let mut executors = ExecutorRegistry::new();
+    executors.register(
+        ExecutionModel::Ssh,
+        Arc::new(SshExecutor::new(
+            SshExecutorConfig::new(config.known_hosts.clone()),
+            secrets.clone(),
+        )),
+    );
+    executors.register(
+        ExecutionModel::Winrm,
+        Arc::new(WinrmExecutor::new(
+            WinrmClientConfig::default(),
+            secrets.clone(),
+        )),
+    );
+    executors.register(
+        ExecutionModel::Api,
+        Arc::new(ApiExecutor::new(secrets, ApiExecutorConfig::default())),
+    );
+    executors
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     // First: one live deployd per data directory, so its owner names one live replica.
     let _lock = identity::lock(&config.data_dir)?;
@@ -78,14 +107,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the database {}", config.database_display))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-    let mut executors = ExecutorRegistry::new();
-    executors.register(
-        ExecutionModel::Ssh,
-        Arc::new(SshExecutor::new(
-            SshExecutorConfig::new(config.known_hosts.clone()),
-            Arc::new(deploy_exec::DefaultSecrets),
-        )),
-    );
+    let executors = executors(&config);
     let engine = Engine::new(
         store.clone(),
         executors,
@@ -168,4 +190,26 @@ async fn signal(shutdown: CancellationToken) {
 )]
 fn print_admin_token(token: &str) {
     println!("admin token (shown once; store it now): {token}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn every_execution_model_but_the_agent_has_an_executor() {
+        let args = Args::try_parse_from(["deployd"]).unwrap();
+        let config = Config::load(args, Some(Path::new("/home/u"))).unwrap();
+        let registry = executors(&config);
+        for model in [
+            ExecutionModel::Ssh,
+            ExecutionModel::Winrm,
+            ExecutionModel::Api,
+        ] {
+            assert!(registry.supports(model), "{model:?}");
+        }
+        assert!(!registry.supports(ExecutionModel::Agent));
+    }
 }

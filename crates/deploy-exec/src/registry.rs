@@ -33,6 +33,11 @@ impl ExecutorRegistry {
         self
     }
 
+    /// True when an executor is registered for `model`.
+    pub fn supports(&self, model: ExecutionModel) -> bool {
+        self.executors.contains_key(&model)
+    }
+
     /// The executor for `target`: checks the target's type/model pairing first.
     pub fn for_target(&self, target: &Target) -> Result<Arc<dyn Executor>, ExecError> {
         target.validate().map_err(|e| {
