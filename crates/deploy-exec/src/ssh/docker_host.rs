@@ -131,6 +131,9 @@ fn running_check(q_container: &str) -> String {
 }
 
 /// Where a pending background stop of container `$id` is marked on the host (the id is hex).
+/// The marker is a directory (`mkdir`/`rmdir`), never a file written through `>`: in a
+/// shared `/tmp` a planted symlink of that name then makes `mkdir` fail (a stale marker,
+/// which only delays a later revert) instead of truncating the file it points to.
 const STOP_MARKER: &str = "/tmp/.stella-stopping-";
 
 /// The common end of both sequences, once `<name>-next` runs: the running `<name>` is
@@ -149,8 +152,8 @@ fn swap_tail(name: &Name, old: OldContainer) -> String {
             // named after the container id so that a revert can tell a pending stop.
             format!(
                 "if old=$(docker inspect --type container --format '{{{{.Id}}}}' {q_prev} 2>/dev/null) && [ -n \"$old\" ]; then\n\
-                 \x20 : > {STOP_MARKER}\"$old\"\n\
-                 \x20 setsid sh -c 'docker stop --time {stop_time} \"$1\" >/dev/null 2>&1; rm -f {STOP_MARKER}\"$1\"' sh \"$old\" </dev/null >/dev/null 2>&1 &\n\
+                 \x20 mkdir {STOP_MARKER}\"$old\" 2>/dev/null || true\n\
+                 \x20 setsid sh -c 'docker stop --time {stop_time} \"$1\" >/dev/null 2>&1; rmdir {STOP_MARKER}\"$1\" 2>/dev/null' sh \"$old\" </dev/null >/dev/null 2>&1 &\n\
                  fi"
             )
         }
@@ -229,7 +232,7 @@ pub fn revert_script(
          if [ -e {STOP_MARKER}\"$id\" ]; then\n\
          \x20 docker kill {q_next} >/dev/null 2>&1; i=0\n\
          \x20 while [ -e {STOP_MARKER}\"$id\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
-         \x20 rm -f {STOP_MARKER}\"$id\"\n\
+         \x20 rmdir {STOP_MARKER}\"$id\" 2>/dev/null || true\n\
          fi\n\
          if ! docker start {q_next} >/dev/null || ! {running} || ! sleep {settle} || ! {running}; then\n\
          \x20 echo 'the kept previous container did not stay up:' >&2; docker logs --tail 20 {q_next} >&2\n\
