@@ -26,5 +26,7 @@ pub use logs::{
 };
 pub use quote::{sh_join, sh_quote};
 pub use registry::ExecutorRegistry;
-pub use secrets::{DefaultSecrets, EnvSecrets, FileSecrets, Secret, SecretsProvider};
+pub use secrets::{
+    DefaultSecrets, EnvSecrets, FileSecrets, ScopedSecrets, Secret, SecretsProvider,
+};
 pub use tokio_util::sync::CancellationToken;

@@ -156,6 +156,112 @@ impl SecretsProvider for DefaultSecrets {
     }
 }
 
+/// [`DefaultSecrets`] fenced in for a server whose API callers must not read
+/// whatever the server process can: `env:NAME` only for names that start with
+/// `env_prefix`, `file:/path` only for files that resolve (symlinks and `..`
+/// followed) inside `file_dir`. Without the fence a target's `credential_ref` could
+/// make the server send any of its environment variables or readable files to a
+/// host of the caller's choosing as a "password".
+#[derive(Debug, Clone)]
+pub struct ScopedSecrets {
+    env_prefix: String,
+    file_dir: std::path::PathBuf,
+}
+
+impl ScopedSecrets {
+    /// Allows `env:<env_prefix>…` and files under `file_dir`.
+    pub fn new(env_prefix: impl Into<String>, file_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            env_prefix: env_prefix.into(),
+            file_dir: file_dir.into(),
+        }
+    }
+
+    /// Refuses a reference outside the fence, naming the rule.
+    async fn check(&self, reference: &CredentialRef, passphrase: bool) -> Result<(), ExecError> {
+        match reference.as_str().split_once(':') {
+            Some(("env", name)) => {
+                if name.starts_with(&self.env_prefix) && name.len() > self.env_prefix.len() {
+                    Ok(())
+                } else {
+                    Err(secret_error(
+                        reference,
+                        format!(
+                            "environment variable `{name}` is outside the allowed ones; expected a name starting with `{}`",
+                            self.env_prefix
+                        ),
+                    ))
+                }
+            }
+            Some(("file", path)) => {
+                let path = if passphrase {
+                    format!("{path}.passphrase")
+                } else {
+                    path.to_owned()
+                };
+                let outside = || {
+                    secret_error(
+                        reference,
+                        format!(
+                            "file `{path}` is outside the secrets directory; expected a file under `{}`",
+                            self.file_dir.display()
+                        ),
+                    )
+                };
+                // `..` is refused outright, so that a missing file's lexical check below
+                // cannot be used to probe for paths outside the directory.
+                if std::path::Path::new(&path)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+                {
+                    return Err(outside());
+                }
+                // A file that does not exist is reported by the provider itself.
+                let resolved = match tokio::fs::canonicalize(&path).await {
+                    Ok(p) => p,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return if std::path::Path::new(&path).starts_with(&self.file_dir) {
+                            Ok(())
+                        } else {
+                            Err(outside())
+                        };
+                    }
+                    Err(e) => {
+                        return Err(secret_error(
+                            reference,
+                            format!("cannot resolve `{path}`: {e}"),
+                        ));
+                    }
+                };
+                let dir = tokio::fs::canonicalize(&self.file_dir)
+                    .await
+                    .map_err(|_| outside())?;
+                if resolved.starts_with(&dir) {
+                    Ok(())
+                } else {
+                    Err(outside())
+                }
+            }
+            // Unknown schemes are refused by DefaultSecrets with their own message.
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl SecretsProvider for ScopedSecrets {
+    async fn resolve(&self, reference: &CredentialRef) -> Result<Secret, ExecError> {
+        self.check(reference, false).await?;
+        DefaultSecrets.resolve(reference).await
+    }
+
+    async fn passphrase(&self, reference: &CredentialRef) -> Result<Option<Secret>, ExecError> {
+        self.check(reference, false).await?;
+        self.check(reference, true).await?;
+        DefaultSecrets.passphrase(reference).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +306,57 @@ mod tests {
         );
         assert!(DefaultSecrets.resolve(&r("vault:kv/x")).await.is_err());
         assert!(EnvSecrets.resolve(&r("file:/x")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn scoped_secrets_stay_inside_their_prefix_and_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        std::fs::write(secrets.join("key"), "KEYDATA").unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "NOT FOR THE API").unwrap();
+        std::os::unix::fs::symlink(&outside, secrets.join("link")).unwrap();
+        let scoped = ScopedSecrets::new("PATH", &secrets);
+
+        let inside = r(&format!("file:{}/key", secrets.display()));
+        assert_eq!(scoped.resolve(&inside).await.unwrap().expose(), "KEYDATA");
+        assert_eq!(scoped.passphrase(&inside).await.unwrap(), None);
+        for refused in [
+            format!("file:{}", outside.display()),
+            format!("file:{}/link", secrets.display()),
+            format!("file:{}/../outside", secrets.display()),
+            format!("file:{}/../no-such-file", secrets.display()),
+            "file:/etc/hostname".to_owned(),
+        ] {
+            let err = scoped.resolve(&r(&refused)).await.unwrap_err().to_string();
+            assert!(
+                err.contains("is outside the secrets directory"),
+                "{refused}: {err}"
+            );
+            assert!(!err.contains("NOT FOR THE API"), "{err}");
+        }
+        let missing = r(&format!("file:{}/nope", secrets.display()));
+        let err = scoped.resolve(&missing).await.unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+
+        // PATH is always set and starts with the prefix `PATH`... only when it is longer.
+        let err = scoped
+            .resolve(&r("env:PATH"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a name starting with `PATH`"),
+            "{err}"
+        );
+        let scoped = ScopedSecrets::new("PAT", &secrets);
+        assert!(scoped.resolve(&r("env:PATH")).await.is_ok());
+        let err = scoped
+            .resolve(&r("env:HOME"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`HOME` is outside the allowed ones"), "{err}");
     }
 }
