@@ -22,7 +22,7 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Args {
-    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes).
+    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir).
     #[arg(long, env = "DEPLOYD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on.
@@ -49,6 +49,15 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long, env = "DEPLOYD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Targets' `env:NAME` credentials may only name variables starting with this
+    /// prefix (default DEPLOY_), so an API caller cannot make deployd send any of its
+    /// environment to a host.
+    #[arg(long, env = "DEPLOYD_SECRET_ENV_PREFIX")]
+    pub secret_env_prefix: Option<String>,
+    /// Targets' `file:/path` credentials must lie in this directory (default
+    /// <data dir>/secrets).
+    #[arg(long, env = "DEPLOYD_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -69,6 +78,8 @@ struct FileConfig {
     owner: Option<String>,
     known_hosts: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    secret_env_prefix: Option<String>,
+    secrets_dir: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -85,6 +96,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub known_hosts: PathBuf,
     pub max_body_bytes: usize,
+    /// `env:` credentials must start with it.
+    pub secret_env_prefix: String,
+    /// `file:` credentials must lie inside it.
+    pub secrets_dir: PathBuf,
 }
 
 impl Config {
@@ -153,6 +168,23 @@ impl Config {
                 .map(|h| h.join(".ssh/known_hosts"))
                 .unwrap_or_else(|| PathBuf::from("known_hosts")),
         };
+        let secret_env_prefix = args
+            .secret_env_prefix
+            .or(file.secret_env_prefix)
+            .unwrap_or_else(|| "DEPLOY_".to_owned());
+        if secret_env_prefix.is_empty()
+            || !secret_env_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            bail!(
+                "secret_env_prefix `{secret_env_prefix}` is invalid; expected a non-empty prefix of A-Z a-z 0-9 _ such as DEPLOY_"
+            );
+        }
+        let secrets_dir = args
+            .secrets_dir
+            .or(file.secrets_dir)
+            .unwrap_or_else(|| data_dir.join("secrets"));
         Ok(Self {
             listen,
             store,
@@ -165,6 +197,8 @@ impl Config {
             data_dir,
             known_hosts,
             max_body_bytes,
+            secret_env_prefix,
+            secrets_dir,
         })
     }
 }
@@ -207,6 +241,29 @@ mod tests {
         assert_eq!(c.database_display, "sqlite:deployd-data/deployd.sqlite");
         assert_eq!(c.log_format, LogFormat::Human);
         assert_eq!(c.known_hosts, PathBuf::from("/home/u/.ssh/known_hosts"));
+        assert_eq!(c.secret_env_prefix, "DEPLOY_");
+        assert_eq!(c.secrets_dir, PathBuf::from("deployd-data/secrets"));
+    }
+
+    #[test]
+    fn a_bad_secret_env_prefix_is_refused_by_name() {
+        for bad in ["", "DEPLOY-", "A B"] {
+            let err = format!(
+                "{:#}",
+                load(&["--secret-env-prefix", bad], None).unwrap_err()
+            );
+            assert!(
+                err.contains(&format!("secret_env_prefix `{bad}` is invalid")),
+                "{err}"
+            );
+        }
+        let c = load(
+            &[],
+            Some("secret_env_prefix = \"APP_\"\nsecrets_dir = \"/run/s\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.secret_env_prefix, "APP_");
+        assert_eq!(c.secrets_dir, PathBuf::from("/run/s"));
     }
 
     #[test]

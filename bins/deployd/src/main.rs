@@ -11,10 +11,10 @@ use anyhow::Context;
 use clap::Parser;
 use deploy_core::ExecutionModel;
 use deploy_engine::{Clock, Engine, EngineConfig, SystemClock};
-use deploy_exec::ExecutorRegistry;
 use deploy_exec::api::{ApiExecutor, ApiExecutorConfig};
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
+use deploy_exec::{ExecutorRegistry, ScopedSecrets};
 use deploy_server::{ServerConfig, ServerState, bootstrap_admin, router};
 use deploy_store::StoreConfig;
 use tokio_util::sync::CancellationToken;
@@ -68,8 +68,12 @@ fn init_tracing(format: LogFormat) {
 /// The executors of every execution model that runs without a separate process:
 /// SSH, WinRM and the platform APIs (ECS, Nomad, Kubernetes). The agent model has
 /// no executor yet, so its targets' tasks fail with an "unsupported" error.
+/// Credentials resolve only within `secret_env_prefix` and `secrets_dir`.
 fn executors(config: &Config) -> ExecutorRegistry {
-    let secrets: Arc<dyn deploy_exec::SecretsProvider> = Arc::new(deploy_exec::DefaultSecrets);
+    let secrets: Arc<dyn deploy_exec::SecretsProvider> = Arc::new(ScopedSecrets::new(
+        config.secret_env_prefix.clone(),
+        config.secrets_dir.clone(),
+    ));
     let mut executors = ExecutorRegistry::new();
     executors.register(
         ExecutionModel::Ssh,
