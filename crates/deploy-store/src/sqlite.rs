@@ -210,6 +210,10 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
 /// Writes a batch in one transaction. A transition refused while reading (conflict,
 /// invalid event, missing task) gets its own error and writes nothing; a failed write
 /// or commit fails the whole batch, so nothing of it is committed.
+///
+/// Each transition's compare-and-swap update runs in batch order (a later one of
+/// the same task reads the earlier one's row); their event rows are appended at
+/// the end, in the same order and the same transaction, by multi-row inserts.
 async fn commit_batch(
     writer: &SqlitePool,
     batch: &[Pending],
@@ -219,41 +223,77 @@ async fn commit_batch(
         .await
         .map_err(StoreError::db("begin a group commit"))?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(batch.len());
     for pending in batch {
         let outcome = match prepare_task_event(&mut tx, &pending.request).await {
             Ok((task, from)) => {
-                write_task_event(&mut tx, &pending.request, &task, from).await?;
+                write_task(&mut tx, &task, pending.request.expected_version).await?;
+                events.push(EventRow {
+                    job: task.job_id,
+                    task: task.id,
+                    from,
+                    to: task.status,
+                    request: &pending.request,
+                });
                 Ok(task)
             }
             Err(refused) => Err(refused),
         };
         outcomes.push(outcome);
     }
+    insert_task_events(&mut tx, &events).await?;
     tx.commit()
         .await
         .map_err(StoreError::db("commit a batch of task transitions"))?;
     Ok(outcomes)
 }
 
-/// The write half of a task transition: the compare-and-swap update and the event row.
-async fn write_task_event(
-    conn: &mut sqlx::SqliteConnection,
-    request: &TaskEventRequest,
-    task: &DeploymentTask,
+/// The `job_events` row of one task transition of a group commit.
+struct EventRow<'a> {
+    job: deploy_core::JobId,
+    task: deploy_core::TaskId,
     from: deploy_core::TaskStatus,
+    to: deploy_core::TaskStatus,
+    request: &'a TaskEventRequest,
+}
+
+/// Event rows per `INSERT` of a group commit: 7 parameters each, well under SQLite's
+/// limit of 32,766 bound parameters a statement; few distinct statements to cache.
+const EVENTS_PER_INSERT: usize = 64;
+
+/// Appends the event rows of a group commit, in order, `EVENTS_PER_INSERT` to a statement.
+async fn insert_task_events(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[EventRow<'_>],
 ) -> Result<(), StoreError> {
-    write_task(conn, task, request.expected_version).await?;
-    insert_event(
-        conn,
-        task.job_id,
-        Some(task.id),
-        request.event.as_str(),
-        from.as_str(),
-        task.status.as_str(),
-        &request.cause,
-        request.now,
-    )
-    .await
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO job_events (job_id, task_id, event, from_status, to_status, cause, at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?)"
+            });
+        }
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind_id(row.job)
+                .bind_id(row.task)
+                .bind(row.request.event.as_str())
+                .bind(row.from.as_str())
+                .bind(row.to.as_str())
+                .bind(row.request.cause.clone())
+                .bind(model::millis(row.request.now)?);
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("append job events"))?;
+    }
+    Ok(())
 }
 
 /// The newest migration this build knows.
