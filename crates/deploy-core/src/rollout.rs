@@ -12,7 +12,6 @@ use std::time::Duration;
 use crate::ids::{TargetId, TaskId};
 use crate::job::DeploymentJob;
 use crate::job_status::JobStatus;
-use crate::task::DeploymentTask;
 use crate::task_status::TaskStatus;
 use crate::timestamp::Timestamp;
 
@@ -61,9 +60,9 @@ pub enum Action {
     StartJob,
     /// preparing job: render and store artifacts, then apply `ArtifactsReady` (or `Fail`).
     PrepareArtifacts,
-    /// A task of the current wave, or one whose retry is due, joins the queue (`TaskEvent::Enqueue`).
-    Enqueue(TaskId),
-    /// A queued task gets a free slot: dispatch it and run its executor.
+    /// A task of the current wave that awaits dispatch (pending, retrying, or queued
+    /// by an older engine) gets a free slot: dispatch it and run its executor. There
+    /// is no separate enqueue: the dispatch is the task's one durable step out of the queue.
     Dispatch(TaskId),
     /// A task was in flight with no live worker (the process that ran it died):
     /// `inspect` the target; on the task's digest it proceeds to verification,
@@ -127,35 +126,41 @@ pub fn decide(input: &DecideInput<'_>) -> Vec<Action> {
 
 fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     let job = input.job;
-    let (failed, total) = failed_targets(job);
-    if job.failure_policy.exceeded(failed, total) {
-        let mut actions = wind_down(input);
-        let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
-        if actions.is_empty() && !in_flight {
-            actions.push(Action::FailJob(format!(
-                "{failed} of {total} targets failed, exceeding the failure policy"
-            )));
+    // One pass: the current wave (the lowest one with an unsettled task; later waves
+    // wait) and whether any task failed for good. This runs on every turn of the
+    // engine's loop, so it avoids the per-target map unless a task has failed.
+    let mut wave: Option<u32> = None;
+    let mut any_failed = false;
+    for t in &job.tasks {
+        if t.is_settled() {
+            any_failed |= t.status == TaskStatus::Failed;
+        } else {
+            wave = Some(wave.map_or(t.wave, |w| w.min(t.wave)));
         }
-        return actions;
     }
-    // The current wave is the lowest one with an unsettled task; later waves wait.
-    let Some(wave) = job
-        .tasks
-        .iter()
-        .filter(|t| !t.is_settled())
-        .map(|t| t.wave)
-        .min()
-    else {
+    if any_failed {
+        let (failed, total) = failed_targets(job);
+        if job.failure_policy.exceeded(failed, total) {
+            let mut actions = wind_down(input);
+            let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
+            if actions.is_empty() && !in_flight {
+                actions.push(Action::FailJob(format!(
+                    "{failed} of {total} targets failed, exceeding the failure policy"
+                )));
+            }
+            return actions;
+        }
+    }
+    let Some(wave) = wave else {
         return vec![Action::CompleteWaves];
     };
-    let in_wave: Vec<&DeploymentTask> = job.tasks.iter().filter(|t| t.wave == wave).collect();
-    let capacity = (job.parallelism.get() as usize).min(in_wave.len());
+    let in_wave = || job.tasks.iter().filter(move |t| t.wave == wave);
+    let capacity = (job.parallelism.get() as usize).min(in_wave().count());
     let mut actions = Vec::new();
     let mut occupied = 0;
     let mut wake: Option<Timestamp> = None;
-    for t in &in_wave {
+    for t in in_wave() {
         match t.status {
-            TaskStatus::Pending | TaskStatus::Retrying => actions.push(Action::Enqueue(t.id)),
             s if s.is_in_flight() => {
                 occupied += 1;
                 if !input.live.contains(&t.id) {
@@ -177,9 +182,8 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     }
     let free = capacity.saturating_sub(occupied);
     actions.extend(
-        in_wave
-            .iter()
-            .filter(|t| t.status == TaskStatus::Queued)
+        in_wave()
+            .filter(|t| t.status.awaits_dispatch())
             .take(free)
             .map(|t| Action::Dispatch(t.id)),
     );

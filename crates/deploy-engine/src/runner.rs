@@ -169,9 +169,9 @@ pub(crate) async fn run(
                     acted = true;
                     run.perform(action).await
                 }
-                Step::Many(event, tasks) => {
+                Step::Dispatches(tasks) => {
                     acted = true;
-                    run.perform_batch(event, tasks).await
+                    run.dispatch_batch(tasks).await
                 }
             };
             match result {
@@ -197,32 +197,25 @@ pub(crate) async fn run(
     }
 }
 
-/// Actions as the loop performs them: one at a time, or a run of `Enqueue`s or
-/// `Dispatch`es written concurrently.
+/// Actions as the loop performs them: one at a time, or a run of `Dispatch`es
+/// written concurrently.
 enum Step {
     One(Action),
-    /// `TaskEvent::Enqueue` or `TaskEvent::Dispatch` of these tasks.
-    Many(TaskEvent, Vec<TaskId>),
+    /// `TaskEvent::Dispatch` of these tasks.
+    Dispatches(Vec<TaskId>),
 }
 
-/// Groups consecutive `Enqueue` and consecutive `Dispatch` actions. `decide` gives
-/// them for distinct tasks, each valid on its own, so their writes do not depend
-/// on each other: written concurrently, the store group-commits them (one
-/// transaction and one fsync on SQLite instead of one per task).
+/// Groups consecutive `Dispatch` actions. `decide` gives them for distinct tasks,
+/// each valid on its own, so their writes do not depend on each other: written
+/// concurrently, the store group-commits them (one transaction and one fsync on
+/// SQLite instead of one per task).
 fn batched(actions: Vec<Action>) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     for action in actions {
-        let (event, task) = match action {
-            Action::Enqueue(t) => (TaskEvent::Enqueue, t),
-            Action::Dispatch(t) => (TaskEvent::Dispatch, t),
-            other => {
-                steps.push(Step::One(other));
-                continue;
-            }
-        };
-        match steps.last_mut() {
-            Some(Step::Many(e, tasks)) if *e == event => tasks.push(task),
-            _ => steps.push(Step::Many(event, vec![task])),
+        match (action, steps.last_mut()) {
+            (Action::Dispatch(t), Some(Step::Dispatches(tasks))) => tasks.push(t),
+            (Action::Dispatch(t), _) => steps.push(Step::Dispatches(vec![t])),
+            (other, _) => steps.push(Step::One(other)),
         }
     }
     steps
@@ -312,23 +305,8 @@ impl Run {
                 }
                 Err(why) => self.job_event(JobEvent::Fail, &why).await?,
             },
-            Action::Enqueue(t) => {
-                let task = self.task(t)?;
-                let why = if task.status == TaskStatus::Retrying {
-                    "retry due"
-                } else {
-                    "wave started"
-                };
-                let cause = format!("{why} (wave {})", task.wave);
-                self.task_event(t, TaskEvent::Enqueue, &cause).await?;
-            }
             Action::Dispatch(t) => {
-                let task = self.task(t)?;
-                let cause = format!(
-                    "attempt {} of {}",
-                    task.attempt_number + 1,
-                    task.max_attempts
-                );
+                let cause = dispatch_cause(self.task(t)?);
                 let task = self.task_event(t, TaskEvent::Dispatch, &cause).await?;
                 self.spawn(task, Phase::Deploy);
             }
@@ -391,31 +369,17 @@ impl Run {
         Ok(Flow::Continue)
     }
 
-    /// Performs a run of `Enqueue` or `Dispatch` actions (see [`batched`]): every
-    /// transition is written concurrently and each is persisted before its worker
-    /// starts, as in [`Run::perform`]. The first error is returned after every write
-    /// has ended, so no written dispatch is left without its worker.
-    async fn perform_batch(
-        &mut self,
-        event: TaskEvent,
-        tasks: Vec<TaskId>,
-    ) -> Result<Flow, EngineError> {
+    /// Performs a run of `Dispatch` actions (see [`batched`]): every transition is
+    /// written concurrently and each is persisted before its worker starts, as in
+    /// [`Run::perform`]. The first error is returned after every write has ended,
+    /// so no written dispatch is left without its worker.
+    async fn dispatch_batch(&mut self, tasks: Vec<TaskId>) -> Result<Flow, EngineError> {
         let mut writes = tokio::task::JoinSet::new();
         for id in tasks {
             let task = self.task(id)?.clone();
-            let cause = if event == TaskEvent::Dispatch {
-                format!(
-                    "attempt {} of {}",
-                    task.attempt_number + 1,
-                    task.max_attempts
-                )
-            } else if task.status == TaskStatus::Retrying {
-                format!("retry due (wave {})", task.wave)
-            } else {
-                format!("wave started (wave {})", task.wave)
-            };
+            let cause = dispatch_cause(&task);
             let inner = self.inner.clone();
-            writes.spawn(async move { inner.task_event(&task, event, &cause).await });
+            writes.spawn(async move { inner.task_event(&task, TaskEvent::Dispatch, &cause).await });
         }
         let mut first_error = None;
         let mut lost = false;
@@ -482,6 +446,17 @@ impl Run {
                 Ok(None) | Err(_) => break,
             }
         }
+    }
+}
+
+/// The cause written with a dispatch: the attempt it starts, and for a task's first
+/// attempt the wave it belongs to (there is no separate enqueue event any more).
+fn dispatch_cause(task: &DeploymentTask) -> String {
+    let attempt = task.attempt_number + 1;
+    if attempt == 1 {
+        format!("attempt 1 of {} (wave {})", task.max_attempts, task.wave)
+    } else {
+        format!("attempt {attempt} of {}", task.max_attempts)
     }
 }
 
@@ -568,33 +543,35 @@ mod batch_tests {
             .iter()
             .map(|s| match s {
                 Step::One(a) => format!("{a:?}").split('(').next().unwrap_or("").to_owned(),
-                Step::Many(e, t) => format!("{}x{}", e.as_str(), t.len()),
+                Step::Dispatches(t) => format!("dispatchx{}", t.len()),
             })
             .collect()
     }
 
     #[test]
-    fn runs_of_enqueue_and_dispatch_are_grouped_and_order_is_kept() {
+    fn runs_of_dispatch_are_grouped_and_order_is_kept() {
         let (a, b, c, d) = (task_id(1), task_id(2), task_id(3), task_id(4));
         let steps = batched(vec![
-            Action::Enqueue(a),
-            Action::Enqueue(b),
+            Action::Dispatch(a),
+            Action::Dispatch(b),
             Action::Reconcile(c),
             Action::Dispatch(d),
             Action::Dispatch(a),
-            Action::Enqueue(c),
+            Action::Retry(c),
+            Action::Dispatch(b),
             Action::CompleteWaves,
         ]);
         assert_eq!(
             shape(&steps),
             [
-                "enqueuex2",
+                "dispatchx2",
                 "Reconcile",
                 "dispatchx2",
-                "enqueuex1",
+                "Retry",
+                "dispatchx1",
                 "CompleteWaves"
             ]
         );
-        assert!(matches!(&steps[2], Step::Many(_, t) if *t == vec![d, a]));
+        assert!(matches!(&steps[2], Step::Dispatches(t) if *t == vec![d, a]));
     }
 }

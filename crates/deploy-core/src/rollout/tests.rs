@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::job_status::JobEvent;
 use crate::strategy::FailurePolicy;
+use crate::task::DeploymentTask;
 use crate::task_status::TaskEvent;
 use crate::testing::*;
 
@@ -42,25 +43,19 @@ fn step(t: &mut DeploymentTask, events: &[TaskEvent]) {
     }
 }
 
+/// Queued is only reached through `Enqueue`, which older engines wrote.
 const TO_QUEUED: &[TaskEvent] = &[TaskEvent::Enqueue];
-const TO_RUNNING: &[TaskEvent] = &[TaskEvent::Enqueue, TaskEvent::Dispatch, TaskEvent::Start];
+const TO_RUNNING: &[TaskEvent] = &[TaskEvent::Dispatch, TaskEvent::Start];
 const TO_SUCCEEDED: &[TaskEvent] = &[
-    TaskEvent::Enqueue,
     TaskEvent::Dispatch,
     TaskEvent::Start,
     TaskEvent::Verify,
     TaskEvent::Succeed,
 ];
-const TO_FAILED_RETRYABLE: &[TaskEvent] = &[
-    TaskEvent::Enqueue,
-    TaskEvent::Dispatch,
-    TaskEvent::Fail { retryable: true },
-];
-const TO_FAILED_PERMANENT: &[TaskEvent] = &[
-    TaskEvent::Enqueue,
-    TaskEvent::Dispatch,
-    TaskEvent::Fail { retryable: false },
-];
+const TO_FAILED_RETRYABLE: &[TaskEvent] =
+    &[TaskEvent::Dispatch, TaskEvent::Fail { retryable: true }];
+const TO_FAILED_PERMANENT: &[TaskEvent] =
+    &[TaskEvent::Dispatch, TaskEvent::Fail { retryable: false }];
 
 #[test]
 fn job_level_states() {
@@ -80,15 +75,33 @@ fn job_level_states() {
 }
 
 #[test]
-fn only_the_current_wave_is_enqueued() {
+fn only_the_current_wave_is_dispatched_straight_from_pending() {
     let j = running(5, 2, 10);
     let none = BTreeSet::new();
     assert_eq!(
         decide(&input(&j, &none, 0)),
         vec![
-            Action::Enqueue(j.tasks[0].id),
-            Action::Enqueue(j.tasks[1].id)
+            Action::Dispatch(j.tasks[0].id),
+            Action::Dispatch(j.tasks[1].id)
         ]
+    );
+}
+
+#[test]
+fn pending_retrying_and_queued_tasks_share_the_free_slots_in_task_order() {
+    let mut j = running(5, 5, 3);
+    step(&mut j.tasks[0], TO_RUNNING); // live: one slot taken
+    step(&mut j.tasks[1], TO_FAILED_RETRYABLE);
+    step(&mut j.tasks[1], &[TaskEvent::Retry]);
+    step(&mut j.tasks[2], TO_QUEUED); // written by an older engine
+    let live = BTreeSet::from([j.tasks[0].id]);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![
+            Action::Dispatch(j.tasks[1].id),
+            Action::Dispatch(j.tasks[2].id)
+        ],
+        "two free slots; pending tasks 3 and 4 wait"
     );
 }
 
@@ -97,9 +110,6 @@ fn dispatch_respects_parallelism_counting_live_and_orphaned_tasks() {
     let mut j = running(5, 5, 3);
     step(&mut j.tasks[0], TO_RUNNING); // live
     step(&mut j.tasks[1], TO_RUNNING); // orphaned: its worker died with the previous process
-    for t in &mut j.tasks[2..] {
-        step(t, TO_QUEUED);
-    }
     let live = BTreeSet::from([j.tasks[0].id]);
     assert_eq!(
         decide(&input(&j, &live, 0)),
@@ -142,7 +152,7 @@ fn all_settled_within_policy_completes_the_waves() {
     // Wave 2 still to go: one failure is tolerated.
     assert_eq!(
         decide(&input(&j, &none, 0)),
-        vec![Action::Enqueue(j.tasks[2].id)]
+        vec![Action::Dispatch(j.tasks[2].id)]
     );
     step(&mut j.tasks[2], TO_SUCCEEDED);
     assert_eq!(decide(&input(&j, &none, 0)), vec![Action::CompleteWaves]);
@@ -268,7 +278,6 @@ proptest! {
             }
             for action in actions {
                 match action {
-                    Action::Enqueue(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Enqueue, ts(now)).unwrap(); }
                     Action::Retry(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Retry, ts(now)).unwrap(); }
                     Action::CancelTask(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Cancel, ts(now)).unwrap(); }
                     Action::Dispatch(id) => {
