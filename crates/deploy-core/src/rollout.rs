@@ -45,7 +45,9 @@ impl RetryBackoff {
 #[derive(Debug, Clone)]
 pub struct DecideInput<'a> {
     pub job: &'a DeploymentJob,
-    /// Tasks whose executor call is running in this process right now.
+    /// Tasks with a worker in this process right now. A live task occupies a slot
+    /// whatever its status as the job shows it: its worker may still be writing the
+    /// dispatch, and only it writes the task until it reports.
     pub live: &'a BTreeSet<TaskId>,
     /// Rollback jobs already created for this job (an automatic rollback is started once).
     pub rollback_attempts: u32,
@@ -108,7 +110,7 @@ pub fn decide(input: &DecideInput<'_>) -> Vec<Action> {
         JobStatus::Completing => vec![Action::VerifyTargets],
         JobStatus::Failed => {
             let mut actions = wind_down(input);
-            let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
+            let in_flight = any_in_flight(input);
             if actions.is_empty()
                 && !in_flight
                 && job.failure_policy.auto_rollback
@@ -142,7 +144,7 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
         let (failed, total) = failed_targets(job);
         if job.failure_policy.exceeded(failed, total) {
             let mut actions = wind_down(input);
-            let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
+            let in_flight = any_in_flight(input);
             if actions.is_empty() && !in_flight {
                 actions.push(Action::FailJob(format!(
                     "{failed} of {total} targets failed, exceeding the failure policy"
@@ -160,12 +162,14 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     let mut occupied = 0;
     let mut wake: Option<Timestamp> = None;
     for t in in_wave() {
+        if input.live.contains(&t.id) {
+            occupied += 1;
+            continue;
+        }
         match t.status {
             s if s.is_in_flight() => {
                 occupied += 1;
-                if !input.live.contains(&t.id) {
-                    actions.push(Action::Reconcile(t.id));
-                }
+                actions.push(Action::Reconcile(t.id));
             }
             TaskStatus::Failed if t.can_retry() => {
                 let due = t
@@ -183,7 +187,7 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     let free = capacity.saturating_sub(occupied);
     actions.extend(
         in_wave()
-            .filter(|t| t.status.awaits_dispatch())
+            .filter(|t| t.status.awaits_dispatch() && !input.live.contains(&t.id))
             .take(free)
             .map(|t| Action::Dispatch(t.id)),
     );
@@ -195,18 +199,23 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     actions
 }
 
+/// A task is in flight (by its status) or has a live worker.
+fn any_in_flight(input: &DecideInput<'_>) -> bool {
+    !input.live.is_empty() || input.job.tasks.iter().any(|t| t.status.is_in_flight())
+}
+
 /// For a job that is giving up: reconcile orphaned in-flight tasks (their outcome
 /// decides what a rollback must restore) and cancel everything that could still start.
-/// Pending tasks stay pending: they were never attempted.
+/// Pending tasks stay pending: they were never attempted. Live tasks are left to
+/// their workers.
 fn wind_down(input: &DecideInput<'_>) -> Vec<Action> {
     input
         .job
         .tasks
         .iter()
+        .filter(|t| !input.live.contains(&t.id))
         .filter_map(|t| match t.status {
-            s if s.is_in_flight() => {
-                (!input.live.contains(&t.id)).then_some(Action::Reconcile(t.id))
-            }
+            s if s.is_in_flight() => Some(Action::Reconcile(t.id)),
             TaskStatus::Queued | TaskStatus::Retrying => Some(Action::CancelTask(t.id)),
             TaskStatus::Failed if t.can_retry() => Some(Action::CancelTask(t.id)),
             _ => None,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deploy_core::{
     Action, DecideInput, DeploymentJob, DeploymentTask, JobEvent, JobId, JobStatus, Strategy,
-    TaskEvent, TaskId, TaskStatus, decide,
+    TaskEvent, TaskId, decide,
 };
 use deploy_exec::ExecContext;
 use deploy_store::StoreError;
@@ -159,19 +159,15 @@ pub(crate) async fn run(
         }
         let mut wake_at = None;
         let mut acted = false;
-        for step in batched(actions) {
-            let result = match step {
-                Step::One(Action::WakeAt(at)) => {
+        for action in actions {
+            let result = match action {
+                Action::WakeAt(at) => {
                     wake_at = Some(at);
                     continue;
                 }
-                Step::One(action) => {
+                action => {
                     acted = true;
                     run.perform(action).await
-                }
-                Step::Dispatches(tasks) => {
-                    acted = true;
-                    run.dispatch_batch(tasks).await
                 }
             };
             match result {
@@ -195,30 +191,6 @@ pub(crate) async fn run(
             }
         }
     }
-}
-
-/// Actions as the loop performs them: one at a time, or a run of `Dispatch`es
-/// written concurrently.
-enum Step {
-    One(Action),
-    /// `TaskEvent::Dispatch` of these tasks.
-    Dispatches(Vec<TaskId>),
-}
-
-/// Groups consecutive `Dispatch` actions. `decide` gives them for distinct tasks,
-/// each valid on its own, so their writes do not depend on each other: written
-/// concurrently, the store group-commits them (one transaction and one fsync on
-/// SQLite instead of one per task).
-fn batched(actions: Vec<Action>) -> Vec<Step> {
-    let mut steps: Vec<Step> = Vec::new();
-    for action in actions {
-        match (action, steps.last_mut()) {
-            (Action::Dispatch(t), Some(Step::Dispatches(tasks))) => tasks.push(t),
-            (Action::Dispatch(t), _) => steps.push(Step::Dispatches(vec![t])),
-            (other, _) => steps.push(Step::One(other)),
-        }
-    }
-    steps
 }
 
 fn index_of(job: &DeploymentJob) -> HashMap<TaskId, usize> {
@@ -306,9 +278,8 @@ impl Run {
                 Err(why) => self.job_event(JobEvent::Fail, &why).await?,
             },
             Action::Dispatch(t) => {
-                let cause = dispatch_cause(self.task(t)?);
-                let task = self.task_event(t, TaskEvent::Dispatch, &cause).await?;
-                self.spawn(task, Phase::Deploy);
+                let task = self.task(t)?.clone();
+                self.start_worker(task, Phase::Deploy, true);
             }
             Action::Reconcile(t) => {
                 let task = self.task(t)?.clone();
@@ -369,50 +340,22 @@ impl Run {
         Ok(Flow::Continue)
     }
 
-    /// Performs a run of `Dispatch` actions (see [`batched`]): every transition is
-    /// written concurrently and each is persisted before its worker starts, as in
-    /// [`Run::perform`]. The first error is returned after every write has ended,
-    /// so no written dispatch is left without its worker.
-    async fn dispatch_batch(&mut self, tasks: Vec<TaskId>) -> Result<Flow, EngineError> {
-        let mut writes = tokio::task::JoinSet::new();
-        for id in tasks {
-            let task = self.task(id)?.clone();
-            let cause = dispatch_cause(&task);
-            let inner = self.inner.clone();
-            writes.spawn(async move { inner.task_event(&task, TaskEvent::Dispatch, &cause).await });
-        }
-        let mut first_error = None;
-        let mut lost = false;
-        while let Some(joined) = writes.join_next().await {
-            match joined {
-                Ok(Ok(task)) => {
-                    self.put(task.clone());
-                    if task.status == TaskStatus::Dispatched {
-                        self.spawn(task, Phase::Deploy);
-                    }
-                }
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(EngineError::Store(e));
-                }
-                Err(join) => {
-                    // A write that panicked: its outcome is unknown, so reload; a task
-                    // it left dispatched without a worker comes back as `Reconcile`.
-                    tracing::warn!(error = %join, "a task transition write did not finish");
-                    lost = true;
-                }
-            }
-        }
-        if lost {
-            self.reload().await?;
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(Flow::Continue),
-        }
+    /// Starts a worker for an in-flight `task` (after a reconcile).
+    fn spawn(&mut self, task: DeploymentTask, phase: Phase) {
+        self.start_worker(task, phase, false);
     }
 
-    /// Starts a worker for `task`.
-    fn spawn(&mut self, task: DeploymentTask, phase: Phase) {
+    /// Starts a worker for `task`; with `dispatch`, the worker first writes the
+    /// task's `Dispatch` and runs the attempt only once that is durable.
+    ///
+    /// The task is live from now on, so `decide` counts it in its wave's slots and
+    /// gives no other action for it until the worker reports. The loop does not wait
+    /// for the dispatch write: the dispatches of a turn, and the other workers'
+    /// transitions, are written concurrently and group-commit in the store. A worker
+    /// whose dispatch is refused (a conflict: a cancel, another replica) or fails
+    /// reports `None`, and the loop reloads the job; one that finds the job cancelled
+    /// or the engine stopping before writing reports the task unchanged.
+    fn start_worker(&mut self, task: DeploymentTask, phase: Phase, dispatch: bool) {
         let token = CancellationToken::new();
         self.live.insert(task.id, token.clone());
         let soak = soak_of(&self.job, task.wave);
@@ -420,6 +363,22 @@ impl Run {
         let stopping = self.stop.clone();
         tokio::spawn(async move {
             let id = task.id;
+            let task = if !dispatch {
+                task
+            } else if token.is_cancelled() || stopping.is_cancelled() {
+                let _ = done.send((id, Some(task)));
+                return;
+            } else {
+                let cause = dispatch_cause(&task);
+                match inner.task_event(&task, TaskEvent::Dispatch, &cause).await {
+                    Ok(task) => task,
+                    Err(e) => {
+                        tracing::warn!(task = %id, error = %e, "dispatch not written; the job is reloaded");
+                        let _ = done.send((id, None));
+                        return;
+                    }
+                }
+            };
             let last = run_attempt(inner, ctx, task, phase, soak, token, stopping).await;
             let _ = done.send((id, last));
         });
@@ -531,47 +490,4 @@ async fn reconcile(
         .task_event(&task, TaskEvent::Fail { retryable }, &cause)
         .await?;
     Ok(Reconciled::Failed(failed))
-}
-
-#[cfg(test)]
-mod batch_tests {
-    use super::*;
-    use deploy_core::testing::task_id;
-
-    fn shape(steps: &[Step]) -> Vec<String> {
-        steps
-            .iter()
-            .map(|s| match s {
-                Step::One(a) => format!("{a:?}").split('(').next().unwrap_or("").to_owned(),
-                Step::Dispatches(t) => format!("dispatchx{}", t.len()),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn runs_of_dispatch_are_grouped_and_order_is_kept() {
-        let (a, b, c, d) = (task_id(1), task_id(2), task_id(3), task_id(4));
-        let steps = batched(vec![
-            Action::Dispatch(a),
-            Action::Dispatch(b),
-            Action::Reconcile(c),
-            Action::Dispatch(d),
-            Action::Dispatch(a),
-            Action::Retry(c),
-            Action::Dispatch(b),
-            Action::CompleteWaves,
-        ]);
-        assert_eq!(
-            shape(&steps),
-            [
-                "dispatchx2",
-                "Reconcile",
-                "dispatchx2",
-                "Retry",
-                "dispatchx1",
-                "CompleteWaves"
-            ]
-        );
-        assert!(matches!(&steps[2], Step::Dispatches(t) if *t == vec![d, a]));
-    }
 }

@@ -121,6 +121,43 @@ fn dispatch_respects_parallelism_counting_live_and_orphaned_tasks() {
 }
 
 #[test]
+fn a_live_task_holds_its_slot_while_its_dispatch_is_being_written() {
+    // Task 0's worker is writing its dispatch: the job still shows it pending.
+    let mut j = running(3, 3, 2);
+    let live = BTreeSet::from([j.tasks[0].id]);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![Action::Dispatch(j.tasks[1].id)],
+        "one slot left, and task 0 is not dispatched twice"
+    );
+    // A failing job does not fail (nor cancel, nor roll back) under a live worker.
+    step(&mut j.tasks[1], TO_FAILED_PERMANENT);
+    step(&mut j.tasks[2], TO_FAILED_RETRYABLE);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![Action::CancelTask(j.tasks[2].id)]
+    );
+    step(&mut j.tasks[2], &[TaskEvent::Cancel]);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![],
+        "wait for the live worker"
+    );
+    let none = BTreeSet::new();
+    assert_eq!(
+        decide(&input(&j, &none, 0)),
+        vec![Action::FailJob(
+            "2 of 3 targets failed, exceeding the failure policy".into()
+        )],
+        "its worker reported the task unchanged (never dispatched): it stays pending"
+    );
+    j.apply(JobEvent::Fail, ts(2)).unwrap();
+    j.failure_policy.auto_rollback = true;
+    assert_eq!(decide(&input(&j, &live, 0)), vec![]);
+    assert_eq!(decide(&input(&j, &none, 0)), vec![Action::StartRollback]);
+}
+
+#[test]
 fn retries_wait_for_their_backoff() {
     let mut j = running(2, 2, 2);
     step(&mut j.tasks[0], TO_FAILED_RETRYABLE); // failed at ts(1000), attempt 1 -> 100 ms
@@ -180,9 +217,11 @@ fn an_exceeded_policy_winds_down_then_fails() {
         vec![],
         "wait for the live task"
     );
+    // Its worker reports: it is no longer live.
     step(&mut j.tasks[1], &[TaskEvent::Verify, TaskEvent::Succeed]);
+    let none = BTreeSet::new();
     assert_eq!(
-        decide(&input(&j, &live, 0)),
+        decide(&input(&j, &none, 0)),
         vec![Action::FailJob(
             "3 of 4 targets failed, exceeding the failure policy".into()
         )]
