@@ -45,9 +45,10 @@ impl RetryBackoff {
 #[derive(Debug, Clone)]
 pub struct DecideInput<'a> {
     pub job: &'a DeploymentJob,
-    /// Tasks with a worker in this process right now. A live task occupies a slot
-    /// whatever its status as the job shows it: its worker may still be writing the
-    /// dispatch, and only it writes the task until it reports.
+    /// Tasks with a worker in this process right now. A live task that is not settled
+    /// occupies a slot whatever its status as the job shows it (its worker may still
+    /// be writing the dispatch), and gets no action: only its worker writes it until
+    /// it reports.
     pub live: &'a BTreeSet<TaskId>,
     /// Rollback jobs already created for this job (an automatic rollback is started once).
     pub rollback_attempts: u32,
@@ -156,22 +157,44 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     let Some(wave) = wave else {
         return vec![Action::CompleteWaves];
     };
-    let in_wave = || job.tasks.iter().filter(move |t| t.wave == wave);
-    let capacity = (job.parallelism.get() as usize).min(in_wave().count());
+    // One pass over the current wave. Live tasks are looked up only among tasks
+    // that are in flight or await dispatch, and only until every live task has been
+    // seen; dispatch candidates are kept only up to the parallelism. This runs on
+    // every turn of the engine's loop, over jobs of tens of thousands of tasks.
+    let parallelism = job.parallelism.get() as usize;
+    let mut live_left = input.live.len();
+    let is_live = |id: &TaskId, live_left: &mut usize| {
+        let live = *live_left > 0 && input.live.contains(id);
+        *live_left -= usize::from(live);
+        live
+    };
+    let mut wave_size = 0;
     let mut actions = Vec::new();
+    let mut candidates = Vec::new();
     let mut occupied = 0;
     let mut wake: Option<Timestamp> = None;
-    for t in in_wave() {
-        if input.live.contains(&t.id) {
-            occupied += 1;
-            continue;
-        }
+    for t in job.tasks.iter().filter(|t| t.wave == wave) {
+        wave_size += 1;
         match t.status {
+            TaskStatus::Succeeded => {}
             s if s.is_in_flight() => {
                 occupied += 1;
-                actions.push(Action::Reconcile(t.id));
+                if !is_live(&t.id, &mut live_left) {
+                    actions.push(Action::Reconcile(t.id));
+                }
+            }
+            s if s.awaits_dispatch() => {
+                if is_live(&t.id, &mut live_left) {
+                    occupied += 1;
+                } else if candidates.len() < parallelism {
+                    candidates.push(t.id);
+                }
             }
             TaskStatus::Failed if t.can_retry() => {
+                if is_live(&t.id, &mut live_left) {
+                    occupied += 1;
+                    continue;
+                }
                 let due = t
                     .updated_at
                     .saturating_add(input.backoff.delay(t.attempt_number));
@@ -184,13 +207,8 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
             _ => {}
         }
     }
-    let free = capacity.saturating_sub(occupied);
-    actions.extend(
-        in_wave()
-            .filter(|t| t.status.awaits_dispatch() && !input.live.contains(&t.id))
-            .take(free)
-            .map(|t| Action::Dispatch(t.id)),
-    );
+    let free = parallelism.min(wave_size).saturating_sub(occupied);
+    actions.extend(candidates.into_iter().take(free).map(Action::Dispatch));
     if actions.is_empty()
         && let Some(at) = wake
     {
