@@ -288,6 +288,8 @@ proptest! {
         j.failure_policy = FailurePolicy { max_failures, max_failure_ratio: None, auto_rollback: true };
         let mut deployed: BTreeSet<TaskId> = BTreeSet::new(); // targets running the new digest
         let mut live: BTreeSet<TaskId> = BTreeSet::new();
+        // Live tasks whose worker has not written the dispatch yet (still pending or retrying).
+        let mut unwritten: BTreeSet<TaskId> = BTreeSet::new();
         let mut pending_outcome: BTreeMap<TaskId, Outcome> = BTreeMap::new();
         let mut outcomes = outcomes.into_iter();
         let mut now = 0u64;
@@ -304,6 +306,9 @@ proptest! {
                 live.remove(&id);
                 let i = find(&j, id);
                 let t = &mut j.tasks[i];
+                if unwritten.remove(&id) {
+                    for e in [TaskEvent::Dispatch, TaskEvent::Start] { t.apply(e, ts(now)).unwrap(); }
+                }
                 match pending_outcome.remove(&id).unwrap() {
                     Outcome::Success => {
                         deployed.insert(id);
@@ -320,15 +325,23 @@ proptest! {
                     Action::Retry(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Retry, ts(now)).unwrap(); }
                     Action::CancelTask(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Cancel, ts(now)).unwrap(); }
                     Action::Dispatch(id) => {
+                        prop_assert!(!live.contains(&id), "a live task was dispatched again");
                         let i = find(&j, id);
-                        j.tasks[i].apply(TaskEvent::Dispatch, ts(now)).unwrap();
-                        j.tasks[i].apply(TaskEvent::Start, ts(now)).unwrap();
+                        // The worker writes the dispatch now, or later (the task stays
+                        // pending or retrying, live, meanwhile).
+                        let written = picks.next().unwrap().index(2) == 0;
+                        if written {
+                            j.tasks[i].apply(TaskEvent::Dispatch, ts(now)).unwrap();
+                            j.tasks[i].apply(TaskEvent::Start, ts(now)).unwrap();
+                        }
                         let outcome = outcomes.next().unwrap_or(Outcome::Success);
                         if let Outcome::Crash { deployed: d } = outcome {
-                            if d { deployed.insert(id); }
+                            // Nothing is deployed before the dispatch is durable.
+                            if d && written { deployed.insert(id); }
                         } else {
                             live.insert(id);
                             pending_outcome.insert(id, outcome);
+                            if !written { unwritten.insert(id); }
                         }
                     }
                     Action::Reconcile(id) => {
@@ -352,7 +365,7 @@ proptest! {
             }
             if finished { break; }
             // Invariants after every round.
-            let in_flight: Vec<&DeploymentTask> = j.tasks.iter().filter(|t| t.status.is_in_flight()).collect();
+            let in_flight: Vec<&DeploymentTask> = j.tasks.iter().filter(|t| t.status.is_in_flight() || live.contains(&t.id)).collect();
             if let Some(first) = in_flight.first() {
                 prop_assert!(in_flight.iter().all(|t| t.wave == first.wave), "in-flight tasks span waves");
                 let wave_size = j.tasks.iter().filter(|t| t.wave == first.wave).count();
@@ -375,7 +388,7 @@ proptest! {
             JobStatus::RollingBack => {
                 let (failed, total) = failed_targets(&j);
                 prop_assert!(j.failure_policy.exceeded(failed, total), "failed only when the policy says so");
-                prop_assert!(j.tasks.iter().all(|t| !t.status.is_in_flight()), "nothing left in flight");
+                prop_assert!(j.tasks.iter().all(|t| !t.status.is_in_flight()) && live.is_empty(), "nothing left in flight");
             }
             other => prop_assert!(false, "unexpected end state {other:?}"),
         }
