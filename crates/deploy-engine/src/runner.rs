@@ -64,8 +64,9 @@ pub(crate) async fn rollback_attempts(inner: &Inner, job: JobId) -> Result<u32, 
     Ok(u32::try_from(started).unwrap_or(u32::MAX))
 }
 
-/// A worker's end: its task as last written, or `None` when its last write failed.
-type Done = (TaskId, Option<DeploymentTask>);
+/// A worker's end: its task as last written, or `None` when its last write failed;
+/// `Err` when it could not write its dispatch.
+type Done = (TaskId, Result<Option<DeploymentTask>, StoreError>);
 
 /// The state of one running job in this engine.
 struct Run {
@@ -80,6 +81,9 @@ struct Run {
     rollbacks: u32,
     cancel: CancellationToken,
     stop: CancellationToken,
+    /// A worker's dispatch write failed other than by a conflict: the run stops with
+    /// it, as it does when a write of the loop's own fails.
+    failed: Option<StoreError>,
 }
 
 /// What the loop does after an action.
@@ -109,12 +113,16 @@ pub(crate) async fn run(
         rollbacks,
         cancel,
         stop,
+        failed: None,
     };
     let mut reloaded = tokio::time::Instant::now();
     let mut stale = false;
     loop {
         while let Ok(done) = done_rx.try_recv() {
             stale |= run.finish(done);
+        }
+        if let Some(e) = run.failed.take() {
+            return Err(e.into());
         }
         // The job is kept in memory and updated from every write's result. It is
         // reloaded when a write was refused or a worker lost its write, and every
@@ -237,11 +245,15 @@ impl Run {
     fn finish(&mut self, (id, last): Done) -> bool {
         self.live.remove(&id);
         match last {
-            Some(task) => {
+            Ok(Some(task)) => {
                 self.put(task);
                 false
             }
-            None => true,
+            Ok(None) | Err(StoreError::Conflict { .. }) => true,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                true
+            }
         }
     }
 
@@ -352,9 +364,10 @@ impl Run {
     /// gives no other action for it until the worker reports. The loop does not wait
     /// for the dispatch write: the dispatches of a turn, and the other workers'
     /// transitions, are written concurrently and group-commit in the store. A worker
-    /// whose dispatch is refused (a conflict: a cancel, another replica) or fails
-    /// reports `None`, and the loop reloads the job; one that finds the job cancelled
-    /// or the engine stopping before writing reports the task unchanged.
+    /// whose dispatch is refused (a conflict: a cancel, another replica) makes the
+    /// loop reload the job; any other failed dispatch write ends the run with that
+    /// error (as a failed write of the loop's own does); one that finds the job
+    /// cancelled or the engine stopping before writing reports the task unchanged.
     fn start_worker(&mut self, task: DeploymentTask, phase: Phase, dispatch: bool) {
         let token = CancellationToken::new();
         self.live.insert(task.id, token.clone());
@@ -366,21 +379,21 @@ impl Run {
             let task = if !dispatch {
                 task
             } else if token.is_cancelled() || stopping.is_cancelled() {
-                let _ = done.send((id, Some(task)));
+                let _ = done.send((id, Ok(Some(task))));
                 return;
             } else {
                 let cause = dispatch_cause(&task);
                 match inner.task_event(&task, TaskEvent::Dispatch, &cause).await {
                     Ok(task) => task,
                     Err(e) => {
-                        tracing::warn!(task = %id, error = %e, "dispatch not written; the job is reloaded");
-                        let _ = done.send((id, None));
+                        tracing::warn!(task = %id, error = %e, "dispatch not written");
+                        let _ = done.send((id, Err(e)));
                         return;
                     }
                 }
             };
             let last = run_attempt(inner, ctx, task, phase, soak, token, stopping).await;
-            let _ = done.send((id, last));
+            let _ = done.send((id, Ok(last)));
         });
     }
 
