@@ -1,5 +1,6 @@
 //! `DeploymentJob`: a promotion being carried out in one environment, with its strategy, policy, tasks and artifacts.
 
+use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
@@ -75,15 +76,15 @@ impl DeploymentJob {
         self.rollback_of.is_some()
     }
 
-    /// The distinct targets this job touches, in task order.
+    /// The distinct targets this job touches, in task order (linear in the tasks:
+    /// a job may have tens of thousands).
     pub fn target_ids(&self) -> Vec<TargetId> {
-        let mut seen = Vec::new();
-        for t in &self.tasks {
-            if !seen.contains(&t.target_id) {
-                seen.push(t.target_id);
-            }
-        }
-        seen
+        let mut seen = BTreeSet::new();
+        self.tasks
+            .iter()
+            .map(|t| t.target_id)
+            .filter(|id| seen.insert(*id))
+            .collect()
     }
 
     /// Counts of tasks by status, in [`TaskStatus::ALL`] order.
@@ -121,6 +122,15 @@ mod tests {
     fn targets_and_counts() {
         let j = job(1, 3);
         assert_eq!(j.target_ids().len(), 3);
+        let mut k = job(1, 5);
+        for (t, n) in k.tasks.iter_mut().zip([3, 1, 3, 2, 1]) {
+            t.target_id = target_id(n);
+        }
+        assert_eq!(
+            k.target_ids(),
+            [target_id(3), target_id(1), target_id(2)],
+            "distinct, in task order"
+        );
         assert_eq!(j.task_counts()[0], (TaskStatus::Pending, 3));
         assert!(!j.is_rollback());
     }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use crate::ids::{TargetId, TaskId};
 use crate::job::DeploymentJob;
 use crate::job_status::JobStatus;
-use crate::task::DeploymentTask;
 use crate::task_status::TaskStatus;
 use crate::timestamp::Timestamp;
 
@@ -46,7 +45,10 @@ impl RetryBackoff {
 #[derive(Debug, Clone)]
 pub struct DecideInput<'a> {
     pub job: &'a DeploymentJob,
-    /// Tasks whose executor call is running in this process right now.
+    /// Tasks with a worker in this process right now. A live task that is not settled
+    /// occupies a slot whatever its status as the job shows it (its worker may still
+    /// be writing the dispatch), and gets no action: only its worker writes it until
+    /// it reports.
     pub live: &'a BTreeSet<TaskId>,
     /// Rollback jobs already created for this job (an automatic rollback is started once).
     pub rollback_attempts: u32,
@@ -61,9 +63,9 @@ pub enum Action {
     StartJob,
     /// preparing job: render and store artifacts, then apply `ArtifactsReady` (or `Fail`).
     PrepareArtifacts,
-    /// A task of the current wave, or one whose retry is due, joins the queue (`TaskEvent::Enqueue`).
-    Enqueue(TaskId),
-    /// A queued task gets a free slot: dispatch it and run its executor.
+    /// A task of the current wave that awaits dispatch (pending, retrying, or queued
+    /// by an older engine) gets a free slot: dispatch it and run its executor. There
+    /// is no separate enqueue: the dispatch is the task's one durable step out of the queue.
     Dispatch(TaskId),
     /// A task was in flight with no live worker (the process that ran it died):
     /// `inspect` the target; on the task's digest it proceeds to verification,
@@ -109,7 +111,7 @@ pub fn decide(input: &DecideInput<'_>) -> Vec<Action> {
         JobStatus::Completing => vec![Action::VerifyTargets],
         JobStatus::Failed => {
             let mut actions = wind_down(input);
-            let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
+            let in_flight = any_in_flight(input);
             if actions.is_empty()
                 && !in_flight
                 && job.failure_policy.auto_rollback
@@ -127,42 +129,72 @@ pub fn decide(input: &DecideInput<'_>) -> Vec<Action> {
 
 fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     let job = input.job;
-    let (failed, total) = failed_targets(job);
-    if job.failure_policy.exceeded(failed, total) {
-        let mut actions = wind_down(input);
-        let in_flight = job.tasks.iter().any(|t| t.status.is_in_flight());
-        if actions.is_empty() && !in_flight {
-            actions.push(Action::FailJob(format!(
-                "{failed} of {total} targets failed, exceeding the failure policy"
-            )));
+    // One pass: the current wave (the lowest one with an unsettled task; later waves
+    // wait) and whether any task failed for good. This runs on every turn of the
+    // engine's loop, so it avoids the per-target map unless a task has failed.
+    let mut wave: Option<u32> = None;
+    let mut any_failed = false;
+    for t in &job.tasks {
+        if t.is_settled() {
+            any_failed |= t.status == TaskStatus::Failed;
+        } else {
+            wave = Some(wave.map_or(t.wave, |w| w.min(t.wave)));
         }
-        return actions;
     }
-    // The current wave is the lowest one with an unsettled task; later waves wait.
-    let Some(wave) = job
-        .tasks
-        .iter()
-        .filter(|t| !t.is_settled())
-        .map(|t| t.wave)
-        .min()
-    else {
+    if any_failed {
+        let (failed, total) = failed_targets(job);
+        if job.failure_policy.exceeded(failed, total) {
+            let mut actions = wind_down(input);
+            let in_flight = any_in_flight(input);
+            if actions.is_empty() && !in_flight {
+                actions.push(Action::FailJob(format!(
+                    "{failed} of {total} targets failed, exceeding the failure policy"
+                )));
+            }
+            return actions;
+        }
+    }
+    let Some(wave) = wave else {
         return vec![Action::CompleteWaves];
     };
-    let in_wave: Vec<&DeploymentTask> = job.tasks.iter().filter(|t| t.wave == wave).collect();
-    let capacity = (job.parallelism.get() as usize).min(in_wave.len());
+    // One pass over the current wave. Live tasks are looked up only among tasks
+    // that are in flight or await dispatch, and only until every live task has been
+    // seen; dispatch candidates are kept only up to the parallelism. This runs on
+    // every turn of the engine's loop, over jobs of tens of thousands of tasks.
+    let parallelism = job.parallelism.get() as usize;
+    let mut live_left = input.live.len();
+    let is_live = |id: &TaskId, live_left: &mut usize| {
+        let live = *live_left > 0 && input.live.contains(id);
+        *live_left -= usize::from(live);
+        live
+    };
+    let mut wave_size = 0;
     let mut actions = Vec::new();
+    let mut candidates = Vec::new();
     let mut occupied = 0;
     let mut wake: Option<Timestamp> = None;
-    for t in &in_wave {
+    for t in job.tasks.iter().filter(|t| t.wave == wave) {
+        wave_size += 1;
         match t.status {
-            TaskStatus::Pending | TaskStatus::Retrying => actions.push(Action::Enqueue(t.id)),
+            TaskStatus::Succeeded => {}
             s if s.is_in_flight() => {
                 occupied += 1;
-                if !input.live.contains(&t.id) {
+                if !is_live(&t.id, &mut live_left) {
                     actions.push(Action::Reconcile(t.id));
                 }
             }
+            s if s.awaits_dispatch() => {
+                if is_live(&t.id, &mut live_left) {
+                    occupied += 1;
+                } else if candidates.len() < parallelism {
+                    candidates.push(t.id);
+                }
+            }
             TaskStatus::Failed if t.can_retry() => {
+                if is_live(&t.id, &mut live_left) {
+                    occupied += 1;
+                    continue;
+                }
                 let due = t
                     .updated_at
                     .saturating_add(input.backoff.delay(t.attempt_number));
@@ -175,14 +207,8 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
             _ => {}
         }
     }
-    let free = capacity.saturating_sub(occupied);
-    actions.extend(
-        in_wave
-            .iter()
-            .filter(|t| t.status == TaskStatus::Queued)
-            .take(free)
-            .map(|t| Action::Dispatch(t.id)),
-    );
+    let free = parallelism.min(wave_size).saturating_sub(occupied);
+    actions.extend(candidates.into_iter().take(free).map(Action::Dispatch));
     if actions.is_empty()
         && let Some(at) = wake
     {
@@ -191,18 +217,23 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
     actions
 }
 
+/// A task is in flight (by its status) or has a live worker.
+fn any_in_flight(input: &DecideInput<'_>) -> bool {
+    !input.live.is_empty() || input.job.tasks.iter().any(|t| t.status.is_in_flight())
+}
+
 /// For a job that is giving up: reconcile orphaned in-flight tasks (their outcome
 /// decides what a rollback must restore) and cancel everything that could still start.
-/// Pending tasks stay pending: they were never attempted.
+/// Pending tasks stay pending: they were never attempted. Live tasks are left to
+/// their workers.
 fn wind_down(input: &DecideInput<'_>) -> Vec<Action> {
     input
         .job
         .tasks
         .iter()
+        .filter(|t| !input.live.contains(&t.id))
         .filter_map(|t| match t.status {
-            s if s.is_in_flight() => {
-                (!input.live.contains(&t.id)).then_some(Action::Reconcile(t.id))
-            }
+            s if s.is_in_flight() => Some(Action::Reconcile(t.id)),
             TaskStatus::Queued | TaskStatus::Retrying => Some(Action::CancelTask(t.id)),
             TaskStatus::Failed if t.can_retry() => Some(Action::CancelTask(t.id)),
             _ => None,

@@ -22,9 +22,11 @@ pub enum TaskStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum TaskEvent {
-    /// Its wave starts (pending -> queued) or its retry is due (retrying -> queued).
+    /// Joins the queue (pending -> queued, retrying -> queued). Still legal, but the
+    /// engine no longer writes it: it dispatches straight from pending or retrying
+    /// (see docs/ARCHITECTURE.md, "Task state machine").
     Enqueue,
-    /// Handed to an executor or agent; starts a new attempt.
+    /// Handed to an executor or agent (from pending, queued or retrying); starts a new attempt.
     Dispatch,
     /// The executor reports the deploy under way.
     Start,
@@ -81,7 +83,7 @@ impl TaskStatus {
         use TaskStatus as S;
         let next = match (self, event) {
             (S::Pending | S::Retrying, E::Enqueue) => S::Queued,
-            (S::Queued, E::Dispatch) => S::Dispatched,
+            (S::Pending | S::Queued | S::Retrying, E::Dispatch) => S::Dispatched,
             (S::Dispatched, E::Start) => S::Running,
             (S::Running, E::Verify) => S::Verifying,
             (S::Verifying, E::Succeed) => S::Succeeded,
@@ -98,6 +100,12 @@ impl TaskStatus {
             }
         };
         Ok(next)
+    }
+
+    /// Waiting for a slot: the decider dispatches such a task of the current wave
+    /// (pending and retrying directly; queued only appears in rows of older engines).
+    pub fn awaits_dispatch(self) -> bool {
+        matches!(self, Self::Pending | Self::Queued | Self::Retrying)
     }
 
     /// An attempt is in flight on an executor (what resume must reconcile with `inspect`).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deploy_core::{
     Action, DecideInput, DeploymentJob, DeploymentTask, JobEvent, JobId, JobStatus, Strategy,
-    TaskEvent, TaskId, TaskStatus, decide,
+    TaskEvent, TaskId, decide,
 };
 use deploy_exec::ExecContext;
 use deploy_store::StoreError;
@@ -64,8 +64,9 @@ pub(crate) async fn rollback_attempts(inner: &Inner, job: JobId) -> Result<u32, 
     Ok(u32::try_from(started).unwrap_or(u32::MAX))
 }
 
-/// A worker's end: its task as last written, or `None` when its last write failed.
-type Done = (TaskId, Option<DeploymentTask>);
+/// A worker's end: its task as last written, or `None` when its last write failed;
+/// `Err` when it could not write its dispatch.
+type Done = (TaskId, Result<Option<DeploymentTask>, StoreError>);
 
 /// The state of one running job in this engine.
 struct Run {
@@ -80,6 +81,9 @@ struct Run {
     rollbacks: u32,
     cancel: CancellationToken,
     stop: CancellationToken,
+    /// A worker's dispatch write failed other than by a conflict: the run stops with
+    /// it, as it does when a write of the loop's own fails.
+    failed: Option<StoreError>,
 }
 
 /// What the loop does after an action.
@@ -109,12 +113,16 @@ pub(crate) async fn run(
         rollbacks,
         cancel,
         stop,
+        failed: None,
     };
     let mut reloaded = tokio::time::Instant::now();
     let mut stale = false;
     loop {
         while let Ok(done) = done_rx.try_recv() {
             stale |= run.finish(done);
+        }
+        if let Some(e) = run.failed.take() {
+            return Err(e.into());
         }
         // The job is kept in memory and updated from every write's result. It is
         // reloaded when a write was refused or a worker lost its write, and every
@@ -159,19 +167,15 @@ pub(crate) async fn run(
         }
         let mut wake_at = None;
         let mut acted = false;
-        for step in batched(actions) {
-            let result = match step {
-                Step::One(Action::WakeAt(at)) => {
+        for action in actions {
+            let result = match action {
+                Action::WakeAt(at) => {
                     wake_at = Some(at);
                     continue;
                 }
-                Step::One(action) => {
+                action => {
                     acted = true;
                     run.perform(action).await
-                }
-                Step::Many(event, tasks) => {
-                    acted = true;
-                    run.perform_batch(event, tasks).await
                 }
             };
             match result {
@@ -195,37 +199,6 @@ pub(crate) async fn run(
             }
         }
     }
-}
-
-/// Actions as the loop performs them: one at a time, or a run of `Enqueue`s or
-/// `Dispatch`es written concurrently.
-enum Step {
-    One(Action),
-    /// `TaskEvent::Enqueue` or `TaskEvent::Dispatch` of these tasks.
-    Many(TaskEvent, Vec<TaskId>),
-}
-
-/// Groups consecutive `Enqueue` and consecutive `Dispatch` actions. `decide` gives
-/// them for distinct tasks, each valid on its own, so their writes do not depend
-/// on each other: written concurrently, the store group-commits them (one
-/// transaction and one fsync on SQLite instead of one per task).
-fn batched(actions: Vec<Action>) -> Vec<Step> {
-    let mut steps: Vec<Step> = Vec::new();
-    for action in actions {
-        let (event, task) = match action {
-            Action::Enqueue(t) => (TaskEvent::Enqueue, t),
-            Action::Dispatch(t) => (TaskEvent::Dispatch, t),
-            other => {
-                steps.push(Step::One(other));
-                continue;
-            }
-        };
-        match steps.last_mut() {
-            Some(Step::Many(e, tasks)) if *e == event => tasks.push(task),
-            _ => steps.push(Step::Many(event, vec![task])),
-        }
-    }
-    steps
 }
 
 fn index_of(job: &DeploymentJob) -> HashMap<TaskId, usize> {
@@ -272,11 +245,15 @@ impl Run {
     fn finish(&mut self, (id, last): Done) -> bool {
         self.live.remove(&id);
         match last {
-            Some(task) => {
+            Ok(Some(task)) => {
                 self.put(task);
                 false
             }
-            None => true,
+            Ok(None) | Err(StoreError::Conflict { .. }) => true,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                true
+            }
         }
     }
 
@@ -312,25 +289,9 @@ impl Run {
                 }
                 Err(why) => self.job_event(JobEvent::Fail, &why).await?,
             },
-            Action::Enqueue(t) => {
-                let task = self.task(t)?;
-                let why = if task.status == TaskStatus::Retrying {
-                    "retry due"
-                } else {
-                    "wave started"
-                };
-                let cause = format!("{why} (wave {})", task.wave);
-                self.task_event(t, TaskEvent::Enqueue, &cause).await?;
-            }
             Action::Dispatch(t) => {
-                let task = self.task(t)?;
-                let cause = format!(
-                    "attempt {} of {}",
-                    task.attempt_number + 1,
-                    task.max_attempts
-                );
-                let task = self.task_event(t, TaskEvent::Dispatch, &cause).await?;
-                self.spawn(task, Phase::Deploy);
+                let task = self.task(t)?.clone();
+                self.start_worker(task, Phase::Deploy, true);
             }
             Action::Reconcile(t) => {
                 let task = self.task(t)?.clone();
@@ -405,64 +366,23 @@ impl Run {
         Ok(Flow::Continue)
     }
 
-    /// Performs a run of `Enqueue` or `Dispatch` actions (see [`batched`]): every
-    /// transition is written concurrently and each is persisted before its worker
-    /// starts, as in [`Run::perform`]. The first error is returned after every write
-    /// has ended, so no written dispatch is left without its worker.
-    async fn perform_batch(
-        &mut self,
-        event: TaskEvent,
-        tasks: Vec<TaskId>,
-    ) -> Result<Flow, EngineError> {
-        let mut writes = tokio::task::JoinSet::new();
-        for id in tasks {
-            let task = self.task(id)?.clone();
-            let cause = if event == TaskEvent::Dispatch {
-                format!(
-                    "attempt {} of {}",
-                    task.attempt_number + 1,
-                    task.max_attempts
-                )
-            } else if task.status == TaskStatus::Retrying {
-                format!("retry due (wave {})", task.wave)
-            } else {
-                format!("wave started (wave {})", task.wave)
-            };
-            let inner = self.inner.clone();
-            writes.spawn(async move { inner.task_event(&task, event, &cause).await });
-        }
-        let mut first_error = None;
-        let mut lost = false;
-        while let Some(joined) = writes.join_next().await {
-            match joined {
-                Ok(Ok(task)) => {
-                    self.put(task.clone());
-                    if task.status == TaskStatus::Dispatched {
-                        self.spawn(task, Phase::Deploy);
-                    }
-                }
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(EngineError::Store(e));
-                }
-                Err(join) => {
-                    // A write that panicked: its outcome is unknown, so reload; a task
-                    // it left dispatched without a worker comes back as `Reconcile`.
-                    tracing::warn!(error = %join, "a task transition write did not finish");
-                    lost = true;
-                }
-            }
-        }
-        if lost {
-            self.reload().await?;
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(Flow::Continue),
-        }
+    /// Starts a worker for an in-flight `task` (after a reconcile).
+    fn spawn(&mut self, task: DeploymentTask, phase: Phase) {
+        self.start_worker(task, phase, false);
     }
 
-    /// Starts a worker for `task`.
-    fn spawn(&mut self, task: DeploymentTask, phase: Phase) {
+    /// Starts a worker for `task`; with `dispatch`, the worker first writes the
+    /// task's `Dispatch` and runs the attempt only once that is durable.
+    ///
+    /// The task is live from now on, so `decide` counts it in its wave's slots and
+    /// gives no other action for it until the worker reports. The loop does not wait
+    /// for the dispatch write: the dispatches of a turn, and the other workers'
+    /// transitions, are written concurrently and group-commit in the store. A worker
+    /// whose dispatch is refused (a conflict: a cancel, another replica) makes the
+    /// loop reload the job; any other failed dispatch write ends the run with that
+    /// error (as a failed write of the loop's own does); one that finds the job
+    /// cancelled or the engine stopping before writing reports the task unchanged.
+    fn start_worker(&mut self, task: DeploymentTask, phase: Phase, dispatch: bool) {
         let token = CancellationToken::new();
         self.live.insert(task.id, token.clone());
         let soak = soak_of(&self.job, task.wave);
@@ -470,8 +390,24 @@ impl Run {
         let stopping = self.stop.clone();
         tokio::spawn(async move {
             let id = task.id;
+            let task = if !dispatch {
+                task
+            } else if token.is_cancelled() || stopping.is_cancelled() {
+                let _ = done.send((id, Ok(Some(task))));
+                return;
+            } else {
+                let cause = dispatch_cause(&task);
+                match inner.task_event(&task, TaskEvent::Dispatch, &cause).await {
+                    Ok(task) => task,
+                    Err(e) => {
+                        tracing::warn!(task = %id, error = %e, "dispatch not written");
+                        let _ = done.send((id, Err(e)));
+                        return;
+                    }
+                }
+            };
             let last = run_attempt(inner, ctx, task, phase, soak, token, stopping).await;
-            let _ = done.send((id, last));
+            let _ = done.send((id, Ok(last)));
         });
     }
 
@@ -496,6 +432,17 @@ impl Run {
                 Ok(None) | Err(_) => break,
             }
         }
+    }
+}
+
+/// The cause written with a dispatch: the attempt it starts, and for a task's first
+/// attempt the wave it belongs to (there is no separate enqueue event any more).
+fn dispatch_cause(task: &DeploymentTask) -> String {
+    let attempt = task.attempt_number + 1;
+    if attempt == 1 {
+        format!("attempt 1 of {} (wave {})", task.max_attempts, task.wave)
+    } else {
+        format!("attempt {attempt} of {}", task.max_attempts)
     }
 }
 
@@ -570,45 +517,4 @@ async fn reconcile(
         .task_event(&task, TaskEvent::Fail { retryable }, &cause)
         .await?;
     Ok(Reconciled::Failed(failed))
-}
-
-#[cfg(test)]
-mod batch_tests {
-    use super::*;
-    use deploy_core::testing::task_id;
-
-    fn shape(steps: &[Step]) -> Vec<String> {
-        steps
-            .iter()
-            .map(|s| match s {
-                Step::One(a) => format!("{a:?}").split('(').next().unwrap_or("").to_owned(),
-                Step::Many(e, t) => format!("{}x{}", e.as_str(), t.len()),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn runs_of_enqueue_and_dispatch_are_grouped_and_order_is_kept() {
-        let (a, b, c, d) = (task_id(1), task_id(2), task_id(3), task_id(4));
-        let steps = batched(vec![
-            Action::Enqueue(a),
-            Action::Enqueue(b),
-            Action::Reconcile(c),
-            Action::Dispatch(d),
-            Action::Dispatch(a),
-            Action::Enqueue(c),
-            Action::CompleteWaves,
-        ]);
-        assert_eq!(
-            shape(&steps),
-            [
-                "enqueuex2",
-                "Reconcile",
-                "dispatchx2",
-                "enqueuex1",
-                "CompleteWaves"
-            ]
-        );
-        assert!(matches!(&steps[2], Step::Many(_, t) if *t == vec![d, a]));
-    }
 }

@@ -55,6 +55,29 @@ pub(crate) struct TaskEventRequest {
     pub cause: String,
 }
 
+/// The decide half of a task transition on `task` as stored: checks the version and
+/// applies the event in memory; the new version is `version + 1`. Writes nothing.
+pub(crate) fn apply_task_request(
+    mut task: deploy_core::DeploymentTask,
+    request: &TaskEventRequest,
+) -> Result<(deploy_core::DeploymentTask, deploy_core::TaskStatus), crate::errors::StoreError> {
+    if task.version != request.expected_version {
+        return Err(crate::errors::StoreError::Conflict {
+            entity: "task",
+            id: request.id.to_string(),
+            expected: request.expected_version,
+            found: Some(task.version),
+        });
+    }
+    let from = task.status;
+    task.apply(request.event, request.now)?;
+    if matches!(request.event, deploy_core::TaskEvent::Fail { .. }) {
+        task.error = Some(request.cause.clone());
+    }
+    task.version += 1;
+    Ok((task, from))
+}
+
 /// Expands the `Store` implementation for `$store` over the sqlx database `$db`.
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
@@ -271,22 +294,8 @@ macro_rules! sql_store {
             conn: &mut Conn,
             request: &crate::sql::TaskEventRequest,
         ) -> Result<(deploy_core::DeploymentTask, deploy_core::TaskStatus), StoreError> {
-            let mut task = load_task(conn, request.id).await?;
-            if task.version != request.expected_version {
-                return Err(StoreError::Conflict {
-                    entity: "task",
-                    id: request.id.to_string(),
-                    expected: request.expected_version,
-                    found: Some(task.version),
-                });
-            }
-            let from = task.status;
-            task.apply(request.event, request.now)?;
-            if matches!(request.event, deploy_core::TaskEvent::Fail { .. }) {
-                task.error = Some(request.cause.clone());
-            }
-            task.version += 1;
-            Ok((task, from))
+            let task = load_task(conn, request.id).await?;
+            crate::sql::apply_task_request(task, request)
         }
 
         impl $store {

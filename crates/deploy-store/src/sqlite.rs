@@ -1,10 +1,11 @@
 //! `SqliteStore`: the embedded default. WAL, foreign keys, a busy timeout, one writer connection and a pool of read-only readers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use deploy_core::DeploymentTask;
+use deploy_core::{DeploymentTask, TaskId};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -18,7 +19,7 @@ use crate::errors::StoreError;
 use crate::model::{self, Created, JobEventRecord, LastKnownGood, LogChunk};
 use crate::model::{AgentRecord, ApiTokenRecord};
 use crate::rows::{self, RowExt, row_ext_common, uuid_text};
-use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store};
+use crate::sql::{BindId, TaskEventRequest, apply_task_request, claim_sql, sql_store};
 use crate::store::Store;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -177,8 +178,22 @@ impl SqliteStore {
     }
 }
 
+/// Most tasks the group committer remembers as it committed them (see [`Written`]).
+const WRITTEN_CAP: usize = 16_384;
+
+/// Tasks as the group committer last committed them, by id. A task row changes only
+/// through writes that bump its version (`task_update_sql!`; `append_log` touches
+/// only `log_seq`, which is not part of a task), so a remembered task whose version
+/// is the one a transition expects is exactly the stored row: the committer applies
+/// the event to it without reading the row again. The compare-and-swap update still
+/// checks the version, so a write by anything else (another process on the file,
+/// `save_task`) is a conflict or a miss, never a lost update. Only committed writes
+/// are remembered; a failed batch forgets everything.
+type Written = HashMap<TaskId, DeploymentTask>;
+
 /// The group committer: runs until every `SqliteStore` clone is dropped.
 async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
+    let mut written = Written::new();
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -187,14 +202,21 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        match commit_batch(&writer, &batch).await {
+        match commit_batch(&writer, &batch, &written).await {
             Ok(outcomes) => {
+                if written.len() + outcomes.len() > WRITTEN_CAP {
+                    written.clear();
+                }
+                for task in outcomes.iter().flatten() {
+                    written.insert(task.id, task.clone());
+                }
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                     // A caller that stopped waiting has nobody to tell.
                     let _ = pending.reply.send(outcome);
                 }
             }
             Err(e) => {
+                written.clear();
                 let message = e.to_string();
                 for pending in batch {
                     let _ = pending.reply.send(Err(StoreError::Database {
@@ -207,53 +229,113 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Writes a batch in one transaction. A transition refused while reading (conflict,
-/// invalid event, missing task) gets its own error and writes nothing; a failed write
-/// or commit fails the whole batch, so nothing of it is committed.
+/// Writes a batch in one transaction. A transition refused (conflict, invalid event,
+/// missing task) gets its own error and writes nothing; any other failed write or
+/// the commit fails the whole batch, so nothing of it is committed.
+///
+/// Each transition's compare-and-swap update runs in batch order (a later one of
+/// the same task reads the earlier one's row, or finds its version changed); their
+/// event rows are appended at the end, in the same order and the same transaction,
+/// by multi-row inserts. A task remembered in `written` at the expected version is
+/// not read again (see [`Written`]).
 async fn commit_batch(
     writer: &SqlitePool,
     batch: &[Pending],
+    written: &Written,
 ) -> Result<Vec<Result<DeploymentTask, StoreError>>, StoreError> {
     let mut tx = writer
         .begin()
         .await
         .map_err(StoreError::db("begin a group commit"))?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(batch.len());
     for pending in batch {
-        let outcome = match prepare_task_event(&mut tx, &pending.request).await {
+        let request = &pending.request;
+        let prepared = match written
+            .get(&request.id)
+            .filter(|t| t.version == request.expected_version)
+        {
+            Some(known) => apply_task_request(known.clone(), request),
+            None => prepare_task_event(&mut tx, request).await,
+        };
+        let outcome = match prepared {
             Ok((task, from)) => {
-                write_task_event(&mut tx, &pending.request, &task, from).await?;
+                match write_task(&mut tx, &task, request.expected_version).await {
+                    Ok(()) => {}
+                    // Zero rows updated: the version moved (earlier in this batch, or
+                    // another writer). Nothing was written; refuse this one only.
+                    Err(conflict @ StoreError::Conflict { .. }) => {
+                        outcomes.push(Err(conflict));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                events.push(EventRow {
+                    job: task.job_id,
+                    task: task.id,
+                    from,
+                    to: task.status,
+                    request: &pending.request,
+                });
                 Ok(task)
             }
             Err(refused) => Err(refused),
         };
         outcomes.push(outcome);
     }
+    insert_task_events(&mut tx, &events).await?;
     tx.commit()
         .await
         .map_err(StoreError::db("commit a batch of task transitions"))?;
     Ok(outcomes)
 }
 
-/// The write half of a task transition: the compare-and-swap update and the event row.
-async fn write_task_event(
-    conn: &mut sqlx::SqliteConnection,
-    request: &TaskEventRequest,
-    task: &DeploymentTask,
+/// The `job_events` row of one task transition of a group commit.
+struct EventRow<'a> {
+    job: deploy_core::JobId,
+    task: deploy_core::TaskId,
     from: deploy_core::TaskStatus,
+    to: deploy_core::TaskStatus,
+    request: &'a TaskEventRequest,
+}
+
+/// Event rows per `INSERT` of a group commit: 7 parameters each, well under SQLite's
+/// limit of 32,766 bound parameters a statement; few distinct statements to cache.
+const EVENTS_PER_INSERT: usize = 64;
+
+/// Appends the event rows of a group commit, in order, `EVENTS_PER_INSERT` to a statement.
+async fn insert_task_events(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[EventRow<'_>],
 ) -> Result<(), StoreError> {
-    write_task(conn, task, request.expected_version).await?;
-    insert_event(
-        conn,
-        task.job_id,
-        Some(task.id),
-        request.event.as_str(),
-        from.as_str(),
-        task.status.as_str(),
-        &request.cause,
-        request.now,
-    )
-    .await
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO job_events (job_id, task_id, event, from_status, to_status, cause, at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?)"
+            });
+        }
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind_id(row.job)
+                .bind_id(row.task)
+                .bind(row.request.event.as_str())
+                .bind(row.from.as_str())
+                .bind(row.to.as_str())
+                .bind(row.request.cause.clone())
+                .bind(model::millis(row.request.now)?);
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("append job events"))?;
+    }
+    Ok(())
 }
 
 /// The newest migration this build knows.

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::job_status::JobEvent;
 use crate::strategy::FailurePolicy;
+use crate::task::DeploymentTask;
 use crate::task_status::TaskEvent;
 use crate::testing::*;
 
@@ -42,25 +43,19 @@ fn step(t: &mut DeploymentTask, events: &[TaskEvent]) {
     }
 }
 
+/// Queued is only reached through `Enqueue`, which older engines wrote.
 const TO_QUEUED: &[TaskEvent] = &[TaskEvent::Enqueue];
-const TO_RUNNING: &[TaskEvent] = &[TaskEvent::Enqueue, TaskEvent::Dispatch, TaskEvent::Start];
+const TO_RUNNING: &[TaskEvent] = &[TaskEvent::Dispatch, TaskEvent::Start];
 const TO_SUCCEEDED: &[TaskEvent] = &[
-    TaskEvent::Enqueue,
     TaskEvent::Dispatch,
     TaskEvent::Start,
     TaskEvent::Verify,
     TaskEvent::Succeed,
 ];
-const TO_FAILED_RETRYABLE: &[TaskEvent] = &[
-    TaskEvent::Enqueue,
-    TaskEvent::Dispatch,
-    TaskEvent::Fail { retryable: true },
-];
-const TO_FAILED_PERMANENT: &[TaskEvent] = &[
-    TaskEvent::Enqueue,
-    TaskEvent::Dispatch,
-    TaskEvent::Fail { retryable: false },
-];
+const TO_FAILED_RETRYABLE: &[TaskEvent] =
+    &[TaskEvent::Dispatch, TaskEvent::Fail { retryable: true }];
+const TO_FAILED_PERMANENT: &[TaskEvent] =
+    &[TaskEvent::Dispatch, TaskEvent::Fail { retryable: false }];
 
 #[test]
 fn job_level_states() {
@@ -80,15 +75,33 @@ fn job_level_states() {
 }
 
 #[test]
-fn only_the_current_wave_is_enqueued() {
+fn only_the_current_wave_is_dispatched_straight_from_pending() {
     let j = running(5, 2, 10);
     let none = BTreeSet::new();
     assert_eq!(
         decide(&input(&j, &none, 0)),
         vec![
-            Action::Enqueue(j.tasks[0].id),
-            Action::Enqueue(j.tasks[1].id)
+            Action::Dispatch(j.tasks[0].id),
+            Action::Dispatch(j.tasks[1].id)
         ]
+    );
+}
+
+#[test]
+fn pending_retrying_and_queued_tasks_share_the_free_slots_in_task_order() {
+    let mut j = running(5, 5, 3);
+    step(&mut j.tasks[0], TO_RUNNING); // live: one slot taken
+    step(&mut j.tasks[1], TO_FAILED_RETRYABLE);
+    step(&mut j.tasks[1], &[TaskEvent::Retry]);
+    step(&mut j.tasks[2], TO_QUEUED); // written by an older engine
+    let live = BTreeSet::from([j.tasks[0].id]);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![
+            Action::Dispatch(j.tasks[1].id),
+            Action::Dispatch(j.tasks[2].id)
+        ],
+        "two free slots; pending tasks 3 and 4 wait"
     );
 }
 
@@ -97,9 +110,6 @@ fn dispatch_respects_parallelism_counting_live_and_orphaned_tasks() {
     let mut j = running(5, 5, 3);
     step(&mut j.tasks[0], TO_RUNNING); // live
     step(&mut j.tasks[1], TO_RUNNING); // orphaned: its worker died with the previous process
-    for t in &mut j.tasks[2..] {
-        step(t, TO_QUEUED);
-    }
     let live = BTreeSet::from([j.tasks[0].id]);
     assert_eq!(
         decide(&input(&j, &live, 0)),
@@ -108,6 +118,43 @@ fn dispatch_respects_parallelism_counting_live_and_orphaned_tasks() {
             Action::Dispatch(j.tasks[2].id)
         ]
     );
+}
+
+#[test]
+fn a_live_task_holds_its_slot_while_its_dispatch_is_being_written() {
+    // Task 0's worker is writing its dispatch: the job still shows it pending.
+    let mut j = running(3, 3, 2);
+    let live = BTreeSet::from([j.tasks[0].id]);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![Action::Dispatch(j.tasks[1].id)],
+        "one slot left, and task 0 is not dispatched twice"
+    );
+    // A failing job does not fail (nor cancel, nor roll back) under a live worker.
+    step(&mut j.tasks[1], TO_FAILED_PERMANENT);
+    step(&mut j.tasks[2], TO_FAILED_RETRYABLE);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![Action::CancelTask(j.tasks[2].id)]
+    );
+    step(&mut j.tasks[2], &[TaskEvent::Cancel]);
+    assert_eq!(
+        decide(&input(&j, &live, 0)),
+        vec![],
+        "wait for the live worker"
+    );
+    let none = BTreeSet::new();
+    assert_eq!(
+        decide(&input(&j, &none, 0)),
+        vec![Action::FailJob(
+            "2 of 3 targets failed, exceeding the failure policy".into()
+        )],
+        "its worker reported the task unchanged (never dispatched): it stays pending"
+    );
+    j.apply(JobEvent::Fail, ts(2)).unwrap();
+    j.failure_policy.auto_rollback = true;
+    assert_eq!(decide(&input(&j, &live, 0)), vec![]);
+    assert_eq!(decide(&input(&j, &none, 0)), vec![Action::StartRollback]);
 }
 
 #[test]
@@ -142,7 +189,7 @@ fn all_settled_within_policy_completes_the_waves() {
     // Wave 2 still to go: one failure is tolerated.
     assert_eq!(
         decide(&input(&j, &none, 0)),
-        vec![Action::Enqueue(j.tasks[2].id)]
+        vec![Action::Dispatch(j.tasks[2].id)]
     );
     step(&mut j.tasks[2], TO_SUCCEEDED);
     assert_eq!(decide(&input(&j, &none, 0)), vec![Action::CompleteWaves]);
@@ -170,9 +217,11 @@ fn an_exceeded_policy_winds_down_then_fails() {
         vec![],
         "wait for the live task"
     );
+    // Its worker reports: it is no longer live.
     step(&mut j.tasks[1], &[TaskEvent::Verify, TaskEvent::Succeed]);
+    let none = BTreeSet::new();
     assert_eq!(
-        decide(&input(&j, &live, 0)),
+        decide(&input(&j, &none, 0)),
         vec![Action::FailJob(
             "3 of 4 targets failed, exceeding the failure policy".into()
         )]
@@ -239,6 +288,8 @@ proptest! {
         j.failure_policy = FailurePolicy { max_failures, max_failure_ratio: None, auto_rollback: true };
         let mut deployed: BTreeSet<TaskId> = BTreeSet::new(); // targets running the new digest
         let mut live: BTreeSet<TaskId> = BTreeSet::new();
+        // Live tasks whose worker has not written the dispatch yet (still pending or retrying).
+        let mut unwritten: BTreeSet<TaskId> = BTreeSet::new();
         let mut pending_outcome: BTreeMap<TaskId, Outcome> = BTreeMap::new();
         let mut outcomes = outcomes.into_iter();
         let mut now = 0u64;
@@ -255,6 +306,9 @@ proptest! {
                 live.remove(&id);
                 let i = find(&j, id);
                 let t = &mut j.tasks[i];
+                if unwritten.remove(&id) {
+                    for e in [TaskEvent::Dispatch, TaskEvent::Start] { t.apply(e, ts(now)).unwrap(); }
+                }
                 match pending_outcome.remove(&id).unwrap() {
                     Outcome::Success => {
                         deployed.insert(id);
@@ -268,19 +322,26 @@ proptest! {
             }
             for action in actions {
                 match action {
-                    Action::Enqueue(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Enqueue, ts(now)).unwrap(); }
                     Action::Retry(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Retry, ts(now)).unwrap(); }
                     Action::CancelTask(id) => { let i = find(&j, id); j.tasks[i].apply(TaskEvent::Cancel, ts(now)).unwrap(); }
                     Action::Dispatch(id) => {
+                        prop_assert!(!live.contains(&id), "a live task was dispatched again");
                         let i = find(&j, id);
-                        j.tasks[i].apply(TaskEvent::Dispatch, ts(now)).unwrap();
-                        j.tasks[i].apply(TaskEvent::Start, ts(now)).unwrap();
+                        // The worker writes the dispatch now, or later (the task stays
+                        // pending or retrying, live, meanwhile).
+                        let written = picks.next().unwrap().index(2) == 0;
+                        if written {
+                            j.tasks[i].apply(TaskEvent::Dispatch, ts(now)).unwrap();
+                            j.tasks[i].apply(TaskEvent::Start, ts(now)).unwrap();
+                        }
                         let outcome = outcomes.next().unwrap_or(Outcome::Success);
                         if let Outcome::Crash { deployed: d } = outcome {
-                            if d { deployed.insert(id); }
+                            // Nothing is deployed before the dispatch is durable.
+                            if d && written { deployed.insert(id); }
                         } else {
                             live.insert(id);
                             pending_outcome.insert(id, outcome);
+                            if !written { unwritten.insert(id); }
                         }
                     }
                     Action::Reconcile(id) => {
@@ -304,7 +365,7 @@ proptest! {
             }
             if finished { break; }
             // Invariants after every round.
-            let in_flight: Vec<&DeploymentTask> = j.tasks.iter().filter(|t| t.status.is_in_flight()).collect();
+            let in_flight: Vec<&DeploymentTask> = j.tasks.iter().filter(|t| t.status.is_in_flight() || live.contains(&t.id)).collect();
             if let Some(first) = in_flight.first() {
                 prop_assert!(in_flight.iter().all(|t| t.wave == first.wave), "in-flight tasks span waves");
                 let wave_size = j.tasks.iter().filter(|t| t.wave == first.wave).count();
@@ -327,7 +388,7 @@ proptest! {
             JobStatus::RollingBack => {
                 let (failed, total) = failed_targets(&j);
                 prop_assert!(j.failure_policy.exceeded(failed, total), "failed only when the policy says so");
-                prop_assert!(j.tasks.iter().all(|t| !t.status.is_in_flight()), "nothing left in flight");
+                prop_assert!(j.tasks.iter().all(|t| !t.status.is_in_flight()) && live.is_empty(), "nothing left in flight");
             }
             other => prop_assert!(false, "unexpected end state {other:?}"),
         }

@@ -11,7 +11,7 @@ use TaskStatus as S;
 fn expected(state: S, event: E) -> Option<S> {
     match (state, event) {
         (S::Pending, E::Enqueue) => Some(S::Queued),
-        (S::Queued, E::Dispatch) => Some(S::Dispatched),
+        (S::Pending | S::Queued | S::Retrying, E::Dispatch) => Some(S::Dispatched),
         (S::Dispatched, E::Start) => Some(S::Running),
         (S::Running, E::Verify) => Some(S::Verifying),
         (S::Verifying, E::Succeed) => Some(S::Succeeded),
@@ -34,8 +34,8 @@ fn every_state_event_pair_matches_the_table() {
             accepted += usize::from(got.is_some());
         }
     }
-    // 7 cancels + 8 fails (4 states x 2 kinds) + 7 forward moves.
-    assert_eq!(accepted, 22, "72 pairs, 22 of them legal");
+    // 7 cancels + 8 fails (4 states x 2 kinds) + 9 forward moves.
+    assert_eq!(accepted, 24, "72 pairs, 24 of them legal");
 }
 
 #[test]
@@ -115,6 +115,32 @@ fn success_stamps_start_and_completion() {
     assert_eq!(t.started_at, Some(ts(101)));
     assert_eq!(t.completed_at, Some(ts(104)));
     assert_eq!(t.updated_at, ts(104));
+}
+
+#[test]
+fn the_engine_path_dispatches_from_pending_and_retrying_within_the_budget() {
+    let mut t = task(1, 2);
+    let first = [E::Dispatch, E::Start, E::Fail { retryable: true }];
+    run(&mut t, &first).unwrap();
+    assert_eq!((t.status, t.attempt_number), (S::Failed, 1));
+    assert_eq!(t.started_at, Some(ts(100)));
+    run(&mut t, &[E::Retry, E::Dispatch, E::Start, E::Verify]).unwrap();
+    assert_eq!((t.status, t.attempt_number), (S::Verifying, 2));
+    t.apply(E::Fail { retryable: true }, ts(200)).unwrap();
+    // A retry is refused with the budget spent, and so is a dispatch.
+    assert!(t.apply(E::Retry, ts(201)).is_err());
+    let mut spent = task(2, 1);
+    run(&mut spent, &[E::Dispatch, E::Fail { retryable: true }]).unwrap();
+    spent.status = S::Retrying; // as if a retry had been granted
+    assert_eq!(
+        spent.apply(E::Dispatch, ts(300)).unwrap_err().to_string(),
+        "task in state `retrying` cannot take event `dispatch`: all 1 attempts are used"
+    );
+    assert_eq!(
+        spent.status,
+        S::Retrying,
+        "a refused dispatch changes nothing"
+    );
 }
 
 fn any_event() -> impl Strategy<Value = E> {

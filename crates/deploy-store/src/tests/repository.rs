@@ -337,6 +337,38 @@ async fn task_transitions_and_saves_are_compare_and_swap(t: TestStore) {
         lost.to_string(),
         format!("task `{id}` was modified concurrently: expected version 3, found version 4")
     );
+    // A transition after a save sees the saved row (the SQLite committer remembers
+    // the version-3 task it wrote; it must not apply the event to that one), and one
+    // still expecting version 3 is refused.
+    let stale = s
+        .apply_task_event(id, 3, TaskEvent::Retry, ts(7), "engine")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StoreError::Conflict {
+                expected: 3,
+                found: Some(4),
+                ..
+            }
+        ),
+        "{stale}"
+    );
+    let retried = s
+        .apply_task_event(id, 4, TaskEvent::Retry, ts(8), "engine")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            retried.version,
+            retried.status,
+            retried.logs.as_str(),
+            retried.agent_id
+        ),
+        (5, TaskStatus::Retrying, "pulled\n", Some(agent_id(1)))
+    );
+    assert_eq!(s.get_task(id).await.unwrap(), retried);
     let task_events = s
         .job_events(j.id, 0, 100)
         .await
@@ -345,7 +377,7 @@ async fn task_transitions_and_saves_are_compare_and_swap(t: TestStore) {
         .filter(|e| e.task_id == Some(id))
         .count();
     assert_eq!(
-        task_events, 3,
+        task_events, 4,
         "one event per transition; saves are not transitions"
     );
 }
