@@ -6,6 +6,7 @@ mod identity;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -124,18 +125,46 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot read the bound address")?;
     tracing::info!(listen = %local, database = %config.database_display, owner = %owner, "deployd started");
 
-    let shutdown = CancellationToken::new();
+    // Shutdown order: the signal stops the listener and ends every SSE stream
+    // (followers reconnect with Last-Event-ID to the next start); in-flight
+    // requests get DRAIN to finish; then the engine stops: in-flight tasks get its
+    // grace to reach a safe point, the rest are cancelled, and the job leases are
+    // released so the next start resumes them.
+    let engine_shutdown = CancellationToken::new();
     let service = tokio::spawn({
         let engine = engine.clone();
-        let shutdown = shutdown.clone();
+        let shutdown = engine_shutdown.clone();
         async move { engine.serve(shutdown).await }
     });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(signal(shutdown.clone()))
-        .await
-        .context("the HTTP server failed");
-    // Stop the engine: in-flight tasks get the grace, then leases are released for the next start.
-    shutdown.cancel();
+    let http_shutdown = state.shutdown_token();
+    let mut server = tokio::spawn({
+        let stop = http_shutdown.clone();
+        async move {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    let early = tokio::select! {
+        () = signal() => None,
+        joined = &mut server => Some(joined),
+    };
+    http_shutdown.cancel();
+    let result = match early {
+        Some(joined) => flatten(joined),
+        None => match tokio::time::timeout(DRAIN, &mut server).await {
+            Ok(joined) => flatten(joined),
+            Err(_) => {
+                tracing::warn!(
+                    drain_secs = DRAIN.as_secs(),
+                    "requests still open after the drain timeout; closing them"
+                );
+                server.abort();
+                Ok(())
+            }
+        },
+    };
+    engine_shutdown.cancel();
     if let Err(e) = service.await {
         tracing::error!(error = %e, "the engine's service loop panicked");
     }
@@ -143,8 +172,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// Resolves on SIGTERM or SIGINT (or when `shutdown` is cancelled) and cancels `shutdown`.
-async fn signal(shutdown: CancellationToken) {
+/// How long in-flight HTTP requests get to finish after the shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+fn flatten(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match joined {
+        Ok(r) => r.context("the HTTP server failed"),
+        Err(e) => Err(anyhow::anyhow!("the HTTP server panicked: {e}")),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -157,9 +196,7 @@ async fn signal(shutdown: CancellationToken) {
         Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => None } } => {
             tracing::info!("SIGTERM: shutting down");
         }
-        () = shutdown.cancelled() => {}
     }
-    shutdown.cancel();
 }
 
 #[expect(

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use deploy_core::Timestamp;
 use deploy_engine::{Clock, Engine};
 use deploy_store::Store;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -21,6 +22,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down: every long-lived stream (job events,
+    /// task logs) ends on it, so a graceful shutdown never waits on a follower.
+    shutdown: CancellationToken,
     /// Token id -> when this process last wrote its `last_used_at` (so concurrent
     /// requests with one token write it once, not once each).
     touched: Mutex<HashMap<uuid::Uuid, Timestamp>>,
@@ -38,9 +42,16 @@ impl ServerState {
                 clock,
                 config,
                 metrics,
+                shutdown: CancellationToken::new(),
                 touched: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The server's shutdown token: cancel it to end every open SSE stream (without
+    /// an `end` event, so followers reconnect with `Last-Event-ID` to the next server).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
     pub(crate) fn engine(&self) -> &Engine {
