@@ -1063,3 +1063,48 @@ mod admin;
 mod metrics;
 mod openapi;
 mod plan;
+
+/// The body `deployctl deploy --strategy canary:1:50% --parallelism 4 --max-attempts 5
+/// --max-failures 2 --max-failure-ratio 0.25 --auto-rollback` sends lands in the job.
+#[tokio::test]
+async fn approve_takes_deployctls_job_settings() {
+    let f = Fixture::new().await;
+    let w = f.world("settings").await;
+    let (status, bad) = f
+        .call(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Some(f.token(Role::Deployer)),
+            Some(json!({"parallelism": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["field"], "parallelism", "{bad}");
+    let approved = f
+        .ok(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Role::Deployer,
+            Some(json!({
+                "strategy": {"type": "canary", "canary": {"count": 1}, "batch": {"percent": 50}},
+                "parallelism": 4,
+                "max_attempts": 5,
+                "failure_policy": {"auto_rollback": true, "max_failures": 2, "max_failure_ratio": 0.25},
+            })),
+        )
+        .await;
+    let job_id = approved["job"]["id"].as_str().unwrap();
+    let job = f
+        .ok("GET", &format!("/api/v1/jobs/{job_id}"), Role::Viewer, None)
+        .await;
+    assert_eq!(
+        job["strategy"],
+        json!({"type": "canary", "canary": {"count": 1}, "batch": {"percent": 50}, "min_healthy_time_ms": 0})
+    );
+    assert_eq!(job["parallelism"], 4);
+    assert_eq!(
+        job["failure_policy"],
+        json!({"auto_rollback": true, "max_failures": 2, "max_failure_ratio": 0.25})
+    );
+    assert_eq!(job["tasks"][0]["max_attempts"], 5, "{job}");
+}
