@@ -87,6 +87,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Arc::new(deploy_exec::DefaultSecrets),
         )),
     );
+    // `POST /plan` inspects through its own engine (same store and executors, never
+    // serving jobs) whose task timeout bounds each target's inspect.
+    let mut plan_config = EngineConfig::new(owner.clone());
+    plan_config.task_timeout = PLAN_INSPECT_TIMEOUT;
+    let plan_engine = Engine::new(store.clone(), executors.clone(), plan_config, clock.clone())
+        .context("cannot start the plan engine")?;
     let engine = Engine::new(
         store.clone(),
         executors,
@@ -117,6 +123,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ..ServerConfig::default()
         },
     );
+    state.set_plan_engine(plan_engine);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -171,6 +178,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("deployd stopped");
     result
 }
+
+/// Bound of one target's `inspect` in `POST /plan` (a deploy step gets the engine's 600 s).
+const PLAN_INSPECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long in-flight HTTP requests get to finish after the shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);

@@ -59,6 +59,16 @@ impl Fixture {
         let executors = executors(dir.path());
         let mut engine_config = EngineConfig::new("test");
         engine_config.poll_interval = Duration::from_millis(50);
+        // As deployd: plans inspect through an engine with a short task timeout.
+        let mut plan_config = engine_config.clone();
+        plan_config.task_timeout = Duration::from_secs(1);
+        let plan_engine = Engine::new(
+            store.clone(),
+            executors.clone(),
+            plan_config,
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         let engine = Engine::new(
             store.clone(),
             executors,
@@ -80,6 +90,7 @@ impl Fixture {
             tokens.push((role, t.token));
         }
         let state = ServerState::new(engine.clone(), Arc::new(SystemClock), config);
+        state.set_plan_engine(plan_engine);
         Self {
             _dir: dir,
             app: router(state),
