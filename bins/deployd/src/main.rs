@@ -130,6 +130,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    if let Some(warning) = plain_http_warning(local) {
+        tracing::warn!(listen = %local, "{warning}");
+    }
     tracing::info!(listen = %local, database = %config.database_display, owner = %owner, "deployd started");
 
     // Shutdown order: the signal stops the listener and ends every SSE stream
@@ -179,6 +182,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
+/// deployd speaks plain HTTP: on an address other hosts can reach, bearer tokens
+/// travel in clear, so it says so (the README shows a TLS proxy in front instead).
+fn plain_http_warning(listen: std::net::SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {listen} over plain HTTP: API tokens travel in clear text to any \
+             host that can reach it; put a TLS-terminating proxy in front and listen on \
+             127.0.0.1, or keep the network private"
+        )
+    })
+}
+
 /// Bound of one target's `inspect` in `POST /plan` (a deploy step gets the engine's 600 s).
 const PLAN_INSPECT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -215,4 +230,21 @@ async fn signal() {
 )]
 fn print_admin_token(token: &str) {
     println!("admin token (shown once; store it now): {token}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_non_loopback_listeners_get_the_plain_http_warning() {
+        for quiet in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:1"] {
+            assert_eq!(plain_http_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:80"] {
+            let warning = plain_http_warning(loud.parse().unwrap()).unwrap();
+            assert!(warning.contains(loud), "{warning}");
+            assert!(warning.contains("plain HTTP"), "{warning}");
+        }
+    }
 }
