@@ -5,7 +5,9 @@
 //! The SSH target is a closed loopback port, so the deploy fails cleanly:
 //! the flows that need no executor, one failed deploy (exit 1), the exit codes
 //! for bad input (2) and refused tokens or no server (4), the one-time admin
-//! token, SIGTERM, and a restart over the same database.
+//! token, SIGTERM (also with a `deploy --follow` attached to a job that keeps
+//! retrying: deployd stops at once and the follower resumes on the restart),
+//! and a restart over the same database.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -103,8 +105,9 @@ impl Deployd {
         std::fs::read_to_string(&self.stdout).unwrap()
     }
 
-    /// SIGTERM, then a bounded wait for a clean exit.
-    fn terminate(mut self) {
+    /// SIGTERM, then a bounded wait for a clean exit; returns how long it took.
+    fn terminate(mut self) -> Duration {
+        let sent = std::time::Instant::now();
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -113,7 +116,7 @@ impl Deployd {
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success(), "deployd exited with {status} on SIGTERM");
-                return;
+                return sent.elapsed();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -336,9 +339,91 @@ fn deployd_and_deployctl_end_to_end() {
     let logs = ctl(&addr, &token, &["logs", task_id, "--follow"]);
     assert_eq!(logs.status.code(), Some(0), "{logs:?}");
 
+    // A second deploy that keeps retrying the closed port stays running, followed
+    // over SSE: SIGTERM still stops deployd cleanly and quickly (the stream ends on
+    // shutdown), and the follower reconnects to the restart below.
+    // Its target has a valid key (so the credential resolves) on a closed port: every
+    // attempt fails with a retryable connect error, and the job keeps retrying.
+    let key = data.path().join("held_ed25519");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs (apt-get install openssh-client)");
+    assert!(keygen.success(), "ssh-keygen failed: {keygen}");
+    let held = ok_json(&addr, &token, &["env", "create", "held"]);
+    let held_id = held["id"].as_str().unwrap();
+    let key_ref = format!("file:{}", key.display());
+    ok_json(
+        &addr,
+        &token,
+        &[
+            "target",
+            "add",
+            "--env",
+            held_id,
+            "held-1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--user",
+            "deploy",
+            "--key-ref",
+            &key_ref,
+        ],
+    );
+    let (_, deployctl) = binaries();
+    let mut follower = Command::new(deployctl)
+        .args([
+            "deploy",
+            "--release",
+            release_id,
+            "--env",
+            held_id,
+            "--follow",
+            "--max-attempts",
+            "100",
+        ])
+        .env("DEPLOYCTL_SERVER", format!("http://{addr}"))
+        .env("DEPLOYCTL_TOKEN", &token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = None;
+    for _ in 0..100 {
+        let jobs = ok_json(
+            &addr,
+            &token,
+            &["jobs", "list", "--env", held_id, "--status", "running"],
+        );
+        if let Some(id) = jobs["jobs"][0]["id"].as_str() {
+            running = Some(id.to_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(running) = running else {
+        let _ = follower.kill();
+        let out = follower.wait_with_output().unwrap();
+        panic!("the second deploy's job did not run within 10 s: {out:?}");
+    };
+    // Let the follower's stream open and read the first transitions.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "the follower is still attached"
+    );
+
     // SIGTERM stops it cleanly; a restart on the same database prints no token and still knows the job.
-    server.terminate();
-    let port = free_port().unwrap();
+    let took = server.terminate();
+    assert!(
+        took < Duration::from_secs(8),
+        "deployd took {took:?} to stop with an SSE follower attached, expected under 8 s"
+    );
+    // Same port, so the follower's reconnects reach it.
     let again = Deployd::start(data.path(), port, None);
     assert_eq!(
         again.stdout(),
@@ -349,6 +434,39 @@ fn deployd_and_deployctl_end_to_end() {
     assert_eq!(job["status"], "failed");
     let watched = ctl(&again.addr, &token, &["jobs", "watch", &job_id]);
     assert_eq!(watched.status.code(), Some(1), "{watched:?}");
+    // The follower reconnected to the restart: cancelling the job ends its follow.
+    let cancelled = ctl(&again.addr, &token, &["jobs", "cancel", &running]);
+    assert_eq!(cancelled.status.code(), Some(0), "{cancelled:?}");
+    let mut followed = None;
+    for _ in 0..300 {
+        if let Some(status) = follower.try_wait().unwrap() {
+            followed = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if followed.is_none() {
+        let _ = follower.kill();
+    }
+    let output = follower.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        followed.is_some(),
+        "the follower did not end after the cancel: {output:?}"
+    );
+    // A cancel fails the job; the follower saw it on the restarted server, once.
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with(&format!("job {running} ended failed")),
+        "{output:?}"
+    );
+    assert_eq!(stdout.matches("(cancelled by").count(), 1, "{output:?}");
+    assert_eq!(
+        stdout.matches("(attempt 1 of 100)").count(),
+        1,
+        "{output:?}"
+    );
     again.terminate();
 
     // `jobs watch` started while no server listens reconnects until one does.

@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod deploy;
 mod exit;
 mod output;
 mod plan;
@@ -85,6 +86,21 @@ enum Command {
         /// Attempts per task (1 to 100).
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// `all-at-once` (the server's default), `blue-green`, `rolling:<batch>` or `canary:<canary>:<batch>`; a batch is a count or a percentage (`25%`).
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Tasks in flight at once (at least 1; the server's default is 10).
+        #[arg(long)]
+        parallelism: Option<u32>,
+        /// The job fails once more than this many targets failed (default: any failure).
+        #[arg(long)]
+        max_failures: Option<u32>,
+        /// The job fails once more than this share of targets failed, from 0 to 1.
+        #[arg(long)]
+        max_failure_ratio: Option<f64>,
+        /// Compose template (YAML file), required for compose_host targets.
+        #[arg(long, value_name = "COMPOSE_YML")]
+        template: Option<std::path::PathBuf>,
         /// With --follow: also print the tasks' log lines as they come (prefixed with
         /// `[target/component]`) and a summary per task at the end.
         #[arg(long, requires = "follow")]
@@ -380,8 +396,23 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             follow,
             auto_rollback,
             max_attempts,
+            strategy,
+            parallelism,
+            max_failures,
+            max_failure_ratio,
+            template,
             logs,
         } => {
+            let approve = deploy::JobSettings {
+                strategy,
+                parallelism,
+                max_attempts,
+                max_failures,
+                max_failure_ratio,
+                auto_rollback,
+                template,
+            }
+            .approve_body()?;
             let promotion: Value = client
                 .post(
                     &format!("{p}/promotions"),
@@ -389,10 +420,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 )
                 .await?;
             let promotion_id = promotion["id"].as_str().unwrap_or_default().to_owned();
-            let mut approve = json!({"failure_policy": {"auto_rollback": auto_rollback}});
-            if let Some(n) = max_attempts {
-                approve["max_attempts"] = json!(n);
-            }
             let approved: Value = client
                 .post(
                     &format!("{p}/promotions/{promotion_id}/approve"),

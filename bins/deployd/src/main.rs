@@ -6,6 +6,7 @@ mod identity;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -112,6 +113,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let executors = executors(&config);
+    // `POST /plan` inspects through its own engine (same store and executors, never
+    // serving jobs) whose task timeout bounds each target's inspect.
+    let mut plan_config = EngineConfig::new(owner.clone());
+    plan_config.task_timeout = PLAN_INSPECT_TIMEOUT;
+    let plan_engine = Engine::new(store.clone(), executors.clone(), plan_config, clock.clone())
+        .context("cannot start the plan engine")?;
     let engine = Engine::new(
         store.clone(),
         executors,
@@ -142,26 +149,58 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ..ServerConfig::default()
         },
     );
+    state.set_plan_engine(plan_engine);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    if let Some(warning) = plain_http_warning(local) {
+        tracing::warn!(listen = %local, "{warning}");
+    }
     tracing::info!(listen = %local, database = %config.database_display, owner = %owner, "deployd started");
 
-    let shutdown = CancellationToken::new();
+    // Shutdown order: the signal stops the listener and ends every SSE stream
+    // (followers reconnect with Last-Event-ID to the next start); in-flight
+    // requests get DRAIN to finish; then the engine stops: in-flight tasks get its
+    // grace to reach a safe point, the rest are cancelled, and the job leases are
+    // released so the next start resumes them.
+    let engine_shutdown = CancellationToken::new();
     let service = tokio::spawn({
         let engine = engine.clone();
-        let shutdown = shutdown.clone();
+        let shutdown = engine_shutdown.clone();
         async move { engine.serve(shutdown).await }
     });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(signal(shutdown.clone()))
-        .await
-        .context("the HTTP server failed");
-    // Stop the engine: in-flight tasks get the grace, then leases are released for the next start.
-    shutdown.cancel();
+    let http_shutdown = state.shutdown_token();
+    let mut server = tokio::spawn({
+        let stop = http_shutdown.clone();
+        async move {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    let early = tokio::select! {
+        () = signal() => None,
+        joined = &mut server => Some(joined),
+    };
+    http_shutdown.cancel();
+    let result = match early {
+        Some(joined) => flatten(joined),
+        None => match tokio::time::timeout(DRAIN, &mut server).await {
+            Ok(joined) => flatten(joined),
+            Err(_) => {
+                tracing::warn!(
+                    drain_secs = DRAIN.as_secs(),
+                    "requests still open after the drain timeout; closing them"
+                );
+                server.abort();
+                Ok(())
+            }
+        },
+    };
+    engine_shutdown.cancel();
     if let Err(e) = service.await {
         tracing::error!(error = %e, "the engine's service loop panicked");
     }
@@ -169,8 +208,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// Resolves on SIGTERM or SIGINT (or when `shutdown` is cancelled) and cancels `shutdown`.
-async fn signal(shutdown: CancellationToken) {
+/// deployd speaks plain HTTP: on an address other hosts can reach, bearer tokens
+/// travel in clear, so it says so (the README shows a TLS proxy in front instead).
+fn plain_http_warning(listen: std::net::SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {listen} over plain HTTP: API tokens travel in clear text to any \
+             host that can reach it; put a TLS-terminating proxy in front and listen on \
+             127.0.0.1, or keep the network private"
+        )
+    })
+}
+
+/// Bound of one target's `inspect` in `POST /plan` (a deploy step gets the engine's 600 s).
+const PLAN_INSPECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long in-flight HTTP requests get to finish after the shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+fn flatten(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match joined {
+        Ok(r) => r.context("the HTTP server failed"),
+        Err(e) => Err(anyhow::anyhow!("the HTTP server panicked: {e}")),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -183,9 +247,7 @@ async fn signal(shutdown: CancellationToken) {
         Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => None } } => {
             tracing::info!("SIGTERM: shutting down");
         }
-        () = shutdown.cancelled() => {}
     }
-    shutdown.cancel();
 }
 
 #[expect(
@@ -215,5 +277,17 @@ mod tests {
             assert!(registry.supports(model), "{model:?}");
         }
         assert!(!registry.supports(ExecutionModel::Agent));
+    }
+
+    #[test]
+    fn only_non_loopback_listeners_get_the_plain_http_warning() {
+        for quiet in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:1"] {
+            assert_eq!(plain_http_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:80"] {
+            let warning = plain_http_warning(loud.parse().unwrap()).unwrap();
+            assert!(warning.contains(loud), "{warning}");
+            assert!(warning.contains("plain HTTP"), "{warning}");
+        }
     }
 }

@@ -17,8 +17,8 @@ pub use resources::{
     ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, ComponentRequest,
     CreateEnvironmentRequest, CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest,
     CreateTokenRequest, CreatedToken, EnvironmentList, HealthResponse, JobEventDto, JobList,
-    LogChunkDto, LogPage, PlanChange, PlanEntry, PlanRequest, PlanResponse, PlanWave, ReleaseList,
-    RollbackRequest, TokenSummary,
+    JobListItem, LogChunkDto, LogPage, PlanChange, PlanEntry, PlanRequest, PlanResponse, PlanWave,
+    ReleaseList, RollbackRequest, TokenSummary,
 };
 pub use role::Role;
 

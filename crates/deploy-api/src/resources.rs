@@ -7,9 +7,10 @@
 use std::num::NonZeroU32;
 
 use deploy_core::{
-    ArtifactKind, Connection, DeploymentJob, Digest, Environment, EnvironmentId, FailurePolicy,
-    HealthCheckConfig, Hooks, HttpUrl, ImageRef, JobId, Labels, Name, Promotion, Release,
-    ReleaseId, Strategy, TargetId, TargetType, TaskId, Timestamp,
+    ArtifactKind, Connection, DeploymentJob, DeploymentTask, Digest, Environment, EnvironmentId,
+    FailurePolicy, GeneratedArtifact, HealthCheckConfig, Hooks, HttpUrl, IdempotencyKey, ImageRef,
+    JobId, JobStatus, Labels, Name, Promotion, PromotionId, Release, ReleaseId, Strategy, TargetId,
+    TargetType, TaskId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -125,11 +126,95 @@ pub struct RollbackRequest {
 #[serde(deny_unknown_fields)]
 pub struct JobList {
     /// Newest first.
-    #[schema(value_type = Vec<crate::schema::DeploymentJob>)]
-    pub jobs: Vec<DeploymentJob>,
+    pub jobs: Vec<JobListItem>,
     /// Pass as `before` to read the next page; `None` when this page was not full.
     #[schema(value_type = Option<String>)]
     pub next_before: Option<JobId>,
+}
+
+/// A job as listed: `DeploymentJob`'s fields, but its artifacts as
+/// [`ArtifactSummary`] (kind, target, file name, size, sha256; no content: a list
+/// page stays small, and `GET /api/v1/jobs/{id}/artifacts/{kind}` serves contents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobListItem {
+    #[schema(value_type = String)]
+    pub id: JobId,
+    #[schema(value_type = String)]
+    pub promotion_id: PromotionId,
+    #[schema(value_type = String)]
+    pub release_id: ReleaseId,
+    #[schema(value_type = String)]
+    pub environment_id: EnvironmentId,
+    #[schema(value_type = Object)]
+    pub strategy: Strategy,
+    #[schema(value_type = u32, minimum = 1)]
+    pub parallelism: NonZeroU32,
+    #[schema(value_type = Object)]
+    pub failure_policy: FailurePolicy,
+    #[schema(value_type = String)]
+    pub status: JobStatus,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub completed_at: Option<Timestamp>,
+    pub artifacts: Vec<ArtifactSummary>,
+    #[schema(value_type = Option<String>)]
+    pub rollback_of: Option<JobId>,
+    #[schema(value_type = Option<String>)]
+    pub previous_job_id: Option<JobId>,
+    #[schema(value_type = Vec<crate::schema::DeploymentTask>)]
+    pub tasks: Vec<DeploymentTask>,
+    #[schema(value_type = String)]
+    pub idempotency_key: IdempotencyKey,
+    pub failure_reason: Option<String>,
+    pub version: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+impl From<DeploymentJob> for JobListItem {
+    fn from(job: DeploymentJob) -> Self {
+        Self {
+            id: job.id,
+            promotion_id: job.promotion_id,
+            release_id: job.release_id,
+            environment_id: job.environment_id,
+            strategy: job.strategy,
+            parallelism: job.parallelism,
+            failure_policy: job.failure_policy,
+            status: job.status,
+            started_at: job.started_at,
+            completed_at: job.completed_at,
+            artifacts: job
+                .artifacts
+                .into_iter()
+                .map(ArtifactSummary::from)
+                .collect(),
+            rollback_of: job.rollback_of,
+            previous_job_id: job.previous_job_id,
+            tasks: job.tasks,
+            idempotency_key: job.idempotency_key,
+            failure_reason: job.failure_reason,
+            version: job.version,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+        }
+    }
+}
+
+impl From<GeneratedArtifact> for ArtifactSummary {
+    fn from(a: GeneratedArtifact) -> Self {
+        Self {
+            kind: a.kind,
+            target_id: a.target_id,
+            file_name: a.file_name,
+            size: a.size,
+            sha256: a.sha256,
+        }
+    }
 }
 
 /// One entry of a job's event log, as listed and as sent over SSE (the SSE `id` is `seq`).

@@ -155,3 +155,29 @@ fn api_schemas_match_their_json() {
     let problem = Problem::new(ProblemType::NotFound, "x").with_field("id");
     assert_eq!(properties::<Problem>(), keys(&problem));
 }
+
+/// A listed job has every field of `DeploymentJob`; its artifacts keep kind, target,
+/// file name, size and sha256 but not their content.
+#[test]
+fn listed_jobs_drop_artifact_contents_only() {
+    use deploy_core::testing;
+    let mut job = testing::job(1, 2);
+    job.artifacts.push(deploy_core::GeneratedArtifact::new(
+        testing::artifact_id(1),
+        job.id,
+        None,
+        deploy_core::ArtifactKind::ALL[0],
+        testing::name("manifest.json"),
+        "{\"secret-ish\": \"body\"}".to_owned(),
+    ));
+    let listed = JobListItem::from(job.clone());
+    assert_eq!(keys(&listed), keys(&job));
+    assert_eq!(properties::<JobListItem>(), keys(&listed));
+    let json = serde_json::to_value(&listed).unwrap();
+    let artifact = &json["artifacts"][0];
+    assert!(artifact.get("content").is_none(), "{artifact}");
+    assert_eq!(artifact["file_name"], "manifest.json");
+    assert_eq!(artifact["size"], job.artifacts[0].size);
+    assert_eq!(artifact["sha256"], job.artifacts[0].sha256.to_string());
+    assert_eq!(json["tasks"], serde_json::to_value(&job.tasks).unwrap());
+}

@@ -1,5 +1,7 @@
 //! `ServerConfig`: the limits of the HTTP API.
 
+use std::time::Duration;
+
 /// Limits of the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -9,6 +11,9 @@ pub struct ServerConfig {
     pub max_page_size: u32,
     /// Page size when `limit` is absent.
     pub default_page_size: u32,
+    /// Bound of a whole `POST /plan` (each inspect is bounded by the plan engine's
+    /// task timeout, see `ServerState::set_plan_engine`); longer: 503.
+    pub plan_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -17,6 +22,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_page_size: 500,
             default_page_size: 100,
+            plan_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum ServerError {
         detail: String,
         field: Option<String>,
     },
+    /// The server cannot answer now (503), e.g. a plan past its time bound.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error(transparent)]
@@ -77,6 +80,7 @@ impl ServerError {
             Self::NotFound(_) => ProblemType::NotFound,
             Self::Unprocessable { .. } => ProblemType::Unprocessable,
             Self::PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
+            Self::Unavailable(_) => ProblemType::Unavailable,
             Self::Store(e) => store_kind(e),
             Self::Engine(e) => match e {
                 EngineError::Store(e) => store_kind(e),

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use deploy_api::{
     ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, CreateEnvironmentRequest,
     CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest, CreateTokenRequest,
-    HealthResponse, JobList, LogChunkDto, LogPage, Role, RollbackRequest,
+    HealthResponse, JobList, JobListItem, LogChunkDto, LogPage, Role, RollbackRequest,
 };
 use deploy_core::{
     ArtifactKind, Component, ComponentId, DeploymentJob, DeploymentTask, Environment,
@@ -87,27 +87,26 @@ pub(crate) async fn readyz(State(state): State<ServerState>) -> Response {
     }
 }
 
-/// Most jobs counted per active status at a scrape (the gauge saturates there).
-const ACTIVE_JOBS_CAP: u32 = 1000;
-
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
     let mut text = state.metrics().render();
-    text.push_str("# HELP deployd_active_jobs Jobs in each active status (capped at 1000).\n");
-    text.push_str("# TYPE deployd_active_jobs gauge\n");
-    for status in JobStatus::ALL.into_iter().filter(|s| s.is_active()) {
-        match state
-            .store()
-            .list_jobs(None, Some(status), None, ACTIVE_JOBS_CAP)
-            .await
-        {
-            Ok(jobs) => text.push_str(&format!(
-                "deployd_active_jobs{{status=\"{}\"}} {}\n",
-                status.as_str(),
-                jobs.len()
-            )),
-            Err(e) => tracing::warn!(error = %e, "cannot count active jobs for /metrics"),
+    // One aggregate query: no job is loaded, however many there are.
+    match state.store().count_jobs_by_status().await {
+        Ok(counts) => {
+            text.push_str("# HELP deployd_active_jobs Jobs in each active status.\n");
+            text.push_str("# TYPE deployd_active_jobs gauge\n");
+            for status in JobStatus::ALL.into_iter().filter(|s| s.is_active()) {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                text.push_str(&format!(
+                    "deployd_active_jobs{{status=\"{}\"}} {n}\n",
+                    status.as_str()
+                ));
+            }
         }
+        Err(e) => tracing::warn!(error = %e, "cannot count active jobs for /metrics"),
     }
     (
         [(
@@ -408,6 +407,7 @@ pub(crate) async fn list_jobs(
     } else {
         None
     };
+    let jobs = jobs.into_iter().map(JobListItem::from).collect();
     Ok(Json(JobList { jobs, next_before }))
 }
 
@@ -459,13 +459,7 @@ pub(crate) async fn list_artifacts(
     Ok(Json(
         job.artifacts
             .into_iter()
-            .map(|a| ArtifactSummary {
-                kind: a.kind,
-                target_id: a.target_id,
-                file_name: a.file_name,
-                size: a.size,
-                sha256: a.sha256,
-            })
+            .map(ArtifactSummary::from)
             .collect(),
     ))
 }

@@ -4,7 +4,8 @@
 //! task's log chunks after the last sent `seq` every [`TICK`], so a client that
 //! reconnects with `Last-Event-ID` misses nothing and sees nothing twice. It ends
 //! with an `end` event (data: task id and status) once the task is settled (no
-//! event will change it) or its job is, and no chunk is left to send.
+//! event will change it) or its job is, and no chunk is left to send; on server
+//! shutdown (`ServerState::shutdown_token`) it ends without `end`, and the client reconnects.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -97,14 +98,23 @@ pub(crate) async fn task_log_events(
         done: false,
     };
     let stream = stream::unfold(follow, |mut f| async move {
+        let shutdown = f.state.shutdown_token();
         loop {
+            // On shutdown the stream ends without `end`: the follower reconnects
+            // with `Last-Event-ID` to the next server.
+            if shutdown.is_cancelled() {
+                return None;
+            }
             if let Some(event) = f.queue.pop_front() {
                 return Some((Ok(event), f));
             }
             if f.done {
                 return None;
             }
-            f.fill().await;
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = f.fill() => {}
+            }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -28,7 +28,7 @@ const DEFAULT_PARALLELISM: NonZeroU32 = match NonZeroU32::new(10) {
     tag = "plan",
     security(("bearer" = [])),
     request_body = PlanRequest,
-    responses((status = 200, description = "the plan (deployer); a target whose inspect failed carries the error", body = PlanResponse), ProblemResponses)
+    responses((status = 200, description = "the plan (deployer); a target whose inspect failed or timed out carries the error", body = PlanResponse), ProblemResponses)
 )]
 pub(crate) async fn plan(
     State(state): State<ServerState>,
@@ -46,10 +46,20 @@ pub(crate) async fn plan(
     )?;
     let strategy = req.strategy.unwrap_or(Strategy::AllAtOnce);
     let parallelism = req.parallelism.unwrap_or(DEFAULT_PARALLELISM);
-    let preview = state
-        .engine()
-        .preview(req.release_id, req.environment_id, &strategy, parallelism)
-        .await?;
+    let bound = state.config().plan_timeout;
+    let preview = tokio::time::timeout(
+        bound,
+        state
+            .plan_engine()
+            .preview(req.release_id, req.environment_id, &strategy, parallelism),
+    )
+    .await
+    .map_err(|_| {
+        ServerError::Unavailable(format!(
+            "the plan did not finish within {bound:?} (each target's inspect has its own bound; \
+             the environment's targets did not all answer in time); retry, or plan a smaller environment",
+        ))
+    })??;
     Ok(Json(response(preview)))
 }
 

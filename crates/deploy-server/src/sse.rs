@@ -4,7 +4,8 @@
 //! for changes made by another replica) only wakes the stream, which then reads
 //! the log after the last sent `seq`. Every SSE `id` is a log `seq`, so a client
 //! that reconnects with `Last-Event-ID` misses nothing and sees nothing twice.
-//! The stream ends with an `end` event once the job is settled.
+//! The stream ends with an `end` event once the job is settled, or without one
+//! when the server shuts down (`ServerState::shutdown_token`): the client reconnects.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -106,14 +107,23 @@ pub(crate) async fn job_events(
         done: false,
     };
     let stream = stream::unfold(follow, |mut f| async move {
+        let shutdown = f.state.shutdown_token();
         loop {
+            // On shutdown the stream ends without `end`: the follower reconnects
+            // with `Last-Event-ID` to the next server.
+            if shutdown.is_cancelled() {
+                return None;
+            }
             if let Some(event) = f.queue.pop_front() {
                 return Some((Ok(event), f));
             }
             if f.done {
                 return None;
             }
-            f.fill().await;
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = f.fill() => {}
+            }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

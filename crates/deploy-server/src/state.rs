@@ -1,11 +1,12 @@
 //! `ServerState`: what every handler shares: the engine, its store, the clock, the limits and the metrics.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use deploy_core::Timestamp;
 use deploy_engine::{Clock, Engine};
 use deploy_store::Store;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -21,6 +22,11 @@ struct Shared {
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down: every long-lived stream (job events,
+    /// task logs) ends on it, so a graceful shutdown never waits on a follower.
+    shutdown: CancellationToken,
+    /// The engine `POST /plan` previews with, when set (else `engine`).
+    plan_engine: OnceLock<Engine>,
     /// Token id -> when this process last wrote its `last_used_at` (so concurrent
     /// requests with one token write it once, not once each).
     touched: Mutex<HashMap<uuid::Uuid, Timestamp>>,
@@ -38,9 +44,31 @@ impl ServerState {
                 clock,
                 config,
                 metrics,
+                shutdown: CancellationToken::new(),
+                plan_engine: OnceLock::new(),
                 touched: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The server's shutdown token: cancel it to end every open SSE stream (without
+    /// an `end` event, so followers reconnect with `Last-Event-ID` to the next server).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Sets the engine `POST /plan` previews with: the same store and executors
+    /// as the main one, but a short `task_timeout`, which bounds each target's
+    /// `inspect` (deployd: 20 s, where a deploy step gets 600 s). Without it the
+    /// main engine's task timeout applies. Only the first call counts.
+    pub fn set_plan_engine(&self, engine: Engine) {
+        if self.inner.plan_engine.set(engine).is_err() {
+            tracing::warn!("the plan engine was already set; keeping the first");
+        }
+    }
+
+    pub(crate) fn plan_engine(&self) -> &Engine {
+        self.inner.plan_engine.get().unwrap_or(&self.inner.engine)
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -22,6 +22,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     app: Router,
     engine: Engine,
+    /// The server's shutdown token (`ServerState::shutdown_token`).
+    shutdown: CancellationToken,
     tokens: Vec<(Role, String)>,
 }
 
@@ -59,6 +61,16 @@ impl Fixture {
         let executors = executors(dir.path());
         let mut engine_config = EngineConfig::new("test");
         engine_config.poll_interval = Duration::from_millis(50);
+        // As deployd: plans inspect through an engine with a short task timeout.
+        let mut plan_config = engine_config.clone();
+        plan_config.task_timeout = Duration::from_secs(1);
+        let plan_engine = Engine::new(
+            store.clone(),
+            executors.clone(),
+            plan_config,
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         let engine = Engine::new(
             store.clone(),
             executors,
@@ -80,8 +92,10 @@ impl Fixture {
             tokens.push((role, t.token));
         }
         let state = ServerState::new(engine.clone(), Arc::new(SystemClock), config);
+        state.set_plan_engine(plan_engine);
         Self {
             _dir: dir,
+            shutdown: state.shutdown_token(),
             app: router(state),
             engine,
             tokens,
@@ -1063,3 +1077,106 @@ mod admin;
 mod metrics;
 mod openapi;
 mod plan;
+
+/// The body `deployctl deploy --strategy canary:1:50% --parallelism 4 --max-attempts 5
+/// --max-failures 2 --max-failure-ratio 0.25 --auto-rollback` sends lands in the job.
+#[tokio::test]
+async fn approve_takes_deployctls_job_settings() {
+    let f = Fixture::new().await;
+    let w = f.world("settings").await;
+    let (status, bad) = f
+        .call(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Some(f.token(Role::Deployer)),
+            Some(json!({"parallelism": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["field"], "parallelism", "{bad}");
+    let approved = f
+        .ok(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Role::Deployer,
+            Some(json!({
+                "strategy": {"type": "canary", "canary": {"count": 1}, "batch": {"percent": 50}},
+                "parallelism": 4,
+                "max_attempts": 5,
+                "failure_policy": {"auto_rollback": true, "max_failures": 2, "max_failure_ratio": 0.25},
+            })),
+        )
+        .await;
+    let job_id = approved["job"]["id"].as_str().unwrap();
+    let job = f
+        .ok("GET", &format!("/api/v1/jobs/{job_id}"), Role::Viewer, None)
+        .await;
+    assert_eq!(
+        job["strategy"],
+        json!({"type": "canary", "canary": {"count": 1}, "batch": {"percent": 50}, "min_healthy_time_ms": 0})
+    );
+    assert_eq!(job["parallelism"], 4);
+    assert_eq!(
+        job["failure_policy"],
+        json!({"auto_rollback": true, "max_failures": 2, "max_failure_ratio": 0.25})
+    );
+    assert_eq!(job["tasks"][0]["max_attempts"], 5, "{job}");
+}
+
+/// Server shutdown ends open SSE streams (job events and task logs) of a job that
+/// is still active, without an `end` event, so a follower reconnects elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_streams_without_end() {
+    let f = Fixture::new().await;
+    let w = f.world("shutdown").await;
+    // Nothing serves the engine here: the job stays pending, its streams stay open.
+    let approved = f
+        .ok(
+            "POST",
+            &format!("/api/v1/promotions/{}/approve", w.promotion_id),
+            Role::Deployer,
+            None,
+        )
+        .await;
+    let job_id = approved["job"]["id"].as_str().unwrap().to_owned();
+    let task_id = approved["job"]["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shutdown = f.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        shutdown.cancel();
+    });
+    let token = f.token(Role::Viewer).to_owned();
+    let events_path = format!("/api/v1/jobs/{job_id}/events");
+    let logs_path = format!("/api/v1/tasks/{task_id}/logs/events");
+    let started = std::time::Instant::now();
+    let (events, logs) = tokio::join!(
+        f.raw("GET", &events_path, Some(&token), None, &[]),
+        f.raw("GET", &logs_path, Some(&token), None, &[]),
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "the streams ended after {took:?}, expected soon after the shutdown at 1.5 s"
+    );
+    let events = String::from_utf8(events.2).unwrap();
+    assert!(events.contains("event: transition"), "{events}");
+    assert!(!events.contains("event: end"), "{events}");
+    assert_eq!(logs.0, StatusCode::OK);
+    let logs = String::from_utf8(logs.2).unwrap();
+    assert!(!logs.contains("event: end"), "{logs}");
+    // A stream opened after the shutdown ends at once.
+    let (status, _, late) = f
+        .raw(
+            "GET",
+            &format!("/api/v1/jobs/{job_id}/events"),
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8(late).unwrap().is_empty());
+}

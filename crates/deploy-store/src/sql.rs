@@ -655,6 +655,24 @@ macro_rules! sql_store {
                 Ok(jobs)
             }
 
+            async fn count_jobs_by_status(&self) -> Result<Vec<(deploy_core::JobStatus, u64)>, StoreError> {
+                let mut conn = self.read_conn().await?;
+                sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(StoreError::db("count jobs by status"))?
+                    .iter()
+                    .map(|r| {
+                        let status = model::job_status(&r.string("status")?)?;
+                        let n = r.i64("n")?;
+                        let n = u64::try_from(n).map_err(|e| {
+                            StoreError::corrupt("jobs count", n.to_string())(e.to_string())
+                        })?;
+                        Ok((status, n))
+                    })
+                    .collect()
+            }
+
             async fn get_task(&self, id: deploy_core::TaskId) -> Result<deploy_core::DeploymentTask, StoreError> {
                 load_task(&mut *self.read_conn().await?, id).await
             }

@@ -67,6 +67,9 @@ pub trait Store: Send + Sync {
         before: Option<JobId>,
         limit: u32,
     ) -> Result<Vec<DeploymentJob>, StoreError>;
+    /// How many jobs are in each status (statuses without jobs are left out); one
+    /// aggregate query that loads no job, for `/metrics`.
+    async fn count_jobs_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
 
     /// Applies `event` to the job at `expected_version` (deploy-core decides),
     /// bumps its version and appends the event, in one transaction.

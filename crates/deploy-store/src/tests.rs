@@ -1,6 +1,7 @@
 //! Tests of the store: every repository test runs on SQLite and on a real PostgreSQL started by the harness.
 
 mod concurrency;
+mod counts;
 mod durability;
 mod harness;
 mod repository;

@@ -144,6 +144,7 @@ fn the_main_bodies_have_schemas() {
         "ApprovePromotionResponse",
         "RollbackRequest",
         "JobList",
+        "JobListItem",
         "EnvironmentList",
         "ReleaseList",
         "LogPage",

@@ -1,6 +1,9 @@
 //! `POST /api/v1/plan` over a fake executor: waves, digests, what runs now, and an inspect error kept in its entry.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
 
 use async_trait::async_trait;
 use deploy_api::Role;
@@ -46,6 +49,7 @@ impl Executor for FakeExecutor {
             "current" => Ok(Some(digest('a'))),
             "old" => Ok(Some(digest('b'))),
             "empty" => Ok(None),
+            "hangs" => std::future::pending().await,
             _ => Err(ExecError::Connect {
                 host: "127.0.0.1".to_owned(),
                 port: 1,
@@ -188,4 +192,90 @@ async fn plan_shows_waves_digests_what_runs_and_inspect_errors() {
         )
         .await;
     assert_eq!(status.as_u16(), 403);
+}
+
+/// An inspect that never answers is cut at the plan engine's task timeout (1 s in
+/// the fixture) and shows in its row; the whole plan is bounded by `plan_timeout`.
+#[tokio::test]
+async fn a_hanging_inspect_times_out_in_its_row_and_the_plan_is_bounded() {
+    for plan_timeout in [Duration::from_secs(30), Duration::from_millis(300)] {
+        let f = Fixture::build(
+            ServerConfig {
+                plan_timeout,
+                ..ServerConfig::default()
+            },
+            |_| {
+                let mut executors = ExecutorRegistry::new();
+                executors.register(ExecutionModel::Ssh, Arc::new(FakeExecutor));
+                executors
+            },
+        )
+        .await;
+        let env = f
+            .ok(
+                "POST",
+                "/api/v1/environments",
+                Role::Admin,
+                Some(json!({"name": "hang"})),
+            )
+            .await;
+        let env_id = env["id"].as_str().unwrap();
+        for name in ["current", "hangs"] {
+            f.ok(
+                "POST",
+                &format!("/api/v1/environments/{env_id}/targets"),
+                Role::Admin,
+                Some(target_body(name)),
+            )
+            .await;
+        }
+        let release = f
+            .ok(
+                "POST",
+                "/api/v1/releases",
+                Role::Deployer,
+                Some(release_body("hang")),
+            )
+            .await;
+        let started = Instant::now();
+        let (status, plan) = f
+            .call(
+                "POST",
+                "/api/v1/plan",
+                Some(f.token(Role::Deployer)),
+                Some(json!({"release_id": release["id"], "environment_id": env_id})),
+            )
+            .await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "the plan took {took:?}");
+        if plan_timeout < Duration::from_secs(1) {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{plan}");
+            assert_eq!(plan["type"], "urn:deploy:problem:unavailable", "{plan}");
+            assert!(
+                plan["detail"].as_str().unwrap().contains("within 300ms"),
+                "{plan}"
+            );
+            continue;
+        }
+        assert_eq!(status, StatusCode::OK, "{plan}");
+        let entries: Vec<&serde_json::Value> = plan["waves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|w| w["entries"].as_array().unwrap())
+            .collect();
+        let row = |name: &str| {
+            *entries
+                .iter()
+                .find(|e| e["target_name"] == name)
+                .unwrap_or_else(|| panic!("no entry for {name}: {plan}"))
+        };
+        assert_eq!(row("current")["change"], "unchanged", "{plan}");
+        assert_eq!(row("hangs")["change"], "unknown", "{plan}");
+        assert_eq!(
+            row("hangs")["error"],
+            "inspect did not answer within 1 s",
+            "{plan}"
+        );
+    }
 }

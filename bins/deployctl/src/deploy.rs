@@ -1,0 +1,160 @@
+//! `deployctl deploy`'s job settings (strategy, parallelism, attempts, failure policy, compose template) as the approve request body.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::exit::{CliError, USAGE};
+use crate::plan;
+
+/// The job settings of `deployctl deploy`, as given on the command line.
+#[derive(Debug, Default)]
+pub struct JobSettings {
+    pub strategy: Option<String>,
+    pub parallelism: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub max_failures: Option<u32>,
+    pub max_failure_ratio: Option<f64>,
+    pub auto_rollback: bool,
+    pub template: Option<PathBuf>,
+}
+
+impl JobSettings {
+    /// The body of `POST /promotions/{id}/approve`; checked before anything is sent,
+    /// so a bad value creates no promotion (exit 2, naming the flag and the value).
+    pub fn approve_body(&self) -> Result<Value, CliError> {
+        let mut policy = json!({"auto_rollback": self.auto_rollback});
+        if let Some(n) = self.max_failures {
+            policy["max_failures"] = json!(n);
+        }
+        if let Some(r) = self.max_failure_ratio {
+            if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
+                return Err(CliError::new(
+                    USAGE,
+                    format!("--max-failure-ratio `{r}` is not a number from 0 to 1"),
+                ));
+            }
+            policy["max_failure_ratio"] = json!(r);
+        }
+        let mut body = json!({"failure_policy": policy});
+        if let Some(s) = &self.strategy {
+            body["strategy"] = plan::strategy(s)?;
+        }
+        if let Some(n) = self.parallelism {
+            if n == 0 {
+                return Err(CliError::new(
+                    USAGE,
+                    "--parallelism `0` is not a count of tasks of at least 1",
+                ));
+            }
+            body["parallelism"] = json!(n);
+        }
+        if let Some(n) = self.max_attempts {
+            if !(1..=100).contains(&n) {
+                return Err(CliError::new(
+                    USAGE,
+                    format!("--max-attempts `{n}` is not from 1 to 100"),
+                ));
+            }
+            body["max_attempts"] = json!(n);
+        }
+        if let Some(path) = &self.template {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::new(
+                    USAGE,
+                    format!(
+                        "--template `{}` cannot be read as a UTF-8 compose file: {e}",
+                        path.display()
+                    ),
+                )
+            })?;
+            body["template"] = json!(text);
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_send_only_the_rollback_choice() {
+        let body = JobSettings::default().approve_body().unwrap();
+        assert_eq!(body, json!({"failure_policy": {"auto_rollback": false}}));
+    }
+
+    #[test]
+    fn every_setting_lands_in_the_approve_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("compose.yml");
+        std::fs::write(&template, "services: {}\n").unwrap();
+        let body = JobSettings {
+            strategy: Some("canary:1:50%".into()),
+            parallelism: Some(4),
+            max_attempts: Some(5),
+            max_failures: Some(2),
+            max_failure_ratio: Some(0.25),
+            auto_rollback: true,
+            template: Some(template),
+        }
+        .approve_body()
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "strategy": {"type": "canary", "canary": {"count": 1}, "batch": {"percent": 50}},
+                "parallelism": 4,
+                "max_attempts": 5,
+                "failure_policy": {"auto_rollback": true, "max_failures": 2, "max_failure_ratio": 0.25},
+                "template": "services: {}\n",
+            })
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_flag_and_value() {
+        let cases = [
+            (
+                JobSettings {
+                    strategy: Some("rolling:0".into()),
+                    ..JobSettings::default()
+                },
+                "rolling:0",
+            ),
+            (
+                JobSettings {
+                    parallelism: Some(0),
+                    ..JobSettings::default()
+                },
+                "--parallelism `0`",
+            ),
+            (
+                JobSettings {
+                    max_attempts: Some(101),
+                    ..JobSettings::default()
+                },
+                "--max-attempts `101`",
+            ),
+            (
+                JobSettings {
+                    max_failure_ratio: Some(1.5),
+                    ..JobSettings::default()
+                },
+                "--max-failure-ratio `1.5`",
+            ),
+            (
+                JobSettings {
+                    template: Some("/no/such/compose.yml".into()),
+                    ..JobSettings::default()
+                },
+                "--template `/no/such/compose.yml`",
+            ),
+        ];
+        for (settings, named) in cases {
+            let err = settings.approve_body().unwrap_err();
+            assert_eq!(err.code, USAGE, "{named}");
+            assert!(err.message.contains(named), "{}: {named}", err.message);
+        }
+    }
+}
