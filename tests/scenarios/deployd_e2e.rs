@@ -32,7 +32,7 @@ use crate::deployd_proc::{Deployd, ctl, ctl_command, json_lines, ok_json};
 pub(crate) const KEY_VAR: &str = "DEPLOY_SCENARIO_SSH_KEY";
 
 /// How long a deployed container must stay healthy before its task succeeds.
-const SOAK_MS: u64 = 4_000;
+const SOAK_MS: u64 = 6_000;
 
 /// The body of `POST /api/v1/environments/{id}/targets`: sshd host `i`, containers
 /// named `<prefix>web`, a command health check probing every 200 ms (3 probes to
