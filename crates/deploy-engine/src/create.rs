@@ -1,6 +1,7 @@
 //! Creating a job from an approved promotion: plan the waves and one task per (target, component), or per target for compose hosts.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use deploy_artifacts::{
     Colour, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic, parse_template, render,
@@ -10,11 +11,14 @@ use deploy_core::{
     GeneratedArtifact, IdempotencyKey, JobId, JobStatus, NewTask, PromotionId, PromotionStatus,
     Strategy, Target, TargetType, TaskId, UnixPath, plan,
 };
-use deploy_store::Created;
+use deploy_store::{Created, StoreError};
 
 use crate::clock::random_bytes;
 use crate::engine::Engine;
 use crate::errors::EngineError;
+
+/// How often a queued job request (`wait_for_environment`) tries the environment again.
+pub const ENVIRONMENT_POLL: Duration = Duration::from_millis(200);
 
 /// What a caller asks for when a promotion is approved.
 #[derive(Debug, Clone)]
@@ -30,6 +34,10 @@ pub struct JobRequest {
     /// The compose template (YAML) the artifacts are rendered from; required when
     /// the environment has compose_host targets.
     pub template: Option<String>,
+    /// `None`: a busy environment refuses the job at once (`EnvironmentLocked`,
+    /// naming the running job). `Some(d)`: the request queues, retrying as the
+    /// environment frees up, for at most `d`, then refuses the same way.
+    pub wait_for_environment: Option<Duration>,
 }
 
 impl JobRequest {
@@ -43,6 +51,7 @@ impl JobRequest {
             idempotency_key,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             template: None,
+            wait_for_environment: None,
         }
     }
 }
@@ -51,7 +60,32 @@ impl Engine {
     /// Creates the job of an approved promotion (idempotent by key). A second
     /// active job for the environment is refused by the store with
     /// `EnvironmentLocked`, naming the running job.
+    ///
+    /// With `wait_for_environment`, a busy environment queues the request: it is
+    /// tried again every [`ENVIRONMENT_POLL`] until the running job ends or the wait
+    /// is over. Dropping the future cancels the wait; nothing is written until the
+    /// job is created.
     pub async fn create_job(
+        &self,
+        request: &JobRequest,
+    ) -> Result<Created<DeploymentJob>, EngineError> {
+        let deadline = request
+            .wait_for_environment
+            .map(|wait| tokio::time::Instant::now() + wait);
+        loop {
+            match self.create_job_once(request).await {
+                Err(EngineError::Store(StoreError::EnvironmentLocked { .. }))
+                    if deadline
+                        .is_some_and(|d| tokio::time::Instant::now() + ENVIRONMENT_POLL <= d) =>
+                {
+                    tokio::time::sleep(ENVIRONMENT_POLL).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn create_job_once(
         &self,
         request: &JobRequest,
     ) -> Result<Created<DeploymentJob>, EngineError> {

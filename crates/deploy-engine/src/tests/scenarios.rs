@@ -630,3 +630,62 @@ async fn a_canary_without_health_checks_still_soaks_before_the_remaining_waves()
         "{log:?}"
     );
 }
+
+#[tokio::test]
+async fn a_busy_environment_refuses_a_job_at_once_or_queues_it_when_asked_to_wait() {
+    use deploy_core::testing::approved_promotion;
+    use deploy_store::StoreError;
+
+    let f = Fixture::new(1).await;
+    // The first job holds the environment from creation (pending) until it ends.
+    let first = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    let second_release = release_with(2, digest(2));
+    f.store.put_release(&second_release).await.unwrap();
+    let promotion = approved_promotion(2, second_release.id);
+    f.store.put_promotion(&promotion).await.unwrap();
+    let mut request =
+        crate::JobRequest::new(promotion.id, IdempotencyKey::parse("promo-2").unwrap());
+
+    // No wait: refused at once, naming the running job.
+    let refused = f.engine.create_job(&request).await.unwrap_err();
+    assert!(
+        matches!(&refused, EngineError::Store(StoreError::EnvironmentLocked { job, .. }) if *job == first.id),
+        "{refused:?}"
+    );
+
+    // A short wait that the first job outlasts: refused the same way, after the wait.
+    request.wait_for_environment = Some(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let refused = f.engine.create_job(&request).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            EngineError::Store(StoreError::EnvironmentLocked { .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A long enough wait: queued until the first job completes, then created.
+    request.wait_for_environment = Some(Duration::from_secs(30));
+    let engine = f.engine.clone();
+    let queued = tokio::spawn(async move { engine.create_job(&request).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !queued.is_finished(),
+        "created while the first job held the environment"
+    );
+    let done = f.engine.run_job(first.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    let second = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("the queued request ends once the environment is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.value.release_id, second_release.id);
+    assert_eq!(second.value.status, JobStatus::Pending);
+}
