@@ -11,40 +11,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use deploy_testkit::{free_port, http_get, temp_dir};
+use deploy_testkit::{free_port, temp_dir};
 use serde_json::Value;
 
-/// `target/<profile>`, the folder of this test binary's `deps/`.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// Builds deployd and deployctl once per test process (a no-op when they are fresh).
-fn binaries() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = bin_dir();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--locked", "-p", "deployd", "-p", "deployctl"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(
-            status.success(),
-            "cargo build -p deployd -p deployctl failed"
-        );
-        (dir.join("deployd"), dir.join("deployctl"))
-    })
-}
+use crate::deployd_proc::{binaries, spawn_serving};
 
 struct Deployd {
     child: Child,
@@ -79,26 +51,12 @@ impl Deployd {
         if let Some(t) = preset_token {
             cmd.env("DEPLOYD_ADMIN_TOKEN", t);
         }
-        let mut child = cmd.spawn().expect("deployd starts");
-        // Bounded wait for /healthz: 300 x 100 ms.
-        for _ in 0..300 {
-            if let Ok((200, _)) = http_get(&addr, "/healthz") {
-                return Self {
-                    child,
-                    addr,
-                    stdout,
-                };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "deployd exited with {status} before serving: {}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let child = spawn_serving(&mut cmd, &addr, &stderr);
+        Self {
+            child,
+            addr,
+            stdout,
         }
-        let _ = child.kill();
-        panic!("deployd did not answer /healthz on {addr} within 30 s");
     }
 
     fn stdout(&self) -> String {

@@ -26,7 +26,7 @@ fn bin_dir() -> PathBuf {
 }
 
 /// Builds deployd and deployctl once per test process (a no-op when they are fresh).
-fn binaries() -> &'static (PathBuf, PathBuf) {
+pub(crate) fn binaries() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dir = bin_dir();
@@ -65,6 +65,27 @@ pub(crate) fn deployd_path() -> &'static Path {
     &binaries().0
 }
 
+/// Spawns `cmd` (a deployd listening on `addr`, its stderr going to `stderr`) and
+/// waits, bounded (300 x 100 ms), until `/healthz` answers; panics with its log if
+/// it exits first or never answers.
+pub(crate) fn spawn_serving(cmd: &mut Command, addr: &str, stderr: &Path) -> Child {
+    let mut child = cmd.spawn().expect("deployd starts");
+    for _ in 0..300 {
+        if let Ok((200, _)) = http_get(addr, "/healthz") {
+            return child;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "deployd exited with {status} before serving: {}",
+                std::fs::read_to_string(stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("deployd did not answer /healthz on {addr} within 30 s");
+}
+
 /// A running `deployd`; killed on drop.
 pub(crate) struct Deployd {
     child: Child,
@@ -101,26 +122,12 @@ impl Deployd {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("deployd starts");
-        // Bounded wait for /healthz: 300 x 100 ms.
-        for _ in 0..300 {
-            if let Ok((200, _)) = http_get(&addr, "/healthz") {
-                return Self {
-                    child,
-                    addr,
-                    stderr,
-                };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "deployd exited with {status} before serving: {}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let child = spawn_serving(&mut cmd, &addr, &stderr);
+        Self {
+            child,
+            addr,
+            stderr,
         }
-        let _ = child.kill();
-        panic!("deployd did not answer /healthz on {addr} within 30 s");
     }
 
     pub(crate) fn pid(&self) -> u32 {
