@@ -4,13 +4,16 @@
 //! clients. Request bodies reject unknown fields so typos are errors; values
 //! are deploy-core types, so a bad name, digest or id fails while decoding,
 //! with the field path in the problem document. No untagged or flattened enums.
+//! [`agent`] is the agent protocol (versioned, [`AGENT_PROTOCOL_VERSION`]).
 
+pub mod agent;
 mod errors;
 mod problem;
 mod resources;
 mod role;
 pub mod schema;
 
+pub use agent::AGENT_PROTOCOL_VERSION;
 pub use errors::ApiTypeError;
 pub use problem::{PROBLEM_MEDIA_TYPE, Problem, ProblemType};
 pub use resources::{

@@ -75,6 +75,14 @@ pub struct AgentConnection {
     pub selector: Labels,
     /// Where the agent keeps this target's files (compose lock, env file).
     pub work_dir: UnixPath,
+    /// Stop the old container before starting the new one (ports or volumes that
+    /// cannot be shared). Default: start-first, the old one serves until the new one runs.
+    #[serde(default)]
+    pub stop_first: bool,
+    /// Registry credentials (`user:password` from the secrets provider) sent with each
+    /// deploy for pulling the image; none for a registry without authentication.
+    #[serde(default)]
+    pub registry_auth: Option<CredentialRef>,
 }
 
 /// An OpenSSH server on the target.

@@ -82,6 +82,8 @@ pub fn sample_connections() -> Vec<(ExecutionModel, Connection)> {
                 agent_id: None,
                 selector: Labels::default(),
                 work_dir: UnixPath::parse("/srv/deploy").expect("valid"),
+                stop_first: false,
+                registry_auth: None,
             }),
         ),
         (ExecutionModel::Ssh, ssh_connection(1)),
