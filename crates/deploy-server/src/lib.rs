@@ -21,6 +21,7 @@ mod plan;
 mod routes;
 mod sse;
 mod state;
+mod tls;
 mod token_routes;
 mod tokens;
 
@@ -28,6 +29,7 @@ pub use config::ServerConfig;
 pub use errors::ServerError;
 pub use routes::{openapi, router};
 pub use state::ServerState;
+pub use tls::{HANDSHAKE_TIMEOUT, TlsError, TlsListener, tls_acceptor};
 pub use tokens::{BootstrapToken, bootstrap_admin, create_token, hash_token};
 
 #[cfg(test)]
