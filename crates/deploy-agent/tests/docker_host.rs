@@ -269,7 +269,11 @@ async fn a_cancelled_deploy_leaves_no_duplicate_and_the_old_one_serving() {
         TaskOutcome::Failed { error, .. } => assert_eq!(error.code, AgentErrorCode::Cancelled),
         other => panic!("expected cancelled, got {other:?}"),
     }
-    assert_eq!(containers(&prefix), vec![web.clone()], "no -next left behind");
+    assert_eq!(
+        containers(&prefix),
+        vec![web.clone()],
+        "no -next left behind"
+    );
     assert_eq!(version(&web), "v1");
 
     // A timeout is the same cut; the next deploy then works.
