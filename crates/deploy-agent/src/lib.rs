@@ -16,5 +16,6 @@ pub mod redact;
 pub mod runtime;
 pub mod tasklog;
 
+pub use agent::{Agent, AgentConfig};
 pub use errors::{AgentRunError, TaskError};
 pub use runtime::{Runtime, RuntimeConfig};
