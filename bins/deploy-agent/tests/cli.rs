@@ -1,7 +1,6 @@
 //! The deploy-agent binary: bad config is exit 2 naming the value; with deployd unreachable it backs off, never logs its secrets, and stops with exit 0 on SIGTERM.
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "test helpers outside #[test] fns: a panic there is a failing test"
 )]
 
