@@ -454,12 +454,7 @@ impl Agent {
                 return;
             }
         }
-        let mut redactor = Redactor::new().with(&self.creds.credential);
-        if let AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy } = &delivery.action
-            && let Some(auth) = &deploy.registry_auth
-        {
-            redactor = redactor.with(&auth.password);
-        }
+        let redactor = redactor_for(&delivery, &self.creds.credential);
         let log = self.outbox.track(key, &label(&key), redactor);
         let token = CancellationToken::new();
         if let Ok(mut map) = running.lock() {
@@ -503,6 +498,17 @@ impl Agent {
             }
         });
     }
+}
+
+/// What a task's log must never show: the agent credential and the registry password.
+pub fn redactor_for(delivery: &TaskDelivery, credential: &str) -> Redactor {
+    let mut redactor = Redactor::new().with(credential);
+    if let AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy } = &delivery.action
+        && let Some(auth) = &deploy.registry_auth
+    {
+        redactor = redactor.with(&auth.password);
+    }
+    redactor
 }
 
 fn label(key: &TaskKey) -> String {

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deploy_agent::agent::redactor_for;
 use deploy_agent::docker::{DockerConfig, DockerHost};
 use deploy_agent::redact::Redactor;
 use deploy_agent::runtime::Runtime;
 use deploy_agent::tasklog::TaskLog;
 use deploy_api::agent::{
-    AgentAction, AgentErrorCode, ComponentPayload, DeployPayload, TaskDelivery, TaskKey,
-    TaskOutcome,
+    AgentAction, AgentErrorCode, ComponentPayload, DeployPayload, RegistryAuth, TaskDelivery,
+    TaskKey, TaskOutcome,
 };
 use deploy_core::testing::{environment_id, name, target_id, task_id, ts};
 use deploy_core::{
@@ -174,8 +175,33 @@ async fn deploy_swap_inspect_revert_noop_and_broken() {
     let web = format!("{prefix}-web");
     let (v1, v2) = (digest_of(&images.v1), digest_of(&images.v2));
 
-    // v1: a first deploy, nothing before it.
-    let out = run(&rt, &deploy(1, &web, &images.v1, &[])).await;
+    // v1: a first deploy, nothing before it, pulled with registry credentials (the
+    // loopback registry ignores them) that never reach the task log.
+    let password = "pw-registry-s3cret";
+    let mut first = deploy(1, &web, &images.v1, &[]);
+    if let AgentAction::Deploy { deploy } = &mut first.action {
+        deploy.registry_auth = Some(RegistryAuth {
+            server: registry.address(),
+            username: "agent".to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    let log = TaskLog::new(
+        "t",
+        redactor_for(&first, "dpa_credential"),
+        Arc::new(Notify::new()),
+    );
+    log.agent(&format!("a line that would leak {password}"));
+    let out = rt.execute(&first, &log, &CancellationToken::new()).await;
+    let (_, lines) = log.unacknowledged();
+    assert!(
+        lines.iter().any(|l| l.text.starts_with("pulling ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.text.contains(password)),
+        "{lines:?}"
+    );
     assert_eq!(deployed(&out), (v1.clone(), None, true));
     assert_eq!(version(&web), "v1");
 
