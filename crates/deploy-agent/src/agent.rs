@@ -518,6 +518,136 @@ fn label(key: &TaskKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deploy_core::testing::{agent_id, name, ssh_target, task_id};
+    use deploy_core::{CommandSpec, Connection};
+
+    fn agent(state_dir: &std::path::Path) -> Agent {
+        Agent {
+            config: AgentConfig {
+                server: "http://127.0.0.1:1".to_owned(),
+                name: name("a1"),
+                state_dir: state_dir.to_owned(),
+                labels: Labels::default(),
+                capabilities: Vec::new(),
+                ca_file: None,
+                poll_wait_ms: None,
+                bootstrap_token: None,
+                rotate_credential: false,
+                shutdown_grace: Duration::from_secs(1),
+            },
+            client: Client::new("http://127.0.0.1:1", None).unwrap(),
+            creds: StoredCredentials {
+                server: "http://127.0.0.1:1".to_owned(),
+                agent_id: agent_id(1),
+                credential: "dpa_x".to_owned(),
+                heartbeat_timeout_ms: 30_000,
+            },
+            runtime: Arc::new(Runtime::new(None, None)),
+            journal: Arc::new(Journal::open(state_dir).unwrap()),
+            outbox: Arc::new(Outbox::new()),
+        }
+    }
+
+    /// A health command that leaves a mark in `marker` each time it really runs.
+    fn delivery(n: u64, marker: &std::path::Path) -> TaskDelivery {
+        let mut target = ssh_target(1);
+        target.connection = Connection::Agent(deploy_core::AgentConnection {
+            agent_id: None,
+            selector: Labels::default(),
+            work_dir: deploy_core::UnixPath::parse("/tmp").unwrap(),
+            stop_first: false,
+            registry_auth: None,
+        });
+        TaskDelivery {
+            key: TaskKey {
+                task_id: task_id(n),
+                attempt: 1,
+            },
+            target,
+            action: AgentAction::HealthCommand {
+                command: CommandSpec::new(vec![
+                    "sh".to_owned(),
+                    "-c".to_owned(),
+                    format!("echo run >> {}", marker.display()),
+                ])
+                .unwrap(),
+            },
+            timeout_ms: 10_000,
+        }
+    }
+
+    fn runs(marker: &std::path::Path) -> usize {
+        std::fs::read_to_string(marker)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_key_runs_once_and_a_crashed_one_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let a = agent(dir.path());
+        let running: Running = Arc::default();
+        let mut tasks = JoinSet::new();
+        let d = delivery(1, &marker);
+        a.accept(d.clone(), &running, &mut tasks);
+        // Redelivered while it runs or before its result is acknowledged: not run again.
+        a.accept(d.clone(), &running, &mut tasks);
+        while tasks.join_next().await.is_some() {}
+        a.accept(d.clone(), &running, &mut tasks);
+        assert!(tasks.is_empty());
+        assert_eq!(runs(&marker), 1);
+        assert!(a.outbox.contains(&d.key));
+
+        // After a restart (a new agent on the same state dir, empty outbox): the journal
+        // answers with the stored result, still without running it.
+        let b = agent(dir.path());
+        b.accept(d.clone(), &running, &mut tasks);
+        assert!(tasks.is_empty());
+        assert_eq!(runs(&marker), 1);
+        assert!(b.outbox.contains(&d.key));
+        let entry = b.journal.read(&d.key).unwrap().unwrap();
+        assert!(matches!(
+            entry.finished.unwrap().result.outcome,
+            TaskOutcome::CommandRan { exit_status: 0, .. }
+        ));
+
+        // A key journalled as started by an agent that died: interrupted, never run.
+        let cut = delivery(2, &marker);
+        b.journal.begin(&cut.key, "health_command", 1).unwrap();
+        let c = agent(dir.path());
+        c.accept(cut.clone(), &running, &mut tasks);
+        assert!(tasks.is_empty());
+        assert_eq!(runs(&marker), 1);
+        let entry = c.journal.read(&cut.key).unwrap().unwrap();
+        match entry.finished.unwrap().result.outcome {
+            TaskOutcome::Failed { error, .. } => {
+                assert_eq!(error.code, AgentErrorCode::Interrupted);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_registry_password_and_the_credential_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = delivery(1, &dir.path().join("m"));
+        d.action = AgentAction::Deploy {
+            deploy: deploy_api::agent::DeployPayload {
+                digest: deploy_core::testing::digest(1),
+                component: None,
+                project: name("p"),
+                artifacts: Vec::new(),
+                registry_auth: Some(deploy_api::agent::RegistryAuth {
+                    server: "r:5000".to_owned(),
+                    username: "u".to_owned(),
+                    password: "pw-123".to_owned(),
+                }),
+            },
+        };
+        let r = redactor_for(&d, "dpa_cred");
+        assert_eq!(r.apply("pw-123 dpa_cred"), "[REDACTED] [REDACTED]");
+    }
 
     #[test]
     fn poll_wait_fits_three_times_in_the_heartbeat_timeout() {
