@@ -94,7 +94,11 @@ fn digest_of(image: &str) -> Digest {
 }
 
 async fn runtime() -> Runtime {
-    let docker = DockerHost::connect(SOCKET.as_ref(), DockerConfig::default())
+    runtime_with(DockerConfig::default()).await
+}
+
+async fn runtime_with(config: DockerConfig) -> Runtime {
+    let docker = DockerHost::connect(SOCKET.as_ref(), config)
         .await
         .expect("the Docker Engine on /var/run/docker.sock (this test needs it)");
     Runtime::new(Some(docker), None)
@@ -372,4 +376,83 @@ async fn health_command_reports_status_and_redacted_stdout() {
         matches!(&out, TaskOutcome::Failed { error, .. } if error.code == AgentErrorCode::Timeout),
         "{out:?}"
     );
+}
+
+fn running(container: &str) -> bool {
+    deploy_testkit::run_checked(
+        "docker",
+        &[
+            "inspect",
+            "--type",
+            "container",
+            "--format",
+            "{{.State.Running}}",
+            container,
+        ],
+    )
+    .unwrap()
+    .trim()
+        == "true"
+}
+
+fn with_component(mut d: TaskDelivery, f: impl FnOnce(&mut ComponentPayload)) -> TaskDelivery {
+    if let AgentAction::Deploy { deploy } = &mut d.action
+        && let Some(c) = deploy.component.as_mut()
+    {
+        f(c);
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_previous_running_and_stop_first() {
+    let prefix = format!("agtmodes{}", std::process::id());
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}/app")).unwrap();
+    // busybox httpd ignores SIGTERM: a short grace keeps the stop-first test quick.
+    let rt = runtime_with(DockerConfig {
+        stop_timeout: Duration::from_secs(1),
+        ..DockerConfig::default()
+    })
+    .await;
+
+    // Blue-green: the old container keeps serving as -previous.
+    let bg = format!("{prefix}-bg");
+    deployed(&run(&rt, &deploy(1, &bg, &images.v1, &[])).await);
+    let d = with_component(deploy(2, &bg, &images.v2, &[]), |c| {
+        c.keep_previous_running = true;
+    });
+    assert!(deployed(&run(&rt, &d).await).2);
+    assert_eq!(version(&bg), "v2");
+    assert!(running(&format!("{bg}-previous")));
+    assert_eq!(version(&format!("{bg}-previous")), "v1");
+
+    // Stop-first: the old one is stopped before the new one starts, and started again
+    // when the new one fails.
+    let sf = format!("{prefix}-sf");
+    deployed(&run(&rt, &deploy(3, &sf, &images.v1, &[])).await);
+    let d = with_component(deploy(4, &sf, &images.v2, &[]), |c| c.stop_first = true);
+    let log = log();
+    let out = rt.execute(&d, &log, &CancellationToken::new()).await;
+    assert!(deployed(&out).2);
+    let (_, lines) = log.unacknowledged();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.starts_with("stop-first: stopping")),
+        "{lines:?}"
+    );
+    assert_eq!(version(&sf), "v2");
+    assert!(!running(&format!("{sf}-previous")));
+    let d = with_component(
+        deploy(5, &sf, &images.v3_broken, &["/bin/sh", "-c", "exit 3"]),
+        |c| c.stop_first = true,
+    );
+    match run(&rt, &d).await {
+        TaskOutcome::Failed { error, .. } => assert_eq!(error.code, AgentErrorCode::StartFailed),
+        other => panic!("{other:?}"),
+    }
+    assert!(running(&sf));
+    assert_eq!(version(&sf), "v2");
 }
