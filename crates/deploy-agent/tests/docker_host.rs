@@ -5,6 +5,7 @@
     reason = "test helpers outside #[test] fns: a panic there is a failing test"
 )]
 
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -455,4 +456,80 @@ async fn keep_previous_running_and_stop_first() {
     }
     assert!(running(&sf));
     assert_eq!(version(&sf), "v2");
+}
+
+/// `base` with a HEALTHCHECK on `/health`, pushed to the registry; its digest reference.
+fn with_healthcheck(base: &str, repository: &str, tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {base}\nHEALTHCHECK --interval=300ms --timeout=2s --retries=2 CMD [\"/bin/busybox\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:{IMAGE_HTTP_PORT}/health\"]\n"
+        ),
+    )
+    .unwrap();
+    let name = format!("{repository}:{tag}");
+    let out = Command::new("docker")
+        .args(["build", "--quiet", "-t", &name])
+        .arg(dir.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    deploy_testkit::run_checked("docker", &["push", "--quiet", &name]).unwrap();
+    let digests = deploy_testkit::run_checked(
+        "docker",
+        &[
+            "inspect",
+            "--format",
+            "{{range .RepoDigests}}{{println .}}{{end}}",
+            &name,
+        ],
+    )
+    .unwrap();
+    let reference = digests
+        .lines()
+        .find(|l| l.starts_with(&format!("{repository}@")))
+        .unwrap()
+        .to_owned();
+    deploy_testkit::run_checked("docker", &["rmi", &name]).unwrap();
+    reference
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_healthcheck_must_pass_before_the_swap() {
+    let prefix = format!("agthealth{}", std::process::id());
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}/app")).unwrap();
+    let healthy = with_healthcheck(&images.v2, &images.repository, "v2-hc");
+    let unhealthy = with_healthcheck(&images.v3_broken, &images.repository, "v3-hc");
+    let rt = runtime().await;
+    let web = format!("{prefix}-web");
+    deployed(&run(&rt, &deploy(1, &web, &images.v1, &[])).await);
+
+    // The HEALTHCHECK never passes (/health is missing): refused, v1 keeps serving.
+    match run(&rt, &deploy(2, &web, &unhealthy, &[])).await {
+        TaskOutcome::Failed { error, .. } => {
+            assert_eq!(error.code, AgentErrorCode::StartFailed);
+            assert!(error.message.contains("unhealthy"), "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(version(&web), "v1");
+    assert_eq!(containers(&prefix), vec![web.clone()]);
+
+    // A passing HEALTHCHECK is waited for, then swapped in.
+    assert!(deployed(&run(&rt, &deploy(3, &web, &healthy, &[])).await).2);
+    assert_eq!(version(&web), "v2");
+    let health = deploy_testkit::run_checked(
+        "docker",
+        &["inspect", "--format", "{{.State.Health.Status}}", &web],
+    )
+    .unwrap();
+    assert_eq!(health.trim(), "healthy");
 }
