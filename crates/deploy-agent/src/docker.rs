@@ -54,6 +54,10 @@ impl Default for DockerConfig {
     }
 }
 
+/// bollard's per-request timeout. Large on purpose: a pull of a big image is one request,
+/// and every task is already bounded by its own `timeout_ms`.
+const ENGINE_TIMEOUT_SECS: u64 = 3600;
+
 /// The kept previous container of `name`.
 pub fn previous_name(name: &Name) -> String {
     format!("{name}-previous")
@@ -180,11 +184,12 @@ impl DockerHost {
     /// older than bollard's default API version).
     pub async fn connect(socket: &Path, config: DockerConfig) -> Result<Self, TaskError> {
         let path = socket.display().to_string();
-        let docker = Docker::connect_with_unix(&path, 120, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| TaskError::docker(&format!("connect to the Docker socket {path}"), e))?
-            .negotiate_version()
-            .await
-            .map_err(|e| TaskError::docker(&format!("reach the Docker Engine on {path}"), e))?;
+        let docker =
+            Docker::connect_with_unix(&path, ENGINE_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| TaskError::docker(&format!("connect to the Docker socket {path}"), e))?
+                .negotiate_version()
+                .await
+                .map_err(|e| TaskError::docker(&format!("reach the Docker Engine on {path}"), e))?;
         docker
             .ping()
             .await
