@@ -169,12 +169,17 @@ impl Outbox {
             match sender.logs(key, &req).await {
                 Ok(ack) => {
                     let sent_to = first_seq + req.lines.len() as u64;
-                    // An ack that moves nothing forward would loop: stop here and retry later.
+                    // The server lacks lines before these (it lost them, or this agent
+                    // dropped them after a 404) and will never take these: re-sending
+                    // would block the result forever, so they are dropped.
                     if ack.next_seq <= first_seq {
-                        return Ok(Step::Later(format!(
-                            "the server acknowledged lines up to {} of {sent_to}",
-                            ack.next_seq
-                        )));
+                        tracing::warn!(
+                            task = %key.task_id, attempt = key.attempt,
+                            "the server stores lines from {} on, these start at {first_seq}: dropping {} lines",
+                            ack.next_seq, req.lines.len()
+                        );
+                        log.ack(sent_to);
+                        continue;
                     }
                     log.ack(ack.next_seq.min(sent_to));
                 }
@@ -255,6 +260,8 @@ mod tests {
         sent: Mutex<Vec<String>>,
         /// Answers to the next calls: `None` = success.
         fail: Mutex<Vec<Option<ClientError>>>,
+        /// A fixed `next_seq` for log acks (a server with a gap).
+        ack_at: Mutex<Option<u64>>,
     }
 
     impl Fake {
@@ -276,7 +283,11 @@ mod tests {
                 Some(e) => Err(e),
                 None => Ok(LogAck {
                     protocol: 1,
-                    next_seq: req.first_seq + req.lines.len() as u64,
+                    next_seq: self
+                        .ack_at
+                        .lock()
+                        .unwrap()
+                        .unwrap_or(req.first_seq + req.lines.len() as u64),
                 }),
             }
         }
@@ -386,6 +397,26 @@ mod tests {
             matches!(err, AgentRunError::CredentialRefused { .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn lines_the_server_cannot_take_do_not_block_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let outbox = Outbox::new();
+        let fake = Fake::default();
+        *fake.ack_at.lock().unwrap() = Some(0);
+        let mut entry = journal.finish(&key(4), result(), 5, Vec::new(), 0).unwrap();
+        if let Some(f) = entry.finished.as_mut() {
+            f.logs = vec![AgentLogLine {
+                stream: LogStream::Agent,
+                text: "x".to_owned(),
+            }];
+        }
+        outbox.restore(&entry);
+        outbox.flush(&fake, &journal, 1).await.unwrap();
+        assert!(outbox.is_empty());
+        assert_eq!(*fake.sent.lock().unwrap(), ["logs 4 5 1", "result 4"]);
     }
 
     use crate::backoff;
