@@ -628,6 +628,35 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn on_stop_running_tasks_get_the_grace_period_then_are_reported_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = agent(dir.path());
+        let running: Running = Arc::default();
+        let mut tasks = JoinSet::new();
+        let mut slow = delivery(7, &dir.path().join("m"));
+        slow.action = AgentAction::HealthCommand {
+            command: CommandSpec::new(vec!["sleep".to_owned(), "30".to_owned()]).unwrap(),
+        };
+        a.accept(slow.clone(), &running, &mut tasks);
+        let sender = HttpSender {
+            client: a.client.clone(),
+            bearer: a.creds.bearer(),
+        };
+        let started = tokio::time::Instant::now();
+        a.drain(&running, &mut tasks, &sender).await;
+        // The grace period (1 s here), not the command's 30 s.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(tasks.is_empty());
+        let entry = a.journal.read(&slow.key).unwrap().unwrap();
+        match entry.finished.unwrap().result.outcome {
+            TaskOutcome::Failed { error, .. } => assert_eq!(error.code, AgentErrorCode::Cancelled),
+            other => panic!("{other:?}"),
+        }
+        // The server was unreachable: the result waits in the journal for the next start.
+        assert_eq!(a.journal.recover(now_ms()).unwrap().len(), 1);
+    }
+
     #[test]
     fn the_registry_password_and_the_credential_are_redacted() {
         let dir = tempfile::tempdir().unwrap();
