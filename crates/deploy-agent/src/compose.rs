@@ -1,0 +1,325 @@
+//! compose_host through the Compose CLI (`docker-compose`, argv only): artifacts into the work dir, pull from the staged lock, up, and what runs per service.
+//!
+//! Mirrors the SSH executor's sequence (deploy-exec `ssh/compose_host.rs`): the lock is
+//! written to a temp name, pulled from there, moved onto its final name only after the
+//! pull succeeded, then `up -d --remove-orphans`; the lock's sha256 is recorded in
+//! `.stella-<project>.lock.sha256` and is the project's "digest" for inspect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use bollard::Docker;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use deploy_api::agent::{AgentErrorCode, LogStream};
+use deploy_core::{ArtifactKind, Digest, GeneratedArtifact, Name};
+
+use crate::errors::TaskError;
+use crate::labels;
+use crate::tasklog::TaskLog;
+
+/// The Compose binary looked up on PATH.
+pub const COMPOSE_PROGRAM: &str = "docker-compose";
+
+/// The file, in the work dir, that records the sha256 of the last lock brought up.
+pub fn state_file(project: &Name) -> String {
+    format!(".stella-{project}.lock.sha256")
+}
+
+/// `program` found in a directory of `$PATH`.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// What runs in a project.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComposeStatus {
+    /// Service -> digest of its running container (`image: repo@sha256:…`).
+    pub running: BTreeMap<String, Digest>,
+    /// Services whose container exists but does not run, or runs an unpinned image.
+    pub not_running: Vec<String>,
+    /// The lock digest recorded by the last successful up.
+    pub lock: Option<Digest>,
+}
+
+impl ComposeStatus {
+    /// The deployed lock digest, if every container of the project runs.
+    pub fn healthy_lock(&self) -> Option<Digest> {
+        if self.not_running.is_empty() && !self.running.is_empty() {
+            self.lock.clone()
+        } else {
+            None
+        }
+    }
+}
+
+/// A successful compose deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeDeployed {
+    pub lock: Digest,
+    pub previous: Option<Digest>,
+    pub changed: bool,
+    pub running: BTreeMap<String, Digest>,
+}
+
+/// The Compose CLI and the engine it drives.
+#[derive(Debug, Clone)]
+pub struct ComposeHost {
+    program: PathBuf,
+    docker: Docker,
+}
+
+/// Checks every artifact's sha256 and name before anything is written.
+pub fn verify_artifacts(artifacts: &[GeneratedArtifact]) -> Result<(), TaskError> {
+    for a in artifacts {
+        a.verify().map_err(|e| {
+            TaskError::invalid(format!(
+                "verify artifact `{}` (sha256 {}): {e}",
+                a.file_name, a.sha256
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes `content` to `dir/name` atomically (temp file, fsync, rename).
+pub async fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> Result<(), TaskError> {
+    let temp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    write_synced(&temp, content).await?;
+    tokio::fs::rename(&temp, dir.join(name))
+        .await
+        .map_err(|e| TaskError::host(&format!("move {} into place", temp.display()), e))
+}
+
+async fn write_synced(path: &Path, content: &[u8]) -> Result<(), TaskError> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e| TaskError::host(&format!("write {}", path.display()), e);
+    let mut f = tokio::fs::File::create(path).await.map_err(io)?;
+    f.write_all(content).await.map_err(io)?;
+    f.sync_all().await.map_err(io)
+}
+
+impl ComposeHost {
+    /// The Compose CLI at `program`, containers read through `docker`.
+    pub fn new(program: PathBuf, docker: Docker) -> Self {
+        Self { program, docker }
+    }
+
+    /// What runs in `project` (containers labelled by Compose) and the recorded lock.
+    pub async fn status(&self, dir: &Path, project: &Name) -> Result<ComposeStatus, TaskError> {
+        let filters: HashMap<&str, Vec<String>> = [(
+            "label",
+            vec![format!("{}={project}", labels::COMPOSE_PROJECT)],
+        )]
+        .into();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers =
+            self.docker.list_containers(Some(opts)).await.map_err(|e| {
+                TaskError::docker(&format!("list containers of project {project}"), e)
+            })?;
+        let mut status = ComposeStatus::default();
+        for c in containers {
+            let service = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::COMPOSE_SERVICE))
+                .cloned()
+                .unwrap_or_default();
+            let digest = c
+                .image
+                .as_deref()
+                .and_then(|i| i.rsplit_once('@'))
+                .and_then(|(_, d)| Digest::parse(d).ok());
+            let running = c.state.map(|s| s.to_string()).as_deref() == Some("running");
+            match (digest, running) {
+                (Some(d), true) => {
+                    status.running.insert(service, d);
+                }
+                _ => status.not_running.push(service),
+            }
+        }
+        status.not_running.sort();
+        let state = dir.join(state_file(project));
+        status.lock = tokio::fs::read_to_string(&state)
+            .await
+            .ok()
+            .and_then(|s| Digest::parse(s.trim()).ok());
+        Ok(status)
+    }
+
+    async fn run(&self, argv: &[String], dir: &Path, log: &TaskLog) -> Result<(), String> {
+        log.agent(&format!("{} {}", COMPOSE_PROGRAM, argv.join(" ")));
+        let out = tokio::process::Command::new(&self.program)
+            .args(argv)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("run {}: {e}", self.program.display()))?;
+        log.line(LogStream::Stdout, &String::from_utf8_lossy(&out.stdout));
+        log.line(LogStream::Stderr, &String::from_utf8_lossy(&out.stderr));
+        if out.status.success() {
+            Ok(())
+        } else {
+            let tail: Vec<String> = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(5)
+                .map(|l| log.redactor().apply(l))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            Err(format!(
+                "{COMPOSE_PROGRAM} {} exited with {}: {}",
+                argv.iter()
+                    .rev()
+                    .take(3)
+                    .rev()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                out.status,
+                tail.join(" | ")
+            ))
+        }
+    }
+
+    fn base_argv(project: &Name, lock: &Path, env: Option<&Path>) -> Vec<String> {
+        let mut argv = vec![
+            "--project-name".to_owned(),
+            project.to_string(),
+            "--file".to_owned(),
+            lock.display().to_string(),
+        ];
+        if let Some(env) = env {
+            argv.extend(["--env-file".to_owned(), env.display().to_string()]);
+        }
+        argv
+    }
+
+    /// Deploys the compose lock among `artifacts` as `project` in `dir`.
+    pub async fn deploy(
+        &self,
+        dir: &Path,
+        project: &Name,
+        artifacts: &[GeneratedArtifact],
+        log: &TaskLog,
+    ) -> Result<ComposeDeployed, (TaskError, Option<Digest>)> {
+        verify_artifacts(artifacts).map_err(|e| (e, None))?;
+        let Some(lock) = artifacts
+            .iter()
+            .find(|a| a.kind == ArtifactKind::ComposeLock)
+        else {
+            return Err((
+                TaskError::invalid(format!(
+                    "find a compose-lock artifact for a compose_host deploy among {} files",
+                    artifacts.len()
+                )),
+                None,
+            ));
+        };
+        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+            (
+                TaskError::host(&format!("create {}", dir.display()), e),
+                None,
+            )
+        })?;
+        let before = self.status(dir, project).await.map_err(|e| (e, None))?;
+        let previous = before.healthy_lock();
+        let fail = |e: TaskError| (e, previous.clone());
+        if previous.as_ref() == Some(&lock.sha256) {
+            log.agent(&format!(
+                "project {project} already runs lock {}: nothing to do",
+                lock.sha256
+            ));
+            return Ok(ComposeDeployed {
+                lock: lock.sha256.clone(),
+                previous: previous.clone(),
+                changed: false,
+                running: before.running,
+            });
+        }
+        log.agent(&format!(
+            "writing {} files to {}",
+            artifacts.len(),
+            dir.display()
+        ));
+        for a in artifacts
+            .iter()
+            .filter(|a| a.kind != ArtifactKind::ComposeLock)
+        {
+            write_atomically(dir, a.file_name.as_str(), a.content.as_bytes())
+                .await
+                .map_err(fail)?;
+        }
+        // The lock is moved into place only after a successful pull.
+        let staged = dir.join(format!(
+            ".{}.uploading-{}",
+            lock.file_name,
+            uuid::Uuid::new_v4().simple()
+        ));
+        write_synced(&staged, lock.content.as_bytes())
+            .await
+            .map_err(fail)?;
+        let env = artifacts
+            .iter()
+            .find(|a| a.kind == ArtifactKind::EnvFile)
+            .map(|a| dir.join(a.file_name.as_str()));
+        let mut pull = Self::base_argv(project, &staged, env.as_deref());
+        pull.extend(["pull".to_owned(), "--quiet".to_owned()]);
+        if let Err(why) = self.run(&pull, dir, log).await {
+            let _ = tokio::fs::remove_file(&staged).await;
+            return Err(fail(TaskError::new(AgentErrorCode::PullFailed, why)));
+        }
+        let lock_path = dir.join(lock.file_name.as_str());
+        tokio::fs::rename(&staged, &lock_path).await.map_err(|e| {
+            fail(TaskError::host(
+                &format!("move the lock to {}", lock_path.display()),
+                e,
+            ))
+        })?;
+        let mut up = Self::base_argv(project, &lock_path, env.as_deref());
+        up.extend([
+            "up".to_owned(),
+            "-d".to_owned(),
+            "--remove-orphans".to_owned(),
+        ]);
+        if let Err(why) = self.run(&up, dir, log).await {
+            return Err(fail(TaskError::new(AgentErrorCode::StartFailed, why)));
+        }
+        write_atomically(
+            dir,
+            &state_file(project),
+            format!("{}\n", lock.sha256).as_bytes(),
+        )
+        .await
+        .map_err(fail)?;
+        let after = self.status(dir, project).await.map_err(fail)?;
+        if after.healthy_lock().as_ref() != Some(&lock.sha256) {
+            return Err(fail(TaskError::new(
+                AgentErrorCode::StartFailed,
+                format!(
+                    "bring up project {project}: services not running: {}",
+                    after.not_running.join(", ")
+                ),
+            )));
+        }
+        for (service, digest) in &after.running {
+            log.agent(&format!("{service} runs {digest}"));
+        }
+        Ok(ComposeDeployed {
+            lock: lock.sha256.clone(),
+            previous,
+            changed: true,
+            running: after.running,
+        })
+    }
+}

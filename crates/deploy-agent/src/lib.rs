@@ -1,0 +1,21 @@
+//! The deploy agent runtime: connects out to deployd, executes docker_host / compose_host tasks on the local host, journals and reports them.
+
+pub mod agent;
+pub mod backoff;
+pub mod client;
+pub mod command;
+pub mod compose;
+pub mod credentials;
+pub mod docker;
+pub mod errors;
+pub mod journal;
+pub mod labels;
+pub mod locks;
+pub mod outbox;
+pub mod redact;
+pub mod runtime;
+pub mod tasklog;
+
+pub use agent::{Agent, AgentConfig};
+pub use errors::{AgentRunError, TaskError};
+pub use runtime::{Runtime, RuntimeConfig};
