@@ -8,6 +8,7 @@
 //! [`openapi`] is the OpenAPI 3 document, generated from the same route
 //! declarations and served at `/api/v1/openapi.json`.
 
+mod agent_routes;
 mod auth;
 mod body;
 mod config;
@@ -24,10 +25,11 @@ mod state;
 mod token_routes;
 mod tokens;
 
+pub use agent_routes::{agent_info, load_agents};
 pub use config::ServerConfig;
 pub use errors::ServerError;
 pub use routes::{openapi, router};
-pub use state::ServerState;
+pub use state::{DEFAULT_AGENT_HEARTBEAT_TIMEOUT, ServerState};
 pub use tokens::{BootstrapToken, bootstrap_admin, create_token, hash_token};
 
 #[cfg(test)]
