@@ -55,16 +55,16 @@ fn capability_for(target: &Target) -> Result<AgentCapability, ExecError> {
 }
 
 /// A key for a call without a task (inspect, health command): a fresh id, attempt 0.
-fn ad_hoc_key() -> TaskKey {
+fn ad_hoc_key() -> Result<TaskKey, ExecError> {
     let now = deploy_core::Timestamp::from_datetime(time::OffsetDateTime::now_utc())
-        .unwrap_or_else(|_| deploy_core::Timestamp::from_unix_millis(0).expect("epoch is valid"));
+        .map_err(|e| ExecError::invalid("the system clock", e.to_string(), "a time after 1970"))?;
     let random = uuid::Uuid::new_v4();
     let mut bytes = [0u8; 10];
     bytes.copy_from_slice(&random.as_bytes()[..10]);
-    TaskKey {
+    Ok(TaskKey {
         task_id: TaskId::from_parts(now, bytes),
         attempt: 0,
-    }
+    })
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -266,7 +266,7 @@ impl Executor for AgentExecutor {
         let action = AgentAction::Inspect {
             component: component.clone(),
         };
-        match self.run(target, ad_hoc_key(), action, ctx).await? {
+        match self.run(target, ad_hoc_key()?, action, ctx).await? {
             TaskOutcome::Inspected { digest } => Ok(digest),
             other => Err(unexpected(target, "inspect", &other)),
         }
@@ -281,7 +281,7 @@ impl Executor for AgentExecutor {
         let action = AgentAction::HealthCommand {
             command: command.clone(),
         };
-        match self.run(target, ad_hoc_key(), action, ctx).await? {
+        match self.run(target, ad_hoc_key()?, action, ctx).await? {
             TaskOutcome::CommandRan {
                 exit_status,
                 stdout,
