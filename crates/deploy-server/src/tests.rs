@@ -54,6 +54,16 @@ impl Fixture {
         config: ServerConfig,
         executors: impl FnOnce(&std::path::Path) -> ExecutorRegistry,
     ) -> Self {
+        let hub = deploy_exec::agent::AgentHub::new(crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
+        Self::build_with_hub(config, hub, executors).await
+    }
+
+    /// A fixture whose agent routes serve `hub` (which `executors` may dispatch through).
+    async fn build_with_hub(
+        config: ServerConfig,
+        hub: deploy_exec::agent::AgentHub,
+        executors: impl FnOnce(&std::path::Path) -> ExecutorRegistry,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&SqliteConfig::new(dir.path().join("db.sqlite")))
@@ -93,7 +103,7 @@ impl Fixture {
                 .unwrap();
             tokens.push((role, t.token));
         }
-        let state = ServerState::new(engine.clone(), Arc::new(SystemClock), config);
+        let state = ServerState::with_agent_hub(engine.clone(), Arc::new(SystemClock), config, hub);
         state.set_plan_engine(plan_engine);
         Self {
             _dir: dir,

@@ -373,3 +373,157 @@ async fn an_agent_only_sees_and_reports_its_own_keys() {
     ));
     assert_eq!(log.lines(), ["looking"]);
 }
+
+/// The whole server side: approve -> engine -> `AgentExecutor` -> hub -> a fake agent
+/// speaking the protocol over the routes (inspect, deploy, logs, result) -> completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_an_agent_target_completes_through_the_routes() {
+    let hub = deploy_exec::agent::AgentHub::new(crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
+    let f = Fixture::build_with_hub(crate::ServerConfig::default(), hub.clone(), |_| {
+        let mut executors = deploy_exec::ExecutorRegistry::new();
+        executors.register(
+            deploy_core::ExecutionModel::Agent,
+            std::sync::Arc::new(deploy_exec::agent::AgentExecutor::new(
+                hub,
+                std::sync::Arc::new(deploy_exec::DefaultSecrets),
+            )),
+        );
+        executors
+    })
+    .await;
+    let (_, credential) = register_agent(&f, "edge-1", &[("zone", "a")]).await;
+    assert_eq!(poll(&f, &credential, json!([])).await.0, StatusCode::OK);
+
+    let env = f
+        .ok(
+            "POST",
+            "/api/v1/environments",
+            Role::Admin,
+            Some(json!({"name": "edge"})),
+        )
+        .await;
+    let env_id = env["id"].as_str().unwrap().to_owned();
+    f.ok(
+        "POST",
+        &format!("/api/v1/environments/{env_id}/targets"),
+        Role::Admin,
+        Some(json!({
+            "name": "host-1",
+            "target_type": "docker_host",
+            "connection": {"model": "agent", "selector": {"zone": "a"}, "work_dir": "/srv/edge"},
+        })),
+    )
+    .await;
+    let release = f
+        .ok(
+            "POST",
+            "/api/v1/releases",
+            Role::Deployer,
+            Some(super::release_body("v1")),
+        )
+        .await;
+    let promotion = f
+        .ok(
+            "POST",
+            "/api/v1/promotions",
+            Role::Deployer,
+            Some(json!({"release_id": release["id"], "environment_id": env_id})),
+        )
+        .await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serve = tokio::spawn({
+        let engine = f.engine.clone();
+        let shutdown = shutdown.clone();
+        async move { engine.serve(shutdown).await }
+    });
+    let approved = f
+        .ok(
+            "POST",
+            &format!(
+                "/api/v1/promotions/{}/approve",
+                promotion["id"].as_str().unwrap()
+            ),
+            Role::Deployer,
+            None,
+        )
+        .await;
+    let job_id = approved["job"]["id"].as_str().unwrap().to_owned();
+
+    // The fake agent: answer every delivery once, as the real one would.
+    let mut running: Option<String> = None;
+    let mut actions = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = f
+            .ok("GET", &format!("/api/v1/jobs/{job_id}"), Role::Viewer, None)
+            .await;
+        if ["completed", "failed"].contains(&job["status"].as_str().unwrap()) {
+            assert_eq!(job["status"], "completed", "{job}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job}");
+        let (status, answer) = f
+            .call(
+                "POST",
+                "/api/v1/agent/poll",
+                Some(&credential),
+                Some(json!({"protocol": 1, "running": [], "wait_ms": 200})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        for d in answer["deliveries"].as_array().unwrap() {
+            let task = d["key"]["task_id"].as_str().unwrap();
+            let attempt = d["key"]["attempt"].as_u64().unwrap();
+            let action = d["action"]["action"].as_str().unwrap().to_owned();
+            let outcome = match action.as_str() {
+                "inspect" => json!({"outcome": "inspected", "digest": running}),
+                "deploy" => {
+                    let digest = d["action"]["deploy"]["digest"].as_str().unwrap().to_owned();
+                    assert_eq!(d["target"]["name"], "host-1");
+                    running = Some(digest.clone());
+                    json!({"outcome": "deployed", "deployed_digest": digest,
+                           "previous_digest": null, "changed": true,
+                           "running": {"web": digest}})
+                }
+                other => panic!("unexpected action {other}"),
+            };
+            actions.push(action);
+            let base = format!("/api/v1/agent/tasks/{task}/attempts/{attempt}");
+            let (status, _) = f
+                .call(
+                    "POST",
+                    &format!("{base}/logs"),
+                    Some(&credential),
+                    Some(json!({"protocol": 1, "first_seq": 0,
+                                "lines": [{"stream": "agent", "text": "fake agent at work"}]})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let (status, ack) = f
+                .call(
+                    "POST",
+                    &format!("{base}/result"),
+                    Some(&credential),
+                    Some(json!({"protocol": 1, "log_lines": 1, "outcome": outcome})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{ack}");
+        }
+    }
+    assert!(actions.contains(&"deploy".to_owned()), "{actions:?}");
+    let job = f
+        .ok("GET", &format!("/api/v1/jobs/{job_id}"), Role::Viewer, None)
+        .await;
+    let task_id = job["tasks"][0]["id"].as_str().unwrap();
+    let logs = f
+        .ok(
+            "GET",
+            &format!("/api/v1/tasks/{task_id}/logs"),
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert!(logs.to_string().contains("fake agent at work"), "{logs}");
+    shutdown.cancel();
+    serve.await.unwrap();
+}
