@@ -606,7 +606,10 @@ impl AgentHub {
             .values()
             .filter(|e| !e.queue.is_empty())
             .filter_map(|e| {
-                let silent = e.last_poll.map(|t| now.saturating_duration_since(t))?;
+                // Never polled (only possible for a key queued by hand): as silent as expired.
+                let silent = e
+                    .last_poll
+                    .map_or(timeout, |t| now.saturating_duration_since(t));
                 (silent >= timeout).then_some((e.info.id, silent))
             })
             .collect();
