@@ -233,6 +233,52 @@ fn deployd_and_deployctl_end_to_end() {
     );
     assert_eq!(refused.status.code(), Some(4), "{refused:?}");
 
+    // Agents: a bootstrap token alone on stdout (text) or as JSON; it is no API token.
+    let boot = ctl(
+        &addr,
+        &token,
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "rack-1",
+            "--expires-in-secs",
+            "600",
+        ],
+    );
+    assert_eq!(boot.status.code(), Some(0), "{boot:?}");
+    let boot = String::from_utf8(boot.stdout).unwrap();
+    assert!(
+        boot.starts_with("dpb_") && boot.trim_end().lines().count() == 1,
+        "{boot}"
+    );
+    let created = ok_json(
+        &addr,
+        &token,
+        &["agent", "bootstrap-token", "--name", "rack-2"],
+    );
+    assert!(created["token"].as_str().unwrap().starts_with("dpb_"));
+    assert!(created["expires_at"].is_string());
+    let refused = ctl(&addr, boot.trim_end(), &["env", "show", env_id]);
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    assert_eq!(
+        ok_json(&addr, &token, &["agent", "list"]),
+        serde_json::json!([])
+    );
+    let bad = ctl(
+        &addr,
+        &token,
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "x",
+            "--expires-in-secs",
+            "0",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+
     // Exit codes: bad input 2, wrong token 4.
     let bad = ctl(
         &addr,

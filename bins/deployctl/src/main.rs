@@ -41,6 +41,8 @@ use crate::output::Output;
 ///   deployctl deploy --release <RELEASE_ID> --env <ENV_ID> --follow
 ///   deployctl jobs show <JOB_ID> --output json
 ///   deployctl token revoke <TOKEN_ID>
+///   deployctl agent bootstrap-token --name rack-1 --expires-in-secs 600
+///   deployctl agent list
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -141,6 +143,9 @@ enum Command {
     /// API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Agents: one-time bootstrap tokens (admin), list, show, revoke (admin).
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Artifacts.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
@@ -248,6 +253,38 @@ enum TokenCommand {
     /// Revoke a token: it is refused from the next request on.
     Revoke { id: String },
 }
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Create a one-time token an agent registers with; prints the token alone (once).
+    BootstrapToken {
+        /// What the token is for (shown in listings).
+        #[arg(long)]
+        name: String,
+        /// Seconds until it expires unspent [server default: 3600; at most 604800].
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
+    /// List agents: id, name, active, in flight, last seen, revoked.
+    List,
+    /// Show one agent.
+    Show { id: String },
+    /// Revoke an agent: its credential is refused at once, its in-flight tasks fail (retryable).
+    Revoke { id: String },
+}
+
+/// The fields shown for one agent.
+const AGENT_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "active",
+    "in_flight",
+    "capabilities",
+    "labels",
+    "last_seen_at",
+    "created_at",
+    "revoked_at",
+];
 
 /// The columns shown for a target.
 const TARGET_FIELDS: &[&str] = &[
@@ -580,6 +617,48 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                     "revoked_at",
                 ],
             );
+        }
+        Command::Agent(AgentCommand::BootstrapToken {
+            name,
+            expires_in_secs,
+        }) => {
+            let mut body = json!({ "name": name });
+            if let Some(secs) = expires_in_secs {
+                body["expires_in_secs"] = json!(secs);
+            }
+            let v: Value = client
+                .post(&format!("{p}/agents/bootstrap-tokens"), Some(&body))
+                .await?;
+            match out {
+                // The token alone, so `TOKEN=$(deployctl agent bootstrap-token ...)` works.
+                Output::Table => output::line(v["token"].as_str().unwrap_or_default()),
+                Output::Json => output::object(out, &v, &[]),
+            }
+        }
+        Command::Agent(AgentCommand::List) => {
+            let v: Value = client.get(&format!("{p}/agents")).await?;
+            output::list(
+                out,
+                &v,
+                &[
+                    "id",
+                    "name",
+                    "active",
+                    "in_flight",
+                    "last_seen_at",
+                    "revoked_at",
+                ],
+            );
+        }
+        Command::Agent(AgentCommand::Show { id }) => {
+            let v: Value = client.get(&format!("{p}/agents/{id}")).await?;
+            output::object(out, &v, AGENT_FIELDS);
+        }
+        Command::Agent(AgentCommand::Revoke { id }) => {
+            let v: Value = client
+                .post::<Value, Value>(&format!("{p}/agents/{id}/revoke"), None)
+                .await?;
+            output::object(out, &v, AGENT_FIELDS);
         }
         Command::Token(TokenCommand::Revoke { id }) => {
             let v: Value = client

@@ -22,7 +22,7 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Args {
-    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir).
+    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, agent_heartbeat_timeout_ms).
     #[arg(long, env = "DEPLOYD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on.
@@ -58,6 +58,10 @@ pub struct Args {
     /// <data dir>/secrets).
     #[arg(long, env = "DEPLOYD_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// An agent that has not polled for this long (milliseconds) is inactive and its
+    /// in-flight tasks fail as retryable (default 15000; 1000 to 600000).
+    #[arg(long, env = "DEPLOYD_AGENT_HEARTBEAT_TIMEOUT_MS")]
+    pub agent_heartbeat_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -80,6 +84,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     secret_env_prefix: Option<String>,
     secrets_dir: Option<PathBuf>,
+    agent_heartbeat_timeout_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -100,6 +105,8 @@ pub struct Config {
     pub secret_env_prefix: String,
     /// `file:` credentials must lie inside it.
     pub secrets_dir: PathBuf,
+    /// Agents polling less often than this are inactive.
+    pub agent_heartbeat_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -185,6 +192,13 @@ impl Config {
             .secrets_dir
             .or(file.secrets_dir)
             .unwrap_or_else(|| data_dir.join("secrets"));
+        let heartbeat_ms = args
+            .agent_heartbeat_timeout_ms
+            .or(file.agent_heartbeat_timeout_ms)
+            .unwrap_or(15_000);
+        if !(1_000..=600_000).contains(&heartbeat_ms) {
+            bail!("agent_heartbeat_timeout_ms is {heartbeat_ms}; expected 1000 to 600000");
+        }
         Ok(Self {
             listen,
             store,
@@ -199,6 +213,7 @@ impl Config {
             max_body_bytes,
             secret_env_prefix,
             secrets_dir,
+            agent_heartbeat_timeout: std::time::Duration::from_millis(heartbeat_ms),
         })
     }
 }
@@ -243,6 +258,34 @@ mod tests {
         assert_eq!(c.known_hosts, PathBuf::from("/home/u/.ssh/known_hosts"));
         assert_eq!(c.secret_env_prefix, "DEPLOY_");
         assert_eq!(c.secrets_dir, PathBuf::from("deployd-data/secrets"));
+        assert_eq!(
+            c.agent_heartbeat_timeout,
+            std::time::Duration::from_secs(15)
+        );
+    }
+
+    #[test]
+    fn the_agent_heartbeat_timeout_is_bounded_and_read_from_file_and_flag() {
+        let c = load(&[], Some("agent_heartbeat_timeout_ms = 2000\n")).unwrap();
+        assert_eq!(c.agent_heartbeat_timeout.as_millis(), 2000);
+        let c = load(
+            &["--agent-heartbeat-timeout-ms", "3000"],
+            Some("agent_heartbeat_timeout_ms = 2000\n"),
+        )
+        .unwrap();
+        assert_eq!(c.agent_heartbeat_timeout.as_millis(), 3000);
+        for bad in ["999", "600001"] {
+            let err = format!(
+                "{:#}",
+                load(&["--agent-heartbeat-timeout-ms", bad], None).unwrap_err()
+            );
+            assert!(
+                err.contains(&format!(
+                    "agent_heartbeat_timeout_ms is {bad}; expected 1000 to 600000"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

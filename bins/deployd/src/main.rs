@@ -12,11 +12,12 @@ use anyhow::Context;
 use clap::Parser;
 use deploy_core::ExecutionModel;
 use deploy_engine::{Clock, Engine, EngineConfig, SystemClock};
+use deploy_exec::agent::{AgentExecutor, AgentHub};
 use deploy_exec::api::{ApiExecutor, ApiExecutorConfig};
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
 use deploy_exec::{ExecutorRegistry, ScopedSecrets};
-use deploy_server::{ServerConfig, ServerState, bootstrap_admin, router};
+use deploy_server::{ServerConfig, ServerState, bootstrap_admin, load_agents, router};
 use deploy_store::StoreConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -66,11 +67,10 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// The executors of every execution model that runs without a separate process:
-/// SSH, WinRM and the platform APIs (ECS, Nomad, Kubernetes). The agent model has
-/// no executor yet, so its targets' tasks fail with an "unsupported" error.
+/// The executors of every execution model: SSH, WinRM, the platform APIs (ECS,
+/// Nomad, Kubernetes) and agents (through `hub`, which the agent routes serve).
 /// Credentials resolve only within `secret_env_prefix` and `secrets_dir`.
-fn executors(config: &Config) -> ExecutorRegistry {
+fn executors(config: &Config, hub: &AgentHub) -> ExecutorRegistry {
     let secrets: Arc<dyn deploy_exec::SecretsProvider> = Arc::new(ScopedSecrets::new(
         config.secret_env_prefix.clone(),
         config.secrets_dir.clone(),
@@ -92,7 +92,14 @@ fn executors(config: &Config) -> ExecutorRegistry {
     );
     executors.register(
         ExecutionModel::Api,
-        Arc::new(ApiExecutor::new(secrets, ApiExecutorConfig::default())),
+        Arc::new(ApiExecutor::new(
+            secrets.clone(),
+            ApiExecutorConfig::default(),
+        )),
+    );
+    executors.register(
+        ExecutionModel::Agent,
+        Arc::new(AgentExecutor::new(hub.clone(), secrets)),
     );
     executors
 }
@@ -112,7 +119,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the database {}", config.database_display))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-    let executors = executors(&config);
+    // Agents: known from the store, active once they poll; the reaper fails the tasks
+    // of an agent that stops polling.
+    let hub = AgentHub::new(config.agent_heartbeat_timeout);
+    let agents = load_agents(store.as_ref(), &hub)
+        .await
+        .context("cannot load the registered agents")?;
+    tracing::info!(
+        agents,
+        heartbeat_timeout_ms = config.agent_heartbeat_timeout.as_millis() as u64,
+        "agents loaded"
+    );
+    let reaper_stop = CancellationToken::new();
+    let reaper = hub.spawn_reaper(reaper_stop.clone());
+
+    let executors = executors(&config, &hub);
     // `POST /plan` inspects through its own engine (same store and executors, never
     // serving jobs) whose task timeout bounds each target's inspect.
     let mut plan_config = EngineConfig::new(owner.clone());
@@ -141,13 +162,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    let state = ServerState::new(
+    let state = ServerState::with_agent_hub(
         engine.clone(),
         clock,
         ServerConfig {
             max_body_bytes: config.max_body_bytes,
             ..ServerConfig::default()
         },
+        hub,
     );
     state.set_plan_engine(plan_engine);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -203,6 +225,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     engine_shutdown.cancel();
     if let Err(e) = service.await {
         tracing::error!(error = %e, "the engine's service loop panicked");
+    }
+    reaper_stop.cancel();
+    if let Err(e) = reaper.await {
+        tracing::error!(error = %e, "the agent reaper panicked");
     }
     tracing::info!("deployd stopped");
     result
@@ -265,18 +291,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_execution_model_but_the_agent_has_an_executor() {
+    fn every_execution_model_has_an_executor() {
         let args = Args::try_parse_from(["deployd"]).unwrap();
         let config = Config::load(args, Some(Path::new("/home/u"))).unwrap();
-        let registry = executors(&config);
+        let registry = executors(&config, &AgentHub::new(config.agent_heartbeat_timeout));
         for model in [
             ExecutionModel::Ssh,
             ExecutionModel::Winrm,
             ExecutionModel::Api,
+            ExecutionModel::Agent,
         ] {
             assert!(registry.supports(model), "{model:?}");
         }
-        assert!(!registry.supports(ExecutionModel::Agent));
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub const MAX_POLL_WAIT_MS: u64 = 30_000;
 pub const MAX_LOG_LINES_PER_CHUNK: usize = 1_000;
 
 /// What an agent can drive on its host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentCapability {
     /// The Docker Engine API (docker_host targets).
@@ -125,7 +127,9 @@ pub struct AgentSummary {
 }
 
 /// One attempt of one task: the unit of delivery and of deduplication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct TaskKey {
     #[schema(value_type = String)]

@@ -160,6 +160,25 @@ pub enum ExecError {
         operation: String,
         detail: String,
     },
+    /// No registered agent can take the target's task now (none matches, inactive,
+    /// revoked, lacking the capability); retryable: an agent may come back.
+    #[error("find an agent for target `{target}`: {detail}")]
+    NoAgentAvailable { target: String, detail: String },
+    /// The agent stopped polling (heartbeat expiry) or was revoked while it had the task.
+    #[error("hear back from {agent} about task `{task}` attempt {attempt}: {reason}")]
+    AgentLost {
+        agent: String,
+        task: String,
+        attempt: u32,
+        reason: String,
+    },
+    /// The agent reported a typed failure; the class follows `AgentErrorCode::is_retryable`.
+    #[error("run the task on {agent}: {}: {message}", code.as_str())]
+    Agent {
+        agent: String,
+        code: deploy_api::agent::AgentErrorCode,
+        message: String,
+    },
     #[error("{operation} on {endpoint}: the server answered with a soap fault: {fault}")]
     SoapFault {
         endpoint: String,
@@ -178,7 +197,16 @@ impl ExecError {
             | Self::Timeout { .. }
             | Self::CommandFailed { .. }
             | Self::Upload { .. }
-            | Self::ApiConflict { .. } => ErrorClass::Retryable,
+            | Self::ApiConflict { .. }
+            | Self::NoAgentAvailable { .. }
+            | Self::AgentLost { .. } => ErrorClass::Retryable,
+            Self::Agent { code, .. } => {
+                if code.is_retryable() {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Permanent
+                }
+            }
             Self::ApiStatus { status, .. } => {
                 if *status == 408 || *status == 429 || *status >= 500 {
                     ErrorClass::Retryable

@@ -1,4 +1,4 @@
-//! deploy-exec: the `Executor` contract, the executor registry, secrets providers, and the SSH executor.
+//! deploy-exec: the `Executor` contract, the executor registry, secrets providers, and the SSH, API, WinRM and agent executors.
 //!
 //! An executor carries out one task on one target: `deploy` (with the rendered
 //! artifacts), `inspect` (which digest runs: idempotency, resume, rollback) and
@@ -6,6 +6,7 @@
 //! a [`TaskLog`] (line streaming, byte cap, secret redaction), a cancellation
 //! token and a timeout. Failures are [`ExecError`]s classified retryable or not.
 
+pub mod agent;
 pub mod api;
 mod errors;
 mod executor;

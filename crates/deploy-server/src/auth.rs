@@ -20,6 +20,30 @@ pub(crate) async fn authorize(
     headers: &HeaderMap,
     required: Role,
 ) -> Result<Caller, ServerError> {
+    let token = bearer(headers)?;
+    let now = state.now();
+    let record = state
+        .store()
+        .find_api_token(&hash_token(token))
+        .await?
+        .filter(|r| r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now))
+        .ok_or(ServerError::Unauthenticated("unknown or revoked API token"))?;
+    // Agent bootstrap tokens have no role: they only register an agent.
+    let role = role_of(&record).ok_or(ServerError::Unauthenticated("the API token has no role"))?;
+    if state.should_touch(record.id, record.last_used_at, now, LAST_USED_RESOLUTION) {
+        // Best effort: a failed write must not fail the request.
+        if let Err(e) = state.store().touch_api_token(record.id, now).await {
+            tracing::warn!(token = %record.id, error = %e, "cannot record the use of an api token");
+        }
+    }
+    if !role.allows(required) {
+        return Err(ServerError::Forbidden { role, required });
+    }
+    Ok(Caller { name: record.name })
+}
+
+/// The request's bearer token (never logged).
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ServerError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(ServerError::Unauthenticated(
@@ -34,24 +58,7 @@ pub(crate) async fn authorize(
         .ok_or(ServerError::Unauthenticated(
             "the Authorization header is not `Bearer <token>`",
         ))?;
-    let record = state
-        .store()
-        .find_api_token(&hash_token(token))
-        .await?
-        .filter(|r| r.revoked_at.is_none())
-        .ok_or(ServerError::Unauthenticated("unknown or revoked API token"))?;
-    let role = role_of(&record).ok_or(ServerError::Unauthenticated("the API token has no role"))?;
-    let now = state.now();
-    if state.should_touch(record.id, record.last_used_at, now, LAST_USED_RESOLUTION) {
-        // Best effort: a failed write must not fail the request.
-        if let Err(e) = state.store().touch_api_token(record.id, now).await {
-            tracing::warn!(token = %record.id, error = %e, "cannot record the use of an api token");
-        }
-    }
-    if !role.allows(required) {
-        return Err(ServerError::Forbidden { role, required });
-    }
-    Ok(Caller { name: record.name })
+    Ok(token)
 }
 
 /// `last_used_at` is written at most this often per token (reads stay reads).

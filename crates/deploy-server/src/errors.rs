@@ -21,6 +21,9 @@ pub enum ServerError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// The request collides with the current state (409), e.g. a name already taken.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{detail}")]
     Unprocessable {
         detail: String,
@@ -78,6 +81,7 @@ impl ServerError {
             Self::Forbidden { .. } => ProblemType::Forbidden,
             Self::BadRequest { .. } => ProblemType::BadRequest,
             Self::NotFound(_) => ProblemType::NotFound,
+            Self::Conflict(_) => ProblemType::Conflict,
             Self::Unprocessable { .. } => ProblemType::Unprocessable,
             Self::PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
             Self::Unavailable(_) => ProblemType::Unavailable,

@@ -8,6 +8,7 @@
 //! [`openapi`] is the OpenAPI 3 document, generated from the same route
 //! declarations and served at `/api/v1/openapi.json`.
 
+mod agent_routes;
 mod auth;
 mod body;
 mod config;
@@ -25,10 +26,11 @@ mod tls;
 mod token_routes;
 mod tokens;
 
+pub use agent_routes::{agent_info, load_agents};
 pub use config::ServerConfig;
 pub use errors::ServerError;
 pub use routes::{openapi, router};
-pub use state::ServerState;
+pub use state::{DEFAULT_AGENT_HEARTBEAT_TIMEOUT, ServerState};
 pub use tls::{HANDSHAKE_TIMEOUT, TlsError, TlsListener, tls_acceptor};
 pub use tokens::{BootstrapToken, bootstrap_admin, create_token, hash_token};
 

@@ -33,12 +33,15 @@ use utoipa::{IntoResponses, Modify, OpenApi};
         (name = "jobs", description = "deployment jobs, their events and artifacts"),
         (name = "tasks", description = "tasks and their logs"),
         (name = "tokens", description = "API tokens (admin)"),
+        (name = "agents", description = "agents as operators see them: bootstrap tokens, list, revoke"),
+        (name = "agent", description = "the agent protocol (bearer = a bootstrap token to register, else the agent's credential; API tokens are refused)"),
         (name = "operations", description = "health, readiness, metrics and this document")
     )
 )]
 pub(crate) struct ApiDoc;
 
-/// Adds the `bearer` security scheme the operations name.
+/// Adds the security schemes the operations name: `bearer` (API tokens), `agent`
+/// (an agent's credential) and `agent_bootstrap` (a one-time bootstrap token).
 struct BearerScheme;
 
 impl Modify for BearerScheme {
@@ -50,6 +53,24 @@ impl Modify for BearerScheme {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("deployd API token")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "agent",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("deploy-agent credential (dpa_...)")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "agent_bootstrap",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("one-time agent bootstrap token (dpb_...)")
                     .build(),
             ),
         );

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use crate::handlers as h;
 use crate::openapi::{self as doc, ApiDoc, Document};
 use crate::state::ServerState;
-use crate::{lists, log_sse, plan, sse, token_routes};
+use crate::{agent_routes as agents, lists, log_sse, plan, sse, token_routes};
 
 /// The API router: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: ServerState) -> Router {
@@ -65,6 +65,15 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(log_sse::task_log_events))
         .routes(routes!(token_routes::list_tokens, h::create_token))
         .routes(routes!(token_routes::revoke_token))
+        .routes(routes!(agents::create_bootstrap_token))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::get_agent))
+        .routes(routes!(agents::revoke_agent))
+        .routes(routes!(agents::register))
+        .routes(routes!(agents::rotate_credential))
+        .routes(routes!(agents::poll))
+        .routes(routes!(agents::log_chunk))
+        .routes(routes!(agents::result))
         .routes(routes!(doc::openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(deploy_api::API_PREFIX, api)

@@ -1,10 +1,11 @@
-//! `ServerState`: what every handler shares: the engine, its store, the clock, the limits and the metrics.
+//! `ServerState`: what every handler shares: the engine, its store, the clock, the limits, the metrics and the agent hub.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use deploy_core::Timestamp;
 use deploy_engine::{Clock, Engine};
+use deploy_exec::agent::AgentHub;
 use deploy_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -30,12 +31,30 @@ struct Shared {
     /// Token id -> when this process last wrote its `last_used_at` (so concurrent
     /// requests with one token write it once, not once each).
     touched: Mutex<HashMap<uuid::Uuid, Timestamp>>,
+    /// Agents: who is connected, what is delivered to whom, results by notification.
+    agents: AgentHub,
 }
+
+/// The heartbeat timeout of the hub [`ServerState::new`] makes.
+pub const DEFAULT_AGENT_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl ServerState {
     /// State over `engine` (whose store the API reads and writes). Must be
     /// called inside a tokio runtime: it starts the task counting job transitions for `/metrics`.
+    /// Its agent hub is a fresh one with [`DEFAULT_AGENT_HEARTBEAT_TIMEOUT`].
     pub fn new(engine: Engine, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        let hub = AgentHub::new(DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
+        Self::with_agent_hub(engine, clock, config, hub)
+    }
+
+    /// State over `engine` whose agent routes serve `hub` (the one the engine's
+    /// `AgentExecutor` dispatches through). Must be called inside a tokio runtime.
+    pub fn with_agent_hub(
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        agents: AgentHub,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
         metrics.watch(engine.subscribe());
         Self {
@@ -47,6 +66,7 @@ impl ServerState {
                 shutdown: CancellationToken::new(),
                 plan_engine: OnceLock::new(),
                 touched: Mutex::new(HashMap::new()),
+                agents,
             }),
         }
     }
@@ -69,6 +89,11 @@ impl ServerState {
 
     pub(crate) fn plan_engine(&self) -> &Engine {
         self.inner.plan_engine.get().unwrap_or(&self.inner.engine)
+    }
+
+    /// The agent hub the agent routes serve.
+    pub fn agent_hub(&self) -> &AgentHub {
+        &self.inner.agents
     }
 
     pub(crate) fn engine(&self) -> &Engine {

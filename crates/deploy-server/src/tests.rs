@@ -25,6 +25,8 @@ struct Fixture {
     /// The server's shutdown token (`ServerState::shutdown_token`).
     shutdown: CancellationToken,
     tokens: Vec<(Role, String)>,
+    /// The agent hub of the server's state.
+    hub: deploy_exec::agent::AgentHub,
 }
 
 impl Fixture {
@@ -50,6 +52,16 @@ impl Fixture {
     /// A fixture whose engine dispatches through the registry `executors` makes.
     async fn build(
         config: ServerConfig,
+        executors: impl FnOnce(&std::path::Path) -> ExecutorRegistry,
+    ) -> Self {
+        let hub = deploy_exec::agent::AgentHub::new(crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
+        Self::build_with_hub(config, hub, executors).await
+    }
+
+    /// A fixture whose agent routes serve `hub` (which `executors` may dispatch through).
+    async fn build_with_hub(
+        config: ServerConfig,
+        hub: deploy_exec::agent::AgentHub,
         executors: impl FnOnce(&std::path::Path) -> ExecutorRegistry,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -91,11 +103,12 @@ impl Fixture {
                 .unwrap();
             tokens.push((role, t.token));
         }
-        let state = ServerState::new(engine.clone(), Arc::new(SystemClock), config);
+        let state = ServerState::with_agent_hub(engine.clone(), Arc::new(SystemClock), config, hub);
         state.set_plan_engine(plan_engine);
         Self {
             _dir: dir,
             shutdown: state.shutdown_token(),
+            hub: state.agent_hub().clone(),
             app: router(state),
             engine,
             tokens,
@@ -288,6 +301,7 @@ async fn role_matrix() {
         )
         .await;
     let spare_token = spare["id"].as_str().unwrap().to_owned();
+    let (agent_id, _) = agents::register_agent(&f, "matrix-agent", &[("zone", "a")]).await;
 
     let mut n = 0;
     let mut unique = || {
@@ -518,6 +532,42 @@ async fn role_matrix() {
             "/api/v1/releases?limit=2".into(),
             None,
             Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|u| {
+        (
+            "POST",
+            "/api/v1/agents/bootstrap-tokens".into(),
+            Some(json!({"name": u(), "expires_in_secs": 60})),
+            Role::Admin,
+            Some(201),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/agents".into(),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/agents/{agent_id}"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/agents/{agent_id}/revoke"),
+            None,
+            Role::Admin,
             Some(200),
         )
     }));
@@ -1074,6 +1124,7 @@ async fn jobs_list_filters_and_pages() {
 }
 
 mod admin;
+mod agents;
 mod metrics;
 mod openapi;
 mod plan;

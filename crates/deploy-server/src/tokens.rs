@@ -63,6 +63,7 @@ pub async fn create_token(
         created_at: now,
         revoked_at: None,
         last_used_at: None,
+        expires_at: None,
     };
     store.put_api_token(&record).await?;
     Ok(CreatedToken {
@@ -107,6 +108,7 @@ pub async fn bootstrap_admin(
         created_at: now,
         revoked_at: Some(now),
         last_used_at: None,
+        expires_at: None,
     };
     match store.put_api_token(&record).await {
         Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}

@@ -59,14 +59,26 @@ pub struct LastKnownGood {
     pub completed_at: Timestamp,
 }
 
+/// The scope of an agent bootstrap token (an `api_tokens` row that is no API role:
+/// it only registers one agent, and is spent doing so).
+pub const AGENT_BOOTSTRAP_SCOPE: &str = "agent_bootstrap";
+
 /// A registered agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRecord {
     pub id: AgentId,
     pub name: String,
     pub labels: Labels,
+    /// What it can drive (the agent protocol's capability names: `docker`, `compose`).
+    pub capabilities: Vec<String>,
+    /// The agent's own version string (informational).
+    pub agent_version: String,
+    /// The sha256 of its bearer credential; the credential itself is never stored.
+    pub credential_hash: Option<Digest>,
     pub last_seen_at: Option<Timestamp>,
     pub created_at: Timestamp,
+    /// Set once revoked: its credential is refused from then on.
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// An API token; only the sha256 of the token is stored.
@@ -80,6 +92,8 @@ pub struct ApiTokenRecord {
     pub revoked_at: Option<Timestamp>,
     /// When it last authenticated a request (written at most once a minute per token).
     pub last_used_at: Option<Timestamp>,
+    /// When it stops being accepted unspent (agent bootstrap tokens); `None`: never.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A `u64` as a database integer.

@@ -183,8 +183,15 @@ pub(crate) fn agent<R: RowExt>(r: &R) -> Result<AgentRecord, StoreError> {
         id: typed("agents.id", r.uuid("id")?)?,
         name: r.string("name")?,
         labels: from_json("agents.labels", &r.string("labels")?)?,
+        capabilities: from_json("agents.capabilities", &r.string("capabilities")?)?,
+        agent_version: r.string("agent_version")?,
+        credential_hash: r
+            .opt_string("credential_hash")?
+            .map(|h| parse("agents.credential_hash", &h, Digest::parse))
+            .transpose()?,
         last_seen_at: opt_timestamp("agents.last_seen_at", r.opt_i64("last_seen_at")?)?,
         created_at: timestamp("agents.created_at", r.i64("created_at")?)?,
+        revoked_at: opt_timestamp("agents.revoked_at", r.opt_i64("revoked_at")?)?,
     })
 }
 
@@ -201,6 +208,7 @@ pub(crate) fn api_token<R: RowExt>(r: &R) -> Result<ApiTokenRecord, StoreError> 
         created_at: timestamp("api_tokens.created_at", r.i64("created_at")?)?,
         revoked_at: opt_timestamp("api_tokens.revoked_at", r.opt_i64("revoked_at")?)?,
         last_used_at: opt_timestamp("api_tokens.last_used_at", r.opt_i64("last_used_at")?)?,
+        expires_at: opt_timestamp("api_tokens.expires_at", r.opt_i64("expires_at")?)?,
     })
 }
 

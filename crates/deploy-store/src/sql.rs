@@ -931,13 +931,28 @@ macro_rules! sql_store {
             }
 
             async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
-                let query = sqlx::query("INSERT INTO agents (id, name, labels, last_seen_at, created_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind_id(agent.id)
-                    .bind(agent.name.clone())
-                    .bind(model::to_json("agents.labels", &agent.labels)?)
-                    .bind(model::opt_millis(agent.last_seen_at)?)
-                    .bind(model::millis(agent.created_at)?);
-                self.insert_one(query, "agent", agent.id.to_string()).await
+                let query = sqlx::query(
+                    "INSERT INTO agents (id, name, labels, capabilities, agent_version, credential_hash,
+                       last_seen_at, created_at, revoked_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind_id(agent.id)
+                .bind(agent.name.clone())
+                .bind(model::to_json("agents.labels", &agent.labels)?)
+                .bind(model::to_json("agents.capabilities", &agent.capabilities)?)
+                .bind(agent.agent_version.clone())
+                .bind(agent.credential_hash.as_ref().map(|h| h.as_str().to_owned()))
+                .bind(model::opt_millis(agent.last_seen_at)?)
+                .bind(model::millis(agent.created_at)?)
+                .bind(model::opt_millis(agent.revoked_at)?);
+                let name = agent.name.as_str();
+                match self.insert_one(query, "agent", agent.id.to_string()).await {
+                    Err(StoreError::AlreadyExists { entity, id }) => {
+                        let holder = sqlx::query("SELECT id FROM agents WHERE name = $1").bind(name.to_owned());
+                        Err(self.name_clash(holder, entity, name, id).await)
+                    }
+                    other => other,
+                }
             }
 
             async fn get_agent(&self, id: deploy_core::AgentId) -> Result<AgentRecord, StoreError> {
@@ -945,16 +960,93 @@ macro_rules! sql_store {
                 self.read_one(query, "agent", id.to_string(), rows::agent).await
             }
 
+            async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+                let query = sqlx::query("SELECT * FROM agents ORDER BY created_at, id");
+                self.read_all(query, "list agents", rows::agent).await
+            }
+
+            async fn find_agent_by_credential(&self, hash: &deploy_core::Digest) -> Result<Option<AgentRecord>, StoreError> {
+                sqlx::query("SELECT * FROM agents WHERE credential_hash = $1")
+                    .bind(hash.as_str().to_owned())
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(StoreError::db("look up an agent by credential"))?
+                    .as_ref()
+                    .map(rows::agent)
+                    .transpose()
+            }
+
+            async fn set_agent_credential(&self, id: deploy_core::AgentId, hash: &deploy_core::Digest) -> Result<(), StoreError> {
+                let done = sqlx::query("UPDATE agents SET credential_hash = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(hash.as_str().to_owned())
+                    .bind_id(id)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("rotate an agent credential"))?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound { entity: "active agent", id: id.to_string() });
+                }
+                Ok(())
+            }
+
+            async fn revoke_agent(&self, id: deploy_core::AgentId, now: deploy_core::Timestamp) -> Result<AgentRecord, StoreError> {
+                sqlx::query("UPDATE agents SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                    .bind(model::millis(now)?)
+                    .bind_id(id)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("revoke an agent"))?;
+                // Read from the writer: the reader may not see the update yet.
+                sqlx::query("SELECT * FROM agents WHERE id = $1")
+                    .bind_id(id)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(StoreError::db("load an agent"))?
+                    .as_ref()
+                    .map(rows::agent)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound { entity: "agent", id: id.to_string() })
+            }
+
+            async fn touch_agent(&self, id: deploy_core::AgentId, now: deploy_core::Timestamp) -> Result<(), StoreError> {
+                sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
+                    .bind(model::millis(now)?)
+                    .bind_id(id)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("record that an agent was seen"))?;
+                Ok(())
+            }
+
+            async fn spend_bootstrap_token(&self, hash: &deploy_core::Digest, now: deploy_core::Timestamp) -> Result<Option<ApiTokenRecord>, StoreError> {
+                sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $1
+                     WHERE token_hash = $2 AND scopes = $3 AND revoked_at IS NULL
+                       AND (expires_at IS NULL OR expires_at > $1)
+                     RETURNING *",
+                )
+                .bind(model::millis(now)?)
+                .bind(hash.as_str().to_owned())
+                .bind(model::to_json("api_tokens.scopes", &[crate::model::AGENT_BOOTSTRAP_SCOPE])?)
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(StoreError::db("spend an agent bootstrap token"))?
+                .as_ref()
+                .map(rows::api_token)
+                .transpose()
+            }
+
             async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
                 let query = sqlx::query(
-                    "INSERT INTO api_tokens (id, name, token_hash, scopes, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO api_tokens (id, name, token_hash, scopes, created_at, revoked_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind_id(token.id)
                 .bind(token.name.clone())
                 .bind(token.token_hash.as_str().to_owned())
                 .bind(model::to_json("api_tokens.scopes", &token.scopes)?)
                 .bind(model::millis(token.created_at)?)
-                .bind(model::opt_millis(token.revoked_at)?);
+                .bind(model::opt_millis(token.revoked_at)?)
+                .bind(model::opt_millis(token.expires_at)?);
                 self.insert_one(query, "api token", token.name.clone()).await
             }
 

@@ -168,8 +168,34 @@ pub trait Store: Send + Sync {
     /// directory and refuses a second process on it).
     async fn release_leases_of(&self, owner: &str) -> Result<Vec<JobId>, StoreError>;
 
+    /// Inserts an agent; an existing id is [`StoreError::AlreadyExists`], an existing name
+    /// [`StoreError::NameTaken`] (naming the agent that holds it).
     async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     async fn get_agent(&self, id: AgentId) -> Result<AgentRecord, StoreError>;
+    /// Every agent, revoked or not, oldest first.
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// The agent whose credential's sha256 is `hash`, revoked or not.
+    async fn find_agent_by_credential(
+        &self,
+        hash: &Digest,
+    ) -> Result<Option<AgentRecord>, StoreError>;
+    /// Replaces the credential hash of a non-revoked agent (rotation: the old one stops
+    /// matching at once); an unknown or revoked agent is [`StoreError::NotFound`].
+    async fn set_agent_credential(&self, id: AgentId, hash: &Digest) -> Result<(), StoreError>;
+    /// Marks the agent revoked at `now` (keeping a first `revoked_at`) and returns it;
+    /// an unknown id is [`StoreError::NotFound`].
+    async fn revoke_agent(&self, id: AgentId, now: Timestamp) -> Result<AgentRecord, StoreError>;
+    /// Records that the agent was seen at `now`.
+    async fn touch_agent(&self, id: AgentId, now: Timestamp) -> Result<(), StoreError>;
+    /// Spends the agent bootstrap token whose sha256 is `hash`, in one conditional
+    /// update: only an unrevoked, unexpired token of scope [`crate::AGENT_BOOTSTRAP_SCOPE`]
+    /// is spent (marked revoked at `now`) and returned; otherwise `None`, and of two
+    /// callers racing with one token exactly one gets it.
+    async fn spend_bootstrap_token(
+        &self,
+        hash: &Digest,
+        now: Timestamp,
+    ) -> Result<Option<ApiTokenRecord>, StoreError>;
     async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
     /// The token whose sha256 is `hash`, revoked or not.
     async fn find_api_token(&self, hash: &Digest) -> Result<Option<ApiTokenRecord>, StoreError>;

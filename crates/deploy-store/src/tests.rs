@@ -1,5 +1,6 @@
 //! Tests of the store: every repository test runs on SQLite and on a real PostgreSQL started by the harness.
 
+mod agents;
 mod concurrency;
 mod counts;
 mod durability;

@@ -11,8 +11,10 @@ pub(super) struct Operation {
     /// Lowercase, as in the document.
     pub method: String,
     pub path: String,
-    /// True when it names the bearer scheme.
+    /// True when it names the bearer scheme (API tokens).
     pub secured: bool,
+    /// True when it names an agent scheme (`agent`, `agent_bootstrap`): API tokens are refused.
+    pub agent: bool,
 }
 
 /// Every operation of `doc`.
@@ -27,10 +29,15 @@ pub(super) fn operations(doc: &utoipa::openapi::OpenApi) -> Vec<Operation> {
             let secured = op["security"]
                 .as_array()
                 .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            let agent = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.get("agent").is_some() || r.get("agent_bootstrap").is_some())
+            });
             ops.push(Operation {
                 method: method.clone(),
                 path: path.clone(),
                 secured,
+                agent,
             });
         }
     }
@@ -82,10 +89,34 @@ async fn the_document_is_served_without_a_token_and_is_the_generated_one() {
 async fn every_route_is_documented_and_every_operation_routed() {
     let f = Fixture::new().await;
     let ops = operations(&crate::openapi());
-    assert!(ops.len() >= 29, "{} operations", ops.len());
+    assert!(ops.len() >= 38, "{} operations", ops.len());
+    let agent_ops: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.agent)
+        .map(|o| o.path.as_str())
+        .collect();
+    assert_eq!(
+        agent_ops,
+        [
+            "/api/v1/agent/credential/rotate",
+            "/api/v1/agent/poll",
+            "/api/v1/agent/register",
+            "/api/v1/agent/tasks/{task_id}/attempts/{attempt}/logs",
+            "/api/v1/agent/tasks/{task_id}/attempts/{attempt}/result",
+        ]
+    );
+    assert!(
+        ops.iter().all(|o| !(o.agent && o.secured)),
+        "an operation takes API tokens and agent credentials"
+    );
     let id = "019a0000-0000-7000-8000-000000000000";
     for op in &ops {
-        let path = op.path.replace("{id}", id).replace("{kind}", "manifest");
+        let path = op
+            .path
+            .replace("{id}", id)
+            .replace("{task_id}", id)
+            .replace("{attempt}", "1")
+            .replace("{kind}", "manifest");
         let (status, _, bytes) = f
             .raw(&op.method.to_uppercase(), &path, None, None, &[])
             .await;
@@ -96,8 +127,9 @@ async fn every_route_is_documented_and_every_operation_routed() {
             op.method,
             op.path
         );
-        // Secured operations answer 401 before looking at the (missing) body.
-        let expected = if op.secured {
+        // Secured operations (API token or agent credential) answer 401 before looking
+        // at the (missing) body.
+        let expected = if op.secured || op.agent {
             StatusCode::UNAUTHORIZED
         } else {
             StatusCode::OK
@@ -106,7 +138,7 @@ async fn every_route_is_documented_and_every_operation_routed() {
     }
     let unsecured: Vec<&str> = ops
         .iter()
-        .filter(|o| !o.secured)
+        .filter(|o| !o.secured && !o.agent)
         .map(|o| o.path.as_str())
         .collect();
     assert_eq!(
@@ -156,6 +188,17 @@ fn the_main_bodies_have_schemas() {
         "PlanRequest",
         "PlanResponse",
         "PlanEntry",
+        "CreateBootstrapTokenRequest",
+        "CreatedBootstrapToken",
+        "RegisterAgentRequest",
+        "AgentCredentials",
+        "AgentSummary",
+        "PollRequest",
+        "PollResponse",
+        "LogChunkRequest",
+        "LogAck",
+        "TaskResultRequest",
+        "ResultAck",
     ] {
         assert!(schemas.contains_key(name), "no schema `{name}`");
     }

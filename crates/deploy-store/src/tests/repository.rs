@@ -95,8 +95,12 @@ async fn entities_round_trip(t: TestStore) {
         id: agent_id(1),
         name: "agent-1".into(),
         labels: Labels::default(),
+        capabilities: vec!["docker".into()],
+        agent_version: "0.0.0".into(),
+        credential_hash: None,
         last_seen_at: Some(ts(5)),
         created_at: ts(1),
+        revoked_at: None,
     };
     s.put_agent(&agent).await.unwrap();
     assert_eq!(s.get_agent(agent.id).await.unwrap(), agent);
@@ -109,6 +113,7 @@ async fn entities_round_trip(t: TestStore) {
         created_at: ts(1),
         revoked_at: None,
         last_used_at: None,
+        expires_at: None,
     };
     s.put_api_token(&token).await.unwrap();
     assert_eq!(

@@ -1,0 +1,295 @@
+//! `AgentExecutor`: the `Executor` of agent targets: picks an agent (`findAgentForTarget`), queues the task in the hub, waits for the result by notification.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deploy_api::agent::{
+    AgentAction, AgentCapability, ComponentPayload, DeployPayload, RegistryAuth, TaskDelivery,
+    TaskKey, TaskOutcome,
+};
+use deploy_core::{
+    AgentConnection, CommandSpec, Connection, Digest, Name, Target, TargetType, TaskId,
+};
+
+use crate::agent::hub::{AgentHub, Completion};
+use crate::errors::ExecError;
+use crate::executor::{CommandOutput, DeployRequest, ExecContext, ExecutionResult, Executor};
+use crate::secrets::SecretsProvider;
+
+/// Carries out agent targets' tasks through the [`AgentHub`].
+pub struct AgentExecutor {
+    hub: AgentHub,
+    secrets: Arc<dyn SecretsProvider>,
+}
+
+impl std::fmt::Debug for AgentExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentExecutor")
+            .field("hub", &self.hub)
+            .finish_non_exhaustive()
+    }
+}
+
+fn agent_connection(target: &Target) -> Result<&AgentConnection, ExecError> {
+    match &target.connection {
+        Connection::Agent(c) => Ok(c),
+        other => Err(ExecError::invalid(
+            format!("connection of target `{}`", target.name),
+            other.model().as_str(),
+            "an agent connection",
+        )),
+    }
+}
+
+fn capability_for(target: &Target) -> Result<AgentCapability, ExecError> {
+    match target.target_type {
+        TargetType::DockerHost => Ok(AgentCapability::Docker),
+        TargetType::ComposeHost => Ok(AgentCapability::Compose),
+        other => Err(ExecError::NotSupported {
+            what: "an agent task".to_owned(),
+            target_type: other.as_str().to_owned(),
+            hint: "agents serve docker_host and compose_host targets".to_owned(),
+        }),
+    }
+}
+
+/// A key for a call without a task (inspect, health command): a fresh id, attempt 0.
+fn ad_hoc_key() -> Result<TaskKey, ExecError> {
+    let now = deploy_core::Timestamp::from_datetime(time::OffsetDateTime::now_utc())
+        .map_err(|e| ExecError::invalid("the system clock", e.to_string(), "a time after 1970"))?;
+    let random = uuid::Uuid::new_v4();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&random.as_bytes()[..10]);
+    Ok(TaskKey {
+        task_id: TaskId::from_parts(now, bytes),
+        attempt: 0,
+    })
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl AgentExecutor {
+    /// An executor over `hub`, resolving registry credentials with `secrets`.
+    pub fn new(hub: AgentHub, secrets: Arc<dyn SecretsProvider>) -> Self {
+        Self { hub, secrets }
+    }
+
+    /// `user:password` of the connection's registry credentials, if any.
+    async fn registry_auth(
+        &self,
+        connection: &AgentConnection,
+        server: String,
+    ) -> Result<Option<RegistryAuth>, ExecError> {
+        let Some(reference) = &connection.registry_auth else {
+            return Ok(None);
+        };
+        let secret = self.secrets.resolve(reference).await?;
+        let text = secret.expose().trim_end_matches(['\r', '\n']);
+        let (username, password) = text
+            .split_once(':')
+            .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+            .ok_or_else(|| ExecError::Secret {
+                reference: reference.to_string(),
+                detail: "expected `user:password` registry credentials".to_owned(),
+            })?;
+        Ok(Some(RegistryAuth {
+            server,
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }))
+    }
+
+    /// Selects an agent, queues `action` for it under `key` and waits for the outcome.
+    async fn run(
+        &self,
+        target: &Target,
+        key: TaskKey,
+        action: AgentAction,
+        ctx: &ExecContext,
+    ) -> Result<TaskOutcome, ExecError> {
+        let connection = agent_connection(target)?;
+        let capability = capability_for(target)?;
+        let agent = self
+            .hub
+            .select(connection.agent_id, &connection.selector, capability)
+            .map_err(|e| ExecError::NoAgentAvailable {
+                target: target.name.to_string(),
+                detail: e.0,
+            })?;
+        let what = action.name();
+        let host = self.hub.agent(agent).map_or_else(
+            || format!("agent {agent}"),
+            |a| format!("agent `{}`", a.name),
+        );
+        let delivery = TaskDelivery {
+            key,
+            target: target.clone(),
+            action,
+            timeout_ms: duration_ms(ctx.timeout),
+        };
+        ctx.log.line(&format!(
+            "dispatching {what} (task {} attempt {}) to {host}",
+            key.task_id, key.attempt
+        ));
+        let rx = self
+            .hub
+            .dispatch(agent, delivery, ctx.log.clone())
+            .map_err(|e| ExecError::NoAgentAvailable {
+                target: target.name.to_string(),
+                detail: e.to_string(),
+            })?;
+        let completion = tokio::select! {
+            done = rx => done,
+            () = tokio::time::sleep(ctx.timeout) => {
+                self.hub.abandon(key);
+                return Err(ExecError::Timeout { host, what: what.to_owned(), seconds: ctx.timeout.as_secs() });
+            }
+            () = ctx.cancel.cancelled() => {
+                self.hub.abandon(key);
+                return Err(ExecError::Cancelled { host, what: what.to_owned() });
+            }
+        };
+        match completion {
+            Ok(Completion::Result(result)) => match result.outcome {
+                TaskOutcome::Failed { error, .. } => Err(ExecError::Agent {
+                    agent: host,
+                    code: error.code,
+                    message: error.message,
+                }),
+                outcome => Ok(outcome),
+            },
+            Ok(Completion::Lost { reason }) => Err(ExecError::AgentLost {
+                agent: host,
+                task: key.task_id.to_string(),
+                attempt: key.attempt,
+                reason,
+            }),
+            // The hub dropped the waiter: the key was replaced by a newer dispatch.
+            Err(_) => Err(ExecError::Cancelled {
+                host,
+                what: what.to_owned(),
+            }),
+        }
+    }
+}
+
+fn unexpected(target: &Target, what: &str, outcome: &TaskOutcome) -> ExecError {
+    let got = match outcome {
+        TaskOutcome::Deployed { .. } => "deployed",
+        TaskOutcome::Inspected { .. } => "inspected",
+        TaskOutcome::CommandRan { .. } => "command_ran",
+        TaskOutcome::Failed { .. } => "failed",
+    };
+    ExecError::Protocol {
+        endpoint: format!("the agent of target `{}`", target.name),
+        operation: what.to_owned(),
+        detail: format!("the agent answered with outcome `{got}`"),
+    }
+}
+
+#[async_trait]
+impl Executor for AgentExecutor {
+    /// Always sends a `deploy` action: a task does not say whether its job is a rollback
+    /// (a rollback is a deploy of the last-known-good digest, which the agent handles alike).
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+        let task = &request.task;
+        let previous = task.previous_digest.clone();
+        let connection = match agent_connection(&request.target) {
+            Ok(c) => c,
+            Err(e) => return ExecutionResult::failed(e, previous),
+        };
+        let server = request
+            .component
+            .as_ref()
+            .and_then(|c| c.image.registry().map(str::to_owned))
+            .unwrap_or_else(|| "docker.io".to_owned());
+        let auth = match self.registry_auth(connection, server).await {
+            Ok(a) => a,
+            Err(e) => return ExecutionResult::failed(e, previous),
+        };
+        let mut ctx = ctx.clone();
+        if let Some(a) = &auth {
+            ctx.log = ctx
+                .log
+                .with_secret(&a.password)
+                .with_secret(&format!("{}:{}", a.username, a.password));
+        }
+        let payload = DeployPayload {
+            digest: task.digest.clone(),
+            component: request.component.as_ref().map(|c| ComponentPayload {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                publish: c.publish.clone(),
+                args: c.args.clone(),
+                keep_previous_running: c.keep_previous_running,
+                stop_first: connection.stop_first,
+            }),
+            project: request.project.clone(),
+            artifacts: request.artifacts.clone(),
+            registry_auth: auth,
+        };
+        let key = TaskKey {
+            task_id: task.id,
+            attempt: task.attempt_number,
+        };
+        let action = AgentAction::Deploy { deploy: payload };
+        match self.run(&request.target, key, action, &ctx).await {
+            Ok(TaskOutcome::Deployed {
+                deployed_digest,
+                previous_digest,
+                changed,
+                running,
+            }) => ExecutionResult {
+                success: true,
+                deployed_digest: Some(deployed_digest),
+                previous_digest: previous_digest.or(previous),
+                changed,
+                running,
+                error: None,
+            },
+            Ok(other) => {
+                ExecutionResult::failed(unexpected(&request.target, "deploy", &other), previous)
+            }
+            Err(e) => ExecutionResult::failed(e, previous),
+        }
+    }
+
+    async fn inspect(
+        &self,
+        target: &Target,
+        component: &Name,
+        ctx: &ExecContext,
+    ) -> Result<Option<Digest>, ExecError> {
+        let action = AgentAction::Inspect {
+            component: component.clone(),
+        };
+        match self.run(target, ad_hoc_key()?, action, ctx).await? {
+            TaskOutcome::Inspected { digest } => Ok(digest),
+            other => Err(unexpected(target, "inspect", &other)),
+        }
+    }
+
+    async fn run_command(
+        &self,
+        target: &Target,
+        command: &CommandSpec,
+        ctx: &ExecContext,
+    ) -> Result<CommandOutput, ExecError> {
+        let action = AgentAction::HealthCommand {
+            command: command.clone(),
+        };
+        match self.run(target, ad_hoc_key()?, action, ctx).await? {
+            TaskOutcome::CommandRan {
+                exit_status,
+                stdout,
+            } => Ok(CommandOutput {
+                exit_status,
+                stdout: ctx.log.redact(&stdout),
+            }),
+            other => Err(unexpected(target, "health_command", &other)),
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! Agent routes: operators' `/agents…` (bootstrap tokens, list, show, revoke) and the agents' own `/agent/…` (register, rotate, poll, logs, result).
+//!
+//! Agents authenticate with their credential (`dpa_…`), looked up in the hub's
+//! in-memory map of credential hashes (no database read per poll); the store's
+//! `last_seen_at` is written at most once a minute per agent. API tokens never
+//! authenticate an agent route, nor agent credentials an API route: they live in
+//! different maps. A key that is not the calling agent's answers 404, like an
+//! unknown one. No token or credential is ever logged.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use deploy_api::Role;
+use deploy_api::agent::{
+    AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials, AgentSummary,
+    CreateBootstrapTokenRequest, CreatedBootstrapToken, LogAck, LogChunkRequest, PollRequest,
+    PollResponse, RegisterAgentRequest, ResultAck, TaskKey, TaskResultRequest,
+};
+use deploy_core::{AgentId, Name, TaskId, Timestamp};
+use deploy_exec::agent::{AgentHub, AgentInfo, HubError, capability_name};
+use deploy_store::{AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, Store, StoreError};
+use uuid::Uuid;
+
+use crate::auth::{authorize, bearer};
+use crate::body::{ApiJson, decode};
+use crate::errors::ServerError;
+use crate::handlers::parse_id;
+use crate::openapi::ProblemResponses;
+use crate::state::ServerState;
+use crate::tokens::hash_token;
+
+/// Prefix of bootstrap tokens and of agent credentials.
+const BOOTSTRAP_PREFIX: &str = "dpb_";
+const CREDENTIAL_PREFIX: &str = "dpa_";
+/// Default and longest life of an unspent bootstrap token.
+const DEFAULT_BOOTSTRAP_SECS: u64 = 3_600;
+const MAX_BOOTSTRAP_SECS: u64 = 7 * 24 * 3_600;
+const MAX_AGENT_VERSION_LEN: usize = 64;
+
+fn secret(prefix: &str) -> String {
+    format!(
+        "{prefix}{}{}",
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    )
+}
+
+/// A fresh agent id: UUID v7 from `now` and random bytes, like every id.
+fn new_agent_id(now: Timestamp) -> AgentId {
+    let random = Uuid::new_v4();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&random.as_bytes()[..10]);
+    AgentId::from_parts(now, bytes)
+}
+
+/// The capabilities' wire names, as stored.
+fn capability_names(capabilities: &[AgentCapability]) -> Vec<String> {
+    capabilities
+        .iter()
+        .map(|c| capability_name(*c).to_owned())
+        .collect()
+}
+
+/// The hub's view of a stored agent; unknown capability names are skipped (with a warning).
+pub fn agent_info(record: &AgentRecord) -> Result<AgentInfo, ServerError> {
+    let name = Name::parse(&record.name).map_err(|e| {
+        ServerError::Store(StoreError::Corrupt {
+            column: "agents.name",
+            value: record.name.clone(),
+            reason: e.to_string(),
+        })
+    })?;
+    let capabilities = record
+        .capabilities
+        .iter()
+        .filter_map(|c| match c.as_str() {
+            "docker" => Some(AgentCapability::Docker),
+            "compose" => Some(AgentCapability::Compose),
+            other => {
+                tracing::warn!(agent = %record.id, capability = other, "unknown agent capability skipped");
+                None
+            }
+        })
+        .collect();
+    Ok(AgentInfo {
+        id: record.id,
+        name,
+        labels: record.labels.clone(),
+        capabilities,
+        credential_hash: record.credential_hash.clone(),
+        created_at: record.created_at,
+        last_seen_at: record.last_seen_at,
+        revoked_at: record.revoked_at,
+    })
+}
+
+/// Loads every stored agent into `hub` (deployd calls it once at start); returns how many.
+pub async fn load_agents(store: &dyn Store, hub: &AgentHub) -> Result<usize, ServerError> {
+    let records = store.list_agents().await?;
+    for record in &records {
+        hub.upsert_agent(agent_info(record)?);
+    }
+    Ok(records.len())
+}
+
+fn check_protocol(protocol: u32) -> Result<(), ServerError> {
+    if protocol == AGENT_PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(ServerError::bad_request(
+        format!(
+            "agent protocol version {protocol} is not supported; this server speaks version {AGENT_PROTOCOL_VERSION}"
+        ),
+        Some("protocol"),
+    ))
+}
+
+fn hub_error(e: HubError) -> ServerError {
+    match e {
+        HubError::UnknownAgent(_) => {
+            ServerError::Unauthenticated("unknown or revoked agent credential")
+        }
+        HubError::UnknownKey(key) => ServerError::NotFound(format!(
+            "task `{}` attempt {} does not exist",
+            key.task_id, key.attempt
+        )),
+        e @ HubError::TooManyLines { .. } => ServerError::bad_request(e.to_string(), Some("lines")),
+    }
+}
+
+/// The calling agent, from its credential (memory only).
+fn authenticate_agent(state: &ServerState, headers: &HeaderMap) -> Result<AgentId, ServerError> {
+    let credential = bearer(headers)?;
+    state
+        .agent_hub()
+        .authenticate(&hash_token(credential))
+        .ok_or(ServerError::Unauthenticated(
+            "unknown or revoked agent credential",
+        ))
+}
+
+/// The body, once the caller is authenticated; 413 past the body limit.
+fn body<T: serde::de::DeserializeOwned>(
+    state: &ServerState,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<T, ServerError> {
+    let bytes = bytes.map_err(|rejection| {
+        if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ServerError::PayloadTooLarge {
+                limit: state.config().max_body_bytes,
+            }
+        } else {
+            ServerError::bad_request("cannot read the request body", None)
+        }
+    })?;
+    decode(&bytes)
+}
+
+fn task_key(task_id: &str, attempt: &str) -> Result<TaskKey, ServerError> {
+    let task_id = parse_id("task", task_id, TaskId::parse)?;
+    let attempt = attempt.parse::<u32>().map_err(|_| {
+        ServerError::bad_request(
+            format!("attempt `{attempt}` is invalid; expected a non-negative integer"),
+            Some("attempt"),
+        )
+    })?;
+    Ok(TaskKey { task_id, attempt })
+}
+
+/// Records that the agent was seen, writing `last_seen_at` at most once a minute.
+async fn heartbeat(state: &ServerState, agent: AgentId) -> Result<(), ServerError> {
+    if let Some(at) = state.agent_hub().heartbeat(agent).map_err(hub_error)?
+        && let Err(e) = state.store().touch_agent(agent, at).await
+    {
+        tracing::warn!(agent = %agent, error = %e, "cannot record that an agent was seen");
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post,
+    path = "/agents/bootstrap-tokens",
+    tag = "agents",
+    security(("bearer" = [])),
+    request_body = CreateBootstrapTokenRequest,
+    responses((status = 201, description = "created (admin); the one-time token is in this response only", body = CreatedBootstrapToken), ProblemResponses)
+)]
+pub(crate) async fn create_bootstrap_token(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateBootstrapTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedBootstrapToken>), ServerError> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ServerError::bad_request(
+            format!("bootstrap token name `{name}` is invalid; expected 1 to 100 characters"),
+            Some("name"),
+        ));
+    }
+    let secs = req.expires_in_secs.unwrap_or(DEFAULT_BOOTSTRAP_SECS);
+    if secs == 0 || secs > MAX_BOOTSTRAP_SECS {
+        return Err(ServerError::bad_request(
+            format!(
+                "expires_in_secs {secs} is out of range; expected 1 to {MAX_BOOTSTRAP_SECS} (7 days)"
+            ),
+            Some("expires_in_secs"),
+        ));
+    }
+    let now = state.now();
+    let expires_at = now.saturating_add(std::time::Duration::from_secs(secs));
+    let token = secret(BOOTSTRAP_PREFIX);
+    let record = ApiTokenRecord {
+        id: Uuid::new_v4(),
+        name: name.to_owned(),
+        token_hash: hash_token(&token),
+        scopes: vec![AGENT_BOOTSTRAP_SCOPE.to_owned()],
+        created_at: now,
+        revoked_at: None,
+        last_used_at: None,
+        expires_at: Some(expires_at),
+    };
+    state.store().put_api_token(&record).await?;
+    tracing::info!(token = %record.id, name = record.name, by = caller.name, %expires_at, "agent bootstrap token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedBootstrapToken {
+            id: record.id,
+            name: record.name,
+            token,
+            expires_at,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/agents",
+    tag = "agents",
+    security(("bearer" = [])),
+    responses((status = 200, description = "every registered agent, oldest first, without credentials", body = Vec<AgentSummary>), ProblemResponses)
+)]
+pub(crate) async fn list_agents(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<AgentSummary>>, ServerError> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    Ok(Json(state.agent_hub().summaries()))
+}
+
+#[utoipa::path(
+    get,
+    path = "/agents/{id}",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "agent id")),
+    responses((status = 200, description = "the agent", body = AgentSummary), ProblemResponses)
+)]
+pub(crate) async fn get_agent(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<AgentSummary>, ServerError> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let id = parse_id("agent", &id, AgentId::parse)?;
+    state
+        .agent_hub()
+        .summary(id)
+        .map(Json)
+        .ok_or_else(|| ServerError::NotFound(format!("agent `{id}` does not exist")))
+}
+
+#[utoipa::path(
+    post,
+    path = "/agents/{id}/revoke",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "agent id")),
+    responses((status = 200, description = "revoked (admin): its credential is refused at once and its in-flight tasks fail as retryable", body = AgentSummary), ProblemResponses)
+)]
+pub(crate) async fn revoke_agent(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<AgentSummary>, ServerError> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let id = parse_id("agent", &id, AgentId::parse)?;
+    let record = match state.store().revoke_agent(id, state.now()).await {
+        Err(StoreError::NotFound { .. }) => {
+            return Err(ServerError::NotFound(format!(
+                "agent `{id}` does not exist"
+            )));
+        }
+        other => other?,
+    };
+    let hub = state.agent_hub();
+    hub.upsert_agent(agent_info(&record)?);
+    hub.revoke_agent(id, record.revoked_at.unwrap_or_else(|| state.now()));
+    tracing::info!(agent = %id, name = record.name, by = caller.name, "agent revoked");
+    hub.summary(id)
+        .map(Json)
+        .ok_or_else(|| ServerError::NotFound(format!("agent `{id}` does not exist")))
+}
+
+#[utoipa::path(
+    post,
+    path = "/agent/register",
+    tag = "agent",
+    security(("agent_bootstrap" = [])),
+    request_body = RegisterAgentRequest,
+    responses((status = 201, description = "registered; the bootstrap token is spent and the agent's credential is in this response only", body = AgentCredentials), ProblemResponses)
+)]
+pub(crate) async fn register(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AgentCredentials>), ServerError> {
+    let hash = hash_token(bearer(&headers)?);
+    let now = state.now();
+    // A first look that spends nothing, for a precise answer; the spend below decides.
+    let unknown = ServerError::Unauthenticated("unknown agent bootstrap token");
+    let found = state
+        .store()
+        .find_api_token(&hash)
+        .await?
+        .filter(|t| t.scopes == [AGENT_BOOTSTRAP_SCOPE])
+        .ok_or(unknown)?;
+    if found.revoked_at.is_some() {
+        return Err(ServerError::Unauthenticated(
+            "the agent bootstrap token was already spent or revoked",
+        ));
+    }
+    if found.expires_at.is_some_and(|e| e <= now) {
+        return Err(ServerError::Unauthenticated(
+            "the agent bootstrap token has expired",
+        ));
+    }
+    let req: RegisterAgentRequest = body(&state, bytes)?;
+    check_protocol(req.protocol)?;
+    if req.agent_version.chars().count() > MAX_AGENT_VERSION_LEN {
+        return Err(ServerError::bad_request(
+            format!(
+                "agent_version is {} characters; expected at most {MAX_AGENT_VERSION_LEN}",
+                req.agent_version.chars().count()
+            ),
+            Some("agent_version"),
+        ));
+    }
+    let hub = state.agent_hub();
+    if hub.name_taken(&req.name) {
+        return Err(ServerError::Conflict(format!(
+            "agent name `{}` is already taken",
+            req.name
+        )));
+    }
+    let spent = state
+        .store()
+        .spend_bootstrap_token(&hash, now)
+        .await?
+        .ok_or(ServerError::Unauthenticated(
+            "the agent bootstrap token was already spent or revoked",
+        ))?;
+    let mut capabilities = req.capabilities.clone();
+    capabilities.sort();
+    capabilities.dedup();
+    let credential = secret(CREDENTIAL_PREFIX);
+    let record = AgentRecord {
+        id: new_agent_id(now),
+        name: req.name.to_string(),
+        labels: req.labels.clone(),
+        capabilities: capability_names(&capabilities),
+        agent_version: req.agent_version.clone(),
+        credential_hash: Some(hash_token(&credential)),
+        last_seen_at: Some(now),
+        created_at: now,
+        revoked_at: None,
+    };
+    state.store().put_agent(&record).await?;
+    hub.upsert_agent(agent_info(&record)?);
+    tracing::info!(agent = %record.id, name = record.name, bootstrap_token = %spent.id, "agent registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(AgentCredentials {
+            protocol: AGENT_PROTOCOL_VERSION,
+            agent_id: record.id,
+            credential,
+            heartbeat_timeout_ms: heartbeat_ms(hub),
+        }),
+    ))
+}
+
+fn heartbeat_ms(hub: &AgentHub) -> u64 {
+    u64::try_from(hub.heartbeat_timeout().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[utoipa::path(
+    post,
+    path = "/agent/credential/rotate",
+    tag = "agent",
+    security(("agent" = [])),
+    responses((status = 200, description = "a new credential; the old one is refused from now on", body = AgentCredentials), ProblemResponses)
+)]
+pub(crate) async fn rotate_credential(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+) -> Result<Json<AgentCredentials>, ServerError> {
+    let agent = authenticate_agent(&state, &headers)?;
+    let hub = state.agent_hub();
+    let credential = secret(CREDENTIAL_PREFIX);
+    let hash = hash_token(&credential);
+    match state.store().set_agent_credential(agent, &hash).await {
+        Err(StoreError::NotFound { .. }) => {
+            return Err(ServerError::Unauthenticated(
+                "unknown or revoked agent credential",
+            ));
+        }
+        other => other?,
+    }
+    let mut info = hub.agent(agent).ok_or(ServerError::Unauthenticated(
+        "unknown or revoked agent credential",
+    ))?;
+    info.credential_hash = Some(hash);
+    hub.upsert_agent(info);
+    tracing::info!(agent = %agent, "agent credential rotated");
+    Ok(Json(AgentCredentials {
+        protocol: AGENT_PROTOCOL_VERSION,
+        agent_id: agent,
+        credential,
+        heartbeat_timeout_ms: heartbeat_ms(hub),
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/agent/poll",
+    tag = "agent",
+    security(("agent" = [])),
+    request_body = PollRequest,
+    responses((status = 200, description = "tasks to run and keys to cancel (both may be empty after the wait)", body = PollResponse), ProblemResponses)
+)]
+pub(crate) async fn poll(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<PollResponse>, ServerError> {
+    let agent = authenticate_agent(&state, &headers)?;
+    let req: PollRequest = body(&state, bytes)?;
+    check_protocol(req.protocol)?;
+    heartbeat(&state, agent).await?;
+    state
+        .agent_hub()
+        .poll(agent, &req, state.shutdown_token())
+        .await
+        .map(Json)
+        .map_err(hub_error)
+}
+
+#[utoipa::path(
+    post,
+    path = "/agent/tasks/{task_id}/attempts/{attempt}/logs",
+    tag = "agent",
+    security(("agent" = [])),
+    params(("task_id" = String, Path, description = "task id"), ("attempt" = u32, Path, description = "attempt number")),
+    request_body = LogChunkRequest,
+    responses((status = 200, description = "stored up to `next_seq` (lines already stored are skipped)", body = LogAck), ProblemResponses)
+)]
+pub(crate) async fn log_chunk(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((task_id, attempt)): Path<(String, String)>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<LogAck>, ServerError> {
+    let agent = authenticate_agent(&state, &headers)?;
+    let key = task_key(&task_id, &attempt)?;
+    let req: LogChunkRequest = body(&state, bytes)?;
+    check_protocol(req.protocol)?;
+    heartbeat(&state, agent).await?;
+    state
+        .agent_hub()
+        .log_chunk(agent, key, &req)
+        .map(Json)
+        .map_err(hub_error)
+}
+
+#[utoipa::path(
+    post,
+    path = "/agent/tasks/{task_id}/attempts/{attempt}/result",
+    tag = "agent",
+    security(("agent" = [])),
+    params(("task_id" = String, Path, description = "task id"), ("attempt" = u32, Path, description = "attempt number")),
+    request_body = TaskResultRequest,
+    responses((status = 200, description = "stored, or already stored (a re-sent result is acknowledged again)", body = ResultAck), ProblemResponses)
+)]
+pub(crate) async fn result(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((task_id, attempt)): Path<(String, String)>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<ResultAck>, ServerError> {
+    let agent = authenticate_agent(&state, &headers)?;
+    let key = task_key(&task_id, &attempt)?;
+    let req: TaskResultRequest = body(&state, bytes)?;
+    check_protocol(req.protocol)?;
+    heartbeat(&state, agent).await?;
+    state
+        .agent_hub()
+        .complete(agent, key, &req)
+        .map(Json)
+        .map_err(hub_error)
+}
