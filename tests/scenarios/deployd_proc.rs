@@ -234,6 +234,11 @@ pub(crate) fn json_lines(stdout: &[u8]) -> Vec<Value> {
 /// `POST path` with a JSON body and the admin token, over plain HTTP/1.1 (for what
 /// deployctl cannot send): the status and the JSON answer.
 pub(crate) fn api_post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    api_post_as(addr, path, ADMIN_TOKEN, body)
+}
+
+/// `POST path` with a JSON body and `bearer` as the token, like [`api_post`].
+pub(crate) fn api_post_as(addr: &str, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
     let body = body.to_string();
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -241,7 +246,7 @@ pub(crate) fn api_post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
         .unwrap();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )

@@ -7,6 +7,9 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod agent_e2e;
+mod agent_load;
+mod agent_proc;
 mod blue_green;
 mod cli;
 mod deployd_e2e;

@@ -1,0 +1,404 @@
+//! The agent end to end: a real `deploy-agent` on the local Docker Engine, registered through `deployctl`, driven by a real `deployd`.
+//!
+//! The scenario: an admin creates a bootstrap token with deployctl, the agent
+//! registers with it (a second use, and a wrong token, are refused), v1 and v2 are
+//! deployed through the agent and served by the container, v3-broken fails its
+//! health check and is rolled back (v2 serves again). Then the faults: the agent is
+//! SIGKILLed in the middle of a deploy (an image that takes seconds to become
+//! healthy keeps it in flight); its attempt fails as retryable once the heartbeat
+//! timeout passes, and the restarted agent (same state dir, no token) finishes the
+//! job without leaving a duplicate container. deployd is SIGKILLed in the middle of
+//! the next deploy and restarted: the agent reconnects and the job completes.
+//! Finally the agent is revoked and exits at its next poll. No token, credential or
+//! bootstrap token appears in deployd's or the agent's logs.
+
+use std::time::{Duration, Instant};
+
+use deploy_testkit::{
+    ContainerCleanup, IMAGE_HTTP_PORT, Registry, TestImages, free_port, temp_dir,
+};
+use serde_json::{Value, json};
+
+use crate::agent_proc::{AgentProc, slow_image, wait_active};
+use crate::deployd_e2e::serves;
+use crate::deployd_proc::{
+    ADMIN_TOKEN, Deployd, api_post, api_post_as, ctl, ctl_command, json_lines, ok_json,
+};
+
+/// deployd's heartbeat timeout in this scenario (the default is 15 s).
+const HEARTBEAT_MS: u64 = 3_000;
+
+/// Seconds the slow images take to become healthy.
+const SLOW_S: u32 = 5;
+
+/// Bounds every wait for a job to settle.
+const JOB_LIMIT: Duration = Duration::from_secs(120);
+
+fn target_body(agent_id: &str, prefix: &str, work_dir: &str) -> Value {
+    let container = format!("{prefix}web");
+    json!({
+        "name": "agent-host",
+        "target_type": "docker_host",
+        "connection": {"model": "agent", "agent_id": agent_id, "work_dir": work_dir},
+        "health_check": {
+            "check": {
+                "type": "command",
+                "command": ["docker", "exec", container, "/bin/busybox", "wget", "-q", "-O-",
+                            format!("http://127.0.0.1:{IMAGE_HTTP_PORT}/health")],
+            },
+            "retries": 3,
+            "interval_ms": 200,
+            "timeout_ms": 5_000,
+            "min_healthy_time_ms": 500,
+        },
+        "labels": {"deploy.container-prefix": prefix},
+    })
+}
+
+/// Starts a deploy of `release` (not followed, 5 attempts per task); its job id.
+fn start_deploy(addr: &str, release: &str, env: &str) -> String {
+    let args = [
+        "deploy",
+        "--release",
+        release,
+        "--env",
+        env,
+        "--max-attempts",
+        "5",
+    ];
+    let job = ok_json(addr, &args);
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Follows `job` to its end (`jobs watch`, bounded by [`JOB_LIMIT`]); the exit code and the events.
+pub(crate) fn watch(addr: &str, job: &str) -> (Option<i32>, Vec<Value>) {
+    let out = temp_dir("agent-e2e-watch-").unwrap();
+    let path = out.path().join("events.jsonl");
+    let mut child = ctl_command(addr, &["jobs", "watch", job, "--output", "json"])
+        .stdout(std::fs::File::create(&path).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > JOB_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "job {job} did not settle within {JOB_LIMIT:?}: {}",
+                std::fs::read_to_string(&path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status.code(), json_lines(&std::fs::read(&path).unwrap()))
+}
+
+/// The digest label of container `name` (`stella.digest`).
+fn running_digest(name: &str) -> String {
+    deploy_testkit::run_checked(
+        "docker",
+        &[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"stella.digest\"}}",
+            name,
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_owned()
+}
+
+/// Names of every container (running or not) whose name starts with `prefix`.
+fn containers(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = deploy_testkit::run_checked(
+        "docker",
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^{prefix}"),
+            "--format",
+            "{{.Names}}",
+        ],
+    )
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    names.sort();
+    names
+}
+
+/// Waits (bounded) until a container carries label `stella.task=<task>`: the agent is in the middle of that task.
+fn wait_for_task_container(task: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let ids = deploy_testkit::run_checked(
+            "docker",
+            &[
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                &format!("label=stella.task={task}"),
+            ],
+        )
+        .unwrap();
+        if !ids.trim().is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no container of task {task} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The only task of `job`, once dispatched (bounded wait).
+fn task_of(addr: &str, job: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let shown = ok_json(addr, &["jobs", "show", job]);
+        if let Some(id) = shown["tasks"][0]["id"].as_str() {
+            return id.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{shown:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn digest_of(reference: &str) -> &str {
+    reference.split_once('@').unwrap().1
+}
+
+#[test]
+fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
+    let prefix = format!("ag{}-", std::process::id());
+    let container = format!("{prefix}web");
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
+    let slow_a = slow_image(&registry, &images.repository, &images.v1, "slow-a", SLOW_S);
+    let slow_b = slow_image(&registry, &images.repository, &images.v2, "slow-b", SLOW_S);
+    let data = temp_dir("agent-e2e-").unwrap();
+    let known_hosts = data.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let heartbeat = HEARTBEAT_MS.to_string();
+    let deployd_env = [("DEPLOYD_AGENT_HEARTBEAT_TIMEOUT_MS", heartbeat.as_str())];
+    let port = free_port().unwrap();
+    let mut server = Deployd::start(data.path(), port, &known_hosts, &deployd_env);
+    let addr = server.addr.clone();
+
+    // Registration: the token works once; a wrong one and the spent one are refused.
+    let out = ctl(&addr, &["agent", "bootstrap-token", "--name", "e2e"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(bootstrap.starts_with("dpb_"), "{bootstrap}");
+    let state = data.path().join("agent-state");
+    let mut agent = AgentProc::start(&addr, "e2e-agent", &state, Some(&bootstrap));
+    let agent_id = wait_active(&addr, "e2e-agent", &mut agent);
+    let register = |token: &str, name: &str| {
+        api_post_as(
+            &addr,
+            "/api/v1/agent/register",
+            token,
+            &json!({"protocol": 1, "name": name, "capabilities": ["docker"]}),
+        )
+    };
+    let (status, problem) = register(&bootstrap, "second");
+    assert_eq!(status, 401, "spent token: {problem:#}");
+    let (status, problem) = register("dpb_not-a-token-0123456789abcdef", "third");
+    assert_eq!(status, 401, "wrong token: {problem:#}");
+    let (status, problem) = register(ADMIN_TOKEN, "fourth");
+    assert_eq!(
+        status, 401,
+        "an API token is no bootstrap token: {problem:#}"
+    );
+    let credential = std::fs::read_to_string(state.join("credentials.json")).unwrap();
+    let credential: Value = serde_json::from_str(&credential).unwrap();
+    let credential = credential["credential"].as_str().unwrap().to_owned();
+    assert!(credential.starts_with("dpa_"), "credential file format");
+    let (status, _) = api_post_as(
+        &addr,
+        "/api/v1/environments",
+        &credential,
+        &json!({"name": "x"}),
+    );
+    assert_eq!(status, 401, "an agent credential is no API token");
+
+    // The environment, one docker_host target served by the agent, four releases.
+    let env_id = ok_json(&addr, &["env", "create", "agent-e2e"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let work_dir = data.path().join("work");
+    std::fs::create_dir_all(&work_dir).unwrap();
+    let (status, target) = api_post(
+        &addr,
+        &format!("/api/v1/environments/{env_id}/targets"),
+        &target_body(&agent_id, &prefix, work_dir.to_str().unwrap()),
+    );
+    assert_eq!(status, 201, "{target:#}");
+    let mut releases = std::collections::BTreeMap::new();
+    for (name, image) in [
+        ("v1", &images.v1),
+        ("v2", &images.v2),
+        ("v3-broken", &images.v3_broken),
+        ("slow-a", &slow_a),
+        ("slow-b", &slow_b),
+    ] {
+        let component = format!("web={image}");
+        let release = ok_json(
+            &addr,
+            &["release", "create", name, "--component", &component],
+        );
+        releases.insert(name, release["id"].as_str().unwrap().to_owned());
+    }
+    let deploy = |release: &str, extra: &[&str]| {
+        let args = [
+            &["deploy", "--release", &releases[release], "--env", &env_id][..],
+            extra,
+        ]
+        .concat();
+        let out = ctl(&addr, &args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // v1, then v2: each served by the container the agent started.
+    let (code, stdout, stderr) = deploy("v1", &["--follow", "--logs"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}\n{}", agent.stderr());
+    assert_eq!(serves(&container, "/version"), "v1");
+    let (code, stdout, stderr) = deploy("v2", &["--follow"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}\n{}", agent.stderr());
+    assert_eq!(serves(&container, "/version"), "v2");
+    assert_eq!(running_digest(&container), digest_of(&images.v2));
+    assert_eq!(
+        running_digest(&format!("{container}-previous")),
+        digest_of(&images.v1),
+        "v1 is kept for an instant revert"
+    );
+
+    // v3-broken fails its health check; the automatic rollback puts v2 back.
+    let (code, stdout, stderr) = deploy("v3-broken", &["--follow", "--auto-rollback"]);
+    assert_eq!(code, Some(3), "{stdout}\n{stderr}\n{}", agent.stderr());
+    assert!(stdout.contains("ended rolled_back"), "{stdout}");
+    assert_eq!(serves(&container, "/version"), "v2", "v2 serves again");
+
+    // The agent is SIGKILLed while its deploy waits for the slow image to be healthy.
+    let job = start_deploy(&addr, &releases["slow-a"], &env_id);
+    let task = task_of(&addr, &job);
+    wait_for_task_container(&task, Duration::from_secs(60));
+    agent.kill();
+    let killed = Instant::now();
+    // Its attempt fails as retryable once the heartbeat timeout has passed.
+    let failed_at = loop {
+        let shown = ok_json(&addr, &["jobs", "show", &job]);
+        let t = &shown["tasks"][0];
+        if t["status"] == "retrying"
+            || t["status"] == "failed"
+            || t["attempt_number"].as_u64() > Some(1)
+        {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "{shown:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        failed_at >= Duration::from_millis(HEARTBEAT_MS - 500),
+        "the attempt failed {failed_at:?} after the kill, before the heartbeat timeout"
+    );
+    let mut agent = AgentProc::start(&addr, "e2e-agent", &state, None);
+    let (code, events) = watch(&addr, &job);
+    assert_eq!(code, Some(0), "{events:#?}\n{}", agent.stderr());
+    assert_eq!(running_digest(&container), digest_of(&slow_a));
+    assert_eq!(serves(&container, "/version"), "v1");
+    let shown = ok_json(&addr, &["jobs", "show", &job]);
+    assert!(
+        shown["tasks"][0]["attempt_number"].as_u64() >= Some(2),
+        "{shown:#}"
+    );
+    let lost = events
+        .iter()
+        .find(|e| e["data"]["event"].as_str().is_some_and(|ev| ev.starts_with("fail")))
+        .unwrap_or_else(|| panic!("no failed attempt in {events:#?}"));
+    assert!(
+        lost["data"]["cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent"),
+        "the failure names the lost agent: {lost:#}"
+    );
+    assert_eq!(
+        containers(&prefix),
+        vec![container.clone(), format!("{container}-previous")],
+        "no duplicate or half-made container is left"
+    );
+    println!(
+        "agent killed mid-task: attempt failed {failed_at:?} after the kill (heartbeat timeout {HEARTBEAT_MS} ms)"
+    );
+
+    // deployd is SIGKILLed in the middle of the next deploy and started again.
+    let job = start_deploy(&addr, &releases["slow-b"], &env_id);
+    let task = task_of(&addr, &job);
+    wait_for_task_container(&task, Duration::from_secs(60));
+    server.kill();
+    server = Deployd::start(data.path(), port, &known_hosts, &deployd_env);
+    let (code, events) = watch(&addr, &job);
+    assert_eq!(
+        code,
+        Some(0),
+        "{events:#?}\n{}\n{}",
+        server.stderr(),
+        agent.stderr()
+    );
+    assert_eq!(running_digest(&container), digest_of(&slow_b));
+    assert_eq!(serves(&container, "/version"), "v2");
+    assert_eq!(
+        containers(&prefix),
+        vec![container.clone(), format!("{container}-previous")],
+        "no duplicate container after the deployd restart"
+    );
+    wait_active(&addr, "e2e-agent", &mut agent);
+
+    // Revoked: the agent is refused at its next poll and stops.
+    let out = ctl(&addr, &["agent", "revoke", &agent_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = agent.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "a revoked agent exits with an error");
+    let (status, _) = api_post_as(
+        &addr,
+        "/api/v1/agent/poll",
+        &credential,
+        &json!({"protocol": 1, "running": [], "wait_ms": 0}),
+    );
+    assert_eq!(status, 401, "the revoked credential is refused");
+
+    // No secret in any log.
+    let logs = format!("{}\n{}", server.stderr(), agent.stderr());
+    for (what, secret) in [
+        ("bootstrap token", bootstrap.as_str()),
+        ("agent credential", credential.as_str()),
+        ("admin token", ADMIN_TOKEN),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in a log");
+    }
+}

@@ -1,0 +1,353 @@
+//! Agent fan-out on a real `deployd` process: 1,000 simulated agents (tokio tasks in this process speaking the agent protocol over loopback) each receive one no-op deploy task.
+//!
+//! Every simulated agent registers with its own bootstrap token, long-polls, and
+//! answers a `deploy` at once with `deployed` (an `inspect` with what it last
+//! deployed). One environment holds one docker_host target per agent (pinned by
+//! `agent_id`, no health check); one all-at-once job with parallelism = agents
+//! dispatches them all. Dispatch-to-result latency per task is the time between its
+//! `dispatch` and `verify` events (the executor's call in between is the round trip
+//! through the agent); the baseline, in the same run, is one task to one agent.
+//! Printed (with `--no-capture`): deployd's `VmHWM` idle, with every agent connected
+//! and after the job; latency p50/p99/max; total job time. The agent count is
+//! `DEPLOY_AGENT_BENCH_AGENTS` (default 1,000, 1 to 5,000); docs/benchmarks.md has the
+//! figures, taken with `DEPLOY_TESTS_DEPLOYD=target/release/deployd`.
+//!
+//! Asserted: the job completes and every task ran one attempt.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use deploy_testkit::{free_port, temp_dir};
+use serde_json::{Value, json};
+
+use crate::agent_e2e::watch;
+use crate::deployd_proc::{ADMIN_TOKEN, Deployd, deployd_path, ok_json};
+
+/// The image every simulated agent "deploys" (never pulled: the agents are simulated).
+const IMAGE: &str = "127.0.0.1:5999/bench/web@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn agent_count() -> usize {
+    std::env::var("DEPLOY_AGENT_BENCH_AGENTS")
+        .ok()
+        .map_or(1_000, |n| {
+            n.parse().expect("DEPLOY_AGENT_BENCH_AGENTS is a number")
+        })
+        .clamp(1, 5_000)
+}
+
+/// One simulated agent: its credential and name.
+struct SimAgent {
+    id: String,
+    credential: String,
+}
+
+/// `POST {base}{path}` with `bearer`; status and JSON body.
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    bearer: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(bearer)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Creates `n` bootstrap tokens and registers `n` agents with them, `concurrency` at a time.
+async fn register(client: &reqwest::Client, base: &str, n: usize, tag: &str) -> Vec<SimAgent> {
+    let mut agents = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let mut calls = Vec::new();
+        for &i in chunk {
+            let client = client.clone();
+            let base = base.to_owned();
+            let name = format!("{tag}-{i:05}");
+            calls.push(tokio::spawn(async move {
+                let (status, token) = post(
+                    &client,
+                    &base,
+                    "/api/v1/agents/bootstrap-tokens",
+                    ADMIN_TOKEN,
+                    &json!({"name": name}),
+                )
+                .await;
+                assert_eq!(status, 201, "{token:#}");
+                let bootstrap = token["token"].as_str().unwrap().to_owned();
+                let (status, creds) = post(
+                    &client,
+                    &base,
+                    "/api/v1/agent/register",
+                    &bootstrap,
+                    &json!({"protocol": 1, "name": name, "capabilities": ["docker"]}),
+                )
+                .await;
+                assert_eq!(status, 201, "{creds:#}");
+                SimAgent {
+                    id: creds["agent_id"].as_str().unwrap().to_owned(),
+                    credential: creds["credential"].as_str().unwrap().to_owned(),
+                }
+            }));
+        }
+        for call in calls {
+            agents.push(call.await.unwrap());
+        }
+    }
+    agents
+}
+
+/// The agent loop: long-poll, answer every delivery at once, until `stop`.
+async fn run_agent(client: reqwest::Client, base: String, agent: SimAgent, stop: Arc<AtomicBool>) {
+    let mut current: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let (status, polled) = post(
+            &client,
+            &base,
+            "/api/v1/agent/poll",
+            &agent.credential,
+            &json!({"protocol": 1, "running": [], "wait_ms": 1_000}),
+        )
+        .await;
+        if status != 200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        for delivery in polled["deliveries"].as_array().into_iter().flatten() {
+            let action = &delivery["action"];
+            let outcome = match action["action"].as_str().unwrap() {
+                "deploy" | "rollback" => {
+                    let digest = action["deploy"]["digest"].as_str().unwrap().to_owned();
+                    let previous = current.replace(digest.clone());
+                    json!({"outcome": "deployed", "deployed_digest": digest,
+                           "previous_digest": previous, "changed": true,
+                           "running": {"web": digest}})
+                }
+                "inspect" => json!({"outcome": "inspected", "digest": current}),
+                _ => json!({"outcome": "command_ran", "exit_status": 0, "stdout": ""}),
+            };
+            let key = &delivery["key"];
+            let path = format!(
+                "/api/v1/agent/tasks/{}/attempts/{}/result",
+                key["task_id"].as_str().unwrap(),
+                key["attempt"]
+            );
+            let body = json!({"protocol": 1, "log_lines": 0, "outcome": outcome});
+            let (status, ack) = post(&client, &base, &path, &agent.credential, &body).await;
+            assert_eq!(status, 200, "result of {}: {ack:#}", agent.id);
+        }
+    }
+}
+
+/// Creates an environment with one target per agent and a release; (env id, release id).
+async fn environment(
+    client: &reqwest::Client,
+    base: &str,
+    agents: &[SimAgent],
+    name: &str,
+) -> (String, String) {
+    let (status, env) = post(
+        client,
+        base,
+        "/api/v1/environments",
+        ADMIN_TOKEN,
+        &json!({"name": name}),
+    )
+    .await;
+    assert_eq!(status, 201, "{env:#}");
+    let env_id = env["id"].as_str().unwrap().to_owned();
+    for chunk in agents.chunks(50) {
+        let mut calls = Vec::new();
+        for agent in chunk {
+            let (client, base, env_id) = (client.clone(), base.to_owned(), env_id.clone());
+            let body = json!({
+                "name": format!("t-{}", &agent.id[agent.id.len() - 12..]),
+                "target_type": "docker_host",
+                "connection": {"model": "agent", "agent_id": agent.id, "work_dir": "/tmp"},
+            });
+            calls.push(tokio::spawn(async move {
+                let path = format!("/api/v1/environments/{env_id}/targets");
+                let (status, target) = post(&client, &base, &path, ADMIN_TOKEN, &body).await;
+                assert_eq!(status, 201, "{target:#}");
+            }));
+        }
+        for call in calls {
+            call.await.unwrap();
+        }
+    }
+    let (status, release) = post(
+        client,
+        base,
+        "/api/v1/releases",
+        ADMIN_TOKEN,
+        &json!({"name": format!("{name}-r1"), "components": [{"name": "web", "image": IMAGE}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{release:#}");
+    (env_id, release["id"].as_str().unwrap().to_owned())
+}
+
+/// Runs one all-at-once deploy of `release` to `env` and follows it; (per-task
+/// dispatch-to-verify latencies sorted, total job time).
+fn deploy_and_measure(
+    addr: &str,
+    release: &str,
+    env: &str,
+    parallelism: usize,
+) -> (Vec<Duration>, Duration) {
+    let started = Instant::now();
+    let p = parallelism.to_string();
+    let job = ok_json(
+        addr,
+        &[
+            "deploy",
+            "--release",
+            release,
+            "--env",
+            env,
+            "--parallelism",
+            &p,
+        ],
+    );
+    let job = job["id"].as_str().unwrap().to_owned();
+    let (code, events) = watch(addr, &job);
+    let total = started.elapsed();
+    assert_eq!(code, Some(0), "{events:#?}");
+    let at = |e: &Value| {
+        deploy_core::Timestamp::parse(e["data"]["at"].as_str().unwrap())
+            .unwrap()
+            .unix_millis()
+    };
+    let mut dispatched = std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    for e in &events {
+        let Some(task) = e["data"]["task_id"].as_str() else {
+            continue;
+        };
+        match e["data"]["event"].as_str() {
+            Some("dispatch") => {
+                assert!(
+                    dispatched.insert(task.to_owned(), at(e)).is_none(),
+                    "task {task} dispatched twice"
+                );
+            }
+            Some("verify") => {
+                let from = dispatched[task];
+                latencies.push(Duration::from_millis(at(e) - from));
+            }
+            _ => {}
+        }
+    }
+    let shown = ok_json(addr, &["jobs", "show", &job]);
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(
+        latencies.len(),
+        shown["tasks"].as_array().unwrap().len(),
+        "one result per task"
+    );
+    latencies.sort();
+    (latencies, total)
+}
+
+fn pct(sorted: &[Duration], p: usize) -> f64 {
+    let i = (sorted.len() * p / 100).min(sorted.len() - 1);
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[test]
+fn agent_fan_out_to_many_simulated_agents() {
+    let n = agent_count();
+    let data = temp_dir("agent-load-").unwrap();
+    let known_hosts = data.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let port = free_port().unwrap();
+    let server = Deployd::start(data.path(), port, &known_hosts, &[]);
+    let addr = server.addr.clone();
+    let base = format!("http://{addr}");
+    let idle_kib = server.memory_kib().0;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Baseline: one agent, one target, one task (median of 5 deploys).
+    let (single, single_env) = runtime.block_on(async {
+        let agents = register(&client, &base, 1, "solo").await;
+        let env = environment(&client, &base, &agents, "solo").await;
+        for agent in agents {
+            tokio::spawn(run_agent(client.clone(), base.clone(), agent, stop.clone()));
+        }
+        (Vec::<Duration>::new(), env)
+    });
+    let mut single = single;
+    for round in 0..5 {
+        // A new release each round, so every deploy changes the digest.
+        let image = IMAGE.replace("1111", &format!("{round}{round}{round}{round}"));
+        let release = ok_json(
+            &addr,
+            &[
+                "release",
+                "create",
+                &format!("solo-{round}"),
+                "--component",
+                &format!("web={image}"),
+            ],
+        );
+        let (latencies, _) =
+            deploy_and_measure(&addr, release["id"].as_str().unwrap(), &single_env.0, 1);
+        single.extend(latencies);
+    }
+    single.sort();
+
+    // The fan-out: n agents, connected and polling before the job starts.
+    let setup = Instant::now();
+    let (env_id, release_id) = runtime.block_on(async {
+        let agents = register(&client, &base, n, "sim").await;
+        let env = environment(&client, &base, &agents, "fleet").await;
+        for agent in agents {
+            tokio::spawn(run_agent(client.clone(), base.clone(), agent, stop.clone()));
+        }
+        env
+    });
+    let setup = setup.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let connected_kib = server.memory_kib().0;
+    let (latencies, total) = deploy_and_measure(&addr, &release_id, &env_id, n);
+    let after_kib = server.memory_kib().0;
+    stop.store(true, Ordering::Relaxed);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+
+    println!("agent fan-out, deployd {}", deployd_path().display());
+    println!(
+        "  baseline 1 agent x 1 task (5 deploys): dispatch-to-result p50 {:.1} ms, max {:.1} ms",
+        pct(&single, 50),
+        pct(&single, 100)
+    );
+    println!(
+        "  {n} agents x 1 task: dispatch-to-result p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; job {:.2} s (setup {:.1} s)",
+        pct(&latencies, 50),
+        pct(&latencies, 99),
+        pct(&latencies, 100),
+        total.as_secs_f64(),
+        setup.as_secs_f64()
+    );
+    println!(
+        "  deployd VmHWM: idle {} MiB, {n} agents connected {} MiB, after the job {} MiB",
+        idle_kib / 1024,
+        connected_kib / 1024,
+        after_kib / 1024
+    );
+    assert_eq!(latencies.len(), n);
+}
