@@ -19,10 +19,11 @@ use deploy_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::agent_proc::{AgentProc, slow_image, wait_active};
+use crate::agent_proc::{AgentProc, slow_image, tls_certificates, wait_active};
 use crate::deployd_e2e::serves;
 use crate::deployd_proc::{
-    ADMIN_TOKEN, Deployd, api_post, api_post_as, ctl, ctl_command, json_lines, ok_json,
+    ADMIN_TOKEN, Deployd, api_post, api_post_as, ctl, ctl_command, deployd_path, json_lines,
+    ok_json,
 };
 
 /// deployd's heartbeat timeout in this scenario (the default is 15 s).
@@ -177,6 +178,10 @@ fn digest_of(reference: &str) -> &str {
 }
 
 #[test]
+#[expect(
+    clippy::print_stdout,
+    reason = "the test reports its figures (nextest --no-capture shows them)"
+)]
 fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
     let prefix = format!("ag{}-", std::process::id());
     let container = format!("{prefix}web");
@@ -333,7 +338,11 @@ fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
     );
     let lost = events
         .iter()
-        .find(|e| e["data"]["event"].as_str().is_some_and(|ev| ev.starts_with("fail")))
+        .find(|e| {
+            e["data"]["event"]
+                .as_str()
+                .is_some_and(|ev| ev.starts_with("fail"))
+        })
         .unwrap_or_else(|| panic!("no failed attempt in {events:#?}"));
     assert!(
         lost["data"]["cause"]
@@ -401,4 +410,199 @@ fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
     ] {
         assert!(!logs.contains(secret), "the {what} appears in a log");
     }
+}
+
+/// deployd serving HTTPS with a certificate from a private CA: deployctl and the agent
+/// trust it only through `--ca-file`; the agent registers and deploys over it.
+#[test]
+fn agent_and_deployctl_over_https_trust_only_the_given_ca() {
+    let prefix = format!("at{}-", std::process::id());
+    let container = format!("{prefix}web");
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
+    let data = temp_dir("agent-tls-").unwrap();
+    tls_certificates(data.path());
+    let (cert, key, ca) = (
+        data.path().join("leaf.pem"),
+        data.path().join("leaf.key"),
+        data.path().join("ca.pem"),
+    );
+    let port = free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let server = format!("https://{addr}");
+    let log = data.path().join("deployd-stderr.txt");
+    let mut deployd = std::process::Command::new(deployd_path())
+        .args(["--listen", &addr, "--data-dir"])
+        .arg(data.path().join("db"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env_remove("DEPLOYD_CONFIG")
+        .env_remove("DEPLOYD_DATABASE_URL")
+        .env("DEPLOYD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ctl_tls = |args: &[&str], ca_file: Option<&std::path::Path>| {
+        let mut cmd = ctl_command(&addr, args);
+        cmd.env("DEPLOYCTL_SERVER", &server);
+        if let Some(ca) = ca_file {
+            cmd.env("DEPLOYCTL_CA_FILE", ca);
+        }
+        cmd.output().unwrap()
+    };
+    // Ready once deployctl gets an answer over HTTPS (bounded).
+    let started = Instant::now();
+    while ctl_tls(&["env", "list"], Some(&ca)).status.code() != Some(0) {
+        assert!(
+            deployd.try_wait().unwrap().is_none(),
+            "deployd exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "deployd never served https"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let untrusted = ctl_tls(&["env", "list"], None);
+    assert_eq!(untrusted.status.code(), Some(4), "no CA: unreachable");
+    let said = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(
+        said.contains("certificate") || said.contains("tls"),
+        "{said}"
+    );
+
+    let out = ctl_tls(&["agent", "bootstrap-token", "--name", "tls"], Some(&ca));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // Without the CA the agent cannot register (the token stays unspent).
+    let mut blind = AgentProc::start_with(
+        &server,
+        "tls-blind",
+        &data.path().join("blind"),
+        Some(&bootstrap),
+        &[],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let listed = ok_json_tls(&ctl_tls(&["agent", "list", "--output", "json"], Some(&ca)));
+    assert!(listed.as_array().unwrap().is_empty(), "{listed:#}");
+    assert!(
+        blind.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        blind.stderr()
+    );
+    blind.kill();
+    let ca_arg = ca.to_str().unwrap();
+    let mut agent = AgentProc::start_with(
+        &server,
+        "tls-agent",
+        &data.path().join("agent"),
+        Some(&bootstrap),
+        &["--ca-file", ca_arg],
+    );
+    let started = Instant::now();
+    let agent_id = loop {
+        let listed = ok_json_tls(&ctl_tls(&["agent", "list", "--output", "json"], Some(&ca)));
+        if let Some(a) = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["active"] == true)
+        {
+            break a["id"].as_str().unwrap().to_owned();
+        }
+        assert!(agent.running(), "{}", agent.stderr());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{listed:#}\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let env = ok_json_tls(&ctl_tls(
+        &["env", "create", "tls", "--output", "json"],
+        Some(&ca),
+    ));
+    let env_id = env["id"].as_str().unwrap();
+    let work_dir = data.path().join("work");
+    std::fs::create_dir_all(&work_dir).unwrap();
+    let body = target_body(&agent_id, &prefix, work_dir.to_str().unwrap());
+    let file = data.path().join("target.json");
+    std::fs::write(&file, body.to_string()).unwrap();
+    let added = ctl_tls(
+        &[
+            "target",
+            "add",
+            "--env",
+            env_id,
+            "--file",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        Some(&ca),
+    );
+    assert_eq!(
+        added.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let component = format!("web={}", images.v1);
+    let release = ok_json_tls(&ctl_tls(
+        &[
+            "release",
+            "create",
+            "v1",
+            "--component",
+            &component,
+            "--output",
+            "json",
+        ],
+        Some(&ca),
+    ));
+    let deployed = ctl_tls(
+        &[
+            "deploy",
+            "--release",
+            release["id"].as_str().unwrap(),
+            "--env",
+            env_id,
+            "--follow",
+        ],
+        Some(&ca),
+    );
+    assert_eq!(
+        deployed.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&deployed.stdout),
+        String::from_utf8_lossy(&deployed.stderr),
+        agent.stderr()
+    );
+    assert_eq!(serves(&container, "/version"), "v1");
+    let _ = deployd.kill();
+    let _ = deployd.wait();
+}
+
+/// The JSON a successful deployctl run printed.
+fn ok_json_tls(out: &std::process::Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -262,6 +262,10 @@ fn pct(sorted: &[Duration], p: usize) -> f64 {
 }
 
 #[test]
+#[expect(
+    clippy::print_stdout,
+    reason = "the test reports its figures (nextest --no-capture shows them)"
+)]
 fn agent_fan_out_to_many_simulated_agents() {
     let n = agent_count();
     let data = temp_dir("agent-load-").unwrap();

@@ -49,10 +49,22 @@ impl AgentProc {
     /// `state` (created if missing), with the bootstrap token in its environment when
     /// given. Does not wait for it to register.
     pub(crate) fn start(addr: &str, name: &str, state: &Path, bootstrap: Option<&str>) -> Self {
+        Self::start_with(&format!("http://{addr}"), name, state, bootstrap, &[])
+    }
+
+    /// Like [`AgentProc::start`] against the base URL `server`, with `extra` flags.
+    pub(crate) fn start_with(
+        server: &str,
+        name: &str,
+        state: &Path,
+        bootstrap: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(state).unwrap();
         let stderr = state.with_extension("stderr.txt");
         let mut cmd = Command::new(agent_binary());
-        cmd.args(["--server", &format!("http://{addr}"), "--name", name])
+        cmd.args(["--server", server, "--name", name])
+            .args(extra)
             .arg("--state-dir")
             .arg(state)
             .args(["--label", "scenario=agent"])
@@ -199,4 +211,78 @@ pub(crate) fn slow_image(
         .to_owned();
     run_checked("docker", &["rmi", &name]).unwrap();
     reference
+}
+
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`leaf.pem`,
+/// `leaf.key`), made with the openssl CLI in `dir`.
+pub(crate) fn tls_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=agent-e2e-ca",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
 }

@@ -8,6 +8,22 @@ use serde_json::Value;
 
 use crate::exit::{CliError, UNREACHABLE, USAGE};
 
+/// `e` and its causes, `: `-separated: reqwest's own message alone hides why a
+/// request failed (refused, certificate not trusted, …).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -23,13 +39,40 @@ pub struct SseEvent {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> Result<Self, CliError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| {
-                CliError::new(UNREACHABLE, format!("cannot build the HTTP client: {e}"))
+    /// A client for `server`, trusting the PEM CA certificate(s) in `ca_file` besides the system roots.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, CliError> {
+        let mut builder =
+            reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                CliError::new(
+                    USAGE,
+                    format!("cannot read --ca-file {}: {e}", path.display()),
+                )
             })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    CliError::new(
+                        USAGE,
+                        format!(
+                            "--ca-file {} holds no PEM certificate; expected `-----BEGIN CERTIFICATE-----` blocks",
+                            path.display()
+                        ),
+                    )
+                })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| {
+            CliError::new(UNREACHABLE, format!("cannot build the HTTP client: {e}"))
+        })?;
         Ok(Self {
             http,
             base: server.trim_end_matches('/').to_owned(),
@@ -47,7 +90,11 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
         let resp = req.send().await.map_err(|e| {
-            CliError::transport(format!("cannot reach the server at {}: {e}", self.base))
+            CliError::transport(format!(
+                "cannot reach the server at {}: {}",
+                self.base,
+                error_chain(&e)
+            ))
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -137,10 +184,9 @@ impl Client {
         let mut buffer = String::new();
         let mut current = SseEvent::default();
         loop {
-            let chunk = resp
-                .chunk()
-                .await
-                .map_err(|e| CliError::transport(format!("the event stream broke: {e}")))?;
+            let chunk = resp.chunk().await.map_err(|e| {
+                CliError::transport(format!("the event stream broke: {}", error_chain(&e)))
+            })?;
             let Some(chunk) = chunk else {
                 return Ok(false);
             };

@@ -17,6 +17,8 @@ pub struct ConfigFile {
     pub server: Option<String>,
     /// An API token (`dpl_…`).
     pub token: Option<String>,
+    /// A PEM CA certificate to trust for an `https://` server with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the server and the token come from, resolved and validated.
@@ -133,6 +135,7 @@ mod tests {
         let file = ConfigFile {
             server: Some("https://deploy.example:8443".into()),
             token: Some("dpl_file".into()),
+            ca_file: None,
         };
         let s = resolve(Some("http://flag:1".into()), None, file.clone()).unwrap();
         assert_eq!(
@@ -166,10 +169,12 @@ mod tests {
         check("sever = \"http://x\"", "unknown field `sever`");
         check("server = ", "");
         assert_eq!(
-            parse("server = \"http://h:1\"\ntoken = \"dpl_x\"\n").unwrap(),
+            parse("server = \"http://h:1\"\ntoken = \"dpl_x\"\nca_file = \"/etc/ca.pem\"\n")
+                .unwrap(),
             ConfigFile {
                 server: Some("http://h:1".into()),
-                token: Some("dpl_x".into())
+                token: Some("dpl_x".into()),
+                ca_file: Some("/etc/ca.pem".into()),
             }
         );
         let err = resolve(Some("localhost:8080".into()), None, ConfigFile::default()).unwrap_err();

@@ -55,6 +55,9 @@ struct Cli {
     /// Config file (TOML: `server`, `token`) [default: ~/.config/deployctl/config.toml, if it exists].
     #[arg(long, global = true, env = "DEPLOYCTL_CONFIG")]
     config: Option<std::path::PathBuf>,
+    /// PEM CA certificate to trust for an https:// server with a private CA [default: the config file's `ca_file`].
+    #[arg(long, global = true, env = "DEPLOYCTL_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: Output,
@@ -338,8 +341,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         std::env::var("HOME").ok().as_deref(),
     );
     let file = config::load(cli.config.as_deref(), default_config.as_deref())?;
+    let ca_file = cli.ca_file.clone().or_else(|| file.ca_file.clone());
     let settings = config::resolve(cli.server.clone(), cli.token.clone(), file)?;
-    let client = Client::new(&settings.server, settings.token)?;
+    let client = Client::new(&settings.server, settings.token, ca_file.as_deref())?;
     let out = cli.output;
     let p = API_PREFIX;
     match cli.command {

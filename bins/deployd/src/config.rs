@@ -22,7 +22,7 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Args {
-    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, agent_heartbeat_timeout_ms).
+    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, agent_heartbeat_timeout_ms, tls_cert, tls_key).
     #[arg(long, env = "DEPLOYD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on.
@@ -58,6 +58,12 @@ pub struct Args {
     /// <data dir>/secrets).
     #[arg(long, env = "DEPLOYD_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// PEM certificate chain (leaf first): serve HTTPS instead of HTTP. Needs --tls-key.
+    #[arg(long, env = "DEPLOYD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DEPLOYD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// An agent that has not polled for this long (milliseconds) is inactive and its
     /// in-flight tasks fail as retryable (default 15000; 1000 to 600000).
     #[arg(long, env = "DEPLOYD_AGENT_HEARTBEAT_TIMEOUT_MS")]
@@ -84,7 +90,16 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     secret_env_prefix: Option<String>,
     secrets_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     agent_heartbeat_timeout_ms: Option<u64>,
+}
+
+/// The PEM files deployd serves HTTPS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The validated configuration.
@@ -107,6 +122,8 @@ pub struct Config {
     pub secrets_dir: PathBuf,
     /// Agents polling less often than this are inactive.
     pub agent_heartbeat_timeout: std::time::Duration,
+    /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -199,6 +216,21 @@ impl Config {
         if !(1_000..=600_000).contains(&heartbeat_ms) {
             bail!("agent_heartbeat_timeout_ms is {heartbeat_ms}; expected 1000 to 600000");
         }
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(cert), None) => bail!(
+                "tls_cert `{}` is set without tls_key; expected both (HTTPS) or neither (HTTP)",
+                cert.display()
+            ),
+            (None, Some(key)) => bail!(
+                "tls_key `{}` is set without tls_cert; expected both (HTTPS) or neither (HTTP)",
+                key.display()
+            ),
+        };
         Ok(Self {
             listen,
             store,
@@ -214,6 +246,7 @@ impl Config {
             secret_env_prefix,
             secrets_dir,
             agent_heartbeat_timeout: std::time::Duration::from_millis(heartbeat_ms),
+            tls,
         })
     }
 }
@@ -286,6 +319,37 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn tls_needs_both_files_from_flags_or_file() {
+        let c = load(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], None).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: PathBuf::from("c.pem"),
+                key: PathBuf::from("k.pem")
+            })
+        );
+        assert_eq!(load(&[], None).unwrap().tls, None);
+        let err = format!(
+            "{:#}",
+            load(&[], Some("tls_cert = \"c.pem\"\n")).unwrap_err()
+        );
+        assert!(
+            err.contains("tls_cert `c.pem` is set without tls_key"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            load(&[], Some("tls_key = \"k.pem\"\n")).unwrap_err()
+        );
+        assert!(
+            err.contains("tls_key `k.pem` is set without tls_cert"),
+            "{err}"
+        );
+        // clap refuses one flag without the other before any of this runs.
+        assert!(Args::try_parse_from(["deployd", "--tls-cert", "c.pem"]).is_err());
     }
 
     #[test]

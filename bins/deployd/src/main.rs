@@ -17,7 +17,9 @@ use deploy_exec::api::{ApiExecutor, ApiExecutorConfig};
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
 use deploy_exec::{ExecutorRegistry, ScopedSecrets};
-use deploy_server::{ServerConfig, ServerState, bootstrap_admin, load_agents, router};
+use deploy_server::{
+    ServerConfig, ServerState, TlsListener, bootstrap_admin, load_agents, router, tls_acceptor,
+};
 use deploy_store::StoreConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -178,10 +180,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    if let Some(warning) = plain_http_warning(local) {
-        tracing::warn!(listen = %local, "{warning}");
-    }
-    tracing::info!(listen = %local, database = %config.database_display, owner = %owner, "deployd started");
+    // Read before serving, so a bad certificate stops the start with its path named.
+    let tls = match &config.tls {
+        Some(files) => Some(tls_acceptor(&files.cert, &files.key).context("cannot set up HTTPS")?),
+        None => {
+            if let Some(warning) = plain_http_warning(local) {
+                tracing::warn!(listen = %local, "{warning}");
+            }
+            None
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %local, scheme, database = %config.database_display, owner = %owner, "deployd started");
 
     // Shutdown order: the signal stops the listener and ends every SSE stream
     // (followers reconnect with Last-Event-ID to the next start); in-flight
@@ -198,9 +208,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut server = tokio::spawn({
         let stop = http_shutdown.clone();
         async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            let app = router(state);
+            match tls {
+                Some(acceptor) => {
+                    let listener = TlsListener::new(listener, acceptor)?;
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                }
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                }
+            }
         }
     });
     let early = tokio::select! {
