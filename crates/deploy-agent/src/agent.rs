@@ -318,6 +318,7 @@ impl Agent {
                 protocol: AGENT_PROTOCOL_VERSION,
                 running: running_keys(&running),
                 wait_ms,
+                draining: false,
             };
             let answer = tokio::select! {
                 () = stop.cancelled() => break Ok(()),

@@ -149,6 +149,10 @@ pub struct PollRequest {
     /// (milliseconds, at most [`MAX_POLL_WAIT_MS`]; 0 answers at once).
     #[serde(default)]
     pub wait_ms: u64,
+    /// The agent is stopping: it keeps polling (heartbeats) while its running tasks
+    /// finish, and the server delivers nothing new to it.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// The answer to a poll: tasks to run and keys to cancel (both may be empty).

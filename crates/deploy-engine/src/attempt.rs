@@ -106,6 +106,7 @@ async fn attempt(
             component,
             project: ctx.project().clone(),
             artifacts: ctx.artifacts_for(target.id),
+            rollback: ctx.rollback,
         };
         let result = executor.deploy(&request, &exec_ctx).await;
         if !result.success {

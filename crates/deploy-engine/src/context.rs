@@ -17,6 +17,8 @@ pub(crate) struct JobContext {
     /// The job goes through the blue-green cut-over: a blue-green job, or the rollback
     /// of one (whose targets' traffic is switched by the proxy too).
     pub blue_green: bool,
+    /// The job rolls another back (its deploys go out as rollbacks).
+    pub rollback: bool,
 }
 
 impl JobContext {
@@ -41,6 +43,7 @@ impl JobContext {
             targets,
             artifacts: job.artifacts.clone(),
             blue_green,
+            rollback: job.is_rollback(),
         })
     }
 

@@ -229,6 +229,7 @@ async fn bench() -> BoxResult<()> {
                 }),
                 project: Name::parse(&prefix)?,
                 artifacts: Vec::new(),
+                rollback: false,
             };
             set.spawn(async move {
                 let ctx = ExecContext::quiet(Duration::from_secs(120));

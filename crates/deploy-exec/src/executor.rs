@@ -61,6 +61,9 @@ pub struct DeployRequest {
     pub project: Name,
     /// Files to upload into the target's work dir (compose lock, env file).
     pub artifacts: Vec<GeneratedArtifact>,
+    /// The task belongs to a rollback job (the digest is the last known good one).
+    /// Executors deploy it the same way; the agent protocol says `rollback`.
+    pub rollback: bool,
 }
 
 /// A docker_host component: its container name, image and published ports.

@@ -235,7 +235,11 @@ impl Executor for AgentExecutor {
             task_id: task.id,
             attempt: task.attempt_number,
         };
-        let action = AgentAction::Deploy { deploy: payload };
+        let action = if request.rollback {
+            AgentAction::Rollback { deploy: payload }
+        } else {
+            AgentAction::Deploy { deploy: payload }
+        };
         match self.run(&request.target, key, action, &ctx).await {
             Ok(TaskOutcome::Deployed {
                 deployed_digest,

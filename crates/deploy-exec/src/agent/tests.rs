@@ -100,6 +100,7 @@ fn request(target: Target, n: u64) -> DeployRequest {
         }),
         project: name("web"),
         artifacts: Vec::new(),
+        rollback: false,
     }
 }
 
@@ -110,6 +111,7 @@ async fn poll(hub: &AgentHub, n: u64, running: &[TaskKey], wait_ms: u64) -> Poll
             protocol: 1,
             running: running.to_vec(),
             wait_ms,
+            draining: false,
         },
         CancellationToken::new(),
     )
@@ -522,6 +524,7 @@ async fn revoking_fails_in_flight_keys_and_refuses_polls() {
                 protocol: 1,
                 running: Vec::new(),
                 wait_ms: 0,
+                draining: false,
             },
             CancellationToken::new(),
         )

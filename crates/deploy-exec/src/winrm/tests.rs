@@ -471,6 +471,7 @@ fn deploy_request(url: &str) -> DeployRequest {
         }),
         project: name("p"),
         artifacts: vec![],
+        rollback: false,
     }
 }
 

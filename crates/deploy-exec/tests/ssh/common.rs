@@ -77,6 +77,7 @@ pub fn docker_request(target: &Target, container: &Name, image: &str, n: u64) ->
         }),
         project: container.clone(),
         artifacts: Vec::new(),
+        rollback: false,
     }
 }
 
@@ -113,6 +114,7 @@ pub fn compose_request(target: &Target, project: &Name, image: &str, n: u64) -> 
         component: None,
         project: project.clone(),
         artifacts: vec![lock, env],
+        rollback: false,
     }
 }
 

@@ -220,6 +220,7 @@ pub fn request(target: &Target, n: u64) -> DeployRequest {
         }),
         project: name("web"),
         artifacts: Vec::new(),
+        rollback: false,
     }
 }
 
