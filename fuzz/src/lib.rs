@@ -43,7 +43,7 @@ pub fn render_template(template: &ComposeTemplate, seed: u64) -> Bundle {
         timestamp: ts(seed % 1_000_000_000),
         template,
         traffic: Traffic {
-            live: if seed % 2 == 0 {
+            live: if seed.is_multiple_of(2) {
                 Colour::Blue
             } else {
                 Colour::Green
