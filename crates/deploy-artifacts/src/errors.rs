@@ -33,6 +33,12 @@ pub enum ArtifactError {
         "{what} has more than {limit} YAML nodes once aliases are expanded; expected at most {limit} (an alias expansion bomb?)"
     )]
     TooManyNodes { what: &'static str, limit: u64 },
+    /// Anchors and aliases expand to more bytes of keys, strings and tags than allowed
+    /// (one long string repeated by aliases); refused, not expanded.
+    #[error(
+        "{what} has more than {limit} bytes of YAML scalars once aliases are expanded; expected at most {limit} (an alias expansion bomb?)"
+    )]
+    TooManyScalarBytes { what: &'static str, limit: u64 },
     /// A service names a component that the release does not have.
     #[error(
         "service `{service}` runs component `{component}`, which is not in release `{release}`; available: {available}"

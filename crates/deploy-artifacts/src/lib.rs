@@ -32,4 +32,4 @@ pub use template::{
     ComposeTemplate, DEFAULT_COMPOSE_VERSION, Restart, SERVICE_NAME_MAX_LEN, TemplateService,
     parse_template,
 };
-pub use yaml_in::{MAX_DOCUMENT_BYTES, MAX_NODES};
+pub use yaml_in::{MAX_DOCUMENT_BYTES, MAX_NODES, MAX_SCALAR_BYTES};

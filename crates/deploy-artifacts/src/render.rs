@@ -171,14 +171,18 @@ pub fn render(input: &RenderInput<'_>) -> Result<Bundle, ArtifactError> {
         )?);
     }
     for svc in &services {
-        let env_path = input
-            .work_dir
-            .join(&Name::parse(&svc.env_file_name).map_err(|source| {
-                ArtifactError::InvalidName {
-                    field: format!("env file name `{}`", svc.env_file_name),
-                    source,
-                }
-            })?);
+        let env_name =
+            Name::parse(&svc.env_file_name).map_err(|source| ArtifactError::InvalidName {
+                field: format!("env file name `{}`", svc.env_file_name),
+                source,
+            })?;
+        let env_path = input.work_dir.join(&env_name).map_err(|e| {
+            ArtifactError::invalid(
+                format!("env file path of service `{}`", svc.template.name),
+                e.value,
+                e.expected,
+            )
+        })?;
         artifacts.push(RenderedArtifact::new(
             ArtifactKind::SystemdUnit,
             unit_file_name(&svc.template.name),

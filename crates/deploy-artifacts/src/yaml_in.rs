@@ -1,4 +1,4 @@
-//! Safe YAML reading: a size limit before parsing, a node budget that stops alias expansion bombs, and errors with line and column.
+//! Safe YAML reading: a size limit before parsing, node and byte budgets that stop alias expansion bombs, and errors with line and column.
 
 use std::cell::Cell;
 use std::fmt;
@@ -13,30 +13,40 @@ pub const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
 /// At most this many YAML nodes after alias expansion (a 1,000-service template has about 50,000).
 pub const MAX_NODES: u64 = 1_000_000;
 
+/// At most this many bytes of scalars (keys, strings, tags) after alias expansion: four
+/// times [`MAX_DOCUMENT_BYTES`]. The node budget alone let a thousand aliases of one
+/// long string expand a 1 MB template into gigabytes (found while fuzzing
+/// `parse_template`; regression tests in `template/tests.rs`).
+pub const MAX_SCALAR_BYTES: u64 = 4 * MAX_DOCUMENT_BYTES as u64;
+
 /// Parses one YAML document into `T`, refusing oversized documents and alias bombs first.
 ///
 /// Two passes: a counting pass that visits every node, aliases expanded, and
-/// stops at [`MAX_NODES`] without allocating; then the typed pass. The counting
-/// pass is what makes a "billion laughs" document fail fast and in constant memory.
+/// stops at [`MAX_NODES`] nodes or [`MAX_SCALAR_BYTES`] bytes of scalars without
+/// allocating; then the typed pass. The counting pass is what makes a "billion
+/// laughs" document, or one that repeats a long string, fail fast and in constant memory.
 pub(crate) fn parse<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T, ArtifactError> {
     let text = check_size_and_utf8(what, bytes)?;
-    let count = Cell::new(0u64);
-    let exceeded = Cell::new(false);
-    let counter = Counter {
-        count: &count,
-        exceeded: &exceeded,
-    };
+    let budget = Budget::default();
+    let counter = Counter { budget: &budget };
     if let Err(e) = counter.deserialize(serde_yaml::Deserializer::from_str(text)) {
-        return Err(if exceeded.get() || is_repetition_limit(&e) {
-            ArtifactError::TooManyNodes {
+        return Err(match budget.exceeded.get() {
+            Some(Exceeded::Bytes) => ArtifactError::TooManyScalarBytes {
+                what,
+                limit: MAX_SCALAR_BYTES,
+            },
+            Some(Exceeded::Nodes) => ArtifactError::TooManyNodes {
                 what,
                 limit: MAX_NODES,
-            }
-        } else {
-            yaml_error(what, &e)
+            },
+            None if is_repetition_limit(&e) => ArtifactError::TooManyNodes {
+                what,
+                limit: MAX_NODES,
+            },
+            None => yaml_error(what, &e),
         });
     }
     serde_yaml::from_str(text).map_err(|e| {
@@ -91,22 +101,70 @@ pub(crate) fn yaml_error(what: &'static str, e: &serde_yaml::Error) -> ArtifactE
     }
 }
 
-/// Visits every node of a document (aliases expanded) and fails once the budget is spent.
+/// Which budget a document overran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exceeded {
+    Nodes,
+    Bytes,
+}
+
+/// What the counting pass has seen so far.
+#[derive(Default)]
+struct Budget {
+    nodes: Cell<u64>,
+    bytes: Cell<u64>,
+    exceeded: Cell<Option<Exceeded>>,
+}
+
+/// Visits every node of a document (aliases expanded) and fails once a budget is spent.
 #[derive(Clone, Copy)]
 struct Counter<'a> {
-    count: &'a Cell<u64>,
-    exceeded: &'a Cell<bool>,
+    budget: &'a Budget,
 }
 
 impl Counter<'_> {
     fn bump<E: de::Error>(self) -> Result<(), E> {
-        let n = self.count.get() + 1;
-        self.count.set(n);
+        let n = self.budget.nodes.get() + 1;
+        self.budget.nodes.set(n);
         if n > MAX_NODES {
-            self.exceeded.set(true);
+            self.budget.exceeded.set(Some(Exceeded::Nodes));
             return Err(E::custom("node budget exceeded"));
         }
         Ok(())
+    }
+
+    fn add_bytes<E: de::Error>(self, len: usize) -> Result<(), E> {
+        let n = self
+            .budget
+            .bytes
+            .get()
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+        self.budget.bytes.set(n);
+        if n > MAX_SCALAR_BYTES {
+            self.budget.exceeded.set(Some(Exceeded::Bytes));
+            return Err(E::custom("scalar byte budget exceeded"));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the bytes of a tag (`!name`), which an alias repeats like any scalar.
+struct TagBytes<'a>(Counter<'a>);
+
+impl<'de> DeserializeSeed<'de> for TagBytes<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for TagBytes<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML tag")
+    }
+    fn visit_str<E: de::Error>(self, tag: &str) -> Result<(), E> {
+        self.0.add_bytes(tag.len())
     }
 }
 
@@ -136,8 +194,9 @@ impl<'de> Visitor<'de> for Counter<'_> {
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
         self.bump()
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.bump()
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.bump()?;
+        self.add_bytes(v.len())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.bump()
@@ -164,7 +223,7 @@ impl<'de> Visitor<'de> for Counter<'_> {
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
         use serde::de::VariantAccess as _;
         self.bump()?;
-        let (_, variant) = data.variant::<de::IgnoredAny>()?;
+        let ((), variant) = data.variant_seed(TagBytes(self))?;
         variant.newtype_variant_seed(self)
     }
 }

@@ -90,10 +90,12 @@ validated_string!(
 );
 
 impl UnixPath {
-    /// This path with a validated file name appended.
-    pub fn join(&self, file_name: &crate::Name) -> UnixPath {
+    /// This path with a validated file name appended, refused when the result is longer
+    /// than the 1,024 bytes every `UnixPath` keeps to (a joined path must parse again:
+    /// it is stored and sent as text).
+    pub fn join(&self, file_name: &crate::Name) -> Result<UnixPath, ValidationError> {
         let base = self.0.trim_end_matches('/');
-        UnixPath(format!("{base}/{file_name}"))
+        UnixPath::parse(&format!("{base}/{file_name}"))
     }
 }
 
@@ -299,16 +301,34 @@ mod tests {
         }
         let p = UnixPath::parse("/srv").unwrap();
         assert_eq!(
-            p.join(&crate::Name::parse("web").unwrap()).as_str(),
+            p.join(&crate::Name::parse("web").unwrap())
+                .unwrap()
+                .as_str(),
             "/srv/web"
         );
         assert_eq!(
             UnixPath::parse("/")
                 .unwrap()
                 .join(&crate::Name::parse("a").unwrap())
+                .unwrap()
                 .as_str(),
             "/a"
         );
+    }
+
+    /// Found by the `image_ref` fuzz target's property "joining a name keeps a path
+    /// valid": a 1,020-byte work dir joined with `file` gave a 1,025-byte `UnixPath`
+    /// that `UnixPath::parse` (and so deserialising it back) refused.
+    #[test]
+    fn join_never_builds_a_path_that_does_not_parse() {
+        let long = format!("/{}/abcdefghi", vec!["a".repeat(100); 10].join("/"));
+        assert_eq!(long.len(), 1020);
+        let dir = UnixPath::parse(&long).unwrap();
+        let e = dir.join(&crate::Name::parse("file").unwrap()).unwrap_err();
+        assert!(e.expected.contains("at most 1024 bytes"), "{e}");
+        let fits = dir.join(&crate::Name::parse("abc").unwrap()).unwrap();
+        assert_eq!(fits.as_str().len(), 1024);
+        assert_eq!(UnixPath::parse(fits.as_str()).unwrap(), fits);
     }
 
     #[test]

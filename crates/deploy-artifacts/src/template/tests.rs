@@ -210,6 +210,56 @@ fn alias_expansion_bombs_are_refused_not_expanded() {
     assert_eq!(t.services[1].environment["A"], "1");
 }
 
+/// A 1 MB string (or tag) aliased 1,000 times (3 levels of 10) under a service key: few
+/// nodes, but a gigabyte once expanded. Before the byte budget this input parsed, in 11 s
+/// and 2 GB, and rendered a 1 GB compose file (found while fuzzing `parse_template`).
+fn long_scalar_bomb(anchored: &str) -> String {
+    let mut bomb = format!("x-s: &s {anchored}\n");
+    let mut previous = "s".to_owned();
+    for level in 1..=3 {
+        let refs = vec![format!("*{previous}"); 10].join(", ");
+        bomb.push_str(&format!("x-l{level}: &l{level} [{refs}]\n"));
+        previous = format!("l{level}");
+    }
+    bomb.push_str(&format!(
+        "services:\n  web:\n    componentName: web\n    x-bomb: *{previous}\n"
+    ));
+    bomb
+}
+
+#[test]
+fn long_string_alias_bombs_are_refused_by_the_byte_budget() {
+    let long = "a".repeat(1_000_000);
+    for (what, bomb) in [
+        ("string", long_scalar_bomb(&format!("\"{long}\""))),
+        ("tag", long_scalar_bomb(&format!("!{long} x"))),
+    ] {
+        assert!(bomb.len() < MAX_DOCUMENT_BYTES, "{what}");
+        let e = parse_template(bomb.as_bytes()).unwrap_err();
+        assert_eq!(
+            e,
+            ArtifactError::TooManyScalarBytes {
+                what: "compose template",
+                limit: crate::MAX_SCALAR_BYTES
+            },
+            "{what}"
+        );
+        assert!(
+            e.to_string().contains("16777216 bytes of YAML scalars"),
+            "{e}"
+        );
+    }
+
+    // A document just under the size limit, all scalars and no aliases, is within the budget.
+    let mut big = String::from("services:\n  web:\n    componentName: web\n    command:\n");
+    let item = format!("      - \"{}\"\n", "x".repeat(1000));
+    while big.len() + item.len() <= MAX_DOCUMENT_BYTES {
+        big.push_str(&item);
+    }
+    let t = parse_template(big.as_bytes()).unwrap();
+    assert!(t.services[0].command.as_ref().unwrap().len() > 4000);
+}
+
 #[test]
 fn environment_rules() {
     let svc =

@@ -1,7 +1,7 @@
 //! The WinRM executor: a WS-Management client, PowerShell encoding and the docker_host sequence for Windows servers.
 
 mod client;
-mod envelope;
+pub(crate) mod envelope;
 mod executor;
 mod ntlm;
 mod powershell;
