@@ -18,7 +18,7 @@ use crate::backoff::Backoff;
 use crate::client::{Client, ClientError, Secret};
 use crate::credentials::{self, StoredCredentials};
 use crate::errors::{AgentRunError, TaskError};
-use crate::journal::{Begin, Journal, KEEP_ACKNOWLEDGED};
+use crate::journal::{Begin, Journal, KEEP_ACKNOWLEDGED, Repair};
 use crate::outbox::{Outbox, Sender};
 use crate::redact::Redactor;
 use crate::runtime::Runtime;
@@ -290,8 +290,18 @@ impl Agent {
     /// grace period, cancels the rest and flushes their results. A refused credential ends
     /// it with [`AgentRunError::CredentialRefused`].
     pub async fn run(self, stop: CancellationToken) -> Result<(), AgentRunError> {
-        for entry in self.journal.recover(now_ms())? {
-            self.outbox.restore(&entry);
+        let recovered = self.journal.recover(now_ms())?;
+        for entry in &recovered.outbox {
+            self.outbox.restore(entry);
+        }
+        // Before any new task: a deploy cut by a crash may have left `<name>` missing.
+        for (key, repair) in &recovered.repairs {
+            let did = self.runtime.repair(&repair.container, &repair.target).await;
+            tracing::info!(
+                task = %key.task_id, attempt = key.attempt, container = %repair.container,
+                target = %repair.target, "repair after an agent crash: {}",
+                if did.is_empty() { "nothing to do".to_owned() } else { did.join("; ") }
+            );
         }
         if let Ok(n) = self.journal.prune(now_ms(), KEEP_ACKNOWLEDGED)
             && n > 0
@@ -495,7 +505,18 @@ impl Agent {
             return;
         }
         let action = delivery.action.name();
-        match self.journal.begin(&key, action, now_ms()) {
+        let repair = match &delivery.action {
+            AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy }
+                if delivery.target.target_type == deploy_core::TargetType::DockerHost =>
+            {
+                deploy.component.as_ref().map(|c| Repair {
+                    container: c.name.clone(),
+                    target: delivery.target.name.clone(),
+                })
+            }
+            _ => None,
+        };
+        match self.journal.begin_with(&key, action, repair, now_ms()) {
             Ok(Begin::Fresh) => {}
             Ok(Begin::Finished(entry)) => {
                 tracing::info!(task = %key.task_id, attempt = key.attempt, "redelivered a finished {action}: sending its result again");
@@ -753,7 +774,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The server was unreachable: the result waits in the journal for the next start.
-        assert_eq!(a.journal.recover(now_ms()).unwrap().len(), 1);
+        assert_eq!(a.journal.recover(now_ms()).unwrap().outbox.len(), 1);
     }
 
     #[test]

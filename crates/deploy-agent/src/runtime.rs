@@ -94,8 +94,12 @@ impl Runtime {
     fn slot(target: &Target, name: &Name) -> String {
         match target.target_type {
             TargetType::ComposeHost => format!("compose:{name}"),
-            _ => format!("docker:{name}"),
+            _ => Self::docker_slot(name),
         }
+    }
+
+    fn docker_slot(container: &Name) -> String {
+        format!("docker:{container}")
     }
 
     /// Executes `delivery` with its timeout; `cancel` stops it (reported `cancelled`).
@@ -164,6 +168,32 @@ impl Runtime {
             }
         }
         failed(cut, None)
+    }
+
+    /// At start, for a docker_host deploy or rollback an agent crash cut: the same
+    /// recovery as after a cancel (no `-next` left, `<container>` back and running),
+    /// under the slot lock and bounded by [`RECOVER_TIMEOUT`]. Returns what it did.
+    pub async fn repair(&self, container: &Name, target: &Name) -> Vec<String> {
+        let Ok(docker) = self.docker() else {
+            return vec!["no docker capability: nothing repaired".to_owned()];
+        };
+        let log = TaskLog::new(
+            "repair",
+            crate::redact::Redactor::new(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        );
+        let slot = Self::docker_slot(container);
+        tokio::time::timeout(RECOVER_TIMEOUT, async {
+            let _slot = self.locks.lock(&slot).await;
+            docker.recover(container, target, &log).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            vec![format!(
+                "gave up after {} s: the Docker Engine does not answer",
+                RECOVER_TIMEOUT.as_secs()
+            )]
+        })
     }
 
     async fn run(&self, delivery: &TaskDelivery, log: &TaskLog) -> TaskOutcome {

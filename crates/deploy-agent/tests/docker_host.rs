@@ -608,3 +608,29 @@ async fn a_failure_message_quoting_the_registry_password_is_redacted() {
         out => panic!("expected a failed pull, got {out:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_cut_by_a_crash_between_the_renames_is_repaired_at_start() {
+    let prefix = format!("agtrepair{}", std::process::id());
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}/app")).unwrap();
+    let rt = runtime().await;
+    let web = format!("{prefix}-web");
+    deployed(&run(&rt, &deploy(1, &web, &images.v1, &[])).await);
+    // The state a SIGKILL leaves after the first rename of a swap: `<name>` is gone,
+    // the old one is `-previous`.
+    let previous = format!("{web}-previous");
+    deploy_testkit::run_checked("docker", &["rename", &web, &previous]).unwrap();
+    assert_eq!(containers(&prefix), vec![previous.clone()]);
+
+    // Another target's view of the slot is not acted upon.
+    let did = rt.repair(&name(&web), &name("other-host")).await;
+    assert!(did.iter().any(|d| d.contains("other-host")), "{did:?}");
+    assert_eq!(containers(&prefix), vec![previous.clone()]);
+
+    let did = rt.repair(&name(&web), &name("agent-host")).await;
+    assert!(did.iter().any(|d| d.contains("became")), "{did:?}");
+    assert_eq!(containers(&prefix), vec![web.clone()]);
+    assert_eq!(version(&web), "v1");
+}
