@@ -129,7 +129,7 @@ where
             Ok(v) => return Ok(Some(v)),
             Err(e) if retryable(&e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!("{e}; retrying {what} in {} ms", delay.as_millis());
+                tracing::warn!(request = what, "{e}; retrying in {} ms", delay.as_millis());
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => return Ok(None),
