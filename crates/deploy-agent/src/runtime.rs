@@ -213,14 +213,26 @@ impl Runtime {
                 Ok(digest) => TaskOutcome::Inspected { digest },
                 Err(e) => failed(e, None),
             },
-            AgentAction::HealthCommand { command } => match command::run(command, log).await {
-                Ok((exit_status, stdout)) => TaskOutcome::CommandRan {
-                    exit_status,
-                    stdout,
-                },
-                Err(e) => failed(e, None),
-            },
+            AgentAction::HealthCommand { command } => {
+                match self.health_command(target, command, log).await {
+                    Ok((exit_status, stdout)) => TaskOutcome::CommandRan {
+                        exit_status,
+                        stdout,
+                    },
+                    Err(e) => failed(e, None),
+                }
+            }
         }
+    }
+
+    async fn health_command(
+        &self,
+        target: &Target,
+        command: &deploy_core::CommandSpec,
+        log: &TaskLog,
+    ) -> Result<(u32, String), TaskError> {
+        let conn = agent_connection(target)?;
+        command::run(command, &PathBuf::from(conn.work_dir.as_str()), log).await
     }
 
     /// The digest running for `component` (docker_host: the container; compose_host: the project).

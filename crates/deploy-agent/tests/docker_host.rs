@@ -370,6 +370,33 @@ async fn health_command_reports_status_and_redacted_stdout() {
         matches!(&out, TaskOutcome::Failed { error, .. } if error.code == AgentErrorCode::HostError),
         "{out:?}"
     );
+    // It runs in the target's work_dir, which must exist.
+    let work = tempfile::tempdir().unwrap();
+    let mut pwd = command(&["pwd"]);
+    pwd.target = target(work.path().to_str().unwrap());
+    match run(&rt, &pwd).await {
+        TaskOutcome::CommandRan {
+            exit_status: 0,
+            stdout,
+        } => assert_eq!(
+            std::fs::canonicalize(stdout.trim()).unwrap(),
+            std::fs::canonicalize(work.path()).unwrap()
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut nowhere = command(&["true"]);
+    nowhere.target = target("/nonexistent/work");
+    match run(&rt, &nowhere).await {
+        TaskOutcome::Failed { error, .. } => {
+            assert_eq!(error.code, AgentErrorCode::HostError);
+            assert!(
+                error.message.contains("/nonexistent/work"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let mut slow = command(&["sleep", "5"]);
     slow.timeout_ms = 100;
     let out = run(&rt, &slow).await;
