@@ -740,11 +740,23 @@ impl DockerHost {
         };
         let next = next_name(name);
         match self.inspect_owned(&next, target).await {
-            Ok(Some(_)) => match self.remove(&next).await {
-                Ok(()) => note(format!("removed {next}")),
-                Err(e) => note(e.message),
-            },
-            Ok(None) => {}
+            Ok(found) => {
+                // Removed even when not seen: a create the cut dropped may still be
+                // finishing in the engine; checked again briefly for the same reason.
+                for _ in 0..3 {
+                    if let Err(e) = self.remove(&next).await {
+                        note(e.message);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if !matches!(self.inspect(&next).await, Ok(Some(_))) {
+                        break;
+                    }
+                }
+                if found.is_some() {
+                    note(format!("removed {next}"));
+                }
+            }
             Err(e) => note(e.message),
         }
         match self.inspect_owned(name.as_str(), target).await {
