@@ -290,7 +290,8 @@ impl Agent {
     /// grace period, cancels the rest and flushes their results. A refused credential ends
     /// it with [`AgentRunError::CredentialRefused`].
     pub async fn run(self, stop: CancellationToken) -> Result<(), AgentRunError> {
-        let recovered = self.journal.recover(now_ms())?;
+        let now = now_ms();
+        let recovered = self.journal.run_blocking(move |j| j.recover(now)).await?;
         for entry in &recovered.outbox {
             self.outbox.restore(entry);
         }
@@ -303,7 +304,11 @@ impl Agent {
                 if did.is_empty() { "nothing to do".to_owned() } else { did.join("; ") }
             );
         }
-        if let Ok(n) = self.journal.prune(now_ms(), KEEP_ACKNOWLEDGED)
+        let now = now_ms();
+        if let Ok(n) = self
+            .journal
+            .run_blocking(move |j| j.prune(now, KEEP_ACKNOWLEDGED))
+            .await
             && n > 0
         {
             tracing::info!("pruned {n} acknowledged journal entries");
@@ -336,7 +341,10 @@ impl Agent {
                     }
                     if last_prune.elapsed() > PRUNE_EVERY {
                         last_prune = tokio::time::Instant::now();
-                        let _ = journal.prune(now_ms(), KEEP_ACKNOWLEDGED);
+                        let now = now_ms();
+                        let _ = journal
+                            .run_blocking(move |j| j.prune(now, KEEP_ACKNOWLEDGED))
+                            .await;
                     }
                 }
             })
@@ -373,7 +381,7 @@ impl Agent {
                     backoff.reset();
                     cancel_keys(&running, &resp.cancel);
                     for delivery in resp.deliveries {
-                        self.accept(delivery, &running, &mut tasks);
+                        self.accept(delivery, &running, &mut tasks).await;
                     }
                 }
                 Err(ClientError::Unauthorized { detail, .. }) => {
@@ -494,7 +502,7 @@ impl Agent {
     }
 
     /// One delivery: run it (new key), or answer from the journal (known key).
-    fn accept(&self, delivery: TaskDelivery, running: &Running, tasks: &mut JoinSet<()>) {
+    async fn accept(&self, delivery: TaskDelivery, running: &Running, tasks: &mut JoinSet<()>) {
         let key = delivery.key;
         let is_running = running
             .lock()
@@ -516,7 +524,12 @@ impl Agent {
             }
             _ => None,
         };
-        match self.journal.begin_with(&key, action, repair, now_ms()) {
+        let now = now_ms();
+        let begun = self
+            .journal
+            .run_blocking(move |j| j.begin_with(&key, action, repair, now))
+            .await;
+        match begun {
             Ok(Begin::Fresh) => {}
             Ok(Begin::Finished(entry)) => {
                 tracing::info!(task = %key.task_id, attempt = key.attempt, "redelivered a finished {action}: sending its result again");
@@ -572,7 +585,11 @@ impl Agent {
                 outcome,
             };
             let (first, lines) = log.unacknowledged();
-            if let Err(e) = journal.finish(&key, result.clone(), first, lines, now_ms()) {
+            let (stored, now) = (result.clone(), now_ms());
+            let journalled = journal
+                .run_blocking(move |j| j.finish(&key, stored, first, lines, now))
+                .await;
+            if let Err(e) = journalled {
                 tracing::error!("journal the result: {e}");
             }
             match code {
@@ -710,11 +727,11 @@ mod tests {
         let running: Running = Arc::default();
         let mut tasks = JoinSet::new();
         let d = delivery(1, &marker);
-        a.accept(d.clone(), &running, &mut tasks);
+        a.accept(d.clone(), &running, &mut tasks).await;
         // Redelivered while it runs or before its result is acknowledged: not run again.
-        a.accept(d.clone(), &running, &mut tasks);
+        a.accept(d.clone(), &running, &mut tasks).await;
         while tasks.join_next().await.is_some() {}
-        a.accept(d.clone(), &running, &mut tasks);
+        a.accept(d.clone(), &running, &mut tasks).await;
         assert!(tasks.is_empty());
         assert_eq!(runs(&marker), 1);
         assert!(a.outbox.contains(&d.key));
@@ -722,7 +739,7 @@ mod tests {
         // After a restart (a new agent on the same state dir, empty outbox): the journal
         // answers with the stored result, still without running it.
         let b = agent(dir.path());
-        b.accept(d.clone(), &running, &mut tasks);
+        b.accept(d.clone(), &running, &mut tasks).await;
         assert!(tasks.is_empty());
         assert_eq!(runs(&marker), 1);
         assert!(b.outbox.contains(&d.key));
@@ -736,7 +753,7 @@ mod tests {
         let cut = delivery(2, &marker);
         b.journal.begin(&cut.key, "health_command", 1).unwrap();
         let c = agent(dir.path());
-        c.accept(cut.clone(), &running, &mut tasks);
+        c.accept(cut.clone(), &running, &mut tasks).await;
         assert!(tasks.is_empty());
         assert_eq!(runs(&marker), 1);
         let entry = c.journal.read(&cut.key).unwrap().unwrap();
@@ -758,7 +775,7 @@ mod tests {
         slow.action = AgentAction::HealthCommand {
             command: CommandSpec::new(vec!["sleep".to_owned(), "30".to_owned()]).unwrap(),
         };
-        a.accept(slow.clone(), &running, &mut tasks);
+        a.accept(slow.clone(), &running, &mut tasks).await;
         let sender = HttpSender {
             client: a.client.clone(),
             bearer: a.creds.bearer(),
@@ -910,7 +927,7 @@ mod tests {
         slow.action = AgentAction::HealthCommand {
             command: CommandSpec::new(vec!["sleep".to_owned(), "30".to_owned()]).unwrap(),
         };
-        a.accept(slow.clone(), &running, &mut tasks);
+        a.accept(slow.clone(), &running, &mut tasks).await;
         let sender = HttpSender {
             client: a.client.clone(),
             bearer: a.creds.bearer(),

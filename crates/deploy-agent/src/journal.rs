@@ -157,6 +157,24 @@ impl Journal {
         Ok(Self { dir })
     }
 
+    /// Runs `f` (journal reads and writes) on tokio's blocking pool: every write fsyncs
+    /// the file and its directory, and `prune` reads every entry; on the async workers
+    /// that would stall the poll loop (the heartbeat), the tasks and the flusher.
+    pub async fn run_blocking<T, F>(&self, f: F) -> Result<T, AgentRunError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Self) -> Result<T, AgentRunError> + Send + 'static,
+    {
+        let journal = self.clone();
+        tokio::task::spawn_blocking(move || f(&journal))
+            .await
+            .map_err(|e| AgentRunError::Io {
+                action: "run a journal operation in",
+                path: self.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
     fn path(&self, key: &TaskKey) -> PathBuf {
         self.dir
             .join(format!("{}-{}.json", key.task_id, key.attempt))
