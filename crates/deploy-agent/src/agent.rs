@@ -984,6 +984,32 @@ mod tests {
         assert!(retryable_status(503) && retryable_status(429) && retryable_status(408));
     }
 
+    #[tokio::test]
+    async fn registration_retries_a_503_and_stops_on_a_409_with_the_detail() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        let (url, seen) = fake_server(move |_, _| {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                (503, r#"{"detail":"starting"}"#.to_owned())
+            } else {
+                (409, r#"{"detail":"an agent named a1 exists"}"#.to_owned())
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = agent(dir.path()).config;
+        config.server = url;
+        config.bootstrap_token = Some(Secret::new("dpb_x"));
+        let err = Agent::connect(config, Runtime::new(None, None), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AgentRunError::RegistrationRefused { status: 409, detail, .. } if detail.contains("a1 exists")),
+            "{err}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
     #[test]
     fn poll_wait_fits_three_times_in_the_heartbeat_timeout() {
         assert_eq!(poll_wait_ms(None, 90_000), 25_000);
