@@ -27,7 +27,7 @@ pub const BOOTSTRAP_TOKEN_ENV: &str = "DEPLOY_AGENT_BOOTSTRAP_TOKEN";
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Args {
-    /// TOML configuration file (keys: server, name, state_dir, labels, capabilities, ca_file, docker_socket, log_format, poll_wait_ms, bootstrap_token_file).
+    /// TOML configuration file (keys: server, name, state_dir, labels, capabilities, ca_file, docker_socket, log_format, poll_wait_ms, bootstrap_token_file, allow_insecure_http).
     #[arg(long, env = "DEPLOY_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
     /// deployd's base URL, http:// or https://.
@@ -69,6 +69,10 @@ pub struct Args {
     /// File holding the one-time bootstrap token (only read when no credentials are stored).
     #[arg(long, env = "DEPLOY_AGENT_BOOTSTRAP_TOKEN_FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Allow an http:// server that is not on loopback (the bootstrap token, the agent
+    /// credential and registry passwords then travel in clear): for trusted networks only.
+    #[arg(long, env = "DEPLOY_AGENT_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -109,6 +113,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     poll_wait_ms: Option<u64>,
     bootstrap_token_file: Option<PathBuf>,
+    allow_insecure_http: Option<bool>,
 }
 
 /// The validated configuration.
@@ -126,6 +131,15 @@ pub struct Config {
     pub rotate_credential: bool,
     pub poll_wait_ms: Option<u64>,
     pub bootstrap_token: Option<Secret>,
+}
+
+/// Whether `host` (without brackets) is this machine: `localhost`, 127.0.0.0/8 or `::1`,
+/// where plain http does not leave the host.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads the bootstrap token from `file`, else from `env_token`; an empty one is an error.
@@ -172,11 +186,18 @@ impl Config {
             );
         };
         let server = server.trim_end_matches('/').to_owned();
-        HttpUrl::parse(&server).with_context(|| {
+        let url = HttpUrl::parse(&server).with_context(|| {
             format!(
                 "server `{server}` is invalid; expected http://host[:port] or https://host[:port]"
             )
         })?;
+        let allow_insecure_http =
+            args.allow_insecure_http || file.allow_insecure_http.unwrap_or(false);
+        if !url.is_https() && !is_loopback(url.host()) && !allow_insecure_http {
+            bail!(
+                "server `{server}` is plain http on a non-loopback host: the bootstrap token, the agent credential and registry passwords would travel in clear; use https:// (with --ca-file for a private CA), or accept the risk with --allow-insecure-http (DEPLOY_AGENT_ALLOW_INSECURE_HTTP=true, or `allow_insecure_http = true` in the config file)"
+            );
+        }
         let Some(name) = args.name.or(file.name) else {
             bail!("no name: pass --name (or DEPLOY_AGENT_NAME, or `name` in the config file)");
         };
@@ -291,10 +312,23 @@ mod tests {
         let err =
             |argv: &[&str], file: Option<&str>| format!("{:#}", load(argv, file).unwrap_err());
         assert!(err(&["--server", "ftp://x", "--name", "a"], None).contains("ftp://x"));
-        assert!(err(&["--server", "http://x", "--name", "Bad Name"], None).contains("Bad Name"));
         assert!(
             err(
-                &["--server", "http://x", "--name", "a", "--label", "novalue"],
+                &["--server", "http://127.0.0.1", "--name", "Bad Name"],
+                None
+            )
+            .contains("Bad Name")
+        );
+        assert!(
+            err(
+                &[
+                    "--server",
+                    "http://127.0.0.1",
+                    "--name",
+                    "a",
+                    "--label",
+                    "novalue"
+                ],
                 None
             )
             .contains("novalue")
@@ -303,7 +337,7 @@ mod tests {
             err(
                 &[
                     "--server",
-                    "http://x",
+                    "http://127.0.0.1",
                     "--name",
                     "a",
                     "--poll-wait-ms",
@@ -314,7 +348,50 @@ mod tests {
             .contains("99999")
         );
         assert!(err(&["--name", "a"], None).contains("no server"));
-        assert!(err(&[], Some("server = \"http://x\"\nnmae = \"a\"\n")).contains("nmae"));
+        assert!(err(&[], Some("server = \"http://127.0.0.1\"\nnmae = \"a\"\n")).contains("nmae"));
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5",
+            "http://localhost:80",
+            "http://[::1]:8080",
+            "https://deployd.example",
+        ] {
+            assert!(load(&["--server", ok, "--name", "a"], None).is_ok(), "{ok}");
+        }
+        let err = format!(
+            "{:#}",
+            load(
+                &["--server", "http://deployd.example:8080", "--name", "a"],
+                None
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("http://deployd.example:8080"), "{err}");
+        assert!(
+            err.contains("https://") && err.contains("--allow-insecure-http"),
+            "{err}"
+        );
+        assert!(err.contains("allow_insecure_http"), "{err}");
+        assert!(load(&["--server", "http://10.0.0.1", "--name", "a"], None).is_err());
+        let flag = &[
+            "--server",
+            "http://deployd.example",
+            "--name",
+            "a",
+            "--allow-insecure-http",
+        ];
+        assert!(load(flag, None).is_ok());
+        assert!(
+            load(
+                &["--name", "a"],
+                Some("server = \"http://10.0.0.1\"\nallow_insecure_http = true\n")
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -73,7 +73,14 @@ async fn executors(config: &Config) -> anyhow::Result<Runtime> {
         (Ok(_), Some(false)) => None,
         (Err(e), Some(true)) => anyhow::bail!("capability docker: {}", e.message),
         (Err(e), None) => {
-            tracing::info!("no docker capability: {}", e.message);
+            // Capabilities are fixed at registration (the protocol has no update): an
+            // agent first started while Docker was down stays without docker.
+            tracing::warn!(
+                socket = %socket.display(),
+                "no docker capability: the Docker Engine on `{}` does not answer ({}); capabilities are set when the agent registers and are not updated later: if Docker should be here, fix it and register again (see docs/agent.md, \"Capabilities\")",
+                socket.display(),
+                e.message
+            );
             None
         }
         (Err(_), Some(false)) => None,

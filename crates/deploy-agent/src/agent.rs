@@ -18,7 +18,7 @@ use crate::backoff::Backoff;
 use crate::client::{Client, ClientError, Secret};
 use crate::credentials::{self, StoredCredentials};
 use crate::errors::{AgentRunError, TaskError};
-use crate::journal::{Begin, Journal, KEEP_ACKNOWLEDGED};
+use crate::journal::{Begin, Journal, KEEP_ACKNOWLEDGED, Repair};
 use crate::outbox::{Outbox, Sender};
 use crate::redact::Redactor;
 use crate::runtime::Runtime;
@@ -31,6 +31,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// After the grace period, how long cancelled tasks and the last flush may take.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(5);
+/// Longest poll wait while draining: short, so that a cancel reaches the tasks quickly
+/// and the drain never outlives its tasks by a long poll.
+pub const DRAIN_POLL_MS: u64 = 1_000;
 
 /// Everything the agent needs, validated by the binary.
 #[derive(Debug, Clone)]
@@ -87,7 +90,30 @@ pub fn poll_wait_ms(configured: Option<u64>, heartbeat_timeout_ms: u64) -> u64 {
         .min(MAX_POLL_WAIT_MS)
 }
 
-/// Retries `f` on transport errors (server down or restarting) with backoff, until `stop`.
+/// The poll wait while draining: `min(1 s, heartbeat timeout / 3)`, at least 100 ms so a
+/// tiny heartbeat timeout does not turn the drain into a busy loop.
+pub fn drain_poll_ms(heartbeat_timeout_ms: u64) -> u64 {
+    DRAIN_POLL_MS.min(heartbeat_timeout_ms / 3).max(100)
+}
+
+/// Whether an error status may heal by itself (timeout, rate limit, server error): those
+/// are retried; any other 4xx (protocol-version mismatch, forbidden, unknown agent) would
+/// be refused forever, so the agent stops and says why.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429) || status >= 500
+}
+
+/// Whether `e` is worth retrying: transport errors and retryable statuses.
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Transport { .. } => true,
+        ClientError::Status { status, .. } => retryable_status(*status),
+        _ => false,
+    }
+}
+
+/// Retries `f` on transport errors (server down or restarting) and retryable statuses
+/// (408, 429, 5xx) with backoff, until `stop`.
 async fn with_retries<T, F, Fut>(
     what: &str,
     stop: &CancellationToken,
@@ -101,9 +127,9 @@ where
     loop {
         match f().await {
             Ok(v) => return Ok(Some(v)),
-            Err(ClientError::Transport { detail, .. }) => {
+            Err(e) if retryable(&e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!("{what}: {detail}; retrying in {} ms", delay.as_millis());
+                tracing::warn!(request = what, "{e}; retrying in {} ms", delay.as_millis());
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => return Ok(None),
@@ -197,6 +223,13 @@ impl Agent {
                                 detail,
                             }
                         }
+                        ClientError::NotFound { detail, .. } => {
+                            AgentRunError::RegistrationRefused {
+                                name: config.name.to_string(),
+                                status: 404,
+                                detail,
+                            }
+                        }
                         other => AgentRunError::Server {
                             what: "register".to_owned(),
                             detail: other.to_string(),
@@ -257,10 +290,25 @@ impl Agent {
     /// grace period, cancels the rest and flushes their results. A refused credential ends
     /// it with [`AgentRunError::CredentialRefused`].
     pub async fn run(self, stop: CancellationToken) -> Result<(), AgentRunError> {
-        for entry in self.journal.recover(now_ms())? {
-            self.outbox.restore(&entry);
+        let now = now_ms();
+        let recovered = self.journal.run_blocking(move |j| j.recover(now)).await?;
+        for entry in &recovered.outbox {
+            self.outbox.restore(entry);
         }
-        if let Ok(n) = self.journal.prune(now_ms(), KEEP_ACKNOWLEDGED)
+        // Before any new task: a deploy cut by a crash may have left `<name>` missing.
+        for (key, repair) in &recovered.repairs {
+            let did = self.runtime.repair(&repair.container, &repair.target).await;
+            tracing::info!(
+                task = %key.task_id, attempt = key.attempt, container = %repair.container,
+                target = %repair.target, "repair after an agent crash: {}",
+                if did.is_empty() { "nothing to do".to_owned() } else { did.join("; ") }
+            );
+        }
+        let now = now_ms();
+        if let Ok(n) = self
+            .journal
+            .run_blocking(move |j| j.prune(now, KEEP_ACKNOWLEDGED))
+            .await
             && n > 0
         {
             tracing::info!("pruned {n} acknowledged journal entries");
@@ -293,7 +341,10 @@ impl Agent {
                     }
                     if last_prune.elapsed() > PRUNE_EVERY {
                         last_prune = tokio::time::Instant::now();
-                        let _ = journal.prune(now_ms(), KEEP_ACKNOWLEDGED);
+                        let now = now_ms();
+                        let _ = journal
+                            .run_blocking(move |j| j.prune(now, KEEP_ACKNOWLEDGED))
+                            .await;
                     }
                 }
             })
@@ -328,20 +379,16 @@ impl Agent {
             match answer {
                 Ok(resp) => {
                     backoff.reset();
-                    if let Ok(map) = running.lock() {
-                        for key in &resp.cancel {
-                            if let Some(token) = map.get(key) {
-                                tracing::info!(task = %key.task_id, attempt = key.attempt, "cancelled by the server");
-                                token.cancel();
-                            }
-                        }
-                    }
+                    cancel_keys(&running, &resp.cancel);
                     for delivery in resp.deliveries {
-                        self.accept(delivery, &running, &mut tasks);
+                        self.accept(delivery, &running, &mut tasks).await;
                     }
                 }
                 Err(ClientError::Unauthorized { detail, .. }) => {
                     break Err(AgentRunError::CredentialRefused { detail });
+                }
+                Err(e) if !retryable(&e) && !matches!(e, ClientError::Decode { .. }) => {
+                    break Err(refused("poll", e));
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
@@ -372,6 +419,10 @@ impl Agent {
     }
 
     /// After SIGTERM: tasks get the grace period, then are cancelled; results are flushed.
+    /// Meanwhile the agent keeps polling with `draining: true` (short waits): those polls
+    /// are its heartbeat, without which the server would fail the running attempts after
+    /// its heartbeat timeout (shorter than the grace) and drop their late results; they
+    /// also still carry the server's cancels.
     async fn drain(&self, running: &Running, tasks: &mut JoinSet<()>, sender: &HttpSender) {
         if !tasks.is_empty() {
             tracing::info!(
@@ -380,11 +431,49 @@ impl Agent {
                 tasks.len()
             );
         }
-        let finished = tokio::time::timeout(self.config.shutdown_grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if finished.is_err() {
+        let wait_ms = drain_poll_ms(self.creds.heartbeat_timeout_ms);
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        let mut next_poll = tokio::time::Instant::now();
+        let mut polling = true;
+        let finished = loop {
+            if tasks.is_empty() {
+                break true;
+            }
+            let req = PollRequest {
+                protocol: AGENT_PROTOCOL_VERSION,
+                running: running_keys(running),
+                wait_ms,
+                draining: true,
+            };
+            let poll = async {
+                if !polling {
+                    return std::future::pending().await;
+                }
+                tokio::time::sleep_until(next_poll).await;
+                self.client.poll(&sender.bearer, &req).await
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break false,
+                joined = tasks.join_next() => {
+                    if let Some(Err(e)) = joined {
+                        tracing::error!("a task panicked: {e}");
+                    }
+                }
+                answer = poll => {
+                    // Spaced by the wait even when the server answers at once.
+                    next_poll = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+                    match answer {
+                        Ok(resp) => cancel_keys(running, &resp.cancel),
+                        Err(ClientError::Unauthorized { detail, .. }) => {
+                            tracing::error!("draining: the server refused the credential ({detail}); no more heartbeats");
+                            polling = false;
+                        }
+                        Err(e) => tracing::warn!("draining: {e}"),
+                    }
+                }
+            }
+        };
+        if !finished {
             if let Ok(map) = running.lock() {
                 map.values().for_each(CancellationToken::cancel);
             }
@@ -413,7 +502,7 @@ impl Agent {
     }
 
     /// One delivery: run it (new key), or answer from the journal (known key).
-    fn accept(&self, delivery: TaskDelivery, running: &Running, tasks: &mut JoinSet<()>) {
+    async fn accept(&self, delivery: TaskDelivery, running: &Running, tasks: &mut JoinSet<()>) {
         let key = delivery.key;
         let is_running = running
             .lock()
@@ -424,7 +513,23 @@ impl Agent {
             return;
         }
         let action = delivery.action.name();
-        match self.journal.begin(&key, action, now_ms()) {
+        let repair = match &delivery.action {
+            AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy }
+                if delivery.target.target_type == deploy_core::TargetType::DockerHost =>
+            {
+                deploy.component.as_ref().map(|c| Repair {
+                    container: c.name.clone(),
+                    target: delivery.target.name.clone(),
+                })
+            }
+            _ => None,
+        };
+        let now = now_ms();
+        let begun = self
+            .journal
+            .run_blocking(move |j| j.begin_with(&key, action, repair, now))
+            .await;
+        match begun {
             Ok(Begin::Fresh) => {}
             Ok(Begin::Finished(entry)) => {
                 tracing::info!(task = %key.task_id, attempt = key.attempt, "redelivered a finished {action}: sending its result again");
@@ -480,7 +585,11 @@ impl Agent {
                 outcome,
             };
             let (first, lines) = log.unacknowledged();
-            if let Err(e) = journal.finish(&key, result.clone(), first, lines, now_ms()) {
+            let (stored, now) = (result.clone(), now_ms());
+            let journalled = journal
+                .run_blocking(move |j| j.finish(&key, stored, first, lines, now))
+                .await;
+            if let Err(e) = journalled {
                 tracing::error!("journal the result: {e}");
             }
             match code {
@@ -498,6 +607,33 @@ impl Agent {
                 map.remove(&key);
             }
         });
+    }
+}
+
+/// Stops the running tasks whose keys the server no longer wants.
+fn cancel_keys(running: &Running, cancel: &[TaskKey]) {
+    if let Ok(map) = running.lock() {
+        for key in cancel {
+            if let Some(token) = map.get(key) {
+                tracing::info!(task = %key.task_id, attempt = key.attempt, "cancelled by the server");
+                token.cancel();
+            }
+        }
+    }
+}
+
+/// A request the server refuses in a way retrying cannot fix.
+fn refused(what: &str, e: ClientError) -> AgentRunError {
+    let (status, detail) = match e {
+        ClientError::Status { status, detail, .. } => (status, detail),
+        ClientError::NotFound { detail, .. } => (404, detail),
+        ClientError::Unauthorized { detail, .. } => (401, detail),
+        other => (0, other.to_string()),
+    };
+    AgentRunError::Refused {
+        what: what.to_owned(),
+        status,
+        detail,
     }
 }
 
@@ -591,11 +727,11 @@ mod tests {
         let running: Running = Arc::default();
         let mut tasks = JoinSet::new();
         let d = delivery(1, &marker);
-        a.accept(d.clone(), &running, &mut tasks);
+        a.accept(d.clone(), &running, &mut tasks).await;
         // Redelivered while it runs or before its result is acknowledged: not run again.
-        a.accept(d.clone(), &running, &mut tasks);
+        a.accept(d.clone(), &running, &mut tasks).await;
         while tasks.join_next().await.is_some() {}
-        a.accept(d.clone(), &running, &mut tasks);
+        a.accept(d.clone(), &running, &mut tasks).await;
         assert!(tasks.is_empty());
         assert_eq!(runs(&marker), 1);
         assert!(a.outbox.contains(&d.key));
@@ -603,7 +739,7 @@ mod tests {
         // After a restart (a new agent on the same state dir, empty outbox): the journal
         // answers with the stored result, still without running it.
         let b = agent(dir.path());
-        b.accept(d.clone(), &running, &mut tasks);
+        b.accept(d.clone(), &running, &mut tasks).await;
         assert!(tasks.is_empty());
         assert_eq!(runs(&marker), 1);
         assert!(b.outbox.contains(&d.key));
@@ -617,7 +753,7 @@ mod tests {
         let cut = delivery(2, &marker);
         b.journal.begin(&cut.key, "health_command", 1).unwrap();
         let c = agent(dir.path());
-        c.accept(cut.clone(), &running, &mut tasks);
+        c.accept(cut.clone(), &running, &mut tasks).await;
         assert!(tasks.is_empty());
         assert_eq!(runs(&marker), 1);
         let entry = c.journal.read(&cut.key).unwrap().unwrap();
@@ -639,7 +775,7 @@ mod tests {
         slow.action = AgentAction::HealthCommand {
             command: CommandSpec::new(vec!["sleep".to_owned(), "30".to_owned()]).unwrap(),
         };
-        a.accept(slow.clone(), &running, &mut tasks);
+        a.accept(slow.clone(), &running, &mut tasks).await;
         let sender = HttpSender {
             client: a.client.clone(),
             bearer: a.creds.bearer(),
@@ -655,7 +791,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The server was unreachable: the result waits in the journal for the next start.
-        assert_eq!(a.journal.recover(now_ms()).unwrap().len(), 1);
+        assert_eq!(a.journal.recover(now_ms()).unwrap().outbox.len(), 1);
     }
 
     #[test]
@@ -677,6 +813,201 @@ mod tests {
         };
         let r = redactor_for(&d, "dpa_cred");
         assert_eq!(r.apply("pw-123 dpa_cred"), "[REDACTED] [REDACTED]");
+    }
+
+    /// Requests seen by [`fake_server`]: path and body.
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A minimal HTTP/1.1 server on loopback: `answer(path, n-th poll)` gives the status
+    /// and body of each request (one request per connection).
+    async fn fake_server(
+        answer: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static,
+    ) -> (String, Seen) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let answer = Arc::new(answer);
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (answer, log, polls) = (answer.clone(), log.clone(), polls.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_end, length) = loop {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (i + 4, length);
+                        }
+                    };
+                    while buf.len() < head_end + length {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+                    let n = if path.ends_with("/poll") {
+                        polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    } else {
+                        0
+                    };
+                    log.lock().unwrap().push((path.clone(), body));
+                    let (status, text) = answer(&path, n);
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn polls(seen: &Seen) -> Vec<PollRequest> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, _)| path.ends_with("/poll"))
+            .map(|(_, body)| serde_json::from_str(body).unwrap())
+            .collect()
+    }
+
+    fn with_server(mut a: Agent, url: &str, heartbeat_timeout_ms: u64, grace: Duration) -> Agent {
+        a.client = Client::new(url, None).unwrap();
+        a.config.server = url.to_owned();
+        a.creds.server = url.to_owned();
+        a.creds.heartbeat_timeout_ms = heartbeat_timeout_ms;
+        a.config.shutdown_grace = grace;
+        a
+    }
+
+    #[tokio::test]
+    async fn a_draining_agent_keeps_polling_as_heartbeat_and_honours_cancels() {
+        let key = TaskKey {
+            task_id: task_id(9),
+            attempt: 1,
+        };
+        let cancel = serde_json::to_string(&key).unwrap();
+        // The third draining poll carries a cancel of the running task.
+        let (url, seen) = fake_server(move |path, n| {
+            if path.ends_with("/poll") {
+                let cancel = if n >= 2 { cancel.as_str() } else { "" };
+                (
+                    200,
+                    format!(r#"{{"protocol":1,"deliveries":[],"cancel":[{cancel}]}}"#),
+                )
+            } else {
+                (404, r#"{"detail":"unknown key"}"#.to_owned())
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        // Heartbeat timeout 3 s: the drain polls every second; a grace of 60 s.
+        let a = with_server(agent(dir.path()), &url, 3_000, Duration::from_secs(60));
+        let running: Running = Arc::default();
+        let mut tasks = JoinSet::new();
+        let mut slow = delivery(9, &dir.path().join("m"));
+        slow.action = AgentAction::HealthCommand {
+            command: CommandSpec::new(vec!["sleep".to_owned(), "30".to_owned()]).unwrap(),
+        };
+        a.accept(slow.clone(), &running, &mut tasks).await;
+        let sender = HttpSender {
+            client: a.client.clone(),
+            bearer: a.creds.bearer(),
+        };
+        let started = tokio::time::Instant::now();
+        a.drain(&running, &mut tasks, &sender).await;
+        // Ended by the server's cancel (about 2 s), not by the 60 s grace nor the 30 s sleep.
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        let polls = polls(&seen);
+        assert!(polls.len() >= 3, "{polls:?}");
+        for p in &polls {
+            assert!(p.draining, "{p:?}");
+            assert_eq!(p.running, vec![key]);
+            assert_eq!(p.wait_ms, 1_000);
+        }
+        let entry = a.journal.read(&key).unwrap().unwrap();
+        match entry.finished.unwrap().result.outcome {
+            TaskOutcome::Failed { error, .. } => assert_eq!(error.code, AgentErrorCode::Cancelled),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unfixable_poll_refusal_stops_the_agent_with_the_servers_detail() {
+        let (url, seen) = fake_server(|_, _| {
+            (
+                400,
+                r#"{"title":"Bad Request","detail":"protocol version 1 is not supported"}"#
+                    .to_owned(),
+            )
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let a = with_server(agent(dir.path()), &url, 30_000, Duration::from_secs(1));
+        let err = tokio::time::timeout(Duration::from_secs(10), a.run(CancellationToken::new()))
+            .await
+            .expect("a 400 on poll ends the agent, not a retry loop")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, AgentRunError::Refused { status: 400, .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("protocol version 1 is not supported"),
+            "{text}"
+        );
+        assert_eq!(polls(&seen).len(), 1);
+        assert!(!retryable_status(404) && !retryable_status(422) && !retryable_status(403));
+        assert!(retryable_status(503) && retryable_status(429) && retryable_status(408));
+    }
+
+    #[tokio::test]
+    async fn registration_retries_a_503_and_stops_on_a_409_with_the_detail() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        let (url, seen) = fake_server(move |_, _| {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                (503, r#"{"detail":"starting"}"#.to_owned())
+            } else {
+                (409, r#"{"detail":"an agent named a1 exists"}"#.to_owned())
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = agent(dir.path()).config;
+        config.server = url;
+        config.bootstrap_token = Some(Secret::new("dpb_x"));
+        let err = Agent::connect(config, Runtime::new(None, None), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AgentRunError::RegistrationRefused { status: 409, detail, .. } if detail.contains("a1 exists")),
+            "{err}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! health_command: runs an argv on the host (no shell) and reports its exit status and the head of its stdout.
 
+use std::path::Path;
 use std::process::Stdio;
 
 use deploy_api::agent::LogStream;
@@ -41,16 +42,33 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(reader: Option<&mut R>) -> V
     head
 }
 
-/// Runs `command`; stdout (head, [`STDOUT_LIMIT`] bytes, redacted) is returned, stderr
-/// goes to the task log. The child is killed when the task is dropped (timeout, cancel).
-pub async fn run(command: &CommandSpec, log: &TaskLog) -> Result<(u32, String), TaskError> {
+/// Runs `command` in `dir` (the target's `work_dir`: the health command runs in the
+/// target's context, like the SSH executor's `cd` into it); stdout (head,
+/// [`STDOUT_LIMIT`] bytes, redacted) is returned, stderr goes to the task log. The child
+/// is killed when the task is dropped (timeout, cancel). A missing `dir` is a host error:
+/// running elsewhere would give a verdict about another directory.
+pub async fn run(
+    command: &CommandSpec,
+    dir: &Path,
+    log: &TaskLog,
+) -> Result<(u32, String), TaskError> {
     let argv = command.argv();
     let Some((program, args)) = argv.split_first() else {
         return Err(TaskError::invalid("run an empty command"));
     };
-    log.agent(&format!("running {}", argv.join(" ")));
+    if !tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()) {
+        return Err(TaskError::host(
+            "run the health command",
+            format!(
+                "the target's work_dir `{}` does not exist on this host (or is not a directory)",
+                dir.display()
+            ),
+        ));
+    }
+    log.agent(&format!("running {} in {}", argv.join(" "), dir.display()));
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -54,9 +54,16 @@ impl Default for DockerConfig {
     }
 }
 
-/// bollard's per-request timeout. Large on purpose: a pull of a big image is one request,
-/// and every task is already bounded by its own `timeout_ms`.
-const ENGINE_TIMEOUT_SECS: u64 = 3600;
+/// bollard's per-request timeout for everything but a pull: an engine that stops
+/// answering fails the call in a minute instead of holding the slot lock (and, during a
+/// recovery, nothing else bounds it).
+pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The pull's timeout. Large on purpose: a pull of a big image is one request, and every
+/// task is already bounded by its own `timeout_ms`.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest connect (version negotiation and ping) at start-up: a hung engine must not
+/// stall the agent before it even registers.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The kept previous container of `name`.
 pub fn previous_name(name: &Name) -> String {
@@ -101,6 +108,8 @@ pub struct DeployFailure {
 #[derive(Debug, Clone)]
 pub struct DockerHost {
     docker: Docker,
+    /// The same engine with [`PULL_TIMEOUT`], used only for pulls.
+    puller: Docker,
     config: DockerConfig,
     /// Background stops of retired containers, by container id: a revert to one of them
     /// must finish (kill) its stop before starting it again.
@@ -131,6 +140,15 @@ fn digest_label(c: &ContainerInspectResponse) -> Option<Digest> {
         .and_then(|cfg| cfg.labels.as_ref())
         .and_then(|l| l.get(labels::DIGEST))
         .and_then(|d| Digest::parse(d).ok())
+}
+
+/// The `stella.target` label of a container, if it has one.
+fn target_label(c: &ContainerInspectResponse) -> Option<String> {
+    c.config
+        .as_ref()
+        .and_then(|cfg| cfg.labels.as_ref())
+        .and_then(|l| l.get(labels::TARGET))
+        .cloned()
 }
 
 fn port_key(port: u16) -> String {
@@ -182,19 +200,35 @@ fn bollard_detail(e: &BollardError) -> String {
 impl DockerHost {
     /// Connects to the engine on `socket` and negotiates the API version (the engine may be
     /// older than bollard's default API version).
+    /// Bounded by [`CONNECT_TIMEOUT`].
     pub async fn connect(socket: &Path, config: DockerConfig) -> Result<Self, TaskError> {
         let path = socket.display().to_string();
-        let docker =
-            Docker::connect_with_unix(&path, ENGINE_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| TaskError::docker(&format!("connect to the Docker socket {path}"), e))?
-                .negotiate_version()
-                .await
-                .map_err(|e| TaskError::docker(&format!("reach the Docker Engine on {path}"), e))?;
-        docker
-            .ping()
+        let connect = async {
+            let docker = Docker::connect_with_unix(
+                &path,
+                ENGINE_TIMEOUT.as_secs(),
+                bollard::API_DEFAULT_VERSION,
+            )
+            .map_err(|e| TaskError::docker(&format!("connect to the Docker socket {path}"), e))?
+            .negotiate_version()
             .await
-            .map_err(|e| TaskError::docker(&format!("ping the Docker Engine on {path}"), e))?;
+            .map_err(|e| TaskError::docker(&format!("reach the Docker Engine on {path}"), e))?;
+            docker
+                .ping()
+                .await
+                .map_err(|e| TaskError::docker(&format!("ping the Docker Engine on {path}"), e))?;
+            Ok::<_, TaskError>(docker)
+        };
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                TaskError::docker(
+                    &format!("reach the Docker Engine on {path}"),
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                )
+            })??;
         Ok(Self {
+            puller: docker.clone().with_timeout(PULL_TIMEOUT),
             docker,
             config,
             stopping: Arc::default(),
@@ -214,9 +248,34 @@ impl DockerHost {
         }
     }
 
-    /// The digest container `name` runs (from its `stella.digest` label), if it runs.
-    pub async fn running_digest(&self, name: &str) -> Result<Option<Digest>, TaskError> {
-        Ok(self.inspect(name).await?.and_then(|c| {
+    /// Container `name`, refused when its `stella.target` label names another target:
+    /// container names are per host, not per target, and another target's container must
+    /// never be swapped or reverted. A container without the label (not made by stella)
+    /// is accepted, as before.
+    async fn inspect_owned(
+        &self,
+        name: &str,
+        target: &Name,
+    ) -> Result<Option<ContainerInspectResponse>, TaskError> {
+        let c = self.inspect(name).await?;
+        if let Some(owner) = c.as_ref().and_then(target_label)
+            && owner != target.as_str()
+        {
+            return Err(TaskError::invalid(format!(
+                "use container {name} for target `{target}`: it belongs to target `{owner}` on this host; give the component another name in one of the two targets"
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The digest container `name` runs (from its `stella.digest` label), if it runs;
+    /// refused when `name` belongs to another target than `target`.
+    pub async fn running_digest(
+        &self,
+        name: &str,
+        target: &Name,
+    ) -> Result<Option<Digest>, TaskError> {
+        Ok(self.inspect_owned(name, target).await?.and_then(|c| {
             let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
             if running { digest_label(&c) } else { None }
         }))
@@ -368,7 +427,7 @@ impl DockerHost {
             serveraddress: Some(a.server.clone()),
             ..Default::default()
         });
-        let mut stream = self.docker.create_image(Some(opts), None, credentials);
+        let mut stream = self.puller.create_image(Some(opts), None, credentials);
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
@@ -516,7 +575,7 @@ impl DockerHost {
     ) -> Result<bool, TaskError> {
         let c = spec.component;
         let (prev, next) = (previous_name(&c.name), next_name(&c.name));
-        let Some(kept) = self.inspect(&prev).await? else {
+        let Some(kept) = self.inspect_owned(&prev, spec.target).await? else {
             return Ok(false);
         };
         if digest_label(&kept).as_ref() != Some(wanted) {
@@ -576,7 +635,7 @@ impl DockerHost {
         let c = spec.component;
         let wanted = c.image.digest().clone();
         let previous = self
-            .running_digest(c.name.as_str())
+            .running_digest(c.name.as_str(), spec.target)
             .await
             .map_err(|error| DeployFailure {
                 error,
@@ -633,7 +692,11 @@ impl DockerHost {
                 .await
                 .map_err(fail)?;
         }
-        match self.running_digest(c.name.as_str()).await.map_err(fail)? {
+        match self
+            .running_digest(c.name.as_str(), spec.target)
+            .await
+            .map_err(fail)?
+        {
             Some(d) if d == wanted => {}
             found => {
                 return Err(fail(TaskError::new(
@@ -664,28 +727,66 @@ impl DockerHost {
         Ok(done)
     }
 
-    /// After a deploy was cancelled or timed out halfway: removes `<name>-next` and, when
-    /// `<name>` is missing (cut between the two renames), puts `-previous` back as `<name>`
-    /// and starts it, so no duplicate container is left and the old version serves.
-    pub async fn recover(&self, name: &Name, log: &TaskLog) {
-        if let Err(e) = self.remove(&next_name(name)).await {
-            log.agent(&format!("recovery: {}", e.message));
-        }
-        let current = self.inspect(name.as_str()).await;
-        if let Ok(None) = current {
-            let prev = previous_name(name);
-            if let Ok(Some(_)) = self.inspect(&prev).await {
-                log.agent(&format!("recovery: {prev} becomes {name} again"));
-                if self.rename(&prev, name.as_str()).await.is_ok() {
-                    let _ = self.docker.start_container(name.as_str(), None).await;
+    /// After a deploy was cancelled, timed out or was cut by an agent crash halfway:
+    /// removes `<name>-next` and, when `<name>` is missing (cut between the two renames),
+    /// puts `-previous` back as `<name>` and starts it, so no duplicate container is left
+    /// and the old version serves. Containers of another target are left alone. Returns
+    /// what it did, for the agent's log.
+    pub async fn recover(&self, name: &Name, target: &Name, log: &TaskLog) -> Vec<String> {
+        let mut done = Vec::new();
+        let mut note = |text: String| {
+            log.agent(&format!("recovery: {text}"));
+            done.push(text);
+        };
+        let next = next_name(name);
+        match self.inspect_owned(&next, target).await {
+            Ok(found) => {
+                // Removed even when not seen: a create the cut dropped may still be
+                // finishing in the engine; checked again briefly for the same reason.
+                for _ in 0..3 {
+                    if let Err(e) = self.remove(&next).await {
+                        note(e.message);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if !matches!(self.inspect(&next).await, Ok(Some(_))) {
+                        break;
+                    }
+                }
+                if found.is_some() {
+                    note(format!("removed {next}"));
                 }
             }
-        } else if let Ok(Some(c)) = current
-            && c.state.as_ref().and_then(|s| s.running) != Some(true)
-        {
-            // Stop-first stopped it before the cut.
-            let _ = self.docker.start_container(name.as_str(), None).await;
+            Err(e) => note(e.message),
         }
+        match self.inspect_owned(name.as_str(), target).await {
+            Ok(None) => {
+                let prev = previous_name(name);
+                match self.inspect_owned(&prev, target).await {
+                    Ok(Some(_)) => {
+                        if let Err(e) = self.rename(&prev, name.as_str()).await {
+                            note(format!(
+                                "could not rename {prev} to {name}: {}",
+                                bollard_detail(&e)
+                            ));
+                        } else {
+                            let _ = self.docker.start_container(name.as_str(), None).await;
+                            note(format!("{prev} became {name} again and was started"));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => note(e.message),
+                }
+            }
+            Ok(Some(c)) if c.state.as_ref().and_then(|s| s.running) != Some(true) => {
+                // Stop-first stopped it before the cut.
+                let _ = self.docker.start_container(name.as_str(), None).await;
+                note(format!("started {name} again (stopped before the cut)"));
+            }
+            Ok(Some(_)) => {}
+            Err(e) => note(e.message),
+        }
+        done
     }
 }
 

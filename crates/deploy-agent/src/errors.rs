@@ -61,6 +61,16 @@ pub enum AgentRunError {
         status: u16,
         detail: String,
     },
+    /// The server refused a request in a way that retrying cannot fix (HTTP 400, 403,
+    /// 404, 409, 422: a protocol-version mismatch, an unknown agent).
+    #[error(
+        "the server refused {what} (HTTP {status}: {detail}); retrying cannot fix this: check that the agent and deployd versions match and that the agent is still registered"
+    )]
+    Refused {
+        what: String,
+        status: u16,
+        detail: String,
+    },
     /// No credentials and no bootstrap token.
     #[error("no credentials in `{}` and no bootstrap token: set DEPLOY_AGENT_BOOTSTRAP_TOKEN or pass --bootstrap-token-file", path.display())]
     NoBootstrapToken { path: PathBuf },

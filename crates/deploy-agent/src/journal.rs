@@ -16,6 +16,7 @@ use deploy_api::agent::{
     AGENT_PROTOCOL_VERSION, AgentError, AgentErrorCode, AgentLogLine, TaskKey, TaskOutcome,
     TaskResultRequest,
 };
+use deploy_core::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::AgentRunError;
@@ -33,6 +34,28 @@ pub struct JournalEntry {
     pub started_at_ms: u64,
     #[serde(default)]
     pub finished: Option<Finished>,
+    /// For a docker_host deploy or rollback: what a crash halfway leaves to put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
+}
+
+/// The container slot a docker_host deploy or rollback works on: after an agent crash
+/// in the middle (between the two renames), `<container>` may be missing and
+/// `<container>-next` left over; the next start puts `-previous` back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repair {
+    pub container: Name,
+    pub target: Name,
+}
+
+/// What [`Journal::recover`] found at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Finished entries whose result the server has not acknowledged (to re-send).
+    pub outbox: Vec<JournalEntry>,
+    /// Slots of the deploys and rollbacks the crash cut, to repair on the host.
+    pub repairs: Vec<(TaskKey, Repair)>,
 }
 
 /// The end of a key: its result and what of its log the server may still lack.
@@ -134,6 +157,24 @@ impl Journal {
         Ok(Self { dir })
     }
 
+    /// Runs `f` (journal reads and writes) on tokio's blocking pool: every write fsyncs
+    /// the file and its directory, and `prune` reads every entry; on the async workers
+    /// that would stall the poll loop (the heartbeat), the tasks and the flusher.
+    pub async fn run_blocking<T, F>(&self, f: F) -> Result<T, AgentRunError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Self) -> Result<T, AgentRunError> + Send + 'static,
+    {
+        let journal = self.clone();
+        tokio::task::spawn_blocking(move || f(&journal))
+            .await
+            .map_err(|e| AgentRunError::Io {
+                action: "run a journal operation in",
+                path: self.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
     fn path(&self, key: &TaskKey) -> PathBuf {
         self.dir
             .join(format!("{}-{}.json", key.task_id, key.attempt))
@@ -170,6 +211,17 @@ impl Journal {
 
     /// Records `key` as started, unless it is known (see [`Begin`]).
     pub fn begin(&self, key: &TaskKey, action: &str, now_ms: u64) -> Result<Begin, AgentRunError> {
+        self.begin_with(key, action, None, now_ms)
+    }
+
+    /// [`Journal::begin`], keeping what a crash would leave to repair.
+    pub fn begin_with(
+        &self,
+        key: &TaskKey,
+        action: &str,
+        repair: Option<Repair>,
+        now_ms: u64,
+    ) -> Result<Begin, AgentRunError> {
         match self.read(key)? {
             Some(entry) if entry.finished.is_some() => Ok(Begin::Finished(Box::new(entry))),
             Some(entry) => {
@@ -182,6 +234,7 @@ impl Journal {
                     action: action.to_owned(),
                     started_at_ms: now_ms,
                     finished: None,
+                    repair,
                 })?;
                 Ok(Begin::Fresh)
             }
@@ -218,6 +271,7 @@ impl Journal {
             action: String::new(),
             started_at_ms: now_ms,
             finished: None,
+            repair: None,
         });
         entry.finished = Some(Finished {
             result,
@@ -266,15 +320,20 @@ impl Journal {
     }
 
     /// At start: keys left started by a crash become `interrupted`; returns every finished
-    /// entry whose result the server has not acknowledged (the outbox to re-send).
-    pub fn recover(&self, now_ms: u64) -> Result<Vec<JournalEntry>, AgentRunError> {
+    /// entry whose result the server has not acknowledged (the outbox to re-send) and the
+    /// slots the crash may have left half-swapped.
+    pub fn recover(&self, now_ms: u64) -> Result<Recovered, AgentRunError> {
         let mut outbox = Vec::new();
+        let mut repairs = Vec::new();
         for (_, entry) in self.entries()? {
             let entry = if entry.finished.is_none() {
                 tracing::info!(
                     task = %entry.key.task_id, attempt = entry.key.attempt,
                     "{} was cut by an agent stop: reporting it interrupted", entry.action
                 );
+                if let Some(r) = &entry.repair {
+                    repairs.push((entry.key, r.clone()));
+                }
                 self.finish_interrupted(entry, now_ms)?
             } else {
                 entry
@@ -288,7 +347,7 @@ impl Journal {
             }
         }
         outbox.sort_by_key(|e| e.started_at_ms);
-        Ok(outbox)
+        Ok(Recovered { outbox, repairs })
     }
 
     /// Removes acknowledged entries older than `keep`; returns how many.
@@ -387,7 +446,13 @@ mod tests {
     fn recover_fills_the_outbox_and_prune_drops_old_acknowledged_entries() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.begin(&key(1), "deploy", 1).unwrap(); // cut by a crash
+        let repair = Repair {
+            container: deploy_core::testing::name("web"),
+            target: deploy_core::testing::name("host-a"),
+        };
+        // Cut by a crash.
+        j.begin_with(&key(1), "deploy", Some(repair.clone()), 1)
+            .unwrap();
         j.begin(&key(2), "inspect", 2).unwrap();
         j.finish(&key(2), inspected(2), 0, Vec::new(), 3).unwrap(); // not acknowledged
         j.begin(&key(3), "inspect", 4).unwrap();
@@ -395,7 +460,10 @@ mod tests {
         j.acknowledge(&key(3), 6).unwrap();
         std::fs::write(dir.path().join("journal/garbage.json"), "{").unwrap();
 
-        let outbox = j.recover(100).unwrap();
+        let Recovered { outbox, repairs } = j.recover(100).unwrap();
+        assert_eq!(repairs, vec![(key(1), repair)]);
+        // Finished now: a second start has nothing more to repair.
+        assert!(j.recover(101).unwrap().repairs.is_empty());
         let keys: Vec<TaskKey> = outbox.iter().map(|e| e.key).collect();
         assert_eq!(keys, [key(1), key(2)]);
         assert_eq!(

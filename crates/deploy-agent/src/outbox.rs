@@ -212,39 +212,54 @@ impl Outbox {
             .collect();
         for (key, log, result) in due {
             let step = Self::send_key(sender, &key, &log, result.as_ref()).await?;
-            let mut items = self.lock();
-            match step {
-                Step::Done => {
-                    // Only a finished key is forgotten; a running one the server does not
-                    // know drops the lines it has so far instead of re-sending them.
-                    if result.is_none() {
-                        log.ack(log.total());
-                    } else {
-                        items.remove(&key);
-                        drop(items);
-                        if let Err(e) = journal.acknowledge(&key, now_ms) {
-                            tracing::warn!("mark the result acknowledged: {e}");
-                        }
-                    }
-                }
-                Step::Idle => {
-                    if let Some(item) = items.get_mut(&key) {
-                        item.backoff.reset();
-                    }
-                }
-                Step::Later(why) => {
-                    if let Some(item) = items.get_mut(&key) {
-                        let delay = item.backoff.next_delay();
-                        item.next_try = Instant::now() + delay;
-                        tracing::warn!(
-                            task = %key.task_id, attempt = key.attempt,
-                            "{why}; retrying in {} ms", delay.as_millis()
-                        );
-                    }
+            let acknowledged = self.after_send(&key, &log, result.is_some(), step);
+            if acknowledged {
+                // On the blocking pool: the write fsyncs (see `Journal::run_blocking`).
+                if let Err(e) = journal
+                    .run_blocking(move |j| j.acknowledge(&key, now_ms))
+                    .await
+                {
+                    tracing::warn!("mark the result acknowledged: {e}");
                 }
             }
         }
         Ok(())
+    }
+
+    /// Applies the answer of one send to the queue; `true` when a finished key was
+    /// acknowledged and forgotten (the journal must then mark it).
+    fn after_send(&self, key: &TaskKey, log: &TaskLog, finished: bool, step: Step) -> bool {
+        let mut items = self.lock();
+        match step {
+            Step::Done => {
+                // Only a finished key is forgotten; a running one the server does not
+                // know drops the lines it has so far instead of re-sending them.
+                if finished {
+                    items.remove(key);
+                    true
+                } else {
+                    log.ack(log.total());
+                    false
+                }
+            }
+            Step::Idle => {
+                if let Some(item) = items.get_mut(key) {
+                    item.backoff.reset();
+                }
+                false
+            }
+            Step::Later(why) => {
+                if let Some(item) = items.get_mut(key) {
+                    let delay = item.backoff.next_delay();
+                    item.next_try = Instant::now() + delay;
+                    tracing::warn!(
+                        task = %key.task_id, attempt = key.attempt,
+                        "{why}; retrying in {} ms", delay.as_millis()
+                    );
+                }
+                false
+            }
+        }
     }
 }
 

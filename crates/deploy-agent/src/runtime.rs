@@ -16,6 +16,9 @@ use crate::errors::TaskError;
 use crate::locks::KeyedLocks;
 use crate::tasklog::TaskLog;
 
+/// Longest recovery of a cut docker_host deploy (the engine may be what hangs).
+pub const RECOVER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How the runtime drives the host.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
@@ -83,14 +86,48 @@ impl Runtime {
         })
     }
 
-    /// The slot a deploy, rollback or inspect works on: `<target>/<component or project>`.
+    /// The slot a deploy, rollback or inspect works on: what the host names after it,
+    /// `docker:<container>` or `compose:<project>`. Not per target: two targets on one host
+    /// with the same component share the container names (`<name>`, `-next`, `-previous`),
+    /// so their swaps must not interleave (the second then finds the first's container
+    /// and refuses it by its `stella.target` label).
     fn slot(target: &Target, name: &Name) -> String {
-        format!("{}/{name}", target.name)
+        match target.target_type {
+            TargetType::ComposeHost => format!("compose:{name}"),
+            _ => Self::docker_slot(name),
+        }
+    }
+
+    fn docker_slot(container: &Name) -> String {
+        format!("docker:{container}")
     }
 
     /// Executes `delivery` with its timeout; `cancel` stops it (reported `cancelled`).
     /// A docker_host deploy cut halfway is recovered (no `-next` left, the old one serving).
+    /// A failure's message goes through the task's redactor: engine and registry errors
+    /// may quote what they were given (a registry password among it).
     pub async fn execute(
+        &self,
+        delivery: &TaskDelivery,
+        log: &TaskLog,
+        cancel: &CancellationToken,
+    ) -> TaskOutcome {
+        match self.execute_unredacted(delivery, log, cancel).await {
+            TaskOutcome::Failed {
+                mut error,
+                previous_digest,
+            } => {
+                error.message = log.redactor().apply(&error.message);
+                TaskOutcome::Failed {
+                    error,
+                    previous_digest,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn execute_unredacted(
         &self,
         delivery: &TaskDelivery,
         log: &TaskLog,
@@ -115,10 +152,48 @@ impl Runtime {
             && target.target_type == TargetType::DockerHost
             && let (Some(c), Ok(docker)) = (&deploy.component, self.docker())
         {
-            let _slot = self.locks.lock(&Self::slot(target, &c.name)).await;
-            docker.recover(&c.name, log).await;
+            // Bounded: the engine that made the task time out may not answer the recovery
+            // either, and the slot lock must not be held forever.
+            let recovered = tokio::time::timeout(RECOVER_TIMEOUT, async {
+                let _slot = self.locks.lock(&Self::slot(target, &c.name)).await;
+                docker.recover(&c.name, &target.name, log).await;
+            })
+            .await;
+            if recovered.is_err() {
+                log.agent(&format!(
+                    "recovery of {} gave up after {} s (the Docker Engine does not answer)",
+                    c.name,
+                    RECOVER_TIMEOUT.as_secs()
+                ));
+            }
         }
         failed(cut, None)
+    }
+
+    /// At start, for a docker_host deploy or rollback an agent crash cut: the same
+    /// recovery as after a cancel (no `-next` left, `<container>` back and running),
+    /// under the slot lock and bounded by [`RECOVER_TIMEOUT`]. Returns what it did.
+    pub async fn repair(&self, container: &Name, target: &Name) -> Vec<String> {
+        let Ok(docker) = self.docker() else {
+            return vec!["no docker capability: nothing repaired".to_owned()];
+        };
+        let log = TaskLog::new(
+            "repair",
+            crate::redact::Redactor::new(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        );
+        let slot = Self::docker_slot(container);
+        tokio::time::timeout(RECOVER_TIMEOUT, async {
+            let _slot = self.locks.lock(&slot).await;
+            docker.recover(container, target, &log).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            vec![format!(
+                "gave up after {} s: the Docker Engine does not answer",
+                RECOVER_TIMEOUT.as_secs()
+            )]
+        })
     }
 
     async fn run(&self, delivery: &TaskDelivery, log: &TaskLog) -> TaskOutcome {
@@ -138,14 +213,26 @@ impl Runtime {
                 Ok(digest) => TaskOutcome::Inspected { digest },
                 Err(e) => failed(e, None),
             },
-            AgentAction::HealthCommand { command } => match command::run(command, log).await {
-                Ok((exit_status, stdout)) => TaskOutcome::CommandRan {
-                    exit_status,
-                    stdout,
-                },
-                Err(e) => failed(e, None),
-            },
+            AgentAction::HealthCommand { command } => {
+                match self.health_command(target, command, log).await {
+                    Ok((exit_status, stdout)) => TaskOutcome::CommandRan {
+                        exit_status,
+                        stdout,
+                    },
+                    Err(e) => failed(e, None),
+                }
+            }
         }
+    }
+
+    async fn health_command(
+        &self,
+        target: &Target,
+        command: &deploy_core::CommandSpec,
+        log: &TaskLog,
+    ) -> Result<(u32, String), TaskError> {
+        let conn = agent_connection(target)?;
+        command::run(command, &PathBuf::from(conn.work_dir.as_str()), log).await
     }
 
     /// The digest running for `component` (docker_host: the container; compose_host: the project).
@@ -157,7 +244,11 @@ impl Runtime {
         let conn = agent_connection(target)?;
         let _slot = self.locks.lock(&Self::slot(target, component)).await;
         match target.target_type {
-            TargetType::DockerHost => self.docker()?.running_digest(component.as_str()).await,
+            TargetType::DockerHost => {
+                self.docker()?
+                    .running_digest(component.as_str(), &target.name)
+                    .await
+            }
             TargetType::ComposeHost => Ok(self
                 .compose()?
                 .status(&PathBuf::from(conn.work_dir.as_str()), component)
@@ -257,5 +348,23 @@ impl Runtime {
                 None,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_core::testing::{name, ssh_target};
+
+    #[test]
+    fn the_slot_is_the_host_name_not_the_target() {
+        let (mut a, mut b) = (ssh_target(1), ssh_target(2));
+        a.target_type = TargetType::DockerHost;
+        b.target_type = TargetType::DockerHost;
+        b.name = name("other");
+        let web = name("web");
+        assert_eq!(Runtime::slot(&a, &web), Runtime::slot(&b, &web));
+        b.target_type = TargetType::ComposeHost;
+        assert_ne!(Runtime::slot(&a, &web), Runtime::slot(&b, &web));
     }
 }

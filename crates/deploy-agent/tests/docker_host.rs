@@ -370,6 +370,33 @@ async fn health_command_reports_status_and_redacted_stdout() {
         matches!(&out, TaskOutcome::Failed { error, .. } if error.code == AgentErrorCode::HostError),
         "{out:?}"
     );
+    // It runs in the target's work_dir, which must exist.
+    let work = tempfile::tempdir().unwrap();
+    let mut pwd = command(&["pwd"]);
+    pwd.target = target(work.path().to_str().unwrap());
+    match run(&rt, &pwd).await {
+        TaskOutcome::CommandRan {
+            exit_status: 0,
+            stdout,
+        } => assert_eq!(
+            std::fs::canonicalize(stdout.trim()).unwrap(),
+            std::fs::canonicalize(work.path()).unwrap()
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut nowhere = command(&["true"]);
+    nowhere.target = target("/nonexistent/work");
+    match run(&rt, &nowhere).await {
+        TaskOutcome::Failed { error, .. } => {
+            assert_eq!(error.code, AgentErrorCode::HostError);
+            assert!(
+                error.message.contains("/nonexistent/work"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let mut slow = command(&["sleep", "5"]);
     slow.timeout_ms = 100;
     let out = run(&rt, &slow).await;
@@ -532,4 +559,105 @@ async fn an_image_healthcheck_must_pass_before_the_swap() {
     )
     .unwrap();
     assert_eq!(health.trim(), "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_targets_container_of_the_same_name_is_refused_not_touched() {
+    let prefix = format!("agtowner{}", std::process::id());
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}/app")).unwrap();
+    let rt = runtime().await;
+    let web = format!("{prefix}-web");
+    deployed(&run(&rt, &deploy(1, &web, &images.v1, &[])).await);
+    let id = container_id(&web);
+
+    // The same component name from a second target on this host.
+    let mut other = deploy(2, &web, &images.v2, &[]);
+    other.target.name = name("other-host");
+    match run(&rt, &other).await {
+        TaskOutcome::Failed { error, .. } => {
+            assert_eq!(error.code, AgentErrorCode::InvalidPayload);
+            assert!(
+                error.message.contains("agent-host") && error.message.contains("other-host"),
+                "{}",
+                error.message
+            );
+        }
+        out => panic!("expected invalid_payload, got {out:?}"),
+    }
+    let inspect = TaskDelivery {
+        action: AgentAction::Inspect {
+            component: name(&web),
+        },
+        ..other.clone()
+    };
+    assert!(
+        matches!(run(&rt, &inspect).await, TaskOutcome::Failed { error, .. } if error.code == AgentErrorCode::InvalidPayload)
+    );
+    // Untouched: the same container, still serving v1, nothing else created.
+    assert_eq!(container_id(&web), id);
+    assert_eq!(version(&web), "v1");
+    assert_eq!(containers(&prefix), vec![web]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_message_quoting_the_registry_password_is_redacted() {
+    let rt = runtime().await;
+    // Nothing listens on port 9: the pull fails and its message quotes the image, which
+    // here carries the password.
+    let image = format!("127.0.0.1:9/pw-hunter2/app@sha256:{}", "a".repeat(64));
+    let mut d = deploy(1, "agtredact-web", &image, &[]);
+    if let AgentAction::Deploy { deploy } = &mut d.action {
+        deploy.registry_auth = Some(RegistryAuth {
+            server: "127.0.0.1:9".to_owned(),
+            username: "u".to_owned(),
+            password: "pw-hunter2".to_owned(),
+        });
+    }
+    let log = TaskLog::new(
+        "t",
+        redactor_for(&d, "dpa_credential"),
+        Arc::new(Notify::new()),
+    );
+    match rt.execute(&d, &log, &CancellationToken::new()).await {
+        TaskOutcome::Failed { error, .. } => {
+            assert!(
+                matches!(
+                    error.code,
+                    AgentErrorCode::PullFailed | AgentErrorCode::PullRefused
+                ),
+                "{error:?}"
+            );
+            assert!(!error.message.contains("pw-hunter2"), "{}", error.message);
+            assert!(error.message.contains("[REDACTED]"), "{}", error.message);
+        }
+        out => panic!("expected a failed pull, got {out:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_cut_by_a_crash_between_the_renames_is_repaired_at_start() {
+    let prefix = format!("agtrepair{}", std::process::id());
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}/app")).unwrap();
+    let rt = runtime().await;
+    let web = format!("{prefix}-web");
+    deployed(&run(&rt, &deploy(1, &web, &images.v1, &[])).await);
+    // The state a SIGKILL leaves after the first rename of a swap: `<name>` is gone,
+    // the old one is `-previous`.
+    let previous = format!("{web}-previous");
+    deploy_testkit::run_checked("docker", &["rename", &web, &previous]).unwrap();
+    assert_eq!(containers(&prefix), vec![previous.clone()]);
+
+    // Another target's view of the slot is not acted upon.
+    let did = rt.repair(&name(&web), &name("other-host")).await;
+    assert!(did.iter().any(|d| d.contains("other-host")), "{did:?}");
+    assert_eq!(containers(&prefix), vec![previous.clone()]);
+
+    let did = rt.repair(&name(&web), &name("agent-host")).await;
+    assert!(did.iter().any(|d| d.contains("became")), "{did:?}");
+    assert_eq!(containers(&prefix), vec![web.clone()]);
+    assert_eq!(version(&web), "v1");
 }
