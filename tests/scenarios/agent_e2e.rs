@@ -20,7 +20,7 @@ use deploy_testkit::{
 use serde_json::{Value, json};
 
 use crate::agent_proc::{AgentProc, slow_image, tls_certificates, wait_active};
-use crate::deployd_e2e::serves;
+use crate::deployd_e2e::{KillOnDrop, serves};
 use crate::deployd_proc::{
     ADMIN_TOKEN, Deployd, api_post, api_post_as, ctl, ctl_command, deployd_path, json_lines,
     ok_json,
@@ -432,21 +432,24 @@ fn agent_and_deployctl_over_https_trust_only_the_given_ca() {
     let addr = format!("127.0.0.1:{port}");
     let server = format!("https://{addr}");
     let log = data.path().join("deployd-stderr.txt");
-    let mut deployd = std::process::Command::new(deployd_path())
-        .args(["--listen", &addr, "--data-dir"])
-        .arg(data.path().join("db"))
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env_remove("DEPLOYD_CONFIG")
-        .env_remove("DEPLOYD_DATABASE_URL")
-        .env("DEPLOYD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    // Killed on drop: a failed assertion must not leave deployd running.
+    let mut deployd = KillOnDrop(
+        std::process::Command::new(deployd_path())
+            .args(["--listen", &addr, "--data-dir"])
+            .arg(data.path().join("db"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env_remove("DEPLOYD_CONFIG")
+            .env_remove("DEPLOYD_DATABASE_URL")
+            .env("DEPLOYD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let ctl_tls = |args: &[&str], ca_file: Option<&std::path::Path>| {
         let mut cmd = ctl_command(&addr, args);
         cmd.env("DEPLOYCTL_SERVER", &server);
@@ -459,7 +462,7 @@ fn agent_and_deployctl_over_https_trust_only_the_given_ca() {
     let started = Instant::now();
     while ctl_tls(&["env", "list"], Some(&ca)).status.code() != Some(0) {
         assert!(
-            deployd.try_wait().unwrap().is_none(),
+            deployd.0.try_wait().unwrap().is_none(),
             "deployd exited: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
@@ -592,8 +595,6 @@ fn agent_and_deployctl_over_https_trust_only_the_given_ca() {
         agent.stderr()
     );
     assert_eq!(serves(&container, "/version"), "v1");
-    let _ = deployd.kill();
-    let _ = deployd.wait();
 }
 
 /// The JSON a successful deployctl run printed.

@@ -22,10 +22,14 @@ use deploy_testkit::{free_port, temp_dir};
 use serde_json::{Value, json};
 
 use crate::agent_e2e::watch;
-use crate::deployd_proc::{ADMIN_TOKEN, Deployd, deployd_path, ok_json};
+use crate::deployd_proc::{ADMIN_TOKEN, Deployd, cpu_ms, deployd_path, ok_json};
 
 /// The image every simulated agent "deploys" (never pulled: the agents are simulated).
 const IMAGE: &str = "127.0.0.1:5999/bench/web@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+/// The long-poll wait the real agent uses with deployd's default 15 s heartbeat
+/// timeout (`min(25 s, heartbeat / 3)`), so idle agents hold their polls open.
+const POLL_WAIT_MS: u64 = 5_000;
 
 fn agent_count() -> usize {
     std::env::var("DEPLOY_AGENT_BENCH_AGENTS")
@@ -113,7 +117,7 @@ async fn run_agent(client: reqwest::Client, base: String, agent: SimAgent, stop:
             &base,
             "/api/v1/agent/poll",
             &agent.credential,
-            &json!({"protocol": 1, "running": [], "wait_ms": 1_000}),
+            &json!({"protocol": 1, "running": [], "wait_ms": POLL_WAIT_MS}),
         )
         .await;
         if status != 200 {
@@ -196,6 +200,7 @@ async fn environment(
 
 /// Runs one all-at-once deploy of `release` to `env` and follows it; (per-task
 /// dispatch-to-verify latencies sorted, total job time).
+#[expect(clippy::print_stdout, reason = "reports the spread of the fan-out")]
 fn deploy_and_measure(
     addr: &str,
     release: &str,
@@ -227,18 +232,22 @@ fn deploy_and_measure(
     };
     let mut dispatched = std::collections::HashMap::new();
     let mut latencies = Vec::new();
+    let (mut first, mut last_dispatch, mut last_result) = (u64::MAX, 0, 0);
     for e in &events {
         let Some(task) = e["data"]["task_id"].as_str() else {
             continue;
         };
         match e["data"]["event"].as_str() {
             Some("dispatch") => {
+                first = first.min(at(e));
+                last_dispatch = last_dispatch.max(at(e));
                 assert!(
                     dispatched.insert(task.to_owned(), at(e)).is_none(),
                     "task {task} dispatched twice"
                 );
             }
             Some("verify") => {
+                last_result = last_result.max(at(e));
                 let from = dispatched[task];
                 latencies.push(Duration::from_millis(at(e) - from));
             }
@@ -253,6 +262,13 @@ fn deploy_and_measure(
         "one result per task"
     );
     latencies.sort();
+    if latencies.len() > 1 {
+        println!(
+            "  dispatches spread over {} ms, results until {} ms after the first dispatch",
+            last_dispatch - first,
+            last_result - first
+        );
+    }
     (latencies, total)
 }
 
@@ -328,10 +344,13 @@ fn agent_fan_out_to_many_simulated_agents() {
     let setup = setup.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let connected_kib = server.memory_kib().0;
+    let (deployd_cpu, agents_cpu) = (server.cpu_ms(), cpu_ms("self"));
     let (latencies, total) = deploy_and_measure(&addr, &release_id, &env_id, n);
+    let deployd_cpu = server.cpu_ms() - deployd_cpu;
+    let agents_cpu = cpu_ms("self") - agents_cpu;
     let after_kib = server.memory_kib().0;
     stop.store(true, Ordering::Relaxed);
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(POLL_WAIT_MS / 1000 + 2));
 
     println!("agent fan-out, deployd {}", deployd_path().display());
     println!(
@@ -346,6 +365,9 @@ fn agent_fan_out_to_many_simulated_agents() {
         pct(&latencies, 100),
         total.as_secs_f64(),
         setup.as_secs_f64()
+    );
+    println!(
+        "  CPU during the job: deployd {deployd_cpu} ms, the simulated agents (this test process) {agents_cpu} ms"
     );
     println!(
         "  deployd VmHWM: idle {} MiB, {n} agents connected {} MiB, after the job {} MiB",

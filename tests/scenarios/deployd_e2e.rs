@@ -179,7 +179,7 @@ fn assert_each_attempt_ran_once(job: &Value, events: &[Value]) {
 }
 
 /// A child process (`deployctl jobs watch`) that does not outlive a failed test.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -55,6 +55,12 @@ struct Follow {
     queue: VecDeque<Event>,
     quiet_settled: u32,
     done: bool,
+    /// The job's status was active as of the last job-level event read (or the
+    /// start). While it is, reading the job to see whether it settled is skipped:
+    /// the job cannot settle without a transition, which is read as an event first.
+    /// (Loading a job reads every task: with 1,000 tasks and a steady stream of
+    /// events, doing it per wake-up cost more CPU than the deploys themselves.)
+    active_hint: bool,
 }
 
 #[utoipa::path(
@@ -96,7 +102,7 @@ pub(crate) async fn job_events(
     };
     // Subscribe before reading the log so no event falls between the two.
     let events = state.engine().subscribe();
-    state.store().get_job(job).await?;
+    let active_hint = state.store().get_job(job).await?.status.is_active();
     let follow = Follow {
         state,
         job,
@@ -105,6 +111,7 @@ pub(crate) async fn job_events(
         queue: VecDeque::new(),
         quiet_settled: 0,
         done: false,
+        active_hint,
     };
     let stream = stream::unfold(follow, |mut f| async move {
         let shutdown = f.state.shutdown_token();
@@ -138,6 +145,10 @@ impl Follow {
                 self.quiet_settled = 0;
                 for r in records {
                     self.after = r.seq;
+                    if r.task_id.is_none() {
+                        self.active_hint =
+                            JobStatus::parse(&r.to_status).is_none_or(JobStatus::is_active);
+                    }
                     self.queue.push_back(event(&r));
                 }
                 return;
@@ -149,8 +160,14 @@ impl Follow {
                 return;
             }
         }
-        match store.get_job(self.job).await {
-            Ok(job) => {
+        let settled_check = if self.active_hint {
+            None
+        } else {
+            Some(store.get_job(self.job).await)
+        };
+        match settled_check {
+            None => {}
+            Some(Ok(job)) => {
                 // Settled jobs end the stream after a quiet tick (late task events of the
                 // failing wave land after the job's own `fail`).
                 let settled = match job.status {
@@ -173,7 +190,7 @@ impl Follow {
                     return;
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(job = %self.job, error = %e, "cannot read the job; ending the stream");
                 self.done = true;
                 return;
