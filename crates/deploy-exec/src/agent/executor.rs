@@ -224,9 +224,16 @@ impl Executor for AgentExecutor {
             .as_ref()
             .and_then(|c| c.image.registry().map(str::to_owned))
             .unwrap_or_else(|| "docker.io".to_owned());
-        let auth = match self.registry_auth(connection, server).await {
-            Ok(a) => a,
-            Err(e) => return ExecutionResult::failed(e, previous),
+        // Only a docker_host target pulls with these credentials: a compose project's
+        // images are pulled by compose on the host, so the secret is neither resolved nor
+        // sent for compose_host targets.
+        let auth = if request.target.target_type == TargetType::DockerHost {
+            match self.registry_auth(connection, server).await {
+                Ok(a) => a,
+                Err(e) => return ExecutionResult::failed(e, previous),
+            }
+        } else {
+            None
         };
         let mut ctx = ctx.clone();
         if let Some(a) = &auth {

@@ -746,3 +746,26 @@ async fn the_executor_waits_for_a_registered_agent_to_poll_before_giving_up() {
     assert!(error.to_string().contains("was revoked"), "{error}");
     assert!(started.elapsed() < Duration::from_millis(100));
 }
+
+#[tokio::test]
+async fn compose_targets_neither_resolve_nor_send_registry_credentials() {
+    let hub = hub_with(&[info(1, &[], &[AgentCapability::Compose])]);
+    poll(&hub, 1, &[], 0).await;
+    // The credential reference cannot even be resolved: it must not be tried.
+    let exec = AgentExecutor::new(hub.clone(), Arc::new(FakeSecrets(BTreeMap::new())));
+    let mut t = target(None, &[], true);
+    t.target_type = TargetType::ComposeHost;
+    let mut req = request(t, 1);
+    req.component = None;
+    let c = ctx(&MemorySink::new(), Duration::from_secs(10));
+    let deploy = tokio::spawn(async move { exec.deploy(&req, &c).await });
+    let d = poll(&hub, 1, &[], 5_000).await.deliveries.remove(0);
+    match &d.action {
+        deploy_api::agent::AgentAction::Deploy { deploy } => {
+            assert!(deploy.registry_auth.is_none())
+        }
+        other => panic!("{other:?}"),
+    }
+    hub.complete(agent_id(1), d.key, &deployed()).unwrap();
+    assert!(deploy.await.unwrap().success);
+}
