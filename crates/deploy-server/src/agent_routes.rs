@@ -419,11 +419,10 @@ pub(crate) async fn rotate_credential(
         }
         other => other?,
     }
-    let mut info = hub.agent(agent).ok_or(ServerError::Unauthenticated(
-        "unknown or revoked agent credential",
-    ))?;
-    info.credential_hash = Some(hash);
-    hub.upsert_agent(info);
+    // One hub call (one lock section): a revocation between a read and a write of the
+    // agent would otherwise be overwritten and the revoked agent accepted again. The
+    // store's update above is conditional on the agent being unrevoked too.
+    hub.set_credential(agent, hash).map_err(hub_error)?;
     tracing::info!(agent = %agent, "agent credential rotated");
     Ok(Json(AgentCredentials {
         protocol: AGENT_PROTOCOL_VERSION,

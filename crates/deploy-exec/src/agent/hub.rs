@@ -236,11 +236,16 @@ impl AgentHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds or updates an agent (registration, start-up load, rotation). A revoked
-    /// agent keeps no credential mapping and has its in-flight keys failed.
-    pub fn upsert_agent(&self, info: AgentInfo) {
+    /// Adds or updates an agent (registration, start-up load, revocation). A revoked
+    /// agent keeps no credential mapping and has its in-flight keys failed. An update
+    /// never clears a known revocation: a stale record (read before a concurrent revoke)
+    /// must not bring a revoked agent back.
+    pub fn upsert_agent(&self, mut info: AgentInfo) {
         let mut state = self.state();
         let id = info.id;
+        if let Some(at) = state.agents.get(&id).and_then(|e| e.info.revoked_at) {
+            info.revoked_at.get_or_insert(at);
+        }
         state.credentials.retain(|_, a| *a != id);
         if info.revoked_at.is_none()
             && let Some(hash) = &info.credential_hash
@@ -272,6 +277,22 @@ impl AgentHub {
         state.credentials.retain(|_, a| *a != id);
         Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
         true
+    }
+
+    /// Replaces the agent's credential (rotation) in one lock section: the old credential
+    /// is refused from now on. A revoked or unknown agent is refused
+    /// ([`HubError::UnknownAgent`]), so a rotation racing a revocation cannot re-admit it.
+    pub fn set_credential(&self, id: AgentId, hash: Digest) -> Result<(), HubError> {
+        let mut state = self.state();
+        let entry = state
+            .agents
+            .get_mut(&id)
+            .filter(|e| e.info.revoked_at.is_none())
+            .ok_or(HubError::UnknownAgent(id))?;
+        entry.info.credential_hash = Some(hash.clone());
+        state.credentials.retain(|_, a| *a != id);
+        state.credentials.insert(hash, id);
+        Ok(())
     }
 
     fn fail_agent_keys(state: &mut HubState, id: AgentId, reason: String) {

@@ -769,3 +769,30 @@ async fn compose_targets_neither_resolve_nor_send_registry_credentials() {
     hub.complete(agent_id(1), d.key, &deployed()).unwrap();
     assert!(deploy.await.unwrap().success);
 }
+
+#[tokio::test]
+async fn a_rotation_cannot_readmit_a_revoked_agent() {
+    let hub = hub_with(&[info(1, &[], &[AgentCapability::Docker])]);
+    hub.set_credential(agent_id(1), sha256_of(b"cred-1b"))
+        .unwrap();
+    assert_eq!(hub.authenticate(&sha256_of(b"cred-1")), None);
+    assert_eq!(hub.authenticate(&sha256_of(b"cred-1b")), Some(agent_id(1)));
+    // A rotation read the agent, then the revocation came: both paths refuse it.
+    let stale = hub.agent(agent_id(1)).unwrap();
+    assert!(hub.revoke_agent(agent_id(1), ts(9)));
+    assert_eq!(
+        hub.set_credential(agent_id(1), sha256_of(b"cred-1c")),
+        Err(HubError::UnknownAgent(agent_id(1)))
+    );
+    let mut rotated = stale;
+    rotated.credential_hash = Some(sha256_of(b"cred-1c"));
+    hub.upsert_agent(rotated);
+    assert_eq!(hub.agent(agent_id(1)).unwrap().revoked_at, Some(ts(9)));
+    for cred in [&b"cred-1b"[..], b"cred-1c"] {
+        assert_eq!(hub.authenticate(&sha256_of(cred)), None);
+    }
+    assert_eq!(
+        hub.set_credential(agent_id(7), sha256_of(b"x")),
+        Err(HubError::UnknownAgent(agent_id(7)))
+    );
+}
