@@ -378,7 +378,27 @@ pub(crate) async fn register(
         created_at: now,
         revoked_at: None,
     };
-    state.store().put_agent(&record).await?;
+    match state.store().put_agent(&record).await {
+        Ok(()) => {}
+        Err(StoreError::NameTaken { name, .. }) => {
+            // Lost a race for the name (the hub check above is per replica and not
+            // atomic with the insert): give the token back so its holder can retry
+            // under another name. Only this spend's own mark is cleared.
+            match state.store().unspend_bootstrap_token(spent.id, now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(token = %spent.id, "bootstrap token revoked meanwhile; left spent");
+                }
+                Err(e) => {
+                    tracing::warn!(token = %spent.id, error = %e, "cannot unspend a bootstrap token");
+                }
+            }
+            return Err(ServerError::Conflict(format!(
+                "agent name `{name}` is already taken"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
     hub.upsert_agent(agent_info(&record)?);
     tracing::info!(agent = %record.id, name = record.name, bootstrap_token = %spent.id, "agent registered");
     Ok((

@@ -527,3 +527,42 @@ async fn a_job_on_an_agent_target_completes_through_the_routes() {
     shutdown.cancel();
     serve.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_registration_losing_the_name_race_answers_409_and_keeps_its_token() {
+    let f = Fixture::new().await;
+    // Another replica registered `b` (this one's hub does not know it yet).
+    let other = deploy_store::AgentRecord {
+        id: agent_id(77),
+        name: "b".into(),
+        labels: deploy_core::Labels::default(),
+        capabilities: vec!["docker".into()],
+        agent_version: "test".into(),
+        credential_hash: Some(deploy_core::testing::digest(77)),
+        last_seen_at: None,
+        created_at: ts(1),
+        revoked_at: None,
+    };
+    f.engine.store().put_agent(&other).await.unwrap();
+    let token = bootstrap_token(&f, "rack-b").await;
+    let (status, body) = f
+        .call(
+            "POST",
+            "/api/v1/agent/register",
+            Some(&token),
+            Some(register_body("b", &[])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["detail"], "agent name `b` is already taken");
+    // The token was not spent by the failed registration.
+    let (status, body) = f
+        .call(
+            "POST",
+            "/api/v1/agent/register",
+            Some(&token),
+            Some(register_body("b2", &[])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
