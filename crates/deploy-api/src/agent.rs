@@ -73,6 +73,23 @@ pub struct CreatedBootstrapToken {
     pub expires_at: Timestamp,
 }
 
+/// An agent bootstrap token as listed to admins (`GET /api/v1/agents/bootstrap-tokens`):
+/// never the secret nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapTokenSummary {
+    pub id: Uuid,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Timestamp>,
+    /// When it was spent by a registration or revoked (the store keeps one mark for
+    /// both); `None`: it can still register an agent until `expires_at`.
+    #[schema(value_type = Option<String>)]
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// `POST /api/v1/agent/register` (bearer = a bootstrap token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

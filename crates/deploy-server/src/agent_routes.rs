@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use deploy_api::Role;
 use deploy_api::agent::{
-    AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials, AgentSummary,
+    AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials, AgentSummary, BootstrapTokenSummary,
     CreateBootstrapTokenRequest, CreatedBootstrapToken, LogAck, LogChunkRequest, PollRequest,
     PollResponse, RegisterAgentRequest, ResultAck, TaskKey, TaskResultRequest,
 };
@@ -234,6 +234,73 @@ pub(crate) async fn create_bootstrap_token(
             expires_at,
         }),
     ))
+}
+
+/// The listed view of a bootstrap token: never the secret, never its hash.
+fn bootstrap_summary(record: ApiTokenRecord) -> BootstrapTokenSummary {
+    BootstrapTokenSummary {
+        id: record.id,
+        name: record.name,
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        revoked_at: record.revoked_at,
+    }
+}
+
+fn is_bootstrap(record: &ApiTokenRecord) -> bool {
+    record.scopes == [AGENT_BOOTSTRAP_SCOPE]
+}
+
+#[utoipa::path(
+    get,
+    path = "/agents/bootstrap-tokens",
+    tag = "agents",
+    security(("bearer" = [])),
+    responses((status = 200, description = "every agent bootstrap token, oldest first, without secrets (admin)", body = Vec<BootstrapTokenSummary>), ProblemResponses)
+)]
+pub(crate) async fn list_bootstrap_tokens(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<BootstrapTokenSummary>>, ServerError> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let tokens = state.store().list_api_tokens().await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .filter(is_bootstrap)
+            .map(bootstrap_summary)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/agents/bootstrap-tokens/{id}/revoke",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "bootstrap token id")),
+    responses((status = 200, description = "revoked (admin): it registers no agent from now on; revoking a spent or revoked token answers it again", body = BootstrapTokenSummary), ProblemResponses)
+)]
+pub(crate) async fn revoke_bootstrap_token(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<BootstrapTokenSummary>, ServerError> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let id = parse_id("bootstrap token", &id, Uuid::parse_str)?;
+    let not_found =
+        || ServerError::NotFound(format!("agent bootstrap token `{id}` does not exist"));
+    // Look before writing: an API token's id must not be revoked through this route.
+    let tokens = state.store().list_api_tokens().await?;
+    if !tokens.iter().any(|t| t.id == id && is_bootstrap(t)) {
+        return Err(not_found());
+    }
+    let record = match state.store().revoke_api_token(id, state.now()).await {
+        Err(StoreError::NotFound { .. }) => return Err(not_found()),
+        other => other?,
+    };
+    tracing::info!(token = %id, name = record.name, by = caller.name, "agent bootstrap token revoked");
+    Ok(Json(bootstrap_summary(record)))
 }
 
 #[utoipa::path(
