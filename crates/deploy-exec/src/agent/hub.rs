@@ -274,6 +274,8 @@ impl AgentHub {
         };
         entry.info.revoked_at.get_or_insert(at);
         entry.notify.notify_waiters();
+        // An executor waiting for this agent to come back fails at once, naming why.
+        self.inner.available.notify_waiters();
         state.credentials.retain(|_, a| *a != id);
         Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
         true
