@@ -261,6 +261,18 @@ fn deployd_and_deployctl_end_to_end() {
     assert!(created["expires_at"].is_string());
     let refused = ctl(&addr, boot.trim_end(), &["env", "show", env_id]);
     assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    // Listed without secrets; one revoked through its own subcommand.
+    let listed = ok_json(&addr, &token, &["agent", "bootstrap-tokens"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        !serde_json::Value::Array(listed.clone())
+            .to_string()
+            .contains("dpb_")
+    );
+    let rack2 = created["id"].as_str().unwrap();
+    let revoked = ok_json(&addr, &token, &["agent", "revoke-bootstrap-token", rack2]);
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
     assert_eq!(
         ok_json(&addr, &token, &["agent", "list"]),
         serde_json::json!([])

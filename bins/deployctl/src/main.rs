@@ -43,6 +43,7 @@ use crate::output::Output;
 ///   deployctl token revoke <TOKEN_ID>
 ///   deployctl agent bootstrap-token --name rack-1 --expires-in-secs 600
 ///   deployctl agent list
+///   deployctl agent bootstrap-tokens
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -268,6 +269,11 @@ enum AgentCommand {
         #[arg(long)]
         expires_in_secs: Option<u64>,
     },
+    /// List agent bootstrap tokens (never their secrets): id, name, created, expires,
+    /// spent or revoked.
+    BootstrapTokens,
+    /// Revoke an unspent bootstrap token: no agent can register with it any more.
+    RevokeBootstrapToken { id: String },
     /// List agents: id, name, active, in flight, last seen, revoked.
     List,
     /// Show one agent.
@@ -275,6 +281,9 @@ enum AgentCommand {
     /// Revoke an agent: its credential is refused at once, its in-flight tasks fail (retryable).
     Revoke { id: String },
 }
+
+/// The fields shown for a bootstrap token (`revoked_at`: spent or revoked).
+const BOOTSTRAP_TOKEN_FIELDS: &[&str] = &["id", "name", "created_at", "expires_at", "revoked_at"];
 
 /// The fields shown for one agent.
 const AGENT_FIELDS: &[&str] = &[
@@ -638,6 +647,16 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 Output::Table => output::line(v["token"].as_str().unwrap_or_default()),
                 Output::Json => output::object(out, &v, &[]),
             }
+        }
+        Command::Agent(AgentCommand::BootstrapTokens) => {
+            let v: Value = client.get(&format!("{p}/agents/bootstrap-tokens")).await?;
+            output::list(out, &v, BOOTSTRAP_TOKEN_FIELDS);
+        }
+        Command::Agent(AgentCommand::RevokeBootstrapToken { id }) => {
+            let v: Value = client
+                .post::<Value, Value>(&format!("{p}/agents/bootstrap-tokens/{id}/revoke"), None)
+                .await?;
+            output::object(out, &v, BOOTSTRAP_TOKEN_FIELDS);
         }
         Command::Agent(AgentCommand::List) => {
             let v: Value = client.get(&format!("{p}/agents")).await?;

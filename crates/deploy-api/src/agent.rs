@@ -61,8 +61,8 @@ pub struct CreateBootstrapTokenRequest {
     pub expires_in_secs: Option<u64>,
 }
 
-/// The created bootstrap token: the secret is shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The created bootstrap token: the secret is shown this once. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatedBootstrapToken {
     pub id: Uuid,
@@ -71,6 +71,23 @@ pub struct CreatedBootstrapToken {
     pub token: String,
     #[schema(value_type = String)]
     pub expires_at: Timestamp,
+}
+
+/// An agent bootstrap token as listed to admins (`GET /api/v1/agents/bootstrap-tokens`):
+/// never the secret nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapTokenSummary {
+    pub id: Uuid,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Timestamp>,
+    /// When it was spent by a registration or revoked (the store keeps one mark for
+    /// both); `None`: it can still register an agent until `expires_at`.
+    #[schema(value_type = Option<String>)]
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// `POST /api/v1/agent/register` (bearer = a bootstrap token).
@@ -90,8 +107,9 @@ pub struct RegisterAgentRequest {
     pub agent_version: String,
 }
 
-/// The answer to a registration or a credential rotation. The credential is shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The answer to a registration or a credential rotation. The credential is shown this
+/// once; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCredentials {
     pub protocol: u32,
@@ -101,6 +119,28 @@ pub struct AgentCredentials {
     pub credential: String,
     /// Poll at least this often (milliseconds) or be marked inactive.
     pub heartbeat_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for CreatedBootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedBootstrapToken")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AgentCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCredentials")
+            .field("protocol", &self.protocol)
+            .field("agent_id", &self.agent_id)
+            .field("credential", &"<redacted>")
+            .field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms)
+            .finish()
+    }
 }
 
 /// An agent as listed to operators (`GET /api/v1/agents`): never its credential.

@@ -181,3 +181,33 @@ fn listed_jobs_drop_artifact_contents_only() {
     assert_eq!(artifact["sha256"], job.artifacts[0].sha256.to_string());
     assert_eq!(json["tasks"], serde_json::to_value(&job.tasks).unwrap());
 }
+
+#[test]
+fn agent_secrets_never_show_in_debug() {
+    use deploy_core::testing::{agent_id, ts};
+    let at = ts(1);
+    let created = agent::CreatedBootstrapToken {
+        id: uuid::Uuid::nil(),
+        name: "rack-1".into(),
+        token: "dpb_secret-token".into(),
+        expires_at: at,
+    };
+    let text = format!("{created:?}");
+    assert!(!text.contains("dpb_secret-token"), "{text}");
+    assert!(
+        text.contains("rack-1") && text.contains("<redacted>"),
+        "{text}"
+    );
+    let credentials = agent::AgentCredentials {
+        protocol: 1,
+        agent_id: agent_id(1),
+        credential: "dpa_secret-credential".into(),
+        heartbeat_timeout_ms: 30_000,
+    };
+    let text = format!("{credentials:?}");
+    assert!(!text.contains("dpa_secret-credential"), "{text}");
+    assert!(
+        text.contains("30000") && text.contains("<redacted>"),
+        "{text}"
+    );
+}

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use deploy_api::Role;
 use deploy_api::agent::{
-    AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials, AgentSummary,
+    AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials, AgentSummary, BootstrapTokenSummary,
     CreateBootstrapTokenRequest, CreatedBootstrapToken, LogAck, LogChunkRequest, PollRequest,
     PollResponse, RegisterAgentRequest, ResultAck, TaskKey, TaskResultRequest,
 };
@@ -236,6 +236,73 @@ pub(crate) async fn create_bootstrap_token(
     ))
 }
 
+/// The listed view of a bootstrap token: never the secret, never its hash.
+fn bootstrap_summary(record: ApiTokenRecord) -> BootstrapTokenSummary {
+    BootstrapTokenSummary {
+        id: record.id,
+        name: record.name,
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        revoked_at: record.revoked_at,
+    }
+}
+
+fn is_bootstrap(record: &ApiTokenRecord) -> bool {
+    record.scopes == [AGENT_BOOTSTRAP_SCOPE]
+}
+
+#[utoipa::path(
+    get,
+    path = "/agents/bootstrap-tokens",
+    tag = "agents",
+    security(("bearer" = [])),
+    responses((status = 200, description = "every agent bootstrap token, oldest first, without secrets (admin)", body = Vec<BootstrapTokenSummary>), ProblemResponses)
+)]
+pub(crate) async fn list_bootstrap_tokens(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<BootstrapTokenSummary>>, ServerError> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let tokens = state.store().list_api_tokens().await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .filter(is_bootstrap)
+            .map(bootstrap_summary)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/agents/bootstrap-tokens/{id}/revoke",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "bootstrap token id")),
+    responses((status = 200, description = "revoked (admin): it registers no agent from now on; revoking a spent or revoked token answers it again", body = BootstrapTokenSummary), ProblemResponses)
+)]
+pub(crate) async fn revoke_bootstrap_token(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<BootstrapTokenSummary>, ServerError> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let id = parse_id("bootstrap token", &id, Uuid::parse_str)?;
+    let not_found =
+        || ServerError::NotFound(format!("agent bootstrap token `{id}` does not exist"));
+    // Look before writing: an API token's id must not be revoked through this route.
+    let tokens = state.store().list_api_tokens().await?;
+    if !tokens.iter().any(|t| t.id == id && is_bootstrap(t)) {
+        return Err(not_found());
+    }
+    let record = match state.store().revoke_api_token(id, state.now()).await {
+        Err(StoreError::NotFound { .. }) => return Err(not_found()),
+        other => other?,
+    };
+    tracing::info!(token = %id, name = record.name, by = caller.name, "agent bootstrap token revoked");
+    Ok(Json(bootstrap_summary(record)))
+}
+
 #[utoipa::path(
     get,
     path = "/agents",
@@ -378,7 +445,27 @@ pub(crate) async fn register(
         created_at: now,
         revoked_at: None,
     };
-    state.store().put_agent(&record).await?;
+    match state.store().put_agent(&record).await {
+        Ok(()) => {}
+        Err(StoreError::NameTaken { name, .. }) => {
+            // Lost a race for the name (the hub check above is per replica and not
+            // atomic with the insert): give the token back so its holder can retry
+            // under another name. Only this spend's own mark is cleared.
+            match state.store().unspend_bootstrap_token(spent.id, now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(token = %spent.id, "bootstrap token revoked meanwhile; left spent");
+                }
+                Err(e) => {
+                    tracing::warn!(token = %spent.id, error = %e, "cannot unspend a bootstrap token");
+                }
+            }
+            return Err(ServerError::Conflict(format!(
+                "agent name `{name}` is already taken"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
     hub.upsert_agent(agent_info(&record)?);
     tracing::info!(agent = %record.id, name = record.name, bootstrap_token = %spent.id, "agent registered");
     Ok((
@@ -419,11 +506,10 @@ pub(crate) async fn rotate_credential(
         }
         other => other?,
     }
-    let mut info = hub.agent(agent).ok_or(ServerError::Unauthenticated(
-        "unknown or revoked agent credential",
-    ))?;
-    info.credential_hash = Some(hash);
-    hub.upsert_agent(info);
+    // One hub call (one lock section): a revocation between a read and a write of the
+    // agent would otherwise be overwritten and the revoked agent accepted again. The
+    // store's update above is conditional on the agent being unrevoked too.
+    hub.set_credential(agent, hash).map_err(hub_error)?;
     tracing::info!(agent = %agent, "agent credential rotated");
     Ok(Json(AgentCredentials {
         protocol: AGENT_PROTOCOL_VERSION,

@@ -65,7 +65,11 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(log_sse::task_log_events))
         .routes(routes!(token_routes::list_tokens, h::create_token))
         .routes(routes!(token_routes::revoke_token))
-        .routes(routes!(agents::create_bootstrap_token))
+        .routes(routes!(
+            agents::create_bootstrap_token,
+            agents::list_bootstrap_tokens
+        ))
+        .routes(routes!(agents::revoke_bootstrap_token))
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::get_agent))
         .routes(routes!(agents::revoke_agent))

@@ -302,6 +302,17 @@ async fn role_matrix() {
         .await;
     let spare_token = spare["id"].as_str().unwrap().to_owned();
     let (agent_id, _) = agents::register_agent(&f, "matrix-agent", &[("zone", "a")]).await;
+    let spare_bootstrap = f
+        .ok(
+            "POST",
+            "/api/v1/agents/bootstrap-tokens",
+            Role::Admin,
+            Some(json!({"name": "spare-bootstrap"})),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let mut n = 0;
     let mut unique = || {
@@ -542,6 +553,25 @@ async fn role_matrix() {
             Some(json!({"name": u(), "expires_in_secs": 60})),
             Role::Admin,
             Some(201),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/agents/bootstrap-tokens".into(),
+            None,
+            Role::Admin,
+            Some(200),
+        )
+    }));
+    // Revoking a revoked bootstrap token again answers it again.
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/agents/bootstrap-tokens/{spare_bootstrap}/revoke"),
+            None,
+            Role::Admin,
+            Some(200),
         )
     }));
     cases.push(Box::new(|_| {

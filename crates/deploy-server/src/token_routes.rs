@@ -64,13 +64,20 @@ pub(crate) async fn revoke_token(
     let caller = authorize(&state, &headers, Role::Admin).await?;
     let id = parse_id("token", &id, Uuid::parse_str)?;
     let not_found = || ServerError::NotFound(format!("api token `{id}` does not exist"));
+    // Look before writing: a row without a role (an agent bootstrap token, the
+    // bootstrap marker) is no API token and must not be revoked through this route
+    // (bootstrap tokens have `/agents/bootstrap-tokens/{id}/revoke`).
+    let tokens = state.store().list_api_tokens().await?;
+    if !tokens
+        .iter()
+        .any(|t| t.id == id && !is_bootstrap_marker(t) && role_of(t).is_some())
+    {
+        return Err(not_found());
+    }
     let record = match state.store().revoke_api_token(id, state.now()).await {
         Err(deploy_store::StoreError::NotFound { .. }) => return Err(not_found()),
         other => other?,
     };
-    if is_bootstrap_marker(&record) {
-        return Err(not_found());
-    }
     tracing::info!(token = %id, name = record.name, by = caller.name, "api token revoked");
     summary(record).map(Json).ok_or_else(not_found)
 }

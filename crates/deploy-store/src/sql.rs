@@ -1036,6 +1036,20 @@ macro_rules! sql_store {
                 .transpose()
             }
 
+            async fn unspend_bootstrap_token(&self, id: uuid::Uuid, spent_at: deploy_core::Timestamp) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = NULL
+                     WHERE id = $1 AND scopes = $2 AND revoked_at = $3",
+                )
+                .bind_id(id)
+                .bind(model::to_json("api_tokens.scopes", &[crate::model::AGENT_BOOTSTRAP_SCOPE])?)
+                .bind(model::millis(spent_at)?)
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::db("unspend an agent bootstrap token"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
                 let query = sqlx::query(
                     "INSERT INTO api_tokens (id, name, token_hash, scopes, created_at, revoked_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -196,6 +196,15 @@ pub trait Store: Send + Sync {
         hash: &Digest,
         now: Timestamp,
     ) -> Result<Option<ApiTokenRecord>, StoreError>;
+    /// Undoes a [`Store::spend_bootstrap_token`] whose registration failed (the agent name
+    /// was taken): clears `revoked_at` of the bootstrap token `id` only when it is exactly
+    /// `spent_at`, the spend's own mark, so a later revocation (or spend) stays. True
+    /// when the token is unspent again.
+    async fn unspend_bootstrap_token(
+        &self,
+        id: uuid::Uuid,
+        spent_at: Timestamp,
+    ) -> Result<bool, StoreError>;
     async fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError>;
     /// The token whose sha256 is `hash`, revoked or not.
     async fn find_api_token(&self, hash: &Digest) -> Result<Option<ApiTokenRecord>, StoreError>;

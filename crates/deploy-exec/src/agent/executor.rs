@@ -112,14 +112,31 @@ impl AgentExecutor {
     ) -> Result<TaskOutcome, ExecError> {
         let connection = agent_connection(target)?;
         let capability = capability_for(target)?;
-        let agent = self
-            .hub
-            .select(connection.agent_id, &connection.selector, capability)
-            .map_err(|e| ExecError::NoAgentAvailable {
-                target: target.name.to_string(),
-                detail: e.0,
-            })?;
         let what = action.name();
+        // An agent that is registered but not polling yet (deployd just restarted, or it
+        // is reconnecting) gets up to a heartbeat timeout to come back before the attempt
+        // is failed.
+        let max_wait = self.hub.heartbeat_timeout().min(ctx.timeout);
+        let selected = self
+            .hub
+            .select_waiting(
+                connection.agent_id,
+                &connection.selector,
+                capability,
+                max_wait,
+                &ctx.cancel,
+            )
+            .await;
+        if ctx.cancel.is_cancelled() {
+            return Err(ExecError::Cancelled {
+                host: format!("target `{}`", target.name),
+                what: what.to_owned(),
+            });
+        }
+        let agent = selected.map_err(|e| ExecError::NoAgentAvailable {
+            target: target.name.to_string(),
+            detail: e.0,
+        })?;
         let host = self.hub.agent(agent).map_or_else(
             || format!("agent {agent}"),
             |a| format!("agent `{}`", a.name),
@@ -192,8 +209,9 @@ fn unexpected(target: &Target, what: &str, outcome: &TaskOutcome) -> ExecError {
 
 #[async_trait]
 impl Executor for AgentExecutor {
-    /// Always sends a `deploy` action: a task does not say whether its job is a rollback
-    /// (a rollback is a deploy of the last-known-good digest, which the agent handles alike).
+    /// Sends a `rollback` action for a rollback job (`request.rollback`, set by the engine)
+    /// and a `deploy` action otherwise; both carry the same payload (a rollback deploys the
+    /// last-known-good digest).
     async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
         let task = &request.task;
         let previous = task.previous_digest.clone();
@@ -206,9 +224,16 @@ impl Executor for AgentExecutor {
             .as_ref()
             .and_then(|c| c.image.registry().map(str::to_owned))
             .unwrap_or_else(|| "docker.io".to_owned());
-        let auth = match self.registry_auth(connection, server).await {
-            Ok(a) => a,
-            Err(e) => return ExecutionResult::failed(e, previous),
+        // Only a docker_host target pulls with these credentials: a compose project's
+        // images are pulled by compose on the host, so the secret is neither resolved nor
+        // sent for compose_host targets.
+        let auth = if request.target.target_type == TargetType::DockerHost {
+            match self.registry_auth(connection, server).await {
+                Ok(a) => a,
+                Err(e) => return ExecutionResult::failed(e, previous),
+            }
+        } else {
+            None
         };
         let mut ctx = ctx.clone();
         if let Some(a) = &auth {

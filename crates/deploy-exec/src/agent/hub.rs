@@ -25,6 +25,9 @@ use crate::logs::TaskLog;
 
 /// How many finished keys the hub remembers (so a re-sent result or log chunk is acknowledged again).
 const COMPLETED_MEMORY: usize = 10_000;
+/// A cancel notice is repeated for this many heartbeat timeouts at most: by then a live
+/// agent has polled several times, and a silent one has had its keys reaped.
+const CANCEL_MEMORY_FACTOR: u32 = 2;
 /// The store's `last_seen_at` of an agent is written at most this often.
 pub const TOUCH_RESOLUTION: Duration = Duration::from_secs(60);
 
@@ -76,9 +79,14 @@ struct AgentEntry {
     last_touch: Option<Instant>,
     /// Outstanding keys (delivered on every poll until their result arrives).
     queue: BTreeSet<TaskKey>,
-    /// Keys the agent must stop; sent on every poll while the agent reports them running.
-    cancel: BTreeSet<TaskKey>,
+    /// Keys the agent must stop, with when they were abandoned. Sent on every poll (a
+    /// stale long-poll of a reconnected agent may answer into a dropped connection, so
+    /// one answer is no proof of receipt); kept until the key's result arrives or
+    /// [`CANCEL_MEMORY_FACTOR`] heartbeat timeouts pass (memory stays bounded).
+    cancel: BTreeMap<TaskKey, CancelNotice>,
     notify: Arc<Notify>,
+    /// Its last poll said it is stopping: nothing new is delivered to it.
+    draining: bool,
 }
 
 impl AgentEntry {
@@ -88,8 +96,9 @@ impl AgentEntry {
             last_poll: None,
             last_touch: None,
             queue: BTreeSet::new(),
-            cancel: BTreeSet::new(),
+            cancel: BTreeMap::new(),
             notify: Arc::new(Notify::new()),
+            draining: false,
         }
     }
 
@@ -98,6 +107,24 @@ impl AgentEntry {
             && self
                 .last_poll
                 .is_some_and(|t| now.saturating_duration_since(t) < timeout)
+    }
+}
+
+/// A key the agent must stop.
+struct CancelNotice {
+    /// When the server gave up on it (the notice is forgotten some time after).
+    since: Instant,
+    /// Some poll answered it already: later polls still carry it, but it alone no longer
+    /// makes a poll answer at once (the agent would spin on its long-poll).
+    sent: bool,
+}
+
+impl CancelNotice {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            sent: false,
+        }
     }
 }
 
@@ -141,11 +168,18 @@ impl HubState {
         Some(pending)
     }
 
+    /// Fails `key` as lost and tells its agent to stop it: the engine gives up on the
+    /// attempt, so a partitioned agent that comes back must not keep running it (an agent
+    /// ignores cancels of keys it does not know).
     fn fail(&mut self, key: TaskKey, reason: String) {
-        if let Some(mut pending) = self.finish(key)
-            && let Some(done) = pending.done.take()
-        {
-            let _ = done.send(Completion::Lost { reason });
+        if let Some(mut pending) = self.finish(key) {
+            if let Some(entry) = self.agents.get_mut(&pending.agent) {
+                entry.cancel.insert(key, CancelNotice::new());
+                entry.notify.notify_waiters();
+            }
+            if let Some(done) = pending.done.take() {
+                let _ = done.send(Completion::Lost { reason });
+            }
         }
     }
 }
@@ -159,6 +193,9 @@ pub struct AgentHub {
 struct Inner {
     heartbeat_timeout: Duration,
     state: Mutex<HubState>,
+    /// Woken when an agent becomes available (a first poll after silence, the end of
+    /// draining, a registration): executors waiting for one look again.
+    available: Notify,
 }
 
 impl std::fmt::Debug for AgentHub {
@@ -180,6 +217,7 @@ impl AgentHub {
             inner: Arc::new(Inner {
                 heartbeat_timeout,
                 state: Mutex::new(HubState::default()),
+                available: Notify::new(),
             }),
         }
     }
@@ -198,11 +236,16 @@ impl AgentHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds or updates an agent (registration, start-up load, rotation). A revoked
-    /// agent keeps no credential mapping and has its in-flight keys failed.
-    pub fn upsert_agent(&self, info: AgentInfo) {
+    /// Adds or updates an agent (registration, start-up load, revocation). A revoked
+    /// agent keeps no credential mapping and has its in-flight keys failed. An update
+    /// never clears a known revocation: a stale record (read before a concurrent revoke)
+    /// must not bring a revoked agent back.
+    pub fn upsert_agent(&self, mut info: AgentInfo) {
         let mut state = self.state();
         let id = info.id;
+        if let Some(at) = state.agents.get(&id).and_then(|e| e.info.revoked_at) {
+            info.revoked_at.get_or_insert(at);
+        }
         state.credentials.retain(|_, a| *a != id);
         if info.revoked_at.is_none()
             && let Some(hash) = &info.credential_hash
@@ -219,6 +262,7 @@ impl AgentHub {
         if revoked {
             Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
         }
+        self.inner.available.notify_waiters();
     }
 
     /// Marks the agent revoked: its credential is refused at once and its in-flight
@@ -229,10 +273,28 @@ impl AgentHub {
             return false;
         };
         entry.info.revoked_at.get_or_insert(at);
-        entry.notify.notify_one();
+        entry.notify.notify_waiters();
+        // An executor waiting for this agent to come back fails at once, naming why.
+        self.inner.available.notify_waiters();
         state.credentials.retain(|_, a| *a != id);
         Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
         true
+    }
+
+    /// Replaces the agent's credential (rotation) in one lock section: the old credential
+    /// is refused from now on. A revoked or unknown agent is refused
+    /// ([`HubError::UnknownAgent`]), so a rotation racing a revocation cannot re-admit it.
+    pub fn set_credential(&self, id: AgentId, hash: Digest) -> Result<(), HubError> {
+        let mut state = self.state();
+        let entry = state
+            .agents
+            .get_mut(&id)
+            .filter(|e| e.info.revoked_at.is_none())
+            .ok_or(HubError::UnknownAgent(id))?;
+        entry.info.credential_hash = Some(hash.clone());
+        state.credentials.retain(|_, a| *a != id);
+        state.credentials.insert(hash, id);
+        Ok(())
     }
 
     fn fail_agent_keys(state: &mut HubState, id: AgentId, reason: String) {
@@ -307,7 +369,12 @@ impl AgentHub {
             .filter(|e| e.info.revoked_at.is_none())
             .ok_or(HubError::UnknownAgent(id))?;
         let now = Instant::now();
+        let was_active = entry.active(now, self.inner.heartbeat_timeout);
         entry.last_poll = Some(now);
+        if !was_active {
+            // First sign of life since start or silence: waiting executors look again.
+            self.inner.available.notify_waiters();
+        }
         let seen = wall_now();
         if let Some(seen) = seen {
             entry.info.last_seen_at = Some(seen);
@@ -324,6 +391,9 @@ impl AgentHub {
     /// A long-poll: records the heartbeat, then answers at once when something is to be
     /// delivered or cancelled, else waits for a notification up to
     /// min(`wait_ms`, [`MAX_POLL_WAIT_MS`], heartbeat timeout / 3) or until `shutdown`.
+    /// A draining poll (the agent is stopping) keeps the agent alive and gets its cancel
+    /// notices but no delivery: its queued keys stay queued for it (the executor's
+    /// timeout bounds them) and the selection passes it over.
     pub async fn poll(
         &self,
         agent: AgentId,
@@ -333,21 +403,26 @@ impl AgentHub {
         self.heartbeat(agent)?;
         let running: BTreeSet<TaskKey> = request.running.iter().copied().collect();
         let notify = {
-            let state = self.state();
+            let mut state = self.state();
             let entry = state
                 .agents
-                .get(&agent)
+                .get_mut(&agent)
                 .ok_or(HubError::UnknownAgent(agent))?;
+            let was_draining = std::mem::replace(&mut entry.draining, request.draining);
+            if was_draining && !request.draining {
+                // Back in service: executors waiting for an available agent may go on.
+                self.inner.available.notify_waiters();
+            }
             entry.notify.clone()
         };
         let wait = Duration::from_millis(request.wait_ms.min(MAX_POLL_WAIT_MS))
             .min(self.inner.heartbeat_timeout / 3);
         // Register interest before looking, so a dispatch between the look and the wait
-        // is not missed.
+        // is not missed (`notify_waiters` wakes every future created before it).
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if let Some(response) = self.take(agent, &running, false)? {
+        if let Some(response) = self.take(agent, &running, request.draining, false)? {
             return Ok(response);
         }
         if !wait.is_zero() {
@@ -358,7 +433,7 @@ impl AgentHub {
             }
         }
         Ok(self
-            .take(agent, &running, true)?
+            .take(agent, &running, request.draining, true)?
             .unwrap_or_else(|| PollResponse {
                 protocol: AGENT_PROTOCOL_VERSION,
                 deliveries: Vec::new(),
@@ -366,12 +441,14 @@ impl AgentHub {
             }))
     }
 
-    /// The deliveries (outstanding keys not in `running`) and cancel notices of `agent`;
-    /// `None` when both are empty and `always` is false.
+    /// The deliveries (outstanding keys not in `running`; none when `draining`) and cancel
+    /// notices of `agent`; `None` when there is no delivery nor unsent notice and `always`
+    /// is false.
     fn take(
         &self,
         agent: AgentId,
         running: &BTreeSet<TaskKey>,
+        draining: bool,
         always: bool,
     ) -> Result<Option<PollResponse>, HubError> {
         let mut state = self.state();
@@ -381,18 +458,32 @@ impl AgentHub {
             .get_mut(&agent)
             .filter(|e| e.info.revoked_at.is_none())
             .ok_or(HubError::UnknownAgent(agent))?;
-        let deliveries: Vec<TaskDelivery> = entry
-            .queue
-            .iter()
-            .filter(|k| !running.contains(k))
-            .filter_map(|k| state.pending.get(k).map(|p| p.delivery.clone()))
-            .collect();
-        let cancel: Vec<TaskKey> = entry.cancel.iter().copied().collect();
-        // A cancel notice is repeated while the agent still reports the key running.
-        entry.cancel.retain(|k| running.contains(k));
-        if deliveries.is_empty() && cancel.is_empty() && !always {
+        let deliveries: Vec<TaskDelivery> = if draining {
+            Vec::new()
+        } else {
+            entry
+                .queue
+                .iter()
+                .filter(|k| !running.contains(k))
+                .filter_map(|k| state.pending.get(k).map(|p| p.delivery.clone()))
+                .collect()
+        };
+        // A notice is not dropped once answered (the answer may go to a stale poll whose
+        // connection is gone): it is repeated until the key's result arrives, while the
+        // agent reports the key running, or for a bounded time.
+        let now = Instant::now();
+        let keep = self.inner.heartbeat_timeout * CANCEL_MEMORY_FACTOR;
+        entry.cancel.retain(|k, notice| {
+            running.contains(k) || now.saturating_duration_since(notice.since) < keep
+        });
+        let fresh = entry.cancel.values().any(|n| !n.sent);
+        if deliveries.is_empty() && !fresh && !always {
             return Ok(None);
         }
+        for notice in entry.cancel.values_mut() {
+            notice.sent = true;
+        }
+        let cancel: Vec<TaskKey> = entry.cancel.keys().copied().collect();
         Ok(Some(PollResponse {
             protocol: AGENT_PROTOCOL_VERSION,
             deliveries,
@@ -466,6 +557,10 @@ impl AgentHub {
                 Ok(ack)
             }
             _ if state.completed_set.contains(&(key, agent)) => {
+                // The agent is done with the key: no need to tell it to stop any more.
+                if let Some(entry) = state.agents.get_mut(&agent) {
+                    entry.cancel.remove(&key);
+                }
                 tracing::info!(agent = %agent, task = %key.task_id, attempt = key.attempt,
                     "result of a finished or abandoned key acknowledged and dropped");
                 Ok(ack)
@@ -474,40 +569,100 @@ impl AgentHub {
         }
     }
 
-    /// Picks the agent for a target: `agent_id` when given (must be active, unrevoked and
-    /// capable), else the active capable agent whose labels contain every `selector`
-    /// label, least in flight first, then by id.
+    /// Picks the agent for a target: `agent_id` when given (must be active, unrevoked,
+    /// capable and not draining), else the active, non-draining capable agent whose
+    /// labels contain every `selector` label, least in flight first, then by id.
     pub fn select(
         &self,
         agent_id: Option<AgentId>,
         selector: &Labels,
         capability: AgentCapability,
     ) -> Result<AgentId, NoAgent> {
+        self.try_select(agent_id, selector, capability)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Like [`AgentHub::select`], but while the only candidates are registered, unrevoked
+    /// and capable yet inactive or draining (after a restart, agents reconnect with a
+    /// backoff), waits for one to poll: by notification, at most `max_wait`, until
+    /// `cancel`. Without that, a restart would burn attempts on `NoAgentAvailable`.
+    pub async fn select_waiting(
+        &self,
+        agent_id: Option<AgentId>,
+        selector: &Labels,
+        capability: AgentCapability,
+        max_wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<AgentId, NoAgent> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            // Register interest before looking, so a poll between the look and the wait
+            // is not missed.
+            let notified = self.inner.available.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_select(agent_id, selector, capability) {
+                Ok(id) => return Ok(id),
+                Err((e, false)) => return Err(e),
+                Err((e, true)) => {
+                    if Instant::now() >= deadline || cancel.is_cancelled() {
+                        return Err(e);
+                    }
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The selection; an error says whether an agent may yet come (`true`: a registered,
+    /// unrevoked, capable candidate is only inactive or draining).
+    fn try_select(
+        &self,
+        agent_id: Option<AgentId>,
+        selector: &Labels,
+        capability: AgentCapability,
+    ) -> Result<AgentId, (NoAgent, bool)> {
         let state = self.state();
         let now = Instant::now();
         let timeout = self.inner.heartbeat_timeout;
         let cap = capability_name(capability);
+        let definitive = |text: String| (NoAgent(text), false);
         if let Some(id) = agent_id {
             let entry = state
                 .agents
                 .get(&id)
-                .ok_or_else(|| NoAgent(format!("agent `{id}` is not registered")))?;
+                .ok_or_else(|| definitive(format!("agent `{id}` is not registered")))?;
             let name = &entry.info.name;
             if let Some(at) = entry.info.revoked_at {
-                return Err(NoAgent(format!(
+                return Err(definitive(format!(
                     "agent `{name}` ({id}) was revoked at {at}"
                 )));
             }
-            if !entry.active(now, timeout) {
-                return Err(NoAgent(match entry.info.last_seen_at {
-                    Some(at) => format!("agent `{name}` ({id}) is inactive since {at}"),
-                    None => format!("agent `{name}` ({id}) has never polled this server"),
-                }));
-            }
             if !entry.info.capabilities.contains(&capability) {
-                return Err(NoAgent(format!(
+                return Err(definitive(format!(
                     "agent `{name}` ({id}) lacks the `{cap}` capability"
                 )));
+            }
+            if !entry.active(now, timeout) {
+                return Err((
+                    NoAgent(match entry.info.last_seen_at {
+                        Some(at) => format!("agent `{name}` ({id}) is inactive since {at}"),
+                        None => format!("agent `{name}` ({id}) has never polled this server"),
+                    }),
+                    true,
+                ));
+            }
+            if entry.draining {
+                return Err((
+                    NoAgent(format!(
+                        "agent `{name}` ({id}) is draining (stopping) and takes no new task"
+                    )),
+                    true,
+                ));
             }
             return Ok(id);
         }
@@ -517,7 +672,7 @@ impl AgentHub {
             .filter(|e| e.info.labels.matches(selector))
             .collect();
         if matching.is_empty() {
-            return Err(NoAgent(format!(
+            return Err(definitive(format!(
                 "no agent matches the selector {}",
                 labels_text(selector)
             )));
@@ -527,23 +682,26 @@ impl AgentHub {
             .filter(|e| e.info.revoked_at.is_none() && e.info.capabilities.contains(&capability))
             .collect();
         if capable.is_empty() {
-            return Err(NoAgent(format!(
+            return Err(definitive(format!(
                 "no unrevoked agent matching the selector {} has the `{cap}` capability",
                 labels_text(selector)
             )));
         }
         capable
             .iter()
-            .filter(|e| e.active(now, timeout))
+            .filter(|e| e.active(now, timeout) && !e.draining)
             .min_by_key(|e| (e.queue.len(), e.info.id))
             .map(|e| e.info.id)
             .ok_or_else(|| {
-                NoAgent(format!(
-                    "the {} agent(s) matching the selector {} with the `{cap}` capability are inactive (no poll within {} ms)",
-                    capable.len(),
-                    labels_text(selector),
-                    timeout.as_millis()
-                ))
+                (
+                    NoAgent(format!(
+                        "the {} agent(s) matching the selector {} with the `{cap}` capability are inactive (no poll within {} ms) or draining",
+                        capable.len(),
+                        labels_text(selector),
+                        timeout.as_millis()
+                    )),
+                    true,
+                )
             })
     }
 
@@ -565,7 +723,9 @@ impl AgentHub {
             .ok_or(HubError::UnknownAgent(agent))?;
         entry.queue.insert(key);
         entry.cancel.remove(&key);
-        entry.notify.notify_one();
+        // Every waiting poll of the agent wakes: the oldest may be a stale one whose
+        // connection is gone while the live poll would sleep its full wait.
+        entry.notify.notify_waiters();
         if let Some(old) = state.pending.insert(
             key,
             Pending {
@@ -591,8 +751,8 @@ impl AgentHub {
         if let Some(pending) = state.finish(key)
             && let Some(entry) = state.agents.get_mut(&pending.agent)
         {
-            entry.cancel.insert(key);
-            entry.notify.notify_one();
+            entry.cancel.insert(key, CancelNotice::new());
+            entry.notify.notify_waiters();
         }
     }
 

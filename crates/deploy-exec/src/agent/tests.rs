@@ -301,6 +301,10 @@ async fn a_silent_agent_fails_its_tasks_as_retryable_and_a_late_result_is_droppe
     );
     assert!(error.is_retryable());
     assert!(!hub.summaries()[0].active);
+    // The engine gave up on the attempt: the agent, back from a partition, is told to stop it.
+    let back = poll(&hub, 1, &[key], 0).await;
+    assert!(back.deliveries.is_empty());
+    assert_eq!(back.cancel, [key]);
     // Its late result is acknowledged and dropped.
     assert_eq!(
         hub.complete(agent_id(1), key, &deployed()).unwrap().key,
@@ -328,8 +332,20 @@ async fn timeout_and_cancel_send_the_key_in_cancel() {
     let answer = poll(&hub, 1, &[key], 0).await;
     assert!(answer.deliveries.is_empty());
     assert_eq!(answer.cancel, [key]);
-    // Repeated while the agent reports it running, then forgotten.
+    // Repeated (an answer may have gone to a stale poll) until the key's result arrives.
     assert_eq!(poll(&hub, 1, &[], 0).await.cancel, [key]);
+    let cancelled = TaskResultRequest {
+        protocol: 1,
+        log_lines: 0,
+        outcome: TaskOutcome::Failed {
+            error: AgentError {
+                code: AgentErrorCode::Cancelled,
+                message: "cancelled".into(),
+            },
+            previous_digest: None,
+        },
+    };
+    assert!(hub.complete(agent_id(1), key, &cancelled).is_ok());
     assert!(poll(&hub, 1, &[], 0).await.cancel.is_empty());
 
     let c = ctx(&MemorySink::new(), Duration::from_secs(30));
@@ -343,17 +359,6 @@ async fn timeout_and_cancel_send_the_key_in_cancel() {
     assert!(matches!(error, ExecError::Cancelled { .. }), "{error:?}");
     assert_eq!(poll(&hub, 1, &[], 5_000).await.cancel, [key]);
     // The agent's cancelled result is acknowledged.
-    let cancelled = TaskResultRequest {
-        protocol: 1,
-        log_lines: 0,
-        outcome: TaskOutcome::Failed {
-            error: AgentError {
-                code: AgentErrorCode::Cancelled,
-                message: "cancelled".into(),
-            },
-            previous_digest: None,
-        },
-    };
     assert!(hub.complete(agent_id(1), key, &cancelled).is_ok());
 }
 
@@ -530,4 +535,264 @@ async fn revoking_fails_in_flight_keys_and_refuses_polls() {
         )
         .await;
     assert_eq!(refused, Err(HubError::UnknownAgent(agent_id(1))));
+}
+
+async fn poll_as(
+    hub: &AgentHub,
+    n: u64,
+    running: &[TaskKey],
+    wait_ms: u64,
+    draining: bool,
+) -> PollResponse {
+    hub.poll(
+        agent_id(n),
+        &PollRequest {
+            protocol: 1,
+            running: running.to_vec(),
+            wait_ms,
+            draining,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_draining_agent_keeps_its_heartbeat_and_cancels_but_gets_nothing_new() {
+    let hub = hub_with(&[
+        info(1, &[], &[AgentCapability::Docker]),
+        info(2, &[], &[AgentCapability::Docker]),
+    ]);
+    poll(&hub, 1, &[], 0).await;
+    let exec = Arc::new(executor(&hub));
+    let e = exec.clone();
+    let c = ctx(&MemorySink::new(), Duration::from_secs(10));
+    let req = request(target(Some(agent_id(1)), &[], false), 1);
+    let deploy = tokio::spawn(async move { e.deploy(&req, &c).await });
+    let key = poll(&hub, 1, &[], 5_000).await.deliveries[0].key;
+
+    // Queued while it drains: not delivered (nor a second key), the agent stays active.
+    let e = exec.clone();
+    let c2 = ctx(&MemorySink::new(), Duration::from_secs(10));
+    let cancel2 = c2.cancel.clone();
+    let req = request(target(Some(agent_id(1)), &[], false), 2);
+    let second = tokio::spawn(async move { e.deploy(&req, &c2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let key2 = TaskKey {
+        task_id: task_id(2),
+        attempt: 1,
+    };
+    let drained = poll_as(&hub, 1, &[key], 0, true).await;
+    assert!(drained.deliveries.is_empty(), "{drained:?}");
+    // A waiting draining poll is not answered with the queued key either.
+    let drained = poll_as(&hub, 1, &[key], 100, true).await;
+    assert!(drained.deliveries.is_empty(), "{drained:?}");
+    assert!(hub.summaries()[0].active);
+    assert_eq!(
+        hub.summaries()[0].in_flight,
+        2,
+        "the key stays queued for it"
+    );
+    // Not selected while draining: the other agent wins once it polls.
+    assert!(
+        hub.select(None, &Labels::default(), AgentCapability::Docker)
+            .unwrap_err()
+            .0
+            .contains("or draining")
+    );
+    poll(&hub, 2, &[], 0).await;
+    assert_eq!(
+        hub.select(None, &Labels::default(), AgentCapability::Docker),
+        Ok(agent_id(2))
+    );
+    assert!(
+        hub.select(
+            Some(agent_id(1)),
+            &Labels::default(),
+            AgentCapability::Docker
+        )
+        .unwrap_err()
+        .0
+        .contains("draining")
+    );
+    // Cancels still reach a draining agent.
+    cancel2.cancel();
+    assert!(second.await.unwrap().error.is_some());
+    let drained = poll_as(&hub, 1, &[key], 0, true).await;
+    assert!(drained.deliveries.is_empty());
+    assert_eq!(drained.cancel, [key2]);
+    // Undrained, it gets what is queued for it again.
+    hub.complete(agent_id(1), key, &deployed()).unwrap();
+    assert!(deploy.await.unwrap().success);
+    let e = exec.clone();
+    let c = ctx(&MemorySink::new(), Duration::from_secs(10));
+    let req = request(target(Some(agent_id(1)), &[], false), 3);
+    let third = tokio::spawn(async move { e.deploy(&req, &c).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(poll_as(&hub, 1, &[], 0, true).await.deliveries.is_empty());
+    let d = poll(&hub, 1, &[], 5_000).await.deliveries.remove(0);
+    assert_eq!(d.key.task_id, task_id(3));
+    hub.complete(agent_id(1), d.key, &deployed()).unwrap();
+    assert!(third.await.unwrap().success);
+}
+
+#[tokio::test]
+async fn a_stale_long_poll_neither_delays_the_live_one_nor_swallows_a_cancel() {
+    let hub = hub_with(&[info(1, &[], &[AgentCapability::Docker])]);
+    poll(&hub, 1, &[], 0).await;
+    // The stale poll (its connection is gone, the handler still waits), then the live one.
+    let h = hub.clone();
+    let stale = tokio::spawn(async move { poll(&h, 1, &[], 5_000).await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let h = hub.clone();
+    let live = tokio::spawn(async move { poll(&h, 1, &[], 5_000).await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+
+    let exec = Arc::new(executor(&hub));
+    let e = exec.clone();
+    let c = ctx(&MemorySink::new(), Duration::from_secs(10));
+    let cancel = c.cancel.clone();
+    let req = request(target(None, &[], false), 1);
+    let started = std::time::Instant::now();
+    let deploy = tokio::spawn(async move { e.deploy(&req, &c).await });
+    let live = tokio::time::timeout(Duration::from_secs(1), live)
+        .await
+        .expect("the live poll wakes at once")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(live.deliveries.len(), 1);
+    let key = live.deliveries[0].key;
+    let _ = stale.await.unwrap();
+
+    // A cancel answered to a stale poll is answered again to the live one.
+    let h = hub.clone();
+    let stale = tokio::spawn(async move { poll(&h, 1, &[key], 5_000).await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cancel.cancel();
+    assert!(deploy.await.unwrap().error.is_some());
+    assert_eq!(stale.await.unwrap().cancel, [key]);
+    assert_eq!(poll(&hub, 1, &[], 0).await.cancel, [key]);
+    // Forgotten after two heartbeat timeouts when no result comes.
+    tokio::time::sleep(HEARTBEAT * 2 + Duration::from_millis(50)).await;
+    assert!(poll(&hub, 1, &[], 0).await.cancel.is_empty());
+}
+
+#[tokio::test]
+async fn the_executor_waits_for_a_registered_agent_to_poll_before_giving_up() {
+    let hub = hub_with(&[info(1, &[("zone", "a")], &[AgentCapability::Docker])]);
+    let exec = Arc::new(executor(&hub));
+    // As after a restart: registered, never polled. The task waits for its first poll.
+    for t in [
+        target(Some(agent_id(1)), &[], false),
+        target(None, &[("zone", "a")], false),
+    ] {
+        let e = exec.clone();
+        let inspect = tokio::spawn(async move {
+            let c = ExecContext::quiet(Duration::from_secs(10));
+            e.inspect(&t, &name("web"), &c).await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!inspect.is_finished());
+        let d = poll(&hub, 1, &[], 5_000).await.deliveries.remove(0);
+        let answer = TaskResultRequest {
+            protocol: 1,
+            log_lines: 0,
+            outcome: TaskOutcome::Inspected { digest: None },
+        };
+        hub.complete(agent_id(1), d.key, &answer).unwrap();
+        assert_eq!(inspect.await.unwrap().unwrap(), None);
+        // Silent again for the next round.
+        tokio::time::sleep(HEARTBEAT + Duration::from_millis(20)).await;
+    }
+    // Bounded by the heartbeat timeout (and the call's timeout).
+    let started = std::time::Instant::now();
+    let error = exec
+        .inspect(
+            &target(Some(agent_id(1)), &[], false),
+            &name("web"),
+            &ExecContext::quiet(Duration::from_millis(150)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ExecError::NoAgentAvailable { .. }),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < HEARTBEAT);
+    // Cancellable.
+    let c = ExecContext::quiet(Duration::from_secs(10));
+    let cancel = c.cancel.clone();
+    let e = exec.clone();
+    let waiting = tokio::spawn(async move {
+        e.inspect(&target(Some(agent_id(1)), &[], false), &name("web"), &c)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cancel.cancel();
+    let error = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(error, ExecError::Cancelled { .. }), "{error:?}");
+    // Revoked while an executor waits for it: the wait ends at once, naming why.
+    let e = exec.clone();
+    let started = std::time::Instant::now();
+    let waiting = tokio::spawn(async move {
+        let c = ExecContext::quiet(Duration::from_secs(10));
+        e.inspect(&target(Some(agent_id(1)), &[], false), &name("web"), &c)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    hub.revoke_agent(agent_id(1), ts(9));
+    let error = waiting.await.unwrap().unwrap_err();
+    assert!(error.to_string().contains("was revoked"), "{error}");
+    assert!(started.elapsed() < HEARTBEAT);
+}
+
+#[tokio::test]
+async fn compose_targets_neither_resolve_nor_send_registry_credentials() {
+    let hub = hub_with(&[info(1, &[], &[AgentCapability::Compose])]);
+    poll(&hub, 1, &[], 0).await;
+    // The credential reference cannot even be resolved: it must not be tried.
+    let exec = AgentExecutor::new(hub.clone(), Arc::new(FakeSecrets(BTreeMap::new())));
+    let mut t = target(None, &[], true);
+    t.target_type = TargetType::ComposeHost;
+    let mut req = request(t, 1);
+    req.component = None;
+    let c = ctx(&MemorySink::new(), Duration::from_secs(10));
+    let deploy = tokio::spawn(async move { exec.deploy(&req, &c).await });
+    let d = poll(&hub, 1, &[], 5_000).await.deliveries.remove(0);
+    match &d.action {
+        deploy_api::agent::AgentAction::Deploy { deploy } => {
+            assert!(deploy.registry_auth.is_none())
+        }
+        other => panic!("{other:?}"),
+    }
+    hub.complete(agent_id(1), d.key, &deployed()).unwrap();
+    assert!(deploy.await.unwrap().success);
+}
+
+#[tokio::test]
+async fn a_rotation_cannot_readmit_a_revoked_agent() {
+    let hub = hub_with(&[info(1, &[], &[AgentCapability::Docker])]);
+    hub.set_credential(agent_id(1), sha256_of(b"cred-1b"))
+        .unwrap();
+    assert_eq!(hub.authenticate(&sha256_of(b"cred-1")), None);
+    assert_eq!(hub.authenticate(&sha256_of(b"cred-1b")), Some(agent_id(1)));
+    // A rotation read the agent, then the revocation came: both paths refuse it.
+    let stale = hub.agent(agent_id(1)).unwrap();
+    assert!(hub.revoke_agent(agent_id(1), ts(9)));
+    assert_eq!(
+        hub.set_credential(agent_id(1), sha256_of(b"cred-1c")),
+        Err(HubError::UnknownAgent(agent_id(1)))
+    );
+    let mut rotated = stale;
+    rotated.credential_hash = Some(sha256_of(b"cred-1c"));
+    hub.upsert_agent(rotated);
+    assert_eq!(hub.agent(agent_id(1)).unwrap().revoked_at, Some(ts(9)));
+    for cred in [&b"cred-1b"[..], b"cred-1c"] {
+        assert_eq!(hub.authenticate(&sha256_of(cred)), None);
+    }
+    assert_eq!(
+        hub.set_credential(agent_id(7), sha256_of(b"x")),
+        Err(HubError::UnknownAgent(agent_id(7)))
+    );
 }

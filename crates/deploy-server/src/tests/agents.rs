@@ -527,3 +527,131 @@ async fn a_job_on_an_agent_target_completes_through_the_routes() {
     shutdown.cancel();
     serve.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_registration_losing_the_name_race_answers_409_and_keeps_its_token() {
+    let f = Fixture::new().await;
+    // Another replica registered `b` (this one's hub does not know it yet).
+    let other = deploy_store::AgentRecord {
+        id: agent_id(77),
+        name: "b".into(),
+        labels: deploy_core::Labels::default(),
+        capabilities: vec!["docker".into()],
+        agent_version: "test".into(),
+        credential_hash: Some(deploy_core::testing::digest(77)),
+        last_seen_at: None,
+        created_at: ts(1),
+        revoked_at: None,
+    };
+    f.engine.store().put_agent(&other).await.unwrap();
+    let token = bootstrap_token(&f, "rack-b").await;
+    let (status, body) = f
+        .call(
+            "POST",
+            "/api/v1/agent/register",
+            Some(&token),
+            Some(register_body("b", &[])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["detail"], "agent name `b` is already taken");
+    // The token was not spent by the failed registration.
+    let (status, body) = f
+        .call(
+            "POST",
+            "/api/v1/agent/register",
+            Some(&token),
+            Some(register_body("b2", &[])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn bootstrap_tokens_are_listed_without_secrets_and_revoked_on_their_own_route() {
+    let f = Fixture::new().await;
+    let token = bootstrap_token(&f, "rack-1").await;
+    let listed = f
+        .ok("GET", "/api/v1/agents/bootstrap-tokens", Role::Admin, None)
+        .await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let entry = &listed[0];
+    assert_eq!(entry["name"], "rack-1");
+    assert!(entry["expires_at"].is_string() && entry["revoked_at"].is_null());
+    let text = entry.to_string();
+    assert!(!text.contains(&token) && !text.contains("hash"), "{text}");
+    let id = entry["id"].as_str().unwrap().to_owned();
+    // Not an API token: the token route answers 404 and revokes nothing.
+    let (status, _) = f
+        .call(
+            "POST",
+            &format!("/api/v1/tokens/{id}/revoke"),
+            Some(f.token(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let listed = f
+        .ok("GET", "/api/v1/agents/bootstrap-tokens", Role::Admin, None)
+        .await;
+    assert!(listed[0]["revoked_at"].is_null(), "{listed}");
+    // Nor is an API token a bootstrap token.
+    let api = f
+        .ok(
+            "POST",
+            "/api/v1/tokens",
+            Role::Admin,
+            Some(json!({"name": "ci", "role": "viewer"})),
+        )
+        .await;
+    let (status, _) = f
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/agents/bootstrap-tokens/{}/revoke",
+                api["id"].as_str().unwrap()
+            ),
+            Some(f.token(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let tokens = f.ok("GET", "/api/v1/tokens", Role::Admin, None).await;
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["revoked_at"].is_null()),
+        "{tokens}"
+    );
+
+    let revoked = f
+        .ok(
+            "POST",
+            &format!("/api/v1/agents/bootstrap-tokens/{id}/revoke"),
+            Role::Admin,
+            None,
+        )
+        .await;
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let (status, body) = f
+        .call(
+            "POST",
+            "/api/v1/agent/register",
+            Some(&token),
+            Some(register_body("a", &[])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _) = f
+        .call(
+            "POST",
+            "/api/v1/agents/bootstrap-tokens/019a0000-0000-7000-8000-000000000000/revoke",
+            Some(f.token(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -12,6 +12,7 @@ both_backends!(
     agents_round_trip_rotate_and_revoke,
     bootstrap_tokens_are_spent_once,
     racing_spenders_of_one_token_have_one_winner,
+    a_spend_is_undone_only_by_its_own_mark,
 );
 
 fn agent(n: u64, credential: &[u8]) -> AgentRecord {
@@ -193,4 +194,38 @@ async fn racing_spenders_of_one_token_have_one_winner(t: TestStore) {
         winners += usize::from(h.await.unwrap());
     }
     assert_eq!(winners, 1);
+}
+
+async fn a_spend_is_undone_only_by_its_own_mark(t: TestStore) {
+    let s = &*t.store;
+    s.put_api_token(&bootstrap(1, b"boot-1", None))
+        .await
+        .unwrap();
+    let spent = s
+        .spend_bootstrap_token(&sha256_of(b"boot-1"), ts(50))
+        .await
+        .unwrap()
+        .unwrap();
+    // Another mark (a revocation at another time) is not undone.
+    assert!(!s.unspend_bootstrap_token(spent.id, ts(49)).await.unwrap());
+    assert!(s.unspend_bootstrap_token(spent.id, ts(50)).await.unwrap());
+    let again = s
+        .find_api_token(&sha256_of(b"boot-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, None);
+    // Unspent, it can be spent again (by the next registration).
+    assert!(
+        s.spend_bootstrap_token(&sha256_of(b"boot-1"), ts(60))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Only bootstrap tokens are touched.
+    let mut api = bootstrap(3, b"api-3", None);
+    api.scopes = vec!["admin".into()];
+    api.revoked_at = Some(ts(70));
+    s.put_api_token(&api).await.unwrap();
+    assert!(!s.unspend_bootstrap_token(api.id, ts(70)).await.unwrap());
 }
