@@ -10,6 +10,7 @@
 mod agent_e2e;
 mod agent_load;
 mod agent_proc;
+mod bad_input;
 mod blue_green;
 mod cli;
 mod deployd_e2e;

@@ -73,10 +73,52 @@ pub(crate) fn check_size_and_utf8<'a>(
             limit: MAX_DOCUMENT_BYTES,
         });
     }
-    std::str::from_utf8(bytes).map_err(|e| ArtifactError::NotUtf8 {
+    let text = std::str::from_utf8(bytes).map_err(|e| ArtifactError::NotUtf8 {
         what,
         offset: e.valid_up_to(),
-    })
+    })?;
+    check_flow_depth(what, text)?;
+    Ok(text)
+}
+
+/// At most this many nested flow collections (`[` / `{`), the parser's own recursion limit.
+pub const MAX_FLOW_DEPTH: usize = 128;
+
+/// Refuses documents whose flow collections nest deeper than [`MAX_FLOW_DEPTH`]
+/// before the parser sees them: the YAML scanner's time grows with the square of
+/// the nesting (50,000 levels took 30 s), and the parser would refuse them anyway.
+/// Brackets in quoted scalars and comments are skipped; others count, so a plain
+/// scalar with more than 128 unclosed brackets is refused too.
+fn check_flow_depth(what: &'static str, text: &str) -> Result<(), ArtifactError> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = '\n';
+    for c in text.chars() {
+        match (quote, comment, c) {
+            (_, true, '\n') => comment = false,
+            (_, true, _) => {}
+            (Some(q), _, c) if c == q => quote = None,
+            (Some(_), _, _) => {}
+            (None, _, '#') if previous.is_whitespace() => comment = true,
+            (None, _, '"' | '\'') => quote = Some(c),
+            (None, _, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(ArtifactError::YamlNoPosition {
+                        what,
+                        message: format!(
+                            "flow collections (`[`, `{{`) nest deeper than {MAX_FLOW_DEPTH} levels"
+                        ),
+                    });
+                }
+            }
+            (None, _, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    Ok(())
 }
 
 fn is_repetition_limit(e: &serde_yaml::Error) -> bool {

@@ -54,6 +54,22 @@ impl JobRequest {
             wait_for_environment: None,
         }
     }
+
+    /// Checks what can be checked without the store: the attempt count and the
+    /// template's syntax. The API runs it before it approves a promotion, so a
+    /// refused request leaves the promotion as it was.
+    pub fn check(&self) -> Result<(), EngineError> {
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(EngineError::InvalidRequest(format!(
+                "max_attempts is {}; expected 1 to 100",
+                self.max_attempts
+            )));
+        }
+        if let Some(template) = &self.template {
+            parse_template(template.as_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -89,12 +105,7 @@ impl Engine {
         &self,
         request: &JobRequest,
     ) -> Result<Created<DeploymentJob>, EngineError> {
-        if !(1..=100).contains(&request.max_attempts) {
-            return Err(EngineError::InvalidRequest(format!(
-                "max_attempts is {}; expected 1 to 100",
-                request.max_attempts
-            )));
-        }
+        request.check()?;
         let store = &self.inner.store;
         let promotion = store.get_promotion(request.promotion_id).await?;
         if promotion.status != PromotionStatus::Approved {

@@ -195,9 +195,12 @@ pub(crate) async fn create_bootstrap_token(
 ) -> Result<(StatusCode, Json<CreatedBootstrapToken>), ServerError> {
     let caller = authorize(&state, &headers, Role::Admin).await?;
     let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ServerError::bad_request(
-            format!("bootstrap token name `{name}` is invalid; expected 1 to 100 characters"),
+            format!(
+                "bootstrap token name `{}` is invalid; expected 1 to 100 characters, none a control character",
+                name.escape_debug()
+            ),
             Some("name"),
         ));
     }

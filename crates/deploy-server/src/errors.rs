@@ -21,6 +21,9 @@ pub enum ServerError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, but not with this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The request collides with the current state (409), e.g. a name already taken.
     #[error("{0}")]
     Conflict(String),
@@ -34,6 +37,9 @@ pub enum ServerError {
     Unavailable(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A body sent with a `Content-Type` other than JSON (415).
+    #[error("content type `{0}` is not supported; send the body as application/json")]
+    UnsupportedMediaType(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -81,9 +87,11 @@ impl ServerError {
             Self::Forbidden { .. } => ProblemType::Forbidden,
             Self::BadRequest { .. } => ProblemType::BadRequest,
             Self::NotFound(_) => ProblemType::NotFound,
+            Self::MethodNotAllowed(_) => ProblemType::MethodNotAllowed,
             Self::Conflict(_) => ProblemType::Conflict,
             Self::Unprocessable { .. } => ProblemType::Unprocessable,
             Self::PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
+            Self::UnsupportedMediaType(_) => ProblemType::UnsupportedMediaType,
             Self::Unavailable(_) => ProblemType::Unavailable,
             Self::Store(e) => store_kind(e),
             Self::Engine(e) => match e {

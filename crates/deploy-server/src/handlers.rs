@@ -122,6 +122,11 @@ pub(crate) async fn not_found() -> ServerError {
     ServerError::NotFound("no such route".to_owned())
 }
 
+/// A known path with a method it does not serve.
+pub(crate) async fn method_not_allowed(method: axum::http::Method) -> ServerError {
+    ServerError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
+}
+
 #[utoipa::path(post, path = "/environments", tag = "environments", security(("bearer" = [])), request_body = CreateEnvironmentRequest, responses((status = 201, description = "created (admin)", body = deploy_api::schema::Environment), ProblemResponses))]
 pub(crate) async fn create_environment(
     State(state): State<ServerState>,
@@ -285,13 +290,6 @@ pub(crate) async fn approve_promotion(
 ) -> ApiResult<(StatusCode, Json<ApprovePromotionResponse>)> {
     let caller = authorize(&state, &headers, Role::Deployer).await?;
     let id = parse_id("promotion", &id, PromotionId::parse)?;
-    let mut promotion = state.store().get_promotion(id).await?;
-    if promotion.status == PromotionStatus::Requested {
-        promotion
-            .decide(PromotionDecision::Approve, &caller.name, state.now())
-            .map_err(StoreError::from)?;
-        state.store().decide_promotion(&promotion).await?;
-    }
     let key = IdempotencyKey::parse(&format!("promotion-{id}"))
         .map_err(|e| ServerError::unprocessable(e.to_string(), None))?;
     let mut request = JobRequest::new(id, key);
@@ -308,6 +306,16 @@ pub(crate) async fn approve_promotion(
         request.failure_policy = f;
     }
     request.template = req.template;
+    // A request the engine would refuse (bad max_attempts, unparsable template)
+    // is refused before the promotion is approved, so it stays `requested`.
+    request.check()?;
+    let mut promotion = state.store().get_promotion(id).await?;
+    if promotion.status == PromotionStatus::Requested {
+        promotion
+            .decide(PromotionDecision::Approve, &caller.name, state.now())
+            .map_err(StoreError::from)?;
+        state.store().decide_promotion(&promotion).await?;
+    }
     let created = state.engine().create_job(&request).await?;
     tracing::info!(promotion = %id, job = %created.value.id, by = caller.name, "promotion approved");
     let status = if created.created {

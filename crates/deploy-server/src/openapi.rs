@@ -89,6 +89,7 @@ impl IntoResponses for ProblemResponses {
             ProblemType::NotFound,
             ProblemType::Conflict,
             ProblemType::PayloadTooLarge,
+            ProblemType::UnsupportedMediaType,
             ProblemType::Unprocessable,
             ProblemType::Unavailable,
         ];

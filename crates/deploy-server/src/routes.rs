@@ -29,6 +29,7 @@ pub fn router(state: ServerState) -> Router {
     ));
     router
         .fallback(h::not_found)
+        .method_not_allowed_fallback(h::method_not_allowed)
         .layer(Extension(document))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), count))

@@ -36,9 +36,12 @@ pub async fn create_token(
     now: Timestamp,
 ) -> Result<CreatedToken, ServerError> {
     let name = name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ServerError::bad_request(
-            format!("token name `{name}` is invalid; expected 1 to 100 characters"),
+            format!(
+                "token name `{}` is invalid; expected 1 to 100 characters, none a control character",
+                name.escape_debug()
+            ),
             Some("name"),
         ));
     }
