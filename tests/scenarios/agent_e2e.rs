@@ -19,7 +19,7 @@ use deploy_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::agent_proc::{AgentProc, slow_image, tls_certificates, wait_active};
+use crate::agent_proc::{AgentProc, slow_image, wait_active};
 use crate::deployd_e2e::{KillOnDrop, serves};
 use crate::deployd_proc::{
     ADMIN_TOKEN, Deployd, api_post, api_post_as, ctl, ctl_command, deployd_path, json_lines,
@@ -422,7 +422,7 @@ fn agent_and_deployctl_over_https_trust_only_the_given_ca() {
     let registry = Registry::start().unwrap();
     let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
     let data = temp_dir("agent-tls-").unwrap();
-    tls_certificates(data.path());
+    deploy_testkit::TestCertificates::create(data.path()).unwrap();
     let (cert, key, ca) = (
         data.path().join("leaf.pem"),
         data.path().join("leaf.key"),

@@ -4,93 +4,7 @@
     reason = "test helpers outside #[test] fns: a panic there is a failing test"
 )]
 
-use std::process::Command;
-
 use deploy_agent::client::{Client, ClientError, Secret};
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a `127.0.0.1` server certificate it signed.
-fn certificates(dir: &std::path::Path) {
-    deploy_testkit::require_program("openssl", &["/usr/bin"], "apt-get install openssl").unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=agent-test-ca",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-    );
-}
 
 /// A TLS endpoint answering every request with a 401 problem document.
 async fn refusing_tls_server(dir: &std::path::Path) -> u16 {
@@ -141,7 +55,7 @@ async fn refusing_tls_server(dir: &std::path::Path) -> u16 {
 #[tokio::test]
 async fn a_private_ca_is_trusted_only_through_the_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    deploy_testkit::TestCertificates::create(dir.path()).unwrap();
     let port = refusing_tls_server(dir.path()).await;
     let server = format!("https://127.0.0.1:{port}");
     let bearer = Secret::new("dpa_tls_secret");

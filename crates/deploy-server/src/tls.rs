@@ -168,85 +168,11 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    /// A CA and a leaf for 127.0.0.1 signed by it, made with the openssl CLI in `dir`.
-    fn certificates(dir: &Path) {
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .current_dir(dir)
-                .args(args)
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        run(&[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=deployd-test-ca",
-            ],
-        ]
-        .concat());
-        run(&[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat());
-        std::fs::write(
-            dir.join("ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ]);
-    }
 
     #[tokio::test]
     async fn serves_https_to_clients_that_trust_the_ca_only() {
         let dir = tempfile::tempdir().unwrap();
-        certificates(dir.path());
+        deploy_testkit::TestCertificates::create(dir.path()).unwrap();
         let acceptor =
             tls_acceptor(&dir.path().join("leaf.pem"), &dir.path().join("leaf.key")).unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -291,7 +217,7 @@ mod tests {
             err.to_string().contains("junk.pem") && err.to_string().contains("expected PEM"),
             "{err}"
         );
-        certificates(dir.path());
+        deploy_testkit::TestCertificates::create(dir.path()).unwrap();
         let err = tls_acceptor(&dir.path().join("leaf.pem"), &dir.path().join("ca.key"))
             .err()
             .unwrap();

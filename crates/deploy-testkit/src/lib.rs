@@ -13,6 +13,7 @@ mod postgres;
 mod process;
 mod registry;
 mod sshd;
+mod tls;
 
 pub use docker::{ContainerCleanup, http_get, published_addr, run_checked};
 pub use errors::TestkitError;
@@ -22,3 +23,4 @@ pub use postgres::{POSTGRES_TEST_USER, Postgres};
 pub use process::{free_port, require_program, temp_dir};
 pub use registry::Registry;
 pub use sshd::{SSH_TEST_USER, SshdHosts};
+pub use tls::TestCertificates;

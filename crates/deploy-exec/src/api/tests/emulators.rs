@@ -278,85 +278,10 @@ async fn kubernetes_requests_are_understood_by_kmock() {
     assert!(!err.is_retryable());
 }
 
-/// A CA and a `127.0.0.1` server certificate it signed, made with the openssl CLI.
-fn certificates(dir: &std::path::Path) {
-    let openssl =
-        deploy_testkit::require_program("openssl", &[], "apt-get install openssl").unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-}
-
 #[tokio::test]
 async fn kubernetes_tls_trusts_the_cluster_ca_from_ca_ref_only() {
     let dir = deploy_testkit::temp_dir("api-tls").unwrap();
-    certificates(dir.path());
+    deploy_testkit::TestCertificates::create(dir.path()).unwrap();
     let port = deploy_testkit::free_port().unwrap();
     // `openssl s_server -www` answers every GET with an HTML status page over TLS.
     let mut child = Command::new("openssl")
