@@ -7,6 +7,7 @@ use deploy_api::agent::{
     AgentCredentials, LogAck, LogChunkRequest, PollRequest, PollResponse, RegisterAgentRequest,
     ResultAck, TaskKey, TaskResultRequest,
 };
+pub use deploy_core::Secret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -16,28 +17,6 @@ use crate::errors::AgentRunError;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Slack over a poll's `wait_ms` before the request counts as lost.
 pub const POLL_SLACK: Duration = Duration::from_secs(15);
-
-/// A secret string (bootstrap token, credential): `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,7 +252,7 @@ mod tests {
         );
         assert_eq!(problem_detail(r#"{"title":"Not Found"}"#), "Not Found");
         assert_eq!(problem_detail("plain"), "plain");
-        assert_eq!(format!("{:?}", Secret::new("dpa_x")), "Secret(<redacted>)");
+        assert_eq!(format!("{:?}", Secret::new("dpa_x")), "Secret([REDACTED])");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use std::process::Stdio;
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use deploy_api::agent::{AgentErrorCode, LogStream};
+pub use deploy_core::ComposeStatus;
 use deploy_core::{ArtifactKind, Digest, GeneratedArtifact, Name};
 
 use crate::errors::TaskError;
@@ -32,28 +33,6 @@ pub fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
-}
-
-/// What runs in a project.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ComposeStatus {
-    /// Service -> digest of its running container (`image: repo@sha256:…`).
-    pub running: BTreeMap<String, Digest>,
-    /// Services whose container exists but does not run, or runs an unpinned image.
-    pub not_running: Vec<String>,
-    /// The lock digest recorded by the last successful up.
-    pub lock: Option<Digest>,
-}
-
-impl ComposeStatus {
-    /// The deployed lock digest, if every container of the project runs.
-    pub fn healthy_lock(&self) -> Option<Digest> {
-        if self.not_running.is_empty() && !self.running.is_empty() {
-            self.lock.clone()
-        } else {
-            None
-        }
-    }
 }
 
 /// A successful compose deploy.

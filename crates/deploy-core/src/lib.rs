@@ -6,6 +6,7 @@
 //! "status" and "wave", and every rule here is testable as a plain function.
 
 mod artifact;
+mod compose_status;
 mod connection;
 mod digest;
 mod environment;
@@ -21,6 +22,7 @@ mod planner;
 mod promotion;
 mod release;
 mod rollout;
+mod secret;
 mod strategy;
 mod target;
 mod task;
@@ -32,6 +34,7 @@ mod values;
 pub mod testing;
 
 pub use artifact::{ArtifactKind, GeneratedArtifact, sha256_of};
+pub use compose_status::ComposeStatus;
 pub use connection::{
     AgentConnection, ApiConnection, Connection, ExecutionModel, HostKeyFingerprint, HostKeyPolicy,
     ResourceName, SshConnection, WinrmAuth, WinrmConnection,
@@ -56,6 +59,7 @@ pub use planner::{BlueGreenPhase, RolloutPlan, Wave, WaveGate, WaveKind, plan};
 pub use promotion::{Promotion, PromotionDecision, PromotionStatus};
 pub use release::{Component, Release};
 pub use rollout::{Action, DecideInput, RetryBackoff, decide, failed_targets};
+pub use secret::Secret;
 pub use strategy::{BatchSize, FailurePolicy, Percent, Ratio, Strategy};
 pub use target::{Target, TargetType};
 pub use task::{DEFAULT_MAX_ATTEMPTS, DeploymentTask, NewTask};

@@ -2,30 +2,9 @@
 
 use async_trait::async_trait;
 use deploy_core::CredentialRef;
+pub use deploy_core::Secret;
 
 use crate::errors::ExecError;
-
-/// A secret value. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret text: pass it on, never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret([REDACTED])")
-    }
-}
 
 /// Looks up secrets by reference.
 #[async_trait]
@@ -65,7 +44,7 @@ pub struct EnvSecrets;
 impl EnvSecrets {
     fn var(reference: &CredentialRef, name: &str) -> Result<Option<Secret>, ExecError> {
         match std::env::var(name) {
-            Ok(v) => Ok(Some(Secret(v))),
+            Ok(v) => Ok(Some(Secret::new(v))),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(secret_error(
                 reference,
@@ -100,7 +79,7 @@ pub struct FileSecrets;
 impl FileSecrets {
     async fn read(reference: &CredentialRef, path: &str) -> Result<Option<Secret>, ExecError> {
         match tokio::fs::read_to_string(path).await {
-            Ok(v) => Ok(Some(Secret(v))),
+            Ok(v) => Ok(Some(Secret::new(v))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(secret_error(
                 reference,
@@ -124,7 +103,9 @@ impl SecretsProvider for FileSecrets {
         let Some(p) = Self::read(reference, &format!("{path}.passphrase")).await? else {
             return Ok(None);
         };
-        Ok(Some(Secret(p.0.trim_end_matches(['\r', '\n']).to_owned())))
+        Ok(Some(Secret::new(
+            p.expose().trim_end_matches(['\r', '\n']).to_owned(),
+        )))
     }
 }
 

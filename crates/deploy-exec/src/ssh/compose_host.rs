@@ -1,7 +1,6 @@
 //! compose_host over SSH: detecting the Compose tool, and the scripts for pull + up and for reading what runs.
 
-use std::collections::BTreeMap;
-
+pub use deploy_core::ComposeStatus;
 use deploy_core::{Digest, Name};
 
 use crate::quote::{sh_join, sh_quote};
@@ -123,28 +122,6 @@ pub fn status_script(dir: &str, project: &Name) -> String {
         format = sh_quote(format),
         state = sh_quote(&format!("{dir}/{}", state_file(project))),
     )
-}
-
-/// What [`status_script`] reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ComposeStatus {
-    /// Service -> digest of its running container (`image: repo@sha256:…`).
-    pub running: BTreeMap<String, Digest>,
-    /// Services whose container exists but does not run, or runs an unpinned image.
-    pub not_running: Vec<String>,
-    /// The lock digest recorded by the last successful up.
-    pub lock: Option<Digest>,
-}
-
-impl ComposeStatus {
-    /// The deployed lock digest, if every container of the project runs.
-    pub fn healthy_lock(&self) -> Option<Digest> {
-        if self.not_running.is_empty() && !self.running.is_empty() {
-            self.lock.clone()
-        } else {
-            None
-        }
-    }
 }
 
 /// Parses the output of [`status_script`].
