@@ -16,6 +16,7 @@ mod cli;
 mod deployd_e2e;
 mod deployd_proc;
 mod engine_e2e;
+mod faults;
 mod hooks;
 mod load;
 mod tidy;

@@ -1,0 +1,1 @@
+//! Fault scenario `agent_partition` (to be written).

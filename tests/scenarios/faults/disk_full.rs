@@ -1,0 +1,1 @@
+//! Fault scenario `disk_full` (to be written).

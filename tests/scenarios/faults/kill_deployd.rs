@@ -1,0 +1,1 @@
+//! Fault scenario `kill_deployd` (to be written).

@@ -1,0 +1,1 @@
+//! Fault scenario `postgres_outage` (to be written).

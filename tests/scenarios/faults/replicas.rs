@@ -1,0 +1,1 @@
+//! Fault scenario `replicas` (to be written).

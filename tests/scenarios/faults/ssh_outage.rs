@@ -1,0 +1,1 @@
+//! Fault scenario `ssh_outage` (to be written).
