@@ -35,7 +35,7 @@ const SLOW_S: u32 = 5;
 /// Bounds every wait for a job to settle.
 const JOB_LIMIT: Duration = Duration::from_secs(120);
 
-fn target_body(agent_id: &str, prefix: &str, work_dir: &str) -> Value {
+pub(crate) fn target_body(agent_id: &str, prefix: &str, work_dir: &str) -> Value {
     let container = format!("{prefix}web");
     json!({
         "name": "agent-host",
@@ -57,7 +57,7 @@ fn target_body(agent_id: &str, prefix: &str, work_dir: &str) -> Value {
 }
 
 /// Starts a deploy of `release` (not followed, 5 attempts per task); its job id.
-fn start_deploy(addr: &str, release: &str, env: &str) -> String {
+pub(crate) fn start_deploy(addr: &str, release: &str, env: &str) -> String {
     let args = [
         "deploy",
         "--release",
@@ -98,7 +98,7 @@ pub(crate) fn watch(addr: &str, job: &str) -> (Option<i32>, Vec<Value>) {
 }
 
 /// The digest label of container `name` (`stella.digest`).
-fn running_digest(name: &str) -> String {
+pub(crate) fn running_digest(name: &str) -> String {
     deploy_testkit::run_checked(
         "docker",
         &[
@@ -114,7 +114,7 @@ fn running_digest(name: &str) -> String {
 }
 
 /// Names of every container (running or not) whose name starts with `prefix`.
-fn containers(prefix: &str) -> Vec<String> {
+pub(crate) fn containers(prefix: &str) -> Vec<String> {
     let mut names: Vec<String> = deploy_testkit::run_checked(
         "docker",
         &[
@@ -135,7 +135,7 @@ fn containers(prefix: &str) -> Vec<String> {
 }
 
 /// Waits (bounded) until a container carries label `stella.task=<task>`: the agent is in the middle of that task.
-fn wait_for_task_container(task: &str, limit: Duration) {
+pub(crate) fn wait_for_task_container(task: &str, limit: Duration) {
     let started = Instant::now();
     loop {
         let ids = deploy_testkit::run_checked(
@@ -161,7 +161,7 @@ fn wait_for_task_container(task: &str, limit: Duration) {
 }
 
 /// The only task of `job`, once dispatched (bounded wait).
-fn task_of(addr: &str, job: &str) -> String {
+pub(crate) fn task_of(addr: &str, job: &str) -> String {
     let started = Instant::now();
     loop {
         let shown = ok_json(addr, &["jobs", "show", job]);
@@ -173,7 +173,7 @@ fn task_of(addr: &str, job: &str) -> String {
     }
 }
 
-fn digest_of(reference: &str) -> &str {
+pub(crate) fn digest_of(reference: &str) -> &str {
     reference.split_once('@').unwrap().1
 }
 

@@ -67,7 +67,7 @@ pub(crate) fn target_body(hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) 
 }
 
 /// `deployctl target add` for the same target as [`target_body`], from flags.
-fn target_add_args(env: &str, hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) -> Vec<String> {
+pub(crate) fn target_add_args(env: &str, hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) -> Vec<String> {
     let health = format!(
         "docker exec {prefix}web /bin/busybox wget -q -O- http://127.0.0.1:{IMAGE_HTTP_PORT}/health"
     );
@@ -120,7 +120,7 @@ pub(crate) fn serves(container: &str, path: &str) -> String {
     .to_owned()
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -131,21 +131,21 @@ fn now_ms() -> u64 {
 }
 
 /// An event's `at` in ms since the epoch.
-fn at_ms(event: &Value) -> u64 {
+pub(crate) fn at_ms(event: &Value) -> u64 {
     deploy_core::Timestamp::parse(event["data"]["at"].as_str().unwrap())
         .unwrap()
         .unix_millis()
 }
 
 /// Every event of a settled job, as `deployctl jobs watch --output json` prints them.
-fn watch_all(addr: &str, job: &str) -> (Option<i32>, Vec<Value>) {
+pub(crate) fn watch_all(addr: &str, job: &str) -> (Option<i32>, Vec<Value>) {
     let out = ctl(addr, &["jobs", "watch", job, "--output", "json"]);
     (out.status.code(), json_lines(&out.stdout))
 }
 
 /// No task of `job` ran an attempt twice: per task, the `dispatch` events name
 /// distinct attempts 1..=n, n is the task's `attempt_number`, and it succeeded at most once.
-fn assert_each_attempt_ran_once(job: &Value, events: &[Value]) {
+pub(crate) fn assert_each_attempt_ran_once(job: &Value, events: &[Value]) {
     for task in job["tasks"].as_array().unwrap() {
         let id = task["id"].as_str().unwrap();
         let of_task: Vec<&Value> = events
@@ -189,7 +189,7 @@ impl Drop for KillOnDrop {
 }
 
 /// The job id `deploy` printed: `job <id>: …` on the first line (table output).
-fn job_id_of(stdout: &str) -> String {
+pub(crate) fn job_id_of(stdout: &str) -> String {
     stdout
         .lines()
         .next()
