@@ -22,7 +22,7 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Args {
-    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, agent_heartbeat_timeout_ms, tls_cert, tls_key).
+    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, agent_heartbeat_timeout_ms, job_lease_ms, tls_cert, tls_key).
     #[arg(long, env = "DEPLOYD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on.
@@ -68,6 +68,13 @@ pub struct Args {
     /// in-flight tasks fail as retryable (default 15000; 1000 to 600000).
     #[arg(long, env = "DEPLOYD_AGENT_HEARTBEAT_TIMEOUT_MS")]
     pub agent_heartbeat_timeout_ms: Option<u64>,
+    /// How long a job claimed by this replica stays its own without renewal
+    /// (milliseconds; renewed every third of it). When a replica dies, another one
+    /// takes its jobs over after at most this long (default 30000; 1000 to 600000).
+    /// Shorter means faster takeover but more renewal writes and less tolerance of a
+    /// slow database.
+    #[arg(long, env = "DEPLOYD_JOB_LEASE_MS")]
+    pub job_lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -93,6 +100,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     agent_heartbeat_timeout_ms: Option<u64>,
+    job_lease_ms: Option<u64>,
 }
 
 /// The PEM files deployd serves HTTPS with.
@@ -122,6 +130,8 @@ pub struct Config {
     pub secrets_dir: PathBuf,
     /// Agents polling less often than this are inactive.
     pub agent_heartbeat_timeout: std::time::Duration,
+    /// The engine's job lease (`EngineConfig::lease`).
+    pub job_lease: std::time::Duration,
     /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -216,6 +226,17 @@ impl Config {
         if !(1_000..=600_000).contains(&heartbeat_ms) {
             bail!("agent_heartbeat_timeout_ms is {heartbeat_ms}; expected 1000 to 600000");
         }
+        let job_lease_ms = args
+            .job_lease_ms
+            .or(file.job_lease_ms)
+            .unwrap_or(JOB_LEASE_MS_DEFAULT);
+        if !JOB_LEASE_MS_RANGE.contains(&job_lease_ms) {
+            bail!(
+                "job_lease_ms is {job_lease_ms}; expected {} to {}",
+                JOB_LEASE_MS_RANGE.start(),
+                JOB_LEASE_MS_RANGE.end()
+            );
+        }
         let tls = match (
             args.tls_cert.or(file.tls_cert),
             args.tls_key.or(file.tls_key),
@@ -246,10 +267,19 @@ impl Config {
             secret_env_prefix,
             secrets_dir,
             agent_heartbeat_timeout: std::time::Duration::from_millis(heartbeat_ms),
+            job_lease: std::time::Duration::from_millis(job_lease_ms),
             tls,
         })
     }
 }
+
+/// The engine's default job lease, in ms (`EngineConfig::new`'s 30 s).
+const JOB_LEASE_MS_DEFAULT: u64 = 30_000;
+
+/// Accepted job leases, in ms: below 1 s a renewal (every third of the lease) is a
+/// write every few hundred ms per job and one slow query loses the lease; above
+/// 10 minutes a dead replica's jobs wait too long for a takeover.
+const JOB_LEASE_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=600_000;
 
 /// The URL without its password.
 fn redact(url: &str) -> String {
@@ -294,6 +324,37 @@ mod tests {
         assert_eq!(
             c.agent_heartbeat_timeout,
             std::time::Duration::from_secs(15)
+        );
+        assert_eq!(c.job_lease, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_job_lease_is_bounded_and_read_from_file_and_flag() {
+        let c = load(&[], Some("job_lease_ms = 3000\n")).unwrap();
+        assert_eq!(c.job_lease, std::time::Duration::from_millis(3000));
+        let c = load(&["--job-lease-ms", "1000"], Some("job_lease_ms = 3000\n")).unwrap();
+        assert_eq!(c.job_lease, std::time::Duration::from_millis(1000));
+        let c = load(&["--job-lease-ms", "600000"], None).unwrap();
+        assert_eq!(c.job_lease, std::time::Duration::from_secs(600));
+        for bad in ["0", "999", "600001"] {
+            let err = format!("{:#}", load(&["--job-lease-ms", bad], None).unwrap_err());
+            assert!(
+                err.contains(&format!("job_lease_ms is {bad}; expected 1000 to 600000")),
+                "{err}"
+            );
+        }
+        let err = format!("{:#}", load(&[], Some("job_lease_ms = 100\n")).unwrap_err());
+        assert!(
+            err.contains("job_lease_ms is 100; expected 1000 to 600000"),
+            "{err}"
+        );
+        // Not a number: clap names the flag and the value.
+        let err = Args::try_parse_from(["deployd", "--job-lease-ms", "3s"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--job-lease-ms") && err.contains("3s"),
+            "{err}"
         );
     }
 

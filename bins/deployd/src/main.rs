@@ -142,13 +142,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     plan_config.task_timeout = PLAN_INSPECT_TIMEOUT;
     let plan_engine = Engine::new(store.clone(), executors.clone(), plan_config, clock.clone())
         .context("cannot start the plan engine")?;
-    let engine = Engine::new(
-        store.clone(),
-        executors,
-        EngineConfig::new(owner.clone()),
-        clock.clone(),
-    )
-    .context("cannot start the engine")?;
+    let mut engine_config = EngineConfig::new(owner.clone());
+    engine_config.lease = config.job_lease;
+    let engine = Engine::new(store.clone(), executors, engine_config, clock.clone())
+        .context("cannot start the engine")?;
 
     let preset = std::env::var("DEPLOYD_ADMIN_TOKEN")
         .ok()
@@ -191,7 +188,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %local, scheme, database = %config.database_display, owner = %owner, "deployd started");
+    tracing::info!(
+        listen = %local,
+        scheme,
+        database = %config.database_display,
+        owner = %owner,
+        job_lease_ms = config.job_lease.as_millis() as u64,
+        "deployd started"
+    );
 
     // Shutdown order: the signal stops the listener and ends every SSE stream
     // (followers reconnect with Last-Event-ID to the next start); in-flight
