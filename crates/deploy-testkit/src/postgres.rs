@@ -24,6 +24,8 @@ pub struct Postgres {
     port: u16,
     pg_ctl: PathBuf,
     run_as: Option<String>,
+    /// The server options (`pg_ctl -o`), the same on every start.
+    settings: String,
 }
 
 impl Postgres {
@@ -96,6 +98,7 @@ impl Postgres {
                         port,
                         pg_ctl,
                         run_as,
+                        settings,
                     };
                     pg.create_database("deploy")?;
                     return Ok(pg);
@@ -145,6 +148,64 @@ impl Postgres {
     /// The cluster's directory (data, socket and server log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Stops the server with `pg_ctl stop -m fast` and waits until it is gone: every
+    /// client connection is terminated (clients see the connection drop, as in a
+    /// database restart or failover), open transactions are rolled back, and the port
+    /// refuses connections until [`Postgres::start_again`].
+    ///
+    /// Fast, not immediate: immediate skips the shutdown checkpoint and makes the next
+    /// start run crash recovery; with this cluster's `fsync=off` that recovery is the
+    /// one case where committed data may be lost, which would make a "no corruption"
+    /// check test PostgreSQL's settings instead of the client. Fast shutdown is what an
+    /// operator's `systemctl restart postgresql` does.
+    pub fn stop(&self) -> Result<(), TestkitError> {
+        let mut stop = command(self.run_as.as_deref(), &self.pg_ctl);
+        stop.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
+        checked(stop, "pg_ctl stop").map(|_| ())
+    }
+
+    /// Starts the stopped server again on the same data directory and port (and
+    /// the same settings); waits until it accepts connections.
+    pub fn start_again(&self) -> Result<(), TestkitError> {
+        let mut start = command(self.run_as.as_deref(), &self.pg_ctl);
+        start
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "30", "-o", &self.settings, "start"]);
+        checked(start, "pg_ctl start")
+            .map(|_| ())
+            .map_err(|e| TestkitError::NotReady {
+                what: format!("PostgreSQL on port {} (restart)", self.port),
+                seconds: 30,
+                detail: format!(
+                    "{e}; server log: {}",
+                    std::fs::read_to_string(self.dir.path().join("server.log"))
+                        .unwrap_or_default()
+                        .trim()
+                ),
+            })
+    }
+
+    /// [`Postgres::stop`], `down` of downtime, then [`Postgres::start_again`].
+    pub fn restart(&self, down: std::time::Duration) -> Result<(), TestkitError> {
+        self.stop()?;
+        std::thread::sleep(down);
+        self.start_again()
+    }
+
+    /// Runs one SQL statement with `psql` on the `deploy` database and returns its
+    /// rows, unaligned, `|`-separated (`psql -At`).
+    pub fn query(&self, sql: &str) -> Result<String, TestkitError> {
+        let psql = self.pg_ctl.with_file_name("psql");
+        let mut query = Command::new(&psql);
+        query.args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql, &self.url()]);
+        checked(query, "psql").map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     }
 }
 
@@ -263,6 +324,16 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deploy");
+        // Stopped: the port refuses; started again: same port, same data.
+        pg.query("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+            .unwrap();
+        pg.stop().unwrap();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port())).is_err());
+        assert!(pg.query("SELECT 1").is_err());
+        pg.start_again().unwrap();
+        assert_eq!(pg.query("SELECT v FROM kept").unwrap().trim(), "7");
+        pg.restart(std::time::Duration::from_millis(100)).unwrap();
+        assert_eq!(pg.query("SELECT v FROM kept").unwrap().trim(), "7");
         let dir = pg.dir().to_path_buf();
         let port = pg.port();
         drop(pg);
