@@ -67,6 +67,10 @@ impl ServerError {
         let detail = match kind {
             // Internal details go to the log, not to the client.
             ProblemType::Internal => "internal error; see the server log".to_owned(),
+            // The driver's words (addresses, pool internals) go to the log too.
+            ProblemType::Unavailable if self.database_unavailable() => {
+                DATABASE_UNAVAILABLE.to_owned()
+            }
             _ => self.to_string(),
         };
         let problem = Problem::new(kind, detail);
@@ -78,6 +82,15 @@ impl ServerError {
                 problem.with_field("name")
             }
             _ => problem,
+        }
+    }
+
+    /// The database could not be reached (restart, failover, network): a 503 the
+    /// client may retry, not a 500.
+    fn database_unavailable(&self) -> bool {
+        match self {
+            Self::Store(e) | Self::Engine(EngineError::Store(e)) => e.is_unavailable(),
+            _ => false,
         }
     }
 
@@ -109,7 +122,17 @@ impl ServerError {
     }
 }
 
+/// The detail of a 503 caused by an unreachable database.
+pub(crate) const DATABASE_UNAVAILABLE: &str =
+    "the database is unavailable (restarting or unreachable); try again shortly";
+
+/// Seconds a client is asked to wait (`Retry-After`) when the database is unavailable.
+const RETRY_AFTER_SECS: &str = "2";
+
 fn store_kind(e: &StoreError) -> ProblemType {
+    if e.is_unavailable() {
+        return ProblemType::Unavailable;
+    }
     match e {
         StoreError::NotFound { .. } => ProblemType::NotFound,
         StoreError::AlreadyExists { .. }
@@ -126,7 +149,10 @@ fn store_kind(e: &StoreError) -> ProblemType {
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        if problem.status >= 500 {
+        let unavailable = self.database_unavailable();
+        if unavailable {
+            tracing::warn!(error = %self, "request failed: the database is unavailable");
+        } else if problem.status >= 500 {
             tracing::error!(error = %self, "request failed");
         }
         let status =
@@ -137,6 +163,12 @@ impl IntoResponse for ServerError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_MEDIA_TYPE),
         );
+        if unavailable {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -120,11 +120,63 @@ impl StoreError {
         }
     }
 
+    /// True when the database could not be reached or dropped the connection (a
+    /// restart, a failover, a network cut, a pool that found no live connection in
+    /// time): the operation may succeed when tried again later, unlike a refused
+    /// write or a corrupt row. The HTTP API answers these with 503, and the engine
+    /// keeps a job (and its lease) across them instead of giving it up.
+    pub fn is_unavailable(&self) -> bool {
+        let source = match self {
+            Self::Database { source, .. } | Self::Open { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception) and 57P01..57P03 (the server
+            // is shutting down, crashed, or not accepting connections yet).
+            sqlx::Error::Database(e) => e
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        }
+    }
+
     /// True for a unique-constraint violation (the caller then looks up what it collided with).
     pub(crate) fn is_unique_violation(&self) -> bool {
         matches!(
             self,
             Self::Database { source: sqlx::Error::Database(e), .. } if e.is_unique_violation()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(source: sqlx::Error) -> StoreError {
+        StoreError::db("read a job")(source)
+    }
+
+    #[test]
+    fn only_connection_failures_are_unavailable() {
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(db(sqlx::Error::Io(refused())).is_unavailable());
+        assert!(db(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(db(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(StoreError::open("postgres://db/x")(sqlx::Error::Io(refused())).is_unavailable());
+        assert!(!db(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!db(sqlx::Error::Protocol("bad message".to_owned())).is_unavailable());
+        let conflict = StoreError::Conflict {
+            entity: "job",
+            id: "j".to_owned(),
+            expected: 1,
+            found: Some(2),
+        };
+        assert!(!conflict.is_unavailable());
     }
 }
