@@ -22,6 +22,9 @@ use crate::{bluegreen, rollback, verify};
 /// Reload the whole job at least this often, to see writes of other replicas (a cancel).
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
+/// How long the loop waits before reloading again while the database is unavailable.
+const RETRY_UNAVAILABLE: Duration = Duration::from_millis(500);
+
 impl Engine {
     /// Runs job `id` in this task until it settles (completed, failed, rolled back)
     /// or the engine stops running it. Safe to call after a crash: it resumes.
@@ -81,6 +84,9 @@ struct Run {
     rollbacks: u32,
     cancel: CancellationToken,
     stop: CancellationToken,
+    /// The workers' stop: a child of `stop`, also cancelled when this run ends
+    /// early (an error) with workers still live, so none outlives its runner.
+    workers_stop: CancellationToken,
     /// A worker's dispatch write failed other than by a conflict: the run stops with
     /// it, as it does when a write of the loop's own fails.
     failed: Option<StoreError>,
@@ -111,6 +117,7 @@ pub(crate) async fn run(
         live: BTreeMap::new(),
         done_tx,
         rollbacks,
+        workers_stop: stop.child_token(),
         cancel,
         stop,
         failed: None,
@@ -128,9 +135,21 @@ pub(crate) async fn run(
         // reloaded when a write was refused or a worker lost its write, and every
         // few seconds, so that a cancel written by another replica is seen.
         if stale || reloaded.elapsed() >= RELOAD_EVERY {
-            run.reload().await?;
+            match run.reload().await {
+                Ok(()) => stale = false,
+                // The database is restarting or unreachable: keep the job (the lease
+                // keeper decides when it is lost) and let live workers go on; try again
+                // shortly. Writes still fail, and end the run, until it is back.
+                Err(EngineError::Store(e)) if e.is_unavailable() && !run.stop.is_cancelled() => {
+                    tracing::warn!(job = %id, error = %e, "cannot reload the job; the database is unavailable");
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY_UNAVAILABLE) => {}
+                        () = run.stop.cancelled() => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
             reloaded = tokio::time::Instant::now();
-            stale = false;
         }
         if run.stop.is_cancelled() {
             run.drain(&mut done_rx).await;
@@ -156,7 +175,7 @@ pub(crate) async fn run(
                         status: run.job.status.as_str(),
                     });
                 }
-                return Ok(run.job);
+                return Ok(run.job.clone());
             }
             tokio::select! {
                 Some(done) = done_rx.recv() => stale |= run.finish(done),
@@ -387,7 +406,7 @@ impl Run {
         self.live.insert(task.id, token.clone());
         let soak = soak_of(&self.job, task.wave);
         let (inner, ctx, done) = (self.inner.clone(), self.ctx.clone(), self.done_tx.clone());
-        let stopping = self.stop.clone();
+        let stopping = self.workers_stop.clone();
         tokio::spawn(async move {
             let id = task.id;
             let task = if !dispatch {
@@ -432,6 +451,21 @@ impl Run {
                 Ok(None) | Err(_) => break,
             }
         }
+    }
+}
+
+impl Drop for Run {
+    /// A run that ends with workers still live (a store error ended it) stops them as
+    /// an engine stop does: each attempt is left in flight, unwritten, and the next
+    /// runner (here after a re-claim, or another replica's) reconciles it. Without
+    /// this a worker would go on deploying or verifying beside that next runner.
+    fn drop(&mut self) {
+        if self.live.is_empty() {
+            return;
+        }
+        tracing::warn!(job = %self.job.id, tasks = self.live.len(), "job runner ended with tasks in flight; stopping them for the next runner to reconcile");
+        self.workers_stop.cancel();
+        self.live.values().for_each(CancellationToken::cancel);
     }
 }
 

@@ -95,10 +95,7 @@ impl Engine {
                 if let Err(e) = &result {
                     tracing::error!(job = %id, error = %e, "job runner stopped with an error");
                 }
-                let inner = &engine.inner;
-                if let Err(e) = inner.store.release_lease(id, &inner.config.owner).await {
-                    tracing::warn!(job = %id, error = %e, "cannot release the lease");
-                }
+                engine.release_lease(id).await;
                 if let Ok(mut a) = active.lock() {
                     a.remove(&id);
                 }
@@ -107,8 +104,34 @@ impl Engine {
         Ok(())
     }
 
+    /// Gives job `id`'s lease back, so the next claim (ours or another replica's)
+    /// takes the job at once. While the database is unavailable (the runner may have
+    /// stopped because of it) the release is tried again every second, for at most a
+    /// lease: after that the lease has expired and any claim takes the job anyway.
+    async fn release_lease(&self, id: JobId) {
+        let inner = &self.inner;
+        let give_up = tokio::time::Instant::now() + inner.config.lease;
+        loop {
+            match inner.store.release_lease(id, &inner.config.owner).await {
+                Ok(()) => return,
+                Err(e) if e.is_unavailable() && tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(job = %id, error = %e, "cannot release the lease yet; the database is unavailable");
+                    tokio::time::sleep(RETRY_UNAVAILABLE).await;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "cannot release the lease");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Renews the lease of job `id` every third of the lease until the returned
-    /// token is cancelled; stops the job's runner when the lease is lost.
+    /// token is cancelled; stops the job's runner when the lease is lost. A renewal
+    /// that fails because the database is unavailable is tried again every second
+    /// while the last renewed lease lasts: a database restart shorter than the lease
+    /// does not stop the job; one that outlasts it does (another replica may have
+    /// taken the job by then).
     fn keep_lease(&self, id: JobId) -> CancellationToken {
         let done = CancellationToken::new();
         let engine = self.clone();
@@ -116,11 +139,15 @@ impl Engine {
         tokio::spawn(async move {
             let inner = &engine.inner;
             let every = inner.config.lease / 3;
+            // Claimed just before the runner started: valid for a lease from about now.
+            let mut valid_until = tokio::time::Instant::now() + inner.config.lease;
+            let mut pause = every;
             loop {
                 tokio::select! {
                     () = token.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
+                let asked = tokio::time::Instant::now();
                 let renewed = inner
                     .store
                     .renew_lease(
@@ -130,13 +157,30 @@ impl Engine {
                         inner.config.lease,
                     )
                     .await;
-                if let Err(e) = renewed {
-                    tracing::error!(job = %id, error = %e, "lost the job's lease; stopping its runner");
-                    engine.stop_job(id);
-                    return;
+                match renewed {
+                    Ok(_) => {
+                        valid_until = asked + inner.config.lease;
+                        pause = every;
+                    }
+                    // Keep a margin of a renewal interval: stop while the lease still holds.
+                    Err(e)
+                        if e.is_unavailable()
+                            && tokio::time::Instant::now() + every < valid_until =>
+                    {
+                        tracing::warn!(job = %id, error = %e, "cannot renew the job's lease yet; the database is unavailable");
+                        pause = RETRY_UNAVAILABLE.min(every);
+                    }
+                    Err(e) => {
+                        tracing::error!(job = %id, error = %e, "lost the job's lease; stopping its runner");
+                        engine.stop_job(id);
+                        return;
+                    }
                 }
             }
         });
         done
     }
 }
+
+/// How often a lease write is tried again while the database is unavailable.
+const RETRY_UNAVAILABLE: std::time::Duration = std::time::Duration::from_secs(1);
