@@ -1261,3 +1261,4 @@ async fn shutdown_ends_open_streams_without_end() {
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8(late).unwrap().is_empty());
 }
+mod unavailable;
