@@ -218,11 +218,21 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
             Err(e) => {
                 written.clear();
                 let message = e.to_string();
+                let full = e.is_storage_full();
                 for pending in batch {
-                    let _ = pending.reply.send(Err(StoreError::Database {
-                        action: "commit a batch of task transitions",
-                        source: sqlx::Error::Protocol(message.clone()),
-                    }));
+                    let action = "commit a batch of task transitions";
+                    let error = if full {
+                        StoreError::StorageFull {
+                            action,
+                            detail: message.clone(),
+                        }
+                    } else {
+                        StoreError::Database {
+                            action,
+                            source: sqlx::Error::Protocol(message.clone()),
+                        }
+                    };
+                    let _ = pending.reply.send(Err(error));
                 }
             }
         }
