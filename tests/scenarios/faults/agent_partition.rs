@@ -40,7 +40,7 @@ use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl, ok_json};
 const HEARTBEAT_MS: u64 = 3_000;
 
 /// Seconds the slow image takes to become healthy: the task is in flight that long.
-const SLOW_S: u32 = 12;
+const SLOW_S: u32 = 8;
 
 /// Runs `program args…`, panicking with its output when it fails.
 fn run(program: &str, args: &[&str]) {
