@@ -60,9 +60,29 @@ impl AgentProc {
         bootstrap: Option<&str>,
         extra: &[&str],
     ) -> Self {
+        Self::start_wrapped(&[], server, name, state, bootstrap, extra)
+    }
+
+    /// Like [`AgentProc::start_with`], run through `wrapper` (say `ip netns exec NS`,
+    /// which execs the agent, so the child is still the agent itself); no wrapper when empty.
+    pub(crate) fn start_wrapped(
+        wrapper: &[&str],
+        server: &str,
+        name: &str,
+        state: &Path,
+        bootstrap: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(state).unwrap();
         let stderr = state.with_extension("stderr.txt");
-        let mut cmd = Command::new(agent_binary());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(agent_binary());
+                cmd
+            }
+            None => Command::new(agent_binary()),
+        };
         cmd.args(["--server", server, "--name", name])
             .args(extra)
             .arg("--state-dir")

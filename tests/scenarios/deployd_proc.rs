@@ -98,8 +98,19 @@ impl Deployd {
     /// the admin token [`ADMIN_TOKEN`], `known_hosts` for SSH targets and `env` added
     /// to its environment; waits (bounded) until `/healthz` answers.
     pub(crate) fn start(data: &Path, port: u16, known_hosts: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_at(data, &format!("127.0.0.1:{port}"), known_hosts, env)
+    }
+
+    /// Like [`Deployd::start`], listening on `addr` (`ip:port`, say the host side of a
+    /// test's veth pair).
+    pub(crate) fn start_at(
+        data: &Path,
+        addr: &str,
+        known_hosts: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let (deployd, _) = binaries();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = addr.to_owned();
         let stderr = data.join("deployd-stderr.txt");
         let mut cmd = Command::new(deployd);
         cmd.args(["--listen", &addr, "--data-dir"])

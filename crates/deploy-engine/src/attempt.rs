@@ -164,6 +164,17 @@ async fn attempt(
                 )
                 .await;
             }
+            Ok(report) if report.verdict == HealthVerdict::Unreachable => {
+                // The check could not run on the target (connection refused or lost):
+                // nothing is known about the new version, so the attempt is retryable
+                // like any other unreachable target.
+                let why = format!(
+                    "health check could not reach the target after {} probe(s): {}",
+                    report.attempts, report.message
+                );
+                log.line(&why);
+                return fail(inner, tokens, &task, true, &why).await;
+            }
             Ok(report) => {
                 let why = format!(
                     "health check failed after {} probe(s): {}",

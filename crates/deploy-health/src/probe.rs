@@ -42,6 +42,10 @@ pub struct Probe {
     pub message: String,
     /// The HTTP status, for http checks that got an answer.
     pub status_code: Option<u16>,
+    /// The check could not run at all (a `command` check whose runner failed: the
+    /// connection to the target was refused or lost): this says nothing about the
+    /// deployed version.
+    pub unreachable: bool,
 }
 
 impl Probe {
@@ -50,6 +54,7 @@ impl Probe {
             healthy: true,
             message,
             status_code,
+            unreachable: false,
         }
     }
 
@@ -58,6 +63,15 @@ impl Probe {
             healthy: false,
             message,
             status_code,
+            unreachable: false,
+        }
+    }
+
+    /// The check could not run on the target at all.
+    fn unreachable(message: String) -> Self {
+        Self {
+            unreachable: true,
+            ..Self::failed(message, None)
         }
     }
 }
@@ -168,7 +182,7 @@ impl ProbeSpec {
                         ),
                         None,
                     ),
-                    Err(e) => Probe::failed(format!("command `{shown}` could not run: {e}"), None),
+                    Err(e) => Probe::unreachable(format!("command `{shown}` could not run: {e}")),
                 }
             }
         }

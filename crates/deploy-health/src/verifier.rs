@@ -18,6 +18,10 @@ const MIN_SOAK_PAUSE: Duration = Duration::from_millis(10);
 pub enum HealthVerdict {
     Healthy,
     Unhealthy,
+    /// The check could not run on the target (its last probe's runner failed: the
+    /// connection was refused or lost), so nothing was learnt about the deployed
+    /// version; the engine retries such an attempt like any unreachable target.
+    Unreachable,
     /// The cancellation token fired before a verdict.
     Cancelled,
 }
@@ -136,16 +140,22 @@ impl HealthVerifier {
                         min_healthy.as_millis(),
                         probe.message
                     );
-                    return Ok(report(HealthVerdict::Unhealthy, message, held));
+                    let verdict = if probe.unreachable {
+                        HealthVerdict::Unreachable
+                    } else {
+                        HealthVerdict::Unhealthy
+                    };
+                    return Ok(report(verdict, message, held));
                 }
                 (false, None) => {
                     failures += 1;
                     if failures >= config.retries {
-                        return Ok(report(
-                            HealthVerdict::Unhealthy,
-                            probe.message.clone(),
-                            Duration::ZERO,
-                        ));
+                        let verdict = if probe.unreachable {
+                            HealthVerdict::Unreachable
+                        } else {
+                            HealthVerdict::Unhealthy
+                        };
+                        return Ok(report(verdict, probe.message.clone(), Duration::ZERO));
                     }
                 }
             }

@@ -141,7 +141,10 @@ fn store_kind(e: &StoreError) -> ProblemType {
         | StoreError::InvalidTransition(_)
         | StoreError::LeaseLost { .. } => ProblemType::Conflict,
         StoreError::EnvironmentLocked { .. } => ProblemType::EnvironmentBusy,
-        StoreError::Open { .. } | StoreError::Unwritable { .. } => ProblemType::Unavailable,
+        // Writes fail until space is freed; reads still work: the server is degraded, not broken.
+        StoreError::Open { .. }
+        | StoreError::Unwritable { .. }
+        | StoreError::StorageFull { .. } => ProblemType::Unavailable,
         _ => ProblemType::Internal,
     }
 }
@@ -175,5 +178,41 @@ impl IntoResponse for ServerError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deploy_api::ProblemType;
+    use deploy_engine::EngineError;
+    use deploy_store::StoreError;
+
+    use super::ServerError;
+
+    /// A full disk under the database is a 503 that says so, not an opaque 500,
+    /// whether the store or the engine (through the store) reports it.
+    #[test]
+    fn a_full_database_storage_is_unavailable_with_its_reason() {
+        let full = || StoreError::StorageFull {
+            action: "insert an environment",
+            detail: "error returned from database: (code: 13) database or disk is full".to_owned(),
+        };
+        for error in [
+            ServerError::Store(full()),
+            ServerError::Engine(EngineError::Store(full())),
+        ] {
+            let problem = error.problem();
+            assert_eq!(problem.status, 503, "{problem:?}");
+            assert_eq!(
+                problem.type_uri,
+                ProblemType::Unavailable.uri(),
+                "{problem:?}"
+            );
+            assert_eq!(
+                problem.detail,
+                "cannot insert an environment: the database storage is full (error returned \
+                 from database: (code: 13) database or disk is full); free space on its volume and retry"
+            );
+        }
     }
 }

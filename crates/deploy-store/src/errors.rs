@@ -93,12 +93,53 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The database's storage has no room left (SQLite `SQLITE_FULL`, PostgreSQL
+    /// `disk_full`); nothing of the write was committed. Reads still work, and the
+    /// same write succeeds once space is freed, without a restart.
+    #[error(
+        "cannot {action}: the database storage is full ({detail}); free space on its volume and retry"
+    )]
+    StorageFull {
+        action: &'static str,
+        detail: String,
+    },
+}
+
+/// SQLite's `SQLITE_FULL` (also returned for `ENOSPC` on the database, WAL or journal).
+const SQLITE_FULL: &str = "13";
+/// SQLite's `SQLITE_IOERR_SHMSIZE`: the WAL index could not grow (a full `-shm` filesystem).
+const SQLITE_IOERR_SHMSIZE: &str = "4874";
+/// PostgreSQL's `disk_full` SQLSTATE.
+const PG_DISK_FULL: &str = "53100";
+
+/// True when `e` says the database's storage is full.
+fn storage_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| [SQLITE_FULL, SQLITE_IOERR_SHMSIZE, PG_DISK_FULL].contains(&&*c)),
+        _ => false,
+    }
 }
 
 impl StoreError {
     /// Wraps a database error with what was being done ("insert job").
     pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
-        move |source| Self::Database { action, source }
+        move |source| {
+            if storage_full(&source) {
+                Self::StorageFull {
+                    action,
+                    detail: source.to_string(),
+                }
+            } else {
+                Self::Database { action, source }
+            }
+        }
+    }
+
+    /// True when the write failed because the database's storage is full.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Self::StorageFull { .. })
     }
 
     /// Wraps an error opening or reaching the database at `location`.
@@ -156,6 +197,8 @@ impl StoreError {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
     use super::*;
 
     fn db(source: sqlx::Error) -> StoreError {
@@ -178,5 +221,42 @@ mod tests {
             found: Some(2),
         };
         assert!(!conflict.is_unavailable());
+    }
+
+    /// A real SQLite out of pages (`max_page_count`) gives `SQLITE_FULL`, as a full disk does.
+    #[tokio::test]
+    async fn a_full_sqlite_database_is_storage_full_and_says_so() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA max_page_count = 8")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let full = sqlx::query("INSERT INTO t VALUES (zeroblob(100000))")
+            .execute(&pool)
+            .await
+            .map_err(StoreError::db("insert a blob"))
+            .unwrap_err();
+        assert!(full.is_storage_full(), "{full:?}");
+        let message = full.to_string();
+        assert!(
+            message.starts_with("cannot insert a blob: the database storage is full ("),
+            "{message}"
+        );
+        // Any other database error stays what it was.
+        let other = sqlx::query("INSERT INTO missing VALUES (1)")
+            .execute(&pool)
+            .await
+            .map_err(StoreError::db("insert a row"))
+            .unwrap_err();
+        assert!(!other.is_storage_full(), "{other:?}");
+        assert!(matches!(other, StoreError::Database { .. }), "{other:?}");
     }
 }

@@ -122,6 +122,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(release_writer(conn)))
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
@@ -178,6 +179,28 @@ impl SqliteStore {
     }
 }
 
+/// Decides, as the write connection goes back to its pool, whether it may be reused
+/// (`Ok(true)`) or must be closed (`Ok(false)`; the pool opens a fresh one).
+///
+/// A write transaction that failed (say `SQLITE_FULL` at `COMMIT` on a full disk) is
+/// rolled back when it is dropped; but SQLite may have rolled it back already, or keep
+/// it open with the `ROLLBACK` refused, and sqlx then still counts an open transaction.
+/// Reused, that connection would nest every later "transaction" as a savepoint inside
+/// one that never commits: writes acknowledged, seen by the writer alone, and lost.
+/// Closing it rolls back whatever is open. The common case costs one atomic load.
+async fn release_writer(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::{Connection, Database, TransactionManager};
+    type Manager = <sqlx::Sqlite as Database>::TransactionManager;
+    if Manager::get_transaction_depth(conn) == 0 {
+        return Ok(true);
+    }
+    // A dropped transaction queues its rollback on the connection's worker: a ping
+    // runs after it, so the depth read next is the one the rollback left.
+    conn.ping().await?;
+    // Still inside one: close it (the failed write was reported to its caller already).
+    Ok(Manager::get_transaction_depth(conn) == 0)
+}
+
 /// Most tasks the group committer remembers as it committed them (see [`Written`]).
 const WRITTEN_CAP: usize = 16_384;
 
@@ -217,12 +240,25 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
             }
             Err(e) => {
                 written.clear();
-                let message = e.to_string();
+                let message = match &e {
+                    StoreError::StorageFull { detail, .. } => detail.clone(),
+                    other => other.to_string(),
+                };
+                let full = e.is_storage_full();
                 for pending in batch {
-                    let _ = pending.reply.send(Err(StoreError::Database {
-                        action: "commit a batch of task transitions",
-                        source: sqlx::Error::Protocol(message.clone()),
-                    }));
+                    let action = "commit a batch of task transitions";
+                    let error = if full {
+                        StoreError::StorageFull {
+                            action,
+                            detail: message.clone(),
+                        }
+                    } else {
+                        StoreError::Database {
+                            action,
+                            source: sqlx::Error::Protocol(message.clone()),
+                        }
+                    };
+                    let _ = pending.reply.send(Err(error));
                 }
             }
         }
@@ -428,3 +464,36 @@ impl<'q> BindId for sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>> {
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::release_writer;
+
+    /// A connection that sqlx still counts inside a transaction (a rollback that never
+    /// happened) is closed, not reused; a clean one, and one whose dropped transaction
+    /// rolled back, are reused.
+    #[tokio::test]
+    async fn a_write_connection_left_in_a_transaction_is_not_reused() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        assert!(release_writer(&mut conn).await.unwrap(), "clean");
+        let tx = conn.begin().await.unwrap();
+        drop(tx);
+        assert!(
+            release_writer(&mut conn).await.unwrap(),
+            "rolled back on drop"
+        );
+        let mut stuck = conn.begin().await.unwrap();
+        sqlx::query("CREATE TABLE t (x)")
+            .execute(&mut *stuck)
+            .await
+            .unwrap();
+        // Neither committed nor rolled back: what a refused ROLLBACK leaves.
+        std::mem::forget(stuck);
+        assert!(
+            !release_writer(&mut conn).await.unwrap(),
+            "still in a transaction"
+        );
+    }
+}

@@ -212,6 +212,63 @@ impl SshdHosts {
     }
 }
 
+impl SshdHosts {
+    /// Stops host `i` the way a host going down does: its listening sshd and every
+    /// per-connection sshd it forked (the sessions a client keeps open) are
+    /// SIGKILLed, so pooled connections break too. [`SshdHosts::stop`] leaves those
+    /// sessions running, as `systemctl stop ssh` does.
+    pub fn stop_with_sessions(&mut self, i: u8) {
+        let Some(pid) = self
+            .children
+            .get(usize::from(i).saturating_sub(1))
+            .and_then(|slot| slot.as_ref())
+            .map(std::process::Child::id)
+        else {
+            return;
+        };
+        let sessions = descendants(pid);
+        self.stop(i);
+        for session in sessions {
+            // Only processes this fixture's sshd forked; errors mean it is gone already.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &session.to_string()])
+                .output();
+        }
+    }
+}
+
+/// Every live descendant of `pid` (from `/proc/<pid>/stat`), children before grandchildren.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Fields after `(comm)`: state, then ppid.
+            let ppid = stat
+                .get(stat.rfind(')')? + 1..)?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((child, ppid))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == parent && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
 impl Drop for SshdHosts {
     fn drop(&mut self) {
         for i in 1..=self.children.len() {

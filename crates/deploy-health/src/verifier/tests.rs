@@ -310,6 +310,34 @@ async fn command_checks_use_the_exit_code() {
     );
 }
 
+/// A command check that cannot run at all (the runner fails, as an SSH runner does when
+/// the host refuses the connection) is `Unreachable`, not a verdict on the version.
+#[tokio::test]
+async fn a_command_check_that_cannot_run_is_unreachable_not_unhealthy() {
+    let verifier = HealthVerifier::new()
+        .unwrap()
+        .with_command_runner(Arc::new(LocalRunner));
+    let mut config = HealthCheckConfig::new(HealthCheck::Command {
+        command: CommandSpec::new(vec!["/nonexistent/deploy-health-probe".into()]).unwrap(),
+    });
+    config.retries = 2;
+    config.interval_ms = 10;
+    let cancel = CancellationToken::new();
+    let r = verifier
+        .verify(&ssh_target(1), &config, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(r.verdict, HealthVerdict::Unreachable, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert!(
+        r.message
+            .starts_with("command `/nonexistent/deploy-health-probe` could not run: "),
+        "{}",
+        r.message
+    );
+    assert!(!r.healthy());
+}
+
 #[tokio::test]
 async fn misconfiguration_is_an_error_not_a_verdict() {
     let verifier = HealthVerifier::new().unwrap();
