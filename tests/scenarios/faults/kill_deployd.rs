@@ -1,1 +1,822 @@
-//! Fault scenario `kill_deployd` (to be written).
+//! Fault scenario `kill_deployd`: SIGKILL a real `deployd` at seeded random points across 50 jobs (SQLite and PostgreSQL), restart it each time, and check every job against what runs on the targets.
+//!
+//! Setup (real components only): two sshd hosts from the testkit in front of the
+//! local Docker Engine, a loopback registry with the v1, v2 and v3-broken images,
+//! and a debug `deployd` (SQLite in its data dir, or a testkit PostgreSQL through
+//! `DEPLOYD_DATABASE_URL`). Two environments, one target each (containers
+//! `<prefix>a-web` and `<prefix>b-web`), a command health check probing every
+//! 200 ms and a 300 ms soak.
+//!
+//! The run: 25 cycles, each starting one job in each environment, so 50 jobs.
+//! Healthy jobs alternate v1 and v2 (every job changes what runs); about a third
+//! are v3-broken with `auto_rollback`, which fails its health check and is rolled
+//! back to the last-known-good release. Cycles 0 and 1 are not killed: they
+//! measure how long each phase of a healthy and of a broken job takes (and warm
+//! the image pulls). In every later cycle a phase is picked for each of the two
+//! jobs (created, dispatch, swap, soak, completion, rollback) and a delay inside
+//! its measured window; the jobs are started staggered so that both delays end
+//! at the same instant, and deployd gets SIGKILL then. It is restarted at once on
+//! the same data dir and database (same lease owner, so it resumes at once).
+//! Phase windows are refined from every job's events before its kill.
+//!
+//! Checked for every job, once it settles (bounded waits):
+//! - its status is what it must be: completed (healthy) or rolled_back (broken;
+//!   its rollback job completed, on the last-known-good release);
+//! - the target's container `<prefix>{a,b}-web` runs, and its `stella.digest` label
+//!   is the job's release digest (completed) or the last-known-good one (rolled
+//!   back); a completed job's container was started by the job's own task;
+//! - no task attempt ran twice (`assert_each_attempt_ran_once`, job and rollback job);
+//! - no event lost: per job and per task the transitions form one chain (each
+//!   `from` is the previous `to`, starting from the job's `create` event and from `pending` for a task) that ends in the status
+//!   the job and each task have now; sequence numbers strictly increase; the
+//!   `deployctl jobs watch` started right after the job was created, following
+//!   across the kill and the restart, printed exactly the events the log holds.
+//!
+//! At the end: on SQLite the event sequence numbers of all jobs are exactly 1..=n
+//! (no gap, no duplicate); on PostgreSQL (whose sequences hand out values that an
+//! aborted transaction does not give back) no duplicate, gaps are reported; no
+//! `-next` container is left; at least four different phases were hit.
+//!
+//! The phase a kill hit is read after the fact from the job's events (the last
+//! event before the kill). The seed, each kill point and the histogram are
+//! printed. Reproduce a run with its seed (the timing still varies with the
+//! machine's load, so the phases hit may differ slightly):
+//! `DEPLOY_FAULT_SEED=<seed> cargo nextest run -p deploy-tests faults::kill --no-capture`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use deploy_testkit::{
+    ContainerCleanup, Postgres, Registry, SshdHosts, TestImages, free_port, run_checked, temp_dir,
+};
+use serde_json::{Value, json};
+
+use crate::deployd_e2e::{
+    KEY_VAR, KillOnDrop, assert_each_attempt_ran_once, at_ms, now_ms, target_body, watch_all,
+};
+use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl_command, json_lines};
+
+/// The seed when `DEPLOY_FAULT_SEED` is not set.
+const DEFAULT_SEED: u64 = 0x5EED_0000_0011;
+/// Jobs per backend (two per cycle).
+const JOBS: usize = 50;
+/// Cycles that are not killed: they measure the phases.
+const CALIBRATION_CYCLES: usize = 2;
+/// The health soak of every target.
+const SOAK_MS: u64 = 300;
+/// The health probe interval of every target.
+const PROBE_MS: u64 = 100;
+/// Bound on the wait for a job to settle after the restart.
+const SETTLE_BOUND: Duration = Duration::from_secs(120);
+/// A `failed` job is taken as settled once it stayed failed this long (no rollback started).
+const FAILED_QUIET: Duration = Duration::from_secs(5);
+
+#[test]
+fn sigkill_across_50_jobs_on_sqlite() {
+    run(Backend::Sqlite);
+}
+
+#[test]
+fn sigkill_across_50_jobs_on_postgres() {
+    run(Backend::Postgres);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// splitmix64: small, seeded, reproducible (no dependency).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant here).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi.saturating_sub(lo) + 1)
+    }
+}
+
+/// Where in a job's life a kill landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Created, not yet claimed (`pending`).
+    Created,
+    /// Claimed: preparing, running with its task not yet started (dispatch written or not).
+    Dispatch,
+    /// The task runs: pull, start of `-next`, the swap.
+    Swap,
+    /// The task verifies: health probes and soak.
+    Soak,
+    /// The task succeeded; the job's waves and final verification complete it.
+    Completion,
+    /// The task failed; the job fails and its rollback job runs.
+    Rollback,
+    /// The job had settled before the kill.
+    AfterEnd,
+}
+
+const HEALTHY_PHASES: [Phase; 5] = [
+    Phase::Created,
+    Phase::Dispatch,
+    Phase::Swap,
+    Phase::Soak,
+    Phase::Completion,
+];
+const BROKEN_PHASES: [Phase; 5] = [
+    Phase::Created,
+    Phase::Dispatch,
+    Phase::Swap,
+    Phase::Soak,
+    Phase::Rollback,
+];
+
+/// Measured phase windows of one kind of job, in ms after its creation: (start, end) means.
+#[derive(Debug, Default)]
+struct Windows(BTreeMap<Phase, (f64, f64)>);
+
+impl Windows {
+    /// Blends an observed boundary into the running mean (the first one is taken as is).
+    fn observe(&mut self, phase: Phase, start: Option<u64>, end: Option<u64>) {
+        let entry = self.0.entry(phase);
+        let (s, e) = entry.or_insert_with(|| {
+            let s = start.unwrap_or(0) as f64;
+            (s, end.map_or(s + 200.0, |e| e as f64))
+        });
+        if let Some(start) = start {
+            *s = 0.7 * *s + 0.3 * start as f64;
+        }
+        if let Some(end) = end {
+            *e = 0.7 * *e + 0.3 * end as f64;
+        }
+    }
+
+    /// A delay inside `phase`'s window (its middle 80%), or `None` when never measured.
+    fn pick(&self, phase: Phase, rng: &mut Rng) -> Option<u64> {
+        let &(s, e) = self.0.get(&phase)?;
+        let (s, e) = (s.max(0.0), e.max(s + 10.0));
+        let lo = s + 0.1 * (e - s);
+        let hi = e - 0.1 * (e - s);
+        Some(rng.between(lo as u64, hi as u64))
+    }
+}
+
+/// The events of one job read from the store after the fact: (event, task, from, to, at).
+struct Timeline<'a>(&'a [Value]);
+
+impl Timeline<'_> {
+    /// When the first event named `name` (job level if `task` is false) happened.
+    fn first(&self, name: &str, task: bool) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|e| e["data"]["event"] == name && e["data"]["task_id"].is_string() == task)
+            .map(at_ms)
+    }
+
+    /// The phase the job was in at `t` (ms since the epoch).
+    fn phase_at(&self, t: u64) -> Phase {
+        let before: Vec<&Value> = self.0.iter().filter(|e| at_ms(e) <= t).collect();
+        let Some(last) = before.last() else {
+            return Phase::Created;
+        };
+        let job_status = before
+            .iter()
+            .rev()
+            .find(|e| !e["data"]["task_id"].is_string())
+            .map(|e| e["data"]["to_status"].as_str().unwrap_or(""));
+        if matches!(job_status, Some("completed" | "rolled_back")) {
+            return Phase::AfterEnd;
+        }
+        if matches!(job_status, Some("failed" | "rolling_back"))
+            || before.iter().any(|e| e["data"]["event"] == "fail")
+        {
+            return Phase::Rollback;
+        }
+        if matches!(job_status, Some("completing")) {
+            return Phase::Completion;
+        }
+        let task_last = before
+            .iter()
+            .rev()
+            .find(|e| e["data"]["task_id"].is_string())
+            .map(|e| e["data"]["to_status"].as_str().unwrap_or(""));
+        match task_last {
+            Some("running") => Phase::Swap,
+            Some("verifying") => Phase::Soak,
+            Some("succeeded") => Phase::Completion,
+            Some(_) => Phase::Dispatch,
+            None if last["data"]["to_status"] == "pending" => Phase::Created,
+            None => Phase::Dispatch,
+        }
+    }
+
+    /// Phase boundaries (ms after `created`) seen before `kill` (all of them when not killed).
+    fn observe(&self, created: u64, kill: Option<u64>, windows: &mut Windows) {
+        let cut = kill.unwrap_or(u64::MAX);
+        let rel = |t: Option<u64>| t.filter(|&t| t <= cut).map(|t| t.saturating_sub(created));
+        let start = rel(self.first("start", false));
+        let task_start = rel(self.first("start", true));
+        let verify = rel(self.first("verify", true));
+        let succeed = rel(self.first("succeed", true));
+        let fail = rel(self.first("fail", true));
+        let done = rel(self
+            .first("verification_passed", false)
+            .or_else(|| self.first("rollback_succeeded", false)));
+        windows.observe(Phase::Created, Some(0), start);
+        if start.is_some() {
+            windows.observe(Phase::Dispatch, start, task_start);
+        }
+        if task_start.is_some() {
+            windows.observe(Phase::Swap, task_start, verify);
+        }
+        if verify.is_some() {
+            windows.observe(Phase::Soak, verify, succeed.or(fail));
+        }
+        if succeed.is_some() {
+            windows.observe(Phase::Completion, succeed, done);
+        }
+        if fail.is_some() {
+            windows.observe(Phase::Rollback, fail, done);
+        }
+    }
+}
+
+/// One environment with its one target, and what the test knows runs there.
+struct Env {
+    id: String,
+    container: String,
+    /// The release (name) the target runs, after its last completed job.
+    current: Option<&'static str>,
+    /// Per digest, the tasks of this environment that deployed it: the only ones that
+    /// may have started the container running it (a deploy of the digest the kept
+    /// `-previous` container has starts that one again instead of a new one).
+    origins: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// One job of a cycle.
+struct Planned {
+    env: usize,
+    n: usize,
+    release: &'static str,
+    /// Target phase and delay, or none for a calibration cycle.
+    kill: Option<(Phase, u64)>,
+}
+
+struct Started {
+    plan: Planned,
+    job: String,
+    created_ms: u64,
+    watch_out: std::path::PathBuf,
+    watcher: KillOnDrop,
+}
+
+fn run(backend: Backend) {
+    let started = Instant::now();
+    let seed = std::env::var("DEPLOY_FAULT_SEED")
+        .ok()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("DEPLOY_FAULT_SEED={s:?} is not a u64"))
+        })
+        .unwrap_or(DEFAULT_SEED);
+    let label = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    eprintln!("kill_deployd[{label}]: seed {seed} (DEPLOY_FAULT_SEED={seed} reproduces it)");
+    let mut rng = Rng(seed);
+
+    let prefix = format!("kd{}{}-", std::process::id(), &label[..1]);
+    // First: containers go before the registry and the hosts stop.
+    let _cleanup = ContainerCleanup::new(&prefix);
+    let hosts = SshdHosts::start(2).unwrap();
+    let registry = Registry::start().unwrap();
+    let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
+    let postgres = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(Postgres::start().unwrap()),
+    };
+    let database_url = postgres
+        .as_ref()
+        .map(|pg| pg.create_database("killdeployd").unwrap());
+    eprintln!(
+        "kill_deployd[{label}]: fixtures up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let data = temp_dir("kill-deployd-").unwrap();
+    let key = std::fs::read_to_string(hosts.client_key()).unwrap();
+    let mut env_vars = vec![(KEY_VAR, key.as_str())];
+    if let Some(url) = &database_url {
+        env_vars.push(("DEPLOYD_DATABASE_URL", url.as_str()));
+    }
+    let built = Instant::now();
+    crate::deployd_proc::binaries();
+    eprintln!(
+        "kill_deployd[{label}]: deployd and deployctl built (or found fresh) in {:.1} s",
+        built.elapsed().as_secs_f64()
+    );
+    let port = free_port().unwrap();
+    let start_deployd = || Deployd::start(data.path(), port, &hosts.known_hosts(), &env_vars);
+    let mut server = Some(start_deployd());
+    let addr = server.as_ref().unwrap().addr.clone();
+
+    let mut envs = Vec::new();
+    for (i, name) in [(1u8, "a"), (2, "b")] {
+        let (status, env) = api_post(&addr, "/api/v1/environments", &json!({"name": name}));
+        assert_eq!(status, 201, "{env:#}");
+        let id = env["id"].as_str().unwrap().to_owned();
+        let env_prefix = format!("{prefix}{name}-");
+        let mut body = target_body(&hosts, i, &env_prefix, SOAK_MS);
+        body["health_check"]["interval_ms"] = json!(PROBE_MS);
+        let (status, target) =
+            api_post(&addr, &format!("/api/v1/environments/{id}/targets"), &body);
+        assert_eq!(status, 201, "{target:#}");
+        envs.push(Env {
+            id,
+            container: format!("{env_prefix}web"),
+            current: None,
+            origins: BTreeMap::new(),
+        });
+    }
+    let mut releases: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
+    for (name, image) in [
+        ("v1", &images.v1),
+        ("v2", &images.v2),
+        ("v3-broken", &images.v3_broken),
+    ] {
+        let (status, release) = api_post(
+            &addr,
+            "/api/v1/releases",
+            &json!({"name": name, "components": [{"name": "web", "image": image}]}),
+        );
+        assert_eq!(status, 201, "{release:#}");
+        let digest = image.rsplit_once('@').unwrap().1.to_owned();
+        releases.insert(name, (release["id"].as_str().unwrap().to_owned(), digest));
+    }
+
+    eprintln!(
+        "kill_deployd[{label}]: deployd serving, environments and releases created after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut healthy = Windows::default();
+    let mut broken = Windows::default();
+    let mut histogram: BTreeMap<Phase, usize> = BTreeMap::new();
+    let mut all_seqs: Vec<u64> = Vec::new();
+    let mut kills = 0usize;
+    let mut n = 0usize;
+    for cycle in 0..JOBS / 2 {
+        // Plan both jobs: the release each runs and, after calibration, where to kill it.
+        let mut plans = Vec::new();
+        for (e, env) in envs.iter().enumerate() {
+            let release = match (cycle, env.current) {
+                (0, _) | (_, None) => "v1",
+                (1, _) if e == 1 => "v3-broken",
+                (c, Some(_)) if c >= CALIBRATION_CYCLES && rng.below(3) == 0 => "v3-broken",
+                (_, Some("v1")) => "v2",
+                (_, Some(_)) => "v1",
+            };
+            let kill = (cycle >= CALIBRATION_CYCLES).then(|| {
+                let (phases, windows) = if release == "v3-broken" {
+                    (&BROKEN_PHASES, &broken)
+                } else {
+                    (&HEALTHY_PHASES, &healthy)
+                };
+                let phase = phases[rng.below(phases.len() as u64) as usize];
+                let delay = if phase == Phase::Created {
+                    rng.below(40)
+                } else {
+                    windows.pick(phase, &mut rng).unwrap_or(500)
+                };
+                (phase, delay)
+            });
+            plans.push(Planned {
+                env: e,
+                n,
+                release,
+                kill,
+            });
+            n += 1;
+        }
+        // The job killed later is started first, so both delays end at the kill.
+        plans.sort_by_key(|p| std::cmp::Reverse(p.kill.map_or(0, |k| k.1)));
+        let mut jobs: Vec<Started> = Vec::new();
+        let kill_at = {
+            let mut kill_at: Option<Instant> = None;
+            for plan in plans {
+                if let (Some(at), Some((_, delay))) = (kill_at, plan.kill) {
+                    // Wait until this job's delay before the kill remains.
+                    let start_at = at.checked_sub(Duration::from_millis(delay)).unwrap_or(at);
+                    std::thread::sleep(start_at.saturating_duration_since(Instant::now()));
+                }
+                let env = &envs[plan.env];
+                let (release_id, _) = &releases[plan.release];
+                let job = start_job(&addr, &env.id, release_id, plan.release == "v3-broken");
+                let created_ms = now_ms();
+                if kill_at.is_none() {
+                    kill_at = plan
+                        .kill
+                        .map(|(_, d)| Instant::now() + Duration::from_millis(d));
+                }
+                let watch_out = data.path().join(format!("watch-{}.jsonl", plan.n));
+                let watcher = KillOnDrop(
+                    ctl_command(&addr, &["jobs", "watch", &job, "--output", "json"])
+                        .stdout(std::fs::File::create(&watch_out).unwrap())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                );
+                jobs.push(Started {
+                    plan,
+                    job,
+                    created_ms,
+                    watch_out,
+                    watcher,
+                });
+            }
+            kill_at
+        };
+        let mut killed_ms = None;
+        if let Some(at) = kill_at {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let t = now_ms();
+            server.take().unwrap().kill();
+            kills += 1;
+            killed_ms = Some(t);
+            server = Some(start_deployd());
+        }
+        let restarted = Instant::now();
+        for started in &mut jobs {
+            let job = wait_settled(&addr, &started.job, server.as_ref().unwrap());
+            let env = &mut envs[started.plan.env];
+            let outcome = check_job(&addr, started, &job, env, &releases, &mut all_seqs);
+            let events = outcome.events;
+            let timeline = Timeline(&events);
+            let windows = if started.plan.release == "v3-broken" {
+                &mut broken
+            } else {
+                &mut healthy
+            };
+            timeline.observe(started.created_ms, killed_ms, windows);
+            if cycle + 1 == CALIBRATION_CYCLES && started.plan.env == 1 {
+                eprintln!(
+                    "kill_deployd[{label}]: measured phase windows (ms after creation): healthy {:?}, broken {:?}",
+                    healthy.0, broken.0
+                );
+            }
+            let line = match (started.plan.kill, killed_ms) {
+                (Some((target, delay)), Some(k)) => {
+                    let hit = timeline.phase_at(k);
+                    *histogram.entry(hit).or_default() += 1;
+                    format!(
+                        "killed {} ms after creation (aimed at {target:?}, delay {delay} ms): hit {hit:?}",
+                        k.saturating_sub(started.created_ms)
+                    )
+                }
+                _ => "not killed (calibration)".to_owned(),
+            };
+            eprintln!(
+                "kill_deployd[{label}]: job {:2} env {} {:9} {}: {line}; {} {:.1} s after the restart",
+                started.plan.n,
+                ["a", "b"][started.plan.env],
+                started.plan.release,
+                started.job,
+                job["status"].as_str().unwrap_or("?"),
+                restarted.elapsed().as_secs_f64(),
+            );
+        }
+    }
+
+    // Every event of every job (rollback jobs included) once; on SQLite, no gap either.
+    all_seqs.sort_unstable();
+    let distinct: BTreeSet<u64> = all_seqs.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        all_seqs.len(),
+        "an event sequence number appears twice"
+    );
+    let max = all_seqs.last().copied().unwrap_or(0);
+    let gaps: Vec<u64> = (1..=max).filter(|s| !distinct.contains(s)).collect();
+    match backend {
+        Backend::Sqlite => assert!(gaps.is_empty(), "event seqs missing: {gaps:?}"),
+        // A PostgreSQL sequence value taken by a transaction that the kill aborted is
+        // not given back: a gap there is no lost event (the chains above prove that).
+        Backend::Postgres => eprintln!(
+            "kill_deployd[{label}]: {} events, sequence gaps (aborted transactions): {gaps:?}",
+            all_seqs.len()
+        ),
+    }
+    // No `-next` container left behind, and each target runs its container.
+    let names = run_checked(
+        "docker",
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^{prefix}"),
+            "--format",
+            "{{.Names}}",
+        ],
+    )
+    .unwrap();
+    assert!(
+        !names.lines().any(|n| n.ends_with("-next")),
+        "stray -next containers: {names}"
+    );
+    for env in &envs {
+        assert!(names.lines().any(|n| n == env.container), "{names}");
+    }
+    eprintln!("kill_deployd[{label}]: {kills} kills over {JOBS} jobs; phases hit: {histogram:?}");
+    assert!(
+        histogram.keys().filter(|p| **p != Phase::AfterEnd).count() >= 4,
+        "kills hit fewer than 4 phases: {histogram:?}"
+    );
+    assert!(
+        kills >= JOBS / 2 - CALIBRATION_CYCLES,
+        "{kills} kills in {JOBS} jobs"
+    );
+    server.take().unwrap().terminate();
+    eprintln!(
+        "kill_deployd[{label}]: {JOBS} jobs, {kills} kills in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Creates and approves a promotion of `release` to `env`: the new job's id.
+fn start_job(addr: &str, env: &str, release: &str, auto_rollback: bool) -> String {
+    let (status, promotion) = api_post(
+        addr,
+        "/api/v1/promotions",
+        &json!({"release_id": release, "environment_id": env}),
+    );
+    assert_eq!(status, 201, "{promotion:#}");
+    let id = promotion["id"].as_str().unwrap();
+    let (status, approved) = api_post(
+        addr,
+        &format!("/api/v1/promotions/{id}/approve"),
+        &json!({"failure_policy": {"auto_rollback": auto_rollback}}),
+    );
+    assert_eq!(status, 201, "{approved:#}");
+    approved["job"]["id"].as_str().unwrap().to_owned()
+}
+
+/// `GET path` with the admin token over plain HTTP/1.1: the status and the JSON answer.
+fn api_get(addr: &str, path: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (_, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Waits (bounded) until `job` is completed or rolled back, or failed and quiet; returns it.
+fn wait_settled(addr: &str, job: &str, server: &Deployd) -> Value {
+    let started = Instant::now();
+    let mut failed_since: Option<Instant> = None;
+    loop {
+        let (status, shown) = api_get(addr, &format!("/api/v1/jobs/{job}"));
+        assert_eq!(status, 200, "{shown:#}");
+        match shown["status"].as_str().unwrap_or("") {
+            "completed" | "rolled_back" => return shown,
+            "failed" => {
+                let since = *failed_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > FAILED_QUIET {
+                    return shown;
+                }
+            }
+            _ => failed_since = None,
+        }
+        assert!(
+            started.elapsed() < SETTLE_BOUND,
+            "job {job} did not settle within {SETTLE_BOUND:?} of the restart: {shown:#}\n{}",
+            tail(&server.stderr(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+struct Outcome {
+    events: Vec<Value>,
+}
+
+/// Checks a settled job against the target, its events and its follower; updates `env`.
+fn check_job(
+    addr: &str,
+    started: &mut Started,
+    job: &Value,
+    env: &mut Env,
+    releases: &BTreeMap<&'static str, (String, String)>,
+    all_seqs: &mut Vec<u64>,
+) -> Outcome {
+    let id = &started.job;
+    let broken = started.plan.release == "v3-broken";
+    let (code, events) = watch_all(addr, id);
+    let expected_status = if broken { "rolled_back" } else { "completed" };
+    assert_eq!(
+        job["status"], expected_status,
+        "job {id} ({}): {job:#}\n{events:#?}",
+        started.plan.release
+    );
+    assert_eq!(code, Some(if broken { 3 } else { 0 }), "jobs watch {id}");
+    let transitions: Vec<Value> = events
+        .iter()
+        .filter(|e| e["event"] == "transition")
+        .cloned()
+        .collect();
+    assert_chains(job, &transitions);
+    assert_each_attempt_ran_once(job, &transitions);
+    all_seqs.extend(transitions.iter().map(seq_of));
+
+    // The follower started right after creation saw exactly the log, across the kill.
+    let follow_started = Instant::now();
+    let follower_code = loop {
+        if let Some(status) = started.watcher.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            follow_started.elapsed() < Duration::from_secs(60),
+            "jobs watch {id} did not end within 60 s of the job settling"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let followed = json_lines(&std::fs::read(&started.watch_out).unwrap());
+    let followed_seqs: Vec<u64> = followed
+        .iter()
+        .filter(|e| e["event"] == "transition")
+        .map(seq_of)
+        .collect();
+    let logged_seqs: Vec<u64> = transitions.iter().map(seq_of).collect();
+    assert_eq!(
+        followed_seqs, logged_seqs,
+        "job {id}: the follower across the kill saw other events than the log holds"
+    );
+    assert_eq!(follower_code, code, "job {id}: the follower's exit code");
+
+    // What runs on the target.
+    let (release_id, digest) = &releases[started.plan.release];
+    let (running_digest, task_label) = inspect(&env.container);
+    let task_of = |job: &Value| job["tasks"][0]["id"].as_str().unwrap().to_owned();
+    if broken {
+        let good = env.current.expect("a broken job follows a completed one");
+        let (good_id, good_digest) = &releases[good];
+        assert_eq!(
+            &running_digest, good_digest,
+            "job {id} rolled back: {} must run {good}",
+            env.container
+        );
+        let (status, list) = api_get(
+            addr,
+            &format!("/api/v1/jobs?environment={}&limit=5", env.id),
+        );
+        assert_eq!(status, 200, "{list:#}");
+        let rollback = list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["rollback_of"] == id.as_str())
+            .unwrap_or_else(|| panic!("no rollback job of {id}: {list:#}"));
+        let rollback_id = rollback["id"].as_str().unwrap();
+        let (_, rollback) = api_get(addr, &format!("/api/v1/jobs/{rollback_id}"));
+        assert_eq!(rollback["status"], "completed", "{rollback:#}");
+        assert_eq!(&rollback["release_id"], good_id.as_str(), "{rollback:#}");
+        let (code, events) = watch_all(addr, rollback_id);
+        assert_eq!(code, Some(0), "jobs watch {rollback_id}");
+        let transitions: Vec<Value> = events
+            .iter()
+            .filter(|e| e["event"] == "transition")
+            .cloned()
+            .collect();
+        assert_chains(&rollback, &transitions);
+        assert_each_attempt_ran_once(&rollback, &transitions);
+        let origins = env.origins.entry(good_digest.clone()).or_default();
+        origins.insert(task_of(&rollback));
+        assert!(
+            origins.contains(&task_label),
+            "job {id}: {} was started by task {task_label}, which never deployed {good}: {origins:?}",
+            env.container
+        );
+        env.origins
+            .entry(digest.clone())
+            .or_default()
+            .insert(task_of(job));
+        all_seqs.extend(transitions.iter().map(seq_of));
+    } else {
+        assert_eq!(
+            &running_digest, digest,
+            "job {id} completed: {} must run {}",
+            env.container, started.plan.release
+        );
+        assert_eq!(&job["release_id"], release_id.as_str());
+        // Started by this job's task, or by an earlier task on the same digest (kept as
+        // `-previous` and started again).
+        let origins = env.origins.entry(digest.clone()).or_default();
+        origins.insert(task_of(job));
+        assert!(
+            origins.contains(&task_label),
+            "job {id}: {} was started by task {task_label}, which never deployed {}: {origins:?}",
+            env.container,
+            started.plan.release
+        );
+        env.current = Some(started.plan.release);
+    }
+    Outcome {
+        events: transitions,
+    }
+}
+
+fn seq_of(event: &Value) -> u64 {
+    event["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no seq in {event}"))
+}
+
+/// Per entity (the job, each task) the transitions form one chain from `pending` to the
+/// entity's current status; sequence numbers strictly increase.
+fn assert_chains(job: &Value, transitions: &[Value]) {
+    let id = job["id"].as_str().unwrap();
+    let seqs: Vec<u64> = transitions.iter().map(seq_of).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "job {id}: seqs not strictly increasing: {seqs:?}"
+    );
+    let mut entities: Vec<(Option<&str>, &str)> = vec![(None, job["status"].as_str().unwrap())];
+    for task in job["tasks"].as_array().unwrap() {
+        entities.push((task["id"].as_str(), task["status"].as_str().unwrap()));
+    }
+    for (entity, now) in entities {
+        // A job's log starts with its `create` event (from "" to pending); a task's
+        // with its first transition out of pending.
+        let mut status = if entity.is_none() { "" } else { "pending" };
+        for e in transitions
+            .iter()
+            .filter(|e| e["data"]["task_id"].as_str() == entity)
+        {
+            let from = e["data"]["from_status"].as_str().unwrap();
+            assert_eq!(
+                from, status,
+                "job {id}, {entity:?}: an event is missing before {e}: {transitions:#?}"
+            );
+            status = e["data"]["to_status"].as_str().unwrap();
+        }
+        assert_eq!(
+            status, now,
+            "job {id}, {entity:?}: the last transition is not the status it has: {transitions:#?}"
+        );
+    }
+}
+
+/// The `stella.digest` and `stella.task` labels of running container `name`.
+fn inspect(name: &str) -> (String, String) {
+    let out = run_checked(
+        "docker",
+        &[
+            "inspect",
+            "--type",
+            "container",
+            "--format",
+            r#"{{.State.Running}} {{index .Config.Labels "stella.digest"}} {{index .Config.Labels "stella.task"}}"#,
+            name,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("docker inspect {name}: {e}"));
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(parts.first(), Some(&"true"), "{name} does not run: {out}");
+    (
+        parts.get(1).copied().unwrap_or("").to_owned(),
+        parts.get(2).copied().unwrap_or("").to_owned(),
+    )
+}
