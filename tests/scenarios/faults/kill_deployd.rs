@@ -147,33 +147,43 @@ const BROKEN_PHASES: [Phase; 5] = [
     Phase::Rollback,
 ];
 
-/// Measured phase windows of one kind of job, in ms after its creation: (start, end) means.
+/// Measured phase durations of one kind of job (running means, in ms).
 #[derive(Debug, Default)]
-struct Windows(BTreeMap<Phase, (f64, f64)>);
+struct Durations(BTreeMap<Phase, f64>);
 
-impl Windows {
-    /// Blends an observed boundary into the running mean (the first one is taken as is).
-    fn observe(&mut self, phase: Phase, start: Option<u64>, end: Option<u64>) {
-        let entry = self.0.entry(phase);
-        let (s, e) = entry.or_insert_with(|| {
-            let s = start.unwrap_or(0) as f64;
-            (s, end.map_or(s + 200.0, |e| e as f64))
-        });
-        if let Some(start) = start {
-            *s = 0.7 * *s + 0.3 * start as f64;
-        }
-        if let Some(end) = end {
-            *e = 0.7 * *e + 0.3 * end as f64;
-        }
+impl Durations {
+    /// Blends an observed duration into the running mean (the first one is taken as is).
+    fn observe(&mut self, phase: Phase, ms: u64) {
+        let ms = ms as f64;
+        self.0
+            .entry(phase)
+            .and_modify(|d| *d = 0.7 * *d + 0.3 * ms)
+            .or_insert(ms);
     }
 
-    /// A delay inside `phase`'s window (its middle 80%), or `None` when never measured.
-    fn pick(&self, phase: Phase, rng: &mut Rng) -> Option<u64> {
-        let &(s, e) = self.0.get(&phase)?;
-        let (s, e) = (s.max(0.0), e.max(s + 10.0));
-        let lo = s + 0.1 * (e - s);
-        let hi = e - 0.1 * (e - s);
-        Some(rng.between(lo as u64, hi as u64))
+    /// A delay into `phase` (inside the middle 80% of its mean duration).
+    fn pick(&self, phase: Phase, rng: &mut Rng) -> u64 {
+        let d = self.0.get(&phase).copied().unwrap_or(300.0).max(20.0);
+        rng.between((0.1 * d) as u64, (0.9 * d) as u64)
+    }
+
+    /// The mean time from creation to the end of the job.
+    fn total(&self) -> u64 {
+        self.0.values().sum::<f64>() as u64
+    }
+}
+
+/// The phase a job is in, from its status and its task's (as `GET /jobs/{id}` shows them).
+fn phase_of(job: &Value) -> Phase {
+    let task = job["tasks"][0]["status"].as_str().unwrap_or("");
+    match (job["status"].as_str().unwrap_or(""), task) {
+        ("completed" | "rolled_back", _) => Phase::AfterEnd,
+        ("failed" | "rolling_back", _) | (_, "failed") => Phase::Rollback,
+        ("completing", _) | (_, "succeeded") => Phase::Completion,
+        (_, "verifying") => Phase::Soak,
+        (_, "running") => Phase::Swap,
+        ("pending", _) => Phase::Created,
+        _ => Phase::Dispatch,
     }
 }
 
@@ -189,70 +199,69 @@ impl Timeline<'_> {
             .map(at_ms)
     }
 
-    /// The phase the job was in at `t` (ms since the epoch).
-    fn phase_at(&self, t: u64) -> Phase {
-        let before: Vec<&Value> = self.0.iter().filter(|e| at_ms(e) <= t).collect();
-        let Some(last) = before.last() else {
-            return Phase::Created;
-        };
-        let job_status = before
+    /// When the first task event moving to `to` happened.
+    fn task_to(&self, to: &str) -> Option<u64> {
+        self.0
             .iter()
-            .rev()
-            .find(|e| !e["data"]["task_id"].is_string())
-            .map(|e| e["data"]["to_status"].as_str().unwrap_or(""));
-        if matches!(job_status, Some("completed" | "rolled_back")) {
-            return Phase::AfterEnd;
-        }
-        if matches!(job_status, Some("failed" | "rolling_back"))
-            || before.iter().any(|e| e["data"]["event"] == "fail")
-        {
-            return Phase::Rollback;
-        }
-        if matches!(job_status, Some("completing")) {
-            return Phase::Completion;
-        }
-        let task_last = before
-            .iter()
-            .rev()
-            .find(|e| e["data"]["task_id"].is_string())
-            .map(|e| e["data"]["to_status"].as_str().unwrap_or(""));
-        match task_last {
-            Some("running") => Phase::Swap,
-            Some("verifying") => Phase::Soak,
-            Some("succeeded") => Phase::Completion,
-            Some(_) => Phase::Dispatch,
-            None if last["data"]["to_status"] == "pending" => Phase::Created,
-            None => Phase::Dispatch,
-        }
+            .find(|e| e["data"]["to_status"] == to && e["data"]["task_id"].is_string())
+            .map(at_ms)
     }
 
-    /// Phase boundaries (ms after `created`) seen before `kill` (all of them when not killed).
-    fn observe(&self, created: u64, kill: Option<u64>, windows: &mut Windows) {
+    /// The phase the job was in at `t` (ms since the epoch): [`phase_of`] the job and
+    /// task statuses of the last events before `t`.
+    fn phase_at(&self, t: u64) -> Phase {
+        let before: Vec<&Value> = self.0.iter().filter(|e| at_ms(e) <= t).collect();
+        let last_to = |task: bool| {
+            before
+                .iter()
+                .rev()
+                .find(|e| e["data"]["task_id"].is_string() == task)
+                .map_or("pending", |e| e["data"]["to_status"].as_str().unwrap_or(""))
+        };
+        phase_of(&json!({"status": last_to(false), "tasks": [{"status": last_to(true)}]}))
+    }
+
+    /// The durations of the phases that began and ended before `kill` (all of them when
+    /// not killed): undisturbed by a kill.
+    fn observe(&self, created: u64, kill: Option<u64>, durations: &mut Durations) {
         let cut = kill.unwrap_or(u64::MAX);
-        let rel = |t: Option<u64>| t.filter(|&t| t <= cut).map(|t| t.saturating_sub(created));
-        let start = rel(self.first("start", false));
-        let task_start = rel(self.first("start", true));
-        let verify = rel(self.first("verify", true));
-        let succeed = rel(self.first("succeed", true));
-        let fail = rel(self.first("fail", true));
-        let done = rel(self
-            .first("verification_passed", false)
-            .or_else(|| self.first("rollback_succeeded", false)));
-        windows.observe(Phase::Created, Some(0), start);
-        if start.is_some() {
-            windows.observe(Phase::Dispatch, start, task_start);
-        }
-        if task_start.is_some() {
-            windows.observe(Phase::Swap, task_start, verify);
-        }
-        if verify.is_some() {
-            windows.observe(Phase::Soak, verify, succeed.or(fail));
-        }
-        if succeed.is_some() {
-            windows.observe(Phase::Completion, succeed, done);
-        }
-        if fail.is_some() {
-            windows.observe(Phase::Rollback, fail, done);
+        let seen = |t: Option<u64>| t.filter(|&t| t <= cut);
+        let bounds = [
+            (
+                Phase::Created,
+                Some(created),
+                seen(self.first("start", false)),
+            ),
+            (
+                Phase::Dispatch,
+                seen(self.first("start", false)),
+                seen(self.task_to("running")),
+            ),
+            (
+                Phase::Swap,
+                seen(self.task_to("running")),
+                seen(self.task_to("verifying")),
+            ),
+            (
+                Phase::Soak,
+                seen(self.task_to("verifying")),
+                seen(self.task_to("succeeded").or_else(|| self.task_to("failed"))),
+            ),
+            (
+                Phase::Completion,
+                seen(self.task_to("succeeded")),
+                seen(self.first("verification_passed", false)),
+            ),
+            (
+                Phase::Rollback,
+                seen(self.task_to("failed")),
+                seen(self.first("rollback_succeeded", false)),
+            ),
+        ];
+        for (phase, start, end) in bounds {
+            if let (Some(start), Some(end)) = (start, end) {
+                durations.observe(phase, end.saturating_sub(start));
+            }
         }
     }
 }
@@ -274,8 +283,11 @@ struct Planned {
     env: usize,
     n: usize,
     release: &'static str,
-    /// Target phase and delay, or none for a calibration cycle.
+    /// The phase to kill it in and the delay into that phase (the leading job of a
+    /// cycle after calibration), or none.
     kill: Option<(Phase, u64)>,
+    /// How long before the next job this one is started (ms).
+    head_start: u64,
 }
 
 struct Started {
@@ -374,86 +386,97 @@ fn run(backend: Backend) {
         "kill_deployd[{label}]: deployd serving, environments and releases created after {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let mut healthy = Windows::default();
-    let mut broken = Windows::default();
+    let mut healthy = Durations::default();
+    let mut broken = Durations::default();
     let mut histogram: BTreeMap<Phase, usize> = BTreeMap::new();
     let mut all_seqs: Vec<u64> = Vec::new();
     let mut kills = 0usize;
     let mut n = 0usize;
     for cycle in 0..JOBS / 2 {
-        // Plan both jobs: the release each runs and, after calibration, where to kill it.
+        // Plan both jobs: the release each runs and, after calibration, the phase the
+        // leading job is killed in (the other one is killed wherever it is then).
+        let lead = cycle % 2;
         let mut plans = Vec::new();
         for (e, env) in envs.iter().enumerate() {
             let release = match (cycle, env.current) {
                 (0, _) | (_, None) => "v1",
                 (1, _) if e == 1 => "v3-broken",
-                (c, Some(_)) if c >= CALIBRATION_CYCLES && rng.below(3) == 0 => "v3-broken",
+                (c, Some(_)) if c >= CALIBRATION_CYCLES && rng.below(4) == 0 => "v3-broken",
                 (_, Some("v1")) => "v2",
                 (_, Some(_)) => "v1",
             };
-            let kill = (cycle >= CALIBRATION_CYCLES).then(|| {
-                let (phases, windows) = if release == "v3-broken" {
-                    (&BROKEN_PHASES, &broken)
+            let durations = if release == "v3-broken" {
+                &broken
+            } else {
+                &healthy
+            };
+            let kill = (cycle >= CALIBRATION_CYCLES && e == lead).then(|| {
+                let phases = if release == "v3-broken" {
+                    &BROKEN_PHASES
                 } else {
-                    (&HEALTHY_PHASES, &healthy)
+                    &HEALTHY_PHASES
                 };
                 let phase = phases[rng.below(phases.len() as u64) as usize];
-                let delay = if phase == Phase::Created {
-                    rng.below(40)
-                } else {
-                    windows.pick(phase, &mut rng).unwrap_or(500)
-                };
-                (phase, delay)
+                (phase, durations.pick(phase, &mut rng))
             });
+            // The other job is started first, up to its whole measured life earlier.
+            let head_start = if cycle >= CALIBRATION_CYCLES && e != lead {
+                rng.below(durations.total().max(1))
+            } else {
+                0
+            };
             plans.push(Planned {
                 env: e,
                 n,
                 release,
                 kill,
+                head_start,
             });
             n += 1;
         }
-        // The job killed later is started first, so both delays end at the kill.
-        plans.sort_by_key(|p| std::cmp::Reverse(p.kill.map_or(0, |k| k.1)));
+        plans.sort_by_key(|p| p.kill.is_some());
         let mut jobs: Vec<Started> = Vec::new();
-        let kill_at = {
-            let mut kill_at: Option<Instant> = None;
-            for plan in plans {
-                if let (Some(at), Some((_, delay))) = (kill_at, plan.kill) {
-                    // Wait until this job's delay before the kill remains.
-                    let start_at = at.checked_sub(Duration::from_millis(delay)).unwrap_or(at);
-                    std::thread::sleep(start_at.saturating_duration_since(Instant::now()));
-                }
-                let env = &envs[plan.env];
-                let (release_id, _) = &releases[plan.release];
-                let job = start_job(&addr, &env.id, release_id, plan.release == "v3-broken");
-                let created_ms = now_ms();
-                if kill_at.is_none() {
-                    kill_at = plan
-                        .kill
-                        .map(|(_, d)| Instant::now() + Duration::from_millis(d));
-                }
-                let watch_out = data.path().join(format!("watch-{}.jsonl", plan.n));
-                let watcher = KillOnDrop(
-                    ctl_command(&addr, &["jobs", "watch", &job, "--output", "json"])
-                        .stdout(std::fs::File::create(&watch_out).unwrap())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .unwrap(),
-                );
-                jobs.push(Started {
-                    plan,
-                    job,
-                    created_ms,
-                    watch_out,
-                    watcher,
-                });
-            }
-            kill_at
-        };
+        for plan in plans {
+            let env = &envs[plan.env];
+            let (release_id, _) = &releases[plan.release];
+            let job = start_job(&addr, &env.id, release_id, plan.release == "v3-broken");
+            let created_ms = now_ms();
+            let watch_out = data.path().join(format!("watch-{}.jsonl", plan.n));
+            let watcher = KillOnDrop(
+                ctl_command(&addr, &["jobs", "watch", &job, "--output", "json"])
+                    .stdout(std::fs::File::create(&watch_out).unwrap())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            std::thread::sleep(Duration::from_millis(plan.head_start));
+            jobs.push(Started {
+                plan,
+                job,
+                created_ms,
+                watch_out,
+                watcher,
+            });
+        }
+        // The kill: once the leading job is seen in its phase (polled), after the delay.
         let mut killed_ms = None;
-        if let Some(at) = kill_at {
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        if let Some(lead) = jobs.iter().find(|j| j.plan.kill.is_some()) {
+            let (phase, delay) = lead.plan.kill.unwrap();
+            let polled = Instant::now();
+            loop {
+                let (status, shown) = api_get(&addr, &format!("/api/v1/jobs/{}", lead.job));
+                assert_eq!(status, 200, "{shown:#}");
+                if phase_of(&shown) >= phase {
+                    break;
+                }
+                assert!(
+                    polled.elapsed() < SETTLE_BOUND,
+                    "job {} never reached {phase:?}: {shown:#}",
+                    lead.job
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(delay));
             let t = now_ms();
             server.take().unwrap().kill();
             kills += 1;
@@ -467,28 +490,26 @@ fn run(backend: Backend) {
             let outcome = check_job(&addr, started, &job, env, &releases, &mut all_seqs);
             let events = outcome.events;
             let timeline = Timeline(&events);
-            let windows = if started.plan.release == "v3-broken" {
+            let durations = if started.plan.release == "v3-broken" {
                 &mut broken
             } else {
                 &mut healthy
             };
-            timeline.observe(started.created_ms, killed_ms, windows);
-            if cycle + 1 == CALIBRATION_CYCLES && started.plan.env == 1 {
-                eprintln!(
-                    "kill_deployd[{label}]: measured phase windows (ms after creation): healthy {:?}, broken {:?}",
-                    healthy.0, broken.0
-                );
-            }
+            timeline.observe(started.created_ms, killed_ms, durations);
             let line = match (started.plan.kill, killed_ms) {
-                (Some((target, delay)), Some(k)) => {
+                (_, None) => "not killed (calibration)".to_owned(),
+                (aim, Some(k)) => {
                     let hit = timeline.phase_at(k);
                     *histogram.entry(hit).or_default() += 1;
+                    let aim = aim.map_or_else(
+                        || format!("started {} ms before the other", started.plan.head_start),
+                        |(phase, delay)| format!("aimed at {phase:?} + {delay} ms"),
+                    );
                     format!(
-                        "killed {} ms after creation (aimed at {target:?}, delay {delay} ms): hit {hit:?}",
+                        "killed {} ms after creation ({aim}): hit {hit:?}",
                         k.saturating_sub(started.created_ms)
                     )
                 }
-                _ => "not killed (calibration)".to_owned(),
             };
             eprintln!(
                 "kill_deployd[{label}]: job {:2} env {} {:9} {}: {line}; {} {:.1} s after the restart",
@@ -498,6 +519,12 @@ fn run(backend: Backend) {
                 started.job,
                 job["status"].as_str().unwrap_or("?"),
                 restarted.elapsed().as_secs_f64(),
+            );
+        }
+        if cycle + 1 == CALIBRATION_CYCLES {
+            eprintln!(
+                "kill_deployd[{label}]: measured phase durations (ms): healthy {:?}, broken {:?}",
+                healthy.0, broken.0
             );
         }
     }
