@@ -8,16 +8,18 @@
 //! 200 ms and a 300 ms soak.
 //!
 //! The run: 25 cycles, each starting one job in each environment, so 50 jobs.
-//! Healthy jobs alternate v1 and v2 (every job changes what runs); about a third
-//! are v3-broken with `auto_rollback`, which fails its health check and is rolled
-//! back to the last-known-good release. Cycles 0 and 1 are not killed: they
-//! measure how long each phase of a healthy and of a broken job takes (and warm
-//! the image pulls). In every later cycle a phase is picked for each of the two
-//! jobs (created, dispatch, swap, soak, completion, rollback) and a delay inside
-//! its measured window; the jobs are started staggered so that both delays end
-//! at the same instant, and deployd gets SIGKILL then. It is restarted at once on
-//! the same data dir and database (same lease owner, so it resumes at once).
-//! Phase windows are refined from every job's events before its kill.
+//! Healthy jobs alternate v1 and v2 (every job changes what runs); about a
+//! quarter are v3-broken with `auto_rollback`, which fails its health check and is
+//! rolled back to the last-known-good release. Cycles 0 and 1 are not killed: they
+//! measure how long each phase of a healthy and of a broken job lasts (and warm the
+//! image pulls). In each later cycle one job leads: a phase is drawn for it
+//! (created, dispatch, swap, soak, completion for a healthy job, rollback for a
+//! broken one) and a delay inside that phase's measured duration; the test polls
+//! the job (`GET /jobs/{id}` every few ms) until it is in that phase, waits the
+//! delay and SIGKILLs deployd. The other job was started a random head start
+//! earlier and is killed wherever it then is. deployd is restarted at once on the
+//! same data dir and database (same lease owner, so it resumes its jobs at once).
+//! Phase durations are refined from every job's events before its kill.
 //!
 //! Checked for every job, once it settles (bounded waits):
 //! - its status is what it must be: completed (healthy) or rolled_back (broken;
@@ -72,7 +74,7 @@ const PROBE_MS: u64 = 100;
 /// Bound on the wait for a job to settle after the restart.
 const SETTLE_BOUND: Duration = Duration::from_secs(120);
 /// A `failed` job is taken as settled once it stayed failed this long (no rollback started).
-const FAILED_QUIET: Duration = Duration::from_secs(5);
+const FAILED_QUIET: Duration = Duration::from_secs(15);
 
 #[test]
 fn sigkill_across_50_jobs_on_sqlite() {
@@ -419,20 +421,40 @@ fn run(backend: Backend) {
                 let phase = phases[rng.below(phases.len() as u64) as usize];
                 (phase, durations.pick(phase, &mut rng))
             });
-            // The other job is started first, up to its whole measured life earlier.
-            let head_start = if cycle >= CALIBRATION_CYCLES && e != lead {
-                rng.below(durations.total().max(1))
-            } else {
-                0
-            };
             plans.push(Planned {
                 env: e,
                 n,
                 release,
                 kill,
-                head_start,
+                head_start: 0,
             });
             n += 1;
+        }
+        // The other job is started first, by a head start that puts the kill (expected
+        // when the leading job reaches its phase, plus the delay) inside its measured life.
+        if let Some((phase, delay)) = plans[lead].kill {
+            let durations_of = |release: &str| {
+                if release == "v3-broken" {
+                    &broken
+                } else {
+                    &healthy
+                }
+            };
+            let lead_durations = durations_of(plans[lead].release);
+            let lead_offset = delay
+                + lead_durations
+                    .0
+                    .iter()
+                    .filter(|(p, _)| {
+                        **p < phase && !(phase == Phase::Rollback && **p == Phase::Completion)
+                    })
+                    .map(|(_, d)| *d as u64)
+                    .sum::<u64>();
+            let other = &mut plans[1 - lead];
+            let room = durations_of(other.release)
+                .total()
+                .saturating_sub(lead_offset);
+            other.head_start = rng.below(room * 4 / 5 + 1);
         }
         plans.sort_by_key(|p| p.kill.is_some());
         let mut jobs: Vec<Started> = Vec::new();
