@@ -76,12 +76,18 @@ impl Engine {
             if active.lock().map(|a| a.contains(&id)).unwrap_or(true) {
                 continue;
             }
-            // A rollback job whose original is rolling back is driven by the original's runner.
+            // A rollback job whose original is rolling back is driven by the original's
+            // runner; so is one whose original failed with `auto_rollback` and has not
+            // moved to rolling_back yet (its runner died in between: the original is
+            // claimed again and its runner starts, and drives, that rollback job).
             let job = inner.store.get_job(id).await?;
-            if let Some(parent) = job.rollback_of
-                && inner.store.get_job(parent).await?.status == JobStatus::RollingBack
-            {
-                continue;
+            if let Some(parent) = job.rollback_of {
+                let parent = inner.store.get_job(parent).await?;
+                if parent.status == JobStatus::RollingBack
+                    || (parent.status == JobStatus::Failed && parent.failure_policy.auto_rollback)
+                {
+                    continue;
+                }
             }
             if let Ok(mut a) = active.lock() {
                 a.insert(id);

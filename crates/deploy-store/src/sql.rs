@@ -16,18 +16,25 @@ pub(crate) trait BindId: Sized {
 /// The claim query; `$lock` is the row-locking clause of the dialect (`FOR UPDATE SKIP LOCKED`
 /// on PostgreSQL, nothing on SQLite whose single writer serialises claimers). The outer
 /// condition is re-checked on the locked row, so a job is claimed by one claimer.
+///
+/// Besides active jobs it takes a `failed` job whose lease ended while still held: its
+/// runner died before it finished with the job (a runner that returns releases the
+/// lease), so the job's wind-down or automatic rollback may not have started yet.
 macro_rules! claim_sql {
     ($lock:literal) => {
         concat!(
             "UPDATE jobs SET claimed_by = $1, lease_until = $2
              WHERE id IN (
                  SELECT id FROM jobs
-                 WHERE status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
-                   AND (claimed_by IS NULL OR lease_until < $3)
+                 WHERE ((status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                         AND (claimed_by IS NULL OR lease_until < $3))
+                        OR (status = 'failed' AND claimed_by IS NOT NULL AND lease_until < $3))
                  ORDER BY created_at, id LIMIT $4 ",
             $lock,
             ")
-               AND (claimed_by IS NULL OR lease_until < $3)
+               AND ((status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                     AND (claimed_by IS NULL OR lease_until < $3))
+                    OR (status = 'failed' AND claimed_by IS NOT NULL AND lease_until < $3))
              RETURNING id"
         )
     };
@@ -915,10 +922,13 @@ macro_rules! sql_store {
             }
 
             async fn release_leases_of(&self, owner: &str) -> Result<Vec<deploy_core::JobId>, StoreError> {
+                // A failed job keeps its holder with an ended lease (see `claim_sql`), so
+                // that it stays claimable: its runner died before it was done with it.
                 sqlx::query(
-                    "UPDATE jobs SET claimed_by = NULL, lease_until = NULL
+                    "UPDATE jobs SET claimed_by = CASE WHEN status = 'failed' THEN claimed_by END,
+                                     lease_until = CASE WHEN status = 'failed' THEN 0 END
                      WHERE claimed_by = $1
-                       AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                       AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back', 'failed')
                      RETURNING id",
                 )
                 .bind(owner.to_owned())

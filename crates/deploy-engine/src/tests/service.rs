@@ -182,3 +182,81 @@ async fn a_job_held_by_another_owner_waits_for_its_lease_to_end() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
+    // Found by tests/scenarios/faults/kill_deployd.rs: SIGKILL between a job's `fail` and
+    // its `rollback_started` left it failed, its broken release running, for good.
+    let f = Fixture::new(1).await;
+    let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    assert_eq!(
+        f.engine.run_job(v1.id).await.unwrap().status,
+        JobStatus::Completed
+    );
+    let v3 = f
+        .job(2, &release_with(3, digest(3)), |r| {
+            r.failure_policy.auto_rollback = true;
+        })
+        .await;
+    // The killed predecessor (same owner) held v3, deployed it, saw its health check fail
+    // and wrote the job's `fail`; nothing after.
+    leased_by_dead_replica(&f, v3.id, "test-engine", Duration::from_secs(3600)).await;
+    let now = crate::Clock::now(&crate::SystemClock);
+    let mut job = v3.clone();
+    for e in [JobEvent::Start, JobEvent::ArtifactsReady] {
+        job = f
+            .store
+            .apply_job_event(v3.id, job.version, e, now, "test")
+            .await
+            .unwrap();
+    }
+    let task = &job.tasks[0];
+    let mut version = task.version;
+    for e in [
+        TaskEvent::Dispatch,
+        TaskEvent::Start,
+        TaskEvent::Verify,
+        TaskEvent::Fail { retryable: false },
+    ] {
+        version = f
+            .store
+            .apply_task_event(task.id, version, e, now, "test")
+            .await
+            .unwrap()
+            .version;
+    }
+    let job = f.store.get_job(v3.id).await.unwrap();
+    f.store
+        .apply_job_event(
+            v3.id,
+            job.version,
+            JobEvent::Fail,
+            now,
+            "test: killed after this",
+        )
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let (engine, token) = (f.engine.clone(), shutdown.clone());
+    let service = tokio::spawn(async move { engine.serve(token).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = f.store.get_job(v3.id).await.unwrap();
+        if job.status == JobStatus::RolledBack {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {} still {} 20 s after the restart",
+            v3.id,
+            job.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -20,6 +20,7 @@ both_backends!(
     last_known_good_is_what_the_newest_completed_job_deployed,
     logs_are_ordered_and_bounded,
     leases_claim_renew_expire_and_release,
+    a_failed_job_whose_runner_died_is_claimed_again,
 );
 
 async fn entities_round_trip(t: TestStore) {
@@ -575,6 +576,49 @@ async fn leases_claim_renew_expire_and_release(t: TestStore) {
     complete(s, &j, 20).await;
     assert!(
         s.claim_jobs("d", ts(100_000), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A runner killed between a job's `fail` and the start of its automatic rollback left
+/// the job failed with its lease held: it must be claimed again (after the lease, or at
+/// once after a restart under the same owner), not left failed without its rollback.
+async fn a_failed_job_whose_runner_died_is_claimed_again(t: TestStore) {
+    let s = &*t.store;
+    let lease = Duration::from_secs(10);
+    let j = one_job(s).await;
+    assert_eq!(s.claim_jobs("a", ts(0), lease, 10).await.unwrap(), [j.id]);
+    let started = s
+        .apply_job_event(j.id, j.version, JobEvent::Start, ts(1), "test")
+        .await
+        .unwrap();
+    s.apply_job_event(j.id, started.version, JobEvent::Fail, ts(2), "test")
+        .await
+        .unwrap();
+    // a dies: another replica takes the failed job once the lease ends, not before.
+    assert!(
+        s.claim_jobs("b", ts(5_000), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.claim_jobs("b", ts(10_001), lease, 10).await.unwrap(),
+        [j.id]
+    );
+    // b dies too and restarts under its owner: the job is claimable at once.
+    assert_eq!(s.release_leases_of("b").await.unwrap(), [j.id]);
+    assert_eq!(
+        s.claim_jobs("b", ts(10_002), lease, 10).await.unwrap(),
+        [j.id]
+    );
+    // A runner that is done with the failed job releases it: never claimed again.
+    s.release_lease(j.id, "b").await.unwrap();
+    assert!(s.release_leases_of("b").await.unwrap().is_empty());
+    assert!(
+        s.claim_jobs("c", ts(100_000), lease, 10)
             .await
             .unwrap()
             .is_empty()
