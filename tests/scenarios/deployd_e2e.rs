@@ -67,7 +67,13 @@ pub(crate) fn target_body(hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) 
 }
 
 /// `deployctl target add` for the same target as [`target_body`], from flags.
-pub(crate) fn target_add_args(env: &str, hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) -> Vec<String> {
+pub(crate) fn target_add_args(
+    env: &str,
+    hosts: &SshdHosts,
+    i: u8,
+    prefix: &str,
+    soak_ms: u64,
+) -> Vec<String> {
     let health = format!(
         "docker exec {prefix}web /bin/busybox wget -q -O- http://127.0.0.1:{IMAGE_HTTP_PORT}/health"
     );
