@@ -189,14 +189,13 @@ fn cargo_checked(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds everything the steps run, so no step's figures include a build.
+/// Builds everything the steps run, so no step's figures include a build. One
+/// build per bench, as its step invokes it: features are unified per invocation,
+/// so a build of several packages at once would not be the one the step reuses.
 fn build(root: &Path, steps: &[Step]) -> anyhow::Result<()> {
-    let benches: Vec<&Step> = steps.iter().filter(|s| s.args[0] == "bench").collect();
-    if !benches.is_empty() {
-        let mut args = vec!["bench", "--locked", "--no-run"];
-        for s in &benches {
-            args.extend(["-p", s.args[3].as_str(), "--bench", s.args[5].as_str()]);
-        }
+    for step in steps.iter().filter(|s| s.args[0] == "bench") {
+        let mut args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+        args.push("--no-run");
         cargo_checked(root, &args)?;
     }
     if steps.iter().any(|s| s.args[0] == "nextest") {
