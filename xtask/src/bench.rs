@@ -22,7 +22,6 @@ pub struct Options {
 pub struct Step {
     pub section: &'static str,
     pub title: &'static str,
-    pub program: &'static str,
     pub args: Vec<String>,
     pub env: Vec<(&'static str, String)>,
     pub invocations: usize,
@@ -71,7 +70,6 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         Step {
             section: "artifacts",
             title: "Artifacts rendering",
-            program: "cargo",
             args: cargo_bench("deploy-artifacts", "render"),
             env: vec![("BENCH_SAMPLES", pick("100", "10"))],
             invocations: 1,
@@ -79,7 +77,6 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         Step {
             section: "store",
             title: "Store transitions (SQLite, PostgreSQL)",
-            program: "cargo",
             args: cargo_bench("deploy-store", "transitions"),
             env: vec![("BENCH_RUNS", pick("5", "1"))],
             invocations: 1,
@@ -87,7 +84,6 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         Step {
             section: "engine",
             title: "Engine orchestration overhead",
-            program: "cargo",
             args: cargo_bench("deploy-engine", "orchestration"),
             env: vec![
                 ("BENCH_SIZES", pick("1000,10000", "200")),
@@ -98,7 +94,6 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         Step {
             section: "ssh",
             title: "SSH fan-out and docker deploy",
-            program: "cargo",
             args: cargo_bench("deploy-exec", "ssh_fanout"),
             env: vec![
                 ("BENCH_FANOUT_ROUNDS", pick("15", "3")),
@@ -109,7 +104,6 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         Step {
             section: "agents",
             title: "Agent fan-out",
-            program: "cargo",
             args: scenario("agent_load::agent_fan_out_to_many_simulated_agents"),
             env: vec![
                 ("DEPLOY_TESTS_DEPLOYD", deployd.to_owned()),
@@ -120,7 +114,6 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         Step {
             section: "api",
             title: "API latency under load",
-            program: "cargo",
             args: scenario(
                 "load::two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs",
             ),
@@ -134,7 +127,6 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         Step {
             section: "mttr",
             title: "MTTR of an automatic rollback",
-            program: "cargo",
             args: scenario(
                 "engine_e2e::a_broken_release_is_rolled_back_to_v1_and_the_mttr_is_reported",
             ),
@@ -165,7 +157,7 @@ impl Step {
             })
             .collect();
         let mut shown = env;
-        shown.push(self.program.to_owned());
+        shown.push("cargo".to_owned());
         shown.extend(args);
         shown.join(" ")
     }
@@ -175,12 +167,35 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
+/// `cargo <args>` in `root`, without the package variables `cargo run` gave this
+/// process: build scripts that track them (ring's) would otherwise rebuild, and
+/// the scenario tests' own `cargo build` (which drops them too) would rebuild again.
+fn cargo_command(root: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(cargo());
+    command.args(args).current_dir(root);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_BIN_NAME",
+                "OUT_DIR",
+            ]
+            .contains(&k.as_ref())
+        {
+            command.env_remove(&key);
+        }
+    }
+    command
+}
+
 /// Runs `cargo <args>` in `root`, failing on a non-zero exit.
 fn cargo_checked(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     eprintln!("== cargo {}", args.join(" "));
-    let status = Command::new(cargo())
-        .args(args)
-        .current_dir(root)
+    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let status = cargo_command(root, &owned)
         .status()
         .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
     if !status.success() {
@@ -303,16 +318,10 @@ pub fn run(root: &Path, options: &Options) -> anyhow::Result<bool> {
         let step_started = Instant::now();
         let mut status = "ok".to_owned();
         for _ in 0..step.invocations {
-            let result = Command::new(if step.program == "cargo" {
-                cargo()
-            } else {
-                step.program.to_owned()
-            })
-            .args(&step.args)
-            .envs(step.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("BENCH_REPORT_FILE", &file)
-            .current_dir(root)
-            .status();
+            let result = cargo_command(root, &step.args)
+                .envs(step.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("BENCH_REPORT_FILE", &file)
+                .status();
             match result {
                 Ok(s) if s.success() => {}
                 Ok(s) => {
