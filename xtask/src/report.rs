@@ -180,10 +180,18 @@ fn section_table(out: &mut String, figures: &[Merged]) {
         );
     }
     out.push('\n');
-    for f in figures {
-        if !f.notes.is_empty() {
-            let _ = writeln!(out, "- *{}*: {}.", f.figure, f.notes.join("; "));
+    // Figures with the same notes share one line.
+    let mut lines: Vec<(Vec<&str>, String)> = Vec::new();
+    for f in figures.iter().filter(|f| !f.notes.is_empty()) {
+        let notes = f.notes.join("; ");
+        match lines.iter_mut().find(|(_, n)| *n == notes) {
+            Some((names, _)) => names.push(&f.figure),
+            None => lines.push((vec![&f.figure], notes)),
         }
+    }
+    for (names, notes) in lines {
+        let names: Vec<String> = names.iter().map(|n| format!("*{n}*")).collect();
+        let _ = writeln!(out, "- {}: {notes}.", names.join(", "));
     }
 }
 
