@@ -12,12 +12,15 @@
 //! `DEPLOY_AGENT_BENCH_AGENTS` (default 1,000, 1 to 5,000); docs/benchmarks.md has the
 //! figures, taken with `DEPLOY_TESTS_DEPLOYD=target/release/deployd`.
 //!
-//! Asserted: the job completes and every task ran one attempt.
+//! Asserted: the job completes and every task ran one attempt. With
+//! `BENCH_REPORT_FILE` set (by `cargo xtask bench`) the figures also go to that file
+//! as JSON lines (deploy_testkit::bench_report), each with its same-run baseline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use deploy_testkit::bench_report::{Better, Figure, Goal};
 use deploy_testkit::{free_port, temp_dir};
 use serde_json::{Value, json};
 
@@ -376,4 +379,53 @@ fn agent_fan_out_to_many_simulated_agents() {
         after_kib / 1024
     );
     assert_eq!(latencies.len(), n);
+    report(n, &single, &latencies, (idle_kib, connected_kib, after_kib));
+}
+
+/// The figures for `cargo xtask bench` (nothing unless `BENCH_REPORT_FILE` is set).
+fn report(
+    n: usize,
+    single: &[Duration],
+    fleet: &[Duration],
+    (idle, connected, after): (u64, u64, u64),
+) {
+    const SECTION: &str = "agents";
+    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+    let figures = [
+        Figure::new(
+            SECTION,
+            &format!("dispatch-to-result p50, {n} agents at once"),
+            "ms",
+            Better::Lower,
+            vec![pct(fleet, 50)],
+        )
+        .baseline("1 agent, 1 task (p50 of 5 deploys)", vec![pct(single, 50)])
+        .notes("per task, its `dispatch` to its `verify` event; one value per run"),
+        Figure::new(
+            SECTION,
+            &format!("dispatch-to-result p99, {n} agents at once"),
+            "ms",
+            Better::Lower,
+            vec![pct(fleet, 99)],
+        )
+        .baseline("1 agent, 1 task (max of 5 deploys)", vec![pct(single, 100)])
+        .goal(Goal::median_below(250.0))
+        .notes("one value per run"),
+        Figure::new(
+            SECTION,
+            &format!("deployd peak RSS (VmHWM), {n} agents connected, after the job"),
+            "MB",
+            Better::Lower,
+            vec![mb(after)],
+        )
+        .baseline("deployd VmHWM idle, before any agent", vec![mb(idle)])
+        .goal(Goal::median_below(150.0))
+        .notes(&format!(
+            "with the agents connected and polling, before the job: {:.0} MB",
+            mb(connected)
+        )),
+    ];
+    for figure in figures {
+        figure.emit().unwrap();
+    }
 }

@@ -11,9 +11,12 @@
 //! latency of each phase, requests per second, deployd's peak RSS (`VmHWM`) after
 //! each phase and the load average; the figures in docs/benchmarks.md come from here
 //! (`DEPLOY_TESTS_DEPLOYD=target/release/deployd` runs a release build of deployd).
+//! With `BENCH_REPORT_FILE` set (by `cargo xtask bench`) the loaded phase's figures
+//! also go to that file as JSON lines, the baseline phase's beside them.
 
 use std::time::{Duration, Instant};
 
+use deploy_testkit::bench_report::{Better, Figure};
 use deploy_testkit::{ContainerCleanup, Registry, SshdHosts, TestImages, free_port, temp_dir};
 use serde_json::{Value, json};
 
@@ -61,6 +64,14 @@ impl Reads {
     fn percentile(&self, p: usize) -> Duration {
         let i = (self.latencies.len() * p / 100).min(self.latencies.len() - 1);
         self.latencies[i]
+    }
+
+    fn ms(&self, p: usize) -> f64 {
+        self.percentile(p).as_secs_f64() * 1000.0
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 
     fn summary(&self) -> String {
@@ -403,6 +414,58 @@ fn two_hundred_readers_and_fifty_sse_followers_while_a_deployment_runs() {
             connects[FOLLOWERS - 1].as_secs_f64() * 1000.0,
             job_took.as_secs_f64(),
         );
+        report(&baseline, &loaded, (baseline_hwm, loaded_hwm), rounds);
     });
     server.terminate();
+}
+
+/// The figures for `cargo xtask bench` (nothing unless `BENCH_REPORT_FILE` is set).
+fn report(baseline: &Reads, loaded: &Reads, (baseline_hwm, loaded_hwm): (u64, u64), rounds: usize) {
+    const SECTION: &str = "api";
+    let alone = format!("{READERS} readers alone (no deployment, no SSE)");
+    let notes = format!(
+        "{READERS} readers x {rounds} x 2 GETs each on its own connection, closed loop; loaded: a deployment running and {FOLLOWERS} SSE followers; one value per run"
+    );
+    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+    let figures = [
+        Figure::new(
+            SECTION,
+            "p50 latency under load",
+            "ms",
+            Better::Lower,
+            vec![loaded.ms(50)],
+        )
+        .baseline(&alone, vec![baseline.ms(50)])
+        .notes(&notes),
+        Figure::new(
+            SECTION,
+            "p99 latency under load",
+            "ms",
+            Better::Lower,
+            vec![loaded.ms(99)],
+        )
+        .baseline(&alone, vec![baseline.ms(99)])
+        .notes(&notes),
+        Figure::new(
+            SECTION,
+            "throughput under load",
+            "req/s",
+            Better::Higher,
+            vec![loaded.per_second()],
+        )
+        .baseline(&alone, vec![baseline.per_second()])
+        .notes(&notes),
+        Figure::new(
+            SECTION,
+            "deployd peak RSS (VmHWM) after the loaded phase",
+            "MB",
+            Better::Lower,
+            vec![mb(loaded_hwm)],
+        )
+        .baseline("after the baseline phase", vec![mb(baseline_hwm)])
+        .notes("VmHWM covers the process lifetime"),
+    ];
+    for figure in figures {
+        figure.emit().unwrap();
+    }
 }

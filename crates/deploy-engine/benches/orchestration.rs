@@ -5,6 +5,12 @@
 //! completed. `BENCH_SIZES=1000,10000` and `BENCH_RUNS=3` override the defaults;
 //! `BENCH_STORE=postgres` runs on a durable PostgreSQL (`deploy_testkit::Postgres`,
 //! fsync on) instead of SQLite.
+//!
+//! Baseline, in the same run, interleaved run by run: the same job's 4 durable
+//! transitions per task (dispatch, start, verify, succeed) written straight to the
+//! store by 100 concurrent workers, without the engine; the ratio of the two is
+//! the engine's own overhead. With `BENCH_REPORT_FILE` set (by `cargo xtask bench`)
+//! the figures also go to that file as JSON lines.
 
 #![expect(
     clippy::print_stdout,
@@ -27,6 +33,10 @@ use deploy_exec::{
     ExecutorRegistry,
 };
 use deploy_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
+use deploy_testkit::bench_report::{Better, Figure, Goal};
+
+/// In-flight tasks, for the engine (`parallelism`) and the store-only baseline (workers).
+const PARALLELISM: u32 = 100;
 
 /// Deploys instantly and reports success.
 struct Instant0;
@@ -79,7 +89,8 @@ async fn open_store(postgres: bool) -> (Arc<dyn Store>, Box<dyn std::any::Any>) 
     }
 }
 
-async fn one_run(n: u64, postgres: bool) -> (f64, Duration) {
+/// The engine run of one job of `n` targets, or with `store_only` its transitions written straight to the store.
+async fn one_run(n: u64, postgres: bool, store_only: bool) -> (f64, Duration) {
     let (store, _guard) = open_store(postgres).await;
     store
         .put_environment(&Environment {
@@ -120,12 +131,51 @@ async fn one_run(n: u64, postgres: bool) -> (f64, Duration) {
     )
     .unwrap();
     let mut request = JobRequest::new(p.id, IdempotencyKey::parse("bench").unwrap());
-    request.parallelism = NonZeroU32::new(100).unwrap();
+    request.parallelism = NonZeroU32::new(PARALLELISM).unwrap();
     let job = engine.create_job(&request).await.unwrap().value;
+    if store_only {
+        return store_transitions(store, job.tasks).await;
+    }
     let started = Instant::now();
     let done = engine.run_job(job.id).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(done.status, JobStatus::Completed);
+    (n as f64 / elapsed.as_secs_f64(), elapsed)
+}
+
+/// The baseline: every task's dispatch, start, verify and succeed, durable, by `PARALLELISM` workers.
+async fn store_transitions(store: Arc<dyn Store>, tasks: Vec<DeploymentTask>) -> (f64, Duration) {
+    let n = tasks.len();
+    let mut shards: Vec<Vec<DeploymentTask>> = vec![Vec::new(); PARALLELISM as usize];
+    for (i, t) in tasks.into_iter().enumerate() {
+        shards[i % PARALLELISM as usize].push(t);
+    }
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for shard in shards {
+        let store = store.clone();
+        workers.spawn(async move {
+            for task in shard {
+                let mut version = task.version;
+                for event in [
+                    TaskEvent::Dispatch,
+                    TaskEvent::Start,
+                    TaskEvent::Verify,
+                    TaskEvent::Succeed,
+                ] {
+                    version = store
+                        .apply_task_event(task.id, version, event, ts(1), "bench")
+                        .await
+                        .unwrap()
+                        .version;
+                }
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = started.elapsed();
     (n as f64 / elapsed.as_secs_f64(), elapsed)
 }
 
@@ -152,10 +202,35 @@ fn main() {
     println!("| targets | runs | tasks/s median | tasks/s min..max | start to completed median |");
     println!("|---|---|---|---|---|");
     for n in sizes {
-        let mut results: Vec<(f64, Duration)> = (0..runs)
-            .map(|_| rt.block_on(one_run(n, postgres)))
-            .collect();
+        let mut results: Vec<(f64, Duration)> = Vec::new();
+        let mut baseline: Vec<(f64, Duration)> = Vec::new();
+        for _ in 0..runs {
+            results.push(rt.block_on(one_run(n, postgres, false)));
+            baseline.push(rt.block_on(one_run(n, postgres, true)));
+        }
+        let report = Figure::new(
+            "engine",
+            &format!(
+                "{n} targets, {}",
+                if postgres { "PostgreSQL" } else { "SQLite FULL" }
+            ),
+            "tasks/s",
+            Better::Higher,
+            results.iter().map(|r| r.0).collect(),
+        )
+        .baseline(
+            "the same transitions written straight to the store (no engine)",
+            baseline.iter().map(|r| r.0).collect(),
+        )
+        .notes("one all-at-once job, parallelism 100, instant executor, 4 durable transitions per task; one value per run (fresh database)");
+        let report = if postgres {
+            report
+        } else {
+            report.goal(Goal::median_above(2_000.0))
+        };
+        report.emit().unwrap();
         results.sort_by(|a, b| a.0.total_cmp(&b.0));
+        baseline.sort_by(|a, b| a.0.total_cmp(&b.0));
         let median = results[results.len() / 2];
         println!(
             "| {n} | {runs} | {:.0} | {:.0}..{:.0} | {:.2} s |",
@@ -163,6 +238,12 @@ fn main() {
             results[0].0,
             results[results.len() - 1].0,
             median.1.as_secs_f64()
+        );
+        println!(
+            "  baseline, store only: {:.0} tasks/s ({:.0}..{:.0})",
+            baseline[baseline.len() / 2].0,
+            baseline[0].0,
+            baseline[baseline.len() - 1].0
         );
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! Run: `cargo bench -p deploy-exec --bench ssh_fanout` (needs scripts/peers/ssh.sh and Docker).
 //! Both sides run in the same process, interleaved round by round, against the same hosts.
+//! `BENCH_FANOUT_ROUNDS` (default 15) and `BENCH_DEPLOY_ROUNDS` (default 6) change the
+//! round counts; with `BENCH_REPORT_FILE` set (by `cargo xtask bench`) the samples
+//! also go to that file as JSON lines, each side with its same-run baseline.
 
 #![expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 
@@ -16,6 +19,7 @@ use deploy_core::{
 };
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::{ComponentSpec, DefaultSecrets, DeployRequest, ExecContext, Executor, sh_quote};
+use deploy_testkit::bench_report::{Better, Figure, Goal};
 use deploy_testkit::{
     ContainerCleanup, IMAGE_HTTP_PORT, Registry, SSH_TEST_USER, SshdHosts, TestImages, run_checked,
 };
@@ -23,8 +27,14 @@ use deploy_testkit::{
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 const HOSTS: u8 = 20;
-const FANOUT_ROUNDS: usize = 15;
-const DEPLOY_ROUNDS: usize = 6;
+/// Rounds from `var`, or `default`.
+fn rounds(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
 /// `docker stop --time`: the test image's busybox httpd (PID 1) ignores SIGTERM, so both sides wait this long.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -149,6 +159,8 @@ fn docker_baseline_script(hosts: &SshdHosts, name: &str, image: &str, i: u8) -> 
 }
 
 async fn bench() -> BoxResult<()> {
+    let fanout_rounds = rounds("BENCH_FANOUT_ROUNDS", 15);
+    let deploy_rounds = rounds("BENCH_DEPLOY_ROUNDS", 6);
     let hosts = SshdHosts::start(HOSTS)?;
     let targets: Vec<Target> = (1..=HOSTS)
         .map(|i| target(&hosts, i, "/tmp"))
@@ -165,7 +177,7 @@ async fn bench() -> BoxResult<()> {
 
     let (mut ours_cold, mut ours_warm, mut openssh) =
         (Samples::default(), Samples::default(), Samples::default());
-    for _ in 0..FANOUT_ROUNDS {
+    for _ in 0..fanout_rounds {
         let exec = Arc::new(executor(&hosts, Duration::ZERO));
         ours_cold.0.push(fanout(exec.clone(), &targets).await?);
         ours_warm.0.push(fanout(exec.clone(), &targets).await?);
@@ -173,7 +185,7 @@ async fn bench() -> BoxResult<()> {
         openssh.0.push(sh(&baseline)?);
     }
     println!(
-        "## fan-out: `true` on {HOSTS} hosts, parallelism {HOSTS}, {FANOUT_ROUNDS} rounds (ms)\n"
+        "## fan-out: `true` on {HOSTS} hosts, parallelism {HOSTS}, {fanout_rounds} rounds (ms)\n"
     );
     println!("| run | n | median | min | max |\n| --- | --- | --- | --- | --- |");
     println!(
@@ -192,6 +204,29 @@ async fn bench() -> BoxResult<()> {
         "\nratio deploy-exec new connections / OpenSSH (medians): {:.2}\n",
         ours_cold.median() / openssh.median()
     );
+    const SECTION: &str = "ssh";
+    let openssh_name = "OpenSSH `xargs -P20 ssh` (curve25519-sha256)";
+    Figure::new(
+        SECTION,
+        "deploy-exec fan-out, new connections (connect + auth + exec)",
+        "ms",
+        Better::Lower,
+        ours_cold.ms(),
+    )
+    .baseline(openssh_name, openssh.ms())
+    .goal(Goal::ratio_below(1.5))
+    .notes("`true` on 20 loopback sshd hosts at once; one value per round, interleaved with the baseline")
+    .emit()?;
+    Figure::new(
+        SECTION,
+        "deploy-exec fan-out, pooled connections (exec only)",
+        "ms",
+        Better::Lower,
+        ours_warm.ms(),
+    )
+    .baseline(openssh_name, openssh.ms())
+    .notes("the same executor again, reusing its 20 connections")
+    .emit()?;
 
     // docker_host deploy of an already-pulled image on 20 hosts (one engine behind them).
     let prefix = format!("dxbench{}", std::process::id());
@@ -203,7 +238,7 @@ async fn bench() -> BoxResult<()> {
         run_checked("docker", &["pull", "--quiet", image])?;
     }
     let (mut ours, mut plain) = (Samples::default(), Samples::default());
-    for round in 0..DEPLOY_ROUNDS {
+    for round in 0..deploy_rounds {
         let image = if round % 2 == 0 {
             &images.v1
         } else {
@@ -260,7 +295,7 @@ async fn bench() -> BoxResult<()> {
         ))?);
     }
     println!(
-        "## docker_host deploy of an already-pulled image, {HOSTS} hosts in parallel, {DEPLOY_ROUNDS} rounds alternating v1/v2 (ms)\n"
+        "## docker_host deploy of an already-pulled image, {HOSTS} hosts in parallel, {deploy_rounds} rounds alternating v1/v2 (ms)\n"
     );
     println!("| run | n | median | min | max |\n| --- | --- | --- | --- | --- |");
     println!(
@@ -272,6 +307,16 @@ async fn bench() -> BoxResult<()> {
         plain.row("plain docker commands, one `ssh` per step (same steps)")
     );
     println!("\nratio (medians): {:.2}", ours.median() / plain.median());
+    Figure::new(
+        SECTION,
+        "20-host docker deploy by deploy-exec (inspect, pull-if-missing, start-first swap, verify)",
+        "ms",
+        Better::Lower,
+        ours.ms(),
+    )
+    .baseline("plain docker commands, one `ssh` per step (same steps)", plain.ms())
+    .notes("an already-pulled image, v1/v2 alternating, one Docker Engine behind the 20 hosts; one value per round")
+    .emit()?;
     Ok(())
 }
 

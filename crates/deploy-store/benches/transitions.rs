@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p deploy-store --bench transitions` (release). Each run uses a
 //! fresh database; setup is not timed. Prints transitions/s per run and the
-//! median, min and max per backend. Figures go to docs/benchmarks.md.
+//! median, min and max per backend. Figures go to docs/benchmarks.md; with
+//! `BENCH_REPORT_FILE` set (by `cargo xtask bench`) also as JSON lines: SQLite FULL
+//! against NORMAL, PostgreSQL against SQLite FULL, each measured in the same run.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![expect(clippy::unwrap_used, reason = "a benchmark aborts on any error")]
@@ -15,6 +17,7 @@ use deploy_core::testing::*;
 use deploy_core::*;
 use deploy_store::{PgConfig, PgStore, SqliteConfig, SqliteDurability, SqliteStore, Store};
 use deploy_testkit::Postgres;
+use deploy_testkit::bench_report::{Better, Figure, Goal};
 
 const JOBS: u64 = 10;
 const TARGETS_PER_ENV: u64 = 100;
@@ -177,18 +180,77 @@ fn main() {
         .unwrap();
     // BENCH_ONLY=full,normal,pg picks configurations (all by default).
     let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "full,normal,pg".to_owned());
+    let (mut full, mut normal, mut pg) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         if only.contains("full") {
-            let mut full = sqlite_runs(SqliteDurability::Full, runs).await;
+            full = sqlite_runs(SqliteDurability::Full, runs).await;
             summary("sqlite synchronous=FULL (default)", &mut full);
         }
         if only.contains("normal") {
-            let mut normal = sqlite_runs(SqliteDurability::Normal, runs).await;
+            normal = sqlite_runs(SqliteDurability::Normal, runs).await;
             summary("sqlite synchronous=NORMAL", &mut normal);
         }
         if only.contains("pg") {
-            let mut pg = postgres_runs(runs).await;
+            pg = postgres_runs(runs).await;
             summary("postgres durable", &mut pg);
         }
     });
+    report(full, normal, pg);
+}
+
+/// The JSON lines for `cargo xtask bench` (nothing unless `BENCH_REPORT_FILE` is set).
+fn report(full: Vec<f64>, normal: Vec<f64>, pg: Vec<f64>) {
+    const SECTION: &str = "store";
+    const NOTES: &str = "10,000 tasks, 58,000 transitions by 32 concurrent workers, each durable with its event row; one value per run (fresh database)";
+    let with_baseline = |figure: Figure, name: &str, samples: &[f64]| {
+        if samples.is_empty() {
+            figure
+        } else {
+            figure.baseline(name, samples.to_vec())
+        }
+    };
+    let mut figures = Vec::new();
+    if !full.is_empty() {
+        let figure = Figure::new(
+            SECTION,
+            "SQLite synchronous=FULL (the default)",
+            "transitions/s",
+            Better::Higher,
+            full.clone(),
+        )
+        .goal(Goal::median_above(5_000.0))
+        .notes(NOTES);
+        figures.push(with_baseline(
+            figure,
+            "SQLite synchronous=NORMAL (no fsync per commit)",
+            &normal,
+        ));
+    } else if !normal.is_empty() {
+        figures.push(
+            Figure::new(
+                SECTION,
+                "SQLite synchronous=NORMAL (no fsync per commit)",
+                "transitions/s",
+                Better::Higher,
+                normal,
+            )
+            .notes(NOTES),
+        );
+    }
+    if !pg.is_empty() {
+        let connections = std::env::var("BENCH_PG_CONNECTIONS").unwrap_or_else(|_| "10".to_owned());
+        let figure = Figure::new(
+            SECTION,
+            &format!("PostgreSQL durable ({connections} connections)"),
+            "transitions/s",
+            Better::Higher,
+            pg,
+        )
+        .goal(Goal::median_above(3_000.0))
+        .notes("fsync=on, synchronous_commit=on, a fresh cluster per run; same workload");
+        figures.push(with_baseline(figure, "SQLite synchronous=FULL", &full));
+    }
+    for figure in figures {
+        figure.emit().unwrap();
+    }
 }

@@ -5,6 +5,7 @@
 //! ports by the fixture, and stopped when the fixture is dropped. A missing
 //! program is a test failure whose message names it, never a silent skip.
 
+pub mod bench_report;
 mod docker;
 mod errors;
 mod images;
