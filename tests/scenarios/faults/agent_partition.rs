@@ -35,6 +35,7 @@ use crate::agent_e2e::{
 use crate::agent_proc::{AgentProc, agents, slow_image, wait_active};
 use crate::deployd_e2e::{assert_each_attempt_ran_once, serves};
 use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl, ok_json};
+use crate::faults::common::create_release;
 
 /// deployd's heartbeat timeout here (the default is 15 s).
 const HEARTBEAT_MS: u64 = 3_000;
@@ -255,16 +256,7 @@ fn agent_partitioned_past_the_heartbeat_timeout_loses_its_attempt_then_finishes_
         &target_body(&agent_id, &prefix, work_dir.to_str().unwrap()),
     );
     assert_eq!(status, 201, "{target:#}");
-    let release = |name: &str, image: &str| {
-        let component = format!("web={image}");
-        ok_json(
-            &addr,
-            &["release", "create", name, "--component", &component],
-        )["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let release = |name: &str, image: &str| create_release(&addr, name, image);
     let v1 = release("v1", &images.v1);
     let slow_release = release("slow", &slow);
 

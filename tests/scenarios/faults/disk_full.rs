@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use crate::agent_e2e::{digest_of, running_digest};
 use crate::deployd_e2e::{KEY_VAR, serves, target_body};
 use crate::deployd_proc::{Deployd, api_post, ctl, ok_json};
+use crate::faults::common::{create_release, wait_terminal};
 
 /// The tmpfs size: room for the database and its WAL, small enough to fill at once.
 const TMPFS_SIZE: &str = "24m";
@@ -133,30 +134,6 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Waits (bounded) until `job` is terminal; its `jobs show`.
-fn wait_terminal(addr: &str, job: &str, limit: Duration) -> Value {
-    let started = Instant::now();
-    loop {
-        let shown = ok_json(addr, &["jobs", "show", job]);
-        if [
-            "completed",
-            "failed",
-            "rolled_back",
-            "rollback_failed",
-            "cancelled",
-        ]
-        .contains(&shown["status"].as_str().unwrap_or(""))
-        {
-            return shown;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "job {job} not terminal after {limit:?}: {shown:#}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 #[expect(
     clippy::print_stdout,
@@ -198,16 +175,7 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
         &target_body(&hosts, 1, &prefix, SOAK_MS),
     );
     assert_eq!(status, 201, "{target:#}");
-    let release = |name: &str, image: &str| {
-        let component = format!("web={image}");
-        ok_json(
-            &addr,
-            &["release", "create", name, "--component", &component],
-        )["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let release = |name: &str, image: &str| create_release(&addr, name, image);
     let v1 = release("v1", &images.v1);
     let v2 = release("v2", &images.v2);
     let deploy = |release: &str, extra: &[&str]| {

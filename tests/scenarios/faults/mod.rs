@@ -8,6 +8,7 @@
 //! Run only this group: `cargo nextest run -p deploy-tests faults::`.
 
 mod agent_partition;
+mod common;
 mod disk_full;
 mod kill_deployd;
 mod postgres_outage;

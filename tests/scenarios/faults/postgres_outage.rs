@@ -32,6 +32,7 @@ use crate::deployd_e2e::{
     KillOnDrop, assert_each_attempt_ran_once, at_ms, now_ms, target_body, watch_all,
 };
 use crate::deployd_proc::{api_post, ctl, ctl_command, json_lines, ok_json};
+use crate::faults::common::create_release;
 use crate::faults::replicas::{
     api_get, assert_chains_unbroken, assert_target_runs, assert_watched_everything,
     start_on_postgres, stored_events,
@@ -81,12 +82,7 @@ fn a_postgres_restart_mid_job_leaves_deployd_serving_and_the_job_consistent() {
     assert_eq!(status, 201, "{target:#}");
     let mut releases = Vec::new();
     for (name, image) in [("v1", &images.v1), ("v2", &images.v2)] {
-        let component = format!("web={image}");
-        let release = ok_json(
-            &addr,
-            &["release", "create", name, "--component", &component],
-        );
-        releases.push(release["id"].as_str().unwrap().to_owned());
+        releases.push(create_release(&addr, name, image));
     }
     let deploy = |release: &str, extra: &[&str]| {
         let args = [

@@ -39,6 +39,7 @@ use crate::deployd_e2e::{
     watch_all,
 };
 use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl_command, json_lines, ok_json};
+use crate::faults::common::create_release;
 
 /// The job lease both replicas run with.
 const LEASE_MS: u64 = 3_000;
@@ -324,12 +325,7 @@ fn the_survivor_takes_over_a_killed_replicas_job_after_the_lease() {
     assert_eq!(status, 201, "{target:#}");
     let mut releases = Vec::new();
     for (name, image) in [("v1", &images.v1), ("v2", &images.v2)] {
-        let component = format!("web={image}");
-        let release = ok_json(
-            &addr(1),
-            &["release", "create", name, "--component", &component],
-        );
-        releases.push((name, release["id"].as_str().unwrap().to_owned()));
+        releases.push((name, create_release(&addr(1), name, image)));
     }
 
     let rounds = [(Phase::Soak, 0), (Phase::Swap, 1), (Phase::Soak, 0)];

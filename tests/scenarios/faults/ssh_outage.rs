@@ -25,6 +25,7 @@ use crate::deployd_e2e::{
     KEY_VAR, assert_each_attempt_ran_once, at_ms, now_ms, serves, target_body, watch_all,
 };
 use crate::deployd_proc::{Deployd, api_post, ctl, ok_json};
+use crate::faults::common::{create_release, wait_terminal};
 
 /// Hosts in the scenario; the last one goes down.
 const HOSTS: u8 = 5;
@@ -51,30 +52,6 @@ fn task_on<'a>(job: &'a Value, target_id: &str) -> &'a Value {
         .iter()
         .find(|t| t["target_id"] == target_id)
         .unwrap_or_else(|| panic!("no task on target {target_id}: {job:#}"))
-}
-
-/// Waits (bounded by [`JOB_LIMIT`]) until `job` is terminal; its `jobs show`.
-fn wait_terminal(addr: &str, job: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let shown = show(addr, job);
-        if [
-            "completed",
-            "failed",
-            "rolled_back",
-            "rollback_failed",
-            "cancelled",
-        ]
-        .contains(&shown["status"].as_str().unwrap_or(""))
-        {
-            return shown;
-        }
-        assert!(
-            started.elapsed() < JOB_LIMIT,
-            "job {job} not terminal: {shown:#}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -116,16 +93,7 @@ fn sshd_down_on_one_of_five_targets_fails_it_after_its_retries_and_rolls_the_oth
         assert_eq!(status, 201, "{target:#}");
         target_ids.push(target["id"].as_str().unwrap().to_owned());
     }
-    let release = |name: &str, image: &str| {
-        let component = format!("web={image}");
-        ok_json(
-            &addr,
-            &["release", "create", name, "--component", &component],
-        )["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let release = |name: &str, image: &str| create_release(&addr, name, image);
     let v1 = release("v1", &images.v1);
     let v2 = release("v2", &images.v2);
     let max_attempts = MAX_ATTEMPTS.to_string();
@@ -192,7 +160,7 @@ fn sshd_down_on_one_of_five_targets_fails_it_after_its_retries_and_rolls_the_oth
     let stopped_at = now_ms();
     let stopped = Instant::now();
 
-    let v2_shown = wait_terminal(&addr, &v2_job);
+    let v2_shown = wait_terminal(&addr, &v2_job, JOB_LIMIT);
     let settled_after = stopped.elapsed();
     let (_, v2_events) = watch_all(&addr, &v2_job);
     assert_ne!(v2_shown["status"], "completed", "{v2_shown:#}");
@@ -249,7 +217,7 @@ fn sshd_down_on_one_of_five_targets_fails_it_after_its_retries_and_rolls_the_oth
         .as_str()
         .unwrap()
         .to_owned();
-    let rollback = wait_terminal(&addr, &rollback_id);
+    let rollback = wait_terminal(&addr, &rollback_id, JOB_LIMIT);
     let v2_final = show(&addr, &v2_job);
     let (_, rollback_events) = watch_all(&addr, &rollback_id);
     for i in 1..HOSTS {
