@@ -269,17 +269,35 @@ pub(crate) fn api_post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
 /// `POST path` with a JSON body and `bearer` as the token, like [`api_post`].
 pub(crate) fn api_post_as(addr: &str, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
     let body = body.to_string();
+    exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// `GET path` with the admin token over plain HTTP/1.1: the status and the JSON answer.
+pub(crate) fn api_get(addr: &str, path: &str) -> (u16, Value) {
+    exchange(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// Sends one raw HTTP/1.1 `request` (with `Connection: close`) and reads the whole
+/// answer: its status and its body as JSON (`Null` when it is not JSON).
+fn exchange(addr: &str, request: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response

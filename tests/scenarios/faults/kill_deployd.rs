@@ -52,8 +52,6 @@
 //! `DEPLOY_FAULT_SEED=<seed> cargo nextest run -p deploy-tests faults::kill --no-capture`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -65,7 +63,7 @@ use serde_json::{Value, json};
 use crate::deployd_e2e::{
     KEY_VAR, KillOnDrop, assert_each_attempt_ran_once, at_ms, now_ms, target_body, watch_all,
 };
-use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl_command, json_lines};
+use crate::deployd_proc::{Deployd, api_get, api_post, ctl_command, json_lines};
 
 /// The seed when `DEPLOY_FAULT_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x5EED_0000_0011;
@@ -666,28 +664,6 @@ fn start_job(addr: &str, env: &str, release: &str, auto_rollback: bool) -> Strin
     );
     assert_eq!(status, 201, "{approved:#}");
     approved["job"]["id"].as_str().unwrap().to_owned()
-}
-
-/// `GET path` with the admin token over plain HTTP/1.1: the status and the JSON answer.
-fn api_get(addr: &str, path: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (_, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 /// Waits (bounded) until `job` is completed or rolled back, or failed and quiet; returns it.
