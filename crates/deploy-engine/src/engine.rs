@@ -31,6 +31,9 @@ pub(crate) struct RunHandle {
     pub cancel: CancellationToken,
     /// This engine stops running the job (shutdown, lease lost); the job itself goes on.
     pub stop: CancellationToken,
+    /// The job's lease is lost (another replica may run it from now): stop with no
+    /// grace for in-flight tasks. Cancelled together with `stop`.
+    pub abandon: CancellationToken,
 }
 
 pub(crate) struct Inner {

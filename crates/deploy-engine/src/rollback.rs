@@ -238,10 +238,18 @@ pub(crate) async fn follow(
     attempt: u32,
     cancel: CancellationToken,
     stop: CancellationToken,
+    abandon: CancellationToken,
 ) -> Result<DeploymentJob, EngineError> {
     let reason = job.failure_reason.clone().unwrap_or_default();
     let (plan, rollback) = create_rollback(&inner, job, attempt.max(1), &reason).await?;
-    let finished = Box::pin(runner::run(inner.clone(), rollback.id, cancel, stop)).await?;
+    let finished = Box::pin(runner::run(
+        inner.clone(),
+        rollback.id,
+        cancel,
+        stop,
+        abandon,
+    ))
+    .await?;
     let job = inner.store.get_job(job.id).await?;
     match finished.status {
         JobStatus::Completed => {

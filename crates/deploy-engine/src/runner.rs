@@ -29,21 +29,47 @@ impl Engine {
     /// Runs job `id` in this task until it settles (completed, failed, rolled back)
     /// or the engine stops running it. Safe to call after a crash: it resumes.
     pub async fn run_job(&self, id: JobId) -> Result<DeploymentJob, EngineError> {
-        let (cancel, stop) = (CancellationToken::new(), CancellationToken::new());
+        self.run_job_here(id).await.0
+    }
+
+    /// [`Engine::run_job`], also saying whether this engine stopped the run
+    /// ([`Engine::stop_job`], [`Engine::abandon_job`]) before the job was done.
+    pub(crate) async fn run_job_here(
+        &self,
+        id: JobId,
+    ) -> (Result<DeploymentJob, EngineError>, bool) {
+        let (cancel, stop, abandon) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
         if let Ok(mut running) = self.inner.running.lock() {
             running.insert(
                 id,
                 RunHandle {
                     cancel: cancel.clone(),
                     stop: stop.clone(),
+                    abandon: abandon.clone(),
                 },
             );
         }
-        let result = run(self.inner.clone(), id, cancel, stop).await;
+        let result = run(self.inner.clone(), id, cancel, stop.clone(), abandon).await;
         if let Ok(mut running) = self.inner.running.lock() {
             running.remove(&id);
         }
-        result
+        (result, stop.is_cancelled())
+    }
+
+    /// Stops running job `id` here at once because its lease is lost: another
+    /// replica may already run it, so in-flight tasks get no grace (their attempts
+    /// are left in flight, unwritten, for the new holder to reconcile).
+    pub(crate) fn abandon_job(&self, id: JobId) {
+        if let Ok(running) = self.inner.running.lock()
+            && let Some(h) = running.get(&id)
+        {
+            h.abandon.cancel();
+            h.stop.cancel();
+        }
     }
 
     /// Stops running job `id` here without changing it (another engine, or this
@@ -84,6 +110,8 @@ struct Run {
     rollbacks: u32,
     cancel: CancellationToken,
     stop: CancellationToken,
+    /// Set with `stop` when the lease is lost: [`Run::drain`] gives no grace.
+    abandon: CancellationToken,
     /// The workers' stop: a child of `stop`, also cancelled when this run ends
     /// early (an error) with workers still live, so none outlives its runner.
     workers_stop: CancellationToken,
@@ -104,6 +132,7 @@ pub(crate) async fn run(
     id: JobId,
     cancel: CancellationToken,
     stop: CancellationToken,
+    abandon: CancellationToken,
 ) -> Result<DeploymentJob, EngineError> {
     let job = inner.store.get_job(id).await?;
     let ctx = Arc::new(JobContext::load(inner.store.as_ref(), &job).await?);
@@ -120,6 +149,7 @@ pub(crate) async fn run(
         workers_stop: stop.child_token(),
         cancel,
         stop,
+        abandon,
         failed: None,
     };
     let mut reloaded = tokio::time::Instant::now();
@@ -373,6 +403,7 @@ impl Run {
                     self.rollbacks,
                     self.cancel.clone(),
                     self.stop.clone(),
+                    self.abandon.clone(),
                 )
                 .await?;
                 self.set_job(settled);
@@ -430,9 +461,15 @@ impl Run {
         });
     }
 
-    /// Lets live workers finish within the shutdown grace, then cancels the rest and waits briefly for them.
+    /// Lets live workers finish within the shutdown grace (none when the lease is
+    /// lost), then cancels the rest and waits briefly for them.
     async fn drain(&mut self, done: &mut mpsc::UnboundedReceiver<Done>) {
-        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_grace;
+        let grace = if self.abandon.is_cancelled() {
+            Duration::ZERO
+        } else {
+            self.inner.config.shutdown_grace
+        };
+        let deadline = tokio::time::Instant::now() + grace;
         while !self.live.is_empty() {
             match tokio::time::timeout_at(deadline, done.recv()).await {
                 Ok(Some(d)) => {

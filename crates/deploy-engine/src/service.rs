@@ -86,6 +86,13 @@ impl Engine {
                 if parent.status == JobStatus::RollingBack
                     || (parent.status == JobStatus::Failed && parent.failure_policy.auto_rollback)
                 {
+                    // Not ours to run; a settled one (its parent's runner drove it
+                    // to `failed`) would otherwise stay claimable for ever.
+                    if !job.status.is_active()
+                        && let Err(e) = inner.store.release_lease(id, &inner.config.owner).await
+                    {
+                        tracing::warn!(job = %id, error = %e, "cannot release a settled rollback job");
+                    }
                     continue;
                 }
             }
@@ -96,12 +103,15 @@ impl Engine {
             let active = active.clone();
             runners.spawn(async move {
                 let renew = engine.keep_lease(id);
-                let result = engine.run_job(id).await;
+                let (result, stopped) = engine.run_job_here(id).await;
                 renew.cancel();
                 if let Err(e) = &result {
                     tracing::error!(job = %id, error = %e, "job runner stopped with an error");
                 }
-                engine.release_lease(id).await;
+                // A runner cut short (shutdown, lease lost, a store error) may leave a
+                // failed job before its wind-down or automatic rollback: hand it back
+                // so that it stays claimable; a runner that is done releases it.
+                engine.give_back_lease(id, stopped || result.is_err()).await;
                 if let Ok(mut a) = active.lock() {
                     a.remove(&id);
                 }
@@ -111,14 +121,22 @@ impl Engine {
     }
 
     /// Gives job `id`'s lease back, so the next claim (ours or another replica's)
-    /// takes the job at once. While the database is unavailable (the runner may have
-    /// stopped because of it) the release is tried again every second, for at most a
+    /// takes the job at once: released when its runner is done with it, handed back
+    /// ([`deploy_store::Store::hand_back_lease`]: a failed job stays claimable) when
+    /// the runner was `unfinished`. While the database is unavailable (the runner may
+    /// have stopped because of it) this is tried again every second, for at most a
     /// lease: after that the lease has expired and any claim takes the job anyway.
-    async fn release_lease(&self, id: JobId) {
+    async fn give_back_lease(&self, id: JobId, unfinished: bool) {
         let inner = &self.inner;
         let give_up = tokio::time::Instant::now() + inner.config.lease;
         loop {
-            match inner.store.release_lease(id, &inner.config.owner).await {
+            let owner = &inner.config.owner;
+            let given = if unfinished {
+                inner.store.hand_back_lease(id, owner).await
+            } else {
+                inner.store.release_lease(id, owner).await
+            };
+            match given {
                 Ok(()) => return,
                 Err(e) if e.is_unavailable() && tokio::time::Instant::now() < give_up => {
                     tracing::warn!(job = %id, error = %e, "cannot release the lease yet; the database is unavailable");
@@ -177,8 +195,8 @@ impl Engine {
                         pause = RETRY_UNAVAILABLE.min(every);
                     }
                     Err(e) => {
-                        tracing::error!(job = %id, error = %e, "lost the job's lease; stopping its runner");
-                        engine.stop_job(id);
+                        tracing::error!(job = %id, error = %e, "lost the job's lease; stopping its runner and its tasks at once");
+                        engine.abandon_job(id);
                         return;
                     }
                 }

@@ -921,6 +921,24 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn hand_back_lease(&self, job: deploy_core::JobId, owner: &str) -> Result<(), StoreError> {
+                // The same rule as `release_leases_of`, for one job.
+                let done = sqlx::query(
+                    "UPDATE jobs SET claimed_by = CASE WHEN status = 'failed' THEN claimed_by END,
+                                     lease_until = CASE WHEN status = 'failed' THEN 0 END
+                     WHERE id = $1 AND claimed_by = $2",
+                )
+                .bind_id(job)
+                .bind(owner.to_owned())
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::db("hand back a lease"))?;
+                if done.rows_affected() == 0 {
+                    return Err(self.lease_lost(job, owner).await);
+                }
+                Ok(())
+            }
+
             async fn release_leases_of(&self, owner: &str) -> Result<Vec<deploy_core::JobId>, StoreError> {
                 // A failed job keeps its holder with an ended lease (see `claim_sql`), so
                 // that it stays claimable: its runner died before it was done with it.

@@ -156,8 +156,15 @@ pub trait Store: Send + Sync {
         now: Timestamp,
         lease: Duration,
     ) -> Result<Timestamp, StoreError>;
-    /// Gives the job back so another replica may claim it at once.
+    /// Gives the job back so another replica may claim it at once: for a runner that
+    /// is done with the job (it settled, and a failed job's wind-down or automatic
+    /// rollback has run).
     async fn release_lease(&self, job: JobId, owner: &str) -> Result<(), StoreError>;
+    /// Gives the job back from a runner that stopped before it was done with it
+    /// (engine shutdown, a store error): like [`Store::release_lease`], except that a
+    /// `failed` job keeps its holder with an ended lease, so that it stays claimable
+    /// (see [`Store::claim_jobs`]) and its wind-down or automatic rollback still runs.
+    async fn hand_back_lease(&self, job: JobId, owner: &str) -> Result<(), StoreError>;
     /// Gives back every lease `owner` holds on an active job, whether or not it has
     /// expired, and returns those jobs: a replica restarted under the same owner
     /// (its predecessor killed before it could release them) calls it once at start,

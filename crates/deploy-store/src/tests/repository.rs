@@ -614,11 +614,23 @@ async fn a_failed_job_whose_runner_died_is_claimed_again(t: TestStore) {
         s.claim_jobs("b", ts(10_002), lease, 10).await.unwrap(),
         [j.id]
     );
+    // b's runner stops before it is done (shutdown, a store error) and hands the
+    // job back: it keeps a holder with an ended lease, so anyone claims it at once.
+    s.hand_back_lease(j.id, "b").await.unwrap();
+    assert_eq!(
+        s.claim_jobs("c", ts(10_003), lease, 10).await.unwrap(),
+        [j.id]
+    );
+    // Handing back is for the holder only.
+    assert!(matches!(
+        s.hand_back_lease(j.id, "b").await,
+        Err(StoreError::LeaseLost { .. })
+    ));
     // A runner that is done with the failed job releases it: never claimed again.
-    s.release_lease(j.id, "b").await.unwrap();
-    assert!(s.release_leases_of("b").await.unwrap().is_empty());
+    s.release_lease(j.id, "c").await.unwrap();
+    assert!(s.release_leases_of("c").await.unwrap().is_empty());
     assert!(
-        s.claim_jobs("c", ts(100_000), lease, 10)
+        s.claim_jobs("d", ts(100_000), lease, 10)
             .await
             .unwrap()
             .is_empty()
