@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use crate::agent_proc::{AgentProc, slow_image, wait_active};
 use crate::deployd_e2e::{KillOnDrop, serves};
 use crate::deployd_proc::{
-    ADMIN_TOKEN, Deployd, api_post, api_post_as, ctl, ctl_command, deployd_path, json_lines,
-    ok_json,
+    ADMIN_TOKEN, Deployd, api_post, api_post_as, create_release, ctl, ctl_command, deployd_path,
+    json_lines, ok_json,
 };
 
 /// deployd's heartbeat timeout in this scenario (the default is 15 s).
@@ -262,12 +262,7 @@ fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
         ("slow-a", &slow_a),
         ("slow-b", &slow_b),
     ] {
-        let component = format!("web={image}");
-        let release = ok_json(
-            &addr,
-            &["release", "create", name, "--component", &component],
-        );
-        releases.insert(name, release["id"].as_str().unwrap().to_owned());
+        releases.insert(name, create_release(&addr, name, image));
     }
     let deploy = |release: &str, extra: &[&str]| {
         let args = [

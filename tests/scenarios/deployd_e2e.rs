@@ -26,7 +26,7 @@ use deploy_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::deployd_proc::{Deployd, ctl, ctl_command, json_lines, ok_json};
+use crate::deployd_proc::{Deployd, create_release, ctl, ctl_command, json_lines, ok_json};
 
 /// The environment variable (in deployd's environment) holding the SSH private key.
 pub(crate) const KEY_VAR: &str = "DEPLOY_SCENARIO_SSH_KEY";
@@ -242,12 +242,7 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
         ("v2", &images.v2),
         ("v3-broken", &images.v3_broken),
     ] {
-        let component = format!("web={image}");
-        let release = ok_json(
-            &addr,
-            &["release", "create", name, "--component", &component],
-        );
-        releases.insert(name, release["id"].as_str().unwrap().to_owned());
+        releases.insert(name, create_release(&addr, name, image));
     }
     let deploy = |release: &str, extra: &[&str]| {
         let args = [

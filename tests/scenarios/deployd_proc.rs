@@ -251,6 +251,18 @@ pub(crate) fn ok_json(addr: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `deployctl release create NAME --component web=IMAGE` on `addr`; the release id.
+pub(crate) fn create_release(addr: &str, name: &str, image: &str) -> String {
+    let component = format!("web={image}");
+    ok_json(
+        addr,
+        &["release", "create", name, "--component", &component],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The JSON lines `deployctl … --output json` printed (`jobs watch`, `deploy --follow`).
 pub(crate) fn json_lines(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)

@@ -34,8 +34,7 @@ use crate::agent_e2e::{
 };
 use crate::agent_proc::{AgentProc, agents, slow_image, wait_active};
 use crate::deployd_e2e::{assert_each_attempt_ran_once, serves};
-use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl, ok_json};
-use crate::faults::common::create_release;
+use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, create_release, ctl, ok_json};
 
 /// deployd's heartbeat timeout here (the default is 15 s).
 const HEARTBEAT_MS: u64 = 3_000;

@@ -1,4 +1,4 @@
-//! Fixtures the fault scenarios share: a release made through deployctl, and a bounded wait for a job to settle.
+//! Fixtures the fault scenarios share: a bounded wait for a job to settle.
 
 use std::time::{Duration, Instant};
 
@@ -14,18 +14,6 @@ pub(super) const TERMINAL: [&str; 5] = [
     "rollback_failed",
     "cancelled",
 ];
-
-/// `deployctl release create NAME --component web=IMAGE` on `addr`; the release id.
-pub(super) fn create_release(addr: &str, name: &str, image: &str) -> String {
-    let component = format!("web={image}");
-    ok_json(
-        addr,
-        &["release", "create", name, "--component", &component],
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 /// Waits until `job` is terminal, polling `jobs show` every 200 ms, and panics
 /// after `limit`; returns its last `jobs show`.

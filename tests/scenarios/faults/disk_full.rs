@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 
 use crate::agent_e2e::{digest_of, running_digest};
 use crate::deployd_e2e::{KEY_VAR, serves, target_body};
-use crate::deployd_proc::{Deployd, api_post, ctl, ok_json};
-use crate::faults::common::{create_release, wait_terminal};
+use crate::deployd_proc::{Deployd, api_post, create_release, ctl, ok_json};
+use crate::faults::common::wait_terminal;
 
 /// The tmpfs size: room for the database and its WAL, small enough to fill at once.
 const TMPFS_SIZE: &str = "24m";

@@ -31,8 +31,7 @@ use serde_json::Value;
 use crate::deployd_e2e::{
     KillOnDrop, assert_each_attempt_ran_once, at_ms, now_ms, target_body, watch_all,
 };
-use crate::deployd_proc::{api_post, ctl, ctl_command, json_lines, ok_json};
-use crate::faults::common::create_release;
+use crate::deployd_proc::{api_post, create_release, ctl, ctl_command, json_lines, ok_json};
 use crate::faults::replicas::{
     api_get, assert_chains_unbroken, assert_target_runs, assert_watched_everything,
     start_on_postgres, stored_events,

@@ -38,8 +38,9 @@ use crate::deployd_e2e::{
     KEY_VAR, KillOnDrop, assert_each_attempt_ran_once, at_ms, now_ms, serves, target_body,
     watch_all,
 };
-use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl_command, json_lines, ok_json};
-use crate::faults::common::create_release;
+use crate::deployd_proc::{
+    ADMIN_TOKEN, Deployd, api_post, create_release, ctl_command, json_lines, ok_json,
+};
 
 /// The job lease both replicas run with.
 const LEASE_MS: u64 = 3_000;

@@ -24,8 +24,8 @@ use crate::agent_e2e::{digest_of, running_digest};
 use crate::deployd_e2e::{
     KEY_VAR, assert_each_attempt_ran_once, at_ms, now_ms, serves, target_body, watch_all,
 };
-use crate::deployd_proc::{Deployd, api_post, ctl, ok_json};
-use crate::faults::common::{create_release, wait_terminal};
+use crate::deployd_proc::{Deployd, api_post, create_release, ctl, ok_json};
+use crate::faults::common::wait_terminal;
 
 /// Hosts in the scenario; the last one goes down.
 const HOSTS: u8 = 5;
