@@ -494,7 +494,7 @@ async fn a_canary_soaks_before_the_remaining_hosts() {
             .find(|e| e.task_id == Some(task) && e.event == event)
             .unwrap()
     };
-    // The canary was verified for the whole soak, probed every interval...
+    // The canary was verified for the whole soak, probed more than once...
     let soaked = ms_between(of(canary.id, "verify"), of(canary.id, "succeed"));
     assert!(
         soaked >= i64::try_from(SOAK_MS).unwrap(),
@@ -508,10 +508,12 @@ async fn a_canary_soaks_before_the_remaining_hosts() {
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(
-        probes >= SOAK_MS / HEALTH_INTERVAL_MS,
-        "{probes} probes in {text}"
-    );
+    // The first healthy probe opens the soak and one more must close it; how
+    // many fit between depends on how long each `docker exec` takes on a busy
+    // machine (3 probes of ~400 ms each filled the second once in CI), so only
+    // that lower bound is timing-independent. The probe cadence within a soak
+    // is pinned by deploy-health's verifier tests against a fast local server.
+    assert!(probes >= 2, "{probes} probes in {text}");
     // ...and no other host was touched before the canary succeeded.
     let canary_done = of(canary.id, "succeed").seq;
     for t in done.tasks.iter().filter(|t| t.wave > 0) {

@@ -108,15 +108,14 @@ impl Client {
             },
             Err(_) => text,
         };
+        let message = format!("server answered {status}: {detail}");
         let code = match status {
+            StatusCode::SERVICE_UNAVAILABLE => return Err(CliError::unavailable(message)),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => UNREACHABLE,
             s if s.is_client_error() => USAGE,
             _ => UNREACHABLE,
         };
-        Err(CliError::new(
-            code,
-            format!("server answered {status}: {detail}"),
-        ))
+        Err(CliError::new(code, message))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
@@ -138,8 +137,9 @@ impl Client {
     }
 
     /// Follows an SSE stream until its `end` event, calling `on_event` for each
-    /// event. A broken or closed connection is resumed with `Last-Event-ID`
-    /// (so no event is missed or repeated), up to `RECONNECTS` times, a second apart.
+    /// event. A broken or closed connection, or a 503 (the server's database is
+    /// restarting), is resumed with `Last-Event-ID` (so no event is missed or
+    /// repeated), up to `RECONNECTS` times, a second apart.
     pub async fn follow(
         &self,
         path: &str,
@@ -155,7 +155,9 @@ impl Client {
             match self.follow_once(path, &mut last_id, &mut on_event).await {
                 Ok(true) => return Ok(()),
                 Ok(false) => failure = None,
-                Err(e) if e.transport => failure = Some(e),
+                // A broken connection (deployd restarting) or a 503 (its database
+                // restarting): wait and reconnect, from the last event seen.
+                Err(e) if e.retryable => failure = Some(e),
                 Err(e) => return Err(e),
             }
         }

@@ -18,8 +18,9 @@ pub const UNREACHABLE: u8 = 4;
 pub struct CliError {
     pub code: u8,
     pub message: String,
-    /// The connection failed or broke (worth retrying), as opposed to an answer from the server.
-    pub transport: bool,
+    /// Worth retrying: the connection failed or broke, or the server answered 503
+    /// (its database is restarting), as opposed to a final answer from the server.
+    pub retryable: bool,
 }
 
 impl CliError {
@@ -27,16 +28,24 @@ impl CliError {
         Self {
             code,
             message: message.into(),
-            transport: false,
+            retryable: false,
         }
     }
 
     /// The server could not be reached or the connection broke (exit 4).
     pub fn transport(message: impl Into<String>) -> Self {
         Self {
-            transport: true,
+            retryable: true,
             ..Self::new(UNREACHABLE, message)
         }
+    }
+}
+
+impl CliError {
+    /// The server answered that it is unavailable for now (503, exit 4): a follower
+    /// waits and asks again.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::transport(message)
     }
 }
 

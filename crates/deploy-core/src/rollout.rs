@@ -81,7 +81,8 @@ pub enum Action {
     VerifyTargets,
     /// The failure policy is exceeded and nothing is in flight: apply `Fail` with this reason.
     FailJob(String),
-    /// failed job with `auto_rollback`: plan and create the rollback job, then `RollbackStarted`.
+    /// failed job with `auto_rollback`: plan the rollback job, then create it and apply
+    /// `RollbackStarted` in one transaction.
     StartRollback,
     /// rolling_back job: follow the rollback job to its end.
     AwaitRollback,

@@ -130,6 +130,32 @@ impl Inner {
         Ok(updated)
     }
 
+    /// Starts a rollback of the failed `job` with `rollback`'s job, atomically
+    /// ([`deploy_store::Store::start_rollback`]), then publishes the transition.
+    pub(crate) async fn start_rollback(
+        &self,
+        job: &DeploymentJob,
+        rollback: &DeploymentJob,
+        cause: &str,
+    ) -> Result<(DeploymentJob, DeploymentJob), StoreError> {
+        let now = self.clock.now();
+        let (updated, created) = self
+            .store
+            .start_rollback(job.id, job.version, rollback, now, cause)
+            .await?;
+        let event = JobEvent::RollbackStarted;
+        tracing::info!(job = %job.id, event = event.as_str(), status = updated.status.as_str(), rollback = %created.value.id, cause, "job transition");
+        let _ = self.events.send(EngineEvent {
+            job_id: job.id,
+            task_id: None,
+            event: event.as_str(),
+            status: updated.status.as_str(),
+            cause: cause.to_owned(),
+            at: now,
+        });
+        Ok((updated, created.value))
+    }
+
     /// Applies and persists a task event, then publishes it.
     pub(crate) async fn task_event(
         &self,

@@ -119,6 +119,25 @@ async fn known_good(inner: &Inner, job: &DeploymentJob) -> Result<LastKnownGood,
     Ok(LastKnownGood::from_entries(slots))
 }
 
+/// Plans rollback number `attempt` of `job` (nothing is written).
+async fn plan(
+    inner: &Inner,
+    job: &DeploymentJob,
+    attempt: u32,
+    reason: &str,
+) -> Result<RollbackPlan, EngineError> {
+    let lkg = known_good(inner, job).await?;
+    let mut random = random_bytes;
+    Ok(plan_rollback(RollbackRequest {
+        job,
+        reason: reason.to_owned(),
+        known_good: &lkg,
+        attempt,
+        now: inner.clock.now(),
+        random: &mut random,
+    })?)
+}
+
 /// Plans rollback number `attempt` of `job` and creates its job (idempotent: the same attempt returns the same job).
 async fn create_rollback(
     inner: &Inner,
@@ -126,16 +145,7 @@ async fn create_rollback(
     attempt: u32,
     reason: &str,
 ) -> Result<(RollbackPlan, DeploymentJob), EngineError> {
-    let lkg = known_good(inner, job).await?;
-    let mut random = random_bytes;
-    let plan = plan_rollback(RollbackRequest {
-        job,
-        reason: reason.to_owned(),
-        known_good: &lkg,
-        attempt,
-        now: inner.clock.now(),
-        random: &mut random,
-    })?;
+    let plan = plan(inner, job, attempt, reason).await?;
     let created = inner.store.create_job(&plan.job).await?;
     Ok((plan, created.value))
 }
@@ -151,8 +161,9 @@ pub(crate) async fn start(
         .failure_reason
         .clone()
         .unwrap_or_else(|| "the job failed".to_owned());
-    match create_rollback(inner, job, attempt, &reason).await {
-        Ok((plan, rollback)) => {
+    match plan(inner, job, attempt, &reason).await {
+        Ok(plan) => {
+            let rollback = &plan.job;
             let mut cause = format!(
                 "rollback job `{}` restores {} slot(s)",
                 rollback.id,
@@ -165,9 +176,7 @@ pub(crate) async fn start(
                     describe_slots(inner, job, &slots).await?
                 ));
             }
-            inner
-                .job_event(job, JobEvent::RollbackStarted, &cause)
-                .await?;
+            inner.start_rollback(job, rollback, &cause).await?;
             Ok(true)
         }
         Err(EngineError::Rollback(e @ RollbackError::NoRollbackTarget { .. })) => {
@@ -292,16 +301,19 @@ impl Engine {
         let inner = &self.inner;
         let job = inner.store.get_job(id).await?;
         let attempt = runner::rollback_attempts(inner, id).await? + 1;
-        let (_, rollback) = create_rollback(inner, &job, attempt, reason).await?;
-        if job.status == JobStatus::Failed {
-            inner
-                .job_event(
-                    &job,
-                    JobEvent::RollbackStarted,
-                    &format!("manual rollback: {reason}"),
-                )
-                .await?;
+        if job.status != JobStatus::Failed {
+            // A completed job stays completed: the rollback job is all there is to write.
+            let (_, rollback) = create_rollback(inner, &job, attempt, reason).await?;
+            return Ok(rollback);
         }
+        // A failed job moves to rolling_back in the same transaction that creates its
+        // rollback job: created first, a crash in between left a pending rollback job
+        // beside a failed original, run by the claim loop and, once the original was
+        // rolling back, by the original's runner as well.
+        let plan = plan(inner, &job, attempt, reason).await?;
+        let (_, rollback) = inner
+            .start_rollback(&job, &plan.job, &format!("manual rollback: {reason}"))
+            .await?;
         Ok(rollback)
     }
 }

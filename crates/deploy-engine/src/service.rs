@@ -78,20 +78,18 @@ impl Engine {
             }
             // A rollback job whose original is rolling back is driven by the original's
             // runner; so is one whose original failed with `auto_rollback` and has not
-            // moved to rolling_back yet (its runner died in between: the original is
-            // claimed again and its runner starts, and drives, that rollback job).
-            let job = inner.store.get_job(id).await?;
-            if let Some(parent) = job.rollback_of {
-                let parent = inner.store.get_job(parent).await?;
-                if parent.status == JobStatus::RollingBack
-                    || (parent.status == JobStatus::Failed && parent.failure_policy.auto_rollback)
-                {
-                    // Not ours to run; a settled one (its parent's runner drove it
-                    // to `failed`) would otherwise stay claimable for ever.
-                    if !job.status.is_active()
-                        && let Err(e) = inner.store.release_lease(id, &inner.config.owner).await
-                    {
-                        tracing::warn!(job = %id, error = %e, "cannot release a settled rollback job");
+            // moved to rolling_back yet (left by an older deployd, which created the
+            // rollback job before moving the original, and died in between: the
+            // original is claimed again and its runner starts, and drives, that job).
+            match self.driven_by_its_parent(id).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                // One job that cannot be read must not strand the rest of the batch
+                // under our lease: hand it back (it is claimed again next round).
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "cannot read a claimed job; handing it back");
+                    if let Err(e) = inner.store.hand_back_lease(id, &inner.config.owner).await {
+                        tracing::warn!(job = %id, error = %e, "cannot hand back a claimed job");
                     }
                     continue;
                 }
@@ -118,6 +116,29 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Whether claimed job `id` is a rollback job that its original's runner drives
+    /// (not ours to run; a settled one is released, or it would be claimed again
+    /// every lease).
+    async fn driven_by_its_parent(&self, id: JobId) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let job = inner.store.get_job(id).await?;
+        let Some(parent) = job.rollback_of else {
+            return Ok(false);
+        };
+        let parent = inner.store.get_job(parent).await?;
+        if parent.status != JobStatus::RollingBack
+            && !(parent.status == JobStatus::Failed && parent.failure_policy.auto_rollback)
+        {
+            return Ok(false);
+        }
+        if !job.status.is_active()
+            && let Err(e) = inner.store.release_lease(id, &inner.config.owner).await
+        {
+            tracing::warn!(job = %id, error = %e, "cannot release a settled rollback job");
+        }
+        Ok(true)
     }
 
     /// Gives job `id`'s lease back, so the next claim (ours or another replica's)

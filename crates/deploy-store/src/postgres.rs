@@ -30,12 +30,15 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
-    /// Defaults: 10 connections, 10 s to get one.
+    /// Defaults: 10 connections, 3 s to get one. The acquire timeout is also how
+    /// long a caller waits while PostgreSQL is down (the pool keeps trying to
+    /// connect until then) before it gets `unavailable` (the API's 503 with
+    /// `Retry-After`); waiting longer for a free connection only hides an overload.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(3),
         }
     }
 }

@@ -256,6 +256,50 @@ macro_rules! sql_store {
         }
 
         /// Writes every mutable column of a task if its stored version is `expected`; the new version is `task.version`.
+        /// Applies `event` to job `id` at `expected_version` inside the caller's
+        /// transaction: deploy-core decides, the version is bumped, the event appended.
+        async fn transition_job(
+            conn: &mut Conn,
+            id: deploy_core::JobId,
+            expected_version: u64,
+            event: deploy_core::JobEvent,
+            now: deploy_core::Timestamp,
+            cause: &str,
+        ) -> Result<deploy_core::DeploymentJob, StoreError> {
+            let mut job = load_job(conn, id).await?;
+            let conflict = |found| StoreError::Conflict { entity: "job", id: id.to_string(), expected: expected_version, found };
+            if job.version != expected_version {
+                return Err(conflict(Some(job.version)));
+            }
+            let from = job.status;
+            let to = job.apply(event, now)?;
+            if to == deploy_core::JobStatus::Failed {
+                job.failure_reason = Some(cause.to_owned());
+            }
+            job.version += 1;
+            let done = sqlx::query(
+                "UPDATE jobs SET status = $1, started_at = $2, completed_at = $3, failure_reason = $4,
+                   version = $5, updated_at = $6
+                 WHERE id = $7 AND version = $8",
+            )
+            .bind(to.as_str())
+            .bind(model::opt_millis(job.started_at)?)
+            .bind(model::opt_millis(job.completed_at)?)
+            .bind(job.failure_reason.clone())
+            .bind(model::int("jobs.version", job.version)?)
+            .bind(model::millis(now)?)
+            .bind_id(id)
+            .bind(model::int("jobs.version", expected_version)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("update a job"))?;
+            if done.rows_affected() == 0 {
+                return Err(conflict(None));
+            }
+            insert_event(conn, id, None, event.as_str(), from.as_str(), to.as_str(), cause, now).await?;
+            Ok(job)
+        }
+
         async fn write_task(conn: &mut Conn, task: &deploy_core::DeploymentTask, expected: u64) -> Result<(), StoreError> {
             let done = bind_task_update(crate::sql::task_update_sql!(), task, expected)?
                 .execute(&mut *conn)
@@ -693,39 +737,59 @@ macro_rules! sql_store {
                 cause: &str,
             ) -> Result<deploy_core::DeploymentJob, StoreError> {
                 let mut tx = self.begin_write().await?;
-                let mut job = load_job(&mut tx, id).await?;
-                let conflict = |found| StoreError::Conflict { entity: "job", id: id.to_string(), expected: expected_version, found };
-                if job.version != expected_version {
-                    return Err(conflict(Some(job.version)));
-                }
-                let from = job.status;
-                let to = job.apply(event, now)?;
-                if to == deploy_core::JobStatus::Failed {
-                    job.failure_reason = Some(cause.to_owned());
-                }
-                job.version += 1;
-                let done = sqlx::query(
-                    "UPDATE jobs SET status = $1, started_at = $2, completed_at = $3, failure_reason = $4,
-                       version = $5, updated_at = $6
-                     WHERE id = $7 AND version = $8",
-                )
-                .bind(to.as_str())
-                .bind(model::opt_millis(job.started_at)?)
-                .bind(model::opt_millis(job.completed_at)?)
-                .bind(job.failure_reason.clone())
-                .bind(model::int("jobs.version", job.version)?)
-                .bind(model::millis(now)?)
-                .bind_id(id)
-                .bind(model::int("jobs.version", expected_version)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db("update a job"))?;
-                if done.rows_affected() == 0 {
-                    return Err(conflict(None));
-                }
-                insert_event(&mut tx, id, None, event.as_str(), from.as_str(), to.as_str(), cause, now).await?;
+                let job = transition_job(&mut tx, id, expected_version, event, now, cause).await?;
                 tx.commit().await.map_err(StoreError::db("commit a job transition"))?;
                 Ok(job)
+            }
+
+            async fn start_rollback(
+                &self,
+                id: deploy_core::JobId,
+                expected_version: u64,
+                rollback: &deploy_core::DeploymentJob,
+                now: deploy_core::Timestamp,
+                cause: &str,
+            ) -> Result<(deploy_core::DeploymentJob, Created<deploy_core::DeploymentJob>), StoreError> {
+                let key = rollback.idempotency_key.as_str();
+                let mut tx = self.begin_write().await?;
+                // A rollback job with this key already exists when an older deployd, which
+                // created it before the transition, died in between: it is kept, and the
+                // cause names it instead of the one planned now.
+                let existing = job_by_key(&mut tx, key).await?;
+                let cause = match existing {
+                    Some(existing) => cause.replace(&rollback.id.to_string(), &existing.to_string()),
+                    None => cause.to_owned(),
+                };
+                let job = transition_job(&mut tx, id, expected_version, deploy_core::JobEvent::RollbackStarted, now, &cause).await?;
+                if let Some(existing) = existing {
+                    let value = load_job(&mut tx, existing).await?;
+                    tx.commit().await.map_err(StoreError::db("commit a rollback start"))?;
+                    return Ok((job, Created { value, created: false }));
+                }
+                let inserted = async {
+                    insert_job(&mut tx, rollback).await?;
+                    let cause = format!("created with idempotency key `{key}`");
+                    insert_event(&mut tx, rollback.id, None, "create", "", rollback.status.as_str(), &cause, rollback.created_at).await
+                }
+                .await;
+                match inserted {
+                    Ok(()) => {
+                        let value = load_job(&mut tx, rollback.id).await?;
+                        tx.commit().await.map_err(StoreError::db("commit a rollback start"))?;
+                        Ok((job, Created { value, created: true }))
+                    }
+                    // Another job holds the environment (started after the failure):
+                    // nothing is written, and the error names that job.
+                    Err(e) if e.is_unique_violation() => {
+                        tx.rollback().await.map_err(StoreError::db("roll back a rollback start"))?;
+                        let mut conn = self.read_conn().await?;
+                        if let Some(running) = active_job(&mut conn, rollback.environment_id).await? {
+                            return Err(StoreError::EnvironmentLocked { environment: rollback.environment_id, job: running });
+                        }
+                        Err(StoreError::AlreadyExists { entity: "job", id: rollback.id.to_string() })
+                    }
+                    Err(e) => Err(e),
+                }
             }
 
             async fn apply_task_event(

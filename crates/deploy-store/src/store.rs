@@ -82,6 +82,21 @@ pub trait Store: Send + Sync {
         now: Timestamp,
         cause: &str,
     ) -> Result<DeploymentJob, StoreError>;
+    /// Starts a rollback in one transaction: applies `rollback_started` to job `id`
+    /// at `expected_version` (as [`Store::apply_job_event`]) and creates its
+    /// rollback job `rollback` (an existing job with that idempotency key is
+    /// returned with `created: false`). Both are written or neither: a crash never
+    /// leaves a rollback job beside an original that is still `failed` (which
+    /// nobody, or two runners, would then drive). When another job holds the
+    /// environment, nothing is written: [`StoreError::EnvironmentLocked`].
+    async fn start_rollback(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        rollback: &DeploymentJob,
+        now: Timestamp,
+        cause: &str,
+    ) -> Result<(DeploymentJob, Created<DeploymentJob>), StoreError>;
     /// Applies `event` to the task at `expected_version`, bumps its version and
     /// appends the event, in one transaction. A `fail` records `cause` as the task's error.
     async fn apply_task_event(

@@ -260,3 +260,85 @@ async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_manual_rollback_of_a_failed_job_is_run_once_by_the_originals_runner() {
+    // Before rollbacks started in one transaction, the rollback job was created while
+    // the original (no auto_rollback) was still `failed`: a claim in between (or a
+    // crash) had the claim loop run it as a job of its own, and the original's runner
+    // run it too. That window is too short to hit here; the store test
+    // `a_rollback_starts_in_one_transaction_or_not_at_all` pins the fix. This is the
+    // manual path end to end under the service: one runner, one deploy per task.
+    let f = Fixture::new(2).await;
+    let shutdown = CancellationToken::new();
+    let (engine, token) = (f.engine.clone(), shutdown.clone());
+    let service = tokio::spawn(async move { engine.serve(token).await });
+    let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    assert_eq!(
+        settled(&f, v1.id, Duration::from_secs(20)).await.status,
+        JobStatus::Completed
+    );
+    for i in 0..2 {
+        f.world
+            .on(f.target(i), &digest(3), Behaviour::FailPermanent, 1);
+    }
+    let v3 = f
+        .job(2, &release_with(3, digest(3)), |r| {
+            r.failure_policy.auto_rollback = false;
+        })
+        .await;
+    let failed = settled(&f, v3.id, Duration::from_secs(20)).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    // Let the claim loop come round with the failed job settled and released.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let rollback = f.engine.rollback(v3.id, "operator asked").await.unwrap();
+    assert_eq!(rollback.rollback_of, Some(v3.id));
+    let original = f.store.get_job(v3.id).await.unwrap();
+    assert_eq!(
+        original.status,
+        JobStatus::RollingBack,
+        "moved with the rollback job's creation"
+    );
+    let done = settled(&f, v3.id, Duration::from_secs(20)).await;
+    assert_eq!(
+        done.status,
+        JobStatus::RolledBack,
+        "{:?}",
+        done.failure_reason
+    );
+    let rollback = f.store.get_job(rollback.id).await.unwrap();
+    assert_eq!(rollback.status, JobStatus::Completed);
+    for i in 0..2 {
+        assert_eq!(f.world.digest_on(f.target(i), "web"), Some(digest(1)));
+    }
+    // Each rollback task was deployed once, in attempt 1, and its dispatch written once.
+    let deploys = f.world.deploys.lock().unwrap().clone();
+    for task in &rollback.tasks {
+        let runs: Vec<u32> = deploys
+            .iter()
+            .filter(|(t, ..)| *t == task.id)
+            .map(|(_, attempt, ..)| *attempt)
+            .collect();
+        assert_eq!(runs, [1], "task {} deployed in attempts {runs:?}", task.id);
+    }
+    let events = f.store.job_events(rollback.id, 0, 1_000).await.unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.event == "dispatch").count(),
+        rollback.tasks.len(),
+        "{events:#?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event == "start" && e.task_id.is_none())
+            .count(),
+        1,
+        "one runner started the rollback job: {events:#?}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .unwrap()
+        .unwrap();
+}

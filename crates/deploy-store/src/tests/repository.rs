@@ -8,7 +8,7 @@ use deploy_core::*;
 use super::harness::{
     TestStore, both_backends, complete, create_and_fail, new_job, one_job, seed_env, seed_release,
 };
-use crate::{AgentRecord, ApiTokenRecord, MAX_LOG_CHUNKS_PER_TASK, StoreError};
+use crate::{AgentRecord, ApiTokenRecord, MAX_LOG_CHUNKS_PER_TASK, Store, StoreError};
 
 both_backends!(
     entities_round_trip,
@@ -21,6 +21,7 @@ both_backends!(
     logs_are_ordered_and_bounded,
     leases_claim_renew_expire_and_release,
     a_failed_job_whose_runner_died_is_claimed_again,
+    a_rollback_starts_in_one_transaction_or_not_at_all,
 );
 
 async fn entities_round_trip(t: TestStore) {
@@ -634,5 +635,137 @@ async fn a_failed_job_whose_runner_died_is_claimed_again(t: TestStore) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Rollback job `n` of `original` (its key as the engine forms it), restoring digest 1.
+async fn rollback_of(
+    s: &dyn Store,
+    n: u64,
+    original: &DeploymentJob,
+    targets: &[TargetId],
+) -> DeploymentJob {
+    let mut r = new_job(
+        s,
+        n,
+        original.environment_id,
+        original.release_id,
+        targets,
+        1,
+    )
+    .await;
+    r.rollback_of = Some(original.id);
+    r.idempotency_key = IdempotencyKey::parse(&format!("rollback:{}:1", original.id)).unwrap();
+    r
+}
+
+async fn a_rollback_starts_in_one_transaction_or_not_at_all(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 1).await;
+    let rel = seed_release(s, 1).await;
+    let failed = new_job(s, 1, env, rel, &targets, 2).await;
+    create_and_fail(s, &failed, 10).await;
+    let failed = s.get_job(failed.id).await.unwrap();
+    let rollback = rollback_of(s, 2, &failed, &targets).await;
+    let events_of = |id| async move { s.job_events(id, 0, 100).await.unwrap() };
+
+    // A stale version: nothing is written, the rollback job included.
+    let err = s
+        .start_rollback(failed.id, failed.version - 1, &rollback, ts(20), "stale")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert!(matches!(
+        s.get_job(rollback.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Another job took the environment after the failure: refused as locked, and
+    // the original is still failed, at its version, without a rollback_started.
+    let other = new_job(s, 3, env, rel, &targets, 3).await;
+    let other = s.create_job(&other).await.unwrap().value;
+    let err = s
+        .start_rollback(failed.id, failed.version, &rollback, ts(21), "blocked")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "environment `{env}` is locked by running job `{}`",
+            other.id
+        )
+    );
+    let unchanged = s.get_job(failed.id).await.unwrap();
+    assert_eq!(
+        (unchanged.status, unchanged.version),
+        (JobStatus::Failed, failed.version)
+    );
+    assert!(
+        !events_of(failed.id)
+            .await
+            .iter()
+            .any(|e| e.event == "rollback_started")
+    );
+    assert!(matches!(
+        s.get_job(rollback.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Once that job settles: both writes, in one go.
+    complete(s, &other, 30).await;
+    let cause = format!("rollback job `{}` restores 1 slot(s)", rollback.id);
+    let (original, created) = s
+        .start_rollback(failed.id, failed.version, &rollback, ts(40), &cause)
+        .await
+        .unwrap();
+    assert!(created.created);
+    assert_eq!(created.value.id, rollback.id);
+    assert_eq!(created.value.status, JobStatus::Pending);
+    assert_eq!(
+        (original.status, original.version),
+        (JobStatus::RollingBack, failed.version + 1)
+    );
+    assert_eq!(s.get_job(failed.id).await.unwrap(), original);
+    let started = events_of(failed.id).await;
+    let last = started.last().unwrap();
+    assert_eq!(
+        (last.event.as_str(), last.cause.as_str()),
+        ("rollback_started", cause.as_str())
+    );
+    assert_eq!(events_of(rollback.id).await[0].event, "create");
+    // The rollback job now holds the environment.
+    let err = s
+        .create_job(&new_job(s, 4, env, rel, &targets, 4).await)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::EnvironmentLocked { job, .. } if job == rollback.id),
+        "{err:?}"
+    );
+
+    // A rollback job left by an older deployd (created, then a crash before the
+    // transition) is kept, and the cause names it, not the one planned again.
+    let failed2 = new_job(s, 5, env, rel, &targets, 5).await;
+    let (env2, targets2) = seed_env(s, 2, 1).await;
+    let mut failed2 = failed2;
+    failed2.environment_id = env2;
+    failed2.tasks[0].target_id = targets2[0];
+    create_and_fail(s, &failed2, 50).await;
+    let failed2 = s.get_job(failed2.id).await.unwrap();
+    let left = rollback_of(s, 6, &failed2, &targets2).await;
+    s.create_job(&left).await.unwrap();
+    let replanned = rollback_of(s, 7, &failed2, &targets2).await;
+    let cause = format!("rollback job `{}` restores 1 slot(s)", replanned.id);
+    let (original, kept) = s
+        .start_rollback(failed2.id, failed2.version, &replanned, ts(60), &cause)
+        .await
+        .unwrap();
+    assert_eq!(original.status, JobStatus::RollingBack);
+    assert!(!kept.created);
+    assert_eq!(kept.value.id, left.id);
+    let last = events_of(failed2.id).await.pop().unwrap();
+    assert_eq!(
+        last.cause,
+        format!("rollback job `{}` restores 1 slot(s)", left.id)
     );
 }
