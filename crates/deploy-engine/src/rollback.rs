@@ -297,10 +297,44 @@ impl Engine {
     /// follows the rollback job; a completed job stays completed and a new rollback
     /// job restores what the job before it deployed. Returns the rollback job, which
     /// the caller runs with [`Engine::run_job`] (for a failed job: run the original).
+    /// Refused (a rollback error, 409 in the API): a job already rolling back, and a
+    /// failed job whose runner is still winding down its attempts.
     pub async fn rollback(&self, id: JobId, reason: &str) -> Result<DeploymentJob, EngineError> {
         let inner = &self.inner;
         let job = inner.store.get_job(id).await?;
         let attempt = runner::rollback_attempts(inner, id).await? + 1;
+        match job.status {
+            // Its rollback job is under way; another would hold the environment while
+            // the original's runner follows only the one it started.
+            JobStatus::RollingBack => {
+                return Err(RollbackError::NotRollbackable {
+                    job: id.to_string(),
+                    status: job.status.as_str(),
+                }
+                .into());
+            }
+            // A failed job's runner first settles the attempts still out (reconciles
+            // or cancels them); a rollback started before would deploy the
+            // last-known-good digest beside an attempt still finishing there.
+            JobStatus::Failed => {
+                let unsettled = job
+                    .tasks
+                    .iter()
+                    .filter(|t| {
+                        t.status.is_in_flight()
+                            || matches!(t.status, TaskStatus::Queued | TaskStatus::Retrying)
+                    })
+                    .count();
+                if unsettled > 0 {
+                    return Err(RollbackError::StillWindingDown {
+                        job: id.to_string(),
+                        tasks: unsettled,
+                    }
+                    .into());
+                }
+            }
+            _ => {}
+        }
         if job.status != JobStatus::Failed {
             // A completed job stays completed: the rollback job is all there is to write.
             let (_, rollback) = create_rollback(inner, &job, attempt, reason).await?;

@@ -85,12 +85,11 @@ impl Engine {
                 Ok(false) => {}
                 Ok(true) => continue,
                 // One job that cannot be read must not strand the rest of the batch
-                // under our lease: hand it back (it is claimed again next round).
+                // (before, the loop returned here). It keeps our lease unrenewed, so
+                // it is claimed again when the lease ends: a lease of back-off for a
+                // row that keeps failing, rather than a retry every poll.
                 Err(e) => {
-                    tracing::warn!(job = %id, error = %e, "cannot read a claimed job; handing it back");
-                    if let Err(e) = inner.store.hand_back_lease(id, &inner.config.owner).await {
-                        tracing::warn!(job = %id, error = %e, "cannot hand back a claimed job");
-                    }
+                    tracing::warn!(job = %id, error = %e, "cannot read a claimed job; it is claimed again after its lease");
                     continue;
                 }
             }

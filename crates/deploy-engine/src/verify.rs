@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deploy_core::{CommandSpec, DeploymentJob, Target};
-use deploy_exec::{ExecContext, ExecError, ExecutorRegistry, NullSink, TaskLog};
-use deploy_health::{CommandError, CommandOutput, CommandRunner, HealthVerdict};
+use deploy_exec::{ExecContext, ExecutorRegistry, NullSink, TaskLog};
+use deploy_health::{CommandOutput, CommandRunner, HealthVerdict};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::JobContext;
@@ -25,11 +25,11 @@ impl CommandRunner for ExecCommandRunner {
         command: &CommandSpec,
         timeout: Duration,
         cancel: CancellationToken,
-    ) -> Result<CommandOutput, CommandError> {
+    ) -> Result<CommandOutput, String> {
         let executor = self
             .executors
             .for_target(target)
-            .map_err(|e| CommandError::Failed(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         let ctx = ExecContext {
             log: TaskLog::new(Arc::new(NullSink), 0),
             cancel,
@@ -38,25 +38,11 @@ impl CommandRunner for ExecCommandRunner {
         let out = executor
             .run_command(target, command, &ctx)
             .await
-            .map_err(command_error)?;
+            .map_err(|e| e.to_string())?;
         Ok(CommandOutput {
             exit_code: i32::try_from(out.exit_status).unwrap_or(i32::MAX),
             output: out.stdout,
         })
-    }
-}
-
-/// Sorts an executor's error: only a target that could not be reached leaves the
-/// version unjudged; a command that timed out there, or that the target refused, fails
-/// the probe.
-fn command_error(e: ExecError) -> CommandError {
-    match e {
-        ExecError::Connect { .. }
-        | ExecError::ConnectTimeout { .. }
-        | ExecError::ConnectionLost { .. }
-        | ExecError::NoAgentAvailable { .. }
-        | ExecError::AgentLost { .. } => CommandError::Unreachable(e.to_string()),
-        _ => CommandError::Failed(e.to_string()),
     }
 }
 

@@ -12,5 +12,5 @@ mod verifier;
 mod test_server;
 
 pub use errors::HealthError;
-pub use probe::{CommandError, CommandOutput, CommandRunner, Probe};
+pub use probe::{CommandOutput, CommandRunner, Probe};
 pub use verifier::{HealthReport, HealthVerdict, HealthVerifier};

@@ -20,37 +20,18 @@ pub struct CommandOutput {
     pub output: String,
 }
 
-/// Why a command check's command gave no exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandError {
-    /// The target could not be reached (connection refused or lost, no agent): this
-    /// says nothing about the version deployed, so the verdict is `Unreachable`.
-    Unreachable(String),
-    /// The command reached the target and did not finish there (it timed out, or the
-    /// target refused to run it): the probe fails like a non-zero exit.
-    Failed(String),
-}
-
-impl std::fmt::Display for CommandError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unreachable(why) | Self::Failed(why) => f.write_str(why),
-        }
-    }
-}
-
 /// Runs a command on a target (implemented by the engine over the target's executor).
 #[async_trait]
 pub trait CommandRunner: Send + Sync {
-    /// Runs `command` on `target`. `Err` means it gave no exit code (see
-    /// [`CommandError`]); a non-zero exit is an `Ok` with that code.
+    /// Runs `command` on `target`. `Err` means it could not be run at all (connection
+    /// lost, timeout); a non-zero exit is an `Ok` with that code.
     async fn run(
         &self,
         target: &Target,
         command: &CommandSpec,
         timeout: Duration,
         cancel: CancellationToken,
-    ) -> Result<CommandOutput, CommandError>;
+    ) -> Result<CommandOutput, String>;
 }
 
 /// The result of one probe.
@@ -201,12 +182,7 @@ impl ProbeSpec {
                         ),
                         None,
                     ),
-                    Err(CommandError::Unreachable(e)) => {
-                        Probe::unreachable(format!("command `{shown}` could not run: {e}"))
-                    }
-                    Err(CommandError::Failed(e)) => {
-                        Probe::failed(format!("command `{shown}` did not complete: {e}"), None)
-                    }
+                    Err(e) => Probe::unreachable(format!("command `{shown}` could not run: {e}")),
                 }
             }
         }

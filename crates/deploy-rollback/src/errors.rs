@@ -19,4 +19,8 @@ pub enum RollbackError {
     NotRollbackable { job: String, status: &'static str },
     #[error("job `{job}` is itself a rollback; roll back the original job `{original}` instead")]
     RollbackOfRollback { job: String, original: String },
+    #[error(
+        "job `{job}` still has {tasks} task(s) in flight or queued (its runner is winding them down); roll it back once they have settled"
+    )]
+    StillWindingDown { job: String, tasks: usize },
 }

@@ -255,7 +255,6 @@ macro_rules! sql_store {
             Ok(())
         }
 
-        /// Writes every mutable column of a task if its stored version is `expected`; the new version is `task.version`.
         /// Applies `event` to job `id` at `expected_version` inside the caller's
         /// transaction: deploy-core decides, the version is bumped, the event appended.
         async fn transition_job(
@@ -300,6 +299,7 @@ macro_rules! sql_store {
             Ok(job)
         }
 
+        /// Writes every mutable column of a task if its stored version is `expected`; the new version is `task.version`.
         async fn write_task(conn: &mut Conn, task: &deploy_core::DeploymentTask, expected: u64) -> Result<(), StoreError> {
             let done = bind_task_update(crate::sql::task_update_sql!(), task, expected)?
                 .execute(&mut *conn)

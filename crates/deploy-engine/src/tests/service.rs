@@ -342,3 +342,78 @@ async fn a_manual_rollback_of_a_failed_job_is_run_once_by_the_originals_runner()
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_back() {
+    let f = Fixture::new(1).await;
+    let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    assert_eq!(
+        f.engine.run_job(v1.id).await.unwrap().status,
+        JobStatus::Completed
+    );
+    // v2 failed (cancelled, say) while its task's attempt was still out on the target.
+    let v2 = f.job(2, &release_with(2, digest(2)), |_| {}).await;
+    let now = crate::Clock::now(&crate::SystemClock);
+    let mut job = v2.clone();
+    for e in [JobEvent::Start, JobEvent::ArtifactsReady] {
+        job = f
+            .store
+            .apply_job_event(v2.id, job.version, e, now, "test")
+            .await
+            .unwrap();
+    }
+    let task = &job.tasks[0];
+    let mut version = task.version;
+    for e in [TaskEvent::Dispatch, TaskEvent::Start] {
+        version = f
+            .store
+            .apply_task_event(task.id, version, e, now, "test")
+            .await
+            .unwrap()
+            .version;
+    }
+    let job = f.store.get_job(v2.id).await.unwrap();
+    let failed = f
+        .store
+        .apply_job_event(v2.id, job.version, JobEvent::Fail, now, "test: cancelled")
+        .await
+        .unwrap();
+    let err = f
+        .engine
+        .rollback(v2.id, "operator asked")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "job `{}` still has 1 task(s) in flight or queued (its runner is winding them down); roll it back once they have settled",
+            v2.id
+        )
+    );
+    assert_eq!(
+        f.store.get_job(v2.id).await.unwrap().version,
+        failed.version,
+        "nothing written"
+    );
+    // The attempt settles (the runner reconciled it): now it may be rolled back, once.
+    f.store
+        .apply_task_event(
+            task.id,
+            version,
+            TaskEvent::Fail { retryable: false },
+            now,
+            "test",
+        )
+        .await
+        .unwrap();
+    let rollback = f.engine.rollback(v2.id, "operator asked").await.unwrap();
+    assert_eq!(rollback.rollback_of, Some(v2.id));
+    let err = f.engine.rollback(v2.id, "asked twice").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "job `{}` is `rolling_back`; expected a failed job, or a completed job for a manual rollback",
+            v2.id
+        )
+    );
+}
