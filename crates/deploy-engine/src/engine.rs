@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use deploy_core::{DeploymentJob, DeploymentTask, JobEvent, JobId, TaskEvent};
+use deploy_core::{DeploymentJob, DeploymentTask, JobEvent, JobId, TaskEvent, Timestamp};
 use deploy_exec::ExecutorRegistry;
 use deploy_health::HealthVerifier;
 use deploy_store::{Store, StoreError};
@@ -118,16 +118,27 @@ impl Inner {
             .store
             .apply_job_event(job.id, job.version, event, now, cause)
             .await?;
-        tracing::info!(job = %job.id, event = event.as_str(), status = updated.status.as_str(), cause, "job transition");
+        self.publish_job_event(&updated, event, cause, now);
+        Ok(updated)
+    }
+
+    /// Logs and publishes a job transition that was just written.
+    fn publish_job_event(
+        &self,
+        updated: &DeploymentJob,
+        event: JobEvent,
+        cause: &str,
+        at: Timestamp,
+    ) {
+        tracing::info!(job = %updated.id, event = event.as_str(), status = updated.status.as_str(), cause, "job transition");
         let _ = self.events.send(EngineEvent {
-            job_id: job.id,
+            job_id: updated.id,
             task_id: None,
             event: event.as_str(),
             status: updated.status.as_str(),
             cause: cause.to_owned(),
-            at: now,
+            at,
         });
-        Ok(updated)
     }
 
     /// Starts a rollback of the failed `job` with `rollback`'s job, atomically
@@ -143,16 +154,7 @@ impl Inner {
             .store
             .start_rollback(job.id, job.version, rollback, now, cause)
             .await?;
-        let event = JobEvent::RollbackStarted;
-        tracing::info!(job = %job.id, event = event.as_str(), status = updated.status.as_str(), rollback = %created.value.id, cause, "job transition");
-        let _ = self.events.send(EngineEvent {
-            job_id: job.id,
-            task_id: None,
-            event: event.as_str(),
-            status: updated.status.as_str(),
-            cause: cause.to_owned(),
-            at: now,
-        });
+        self.publish_job_event(&updated, JobEvent::RollbackStarted, cause, now);
         Ok((updated, created.value))
     }
 

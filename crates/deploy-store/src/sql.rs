@@ -255,6 +255,23 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// Inserts a new job with its `create` event, inside the caller's transaction.
+        async fn insert_new_job(conn: &mut Conn, job: &deploy_core::DeploymentJob) -> Result<(), StoreError> {
+            insert_job(conn, job).await?;
+            let cause = format!("created with idempotency key `{}`", job.idempotency_key.as_str());
+            insert_event(conn, job.id, None, "create", "", job.status.as_str(), &cause, job.created_at).await
+        }
+
+        /// Why inserting `job` broke a unique index (its transaction rolled back): the
+        /// environment is held by another job, or the id exists.
+        async fn insert_clash(conn: &mut Conn, job: &deploy_core::DeploymentJob) -> StoreError {
+            match active_job(conn, job.environment_id).await {
+                Ok(Some(running)) => StoreError::EnvironmentLocked { environment: job.environment_id, job: running },
+                Ok(None) => StoreError::AlreadyExists { entity: "job", id: job.id.to_string() },
+                Err(e) => e,
+            }
+        }
+
         /// Applies `event` to job `id` at `expected_version` inside the caller's
         /// transaction: deploy-core decides, the version is bumped, the event appended.
         async fn transition_job(
@@ -643,13 +660,7 @@ macro_rules! sql_store {
                     }
                 }
                 let mut tx = self.begin_write().await?;
-                let inserted = async {
-                    insert_job(&mut tx, job).await?;
-                    let cause = format!("created with idempotency key `{key}`");
-                    insert_event(&mut tx, job.id, None, "create", "", job.status.as_str(), &cause, job.created_at).await
-                }
-                .await;
-                match inserted {
+                match insert_new_job(&mut tx, job).await {
                     Ok(()) => {
                         let value = load_job(&mut tx, job.id).await?;
                         tx.commit().await.map_err(StoreError::db("commit a new job"))?;
@@ -661,10 +672,7 @@ macro_rules! sql_store {
                         if let Some(existing) = job_by_key(&mut conn, key).await? {
                             return Ok(Created { value: load_job(&mut conn, existing).await?, created: false });
                         }
-                        if let Some(running) = active_job(&mut conn, job.environment_id).await? {
-                            return Err(StoreError::EnvironmentLocked { environment: job.environment_id, job: running });
-                        }
-                        Err(StoreError::AlreadyExists { entity: "job", id: job.id.to_string() })
+                        Err(insert_clash(&mut conn, job).await)
                     }
                     Err(e) => Err(e),
                 }
@@ -766,13 +774,7 @@ macro_rules! sql_store {
                     tx.commit().await.map_err(StoreError::db("commit a rollback start"))?;
                     return Ok((job, Created { value, created: false }));
                 }
-                let inserted = async {
-                    insert_job(&mut tx, rollback).await?;
-                    let cause = format!("created with idempotency key `{key}`");
-                    insert_event(&mut tx, rollback.id, None, "create", "", rollback.status.as_str(), &cause, rollback.created_at).await
-                }
-                .await;
-                match inserted {
+                match insert_new_job(&mut tx, rollback).await {
                     Ok(()) => {
                         let value = load_job(&mut tx, rollback.id).await?;
                         tx.commit().await.map_err(StoreError::db("commit a rollback start"))?;
@@ -783,10 +785,7 @@ macro_rules! sql_store {
                     Err(e) if e.is_unique_violation() => {
                         tx.rollback().await.map_err(StoreError::db("roll back a rollback start"))?;
                         let mut conn = self.read_conn().await?;
-                        if let Some(running) = active_job(&mut conn, rollback.environment_id).await? {
-                            return Err(StoreError::EnvironmentLocked { environment: rollback.environment_id, job: running });
-                        }
-                        Err(StoreError::AlreadyExists { entity: "job", id: rollback.id.to_string() })
+                        Err(insert_clash(&mut conn, rollback).await)
                     }
                     Err(e) => Err(e),
                 }

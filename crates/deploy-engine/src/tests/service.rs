@@ -183,6 +183,41 @@ async fn a_job_held_by_another_owner_waits_for_its_lease_to_end() {
         .unwrap();
 }
 
+/// Writes, as a runner would have, that `job` (one task) started, that its task went
+/// through `task_events`, and that the job failed with `cause`: the job as failed.
+async fn fail_by_hand(
+    f: &Fixture,
+    job: &DeploymentJob,
+    task_events: &[TaskEvent],
+    cause: &str,
+) -> DeploymentJob {
+    let now = crate::Clock::now(&crate::SystemClock);
+    let mut written = job.clone();
+    for e in [JobEvent::Start, JobEvent::ArtifactsReady] {
+        written = f
+            .store
+            .apply_job_event(job.id, written.version, e, now, "test")
+            .await
+            .unwrap();
+    }
+    let task = &written.tasks[0];
+    let mut version = task.version;
+    for e in task_events {
+        version = f
+            .store
+            .apply_task_event(task.id, version, *e, now, "test")
+            .await
+            .unwrap()
+            .version;
+    }
+    let current = f.store.get_job(job.id).await.unwrap();
+    f.store
+        .apply_job_event(job.id, current.version, JobEvent::Fail, now, cause)
+        .await
+        .unwrap();
+    f.store.get_job(job.id).await.unwrap()
+}
+
 #[tokio::test]
 async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
     // Found by tests/scenarios/faults/kill_deployd.rs: SIGKILL between a job's `fail` and
@@ -201,41 +236,18 @@ async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
     // The killed predecessor (same owner) held v3, deployed it, saw its health check fail
     // and wrote the job's `fail`; nothing after.
     leased_by_dead_replica(&f, v3.id, "test-engine", Duration::from_secs(3600)).await;
-    let now = crate::Clock::now(&crate::SystemClock);
-    let mut job = v3.clone();
-    for e in [JobEvent::Start, JobEvent::ArtifactsReady] {
-        job = f
-            .store
-            .apply_job_event(v3.id, job.version, e, now, "test")
-            .await
-            .unwrap();
-    }
-    let task = &job.tasks[0];
-    let mut version = task.version;
-    for e in [
-        TaskEvent::Dispatch,
-        TaskEvent::Start,
-        TaskEvent::Verify,
-        TaskEvent::Fail { retryable: false },
-    ] {
-        version = f
-            .store
-            .apply_task_event(task.id, version, e, now, "test")
-            .await
-            .unwrap()
-            .version;
-    }
-    let job = f.store.get_job(v3.id).await.unwrap();
-    f.store
-        .apply_job_event(
-            v3.id,
-            job.version,
-            JobEvent::Fail,
-            now,
-            "test: killed after this",
-        )
-        .await
-        .unwrap();
+    fail_by_hand(
+        &f,
+        &v3,
+        &[
+            TaskEvent::Dispatch,
+            TaskEvent::Start,
+            TaskEvent::Verify,
+            TaskEvent::Fail { retryable: false },
+        ],
+        "test: killed after this",
+    )
+    .await;
     let shutdown = CancellationToken::new();
     let (engine, token) = (f.engine.clone(), shutdown.clone());
     let service = tokio::spawn(async move { engine.serve(token).await });
@@ -353,31 +365,15 @@ async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_
     );
     // v2 failed (cancelled, say) while its task's attempt was still out on the target.
     let v2 = f.job(2, &release_with(2, digest(2)), |_| {}).await;
+    let failed = fail_by_hand(
+        &f,
+        &v2,
+        &[TaskEvent::Dispatch, TaskEvent::Start],
+        "test: cancelled",
+    )
+    .await;
+    let task = &failed.tasks[0];
     let now = crate::Clock::now(&crate::SystemClock);
-    let mut job = v2.clone();
-    for e in [JobEvent::Start, JobEvent::ArtifactsReady] {
-        job = f
-            .store
-            .apply_job_event(v2.id, job.version, e, now, "test")
-            .await
-            .unwrap();
-    }
-    let task = &job.tasks[0];
-    let mut version = task.version;
-    for e in [TaskEvent::Dispatch, TaskEvent::Start] {
-        version = f
-            .store
-            .apply_task_event(task.id, version, e, now, "test")
-            .await
-            .unwrap()
-            .version;
-    }
-    let job = f.store.get_job(v2.id).await.unwrap();
-    let failed = f
-        .store
-        .apply_job_event(v2.id, job.version, JobEvent::Fail, now, "test: cancelled")
-        .await
-        .unwrap();
     let err = f
         .engine
         .rollback(v2.id, "operator asked")
@@ -399,7 +395,7 @@ async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_
     f.store
         .apply_task_event(
             task.id,
-            version,
+            task.version,
             TaskEvent::Fail { retryable: false },
             now,
             "test",
