@@ -23,9 +23,7 @@ pub(crate) fn agent_binary() -> &'static Path {
     BUILT.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--locked", "-p", AGENT_PACKAGE]);
+        let mut build = deploy_testkit::cargo_command(&["build", "--locked", "-p", AGENT_PACKAGE]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

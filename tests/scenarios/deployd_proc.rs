@@ -30,27 +30,14 @@ pub(crate) fn binaries() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dir = bin_dir();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--locked", "-p", "deployd", "-p", "deployctl"]);
-        // The package variables cargo gave this test process are not the build's:
-        // some build scripts (ring's) rerun when one of them changes, so leaving them
-        // in would rebuild ring and everything above it after every `cargo test`.
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "OUT_DIR",
-                ]
-                .contains(&k.as_ref())
-            {
-                build.env_remove(&key);
-            }
-        }
+        let mut build = deploy_testkit::cargo_command(&[
+            "build",
+            "--locked",
+            "-p",
+            "deployd",
+            "-p",
+            "deployctl",
+        ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

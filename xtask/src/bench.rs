@@ -163,31 +163,12 @@ impl Step {
     }
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
-}
-
 /// `cargo <args>` in `root`, without the package variables `cargo run` gave this
-/// process: build scripts that track them (ring's) would otherwise rebuild, and
-/// the scenario tests' own `cargo build` (which drops them too) would rebuild again.
+/// process (see [`deploy_testkit::cargo_command`]): the scenario tests' own `cargo
+/// build` drops them too, so neither rebuilds what the other built.
 fn cargo_command(root: &Path, args: &[String]) -> Command {
-    let mut command = Command::new(cargo());
-    command.args(args).current_dir(root);
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_BIN_NAME",
-                "OUT_DIR",
-            ]
-            .contains(&k.as_ref())
-        {
-            command.env_remove(&key);
-        }
-    }
+    let mut command = deploy_testkit::cargo_command(args);
+    command.current_dir(root);
     command
 }
 

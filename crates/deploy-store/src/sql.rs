@@ -972,34 +972,16 @@ macro_rules! sql_store {
             }
 
             async fn release_lease(&self, job: deploy_core::JobId, owner: &str) -> Result<(), StoreError> {
-                let done = sqlx::query("UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE id = $1 AND claimed_by = $2")
-                    .bind_id(job)
-                    .bind(owner.to_owned())
-                    .execute(&self.writer)
-                    .await
-                    .map_err(StoreError::db("release a lease"))?;
-                if done.rows_affected() == 0 {
-                    return Err(self.lease_lost(job, owner).await);
-                }
-                Ok(())
+                let sql = "UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE id = $1 AND claimed_by = $2";
+                self.update_held_lease(sql, job, owner, "release a lease").await
             }
 
             async fn hand_back_lease(&self, job: deploy_core::JobId, owner: &str) -> Result<(), StoreError> {
                 // The same rule as `release_leases_of`, for one job.
-                let done = sqlx::query(
-                    "UPDATE jobs SET claimed_by = CASE WHEN status = 'failed' THEN claimed_by END,
-                                     lease_until = CASE WHEN status = 'failed' THEN 0 END
-                     WHERE id = $1 AND claimed_by = $2",
-                )
-                .bind_id(job)
-                .bind(owner.to_owned())
-                .execute(&self.writer)
-                .await
-                .map_err(StoreError::db("hand back a lease"))?;
-                if done.rows_affected() == 0 {
-                    return Err(self.lease_lost(job, owner).await);
-                }
-                Ok(())
+                let sql = "UPDATE jobs SET claimed_by = CASE WHEN status = 'failed' THEN claimed_by END,
+                                           lease_until = CASE WHEN status = 'failed' THEN 0 END
+                           WHERE id = $1 AND claimed_by = $2";
+                self.update_held_lease(sql, job, owner, "hand back a lease").await
             }
 
             async fn release_leases_of(&self, owner: &str) -> Result<Vec<deploy_core::JobId>, StoreError> {
@@ -1202,6 +1184,27 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            /// Runs `sql` (`$1` the job, `$2` the owner, matching only while `owner`
+            /// holds the lease); `LeaseLost` when it matched nothing.
+            async fn update_held_lease(
+                &self,
+                sql: &'static str,
+                job: deploy_core::JobId,
+                owner: &str,
+                action: &'static str,
+            ) -> Result<(), StoreError> {
+                let done = sqlx::query(sql)
+                    .bind_id(job)
+                    .bind(owner.to_owned())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db(action))?;
+                if done.rows_affected() == 0 {
+                    return Err(self.lease_lost(job, owner).await);
+                }
+                Ok(())
+            }
+
             /// The `LeaseLost` error for `owner`, naming the current holder.
             async fn lease_lost(&self, job: deploy_core::JobId, owner: &str) -> StoreError {
                 let holder = sqlx::query("SELECT claimed_by FROM jobs WHERE id = $1")

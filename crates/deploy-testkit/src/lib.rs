@@ -21,7 +21,7 @@ pub use errors::TestkitError;
 pub use images::{IMAGE_HTTP_PORT, TestImages};
 pub use nginx::Nginx;
 pub use postgres::{POSTGRES_TEST_USER, Postgres};
-pub use process::{free_port, require_program, temp_dir};
+pub use process::{cargo_command, free_port, require_program, temp_dir};
 pub use registry::Registry;
 pub use sshd::{SSH_TEST_USER, SshdHosts};
 pub use tls::TestCertificates;

@@ -1,4 +1,4 @@
-//! Basic fixture helpers: free loopback ports, temp dirs, and finding required programs on PATH.
+//! Basic fixture helpers: free loopback ports, temp dirs, finding required programs on PATH, and a clean child `cargo`.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -44,6 +44,33 @@ pub fn require_program(
         program: program.to_owned(),
         hint: hint.to_owned(),
     })
+}
+
+/// `cargo` (the one running us, else the one on PATH) with `args`, without the
+/// package variables the calling cargo gave this process. Some build scripts
+/// (ring's) rerun when one of them changes, so a child `cargo build` that kept
+/// them would rebuild ring and everything above it after every `cargo test`.
+pub fn cargo_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Command {
+    const INHERITED: [&str; 5] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_BIN_NAME",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(args);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || INHERITED.contains(&k.as_ref())
+        {
+            command.env_remove(&key);
+        }
+    }
+    command
 }
 
 #[cfg(test)]

@@ -663,24 +663,13 @@ fn run(backend: Backend) {
         }
     }
     // No `-next` container left behind, and each target runs its container.
-    let names = run_checked(
-        "docker",
-        &[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("name=^{prefix}"),
-            "--format",
-            "{{.Names}}",
-        ],
-    )
-    .unwrap();
+    let names = crate::agent_e2e::containers(&prefix);
     assert!(
-        !names.lines().any(|n| n.ends_with("-next")),
-        "stray -next containers: {names}"
+        !names.iter().any(|n| n.ends_with("-next")),
+        "stray -next containers: {names:?}"
     );
     for env in &envs {
-        assert!(names.lines().any(|n| n == env.container), "{names}");
+        assert!(names.contains(&env.container), "{names:?}");
     }
     progress.say(format!(
         "{kills} kills over {JOBS} jobs; phases hit: {histogram:?}"

@@ -10,6 +10,30 @@ use tokio_util::sync::CancellationToken;
 
 use super::fake::{Behaviour, FakeWorld, Fixture, release_with};
 
+/// An engine serving (claiming and running jobs) until [`Serving::stop`].
+struct Serving {
+    shutdown: CancellationToken,
+    service: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    fn start(engine: &crate::Engine) -> Self {
+        let shutdown = CancellationToken::new();
+        let (engine, token) = (engine.clone(), shutdown.clone());
+        let service = tokio::spawn(async move { engine.serve(token).await });
+        Self { shutdown, service }
+    }
+
+    /// Shuts the service down and waits (bounded) until it has.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.service)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// Waits (bounded) until job `id` is settled in the store.
 async fn settled(f: &Fixture, id: JobId, within: Duration) -> DeploymentJob {
     let deadline = tokio::time::Instant::now() + within;
@@ -30,18 +54,11 @@ async fn settled(f: &Fixture, id: JobId, within: Duration) -> DeploymentJob {
 #[tokio::test]
 async fn serve_claims_and_completes_created_jobs() {
     let f = Fixture::new(3).await;
-    let shutdown = CancellationToken::new();
-    let engine = f.engine.clone();
-    let token = shutdown.clone();
-    let service = tokio::spawn(async move { engine.serve(token).await });
+    let serving = Serving::start(&f.engine);
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     let done = settled(&f, job.id, Duration::from_secs(20)).await;
     assert_eq!(done.status, JobStatus::Completed);
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -53,9 +70,7 @@ async fn a_stopped_engine_hands_its_job_to_another_on_the_same_database() {
     // Target 2 hangs on engine A: A is shut down with the task in flight.
     world.on(a.target(1), &digest(1), Behaviour::Hang, 1);
     let job = a.job(1, &release_with(1, digest(1)), |_| {}).await;
-    let stop_a = CancellationToken::new();
-    let (engine_a, token) = (a.engine.clone(), stop_a.clone());
-    let service_a = tokio::spawn(async move { engine_a.serve(token).await });
+    let serving_a = Serving::start(&a.engine);
     for _ in 0..500 {
         if world.in_flight.load(Ordering::SeqCst) == 1 && world.deploys.lock().unwrap().len() == 2 {
             break;
@@ -68,11 +83,7 @@ async fn a_stopped_engine_hands_its_job_to_another_on_the_same_database() {
         "the hanging deploy is in flight on A"
     );
     // A shuts down: its grace is zero, so the hanging task is cancelled, and the lease released.
-    stop_a.cancel();
-    tokio::time::timeout(Duration::from_secs(10), service_a)
-        .await
-        .unwrap()
-        .unwrap();
+    serving_a.stop().await;
     let after_a = a.store.get_job(job.id).await.unwrap();
     assert!(
         after_a.status.is_active(),
@@ -82,9 +93,7 @@ async fn a_stopped_engine_hands_its_job_to_another_on_the_same_database() {
 
     // Engine B on the same database claims it at once and finishes it.
     let b = Fixture::open_at(2, &path, world.clone()).await;
-    let stop_b = CancellationToken::new();
-    let (engine_b, token) = (b.engine.clone(), stop_b.clone());
-    let service_b = tokio::spawn(async move { engine_b.serve(token).await });
+    let serving_b = Serving::start(&b.engine);
     let done = settled(&b, job.id, Duration::from_secs(30)).await;
     assert_eq!(
         done.status,
@@ -109,11 +118,7 @@ async fn a_stopped_engine_hands_its_job_to_another_on_the_same_database() {
         deploys.len(),
         "no (task, attempt) deployed twice"
     );
-    stop_b.cancel();
-    tokio::time::timeout(Duration::from_secs(10), service_b)
-        .await
-        .unwrap()
-        .unwrap();
+    serving_b.stop().await;
     drop(a);
 }
 
@@ -131,9 +136,7 @@ async fn a_restart_under_the_same_owner_resumes_its_jobs_at_once() {
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     // The fixture's engine runs as `test-engine`; its dead predecessor held the job for an hour.
     leased_by_dead_replica(&f, job.id, "test-engine", Duration::from_secs(3600)).await;
-    let shutdown = CancellationToken::new();
-    let (engine, token) = (f.engine.clone(), shutdown.clone());
-    let service = tokio::spawn(async move { engine.serve(token).await });
+    let serving = Serving::start(&f.engine);
     let done = settled(&f, job.id, Duration::from_secs(20)).await;
     assert_eq!(
         done.status,
@@ -141,11 +144,7 @@ async fn a_restart_under_the_same_owner_resumes_its_jobs_at_once() {
         "{:?}",
         done.failure_reason
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -154,9 +153,7 @@ async fn a_job_held_by_another_owner_waits_for_its_lease_to_end() {
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     let lease_end =
         leased_by_dead_replica(&f, job.id, "another-replica", Duration::from_secs(3)).await;
-    let shutdown = CancellationToken::new();
-    let (engine, token) = (f.engine.clone(), shutdown.clone());
-    let service = tokio::spawn(async move { engine.serve(token).await });
+    let serving = Serving::start(&f.engine);
     // Well inside the lease: untouched.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(
@@ -176,11 +173,7 @@ async fn a_job_held_by_another_owner_waits_for_its_lease_to_end() {
         started >= lease_end,
         "started at {started}, before the other owner's lease ended at {lease_end}"
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
 }
 
 /// Writes, as a runner would have, that `job` (one task) started, that its task went
@@ -248,9 +241,7 @@ async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
         "test: killed after this",
     )
     .await;
-    let shutdown = CancellationToken::new();
-    let (engine, token) = (f.engine.clone(), shutdown.clone());
-    let service = tokio::spawn(async move { engine.serve(token).await });
+    let serving = Serving::start(&f.engine);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let job = f.store.get_job(v3.id).await.unwrap();
@@ -266,11 +257,7 @@ async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -282,9 +269,7 @@ async fn a_manual_rollback_of_a_failed_job_is_run_once_by_the_originals_runner()
     // `a_rollback_starts_in_one_transaction_or_not_at_all` pins the fix. This is the
     // manual path end to end under the service: one runner, one deploy per task.
     let f = Fixture::new(2).await;
-    let shutdown = CancellationToken::new();
-    let (engine, token) = (f.engine.clone(), shutdown.clone());
-    let service = tokio::spawn(async move { engine.serve(token).await });
+    let serving = Serving::start(&f.engine);
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     assert_eq!(
         settled(&f, v1.id, Duration::from_secs(20)).await.status,
@@ -348,11 +333,7 @@ async fn a_manual_rollback_of_a_failed_job_is_run_once_by_the_originals_runner()
         1,
         "one runner started the rollback job: {events:#?}"
     );
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
