@@ -306,17 +306,15 @@ impl Engine {
         match job.status {
             // Its rollback job is under way; another would hold the environment while
             // the original's runner follows only the one it started.
-            JobStatus::RollingBack => {
-                return Err(RollbackError::NotRollbackable {
-                    job: id.to_string(),
-                    status: job.status.as_str(),
-                }
-                .into());
+            JobStatus::RollingBack => Err(RollbackError::NotRollbackable {
+                job: id.to_string(),
+                status: job.status.as_str(),
             }
-            // A failed job's runner first settles the attempts still out (reconciles
-            // or cancels them); a rollback started before would deploy the
-            // last-known-good digest beside an attempt still finishing there.
+            .into()),
             JobStatus::Failed => {
+                // Its runner first settles the attempts still out (reconciles or
+                // cancels them); a rollback started before would deploy the
+                // last-known-good digest beside an attempt still finishing there.
                 let unsettled = job
                     .tasks
                     .iter()
@@ -332,22 +330,19 @@ impl Engine {
                     }
                     .into());
                 }
+                // It moves to rolling_back in the same transaction that creates its
+                // rollback job: created first, a crash in between left a pending
+                // rollback job beside a failed original, run by the claim loop and,
+                // once the original was rolling back, by the original's runner too.
+                let plan = plan(inner, &job, attempt, reason).await?;
+                let (_, rollback) = inner
+                    .start_rollback(&job, &plan.job, &format!("manual rollback: {reason}"))
+                    .await?;
+                Ok(rollback)
             }
-            _ => {}
+            // A completed job stays completed: the rollback job is all there is to
+            // write (any other status is refused by the planner).
+            _ => Ok(create_rollback(inner, &job, attempt, reason).await?.1),
         }
-        if job.status != JobStatus::Failed {
-            // A completed job stays completed: the rollback job is all there is to write.
-            let (_, rollback) = create_rollback(inner, &job, attempt, reason).await?;
-            return Ok(rollback);
-        }
-        // A failed job moves to rolling_back in the same transaction that creates its
-        // rollback job: created first, a crash in between left a pending rollback job
-        // beside a failed original, run by the claim loop and, once the original was
-        // rolling back, by the original's runner as well.
-        let plan = plan(inner, &job, attempt, reason).await?;
-        let (_, rollback) = inner
-            .start_rollback(&job, &plan.job, &format!("manual rollback: {reason}"))
-            .await?;
-        Ok(rollback)
     }
 }
