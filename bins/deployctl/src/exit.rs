@@ -39,11 +39,9 @@ impl CliError {
             ..Self::new(UNREACHABLE, message)
         }
     }
-}
 
-impl CliError {
-    /// The server answered that it is unavailable for now (503, exit 4): a follower
-    /// waits and asks again.
+    /// The server answered that it is unavailable for now (503, exit 4): retryable
+    /// like a broken connection, so a follower waits and asks again.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::transport(message)
     }
