@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use deploy_agent::compose::{COMPOSE_PROGRAM, ComposeHost, find_on_path};
+use deploy_agent::compose::{ComposeHost, ComposeTool};
 use deploy_agent::docker::{DockerConfig, DockerHost};
 use deploy_agent::{Agent, AgentConfig, Runtime};
 use deploy_api::agent::AgentCapability;
@@ -66,7 +66,7 @@ fn init_tracing(format: LogFormat) {
 async fn executors(config: &Config) -> anyhow::Result<Runtime> {
     let socket = &config.docker_socket;
     let docker = DockerHost::connect(socket, DockerConfig::default()).await;
-    let compose = find_on_path(COMPOSE_PROGRAM);
+    let compose = ComposeTool::detect().await;
     let wants = |c: AgentCapability| config.capabilities.as_ref().map(|list| list.contains(&c));
     let docker = match (docker, wants(AgentCapability::Docker)) {
         (Ok(d), Some(true) | None) => Some(d),
@@ -89,7 +89,9 @@ async fn executors(config: &Config) -> anyhow::Result<Runtime> {
     let compose = match (compose, &docker, wants(AgentCapability::Compose)) {
         (Some(p), Some(d), Some(true) | None) => Some(ComposeHost::new(p, d.client().clone())),
         (None, _, Some(true)) => {
-            anyhow::bail!("capability compose: `{COMPOSE_PROGRAM}` is not on PATH")
+            anyhow::bail!(
+                "capability compose: neither `docker-compose` on PATH nor the `docker compose` plugin answers"
+            )
         }
         (Some(_), None, Some(true)) => anyhow::bail!(
             "capability compose: the Docker Engine on `{}` does not answer (compose needs it too)",
@@ -100,7 +102,7 @@ async fn executors(config: &Config) -> anyhow::Result<Runtime> {
     let runtime = Runtime::new(docker, compose);
     if runtime.capabilities().is_empty() {
         anyhow::bail!(
-            "this host has neither capability: the Docker Engine on `{}` does not answer and `{COMPOSE_PROGRAM}` is not usable",
+            "this host has neither capability: the Docker Engine on `{}` does not answer and no Compose CLI (`docker-compose` or `docker compose`) is usable",
             socket.display()
         );
     }

@@ -19,9 +19,13 @@ pub struct RenderArgs {
     /// Target as JSON (the API's target document).
     #[arg(long)]
     target: PathBuf,
-    /// Compose template (YAML).
+    /// Compose template (YAML) in place of the release's own service definition.
     #[arg(long)]
-    template: PathBuf,
+    template: Option<PathBuf>,
+    /// A variable of the environment, `KEY=value` (repeatable): it replaces a service
+    /// variable of that name or gives one declared without a value.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    variables: Vec<String>,
     /// Environment name.
     #[arg(long)]
     environment: String,
@@ -65,14 +69,29 @@ pub fn run(args: RenderArgs, out: Output) -> Result<(), CliError> {
     target
         .validate()
         .map_err(|e| input(&format!("invalid `{}`", args.target.display()), e))?;
-    let template_bytes = std::fs::read(&args.template)
-        .map_err(|e| input(&format!("cannot read `{}`", args.template.display()), e))?;
-    let template = parse_template(&template_bytes).map_err(|e| {
-        input(
-            &format!("invalid template `{}`", args.template.display()),
-            e,
-        )
-    })?;
+    let (shown, template_bytes) = match (&args.template, &release.template) {
+        (Some(path), _) => (
+            path.display().to_string(),
+            std::fs::read(path)
+                .map_err(|e| input(&format!("cannot read `{}`", path.display()), e))?,
+        ),
+        (None, Some(t)) => ("of the release".to_owned(), t.content.clone().into_bytes()),
+        (None, None) => {
+            return Err(CliError::new(
+                USAGE,
+                "the release has no service definition; pass --template",
+            ));
+        }
+    };
+    let template = parse_template(&template_bytes)
+        .map_err(|e| input(&format!("invalid template {shown}"), e))?;
+    let mut variables = std::collections::BTreeMap::new();
+    for v in &args.variables {
+        let (k, value) = v
+            .split_once('=')
+            .ok_or_else(|| input("--var", format!("`{v}`: expected KEY=VALUE")))?;
+        variables.insert(k.to_owned(), value.to_owned());
+    }
     let environment = Name::parse(&args.environment).map_err(|e| input("--environment", e))?;
     // Defaults derive from the release so the same files give the same bytes.
     let timestamp = match &args.timestamp {
@@ -112,6 +131,7 @@ pub fn run(args: RenderArgs, out: Output) -> Result<(), CliError> {
             ContainerRuntime::Docker
         },
         work_dir: &work_dir,
+        variables: &variables,
     })
     .map_err(|e| input("cannot render", e))?;
     std::fs::create_dir_all(&args.out)

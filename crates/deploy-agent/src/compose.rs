@@ -1,6 +1,7 @@
-//! compose_host through the Compose CLI (`docker-compose`, argv only): artifacts into the work dir, pull from the staged lock, up, and what runs per service.
+//! compose_host through the Compose CLI (`docker-compose` v1 or the `docker compose` plugin, argv only): artifacts into the work dir, pull from the staged lock, up, and what runs per service.
 //!
-//! Mirrors the SSH executor's sequence (deploy-exec `ssh/compose_host.rs`): the lock is
+//! Mirrors the SSH executor's sequence (deploy-exec `ssh/compose_host.rs`): the lock
+//! (the whole pinned compose file, checked against its `x-generated` digest first) is
 //! written to a temp name, pulled from there, moved onto its final name only after the
 //! pull succeeded, then `up -d --remove-orphans`; the lock's sha256 is recorded in
 //! `.stella-<project>.lock.sha256` and is the project's "digest" for inspect.
@@ -13,14 +14,56 @@ use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use deploy_api::agent::{AgentErrorCode, LogStream};
 pub use deploy_core::ComposeStatus;
-use deploy_core::{ArtifactKind, Digest, GeneratedArtifact, Name};
+use deploy_core::{ArtifactKind, Digest, GeneratedArtifact, Name, Protocol, PublishedPort};
 
 use crate::errors::TaskError;
 use crate::labels;
 use crate::tasklog::TaskLog;
 
-/// The Compose binary looked up on PATH.
+/// The standalone Compose binary looked up on PATH (Compose v1, or v2 installed standalone).
 pub const COMPOSE_PROGRAM: &str = "docker-compose";
+
+/// The Compose CLI of this host: the standalone `docker-compose`, or the `docker
+/// compose` plugin (stock Docker CE hosts have only the plugin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeTool {
+    pub program: PathBuf,
+    /// Words before Compose's own arguments (`["compose"]` for the plugin).
+    pub prefix: Vec<String>,
+}
+
+impl ComposeTool {
+    /// `docker-compose` on PATH, else `docker compose` when `docker compose version` answers.
+    pub async fn detect() -> Option<Self> {
+        if let Some(program) = find_on_path(COMPOSE_PROGRAM) {
+            return Some(Self {
+                program,
+                prefix: Vec::new(),
+            });
+        }
+        let docker = find_on_path("docker")?;
+        let ok = tokio::process::Command::new(&docker)
+            .args(["compose", "version"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self {
+            program: docker,
+            prefix: vec!["compose".to_owned()],
+        })
+    }
+
+    /// How the tool is shown in logs and errors.
+    pub fn shown(&self) -> String {
+        let mut words = vec![self.program.display().to_string()];
+        words.extend(self.prefix.iter().cloned());
+        words.join(" ")
+    }
+}
 
 /// The file, in the work dir, that records the sha256 of the last lock brought up.
 pub fn state_file(project: &Name) -> String {
@@ -42,12 +85,13 @@ pub struct ComposeDeployed {
     pub previous: Option<Digest>,
     pub changed: bool,
     pub running: BTreeMap<String, Digest>,
+    pub published: Vec<PublishedPort>,
 }
 
 /// The Compose CLI and the engine it drives.
 #[derive(Debug, Clone)]
 pub struct ComposeHost {
-    program: PathBuf,
+    tool: ComposeTool,
     docker: Docker,
 }
 
@@ -82,9 +126,9 @@ async fn write_synced(path: &Path, content: &[u8]) -> Result<(), TaskError> {
 }
 
 impl ComposeHost {
-    /// The Compose CLI at `program`, containers read through `docker`.
-    pub fn new(program: PathBuf, docker: Docker) -> Self {
-        Self { program, docker }
+    /// The Compose CLI `tool`, containers read through `docker`.
+    pub fn new(tool: ComposeTool, docker: Docker) -> Self {
+        Self { tool, docker }
     }
 
     /// What runs in `project` (containers labelled by Compose) and the recorded lock.
@@ -116,6 +160,26 @@ impl ComposeHost {
                 .and_then(|i| i.rsplit_once('@'))
                 .and_then(|(_, d)| Digest::parse(d).ok());
             let running = c.state.map(|s| s.to_string()).as_deref() == Some("running");
+            if running {
+                for p in c.ports.iter().flatten() {
+                    let (Some(host_port), Some(ip)) = (p.public_port, p.ip.as_deref()) else {
+                        continue;
+                    };
+                    let Ok(host_ip) = ip.parse() else {
+                        continue;
+                    };
+                    status.published.push(PublishedPort {
+                        container_port: p.private_port,
+                        protocol: match p.typ.map(|t| t.to_string()).as_deref() {
+                            Some("udp") => Protocol::Udp,
+                            Some("sctp") => Protocol::Sctp,
+                            _ => Protocol::Tcp,
+                        },
+                        host_ip,
+                        host_port,
+                    });
+                }
+            }
             match (digest, running) {
                 (Some(d), true) => {
                     status.running.insert(service, d);
@@ -124,6 +188,8 @@ impl ComposeHost {
             }
         }
         status.not_running.sort();
+        status.published.sort();
+        status.published.dedup();
         let state = dir.join(state_file(project));
         status.lock = tokio::fs::read_to_string(&state)
             .await
@@ -133,15 +199,17 @@ impl ComposeHost {
     }
 
     async fn run(&self, argv: &[String], dir: &Path, log: &TaskLog) -> Result<(), String> {
-        log.agent(&format!("{} {}", COMPOSE_PROGRAM, argv.join(" ")));
-        let out = tokio::process::Command::new(&self.program)
+        let shown = self.tool.shown();
+        log.agent(&format!("{shown} {}", argv.join(" ")));
+        let out = tokio::process::Command::new(&self.tool.program)
+            .args(&self.tool.prefix)
             .args(argv)
             .current_dir(dir)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| format!("run {}: {e}", self.program.display()))?;
+            .map_err(|e| format!("run {shown}: {e}"))?;
         log.line(LogStream::Stdout, &String::from_utf8_lossy(&out.stdout));
         log.line(LogStream::Stderr, &String::from_utf8_lossy(&out.stderr));
         if out.status.success() {
@@ -157,7 +225,7 @@ impl ComposeHost {
                 .rev()
                 .collect();
             Err(format!(
-                "{COMPOSE_PROGRAM} {} exited with {}: {}",
+                "{shown} {} exited with {}: {}",
                 argv.iter()
                     .rev()
                     .take(3)
@@ -171,17 +239,13 @@ impl ComposeHost {
         }
     }
 
-    fn base_argv(project: &Name, lock: &Path, env: Option<&Path>) -> Vec<String> {
-        let mut argv = vec![
+    fn base_argv(project: &Name, lock: &Path) -> Vec<String> {
+        vec![
             "--project-name".to_owned(),
             project.to_string(),
             "--file".to_owned(),
             lock.display().to_string(),
-        ];
-        if let Some(env) = env {
-            argv.extend(["--env-file".to_owned(), env.display().to_string()]);
-        }
-        argv
+        ]
     }
 
     /// Deploys the compose lock among `artifacts` as `project` in `dir`.
@@ -205,6 +269,13 @@ impl ComposeHost {
                 None,
             ));
         };
+        // The lock is the record of what runs: its own digest is checked before `up`.
+        deploy_artifacts::verify_lock(lock.content.as_bytes()).map_err(|e| {
+            (
+                TaskError::invalid(format!("verify compose lock `{}`: {e}", lock.file_name)),
+                None,
+            )
+        })?;
         tokio::fs::create_dir_all(dir).await.map_err(|e| {
             (
                 TaskError::host(&format!("create {}", dir.display()), e),
@@ -224,6 +295,7 @@ impl ComposeHost {
                 previous: previous.clone(),
                 changed: false,
                 running: before.running,
+                published: before.published,
             });
         }
         log.agent(&format!(
@@ -248,11 +320,7 @@ impl ComposeHost {
         write_synced(&staged, lock.content.as_bytes())
             .await
             .map_err(fail)?;
-        let env = artifacts
-            .iter()
-            .find(|a| a.kind == ArtifactKind::EnvFile)
-            .map(|a| dir.join(a.file_name.as_str()));
-        let mut pull = Self::base_argv(project, &staged, env.as_deref());
+        let mut pull = Self::base_argv(project, &staged);
         pull.extend(["pull".to_owned(), "--quiet".to_owned()]);
         if let Err(why) = self.run(&pull, dir, log).await {
             let _ = tokio::fs::remove_file(&staged).await;
@@ -265,7 +333,7 @@ impl ComposeHost {
                 e,
             ))
         })?;
-        let mut up = Self::base_argv(project, &lock_path, env.as_deref());
+        let mut up = Self::base_argv(project, &lock_path);
         up.extend([
             "up".to_owned(),
             "-d".to_owned(),
@@ -299,6 +367,7 @@ impl ComposeHost {
             previous,
             changed: true,
             running: after.running,
+            published: after.published,
         })
     }
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 use deploy_api::agent::{
     AgentAction, AgentCapability, AgentErrorCode, DeployPayload, TaskDelivery, TaskOutcome,
 };
-use deploy_core::{ArtifactKind, Connection, Name, Target, TargetType};
+use deploy_core::{Connection, Name, Target, TargetType};
 use tokio_util::sync::CancellationToken;
 
 use crate::command;
 use crate::compose::{ComposeHost, verify_artifacts};
-use crate::docker::{DeploySpec, DockerConfig, DockerHost, parse_env_file};
+use crate::docker::{DeploySpec, DockerConfig, DockerHost};
 use crate::errors::TaskError;
 use crate::locks::KeyedLocks;
 use crate::tasklog::TaskLog;
@@ -289,27 +289,21 @@ impl Runtime {
                     Ok(d) => d,
                     Err(e) => return failed(e, None),
                 };
-                let env = deploy
-                    .artifacts
-                    .iter()
-                    .find(|a| a.kind == ArtifactKind::EnvFile)
-                    .map(|a| parse_env_file(&a.content))
-                    .unwrap_or_default();
                 let spec = DeploySpec {
                     target: &target.name,
                     task: task.to_owned(),
                     component,
-                    env,
                     registry_auth: deploy.registry_auth.as_ref(),
                     stop_first: component.stop_first || conn.stop_first,
                 };
                 let _slot = self.locks.lock(&Self::slot(target, &component.name)).await;
                 match docker.deploy(&spec, log).await {
                     Ok(d) => TaskOutcome::Deployed {
+                        running: [(component.name.to_string(), d.deployed.clone())].into(),
                         deployed_digest: d.deployed,
                         previous_digest: d.previous,
                         changed: d.changed,
-                        running: d.running,
+                        published: d.published,
                     },
                     Err(f) => {
                         log.agent(&format!("deploy failed: {}", f.error.message));
@@ -333,6 +327,7 @@ impl Runtime {
                         previous_digest: d.previous,
                         changed: d.changed,
                         running: d.running,
+                        published: d.published,
                     },
                     Err((e, previous)) => {
                         log.agent(&format!("deploy failed: {}", e.message));

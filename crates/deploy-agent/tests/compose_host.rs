@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use deploy_agent::compose::{COMPOSE_PROGRAM, ComposeHost, find_on_path};
+use deploy_agent::compose::{ComposeHost, ComposeTool};
 use deploy_agent::docker::{DockerConfig, DockerHost};
 use deploy_agent::redact::Redactor;
 use deploy_agent::runtime::Runtime;
@@ -14,10 +14,16 @@ use deploy_agent::tasklog::TaskLog;
 use deploy_api::agent::{
     AgentAction, AgentErrorCode, DeployPayload, TaskDelivery, TaskKey, TaskOutcome,
 };
-use deploy_core::testing::{artifact_id, environment_id, job_id, name, target_id, task_id, ts};
+use deploy_artifacts::{
+    Colour, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic, parse_template, render,
+};
+use deploy_core::testing::{
+    artifact_id, component_id, environment_id, job_id, name, promotion_id, release_id, target_id,
+    task_id, ts,
+};
 use deploy_core::{
-    AgentConnection, ArtifactKind, Connection, Digest, GeneratedArtifact, Labels, Target,
-    TargetType, UnixPath,
+    AgentConnection, Component, Connection, Digest, GeneratedArtifact, ImageRef, Labels, Release,
+    Target, TargetType, UnixPath,
 };
 use deploy_testkit::{ContainerCleanup, IMAGE_HTTP_PORT, Registry, TestImages, run_checked};
 use tokio::sync::Notify;
@@ -27,60 +33,86 @@ fn digest_of(image: &str) -> Digest {
     Digest::parse(image.rsplit_once('@').unwrap().1).unwrap()
 }
 
-fn artifact(kind: ArtifactKind, file: &str, content: String) -> GeneratedArtifact {
-    GeneratedArtifact::new(
-        artifact_id(1),
-        job_id(1),
-        Some(target_id(1)),
-        kind,
-        name(file),
-        content,
+/// The artifacts deployd renders for a compose_host target from this template (a real
+/// lock, checked by its `x-generated` digest before `up`), and the lock's sha256.
+fn rendered(project: &str, image: &str, n: u64) -> (Vec<GeneratedArtifact>, Digest) {
+    let release = Release::new(
+        release_id(n),
+        name(&format!("r{n}")),
+        vec![Component {
+            id: component_id(n),
+            name: name("web"),
+            image: ImageRef::parse(image).unwrap(),
+        }],
+        ts(n),
     )
+    .unwrap();
+    let template = parse_template(
+        format!(
+            "services:\n  web:\n    componentName: web\n    ports:\n      - \"127.0.0.1::{IMAGE_HTTP_PORT}\"\n    environment:\n      GREETING: hello\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut t = target("/tmp");
+    t.target_type = TargetType::ComposeHost;
+    let bundle = render(&RenderInput {
+        release: &release,
+        target: &t,
+        environment: &name(project),
+        promotion_id: promotion_id(n),
+        job_id: job_id(n),
+        timestamp: ts(n),
+        template: &template,
+        traffic: Traffic::all_to(Colour::Blue),
+        runtime: ContainerRuntime::Docker,
+        work_dir: &UnixPath::parse("/tmp").unwrap(),
+        variables: &std::collections::BTreeMap::new(),
+    })
+    .unwrap();
+    let artifacts: Vec<GeneratedArtifact> = bundle
+        .artifacts
+        .iter()
+        .map(|a| a.to_generated(artifact_id(n), job_id(n), Some(target_id(1))))
+        .collect();
+    let lock = bundle.get(LOCK_FILE_NAME).unwrap().sha256.clone();
+    (artifacts, lock)
+}
+
+fn target(work_dir: &str) -> Target {
+    Target {
+        id: target_id(1),
+        environment_id: environment_id(1),
+        name: name("compose-host"),
+        target_type: TargetType::ComposeHost,
+        connection: Connection::Agent(AgentConnection {
+            agent_id: None,
+            selector: Labels::default(),
+            work_dir: UnixPath::parse(work_dir).unwrap(),
+            stop_first: false,
+            registry_auth: None,
+        }),
+        health_endpoint: None,
+        health_check: None,
+        labels: Labels::default(),
+        created_at: ts(0),
+    }
 }
 
 fn delivery(work_dir: &str, project: &str, image: &str, n: u64) -> (TaskDelivery, Digest) {
-    let digest = image.rsplit_once('@').unwrap().1;
-    let lock = artifact(
-        ArtifactKind::ComposeLock,
-        "docker-compose.lock.yml",
-        format!(
-            "version: \"2.4\"\nservices:\n  web:\n    image: {image}\n    ports:\n      - \"127.0.0.1::{IMAGE_HTTP_PORT}\"\n    env_file:\n      - app.env\n    labels:\n      stella.component: web\n      stella.digest: \"{digest}\"\n"
-        ),
-    );
-    let env = artifact(
-        ArtifactKind::EnvFile,
-        "app.env",
-        "GREETING=hello\n".to_owned(),
-    );
-    let lock_digest = lock.sha256.clone();
+    let (artifacts, lock_digest) = rendered(project, image, n);
     let d = TaskDelivery {
         key: TaskKey {
             task_id: task_id(n),
             attempt: 1,
         },
-        target: Target {
-            id: target_id(1),
-            environment_id: environment_id(1),
-            name: name("compose-host"),
-            target_type: TargetType::ComposeHost,
-            connection: Connection::Agent(AgentConnection {
-                agent_id: None,
-                selector: Labels::default(),
-                work_dir: UnixPath::parse(work_dir).unwrap(),
-                stop_first: false,
-                registry_auth: None,
-            }),
-            health_endpoint: None,
-            health_check: None,
-            labels: Labels::default(),
-            created_at: ts(0),
-        },
+        target: target(work_dir),
         action: AgentAction::Deploy {
             deploy: DeployPayload {
                 digest: lock_digest.clone(),
                 component: None,
                 project: name(project),
-                artifacts: vec![lock, env],
+                artifacts,
                 registry_auth: None,
             },
         },
@@ -89,10 +121,15 @@ fn delivery(work_dir: &str, project: &str, image: &str, n: u64) -> (TaskDelivery
     (d, lock_digest)
 }
 
-fn web_version(project: &str) -> String {
+/// The id of the project's running container.
+fn container_of(project: &str) -> String {
     let filter = format!("label=com.docker.compose.project={project}");
     let ids = run_checked("docker", &["ps", "-q", "--filter", &filter]).unwrap();
-    let id = ids.split_whitespace().next().unwrap().to_owned();
+    ids.split_whitespace().next().unwrap().to_owned()
+}
+
+fn web_version(project: &str) -> String {
+    let id = container_of(project);
     let addr = deploy_testkit::published_addr(&id, IMAGE_HTTP_PORT).unwrap();
     for _ in 0..50 {
         if let Ok((200, body)) = deploy_testkit::http_get(&addr, "/version") {
@@ -114,12 +151,13 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
     let _cleanup = ContainerCleanup::new(&prefix);
     let registry = Registry::start().unwrap();
     let images = TestImages::build(&registry, &format!("{prefix}/app")).unwrap();
-    let program = find_on_path(COMPOSE_PROGRAM)
-        .unwrap_or_else(|| panic!("`{COMPOSE_PROGRAM}` on PATH (apt-get install docker-compose)"));
+    let tool = ComposeTool::detect()
+        .await
+        .expect("`docker-compose` or the `docker compose` plugin (apt-get install docker-compose)");
     let docker = DockerHost::connect("/var/run/docker.sock".as_ref(), DockerConfig::default())
         .await
         .unwrap();
-    let compose = ComposeHost::new(program, docker.client().clone());
+    let compose = ComposeHost::new(tool, docker.client().clone());
     let rt = Runtime::new(Some(docker), Some(compose));
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
@@ -144,9 +182,16 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
             previous_digest: None,
             changed: true,
             running,
+            published,
         } => {
             assert_eq!(deployed_digest, lock1);
             assert_eq!(running.get("web"), Some(&digest_of(&images.v1)));
+            assert!(
+                published
+                    .iter()
+                    .any(|p| p.container_port == IMAGE_HTTP_PORT && p.host_ip.is_loopback()),
+                "{published:?}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -160,10 +205,21 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
         files,
         [
             format!(".stella-{project}.lock.sha256"),
-            "app.env".to_owned(),
-            "docker-compose.lock.yml".to_owned()
+            "docker-compose.lock.yml".to_owned(),
+            "docker-compose.yml".to_owned(),
+            "manifest.json".to_owned(),
+            "nginx.conf".to_owned(),
+            "stella-web.service".to_owned(),
+            "web.env".to_owned(),
         ]
     );
+    // The environment reaches the container from the lock itself (no env-file).
+    let env = run_checked(
+        "docker",
+        &["inspect", "--format", "{{json .Config.Env}}", &container_of(project)],
+    )
+    .unwrap();
+    assert!(env.contains("\"GREETING=hello\""), "{env}");
 
     let (d2, lock2) = delivery(&work_dir, project, &images.v2, 2);
     match run(&rt, &d2).await {
@@ -211,20 +267,53 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
 
     // An artifact whose content does not match its sha256 is refused before anything.
     let (mut bad, _) = delivery(&work_dir, project, &images.v1, 5);
+    let env_before = std::fs::read_to_string(work.join("web.env")).unwrap();
     if let AgentAction::Deploy { deploy } = &mut bad.action {
-        deploy.artifacts[1].content = "GREETING=tampered\n".to_owned();
+        let env = deploy
+            .artifacts
+            .iter_mut()
+            .find(|a| a.file_name.as_str() == "web.env")
+            .unwrap();
+        env.content = "GREETING=tampered\n".to_owned();
     }
     match run(&rt, &bad).await {
         TaskOutcome::Failed { error, .. } => {
             assert_eq!(error.code, AgentErrorCode::InvalidPayload, "{error:?}");
-            assert!(error.message.contains("app.env"), "{error:?}");
+            assert!(error.message.contains("web.env"), "{error:?}");
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        std::fs::read_to_string(work.join("app.env")).unwrap(),
-        "GREETING=hello\n"
+        std::fs::read_to_string(work.join("web.env")).unwrap(),
+        env_before
     );
+    // A lock edited after rendering (its sha256 recomputed, its own digest not) is
+    // refused before `up`: the lock is the record of what runs.
+    let (mut forged, _) = delivery(&work_dir, project, &images.v1, 6);
+    if let AgentAction::Deploy { deploy } = &mut forged.action {
+        let lock = deploy
+            .artifacts
+            .iter_mut()
+            .find(|a| a.file_name.as_str() == LOCK_FILE_NAME)
+            .unwrap();
+        *lock = GeneratedArtifact::new(
+            lock.id,
+            lock.job_id,
+            lock.target_id,
+            lock.kind,
+            lock.file_name.clone(),
+            lock.content.replace("GREETING: \"hello\"", "GREETING: \"forged\""),
+        );
+        deploy.digest = lock.sha256.clone();
+    }
+    match run(&rt, &forged).await {
+        TaskOutcome::Failed { error, .. } => {
+            assert_eq!(error.code, AgentErrorCode::InvalidPayload, "{error:?}");
+            assert!(error.message.contains("digest"), "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(web_version(project), "v2");
     run_checked(
         "docker-compose",
         &[

@@ -20,8 +20,8 @@ use deploy_api::agent::{
 };
 use deploy_core::testing::{environment_id, name, target_id, task_id, ts};
 use deploy_core::{
-    AgentConnection, CommandSpec, Connection, Digest, ImageRef, Labels, Target, TargetType,
-    UnixPath,
+    AgentConnection, CommandSpec, Connection, ContainerSpec, Digest, ImageRef, Labels, PortMapping,
+    Protocol, Target, TargetType, UnixPath,
 };
 use deploy_testkit::{
     ContainerCleanup, IMAGE_HTTP_PORT, Registry, TestImages, http_get, published_addr,
@@ -64,9 +64,19 @@ fn deploy(n: u64, container: &str, image: &str, args: &[&str]) -> TaskDelivery {
                 digest: image.digest().clone(),
                 component: Some(ComponentPayload {
                     name: name(container),
-                    image,
-                    publish: vec![IMAGE_HTTP_PORT],
-                    args: args.iter().map(|s| (*s).to_owned()).collect(),
+                    container: ContainerSpec {
+                        ports: vec![PortMapping {
+                            host_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                            host_port: None,
+                            container_port: IMAGE_HTTP_PORT,
+                            protocol: Protocol::Tcp,
+                        }],
+                        command: (!args.is_empty())
+                            .then(|| args.iter().map(|s| (*s).to_owned()).collect()),
+                        // busybox httpd ignores SIGTERM: a short grace keeps stops quick.
+                        stop_grace_secs: 1,
+                        ..ContainerSpec::from_image(image)
+                    },
                     keep_previous_running: false,
                     stop_first: false,
                 }),
@@ -438,12 +448,7 @@ async fn keep_previous_running_and_stop_first() {
     let _cleanup = ContainerCleanup::new(&prefix);
     let registry = Registry::start().unwrap();
     let images = TestImages::build(&registry, &format!("{prefix}/app")).unwrap();
-    // busybox httpd ignores SIGTERM: a short grace keeps the stop-first test quick.
-    let rt = runtime_with(DockerConfig {
-        stop_timeout: Duration::from_secs(1),
-        ..DockerConfig::default()
-    })
-    .await;
+    let rt = runtime().await;
 
     // Blue-green: the old container keeps serving as -previous.
     let bg = format!("{prefix}-bg");

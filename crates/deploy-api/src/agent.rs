@@ -24,8 +24,8 @@
 use std::collections::BTreeMap;
 
 use deploy_core::{
-    AgentId, CommandSpec, Digest, GeneratedArtifact, ImageRef, Labels, Name, Target, TaskId,
-    Timestamp,
+    AgentId, CommandSpec, ContainerSpec, Digest, GeneratedArtifact, Labels, Name, PublishedPort,
+    Target, TaskId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -287,19 +287,15 @@ pub struct ComponentPayload {
     /// The container name (the previous one is kept as `<name>-previous`).
     #[schema(value_type = String)]
     pub name: Name,
-    #[schema(value_type = String)]
-    pub image: ImageRef,
-    /// Container ports published on an ephemeral 127.0.0.1 port.
-    #[serde(default)]
-    pub publish: Vec<u16>,
-    /// Arguments after the image (empty: the image's own command).
-    #[serde(default)]
-    pub args: Vec<String>,
+    /// What the container runs: image, command, environment, ports, mounts, networks,
+    /// limits, healthcheck, … (the release's service definition, resolved for the target).
+    #[schema(value_type = Object)]
+    pub container: ContainerSpec,
     /// Leave the old container running as `<name>-previous` (blue-green).
     #[serde(default)]
     pub keep_previous_running: bool,
-    /// Stop the old container before starting the new one (for ports or volumes that
-    /// cannot be shared); the default is start-first.
+    /// Stop the old container before starting the new one even without fixed host
+    /// ports (a container with fixed host ports is always replaced stop-first).
     #[serde(default)]
     pub stop_first: bool,
 }
@@ -387,6 +383,11 @@ pub enum TaskOutcome {
         /// Per container (docker_host) or compose service: the digest actually running.
         #[schema(value_type = Object)]
         running: BTreeMap<String, Digest>,
+        /// Where the new instance's ports are published on the host (health checks
+        /// aim at them).
+        #[serde(default)]
+        #[schema(value_type = Vec<Object>)]
+        published: Vec<PublishedPort>,
     },
     Inspected {
         #[schema(value_type = Option<String>)]

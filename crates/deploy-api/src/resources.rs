@@ -27,6 +27,12 @@ pub struct CreateEnvironmentRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub hooks: Hooks,
+    /// Values of this environment (`DATABASE_URL` and the like): each replaces the value
+    /// of a service's variable of the same name, and gives one to a variable the
+    /// service declares without a value. Names `[A-Za-z_][A-Za-z0-9_]*`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /api/v1/environments/{id}/targets`
@@ -68,6 +74,13 @@ pub struct CreateReleaseRequest {
     #[schema(value_type = String)]
     pub name: Name,
     pub components: Vec<ComponentRequest>,
+    /// The service definition: a compose template (YAML) whose services each name the
+    /// component they run (`componentName`). Checked now (every key with its path, e.g.
+    /// `template.services.web.ports[0]`) and stored with the release, unchangeable;
+    /// every deploy and rollback of the release renders from it. Absent: each component
+    /// runs its image's own command.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// `POST /api/v1/promotions`
@@ -99,7 +112,9 @@ pub struct ApprovePromotionRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub failure_policy: Option<FailurePolicy>,
-    /// Compose template (YAML), required for compose_host targets.
+    /// A compose template (YAML) that replaces the release's service definition for
+    /// this job only (the job's artifacts record what was rendered; a rollback
+    /// re-deploys those and never needs the template again).
     #[serde(default)]
     pub template: Option<String>,
 }

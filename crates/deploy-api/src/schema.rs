@@ -19,6 +19,10 @@ pub struct Environment {
     /// Pre/post deploy hooks.
     #[schema(value_type = Object)]
     pub hooks: (),
+    /// The environment's values: each replaces the value of a service's variable of
+    /// the same name, and gives one to a variable declared without a value.
+    #[schema(value_type = Object)]
+    pub variables: (),
     #[schema(format = DateTime)]
     pub created_at: String,
 }
@@ -52,12 +56,23 @@ pub struct Component {
     pub image: String,
 }
 
-/// An immutable set of component images.
+/// A release's service definition: a compose template and its sha256.
+#[derive(ToSchema)]
+pub struct ServiceTemplate {
+    /// The compose template (YAML), as given when the release was created.
+    pub content: String,
+    /// `sha256:<64 hex>` of `content`.
+    pub sha256: String,
+}
+
+/// An immutable set of component images and the service definition they run with.
 #[derive(ToSchema)]
 pub struct Release {
     pub id: String,
     pub name: String,
     pub components: Vec<Component>,
+    /// `None`: every component runs its image's own command, nothing declared.
+    pub template: Option<ServiceTemplate>,
     #[schema(format = DateTime)]
     pub created_at: String,
 }

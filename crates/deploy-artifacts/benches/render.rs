@@ -132,6 +132,7 @@ struct Fixture {
     environment: Name,
     template: ComposeTemplate,
     work_dir: UnixPath,
+    variables: std::collections::BTreeMap<String, String>,
 }
 
 impl Fixture {
@@ -144,6 +145,7 @@ impl Fixture {
             environment: name("prod"),
             template: parse_template(template_text(SERVICES).as_bytes()).unwrap(),
             work_dir: UnixPath::parse("/srv/deploy").unwrap(),
+            variables: std::collections::BTreeMap::new(),
         }
     }
 
@@ -162,6 +164,7 @@ impl Fixture {
             },
             runtime: ContainerRuntime::Docker,
             work_dir: &self.work_dir,
+            variables: &self.variables,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The compose file (`docker-compose.yml`): the template's services with the image pinned by digest, the env-file, and the `stella.*` labels; other keys carried through.
+//! The compose file (`docker-compose.yml`): the template's services, every key carried through, with the image pinned by digest, the environment inline (merged) and the `stella.*` labels; the compose lock is the same document plus its generation record.
 
 use std::collections::BTreeMap;
 
@@ -33,7 +33,7 @@ pub(crate) fn string_map<'a>(
 enum Item<'a> {
     Value(&'a Value),
     Image,
-    EnvFile,
+    Environment,
     Labels,
 }
 
@@ -45,31 +45,40 @@ pub(crate) fn render(
 ) -> String {
     let mut out = String::with_capacity(256 + services.len() * 640);
     comment(&mut out, header);
-    yaml_out::str_entry(&mut out, 0, "version", &template.version);
-    yaml_out::open(&mut out, 0, "services");
+    body(&mut out, template, services);
+    out
+}
+
+/// Appends `version`, `services` and the top-level `volumes` and `networks`: the
+/// part the compose file and the lock share. The environment travels inline, as a
+/// YAML string per variable (`$` written `$$`), which carries any value a container
+/// can hold.
+pub(crate) fn body(out: &mut String, template: &ComposeTemplate, services: &[ResolvedService<'_>]) {
+    yaml_out::str_entry(out, 0, "version", &template.version);
+    yaml_out::open(out, 0, "services");
     for svc in services {
         let t = svc.template;
-        yaml_out::open(&mut out, 2, t.name.as_str());
+        yaml_out::open(out, 2, t.name.as_str());
         let mut items: BTreeMap<&str, Item<'_>> = t
             .passthrough
             .iter()
             .map(|(k, v)| (k.as_str(), Item::Value(v)))
             .collect();
         items.insert("image", Item::Image);
-        items.insert("env_file", Item::EnvFile);
+        items.insert("environment", Item::Environment);
         items.insert("labels", Item::Labels);
         for (k, item) in items {
             match item {
-                Item::Value(v) => yaml_out::entry(&mut out, 4, k, v),
-                Item::Image => yaml_out::str_entry(&mut out, 4, k, &svc.image),
-                Item::EnvFile => {
-                    yaml_out::open(&mut out, 4, k);
-                    out.push_str("      - ");
-                    yaml_out::quoted(&mut out, &svc.env_file_name);
-                    out.push('\n');
-                }
+                Item::Value(v) => yaml_out::entry(out, 4, k, v),
+                Item::Image => yaml_out::str_entry(out, 4, k, &svc.image),
+                Item::Environment => string_map(
+                    out,
+                    4,
+                    k,
+                    svc.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
                 Item::Labels => string_map(
-                    &mut out,
+                    out,
                     4,
                     k,
                     svc.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -82,10 +91,9 @@ pub(crate) fn render(
         ("networks", &template.networks),
     ] {
         if let Some(v) = v {
-            yaml_out::entry(&mut out, 0, k, v);
+            yaml_out::entry(out, 0, k, v);
         }
     }
-    out
 }
 
 /// Appends each line of `text` as a `# ` comment.

@@ -114,6 +114,67 @@ pub(crate) fn string_map(
     Ok(out)
 }
 
+/// `environment:` as a mapping or a list of `KEY=value`; a key without a value
+/// (`KEY:` with nothing, or `- KEY`) is `None`: it takes its value from the deploy
+/// environment's variables when the bundle is rendered (Compose would take it from
+/// the shell; a rendered bundle must not depend on the machine that renders it).
+pub(crate) fn env_map(
+    field: &str,
+    v: &Value,
+) -> Result<BTreeMap<String, Option<String>>, ArtifactError> {
+    let mut out = BTreeMap::new();
+    let mut insert = |k: String, v: Option<String>| {
+        if out.contains_key(&k) {
+            return Err(ArtifactError::invalid(field, &k, "each variable once"));
+        }
+        out.insert(k, v);
+        Ok(())
+    };
+    match v {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let Value::String(k) = k else {
+                    return Err(ArtifactError::invalid(field, describe(k), "string keys"));
+                };
+                let inner = format!("{field}.{k}");
+                let value = if v.is_null() {
+                    None
+                } else {
+                    Some(scalar_string(&inner, v)?)
+                };
+                insert(k.clone(), value)?;
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let Value::String(s) = item else {
+                    return Err(ArtifactError::invalid(
+                        format!("{field}[{i}]"),
+                        describe(item),
+                        "`KEY=value` strings",
+                    ));
+                };
+                match s.split_once('=') {
+                    Some((k, v)) => insert(
+                        k.to_owned(),
+                        Some(compose_unescape(&format!("{field}.{k}"), v)?),
+                    )?,
+                    None => insert(s.clone(), None)?,
+                }
+            }
+        }
+        Value::Null => {}
+        other => {
+            return Err(ArtifactError::invalid(
+                field,
+                describe(other),
+                "a mapping or a list of `KEY=value`",
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// `command:` as argv: a list as is, a string split like Compose does (POSIX shell words).
 pub(crate) fn argv(field: &str, v: &Value) -> Result<Vec<String>, ArtifactError> {
     let words = match v {
@@ -310,6 +371,11 @@ pub(crate) fn parse_restart(field: &str, v: &Value) -> Result<Restart, ArtifactE
 
 /// A Compose duration (`1m30s`, `500ms`, `2h`) in whole seconds, rounded up, at least 1.
 pub(crate) fn parse_duration_secs(field: &str, v: &Value) -> Result<u64, ArtifactError> {
+    Ok(parse_duration_ms(field, v)?.div_ceil(1000).max(1))
+}
+
+/// A Compose duration (`1m30s`, `500ms`, `2h`, at most a day) in milliseconds, rounded up.
+pub(crate) fn parse_duration_ms(field: &str, v: &Value) -> Result<u64, ArtifactError> {
     let expected = "a duration such as `10s`, `1m30s` or `500ms`";
     let Value::String(s) = v else {
         return Err(ArtifactError::invalid(field, describe(v), expected));
@@ -342,7 +408,7 @@ pub(crate) fn parse_duration_secs(field: &str, v: &Value) -> Result<u64, Artifac
             .filter(|&m| m <= 86_400_000_000)
             .ok_or_else(bad)?;
     }
-    Ok(micros.div_ceil(1_000_000).max(1))
+    Ok(micros.div_ceil(1_000))
 }
 
 #[cfg(test)]

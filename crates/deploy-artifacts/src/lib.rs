@@ -8,6 +8,8 @@
 
 mod compose;
 mod compose_syntax;
+mod container;
+mod docker_host;
 mod env_file;
 mod errors;
 mod lock;
@@ -20,7 +22,11 @@ mod yaml_in;
 mod yaml_out;
 
 pub use errors::ArtifactError;
-pub use lock::{LOCK_VERSION, LockInfo, verify_lock};
+pub use container::{
+    Applies, COMPOSE_ONLY_KEYS, DOCKER_HOST_KEYS, ServiceContext, container_spec,
+};
+pub use docker_host::{COMPONENT_LABEL, ServiceContainer, container_specs};
+pub use lock::{LockInfo, verify_lock};
 pub use manifest::MANIFEST_SCHEMA;
 pub use nginx::{Colour, HttpRouting, Route, Traffic, render_routing};
 pub use render::{

@@ -1,4 +1,7 @@
-//! The compose lock (`docker-compose.lock.yml`): every service's pinned image, environment and `stella.*` labels, plus the generation record under `x-generated`, content-addressed by its own digest.
+//! The compose lock (`docker-compose.lock.yml`): the whole pinned compose file (every key of every service, the image by digest, the merged environment, the `stella.*` labels, the top-level volumes and networks) plus the generation record under `x-generated`, content-addressed by its own digest.
+//!
+//! It is the file the executors bring up and the record a rollback re-deploys: its
+//! digest covers everything that runs, so any change to the definition is a new lock.
 //!
 //! # The digest rule
 //!
@@ -20,15 +23,14 @@ use std::collections::BTreeMap;
 
 use deploy_core::{ImageRef, PromotionId, ReleaseId, Timestamp, sha256_of};
 use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
 
-use crate::compose::{comment, string_map};
+use crate::compose::comment;
+use crate::template::ComposeTemplate;
 use crate::errors::ArtifactError;
 use crate::render::ResolvedService;
 use crate::yaml_in;
 use crate::yaml_out;
-
-/// The Compose file format version of every lock (the spec's).
-pub const LOCK_VERSION: &str = "3.8";
 
 const EMPTY_DIGEST_LINE: &str = "  digest: \"\"\n";
 
@@ -54,29 +56,13 @@ pub(crate) struct Generated<'a> {
 /// Renders the lock and returns it with its digest.
 pub(crate) fn render(
     header: &str,
+    template: &ComposeTemplate,
     services: &[ResolvedService<'_>],
     generated: &Generated<'_>,
 ) -> (String, String) {
-    let mut out = String::with_capacity(256 + services.len() * 720);
+    let mut out = String::with_capacity(512 + services.len() * 900);
     comment(&mut out, header);
-    yaml_out::str_entry(&mut out, 0, "version", LOCK_VERSION);
-    yaml_out::open(&mut out, 0, "services");
-    for svc in services {
-        yaml_out::open(&mut out, 2, svc.template.name.as_str());
-        yaml_out::str_entry(&mut out, 4, "image", &svc.image);
-        string_map(
-            &mut out,
-            4,
-            "environment",
-            svc.env.iter().map(|(k, v)| (*k, *v)),
-        );
-        string_map(
-            &mut out,
-            4,
-            "labels",
-            svc.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-    }
+    crate::compose::body(&mut out, template, services);
     yaml_out::open(&mut out, 0, "x-generated");
     yaml_out::str_entry(&mut out, 2, "releaseId", &generated.release_id.to_string());
     yaml_out::str_entry(
@@ -97,25 +83,20 @@ fn digest_line(hex: &str) -> String {
     format!("  digest: \"{hex}\"\n")
 }
 
+/// A lock as read back: the compose document and its generation record.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LockDoc {
-    #[expect(dead_code, reason = "read so that a lock without it is refused")]
-    version: String,
-    services: BTreeMap<String, LockedService>,
+pub(crate) struct LockDoc {
+    #[serde(default)]
+    #[expect(dead_code, reason = "read so that the shape is checked; the version is the template's")]
+    pub version: Option<String>,
+    pub services: BTreeMap<String, Mapping>,
+    #[serde(default)]
+    pub volumes: Option<Value>,
+    #[serde(default)]
+    pub networks: Option<Value>,
     #[serde(rename = "x-generated")]
     generated: GeneratedDoc,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LockedService {
-    image: String,
-    #[expect(dead_code, reason = "shape check only")]
-    #[serde(default)]
-    environment: BTreeMap<String, String>,
-    #[expect(dead_code, reason = "shape check only")]
-    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -182,17 +163,22 @@ pub fn verify_lock(bytes: &[u8]) -> Result<LockInfo, ArtifactError> {
     })?;
     let services = doc
         .services
-        .into_iter()
+        .iter()
         .map(|(name, s)| {
-            ImageRef::parse(&s.image)
+            let field = format!("compose lock service `{name}` image");
+            let image = match s.get("image") {
+                Some(Value::String(i)) => i,
+                other => {
+                    return Err(ArtifactError::invalid(
+                        field,
+                        other.map_or_else(|| "(none)".to_owned(), crate::compose_syntax::describe),
+                        "an image pinned by digest",
+                    ));
+                }
+            };
+            ImageRef::parse(image)
                 .map(|image| (name.clone(), image))
-                .map_err(|e| {
-                    ArtifactError::invalid(
-                        format!("compose lock service `{name}` image"),
-                        &s.image,
-                        e.to_string(),
-                    )
-                })
+                .map_err(|e| ArtifactError::invalid(field, image, e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(LockInfo {

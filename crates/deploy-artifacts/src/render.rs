@@ -41,6 +41,9 @@ pub struct RenderInput<'a> {
     pub runtime: ContainerRuntime,
     /// Directory on the target where the bundle's files are placed (the units read env files from it).
     pub work_dir: &'a UnixPath,
+    /// The deploy environment's variables: each replaces the value of a service's
+    /// variable of the same name, and gives one to a variable declared without a value.
+    pub variables: &'a BTreeMap<String, String>,
 }
 
 /// One rendered file.
@@ -114,8 +117,9 @@ pub(crate) struct ResolvedService<'a> {
     /// `repository@sha256:…`
     pub image: String,
     pub env_file_name: String,
-    /// The template's environment plus `STELLA_RELEASE_ID` and `STELLA_DIGEST`.
-    pub env: BTreeMap<&'a str, &'a str>,
+    /// The template's environment with the deploy environment's variables merged in,
+    /// plus `STELLA_RELEASE_ID` and `STELLA_DIGEST`.
+    pub env: BTreeMap<String, String>,
     /// The template's labels plus the four `stella.*` labels.
     pub labels: BTreeMap<String, String>,
 }
@@ -157,7 +161,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Bundle, ArtifactError> {
         promotion_id: input.promotion_id,
         timestamp: &timestamp,
     };
-    let (lock_text, lock_digest) = lock::render(&header, &services, &generated);
+    let (lock_text, lock_digest) = lock::render(&header, input.template, &services, &generated);
     artifacts.push(RenderedArtifact::new(
         ArtifactKind::ComposeLock,
         LOCK_FILE_NAME.to_owned(),
@@ -229,13 +233,27 @@ fn resolve<'a>(
                 }
             })?;
             let digest = component.digest().as_str();
-            let mut env: BTreeMap<&str, &str> = t
-                .environment
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            env.insert("STELLA_RELEASE_ID", release_id);
-            env.insert("STELLA_DIGEST", digest);
+            let mut env = BTreeMap::new();
+            for (k, v) in &t.environment {
+                let value = match (input.variables.get(k), v) {
+                    (Some(var), _) => var.clone(),
+                    (None, Some(v)) => v.clone(),
+                    (None, None) => {
+                        return Err(ArtifactError::invalid(
+                            format!("services.{}.environment.{k}", t.name),
+                            "(no value)",
+                            format!(
+                                "a value in the template, or a variable `{k}` of environment `{}`",
+                                input.environment
+                            ),
+                        ));
+                    }
+                };
+                env_file::check_value(t.name.as_str(), k, &value)?;
+                env.insert(k.clone(), value);
+            }
+            env.insert("STELLA_RELEASE_ID".to_owned(), release_id.to_owned());
+            env.insert("STELLA_DIGEST".to_owned(), digest.to_owned());
             let mut labels = t.labels.clone();
             labels.insert("stella.release.id".to_owned(), release_id.to_owned());
             labels.insert(

@@ -13,10 +13,13 @@ use std::fmt;
 use deploy_core::Name;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
 use crate::compose_syntax::{
-    argv, describe, parse_duration_secs, parse_restart, port_list, string_map,
+    argv, describe, env_map, parse_duration_secs, parse_restart, port_list, string_map,
+};
+use crate::container::{
+    Applies, COMPOSE_ONLY_KEYS, DOCKER_HOST_KEYS, REFUSED_KEYS, ServiceContext, container_spec,
 };
 use crate::env_file;
 use crate::errors::ArtifactError;
@@ -28,9 +31,6 @@ pub const SERVICE_NAME_MAX_LEN: usize = 48;
 
 /// Compose file format version written when the template sets none (the spec's `3.8`).
 pub const DEFAULT_COMPOSE_VERSION: &str = "3.8";
-
-/// Keys of a service that the release decides; a template that sets them is refused.
-const RELEASE_OWNED_KEYS: [&str; 3] = ["image", "build", "env_file"];
 
 /// A parsed, validated compose template.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,8 +53,10 @@ pub struct TemplateService {
     pub name: Name,
     /// The release component whose pinned image this service runs.
     pub component: Name,
-    /// Environment variables, values as the container sees them (`$$` already read as `$`).
-    pub environment: BTreeMap<String, String>,
+    /// Environment variables, values as the container sees them (`$$` already read as
+    /// `$`); `None`: declared without a value, taken from the deploy environment's
+    /// variables at render time.
+    pub environment: BTreeMap<String, Option<String>>,
     /// Labels, values as the container sees them.
     pub labels: BTreeMap<String, String>,
     /// The container command as argv (from `command:`), for the systemd unit.
@@ -67,6 +69,9 @@ pub struct TemplateService {
     /// Every other key of the service (and `command`, `ports`, `restart`,
     /// `stop_grace_period` as written), sorted by key.
     pub passthrough: BTreeMap<String, Value>,
+    /// The whole service as written (merge keys applied), read again for each
+    /// docker_host target by [`crate::container_spec`].
+    pub body: Mapping,
 }
 
 /// Restart policy of a service, mapped onto systemd's `Restart=`.
@@ -204,9 +209,18 @@ pub fn parse_template(bytes: &[u8]) -> Result<ComposeTemplate, ArtifactError> {
             ));
         }
     };
+    for (section, value) in [("volumes", &raw.volumes), ("networks", &raw.networks)] {
+        if let Some(v) = value {
+            check_plain_yaml(&format!("compose template `{section}`"), v)?;
+        }
+    }
+    let top = TopLevel {
+        volumes: raw.volumes.as_ref(),
+        networks: raw.networks.as_ref(),
+    };
     let mut services = Vec::with_capacity(raw.services.0.len());
     for (name, body) in raw.services.0 {
-        services.push(service(&name, body)?);
+        services.push(service(&name, body, &top)?);
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(pair) = services.windows(2).find(|w| w[0].name == w[1].name) {
@@ -221,11 +235,6 @@ pub fn parse_template(bytes: &[u8]) -> Result<ComposeTemplate, ArtifactError> {
             "at least one service",
         ));
     }
-    for (section, value) in [("volumes", &raw.volumes), ("networks", &raw.networks)] {
-        if let Some(v) = value {
-            check_plain_yaml(&format!("compose template `{section}`"), v)?;
-        }
-    }
     let http = raw.http.map(|spec| spec.validate(&services)).transpose()?;
     Ok(ComposeTemplate {
         version,
@@ -236,7 +245,7 @@ pub fn parse_template(bytes: &[u8]) -> Result<ComposeTemplate, ArtifactError> {
     })
 }
 
-fn service(name: &str, body: Value) -> Result<TemplateService, ArtifactError> {
+fn service(name: &str, body: Value, top: &TopLevel<'_>) -> Result<TemplateService, ArtifactError> {
     let field = |key: &str| format!("service `{name}` key `{key}`");
     let service_name = Name::parse(name).map_err(|source| ArtifactError::InvalidName {
         field: format!("service name `{name}`"),
@@ -285,65 +294,70 @@ fn service(name: &str, body: Value) -> Result<TemplateService, ArtifactError> {
     let mut restart = Restart::OnFailure;
     let mut stop_timeout_secs = 10;
     let mut passthrough = BTreeMap::new();
-    for (key, value) in body {
+    for (key, value) in &body {
         let Value::String(key) = key else {
             return Err(ArtifactError::invalid(
-                format!("service `{name}` key"),
-                describe(&key),
-                "a string",
+                format!("services.{name}"),
+                describe(key),
+                "string keys",
             ));
         };
+        let at = format!("services.{name}.{key}");
         match key.as_str() {
             "componentName" => {
-                let Value::String(c) = &value else {
+                let Value::String(c) = value else {
                     return Err(ArtifactError::invalid(
-                        field(&key),
-                        describe(&value),
+                        field(key),
+                        describe(value),
                         "a component name",
                     ));
                 };
                 component = Some(Name::parse(c).map_err(|source| ArtifactError::InvalidName {
-                    field: field(&key),
+                    field: field(key),
                     source,
                 })?);
                 continue;
             }
             "environment" => {
-                for (k, v) in string_map(&field(&key), &value)? {
+                for (k, v) in env_map(&at, value)? {
                     env_file::check_key(name, &k)?;
                     if k.starts_with("STELLA_") {
                         return Err(ArtifactError::invalid(
-                            field(&key),
+                            field(key),
                             &k,
                             "no `STELLA_` variables: the renderer sets them",
                         ));
                     }
-                    env_file::check_value(name, &k, &v)?;
+                    if let Some(v) = &v {
+                        env_file::check_value(name, &k, v)?;
+                    }
                     environment.insert(k, v);
                 }
                 continue;
             }
             "labels" => {
-                for (k, v) in string_map(&field(&key), &value)? {
+                for (k, v) in string_map(&at, value)? {
                     check_label(name, &k, &v)?;
                     labels.insert(k, v);
                 }
                 continue;
             }
-            k if RELEASE_OWNED_KEYS.contains(&k) => {
-                return Err(ArtifactError::invalid(
-                    field(k),
-                    describe(&value),
-                    "no such key: the release pins the image and the renderer writes the env file",
-                ));
+            "command" => command = Some(argv(&at, value)?),
+            "ports" => ports = port_list(&at, value)?,
+            "restart" => restart = parse_restart(&at, value)?,
+            "stop_grace_period" => stop_timeout_secs = parse_duration_secs(&at, value)?,
+            k if k.starts_with("x-")
+                || DOCKER_HOST_KEYS.contains(&k)
+                || COMPOSE_ONLY_KEYS.contains(&k) => {}
+            k => {
+                let why = REFUSED_KEYS.iter().find(|(r, _)| *r == k).map_or_else(
+                    || "a Compose service key (is it misspelt?)".to_owned(),
+                    |(_, why)| (*why).to_owned(),
+                );
+                return Err(ArtifactError::invalid(at, describe(value), why));
             }
-            "command" => command = Some(argv(&field(&key), &value)?),
-            "ports" => ports = port_list(&field(&key), &value)?,
-            "restart" => restart = parse_restart(&field(&key), &value)?,
-            "stop_grace_period" => stop_timeout_secs = parse_duration_secs(&field(&key), &value)?,
-            _ => {}
         }
-        passthrough.insert(key, value);
+        passthrough.insert(key.clone(), value.clone());
     }
     let component = component.ok_or_else(|| {
         ArtifactError::invalid(
@@ -352,6 +366,25 @@ fn service(name: &str, body: Value) -> Result<TemplateService, ArtifactError> {
             "the name of a release component",
         )
     })?;
+    // Every key a docker_host reads is checked now, when the release is created, with
+    // a placeholder image and project; compose-only keys are left to Compose.
+    let placeholder_env: BTreeMap<String, String> = environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+        .collect();
+    container_spec(
+        name,
+        &body,
+        &ServiceContext {
+            image: &placeholder_image()?,
+            project: "project",
+            env: &placeholder_env,
+            labels: &labels,
+            volumes: top.volumes,
+            networks: top.networks,
+        },
+        Applies::Validate,
+    )?;
     Ok(TemplateService {
         name: service_name,
         component,
@@ -362,7 +395,21 @@ fn service(name: &str, body: Value) -> Result<TemplateService, ArtifactError> {
         restart,
         stop_timeout_secs,
         passthrough,
+        body,
     })
+}
+
+/// The top-level sections a service refers to.
+struct TopLevel<'a> {
+    volumes: Option<&'a Value>,
+    networks: Option<&'a Value>,
+}
+
+/// An image that only stands in for the release's while a template is checked.
+fn placeholder_image() -> Result<deploy_core::ImageRef, ArtifactError> {
+    let digest = deploy_core::Digest::from_sha256([0; 32]);
+    deploy_core::ImageRef::from_parts("placeholder.invalid/image", &digest)
+        .map_err(|e| ArtifactError::invalid("placeholder image", "placeholder.invalid/image", e.to_string()))
 }
 
 /// Refuses YAML the emitter cannot reproduce exactly: tags and non-scalar mapping keys.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::container::PublishedPort;
 use crate::digest::Digest;
 
 /// What runs in a compose project.
@@ -13,6 +14,8 @@ pub struct ComposeStatus {
     pub not_running: Vec<String>,
     /// The lock digest recorded by the last successful up.
     pub lock: Option<Digest>,
+    /// Ports the project's running containers publish on the host.
+    pub published: Vec<PublishedPort>,
 }
 
 impl ComposeStatus {

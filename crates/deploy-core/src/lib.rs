@@ -8,6 +8,7 @@
 mod artifact;
 mod compose_status;
 mod connection;
+mod container;
 mod digest;
 mod environment;
 mod errors;
@@ -39,6 +40,10 @@ pub use connection::{
     AgentConnection, ApiConnection, Connection, ExecutionModel, HostKeyFingerprint, HostKeyPolicy,
     ResourceName, SshConnection, WinrmAuth, WinrmConnection,
 };
+pub use container::{
+    ContainerHealthcheck, ContainerSpec, DEFAULT_STOP_GRACE_SECS, ExposedPort, ExtraHost, Logging,
+    Mount, NetworkAttachment, PortMapping, Protocol, PublishedPort, RestartPolicy, valid_env_key,
+};
 pub use digest::Digest;
 pub use environment::{Environment, Hooks};
 pub use errors::{
@@ -57,7 +62,7 @@ pub use name::{NAME_MAX_LEN, Name};
 pub use net::{Host, HttpUrl};
 pub use planner::{BlueGreenPhase, RolloutPlan, Wave, WaveGate, WaveKind, plan};
 pub use promotion::{Promotion, PromotionDecision, PromotionStatus};
-pub use release::{Component, Release};
+pub use release::{Component, Release, ServiceTemplate};
 pub use rollout::{Action, DecideInput, RetryBackoff, decide, failed_targets};
 pub use secret::Secret;
 pub use strategy::{BatchSize, FailurePolicy, Percent, Ratio, Strategy};

@@ -27,14 +27,50 @@ impl Component {
     }
 }
 
-/// An immutable set of component images.
+/// An immutable set of component images, and how they run: its service definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
     pub id: ReleaseId,
     pub name: Name,
     pub components: Vec<Component>,
+    /// The service definition (a compose template) every deploy of the release
+    /// renders; `None`: each component runs its image's own command, nothing declared.
+    #[serde(default)]
+    pub template: Option<ServiceTemplate>,
     pub created_at: Timestamp,
+}
+
+/// A release's service definition: compose template text (checked by deploy-artifacts
+/// when the release is created), addressed by its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTemplate {
+    pub content: String,
+    /// sha256 of `content`.
+    pub sha256: Digest,
+}
+
+impl ServiceTemplate {
+    /// The template `content`, with its digest computed from it.
+    pub fn new(content: String) -> Self {
+        let sha256 = crate::artifact::sha256_of(content.as_bytes());
+        Self { content, sha256 }
+    }
+
+    /// Checks that the digest still describes the content (after loading it).
+    pub fn verify(&self) -> Result<(), ValidationError> {
+        let actual = crate::artifact::sha256_of(self.content.as_bytes());
+        if actual == self.sha256 {
+            Ok(())
+        } else {
+            Err(ValidationError::new(
+                "release.template.sha256",
+                &self.sha256,
+                format!("{actual}, the digest of its content"),
+            ))
+        }
+    }
 }
 
 impl Release {
@@ -49,14 +85,24 @@ impl Release {
             id,
             name,
             components,
+            template: None,
             created_at,
         };
         release.validate()?;
         Ok(release)
     }
 
+    /// The same release with `template` as its service definition.
+    pub fn with_template(mut self, template: Option<ServiceTemplate>) -> Self {
+        self.template = template;
+        self
+    }
+
     /// Checks the rules that span fields.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(t) = &self.template {
+            t.verify()?;
+        }
         if self.components.is_empty() {
             return Err(ValidationError::new(
                 "release.components",

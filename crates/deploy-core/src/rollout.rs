@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::ids::{TargetId, TaskId};
 use crate::job::DeploymentJob;
 use crate::job_status::JobStatus;
+use crate::task::DeploymentTask;
 use crate::task_status::TaskStatus;
 use crate::timestamp::Timestamp;
 
@@ -75,11 +76,12 @@ pub enum Action {
     Retry(TaskId),
     /// The job is failing or failed: this task will not run again (`TaskEvent::Cancel`).
     CancelTask(TaskId),
-    /// Every wave settled within the policy: apply `WavesSucceeded`.
+    /// Every task of every wave succeeded: apply `WavesSucceeded`.
     CompleteWaves,
     /// completing job: verify every target's health, then `VerificationPassed` or `Fail`.
     VerifyTargets,
-    /// The failure policy is exceeded and nothing is in flight: apply `Fail` with this reason.
+    /// The failure policy is exceeded and nothing is in flight, or every wave settled
+    /// with failed targets the policy tolerated: apply `Fail` with this reason.
     FailJob(String),
     /// failed job with `auto_rollback`: plan the rollback job, then create it and apply
     /// `RollbackStarted` in one transaction.
@@ -118,6 +120,7 @@ pub fn decide(input: &DecideInput<'_>) -> Vec<Action> {
                 && job.failure_policy.auto_rollback
                 && !job.is_rollback()
                 && input.rollback_attempts == 0
+                && !failed_within_policy(job)
             {
                 actions.push(Action::StartRollback);
             }
@@ -156,6 +159,14 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
         }
     }
     let Some(wave) = wave else {
+        if any_failed {
+            // The policy let the rollout go on past these failures, but a job completes
+            // only when every target runs its release.
+            let (failed, total) = failed_targets(job);
+            return vec![Action::FailJob(format!(
+                "{failed} of {total} targets failed (within the failure policy, which let the rollout go on); a job completes only when every target runs its release"
+            ))];
+        }
         return vec![Action::CompleteWaves];
     };
     // One pass over the current wave. Live tasks are looked up only among tasks
@@ -216,6 +227,16 @@ fn decide_running(input: &DecideInput<'_>) -> Vec<Action> {
         actions.push(Action::WakeAt(at));
     }
     actions
+}
+
+/// Every task settled and some targets failed, within what the failure policy
+/// tolerates: the job failed (not every target runs its release), but the policy
+/// accepted those failures, so it is not rolled back automatically.
+fn failed_within_policy(job: &DeploymentJob) -> bool {
+    let (failed, total) = failed_targets(job);
+    failed > 0
+        && !job.failure_policy.exceeded(failed, total)
+        && job.tasks.iter().all(DeploymentTask::is_settled)
 }
 
 /// A task is in flight (by its status) or has a live worker.

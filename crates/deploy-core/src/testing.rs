@@ -167,6 +167,7 @@ pub fn environment(env: &str) -> Environment {
         id: environment_id(1),
         name: name(env),
         hooks: Hooks::default(),
+        variables: Default::default(),
         created_at: ts(0),
     }
 }

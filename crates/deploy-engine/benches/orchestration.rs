@@ -46,6 +46,7 @@ impl Executor for Instant0 {
     async fn deploy(&self, request: &DeployRequest, _ctx: &ExecContext) -> ExecutionResult {
         ExecutionResult {
             success: true,
+            published: Vec::new(),
             deployed_digest: Some(request.task.digest.clone()),
             previous_digest: None,
             changed: true,
@@ -97,6 +98,7 @@ async fn one_run(n: u64, postgres: bool, store_only: bool) -> (f64, Duration) {
             id: environment_id(1),
             name: name("bench"),
             hooks: Hooks::default(),
+            variables: Default::default(),
             created_at: ts(0),
         })
         .await

@@ -59,6 +59,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         id: EnvironmentId::from_parts(now, random_bytes()),
         name: Name::parse("demo")?,
         hooks: Default::default(),
+        variables: Default::default(),
         created_at: now,
     };
     store.put_environment(&environment).await?;

@@ -83,18 +83,30 @@ async fn attempt(
         let component = match task.component_id {
             Some(id) => {
                 let c = ctx.component(id)?;
+                // What the container runs, read back from the job's stored lock for this
+                // target (a rollback job carries the lock of the job it restores).
+                let mut container = match ctx.container_spec(&target, c, &task.digest) {
+                    Ok(spec) => spec,
+                    Err(why) => return fail(inner, tokens, &task, false, &why).await,
+                };
                 // Blue-green: green starts beside blue, which keeps running (and
                 // serving) until the cut-over; the proxy's upstream port is published.
                 let blue_green = ctx.blue_green;
+                if blue_green {
+                    for port in crate::bluegreen::publish_for(&target) {
+                        if !container.ports.iter().any(|p| p.container_port == port) {
+                            container.ports.push(deploy_core::PortMapping {
+                                host_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                                host_port: None,
+                                container_port: port,
+                                protocol: deploy_core::Protocol::Tcp,
+                            });
+                        }
+                    }
+                }
                 Some(ComponentSpec {
                     name: crate::context::container_name(&target, &c.name)?,
-                    image: c.image.clone(),
-                    publish: if blue_green {
-                        crate::bluegreen::publish_for(&target)
-                    } else {
-                        Vec::new()
-                    },
-                    args: Vec::new(),
+                    container,
                     keep_previous_running: blue_green,
                 })
             }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use deploy_core::{
-    Component, ComponentId, DeploymentJob, Environment, GeneratedArtifact, Name, Release, Target,
-    TargetId,
+    ArtifactKind, Component, ComponentId, ContainerSpec, DeploymentJob, Environment,
+    GeneratedArtifact, Name, Release, Target, TargetId,
 };
 use deploy_store::{Store, StoreError};
 
@@ -72,6 +72,41 @@ impl JobContext {
             .collect()
     }
 
+    /// The container `component` runs on docker_host `target` at `digest`: the service of
+    /// that component in one of the target's stored compose locks (the job's own, or,
+    /// for a rollback, the restored job's), else, when the job rendered no lock for the
+    /// target (a release without a service definition), the image with nothing declared.
+    pub(crate) fn container_spec(
+        &self,
+        target: &Target,
+        component: &Component,
+        digest: &deploy_core::Digest,
+    ) -> Result<ContainerSpec, String> {
+        let locks: Vec<&GeneratedArtifact> = self
+            .artifacts
+            .iter()
+            .filter(|a| a.target_id == Some(target.id) && a.kind == ArtifactKind::ComposeLock)
+            .collect();
+        if locks.is_empty() {
+            return Ok(ContainerSpec::from_image(component.image.clone()));
+        }
+        let project = docker_project(target, &self.environment.name).map_err(|e| e.to_string())?;
+        for lock in locks {
+            let services = deploy_artifacts::container_specs(lock.content.as_bytes(), project.as_str())
+                .map_err(|e| format!("read the service definition in `{}`: {e}", lock.file_name))?;
+            if let Some(svc) = services
+                .into_iter()
+                .find(|s| s.component == component.name && s.spec.image.digest() == digest)
+            {
+                return Ok(svc.spec);
+            }
+        }
+        Err(format!(
+            "find the service definition of component `{}` at {digest} for target `{}`: no stored compose lock of the job has it",
+            component.name, target.name
+        ))
+    }
+
     /// The compose project name on compose hosts: the environment's name.
     pub(crate) fn project(&self) -> &Name {
         &self.environment.name
@@ -95,6 +130,14 @@ impl JobContext {
 /// (the end-to-end tests' sshd "hosts") keep apart containers; without it the
 /// container is named after the component.
 pub const CONTAINER_PREFIX_LABEL: &str = "deploy.container-prefix";
+
+/// The project of a docker_host target: the prefix of the volumes and networks its
+/// template does not name itself (`<project>_<key>`, as Compose names them), so that a
+/// service keeps its volumes whether it runs on a docker_host or a compose_host
+/// target. The environment's name, after the container prefix when the target has one.
+pub(crate) fn docker_project(target: &Target, environment: &Name) -> Result<Name, StoreError> {
+    container_name(target, environment)
+}
 
 /// The container that runs `component` on `target`.
 pub(crate) fn container_name(target: &Target, component: &Name) -> Result<Name, StoreError> {

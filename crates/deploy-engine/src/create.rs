@@ -4,12 +4,13 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use deploy_artifacts::{
-    Colour, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic, parse_template, render,
+    ArtifactError, Colour, ComposeTemplate, ContainerRuntime, LOCK_FILE_NAME, RenderInput,
+    Traffic, container_specs, parse_template, render,
 };
 use deploy_core::{
     ArtifactId, Connection, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy,
     GeneratedArtifact, IdempotencyKey, JobId, JobStatus, NewTask, PromotionId, PromotionStatus,
-    Strategy, Target, TargetType, TaskId, UnixPath, plan,
+    Release, Strategy, Target, TargetType, TaskId, UnixPath, plan,
 };
 use deploy_store::{Created, StoreError};
 
@@ -31,8 +32,9 @@ pub struct JobRequest {
     pub idempotency_key: IdempotencyKey,
     /// Attempts per task (at least 1).
     pub max_attempts: u32,
-    /// The compose template (YAML) the artifacts are rendered from; required when
-    /// the environment has compose_host targets.
+    /// A compose template (YAML) that replaces the release's service definition for
+    /// this job only; `None`: the release's own. A rollback never needs it: it
+    /// re-deploys the artifacts the restored job rendered.
     pub template: Option<String>,
     /// `None`: a busy environment refuses the job at once (`EnvironmentLocked`,
     /// naming the running job). `Some(d)`: the request queues, retrying as the
@@ -127,16 +129,19 @@ impl Engine {
         let now = self.inner.clock.now();
         let job_id = JobId::from_parts(now, random_bytes());
         let environment = store.get_environment(promotion.environment_id).await?;
-        let template = request
-            .template
-            .as_deref()
-            .map(|t| parse_template(t.as_bytes()))
-            .transpose()?;
+        let template = match &request.template {
+            Some(t) => Some(parse_template(t.as_bytes())?),
+            None => release_template(&release)?,
+        };
         let mut artifacts = Vec::new();
         let mut tasks = Vec::new();
         for target in &targets {
+            let renders = matches!(
+                target.target_type,
+                TargetType::DockerHost | TargetType::ComposeHost
+            );
             let bundle = match &template {
-                Some(template) => Some(render(&RenderInput {
+                Some(template) if renders => Some(render(&RenderInput {
                     release: &release,
                     target,
                     environment: &environment.name,
@@ -147,8 +152,9 @@ impl Engine {
                     traffic: Traffic::all_to(Colour::Blue),
                     runtime: ContainerRuntime::Docker,
                     work_dir: &work_dir(target)?,
+                    variables: &environment.variables,
                 })?),
-                None => None,
+                _ => None,
             };
             // Blue-green phases reuse the same task: it deploys green and verifies it;
             // the task's wave is the target's first appearance.
@@ -171,19 +177,49 @@ impl Engine {
                     now,
                 ));
             };
-            if target.target_type == TargetType::ComposeHost {
-                // One task deploys the whole project; its digest is the compose lock's
-                // sha256, which the executor finds again on the running containers.
-                let lock = bundle.as_ref().and_then(|b| b.get(LOCK_FILE_NAME)).ok_or_else(|| {
-                    EngineError::InvalidRequest(format!(
-                        "target `{}` is a compose_host; expected a compose template in the request",
+            let lock = bundle.as_ref().and_then(|b| b.get(LOCK_FILE_NAME));
+            match (target.target_type, lock) {
+                (TargetType::ComposeHost, Some(lock)) => {
+                    // One task deploys the whole project; its digest is the compose lock's
+                    // sha256, which the executor finds again on the running containers.
+                    push(None, lock.sha256.clone());
+                }
+                (TargetType::ComposeHost, None) => {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "target `{}` is a compose_host; expected a release with a service definition (`template`) or a template in the request",
                         target.name
-                    ))
-                })?;
-                push(None, lock.sha256.clone());
-            } else {
-                for component in &release.components {
-                    push(Some(component.id), component.digest().clone());
+                    )));
+                }
+                (TargetType::DockerHost, Some(lock)) => {
+                    // One task per service, each running its component's container as the
+                    // lock defines it; keys a docker_host cannot apply are refused here.
+                    let project = crate::context::docker_project(target, &environment.name)?;
+                    let services = container_specs(lock.content.as_bytes(), project.as_str())?;
+                    let blue_green = crate::bluegreen::is_blue_green(&request.strategy);
+                    let mut seen = std::collections::BTreeMap::new();
+                    for svc in services {
+                        if let Some(other) = seen.insert(svc.component.clone(), svc.service.clone()) {
+                            return Err(EngineError::InvalidRequest(format!(
+                                "services `{other}` and `{}` both run component `{}`; expected one service per component on docker_host target `{}` (it runs one container per component)",
+                                svc.service, svc.component, target.name
+                            )));
+                        }
+                        if blue_green && svc.spec.has_fixed_host_ports() {
+                            return Err(EngineError::InvalidRequest(format!(
+                                "service `{}` publishes a fixed host port; expected none for blue-green on target `{}` (green starts beside blue, and only one of them can hold a host port: let the proxy publish it)",
+                                svc.service, target.name
+                            )));
+                        }
+                        let component = release.component(svc.component.as_str()).map_err(|e| {
+                            EngineError::InvalidRequest(e.to_string())
+                        })?;
+                        push(Some(component.id), component.digest().clone());
+                    }
+                }
+                _ => {
+                    for component in &release.components {
+                        push(Some(component.id), component.digest().clone());
+                    }
                 }
             }
             for a in bundle.into_iter().flat_map(|b| b.artifacts) {
@@ -220,6 +256,35 @@ impl Engine {
         };
         Ok(store.create_job(&job).await?)
     }
+}
+
+/// The release's own service definition, parsed (`None`: the release has none).
+pub fn release_template(release: &Release) -> Result<Option<ComposeTemplate>, ArtifactError> {
+    release
+        .template
+        .as_ref()
+        .map(|t| parse_template(t.content.as_bytes()))
+        .transpose()
+}
+
+/// Checks a release's service definition when the release is created: the template
+/// parses (every docker_host key with its path), and every service runs a component
+/// the release has. Nothing is written.
+pub fn check_release_template(release: &Release) -> Result<(), ArtifactError> {
+    let Some(template) = release_template(release)? else {
+        return Ok(());
+    };
+    for service in &template.services {
+        release
+            .component(service.component.as_str())
+            .map_err(|e| ArtifactError::UnknownComponent {
+                service: service.name.to_string(),
+                component: e.component,
+                release: e.release,
+                available: e.available.join(", "),
+            })?;
+    }
+    Ok(())
 }
 
 /// Where a target keeps its deployment files (the systemd units read env files from there).

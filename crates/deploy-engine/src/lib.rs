@@ -28,7 +28,7 @@ pub use bluegreen::{
 pub use clock::{Clock, SystemClock, random_bytes};
 pub use config::EngineConfig;
 pub use context::CONTAINER_PREFIX_LABEL;
-pub use create::JobRequest;
+pub use create::{JobRequest, check_release_template, release_template};
 pub use engine::Engine;
 pub use errors::EngineError;
 pub use events::EngineEvent;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deploy_core::{
-    ComponentId, DeploymentJob, Digest, JobEvent, JobId, JobStatus, Release, ReleaseId, TargetId,
-    TaskStatus, Timestamp,
+    ArtifactId, ComponentId, DeploymentJob, Digest, GeneratedArtifact, JobEvent, JobId,
+    JobStatus, Release, ReleaseId, TargetId, TaskStatus, Timestamp,
 };
 use deploy_rollback::{
     KnownGood, LastKnownGood, RollbackError, RollbackPlan, RollbackRequest, SlotKey, plan_rollback,
@@ -128,14 +128,67 @@ async fn plan(
 ) -> Result<RollbackPlan, EngineError> {
     let lkg = known_good(inner, job).await?;
     let mut random = random_bytes;
-    Ok(plan_rollback(RollbackRequest {
+    let mut plan = plan_rollback(RollbackRequest {
         job,
         reason: reason.to_owned(),
         known_good: &lkg,
         attempt,
         now: inner.clock.now(),
         random: &mut random,
-    })?)
+    })?;
+    attach_artifacts(inner, &lkg, &mut plan.job).await?;
+    Ok(plan)
+}
+
+/// Copies into the rollback job the artifacts each restored slot's source job rendered
+/// for its target (compose lock, env files, …): the rollback re-deploys the whole
+/// previous definition (ports, environment, volumes, …), not just its digest, and
+/// never depends on a template a client would have to send again.
+async fn attach_artifacts(
+    inner: &Inner,
+    lkg: &LastKnownGood,
+    rollback: &mut DeploymentJob,
+) -> Result<(), EngineError> {
+    let mut sources: std::collections::BTreeSet<(TargetId, JobId)> = Default::default();
+    for (slot, good) in lkg.iter() {
+        let restored = rollback.tasks.iter().any(|t| {
+            t.target_id == slot.0 && t.component_id == good.component_id && t.digest == good.digest
+        });
+        if restored {
+            sources.insert((slot.0, good.job_id));
+        }
+    }
+    let now = inner.clock.now();
+    let mut jobs: BTreeMap<JobId, DeploymentJob> = BTreeMap::new();
+    for (target, source) in sources {
+        if !jobs.contains_key(&source) {
+            jobs.insert(source, inner.store.get_job(source).await?);
+        }
+        let Some(source_job) = jobs.get(&source) else {
+            continue;
+        };
+        for a in source_job
+            .artifacts
+            .iter()
+            .filter(|a| a.target_id == Some(target))
+        {
+            let copied = rollback
+                .artifacts
+                .iter()
+                .any(|c| c.target_id == Some(target) && c.sha256 == a.sha256);
+            if !copied {
+                rollback.artifacts.push(GeneratedArtifact::new(
+                    ArtifactId::from_parts(now, random_bytes()),
+                    rollback.id,
+                    Some(target),
+                    a.kind,
+                    a.file_name.clone(),
+                    a.content.clone(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Plans rollback number `attempt` of `job` and creates its job (idempotent: the same attempt returns the same job).

@@ -536,6 +536,11 @@ fn prepare(inner: &Inner, ctx: &JobContext, job: &DeploymentJob) -> Result<(), S
         artifact
             .verify()
             .map_err(|e| format!("artifact check failed: {e}"))?;
+        // A lock is the record of what runs: its own `x-generated` digest must hold too.
+        if artifact.kind == deploy_core::ArtifactKind::ComposeLock {
+            deploy_artifacts::verify_lock(artifact.content.as_bytes())
+                .map_err(|e| format!("artifact check failed: `{}`: {e}", artifact.file_name))?;
+        }
     }
     for target_id in job.target_ids() {
         let target = ctx.target(target_id).map_err(|e| e.to_string())?;

@@ -257,9 +257,15 @@ async fn bench() -> BoxResult<()> {
                 task,
                 component: Some(ComponentSpec {
                     name: Name::parse(&format!("{prefix}-ours-{idx}"))?,
-                    image,
-                    publish: vec![IMAGE_HTTP_PORT],
-                    args: Vec::new(),
+                    container: deploy_core::ContainerSpec {
+                        ports: vec![deploy_core::PortMapping {
+                            host_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                            host_port: None,
+                            container_port: IMAGE_HTTP_PORT,
+                            protocol: deploy_core::Protocol::Tcp,
+                        }],
+                        ..deploy_core::ContainerSpec::from_image(image)
+                    },
                     keep_previous_running: false,
                 }),
                 project: Name::parse(&prefix)?,

@@ -179,6 +179,14 @@ pub enum ExecError {
         code: deploy_api::agent::AgentErrorCode,
         message: String,
     },
+    /// A step of the docker_host sequence failed on the target's Docker Engine; the
+    /// class follows `DockerErrorKind::is_retryable`.
+    #[error("{detail} (on {host})")]
+    Docker {
+        host: String,
+        kind: deploy_docker::DockerErrorKind,
+        detail: String,
+    },
     #[error("{operation} on {endpoint}: the server answered with a soap fault: {fault}")]
     SoapFault {
         endpoint: String,
@@ -200,6 +208,13 @@ impl ExecError {
             | Self::ApiConflict { .. }
             | Self::NoAgentAvailable { .. }
             | Self::AgentLost { .. } => ErrorClass::Retryable,
+            Self::Docker { kind, .. } => {
+                if kind.is_retryable() {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Permanent
+                }
+            }
             Self::Agent { code, .. } => {
                 if code.is_retryable() {
                     ErrorClass::Retryable
@@ -235,6 +250,22 @@ impl ExecError {
     /// True when retrying the task may succeed.
     pub fn is_retryable(&self) -> bool {
         self.class() == ErrorClass::Retryable
+    }
+
+    /// A failed step of the docker_host sequence on `host`, as an executor error.
+    pub fn docker(host: &str, container: &str, e: deploy_docker::DockerError) -> Self {
+        match e.kind {
+            deploy_docker::DockerErrorKind::NotRunning => Self::NotRunning {
+                host: host.to_owned(),
+                container: container.to_owned(),
+                detail: e.message,
+            },
+            kind => Self::Docker {
+                host: host.to_owned(),
+                kind,
+                detail: e.message,
+            },
+        }
     }
 
     pub(crate) fn invalid(

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deploy_core::{
-    CommandSpec, DeploymentTask, Digest, GeneratedArtifact, ImageRef, Name, Target, UnixPath,
+    CommandSpec, ContainerSpec, DeploymentTask, Digest, GeneratedArtifact, Name, PublishedPort,
+    Target, UnixPath,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -14,16 +15,7 @@ use crate::errors::ExecError;
 use crate::logs::{DEFAULT_LOG_CAP, LogSink, NullSink, TaskLog};
 
 /// Label keys the executors put on the containers they start.
-pub mod labels {
-    /// The component (docker_host) or project (compose_host) name.
-    pub const COMPONENT: &str = "stella.component";
-    /// The image digest the container was started from.
-    pub const DIGEST: &str = "stella.digest";
-    /// The target the container belongs to.
-    pub const TARGET: &str = "stella.target";
-    /// The task that started it.
-    pub const TASK: &str = "stella.task";
-}
+pub use deploy_docker::labels;
 
 /// What one call may use: where logs go, how to stop it, how long it may take.
 #[derive(Debug, Clone)]
@@ -66,17 +58,13 @@ pub struct DeployRequest {
     pub rollback: bool,
 }
 
-/// A docker_host component: its container name, image and published ports.
+/// A docker_host component: its container name and what the container runs.
 #[derive(Debug, Clone)]
 pub struct ComponentSpec {
     /// The container name (the previous one is kept as `<name>-previous`).
     pub name: Name,
-    pub image: ImageRef,
-    /// Container ports published on an ephemeral 127.0.0.1 port (start-first
-    /// needs old and new to run side by side, so host ports are never fixed).
-    pub publish: Vec<u16>,
-    /// Arguments after the image, replacing its default command (empty: the image's own).
-    pub args: Vec<String>,
+    /// The complete definition (image, command, environment, ports, mounts, …).
+    pub container: ContainerSpec,
     /// Leave the old container running as `<name>-previous` after the swap (blue-green:
     /// blue stays up until the job completes, so a cut back needs no redeploy). When
     /// false the old container is stopped once the new one carries the name.
@@ -95,6 +83,8 @@ pub struct ExecutionResult {
     pub changed: bool,
     /// Per container (docker_host) or compose service: the digest actually running.
     pub running: BTreeMap<String, Digest>,
+    /// Where the new instance publishes its ports (health checks aim at them).
+    pub published: Vec<PublishedPort>,
     pub error: Option<ExecError>,
 }
 
@@ -107,6 +97,7 @@ impl ExecutionResult {
             previous_digest,
             changed: false,
             running: BTreeMap::new(),
+            published: Vec::new(),
             error: Some(error),
         }
     }

@@ -232,3 +232,13 @@ mod tests {
         assert_eq!(sink.lines(), ["password=[REDACTED] ok", "key [REDACTED]"]);
     }
 }
+
+impl deploy_docker::StepLog for TaskLog {
+    fn step(&self, text: &str) {
+        self.line(text);
+    }
+
+    fn output(&self, text: &str) {
+        self.line(text);
+    }
+}

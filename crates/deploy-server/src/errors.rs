@@ -54,6 +54,16 @@ impl ServerError {
         }
     }
 
+    /// A service definition (compose template) that breaks a rule: 422 with the
+    /// field's path inside the request (`template.services.web.ports[0]`).
+    pub(crate) fn template(e: deploy_artifacts::ArtifactError) -> Self {
+        let field = template_field(&e);
+        Self::Unprocessable {
+            detail: format!("template: {e}"),
+            field: Some(field),
+        }
+    }
+
     pub(crate) fn unprocessable(detail: impl Into<String>, field: Option<&str>) -> Self {
         Self::Unprocessable {
             detail: detail.into(),
@@ -81,6 +91,7 @@ impl ServerError {
             | Self::Engine(EngineError::Store(StoreError::NameTaken { .. })) => {
                 problem.with_field("name")
             }
+            Self::Engine(EngineError::Artifacts(e)) => problem.with_field(template_field(e)),
             _ => problem,
         }
     }
@@ -119,6 +130,21 @@ impl ServerError {
                 EngineError::Health(_) | EngineError::Stalled { .. } => ProblemType::Internal,
             },
         }
+    }
+}
+
+/// Where in a request a service definition error lies: `template.<path>` for a
+/// field the error names by its path, else `template`.
+fn template_field(e: &deploy_artifacts::ArtifactError) -> String {
+    use deploy_artifacts::ArtifactError;
+    match e {
+        ArtifactError::Invalid { field, .. } if field.starts_with("services.") => {
+            format!("template.{field}")
+        }
+        ArtifactError::UnknownComponent { service, .. } => {
+            format!("template.services.{service}.componentName")
+        }
+        _ => "template".to_owned(),
     }
 }
 

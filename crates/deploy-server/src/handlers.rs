@@ -13,7 +13,7 @@ use deploy_api::{
 use deploy_core::{
     ArtifactKind, Component, ComponentId, DeploymentJob, DeploymentTask, Environment,
     EnvironmentId, IdempotencyKey, JobId, JobStatus, Promotion, PromotionDecision, PromotionId,
-    PromotionStatus, Release, ReleaseId, Target, TargetId, TaskId,
+    PromotionStatus, Release, ReleaseId, ServiceTemplate, Target, TargetId, TaskId,
 };
 use deploy_engine::{JobRequest, random_bytes};
 use deploy_store::StoreError;
@@ -139,8 +139,12 @@ pub(crate) async fn create_environment(
         id: EnvironmentId::from_parts(now, random_bytes()),
         name: req.name,
         hooks: req.hooks,
+        variables: req.variables,
         created_at: now,
     };
+    environment.validate().map_err(|e| {
+        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "")))
+    })?;
     state.store().put_environment(&environment).await?;
     Ok((StatusCode::CREATED, Json(environment)))
 }
@@ -222,7 +226,10 @@ pub(crate) async fn create_release(
     )
     .map_err(|e| {
         ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "release.")))
-    })?;
+    })?
+    .with_template(req.template.map(ServiceTemplate::new));
+    // Every key of the service definition is checked before anything is written.
+    deploy_engine::check_release_template(&release).map_err(ServerError::template)?;
     state.store().put_release(&release).await?;
     Ok((StatusCode::CREATED, Json(release)))
 }

@@ -34,6 +34,7 @@ async fn seed(store: &dyn Store) -> Vec<DeploymentTask> {
             id: environment_id(e),
             name: name(&format!("env-{e}")),
             hooks: Hooks::default(),
+            variables: Default::default(),
             created_at: ts(0),
         };
         store.put_environment(&env).await.unwrap();

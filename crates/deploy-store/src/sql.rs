@@ -523,10 +523,11 @@ macro_rules! sql_store {
 
             async fn put_release(&self, release: &deploy_core::Release) -> Result<(), StoreError> {
                 let mut tx = self.begin_write().await?;
-                let inserted = sqlx::query("INSERT INTO releases (id, name, created_at) VALUES ($1, $2, $3)")
+                let inserted = sqlx::query("INSERT INTO releases (id, name, created_at, template) VALUES ($1, $2, $3, $4)")
                     .bind_id(release.id)
                     .bind(release.name.as_str().to_owned())
                     .bind(model::millis(release.created_at)?)
+                    .bind(release.template.as_ref().map(|t| t.content.clone()))
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::db("insert a release"));
@@ -597,12 +598,14 @@ macro_rules! sql_store {
                     .map(rows::component)
                     .collect::<Result<Vec<_>, _>>()?;
                 let name = row.string("name")?;
+                let template = row.opt_string("template")?.map(deploy_core::ServiceTemplate::new);
                 deploy_core::Release::new(
                     id,
                     model::parse("releases.name", &name, deploy_core::Name::parse)?,
                     components,
                     model::timestamp("releases.created_at", row.i64("created_at")?)?,
                 )
+                .map(|r| r.with_template(template))
                 .map_err(|e| StoreError::corrupt("releases.id", id.to_string())(e.to_string()))
             }
 

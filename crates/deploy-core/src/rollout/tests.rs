@@ -177,7 +177,7 @@ fn retries_wait_for_their_backoff() {
 }
 
 #[test]
-fn all_settled_within_policy_completes_the_waves() {
+fn failures_within_policy_let_the_rollout_go_on_and_then_fail_the_job() {
     let mut j = running(3, 1, 1);
     j.failure_policy = FailurePolicy {
         max_failures: Some(1),
@@ -192,7 +192,16 @@ fn all_settled_within_policy_completes_the_waves() {
         vec![Action::Dispatch(j.tasks[2].id)]
     );
     step(&mut j.tasks[2], TO_SUCCEEDED);
-    assert_eq!(decide(&input(&j, &none, 0)), vec![Action::CompleteWaves]);
+    // Every wave settled, one target failed: the job fails (not every target runs
+    // the release), and, the failure being within the policy, is not rolled back.
+    let actions = decide(&input(&j, &none, 0));
+    assert!(
+        matches!(&actions[..], [Action::FailJob(why)] if why.starts_with("1 of 3 targets failed (within the failure policy")),
+        "{actions:?}"
+    );
+    j.failure_policy.auto_rollback = true;
+    j.apply(JobEvent::Fail, ts(1)).unwrap();
+    assert_eq!(decide(&input(&j, &none, 0)), vec![]);
 }
 
 #[test]
@@ -378,12 +387,16 @@ proptest! {
         prop_assert!(finished, "the rollout did not finish in 2000 rounds");
         match j.status {
             JobStatus::Completed => {
-                prop_assert!(j.tasks.iter().all(|t| t.status == TaskStatus::Succeeded || (t.status == TaskStatus::Failed && !t.can_retry())));
-                for t in j.tasks.iter().filter(|t| t.status == TaskStatus::Succeeded) {
+                prop_assert!(j.tasks.iter().all(|t| t.status == TaskStatus::Succeeded), "a completed job has no failed task");
+                for t in &j.tasks {
                     prop_assert!(deployed.contains(&t.id), "a succeeded task's target is on the new digest");
                 }
+            }
+            JobStatus::Failed => {
+                // Failures the policy tolerated: the job failed, and is not rolled back.
                 let (failed, total) = failed_targets(&j);
-                prop_assert!(!j.failure_policy.exceeded(failed, total));
+                prop_assert!(failed > 0 && !j.failure_policy.exceeded(failed, total));
+                prop_assert!(j.tasks.iter().all(DeploymentTask::is_settled));
             }
             JobStatus::RollingBack => {
                 let (failed, total) = failed_targets(&j);

@@ -157,6 +157,7 @@ impl Executor for FakeWorld {
                 ctx.log.line(&format!("deployed {}", task.digest));
                 ExecutionResult {
                     success: true,
+                    published: Vec::new(),
                     deployed_digest: Some(task.digest.clone()),
                     changed: previous.as_ref() != Some(&task.digest),
                     previous_digest: previous,

@@ -222,7 +222,7 @@ impl Executor for AgentExecutor {
         let server = request
             .component
             .as_ref()
-            .and_then(|c| c.image.registry().map(str::to_owned))
+            .and_then(|c| c.container.image.registry().map(str::to_owned))
             .unwrap_or_else(|| "docker.io".to_owned());
         // Only a docker_host target pulls with these credentials: a compose project's
         // images are pulled by compose on the host, so the secret is neither resolved nor
@@ -246,9 +246,7 @@ impl Executor for AgentExecutor {
             digest: task.digest.clone(),
             component: request.component.as_ref().map(|c| ComponentPayload {
                 name: c.name.clone(),
-                image: c.image.clone(),
-                publish: c.publish.clone(),
-                args: c.args.clone(),
+                container: c.container.clone(),
                 keep_previous_running: c.keep_previous_running,
                 stop_first: connection.stop_first,
             }),
@@ -271,12 +269,14 @@ impl Executor for AgentExecutor {
                 previous_digest,
                 changed,
                 running,
+                published,
             }) => ExecutionResult {
                 success: true,
                 deployed_digest: Some(deployed_digest),
                 previous_digest: previous_digest.or(previous),
                 changed,
                 running,
+                published,
                 error: None,
             },
             Ok(other) => {

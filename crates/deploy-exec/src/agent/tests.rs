@@ -93,9 +93,9 @@ fn request(target: Target, n: u64) -> DeployRequest {
         task,
         component: Some(ComponentSpec {
             name: name("web"),
-            image: ImageRef::parse(&format!("registry.local:5000/web@{}", digest(1))).unwrap(),
-            publish: vec![80],
-            args: Vec::new(),
+            container: deploy_core::ContainerSpec::from_image(
+                ImageRef::parse(&format!("registry.local:5000/web@{}", digest(1))).unwrap(),
+            ),
             keep_previous_running: false,
         }),
         project: name("web"),
@@ -128,6 +128,7 @@ fn deployed() -> TaskResultRequest {
             previous_digest: Some(digest(2)),
             changed: true,
             running: BTreeMap::from([("web".to_owned(), digest(1))]),
+            published: Vec::new(),
         },
     }
 }

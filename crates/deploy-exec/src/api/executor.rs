@@ -171,7 +171,7 @@ impl ApiExecutor {
                 "the component whose image the api target runs",
             )
         })?;
-        let image = format!("{}@{}", spec.image.repository(), request.task.digest);
+        let image = format!("{}@{}", spec.container.image.repository(), request.task.digest);
         let call = self.call(api, ctx, progress, previous).await?;
         let rolled = match api {
             ApiConnection::Ecs { .. } => ecs::deploy(&call, api, &image).await?,
@@ -300,6 +300,7 @@ impl Executor for ApiExecutor {
                     previous_digest: digest_of(&rolled.previous),
                     changed: rolled.changed,
                     running,
+                    published: Vec::new(),
                     error: None,
                 }
             }

@@ -59,7 +59,6 @@ pub struct ComposeFiles<'a> {
     /// Where the new lock was uploaded (a temp name in `dir`): pulled from there, and
     /// moved onto `lock` only once the pull succeeded.
     pub staged_lock: &'a str,
-    pub env: Option<&'a str>,
     pub project: &'a Name,
     /// sha256 of the lock, recorded after a successful `up`.
     pub lock_digest: &'a Digest,
@@ -69,9 +68,6 @@ fn compose_argv(tool: ComposeTool, files: &ComposeFiles<'_>, lock_path: &str) ->
     let mut argv: Vec<String> = tool.argv().iter().map(|s| (*s).to_owned()).collect();
     argv.extend(["--project-name".to_owned(), files.project.to_string()]);
     argv.extend(["--file".to_owned(), lock_path.to_owned()]);
-    if let Some(env) = files.env {
-        argv.extend(["--env-file".to_owned(), format!("{}/{env}", files.dir)]);
-    }
     argv
 }
 
@@ -109,11 +105,11 @@ pub fn up_script(
     )
 }
 
-/// Prints one line per container of `project`: `<service> <image> <running>`, then
-/// `lock <sha256>` from the state file.
+/// Prints one line per container of `project`: `<service> <image> <running>
+/// [<port>/<proto>=<ip>:<host port>…]`, then `lock <sha256>` from the state file.
 pub fn status_script(dir: &str, project: &Name) -> String {
     let filter = format!("label=com.docker.compose.project={project}");
-    let format = "{{index .Config.Labels \"com.docker.compose.service\"}} {{.Config.Image}} {{.State.Running}}";
+    let format = "{{index .Config.Labels \"com.docker.compose.service\"}} {{.Config.Image}} {{.State.Running}}{{range $p, $b := .NetworkSettings.Ports}}{{range $b}} {{$p}}={{.HostIp}}:{{.HostPort}}{{end}}{{end}}";
     format!(
         "ids=$({ps}) || exit 1\n\
          if [ -n \"$ids\" ]; then docker inspect --type container --format {format} $ids || exit 1; fi\n\
@@ -124,6 +120,24 @@ pub fn status_script(dir: &str, project: &Name) -> String {
     )
 }
 
+/// `8080/tcp=127.0.0.1:49153` as a published port (IPv6 addresses as Docker prints them, unbracketed).
+fn parse_binding(text: &str) -> Option<deploy_core::PublishedPort> {
+    let (key, address) = text.split_once('=')?;
+    let (port, proto) = key.split_once('/')?;
+    let (ip, host_port) = address.rsplit_once(':')?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    Some(deploy_core::PublishedPort {
+        container_port: port.parse().ok()?,
+        protocol: match proto {
+            "udp" => deploy_core::Protocol::Udp,
+            "sctp" => deploy_core::Protocol::Sctp,
+            _ => deploy_core::Protocol::Tcp,
+        },
+        host_ip: if ip.is_empty() { "0.0.0.0" } else { ip }.parse().ok()?,
+        host_port: host_port.parse().ok()?,
+    })
+}
+
 /// Parses the output of [`status_script`].
 pub fn parse_status(stdout: &str) -> ComposeStatus {
     let mut status = ComposeStatus::default();
@@ -131,10 +145,13 @@ pub fn parse_status(stdout: &str) -> ComposeStatus {
         let parts: Vec<&str> = line.split_whitespace().collect();
         match parts.as_slice() {
             ["lock", digest] => status.lock = Digest::parse(digest).ok(),
-            [service, image, running] => {
+            [service, image, running, ports @ ..] => {
                 let digest = image
                     .rsplit_once('@')
                     .and_then(|(_, d)| Digest::parse(d).ok());
+                if *running == "true" {
+                    status.published.extend(ports.iter().filter_map(|p| parse_binding(p)));
+                }
                 match (digest, *running == "true") {
                     (Some(d), true) => {
                         status.running.insert((*service).to_owned(), d);
@@ -157,9 +174,14 @@ mod tests {
     fn status_lines_are_parsed() {
         let d1 = digest(1);
         let d2 = digest(2);
-        let out = format!("web r/app@{d1} true\nworker r/app@{d2} false\nlock {d2}\n");
+        let out = format!(
+            "web r/app@{d1} true 8080/tcp=127.0.0.1:49153 8080/tcp=::1:49153\nworker r/app@{d2} false\nlock {d2}\n"
+        );
         let s = parse_status(&out);
         assert_eq!(s.running.get("web"), Some(&d1));
+        assert_eq!(s.published.len(), 2);
+        assert_eq!(s.published[0].host_port, 49153);
+        assert!(s.published[1].host_ip.is_ipv6());
         assert_eq!(s.not_running, ["worker"]);
         assert_eq!(s.lock, Some(d2.clone()));
         assert_eq!(s.healthy_lock(), None);
@@ -179,17 +201,16 @@ mod tests {
             dir: "/srv/app",
             lock: "docker-compose.lock.yml",
             staged_lock: "/srv/app/.docker-compose.lock.yml.uploading-1",
-            env: Some("app.env"),
             project: &p,
             lock_digest: &d,
         };
         let v1 = up_script(ComposeTool::Standalone, &files, "true", "true");
-        assert!(v1.contains("'--file' '/srv/app/.docker-compose.lock.yml.uploading-1' '--env-file' '/srv/app/app.env' 'pull'"), "{v1}");
+        assert!(v1.contains("'--file' '/srv/app/.docker-compose.lock.yml.uploading-1' 'pull'"), "{v1}");
         assert!(
             v1.contains("|| { rm -f -- '/srv/app/.docker-compose.lock.yml.uploading-1'; exit 1; }"),
             "{v1}"
         );
-        assert!(v1.contains("'docker-compose' '--project-name' 'shop' '--file' '/srv/app/docker-compose.lock.yml' '--env-file' '/srv/app/app.env' 'up' '-d' '--remove-orphans'"), "{v1}");
+        assert!(v1.contains("'docker-compose' '--project-name' 'shop' '--file' '/srv/app/docker-compose.lock.yml' 'up' '-d' '--remove-orphans'"), "{v1}");
         let v2 = up_script(ComposeTool::Plugin, &files, "true", "true");
         assert!(
             v2.contains("'docker' 'compose' '--project-name' 'shop'"),

@@ -1,4 +1,4 @@
-//! `SshExecutor`: the `Executor` over SSH, with one reused connection per target and the docker_host / compose_host sequences.
+//! `SshExecutor`: the `Executor` over SSH, with one reused connection per target; docker_host through the shared sequence (deploy-docker) on the Engine API forwarded over the connection, compose_host through the Compose CLI.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,16 +19,22 @@ use crate::quote::{sh_join, sh_quote};
 use crate::secrets::SecretsProvider;
 use crate::ssh::compose_host::{self, ComposeFiles};
 use crate::ssh::config::SshExecutorConfig;
-use crate::ssh::docker_host::{self, RunSpec};
+use crate::ssh::docker_api::docker_over_ssh;
+use deploy_docker::{BollardApi, DeploySpec, DockerHost, PendingStops, SequenceConfig};
 use crate::ssh::host_key::HostKeyCheck;
 use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
 
 type Slot = Arc<Mutex<Option<Connected>>>;
 
+/// Longest recovery of a docker_host deploy cut by a cancel or a timeout.
+const RECOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Clone)]
 struct Connected {
     session: Arc<SshSession>,
     secrets: Vec<String>,
+    /// The Docker Engine API over this connection, negotiated on first use.
+    docker: Arc<tokio::sync::OnceCell<bollard::Docker>>,
 }
 
 /// Deploys to docker_host and compose_host targets over SSH.
@@ -36,6 +42,9 @@ pub struct SshExecutor {
     config: SshExecutorConfig,
     secrets: Arc<dyn SecretsProvider>,
     sessions: std::sync::Mutex<HashMap<String, Slot>>,
+    /// Background stops of replaced containers, by container id (a revert to one of
+    /// them kills that stop first).
+    pending_stops: PendingStops,
 }
 
 impl std::fmt::Debug for SshExecutor {
@@ -64,6 +73,7 @@ impl SshExecutor {
             config,
             secrets,
             sessions: std::sync::Mutex::new(HashMap::new()),
+            pending_stops: PendingStops::default(),
         }
     }
 
@@ -129,6 +139,7 @@ impl SshExecutor {
         let connected = Connected {
             session: Arc::new(session),
             secrets,
+            docker: Arc::default(),
         };
         *guard = Some(connected.clone());
         Ok(connected)
@@ -162,25 +173,111 @@ impl SshExecutor {
         }
     }
 
-    async fn docker_inspect(
-        session: &SshSession,
-        name: &Name,
+    /// The docker_host steps over `c`'s connection (the Engine API forwarded to the
+    /// target's Docker socket), the API version negotiated once per connection.
+    async fn docker_api(&self, c: &Connected, deadline: Instant) -> Result<BollardApi, ExecError> {
+        let negotiate = c
+            .docker
+            .get_or_try_init(|| docker_over_ssh(c.session.clone()));
+        let docker = match tokio::time::timeout_at(deadline, negotiate).await {
+            Ok(d) => d?.clone(),
+            Err(_) => {
+                return Err(ExecError::Timeout {
+                    host: c.session.host().to_owned(),
+                    what: "reach the Docker Engine over ssh".to_owned(),
+                    seconds: self.config.connect_timeout.as_secs(),
+                });
+            }
+        };
+        Ok(BollardApi::new(docker, self.pending_stops.clone()))
+    }
+
+    fn sequence_config(&self) -> SequenceConfig {
+        SequenceConfig {
+            settle: self.config.settle,
+            settle_known: self.config.settle_known,
+            ..SequenceConfig::default()
+        }
+    }
+
+    /// Runs `step` within `deadline` and `ctx`'s cancellation; `what` names it in errors.
+    async fn bounded<T>(
+        host: &str,
+        what: &str,
         ctx: &ExecContext,
         deadline: Instant,
-    ) -> Result<Option<Digest>, ExecError> {
-        let what = "docker inspect";
-        let out = Self::run(
-            session,
-            &docker_host::inspect_script(name),
-            what,
-            ctx,
-            deadline,
-        )
-        .await?;
-        if out.exit_status != 0 {
-            return Err(Self::failed(session, what, &out));
+        step: impl std::future::Future<Output = Result<T, ExecError>>,
+    ) -> Result<T, ExecError> {
+        tokio::select! {
+            r = step => r,
+            () = ctx.cancel.cancelled() => Err(ExecError::Cancelled { host: host.to_owned(), what: what.to_owned() }),
+            () = tokio::time::sleep_until(deadline) => Err(ExecError::Timeout { host: host.to_owned(), what: what.to_owned(), seconds: ctx.timeout.as_secs() }),
         }
-        Ok(docker_host::parse_inspect(&out.stdout))
+    }
+
+    async fn deploy_docker(
+        &self,
+        request: &DeployRequest,
+        component: &ComponentSpec,
+        connected: &Connected,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> ExecutionResult {
+        let host = connected.session.host().to_owned();
+        let api = match self.docker_api(connected, deadline).await {
+            Ok(api) => api,
+            Err(e) => return ExecutionResult::failed(e, None),
+        };
+        let sequence = DockerHost {
+            api: &api,
+            config: self.sequence_config(),
+        };
+        let task = request.task.id.to_string();
+        let spec = DeploySpec {
+            target: &request.target.name,
+            task: &task,
+            name: &component.name,
+            spec: &component.container,
+            keep_previous_running: component.keep_previous_running,
+            stop_first: false,
+            auth: None,
+        };
+        let deploy = async {
+            sequence
+                .deploy(&spec, &ctx.log)
+                .await
+                .map_err(|f| (ExecError::docker(&host, component.name.as_str(), f.error), f.previous))
+        };
+        let outcome = tokio::select! {
+            r = deploy => r,
+            () = ctx.cancel.cancelled() => Err((ExecError::Cancelled { host: host.clone(), what: "docker_host deploy".to_owned() }, None)),
+            () = tokio::time::sleep_until(deadline) => Err((ExecError::Timeout { host: host.clone(), what: "docker_host deploy".to_owned(), seconds: ctx.timeout.as_secs() }, None)),
+        };
+        match outcome {
+            Ok(done) => ExecutionResult {
+                success: true,
+                deployed_digest: Some(done.digest.clone()),
+                previous_digest: done.previous,
+                changed: done.changed,
+                running: [(component.name.to_string(), done.digest)].into(),
+                published: done.published,
+                error: None,
+            },
+            Err((error, previous)) => {
+                if matches!(error, ExecError::Cancelled { .. } | ExecError::Timeout { .. }) {
+                    // Cut halfway: no `-next` left, the old container back under the name.
+                    let recover = sequence.recover(&component.name, &request.target.name, &ctx.log);
+                    if tokio::time::timeout(RECOVER_TIMEOUT, recover).await.is_err() {
+                        ctx.log.line(&format!(
+                            "recovery of {} gave up after {} s",
+                            component.name,
+                            RECOVER_TIMEOUT.as_secs()
+                        ));
+                    }
+                }
+                ExecutionResult::failed(error, previous)
+            }
+        }
     }
 
     async fn compose_status(
@@ -197,157 +294,6 @@ impl SshExecutor {
             return Err(Self::failed(session, what, &out));
         }
         Ok(compose_host::parse_status(&out.stdout))
-    }
-
-    async fn deploy_docker(
-        &self,
-        request: &DeployRequest,
-        component: &ComponentSpec,
-        session: &SshSession,
-        ctx: &ExecContext,
-        deadline: Instant,
-    ) -> ExecutionResult {
-        let previous = match Self::docker_inspect(session, &component.name, ctx, deadline).await {
-            Ok(p) => p,
-            Err(e) => return ExecutionResult::failed(e, None),
-        };
-        let wanted = component.image.digest();
-        let mut result = ExecutionResult {
-            success: true,
-            deployed_digest: Some(wanted.clone()),
-            previous_digest: previous.clone(),
-            changed: false,
-            running: [(component.name.to_string(), wanted.clone())].into(),
-            error: None,
-        };
-        if previous.as_ref() == Some(wanted) {
-            ctx.log.line(&format!(
-                "{} already runs {wanted}: nothing to do",
-                component.name
-            ));
-            return result;
-        }
-        let fail = |e| ExecutionResult::failed(e, previous.clone());
-        let old = if component.keep_previous_running {
-            docker_host::OldContainer::KeepRunning
-        } else {
-            docker_host::OldContainer::Stop(self.config.stop_timeout)
-        };
-        // The instant revert: the kept `-previous` served this digest before.
-        let revert = docker_host::revert_script(
-            &component.name,
-            wanted,
-            &component.publish,
-            self.config.settle_known,
-            old,
-        );
-        let reverted = match Self::run(
-            session,
-            &revert,
-            "docker start of the kept previous",
-            ctx,
-            deadline,
-        )
-        .await
-        {
-            Ok(out) if out.exit_status == 0 => true,
-            Ok(out) if out.exit_status == docker_host::EXIT_REVERT_UNAVAILABLE => {
-                if !out.stderr_tail.trim().is_empty() {
-                    ctx.log.line(&format!(
-                        "{} could not be started again, starting a new container: {}",
-                        docker_host::previous_name(&component.name),
-                        out.stderr_tail.trim()
-                    ));
-                }
-                false
-            }
-            Ok(out) => {
-                return fail(Self::failed(
-                    session,
-                    "docker start of the kept previous",
-                    &out,
-                ));
-            }
-            Err(e) => return fail(e),
-        };
-        if reverted {
-            ctx.log.line(&format!(
-                "{} was on {wanted}: started again and swapped in (no new container)",
-                docker_host::previous_name(&component.name)
-            ));
-        } else {
-            ctx.log.line(&format!("pulling {}", component.image));
-            let pull = docker_host::pull_script(&component.image);
-            match Self::run(session, &pull, "docker pull", ctx, deadline).await {
-                Ok(out) if out.exit_status == 0 => {}
-                Ok(out) => return fail(Self::failed(session, "docker pull", &out)),
-                Err(e) => return fail(e),
-            }
-            ctx.log.line(&format!(
-                "starting {}-next, then swapping it in for {}",
-                component.name, component.name
-            ));
-            let task = request.task.id.to_string();
-            let swap = docker_host::swap_script(
-                &RunSpec {
-                    name: &component.name,
-                    image: &component.image,
-                    target: &request.target.name,
-                    task: &task,
-                    publish: &component.publish,
-                    args: &component.args,
-                    settle: self.config.settle,
-                    stop_timeout: self.config.stop_timeout,
-                },
-                old,
-            );
-            match Self::run(session, &swap, "docker run and swap", ctx, deadline).await {
-                Ok(out) if out.exit_status == 0 => {}
-                Ok(out) if out.exit_status == docker_host::EXIT_NOT_RUNNING => {
-                    return fail(ExecError::NotRunning {
-                        host: session.host().to_owned(),
-                        container: component.name.to_string(),
-                        detail: out.stderr_tail,
-                    });
-                }
-                Ok(out) => return fail(Self::failed(session, "docker run and swap", &out)),
-                Err(e) => return fail(e),
-            }
-        }
-        match Self::docker_inspect(session, &component.name, ctx, deadline).await {
-            Ok(Some(d)) if &d == wanted => {}
-            Ok(found) => {
-                return fail(ExecError::NotRunning {
-                    host: session.host().to_owned(),
-                    container: component.name.to_string(),
-                    detail: format!(
-                        "after the swap it runs {}, expected {wanted}",
-                        found.map_or_else(|| "nothing".to_owned(), |d| d.to_string())
-                    ),
-                });
-            }
-            Err(e) => return fail(e),
-        }
-        // A first deploy has no previous container to keep (or to name in the log).
-        if previous.is_none() {
-            ctx.log.line(&format!(
-                "{} runs {wanted} (no previous container)",
-                component.name
-            ));
-        } else {
-            let kept = if component.keep_previous_running {
-                "still running"
-            } else {
-                "stopping in the background"
-            };
-            ctx.log.line(&format!(
-                "{} runs {wanted}; previous kept as {} ({kept})",
-                component.name,
-                docker_host::previous_name(&component.name)
-            ));
-        }
-        result.changed = true;
-        result
     }
 
     async fn deploy_compose(
@@ -391,6 +337,7 @@ impl SshExecutor {
                 previous_digest: previous.clone(),
                 changed: false,
                 running: before.running,
+                published: before.published,
                 error: None,
             };
         }
@@ -436,18 +383,12 @@ impl SshExecutor {
             rename_into_place(dir, &others, &other_names)
         };
         let rename_lock = rename_into_place(dir, std::slice::from_ref(&staged_lock), &[lock_name]);
-        let env = request
-            .artifacts
-            .iter()
-            .find(|a| a.kind == ArtifactKind::EnvFile)
-            .map(|a| a.file_name.as_str());
         let up = compose_host::up_script(
             tool,
             &ComposeFiles {
                 dir,
                 lock: lock_name,
                 staged_lock: &staged_lock,
-                env,
                 project,
                 lock_digest: &lock.sha256,
             },
@@ -481,6 +422,7 @@ impl SshExecutor {
             previous_digest: previous.clone(),
             changed: true,
             running: after.running,
+            published: after.published,
             error: None,
         }
     }
@@ -502,7 +444,7 @@ impl Executor for SshExecutor {
         let session = connected.session.as_ref();
         match (request.target.target_type, &request.component) {
             (TargetType::DockerHost, Some(component)) => {
-                self.deploy_docker(request, component, session, &ctx, deadline)
+                self.deploy_docker(request, component, &connected, &ctx, deadline)
                     .await
             }
             (TargetType::DockerHost, None) => ExecutionResult::failed(
@@ -540,7 +482,19 @@ impl Executor for SshExecutor {
         let session = connected.session.as_ref();
         match target.target_type {
             TargetType::DockerHost => {
-                Self::docker_inspect(session, component, &ctx, deadline).await
+                let api = self.docker_api(&connected, deadline).await?;
+                let sequence = DockerHost {
+                    api: &api,
+                    config: self.sequence_config(),
+                };
+                let running = Self::bounded(session.host(), "docker inspect", &ctx, deadline, async {
+                    sequence
+                        .running(component, &target.name)
+                        .await
+                        .map_err(|e| ExecError::docker(session.host(), component.as_str(), e))
+                })
+                .await?;
+                Ok(running.map(|r| r.digest))
             }
             TargetType::ComposeHost => Ok(Self::compose_status(
                 session, ssh, component, &ctx, deadline,
@@ -583,15 +537,24 @@ impl Executor for SshExecutor {
         let deadline = Instant::now() + ctx.timeout;
         let ssh = ssh_of(target)?;
         let connected = self.connect(ssh, deadline).await?;
-        let ctx = Self::redacting(ctx, &connected);
-        let what = "docker port";
-        let script = docker_host::published_script(component, port);
-        let out = Self::run(&connected.session, &script, what, &ctx, deadline).await?;
-        if out.exit_status != 0 {
-            return Err(Self::failed(&connected.session, what, &out));
-        }
-        let (current, previous) = docker_host::parse_published(&out.stdout);
-        Ok(Published { current, previous })
+        let host = connected.session.host().to_owned();
+        let api = self.docker_api(&connected, deadline).await?;
+        let sequence = DockerHost {
+            api: &api,
+            config: self.sequence_config(),
+        };
+        let (current, previous) = Self::bounded(&host, "docker port", ctx, deadline, async {
+            sequence
+                .published(component, port)
+                .await
+                .map_err(|e| ExecError::docker(&host, component.as_str(), e))
+        })
+        .await?;
+        let address = |p: deploy_core::PublishedPort| std::net::SocketAddr::new(p.host_ip, p.host_port).to_string();
+        Ok(Published {
+            current: current.map(address),
+            previous: previous.map(address),
+        })
     }
 
     async fn switch_traffic(
@@ -644,14 +607,19 @@ impl Executor for SshExecutor {
         let deadline = Instant::now() + ctx.timeout;
         let ssh = ssh_of(target)?;
         let connected = self.connect(ssh, deadline).await?;
-        let ctx = Self::redacting(ctx, &connected);
-        let what = "docker stop of the kept previous";
-        let script = docker_host::retire_script(component, self.config.stop_timeout);
-        let out = Self::run(&connected.session, &script, what, &ctx, deadline).await?;
-        if out.exit_status != 0 {
-            return Err(Self::failed(&connected.session, what, &out));
-        }
-        Ok(())
+        let host = connected.session.host().to_owned();
+        let api = self.docker_api(&connected, deadline).await?;
+        let sequence = DockerHost {
+            api: &api,
+            config: self.sequence_config(),
+        };
+        Self::bounded(&host, "docker stop of the kept previous", ctx, deadline, async {
+            sequence
+                .retire_previous(component, self.config.stop_timeout)
+                .await
+                .map_err(|e| ExecError::docker(&host, component.as_str(), e))
+        })
+        .await
     }
 }
 

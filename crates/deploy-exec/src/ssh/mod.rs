@@ -1,8 +1,8 @@
-//! The SSH executor: russh sessions, host key policy, SFTP uploads, docker_host and compose_host deploys.
+//! The SSH executor: russh sessions, host key policy, SFTP uploads, the Docker Engine API forwarded over the connection, docker_host and compose_host deploys.
 
 mod compose_host;
 mod config;
-pub(crate) mod docker_host;
+mod docker_api;
 mod executor;
 mod host_key;
 mod session;
@@ -10,4 +10,5 @@ mod session;
 pub use config::SshExecutorConfig;
 pub use executor::SshExecutor;
 pub use host_key::{HostKeyCheck, fingerprint_of};
-pub use session::{RemoteOutput, SshAuth, SshSession};
+pub use docker_api::{DOCKER_SOCKET, docker_over_ssh};
+pub use session::{ChannelStream, RemoteOutput, SshAuth, SshSession};

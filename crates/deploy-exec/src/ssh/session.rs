@@ -98,7 +98,13 @@ pub struct SshSession {
     host: String,
     port: u16,
     stdout_cap: usize,
+    /// The server refused a `direct-streamlocal` channel once: the Docker socket is
+    /// reached through `docker system dial-stdio` from then on.
+    no_streamlocal: std::sync::atomic::AtomicBool,
 }
+
+/// A byte stream through the connection (a forwarded socket, or a command's stdio).
+pub type ChannelStream = russh::ChannelStream<client::Msg>;
 
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -209,6 +215,7 @@ impl SshSession {
                 host,
                 port,
                 stdout_cap: config.stdout_cap,
+                no_streamlocal: std::sync::atomic::AtomicBool::new(false),
             }),
             Ok(_) => Err(auth_error()),
             Err(e) => Err(connect_error(&host, port, &e)),
@@ -334,6 +341,49 @@ impl SshSession {
             stdout: ctx.log.redact(&String::from_utf8_lossy(&stdout)),
             stderr_tail: ctx.log.redact(String::from_utf8_lossy(&stderr_tail).trim()),
         })
+    }
+
+    /// A stream to the Docker Engine's socket on the target: a `direct-streamlocal`
+    /// channel to `socket` (what `ssh -L` does for a unix socket; no process is started
+    /// on the host), or, where the server refuses socket forwarding
+    /// (`AllowStreamLocalForwarding no`), a channel running `docker system dial-stdio`
+    /// (what `docker -H ssh://` does), which finds the engine as the login's `docker`
+    /// CLI would.
+    pub async fn docker_stream(&self, socket: &str) -> Result<ChannelStream, std::io::Error> {
+        use std::sync::atomic::Ordering;
+        let lost = |e: russh::Error| std::io::Error::other(format!("{}: {e}", self.host));
+        if !self.no_streamlocal.load(Ordering::Relaxed) {
+            match self.handle.channel_open_direct_streamlocal(socket).await {
+                Ok(channel) => return Ok(channel.into_stream()),
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    tracing::info!(host = %self.host, ?reason, "socket forwarding refused: reaching the Docker Engine through `docker system dial-stdio`");
+                    self.no_streamlocal.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(lost(e)),
+            }
+        }
+        let channel = self.handle.channel_open_session().await.map_err(lost)?;
+        channel
+            .exec(true, "docker system dial-stdio")
+            .await
+            .map_err(lost)?;
+        Ok(channel.into_stream())
+    }
+
+    /// A TCP stream to `host:port` as seen from the target (`direct-tcpip`, what `ssh -L`
+    /// does): a health check reaches a port the new container publishes on the
+    /// target's loopback.
+    pub async fn tcp_stream(&self, host: &str, port: u16) -> Result<ChannelStream, ExecError> {
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| ExecError::Connect {
+                host: format!("{host} (through {})", self.host),
+                port,
+                detail: e.to_string().to_lowercase(),
+            })?;
+        Ok(channel.into_stream())
     }
 
     /// Kills the remote process group of a cancelled command (bounded: 3 s).

@@ -1,6 +1,7 @@
 //! The WinRM executor: a WS-Management client, PowerShell encoding and the docker_host sequence for Windows servers.
 
 mod client;
+mod docker_cli;
 pub(crate) mod envelope;
 mod executor;
 mod ntlm;

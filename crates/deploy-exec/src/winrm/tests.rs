@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deploy_core::testing::{digest, name, ssh_target, task};
+use base64::Engine as _;
 use deploy_core::{
-    CommandSpec, Connection, CredentialRef, HttpUrl, ImageRef, Target, TargetType, WinrmAuth,
-    WinrmConnection,
+    CommandSpec, Connection, ContainerSpec, CredentialRef, HttpUrl, ImageRef, PortMapping,
+    Protocol, Target, TargetType, WinrmAuth, WinrmConnection,
 };
 use tokio::time::Instant;
 
@@ -464,15 +465,57 @@ fn deploy_request(url: &str) -> DeployRequest {
         task: task(1, 3),
         component: Some(ComponentSpec {
             name: name("web"),
-            image: ImageRef::from_parts("127.0.0.1:5000/app", &digest(2)).unwrap(),
-            publish: vec![8080],
-            args: vec!["--greeting=it's $HOME".to_owned()],
+            container: ContainerSpec {
+                command: Some(vec!["--greeting=it's $HOME".to_owned()]),
+                env: [("GREETING".to_owned(), "value # \"quoted\" 日本".to_owned())].into(),
+                ports: vec![PortMapping {
+                    host_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                    host_port: None,
+                    container_port: 8080,
+                    protocol: Protocol::Tcp,
+                }],
+                ..ContainerSpec::from_image(
+                    ImageRef::from_parts("127.0.0.1:5000/app", &digest(2)).unwrap(),
+                )
+            },
             keep_previous_running: false,
         }),
         project: name("p"),
         artifacts: vec![],
         rollback: false,
     }
+}
+
+/// `docker inspect`'s output for one container (what the CLI prints, the Engine API's shape).
+fn inspect_json(id: &str, running: bool, digest: &deploy_core::Digest, config: &str) -> String {
+    serde_json::json!([{
+        "Id": id,
+        "State": {
+            "Running": running,
+            "Restarting": false,
+            "Status": if running { "running" } else { "exited" },
+            "ExitCode": if running { 0 } else { 1 },
+        },
+        "RestartCount": 0,
+        "Config": {"Labels": {
+            "stella.digest": digest.as_str(),
+            "stella.config": config,
+            "stella.target": "host-1",
+        }},
+        "NetworkSettings": {"Ports": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}},
+    }])
+    .to_string()
+}
+
+/// The answer of a step: `stdout`, exit `code`.
+fn step(stdout: &str, code: i64) -> Reply {
+    Reply::ok(fake::done(stdout, "", code))
+}
+
+fn quick_executor() -> WinrmExecutor {
+    let mut e = executor("s3cret-pw");
+    e.settle = Duration::from_millis(10);
+    e
 }
 
 fn scripts(fake: &Fake) -> Vec<String> {
@@ -484,110 +527,153 @@ fn scripts(fake: &Fake) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn docker_host_deploy_pulls_and_swaps_start_first() {
-    let new = digest(2);
+async fn docker_host_deploy_runs_the_shared_sequence_as_cli_commands() {
+    let request = deploy_request("http://unused");
+    let component = request.component.clone().unwrap();
+    let spec = &component.container;
+    let (new, config) = (digest(2), deploy_docker::config_digest(spec));
+    let next = inspect_json("n1", true, &new, &config);
     let fake = Fake::start(Plan::new(vec![
-        Reply::ok(fake::done("", "", 0)),
-        Reply::ok(fake::done("pulled\n", "", 0)),
-        Reply::ok(fake::done("", "", 0)),
-        Reply::ok(fake::done(&format!("{new}\r\n"), "", 0)),
+        step("", 3),                     // inspect web: none
+        step("", 3),                     // inspect web-previous: none
+        step("", 1),                     // image inspect: absent
+        step("pulled\n", 0),             // pull
+        step("", 0),                     // rm -f web-next
+        step("C:\\Temp\\tmp1.tmp\n", 0), // temp file for the env-file
+        step("", 0),                     // env-file piece
+        step("", 0),                     // create
+        step("", 0),                     // start web-next
+        step(&next, 0),                  // inspect web-next
+        step(&next, 0),                  // inspect web-next after the settle
+        step("", 3),                     // swap: inspect web: none
+        step("", 0),                     // rename web-next web
+        step(&next, 0),                  // inspect web: the new one
     ]))
     .await;
+    let mut request = request;
+    request.target = target(&fake.url());
     let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let result = executor("s3cret-pw")
-        .deploy(&deploy_request(&fake.url()), &ctx)
-        .await;
+    let result = quick_executor().deploy(&request, &ctx).await;
     assert!(result.success, "{result:?}");
     assert!(result.changed);
     assert_eq!(result.deployed_digest, Some(new.clone()));
     assert_eq!(result.previous_digest, None);
     assert_eq!(result.running.get("web"), Some(&new));
+    assert_eq!(result.published.first().map(|p| p.host_port), Some(49153));
     let scripts = scripts(&fake);
-    assert_eq!(scripts.len(), 4, "{scripts:?}");
-    assert!(
-        scripts[0].contains("docker inspect --type container 'web'"),
-        "{}",
-        scripts[0]
-    );
-    assert!(
-        scripts[1].contains(&format!("docker pull '127.0.0.1:5000/app@{new}'")),
-        "{}",
-        scripts[1]
-    );
-    let swap = &scripts[2];
-    assert!(
-        swap.contains(&format!("'--label' 'stella.digest={new}'")),
-        "{swap}"
-    );
-    assert!(swap.contains("'-p' '127.0.0.1::8080'"), "{swap}");
-    assert!(swap.contains("'--greeting=it''s $HOME'"), "{swap}");
-    assert!(swap.contains("$prev = 'web-previous'"), "{swap}");
-    assert!(swap.contains("docker rename $name $prev"), "{swap}");
-    // One shell for the whole deploy: one Create, one Delete, four Commands in between.
+    assert_eq!(scripts.len(), 14, "{scripts:#?}");
+    let has = |i: usize, part: &str| {
+        assert!(scripts[i].contains(part), "script {i} lacks {part}:\n{}", scripts[i]);
+    };
+    has(0, "& docker 'inspect' '--type' 'container' 'web'");
+    has(1, "'web-previous'");
+    has(3, &format!("& docker 'pull' '127.0.0.1:5000/app@{new}'"));
+    // The environment is written from base64 bytes, never on the command line.
+    let env_b64 = base64::engine::general_purpose::STANDARD.encode(deploy_docker::env_file(spec));
+    has(6, &env_b64);
+    let create = &scripts[7];
+    assert!(!create.contains("GREETING"), "{create}");
+    has(7, "'--env-file' 'C:\\Temp\\tmp1.tmp'");
+    has(7, &format!("'--label' 'stella.digest={new}'"));
+    has(7, &format!("'--label' 'stella.config={config}'"));
+    has(7, "'--publish' '127.0.0.1::8080/tcp'");
+    has(7, "'--greeting=it''s $HOME'");
+    has(7, "Remove-Item -Force 'C:\\Temp\\tmp1.tmp'");
+    has(8, "& docker 'start' 'web-next'");
+    has(12, "& docker 'rename' 'web-next' 'web'");
+    // One shell for the whole deploy.
     let actions = fake.actions();
-    assert_eq!(
-        actions.iter().filter(|a| *a == "Create").count(),
-        1,
-        "{actions:?}"
-    );
-    assert_eq!(
-        actions.iter().filter(|a| *a == "Delete").count(),
-        1,
-        "{actions:?}"
-    );
-    assert_eq!(
-        actions.first().map(String::as_str),
-        Some("Create"),
-        "{actions:?}"
-    );
-    assert_eq!(
-        actions.last().map(String::as_str),
-        Some("Delete"),
-        "{actions:?}"
-    );
+    assert_eq!(actions.iter().filter(|a| *a == "Create").count(), 1, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| *a == "Delete").count(), 1, "{actions:?}");
     assert_requests_well_formed(&fake);
+    // Every command fits cmd.exe's line.
+    for script in &scripts {
+        let args = super::powershell::powershell_args(script);
+        let length = "powershell".len() + args.iter().map(|a| a.len() + 1).sum::<usize>();
+        assert!(length < super::client::COMMAND_LINE_MAX, "{length}: {script}");
+    }
 }
 
 #[tokio::test]
 async fn docker_host_deploy_keeps_the_old_container_when_the_new_one_exits() {
     let old = digest(1);
+    let request = deploy_request("http://unused");
+    let component = request.component.clone().unwrap();
+    let spec = &component.container;
+    let config = deploy_docker::config_digest(spec);
     let fake = Fake::start(Plan::new(vec![
-        Reply::ok(fake::done(&format!("{old}\n"), "", 0)),
-        Reply::ok(fake::done("", "", 0)),
-        Reply::ok(fake::done("", "new container exited:\ncrash\n", 3)),
+        step(&inspect_json("o1", true, &old, "older"), 0), // inspect web: the old one runs
+        step("", 3),                                        // inspect web-previous: none
+        step("", 0),                                        // image present
+        step("", 0),                                        // rm -f web-next
+        step("C:\\t.tmp\n", 0),
+        step("", 0),
+        step("", 0),                                        // create
+        step("", 0),                                        // start
+        step(&inspect_json("n1", false, &digest(2), &config), 0), // exited at once
+        step("crash\n", 0),                                 // logs
+        step("", 0),                                        // rm -f web-next
     ]))
     .await;
-    let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let result = executor("s3cret-pw")
-        .deploy(&deploy_request(&fake.url()), &ctx)
-        .await;
+    let mut request = request;
+    request.target = target(&fake.url());
+    let sink = Arc::new(MemorySink::new());
+    let ctx = ExecContext::new(sink.clone(), Duration::from_secs(20));
+    let result = quick_executor().deploy(&request, &ctx).await;
     assert!(!result.success);
     assert_eq!(result.previous_digest, Some(old));
     let err = result.error.unwrap();
     assert!(matches!(err, ExecError::NotRunning { .. }), "{err}");
-    assert!(err.to_string().contains("crash"), "{err}");
     assert!(!err.is_retryable());
+    assert!(sink.lines().iter().any(|l| l == "crash"), "{:?}", sink.lines());
+    let scripts = scripts(&fake);
+    assert!(scripts.last().unwrap().contains("& docker 'rm' '--force' 'web-next'"), "{scripts:#?}");
+    assert!(!scripts.iter().any(|s| s.contains("'rename'")), "never swapped in");
 }
 
 #[tokio::test]
-async fn docker_host_deploy_of_the_running_digest_changes_nothing() {
-    let fake = Fake::start(Plan::new(vec![Reply::ok(fake::done(
-        &format!("{}\n", digest(2)),
-        "",
+async fn docker_host_deploy_of_the_running_definition_changes_nothing() {
+    let request = deploy_request("http://unused");
+    let component = request.component.clone().unwrap();
+    let spec = &component.container;
+    let config = deploy_docker::config_digest(spec);
+    let fake = Fake::start(Plan::new(vec![step(
+        &inspect_json("c1", true, &digest(2), &config),
         0,
-    ))]))
+    )]))
     .await;
+    let mut request = request;
+    request.target = target(&fake.url());
     let ctx = ExecContext::quiet(Duration::from_secs(20));
-    let result = executor("s3cret-pw")
-        .deploy(&deploy_request(&fake.url()), &ctx)
-        .await;
+    let result = quick_executor().deploy(&request, &ctx).await;
     assert!(result.success && !result.changed, "{result:?}");
     assert_eq!(scripts(&fake).len(), 1);
-    let mut windows_service = deploy_request(&fake.url());
+    let mut windows_service = request.clone();
     windows_service.target.target_type = TargetType::WindowsService;
-    let result = executor("s3cret-pw").deploy(&windows_service, &ctx).await;
+    let result = quick_executor().deploy(&windows_service, &ctx).await;
     let err = result.error.unwrap();
     assert!(err.to_string().contains("not supported yet"), "{err}");
+}
+
+#[tokio::test]
+async fn a_double_quote_in_a_word_is_refused_before_docker_runs() {
+    let mut request = deploy_request("http://unused");
+    request.component.as_mut().unwrap().container.command = Some(vec!["say \"hi\"".to_owned()]);
+    let fake = Fake::start(Plan::new(vec![
+        step("", 3),
+        step("", 3),
+        step("", 0),
+        step("", 0),
+        step("C:\\t.tmp\n", 0),
+        step("", 0),
+    ]))
+    .await;
+    request.target = target(&fake.url());
+    let ctx = ExecContext::quiet(Duration::from_secs(20));
+    let result = quick_executor().deploy(&request, &ctx).await;
+    let err = result.error.unwrap();
+    assert!(err.to_string().contains("mangles double quotes"), "{err}");
+    assert!(!scripts(&fake).iter().any(|s| s.contains("'create'")));
 }
 
 #[test]
@@ -748,25 +834,6 @@ async fn gateway_errors_retry_and_overlong_command_lines_are_refused_before_send
     assert!(matches!(err, ExecError::InvalidInput { .. }), "{err}");
     assert!(err.to_string().contains("at most 8191 characters"), "{err}");
     assert_eq!(fake.actions(), ["Create", "Delete"]);
-}
-
-#[test]
-fn a_realistic_swap_fits_the_command_line() {
-    let image = ImageRef::from_parts("registry.example.com:5000/team/app", &digest(9)).unwrap();
-    let n = name("web-frontend");
-    let script = super::executor::swap_script(&crate::ssh::docker_host::RunSpec {
-        name: &n,
-        image: &image,
-        target: &name("windows-host-01"),
-        task: "0190c0de-0000-7000-8000-000000000001",
-        publish: &[8080, 8443],
-        args: &["--config=C:\\app\\config.json".to_owned()],
-        settle: Duration::from_secs(2),
-        stop_timeout: Duration::from_secs(10),
-    });
-    let args = super::powershell::powershell_args(&script);
-    let length = "powershell".len() + args.iter().map(|a| a.len() + 1).sum::<usize>();
-    assert!(length < super::client::COMMAND_LINE_MAX, "{length}");
 }
 
 #[tokio::test]

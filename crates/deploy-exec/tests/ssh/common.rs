@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use deploy_core::testing::{task, ts};
 use deploy_core::{
-    ArtifactKind, Connection, CredentialRef, Digest, GeneratedArtifact, Host, HostKeyPolicy,
-    ImageRef, Name, SshConnection, Target, TargetType, UnixPath, Username,
+    ArtifactKind, Connection, ContainerSpec, CredentialRef, Digest, GeneratedArtifact, Host,
+    HostKeyPolicy, ImageRef, Name, PortMapping, Protocol, SshConnection, Target, TargetType,
+    UnixPath, Username,
 };
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::{ComponentSpec, DefaultSecrets, DeployRequest, ExecContext, MemorySink};
@@ -70,14 +71,27 @@ pub fn docker_request(target: &Target, container: &Name, image: &str, n: u64) ->
         task: t,
         component: Some(ComponentSpec {
             name: container.clone(),
-            image,
-            publish: vec![IMAGE_HTTP_PORT],
-            args: Vec::new(),
+            container: ContainerSpec {
+                ports: vec![loopback_port(IMAGE_HTTP_PORT)],
+                // busybox httpd ignores SIGTERM: a short grace keeps background stops quick.
+                stop_grace_secs: 1,
+                ..ContainerSpec::from_image(image)
+            },
             keep_previous_running: false,
         }),
         project: container.clone(),
         artifacts: Vec::new(),
         rollback: false,
+    }
+}
+
+/// Container `port` published on an ephemeral 127.0.0.1 port.
+pub fn loopback_port(port: u16) -> PortMapping {
+    PortMapping {
+        host_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        host_port: None,
+        container_port: port,
+        protocol: Protocol::Tcp,
     }
 }
 

@@ -82,7 +82,7 @@ async fn a_container_that_exits_at_once_is_not_swapped_in() {
     // v2 started with a command that exits at once: never swapped in.
     let mut bad = docker_request(target, web, &peers.images.v2, 2);
     if let Some(c) = bad.component.as_mut() {
-        c.args = vec!["/bin/busybox".into(), "false".into()];
+        c.container.command = Some(vec!["/bin/busybox".into(), "false".into()]);
     }
     let r2 = exec.deploy(&bad, &c).await;
     assert!(

@@ -69,7 +69,7 @@ async fn every_field_rejects_or_neutralises_shell_syntax() {
     );
 }
 
-/// Container arguments are free text too: they reach `docker run` as argv, never a shell.
+/// Container arguments are free text too: they reach the engine as a JSON list, never a shell.
 #[tokio::test]
 async fn container_args_reach_docker_as_inert_argv() {
     let s = Scene::start("inject", TargetType::DockerHost);
@@ -78,7 +78,7 @@ async fn container_args_reach_docker_as_inert_argv() {
     let (_, c) = ctx(60);
     let mut request = docker_request(&s.target, &s.web, &s.peers.images.v1, 1);
     if let Some(component) = request.component.as_mut() {
-        component.args = payloads(&marker);
+        component.container.command = Some(payloads(&marker));
     }
     let r = s.exec.deploy(&request, &c).await;
     // The first payload is taken as the program name inside the container: no such file.

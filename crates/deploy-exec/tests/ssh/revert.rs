@@ -100,11 +100,11 @@ async fn a_rollback_to_the_kept_previous_starts_it_again_instead_of_a_new_contai
     assert!(r.success, "{r:?}\n{:#?}", logs.lines());
     assert_ne!(inspect(web.as_str(), "{{.Id}}"), v2_id);
     assert_ne!(inspect(web.as_str(), "{{.Id}}"), v1_id);
-    // The kept v2 does not publish a port the request asks for: a new container.
+    // The kept v2 does not have the definition the request asks for (one more port): a new container.
     assert_eq!(inspect(&previous, "{{.Id}}"), v2_id);
     let mut more_ports = docker_request(target, web, &peers.images.v2, 6);
     if let Some(c) = more_ports.component.as_mut() {
-        c.publish.push(9999);
+        c.container.ports.push(loopback_port(9999));
     }
     let r = exec.deploy(&more_ports, &c).await;
     assert!(r.success, "{r:?}\n{:#?}", logs.lines());

@@ -106,6 +106,7 @@ pub(crate) async fn seed_env(
         id: environment_id(e),
         name: name(&format!("env-{e}")),
         hooks: Hooks::default(),
+        variables: Default::default(),
         created_at: ts(0),
     };
     store.put_environment(&env).await.unwrap();

@@ -64,9 +64,13 @@ async fn entities_round_trip(t: TestStore) {
         )
     );
 
-    let r = super::harness::release_n(3);
+    // The service definition is stored with the release, byte for byte.
+    let r = super::harness::release_n(3).with_template(Some(deploy_core::ServiceTemplate::new(
+        "services:\n  web:\n    componentName: web\n    environment:\n      A: \"x # y $${HOME} 日本\"\n".to_owned(),
+    )));
     s.put_release(&r).await.unwrap();
     assert_eq!(s.get_release(r.id).await.unwrap(), r);
+
     let err = s.put_release(&r).await.unwrap_err();
     assert_eq!(
         err.to_string(),

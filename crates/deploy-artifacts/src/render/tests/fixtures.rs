@@ -1,5 +1,7 @@
 //! Deterministic inputs shared by the render tests: templates, a release that has their components, and the render input.
 
+use std::collections::BTreeMap;
+
 use deploy_core::testing::{job_id, name, promotion_id, release, ssh_target, ts};
 use deploy_core::{Name, Percent, Release, Target, UnixPath};
 
@@ -104,6 +106,7 @@ pub struct Inputs {
     pub work_dir: UnixPath,
     pub traffic: Traffic,
     pub runtime: ContainerRuntime,
+    pub variables: BTreeMap<String, String>,
 }
 
 impl Inputs {
@@ -119,6 +122,7 @@ impl Inputs {
                 canary: Some(Percent::new(10).unwrap()),
             },
             runtime: ContainerRuntime::Docker,
+            variables: BTreeMap::new(),
         }
     }
 
@@ -134,6 +138,7 @@ impl Inputs {
             traffic: self.traffic,
             runtime: self.runtime,
             work_dir: &self.work_dir,
+            variables: &self.variables,
         }
     }
 

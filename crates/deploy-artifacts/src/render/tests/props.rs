@@ -137,6 +137,7 @@ proptest! {
             },
             runtime: if podman { ContainerRuntime::Podman } else { ContainerRuntime::Docker },
             work_dir: &work_dir,
+            variables: &std::collections::BTreeMap::new(),
         };
         let bundle = render(&input).unwrap_or_else(|e| panic!("{e}\n{text}"));
         prop_assert_eq!(&bundle, &render(&input).unwrap());

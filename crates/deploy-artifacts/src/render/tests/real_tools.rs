@@ -145,7 +145,7 @@ fn assert_service_matches(config: &Value, bundle_inputs: &Inputs, file: &str, cl
         let mut expected_env: BTreeMap<&str, &str> = t
             .environment
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_deref().unwrap_or_default()))
             .collect();
         let release_id = bundle_inputs.release.id.to_string();
         expected_env.insert("STELLA_RELEASE_ID", &release_id);
@@ -407,7 +407,7 @@ fn docker_run_env_file_reads_the_same_values() {
         let file = dir.path().join(crate::env_file_name(&t.name));
         let env = docker_env(&docker, &file);
         for (k, v) in &t.environment {
-            let line = format!("{k}={v}");
+            let line = format!("{k}={}", v.as_deref().unwrap_or_default());
             assert!(env.contains(&line), "{line:?} not in {env:?}");
         }
         assert!(env.iter().any(|l| l.starts_with("STELLA_DIGEST=sha256:")));
@@ -454,6 +454,15 @@ const TRICKY_VALUES: &[&str] = &[
     "trailing\\",
     "it's",
     "say \"hi\"",
+    "value # not a comment",
+    "${HOME}",
+    "${HOME:-x}",
+    " leading",
+    "trailing ",
+    "'quoted'",
+    "\"double\"",
+    "#start",
+    "",
 ];
 
 #[test]
@@ -476,8 +485,8 @@ fn tricky_values_read_back_exactly_through_compose_and_docker() {
     let t = &inputs.template.services[0];
     for (i, v) in TRICKY_VALUES.iter().enumerate() {
         assert_eq!(
-            t.environment[&format!("V{i}")],
-            *v,
+            t.environment[&format!("V{i}")].as_deref(),
+            Some(*v),
             "the template parser reads Compose syntax"
         );
     }

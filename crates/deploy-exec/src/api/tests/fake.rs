@@ -213,9 +213,7 @@ pub fn request(target: &Target, n: u64) -> DeployRequest {
         task: t,
         component: Some(ComponentSpec {
             name: name("web"),
-            image: ImageRef::parse(&image(n)).unwrap(),
-            publish: Vec::new(),
-            args: Vec::new(),
+            container: deploy_core::ContainerSpec::from_image(ImageRef::parse(&image(n)).unwrap()),
             keep_previous_running: false,
         }),
         project: name("web"),
