@@ -241,7 +241,10 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
             digest: Some(lock2.clone())
         }
     );
-    match run(&rt, &delivery(&work_dir, project, &images.v2, 3).0).await {
+    // The same lock again (another attempt of the same job): nothing to do.
+    let mut again = d2.clone();
+    again.key.task_id = task_id(3);
+    match run(&rt, &again).await {
         TaskOutcome::Deployed { changed: false, .. } => {}
         other => panic!("{other:?}"),
     }

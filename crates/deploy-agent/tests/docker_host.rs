@@ -473,7 +473,7 @@ async fn keep_previous_running_and_stop_first() {
     assert!(
         lines
             .iter()
-            .any(|l| l.text.starts_with("stop-first: stopping")),
+            .any(|l| l.text.starts_with(&format!("stopping {sf} before the new container starts"))),
         "{lines:?}"
     );
     assert_eq!(version(&sf), "v2");

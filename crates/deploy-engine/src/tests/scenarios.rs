@@ -139,8 +139,11 @@ async fn retryable_failures_retry_and_permanent_ones_do_not() {
     );
 }
 
+/// The policy lets the rollout go on past a tolerated failure, reaching every target;
+/// the job then fails (not every target runs the release) and, the failure being
+/// within the policy, is not rolled back.
 #[tokio::test]
-async fn the_failure_policy_tolerates_what_it_allows() {
+async fn the_failure_policy_lets_the_rollout_go_on_but_the_job_fails() {
     let f = Fixture::new(4).await;
     f.world
         .on(f.target(1), &digest(1), Behaviour::FailPermanent, 1);
@@ -148,12 +151,25 @@ async fn the_failure_policy_tolerates_what_it_allows() {
         .job(1, &release_with(1, digest(1)), |r| {
             r.failure_policy = FailurePolicy {
                 max_failures: Some(1),
+                auto_rollback: true,
                 ..Default::default()
             };
         })
         .await;
     let done = f.engine.run_job(job.id).await.unwrap();
-    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(
+        done.failure_reason.as_deref(),
+        Some("1 of 4 targets failed (within the failure policy, which let the rollout go on); a job completes only when every target runs its release")
+    );
+    assert_eq!(
+        done.tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Succeeded)
+            .count(),
+        3,
+        "every other target was reached"
+    );
     assert_eq!(
         done.tasks
             .iter()
@@ -480,7 +496,7 @@ async fn compose_hosts_get_rendered_artifacts_and_a_lock_digest_task() {
     let err = f.engine.create_job(&request).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("compose_host; expected a compose template"),
+            .contains("compose_host; expected a release with a service definition"),
         "{err}"
     );
     request.template =

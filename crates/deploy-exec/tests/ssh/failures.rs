@@ -309,6 +309,66 @@ fn hanging_registry() -> (TcpListener, u16) {
     (listener, port)
 }
 
+/// What the hanging registry saw: connections accepted, and how many of them the
+/// engine has closed since.
+#[derive(Default)]
+struct Held {
+    accepted: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicUsize,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// Accepts and holds connections (60 s at most), counting those the peer closes.
+fn hold(listener: TcpListener, held: std::sync::Arc<Held>) -> std::thread::JoinHandle<()> {
+    use std::io::Read;
+    use std::sync::atomic::Ordering::Relaxed;
+    std::thread::spawn(move || {
+        let mut conns: Vec<(std::net::TcpStream, bool)> = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(60) && !held.stop.load(Relaxed) {
+            if let Ok((s, _)) = listener.accept() {
+                s.set_nonblocking(true).unwrap();
+                conns.push((s, false));
+                held.accepted.fetch_add(1, Relaxed);
+            }
+            for (conn, closed) in &mut conns {
+                let mut buf = [0u8; 4096];
+                if !*closed && matches!(conn.read(&mut buf), Ok(0)) {
+                    *closed = true;
+                    held.closed.fetch_add(1, Relaxed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+/// Waits until the engine has connected to the hanging registry (the pull is under way).
+async fn wait_pulling(held: &Held) {
+    for _ in 0..300 {
+        if held.accepted.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the engine never contacted the hanging registry");
+}
+
+/// Waits (15 s at most) until every connection to the registry was closed by the engine:
+/// the pull was abandoned with the request, nothing keeps pulling on the host.
+async fn wait_abandoned(held: &Held) -> (usize, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for _ in 0..150 {
+        let (a, c) = (held.accepted.load(Relaxed), held.closed.load(Relaxed));
+        if a > 0 && a == c {
+            return (a, c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (held.accepted.load(Relaxed), held.closed.load(Relaxed))
+}
+
 #[tokio::test]
 async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
     let s = Scene::start("pull", TargetType::DockerHost);
@@ -316,75 +376,53 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
     let (logs, c) = ctx(60);
     s.deploy_web(&peers.images.v1, 1, &c, &logs).await;
 
-    let (listener, port) = hanging_registry();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    let held = std::thread::spawn(move || {
-        // Accept and hold connections (bounded: 60 s at most) until told to stop.
-        let mut conns = Vec::new();
-        listener.set_nonblocking(true).unwrap();
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(60)
-            && !stop_flag.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            if let Ok((s, _)) = listener.accept() {
-                conns.push(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        conns.len()
-    });
     let digest = digest_of(&peers.images.v2);
-    let hanging = format!("127.0.0.1:{port}/{}/app@{digest}", s.p);
-
-    let (_, mut c) = ctx(60);
-    c.timeout = Duration::from_secs(5);
-    let r = exec
-        .deploy(&docker_request(target, web, &hanging, 2), &c)
-        .await;
-    assert!(!r.success);
-    assert!(
-        matches!(r.error, Some(ExecError::Timeout { ref what, .. }) if what == "docker pull"),
-        "{r:?}"
-    );
-    assert!(r.retryable());
-    assert_eq!(
-        wait_gone(&format!("docker pull 127.0.0.1:{port}")).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(version_of(web.as_str()), "v1");
-
-    let (_, c) = ctx(60);
-    let token = c.cancel.clone();
-    let request = docker_request(target, web, &hanging, 3);
-    let deploy = exec.deploy(&request, &c);
-    let cancel = async {
-        wait_started(&format!("docker pull 127.0.0.1:{port}")).await;
-        token.cancel();
-    };
-    let (r, ()) = tokio::join!(deploy, cancel);
-    assert!(
-        matches!(r.error, Some(ExecError::Cancelled { ref what, .. }) if what == "docker pull"),
-        "{r:?}"
-    );
-    assert!(!r.retryable());
-    assert_eq!(
-        wait_gone(&format!("docker pull 127.0.0.1:{port}")).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(version_of(web.as_str()), "v1");
-    let (_, c) = ctx(30);
-    assert_eq!(
-        exec.inspect(target, web, &c).await.unwrap(),
-        Some(digest_of(&peers.images.v1))
-    );
-    assert!(
-        {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            held.join().unwrap()
-        } >= 1,
-        "docker never contacted the hanging registry"
-    );
+    for cut in ["timeout", "cancel"] {
+        let (listener, port) = hanging_registry();
+        let held = std::sync::Arc::new(Held::default());
+        let holder = hold(listener, held.clone());
+        let hanging = format!("127.0.0.1:{port}/{}/app@{digest}", s.p);
+        let (logs, mut c) = ctx(60);
+        let request = docker_request(target, web, &hanging, 2);
+        let r = if cut == "timeout" {
+            c.timeout = Duration::from_secs(5);
+            exec.deploy(&request, &c).await
+        } else {
+            let token = c.cancel.clone();
+            let cancel = async {
+                wait_pulling(&held).await;
+                token.cancel();
+            };
+            let (r, ()) = tokio::join!(exec.deploy(&request, &c), cancel);
+            r
+        };
+        assert!(!r.success, "{cut}: {r:?}");
+        match cut {
+            "timeout" => {
+                assert!(matches!(r.error, Some(ExecError::Timeout { .. })), "{r:?}");
+                assert!(r.retryable());
+            }
+            _ => {
+                assert!(matches!(r.error, Some(ExecError::Cancelled { .. })), "{r:?}");
+                assert!(!r.retryable());
+            }
+        }
+        assert!(
+            logs.lines().iter().any(|l| l.starts_with("pulling 127.0.0.1:")),
+            "{cut}: {:#?}",
+            logs.lines()
+        );
+        let (accepted, closed) = wait_abandoned(&held).await;
+        assert!(accepted >= 1 && closed == accepted, "{cut}: {accepted} accepted, {closed} closed by the engine");
+        held.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        holder.join().unwrap();
+        assert_eq!(version_of(web.as_str()), "v1", "{cut}");
+        let (_, c) = ctx(30);
+        assert_eq!(
+            exec.inspect(target, web, &c).await.unwrap(),
+            Some(digest_of(&peers.images.v1))
+        );
+    }
 }
 
 #[tokio::test]
