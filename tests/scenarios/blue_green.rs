@@ -218,6 +218,7 @@ fn target(hosts: &SshdHosts, prefix: &str, container: &str, nginx: &Nginx) -> Ta
         &url,
     ];
     let mut health = HealthCheckConfig::new(HealthCheck::Command {
+        in_container: false,
         command: CommandSpec::new(argv.iter().map(|s| (*s).to_owned()).collect()).unwrap(),
     });
     health.retries = 5;

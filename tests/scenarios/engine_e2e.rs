@@ -219,6 +219,7 @@ fn target(hosts: &SshdHosts, i: u8, prefix: &str) -> Target {
         &url,
     ];
     let mut health = HealthCheckConfig::new(HealthCheck::Command {
+        in_container: false,
         command: CommandSpec::new(argv.iter().map(|s| (*s).to_owned()).collect()).unwrap(),
     });
     health.retries = 3;

@@ -59,19 +59,23 @@ impl JobSettings {
             body["max_attempts"] = json!(n);
         }
         if let Some(path) = &self.template {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                CliError::new(
-                    USAGE,
-                    format!(
-                        "--template `{}` cannot be read as a UTF-8 compose file: {e}",
-                        path.display()
-                    ),
-                )
-            })?;
-            body["template"] = json!(text);
+            body["template"] = json!(read_template(path)?);
         }
         Ok(body)
     }
+}
+
+/// A compose template file (`--template`) as text.
+pub fn read_template(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        CliError::new(
+            USAGE,
+            format!(
+                "--template `{}` cannot be read as a UTF-8 compose file: {e}",
+                path.display()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

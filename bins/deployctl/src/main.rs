@@ -104,7 +104,8 @@ enum Command {
         /// The job fails once more than this share of targets failed, from 0 to 1.
         #[arg(long)]
         max_failure_ratio: Option<f64>,
-        /// Compose template (YAML file), required for compose_host targets.
+        /// A compose template (YAML file) in place of the release's service definition,
+        /// for this job only (a rollback re-deploys what the job rendered).
         #[arg(long, value_name = "COMPOSE_YML")]
         template: Option<std::path::PathBuf>,
         /// With --follow: also print the tasks' log lines as they come (prefixed with
@@ -169,7 +170,14 @@ enum ArtifactsCommand {
 #[derive(Debug, Subcommand)]
 enum EnvCommand {
     /// Create an environment.
-    Create { name: String },
+    Create {
+        name: String,
+        /// A value of this environment, `KEY=value` (repeatable): it replaces a service
+        /// variable of that name, and gives one to a variable declared without a value
+        /// (e.g. `--var DATABASE_URL=postgres://db.staging/app`).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        variables: Vec<String>,
+    },
     /// Show an environment.
     Show { id: String },
     /// List environments, newest first.
@@ -200,11 +208,19 @@ enum TargetCommand {
 
 #[derive(Debug, Subcommand)]
 enum ReleaseCommand {
-    /// Create a release from `name=image@sha256:…` components.
+    /// Create a release from `name=image@sha256:…` components and, optionally, its
+    /// service definition: a compose template whose services name the component they
+    /// run (`componentName`), stored with the release and used by every deploy and
+    /// rollback of it.
     Create {
         name: String,
+        /// A component, `name=registry/path@sha256:<64 hex>` (repeatable).
         #[arg(long = "component", required = true)]
         components: Vec<String>,
+        /// The service definition: a compose template (YAML file): ports, environment,
+        /// volumes, command, restart, networks, limits, healthcheck, …
+        #[arg(long, value_name = "COMPOSE_YML")]
+        template: Option<std::path::PathBuf>,
     },
     /// Show a release.
     Show { id: String },
@@ -356,9 +372,19 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     let out = cli.output;
     let p = API_PREFIX;
     match cli.command {
-        Command::Env(EnvCommand::Create { name }) => {
+        Command::Env(EnvCommand::Create { name, variables }) => {
+            let mut vars = serde_json::Map::new();
+            for v in &variables {
+                let (k, value) = v.split_once('=').ok_or_else(|| {
+                    CliError::new(USAGE, format!("--var `{v}` is not `KEY=value`"))
+                })?;
+                vars.insert(k.to_owned(), json!(value));
+            }
             let v: Value = client
-                .post(&format!("{p}/environments"), Some(&json!({"name": name})))
+                .post(
+                    &format!("{p}/environments"),
+                    Some(&json!({"name": name, "variables": vars})),
+                )
                 .await?;
             output::object(out, &v, &["id", "name", "created_at"]);
         }
@@ -386,7 +412,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .await?;
             output::list(out, &v, TARGET_FIELDS);
         }
-        Command::Release(ReleaseCommand::Create { name, components }) => {
+        Command::Release(ReleaseCommand::Create {
+            name,
+            components,
+            template,
+        }) => {
             let components = components
                 .iter()
                 .map(|c| match c.split_once('=') {
@@ -397,12 +427,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                     )),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let v: Value = client
-                .post(
-                    &format!("{p}/releases"),
-                    Some(&json!({"name": name, "components": components})),
-                )
-                .await?;
+            let mut body = json!({"name": name, "components": components});
+            if let Some(path) = &template {
+                body["template"] = json!(deploy::read_template(path)?);
+            }
+            let v: Value = client.post(&format!("{p}/releases"), Some(&body)).await?;
             output::object(out, &v, &["id", "name", "components", "created_at"]);
         }
         Command::Release(ReleaseCommand::Show { id }) => {

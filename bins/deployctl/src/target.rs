@@ -15,7 +15,7 @@ use crate::exit::{CliError, USAGE};
     --health-check command --health-command 'docker exec web wget -q -O- http://127.0.0.1:8080/health' \\
     --health-retries 3 --health-interval 500ms --label deploy.container-prefix=prod-
   deployctl target add --env <ENV_ID> host-2 --host 10.0.0.6 --user deploy --key-ref env:SSH_KEY \\
-    --health-check http --health-endpoint http://10.0.0.6:8080 --health-path /health
+    --health-check http --health-port 8080 --health-path /health
   deployctl target add --env <ENV_ID> --file target.json   # the API's document (see `target list --output json`)")]
 pub struct AddArgs {
     #[arg(long)]
@@ -47,7 +47,9 @@ pub struct AddArgs {
     /// The health check run after each deploy: `http`, `tcp` or `command`.
     #[arg(long, value_parser = ["http", "tcp", "command"])]
     health_check: Option<String>,
-    /// http: the base URL the path is appended to, e.g. `http://10.0.0.5:8080`.
+    /// http, tcp: a fixed base URL to probe instead of the deployed instance (a load
+    /// balancer), e.g. `http://10.0.0.5:8080`. Without it, the check aims at the
+    /// address where the new container publishes `--health-port`.
     #[arg(long, requires = "health_check")]
     health_endpoint: Option<String>,
     /// http: the path to GET [default: /health].
@@ -59,9 +61,14 @@ pub struct AddArgs {
     /// http: a substring the body must contain.
     #[arg(long, requires = "health_check")]
     health_body: Option<String>,
-    /// tcp: the port to connect to on the target's host.
+    /// http, tcp: the container port to probe where the new instance publishes it (for
+    /// http, default: its only published port); with --health-endpoint, tcp connects to
+    /// this port on the endpoint's host.
     #[arg(long, requires = "health_check")]
     health_port: Option<u16>,
+    /// command: run the command inside the new container (`docker exec`; docker_host).
+    #[arg(long, requires = "health_command")]
+    health_in_container: bool,
     /// command: the program and its arguments, run on the target through its connection:
     /// words split on spaces, or a JSON array of strings (`'["sh", "-c", "…"]'`).
     #[arg(long, requires = "health_check")]
@@ -183,19 +190,25 @@ fn health_check(args: &AddArgs, kind: &str) -> Result<Value, CliError> {
             Ok(())
         }
     };
-    only("--health-endpoint", args.health_endpoint.is_some(), "http")?;
+    only(
+        "--health-endpoint",
+        args.health_endpoint.is_some() && kind == "command",
+        "http",
+    )?;
     only("--health-path", args.health_path.is_some(), "http")?;
     only("--health-status", args.health_status.is_some(), "http")?;
     only("--health-body", args.health_body.is_some(), "http")?;
-    only("--health-port", args.health_port.is_some(), "tcp")?;
+    only(
+        "--health-port",
+        args.health_port.is_some() && kind == "command",
+        "tcp",
+    )?;
     only("--health-command", args.health_command.is_some(), "command")?;
     let mut check = json!({"type": kind});
     match kind {
         "http" => {
-            if args.health_endpoint.is_none() {
-                return Err(usage(
-                    "--health-check http needs --health-endpoint (the base URL, e.g. http://10.0.0.5:8080)",
-                ));
+            if let Some(port) = args.health_port {
+                check["port"] = json!(port);
             }
             if let Some(path) = &args.health_path {
                 check["path"] = json!(path);
@@ -219,6 +232,9 @@ fn health_check(args: &AddArgs, kind: &str) -> Result<Value, CliError> {
                 .as_deref()
                 .ok_or_else(|| usage("--health-check command needs --health-command"))?;
             check["command"] = json!(command_words(command)?);
+            if args.health_in_container {
+                check["in_container"] = json!(true);
+            }
         }
     }
     let mut config = json!({"check": check});

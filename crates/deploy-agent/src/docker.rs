@@ -6,7 +6,6 @@
 //! codes are the agent's.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -14,7 +13,7 @@ use deploy_api::agent::{AgentErrorCode, ComponentPayload, LogStream, RegistryAut
 use deploy_core::{Digest, Name, PublishedPort};
 use deploy_docker::{
     BollardApi, DeploySpec as SequenceSpec, DockerError, DockerErrorKind, DockerHost as Sequence,
-    PendingStops, PullAuth, StepLog,
+    PullAuth, StepLog,
 };
 
 use crate::errors::TaskError;
@@ -115,9 +114,8 @@ impl DockerHost {
                     format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
                 )
             })??;
-        let pending: PendingStops = Arc::default();
         Ok(Self {
-            api: BollardApi::new(docker, pending),
+            api: BollardApi::new(docker),
             config,
         })
     }
@@ -149,6 +147,27 @@ impl DockerHost {
             .await
             .map_err(task_error)?
             .map(|r| r.digest))
+    }
+
+    /// What container `name` runs (if it runs) and where it publishes its ports;
+    /// refused when `name` belongs to another target than `target`.
+    pub async fn instance(
+        &self,
+        name: &str,
+        target: &Name,
+    ) -> Result<(Option<Digest>, Vec<PublishedPort>), TaskError> {
+        let c = self
+            .sequence()
+            .inspect_owned(name, target)
+            .await
+            .map_err(task_error)?;
+        Ok(match c {
+            Some(c) => (
+                deploy_docker::running_of(&c).map(|r| r.digest),
+                if c.running { c.published } else { Vec::new() },
+            ),
+            None => (None, Vec::new()),
+        })
     }
 
     /// Deploys `spec` through the shared sequence.

@@ -384,6 +384,7 @@ mod tests {
             log_lines: 2,
             outcome: TaskOutcome::Inspected {
                 digest: Some(digest(n)),
+                published: Vec::new(),
             },
         }
     }

@@ -336,7 +336,10 @@ mod tests {
         TaskResultRequest {
             protocol: 1,
             log_lines: 3,
-            outcome: TaskOutcome::Inspected { digest: None },
+            outcome: TaskOutcome::Inspected {
+                digest: None,
+                published: Vec::new(),
+            },
         }
     }
 

@@ -1,4 +1,4 @@
-//! `Runtime`: executes one `TaskDelivery` on this host (deploy, rollback, inspect, health_command) under its timeout, cancellable, serialized per slot.
+//! `Runtime`: executes one `TaskDelivery` on this host (deploy, rollback, inspect, health_command, probe) under its timeout, cancellable, serialized per slot.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -210,8 +210,11 @@ impl Runtime {
                     .await
             }
             AgentAction::Inspect { component } => match self.inspect(target, component).await {
-                Ok(digest) => TaskOutcome::Inspected { digest },
+                Ok((digest, published)) => TaskOutcome::Inspected { digest, published },
                 Err(e) => failed(e, None),
+            },
+            AgentAction::Probe { probe } => TaskOutcome::Probed {
+                verdict: Self::probe(probe).await,
             },
             AgentAction::HealthCommand { command } => {
                 match self.health_command(target, command, log).await {
@@ -235,25 +238,47 @@ impl Runtime {
         command::run(command, &PathBuf::from(conn.work_dir.as_str()), log).await
     }
 
-    /// The digest running for `component` (docker_host: the container; compose_host: the project).
+    /// A probe of an instance on this host: its loopback is ours.
+    async fn probe(probe: &deploy_core::InstanceProbe) -> deploy_core::ProbeOutcome {
+        let address = deploy_health::local_address(&probe.address);
+        let timeout = Duration::from_millis(probe.timeout_ms);
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
+            Ok(Ok(stream)) => deploy_health::probe_stream(stream, &address, probe).await,
+            Ok(Err(e)) => deploy_core::ProbeOutcome {
+                healthy: false,
+                message: format!("tcp {address} refused: {e}"),
+                status_code: None,
+            },
+            Err(_) => deploy_core::ProbeOutcome {
+                healthy: false,
+                message: format!("tcp {address} timed out after {} ms", probe.timeout_ms),
+                status_code: None,
+            },
+        }
+    }
+
+    /// The digest running for `component` (docker_host: the container; compose_host: the
+    /// project) and where it publishes its ports.
     pub async fn inspect(
         &self,
         target: &Target,
         component: &Name,
-    ) -> Result<Option<deploy_core::Digest>, TaskError> {
+    ) -> Result<(Option<deploy_core::Digest>, Vec<deploy_core::PublishedPort>), TaskError> {
         let conn = agent_connection(target)?;
         let _slot = self.locks.lock(&Self::slot(target, component)).await;
         match target.target_type {
             TargetType::DockerHost => {
                 self.docker()?
-                    .running_digest(component.as_str(), &target.name)
+                    .instance(component.as_str(), &target.name)
                     .await
             }
-            TargetType::ComposeHost => Ok(self
-                .compose()?
-                .status(&PathBuf::from(conn.work_dir.as_str()), component)
-                .await?
-                .healthy_lock()),
+            TargetType::ComposeHost => {
+                let status = self
+                    .compose()?
+                    .status(&PathBuf::from(conn.work_dir.as_str()), component)
+                    .await?;
+                Ok((status.healthy_lock(), status.published))
+            }
             other => Err(TaskError::invalid(format!(
                 "inspect a `{}` target: the agent serves docker_host and compose_host",
                 other.as_str()

@@ -174,7 +174,10 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
     let (d1, lock1) = delivery(&work_dir, project, &images.v1, 1);
     assert_eq!(
         run(&rt, &inspect(&d1)).await,
-        TaskOutcome::Inspected { digest: None }
+        TaskOutcome::Inspected {
+            digest: None,
+            published: Vec::new()
+        }
     );
     match run(&rt, &d1).await {
         TaskOutcome::Deployed {
@@ -235,12 +238,13 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
         other => panic!("{other:?}"),
     }
     assert_eq!(web_version(project), "v2");
-    assert_eq!(
-        run(&rt, &inspect(&d2)).await,
-        TaskOutcome::Inspected {
-            digest: Some(lock2.clone())
+    match run(&rt, &inspect(&d2)).await {
+        TaskOutcome::Inspected { digest, published } => {
+            assert_eq!(digest, Some(lock2.clone()));
+            assert_eq!(published.len(), 1, "{published:?}");
         }
-    );
+        other => panic!("{other:?}"),
+    }
     // The same lock again (another attempt of the same job): nothing to do.
     let mut again = d2.clone();
     again.key.task_id = task_id(3);

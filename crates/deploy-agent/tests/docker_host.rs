@@ -127,6 +127,18 @@ fn version(container: &str) -> String {
     panic!("{container} does not serve /version on {addr}");
 }
 
+/// Where `container` publishes the image's HTTP port, as the agent reports it.
+fn published_port(container: &str) -> deploy_core::PublishedPort {
+    let addr = published_addr(container, IMAGE_HTTP_PORT).unwrap();
+    let (ip, port) = addr.rsplit_once(':').unwrap();
+    deploy_core::PublishedPort {
+        container_port: IMAGE_HTTP_PORT,
+        protocol: Protocol::Tcp,
+        host_ip: ip.trim_matches(['[', ']']).parse().unwrap(),
+        host_port: port.parse().unwrap(),
+    }
+}
+
 fn container_id(container: &str) -> String {
     deploy_testkit::run_checked(
         "docker",
@@ -238,12 +250,46 @@ async fn deploy_swap_inspect_revert_noop_and_broken() {
         },
         ..deploy(3, &web, &images.v2, &[])
     };
-    assert_eq!(
-        run(&rt, &inspect).await,
-        TaskOutcome::Inspected {
-            digest: Some(v2.clone())
+    match run(&rt, &inspect).await {
+        TaskOutcome::Inspected { digest, published } => {
+            assert_eq!(digest, Some(v2.clone()));
+            // The instance's published port: what health checks probe.
+            let addr = published_addr(&web, IMAGE_HTTP_PORT).unwrap();
+            assert!(
+                published
+                    .iter()
+                    .any(|p| p.container_port == IMAGE_HTTP_PORT && addr.ends_with(&format!(":{}", p.host_port))),
+                "{published:?} vs {addr}"
+            );
         }
-    );
+        other => panic!("{other:?}"),
+    }
+    // The agent probes the instance from the host.
+    let port = published_port(&web);
+    let probe = |path: &str| TaskDelivery {
+        action: AgentAction::Probe {
+            probe: deploy_core::InstanceProbe {
+                address: port,
+                http: Some(deploy_core::HttpExpectation {
+                    path: path.to_owned(),
+                    expected_status: 200,
+                    expected_body: Some("v2".to_owned()),
+                }),
+                timeout_ms: 2_000,
+            },
+        },
+        ..deploy(31, &web, &images.v2, &[])
+    };
+    match run(&rt, &probe("/version")).await {
+        TaskOutcome::Probed { verdict } => assert!(verdict.healthy, "{verdict:?}"),
+        other => panic!("{other:?}"),
+    }
+    match run(&rt, &probe("/missing")).await {
+        TaskOutcome::Probed { verdict } => {
+            assert!(!verdict.healthy && verdict.status_code == Some(404), "{verdict:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 
     // A no-op redeploy of v2.
     let out = run(&rt, &deploy(4, &web, &images.v2, &[])).await;

@@ -24,8 +24,8 @@
 use std::collections::BTreeMap;
 
 use deploy_core::{
-    AgentId, CommandSpec, ContainerSpec, Digest, GeneratedArtifact, Labels, Name, PublishedPort,
-    Target, TaskId, Timestamp,
+    AgentId, CommandSpec, ContainerSpec, Digest, GeneratedArtifact, InstanceProbe, Labels, Name,
+    ProbeOutcome, PublishedPort, Target, TaskId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -243,6 +243,12 @@ pub enum AgentAction {
         #[schema(value_type = Vec<String>)]
         command: CommandSpec,
     },
+    /// Probe a deployed instance where it publishes a port (a TCP connect, or an HTTP
+    /// GET), from the host itself.
+    Probe {
+        #[schema(value_type = Object)]
+        probe: InstanceProbe,
+    },
 }
 
 impl AgentAction {
@@ -253,6 +259,7 @@ impl AgentAction {
             Self::Rollback { .. } => "rollback",
             Self::Inspect { .. } => "inspect",
             Self::HealthCommand { .. } => "health_command",
+            Self::Probe { .. } => "probe",
         }
     }
 }
@@ -392,6 +399,15 @@ pub enum TaskOutcome {
     Inspected {
         #[schema(value_type = Option<String>)]
         digest: Option<Digest>,
+        /// Where the instance publishes its ports now (a running container or project).
+        #[serde(default)]
+        #[schema(value_type = Vec<Object>)]
+        published: Vec<PublishedPort>,
+    },
+    /// The probe's verdict.
+    Probed {
+        #[schema(value_type = Object)]
+        verdict: ProbeOutcome,
     },
     CommandRan {
         exit_status: u32,

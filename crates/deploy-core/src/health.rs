@@ -8,10 +8,16 @@ use crate::errors::ValidationError;
 use crate::values::CommandSpec;
 
 /// What to probe.
+///
+/// Without a `health_endpoint` on the target, http and tcp checks aim at the instance
+/// just deployed: the address where the new container publishes `port` (a container
+/// port), reached from the target's side (through the SSH connection, by the agent on
+/// its host, or from deployd for WinRM). With a `health_endpoint` (a load balancer,
+/// on purpose) they aim there instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HealthCheck {
-    /// GET `health_endpoint + path`; healthy when the status matches (and the body contains `expected_body`).
+    /// GET `path`; healthy when the status matches (and the body contains `expected_body`).
     Http {
         #[serde(default = "default_path")]
         path: String,
@@ -19,11 +25,54 @@ pub enum HealthCheck {
         expected_status: u16,
         #[serde(default)]
         expected_body: Option<String>,
+        /// The container port to probe (instance checks); default: the one TCP port the
+        /// instance publishes. Ignored with a `health_endpoint`, which names its port.
+        #[serde(default)]
+        port: Option<u16>,
     },
-    /// A TCP connect to `port` on the target's host succeeds.
+    /// A TCP connect succeeds: to the container port `port` where the instance publishes
+    /// it, or, with a `health_endpoint`, to `port` on the endpoint's host.
     Tcp { port: u16 },
-    /// The command exits 0 when run on the target through its executor.
-    Command { command: CommandSpec },
+    /// The command exits 0 when run on the target through its executor; with
+    /// `in_container` (docker_host), inside the new container (`docker exec`).
+    Command {
+        command: CommandSpec,
+        #[serde(default)]
+        in_container: bool,
+    },
+}
+
+/// An HTTP probe's expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExpectation {
+    pub path: String,
+    pub expected_status: u16,
+    #[serde(default)]
+    pub expected_body: Option<String>,
+}
+
+/// One probe of a deployed instance at a published address, carried out from the
+/// target's side (a TCP connect, or an HTTP GET when `http` is set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceProbe {
+    pub address: crate::container::PublishedPort,
+    #[serde(default)]
+    pub http: Option<HttpExpectation>,
+    /// Limit for the probe, milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// What one instance probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeOutcome {
+    pub healthy: bool,
+    /// What was checked and what came back.
+    pub message: String,
+    #[serde(default)]
+    pub status_code: Option<u16>,
 }
 
 fn default_path() -> String {
@@ -108,7 +157,15 @@ impl HealthCheckConfig {
                 path,
                 expected_status,
                 expected_body,
+                port,
             } => {
+                if *port == Some(0) {
+                    return Err(ValidationError::new(
+                        "health_check.port",
+                        0,
+                        "a port from 1 to 65535",
+                    ));
+                }
                 let path_ok = path.starts_with('/')
                     && path.len() <= 2048
                     && path.chars().all(|c| c.is_ascii_graphic());
@@ -179,7 +236,8 @@ mod tests {
             HealthCheck::Http {
                 path: "/health".into(),
                 expected_status: 200,
-                expected_body: None
+                expected_body: None,
+                port: None,
             }
         );
         assert_eq!(c.retries, 3);
@@ -206,6 +264,7 @@ mod tests {
             path: "health now".into(),
             expected_status: 200,
             expected_body: None,
+            port: None,
         });
         assert!(bad_path.validate().is_err());
         assert!(

@@ -50,7 +50,7 @@ pub use errors::{
     CoreError, DigestError, IdError, ImageRefError, InvalidTransition, NameError, PlanError,
     TimestampError, UnknownComponent, ValidationError,
 };
-pub use health::{HealthCheck, HealthCheckConfig};
+pub use health::{HealthCheck, HealthCheckConfig, HttpExpectation, InstanceProbe, ProbeOutcome};
 pub use ids::{
     AgentId, ArtifactId, ComponentId, EnvironmentId, JobId, PromotionId, ReleaseId, TargetId,
     TaskId,

@@ -132,19 +132,55 @@ impl Target {
             }
         }
         self.connection.validate()?;
+        if self.target_type == TargetType::WindowsService {
+            return Err(ValidationError::new(
+                format!("target `{}`.target_type", self.name),
+                self.target_type.as_str(),
+                "a target type that can be deployed: windows_service deploys are not implemented yet (a Windows host running Docker is a docker_host over winrm)",
+            ));
+        }
         if let Some(check) = &self.health_check {
             check.validate()?;
-            if matches!(check.check, crate::health::HealthCheck::Http { .. })
-                && self.health_endpoint.is_none()
-            {
-                return Err(ValidationError::new(
-                    format!("target `{}`.health_endpoint", self.name),
-                    "(none)",
-                    "a base URL, since the health check is http",
-                ));
-            }
+            self.check_health_fits(&check.check)?;
         }
         Ok(())
+    }
+
+    /// Refuses a health check that cannot work on this kind of target, naming why.
+    fn check_health_fits(&self, check: &crate::health::HealthCheck) -> Result<(), ValidationError> {
+        use crate::health::HealthCheck;
+        let api = self.execution_model() == ExecutionModel::Api;
+        let field = format!("target `{}`.health_check.check.type", self.name);
+        match check {
+            HealthCheck::Command { .. } if api => Err(ValidationError::new(
+                field,
+                "command",
+                format!(
+                    "http or tcp on a {} (deployd has no shell on an orchestrator's instances)",
+                    self.target_type.as_str()
+                ),
+            )),
+            HealthCheck::Command {
+                in_container: true, ..
+            } if self.target_type != TargetType::DockerHost => Err(ValidationError::new(
+                format!("target `{}`.health_check.check.in_container", self.name),
+                "true",
+                "false on a target that is not a docker_host (a command runs inside the container only there)",
+            )),
+            HealthCheck::Http { .. } | HealthCheck::Tcp { .. }
+                if api && self.health_endpoint.is_none() =>
+            {
+                Err(ValidationError::new(
+                    format!("target `{}`.health_endpoint", self.name),
+                    "(none)",
+                    format!(
+                        "a base URL (the service's load balancer) for an http or tcp check on a {}: deployd does not see its instances' addresses",
+                        self.target_type.as_str()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -168,9 +204,12 @@ mod tests {
                     }
                     _ => true,
                 };
+                // windows_service is refused whatever its connection: it cannot deploy yet.
                 assert_eq!(
                     accepted,
-                    t.supported_models().contains(&model) && api_matches,
+                    t.supported_models().contains(&model)
+                        && api_matches
+                        && t != TargetType::WindowsService,
                     "{t:?} with {model:?}"
                 );
             }
@@ -188,22 +227,62 @@ mod tests {
     }
 
     #[test]
-    fn http_health_needs_an_endpoint() {
-        let mut t = ssh_target(1);
-        t.health_check = Some(HealthCheckConfig::new(HealthCheck::Http {
+    fn health_checks_that_cannot_work_on_the_target_are_refused() {
+        let http = HealthCheckConfig::new(HealthCheck::Http {
             path: "/health".into(),
             expected_status: 200,
             expected_body: None,
-        }));
+            port: None,
+        });
+        // A docker host: the check aims at the new instance, no endpoint needed.
+        let mut t = ssh_target(1);
+        t.health_check = Some(http.clone());
         t.health_endpoint = None;
+        assert!(t.validate().is_ok());
+        // An orchestrator's instances have no address deployd sees: an endpoint is needed.
+        let mut k8s = t.clone();
+        k8s.target_type = TargetType::K8sDeployment;
+        k8s.connection = sample_connections()
+            .into_iter()
+            .find(|(m, c)| *m == ExecutionModel::Api && matches!(c, Connection::Api(ApiConnection::Kubernetes { .. })))
+            .unwrap()
+            .1;
+        assert_eq!(
+            k8s.validate().unwrap_err().field,
+            "target `host-1`.health_endpoint"
+        );
+        k8s.health_endpoint = Some(HttpUrl::parse("http://lb:8080").unwrap());
+        assert!(k8s.validate().is_ok());
+        let command = HealthCheck::Command {
+            command: crate::CommandSpec::new(vec!["true".into()]).unwrap(),
+            in_container: false,
+        };
+        k8s.health_check = Some(HealthCheckConfig::new(command.clone()));
+        assert_eq!(
+            k8s.validate().unwrap_err().to_string(),
+            "target `host-1`.health_check.check.type is `command`; expected http or tcp on a k8s_deployment (deployd has no shell on an orchestrator's instances)"
+        );
+        let mut compose = t.clone();
+        compose.target_type = TargetType::ComposeHost;
+        compose.health_check = Some(HealthCheckConfig::new(HealthCheck::Command {
+            command: crate::CommandSpec::new(vec!["true".into()]).unwrap(),
+            in_container: true,
+        }));
+        assert!(compose.validate().is_err());
+        let mut windows = t;
+        windows.target_type = TargetType::WindowsService;
+        windows.connection = sample_connections()
+            .into_iter()
+            .find(|(m, _)| *m == ExecutionModel::Winrm)
+            .unwrap()
+            .1;
         assert!(
-            t.validate()
+            windows
+                .validate()
                 .unwrap_err()
                 .to_string()
-                .contains("health_endpoint")
+                .contains("windows_service deploys are not implemented yet")
         );
-        t.health_endpoint = Some(HttpUrl::parse("http://127.0.0.1:8080").unwrap());
-        assert!(t.validate().is_ok());
     }
 
     #[test]

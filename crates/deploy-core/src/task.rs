@@ -145,6 +145,8 @@ impl DeploymentTask {
                 self.started_at.get_or_insert(now);
             }
             TaskEvent::Fail { retryable } => self.last_failure_retryable = retryable,
+            // `error` says what is wrong now: nothing, once an attempt succeeded.
+            TaskEvent::Succeed => self.error = None,
             TaskEvent::Cancel => self.last_failure_retryable = false,
             _ => {}
         }

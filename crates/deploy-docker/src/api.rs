@@ -167,11 +167,10 @@ pub trait DockerApi: Send + Sync {
     /// Stops `name`, waiting up to `grace` before the kill (stopped or missing is fine).
     async fn stop(&self, name: &str, grace: Duration) -> Result<(), DockerError>;
     /// Stops container `id` without waiting: its grace period is on nobody's path.
-    /// The transport remembers it until [`DockerApi::finish_pending_stop`] or its end.
+    /// The stop goes on in the engine if this process goes away.
     async fn stop_in_background(&self, id: &str, grace: Duration);
-    /// A background stop of `id` that may still run is ended at once (a kill): the
-    /// container is about to be started again and that stop must not undo it.
-    async fn finish_pending_stop(&self, id: &str);
+    /// Kills `name` at once (not running or missing is fine).
+    async fn kill(&self, name: &str) -> Result<(), DockerError>;
     /// The last `lines` lines of `name`'s output.
     async fn logs_tail(&self, name: &str, lines: usize) -> Result<String, DockerError>;
 }

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,16 +19,11 @@ use bollard::query_parameters::{
 };
 use deploy_core::{ContainerSpec, ImageRef, NetworkAttachment, Protocol, PublishedPort};
 use futures_util::StreamExt;
-use tokio::task::JoinHandle;
 
 use crate::api::{
     Container, DockerApi, DockerError, DockerErrorKind, Health, PullAuth, StepLog,
 };
 use crate::create::{create_body, extra_networks};
-
-/// Background stops in flight, by container id. Shared by every `BollardApi` of one
-/// executor (or agent), so that a revert through another connection still finds them.
-pub type PendingStops = Arc<Mutex<HashMap<String, JoinHandle<()>>>>;
 
 /// `DockerApi` over a bollard client.
 #[derive(Clone)]
@@ -37,7 +31,6 @@ pub struct BollardApi {
     docker: Docker,
     /// The same engine with a long timeout, for pulls only.
     puller: Docker,
-    pending: PendingStops,
 }
 
 impl std::fmt::Debug for BollardApi {
@@ -176,12 +169,11 @@ pub fn container_of(c: ContainerInspectResponse) -> Container {
 }
 
 impl BollardApi {
-    /// Steps over `docker`; background stops are recorded in `pending`.
-    pub fn new(docker: Docker, pending: PendingStops) -> Self {
+    /// Steps over `docker`.
+    pub fn new(docker: Docker) -> Self {
         Self {
             puller: docker.clone().with_timeout(PULL_TIMEOUT),
             docker,
-            pending,
         }
     }
 
@@ -382,30 +374,24 @@ impl DockerApi for BollardApi {
 
     async fn stop_in_background(&self, id: &str, grace: Duration) {
         let api = self.clone();
-        let key = id.to_owned();
         let id = id.to_owned();
-        let pending = self.pending.clone();
-        let handle = tokio::spawn(async move {
+        // The engine carries the stop through whether or not this request is waited for.
+        tokio::spawn(async move {
             if let Err(e) = api.stop(&id, grace).await {
                 tracing::warn!(container = %id, "background stop of the previous container: {e}");
             }
-            if let Ok(mut m) = pending.lock() {
-                m.remove(&id);
-            }
         });
-        if let Ok(mut m) = self.pending.lock() {
-            m.insert(key, handle);
-        }
     }
 
-    async fn finish_pending_stop(&self, id: &str) {
-        let handle = self.pending.lock().ok().and_then(|mut m| m.remove(id));
-        if let Some(handle) = handle {
-            let opts = KillContainerOptionsBuilder::default()
-                .signal("SIGKILL")
-                .build();
-            let _ = self.docker.kill_container(id, Some(opts)).await;
-            let _ = handle.await;
+    async fn kill(&self, name: &str) -> Result<(), DockerError> {
+        let opts = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        match self.docker.kill_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // 404: gone; 409: not running.
+            Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(engine_error(&format!("kill container {name}"), &e)),
         }
     }
 

@@ -20,7 +20,7 @@ pub use api::{
     Container, DockerApi, DockerError, DockerErrorKind, Health, PullAuth, StepLog,
 };
 pub use bollard_api::{
-    BollardApi, PULL_TIMEOUT, PendingStops, container_of, detail, pull_error,
+    BollardApi, PULL_TIMEOUT, container_of, detail, pull_error,
 };
 pub use create::{create_argv, create_body, env_file, extra_networks};
 pub use identity::config_digest;

@@ -329,7 +329,13 @@ impl DockerHost<'_> {
         if self.api.rename(&prev, &next).await.is_err() {
             return Ok(false);
         }
-        self.api.finish_pending_stop(&kept.id).await;
+        // A kept container that still runs outside blue-green is being stopped in the
+        // background (possibly by a process that has since gone away): that stop would
+        // undo the start below, so it is ended now with a kill (it was stopping anyway).
+        // Blue-green keeps blue running on purpose and swaps it in as it is.
+        if kept.running && !d.keep_previous_running {
+            self.api.kill(&next).await?;
+        }
         let stopped = if d.stops_first() {
             self.stop_current(d, current, log).await?
         } else {

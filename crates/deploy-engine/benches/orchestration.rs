@@ -47,6 +47,7 @@ impl Executor for Instant0 {
         ExecutionResult {
             success: true,
             published: Vec::new(),
+            agent: None,
             deployed_digest: Some(request.task.digest.clone()),
             previous_digest: None,
             changed: true,

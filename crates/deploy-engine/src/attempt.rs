@@ -35,12 +35,21 @@ pub(crate) async fn run_attempt(
 ) -> Option<DeploymentTask> {
     let id = task.id;
     let (sink, writer) = StoreLog::start(inner.store.clone(), inner.clock.clone(), id);
-    let log = TaskLog::new(sink, inner.config.log_cap);
-    let tokens = Tokens {
-        cancel: &cancel,
-        stopping: &stopping,
+    let log = TaskLog::new(sink.clone(), inner.config.log_cap);
+    let outcome = {
+        // Holds the sink too: dropped before the writer is waited for, which ends when
+        // every handle to the sink is gone.
+        let record = Recorder {
+            log: sink,
+            agent: std::sync::Mutex::new(None),
+        };
+        let tokens = Tokens {
+            cancel: &cancel,
+            stopping: &stopping,
+            record: &record,
+        };
+        attempt(&inner, &ctx, task, phase, soak, tokens, &log).await
     };
-    let outcome = attempt(&inner, &ctx, task, phase, soak, tokens, &log).await;
     drop(log);
     writer.finish().await;
     outcome
@@ -121,6 +130,9 @@ async fn attempt(
             rollback: ctx.rollback,
         };
         let result = executor.deploy(&request, &exec_ctx).await;
+        if let Some(agent) = result.agent {
+            tokens.record.set_agent(agent);
+        }
         if !result.success {
             let (retryable, why) = match (&result.error, cancel.is_cancelled()) {
                 (_, true) => (false, "cancelled".to_owned()),
@@ -154,12 +166,15 @@ async fn attempt(
             .await?;
     }
     if let Some(config) = &target.health_check {
-        let mut config = config.clone();
+        // The instance an http or tcp check probes (without a health endpoint), and the
+        // container an `in_container` command runs in.
+        let slot = ctx.slot_name(&target, task.component_id)?;
+        let mut config = crate::verify::runnable_check(config, Some(&slot));
         if let Some(soak) = soak {
             let soak_ms = u64::try_from(soak.as_millis()).unwrap_or(u64::MAX);
             config.min_healthy_time_ms = config.min_healthy_time_ms.max(soak_ms);
         }
-        match inner.health.verify(&target, &config, cancel).await {
+        match inner.health.verify(&target, &config, Some(&slot), cancel).await {
             Ok(report) if report.verdict == HealthVerdict::Healthy => {
                 log.line(&format!(
                     "healthy after {} probe(s): {}",
@@ -219,10 +234,33 @@ async fn attempt(
     {
         return fail(inner, tokens, &task, false, &why).await;
     }
-    inner.task_event(&task, TaskEvent::Succeed, "healthy").await
+    inner
+        .task_event_with(&task, TaskEvent::Succeed, "healthy", Some(&tokens.record.take()))
+        .await
 }
 
-/// The worker's two reasons to stop early.
+/// What an attempt leaves on its task: the tail of its log, and the agent that ran it.
+struct Recorder {
+    log: Arc<StoreLog>,
+    agent: std::sync::Mutex<Option<deploy_core::AgentId>>,
+}
+
+impl Recorder {
+    fn set_agent(&self, agent: deploy_core::AgentId) {
+        if let Ok(mut a) = self.agent.lock() {
+            *a = Some(agent);
+        }
+    }
+
+    fn take(&self) -> deploy_store::AttemptRecord {
+        deploy_store::AttemptRecord {
+            logs: self.log.tail(),
+            agent_id: self.agent.lock().ok().and_then(|a| *a),
+        }
+    }
+}
+
+/// The worker's two reasons to stop early, and what its attempt leaves on the task.
 #[derive(Clone, Copy)]
 struct Tokens<'a> {
     /// The job was cancelled (or gave up): the attempt ends failed.
@@ -230,6 +268,7 @@ struct Tokens<'a> {
     /// This engine stops running the job (shutdown, lease lost): the attempt is left
     /// in flight, unwritten, for the next engine to reconcile with `inspect`.
     stopping: &'a CancellationToken,
+    record: &'a Recorder,
 }
 
 async fn fail(
@@ -244,7 +283,12 @@ async fn fail(
         return Ok(task.clone());
     }
     inner
-        .task_event(task, TaskEvent::Fail { retryable }, why)
+        .task_event_with(
+            task,
+            TaskEvent::Fail { retryable },
+            why,
+            Some(&tokens.record.take()),
+        )
         .await
 }
 

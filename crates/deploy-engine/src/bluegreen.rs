@@ -69,6 +69,13 @@ impl Proxy {
                 target.target_type.as_str()
             ));
         }
+        if target.execution_model() != deploy_core::ExecutionModel::Ssh {
+            return Err(format!(
+                "target `{}` is reached over {}; blue-green cut-over switches the proxy over ssh only (expected an ssh docker_host)",
+                target.name,
+                target.execution_model().as_str()
+            ));
+        }
         let include = match label(NGINX_INCLUDE_LABEL) {
             None => {
                 return Err(format!(

@@ -58,7 +58,9 @@ impl Engine {
         let runner = crate::verify::ExecCommandRunner {
             executors: executors.clone(),
         };
-        let health = HealthVerifier::new()?.with_command_runner(Arc::new(runner));
+        let health = HealthVerifier::new()?
+            .with_command_runner(Arc::new(runner.clone()))
+            .with_instance_prober(Arc::new(runner));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -165,11 +167,31 @@ impl Inner {
         event: TaskEvent,
         cause: &str,
     ) -> Result<DeploymentTask, StoreError> {
+        self.task_event_with(task, event, cause, None).await
+    }
+
+    /// `task_event`, and for the transition that ends an attempt, what it leaves on
+    /// the task (its log tail, its agent) in the same write.
+    pub(crate) async fn task_event_with(
+        &self,
+        task: &DeploymentTask,
+        event: TaskEvent,
+        cause: &str,
+        record: Option<&deploy_store::AttemptRecord>,
+    ) -> Result<DeploymentTask, StoreError> {
         let now = self.clock.now();
-        let updated = self
-            .store
-            .apply_task_event(task.id, task.version, event, now, cause)
-            .await?;
+        let updated = match record {
+            Some(record) => {
+                self.store
+                    .finish_attempt(task.id, task.version, event, now, cause, record)
+                    .await?
+            }
+            None => {
+                self.store
+                    .apply_task_event(task.id, task.version, event, now, cause)
+                    .await?
+            }
+        };
         tracing::debug!(task = %task.id, event = event.as_str(), status = updated.status.as_str(), cause, "task transition");
         let _ = self.events.send(EngineEvent {
             job_id: task.job_id,

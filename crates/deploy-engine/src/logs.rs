@@ -1,6 +1,7 @@
 //! `StoreLog`: a task log sink that appends lines to the store's log chunks in order, batched, off the executor's path.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use deploy_core::TaskId;
 use deploy_exec::LogSink;
@@ -12,9 +13,15 @@ use crate::clock::Clock;
 /// Lines per chunk at most; a chunk is also written as soon as the queue is empty.
 const LINES_PER_CHUNK: usize = 64;
 
+/// Bytes of an attempt's last log lines kept on its task (`DeploymentTask::logs`); the
+/// complete log is in the store's log chunks (`GET /api/v1/tasks/{id}/logs`).
+pub const LOG_TAIL_BYTES: usize = 4096;
+
 /// Receives log lines synchronously and writes them to the store from a background task.
 pub(crate) struct StoreLog {
     tx: mpsc::UnboundedSender<String>,
+    /// The last lines, at most [`LOG_TAIL_BYTES`] with their line ends.
+    tail: Mutex<(VecDeque<String>, usize)>,
 }
 
 /// Waits for every line given to a [`StoreLog`] to be written.
@@ -46,13 +53,44 @@ impl StoreLog {
                 }
             }
         });
-        (Arc::new(Self { tx }), StoreLogWriter(handle))
+        let tail = Mutex::new((VecDeque::new(), 0));
+        (Arc::new(Self { tx, tail }), StoreLogWriter(handle))
+    }
+
+    /// The last lines logged so far, oldest first, newline-terminated.
+    pub(crate) fn tail(&self) -> String {
+        let tail = self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = String::with_capacity(tail.1);
+        for line in &tail.0 {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
     }
 }
 
 impl LogSink for StoreLog {
     fn line(&self, line: &str) {
         let _ = self.tx.send(line.to_owned());
+        let mut tail = self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A single line longer than the tail keeps its end.
+        let kept = if line.len() + 1 > LOG_TAIL_BYTES {
+            let mut cut = line.len() + 1 - LOG_TAIL_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut += 1;
+            }
+            &line[cut..]
+        } else {
+            line
+        };
+        tail.1 += kept.len() + 1;
+        tail.0.push_back(kept.to_owned());
+        while tail.1 > LOG_TAIL_BYTES {
+            match tail.0.pop_front() {
+                Some(old) => tail.1 -= old.len() + 1,
+                None => break,
+            }
+        }
     }
 }
 

@@ -1,20 +1,89 @@
-//! Final verification of a completing job, and the bridge that lets health `command` checks run through executors.
+//! Final verification of a completing job, and the bridge that lets health checks (commands, probes of deployed instances) run through executors.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{CommandSpec, DeploymentJob, Target};
+use deploy_core::{
+    CommandSpec, DeploymentJob, HealthCheck, HealthCheckConfig, InstanceProbe, Name, ProbeOutcome,
+    PublishedPort, Target,
+};
 use deploy_exec::{ExecContext, ExecutorRegistry, NullSink, TaskLog};
-use deploy_health::{CommandOutput, CommandRunner, HealthVerdict};
+use deploy_health::{CommandOutput, CommandRunner, HealthVerdict, InstanceProber};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::JobContext;
 use crate::engine::Inner;
 
-/// Runs health-check commands on targets through their executors.
+/// Runs health-check commands, and probes deployed instances, on targets through their executors.
+#[derive(Clone)]
 pub(crate) struct ExecCommandRunner {
     pub executors: ExecutorRegistry,
+}
+
+#[async_trait]
+impl InstanceProber for ExecCommandRunner {
+    async fn published(
+        &self,
+        target: &Target,
+        slot: &Name,
+        timeout: Duration,
+        cancel: CancellationToken,
+    ) -> Result<Vec<PublishedPort>, String> {
+        let executor = self.executors.for_target(target).map_err(|e| e.to_string())?;
+        let ctx = ExecContext {
+            log: TaskLog::new(Arc::new(NullSink), 0),
+            cancel,
+            timeout,
+        };
+        executor
+            .instance(target, slot, &ctx)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn probe(
+        &self,
+        target: &Target,
+        probe: &InstanceProbe,
+        cancel: CancellationToken,
+    ) -> Result<ProbeOutcome, String> {
+        let executor = self.executors.for_target(target).map_err(|e| e.to_string())?;
+        let ctx = ExecContext {
+            log: TaskLog::new(Arc::new(NullSink), 0),
+            cancel,
+            timeout: Duration::from_millis(probe.timeout_ms),
+        };
+        executor
+            .probe(target, probe, &ctx)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The check as it runs on `target`: a command `in_container` becomes `docker exec
+/// <container> …` on the target, run through its executor like any command.
+pub(crate) fn runnable_check(
+    config: &HealthCheckConfig,
+    container: Option<&Name>,
+) -> HealthCheckConfig {
+    let mut config = config.clone();
+    if let HealthCheck::Command {
+        command,
+        in_container: true,
+    } = &config.check
+        && let Some(container) = container
+    {
+        let mut argv = vec!["docker".to_owned(), "exec".to_owned(), container.to_string()];
+        argv.extend(command.argv().iter().cloned());
+        if let Ok(command) = CommandSpec::new(argv) {
+            config.check = HealthCheck::Command {
+                command,
+                in_container: false,
+            };
+        }
+    }
+    config
 }
 
 #[async_trait]
@@ -46,7 +115,8 @@ impl CommandRunner for ExecCommandRunner {
     }
 }
 
-/// Verifies every target the job touched; `Err` carries the reason the job fails.
+/// Verifies every instance the job deployed (each task's container, or compose
+/// project, on its target); `Err` carries the reason the job fails.
 pub(crate) async fn verify_targets(
     inner: &Inner,
     ctx: &JobContext,
@@ -54,20 +124,29 @@ pub(crate) async fn verify_targets(
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
-    for target_id in job.target_ids() {
-        let Ok(target) = ctx.target(target_id) else {
+    let mut seen = std::collections::BTreeSet::new();
+    for task in &job.tasks {
+        if !seen.insert((task.target_id, task.component_id)) {
+            continue;
+        }
+        let Ok(target) = ctx.target(task.target_id) else {
             continue;
         };
         let Some(config) = &target.health_check else {
             continue;
         };
-        let mut config = config.clone();
+        let slot = ctx.slot_name(target, task.component_id).ok();
+        let mut config = runnable_check(config, slot.as_ref());
         // The soak already happened per task; the final check is a point-in-time check.
         config.min_healthy_time_ms = 0;
-        match inner.health.verify(target, &config, cancel).await {
+        let shown = match &slot {
+            Some(s) => format!("target `{}` ({s})", target.name),
+            None => format!("target `{}`", target.name),
+        };
+        match inner.health.verify(target, &config, slot.as_ref(), cancel).await {
             Ok(r) if r.verdict == HealthVerdict::Healthy => {}
-            Ok(r) => problems.push(format!("target `{}`: {}", target.name, r.message)),
-            Err(e) => problems.push(format!("target `{}`: {e}", target.name)),
+            Ok(r) => problems.push(format!("{shown}: {}", r.message)),
+            Err(e) => problems.push(format!("{shown}: {e}")),
         }
     }
     if problems.is_empty() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deploy_core::{
-    CommandSpec, ContainerSpec, DeploymentTask, Digest, GeneratedArtifact, Name, PublishedPort,
-    Target, UnixPath,
+    CommandSpec, ContainerSpec, DeploymentTask, Digest, GeneratedArtifact, InstanceProbe, Name,
+    ProbeOutcome, PublishedPort, Target, UnixPath,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +85,8 @@ pub struct ExecutionResult {
     pub running: BTreeMap<String, Digest>,
     /// Where the new instance publishes its ports (health checks aim at them).
     pub published: Vec<PublishedPort>,
+    /// The agent that ran the deploy (agent targets).
+    pub agent: Option<deploy_core::AgentId>,
     pub error: Option<ExecError>,
 }
 
@@ -98,6 +100,7 @@ impl ExecutionResult {
             changed: false,
             running: BTreeMap::new(),
             published: Vec::new(),
+            agent: None,
             error: Some(error),
         }
     }
@@ -135,6 +138,53 @@ pub struct TrafficSwitch {
     pub test: CommandSpec,
     /// Makes the running proxy load it (`nginx -s reload`, argv).
     pub reload: CommandSpec,
+}
+
+/// The host deployd reaches a target on (for probes from deployd).
+fn target_host(target: &Target) -> Option<String> {
+    match &target.connection {
+        deploy_core::Connection::Ssh(ssh) => Some(ssh.host.to_string()),
+        deploy_core::Connection::Winrm(w) => Some(w.endpoint.host().to_owned()),
+        deploy_core::Connection::Agent(_) | deploy_core::Connection::Api(_) => None,
+    }
+}
+
+/// A probe from deployd to where the instance publishes its port.
+pub async fn direct_probe(target: &Target, probe: &InstanceProbe) -> Result<ProbeOutcome, ExecError> {
+    let address = &probe.address;
+    let host = if address.host_ip.is_unspecified() {
+        target_host(target).ok_or_else(|| {
+            unsupported("probe from deployd (no host to reach the target on)", target)
+        })?
+    } else if address.host_ip.is_loopback() {
+        return Err(ExecError::NotSupported {
+            what: format!("probe port {} published on the target's loopback", address.host_port),
+            target_type: target.target_type.as_str().to_owned(),
+            hint: "deployd cannot reach a target's loopback over this connection: publish the port on an address deployd reaches, or give the target a health_endpoint".to_owned(),
+        });
+    } else {
+        address.host_ip.to_string()
+    };
+    let authority = if host.contains(':') {
+        format!("[{host}]:{}", address.host_port)
+    } else {
+        format!("{host}:{}", address.host_port)
+    };
+    let connect = tokio::net::TcpStream::connect((host.as_str(), address.host_port));
+    let timeout = std::time::Duration::from_millis(probe.timeout_ms);
+    Ok(match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(stream)) => deploy_health::probe_stream(stream, &authority, probe).await,
+        Ok(Err(e)) => ProbeOutcome {
+            healthy: false,
+            message: format!("tcp {authority} refused: {e}"),
+            status_code: None,
+        },
+        Err(_) => ProbeOutcome {
+            healthy: false,
+            message: format!("tcp {authority} timed out after {} ms", probe.timeout_ms),
+            status_code: None,
+        },
+    })
 }
 
 fn unsupported(operation: &str, target: &Target) -> ExecError {
@@ -189,6 +239,32 @@ pub trait Executor: Send + Sync {
     ) -> Result<(), ExecError> {
         let _ = (switch, ctx);
         Err(unsupported("switch_traffic", target))
+    }
+
+    /// Where instance `slot` (a docker_host container, a compose project) publishes its
+    /// ports on the target now.
+    async fn instance(
+        &self,
+        target: &Target,
+        slot: &Name,
+        ctx: &ExecContext,
+    ) -> Result<Vec<PublishedPort>, ExecError> {
+        let _ = (slot, ctx);
+        Err(unsupported("instance", target))
+    }
+
+    /// One probe of a deployed instance at its published address. By default it runs
+    /// from deployd: a port published on every address is reached on the target's host;
+    /// one published on the target's loopback cannot be reached from here (executors
+    /// with a way onto the target, SSH and the agent, probe from there instead).
+    async fn probe(
+        &self,
+        target: &Target,
+        probe: &InstanceProbe,
+        ctx: &ExecContext,
+    ) -> Result<ProbeOutcome, ExecError> {
+        let _ = ctx;
+        direct_probe(target, probe).await
     }
 
     /// Stops `component`'s kept `<name>-previous` container if it runs (blue retired

@@ -10,8 +10,20 @@ pub enum HealthError {
         target: String,
         source: deploy_core::ValidationError,
     },
-    #[error("target `{target}` has no health_endpoint; expected one for an http health check")]
+    #[error(
+        "target `{target}` has no health_endpoint and no deployed instance to probe; expected one of the two for an http or tcp health check"
+    )]
     NoEndpoint { target: String },
+    /// The instance does not publish a port the check can aim at.
+    #[error("probe instance `{slot}` of target `{target}`: {detail}")]
+    NoInstancePort {
+        target: String,
+        slot: String,
+        detail: String,
+    },
+    /// The target could not be asked where the instance publishes its ports.
+    #[error("find the instance to probe on target `{target}`: {detail}")]
+    Unreachable { target: String, detail: String },
     #[error(
         "target `{target}` has no host for a tcp health check; expected a health_endpoint or an ssh/winrm connection"
     )]

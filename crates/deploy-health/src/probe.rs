@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{CommandSpec, Connection, HealthCheck, Target};
+use deploy_core::{CommandSpec, HealthCheck, HttpExpectation, InstanceProbe, Name, Target};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::HealthError;
+use crate::instance::InstanceProber;
 
 /// Most bytes of a response body read when looking for `expected_body`.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -91,38 +92,91 @@ pub(crate) enum ProbeSpec {
         runner: Arc<dyn CommandRunner>,
         command: CommandSpec,
     },
+    /// The instance just deployed, at the address where it publishes the checked port,
+    /// probed from the target's side.
+    Instance {
+        prober: Arc<dyn InstanceProber>,
+        probe: InstanceProbe,
+    },
+}
+
+/// What resolving a check may use besides the target.
+pub(crate) struct Means<'a> {
+    pub runner: Option<&'a Arc<dyn CommandRunner>>,
+    pub prober: Option<&'a Arc<dyn InstanceProber>>,
+    /// The instance (container or compose project) an instance check aims at.
+    pub slot: Option<&'a Name>,
+    pub timeout: Duration,
+    pub cancel: &'a CancellationToken,
 }
 
 impl ProbeSpec {
-    /// Resolves the check against the target, or says why it cannot be performed.
-    pub(crate) fn resolve(
+    /// Resolves the check against the target, or says why it cannot be performed. An
+    /// instance check asks the target once where the instance publishes its ports.
+    pub(crate) async fn resolve(
         target: &Target,
         check: &HealthCheck,
-        runner: Option<&Arc<dyn CommandRunner>>,
+        means: &Means<'_>,
     ) -> Result<Self, HealthError> {
         let name = || target.name.to_string();
+        let instance = |port: Option<u16>, http: Option<HttpExpectation>| async move {
+            let (Some(prober), Some(slot)) = (means.prober, means.slot) else {
+                return Err(HealthError::NoEndpoint { target: name() });
+            };
+            let published = prober
+                .published(target, slot, means.timeout, means.cancel.child_token())
+                .await
+                .map_err(|detail| HealthError::Unreachable {
+                    target: name(),
+                    detail,
+                })?;
+            let address = crate::instance::choose_port(&published, port).map_err(|detail| {
+                HealthError::NoInstancePort {
+                    target: name(),
+                    slot: slot.to_string(),
+                    detail,
+                }
+            })?;
+            Ok(Self::Instance {
+                prober: prober.clone(),
+                probe: InstanceProbe {
+                    address,
+                    http,
+                    timeout_ms: u64::try_from(means.timeout.as_millis()).unwrap_or(u64::MAX),
+                },
+            })
+        };
         Ok(match check {
             HealthCheck::Http {
                 path,
                 expected_status,
                 expected_body,
-            } => {
-                let endpoint = target
-                    .health_endpoint
-                    .as_ref()
-                    .ok_or_else(|| HealthError::NoEndpoint { target: name() })?;
-                Self::Http {
+                port,
+            } => match &target.health_endpoint {
+                Some(endpoint) => Self::Http {
                     url: endpoint.join(path),
                     expected_status: *expected_status,
                     expected_body: expected_body.clone(),
+                },
+                None => {
+                    let http = HttpExpectation {
+                        path: path.clone(),
+                        expected_status: *expected_status,
+                        expected_body: expected_body.clone(),
+                    };
+                    instance(*port, Some(http)).await?
                 }
-            }
-            HealthCheck::Tcp { port } => Self::Tcp {
-                host: tcp_host(target).ok_or_else(|| HealthError::NoHost { target: name() })?,
-                port: *port,
             },
-            HealthCheck::Command { command } => Self::Command {
-                runner: runner
+            HealthCheck::Tcp { port } => match &target.health_endpoint {
+                Some(_) => Self::Tcp {
+                    host: tcp_host(target).ok_or_else(|| HealthError::NoHost { target: name() })?,
+                    port: *port,
+                },
+                None => instance(Some(*port), None).await?,
+            },
+            HealthCheck::Command { command, .. } => Self::Command {
+                runner: means
+                    .runner
                     .cloned()
                     .ok_or_else(|| HealthError::NoCommandRunner { target: name() })?,
                 command: command.clone(),
@@ -163,6 +217,27 @@ impl ProbeSpec {
                     Ok(Ok(_)) => Probe::ok(format!("tcp {addr} accepted a connection"), None),
                     Ok(Err(e)) => Probe::failed(format!("tcp {addr} refused: {e}"), None),
                     Err(_) => Probe::failed(format!("tcp {addr} timed out after {limit} ms"), None),
+                }
+            }
+            Self::Instance { prober, probe } => {
+                match tokio::time::timeout(timeout, prober.probe(target, probe, cancel.child_token())).await {
+                    Ok(Ok(outcome)) => Probe {
+                        healthy: outcome.healthy,
+                        message: outcome.message,
+                        status_code: outcome.status_code,
+                        unreachable: false,
+                    },
+                    Ok(Err(e)) => Probe::unreachable(format!(
+                        "probe of the instance at {} could not run: {e}",
+                        crate::instance::local_address(&probe.address)
+                    )),
+                    Err(_) => Probe::failed(
+                        format!(
+                            "probe of the instance at {} timed out after {limit} ms",
+                            crate::instance::local_address(&probe.address)
+                        ),
+                        None,
+                    ),
                 }
             }
             Self::Command { runner, command } => {
@@ -244,14 +319,10 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-/// The host a tcp check connects to: the health endpoint's host, else the host the executor reaches.
+/// The host a tcp check with a health endpoint connects to: the endpoint's host.
 fn tcp_host(target: &Target) -> Option<String> {
-    if let Some(endpoint) = &target.health_endpoint {
-        return Some(endpoint.host().to_owned());
-    }
-    match &target.connection {
-        Connection::Ssh(ssh) => Some(ssh.host.to_string()),
-        Connection::Winrm(w) => Some(w.endpoint.host().to_owned()),
-        Connection::Agent(_) | Connection::Api(_) => None,
-    }
+    target
+        .health_endpoint
+        .as_ref()
+        .map(|endpoint| endpoint.host().to_owned())
 }

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_core::{HealthCheckConfig, Target};
+use deploy_core::{HealthCheckConfig, Name, Target};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::HealthError;
-use crate::probe::{CommandRunner, ProbeSpec};
+use crate::instance::InstanceProber;
+use crate::probe::{CommandRunner, Means, ProbeSpec};
 
 /// Shortest pause between probes during the soak, so that `interval_ms = 0` cannot spin.
 const MIN_SOAK_PAUSE: Duration = Duration::from_millis(10);
@@ -52,6 +53,7 @@ impl HealthReport {
 pub struct HealthVerifier {
     http: reqwest::Client,
     commands: Option<Arc<dyn CommandRunner>>,
+    instances: Option<Arc<dyn InstanceProber>>,
 }
 
 impl HealthVerifier {
@@ -67,6 +69,7 @@ impl HealthVerifier {
         Ok(Self {
             http,
             commands: None,
+            instances: None,
         })
     }
 
@@ -76,7 +79,14 @@ impl HealthVerifier {
         self
     }
 
-    /// Verifies `target` with `config`.
+    /// Adds the prober of deployed instances (http and tcp checks without a health endpoint).
+    pub fn with_instance_prober(mut self, prober: Arc<dyn InstanceProber>) -> Self {
+        self.instances = Some(prober);
+        self
+    }
+
+    /// Verifies `target` with `config`; http and tcp checks without a health endpoint
+    /// aim at instance `slot` (the container or compose project just deployed).
     ///
     /// Up to `retries` probes until the first success, `interval` apart, each
     /// bounded by `timeout`. After the first success, the target must stay
@@ -87,6 +97,7 @@ impl HealthVerifier {
         &self,
         target: &Target,
         config: &HealthCheckConfig,
+        slot: Option<&Name>,
         cancel: &CancellationToken,
     ) -> Result<HealthReport, HealthError> {
         config
@@ -95,7 +106,14 @@ impl HealthVerifier {
                 target: target.name.to_string(),
                 source,
             })?;
-        let spec = ProbeSpec::resolve(target, &config.check, self.commands.as_ref())?;
+        let means = Means {
+            runner: self.commands.as_ref(),
+            prober: self.instances.as_ref(),
+            slot,
+            timeout: config.timeout(),
+            cancel,
+        };
+        let spec = ProbeSpec::resolve(target, &config.check, &means).await?;
         let min_healthy = config.min_healthy_time();
         let mut attempts = 0;
         let mut failures = 0;

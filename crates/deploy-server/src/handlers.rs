@@ -483,7 +483,11 @@ pub(crate) async fn list_artifacts(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ArtifactQuery {
+    /// The target the artifact was rendered for (when the job has several targets).
     target: Option<String>,
+    /// The file name (when a target has several artifacts of the kind, e.g. one env
+    /// file per service: `web.env`).
+    file: Option<String>,
 }
 
 /// The artifact's content, with its sha256 in `X-Content-Sha256` and the `ETag`.
@@ -520,22 +524,46 @@ pub(crate) async fn get_artifact(
         })
         .transpose()?;
     let job = state.store().get_job(id).await?;
-    let mut matching = job
+    let file = query.file.as_deref();
+    let mut matching: Vec<_> = job
         .artifacts
         .into_iter()
-        .filter(|a| a.kind == kind && (target.is_none() || a.target_id == target));
-    let artifact = matching.next().ok_or_else(|| {
-        ServerError::NotFound(format!("job `{id}` has no `{}` artifact", kind.as_str()))
-    })?;
-    if matching.next().is_some() {
+        .filter(|a| {
+            a.kind == kind
+                && (target.is_none() || a.target_id == target)
+                && file.is_none_or(|f| a.file_name.as_str() == f)
+        })
+        .collect();
+    if matching.len() > 1 {
+        let targets: std::collections::BTreeSet<_> = matching.iter().map(|a| a.target_id).collect();
+        let (hint, field) = if target.is_none() && targets.len() > 1 {
+            ("one per target; pass ?target=<target id>", "target")
+        } else {
+            let files: Vec<&str> = matching.iter().map(|a| a.file_name.as_str()).collect();
+            return Err(ServerError::bad_request(
+                format!(
+                    "job `{id}` has several `{}` artifacts for this target ({}); pass ?file=<file name>",
+                    kind.as_str(),
+                    files.join(", ")
+                ),
+                Some("file"),
+            ));
+        };
         return Err(ServerError::bad_request(
             format!(
-                "job `{id}` has several `{}` artifacts (one per target); pass ?target=<target id>",
+                "job `{id}` has several `{}` artifacts ({hint})",
                 kind.as_str()
             ),
-            Some("target"),
+            Some(field),
         ));
     }
+    let artifact = matching.pop().ok_or_else(|| {
+        let what = match file {
+            Some(f) => format!("`{}` artifact `{f}`", kind.as_str()),
+            None => format!("`{}` artifact", kind.as_str()),
+        };
+        ServerError::NotFound(format!("job `{id}` has no {what}"))
+    })?;
     let sha = artifact.sha256.to_string();
     let mut response = artifact.content.into_response();
     let h = response.headers_mut();

@@ -15,6 +15,15 @@ pub const MAX_LOG_CHUNKS_PER_TASK: u64 = 1_000;
 /// Largest log chunk accepted, in bytes.
 pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
 
+/// What an attempt leaves on its task besides the transition that ends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The tail of the attempt's log (the complete log is in the log chunks).
+    pub logs: String,
+    /// The agent that ran the attempt (agent targets).
+    pub agent_id: Option<deploy_core::AgentId>,
+}
+
 /// The outcome of an idempotent create: the stored job, and whether this call created it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created<T> {

@@ -60,6 +60,8 @@ pub(crate) struct TaskEventRequest {
     pub event: deploy_core::TaskEvent,
     pub now: deploy_core::Timestamp,
     pub cause: String,
+    /// For the transition that ends an attempt: its log tail and agent.
+    pub record: Option<crate::model::AttemptRecord>,
 }
 
 /// The decide half of a task transition on `task` as stored: checks the version and
@@ -78,8 +80,17 @@ pub(crate) fn apply_task_request(
     }
     let from = task.status;
     task.apply(request.event, request.now)?;
-    if matches!(request.event, deploy_core::TaskEvent::Fail { .. }) {
+    if matches!(
+        request.event,
+        deploy_core::TaskEvent::Fail { .. } | deploy_core::TaskEvent::Cancel
+    ) {
         task.error = Some(request.cause.clone());
+    }
+    if let Some(record) = &request.record {
+        task.logs.clone_from(&record.logs);
+        if record.agent_id.is_some() {
+            task.agent_id = record.agent_id;
+        }
     }
     task.version += 1;
     Ok((task, from))
@@ -802,7 +813,20 @@ macro_rules! sql_store {
                 now: deploy_core::Timestamp,
                 cause: &str,
             ) -> Result<deploy_core::DeploymentTask, StoreError> {
-                let request = crate::sql::TaskEventRequest { id, expected_version, event, now, cause: cause.to_owned() };
+                let request = crate::sql::TaskEventRequest { id, expected_version, event, now, cause: cause.to_owned(), record: None };
+                self.commit_task_event(request).await
+            }
+
+            async fn finish_attempt(
+                &self,
+                id: deploy_core::TaskId,
+                expected_version: u64,
+                event: deploy_core::TaskEvent,
+                now: deploy_core::Timestamp,
+                cause: &str,
+                record: &crate::model::AttemptRecord,
+            ) -> Result<deploy_core::DeploymentTask, StoreError> {
+                let request = crate::sql::TaskEventRequest { id, expected_version, event, now, cause: cause.to_owned(), record: Some(record.clone()) };
                 self.commit_task_event(request).await
             }
 

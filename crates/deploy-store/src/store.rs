@@ -9,7 +9,9 @@ use deploy_core::{
 };
 
 use crate::errors::StoreError;
-use crate::model::{AgentRecord, ApiTokenRecord, Created, JobEventRecord, LastKnownGood, LogChunk};
+use crate::model::{
+    AgentRecord, ApiTokenRecord, AttemptRecord, Created, JobEventRecord, LastKnownGood, LogChunk,
+};
 
 /// Persistence of the deployment system.
 ///
@@ -106,6 +108,17 @@ pub trait Store: Send + Sync {
         event: TaskEvent,
         now: Timestamp,
         cause: &str,
+    ) -> Result<DeploymentTask, StoreError>;
+    /// `apply_task_event` for the transition that ends an attempt, recording in the same
+    /// write what the attempt leaves on the task: its log tail and the agent that ran it.
+    async fn finish_attempt(
+        &self,
+        id: TaskId,
+        expected_version: u64,
+        event: TaskEvent,
+        now: Timestamp,
+        cause: &str,
+        record: &AttemptRecord,
     ) -> Result<DeploymentTask, StoreError>;
     /// Writes a task's non-status fields (agent, log tail, previous digest, error)
     /// if its stored version is still `task.version`; returns it with the new version.

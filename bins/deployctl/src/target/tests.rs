@@ -78,7 +78,7 @@ fn command_check_with_timing_and_labels() {
     ]))
     .unwrap();
     let check = r.health_check.unwrap();
-    let HealthCheck::Command { command } = &check.check else {
+    let HealthCheck::Command { command, .. } = &check.check else {
         panic!("{check:?}");
     };
     let argv: Vec<String> = command.clone().into();
@@ -109,7 +109,7 @@ fn command_as_json_array_keeps_spaces() {
         r#"["sh", "-c", "test -f /a b"]"#,
     ]))
     .unwrap();
-    let HealthCheck::Command { command } = r.health_check.unwrap().check else {
+    let HealthCheck::Command { command, .. } = r.health_check.unwrap().check else {
         panic!("not a command check");
     };
     assert_eq!(Vec::<String>::from(command), ["sh", "-c", "test -f /a b"]);
@@ -133,7 +133,8 @@ fn http_and_tcp_checks() {
         HealthCheck::Http {
             path: "/ready".into(),
             expected_status: 204,
-            expected_body: None
+            expected_body: None,
+            port: None,
         }
     );
     assert_eq!(
@@ -170,7 +171,12 @@ fn bad_values_are_named() {
         "health_check.port is `0`",
     );
     check(&["--health-check", "tcp"], "needs --health-port");
-    check(&["--health-check", "http"], "needs --health-endpoint");
+    // Without an endpoint an http check aims at the deployed instance: it is accepted.
+    assert!(request(&with_ssh(&["--health-check", "http", "--health-port", "8080"])).is_ok());
+    check(
+        &["--health-check", "http", "--health-port", "0"],
+        "health_check.port is `0`",
+    );
     check(
         &[
             "--health-check",
@@ -268,10 +274,10 @@ fn file_holds_the_api_document() {
         "{message}"
     );
     let mut http = doc.clone();
-    http["health_check"]["check"] = json!({"type": "http"});
+    http["health_check"]["check"] = json!({"type": "http", "port": 0});
     std::fs::write(&path, http.to_string()).unwrap();
     let message = refused(&parse(&["--file", file]).unwrap());
-    assert!(message.contains("health_endpoint"), "{message}");
+    assert!(message.contains("health_check.port is `0`"), "{message}");
     std::fs::write(&path, "{not json").unwrap();
     let message = refused(&parse(&["--file", file]).unwrap());
     assert!(message.contains("is not a JSON document"), "{message}");

@@ -158,6 +158,7 @@ impl Executor for FakeWorld {
                 ExecutionResult {
                     success: true,
                     published: Vec::new(),
+                    agent: None,
                     deployed_digest: Some(task.digest.clone()),
                     changed: previous.as_ref() != Some(&task.digest),
                     previous_digest: previous,
@@ -319,6 +320,7 @@ pub fn release_with_component(n: u64, digest: Digest, c: u64) -> Release {
 
 pub fn health_by_command() -> HealthCheckConfig {
     let mut c = HealthCheckConfig::new(HealthCheck::Command {
+        in_container: false,
         command: CommandSpec::new(vec!["check".into()]).unwrap(),
     });
     c.retries = 1;

@@ -110,6 +110,18 @@ impl AgentExecutor {
         action: AgentAction,
         ctx: &ExecContext,
     ) -> Result<TaskOutcome, ExecError> {
+        self.run_on(target, key, action, ctx, &mut None).await
+    }
+
+    /// [`Self::run`], telling through `chosen` which agent took the task.
+    async fn run_on(
+        &self,
+        target: &Target,
+        key: TaskKey,
+        action: AgentAction,
+        ctx: &ExecContext,
+        chosen: &mut Option<deploy_core::AgentId>,
+    ) -> Result<TaskOutcome, ExecError> {
         let connection = agent_connection(target)?;
         let capability = capability_for(target)?;
         let what = action.name();
@@ -137,6 +149,7 @@ impl AgentExecutor {
             target: target.name.to_string(),
             detail: e.0,
         })?;
+        *chosen = Some(agent);
         let host = self.hub.agent(agent).map_or_else(
             || format!("agent {agent}"),
             |a| format!("agent `{}`", a.name),
@@ -198,6 +211,7 @@ fn unexpected(target: &Target, what: &str, outcome: &TaskOutcome) -> ExecError {
         TaskOutcome::Deployed { .. } => "deployed",
         TaskOutcome::Inspected { .. } => "inspected",
         TaskOutcome::CommandRan { .. } => "command_ran",
+        TaskOutcome::Probed { .. } => "probed",
         TaskOutcome::Failed { .. } => "failed",
     };
     ExecError::Protocol {
@@ -263,7 +277,11 @@ impl Executor for AgentExecutor {
         } else {
             AgentAction::Deploy { deploy: payload }
         };
-        match self.run(&request.target, key, action, &ctx).await {
+        let mut agent = None;
+        let outcome = self
+            .run_on(&request.target, key, action, &ctx, &mut agent)
+            .await;
+        let mut result = match outcome {
             Ok(TaskOutcome::Deployed {
                 deployed_digest,
                 previous_digest,
@@ -277,13 +295,16 @@ impl Executor for AgentExecutor {
                 changed,
                 running,
                 published,
+                agent: None,
                 error: None,
             },
             Ok(other) => {
                 ExecutionResult::failed(unexpected(&request.target, "deploy", &other), previous)
             }
             Err(e) => ExecutionResult::failed(e, previous),
-        }
+        };
+        result.agent = agent;
+        result
     }
 
     async fn inspect(
@@ -296,8 +317,39 @@ impl Executor for AgentExecutor {
             component: component.clone(),
         };
         match self.run(target, ad_hoc_key()?, action, ctx).await? {
-            TaskOutcome::Inspected { digest } => Ok(digest),
+            TaskOutcome::Inspected { digest, .. } => Ok(digest),
             other => Err(unexpected(target, "inspect", &other)),
+        }
+    }
+
+    async fn instance(
+        &self,
+        target: &Target,
+        slot: &Name,
+        ctx: &ExecContext,
+    ) -> Result<Vec<deploy_core::PublishedPort>, ExecError> {
+        let action = AgentAction::Inspect {
+            component: slot.clone(),
+        };
+        match self.run(target, ad_hoc_key()?, action, ctx).await? {
+            TaskOutcome::Inspected { published, .. } => Ok(published),
+            other => Err(unexpected(target, "inspect", &other)),
+        }
+    }
+
+    /// The agent probes on its own host: the instance's loopback is its loopback.
+    async fn probe(
+        &self,
+        target: &Target,
+        probe: &deploy_core::InstanceProbe,
+        ctx: &ExecContext,
+    ) -> Result<deploy_core::ProbeOutcome, ExecError> {
+        let action = AgentAction::Probe {
+            probe: probe.clone(),
+        };
+        match self.run(target, ad_hoc_key()?, action, ctx).await? {
+            TaskOutcome::Probed { verdict } => Ok(verdict),
+            other => Err(unexpected(target, "probe", &other)),
         }
     }
 

@@ -406,6 +406,7 @@ async fn failures_are_classified_by_code_and_inspect_and_commands_round_trip() {
         log_lines: 0,
         outcome: TaskOutcome::Inspected {
             digest: Some(digest(3)),
+            published: Vec::new(),
         },
     };
     hub.complete(agent_id(1), d.key, &answer).unwrap();
@@ -699,7 +700,10 @@ async fn the_executor_waits_for_a_registered_agent_to_poll_before_giving_up() {
         let answer = TaskResultRequest {
             protocol: 1,
             log_lines: 0,
-            outcome: TaskOutcome::Inspected { digest: None },
+            outcome: TaskOutcome::Inspected {
+                digest: None,
+                published: Vec::new(),
+            },
         };
         hub.complete(agent_id(1), d.key, &answer).unwrap();
         assert_eq!(inspect.await.unwrap().unwrap(), None);

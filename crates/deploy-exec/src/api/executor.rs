@@ -301,6 +301,7 @@ impl Executor for ApiExecutor {
                     changed: rolled.changed,
                     running,
                     published: Vec::new(),
+                    agent: None,
                     error: None,
                 }
             }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deploy_core::{
-    ArtifactKind, CommandSpec, Connection, Digest, Name, SshConnection, Target, TargetType,
+    ArtifactKind, CommandSpec, Connection, Digest, InstanceProbe, Name, ProbeOutcome,
+    PublishedPort, SshConnection, Target, TargetType,
 };
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -20,7 +21,7 @@ use crate::secrets::SecretsProvider;
 use crate::ssh::compose_host::{self, ComposeFiles};
 use crate::ssh::config::SshExecutorConfig;
 use crate::ssh::docker_api::docker_over_ssh;
-use deploy_docker::{BollardApi, DeploySpec, DockerHost, PendingStops, SequenceConfig};
+use deploy_docker::{BollardApi, DeploySpec, DockerHost, SequenceConfig};
 use crate::ssh::host_key::HostKeyCheck;
 use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
 
@@ -42,9 +43,6 @@ pub struct SshExecutor {
     config: SshExecutorConfig,
     secrets: Arc<dyn SecretsProvider>,
     sessions: std::sync::Mutex<HashMap<String, Slot>>,
-    /// Background stops of replaced containers, by container id (a revert to one of
-    /// them kills that stop first).
-    pending_stops: PendingStops,
 }
 
 impl std::fmt::Debug for SshExecutor {
@@ -73,7 +71,6 @@ impl SshExecutor {
             config,
             secrets,
             sessions: std::sync::Mutex::new(HashMap::new()),
-            pending_stops: PendingStops::default(),
         }
     }
 
@@ -189,7 +186,7 @@ impl SshExecutor {
                 });
             }
         };
-        Ok(BollardApi::new(docker, self.pending_stops.clone()))
+        Ok(BollardApi::new(docker))
     }
 
     fn sequence_config(&self) -> SequenceConfig {
@@ -261,6 +258,7 @@ impl SshExecutor {
                 changed: done.changed,
                 running: [(component.name.to_string(), done.digest)].into(),
                 published: done.published,
+                agent: None,
                 error: None,
             },
             Err((error, previous)) => {
@@ -338,6 +336,7 @@ impl SshExecutor {
                 changed: false,
                 running: before.running,
                 published: before.published,
+                agent: None,
                 error: None,
             };
         }
@@ -423,6 +422,7 @@ impl SshExecutor {
             changed: true,
             running: after.running,
             published: after.published,
+            agent: None,
             error: None,
         }
     }
@@ -525,6 +525,88 @@ impl Executor for SshExecutor {
             exit_status: out.exit_status,
             stdout: out.stdout,
         })
+    }
+
+    async fn instance(
+        &self,
+        target: &Target,
+        slot: &Name,
+        ctx: &ExecContext,
+    ) -> Result<Vec<PublishedPort>, ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = ssh_of(target)?;
+        let connected = self.connect(ssh, deadline).await?;
+        let ctx = Self::redacting(ctx, &connected);
+        let host = connected.session.host().to_owned();
+        match target.target_type {
+            TargetType::DockerHost => {
+                let api = self.docker_api(&connected, deadline).await?;
+                let sequence = DockerHost {
+                    api: &api,
+                    config: self.sequence_config(),
+                };
+                Self::bounded(&host, "docker inspect", &ctx, deadline, async {
+                    let c = sequence
+                        .inspect_owned(slot.as_str(), &target.name)
+                        .await
+                        .map_err(|e| ExecError::docker(&host, slot.as_str(), e))?;
+                    Ok(c.filter(|c| c.running).map(|c| c.published).unwrap_or_default())
+                })
+                .await
+            }
+            TargetType::ComposeHost => Ok(Self::compose_status(
+                &connected.session,
+                ssh,
+                slot,
+                &ctx,
+                deadline,
+            )
+            .await?
+            .published),
+            other => Err(ExecError::Unsupported {
+                model: "ssh".to_owned(),
+                target_type: other.as_str().to_owned(),
+            }),
+        }
+    }
+
+    /// From the target's side: a `direct-tcpip` channel through the connection to where
+    /// the instance publishes the port (its loopback for a port on every address).
+    async fn probe(
+        &self,
+        target: &Target,
+        probe: &InstanceProbe,
+        ctx: &ExecContext,
+    ) -> Result<ProbeOutcome, ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let ssh = ssh_of(target)?;
+        let connected = self.connect(ssh, deadline).await?;
+        let address = deploy_health::local_address(&probe.address);
+        let (ip, port) = (
+            if probe.address.host_ip.is_unspecified() {
+                if probe.address.host_ip.is_ipv4() { "127.0.0.1".to_owned() } else { "::1".to_owned() }
+            } else {
+                probe.address.host_ip.to_string()
+            },
+            probe.address.host_port,
+        );
+        let timeout = std::time::Duration::from_millis(probe.timeout_ms);
+        match tokio::time::timeout(timeout, connected.session.tcp_stream(&ip, port)).await {
+            Ok(Ok(stream)) => Ok(deploy_health::probe_stream(stream, &address, probe).await),
+            // The connection itself is gone: nothing was learnt about the instance.
+            Ok(Err(e)) if !connected.session.is_alive() => Err(e),
+            // The target refused the forward: nothing listens there (the instance is down).
+            Ok(Err(e)) => Ok(ProbeOutcome {
+                healthy: false,
+                message: format!("tcp {address} (on {}) refused: {e}", connected.session.host()),
+                status_code: None,
+            }),
+            Err(_) => Ok(ProbeOutcome {
+                healthy: false,
+                message: format!("tcp {address} (on {}) timed out after {} ms", connected.session.host(), probe.timeout_ms),
+                status_code: None,
+            }),
+        }
     }
 
     async fn published(

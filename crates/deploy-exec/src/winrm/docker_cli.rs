@@ -344,14 +344,10 @@ exit 0"), "remove the env-file", true)
         }
     }
 
-    async fn finish_pending_stop(&self, id: &str) {
-        // A background stop of a running kept container may still be under way: kill it
-        // (it was being stopped anyway) so that the stop cannot undo the start.
-        if let Ok(Some(c)) = self.inspect(id).await
-            && c.running
-        {
-            let _ = self.docker(&words(&["kill", id]), "docker kill", DockerErrorKind::Unavailable).await;
-        }
+    async fn kill(&self, name: &str) -> Result<(), DockerError> {
+        let call = docker_call(&words(&["kill", name]))?;
+        let script = format!("{call} *> $null\nexit 0");
+        self.run(&script, "docker kill", true).await.map(|_| ())
     }
 
     async fn logs_tail(&self, name: &str, lines: usize) -> Result<String, DockerError> {

@@ -185,6 +185,7 @@ impl WinrmExecutor {
                 changed: done.changed,
                 running: [(component.name.to_string(), done.digest)].into(),
                 published: done.published,
+                agent: None,
                 error: None,
             },
             Err(f) => {
@@ -266,6 +267,33 @@ impl Executor for WinrmExecutor {
             .await
             .map(|r| r.map(|r| r.digest))
             .map_err(|e| ExecError::docker(s.client.endpoint(), component.as_str(), e));
+        s.client.close_shell(&s.shell).await;
+        result
+    }
+
+    async fn instance(
+        &self,
+        target: &Target,
+        slot: &Name,
+        ctx: &ExecContext,
+    ) -> Result<Vec<deploy_core::PublishedPort>, ExecError> {
+        let deadline = Instant::now() + ctx.timeout;
+        let s = self.session(target, ctx, deadline).await?;
+        let api = CliApi {
+            executor: self,
+            session: &s,
+            ctx,
+            deadline,
+        };
+        let sequence = DockerHost {
+            api: &api,
+            config: self.sequence_config(),
+        };
+        let result = sequence
+            .inspect_owned(slot.as_str(), &target.name)
+            .await
+            .map(|c| c.filter(|c| c.running).map(|c| c.published).unwrap_or_default())
+            .map_err(|e| ExecError::docker(s.client.endpoint(), slot.as_str(), e));
         s.client.close_shell(&s.shell).await;
         result
     }

@@ -16,6 +16,7 @@ use crate::test_server::{Reply, reply, serve};
 fn http_check(path: &str, body: Option<&str>) -> HealthCheckConfig {
     HealthCheckConfig {
         check: HealthCheck::Http {
+            port: None,
             path: path.into(),
             expected_status: 200,
             expected_body: body.map(str::to_owned),
@@ -36,7 +37,7 @@ fn target_at(base_url: &str) -> Target {
 async fn verify(target: &Target, config: &HealthCheckConfig) -> HealthReport {
     HealthVerifier::new()
         .unwrap()
-        .verify(target, config, &CancellationToken::new())
+        .verify(target, config, None, &CancellationToken::new())
         .await
         .unwrap()
 }
@@ -211,7 +212,7 @@ async fn cancel_stops_a_long_soak_promptly() {
     let started = tokio::time::Instant::now();
     let r = HealthVerifier::new()
         .unwrap()
-        .verify(&target_at(&server.base_url), &c, &cancel)
+        .verify(&target_at(&server.base_url), &c, None, &cancel)
         .await
         .unwrap();
     assert_eq!(r.verdict, HealthVerdict::Cancelled);
@@ -234,16 +235,83 @@ async fn tcp_checks_connect_to_the_endpoint_host() {
     assert!(r.message.contains("refused"), "{}", r.message);
 }
 
+/// Instances on this machine: published where `ports` say, probed with a local connect
+/// (the executors' probes go through the target's connection instead; they run the
+/// same `probe_stream`).
+struct LocalInstances {
+    ports: Vec<deploy_core::PublishedPort>,
+}
+
+#[async_trait]
+impl crate::InstanceProber for LocalInstances {
+    async fn published(
+        &self,
+        _target: &Target,
+        _slot: &deploy_core::Name,
+        _timeout: Duration,
+        _cancel: CancellationToken,
+    ) -> Result<Vec<deploy_core::PublishedPort>, String> {
+        Ok(self.ports.clone())
+    }
+
+    async fn probe(
+        &self,
+        _target: &Target,
+        probe: &deploy_core::InstanceProbe,
+        _cancel: CancellationToken,
+    ) -> Result<deploy_core::ProbeOutcome, String> {
+        let address = crate::local_address(&probe.address);
+        match tokio::net::TcpStream::connect(&address).await {
+            Ok(stream) => Ok(crate::probe_stream(stream, &address, probe).await),
+            Err(e) => Ok(deploy_core::ProbeOutcome {
+                healthy: false,
+                message: format!("tcp {address} refused: {e}"),
+                status_code: None,
+            }),
+        }
+    }
+}
+
 #[tokio::test]
-async fn tcp_without_endpoint_uses_the_ssh_host() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let target = ssh_target(1); // 127.0.0.1 over ssh, no health endpoint
-    assert!(
-        verify(&target, &HealthCheckConfig::new(HealthCheck::Tcp { port }))
-            .await
-            .healthy()
-    );
+async fn without_an_endpoint_http_and_tcp_probe_the_deployed_instance() {
+    let server = serve(vec![reply(200, "v2")]).await;
+    let host_port: u16 = server.base_url.rsplit(':').next().unwrap().parse().unwrap();
+    let published = |container_port, host_port| deploy_core::PublishedPort {
+        container_port,
+        protocol: deploy_core::Protocol::Tcp,
+        host_ip: "0.0.0.0".parse().unwrap(),
+        host_port,
+    };
+    let verifier = HealthVerifier::new()
+        .unwrap()
+        .with_instance_prober(Arc::new(LocalInstances {
+            ports: vec![published(8080, host_port), published(9090, closed_port())],
+        }));
+    let target = ssh_target(1); // no health endpoint
+    let web = deploy_core::testing::name("web");
+    let cancel = CancellationToken::new();
+    let mut http = http_check("/health", Some("v2"));
+    // Two ports published: the check must name one.
+    let err = verifier
+        .verify(&target, &http, Some(&web), &cancel)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("several TCP ports (8080, 9090)"), "{err}");
+    if let HealthCheck::Http { port, .. } = &mut http.check {
+        *port = Some(8080);
+    }
+    let r = verifier.verify(&target, &http, Some(&web), &cancel).await.unwrap();
+    assert_eq!((r.verdict, r.status_code), (HealthVerdict::Healthy, Some(200)), "{r:?}");
+    assert!(r.message.contains(&format!("127.0.0.1:{host_port}/health")), "{r:?}");
+    let tcp = |port| HealthCheckConfig {
+        retries: 1,
+        ..HealthCheckConfig::new(HealthCheck::Tcp { port })
+    };
+    assert!(verifier.verify(&target, &tcp(8080), Some(&web), &cancel).await.unwrap().healthy());
+    let closed = verifier.verify(&target, &tcp(9090), Some(&web), &cancel).await.unwrap();
+    assert_eq!(closed.verdict, HealthVerdict::Unhealthy, "{closed:?}");
+    let unpublished = verifier.verify(&target, &tcp(7000), Some(&web), &cancel).await.unwrap_err();
+    assert!(unpublished.to_string().contains("does not publish container port 7000/tcp"), "{unpublished}");
 }
 
 /// Runs commands as local processes: the real thing for a target that is this machine.
@@ -282,6 +350,7 @@ async fn command_checks_use_the_exit_code() {
     let target = ssh_target(1);
     let cmd = |argv: &[&str]| {
         let mut c = HealthCheckConfig::new(HealthCheck::Command {
+            in_container: false,
             command: CommandSpec::new(argv.iter().map(|s| s.to_string()).collect()).unwrap(),
         });
         c.retries = 1;
@@ -290,7 +359,7 @@ async fn command_checks_use_the_exit_code() {
     let cancel = CancellationToken::new();
     assert!(
         verifier
-            .verify(&target, &cmd(&["true"]), &cancel)
+            .verify(&target, &cmd(&["true"]), None, &cancel)
             .await
             .unwrap()
             .healthy()
@@ -299,6 +368,7 @@ async fn command_checks_use_the_exit_code() {
         .verify(
             &target,
             &cmd(&["sh", "-c", "echo broken >&2; exit 3"]),
+            None,
             &cancel,
         )
         .await
@@ -318,13 +388,14 @@ async fn a_command_check_that_cannot_run_is_unreachable_not_unhealthy() {
         .unwrap()
         .with_command_runner(Arc::new(LocalRunner));
     let mut config = HealthCheckConfig::new(HealthCheck::Command {
+            in_container: false,
         command: CommandSpec::new(vec!["/nonexistent/deploy-health-probe".into()]).unwrap(),
     });
     config.retries = 2;
     config.interval_ms = 10;
     let cancel = CancellationToken::new();
     let r = verifier
-        .verify(&ssh_target(1), &config, &cancel)
+        .verify(&ssh_target(1), &config, None, &cancel)
         .await
         .unwrap();
     assert_eq!(r.verdict, HealthVerdict::Unreachable, "{r:?}");
@@ -344,25 +415,26 @@ async fn misconfiguration_is_an_error_not_a_verdict() {
     let cancel = CancellationToken::new();
     let no_endpoint = ssh_target(2);
     let err = verifier
-        .verify(&no_endpoint, &http_check("/h", None), &cancel)
+        .verify(&no_endpoint, &http_check("/h", None), None, &cancel)
         .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "target `host-2` has no health_endpoint; expected one for an http health check"
+        "target `host-2` has no health_endpoint and no deployed instance to probe; expected one of the two for an http or tcp health check"
     );
     let command = HealthCheckConfig::new(HealthCheck::Command {
+            in_container: false,
         command: CommandSpec::new(vec!["true".into()]).unwrap(),
     });
     assert!(matches!(
-        verifier.verify(&no_endpoint, &command, &cancel).await,
+        verifier.verify(&no_endpoint, &command, None, &cancel).await,
         Err(HealthError::NoCommandRunner { .. })
     ));
     let mut bad = http_check("/h", None);
     bad.retries = 0;
     assert!(matches!(
         verifier
-            .verify(&target_at("http://127.0.0.1:1"), &bad, &cancel)
+            .verify(&target_at("http://127.0.0.1:1"), &bad, None, &cancel)
             .await,
         Err(HealthError::InvalidConfig { .. })
     ));
