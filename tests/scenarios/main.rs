@@ -17,6 +17,7 @@ mod deployd_e2e;
 mod deployd_proc;
 mod engine_e2e;
 mod faults;
+mod fidelity;
 mod hooks;
 mod load;
 mod tidy;

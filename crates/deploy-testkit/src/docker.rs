@@ -81,7 +81,7 @@ impl ContainerCleanup {
         cleanup
     }
 
-    /// Removes the containers (and compose networks) named with the prefix.
+    /// Removes the containers, networks and volumes named with the prefix.
     pub fn clean(&self) {
         let filter = format!("name=^{}", self.prefix);
         if let Ok(ids) = run_checked("docker", &["ps", "-aq", "--filter", &filter]) {
@@ -95,6 +95,18 @@ impl ContainerCleanup {
         if let Ok(nets) = run_checked("docker", &["network", "ls", "-q", "--filter", &filter]) {
             for net in nets.split_whitespace() {
                 let _ = run_checked("docker", &["network", "rm", net]);
+            }
+        }
+        // Volumes filter by name substring only: keep those that start with the prefix.
+        if let Ok(volumes) = run_checked(
+            "docker",
+            &["volume", "ls", "-q", "--filter", &format!("name={}", self.prefix)],
+        ) {
+            for volume in volumes
+                .split_whitespace()
+                .filter(|v| v.starts_with(&self.prefix))
+            {
+                let _ = run_checked("docker", &["volume", "rm", "-f", volume]);
             }
         }
     }
