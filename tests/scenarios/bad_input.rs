@@ -349,6 +349,8 @@ struct Fixture {
     deployer: String,
     agent: String,
     bootstrap: String,
+    /// A requested promotion of a release whose definition a docker_host cannot apply.
+    privileged: String,
 }
 
 fn setup(addr: &str) -> Fixture {
@@ -431,6 +433,15 @@ fn setup(addr: &str) -> Fixture {
         .unwrap()
         .to_owned();
     let bootstrap = bootstrap_for("spare");
+    let mut body = release_body("r-priv", "web", &format!("registry.example/app@{DIGEST}"));
+    body["template"] = json!("services:\n  web:\n    componentName: web\n    privileged: true\n");
+    let privileged_release = id(&created(addr, "/api/v1/releases", ADMIN_TOKEN, &body));
+    let privileged = id(&created(
+        addr,
+        "/api/v1/promotions",
+        ADMIN_TOKEN,
+        &json!({"release_id": privileged_release, "environment_id": env}),
+    ));
     Fixture {
         env,
         release,
@@ -441,6 +452,7 @@ fn setup(addr: &str) -> Fixture {
         deployer,
         agent,
         bootstrap,
+        privileged,
     }
 }
 
@@ -1359,6 +1371,141 @@ fn corpus(f: &Fixture) -> Corpus {
         &json!({"failure_policy": {"max_failure_ratio": 7}}),
         400,
         Some("failure_policy"),
+    );
+
+    c.group("service definitions");
+    let image = format!("registry.example/app@{DIGEST}");
+    for (what, template, mention) in [
+        (
+            "a port out of range",
+            "services:\n  web:\n    componentName: web\n    ports: [\"80:70000\"]\n",
+            "template.services.web.ports[0]",
+        ),
+        (
+            "a misspelt key",
+            "services:\n  web:\n    componentName: web\n    volumnes: []\n",
+            "template.services.web.volumnes",
+        ),
+        (
+            "an image of its own",
+            "services:\n  web:\n    componentName: web\n    image: nginx:latest\n",
+            "the release pins the image",
+        ),
+        (
+            "a component the release lacks",
+            "services:\n  web:\n    componentName: api\n",
+            "template.services.web.componentName",
+        ),
+        (
+            "a NUL in a value",
+            "services:\n  web:\n    componentName: web\n    environment:\n      A: \"a\\0b\"\n",
+            "NUL",
+        ),
+        (
+            "host interpolation",
+            "services:\n  web:\n    componentName: web\n    environment:\n      A: $HOME\n",
+            "`$$` for a literal `$`",
+        ),
+        (
+            "an anonymous volume",
+            "services:\n  web:\n    componentName: web\n    volumes: [\"/data\"]\n",
+            "template.services.web.volumes[0]",
+        ),
+        (
+            "an undeclared network",
+            "services:\n  web:\n    componentName: web\n    networks: [nowhere]\n",
+            "template.services.web.networks.nowhere",
+        ),
+        (
+            "a memory limit in pints",
+            "services:\n  web:\n    componentName: web\n    mem_limit: 2pints\n",
+            "template.services.web.mem_limit",
+        ),
+    ] {
+        let mut body = release_body("r-def", "web", &image);
+        body["template"] = json!(template);
+        c.post(
+            format!("release with a definition: {what}"),
+            "/api/v1/releases",
+            ADMIN_TOKEN,
+            &body,
+            422,
+            Some(mention),
+        );
+    }
+    c.post(
+        "approve a definition a docker_host cannot apply",
+        format!("/api/v1/promotions/{}/approve", f.privileged),
+        ADMIN_TOKEN,
+        &json!({}),
+        422,
+        Some("template.services.web.privileged"),
+    );
+    for (what, variables, mention) in [
+        ("a line break in a value", json!({"A": "x\ny"}), "variables.A"),
+        ("a name with a dash", json!({"A-B": "x"}), "variables"),
+        ("a name the renderer owns", json!({"STELLA_DIGEST": "x"}), "STELLA_"),
+    ] {
+        c.post(
+            format!("environment variables: {what}"),
+            "/api/v1/environments",
+            ADMIN_TOKEN,
+            &json!({"name": "x-vars", "variables": variables}),
+            422,
+            Some(mention),
+        );
+    }
+    let k8s = |check: Value| {
+        json!({
+            "name": "k8s-1",
+            "target_type": "k8s_deployment",
+            "connection": {"model": "api", "platform": "kubernetes", "api_server": "https://k8s.example:6443",
+                           "namespace": "prod", "deployment": "web", "container": "web",
+                           "credential_ref": "env:DEPLOY_K8S"},
+            "health_check": {"check": check},
+        })
+    };
+    c.post(
+        "a command check on a kubernetes target",
+        &targets,
+        ADMIN_TOKEN,
+        &k8s(json!({"type": "command", "command": ["true"]})),
+        422,
+        Some("http or tcp on a k8s_deployment"),
+    );
+    c.post(
+        "an instance check on a kubernetes target without an endpoint",
+        &targets,
+        ADMIN_TOKEN,
+        &k8s(json!({"type": "http"})),
+        422,
+        Some("health_endpoint"),
+    );
+    let mut compose = ssh_target("compose-x", "/tmp");
+    compose["target_type"] = json!("compose_host");
+    compose["health_check"] =
+        json!({"check": {"type": "command", "command": ["true"], "in_container": true}});
+    c.post(
+        "a command in the container on a compose_host",
+        &targets,
+        ADMIN_TOKEN,
+        &compose,
+        422,
+        Some("in_container"),
+    );
+    let windows = json!({
+        "name": "win-1",
+        "target_type": "windows_service",
+        "connection": {"model": "winrm", "endpoint": "https://win.example:5986/wsman",
+                       "auth": "ntlm", "credential_ref": "env:DEPLOY_WIN"},
+    });
+    c.post(
+        "a windows_service target",
+        &targets,
+        ADMIN_TOKEN,
+        &windows,
+        422,
+        Some("windows_service deploys are not implemented yet"),
     );
 
     c.group("state transitions");

@@ -103,6 +103,16 @@ impl Engine {
         }
     }
 
+    /// Everything `create_job` checks (the plan, the rendered artifacts, what each
+    /// target can apply), without writing and whatever the promotion's status: the API
+    /// runs it before it approves a promotion, so that a request the engine refuses
+    /// leaves the promotion as it was.
+    pub async fn check_job(&self, request: &JobRequest) -> Result<(), EngineError> {
+        request.check()?;
+        let promotion = self.inner.store.get_promotion(request.promotion_id).await?;
+        self.build_job(request, &promotion).await.map(|_| ())
+    }
+
     async fn create_job_once(
         &self,
         request: &JobRequest,
@@ -116,6 +126,17 @@ impl Engine {
                 status: promotion.status.as_str(),
             });
         }
+        let job = self.build_job(request, &promotion).await?;
+        Ok(store.create_job(&job).await?)
+    }
+
+    /// The job `request` creates for `promotion`: planned, rendered and checked; not written.
+    async fn build_job(
+        &self,
+        request: &JobRequest,
+        promotion: &deploy_core::Promotion,
+    ) -> Result<DeploymentJob, EngineError> {
+        let store = &self.inner.store;
         let release = store.get_release(promotion.release_id).await?;
         let targets = store.list_targets(promotion.environment_id).await?;
         let target_ids: Vec<_> = targets.iter().map(|t| t.id).collect();
@@ -254,7 +275,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
         };
-        Ok(store.create_job(&job).await?)
+        Ok(job)
     }
 }
 

@@ -313,11 +313,13 @@ pub(crate) async fn approve_promotion(
         request.failure_policy = f;
     }
     request.template = req.template;
-    // A request the engine would refuse (bad max_attempts, unparsable template)
-    // is refused before the promotion is approved, so it stays `requested`.
+    // A request the engine would refuse (bad max_attempts, a template or a service
+    // definition a target cannot apply, a strategy the targets cannot carry) is refused
+    // before the promotion is approved, so it stays `requested`.
     request.check()?;
     let mut promotion = state.store().get_promotion(id).await?;
     if promotion.status == PromotionStatus::Requested {
+        state.engine().check_job(&request).await?;
         promotion
             .decide(PromotionDecision::Approve, &caller.name, state.now())
             .map_err(StoreError::from)?;
