@@ -517,3 +517,125 @@ fn tricky_values_read_back_exactly_through_compose_and_docker() {
         assert!(env.contains(&line), "{line:?} not in {env:?}");
     }
 }
+
+/// A template using the keys docker_host applies and a few only Compose applies.
+const ROUND_TRIP: &str = r#"
+services:
+  web:
+    componentName: web
+    command: ["serve", "--port", "8080", "--price", "$$5"]
+    entrypoint: ["/bin/tini", "--"]
+    ports: ["127.0.0.1:18080:8080", "9090"]
+    expose: ["7000"]
+    environment:
+      GREETING: "value # not a comment"
+      LITERAL: "$${HOME}"
+    volumes:
+      - /srv/web/config:/config:ro
+      - data:/data
+    tmpfs: /run
+    read_only: true
+    working_dir: /www
+    user: "1000"
+    init: true
+    restart: unless-stopped
+    networks:
+      backend:
+        aliases: [api]
+    mem_limit: 64m
+    cpus: 0.5
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
+      interval: 10s
+      retries: 3
+    stop_signal: SIGINT
+    stop_grace_period: 30s
+    extra_hosts: ["db.internal:10.0.0.5"]
+    logging:
+      driver: json-file
+      options: {max-size: 10m}
+    labels:
+      team: payments
+    depends_on: [worker]
+  worker:
+    componentName: worker
+    cap_add: [NET_ADMIN]
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+volumes:
+  data: {}
+networks:
+  backend: {}
+"#;
+
+/// The user's template as Compose would take it with the images pinned: `componentName`
+/// replaced by the component's `image` (repository@digest).
+fn pinned_template(template: &str, inputs: &Inputs) -> String {
+    let mut doc: Value = serde_yaml::from_str(template).unwrap();
+    let services = doc["services"].as_mapping_mut().unwrap();
+    for (_, service) in services.iter_mut() {
+        let service = service.as_mapping_mut().unwrap();
+        let component = service
+            .remove("componentName")
+            .and_then(|c| c.as_str().map(str::to_owned))
+            .unwrap();
+        let c = inputs.release.component(&component).unwrap();
+        service.insert(
+            "image".into(),
+            format!("{}@{}", c.image.repository(), c.digest()).into(),
+        );
+    }
+    serde_yaml::to_string(&doc).unwrap()
+}
+
+/// Our own labels and variables, which the deployed file adds to the user's.
+fn without_ours(mut config: Value) -> Value {
+    if let Some(services) = config["services"].as_mapping_mut() {
+        for (_, service) in services.iter_mut() {
+            let Some(service) = service.as_mapping_mut() else {
+                continue;
+            };
+            for (key, prefix) in [("labels", "stella."), ("environment", "STELLA_")] {
+                if let Some(map) = service.get_mut(key).and_then(Value::as_mapping_mut) {
+                    map.retain(|k, _| !k.as_str().is_some_and(|k| k.starts_with(prefix)));
+                    if map.is_empty() {
+                        service.remove(key);
+                    }
+                }
+            }
+        }
+    }
+    config
+}
+
+#[test]
+fn the_deployed_file_is_the_template_with_its_images_pinned() {
+    let inputs = Inputs::new(ROUND_TRIP);
+    let bundle = inputs.render();
+    let dir = temp_dir("stella-round-trip-").unwrap();
+    write_bundle(dir.path(), &bundle);
+    std::fs::write(
+        dir.path().join("pinned.yml"),
+        pinned_template(ROUND_TRIP, &inputs),
+    )
+    .unwrap();
+    for cli in compose_clis() {
+        let expected = compose_config(&cli, dir.path(), "pinned.yml").unwrap();
+        for file in [crate::COMPOSE_FILE_NAME, crate::LOCK_FILE_NAME] {
+            let deployed = without_ours(compose_config(&cli, dir.path(), file).unwrap());
+            assert_eq!(
+                deployed["services"], expected["services"],
+                "{cli:?}: `config` of {file} differs from the pinned template's"
+            );
+            for section in ["volumes", "networks"] {
+                assert_eq!(deployed[section], expected[section], "{cli:?} {file} {section}");
+            }
+        }
+    }
+    // A change anywhere in the definition changes the lock: the lock is the record.
+    let other = Inputs::new(&ROUND_TRIP.replace("mem_limit: 64m", "mem_limit: 65m"));
+    assert_ne!(
+        other.render().get(crate::LOCK_FILE_NAME).unwrap().sha256,
+        bundle.get(crate::LOCK_FILE_NAME).unwrap().sha256
+    );
+}
