@@ -1442,9 +1442,17 @@ fn corpus(f: &Fixture) -> Corpus {
         Some("template.services.web.privileged"),
     );
     for (what, variables, mention) in [
-        ("a line break in a value", json!({"A": "x\ny"}), "variables.A"),
+        (
+            "a line break in a value",
+            json!({"A": "x\ny"}),
+            "variables.A",
+        ),
         ("a name with a dash", json!({"A-B": "x"}), "variables"),
-        ("a name the renderer owns", json!({"STELLA_DIGEST": "x"}), "STELLA_"),
+        (
+            "a name the renderer owns",
+            json!({"STELLA_DIGEST": "x"}),
+            "STELLA_",
+        ),
     ] {
         c.post(
             format!("environment variables: {what}"),

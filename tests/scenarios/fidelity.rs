@@ -160,7 +160,15 @@ fn assert_definition(c: &Value, e: &Expected<'_>) {
     assert_eq!(data["Name"], format!("{}_data", e.project), "{name}");
     assert_eq!(
         c["Config"]["Cmd"],
-        json!(["/bin/busybox", "httpd", "-f", "-p", IMAGE_HTTP_PORT.to_string(), "-h", "/www"]),
+        json!([
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            IMAGE_HTTP_PORT.to_string(),
+            "-h",
+            "/www"
+        ]),
         "{name}: command"
     );
     assert_eq!(
@@ -379,7 +387,8 @@ fn scenario(kind: Kind, route: Route) {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.code(), stdout, stderr)
     };
-    let agent_log = |agent: &Option<AgentProc>| agent.as_ref().map(AgentProc::stderr).unwrap_or_default();
+    let agent_log =
+        |agent: &Option<AgentProc>| agent.as_ref().map(AgentProc::stderr).unwrap_or_default();
     let check = |version: &str, image: &str, greeting: &str| {
         assert_eq!(answers(host_port, "/version"), version, "from the host");
         let c = container(kind, &prefix, &project);

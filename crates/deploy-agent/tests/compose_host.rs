@@ -219,7 +219,12 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
     // The environment reaches the container from the lock itself (no env-file).
     let env = run_checked(
         "docker",
-        &["inspect", "--format", "{{json .Config.Env}}", &container_of(project)],
+        &[
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            &container_of(project),
+        ],
     )
     .unwrap();
     assert!(env.contains("\"GREETING=hello\""), "{env}");
@@ -309,7 +314,8 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
             lock.target_id,
             lock.kind,
             lock.file_name.clone(),
-            lock.content.replace("GREETING: \"hello\"", "GREETING: \"forged\""),
+            lock.content
+                .replace("GREETING: \"hello\"", "GREETING: \"forged\""),
         );
         deploy.digest = lock.sha256.clone();
     }

@@ -256,9 +256,8 @@ async fn deploy_swap_inspect_revert_noop_and_broken() {
             // The instance's published port: what health checks probe.
             let addr = published_addr(&web, IMAGE_HTTP_PORT).unwrap();
             assert!(
-                published
-                    .iter()
-                    .any(|p| p.container_port == IMAGE_HTTP_PORT && addr.ends_with(&format!(":{}", p.host_port))),
+                published.iter().any(|p| p.container_port == IMAGE_HTTP_PORT
+                    && addr.ends_with(&format!(":{}", p.host_port))),
                 "{published:?} vs {addr}"
             );
         }
@@ -286,7 +285,10 @@ async fn deploy_swap_inspect_revert_noop_and_broken() {
     }
     match run(&rt, &probe("/missing")).await {
         TaskOutcome::Probed { verdict } => {
-            assert!(!verdict.healthy && verdict.status_code == Some(404), "{verdict:?}");
+            assert!(
+                !verdict.healthy && verdict.status_code == Some(404),
+                "{verdict:?}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -517,9 +519,9 @@ async fn keep_previous_running_and_stop_first() {
     assert!(deployed(&out).2);
     let (_, lines) = log.unacknowledged();
     assert!(
-        lines
-            .iter()
-            .any(|l| l.text.starts_with(&format!("stopping {sf} before the new container starts"))),
+        lines.iter().any(|l| l
+            .text
+            .starts_with(&format!("stopping {sf} before the new container starts"))),
         "{lines:?}"
     );
     assert_eq!(version(&sf), "v2");

@@ -128,7 +128,10 @@ pub(crate) const REFUSED_KEYS: &[(&str, &str)] = &[
         "no such key: every service of a template is deployed",
     ),
     ("develop", "no such key: it is for `docker compose watch`"),
-    ("use_api_socket", "no such key: it hands the engine to the container"),
+    (
+        "use_api_socket",
+        "no such key: it hands the engine to the container",
+    ),
     ("models", "no such key"),
     ("provider", "no such key"),
     ("pull_refresh_after", "no such key"),
@@ -196,8 +199,7 @@ pub fn container_spec(
             "expose" => spec.expose = expose(&at, value)?,
             "volumes" => {
                 for (i, item) in seq(&at, value)?.iter().enumerate() {
-                    spec.mounts
-                        .push(volume(&format!("{at}[{i}]"), item, ctx)?);
+                    spec.mounts.push(volume(&format!("{at}[{i}]"), item, ctx)?);
                 }
             }
             "tmpfs" => {
@@ -297,7 +299,8 @@ fn mapping<'v>(field: &str, v: &'v Value) -> Result<&'v Mapping, ArtifactError> 
 /// Refuses keys of `m` outside `allowed`, naming the first.
 fn only_keys(field: &str, m: &Mapping, allowed: &[&str]) -> Result<(), ArtifactError> {
     for k in m.keys() {
-        let ok = matches!(k, Value::String(s) if allowed.contains(&s.as_str()) || s.starts_with("x-"));
+        let ok =
+            matches!(k, Value::String(s) if allowed.contains(&s.as_str()) || s.starts_with("x-"));
         if !ok {
             return Err(ArtifactError::invalid(
                 field,
@@ -316,7 +319,11 @@ fn get<'v>(m: &'v Mapping, key: &str) -> Option<&'v Value> {
 pub(crate) fn boolean(field: &str, v: &Value) -> Result<bool, ArtifactError> {
     match v {
         Value::Bool(b) => Ok(*b),
-        other => Err(ArtifactError::invalid(field, describe(other), "true or false")),
+        other => Err(ArtifactError::invalid(
+            field,
+            describe(other),
+            "true or false",
+        )),
     }
 }
 
@@ -363,7 +370,15 @@ pub(crate) fn ports(field: &str, v: &Value) -> Result<Vec<PortMapping>, Artifact
                 only_keys(
                     &at,
                     m,
-                    &["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"],
+                    &[
+                        "target",
+                        "published",
+                        "host_ip",
+                        "protocol",
+                        "mode",
+                        "name",
+                        "app_protocol",
+                    ],
                 )?;
                 let text = |key: &str| -> Result<Option<String>, ArtifactError> {
                     get(m, key)
@@ -374,7 +389,11 @@ pub(crate) fn ports(field: &str, v: &Value) -> Result<Vec<PortMapping>, Artifact
                     && mode != "host"
                     && mode != "ingress"
                 {
-                    return Err(ArtifactError::invalid(format!("{at}.mode"), mode, "host or ingress"));
+                    return Err(ArtifactError::invalid(
+                        format!("{at}.mode"),
+                        mode,
+                        "host or ingress",
+                    ));
                 }
                 let target = text("target")?
                     .ok_or_else(|| ArtifactError::invalid(&at, "(no target)", "a `target` port"))?;
@@ -404,7 +423,10 @@ pub(crate) fn ports(field: &str, v: &Value) -> Result<Vec<PortMapping>, Artifact
 }
 
 fn ip_addr(field: &str, s: &str) -> Result<IpAddr, ArtifactError> {
-    let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
     bare.parse()
         .map_err(|_| ArtifactError::invalid(field, s, "an IPv4 or IPv6 address"))
 }
@@ -419,9 +441,9 @@ fn short_port(field: &str, spec: &str, out: &mut Vec<PortMapping>) -> Result<(),
         let (ip, tail) = after.split_once(']').ok_or_else(|| {
             ArtifactError::invalid(field, spec, "`[ipv6]:host:container` with a closing `]`")
         })?;
-        let tail = tail.strip_prefix(':').ok_or_else(|| {
-            ArtifactError::invalid(field, spec, "`[ipv6]:host:container`")
-        })?;
+        let tail = tail
+            .strip_prefix(':')
+            .ok_or_else(|| ArtifactError::invalid(field, spec, "`[ipv6]:host:container`"))?;
         (Some(ip_addr(field, ip)?), tail)
     } else {
         (None, rest)
@@ -504,9 +526,16 @@ fn expose(field: &str, v: &Value) -> Result<Vec<ExposedPort>, ArtifactError> {
         };
         let (lo, hi) = port_range(&at, range)?;
         if u32::from(hi - lo) + 1 > MAX_RANGE {
-            return Err(ArtifactError::invalid(at, &s, format!("at most {MAX_RANGE} ports")));
+            return Err(ArtifactError::invalid(
+                at,
+                &s,
+                format!("at most {MAX_RANGE} ports"),
+            ));
         }
-        out.extend((lo..=hi).map(|port| ExposedPort { port, protocol: proto }));
+        out.extend((lo..=hi).map(|port| ExposedPort {
+            port,
+            protocol: proto,
+        }));
     }
     Ok(out)
 }
@@ -550,7 +579,11 @@ fn declared(
         if entry.is_null() {
             return Ok(d);
         }
-        return Err(ArtifactError::invalid(top_field, describe(entry), "a mapping or nothing"));
+        return Err(ArtifactError::invalid(
+            top_field,
+            describe(entry),
+            "a mapping or nothing",
+        ));
     };
     only_keys(&top_field, m, allowed)?;
     if let Some(v) = get(m, "external") {
@@ -643,13 +676,28 @@ fn volume(field: &str, item: &Value, ctx: &ServiceContext<'_>) -> Result<Mount, 
                 Some(_) => "volume",
                 None => "anonymous",
             };
-            (kind.to_owned(), source.map(str::to_owned), target.to_owned(), read_only, None)
+            (
+                kind.to_owned(),
+                source.map(str::to_owned),
+                target.to_owned(),
+                read_only,
+                None,
+            )
         }
         Value::Mapping(m) => {
             only_keys(
                 field,
                 m,
-                &["type", "source", "target", "read_only", "bind", "volume", "tmpfs", "consistency"],
+                &[
+                    "type",
+                    "source",
+                    "target",
+                    "read_only",
+                    "bind",
+                    "volume",
+                    "tmpfs",
+                    "consistency",
+                ],
             )?;
             let text = |key: &str| -> Result<Option<String>, ArtifactError> {
                 get(m, key)
@@ -810,7 +858,14 @@ fn networks(
     let mut out = Vec::with_capacity(entries.len());
     for (key, options) in entries {
         let at = format!("{field}.{key}");
-        let d = declared(&at, "network", ctx.networks, &key, ctx.project, NETWORK_KEYS)?;
+        let d = declared(
+            &at,
+            "network",
+            ctx.networks,
+            &key,
+            ctx.project,
+            NETWORK_KEYS,
+        )?;
         // Compose makes every service reachable by its name on its networks.
         let mut aliases = vec![service.to_owned()];
         if let Some(options) = options {
@@ -840,11 +895,17 @@ fn networks(
 pub(crate) fn bytes(field: &str, v: &Value) -> Result<u64, ArtifactError> {
     let expected = "a size such as 512m, 1g or a number of bytes";
     let s = match v {
-        Value::Number(n) if n.is_u64() => return n.as_u64().ok_or_else(|| ArtifactError::invalid(field, n.to_string(), expected)),
+        Value::Number(n) if n.is_u64() => {
+            return n
+                .as_u64()
+                .ok_or_else(|| ArtifactError::invalid(field, n.to_string(), expected));
+        }
         Value::String(s) => s.trim().to_ascii_lowercase(),
         other => return Err(ArtifactError::invalid(field, describe(other), expected)),
     };
-    let digits = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let digits = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(digits);
     let scale: u64 = match unit {
         "" | "b" => 1,
@@ -942,7 +1003,15 @@ fn healthcheck(field: &str, v: &Value) -> Result<ContainerHealthcheck, ArtifactE
     only_keys(
         field,
         m,
-        &["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"],
+        &[
+            "test",
+            "interval",
+            "timeout",
+            "retries",
+            "start_period",
+            "start_interval",
+            "disable",
+        ],
     )?;
     let disabled = get(m, "disable")
         .map(|v| boolean(&format!("{field}.disable"), v))
@@ -957,7 +1026,10 @@ fn healthcheck(field: &str, v: &Value) -> Result<ContainerHealthcheck, ArtifactE
                 "a `test` (or `disable: true`)",
             ));
         }
-        Some(Value::String(s)) => vec!["CMD-SHELL".to_owned(), compose_unescape(&format!("{field}.test"), s)?],
+        Some(Value::String(s)) => vec![
+            "CMD-SHELL".to_owned(),
+            compose_unescape(&format!("{field}.test"), s)?,
+        ],
         Some(list @ Value::Sequence(_)) => argv(&format!("{field}.test"), list)?,
         Some(other) => {
             return Err(ArtifactError::invalid(

@@ -54,7 +54,11 @@ pub fn container_specs(lock: &[u8], project: &str) -> Result<Vec<ServiceContaine
         let env = read("environment")?;
         let labels = read("labels")?;
         let component = labels.get(COMPONENT_LABEL).ok_or_else(|| {
-            ArtifactError::invalid(at("labels"), "(none)", format!("a `{COMPONENT_LABEL}` label"))
+            ArtifactError::invalid(
+                at("labels"),
+                "(none)",
+                format!("a `{COMPONENT_LABEL}` label"),
+            )
         })?;
         let component = Name::parse(component).map_err(|source| ArtifactError::InvalidName {
             field: at(&format!("labels.{COMPONENT_LABEL}")),

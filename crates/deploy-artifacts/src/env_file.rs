@@ -32,7 +32,9 @@ pub(crate) fn check_value(service: &str, key: &str, value: &str) -> Result<(), A
     let reason = if value.contains('\0') {
         Some("a value without NUL (no container environment can carry one)")
     } else if value.contains(['\n', '\r']) {
-        Some("a value without a line break (the env-file that the systemd unit reads holds one variable per line)")
+        Some(
+            "a value without a line break (the env-file that the systemd unit reads holds one variable per line)",
+        )
     } else {
         None
     };

@@ -21,11 +21,9 @@ mod template;
 mod yaml_in;
 mod yaml_out;
 
-pub use errors::ArtifactError;
-pub use container::{
-    Applies, COMPOSE_ONLY_KEYS, DOCKER_HOST_KEYS, ServiceContext, container_spec,
-};
+pub use container::{Applies, COMPOSE_ONLY_KEYS, DOCKER_HOST_KEYS, ServiceContext, container_spec};
 pub use docker_host::{COMPONENT_LABEL, ServiceContainer, container_specs};
+pub use errors::ArtifactError;
 pub use lock::{LockInfo, verify_lock};
 pub use manifest::MANIFEST_SCHEMA;
 pub use nginx::{Colour, HttpRouting, Route, Traffic, render_routing};

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::compose::comment;
-use crate::template::ComposeTemplate;
 use crate::errors::ArtifactError;
 use crate::render::ResolvedService;
+use crate::template::ComposeTemplate;
 use crate::yaml_in;
 use crate::yaml_out;
 
@@ -88,7 +88,10 @@ fn digest_line(hex: &str) -> String {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LockDoc {
     #[serde(default)]
-    #[expect(dead_code, reason = "read so that the shape is checked; the version is the template's")]
+    #[expect(
+        dead_code,
+        reason = "read so that the shape is checked; the version is the template's"
+    )]
     pub version: Option<String>,
     pub services: BTreeMap<String, Mapping>,
     #[serde(default)]

@@ -408,8 +408,13 @@ struct TopLevel<'a> {
 /// An image that only stands in for the release's while a template is checked.
 fn placeholder_image() -> Result<deploy_core::ImageRef, ArtifactError> {
     let digest = deploy_core::Digest::from_sha256([0; 32]);
-    deploy_core::ImageRef::from_parts("placeholder.invalid/image", &digest)
-        .map_err(|e| ArtifactError::invalid("placeholder image", "placeholder.invalid/image", e.to_string()))
+    deploy_core::ImageRef::from_parts("placeholder.invalid/image", &digest).map_err(|e| {
+        ArtifactError::invalid(
+            "placeholder image",
+            "placeholder.invalid/image",
+            e.to_string(),
+        )
+    })
 }
 
 /// Refuses YAML the emitter cannot reproduce exactly: tags and non-scalar mapping keys.

@@ -86,7 +86,9 @@ fn default_stop_grace() -> u64 {
 }
 
 /// The transport protocol of a port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -189,9 +191,9 @@ impl Mount {
     /// Where it is mounted in the container.
     pub fn target(&self) -> &str {
         match self {
-            Self::Bind { target, .. } | Self::Volume { target, .. } | Self::Tmpfs { target, .. } => {
-                target
-            }
+            Self::Bind { target, .. }
+            | Self::Volume { target, .. }
+            | Self::Tmpfs { target, .. } => target,
         }
     }
 }
@@ -454,7 +456,11 @@ impl ContainerSpec {
                     ..
                 } => {
                     docker_name(&here, name)?;
-                    for v in driver.iter().chain(driver_opts.keys()).chain(driver_opts.values()) {
+                    for v in driver
+                        .iter()
+                        .chain(driver_opts.keys())
+                        .chain(driver_opts.values())
+                    {
                         no_nul(&here, v)?;
                     }
                 }

@@ -244,7 +244,10 @@ mod tests {
         k8s.target_type = TargetType::K8sDeployment;
         k8s.connection = sample_connections()
             .into_iter()
-            .find(|(m, c)| *m == ExecutionModel::Api && matches!(c, Connection::Api(ApiConnection::Kubernetes { .. })))
+            .find(|(m, c)| {
+                *m == ExecutionModel::Api
+                    && matches!(c, Connection::Api(ApiConnection::Kubernetes { .. }))
+            })
             .unwrap()
             .1;
         assert_eq!(

@@ -20,9 +20,7 @@ use bollard::query_parameters::{
 use deploy_core::{ContainerSpec, ImageRef, NetworkAttachment, Protocol, PublishedPort};
 use futures_util::StreamExt;
 
-use crate::api::{
-    Container, DockerApi, DockerError, DockerErrorKind, Health, PullAuth, StepLog,
-};
+use crate::api::{Container, DockerApi, DockerError, DockerErrorKind, Health, PullAuth, StepLog};
 use crate::create::{create_body, extra_networks};
 
 /// `DockerApi` over a bollard client.
@@ -115,11 +113,7 @@ pub fn container_of(c: ContainerInspectResponse) -> Container {
             _ => None,
         });
     let mut published = Vec::new();
-    for (key, bindings) in c
-        .network_settings
-        .and_then(|n| n.ports)
-        .unwrap_or_default()
-    {
+    for (key, bindings) in c.network_settings.and_then(|n| n.ports).unwrap_or_default() {
         let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
         let Ok(container_port) = port.parse() else {
             continue;
@@ -152,7 +146,10 @@ pub fn container_of(c: ContainerInspectResponse) -> Container {
         id: c.id.unwrap_or_default(),
         running: state.running == Some(true),
         restarting: state.restarting == Some(true),
-        restart_count: c.restart_count.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+        restart_count: c
+            .restart_count
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
         health,
         status: state
             .status

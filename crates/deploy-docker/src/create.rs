@@ -103,7 +103,9 @@ pub fn create_body(spec: &ContainerSpec, labels: &BTreeMap<String, String>) -> C
         .mounts
         .iter()
         .filter_map(|m| match m {
-            Mount::Tmpfs { target, size_bytes } => Some((target.clone(), tmpfs_options(*size_bytes))),
+            Mount::Tmpfs { target, size_bytes } => {
+                Some((target.clone(), tmpfs_options(*size_bytes)))
+            }
             _ => None,
         })
         .collect();
@@ -158,7 +160,12 @@ pub fn create_body(spec: &ContainerSpec, labels: &BTreeMap<String, String>) -> C
             }),
             log_config: spec.logging.as_ref().map(|l| HostConfigLogConfig {
                 typ: Some(l.driver.clone()),
-                config: Some(l.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                config: Some(
+                    l.options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
             }),
             network_mode: first_network.map(|n| n.name.clone()),
             ..Default::default()
@@ -264,7 +271,10 @@ pub fn create_argv(
         push("--memory", m.to_string());
     }
     if let Some(c) = spec.nano_cpus {
-        push("--cpus", format!("{}.{:09}", c / 1_000_000_000, c % 1_000_000_000));
+        push(
+            "--cpus",
+            format!("{}.{:09}", c / 1_000_000_000, c % 1_000_000_000),
+        );
     }
     for h in &spec.extra_hosts {
         push("--add-host", format!("{}:{}", h.host, h.ip));

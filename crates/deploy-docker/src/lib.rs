@@ -16,12 +16,8 @@ mod identity;
 pub mod labels;
 mod sequence;
 
-pub use api::{
-    Container, DockerApi, DockerError, DockerErrorKind, Health, PullAuth, StepLog,
-};
-pub use bollard_api::{
-    BollardApi, PULL_TIMEOUT, container_of, detail, pull_error,
-};
+pub use api::{Container, DockerApi, DockerError, DockerErrorKind, Health, PullAuth, StepLog};
+pub use bollard_api::{BollardApi, PULL_TIMEOUT, container_of, detail, pull_error};
 pub use create::{create_argv, create_body, env_file, extra_networks};
 pub use identity::config_digest;
 pub use sequence::{

@@ -151,7 +151,11 @@ impl DockerHost<'_> {
     }
 
     /// What runs under `name` for `target`.
-    pub async fn running(&self, name: &Name, target: &Name) -> Result<Option<Running>, DockerError> {
+    pub async fn running(
+        &self,
+        name: &Name,
+        target: &Name,
+    ) -> Result<Option<Running>, DockerError> {
         Ok(self
             .inspect_owned(name.as_str(), target)
             .await?
@@ -293,14 +297,14 @@ impl DockerHost<'_> {
             let _ = self.api.remove(&next).await;
             return Err(e);
         }
-        if had_current && !d.keep_previous_running {
-            if let Some(old) = self.api.inspect(&prev).await?
-                && old.running
-            {
-                self.api
-                    .stop_in_background(&old.id, Duration::from_secs(d.spec.stop_grace_secs))
-                    .await;
-            }
+        if had_current
+            && !d.keep_previous_running
+            && let Some(old) = self.api.inspect(&prev).await?
+            && old.running
+        {
+            self.api
+                .stop_in_background(&old.id, Duration::from_secs(d.spec.stop_grace_secs))
+                .await;
         }
         Ok(())
     }
@@ -378,9 +382,10 @@ impl DockerHost<'_> {
             error,
             previous: previous.clone(),
         };
-        if before.as_ref().is_some_and(|r| {
-            r.digest == wanted && r.config.as_deref() == Some(config.as_str())
-        }) {
+        if before
+            .as_ref()
+            .is_some_and(|r| r.digest == wanted && r.config.as_deref() == Some(config.as_str()))
+        {
             log.step(&format!(
                 "{} already runs {wanted} with this definition: nothing to do",
                 d.name
@@ -564,11 +569,8 @@ impl DockerHost<'_> {
         port: u16,
     ) -> Result<(Option<PublishedPort>, Option<PublishedPort>), DockerError> {
         let find = |c: Option<Container>| {
-            c.filter(|c| c.running).and_then(|c| {
-                c.published
-                    .into_iter()
-                    .find(|b| b.container_port == port)
-            })
+            c.filter(|c| c.running)
+                .and_then(|c| c.published.into_iter().find(|b| b.container_port == port))
         };
         let current = find(self.api.inspect(name.as_str()).await?);
         let previous = find(self.api.inspect(&previous_name(name)).await?);

@@ -174,7 +174,11 @@ async fn attempt(
             let soak_ms = u64::try_from(soak.as_millis()).unwrap_or(u64::MAX);
             config.min_healthy_time_ms = config.min_healthy_time_ms.max(soak_ms);
         }
-        match inner.health.verify(&target, &config, Some(&slot), cancel).await {
+        match inner
+            .health
+            .verify(&target, &config, Some(&slot), cancel)
+            .await
+        {
             Ok(report) if report.verdict == HealthVerdict::Healthy => {
                 log.line(&format!(
                     "healthy after {} probe(s): {}",
@@ -235,7 +239,12 @@ async fn attempt(
         return fail(inner, tokens, &task, false, &why).await;
     }
     inner
-        .task_event_with(&task, TaskEvent::Succeed, "healthy", Some(&tokens.record.take()))
+        .task_event_with(
+            &task,
+            TaskEvent::Succeed,
+            "healthy",
+            Some(&tokens.record.take()),
+        )
         .await
 }
 

@@ -92,8 +92,11 @@ impl JobContext {
         }
         let project = docker_project(target, &self.environment.name).map_err(|e| e.to_string())?;
         for lock in locks {
-            let services = deploy_artifacts::container_specs(lock.content.as_bytes(), project.as_str())
-                .map_err(|e| format!("read the service definition in `{}`: {e}", lock.file_name))?;
+            let services =
+                deploy_artifacts::container_specs(lock.content.as_bytes(), project.as_str())
+                    .map_err(|e| {
+                        format!("read the service definition in `{}`: {e}", lock.file_name)
+                    })?;
             if let Some(svc) = services
                 .into_iter()
                 .find(|s| s.component == component.name && s.spec.image.digest() == digest)

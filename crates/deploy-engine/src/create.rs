@@ -4,8 +4,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use deploy_artifacts::{
-    ArtifactError, Colour, ComposeTemplate, ContainerRuntime, LOCK_FILE_NAME, RenderInput,
-    Traffic, container_specs, parse_template, render,
+    ArtifactError, Colour, ComposeTemplate, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic,
+    container_specs, parse_template, render,
 };
 use deploy_core::{
     ArtifactId, Connection, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy,
@@ -127,7 +127,11 @@ impl Engine {
             });
         }
         let job = self.build_job(request, &promotion).await?;
-        Ok(store.create_job(&job).await?)
+        let created = store.create_job(&job).await?;
+        if created.created {
+            self.inner.job_created.notify_one();
+        }
+        Ok(created)
     }
 
     /// The job `request` creates for `promotion`: planned, rendered and checked; not written.
@@ -219,7 +223,8 @@ impl Engine {
                     let blue_green = crate::bluegreen::is_blue_green(&request.strategy);
                     let mut seen = std::collections::BTreeMap::new();
                     for svc in services {
-                        if let Some(other) = seen.insert(svc.component.clone(), svc.service.clone()) {
+                        if let Some(other) = seen.insert(svc.component.clone(), svc.service.clone())
+                        {
                             return Err(EngineError::InvalidRequest(format!(
                                 "services `{other}` and `{}` both run component `{}`; expected one service per component on docker_host target `{}` (it runs one container per component)",
                                 svc.service, svc.component, target.name
@@ -231,9 +236,9 @@ impl Engine {
                                 svc.service, target.name
                             )));
                         }
-                        let component = release.component(svc.component.as_str()).map_err(|e| {
-                            EngineError::InvalidRequest(e.to_string())
-                        })?;
+                        let component = release
+                            .component(svc.component.as_str())
+                            .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
                         push(Some(component.id), component.digest().clone());
                     }
                 }
@@ -296,14 +301,14 @@ pub fn check_release_template(release: &Release) -> Result<(), ArtifactError> {
         return Ok(());
     };
     for service in &template.services {
-        release
-            .component(service.component.as_str())
-            .map_err(|e| ArtifactError::UnknownComponent {
+        release.component(service.component.as_str()).map_err(|e| {
+            ArtifactError::UnknownComponent {
                 service: service.name.to_string(),
                 component: e.component,
                 release: e.release,
                 available: e.available.join(", "),
-            })?;
+            }
+        })?;
     }
     Ok(())
 }

@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub events: broadcast::Sender<EngineEvent>,
     pub running: Mutex<BTreeMap<JobId, RunHandle>>,
+    /// Wakes this engine's claim loop when it creates a job (other replicas hear of it
+    /// through the store: `Store::wait_for_new_jobs`).
+    pub job_created: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -71,6 +74,7 @@ impl Engine {
                 clock,
                 events,
                 running: Mutex::new(BTreeMap::new()),
+                job_created: tokio::sync::Notify::new(),
             }),
         })
     }

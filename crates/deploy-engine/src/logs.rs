@@ -59,7 +59,10 @@ impl StoreLog {
 
     /// The last lines logged so far, oldest first, newline-terminated.
     pub(crate) fn tail(&self) -> String {
-        let tail = self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tail = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = String::with_capacity(tail.1);
         for line in &tail.0 {
             out.push_str(line);
@@ -72,7 +75,10 @@ impl StoreLog {
 impl LogSink for StoreLog {
     fn line(&self, line: &str) {
         let _ = self.tx.send(line.to_owned());
-        let mut tail = self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tail = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A single line longer than the tail keeps its end.
         let kept = if line.len() + 1 > LOG_TAIL_BYTES {
             let mut cut = line.len() + 1 - LOG_TAIL_BYTES;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deploy_core::{
-    ArtifactId, ComponentId, DeploymentJob, Digest, GeneratedArtifact, JobEvent, JobId,
-    JobStatus, Release, ReleaseId, TargetId, TaskStatus, Timestamp,
+    ArtifactId, ComponentId, DeploymentJob, Digest, GeneratedArtifact, JobEvent, JobId, JobStatus,
+    Release, ReleaseId, TargetId, TaskStatus, Timestamp,
 };
 use deploy_rollback::{
     KnownGood, LastKnownGood, RollbackError, RollbackPlan, RollbackRequest, SlotKey, plan_rollback,
@@ -161,8 +161,8 @@ async fn attach_artifacts(
     let now = inner.clock.now();
     let mut jobs: BTreeMap<JobId, DeploymentJob> = BTreeMap::new();
     for (target, source) in sources {
-        if !jobs.contains_key(&source) {
-            jobs.insert(source, inner.store.get_job(source).await?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = jobs.entry(source) {
+            slot.insert(inner.store.get_job(source).await?);
         }
         let Some(source_job) = jobs.get(&source) else {
             continue;
@@ -200,6 +200,9 @@ async fn create_rollback(
 ) -> Result<(RollbackPlan, DeploymentJob), EngineError> {
     let plan = plan(inner, job, attempt, reason).await?;
     let created = inner.store.create_job(&plan.job).await?;
+    if created.created {
+        inner.job_created.notify_one();
+    }
     Ok((plan, created.value))
 }
 

@@ -41,9 +41,12 @@ impl Engine {
             if let Err(e) = self.claim_and_start(&active, &mut runners).await {
                 tracing::warn!(error = %e, "cannot claim jobs");
             }
+            // A job created here (or announced by another replica) is claimed at once;
+            // the poll interval bounds the wait otherwise (lease expiries, retries).
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                () = self.inner.job_created.notified() => {}
+                () = self.inner.store.wait_for_new_jobs(self.inner.config.poll_interval) => {}
                 Some(_) = runners.join_next(), if !runners.is_empty() => {}
             }
         }

@@ -30,7 +30,10 @@ impl InstanceProber for ExecCommandRunner {
         timeout: Duration,
         cancel: CancellationToken,
     ) -> Result<Vec<PublishedPort>, String> {
-        let executor = self.executors.for_target(target).map_err(|e| e.to_string())?;
+        let executor = self
+            .executors
+            .for_target(target)
+            .map_err(|e| e.to_string())?;
         let ctx = ExecContext {
             log: TaskLog::new(Arc::new(NullSink), 0),
             cancel,
@@ -48,7 +51,10 @@ impl InstanceProber for ExecCommandRunner {
         probe: &InstanceProbe,
         cancel: CancellationToken,
     ) -> Result<ProbeOutcome, String> {
-        let executor = self.executors.for_target(target).map_err(|e| e.to_string())?;
+        let executor = self
+            .executors
+            .for_target(target)
+            .map_err(|e| e.to_string())?;
         let ctx = ExecContext {
             log: TaskLog::new(Arc::new(NullSink), 0),
             cancel,
@@ -74,7 +80,11 @@ pub(crate) fn runnable_check(
     } = &config.check
         && let Some(container) = container
     {
-        let mut argv = vec!["docker".to_owned(), "exec".to_owned(), container.to_string()];
+        let mut argv = vec![
+            "docker".to_owned(),
+            "exec".to_owned(),
+            container.to_string(),
+        ];
         argv.extend(command.argv().iter().cloned());
         if let Ok(command) = CommandSpec::new(argv) {
             config.check = HealthCheck::Command {
@@ -143,7 +153,11 @@ pub(crate) async fn verify_targets(
             Some(s) => format!("target `{}` ({s})", target.name),
             None => format!("target `{}`", target.name),
         };
-        match inner.health.verify(target, &config, slot.as_ref(), cancel).await {
+        match inner
+            .health
+            .verify(target, &config, slot.as_ref(), cancel)
+            .await
+        {
             Ok(r) if r.verdict == HealthVerdict::Healthy => {}
             Ok(r) => problems.push(format!("{shown}: {}", r.message)),
             Err(e) => problems.push(format!("{shown}: {e}")),

@@ -150,11 +150,17 @@ fn target_host(target: &Target) -> Option<String> {
 }
 
 /// A probe from deployd to where the instance publishes its port.
-pub async fn direct_probe(target: &Target, probe: &InstanceProbe) -> Result<ProbeOutcome, ExecError> {
+pub async fn direct_probe(
+    target: &Target,
+    probe: &InstanceProbe,
+) -> Result<ProbeOutcome, ExecError> {
     let address = &probe.address;
     let host = if address.host_ip.is_unspecified() {
         target_host(target).ok_or_else(|| {
-            unsupported("probe from deployd (no host to reach the target on)", target)
+            unsupported(
+                "probe from deployd (no host to reach the target on)",
+                target,
+            )
         })?
     } else if address.host_ip.is_loopback() {
         return Err(ExecError::NotSupported {

@@ -187,6 +187,16 @@ impl TaskLog {
     }
 }
 
+impl deploy_docker::StepLog for TaskLog {
+    fn step(&self, text: &str) {
+        self.line(text);
+    }
+
+    fn output(&self, text: &str) {
+        self.line(text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,15 +240,5 @@ mod tests {
             b"password=hunter22 ok\nkey AAAAsecretline\n",
         );
         assert_eq!(sink.lines(), ["password=[REDACTED] ok", "key [REDACTED]"]);
-    }
-}
-
-impl deploy_docker::StepLog for TaskLog {
-    fn step(&self, text: &str) {
-        self.line(text);
-    }
-
-    fn output(&self, text: &str) {
-        self.line(text);
     }
 }

@@ -113,7 +113,11 @@ where
     }
 }
 
-async fn get<S>(stream: S, authority: &str, http: &HttpExpectation) -> Result<(u16, Vec<u8>), String>
+async fn get<S>(
+    stream: S,
+    authority: &str,
+    http: &HttpExpectation,
+) -> Result<(u16, Vec<u8>), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -128,7 +132,10 @@ where
         .header(hyper::header::USER_AGENT, "deployd-health")
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let mut body = Vec::new();
     let mut incoming = response.into_body();
@@ -208,10 +215,22 @@ mod tests {
         assert_eq!(choose_port(&one, None).unwrap().host_port, 49153);
         assert_eq!(local_address(&one[0]), "127.0.0.1:49153");
         let two = [port(8080, 49153), port(9090, 49154)];
-        assert!(choose_port(&two, None).unwrap_err().contains("several TCP ports (8080, 9090)"));
+        assert!(
+            choose_port(&two, None)
+                .unwrap_err()
+                .contains("several TCP ports (8080, 9090)")
+        );
         assert_eq!(choose_port(&two, Some(9090)).unwrap().host_port, 49154);
-        assert!(choose_port(&two, Some(7000)).unwrap_err().contains("does not publish container port 7000/tcp"));
-        assert!(choose_port(&[], None).unwrap_err().contains("publishes no TCP port"));
+        assert!(
+            choose_port(&two, Some(7000))
+                .unwrap_err()
+                .contains("does not publish container port 7000/tcp")
+        );
+        assert!(
+            choose_port(&[], None)
+                .unwrap_err()
+                .contains("publishes no TCP port")
+        );
     }
 
     #[tokio::test]
@@ -235,6 +254,8 @@ mod tests {
         let wrong_body = probe_stream(dial().await, &authority, &probe(Some("v3"), 200)).await;
         assert!(!wrong_body.healthy && wrong_body.message.contains("does not contain `v3`"));
         let wrong_status = probe_stream(dial().await, &authority, &probe(None, 204)).await;
-        assert!(!wrong_status.healthy && wrong_status.message.contains("answered 200; expected 204"));
+        assert!(
+            !wrong_status.healthy && wrong_status.message.contains("answered 200; expected 204")
+        );
     }
 }

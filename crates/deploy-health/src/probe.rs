@@ -220,7 +220,12 @@ impl ProbeSpec {
                 }
             }
             Self::Instance { prober, probe } => {
-                match tokio::time::timeout(timeout, prober.probe(target, probe, cancel.child_token())).await {
+                match tokio::time::timeout(
+                    timeout,
+                    prober.probe(target, probe, cancel.child_token()),
+                )
+                .await
+                {
                     Ok(Ok(outcome)) => Probe {
                         healthy: outcome.healthy,
                         message: outcome.message,

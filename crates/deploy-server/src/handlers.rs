@@ -142,9 +142,9 @@ pub(crate) async fn create_environment(
         variables: req.variables,
         created_at: now,
     };
-    environment.validate().map_err(|e| {
-        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "")))
-    })?;
+    environment
+        .validate()
+        .map_err(|e| ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, ""))))?;
     state.store().put_environment(&environment).await?;
     Ok((StatusCode::CREATED, Json(environment)))
 }
@@ -224,9 +224,7 @@ pub(crate) async fn create_release(
         components,
         now,
     )
-    .map_err(|e| {
-        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "release.")))
-    })?
+    .map_err(|e| ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "release."))))?
     .with_template(req.template.map(ServiceTemplate::new));
     // Every key of the service definition is checked before anything is written.
     deploy_engine::check_release_template(&release).map_err(ServerError::template)?;

@@ -7,7 +7,7 @@ use deploy_core::DeploymentTask;
 
 use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use crate::errors::StoreError;
@@ -49,11 +49,51 @@ impl PgConfig {
 pub struct PgStore {
     writer: PgPool,
     reader: PgPool,
+    /// Listens on [`NEW_JOB_CHANNEL`] once a replica waits for new jobs.
+    listener: std::sync::Arc<tokio::sync::Mutex<Option<PgListener>>>,
 }
+
+/// The channel a new job is announced on (`pg_notify`, in the transaction that creates
+/// it): every replica's claim loop wakes at once instead of at its next poll.
+pub const NEW_JOB_CHANNEL: &str = "deploy_new_job";
 
 impl PgStore {
     /// Skips rows another replica is claiming right now.
     const CLAIM_SQL: &'static str = claim_sql!("FOR UPDATE SKIP LOCKED");
+    /// Announces a new job to the other replicas when its transaction commits.
+    const NOTIFY_NEW_JOB: Option<&'static str> = Some("SELECT pg_notify('deploy_new_job', '')");
+
+    /// Waits at most `within` for a new job's announcement; a lost listener is
+    /// connected again on the next call (meanwhile the claim loop polls).
+    async fn wait_announced(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut guard = self.listener.lock().await;
+        if guard.is_none() {
+            let connect = async {
+                let mut l = PgListener::connect_with(&self.reader).await?;
+                l.listen(NEW_JOB_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            match tokio::time::timeout_at(deadline, connect).await {
+                Ok(Ok(l)) => *guard = Some(l),
+                // Cannot listen (yet): this wait polls; the next one tries again.
+                Ok(Err(_)) => {}
+                Err(_) => return,
+            }
+        }
+        let Some(listener) = guard.as_mut() else {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        };
+        match tokio::time::timeout_at(deadline, listener.try_recv()).await {
+            Ok(Ok(Some(_))) | Err(_) => {}
+            // The connection was lost (and notifications with it): reconnect next time.
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                *guard = None;
+                tokio::time::sleep_until(deadline).await;
+            }
+        }
+    }
 
     /// Connects and migrates (migrations take an advisory lock, so replicas may start together).
     ///
@@ -96,6 +136,7 @@ impl PgStore {
         Ok(Self {
             writer: pool.clone(),
             reader: pool,
+            listener: std::sync::Arc::default(),
         })
     }
 

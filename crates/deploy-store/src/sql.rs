@@ -677,6 +677,12 @@ macro_rules! sql_store {
                 match insert_new_job(&mut tx, job).await {
                     Ok(()) => {
                         let value = load_job(&mut tx, job.id).await?;
+                        if let Some(notify) = Self::NOTIFY_NEW_JOB {
+                            sqlx::query(notify)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(StoreError::db("announce a new job"))?;
+                        }
                         tx.commit().await.map_err(StoreError::db("commit a new job"))?;
                         Ok(Created { value, created: true })
                     }
@@ -803,6 +809,10 @@ macro_rules! sql_store {
                     }
                     Err(e) => Err(e),
                 }
+            }
+
+            async fn wait_for_new_jobs(&self, within: std::time::Duration) {
+                self.wait_announced(within).await;
             }
 
             async fn apply_task_event(

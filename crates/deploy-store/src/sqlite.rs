@@ -89,6 +89,13 @@ struct Pending {
 
 impl SqliteStore {
     const CLAIM_SQL: &'static str = claim_sql!("");
+    /// One process per database: the engine wakes itself when it creates a job.
+    const NOTIFY_NEW_JOB: Option<&'static str> = None;
+
+    /// Nothing announces a job across processes on SQLite: the claim loop polls.
+    async fn wait_announced(&self, within: std::time::Duration) {
+        tokio::time::sleep(within).await;
+    }
 
     /// Opens (creating if missing) and migrates the database.
     ///

@@ -109,6 +109,10 @@ pub trait Store: Send + Sync {
         now: Timestamp,
         cause: &str,
     ) -> Result<DeploymentTask, StoreError>;
+    /// Returns when a job was created by another process sharing the database (a
+    /// PostgreSQL replica: `LISTEN`), or after `within`: the claim loop's wait between
+    /// polls. On SQLite it is a plain wait.
+    async fn wait_for_new_jobs(&self, within: Duration);
     /// `apply_task_event` for the transition that ends an attempt, recording in the same
     /// write what the attempt leaves on the task: its log tail and the agent that ran it.
     async fn finish_attempt(

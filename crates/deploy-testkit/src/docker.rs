@@ -100,7 +100,13 @@ impl ContainerCleanup {
         // Volumes filter by name substring only: keep those that start with the prefix.
         if let Ok(volumes) = run_checked(
             "docker",
-            &["volume", "ls", "-q", "--filter", &format!("name={}", self.prefix)],
+            &[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name={}", self.prefix),
+            ],
         ) {
             for volume in volumes
                 .split_whitespace()

@@ -172,7 +172,15 @@ fn bad_values_are_named() {
     );
     check(&["--health-check", "tcp"], "needs --health-port");
     // Without an endpoint an http check aims at the deployed instance: it is accepted.
-    assert!(request(&with_ssh(&["--health-check", "http", "--health-port", "8080"])).is_ok());
+    assert!(
+        request(&with_ssh(&[
+            "--health-check",
+            "http",
+            "--health-port",
+            "8080"
+        ]))
+        .is_ok()
+    );
     check(
         &["--health-check", "http", "--health-port", "0"],
         "health_check.port is `0`",

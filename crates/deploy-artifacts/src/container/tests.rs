@@ -47,7 +47,10 @@ fn ok(template: &str) -> ContainerSpec {
 
 fn refused(template: &str, applies: Applies, expected: &str) {
     let e = spec(template, applies).expect_err(template);
-    assert!(e.contains(expected), "{template}\nerror: {e}\nexpected: {expected}");
+    assert!(
+        e.contains(expected),
+        "{template}\nerror: {e}\nexpected: {expected}"
+    );
 }
 
 const FULL: &str = r#"
@@ -108,10 +111,7 @@ networks:
 fn every_supported_key_reaches_the_spec() {
     let s = ok(FULL);
     assert_eq!(s.image, image());
-    assert_eq!(
-        s.command.as_deref().unwrap(),
-        ["httpd", "-f", "-p", "8080"]
-    );
+    assert_eq!(s.command.as_deref().unwrap(), ["httpd", "-f", "-p", "8080"]);
     assert_eq!(s.entrypoint.as_deref().unwrap(), ["/bin/busybox"]);
     assert_eq!(s.env["GREETING"], "value # not a comment");
     assert_eq!(s.env["LITERAL"], "${HOME}");
@@ -246,11 +246,17 @@ fn port_forms() {
         }]
     );
     for (body, expected) in [
-        ("    ports: [\"80:70000\"]\n", "services.web.ports[0] is `70000`"),
+        (
+            "    ports: [\"80:70000\"]\n",
+            "services.web.ports[0] is `70000`",
+        ),
         ("    ports: [\"x:1:2:3\"]\n", "services.web.ports[0]"),
         ("    ports: [\"1-3:4-5\"]\n", "a host range of 2 ports"),
         ("    ports: [\"80/icmp\"]\n", "tcp, udp or sctp"),
-        ("    ports: [\"8080:80\", \"8080:81\"]\n", "each host port once"),
+        (
+            "    ports: [\"8080:80\", \"8080:81\"]\n",
+            "each host port once",
+        ),
         ("    ports:\n      - published: 80\n", "a `target` port"),
     ] {
         refused(&with(body), Applies::DockerHost, expected);
@@ -282,11 +288,20 @@ fn volume_forms_and_refusals() {
         ]
     );
     for (body, expected) in [
-        ("    volumes: [\"/data\"]\n", "an anonymous volume would be lost"),
+        (
+            "    volumes: [\"/data\"]\n",
+            "an anonymous volume would be lost",
+        ),
         ("    volumes: [\"./conf:/conf\"]\n", "an absolute host path"),
-        ("    volumes: [\"undeclared:/data\"]\n", "services.web.volumes[0] is `undeclared`; expected a volume declared under the top-level `volumes:`"),
+        (
+            "    volumes: [\"undeclared:/data\"]\n",
+            "services.web.volumes[0] is `undeclared`; expected a volume declared under the top-level `volumes:`",
+        ),
         ("    volumes: [\"/a:/b:rw,weird\"]\n", "a mode of ro, rw"),
-        ("    volumes: [\"/a:/b\", \"/c:/b\"]\n", "each container path mounted once"),
+        (
+            "    volumes: [\"/a:/b\", \"/c:/b\"]\n",
+            "each container path mounted once",
+        ),
         ("    volumes: [\"/etc/../x:/b\"]\n", "without `..`"),
     ] {
         refused(&with(body), Applies::DockerHost, expected);
@@ -313,7 +328,9 @@ fn compose_only_keys_pass_a_check_but_not_a_docker_host() {
     assert_eq!(limits.memory_bytes, Some(1 << 30));
     assert_eq!(limits.nano_cpus, Some(2_000_000_000));
     refused(
-        &with("    mem_limit: 64m\n    deploy:\n      resources:\n        limits: { memory: 1g }\n"),
+        &with(
+            "    mem_limit: 64m\n    deploy:\n      resources:\n        limits: { memory: 1g }\n",
+        ),
         Applies::DockerHost,
         "the same limit as `mem_limit`",
     );
@@ -322,19 +339,39 @@ fn compose_only_keys_pass_a_check_but_not_a_docker_host() {
 #[test]
 fn misspelt_and_release_owned_keys_are_refused_when_the_template_is_read() {
     for (body, expected) in [
-        ("    volumnes: []\n", "services.web.volumnes is `[]`; expected a Compose service key (is it misspelt?)"),
+        (
+            "    volumnes: []\n",
+            "services.web.volumnes is `[]`; expected a Compose service key (is it misspelt?)",
+        ),
         ("    image: nginx\n", "the release pins the image"),
         ("    env_file: [a.env]\n", "values go in `environment:`"),
         ("    container_name: x\n", "the deployment names containers"),
         ("    mem_limit: lots\n", "services.web.mem_limit is `lots`"),
-        ("    healthcheck: { interval: 1s }\n", "services.web.healthcheck is `(no test)`"),
-        ("    restart: sometimes\n", "services.web.restart is `sometimes`"),
-        ("    networks: [nowhere]\n", "services.web.networks.nowhere is `nowhere`"),
-        ("    extra_hosts: [\"db:not-an-ip\"]\n", "services.web.extra_hosts[0] is `not-an-ip`"),
+        (
+            "    healthcheck: { interval: 1s }\n",
+            "services.web.healthcheck is `(no test)`",
+        ),
+        (
+            "    restart: sometimes\n",
+            "services.web.restart is `sometimes`",
+        ),
+        (
+            "    networks: [nowhere]\n",
+            "services.web.networks.nowhere is `nowhere`",
+        ),
+        (
+            "    extra_hosts: [\"db:not-an-ip\"]\n",
+            "services.web.extra_hosts[0] is `not-an-ip`",
+        ),
         ("    cpus: 0\n", "services.web.cpus"),
     ] {
-        let e = parse_template(with(body).as_bytes()).unwrap_err().to_string();
-        assert!(e.contains(expected), "{body}\nerror: {e}\nexpected: {expected}");
+        let e = parse_template(with(body).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(expected),
+            "{body}\nerror: {e}\nexpected: {expected}"
+        );
     }
 }
 
@@ -356,7 +393,11 @@ fn healthcheck_forms() {
 fn restart_forms() {
     let r = |v: &str| ok(&with(&format!("    restart: {v}\n"))).restart;
     assert_eq!(r("\"no\""), RestartPolicy::No);
-    assert_eq!(r("no"), RestartPolicy::No, "YAML 1.1 reads a bare no as false");
+    assert_eq!(
+        r("no"),
+        RestartPolicy::No,
+        "YAML 1.1 reads a bare no as false"
+    );
     assert_eq!(r("always"), RestartPolicy::Always);
     assert_eq!(
         r("on-failure:3"),

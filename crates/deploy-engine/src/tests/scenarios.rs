@@ -160,7 +160,9 @@ async fn the_failure_policy_lets_the_rollout_go_on_but_the_job_fails() {
     assert_eq!(done.status, JobStatus::Failed);
     assert_eq!(
         done.failure_reason.as_deref(),
-        Some("1 of 4 targets failed (within the failure policy, which let the rollout go on); a job completes only when every target runs its release")
+        Some(
+            "1 of 4 targets failed (within the failure policy, which let the rollout go on); a job completes only when every target runs its release"
+        )
     );
     assert_eq!(
         done.tasks

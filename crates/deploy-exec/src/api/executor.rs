@@ -171,7 +171,11 @@ impl ApiExecutor {
                 "the component whose image the api target runs",
             )
         })?;
-        let image = format!("{}@{}", spec.container.image.repository(), request.task.digest);
+        let image = format!(
+            "{}@{}",
+            spec.container.image.repository(),
+            request.task.digest
+        );
         let call = self.call(api, ctx, progress, previous).await?;
         let rolled = match api {
             ApiConnection::Ecs { .. } => ecs::deploy(&call, api, &image).await?,

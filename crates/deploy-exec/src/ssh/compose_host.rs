@@ -150,7 +150,9 @@ pub fn parse_status(stdout: &str) -> ComposeStatus {
                     .rsplit_once('@')
                     .and_then(|(_, d)| Digest::parse(d).ok());
                 if *running == "true" {
-                    status.published.extend(ports.iter().filter_map(|p| parse_binding(p)));
+                    status
+                        .published
+                        .extend(ports.iter().filter_map(|p| parse_binding(p)));
                 }
                 match (digest, *running == "true") {
                     (Some(d), true) => {
@@ -205,7 +207,10 @@ mod tests {
             lock_digest: &d,
         };
         let v1 = up_script(ComposeTool::Standalone, &files, "true", "true");
-        assert!(v1.contains("'--file' '/srv/app/.docker-compose.lock.yml.uploading-1' 'pull'"), "{v1}");
+        assert!(
+            v1.contains("'--file' '/srv/app/.docker-compose.lock.yml.uploading-1' 'pull'"),
+            "{v1}"
+        );
         assert!(
             v1.contains("|| { rm -f -- '/srv/app/.docker-compose.lock.yml.uploading-1'; exit 1; }"),
             "{v1}"

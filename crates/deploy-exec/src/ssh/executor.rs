@@ -21,9 +21,9 @@ use crate::secrets::SecretsProvider;
 use crate::ssh::compose_host::{self, ComposeFiles};
 use crate::ssh::config::SshExecutorConfig;
 use crate::ssh::docker_api::docker_over_ssh;
-use deploy_docker::{BollardApi, DeploySpec, DockerHost, SequenceConfig};
 use crate::ssh::host_key::HostKeyCheck;
 use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
+use deploy_docker::{BollardApi, DeploySpec, DockerHost, SequenceConfig};
 
 type Slot = Arc<Mutex<Option<Connected>>>;
 
@@ -240,10 +240,12 @@ impl SshExecutor {
             auth: None,
         };
         let deploy = async {
-            sequence
-                .deploy(&spec, &ctx.log)
-                .await
-                .map_err(|f| (ExecError::docker(&host, component.name.as_str(), f.error), f.previous))
+            sequence.deploy(&spec, &ctx.log).await.map_err(|f| {
+                (
+                    ExecError::docker(&host, component.name.as_str(), f.error),
+                    f.previous,
+                )
+            })
         };
         let outcome = tokio::select! {
             r = deploy => r,
@@ -262,10 +264,16 @@ impl SshExecutor {
                 error: None,
             },
             Err((error, previous)) => {
-                if matches!(error, ExecError::Cancelled { .. } | ExecError::Timeout { .. }) {
+                if matches!(
+                    error,
+                    ExecError::Cancelled { .. } | ExecError::Timeout { .. }
+                ) {
                     // Cut halfway: no `-next` left, the old container back under the name.
                     let recover = sequence.recover(&component.name, &request.target.name, &ctx.log);
-                    if tokio::time::timeout(RECOVER_TIMEOUT, recover).await.is_err() {
+                    if tokio::time::timeout(RECOVER_TIMEOUT, recover)
+                        .await
+                        .is_err()
+                    {
                         ctx.log.line(&format!(
                             "recovery of {} gave up after {} s",
                             component.name,
@@ -487,13 +495,14 @@ impl Executor for SshExecutor {
                     api: &api,
                     config: self.sequence_config(),
                 };
-                let running = Self::bounded(session.host(), "docker inspect", &ctx, deadline, async {
-                    sequence
-                        .running(component, &target.name)
-                        .await
-                        .map_err(|e| ExecError::docker(session.host(), component.as_str(), e))
-                })
-                .await?;
+                let running =
+                    Self::bounded(session.host(), "docker inspect", &ctx, deadline, async {
+                        sequence
+                            .running(component, &target.name)
+                            .await
+                            .map_err(|e| ExecError::docker(session.host(), component.as_str(), e))
+                    })
+                    .await?;
                 Ok(running.map(|r| r.digest))
             }
             TargetType::ComposeHost => Ok(Self::compose_status(
@@ -550,19 +559,19 @@ impl Executor for SshExecutor {
                         .inspect_owned(slot.as_str(), &target.name)
                         .await
                         .map_err(|e| ExecError::docker(&host, slot.as_str(), e))?;
-                    Ok(c.filter(|c| c.running).map(|c| c.published).unwrap_or_default())
+                    Ok(c.filter(|c| c.running)
+                        .map(|c| c.published)
+                        .unwrap_or_default())
                 })
                 .await
             }
-            TargetType::ComposeHost => Ok(Self::compose_status(
-                &connected.session,
-                ssh,
-                slot,
-                &ctx,
-                deadline,
-            )
-            .await?
-            .published),
+            TargetType::ComposeHost => {
+                Ok(
+                    Self::compose_status(&connected.session, ssh, slot, &ctx, deadline)
+                        .await?
+                        .published,
+                )
+            }
             other => Err(ExecError::Unsupported {
                 model: "ssh".to_owned(),
                 target_type: other.as_str().to_owned(),
@@ -584,7 +593,11 @@ impl Executor for SshExecutor {
         let address = deploy_health::local_address(&probe.address);
         let (ip, port) = (
             if probe.address.host_ip.is_unspecified() {
-                if probe.address.host_ip.is_ipv4() { "127.0.0.1".to_owned() } else { "::1".to_owned() }
+                if probe.address.host_ip.is_ipv4() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    "::1".to_owned()
+                }
             } else {
                 probe.address.host_ip.to_string()
             },
@@ -598,12 +611,19 @@ impl Executor for SshExecutor {
             // The target refused the forward: nothing listens there (the instance is down).
             Ok(Err(e)) => Ok(ProbeOutcome {
                 healthy: false,
-                message: format!("tcp {address} (on {}) refused: {e}", connected.session.host()),
+                message: format!(
+                    "tcp {address} (on {}) refused: {e}",
+                    connected.session.host()
+                ),
                 status_code: None,
             }),
             Err(_) => Ok(ProbeOutcome {
                 healthy: false,
-                message: format!("tcp {address} (on {}) timed out after {} ms", connected.session.host(), probe.timeout_ms),
+                message: format!(
+                    "tcp {address} (on {}) timed out after {} ms",
+                    connected.session.host(),
+                    probe.timeout_ms
+                ),
                 status_code: None,
             }),
         }
@@ -632,7 +652,9 @@ impl Executor for SshExecutor {
                 .map_err(|e| ExecError::docker(&host, component.as_str(), e))
         })
         .await?;
-        let address = |p: deploy_core::PublishedPort| std::net::SocketAddr::new(p.host_ip, p.host_port).to_string();
+        let address = |p: deploy_core::PublishedPort| {
+            std::net::SocketAddr::new(p.host_ip, p.host_port).to_string()
+        };
         Ok(Published {
             current: current.map(address),
             previous: previous.map(address),
@@ -695,12 +717,18 @@ impl Executor for SshExecutor {
             api: &api,
             config: self.sequence_config(),
         };
-        Self::bounded(&host, "docker stop of the kept previous", ctx, deadline, async {
-            sequence
-                .retire_previous(component, self.config.stop_timeout)
-                .await
-                .map_err(|e| ExecError::docker(&host, component.as_str(), e))
-        })
+        Self::bounded(
+            &host,
+            "docker stop of the kept previous",
+            ctx,
+            deadline,
+            async {
+                sequence
+                    .retire_previous(component, self.config.stop_timeout)
+                    .await
+                    .map_err(|e| ExecError::docker(&host, component.as_str(), e))
+            },
+        )
         .await
     }
 }

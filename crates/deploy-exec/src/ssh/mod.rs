@@ -8,7 +8,7 @@ mod host_key;
 mod session;
 
 pub use config::SshExecutorConfig;
+pub use docker_api::{DOCKER_SOCKET, docker_over_ssh};
 pub use executor::SshExecutor;
 pub use host_key::{HostKeyCheck, fingerprint_of};
-pub use docker_api::{DOCKER_SOCKET, docker_over_ssh};
 pub use session::{ChannelStream, RemoteOutput, SshAuth, SshSession};

@@ -125,16 +125,19 @@ impl DockerApi for CliApi<'_> {
             return Ok(None);
         }
         let parsed: Vec<bollard::models::ContainerInspectResponse> =
-            serde_json::from_slice(&out.stdout).map_err(|e| {
-                DockerError::unavailable(&what, format!("unreadable answer ({e})"))
-            })?;
+            serde_json::from_slice(&out.stdout)
+                .map_err(|e| DockerError::unavailable(&what, format!("unreadable answer ({e})")))?;
         Ok(parsed.into_iter().next().map(container_of))
     }
 
     async fn image_present(&self, image: &ImageRef) -> Result<bool, DockerError> {
         let call = docker_call(&words(&["image", "inspect", &image.to_string()]))?;
         let script = format!("{call} *> $null\nexit $LASTEXITCODE");
-        Ok(self.run(&script, "docker image inspect", true).await?.exit_code == 0)
+        Ok(self
+            .run(&script, "docker image inspect", true)
+            .await?
+            .exit_code
+            == 0)
     }
 
     async fn pull(
@@ -181,7 +184,8 @@ impl DockerApi for CliApi<'_> {
         } else {
             format!("{create} | Out-Null\nexit $LASTEXITCODE")
         };
-        let script = format!("{inspect} *> $null\nif ($LASTEXITCODE -eq 0) {{ exit 0 }}\n{missing}");
+        let script =
+            format!("{inspect} *> $null\nif ($LASTEXITCODE -eq 0) {{ exit 0 }}\n{missing}");
         match self.run(&script, "docker network create", false).await? {
             out if out.exit_code == 0 => Ok(()),
             out if out.exit_code == EXIT_MISSING => Err(DockerError::invalid(format!(
@@ -217,7 +221,8 @@ impl DockerApi for CliApi<'_> {
         } else {
             format!("{create} | Out-Null\nexit $LASTEXITCODE")
         };
-        let script = format!("{inspect} *> $null\nif ($LASTEXITCODE -eq 0) {{ exit 0 }}\n{missing}");
+        let script =
+            format!("{inspect} *> $null\nif ($LASTEXITCODE -eq 0) {{ exit 0 }}\n{missing}");
         match self.run(&script, "docker volume create", false).await? {
             out if out.exit_code == 0 => Ok(()),
             out if out.exit_code == EXIT_MISSING => Err(DockerError::invalid(format!(
@@ -284,8 +289,14 @@ Remove-Item -Force {q_path}
         let out = self.run(&script, "docker create", false).await;
         if out.is_err() {
             let _ = self
-                .run(&format!("Remove-Item -Force {q_path}
-exit 0"), "remove the env-file", true)
+                .run(
+                    &format!(
+                        "Remove-Item -Force {q_path}
+exit 0"
+                    ),
+                    "remove the env-file",
+                    true,
+                )
                 .await;
         }
         let out = out?;
@@ -326,7 +337,12 @@ exit 0"), "remove the env-file", true)
     }
 
     async fn stop(&self, name: &str, grace: Duration) -> Result<(), DockerError> {
-        let call = docker_call(&words(&["stop", "--time", &grace.as_secs().to_string(), name]))?;
+        let call = docker_call(&words(&[
+            "stop",
+            "--time",
+            &grace.as_secs().to_string(),
+            name,
+        ]))?;
         let script = format!("{call} | Out-Null\nexit 0");
         self.run(&script, "docker stop", false).await.map(|_| ())
     }

@@ -193,7 +193,9 @@ impl WinrmExecutor {
                 if ctx.cancel.is_cancelled() || Instant::now() >= deadline {
                     // Cut halfway: put the old container back under the name, best effort
                     // (the shell may be gone with the deadline).
-                    let _ = sequence.recover(&component.name, &request.target.name, &ctx.log).await;
+                    let _ = sequence
+                        .recover(&component.name, &request.target.name, &ctx.log)
+                        .await;
                 }
                 ExecutionResult::failed(error, f.previous)
             }
@@ -292,7 +294,11 @@ impl Executor for WinrmExecutor {
         let result = sequence
             .inspect_owned(slot.as_str(), &target.name)
             .await
-            .map(|c| c.filter(|c| c.running).map(|c| c.published).unwrap_or_default())
+            .map(|c| {
+                c.filter(|c| c.running)
+                    .map(|c| c.published)
+                    .unwrap_or_default()
+            })
             .map_err(|e| ExecError::docker(s.client.endpoint(), slot.as_str(), e));
         s.client.close_shell(&s.shell).await;
         result

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::testing::{digest, name, ssh_target, task};
 use base64::Engine as _;
+use deploy_core::testing::{digest, name, ssh_target, task};
 use deploy_core::{
     CommandSpec, Connection, ContainerSpec, CredentialRef, HttpUrl, ImageRef, PortMapping,
     Protocol, Target, TargetType, WinrmAuth, WinrmConnection,
@@ -563,7 +563,11 @@ async fn docker_host_deploy_runs_the_shared_sequence_as_cli_commands() {
     let scripts = scripts(&fake);
     assert_eq!(scripts.len(), 14, "{scripts:#?}");
     let has = |i: usize, part: &str| {
-        assert!(scripts[i].contains(part), "script {i} lacks {part}:\n{}", scripts[i]);
+        assert!(
+            scripts[i].contains(part),
+            "script {i} lacks {part}:\n{}",
+            scripts[i]
+        );
     };
     has(0, "& docker 'inspect' '--type' 'container' 'web'");
     has(1, "'web-previous'");
@@ -583,14 +587,25 @@ async fn docker_host_deploy_runs_the_shared_sequence_as_cli_commands() {
     has(12, "& docker 'rename' 'web-next' 'web'");
     // One shell for the whole deploy.
     let actions = fake.actions();
-    assert_eq!(actions.iter().filter(|a| *a == "Create").count(), 1, "{actions:?}");
-    assert_eq!(actions.iter().filter(|a| *a == "Delete").count(), 1, "{actions:?}");
+    assert_eq!(
+        actions.iter().filter(|a| *a == "Create").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| *a == "Delete").count(),
+        1,
+        "{actions:?}"
+    );
     assert_requests_well_formed(&fake);
     // Every command fits cmd.exe's line.
     for script in &scripts {
         let args = super::powershell::powershell_args(script);
         let length = "powershell".len() + args.iter().map(|a| a.len() + 1).sum::<usize>();
-        assert!(length < super::client::COMMAND_LINE_MAX, "{length}: {script}");
+        assert!(
+            length < super::client::COMMAND_LINE_MAX,
+            "{length}: {script}"
+        );
     }
 }
 
@@ -603,16 +618,16 @@ async fn docker_host_deploy_keeps_the_old_container_when_the_new_one_exits() {
     let config = deploy_docker::config_digest(spec);
     let fake = Fake::start(Plan::new(vec![
         step(&inspect_json("o1", true, &old, "older"), 0), // inspect web: the old one runs
-        step("", 3),                                        // inspect web-previous: none
-        step("", 0),                                        // image present
-        step("", 0),                                        // rm -f web-next
+        step("", 3),                                       // inspect web-previous: none
+        step("", 0),                                       // image present
+        step("", 0),                                       // rm -f web-next
         step("C:\\t.tmp\n", 0),
         step("", 0),
-        step("", 0),                                        // create
-        step("", 0),                                        // start
+        step("", 0),                                              // create
+        step("", 0),                                              // start
         step(&inspect_json("n1", false, &digest(2), &config), 0), // exited at once
-        step("crash\n", 0),                                 // logs
-        step("", 0),                                        // rm -f web-next
+        step("crash\n", 0),                                       // logs
+        step("", 0),                                              // rm -f web-next
     ]))
     .await;
     let mut request = request;
@@ -625,10 +640,23 @@ async fn docker_host_deploy_keeps_the_old_container_when_the_new_one_exits() {
     let err = result.error.unwrap();
     assert!(matches!(err, ExecError::NotRunning { .. }), "{err}");
     assert!(!err.is_retryable());
-    assert!(sink.lines().iter().any(|l| l == "crash"), "{:?}", sink.lines());
+    assert!(
+        sink.lines().iter().any(|l| l == "crash"),
+        "{:?}",
+        sink.lines()
+    );
     let scripts = scripts(&fake);
-    assert!(scripts.last().unwrap().contains("& docker 'rm' '--force' 'web-next'"), "{scripts:#?}");
-    assert!(!scripts.iter().any(|s| s.contains("'rename'")), "never swapped in");
+    assert!(
+        scripts
+            .last()
+            .unwrap()
+            .contains("& docker 'rm' '--force' 'web-next'"),
+        "{scripts:#?}"
+    );
+    assert!(
+        !scripts.iter().any(|s| s.contains("'rename'")),
+        "never swapped in"
+    );
 }
 
 #[tokio::test]

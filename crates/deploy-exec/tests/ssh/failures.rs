@@ -403,17 +403,25 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
                 assert!(r.retryable());
             }
             _ => {
-                assert!(matches!(r.error, Some(ExecError::Cancelled { .. })), "{r:?}");
+                assert!(
+                    matches!(r.error, Some(ExecError::Cancelled { .. })),
+                    "{r:?}"
+                );
                 assert!(!r.retryable());
             }
         }
         assert!(
-            logs.lines().iter().any(|l| l.starts_with("pulling 127.0.0.1:")),
+            logs.lines()
+                .iter()
+                .any(|l| l.starts_with("pulling 127.0.0.1:")),
             "{cut}: {:#?}",
             logs.lines()
         );
         let (accepted, closed) = wait_abandoned(&held).await;
-        assert!(accepted >= 1 && closed == accepted, "{cut}: {accepted} accepted, {closed} closed by the engine");
+        assert!(
+            accepted >= 1 && closed == accepted,
+            "{cut}: {accepted} accepted, {closed} closed by the engine"
+        );
         held.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         holder.join().unwrap();
         assert_eq!(version_of(web.as_str()), "v1", "{cut}");

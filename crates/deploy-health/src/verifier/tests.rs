@@ -296,22 +296,52 @@ async fn without_an_endpoint_http_and_tcp_probe_the_deployed_instance() {
         .verify(&target, &http, Some(&web), &cancel)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("several TCP ports (8080, 9090)"), "{err}");
+    assert!(
+        err.to_string().contains("several TCP ports (8080, 9090)"),
+        "{err}"
+    );
     if let HealthCheck::Http { port, .. } = &mut http.check {
         *port = Some(8080);
     }
-    let r = verifier.verify(&target, &http, Some(&web), &cancel).await.unwrap();
-    assert_eq!((r.verdict, r.status_code), (HealthVerdict::Healthy, Some(200)), "{r:?}");
-    assert!(r.message.contains(&format!("127.0.0.1:{host_port}/health")), "{r:?}");
+    let r = verifier
+        .verify(&target, &http, Some(&web), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.verdict, r.status_code),
+        (HealthVerdict::Healthy, Some(200)),
+        "{r:?}"
+    );
+    assert!(
+        r.message.contains(&format!("127.0.0.1:{host_port}/health")),
+        "{r:?}"
+    );
     let tcp = |port| HealthCheckConfig {
         retries: 1,
         ..HealthCheckConfig::new(HealthCheck::Tcp { port })
     };
-    assert!(verifier.verify(&target, &tcp(8080), Some(&web), &cancel).await.unwrap().healthy());
-    let closed = verifier.verify(&target, &tcp(9090), Some(&web), &cancel).await.unwrap();
+    assert!(
+        verifier
+            .verify(&target, &tcp(8080), Some(&web), &cancel)
+            .await
+            .unwrap()
+            .healthy()
+    );
+    let closed = verifier
+        .verify(&target, &tcp(9090), Some(&web), &cancel)
+        .await
+        .unwrap();
     assert_eq!(closed.verdict, HealthVerdict::Unhealthy, "{closed:?}");
-    let unpublished = verifier.verify(&target, &tcp(7000), Some(&web), &cancel).await.unwrap_err();
-    assert!(unpublished.to_string().contains("does not publish container port 7000/tcp"), "{unpublished}");
+    let unpublished = verifier
+        .verify(&target, &tcp(7000), Some(&web), &cancel)
+        .await
+        .unwrap_err();
+    assert!(
+        unpublished
+            .to_string()
+            .contains("does not publish container port 7000/tcp"),
+        "{unpublished}"
+    );
 }
 
 /// Runs commands as local processes: the real thing for a target that is this machine.
@@ -388,7 +418,7 @@ async fn a_command_check_that_cannot_run_is_unreachable_not_unhealthy() {
         .unwrap()
         .with_command_runner(Arc::new(LocalRunner));
     let mut config = HealthCheckConfig::new(HealthCheck::Command {
-            in_container: false,
+        in_container: false,
         command: CommandSpec::new(vec!["/nonexistent/deploy-health-probe".into()]).unwrap(),
     });
     config.retries = 2;
@@ -423,7 +453,7 @@ async fn misconfiguration_is_an_error_not_a_verdict() {
         "target `host-2` has no health_endpoint and no deployed instance to probe; expected one of the two for an http or tcp health check"
     );
     let command = HealthCheckConfig::new(HealthCheck::Command {
-            in_container: false,
+        in_container: false,
         command: CommandSpec::new(vec!["true".into()]).unwrap(),
     });
     assert!(matches!(

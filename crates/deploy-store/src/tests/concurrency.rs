@@ -130,3 +130,32 @@ async fn two_stores_claim_each_job_once(t: TestStore) {
     );
     assert_eq!(unique.len() as u64, JOBS);
 }
+
+/// A replica waiting for work hears of a job another replica created at once
+/// (PostgreSQL `LISTEN/NOTIFY`), not at the end of its wait; on SQLite the wait is
+/// a plain wait (one process per database: the engine wakes itself).
+#[tokio::test]
+async fn a_new_job_wakes_the_other_replicas_on_postgres() {
+    let t = super::harness::postgres().await;
+    let waiter = t.reopen().await;
+    let s = &*t.store;
+    let rel = seed_release(s, 1).await;
+    let (env, targets) = seed_env(s, 1, 1).await;
+    let job = new_job(s, 1, env, rel, &targets, 1).await;
+    // The first wait sets the listener up; a quiet wait lasts its whole time.
+    let started = std::time::Instant::now();
+    waiter.wait_for_new_jobs(Duration::from_millis(300)).await;
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let listening = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        waiter.wait_for_new_jobs(Duration::from_secs(20)).await;
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.create_job(&job).await.unwrap();
+    let waited = listening.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the waiting replica woke {waited:?} after it started waiting"
+    );
+}

@@ -628,7 +628,10 @@ fn the_deployed_file_is_the_template_with_its_images_pinned() {
                 "{cli:?}: `config` of {file} differs from the pinned template's"
             );
             for section in ["volumes", "networks"] {
-                assert_eq!(deployed[section], expected[section], "{cli:?} {file} {section}");
+                assert_eq!(
+                    deployed[section], expected[section],
+                    "{cli:?} {file} {section}"
+                );
             }
         }
     }
