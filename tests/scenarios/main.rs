@@ -21,3 +21,4 @@ mod fidelity;
 mod hooks;
 mod load;
 mod tidy;
+mod update_speed;
