@@ -212,7 +212,13 @@ fn an_update_through_deployd_against_plain_ssh() {
             for i in 1..=*size {
                 assert_eq!(greeting_of(&format!("{prefix}s{size}h{i}-web")), greeting);
             }
-            let by_hand = plain_ssh(&hosts, *size, &format!("{prefix}p{size}"), &images.v1, &greeting);
+            let by_hand = plain_ssh(
+                &hosts,
+                *size,
+                &format!("{prefix}p{size}"),
+                &images.v1,
+                &greeting,
+            );
             for i in 1..=*size {
                 assert_eq!(greeting_of(&format!("{prefix}p{size}h{i}-web")), greeting);
             }
@@ -255,7 +261,10 @@ fn answered_at(port: u16, want: &str, limit: Duration) -> Instant {
         {
             return Instant::now();
         }
-        assert!(started.elapsed() < limit, "port {port} never answered {want}");
+        assert!(
+            started.elapsed() < limit,
+            "port {port} never answered {want}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -304,7 +313,14 @@ fn an_automatic_rollback_of_a_service_on_a_published_port() {
     .unwrap();
     ok_json(
         &addr,
-        &["target", "add", "--env", &env, "--file", target.to_str().unwrap()],
+        &[
+            "target",
+            "add",
+            "--env",
+            &env,
+            "--file",
+            target.to_str().unwrap(),
+        ],
     );
     let file = data.path().join("template.yml");
     std::fs::write(
@@ -333,20 +349,42 @@ fn an_automatic_rollback_of_a_service_on_a_published_port() {
     };
     let v1 = release("v1", &images.v1);
     let v3 = release("v3-broken", &images.v3_broken);
-    let out = ctl(&addr, &["deploy", "--release", &v1, "--env", &env, "--follow"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = ctl(
+        &addr,
+        &["deploy", "--release", &v1, "--env", &env, "--follow"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     answered_at(port, "v1", Duration::from_secs(10));
 
     let (mut engine_ms, mut host_ms) = (Vec::new(), Vec::new());
     for _ in 0..cycles {
         let out = ctl(
             &addr,
-            &["deploy", "--release", &v3, "--env", &env, "--follow", "--auto-rollback"],
+            &[
+                "deploy",
+                "--release",
+                &v3,
+                "--env",
+                &env,
+                "--follow",
+                "--auto-rollback",
+            ],
         );
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(3), "{stdout}");
         let back = Instant::now();
-        assert_eq!(http_get(&format!("127.0.0.1:{port}"), "/version").unwrap().1.trim(), "v1");
+        assert_eq!(
+            http_get(&format!("127.0.0.1:{port}"), "/version")
+                .unwrap()
+                .1
+                .trim(),
+            "v1"
+        );
         let job = job_id_of(&stdout);
         let (_, events) = watch_all(&addr, &job);
         let verdict = events

@@ -35,6 +35,7 @@ pub const SECTIONS: &[&str] = &[
     "ssh",
     "agents",
     "api",
+    "updates",
     "mttr",
 ];
 
@@ -125,6 +126,17 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
             invocations: runs(3),
         },
         Step {
+            section: "updates",
+            title: "Updates through deployd against plain ssh",
+            args: scenario("update_speed::an_update_through_deployd_against_plain_ssh"),
+            env: vec![
+                ("DEPLOY_TESTS_DEPLOYD", deployd.to_owned()),
+                ("DEPLOY_UPDATE_HOSTS", pick("20", "3")),
+                ("DEPLOY_UPDATE_ROUNDS", pick("7", "1")),
+            ],
+            invocations: 1,
+        },
+        Step {
             section: "mttr",
             title: "MTTR of an automatic rollback",
             args: scenario(
@@ -132,6 +144,16 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
             ),
             env: vec![],
             invocations: runs(3),
+        },
+        Step {
+            section: "mttr",
+            title: "MTTR of an automatic rollback on a published port, through deployd",
+            args: scenario("update_speed::an_automatic_rollback_of_a_service_on_a_published_port"),
+            env: vec![
+                ("DEPLOY_TESTS_DEPLOYD", deployd.to_owned()),
+                ("DEPLOY_MTTR_CYCLES", pick("7", "1")),
+            ],
+            invocations: 1,
         },
     ]
 }

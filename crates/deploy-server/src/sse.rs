@@ -36,7 +36,9 @@ const PAGE: u32 = 500;
 /// How often an idle stream re-reads the log without a wake-up.
 const TICK: Duration = Duration::from_secs(1);
 /// A failed job with auto rollback is reported settled only after this many quiet ticks
-/// (the engine moves it to `rolling_back` right after `failed`); other settled jobs after one.
+/// (the engine moves it to `rolling_back` right after `failed`); another failed job
+/// after one (late task events of the failing wave land after the job's own `fail`);
+/// a completed or rolled-back job at once (every task settled before its last event).
 const FAILED_QUIET_TICKS: u32 = 3;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -168,9 +170,10 @@ impl Follow {
         match settled_check {
             None => {}
             Some(Ok(job)) => {
-                // Settled jobs end the stream after a quiet tick (late task events of the
-                // failing wave land after the job's own `fail`).
+                // Settled jobs end the stream: at once when every task settled before the
+                // job's last event, after quiet ticks when late events may still come.
                 let settled = match job.status {
+                    JobStatus::Completed | JobStatus::RolledBack => true,
                     JobStatus::Failed if job.failure_policy.auto_rollback => {
                         self.quiet_settled += 1;
                         self.quiet_settled > FAILED_QUIET_TICKS
