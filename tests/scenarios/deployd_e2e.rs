@@ -56,6 +56,7 @@ pub(crate) fn target_body(hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) 
                 "type": "command",
                 "command": ["docker", "exec", container, "/bin/busybox", "wget", "-q", "-O-",
                             format!("http://127.0.0.1:{IMAGE_HTTP_PORT}/health")],
+                "in_container": false,
             },
             "retries": 3,
             "interval_ms": 200,
