@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Peers of deploy-exec's SSH tests: OpenSSH server, a registry, busybox-static for test
-# images, and a dedicated test user. Idempotent; installs only what is missing; starts
-# nothing (the deploy-testkit fixtures start sshd and the registry as child processes).
+# Peers of deploy-exec's SSH tests: OpenSSH server, a registry (and htpasswd for one
+# that needs a login), busybox-static for test images, and a dedicated test user.
+# Idempotent; installs only what is missing; starts nothing (the deploy-testkit fixtures
+# start sshd and the registry as child processes).
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,8 @@ missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+# htpasswd: the password file of the registry that needs a login (private-registry pulls).
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

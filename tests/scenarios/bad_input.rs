@@ -351,6 +351,9 @@ struct Fixture {
     bootstrap: String,
     /// A requested promotion of a release whose definition a docker_host cannot apply.
     privileged: String,
+    /// A requested promotion of a service that publishes no port to an environment whose
+    /// target checks the new instance (http without a health_endpoint).
+    portless: String,
 }
 
 fn setup(addr: &str) -> Fixture {
@@ -442,6 +445,34 @@ fn setup(addr: &str) -> Fixture {
         ADMIN_TOKEN,
         &json!({"release_id": privileged_release, "environment_id": env}),
     ));
+    // A target that checks the new instance, a definition that publishes no port.
+    let probe_env = id(&created(
+        addr,
+        "/api/v1/environments",
+        ADMIN_TOKEN,
+        &json!({"name": "probe-env"}),
+    ));
+    let mut probing = ssh_target("probing-1", "/tmp");
+    probing["health_check"] = json!({"check": {"type": "http", "path": "/health"}});
+    created(
+        addr,
+        &format!("/api/v1/environments/{probe_env}/targets"),
+        ADMIN_TOKEN,
+        &probing,
+    );
+    let mut portless = release_body(
+        "r-portless",
+        "web",
+        &format!("registry.example/app@{DIGEST}"),
+    );
+    portless["template"] = json!("services:\n  web:\n    componentName: web\n");
+    let portless = id(&created(addr, "/api/v1/releases", ADMIN_TOKEN, &portless));
+    let portless_promotion = id(&created(
+        addr,
+        "/api/v1/promotions",
+        ADMIN_TOKEN,
+        &json!({"release_id": portless, "environment_id": probe_env}),
+    ));
     Fixture {
         env,
         release,
@@ -453,6 +484,7 @@ fn setup(addr: &str) -> Fixture {
         agent,
         bootstrap,
         privileged,
+        portless: portless_promotion,
     }
 }
 
@@ -1441,12 +1473,30 @@ fn corpus(f: &Fixture) -> Corpus {
         422,
         Some("template.services.web.privileged"),
     );
+    let mut two = release_body("r-two", "web", &image);
+    two["components"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "worker", "image": image}));
+    two["template"] = json!("services:\n  web:\n    componentName: web\n");
+    c.post(
+        "release with a component no service runs",
+        "/api/v1/releases",
+        ADMIN_TOKEN,
+        &two,
+        422,
+        Some("componentName: worker"),
+    );
+    c.post(
+        "approve an instance check of a service that publishes no port",
+        format!("/api/v1/promotions/{}/approve", f.portless),
+        ADMIN_TOKEN,
+        &json!({}),
+        422,
+        Some("service `web` publishes no TCP port"),
+    );
     for (what, variables, mention) in [
-        (
-            "a line break in a value",
-            json!({"A": "x\ny"}),
-            "variables.A",
-        ),
+        ("a NUL in a value", json!({"A": "x\u{0}y"}), "variables.A"),
         ("a name with a dash", json!({"A-B": "x"}), "variables"),
         (
             "a name the renderer owns",

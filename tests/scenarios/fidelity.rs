@@ -58,6 +58,10 @@ fn hostile_values() -> Vec<(&'static str, String)> {
         ("H_SPACES", "  leading and trailing  ".to_owned()),
         ("H_UNICODE", "grüße 日本 🚀".to_owned()),
         ("H_EMPTY", String::new()),
+        (
+            "H_MULTILINE",
+            "-----BEGIN KEY-----\nline two\r\n-----END KEY-----\n".to_owned(),
+        ),
         ("H_LONG", "x".repeat(32 * 1024)),
     ]
 }

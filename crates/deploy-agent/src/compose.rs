@@ -326,6 +326,21 @@ impl ComposeHost {
             let _ = tokio::fs::remove_file(&staged).await;
             return Err(fail(TaskError::new(AgentErrorCode::PullFailed, why)));
         }
+        // From here on the project may be half brought up: the recorded lock is
+        // forgotten first, so a failed or cut `up` is never taken for the old lock
+        // still running (a rollback would otherwise find "nothing to do").
+        let state = dir.join(state_file(project));
+        match tokio::fs::remove_file(&state).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&staged).await;
+                return Err(fail(TaskError::host(
+                    &format!("forget the recorded lock {}", state.display()),
+                    e,
+                )));
+            }
+        }
         let lock_path = dir.join(lock.file_name.as_str());
         tokio::fs::rename(&staged, &lock_path).await.map_err(|e| {
             fail(TaskError::host(

@@ -35,7 +35,13 @@ fn digest_of(image: &str) -> Digest {
 
 /// The artifacts deployd renders for a compose_host target from this template (a real
 /// lock, checked by its `x-generated` digest before `up`), and the lock's sha256.
-fn rendered(project: &str, image: &str, n: u64) -> (Vec<GeneratedArtifact>, Digest) {
+/// `extra` lines are added to the service.
+fn rendered_with(
+    project: &str,
+    image: &str,
+    n: u64,
+    extra: &str,
+) -> (Vec<GeneratedArtifact>, Digest) {
     let release = Release::new(
         release_id(n),
         name(&format!("r{n}")),
@@ -49,7 +55,7 @@ fn rendered(project: &str, image: &str, n: u64) -> (Vec<GeneratedArtifact>, Dige
     .unwrap();
     let template = parse_template(
         format!(
-            "services:\n  web:\n    componentName: web\n    ports:\n      - \"127.0.0.1::{IMAGE_HTTP_PORT}\"\n    environment:\n      GREETING: hello\n"
+            "services:\n  web:\n    componentName: web\n    ports:\n      - \"127.0.0.1::{IMAGE_HTTP_PORT}\"\n    environment:\n      GREETING: hello\n{extra}"
         )
         .as_bytes(),
     )
@@ -100,7 +106,17 @@ fn target(work_dir: &str) -> Target {
 }
 
 fn delivery(work_dir: &str, project: &str, image: &str, n: u64) -> (TaskDelivery, Digest) {
-    let (artifacts, lock_digest) = rendered(project, image, n);
+    delivery_with(work_dir, project, image, n, "")
+}
+
+fn delivery_with(
+    work_dir: &str,
+    project: &str,
+    image: &str,
+    n: u64,
+    extra: &str,
+) -> (TaskDelivery, Digest) {
+    let (artifacts, lock_digest) = rendered_with(project, image, n, extra);
     let d = TaskDelivery {
         key: TaskKey {
             task_id: task_id(n),
@@ -146,7 +162,7 @@ async fn run(rt: &Runtime, d: &TaskDelivery) -> TaskOutcome {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
+async fn compose_v1_then_v2_noop_failed_pull_tampered_artifact_and_failed_up() {
     let prefix = format!("agtcompose{}", std::process::id());
     let _cleanup = ContainerCleanup::new(&prefix);
     let registry = Registry::start().unwrap();
@@ -323,6 +339,39 @@ async fn compose_v1_then_v2_noop_failed_pull_and_tampered_artifact() {
         TaskOutcome::Failed { error, .. } => {
             assert_eq!(error.code, AgentErrorCode::InvalidPayload, "{error:?}");
             assert!(error.message.contains("digest"), "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(web_version(project), "v2");
+
+    // An `up` that fails halfway (the new container cannot start) forgets the recorded
+    // lock: the project is no longer what any lock says, so the lock that ran before
+    // is deployed again (not "already running") and serves again.
+    let recorded = work.join(format!(".stella-{project}.lock.sha256"));
+    assert!(recorded.exists());
+    let (broken, _) = delivery_with(
+        &work_dir,
+        project,
+        &images.v1,
+        7,
+        "    command: [\"/no/such/program\"]\n",
+    );
+    match run(&rt, &broken).await {
+        TaskOutcome::Failed { error, .. } => {
+            assert_eq!(error.code, AgentErrorCode::StartFailed, "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!recorded.exists(), "the recorded lock outlived a failed up");
+    let mut again = d2.clone();
+    again.key.task_id = task_id(8);
+    match run(&rt, &again).await {
+        TaskOutcome::Deployed {
+            changed: true,
+            deployed_digest,
+            ..
+        } => {
+            assert_eq!(deployed_digest, lock2);
         }
         other => panic!("{other:?}"),
     }

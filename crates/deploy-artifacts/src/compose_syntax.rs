@@ -22,12 +22,15 @@ pub(crate) fn compose_unescape(field: &str, raw: &str) -> Result<String, Artifac
         return Ok(raw.to_owned());
     }
     let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.next() != Some('$') {
+    let mut chars = raw.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if c == '$' && chars.next().map(|(_, c)| c) != Some('$') {
+            // Only the interpolation is quoted, not the whole value (which may be a
+            // credential): `$HOME`, `${DB_URL}`, a lone `$`.
+            let fragment: String = raw[at..].chars().take(24).collect();
             return Err(ArtifactError::invalid(
                 field,
-                raw,
+                fragment,
                 "`$$` for a literal `$`: templates are rendered without host interpolation",
             ));
         }

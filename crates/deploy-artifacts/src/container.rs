@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use deploy_core::{
     ContainerHealthcheck, ContainerSpec, ExposedPort, ExtraHost, ImageRef, Logging, Mount,
-    NetworkAttachment, PortMapping, Protocol, RestartPolicy,
+    NetworkAttachment, PortMapping, Protocol, RestartPolicy, UpdateOrder,
 };
 use serde_yaml::{Mapping, Value};
 
@@ -199,7 +199,8 @@ pub fn container_spec(
             "expose" => spec.expose = expose(&at, value)?,
             "volumes" => {
                 for (i, item) in seq(&at, value)?.iter().enumerate() {
-                    spec.mounts.push(volume(&format!("{at}[{i}]"), item, ctx)?);
+                    spec.mounts
+                        .push(volume(&format!("{at}[{i}]"), item, ctx, applies)?);
                 }
             }
             "tmpfs" => {
@@ -208,7 +209,8 @@ pub fn container_spec(
                     other => vec![other.clone()],
                 };
                 for (i, item) in items.iter().enumerate() {
-                    spec.mounts.push(tmpfs(&format!("{at}[{i}]"), item)?);
+                    spec.mounts
+                        .push(tmpfs(&format!("{at}[{i}]"), item, applies)?);
                 }
             }
             "read_only" => spec.read_only = boolean(&at, value)?,
@@ -217,7 +219,7 @@ pub fn container_spec(
             "user" => spec.user = Some(scalar_string(&at, value)?),
             "hostname" => spec.hostname = Some(scalar_string(&at, value)?),
             "restart" => spec.restart = restart(&at, value)?,
-            "networks" => spec.networks = networks(&at, value, service, ctx)?,
+            "networks" => spec.networks = networks(&at, value, service, ctx, applies)?,
             "mem_limit" => {
                 spec.memory_bytes = Some(bytes(&at, value)?);
                 memory_seen = true;
@@ -227,7 +229,12 @@ pub fn container_spec(
                 cpus_seen = true;
             }
             "deploy" => {
-                let (memory, cpus) = deploy_limits(&at, value, applies)?;
+                let DeploySection {
+                    memory,
+                    cpus,
+                    order,
+                } = deploy_section(&at, value, applies)?;
+                spec.update_order = order;
                 if let Some(m) = memory {
                     if memory_seen && spec.memory_bytes != Some(m) {
                         return Err(ArtifactError::invalid(
@@ -249,7 +256,7 @@ pub fn container_spec(
                     spec.nano_cpus = Some(c);
                 }
             }
-            "healthcheck" => spec.healthcheck = Some(healthcheck(&at, value)?),
+            "healthcheck" => spec.healthcheck = Some(healthcheck(&at, value, applies)?),
             "stop_signal" => spec.stop_signal = Some(scalar_string(&at, value)?),
             "stop_grace_period" => {
                 spec.stop_grace_secs = parse_duration_ms(&at, value)?.div_ceil(1000);
@@ -276,6 +283,11 @@ pub fn container_spec(
                 return Err(ArtifactError::invalid(at, describe(value), why));
             }
         }
+    }
+    if !body.contains_key("networks") && !body.contains_key("network_mode") {
+        // As Compose does: a service that names no network joins the project's
+        // `default` one, reachable there by its service name.
+        spec.networks = vec![default_network(service, ctx, applies)?];
     }
     spec.validate(&format!("services.{service}"))
         .map_err(|e| ArtifactError::invalid(e.field, e.value, e.expected))?;
@@ -307,6 +319,36 @@ fn only_keys(field: &str, m: &Mapping, allowed: &[&str]) -> Result<(), ArtifactE
                 describe(k),
                 format!("only the keys {}", allowed.join(", ")),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a setting a docker_host does not apply yet (a compose_host, where Compose
+/// applies it, accepts it): running the container without it would run something else
+/// than the definition.
+fn compose_only(field: &str, shown: &str, applies: Applies) -> Result<(), ArtifactError> {
+    if applies == Applies::DockerHost {
+        Err(ArtifactError::invalid(
+            field,
+            shown,
+            "a setting a docker_host target applies (this one only compose_host targets apply)",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses the keys of `m` in `compose_only_keys` on a docker_host, naming the first.
+fn compose_only_keys(
+    field: &str,
+    m: &Mapping,
+    compose_only_keys: &[&str],
+    applies: Applies,
+) -> Result<(), ArtifactError> {
+    for key in compose_only_keys {
+        if get(m, key).is_some() {
+            compose_only(&format!("{field}.{key}"), key, applies)?;
         }
     }
     Ok(())
@@ -556,6 +598,7 @@ fn declared(
     key: &str,
     project: &str,
     allowed: &[&str],
+    applies: Applies,
 ) -> Result<Declared, ArtifactError> {
     let entry = match top {
         Some(Value::Mapping(m)) => m.get(key),
@@ -586,6 +629,12 @@ fn declared(
         ));
     };
     only_keys(&top_field, m, allowed)?;
+    let compose_only: Vec<&str> = allowed
+        .iter()
+        .copied()
+        .filter(|k| !APPLIED_DECLARED_KEYS.contains(k))
+        .collect();
+    compose_only_keys(&top_field, m, &compose_only, applies)?;
     if let Some(v) = get(m, "external") {
         let at = format!("{top_field}.external");
         match v {
@@ -627,6 +676,8 @@ fn string_pairs(field: &str, v: &Value) -> Result<BTreeMap<String, String>, Arti
     Ok(out)
 }
 
+/// The keys of a top-level volume or network a docker_host applies.
+const APPLIED_DECLARED_KEYS: &[&str] = &["driver", "driver_opts", "external", "name"];
 const VOLUME_KEYS: &[&str] = &["driver", "driver_opts", "external", "name", "labels"];
 const NETWORK_KEYS: &[&str] = &[
     "driver",
@@ -640,7 +691,12 @@ const NETWORK_KEYS: &[&str] = &[
     "ipam",
 ];
 
-fn volume(field: &str, item: &Value, ctx: &ServiceContext<'_>) -> Result<Mount, ArtifactError> {
+fn volume(
+    field: &str,
+    item: &Value,
+    ctx: &ServiceContext<'_>,
+    applies: Applies,
+) -> Result<Mount, ArtifactError> {
     let (kind, source, target, read_only, size) = match item {
         Value::String(s) => {
             let s = compose_unescape(field, s)?;
@@ -661,7 +717,8 @@ fn volume(field: &str, item: &Value, ctx: &ServiceContext<'_>) -> Result<Mount, 
             for m in mode.into_iter().flat_map(|m| m.split(',')) {
                 match m {
                     "ro" => read_only = true,
-                    "rw" | "z" | "Z" | "nocopy" | "" => {}
+                    "rw" | "" => {}
+                    "z" | "Z" | "nocopy" => compose_only(field, m, applies)?,
                     other => {
                         return Err(ArtifactError::invalid(
                             field,
@@ -699,6 +756,8 @@ fn volume(field: &str, item: &Value, ctx: &ServiceContext<'_>) -> Result<Mount, 
                     "consistency",
                 ],
             )?;
+            // `consistency` is a no-op on Linux engines, as in Docker itself.
+            compose_only_keys(field, m, &["bind", "volume"], applies)?;
             let text = |key: &str| -> Result<Option<String>, ArtifactError> {
                 get(m, key)
                     .map(|v| scalar_string(&format!("{field}.{key}"), v))
@@ -718,6 +777,7 @@ fn volume(field: &str, item: &Value, ctx: &ServiceContext<'_>) -> Result<Mount, 
                 Some(t) => {
                     let t = mapping(&format!("{field}.tmpfs"), t)?;
                     only_keys(&format!("{field}.tmpfs"), t, &["size", "mode"])?;
+                    compose_only_keys(&format!("{field}.tmpfs"), t, &["mode"], applies)?;
                     get(t, "size")
                         .map(|v| bytes(&format!("{field}.tmpfs.size"), v))
                         .transpose()?
@@ -756,7 +816,15 @@ fn volume(field: &str, item: &Value, ctx: &ServiceContext<'_>) -> Result<Mount, 
         }
         "volume" => {
             let key = source.unwrap_or_default();
-            let d = declared(field, "volume", ctx.volumes, &key, ctx.project, VOLUME_KEYS)?;
+            let d = declared(
+                field,
+                "volume",
+                ctx.volumes,
+                &key,
+                ctx.project,
+                VOLUME_KEYS,
+                applies,
+            )?;
             Ok(Mount::Volume {
                 name: d.name,
                 target,
@@ -784,7 +852,7 @@ fn volume(field: &str, item: &Value, ctx: &ServiceContext<'_>) -> Result<Mount, 
 }
 
 /// A `tmpfs:` entry: `/path` or `/path:size=64m[,mode=…]`.
-fn tmpfs(field: &str, item: &Value) -> Result<Mount, ArtifactError> {
+fn tmpfs(field: &str, item: &Value, applies: Applies) -> Result<Mount, ArtifactError> {
     let s = scalar_string(field, item)?;
     let (target, options) = match s.split_once(':') {
         Some((t, o)) => (t.to_owned(), Some(o)),
@@ -794,7 +862,7 @@ fn tmpfs(field: &str, item: &Value) -> Result<Mount, ArtifactError> {
     for opt in options.into_iter().flat_map(|o| o.split(',')) {
         match opt.split_once('=') {
             Some(("size", v)) => size_bytes = Some(bytes(field, &Value::String(v.to_owned()))?),
-            Some(("mode", _)) => {}
+            Some(("mode", _)) => compose_only(field, opt, applies)?,
             _ => {
                 return Err(ArtifactError::invalid(
                     field,
@@ -829,11 +897,48 @@ fn restart(field: &str, v: &Value) -> Result<RestartPolicy, ArtifactError> {
     }
 }
 
+/// The project's `default` network (`<project>_default`, or as declared under the
+/// top-level `networks: default:`), the service reachable there by its name.
+fn default_network(
+    service: &str,
+    ctx: &ServiceContext<'_>,
+    applies: Applies,
+) -> Result<NetworkAttachment, ArtifactError> {
+    let declared_default =
+        matches!(ctx.networks, Some(Value::Mapping(m)) if m.contains_key("default"));
+    let d = if declared_default {
+        declared(
+            "networks.default",
+            "network",
+            ctx.networks,
+            "default",
+            ctx.project,
+            NETWORK_KEYS,
+            applies,
+        )?
+    } else {
+        Declared {
+            name: format!("{}_default", ctx.project),
+            external: false,
+            driver: None,
+            driver_opts: BTreeMap::new(),
+        }
+    };
+    Ok(NetworkAttachment {
+        name: d.name,
+        aliases: vec![service.to_owned()],
+        driver: d.driver,
+        driver_opts: d.driver_opts,
+        external: d.external,
+    })
+}
+
 fn networks(
     field: &str,
     v: &Value,
     service: &str,
     ctx: &ServiceContext<'_>,
+    applies: Applies,
 ) -> Result<Vec<NetworkAttachment>, ArtifactError> {
     let mut entries: Vec<(String, Option<&Value>)> = Vec::new();
     match v {
@@ -865,6 +970,7 @@ fn networks(
             &key,
             ctx.project,
             NETWORK_KEYS,
+            applies,
         )?;
         // Compose makes every service reachable by its name on its networks.
         let mut aliases = vec![service.to_owned()];
@@ -939,14 +1045,26 @@ fn nano_cpus(field: &str, v: &Value) -> Result<u64, ArtifactError> {
 
 /// `deploy:` — only `resources.limits.{memory,cpus}` apply to a docker_host container;
 /// the rest is Swarm's and applies nowhere here.
-fn deploy_limits(
+/// What `deploy:` holds for one container (the rest of it is Swarm's).
+#[derive(Default)]
+struct DeploySection {
+    memory: Option<u64>,
+    cpus: Option<u64>,
+    order: Option<UpdateOrder>,
+}
+
+/// `deploy:`: memory and cpu limits and the update order.
+fn deploy_section(
     field: &str,
     v: &Value,
     applies: Applies,
-) -> Result<(Option<u64>, Option<u64>), ArtifactError> {
+) -> Result<DeploySection, ArtifactError> {
     let m = mapping(field, v)?;
-    let mut memory = None;
-    let mut cpus = None;
+    let DeploySection {
+        mut memory,
+        mut cpus,
+        mut order,
+    } = DeploySection::default();
     for (k, v) in m {
         let key = scalar_string(field, k)?;
         let at = format!("{field}.{key}");
@@ -985,20 +1103,48 @@ fn deploy_limits(
                     }
                 }
             }
+            "update_config" => {
+                let u = mapping(&at, v)?;
+                if applies == Applies::DockerHost {
+                    only_keys(&at, u, &["order"])?;
+                }
+                if let Some(o) = get(u, "order") {
+                    let shown = scalar_string(&format!("{at}.order"), o)?;
+                    order = Some(match shown.as_str() {
+                        "start-first" => UpdateOrder::StartFirst,
+                        "stop-first" => UpdateOrder::StopFirst,
+                        _ => {
+                            return Err(ArtifactError::invalid(
+                                format!("{at}.order"),
+                                shown,
+                                "start-first or stop-first",
+                            ));
+                        }
+                    });
+                }
+            }
             _ if applies == Applies::Validate => {}
             _ => {
                 return Err(ArtifactError::invalid(
                     at,
                     describe(v),
-                    "only `resources.limits` under `deploy` on a docker_host target",
+                    "only `resources.limits` and `update_config.order` under `deploy` on a docker_host target",
                 ));
             }
         }
     }
-    Ok((memory, cpus))
+    Ok(DeploySection {
+        memory,
+        cpus,
+        order,
+    })
 }
 
-fn healthcheck(field: &str, v: &Value) -> Result<ContainerHealthcheck, ArtifactError> {
+fn healthcheck(
+    field: &str,
+    v: &Value,
+    applies: Applies,
+) -> Result<ContainerHealthcheck, ArtifactError> {
     let m = mapping(field, v)?;
     only_keys(
         field,
@@ -1013,6 +1159,8 @@ fn healthcheck(field: &str, v: &Value) -> Result<ContainerHealthcheck, ArtifactE
             "disable",
         ],
     )?;
+    // Docker Engine API 1.44+ only, and the CLI of older engines has no flag for it.
+    compose_only_keys(field, m, &["start_interval"], applies)?;
     let disabled = get(m, "disable")
         .map(|v| boolean(&format!("{field}.disable"), v))
         .transpose()?

@@ -1,10 +1,11 @@
 //! The env-file (`<service>.env`): one `KEY=value` line per variable, read by the systemd unit's `docker run --env-file`.
 //!
 //! Docker's reader takes everything after the first `=` literally (quotes, `#`,
-//! `${…}`, surrounding spaces included), so values are written unquoted and only
-//! what a line cannot hold is refused: a newline (or carriage return) and NUL.
-//! Compose files and the Docker API carry values in their own encodings (a YAML
-//! string, a JSON list) and never go through this file.
+//! `${…}`, surrounding spaces included), so values are written unquoted. A line
+//! cannot hold a line break: a service with such a value gets no env-file (and no
+//! unit, which reads it) instead of a wrong one; Compose files and the Docker API
+//! carry every value in their own encodings (a YAML string, a JSON list) and never go
+//! through this file. NUL is refused everywhere: no container environment holds one.
 
 use std::collections::BTreeMap;
 
@@ -27,28 +28,25 @@ pub(crate) fn check_key(service: &str, key: &str) -> Result<(), ArtifactError> {
     }
 }
 
-/// Checks that an env-file line can hold `value` (and Docker's reader gives it back unchanged).
+/// Checks that a container environment can hold `value` (no NUL). The value itself is
+/// never quoted in the error: environment values are often credentials.
 pub(crate) fn check_value(service: &str, key: &str, value: &str) -> Result<(), ArtifactError> {
-    let reason = if value.contains('\0') {
-        Some("a value without NUL (no container environment can carry one)")
-    } else if value.contains(['\n', '\r']) {
-        Some(
-            "a value without a line break (the env-file that the systemd unit reads holds one variable per line)",
-        )
-    } else {
-        None
-    };
-    match reason {
-        None => Ok(()),
-        Some(expected) => Err(ArtifactError::invalid(
+    if value.contains('\0') {
+        return Err(ArtifactError::invalid(
             format!("environment variable `{key}` of service `{service}`"),
-            value,
-            expected,
-        )),
+            "(a value holding NUL)",
+            "a value without NUL (no container environment can carry one)",
+        ));
     }
+    Ok(())
 }
 
-/// Renders the env-file of one service; `env` holds values already checked by [`check_value`].
+/// Whether every value fits on one env-file line (no line break).
+pub(crate) fn fits(env: &BTreeMap<String, String>) -> bool {
+    env.values().all(|v| !v.contains(['\n', '\r']))
+}
+
+/// Renders the env-file of one service; `env` holds values that [`fits`].
 pub(crate) fn render(header: &str, env: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(64 + env.len() * 48);
     for line in header.lines() {
@@ -77,15 +75,18 @@ mod tests {
                 let err = got.expect_err(value);
                 assert!(err.contains(part), "{value:?}: {err}");
                 assert!(
-                    err.starts_with("environment variable `K` of service `web` is `"),
+                    err.starts_with(
+                        "environment variable `K` of service `web` is `(a value holding NUL)`"
+                    ),
                     "{err}"
                 );
+                assert!(!err.contains("secret"), "the value is not quoted: {err}");
             }
         }
     }
 
     #[test]
-    fn every_value_a_line_can_hold_is_accepted() {
+    fn every_value_a_container_can_hold_is_accepted() {
         for ok in [
             "",
             "plain",
@@ -105,16 +106,23 @@ mod tests {
             "tab\tin",
             "\u{1b}[0m",
             "日本",
+            "-----BEGIN KEY-----\nline\r\n",
         ] {
             check(ok, Ok(()));
         }
     }
 
     #[test]
-    fn line_breaks_and_nul_are_refused_with_the_reason() {
-        check("a\nb", Err("without a line break"));
-        check("a\rb", Err("without a line break"));
-        check("a\0b", Err("without NUL"));
+    fn nul_is_refused_naming_the_key_not_the_value() {
+        check("secret\0b", Err("without NUL"));
+    }
+
+    #[test]
+    fn only_values_without_line_breaks_fit_a_line() {
+        let env = |v: &str| BTreeMap::from([("K".to_owned(), v.to_owned())]);
+        assert!(fits(&env("a # b")));
+        assert!(!fits(&env("a\nb")));
+        assert!(!fits(&env("a\rb")));
     }
 
     #[test]

@@ -167,14 +167,19 @@ pub fn render(input: &RenderInput<'_>) -> Result<Bundle, ArtifactError> {
         LOCK_FILE_NAME.to_owned(),
         lock_text,
     )?);
-    for svc in &services {
+    // A value with a line break cannot travel in an env-file: such a service gets
+    // neither its env-file nor the unit that reads it (the compose file, the lock and
+    // the Docker API carry it), rather than a file that would lose it.
+    let lined: Vec<&ResolvedService<'_>> =
+        services.iter().filter(|s| env_file::fits(&s.env)).collect();
+    for svc in &lined {
         artifacts.push(RenderedArtifact::new(
             ArtifactKind::EnvFile,
             svc.env_file_name.clone(),
             env_file::render(&header, &svc.env),
         )?);
     }
-    for svc in &services {
+    for svc in &lined {
         let env_name =
             Name::parse(&svc.env_file_name).map_err(|source| ArtifactError::InvalidName {
                 field: format!("env file name `{}`", svc.env_file_name),

@@ -79,6 +79,18 @@ pub struct ContainerSpec {
     pub extra_hosts: Vec<ExtraHost>,
     #[serde(default)]
     pub logging: Option<Logging>,
+    /// Compose's `deploy.update_config.order` (`None`: decided by [`ContainerSpec::stop_first`]).
+    /// Left out of the JSON when unset, so definitions without it keep their identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_order: Option<UpdateOrder>,
+}
+
+/// Whether a new container starts before the old one stops (Compose's `update_config.order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StartFirst,
+    StopFirst,
 }
 
 fn default_stop_grace() -> u64 {
@@ -287,12 +299,13 @@ pub struct Logging {
     pub options: BTreeMap<String, String>,
 }
 
-/// Checks a value that a transport hands to the engine as a C string.
+/// Checks a value that a transport hands to the engine as a C string. The value is
+/// not quoted back (environment values are often credentials); the field names it.
 fn no_nul(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.contains('\0') {
         Err(ValidationError::new(
             field,
-            value.escape_debug(),
+            "(a value holding NUL)",
             "no NUL character (the engine cannot carry one)",
         ))
     } else {
@@ -370,7 +383,37 @@ impl ContainerSpec {
             stop_grace_secs: DEFAULT_STOP_GRACE_SECS,
             extra_hosts: Vec::new(),
             logging: None,
+            update_order: None,
         }
+    }
+
+    /// Whether the running container must stop before the new one starts, and why
+    /// (`None`: they run side by side for a moment, start-first). Stop-first when a fixed
+    /// host port cannot be held by both, when the definition asks for it, and by default
+    /// when a writable volume or bind mount would be shared by two processes (as
+    /// Compose recreates containers); `update_config.order: start-first` allows that.
+    pub fn stop_first(&self) -> Option<&'static str> {
+        if self.has_fixed_host_ports() {
+            return Some("it holds the fixed host ports the new one needs");
+        }
+        match self.update_order {
+            Some(UpdateOrder::StopFirst) => {
+                Some("the definition asks for it (deploy.update_config.order: stop-first)")
+            }
+            Some(UpdateOrder::StartFirst) => None,
+            None if self.has_writable_shared_mount() => Some(
+                "it writes to a volume or bind mount the new one would share (deploy.update_config.order: start-first allows both at once)",
+            ),
+            None => None,
+        }
+    }
+
+    /// True when a named volume or bind mount is mounted writable.
+    pub fn has_writable_shared_mount(&self) -> bool {
+        self.mounts.iter().any(|m| match m {
+            Mount::Bind { read_only, .. } | Mount::Volume { read_only, .. } => !read_only,
+            Mount::Tmpfs { .. } => false,
+        })
     }
 
     /// True when a port is bound to a fixed host port: the old and the new container
@@ -383,6 +426,13 @@ impl ContainerSpec {
     /// (e.g. `services.web`).
     pub fn validate(&self, field: &str) -> Result<(), ValidationError> {
         let at = |rest: &str| format!("{field}.{rest}");
+        if self.update_order == Some(UpdateOrder::StartFirst) && self.has_fixed_host_ports() {
+            return Err(ValidationError::new(
+                at("deploy.update_config.order"),
+                "start-first",
+                "stop-first (or no order) with a fixed host port: the old and the new container cannot both hold it",
+            ));
+        }
         for (list, name) in [(&self.command, "command"), (&self.entrypoint, "entrypoint")] {
             for (i, word) in list.iter().flatten().enumerate() {
                 no_nul(&at(&format!("{name}[{i}]")), word)?;
@@ -569,12 +619,55 @@ mod tests {
     }
 
     #[test]
+    fn stop_first_for_fixed_ports_shared_writable_mounts_or_when_asked() {
+        let mut s = spec();
+        assert_eq!(s.stop_first(), None);
+        s.mounts.push(Mount::Bind {
+            source: "/srv/config".into(),
+            target: "/config".into(),
+            read_only: true,
+        });
+        assert_eq!(s.stop_first(), None, "a read-only mount is shared safely");
+        s.mounts.push(Mount::Tmpfs {
+            target: "/tmp".into(),
+            size_bytes: None,
+        });
+        assert_eq!(s.stop_first(), None, "a tmpfs is the container's own");
+        s.mounts.push(Mount::Volume {
+            name: "prod_data".into(),
+            target: "/data".into(),
+            read_only: false,
+            driver: None,
+            driver_opts: BTreeMap::new(),
+            external: false,
+        });
+        assert!(s.stop_first().unwrap().contains("volume or bind mount"));
+        s.update_order = Some(UpdateOrder::StartFirst);
+        assert_eq!(s.stop_first(), None, "asked for start-first");
+        s.update_order = Some(UpdateOrder::StopFirst);
+        s.mounts.clear();
+        assert!(s.stop_first().unwrap().contains("asks for it"));
+        s.update_order = Some(UpdateOrder::StartFirst);
+        s.ports.push(PortMapping {
+            host_ip: None,
+            host_port: Some(8080),
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        });
+        assert!(s.stop_first().unwrap().contains("fixed host ports"));
+        assert_eq!(
+            s.validate("services.web").unwrap_err().field,
+            "services.web.deploy.update_config.order"
+        );
+    }
+
+    #[test]
     fn errors_carry_the_field_path() {
         let mut s = spec();
         s.env.insert("A".into(), "x\0y".into());
         assert_eq!(
             s.validate("services.web").unwrap_err().to_string(),
-            "services.web.environment.A is `x\\0y`; expected no NUL character (the engine cannot carry one)"
+            "services.web.environment.A is `(a value holding NUL)`; expected no NUL character (the engine cannot carry one)"
         );
         let mut s = spec();
         s.ports.push(PortMapping {

@@ -42,7 +42,8 @@ pub use connection::{
 };
 pub use container::{
     ContainerHealthcheck, ContainerSpec, DEFAULT_STOP_GRACE_SECS, ExposedPort, ExtraHost, Logging,
-    Mount, NetworkAttachment, PortMapping, Protocol, PublishedPort, RestartPolicy, valid_env_key,
+    Mount, NetworkAttachment, PortMapping, Protocol, PublishedPort, RestartPolicy, UpdateOrder,
+    valid_env_key,
 };
 pub use digest::Digest;
 pub use environment::{Environment, Hooks};

@@ -343,8 +343,9 @@ fn shell_words(words: &[String]) -> String {
         .join(" ")
 }
 
-/// The env-file content for [`create_argv`]: `KEY=value` lines (values hold no line
-/// break: `ContainerSpec::validate` and the template refuse one for env-file paths).
+/// The env-file content for [`create_argv`]: `KEY=value` lines. A value with a line
+/// break cannot be written here; the one caller (WinRM) refuses such a spec when the
+/// job is created (`deploy_exec::winrm::check_windows_spec`).
 pub fn env_file(spec: &ContainerSpec) -> String {
     let mut out = String::new();
     for line in env_list(spec) {

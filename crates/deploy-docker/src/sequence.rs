@@ -68,15 +68,29 @@ pub struct DeploySpec<'a> {
     pub spec: &'a ContainerSpec,
     /// Leave the old container running as `<name>-previous` (blue-green).
     pub keep_previous_running: bool,
-    /// Stop the running container before the new one starts, even without fixed host ports.
+    /// Stop the running container before the new one starts, whatever the definition
+    /// says (the target asks for it).
     pub stop_first: bool,
     pub auth: Option<&'a PullAuth>,
 }
 
 impl DeploySpec<'_> {
-    /// Stop-first when asked, or when a fixed host port makes side by side impossible.
+    /// Why the running container stops before the new one starts (`None`: start-first).
+    /// Blue-green keeps both running by design (the job refuses fixed host ports and an
+    /// explicit stop-first for it); otherwise the definition's rule
+    /// ([`ContainerSpec::stop_first`]), or the target's request.
+    pub fn stop_first_reason(&self) -> Option<&'static str> {
+        if self.keep_previous_running {
+            return None;
+        }
+        self.spec.stop_first().or(self
+            .stop_first
+            .then_some("the target asks for it (stop_first)"))
+    }
+
+    /// True when the running container stops before the new one starts.
     pub fn stops_first(&self) -> bool {
-        self.stop_first || self.spec.has_fixed_host_ports()
+        self.stop_first_reason().is_some()
     }
 }
 
@@ -237,11 +251,7 @@ impl DockerHost<'_> {
         if !current.is_some_and(|c| c.running) {
             return Ok(false);
         }
-        let why = if d.spec.has_fixed_host_ports() {
-            "it holds the fixed host ports the new one needs"
-        } else {
-            "stop-first was asked for"
-        };
+        let why = d.stop_first_reason().unwrap_or("stop-first was asked for");
         log.step(&format!(
             "stopping {} before the new container starts ({why})",
             d.name
@@ -278,14 +288,28 @@ impl DockerHost<'_> {
     ) -> Result<(), DockerError> {
         let name = d.name.as_str();
         let (next, prev) = (next_name(d.name), previous_name(d.name));
-        let had_current = self.api.inspect(name).await?.is_some();
+        // Until `<name>` moved aside, a failure leaves it serving (started again under
+        // stop-first) and `-next` removed.
+        let undo = || async {
+            let _ = self.api.remove(&next).await;
+            if restart_old_on_failure {
+                let _ = self.api.start(name).await;
+            }
+        };
+        let had_current = match self.api.inspect(name).await {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                undo().await;
+                return Err(e);
+            }
+        };
         if had_current {
-            self.api.remove(&prev).await?;
-            if let Err(e) = self.api.rename(name, &prev).await {
-                let _ = self.api.remove(&next).await;
-                if restart_old_on_failure {
-                    let _ = self.api.start(name).await;
-                }
+            let moved = match self.api.remove(&prev).await {
+                Ok(()) => self.api.rename(name, &prev).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = moved {
+                undo().await;
                 return Err(e);
             }
         }

@@ -8,9 +8,10 @@ use deploy_artifacts::{
     container_specs, parse_template, render,
 };
 use deploy_core::{
-    ArtifactId, Connection, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask, FailurePolicy,
-    GeneratedArtifact, IdempotencyKey, JobId, JobStatus, NewTask, PromotionId, PromotionStatus,
-    Release, Strategy, Target, TargetType, TaskId, UnixPath, plan,
+    ArtifactId, Connection, ContainerSpec, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask,
+    FailurePolicy, GeneratedArtifact, HealthCheck, IdempotencyKey, JobId, JobStatus, NewTask,
+    PromotionId, PromotionStatus, Protocol, Release, Strategy, Target, TargetType, TaskId,
+    UnixPath, plan,
 };
 use deploy_store::{Created, StoreError};
 
@@ -158,6 +159,9 @@ impl Engine {
             Some(t) => Some(parse_template(t.as_bytes())?),
             None => release_template(&release)?,
         };
+        if let Some(template) = &template {
+            check_every_component_runs(&release, template)?;
+        }
         let mut artifacts = Vec::new();
         let mut tasks = Vec::new();
         for target in &targets {
@@ -230,11 +234,26 @@ impl Engine {
                                 svc.service, svc.component, target.name
                             )));
                         }
+                        if blue_green
+                            && svc.spec.update_order == Some(deploy_core::UpdateOrder::StopFirst)
+                        {
+                            return Err(EngineError::InvalidRequest(format!(
+                                "service `{}` asks for stop-first (deploy.update_config.order); expected no stop-first for blue-green on target `{}` (blue keeps serving while green starts)",
+                                svc.service, target.name
+                            )));
+                        }
                         if blue_green && svc.spec.has_fixed_host_ports() {
                             return Err(EngineError::InvalidRequest(format!(
                                 "service `{}` publishes a fixed host port; expected none for blue-green on target `{}` (green starts beside blue, and only one of them can hold a host port: let the proxy publish it)",
                                 svc.service, target.name
                             )));
+                        }
+                        if !blue_green {
+                            check_instance_port(target, svc.service.as_str(), &svc.spec)?;
+                        }
+                        if matches!(target.connection, Connection::Winrm(_)) {
+                            deploy_exec::winrm::check_windows_spec(svc.service.as_str(), &svc.spec)
+                                .map_err(EngineError::InvalidRequest)?;
                         }
                         let component = release
                             .component(svc.component.as_str())
@@ -244,6 +263,16 @@ impl Engine {
                 }
                 _ => {
                     for component in &release.components {
+                        if target.target_type == TargetType::DockerHost
+                            && !crate::bluegreen::is_blue_green(&request.strategy)
+                        {
+                            // Without a definition the container publishes nothing.
+                            check_instance_port(
+                                target,
+                                component.name.as_str(),
+                                &ContainerSpec::from_image(component.image.clone()),
+                            )?;
+                        }
                         push(Some(component.id), component.digest().clone());
                     }
                 }
@@ -310,7 +339,79 @@ pub fn check_release_template(release: &Release) -> Result<(), ArtifactError> {
             }
         })?;
     }
+    check_every_component_runs(release, &template)
+}
+
+/// Every component of the release is run by a service of the definition: a component
+/// without one would never be deployed while its job completed.
+fn check_every_component_runs(
+    release: &Release,
+    template: &ComposeTemplate,
+) -> Result<(), ArtifactError> {
+    for component in &release.components {
+        if !template
+            .services
+            .iter()
+            .any(|s| s.component == component.name)
+        {
+            return Err(ArtifactError::Invalid {
+                field: "services".to_owned(),
+                value: format!("(no service runs component `{}`)", component.name),
+                expected: format!(
+                    "a service with `componentName: {}` for every component of release `{}`",
+                    component.name, release.name
+                ),
+            });
+        }
+    }
     Ok(())
+}
+
+/// The container port an instance check of `target` aims at: `Some(port)` for an http
+/// or tcp check without a health_endpoint (`Some(None)`: the only published TCP port).
+fn instance_check_port(target: &Target) -> Option<Option<u16>> {
+    if target.health_endpoint.is_some() {
+        return None;
+    }
+    match &target.health_check.as_ref()?.check {
+        HealthCheck::Http { port, .. } => Some(*port),
+        HealthCheck::Tcp { port } => Some(Some(*port)),
+        HealthCheck::Command { .. } => None,
+    }
+}
+
+/// Refuses a docker_host service whose instance check could not find its port: the
+/// check probes the port the new container publishes (blue-green publishes the proxy's
+/// upstream port itself, so it is not checked here).
+fn check_instance_port(
+    target: &Target,
+    service: &str,
+    spec: &ContainerSpec,
+) -> Result<(), EngineError> {
+    let Some(wanted) = instance_check_port(target) else {
+        return Ok(());
+    };
+    let mut tcp: Vec<u16> = spec
+        .ports
+        .iter()
+        .filter(|p| p.protocol == Protocol::Tcp)
+        .map(|p| p.container_port)
+        .collect();
+    tcp.sort_unstable();
+    tcp.dedup();
+    let problem = match (wanted, tcp.as_slice()) {
+        (Some(port), published) if published.contains(&port) => return Ok(()),
+        (None, [_]) => return Ok(()),
+        (Some(port), _) => format!("does not publish container port {port}/tcp"),
+        (None, []) => "publishes no TCP port".to_owned(),
+        (None, _) => {
+            "publishes several TCP ports; name one with `port` in the health check".to_owned()
+        }
+    };
+    Err(EngineError::InvalidRequest(format!(
+        "service `{service}` {problem}, and target `{}` checks the health of the new instance (an http or tcp check without a health_endpoint); expected the service to publish the port it probes, a health_endpoint, or a command check (`in_container`)",
+        target.name
+    )))
 }
 
 /// Where a target keeps its deployment files (the systemd units read env files from there).

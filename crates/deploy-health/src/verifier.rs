@@ -113,7 +113,22 @@ impl HealthVerifier {
             timeout: config.timeout(),
             cancel,
         };
-        let spec = ProbeSpec::resolve(target, &config.check, &means).await?;
+        let spec = match ProbeSpec::resolve(target, &config.check, &means).await {
+            Ok(spec) => spec,
+            // The target could not say where the instance publishes: nothing was learnt
+            // about the release, so this is a verdict of its own (retried like any
+            // unreachable target), not an error that fails the task for good.
+            Err(e @ HealthError::Unreachable { .. }) => {
+                return Ok(HealthReport {
+                    verdict: HealthVerdict::Unreachable,
+                    attempts: 1,
+                    message: e.to_string(),
+                    status_code: None,
+                    healthy_for: Duration::ZERO,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let min_healthy = config.min_healthy_time();
         let mut attempts = 0;
         let mut failures = 0;

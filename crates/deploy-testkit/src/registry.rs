@@ -18,6 +18,17 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry with its storage in a temp dir; waits until `/v2/` answers.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with(None)
+    }
+
+    /// Starts a registry that admits only `user` with `password` (htpasswd, Basic auth
+    /// over plain http, which Docker allows for loopback registries); waits until `/v2/`
+    /// answers 401.
+    pub fn start_with_login(user: &str, password: &str) -> Result<Self, TestkitError> {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Result<Self, TestkitError> {
         let program = require_program(
             "docker-registry",
             &["/usr/bin"],
@@ -26,14 +37,29 @@ impl Registry {
         let dir = temp_dir("testkit-registry-")?;
         let port = free_port()?;
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {}/data }}, delete: {{ enabled: true }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
-                dir.path().display()
-            ),
-        )
-        .map_err(TestkitError::io("write the registry config"))?;
+        let mut text = format!(
+            "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {}/data }}, delete: {{ enabled: true }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+            dir.path().display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = require_program(
+                "htpasswd",
+                &["/usr/bin"],
+                "`apt-get install apache2-utils` (scripts/peers/ssh.sh does)",
+            )?;
+            let out = Command::new(htpasswd)
+                .args(["-nbB", user, password])
+                .output()
+                .map_err(TestkitError::io("run htpasswd"))?;
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout)
+                .map_err(TestkitError::io("write the registry's htpasswd"))?;
+            text.push_str(&format!(
+                "auth: {{ htpasswd: {{ realm: testkit, path: {} }} }}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, text).map_err(TestkitError::io("write the registry config"))?;
         let log = std::fs::File::create(dir.path().join("registry.log"))
             .map_err(TestkitError::io("create the registry log"))?;
         let child = Command::new(program)
@@ -47,7 +73,8 @@ impl Registry {
         let registry = Self { dir, port, child };
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            if let Ok((200, _)) = http_get(&registry.address(), "/v2/") {
+            let ready = if login.is_some() { 401 } else { 200 };
+            if matches!(http_get(&registry.address(), "/v2/"), Ok((status, _)) if status == ready) {
                 return Ok(registry);
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use deploy_core::testing::digest;
 use deploy_core::{
     ContainerHealthcheck, ContainerSpec, ExposedPort, ExtraHost, ImageRef, Logging, Mount,
-    NetworkAttachment, PortMapping, Protocol, RestartPolicy,
+    NetworkAttachment, PortMapping, Protocol, RestartPolicy, UpdateOrder,
 };
 
 use super::*;
@@ -409,5 +409,113 @@ fn restart_forms() {
         ok(&with("")).restart,
         RestartPolicy::UnlessStopped,
         "docker_host's default"
+    );
+}
+
+#[test]
+fn a_service_without_networks_joins_the_projects_default_network_by_its_name() {
+    let s = ok(&with(""));
+    assert_eq!(
+        s.networks,
+        [NetworkAttachment {
+            name: "prod_default".to_owned(),
+            aliases: vec!["web".to_owned()],
+            driver: None,
+            driver_opts: BTreeMap::new(),
+            external: false,
+        }]
+    );
+    // As declared under the top-level `networks: default:` when it is.
+    let declared = ok(&format!(
+        "{}networks:\n  default:\n    name: shared\n    external: true\n",
+        with("")
+    ));
+    assert_eq!(declared.networks[0].name, "shared");
+    assert!(declared.networks[0].external);
+    assert_eq!(declared.networks[0].aliases, ["web"]);
+}
+
+#[test]
+fn settings_a_docker_host_would_drop_are_refused_there_and_pass_a_check() {
+    let cases = [
+        (
+            "    volumes: [\"/a:/b:z\"]\n",
+            "services.web.volumes[0] is `z`",
+        ),
+        (
+            "    volumes: [\"data:/b:nocopy\"]\nvolumes:\n  data: {}\n",
+            "is `nocopy`",
+        ),
+        (
+            "    volumes:\n      - type: bind\n        source: /a\n        target: /b\n        bind: { propagation: rshared }\n",
+            "services.web.volumes[0].bind",
+        ),
+        (
+            "    volumes:\n      - type: volume\n        source: data\n        target: /b\n        volume: { subpath: x }\nvolumes:\n  data: {}\n",
+            "services.web.volumes[0].volume",
+        ),
+        (
+            "    volumes:\n      - type: tmpfs\n        target: /t\n        tmpfs: { mode: 1777 }\n",
+            "services.web.volumes[0].tmpfs.mode",
+        ),
+        (
+            "    tmpfs: [\"/t:mode=1777\"]\n",
+            "services.web.tmpfs[0] is `mode=1777`",
+        ),
+        (
+            "    networks: [back]\nnetworks:\n  back: { internal: true }\n",
+            "networks.back.internal",
+        ),
+        (
+            "    networks: [back]\nnetworks:\n  back: { labels: { a: b } }\n",
+            "networks.back.labels",
+        ),
+        (
+            "    volumes: [\"data:/d\"]\nvolumes:\n  data: { labels: { a: b } }\n",
+            "volumes.data.labels",
+        ),
+        (
+            "    healthcheck: { test: [\"CMD\", \"true\"], start_interval: 1s }\n",
+            "services.web.healthcheck.start_interval",
+        ),
+    ];
+    for (body, expected) in cases {
+        let t = with(body);
+        assert!(spec(&t, Applies::Validate).is_ok(), "{t}");
+        refused(&t, Applies::DockerHost, expected);
+        refused(&t, Applies::DockerHost, "only compose_host targets apply");
+    }
+}
+
+#[test]
+fn the_update_order_is_read_and_the_rest_of_update_config_is_swarms() {
+    let order = |body: &str| ok(&with(body)).update_order;
+    assert_eq!(order(""), None);
+    assert_eq!(
+        order("    deploy:\n      update_config: { order: stop-first }\n"),
+        Some(UpdateOrder::StopFirst)
+    );
+    assert_eq!(
+        order("    deploy:\n      update_config: { order: start-first }\n"),
+        Some(UpdateOrder::StartFirst)
+    );
+    refused(
+        &with("    deploy:\n      update_config: { order: sideways }\n"),
+        Applies::DockerHost,
+        "services.web.deploy.update_config.order is `sideways`; expected start-first or stop-first",
+    );
+    let parallel = with("    deploy:\n      update_config: { parallelism: 2 }\n");
+    assert!(spec(&parallel, Applies::Validate).is_ok());
+    refused(
+        &parallel,
+        Applies::DockerHost,
+        "services.web.deploy.update_config",
+    );
+    refused(
+        &with(
+            "    ports: [\"8080:80\"]\n    deploy:\n      update_config: { order: start-first }\n",
+        ),
+        Applies::DockerHost,
+        "services.web.deploy.update_config.order is `start-first`",
     );
 }

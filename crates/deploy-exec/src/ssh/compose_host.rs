@@ -72,7 +72,9 @@ fn compose_argv(tool: ComposeTool, files: &ComposeFiles<'_>, lock_path: &str) ->
 }
 
 /// `cd`; move the other files into place; `pull` from the staged lock (on failure the
-/// staged lock is removed and the deployed lock stays); move the lock into place;
+/// staged lock is removed and the deployed lock stays); forget the recorded lock digest
+/// (from here the project may be half brought up, and a failed or cut `up` must not be
+/// taken for the old lock still running); move the lock into place;
 /// `up -d --remove-orphans`; record the lock digest.
 pub fn up_script(
     tool: ComposeTool,
@@ -96,7 +98,7 @@ pub fn up_script(
     );
     let state = format!("{}/{}", files.dir, state_file(files.project));
     format!(
-        "cd -- {dir} || exit 1\n{rename_others} || exit 1\n{pull} || {{ rm -f -- {staged}; exit 1; }}\n{rename_lock} || exit 1\n{up} || exit 1\nprintf '%s\\n' {digest} > {state_tmp} && mv -f -- {state_tmp} {state}\n",
+        "cd -- {dir} || exit 1\n{rename_others} || exit 1\n{pull} || {{ rm -f -- {staged}; exit 1; }}\nrm -f -- {state} || exit 1\n{rename_lock} || exit 1\n{up} || exit 1\nprintf '%s\\n' {digest} > {state_tmp} && mv -f -- {state_tmp} {state}\n",
         dir = sh_quote(files.dir),
         staged = sh_quote(files.staged_lock),
         digest = sh_quote(files.lock_digest.as_str()),

@@ -72,3 +72,144 @@ pub async fn docker_over_ssh(session: Arc<SshSession>) -> Result<Docker, ExecErr
     .map_err(unavailable)?;
     docker.negotiate_version().await.map_err(unavailable)
 }
+
+/// The Engine API over SSH, with one addition to `pull`: when the engine refuses a pull
+/// for want of credentials, the host's `docker pull` is tried, since the engine does
+/// not read the SSH user's registry logins (`~/.docker/config.json`, credential
+/// helpers) and the CLI does; a private registry the host is logged in to keeps
+/// working. The API pull comes first because an abandoned API request (timeout,
+/// cancel) also stops the engine's pull, which a killed CLI does not.
+pub(crate) struct SshDockerApi<'a> {
+    pub api: deploy_docker::BollardApi,
+    pub session: &'a SshSession,
+    pub ctx: &'a crate::executor::ExecContext,
+    pub deadline: tokio::time::Instant,
+}
+
+#[async_trait::async_trait]
+impl deploy_docker::DockerApi for SshDockerApi<'_> {
+    async fn inspect(
+        &self,
+        name: &str,
+    ) -> Result<Option<deploy_docker::Container>, deploy_docker::DockerError> {
+        self.api.inspect(name).await
+    }
+
+    async fn image_present(
+        &self,
+        image: &deploy_core::ImageRef,
+    ) -> Result<bool, deploy_docker::DockerError> {
+        self.api.image_present(image).await
+    }
+
+    async fn pull(
+        &self,
+        image: &deploy_core::ImageRef,
+        auth: Option<&deploy_docker::PullAuth>,
+        log: &dyn deploy_docker::StepLog,
+    ) -> Result<(), deploy_docker::DockerError> {
+        let refused = match self.api.pull(image, auth, log).await {
+            Err(e) if auth.is_none() && needs_credentials(&e) => e,
+            other => return other,
+        };
+        let shown = image.to_string();
+        log.step(&format!(
+            "the engine has no credentials for {shown}; pulling with the host's docker login"
+        ));
+        let script = crate::quote::sh_join(&["docker", "pull", "--quiet", &shown]);
+        let out = self
+            .session
+            .exec(&script, "docker pull", self.ctx, self.deadline)
+            .await
+            .map_err(|e| {
+                let kind = if e.is_retryable() {
+                    deploy_docker::DockerErrorKind::Unavailable
+                } else {
+                    deploy_docker::DockerErrorKind::Invalid
+                };
+                deploy_docker::DockerError::new(kind, format!("pull {shown}: {e}"))
+            })?;
+        match out.exit_status {
+            0 => Ok(()),
+            // No CLI on the host: the engine's answer stands.
+            127 => Err(refused),
+            _ => Err(deploy_docker::pull_error(&shown, out.stderr_tail.trim())),
+        }
+    }
+
+    async fn ensure_network(
+        &self,
+        net: &deploy_core::NetworkAttachment,
+    ) -> Result<(), deploy_docker::DockerError> {
+        self.api.ensure_network(net).await
+    }
+
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        driver_opts: &std::collections::BTreeMap<String, String>,
+        external: bool,
+    ) -> Result<(), deploy_docker::DockerError> {
+        self.api
+            .ensure_volume(name, driver, driver_opts, external)
+            .await
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        spec: &deploy_core::ContainerSpec,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), deploy_docker::DockerError> {
+        self.api.create(name, spec, labels).await
+    }
+
+    async fn start(&self, name: &str) -> Result<(), deploy_docker::DockerError> {
+        self.api.start(name).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), deploy_docker::DockerError> {
+        self.api.rename(from, to).await
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), deploy_docker::DockerError> {
+        self.api.remove(name).await
+    }
+
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), deploy_docker::DockerError> {
+        self.api.stop(name, grace).await
+    }
+
+    async fn stop_in_background(&self, id: &str, grace: Duration) {
+        self.api.stop_in_background(id, grace).await;
+    }
+
+    async fn kill(&self, name: &str) -> Result<(), deploy_docker::DockerError> {
+        self.api.kill(name).await
+    }
+
+    async fn logs_tail(
+        &self,
+        name: &str,
+        lines: usize,
+    ) -> Result<String, deploy_docker::DockerError> {
+        self.api.logs_tail(name, lines).await
+    }
+}
+
+/// Whether the engine refused a pull for want of registry credentials (Docker's
+/// wordings: "no basic auth credentials", "unauthorized: authentication required",
+/// "pull access denied … may require 'docker login'").
+fn needs_credentials(e: &deploy_docker::DockerError) -> bool {
+    let text = e.message.to_ascii_lowercase();
+    [
+        "no basic auth credentials",
+        "unauthorized",
+        "authentication required",
+        "docker login",
+        "denied",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}

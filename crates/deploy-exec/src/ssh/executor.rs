@@ -20,7 +20,7 @@ use crate::quote::{sh_join, sh_quote};
 use crate::secrets::SecretsProvider;
 use crate::ssh::compose_host::{self, ComposeFiles};
 use crate::ssh::config::SshExecutorConfig;
-use crate::ssh::docker_api::docker_over_ssh;
+use crate::ssh::docker_api::{SshDockerApi, docker_over_ssh};
 use crate::ssh::host_key::HostKeyCheck;
 use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
 use deploy_docker::{BollardApi, DeploySpec, DockerHost, SequenceConfig};
@@ -222,7 +222,12 @@ impl SshExecutor {
     ) -> ExecutionResult {
         let host = connected.session.host().to_owned();
         let api = match self.docker_api(connected, deadline).await {
-            Ok(api) => api,
+            Ok(api) => SshDockerApi {
+                api,
+                session: &connected.session,
+                ctx,
+                deadline,
+            },
             Err(e) => return ExecutionResult::failed(e, None),
         };
         let sequence = DockerHost {

@@ -40,16 +40,64 @@ pub(crate) struct CliApi<'a> {
     pub deadline: Instant,
 }
 
-/// `docker` with `args`, each a single-quoted literal; refused when a word holds a
-/// double quote (see the module comment).
+/// Why Windows PowerShell 5.1 cannot hand `word` to a native program unchanged: it
+/// mangles double quotes and drops empty arguments.
+fn unpassable(word: &str) -> Option<&'static str> {
+    if word.is_empty() {
+        Some("a non-empty word (Windows PowerShell 5.1 drops empty native arguments)")
+    } else if word.contains('"') {
+        Some(
+            "a value without `\"` (Windows PowerShell 5.1 mangles double quotes in native arguments)",
+        )
+    } else {
+        None
+    }
+}
+
+/// `docker` with `args`, each a single-quoted literal; refused when a word cannot pass
+/// (see [`unpassable`]).
 fn docker_call(args: &[String]) -> Result<String, DockerError> {
-    if let Some(bad) = args.iter().find(|a| a.contains('"')) {
+    if let Some((bad, why)) = args.iter().find_map(|a| unpassable(a).map(|why| (a, why))) {
         return Err(DockerError::invalid(format!(
-            "pass `{bad}` to docker on a Windows host: Windows PowerShell 5.1 mangles double quotes in native arguments; expected a value without `\"`"
+            "pass `{bad}` to docker on a Windows host; expected {why}"
         )));
     }
     let words: Vec<String> = args.iter().map(|a| ps_quote(a)).collect();
     Ok(format!("& docker {}", words.join(" ")))
+}
+
+/// Checks, when a job is created, that a Windows host can run `spec` of `service`
+/// through the Docker CLI: every word passes PowerShell (see [`unpassable`]), values
+/// fit the env-file (no line break), and a healthcheck is in shell form (the CLI
+/// takes a shell command only, and a Windows container's shell is not `/bin/sh`, so
+/// exec-form words would be re-quoted for the wrong shell).
+pub fn check_windows_spec(service: &str, spec: &ContainerSpec) -> Result<(), String> {
+    let field = |rest: &str| format!("services.{service}.{rest}");
+    for (k, v) in &spec.env {
+        if v.contains(['\n', '\r']) {
+            return Err(format!(
+                "{} holds a line break; expected a value without one on a Windows (WinRM) target: its environment travels in an env-file, one variable per line",
+                field(&format!("environment.{k}"))
+            ));
+        }
+    }
+    if spec
+        .healthcheck
+        .as_ref()
+        .is_some_and(|h| h.test.first().is_some_and(|w| w == "CMD"))
+    {
+        return Err(format!(
+            "{} is in exec form (`CMD`); expected `CMD-SHELL` on a Windows (WinRM) target: the Docker CLI takes a shell command only",
+            field("healthcheck.test")
+        ));
+    }
+    let argv = create_argv("check", spec, &BTreeMap::new(), "check.env");
+    if let Some((bad, why)) = argv.iter().find_map(|a| unpassable(a).map(|why| (a, why))) {
+        return Err(format!(
+            "service `{service}` needs the docker argument `{bad}` on a Windows (WinRM) target; expected {why}"
+        ));
+    }
+    Ok(())
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -241,6 +289,8 @@ impl DockerApi for CliApi<'_> {
         spec: &ContainerSpec,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), DockerError> {
+        // Checked when the job was created; again here for a job created before.
+        check_windows_spec(name, spec).map_err(DockerError::invalid)?;
         // The environment travels as an env-file, written in base64 pieces (a command
         // line holds at most 8191 characters) and removed again whatever happens:
         // never on a command line.

@@ -17,6 +17,9 @@ use crate::winrm::docker_cli::CliApi;
 use crate::winrm::powershell::{call_script, powershell_args};
 use deploy_docker::{DeploySpec, DockerHost, SequenceConfig};
 
+/// Longest recovery of a docker_host deploy cut by a cancel or a timeout.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Deploys to Windows docker_host targets over WinRM (Basic or NTLMv2 auth).
 ///
 /// The credential the target's `credential_ref` names is `user:password`; `ca_ref`, when
@@ -191,9 +194,25 @@ impl WinrmExecutor {
             Err(f) => {
                 let error = ExecError::docker(&host, component.name.as_str(), f.error);
                 if ctx.cancel.is_cancelled() || Instant::now() >= deadline {
-                    // Cut halfway: put the old container back under the name, best effort
-                    // (the shell may be gone with the deadline).
-                    let _ = sequence
+                    // Cut halfway: put the old container back under the name. The cut
+                    // call's token and deadline are spent, so recovery runs on its own
+                    // (bounded), in the same shell, best effort.
+                    let recovery_ctx = ExecContext {
+                        log: ctx.log.clone(),
+                        cancel: tokio_util::sync::CancellationToken::new(),
+                        timeout: RECOVER_TIMEOUT,
+                    };
+                    let recovery_api = CliApi {
+                        executor: self,
+                        session: s,
+                        ctx: &recovery_ctx,
+                        deadline: Instant::now() + RECOVER_TIMEOUT,
+                    };
+                    let recovery = DockerHost {
+                        api: &recovery_api,
+                        config: self.sequence_config(),
+                    };
+                    recovery
                         .recover(&component.name, &request.target.name, &ctx.log)
                         .await;
                 }

@@ -8,6 +8,7 @@ mod ntlm;
 mod powershell;
 
 pub use client::{RunOutput, WinrmClient, WinrmClientConfig};
+pub use docker_cli::check_windows_spec;
 pub use executor::WinrmExecutor;
 pub use powershell::{encoded_command, ps_quote};
 

@@ -705,6 +705,48 @@ async fn a_double_quote_in_a_word_is_refused_before_docker_runs() {
 }
 
 #[test]
+fn what_a_windows_host_cannot_be_given_is_refused_when_the_job_is_created() {
+    let base = deploy_request("http://unused").component.unwrap().container;
+    assert_eq!(super::check_windows_spec("web", &base), Ok(()));
+    let refused = |change: &dyn Fn(&mut deploy_core::ContainerSpec), expected: &str| {
+        let mut spec = base.clone();
+        change(&mut spec);
+        let err = super::check_windows_spec("web", &spec).unwrap_err();
+        assert!(err.contains(expected), "{err}");
+    };
+    refused(
+        &|s| {
+            s.env.insert("KEY".into(), "line\nbreak".into());
+        },
+        "services.web.environment.KEY holds a line break",
+    );
+    refused(
+        &|s| s.command = Some(vec!["say \"hi\"".into()]),
+        "mangles double quotes",
+    );
+    refused(
+        &|s| s.command = Some(vec!["echo".into(), String::new()]),
+        "drops empty native arguments",
+    );
+    refused(
+        &|s| s.entrypoint = Some(Vec::new()),
+        "drops empty native arguments",
+    );
+    refused(
+        &|s| {
+            s.healthcheck = Some(deploy_core::ContainerHealthcheck {
+                test: vec!["CMD".into(), "curl".into(), "-f".into()],
+                interval_ms: None,
+                timeout_ms: None,
+                retries: None,
+                start_period_ms: None,
+            });
+        },
+        "services.web.healthcheck.test is in exec form",
+    );
+}
+
+#[test]
 fn recorded_create_request_and_ours_agree() {
     let ours = envelope::build(
         &Header {

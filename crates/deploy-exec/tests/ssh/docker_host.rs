@@ -99,3 +99,76 @@ async fn a_container_that_exits_at_once_is_not_swapped_in() {
         Some(digest_of(&peers.images.v1))
     );
 }
+
+/// `docker args…` on the test host's engine, as the SSH user over the executor.
+async fn docker_as_ssh_user(s: &Scene, args: &[&str]) -> deploy_exec::CommandOutput {
+    let mut argv = vec!["docker".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let (_, c) = ctx(60);
+    s.exec
+        .run_command(&s.target, &CommandSpec::new(argv).unwrap(), &c)
+        .await
+        .unwrap()
+}
+
+/// A private registry: the engine pulls without credentials and is refused, so the SSH
+/// user's own `docker login` is used (as a `docker pull` on the host did before the
+/// Engine API); logged out, the deploy fails naming the refusal and changes nothing.
+#[tokio::test]
+async fn a_private_registry_is_pulled_with_the_ssh_users_docker_login() {
+    let s = Scene::start("login", TargetType::DockerHost);
+    let (exec, target, web) = (&s.exec, &s.target, &s.web);
+    let (user, password) = ("deployer", "not-a-real-secret");
+    let private = deploy_testkit::Registry::start_with_login(user, password).unwrap();
+    // v1 pushed to it with a client config of its own (root's logins stay untouched).
+    let config = tempfile::tempdir().unwrap();
+    let config = config.path().to_str().unwrap();
+    let addr = private.address();
+    let tag = format!("{addr}/{}/private:v1", s.p);
+    let docker = |args: &[&str]| deploy_testkit::run_checked("docker", args).unwrap();
+    docker(&[
+        "--config", config, "login", "-u", user, "-p", password, &addr,
+    ]);
+    docker(&["pull", "--quiet", &s.peers.images.v1]);
+    docker(&["tag", &s.peers.images.v1, &tag]);
+    let pushed = docker(&["--config", config, "push", &tag]);
+    let digest = pushed
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in {pushed}"));
+    let image = format!("{addr}/{}/private@{digest}", s.p);
+    // The engine must not have it under that name: the deploy has to pull.
+    docker(&["rmi", &tag]);
+    let _ = deploy_testkit::run_checked("docker", &["rmi", &image]);
+
+    let (logs, c) = ctx(60);
+    let refused = exec
+        .deploy(&docker_request(target, web, &image, 1), &c)
+        .await;
+    assert!(!refused.success, "{refused:?}");
+    let why = refused.error.as_ref().unwrap().to_string();
+    assert!(
+        why.contains("no basic auth credentials") || why.contains("unauthorized"),
+        "{why}\n{:#?}",
+        logs.lines()
+    );
+    assert_eq!(exec.inspect(target, web, &c).await.unwrap(), None);
+
+    let login = docker_as_ssh_user(&s, &["login", "-u", user, "-p", password, &addr]).await;
+    assert_eq!(login.exit_status, 0, "{login:?}");
+    let (logs, c) = ctx(60);
+    let r = exec
+        .deploy(&docker_request(target, web, &image, 2), &c)
+        .await;
+    let _ = docker_as_ssh_user(&s, &["logout", &addr]).await;
+    assert!(r.success, "{r:?}\n{:#?}", logs.lines());
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l.contains("pulling with the host's docker login")),
+        "{:#?}",
+        logs.lines()
+    );
+    assert_eq!(version_of(web.as_str()), "v1");
+    assert_eq!(label(web.as_str(), "stella.digest"), digest);
+}

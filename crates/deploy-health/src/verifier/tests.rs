@@ -469,3 +469,47 @@ async fn misconfiguration_is_an_error_not_a_verdict() {
         Err(HealthError::InvalidConfig { .. })
     ));
 }
+
+/// A target that cannot say where its instance publishes (its connection is down).
+struct UnreachableInstances;
+
+#[async_trait]
+impl crate::InstanceProber for UnreachableInstances {
+    async fn published(
+        &self,
+        _target: &Target,
+        _slot: &deploy_core::Name,
+        _timeout: Duration,
+        _cancel: CancellationToken,
+    ) -> Result<Vec<deploy_core::PublishedPort>, String> {
+        Err("ssh 127.0.0.1:22: connection refused".to_owned())
+    }
+
+    async fn probe(
+        &self,
+        _target: &Target,
+        _probe: &deploy_core::InstanceProbe,
+        _cancel: CancellationToken,
+    ) -> Result<deploy_core::ProbeOutcome, String> {
+        unreachable!("no address to probe")
+    }
+}
+
+#[tokio::test]
+async fn an_instance_the_target_cannot_locate_is_unreachable_not_an_error() {
+    let verifier = HealthVerifier::new()
+        .unwrap()
+        .with_instance_prober(Arc::new(UnreachableInstances));
+    let web = deploy_core::testing::name("web");
+    let r = verifier
+        .verify(
+            &ssh_target(1),
+            &http_check("/health", None),
+            Some(&web),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.verdict, HealthVerdict::Unreachable, "{r:?}");
+    assert!(r.message.contains("connection refused"), "{r:?}");
+}

@@ -642,3 +642,46 @@ fn the_deployed_file_is_the_template_with_its_images_pinned() {
         bundle.get(crate::LOCK_FILE_NAME).unwrap().sha256
     );
 }
+
+#[test]
+fn a_multi_line_value_travels_in_the_compose_file_and_gets_no_env_file() {
+    let value = "-----BEGIN KEY-----\nline two\r\nend\n";
+    let mut q = String::new();
+    crate::yaml_out::quoted(&mut q, value);
+    let template = format!(
+        "services:\n  keyed:\n    componentName: web\n    environment:\n      KEY: {q}\n  plain:\n    componentName: worker\n    environment:\n      A: b\n"
+    );
+    let inputs = Inputs::new(&template);
+    let bundle = inputs.render();
+    let names: Vec<&str> = bundle
+        .artifacts
+        .iter()
+        .map(|a| a.file_name.as_str())
+        .collect();
+    // The env-file cannot hold the value, so the service has neither it nor the unit
+    // that reads it; the other service keeps both.
+    assert_eq!(
+        names,
+        [
+            "docker-compose.yml",
+            "docker-compose.lock.yml",
+            "plain.env",
+            "stella-plain.service",
+            "nginx.conf",
+            "manifest.json"
+        ]
+    );
+    let dir = temp_dir("stella-multiline-").unwrap();
+    write_bundle(dir.path(), &bundle);
+    for cli in compose_clis() {
+        for file in [crate::COMPOSE_FILE_NAME, crate::LOCK_FILE_NAME] {
+            let config = compose_config(&cli, dir.path(), file).unwrap();
+            assert!(
+                same_value(&config["services"]["keyed"]["environment"]["KEY"], value),
+                "{cli:?} {file}: {:?}",
+                config["services"]["keyed"]["environment"]["KEY"]
+            );
+            assert_service_matches(&config, &inputs, file, &cli);
+        }
+    }
+}
