@@ -71,6 +71,26 @@ pub struct ComponentSpec {
     pub keep_previous_running: bool,
 }
 
+impl ComponentSpec {
+    /// deploy-docker's request to run this component for `target` by task `task`
+    /// (the SSH and WinRM executors; the agent builds its own from the payload).
+    pub(crate) fn deploy_spec<'a>(
+        &'a self,
+        target: &'a Name,
+        task: &'a str,
+    ) -> deploy_docker::DeploySpec<'a> {
+        deploy_docker::DeploySpec {
+            target,
+            task,
+            name: &self.name,
+            spec: &self.container,
+            keep_previous_running: self.keep_previous_running,
+            stop_first: false,
+            auth: None,
+        }
+    }
+}
+
 /// The outcome of a deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionResult {
@@ -91,6 +111,20 @@ pub struct ExecutionResult {
 }
 
 impl ExecutionResult {
+    /// A docker_host sequence that left `name` running `done.digest`.
+    pub(crate) fn deployed(name: &Name, done: deploy_docker::Deployed) -> Self {
+        Self {
+            success: true,
+            deployed_digest: Some(done.digest.clone()),
+            previous_digest: done.previous,
+            changed: done.changed,
+            running: [(name.to_string(), done.digest)].into(),
+            published: done.published,
+            agent: None,
+            error: None,
+        }
+    }
+
     /// A failed deploy.
     pub fn failed(error: ExecError, previous_digest: Option<Digest>) -> Self {
         Self {

@@ -23,7 +23,7 @@ use crate::ssh::config::SshExecutorConfig;
 use crate::ssh::docker_api::{SshDockerApi, docker_over_ssh};
 use crate::ssh::host_key::HostKeyCheck;
 use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
-use deploy_docker::{BollardApi, DeploySpec, DockerHost, SequenceConfig};
+use deploy_docker::{BollardApi, DockerHost, SequenceConfig};
 
 type Slot = Arc<Mutex<Option<Connected>>>;
 
@@ -235,15 +235,7 @@ impl SshExecutor {
             config: self.sequence_config(),
         };
         let task = request.task.id.to_string();
-        let spec = DeploySpec {
-            target: &request.target.name,
-            task: &task,
-            name: &component.name,
-            spec: &component.container,
-            keep_previous_running: component.keep_previous_running,
-            stop_first: false,
-            auth: None,
-        };
+        let spec = component.deploy_spec(&request.target.name, &task);
         let deploy = async {
             sequence.deploy(&spec, &ctx.log).await.map_err(|f| {
                 (
@@ -258,16 +250,7 @@ impl SshExecutor {
             () = tokio::time::sleep_until(deadline) => Err((ExecError::Timeout { host: host.clone(), what: "docker_host deploy".to_owned(), seconds: ctx.timeout.as_secs() }, None)),
         };
         match outcome {
-            Ok(done) => ExecutionResult {
-                success: true,
-                deployed_digest: Some(done.digest.clone()),
-                previous_digest: done.previous,
-                changed: done.changed,
-                running: [(component.name.to_string(), done.digest)].into(),
-                published: done.published,
-                agent: None,
-                error: None,
-            },
+            Ok(done) => ExecutionResult::deployed(&component.name, done),
             Err((error, previous)) => {
                 if matches!(
                     error,

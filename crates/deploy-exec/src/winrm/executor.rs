@@ -15,7 +15,7 @@ use crate::secrets::SecretsProvider;
 use crate::winrm::client::{RunOutput, WinrmClient, WinrmClientConfig, split_credential};
 use crate::winrm::docker_cli::CliApi;
 use crate::winrm::powershell::{call_script, powershell_args};
-use deploy_docker::{DeploySpec, DockerHost, SequenceConfig};
+use deploy_docker::{DockerHost, SequenceConfig};
 
 /// Longest recovery of a docker_host deploy cut by a cancel or a timeout.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -170,27 +170,10 @@ impl WinrmExecutor {
             config: self.sequence_config(),
         };
         let task = request.task.id.to_string();
-        let spec = DeploySpec {
-            target: &request.target.name,
-            task: &task,
-            name: &component.name,
-            spec: &component.container,
-            keep_previous_running: component.keep_previous_running,
-            stop_first: false,
-            auth: None,
-        };
+        let spec = component.deploy_spec(&request.target.name, &task);
         let host = s.client.endpoint().to_owned();
         match sequence.deploy(&spec, &ctx.log).await {
-            Ok(done) => ExecutionResult {
-                success: true,
-                deployed_digest: Some(done.digest.clone()),
-                previous_digest: done.previous,
-                changed: done.changed,
-                running: [(component.name.to_string(), done.digest)].into(),
-                published: done.published,
-                agent: None,
-                error: None,
-            },
+            Ok(done) => ExecutionResult::deployed(&component.name, done),
             Err(f) => {
                 let error = ExecError::docker(&host, component.name.as_str(), f.error);
                 if ctx.cancel.is_cancelled() || Instant::now() >= deadline {
