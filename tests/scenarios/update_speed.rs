@@ -7,8 +7,9 @@
 //!
 //! Updates: an already-pulled image, no health check, each round a new value of one
 //! variable (so every deploy creates a new container, as `docker run` does; no
-//! instant revert). deployd: `deployctl deploy --follow`, from the command's start to
-//! its exit (promotion, job, claim, the start-first swap on every host, the follow).
+//! instant revert). deployd: `deployctl deploy --follow --parallelism <hosts>`, from
+//! the command's start to its exit (promotion, job, claim, the start-first swap on
+//! every host at once, the follow).
 //! Plain: one `ssh … 'docker rm -f C; docker run -d --name C -e … IMAGE CMD'` per host,
 //! all at once, to the last exit.
 //!
@@ -196,10 +197,21 @@ fn an_update_through_deployd_against_plain_ssh() {
                 .as_str()
                 .unwrap()
                 .to_owned();
+            // Every host at once, as the plain ssh side does (the default is 10).
+            let parallelism = size.to_string();
             let started = Instant::now();
             let out = ctl(
                 &setup.addr,
-                &["deploy", "--release", &release, "--env", env, "--follow"],
+                &[
+                    "deploy",
+                    "--release",
+                    &release,
+                    "--env",
+                    env,
+                    "--follow",
+                    "--parallelism",
+                    &parallelism,
+                ],
             );
             let took = started.elapsed();
             assert_eq!(
@@ -246,7 +258,7 @@ fn an_update_through_deployd_against_plain_ssh() {
             plain,
         )
         .goal(Goal::ratio_below(goal))
-        .notes("an already-pulled image, no health check, a new variable value per round (every deploy creates a container); one value per round, interleaved")
+        .notes("an already-pulled image, no health check, a new variable value per round (every deploy creates a container), every host at once on both sides (`--parallelism <hosts>`); one value per round, interleaved")
         .emit()
         .unwrap();
     }

@@ -290,7 +290,9 @@ pub fn render(run: &Value, figures: &[(String, Vec<Merged>)]) -> String {
         }
     }
     out.push('\n');
+    let mut sections_shown = std::collections::BTreeSet::new();
     for (step, (title, merged)) in run["steps"].as_array().into_iter().flatten().zip(figures) {
+        let first_of_section = sections_shown.insert(str_of(step, "section"));
         let _ = writeln!(out, "### {title}\n");
         let _ = writeln!(
             out,
@@ -309,7 +311,13 @@ pub fn render(run: &Value, figures: &[(String, Vec<Merged>)]) -> String {
                 "**This benchmark {status}**: the figures below, if any, come from the invocations that completed before it.\n"
             );
         }
-        if merged.is_empty() {
+        if merged.is_empty() && !first_of_section {
+            let _ = writeln!(
+                out,
+                "Its figures are in the table of the first `{}` step above (one table per section).\n",
+                str_of(step, "section")
+            );
+        } else if merged.is_empty() {
             out.push_str("No figures were recorded.\n\n");
         } else {
             section_table(&mut out, merged);
@@ -322,8 +330,14 @@ pub fn render(run: &Value, figures: &[(String, Vec<Merged>)]) -> String {
 /// Reads the figures of every recorded step from `dir` and rewrites the generated part of `doc`.
 pub fn rewrite(doc: &Path, run: &Value, dir: &Path) -> anyhow::Result<()> {
     let mut figures = Vec::new();
+    let mut read = std::collections::BTreeSet::new();
     for step in run["steps"].as_array().into_iter().flatten() {
         let section = str_of(step, "section");
+        // Steps of one section share its file: its figures go with the first of them.
+        if !read.insert(section) {
+            figures.push((str_of(step, "title").to_owned(), Vec::new()));
+            continue;
+        }
         let lines =
             std::fs::read_to_string(dir.join(format!("{section}.jsonl"))).unwrap_or_default();
         let merged = merge(&lines)
