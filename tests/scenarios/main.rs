@@ -13,6 +13,7 @@ mod agent_proc;
 mod bad_input;
 mod blue_green;
 mod cli;
+mod cli_stream;
 mod deployd_e2e;
 mod deployd_proc;
 mod engine_e2e;

@@ -12,6 +12,9 @@ pub const USAGE: u8 = 2;
 pub const ROLLED_BACK: u8 = 3;
 /// The server is unreachable, or the token was refused (401/403).
 pub const UNREACHABLE: u8 = 4;
+/// `--timeout` elapsed while following a job: deployctl stopped waiting, the job
+/// goes on (its outcome is unknown to this run, so neither 0 nor 1 fits).
+pub const TIMED_OUT: u8 = 5;
 
 /// An error with the exit code it maps to.
 #[derive(Debug)]

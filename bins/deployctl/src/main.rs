@@ -26,7 +26,8 @@ use crate::output::Output;
 /// deployctl: drive deployd from the command line.
 ///
 /// Exit codes: 0 success, 1 deployment failed, 2 usage or input error,
-/// 3 deployment rolled back, 4 server unreachable or token refused.
+/// 3 deployment rolled back, 4 server unreachable or token refused,
+/// 5 --timeout elapsed while following (deployctl stopped waiting; the job goes on).
 ///
 /// Server and token: flags, else DEPLOYCTL_SERVER / DEPLOYCTL_TOKEN, else the
 /// config file (--config, DEPLOYCTL_CONFIG, or ~/.config/deployctl/config.toml
@@ -60,8 +61,13 @@ struct Cli {
     #[arg(long, global = true, env = "DEPLOYCTL_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
     /// Output format.
-    #[arg(long, global = true, value_enum, default_value = "table")]
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: Output,
+    /// How long `--follow`, `jobs watch` and `logs --follow` wait for the end: then
+    /// deployctl stops waiting and exits 5, and the job goes on. `30s`, `5m`, `1h`,
+    /// or seconds (`90`) [default: until the job settles].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = client::parse_timeout)]
+    timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -368,18 +374,13 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     let file = config::load(cli.config.as_deref(), default_config.as_deref())?;
     let ca_file = cli.ca_file.clone().or_else(|| file.ca_file.clone());
     let settings = config::resolve(cli.server.clone(), cli.token.clone(), file)?;
-    let client = Client::new(&settings.server, settings.token, ca_file.as_deref())?;
+    let client = Client::new(&settings.server, settings.token, ca_file.as_deref())?
+        .with_follow_timeout(cli.timeout);
     let out = cli.output;
     let p = API_PREFIX;
     match cli.command {
         Command::Env(EnvCommand::Create { name, variables }) => {
-            let mut vars = serde_json::Map::new();
-            for v in &variables {
-                let (k, value) = v.split_once('=').ok_or_else(|| {
-                    CliError::new(USAGE, format!("--var `{v}` is not `KEY=value`"))
-                })?;
-                vars.insert(k.to_owned(), json!(value));
-            }
+            let vars = render::parse_variables(&variables)?;
             let v: Value = client
                 .post(
                     &format!("{p}/environments"),
@@ -465,7 +466,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             }
             let v: Value = client.post(&format!("{p}/plan"), Some(&body)).await?;
             match out {
-                Output::Json => output::object(out, &v, &[]),
+                Output::Json | Output::Yaml => output::object(out, &v, &[]),
                 Output::Table => plan::print(&v),
             }
         }
@@ -533,7 +534,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             }
             let v: Value = client.get(&format!("{p}/jobs?{query}")).await?;
             match out {
-                Output::Json => output::object(out, &v, &[]),
+                Output::Json | Output::Yaml => output::object(out, &v, &[]),
                 Output::Table => {
                     output::list(
                         out,
@@ -549,7 +550,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Jobs(JobsCommand::Show { id }) => {
             let v: Value = client.get(&format!("{p}/jobs/{id}")).await?;
             match out {
-                Output::Json => output::object(out, &v, &[]),
+                Output::Json | Output::Yaml => output::object(out, &v, &[]),
                 Output::Table => {
                     output::object(
                         out,
@@ -613,7 +614,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 let page: Value = client
                     .get(&format!("{p}/tasks/{task}/logs?after={after}&limit=500"))
                     .await?;
-                if out == Output::Json {
+                if out != Output::Table {
                     output::object(out, &page, &[]);
                 } else if let Some(chunks) = page["chunks"].as_array() {
                     for c in chunks {
@@ -674,7 +675,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             match out {
                 // The token alone, so `TOKEN=$(deployctl agent bootstrap-token ...)` works.
                 Output::Table => output::line(v["token"].as_str().unwrap_or_default()),
-                Output::Json => output::object(out, &v, &[]),
+                Output::Json | Output::Yaml => output::object(out, &v, &[]),
             }
         }
         Command::Agent(AgentCommand::BootstrapTokens) => {
@@ -733,7 +734,7 @@ fn page_query(page: &PageArgs) -> String {
 /// Prints a page of a list (`field` holds the items) and how to read the next one.
 fn print_page(out: Output, page: &Value, field: &str, columns: &[&str]) {
     match out {
-        Output::Json => output::object(out, page, &[]),
+        Output::Json | Output::Yaml => output::object(out, page, &[]),
         Output::Table => {
             output::list(out, &page[field], columns);
             if let Some(next) = page["next_before"].as_str() {
@@ -746,7 +747,7 @@ fn print_page(out: Output, page: &Value, field: &str, columns: &[&str]) {
 /// One log chunk: its lines (table), or the chunk as one JSON line.
 fn print_chunk(out: Output, chunk: &Value) {
     match out {
-        Output::Json => output::line(&chunk.to_string()),
+        Output::Json | Output::Yaml => output::line(&chunk.to_string()),
         Output::Table => output::line(
             chunk["content"]
                 .as_str()
@@ -779,7 +780,7 @@ async fn watch(client: &Client, out: Output, job: &str, logs: bool) -> Result<u8
             *last_status.borrow_mut() = data["status"].as_str().unwrap_or_default().to_owned();
         }
         match out {
-            Output::Json => output::line(
+            Output::Json | Output::Yaml => output::line(
                 &json!({"event": event.event, "id": event.id, "data": data}).to_string(),
             ),
             Output::Table if event.event == SSE_EVENT_END => {}
@@ -809,7 +810,7 @@ async fn watch(client: &Client, out: Output, job: &str, logs: bool) -> Result<u8
         let print = |lines: Vec<tail::LogLine>| {
             for l in lines {
                 match out {
-                    Output::Json => output::line(
+                    Output::Json | Output::Yaml => output::line(
                         &json!({"event": "log", "task_id": l.task_id, "task": l.label,
                                 "seq": l.seq, "line": l.line})
                         .to_string(),
@@ -846,7 +847,7 @@ async fn watch(client: &Client, out: Output, job: &str, logs: bool) -> Result<u8
     if let Some(logs) = tail {
         let rows = logs.summary(client).await?;
         match out {
-            Output::Json => {
+            Output::Json | Output::Yaml => {
                 output::line(&json!({"event": "summary", "tasks": rows}).to_string());
             }
             Output::Table => {

@@ -49,6 +49,20 @@ pub struct RenderArgs {
     podman: bool,
 }
 
+/// `--var KEY=value` flags (split at the first `=`), as an environment's variables.
+pub(crate) fn parse_variables(
+    flags: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    let mut variables = std::collections::BTreeMap::new();
+    for v in flags {
+        let (k, value) = v
+            .split_once('=')
+            .ok_or_else(|| input("--var", format!("`{v}`: expected KEY=VALUE")))?;
+        variables.insert(k.to_owned(), value.to_owned());
+    }
+    Ok(variables)
+}
+
 fn input(what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::new(USAGE, format!("{what}: {e}"))
 }
@@ -85,13 +99,7 @@ pub fn run(args: RenderArgs, out: Output) -> Result<(), CliError> {
     };
     let template = parse_template(&template_bytes)
         .map_err(|e| input(&format!("invalid template {shown}"), e))?;
-    let mut variables = std::collections::BTreeMap::new();
-    for v in &args.variables {
-        let (k, value) = v
-            .split_once('=')
-            .ok_or_else(|| input("--var", format!("`{v}`: expected KEY=VALUE")))?;
-        variables.insert(k.to_owned(), value.to_owned());
-    }
+    let variables = parse_variables(&args.variables)?;
     let environment = Name::parse(&args.environment).map_err(|e| input("--environment", e))?;
     // Defaults derive from the release so the same files give the same bytes.
     let timestamp = match &args.timestamp {
@@ -144,7 +152,7 @@ pub fn run(args: RenderArgs, out: Output) -> Result<(), CliError> {
         rows.push(json!({"file": a.file_name.as_str(), "kind": a.kind.as_str(), "sha256": a.sha256.to_string()}));
     }
     match out {
-        Output::Json => output::object(
+        Output::Json | Output::Yaml => output::object(
             out,
             &json!({"artifacts": rows, "bundle_digest": bundle.bundle_digest.to_string()}),
             &[],

@@ -216,14 +216,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
             match tls {
                 Some(acceptor) => {
                     let listener = TlsListener::new(listener, acceptor)?;
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<deploy_server::PeerAddr>(),
+                    )
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
                 }
                 None => {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<deploy_server::PeerAddr>(),
+                    )
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
                 }
             }
         }

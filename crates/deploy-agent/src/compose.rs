@@ -170,11 +170,10 @@ impl ComposeHost {
                     };
                     status.published.push(PublishedPort {
                         container_port: p.private_port,
-                        protocol: match p.typ.map(|t| t.to_string()).as_deref() {
-                            Some("udp") => Protocol::Udp,
-                            Some("sctp") => Protocol::Sctp,
-                            _ => Protocol::Tcp,
-                        },
+                        protocol: p
+                            .typ
+                            .and_then(|t| Protocol::parse(t.as_ref()))
+                            .unwrap_or_default(),
                         host_ip,
                         host_port,
                     });

@@ -12,8 +12,8 @@ use bollard::Docker;
 use deploy_api::agent::{AgentErrorCode, ComponentPayload, LogStream, RegistryAuth};
 use deploy_core::{Digest, Name, PublishedPort};
 use deploy_docker::{
-    BollardApi, DeploySpec as SequenceSpec, DockerError, DockerErrorKind, DockerHost as Sequence,
-    PullAuth, StepLog,
+    BollardApi, DeploySpec as SequenceSpec, Deployed, DockerError, DockerErrorKind,
+    DockerHost as Sequence, PullAuth, StepLog,
 };
 
 use crate::errors::TaskError;
@@ -38,15 +38,6 @@ pub struct DeploySpec<'a> {
     pub registry_auth: Option<&'a RegistryAuth>,
     /// The component's or the target's `stop_first`.
     pub stop_first: bool,
-}
-
-/// A successful deploy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deployed {
-    pub deployed: Digest,
-    pub previous: Option<Digest>,
-    pub changed: bool,
-    pub published: Vec<PublishedPort>,
 }
 
 /// A failed deploy and what ran before it.
@@ -132,23 +123,6 @@ impl DockerHost {
         }
     }
 
-    /// The digest container `name` runs (from its `stella.digest` label), if it runs;
-    /// refused when `name` belongs to another target than `target`.
-    pub async fn running_digest(
-        &self,
-        name: &str,
-        target: &Name,
-    ) -> Result<Option<Digest>, TaskError> {
-        let name = Name::parse(name)
-            .map_err(|e| TaskError::invalid(format!("inspect container `{name}`: {e}")))?;
-        Ok(self
-            .sequence()
-            .running(&name, target)
-            .await
-            .map_err(task_error)?
-            .map(|r| r.digest))
-    }
-
     /// What container `name` runs (if it runs) and where it publishes its ports;
     /// refused when `name` belongs to another target than `target`.
     pub async fn instance(
@@ -191,18 +165,13 @@ impl DockerHost {
             stop_first: spec.stop_first,
             auth: auth.as_ref(),
         };
-        match self.sequence().deploy(&d, log).await {
-            Ok(done) => Ok(Deployed {
-                deployed: done.digest,
-                previous: done.previous,
-                changed: done.changed,
-                published: done.published,
-            }),
-            Err(f) => Err(DeployFailure {
+        self.sequence()
+            .deploy(&d, log)
+            .await
+            .map_err(|f| DeployFailure {
                 error: task_error(f.error),
                 previous: f.previous,
-            }),
-        }
+            })
     }
 
     /// After a deploy was cancelled, timed out or was cut by an agent crash halfway:

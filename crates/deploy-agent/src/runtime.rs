@@ -240,21 +240,14 @@ impl Runtime {
 
     /// A probe of an instance on this host: its loopback is ours.
     async fn probe(probe: &deploy_core::InstanceProbe) -> deploy_core::ProbeOutcome {
-        let address = deploy_health::local_address(&probe.address);
-        let timeout = Duration::from_millis(probe.timeout_ms);
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
-            Ok(Ok(stream)) => deploy_health::probe_stream(stream, &address, probe).await,
-            Ok(Err(e)) => deploy_core::ProbeOutcome {
-                healthy: false,
-                message: format!("tcp {address} refused: {e}"),
-                status_code: None,
-            },
-            Err(_) => deploy_core::ProbeOutcome {
-                healthy: false,
-                message: format!("tcp {address} timed out after {} ms", probe.timeout_ms),
-                status_code: None,
-            },
-        }
+        let local = deploy_health::local_socket(&probe.address);
+        deploy_health::probe_tcp(
+            &local.ip().to_string(),
+            local.port(),
+            &local.to_string(),
+            probe,
+        )
+        .await
     }
 
     /// The digest running for `component` (docker_host: the container; compose_host: the
@@ -324,8 +317,8 @@ impl Runtime {
                 let _slot = self.locks.lock(&Self::slot(target, &component.name)).await;
                 match docker.deploy(&spec, log).await {
                     Ok(d) => TaskOutcome::Deployed {
-                        running: [(component.name.to_string(), d.deployed.clone())].into(),
-                        deployed_digest: d.deployed,
+                        running: [(component.name.to_string(), d.digest.clone())].into(),
+                        deployed_digest: d.digest,
                         previous_digest: d.previous,
                         changed: d.changed,
                         published: d.published,

@@ -17,11 +17,12 @@ pub use agent::AGENT_PROTOCOL_VERSION;
 pub use errors::ApiTypeError;
 pub use problem::{PROBLEM_MEDIA_TYPE, Problem, ProblemType};
 pub use resources::{
-    ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, ComponentRequest,
-    CreateEnvironmentRequest, CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest,
-    CreateTokenRequest, CreatedToken, EnvironmentList, HealthResponse, JobEventDto, JobList,
-    JobListItem, LogChunkDto, LogPage, PlanChange, PlanEntry, PlanRequest, PlanResponse, PlanWave,
-    ReleaseList, RollbackRequest, TokenSummary,
+    ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, AuditEntry, AuditList,
+    ComponentRequest, CreateEnvironmentRequest, CreatePromotionRequest, CreateReleaseRequest,
+    CreateTargetRequest, CreateTokenRequest, CreatedToken, EnvironmentList, HealthResponse,
+    JobEventDto, JobList, JobListItem, LogChunkDto, LogPage, PlanChange, PlanEntry, PlanRequest,
+    PlanResponse, PlanWave, PromotionList, RejectPromotionRequest, ReleaseList, RollbackRequest,
+    TokenSummary, UpdateEnvironmentRequest,
 };
 pub use role::Role;
 

@@ -7,10 +7,10 @@
 use std::num::NonZeroU32;
 
 use deploy_core::{
-    ArtifactKind, Connection, DeploymentJob, DeploymentTask, Digest, Environment, EnvironmentId,
-    FailurePolicy, GeneratedArtifact, HealthCheckConfig, Hooks, HttpUrl, IdempotencyKey, ImageRef,
-    JobId, JobStatus, Labels, Name, Promotion, PromotionId, Release, ReleaseId, Strategy, TargetId,
-    TargetType, TaskId, Timestamp,
+    ApprovalPolicy, ArtifactKind, Connection, DeploymentJob, DeploymentTask, Digest, Environment,
+    EnvironmentId, FailurePolicy, GeneratedArtifact, HealthCheckConfig, Hooks, HttpUrl,
+    IdempotencyKey, ImageRef, JobId, JobStatus, Labels, Name, Promotion, PromotionId, Release,
+    ReleaseId, Strategy, TargetId, TargetType, TaskId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -33,6 +33,38 @@ pub struct CreateEnvironmentRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub variables: std::collections::BTreeMap<String, String>,
+    /// Who must approve promotions here (absent: one approval by any deployer, the
+    /// requester included): `{"required_approvals": 2, "approver_role": "deployer" |
+    /// "admin", "approvers": ["token name", …], "allow_self_approval": false}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub approval: Option<ApprovalPolicy>,
+    /// Environments (names or ids) in which a release must have completed before it may
+    /// be promoted here: the pipeline (`["staging"]` for prod).
+    #[serde(default)]
+    pub requires: Vec<String>,
+}
+
+/// `PUT /api/v1/environments/{id}`: the whole new definition, and the version it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEnvironmentRequest {
+    #[schema(value_type = String)]
+    pub name: Name,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub hooks: Hooks,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub approval: Option<ApprovalPolicy>,
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// The `version` of the environment this update was made from; another write since
+    /// then makes it 409.
+    pub version: u64,
 }
 
 /// `POST /api/v1/environments/{id}/targets`
@@ -87,10 +119,32 @@ pub struct CreateReleaseRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePromotionRequest {
-    #[schema(value_type = String)]
-    pub release_id: ReleaseId,
-    #[schema(value_type = String)]
-    pub environment_id: EnvironmentId,
+    /// The release's name or id (`release_id` is accepted too).
+    #[serde(alias = "release_id")]
+    pub release: String,
+    /// The environment's name or id (`environment_id` is accepted too).
+    #[serde(alias = "environment_id")]
+    pub environment: String,
+}
+
+/// `POST /api/v1/promotions/{id}/reject`: why (optional body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectPromotionRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A page of promotions (`GET /api/v1/promotions?environment=&status=&before=&limit=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionList {
+    /// Newest first.
+    #[schema(value_type = Vec<crate::schema::Promotion>)]
+    pub promotions: Vec<Promotion>,
+    /// Pass as `before` to read the next page; `None` when this page was not full.
+    #[schema(value_type = Option<String>)]
+    pub next_before: Option<PromotionId>,
 }
 
 /// `POST /api/v1/promotions/{id}/approve`: optional settings of the job it creates.
@@ -119,14 +173,19 @@ pub struct ApprovePromotionRequest {
     pub template: Option<String>,
 }
 
-/// The approved promotion and the job its approval created.
+/// The promotion after an approval, and the job once it is approved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovePromotionResponse {
     #[schema(value_type = crate::schema::Promotion)]
     pub promotion: Promotion,
-    #[schema(value_type = crate::schema::DeploymentJob)]
-    pub job: DeploymentJob,
+    /// The job the approval created (or had created); absent while more approvals are needed.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::schema::DeploymentJob>)]
+    pub job: Option<DeploymentJob>,
+    /// Approvals still needed before the job is created (0 once approved).
+    #[serde(default)]
+    pub missing_approvals: u32,
 }
 
 /// `POST /api/v1/jobs/{id}/rollback`
@@ -292,6 +351,9 @@ pub struct ArtifactSummary {
 pub struct CreateTokenRequest {
     pub name: String,
     pub role: Role,
+    /// Seconds until the token stops being accepted (absent: it never expires).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
 }
 
 /// A new token: the secret is shown in this response only; the server keeps its sha256.
@@ -302,6 +364,43 @@ pub struct CreatedToken {
     pub name: String,
     pub role: Role,
     pub token: String,
+}
+
+/// One row of the audit log (`GET /api/v1/audit`): a write through the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    pub seq: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    /// `token` or `agent`.
+    pub actor_kind: String,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub method: String,
+    /// The route template, e.g. `/api/v1/environments/{id}`.
+    pub route: String,
+    pub path: String,
+    pub entity_id: Option<String>,
+    /// The answer's HTTP status (refused writes are recorded too).
+    pub status: u16,
+    /// The peer address, and `X-Forwarded-For` when the request carried one.
+    pub remote: Option<String>,
+    /// The entity before the write (updates), secrets redacted.
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    /// The answer, secrets redacted.
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `before` to read the next page; `None` when this page was not full.
+    pub next_before: Option<u64>,
 }
 
 /// A page of environments (`GET /api/v1/environments?before=&limit=`).
@@ -343,16 +442,22 @@ pub struct TokenSummary {
     /// Set once the token is revoked; a revoked token is refused at once.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<Timestamp>,
+    /// When it stops being accepted (`None`: never).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// `POST /api/v1/plan`: what deploying `release_id` to `environment_id` would do, without doing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
-    #[schema(value_type = String)]
-    pub release_id: ReleaseId,
-    #[schema(value_type = String)]
-    pub environment_id: EnvironmentId,
+    /// The release's name or id (`release_id` is accepted too).
+    #[serde(alias = "release_id")]
+    pub release: String,
+    /// The environment's name or id (`environment_id` is accepted too).
+    #[serde(alias = "environment_id")]
+    pub environment: String,
     /// Rollout strategy (default all-at-once).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]

@@ -23,6 +23,13 @@ pub struct Environment {
     /// the same name, and gives one to a variable declared without a value.
     #[schema(value_type = Object)]
     pub variables: (),
+    /// Who must approve promotions here (`None`: one approval by any deployer).
+    #[schema(value_type = Option<Object>)]
+    pub approval: (),
+    /// Ids of the environments in which a release must have completed first.
+    pub requires: Vec<String>,
+    /// Bumped by every update; an update names the version it replaces.
+    pub version: u64,
     #[schema(format = DateTime)]
     pub created_at: String,
 }
@@ -85,12 +92,22 @@ pub struct Promotion {
     pub environment_id: String,
     /// `requested`, `approved` or `rejected`.
     pub status: String,
+    /// The requesting token's name.
     pub requested_by: String,
+    /// The requesting token's id.
+    pub requested_by_token: Option<String>,
+    /// The token whose approval or rejection decided it.
     pub decided_by: Option<String>,
     #[schema(format = DateTime)]
     pub requested_at: String,
     #[schema(format = DateTime)]
     pub decided_at: Option<String>,
+    /// Approvals so far: `{by, token_id, at}`, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub approvals: (),
+    pub rejection_reason: Option<String>,
+    /// Bumped by every change.
+    pub version: u64,
 }
 
 /// A rendered file of a job (compose file, lock, env file, unit, nginx config, manifest).

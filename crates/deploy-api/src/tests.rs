@@ -145,6 +145,7 @@ fn api_schemas_match_their_json() {
         created_at: deploy_core::testing::ts(1),
         last_used_at: None,
         revoked_at: None,
+        expires_at: None,
     };
     assert_eq!(properties::<TokenSummary>(), keys(&token));
     assert!(

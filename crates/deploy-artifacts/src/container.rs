@@ -370,12 +370,7 @@ pub(crate) fn boolean(field: &str, v: &Value) -> Result<bool, ArtifactError> {
 }
 
 fn protocol(field: &str, p: &str) -> Result<Protocol, ArtifactError> {
-    match p {
-        "tcp" => Ok(Protocol::Tcp),
-        "udp" => Ok(Protocol::Udp),
-        "sctp" => Ok(Protocol::Sctp),
-        other => Err(ArtifactError::invalid(field, other, "tcp, udp or sctp")),
-    }
+    Protocol::parse(p).ok_or_else(|| ArtifactError::invalid(field, p, "tcp, udp or sctp"))
 }
 
 /// `8080` or `8000-8010`, as an inclusive range.

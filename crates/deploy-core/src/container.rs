@@ -118,6 +118,13 @@ impl Protocol {
             Self::Sctp => "sctp",
         }
     }
+
+    /// Reads Docker's spelling back (the inverse of [`Protocol::as_str`]).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Tcp, Self::Udp, Self::Sctp]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
 }
 
 /// A container port published on the host.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::ApprovalPolicy;
 use crate::container::valid_env_key;
 use crate::errors::ValidationError;
 use crate::ids::EnvironmentId;
@@ -24,6 +25,17 @@ pub struct Environment {
     /// one to a variable the service declares without a value.
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Who must approve a promotion here; `None`: one approval by any deployer, the
+    /// requester included.
+    #[serde(default)]
+    pub approval: Option<ApprovalPolicy>,
+    /// The pipeline: environments in which a release must have completed a job before
+    /// it may be promoted here (staging before prod).
+    #[serde(default)]
+    pub requires: Vec<EnvironmentId>,
+    /// Bumped by every update: a write names the version it read (stale: 409).
+    #[serde(default)]
+    pub version: u64,
     pub created_at: Timestamp,
 }
 
@@ -31,6 +43,24 @@ impl Environment {
     /// Checks the variables: names `[A-Za-z_][A-Za-z0-9_]*` not starting `STELLA_`,
     /// values without NUL.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(policy) = &self.approval {
+            policy.validate("approval")?;
+        }
+        if self.requires.contains(&self.id) {
+            return Err(ValidationError::new(
+                "requires",
+                self.name.as_str(),
+                "other environments: an environment cannot require itself",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = self.requires.iter().find(|e| !seen.insert(**e)) {
+            return Err(ValidationError::new(
+                "requires",
+                twice,
+                "each required environment once",
+            ));
+        }
         for (k, v) in &self.variables {
             if !valid_env_key(k) {
                 return Err(ValidationError::new(

@@ -5,6 +5,7 @@
 //! service embedding these crates agree on one exact meaning of "job", "task",
 //! "status" and "wave", and every rule here is testable as a plain function.
 
+mod approval;
 mod artifact;
 mod compose_status;
 mod connection;
@@ -34,6 +35,10 @@ mod values;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use approval::{
+    Approval, ApprovalOutcome, ApprovalPolicy, ApprovalRefused, Approver, ApproverRole,
+    MAX_REQUIRED_APPROVALS,
+};
 pub use artifact::{ArtifactKind, GeneratedArtifact, sha256_of};
 pub use compose_status::ComposeStatus;
 pub use connection::{

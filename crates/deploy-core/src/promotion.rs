@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::Approval;
 use crate::errors::InvalidTransition;
 use crate::ids::{EnvironmentId, PromotionId, ReleaseId};
 use crate::timestamp::Timestamp;
@@ -50,13 +51,39 @@ pub struct Promotion {
     pub release_id: ReleaseId,
     pub environment_id: EnvironmentId,
     pub status: PromotionStatus,
+    /// The requesting token's name.
     pub requested_by: String,
+    /// The requesting token's id (for the self-approval rule; absent on older rows).
+    #[serde(default)]
+    pub requested_by_token: Option<uuid::Uuid>,
+    /// The token whose approval or rejection decided it.
     pub decided_by: Option<String>,
     pub requested_at: Timestamp,
     pub decided_at: Option<Timestamp>,
+    /// Approvals so far, oldest first (a policy may need several).
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+    /// Why it was rejected.
+    #[serde(default)]
+    pub rejection_reason: Option<String>,
+    /// Bumped by every stored change: a write names the version it read.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Promotion {
+    /// Rejects a requested promotion, with the reason given.
+    pub fn reject(
+        &mut self,
+        by: &str,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), InvalidTransition> {
+        self.decide(PromotionDecision::Reject, by, now)?;
+        self.rejection_reason = reason;
+        Ok(())
+    }
+
     /// Records a decision; only a requested promotion can be decided, and only once.
     pub fn decide(
         &mut self,

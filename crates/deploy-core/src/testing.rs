@@ -146,9 +146,13 @@ pub fn promotion(n: u64) -> Promotion {
         environment_id: environment_id(1),
         status: PromotionStatus::Requested,
         requested_by: "tester".to_owned(),
+        requested_by_token: None,
         decided_by: None,
         requested_at: ts(0),
         decided_at: None,
+        approvals: Vec::new(),
+        rejection_reason: None,
+        version: 0,
     }
 }
 
@@ -168,6 +172,9 @@ pub fn environment(env: &str) -> Environment {
         name: name(env),
         hooks: Hooks::default(),
         variables: Default::default(),
+        approval: None,
+        requires: Vec::new(),
+        version: 0,
         created_at: ts(0),
     }
 }

@@ -90,14 +90,6 @@ pub fn pull_error(image: &str, detail: &str) -> DockerError {
     DockerError::new(kind, format!("pull {image}: {detail}"))
 }
 
-fn protocol(p: &str) -> Protocol {
-    match p {
-        "udp" => Protocol::Udp,
-        "sctp" => Protocol::Sctp,
-        _ => Protocol::Tcp,
-    }
-}
-
 /// Our view of an inspected container (the Engine API's answer, which is also what
 /// `docker inspect` prints, so the CLI transport reads it with the same type).
 pub fn container_of(c: ContainerInspectResponse) -> Container {
@@ -128,7 +120,7 @@ pub fn container_of(c: ContainerInspectResponse) -> Container {
             if let Some(host_port) = b.host_port.and_then(|p| p.parse().ok()) {
                 published.push(PublishedPort {
                     container_port,
-                    protocol: protocol(proto),
+                    protocol: Protocol::parse(proto).unwrap_or_default(),
                     host_ip,
                     host_port,
                 });

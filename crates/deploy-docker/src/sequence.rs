@@ -378,10 +378,13 @@ impl DockerHost<'_> {
                 "{prev} could not be started again, starting a new container: {why}"
             ));
             self.log_tail(&next, log).await;
-            self.api.remove(&next).await?;
+            // The old container serves again even when the removal failed (the new
+            // container's path below removes `-next` again, and reports that error).
+            let removed = self.api.remove(&next).await;
             if stopped {
                 self.restart_current(d.name, log).await;
             }
+            removed?;
             return Ok(false);
         }
         self.swap(d, stopped).await?;

@@ -100,6 +100,9 @@ async fn one_run(n: u64, postgres: bool, store_only: bool) -> (f64, Duration) {
             name: name("bench"),
             hooks: Hooks::default(),
             variables: Default::default(),
+            approval: None,
+            requires: Vec::new(),
+            version: 0,
             created_at: ts(0),
         })
         .await

@@ -60,6 +60,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         name: Name::parse("demo")?,
         hooks: Default::default(),
         variables: Default::default(),
+        approval: None,
+        requires: Vec::new(),
+        version: 0,
         created_at: now,
     };
     store.put_environment(&environment).await?;
@@ -100,9 +103,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         environment_id: environment.id,
         status: PromotionStatus::Requested,
         requested_by: "example".to_owned(),
+        requested_by_token: None,
         decided_by: None,
         requested_at: now,
         decided_at: None,
+        approvals: Vec::new(),
+        rejection_reason: None,
+        version: 0,
     };
     promotion.decide(PromotionDecision::Approve, "example", now)?;
     store.put_promotion(&promotion).await?;

@@ -13,6 +13,7 @@ use deploy_core::{
     PromotionId, PromotionStatus, Protocol, Release, Strategy, Target, TargetType, TaskId,
     UnixPath, plan,
 };
+use deploy_health::NoProbePort;
 use deploy_store::{Created, StoreError};
 
 use crate::clock::random_bytes;
@@ -391,20 +392,19 @@ fn check_instance_port(
     let Some(wanted) = instance_check_port(target) else {
         return Ok(());
     };
-    let mut tcp: Vec<u16> = spec
+    let tcp: Vec<u16> = spec
         .ports
         .iter()
         .filter(|p| p.protocol == Protocol::Tcp)
         .map(|p| p.container_port)
         .collect();
-    tcp.sort_unstable();
-    tcp.dedup();
-    let problem = match (wanted, tcp.as_slice()) {
-        (Some(port), published) if published.contains(&port) => return Ok(()),
-        (None, [_]) => return Ok(()),
-        (Some(port), _) => format!("does not publish container port {port}/tcp"),
-        (None, []) => "publishes no TCP port".to_owned(),
-        (None, _) => {
+    let problem = match deploy_health::probe_container_port(&tcp, wanted) {
+        Ok(_) => return Ok(()),
+        Err(NoProbePort::NotPublished(port)) => {
+            format!("does not publish container port {port}/tcp")
+        }
+        Err(NoProbePort::None) => "publishes no TCP port".to_owned(),
+        Err(NoProbePort::Several(_)) => {
             "publishes several TCP ports; name one with `port` in the health check".to_owned()
         }
     };

@@ -161,11 +161,11 @@ async fn attach_artifacts(
     let now = inner.clock.now();
     let mut jobs: BTreeMap<JobId, DeploymentJob> = BTreeMap::new();
     for (target, source) in sources {
-        if let std::collections::btree_map::Entry::Vacant(slot) = jobs.entry(source) {
-            slot.insert(inner.store.get_job(source).await?);
-        }
-        let Some(source_job) = jobs.get(&source) else {
-            continue;
+        let source_job = match jobs.entry(source) {
+            std::collections::btree_map::Entry::Occupied(read) => read.into_mut(),
+            std::collections::btree_map::Entry::Vacant(unread) => {
+                unread.insert(inner.store.get_job(source).await?)
+            }
         };
         for a in source_job
             .artifacts

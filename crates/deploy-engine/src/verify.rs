@@ -8,7 +8,7 @@ use deploy_core::{
     CommandSpec, DeploymentJob, HealthCheck, HealthCheckConfig, InstanceProbe, Name, ProbeOutcome,
     PublishedPort, Target,
 };
-use deploy_exec::{ExecContext, ExecutorRegistry, NullSink, TaskLog};
+use deploy_exec::{ExecContext, Executor, ExecutorRegistry, NullSink, TaskLog};
 use deploy_health::{CommandOutput, CommandRunner, HealthVerdict, InstanceProber};
 use tokio_util::sync::CancellationToken;
 
@@ -21,15 +21,15 @@ pub(crate) struct ExecCommandRunner {
     pub executors: ExecutorRegistry,
 }
 
-#[async_trait]
-impl InstanceProber for ExecCommandRunner {
-    async fn published(
+impl ExecCommandRunner {
+    /// `target`'s executor and a context that logs nothing (a health check's calls are
+    /// not task output), bounded by `timeout` and `cancel`.
+    fn silent(
         &self,
         target: &Target,
-        slot: &Name,
-        timeout: Duration,
         cancel: CancellationToken,
-    ) -> Result<Vec<PublishedPort>, String> {
+        timeout: Duration,
+    ) -> Result<(Arc<dyn Executor>, ExecContext), String> {
         let executor = self
             .executors
             .for_target(target)
@@ -39,6 +39,20 @@ impl InstanceProber for ExecCommandRunner {
             cancel,
             timeout,
         };
+        Ok((executor, ctx))
+    }
+}
+
+#[async_trait]
+impl InstanceProber for ExecCommandRunner {
+    async fn published(
+        &self,
+        target: &Target,
+        slot: &Name,
+        timeout: Duration,
+        cancel: CancellationToken,
+    ) -> Result<Vec<PublishedPort>, String> {
+        let (executor, ctx) = self.silent(target, cancel, timeout)?;
         executor
             .instance(target, slot, &ctx)
             .await
@@ -51,15 +65,8 @@ impl InstanceProber for ExecCommandRunner {
         probe: &InstanceProbe,
         cancel: CancellationToken,
     ) -> Result<ProbeOutcome, String> {
-        let executor = self
-            .executors
-            .for_target(target)
-            .map_err(|e| e.to_string())?;
-        let ctx = ExecContext {
-            log: TaskLog::new(Arc::new(NullSink), 0),
-            cancel,
-            timeout: Duration::from_millis(probe.timeout_ms),
-        };
+        let (executor, ctx) =
+            self.silent(target, cancel, Duration::from_millis(probe.timeout_ms))?;
         executor
             .probe(target, probe, &ctx)
             .await
@@ -105,15 +112,7 @@ impl CommandRunner for ExecCommandRunner {
         timeout: Duration,
         cancel: CancellationToken,
     ) -> Result<CommandOutput, String> {
-        let executor = self
-            .executors
-            .for_target(target)
-            .map_err(|e| e.to_string())?;
-        let ctx = ExecContext {
-            log: TaskLog::new(Arc::new(NullSink), 0),
-            cancel,
-            timeout,
-        };
+        let (executor, ctx) = self.silent(target, cancel, timeout)?;
         let out = executor
             .run_command(target, command, &ctx)
             .await

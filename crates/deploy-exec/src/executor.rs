@@ -210,21 +210,7 @@ pub async fn direct_probe(
     } else {
         format!("{host}:{}", address.host_port)
     };
-    let connect = tokio::net::TcpStream::connect((host.as_str(), address.host_port));
-    let timeout = std::time::Duration::from_millis(probe.timeout_ms);
-    Ok(match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(stream)) => deploy_health::probe_stream(stream, &authority, probe).await,
-        Ok(Err(e)) => ProbeOutcome {
-            healthy: false,
-            message: format!("tcp {authority} refused: {e}"),
-            status_code: None,
-        },
-        Err(_) => ProbeOutcome {
-            healthy: false,
-            message: format!("tcp {authority} timed out after {} ms", probe.timeout_ms),
-            status_code: None,
-        },
-    })
+    Ok(deploy_health::probe_tcp(&host, address.host_port, &authority, probe).await)
 }
 
 fn unsupported(operation: &str, target: &Target) -> ExecError {

@@ -35,6 +35,34 @@ pub trait InstanceProber: Send + Sync {
     ) -> Result<ProbeOutcome, String>;
 }
 
+/// Why an instance check finds no container port to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoProbePort {
+    /// The check names this port and it is not published (over TCP).
+    NotPublished(u16),
+    /// No TCP port is published.
+    None,
+    /// Several are (sorted) and the check names none.
+    Several(Vec<u16>),
+}
+
+/// The container port an instance check probes among the TCP container ports `tcp`
+/// (any order, repeats allowed): `wanted` when given, else the only one. The rule
+/// behind [`choose_port`], and behind the engine's refusal at job creation of a
+/// service that does not publish it.
+pub fn probe_container_port(tcp: &[u16], wanted: Option<u16>) -> Result<u16, NoProbePort> {
+    let mut distinct = tcp.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    match (wanted, distinct.as_slice()) {
+        (Some(port), ports) if ports.contains(&port) => Ok(port),
+        (Some(port), _) => Err(NoProbePort::NotPublished(port)),
+        (None, [port]) => Ok(*port),
+        (None, []) => Err(NoProbePort::None),
+        (None, _) => Err(NoProbePort::Several(distinct)),
+    }
+}
+
 /// The published port a check aims at: `port` (a container port, TCP) when given,
 /// else the instance's only published TCP port.
 pub fn choose_port(
@@ -45,41 +73,65 @@ pub fn choose_port(
         .iter()
         .filter(|p| p.protocol == deploy_core::Protocol::Tcp)
         .collect();
-    let shown = || {
-        let mut ports: Vec<String> = tcp.iter().map(|p| p.container_port.to_string()).collect();
+    let ports: Vec<u16> = tcp.iter().map(|p| p.container_port).collect();
+    let shown = |ports: &[u16]| {
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
         ports.dedup();
         if ports.is_empty() {
             "none".to_owned()
         } else {
-            ports.join(", ")
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
-    match port {
-        Some(port) => tcp
-            .iter()
-            .find(|p| p.container_port == port)
-            .map(|p| **p)
-            .ok_or_else(|| {
-                format!(
-                    "the instance does not publish container port {port}/tcp (it publishes: {}); publish it in the service definition",
-                    shown()
-                )
-            }),
-        None => {
-            let mut distinct: Vec<u16> = tcp.iter().map(|p| p.container_port).collect();
-            distinct.dedup();
-            match distinct.as_slice() {
-                [_] => Ok(*tcp[0]),
-                [] => Err(
-                    "the instance publishes no TCP port to probe; publish one in the service definition, or give the target a health_endpoint"
-                        .to_owned(),
-                ),
-                _ => Err(format!(
-                    "the instance publishes several TCP ports ({}); name the one to probe with `port` in the health check",
-                    shown()
-                )),
-            }
-        }
+    let explain = |why: NoProbePort| {
+        match why {
+        NoProbePort::NotPublished(port) => format!(
+            "the instance does not publish container port {port}/tcp (it publishes: {}); publish it in the service definition",
+            shown(&ports)
+        ),
+        NoProbePort::None => "the instance publishes no TCP port to probe; publish one in the service definition, or give the target a health_endpoint"
+            .to_owned(),
+        NoProbePort::Several(several) => format!(
+            "the instance publishes several TCP ports ({}); name the one to probe with `port` in the health check",
+            shown(&several)
+        ),
+    }
+    };
+    let chosen = probe_container_port(&ports, port).map_err(explain)?;
+    tcp.iter()
+        .find(|p| p.container_port == chosen)
+        .map(|p| **p)
+        .ok_or_else(|| explain(NoProbePort::NotPublished(chosen)))
+}
+
+/// A probe over a connection opened from this process to `host`:`port` (`authority`
+/// names it in messages and is the `Host` header): refused and timed-out connects are
+/// unhealthy verdicts, like a failing answer.
+pub async fn probe_tcp(
+    host: &str,
+    port: u16,
+    authority: &str,
+    probe: &InstanceProbe,
+) -> ProbeOutcome {
+    let connect = tokio::net::TcpStream::connect((host, port));
+    let timeout = std::time::Duration::from_millis(probe.timeout_ms);
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(stream)) => probe_stream(stream, authority, probe).await,
+        Ok(Err(e)) => ProbeOutcome {
+            healthy: false,
+            message: format!("tcp {authority} refused: {e}"),
+            status_code: None,
+        },
+        Err(_) => ProbeOutcome {
+            healthy: false,
+            message: format!("tcp {authority} timed out after {} ms", probe.timeout_ms),
+            status_code: None,
+        },
     }
 }
 
@@ -183,7 +235,7 @@ fn judge(url: &str, http: &HttpExpectation, status: u16, body: &[u8]) -> ProbeOu
 
 /// The address to dial from the target's own side: a port published on every address
 /// (`0.0.0.0`, `::`) is reached on loopback.
-pub fn local_address(p: &PublishedPort) -> String {
+pub fn local_socket(p: &PublishedPort) -> std::net::SocketAddr {
     let ip = if p.host_ip.is_unspecified() {
         match p.host_ip {
             std::net::IpAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -192,7 +244,12 @@ pub fn local_address(p: &PublishedPort) -> String {
     } else {
         p.host_ip
     };
-    std::net::SocketAddr::new(ip, p.host_port).to_string()
+    std::net::SocketAddr::new(ip, p.host_port)
+}
+
+/// [`local_socket`] as text (`127.0.0.1:49153`, `[::1]:49153`).
+pub fn local_address(p: &PublishedPort) -> String {
+    local_socket(p).to_string()
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ mod verifier;
 mod test_server;
 
 pub use errors::HealthError;
-pub use instance::{InstanceProber, choose_port, local_address, probe_stream};
+pub use instance::{
+    InstanceProber, NoProbePort, choose_port, local_address, local_socket, probe_container_port,
+    probe_stream, probe_tcp,
+};
 pub use probe::{CommandOutput, CommandRunner, Probe};
 pub use verifier::{HealthReport, HealthVerdict, HealthVerifier};

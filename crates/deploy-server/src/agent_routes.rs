@@ -131,6 +131,16 @@ fn hub_error(e: HubError) -> ServerError {
     }
 }
 
+/// The agent a path names: its id, or the registered agent of that name.
+async fn agent_ref(state: &ServerState, reference: &str) -> Result<AgentId, ServerError> {
+    if let Ok(id) = AgentId::parse(reference) {
+        return Ok(id);
+    }
+    let agents = state.store().list_agents().await?;
+    crate::resolve::by_name_or_id("agent", reference, agents, |a| a.id.into(), |a| &a.name)
+        .map(|a| a.id)
+}
+
 /// The calling agent, from its credential (memory only).
 fn authenticate_agent(state: &ServerState, headers: &HeaderMap) -> Result<AgentId, ServerError> {
     let credential = bearer(headers)?;
@@ -326,7 +336,7 @@ pub(crate) async fn list_agents(
     path = "/agents/{id}",
     tag = "agents",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "agent id")),
+    params(("id" = String, Path, description = "agent id or name")),
     responses((status = 200, description = "the agent", body = AgentSummary), ProblemResponses)
 )]
 pub(crate) async fn get_agent(
@@ -335,7 +345,7 @@ pub(crate) async fn get_agent(
     Path(id): Path<String>,
 ) -> Result<Json<AgentSummary>, ServerError> {
     authorize(&state, &headers, Role::Viewer).await?;
-    let id = parse_id("agent", &id, AgentId::parse)?;
+    let id = agent_ref(&state, &id).await?;
     state
         .agent_hub()
         .summary(id)
@@ -348,7 +358,7 @@ pub(crate) async fn get_agent(
     path = "/agents/{id}/revoke",
     tag = "agents",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "agent id")),
+    params(("id" = String, Path, description = "agent id or name")),
     responses((status = 200, description = "revoked (admin): its credential is refused at once and its in-flight tasks fail as retryable", body = AgentSummary), ProblemResponses)
 )]
 pub(crate) async fn revoke_agent(
@@ -357,7 +367,7 @@ pub(crate) async fn revoke_agent(
     Path(id): Path<String>,
 ) -> Result<Json<AgentSummary>, ServerError> {
     let caller = authorize(&state, &headers, Role::Admin).await?;
-    let id = parse_id("agent", &id, AgentId::parse)?;
+    let id = agent_ref(&state, &id).await?;
     let record = match state.store().revoke_agent(id, state.now()).await {
         Err(StoreError::NotFound { .. }) => {
             return Err(ServerError::NotFound(format!(

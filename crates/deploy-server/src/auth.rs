@@ -12,6 +12,23 @@ use crate::tokens::hash_token;
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub name: String,
+    pub token_id: uuid::Uuid,
+    pub role: Role,
+}
+
+impl Caller {
+    /// The caller as an approver of promotions.
+    pub(crate) fn approver(&self) -> deploy_core::Approver<'_> {
+        deploy_core::Approver {
+            name: &self.name,
+            token_id: Some(self.token_id),
+            role: match self.role {
+                Role::Viewer => None,
+                Role::Deployer => Some(deploy_core::ApproverRole::Deployer),
+                Role::Admin => Some(deploy_core::ApproverRole::Admin),
+            },
+        }
+    }
 }
 
 /// Authenticates the request's bearer token and checks that its role allows `required`.
@@ -39,7 +56,11 @@ pub(crate) async fn authorize(
     if !role.allows(required) {
         return Err(ServerError::Forbidden { role, required });
     }
-    Ok(Caller { name: record.name })
+    Ok(Caller {
+        name: record.name,
+        token_id: record.id,
+        role,
+    })
 }
 
 /// The request's bearer token (never logged).

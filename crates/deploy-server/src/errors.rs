@@ -14,6 +14,9 @@ pub enum ServerError {
     Unauthenticated(&'static str),
     #[error("role `{role}` may not do this; it needs `{required}`")]
     Forbidden { role: Role, required: Role },
+    /// The environment's approval policy does not let this caller approve (403).
+    #[error("{0}")]
+    ApprovalForbidden(String),
     #[error("{detail}")]
     BadRequest {
         detail: String,
@@ -108,7 +111,7 @@ impl ServerError {
     fn kind(&self) -> ProblemType {
         match self {
             Self::Unauthenticated(_) => ProblemType::Unauthorized,
-            Self::Forbidden { .. } => ProblemType::Forbidden,
+            Self::Forbidden { .. } | Self::ApprovalForbidden(_) => ProblemType::Forbidden,
             Self::BadRequest { .. } => ProblemType::BadRequest,
             Self::NotFound(_) => ProblemType::NotFound,
             Self::MethodNotAllowed(_) => ProblemType::MethodNotAllowed,

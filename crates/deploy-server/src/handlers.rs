@@ -6,22 +6,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deploy_api::{
-    ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, CreateEnvironmentRequest,
-    CreatePromotionRequest, CreateReleaseRequest, CreateTargetRequest, CreateTokenRequest,
-    HealthResponse, JobList, JobListItem, LogChunkDto, LogPage, Role, RollbackRequest,
+    ArtifactSummary, CreateReleaseRequest, CreateTokenRequest, HealthResponse, JobList,
+    JobListItem, LogChunkDto, LogPage, Role, RollbackRequest,
 };
 use deploy_core::{
-    ArtifactKind, Component, ComponentId, DeploymentJob, DeploymentTask, Environment,
-    EnvironmentId, IdempotencyKey, JobId, JobStatus, Promotion, PromotionDecision, PromotionId,
-    PromotionStatus, Release, ReleaseId, ServiceTemplate, Target, TargetId, TaskId,
+    ArtifactKind, Component, ComponentId, DeploymentJob, DeploymentTask, JobId, JobStatus, Release,
+    ReleaseId, ServiceTemplate, TargetId, TaskId,
 };
-use deploy_engine::{JobRequest, random_bytes};
-use deploy_store::StoreError;
+use deploy_engine::random_bytes;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::authorize;
-use crate::body::{ApiJson, OptionalJson};
+use crate::body::ApiJson;
 use crate::errors::ServerError;
 use crate::openapi::ProblemResponses;
 use crate::state::ServerState;
@@ -39,19 +36,8 @@ pub(crate) fn parse_id<T, E: std::fmt::Display>(
     })
 }
 
-/// A reference in a request body to something that does not exist is a semantic error (422), not a missing resource.
-pub(crate) fn referenced<T>(result: Result<T, StoreError>, field: &str) -> ApiResult<T> {
-    match result {
-        Err(StoreError::NotFound { entity, id }) => Err(ServerError::unprocessable(
-            format!("{entity} `{id}` does not exist"),
-            Some(field),
-        )),
-        other => Ok(other?),
-    }
-}
-
 /// A model field path as a path in the request body (`release.components.name` -> `components.name`).
-fn body_field<'a>(field: &'a str, entity: &str) -> &'a str {
+pub(crate) fn body_field<'a>(field: &'a str, entity: &str) -> &'a str {
     field.strip_prefix(entity).unwrap_or(field)
 }
 
@@ -127,80 +113,6 @@ pub(crate) async fn method_not_allowed(method: axum::http::Method) -> ServerErro
     ServerError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
 }
 
-#[utoipa::path(post, path = "/environments", tag = "environments", security(("bearer" = [])), request_body = CreateEnvironmentRequest, responses((status = 201, description = "created (admin)", body = deploy_api::schema::Environment), ProblemResponses))]
-pub(crate) async fn create_environment(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<CreateEnvironmentRequest>,
-) -> ApiResult<(StatusCode, Json<Environment>)> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let now = state.now();
-    let environment = Environment {
-        id: EnvironmentId::from_parts(now, random_bytes()),
-        name: req.name,
-        hooks: req.hooks,
-        variables: req.variables,
-        created_at: now,
-    };
-    environment
-        .validate()
-        .map_err(|e| ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, ""))))?;
-    state.store().put_environment(&environment).await?;
-    Ok((StatusCode::CREATED, Json(environment)))
-}
-
-#[utoipa::path(get, path = "/environments/{id}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id")), responses((status = 200, description = "the environment", body = deploy_api::schema::Environment), ProblemResponses))]
-pub(crate) async fn get_environment(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Environment>> {
-    authorize(&state, &headers, Role::Viewer).await?;
-    let id = parse_id("environment", &id, EnvironmentId::parse)?;
-    Ok(Json(state.store().get_environment(id).await?))
-}
-
-#[utoipa::path(post, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id")), request_body = CreateTargetRequest, responses((status = 201, description = "created (admin)", body = deploy_api::schema::Target), ProblemResponses))]
-pub(crate) async fn create_target(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    ApiJson(req): ApiJson<CreateTargetRequest>,
-) -> ApiResult<(StatusCode, Json<Target>)> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let environment = parse_id("environment", &id, EnvironmentId::parse)?;
-    state.store().get_environment(environment).await?;
-    let now = state.now();
-    let target = Target {
-        id: TargetId::from_parts(now, random_bytes()),
-        environment_id: environment,
-        name: req.name,
-        target_type: req.target_type,
-        connection: req.connection,
-        health_endpoint: req.health_endpoint,
-        health_check: req.health_check,
-        labels: req.labels,
-        created_at: now,
-    };
-    target.validate().map_err(|e| {
-        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "target.")))
-    })?;
-    state.store().put_target(&target).await?;
-    Ok((StatusCode::CREATED, Json(target)))
-}
-
-#[utoipa::path(get, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id")), responses((status = 200, description = "the targets, by name", body = Vec<deploy_api::schema::Target>), ProblemResponses))]
-pub(crate) async fn list_targets(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Vec<Target>>> {
-    authorize(&state, &headers, Role::Viewer).await?;
-    let environment = parse_id("environment", &id, EnvironmentId::parse)?;
-    state.store().get_environment(environment).await?;
-    Ok(Json(state.store().list_targets(environment).await?))
-}
-
 #[utoipa::path(post, path = "/releases", tag = "releases", security(("bearer" = [])), request_body = CreateReleaseRequest, responses((status = 201, description = "created (deployer)", body = deploy_api::schema::Release), ProblemResponses))]
 pub(crate) async fn create_release(
     State(state): State<ServerState>,
@@ -232,127 +144,16 @@ pub(crate) async fn create_release(
     Ok((StatusCode::CREATED, Json(release)))
 }
 
-#[utoipa::path(get, path = "/releases/{id}", tag = "releases", security(("bearer" = [])), params(("id" = String, Path, description = "release id")), responses((status = 200, description = "the release", body = deploy_api::schema::Release), ProblemResponses))]
+#[utoipa::path(get, path = "/releases/{id}", tag = "releases", security(("bearer" = [])), params(("id" = String, Path, description = "release id or name")), responses((status = 200, description = "the release", body = deploy_api::schema::Release), ProblemResponses))]
 pub(crate) async fn get_release(
     State(state): State<ServerState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Release>> {
     authorize(&state, &headers, Role::Viewer).await?;
-    let id = parse_id("release", &id, ReleaseId::parse)?;
-    Ok(Json(state.store().get_release(id).await?))
-}
-
-#[utoipa::path(post, path = "/promotions", tag = "promotions", security(("bearer" = [])), request_body = CreatePromotionRequest, responses((status = 201, description = "requested (deployer)", body = deploy_api::schema::Promotion), ProblemResponses))]
-pub(crate) async fn create_promotion(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<CreatePromotionRequest>,
-) -> ApiResult<(StatusCode, Json<Promotion>)> {
-    let caller = authorize(&state, &headers, Role::Deployer).await?;
-    referenced(
-        state.store().get_release(req.release_id).await,
-        "release_id",
-    )?;
-    referenced(
-        state.store().get_environment(req.environment_id).await,
-        "environment_id",
-    )?;
-    let now = state.now();
-    let promotion = Promotion {
-        id: PromotionId::from_parts(now, random_bytes()),
-        release_id: req.release_id,
-        environment_id: req.environment_id,
-        status: PromotionStatus::Requested,
-        requested_by: caller.name,
-        decided_by: None,
-        requested_at: now,
-        decided_at: None,
-    };
-    state.store().put_promotion(&promotion).await?;
-    Ok((StatusCode::CREATED, Json(promotion)))
-}
-
-#[utoipa::path(get, path = "/promotions/{id}", tag = "promotions", security(("bearer" = [])), params(("id" = String, Path, description = "promotion id")), responses((status = 200, description = "the promotion", body = deploy_api::schema::Promotion), ProblemResponses))]
-pub(crate) async fn get_promotion(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Promotion>> {
-    authorize(&state, &headers, Role::Viewer).await?;
-    let id = parse_id("promotion", &id, PromotionId::parse)?;
-    Ok(Json(state.store().get_promotion(id).await?))
-}
-
-/// Approves a requested promotion and creates its job, which `Engine::serve` runs.
-/// Approving an approved promotion again returns its job (idempotent by key).
-#[utoipa::path(post, path = "/promotions/{id}/approve", tag = "promotions", security(("bearer" = [])), params(("id" = String, Path, description = "promotion id")), request_body(content = Option<ApprovePromotionRequest>, description = "optional job settings"), responses((status = 201, description = "approved; the job was created (deployer)", body = ApprovePromotionResponse), (status = 200, description = "already approved; its job", body = ApprovePromotionResponse), ProblemResponses))]
-pub(crate) async fn approve_promotion(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    OptionalJson(req): OptionalJson<ApprovePromotionRequest>,
-) -> ApiResult<(StatusCode, Json<ApprovePromotionResponse>)> {
-    let caller = authorize(&state, &headers, Role::Deployer).await?;
-    let id = parse_id("promotion", &id, PromotionId::parse)?;
-    let key = IdempotencyKey::parse(&format!("promotion-{id}"))
-        .map_err(|e| ServerError::unprocessable(e.to_string(), None))?;
-    let mut request = JobRequest::new(id, key);
-    if let Some(n) = req.max_attempts {
-        request.max_attempts = n;
-    }
-    if let Some(s) = req.strategy {
-        request.strategy = s;
-    }
-    if let Some(p) = req.parallelism {
-        request.parallelism = p;
-    }
-    if let Some(f) = req.failure_policy {
-        request.failure_policy = f;
-    }
-    request.template = req.template;
-    // A request the engine would refuse (bad max_attempts, a template or a service
-    // definition a target cannot apply, a strategy the targets cannot carry) is refused
-    // before the promotion is approved, so it stays `requested`.
-    request.check()?;
-    let mut promotion = state.store().get_promotion(id).await?;
-    if promotion.status == PromotionStatus::Requested {
-        state.engine().check_job(&request).await?;
-        promotion
-            .decide(PromotionDecision::Approve, &caller.name, state.now())
-            .map_err(StoreError::from)?;
-        state.store().decide_promotion(&promotion).await?;
-    }
-    let created = state.engine().create_job(&request).await?;
-    tracing::info!(promotion = %id, job = %created.value.id, by = caller.name, "promotion approved");
-    let status = if created.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(ApprovePromotionResponse {
-            promotion,
-            job: created.value,
-        }),
+    Ok(Json(
+        crate::resolve::release(&state, &id, crate::resolve::Source::Path).await?,
     ))
-}
-
-#[utoipa::path(post, path = "/promotions/{id}/reject", tag = "promotions", security(("bearer" = [])), params(("id" = String, Path, description = "promotion id")), responses((status = 200, description = "rejected (deployer)", body = deploy_api::schema::Promotion), ProblemResponses))]
-pub(crate) async fn reject_promotion(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Promotion>> {
-    let caller = authorize(&state, &headers, Role::Deployer).await?;
-    let id = parse_id("promotion", &id, PromotionId::parse)?;
-    let mut promotion = state.store().get_promotion(id).await?;
-    promotion
-        .decide(PromotionDecision::Reject, &caller.name, state.now())
-        .map_err(StoreError::from)?;
-    state.store().decide_promotion(&promotion).await?;
-    Ok(Json(promotion))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -375,18 +176,14 @@ pub(crate) async fn list_jobs(
     authorize(&state, &headers, Role::Viewer).await?;
     let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
     let limit = page_size(&state, query.limit)?;
-    let environment = query
-        .environment
-        .as_deref()
-        .map(|e| {
-            EnvironmentId::parse(e).map_err(|err| {
-                ServerError::bad_request(
-                    format!("environment id `{e}` is invalid: {err}"),
-                    Some("environment"),
-                )
-            })
-        })
-        .transpose()?;
+    let environment = match query.environment.as_deref() {
+        Some(e) => Some(
+            crate::resolve::environment(&state, e, crate::resolve::Source::Field("environment"))
+                .await?
+                .id,
+        ),
+        None => None,
+    };
     let status = query
         .status
         .as_deref()
@@ -653,6 +450,9 @@ pub(crate) async fn task_logs(
     }))
 }
 
+/// The longest lifetime a token may be given: ten years.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+
 #[utoipa::path(post, path = "/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateTokenRequest, responses((status = 201, description = "created (admin); the secret is in this response only", body = deploy_api::CreatedToken), ProblemResponses))]
 pub(crate) async fn create_token(
     State(state): State<ServerState>,
@@ -660,12 +460,28 @@ pub(crate) async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<deploy_api::CreatedToken>)> {
     let caller = authorize(&state, &headers, Role::Admin).await?;
-    let created = crate::tokens::create_token(
+    let now = state.now();
+    let expires_at = match req.expires_in_secs {
+        None => None,
+        Some(secs) if (60..=MAX_TOKEN_LIFETIME_SECS).contains(&secs) => Some(
+            deploy_core::Timestamp::from_unix_millis(now.unix_millis().saturating_add(secs * 1000))
+                .map_err(|e| ServerError::unprocessable(e.to_string(), Some("expires_in_secs")))?,
+        ),
+        Some(secs) => {
+            return Err(ServerError::unprocessable(
+                format!(
+                    "expires_in_secs {secs} is out of range; expected 60 (a minute) to {MAX_TOKEN_LIFETIME_SECS} (ten years), or none for a token that never expires"
+                ),
+                Some("expires_in_secs"),
+            ));
+        }
+    };
+    let created = crate::tokens::create_token_expiring(
         state.store().as_ref(),
         &req.name,
         req.role,
-        None,
-        state.now(),
+        expires_at,
+        now,
     )
     .await?;
     tracing::info!(token = %created.id, name = created.name, role = %created.role, by = caller.name, "api token created");

@@ -9,9 +9,11 @@
 //! declarations and served at `/api/v1/openapi.json`.
 
 mod agent_routes;
+mod audit;
 mod auth;
 mod body;
 mod config;
+mod environments;
 mod errors;
 mod handlers;
 mod lists;
@@ -19,6 +21,8 @@ mod log_sse;
 mod metrics;
 mod openapi;
 mod plan;
+mod promotions;
+mod resolve;
 mod routes;
 mod sse;
 mod state;
@@ -27,11 +31,12 @@ mod token_routes;
 mod tokens;
 
 pub use agent_routes::{agent_info, load_agents};
+pub use audit::UNAUDITED_ROUTES;
 pub use config::ServerConfig;
 pub use errors::ServerError;
 pub use routes::{openapi, router};
 pub use state::{DEFAULT_AGENT_HEARTBEAT_TIMEOUT, ServerState};
-pub use tls::{HANDSHAKE_TIMEOUT, TlsError, TlsListener, tls_acceptor};
+pub use tls::{HANDSHAKE_TIMEOUT, PeerAddr, TlsError, TlsListener, tls_acceptor};
 pub use tokens::{BootstrapToken, bootstrap_admin, create_token, hash_token};
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use deploy_engine::{Preview, PreviewEntry};
 use crate::auth::authorize;
 use crate::body::ApiJson;
 use crate::errors::ServerError;
-use crate::handlers::referenced;
 use crate::openapi::ProblemResponses;
+use crate::resolve::{self, Source};
 use crate::state::ServerState;
 
 /// Parallelism when the request gives none (as for a job).
@@ -36,14 +36,9 @@ pub(crate) async fn plan(
     ApiJson(req): ApiJson<PlanRequest>,
 ) -> Result<Json<PlanResponse>, ServerError> {
     authorize(&state, &headers, Role::Deployer).await?;
-    referenced(
-        state.store().get_release(req.release_id).await,
-        "release_id",
-    )?;
-    referenced(
-        state.store().get_environment(req.environment_id).await,
-        "environment_id",
-    )?;
+    let release = resolve::release(&state, &req.release, Source::Field("release")).await?;
+    let environment =
+        resolve::environment(&state, &req.environment, Source::Field("environment")).await?;
     let strategy = req.strategy.unwrap_or(Strategy::AllAtOnce);
     let parallelism = req.parallelism.unwrap_or(DEFAULT_PARALLELISM);
     let bound = state.config().plan_timeout;
@@ -51,7 +46,7 @@ pub(crate) async fn plan(
         bound,
         state
             .plan_engine()
-            .preview(req.release_id, req.environment_id, &strategy, parallelism),
+            .preview(release.id, environment.id, &strategy, parallelism),
     )
     .await
     .map_err(|_| {

@@ -18,7 +18,10 @@ use utoipa_axum::routes;
 use crate::handlers as h;
 use crate::openapi::{self as doc, ApiDoc, Document};
 use crate::state::ServerState;
-use crate::{agent_routes as agents, lists, log_sse, plan, sse, token_routes};
+use crate::{
+    agent_routes as agents, audit, environments as env, lists, log_sse, plan, promotions as promo,
+    sse, token_routes,
+};
 
 /// The API router: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: ServerState) -> Router {
@@ -28,6 +31,8 @@ pub fn router(state: ServerState) -> Router {
         serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned()),
     ));
     router
+        // After routing, so that the audit layer sees the matched route template.
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .fallback(h::not_found)
         .method_not_allowed_fallback(h::method_not_allowed)
         .layer(Extension(document))
@@ -44,15 +49,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The routes with their operations, before state and layers.
 fn api_router() -> OpenApiRouter<ServerState> {
     let api = OpenApiRouter::new()
-        .routes(routes!(lists::list_environments, h::create_environment))
-        .routes(routes!(h::get_environment))
-        .routes(routes!(h::list_targets, h::create_target))
+        .routes(routes!(lists::list_environments, env::create_environment))
+        .routes(routes!(env::get_environment, env::update_environment))
+        .routes(routes!(env::list_targets, env::create_target))
+        .routes(routes!(env::get_target))
         .routes(routes!(lists::list_releases, h::create_release))
         .routes(routes!(h::get_release))
-        .routes(routes!(h::create_promotion))
-        .routes(routes!(h::get_promotion))
-        .routes(routes!(h::approve_promotion))
-        .routes(routes!(h::reject_promotion))
+        .routes(routes!(promo::list_promotions, promo::create_promotion))
+        .routes(routes!(promo::get_promotion))
+        .routes(routes!(promo::approve_promotion))
+        .routes(routes!(promo::reject_promotion))
+        .routes(routes!(audit::list_audit))
         .routes(routes!(plan::plan))
         .routes(routes!(h::list_jobs))
         .routes(routes!(h::get_job))

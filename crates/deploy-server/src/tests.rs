@@ -20,6 +20,9 @@ use crate::{ServerConfig, ServerState, bootstrap_admin, create_token, router};
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    /// The PostgreSQL server of a fixture on PostgreSQL.
+    _pg: Option<deploy_testkit::Postgres>,
+    store: Arc<dyn Store>,
     app: Router,
     engine: Engine,
     /// The server's shutdown token (`ServerState::shutdown_token`).
@@ -70,6 +73,36 @@ impl Fixture {
                 .await
                 .unwrap(),
         );
+        Self::build_on(store, None, dir, config, hub, executors).await
+    }
+
+    /// A fixture (SSH executors) whose store is on a fresh PostgreSQL database.
+    async fn on_postgres() -> Self {
+        let pg = tokio::task::spawn_blocking(deploy_testkit::Postgres::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            deploy_store::PgStore::connect(&deploy_store::PgConfig::new(pg.url()))
+                .await
+                .unwrap(),
+        );
+        let hub = deploy_exec::agent::AgentHub::new(crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
+        let dir = tempfile::tempdir().unwrap();
+        Self::build_on(store, Some(pg), dir, ServerConfig::default(), hub, |_| {
+            ExecutorRegistry::new()
+        })
+        .await
+    }
+
+    async fn build_on(
+        store: Arc<dyn Store>,
+        pg: Option<deploy_testkit::Postgres>,
+        dir: tempfile::TempDir,
+        config: ServerConfig,
+        hub: deploy_exec::agent::AgentHub,
+        executors: impl FnOnce(&std::path::Path) -> ExecutorRegistry,
+    ) -> Self {
         let executors = executors(dir.path());
         let mut engine_config = EngineConfig::new("test");
         engine_config.poll_interval = Duration::from_millis(50);
@@ -107,6 +140,8 @@ impl Fixture {
         state.set_plan_engine(plan_engine);
         Self {
             _dir: dir,
+            _pg: pg,
+            store,
             shutdown: state.shutdown_token(),
             hub: state.agent_hub().clone(),
             app: router(state),
@@ -601,6 +636,44 @@ async fn role_matrix() {
             Some(200),
         )
     }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/promotions?status=requested&limit=5".into(),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/audit?limit=5".into(),
+            None,
+            Role::Admin,
+            Some(200),
+        )
+    }));
+    // By name: the target of the environment (404 or 200, never 401/403 for a viewer).
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/environments/{env}/targets/no-such-target"),
+            None,
+            Role::Viewer,
+            Some(404),
+        )
+    }));
+    // A stale version: 409 once the first admin call bumped it.
+    cases.push(Box::new(|u| {
+        (
+            "PUT",
+            format!("/api/v1/environments/{env}"),
+            Some(json!({"name": format!("renamed-{}", u()), "version": 0})),
+            Role::Admin,
+            None,
+        )
+    }));
     // The target's SSH port is closed: the plan answers with the inspect error in its entry.
     cases.push(Box::new(|_| {
         (
@@ -863,7 +936,7 @@ async fn error_cases() {
         ("POST", "/api/v1/releases".into(), Some(release_body("errors").to_string()), 409, "conflict", Some("name")),
         ("POST", format!("/api/v1/environments/{}/targets", w.env_id), Some(target_body("host-1").to_string()), 409, "conflict", Some("name")),
         ("POST", "/api/v1/environments".into(), Some(format!(r#"{{"name":"{}"}}"#, "a".repeat(5000))), 413, "payload-too-large", None),
-        ("POST", "/api/v1/promotions".into(), Some(json!({"release_id": "019a0000-0000-7000-8000-000000000000", "environment_id": w.env_id}).to_string()), 422, "unprocessable", Some("release_id")),
+        ("POST", "/api/v1/promotions".into(), Some(json!({"release_id": "019a0000-0000-7000-8000-000000000000", "environment_id": w.env_id}).to_string()), 422, "unprocessable", Some("release")),
         ("POST", "/api/v1/releases".into(), Some(json!({"name": "dup", "components": [
             {"name": "web", "image": format!("r/web@sha256:{}", "a".repeat(64))},
             {"name": "web", "image": format!("r/web@sha256:{}", "b".repeat(64))}]}).to_string()), 422, "unprocessable", Some("components.name")),
@@ -1157,6 +1230,7 @@ mod admin;
 mod agents;
 mod metrics;
 mod openapi;
+mod operator;
 mod plan;
 
 /// The body `deployctl deploy --strategy canary:1:50% --parallelism 4 --max-attempts 5

@@ -5,11 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use deploy_api::{Role, TokenSummary};
 use deploy_store::ApiTokenRecord;
-use uuid::Uuid;
 
 use crate::auth::{authorize, role_of};
 use crate::errors::ServerError;
-use crate::handlers::parse_id;
 use crate::openapi::ProblemResponses;
 use crate::state::ServerState;
 use crate::tokens::is_bootstrap_marker;
@@ -23,6 +21,7 @@ fn summary(record: ApiTokenRecord) -> Option<TokenSummary> {
         created_at: record.created_at,
         last_used_at: record.last_used_at,
         revoked_at: record.revoked_at,
+        expires_at: record.expires_at,
     })
 }
 
@@ -53,7 +52,7 @@ pub(crate) async fn list_tokens(
     path = "/tokens/{id}/revoke",
     tag = "tokens",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "token id")),
+    params(("id" = String, Path, description = "token id or name")),
     responses((status = 200, description = "revoked (admin); it is refused from now on", body = TokenSummary), ProblemResponses)
 )]
 pub(crate) async fn revoke_token(
@@ -62,18 +61,18 @@ pub(crate) async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Json<TokenSummary>, ServerError> {
     let caller = authorize(&state, &headers, Role::Admin).await?;
-    let id = parse_id("token", &id, Uuid::parse_str)?;
-    let not_found = || ServerError::NotFound(format!("api token `{id}` does not exist"));
     // Look before writing: a row without a role (an agent bootstrap token, the
     // bootstrap marker) is no API token and must not be revoked through this route
     // (bootstrap tokens have `/agents/bootstrap-tokens/{id}/revoke`).
-    let tokens = state.store().list_api_tokens().await?;
-    if !tokens
-        .iter()
-        .any(|t| t.id == id && !is_bootstrap_marker(t) && role_of(t).is_some())
-    {
-        return Err(not_found());
-    }
+    let tokens: Vec<ApiTokenRecord> = state
+        .store()
+        .list_api_tokens()
+        .await?
+        .into_iter()
+        .filter(|t| !is_bootstrap_marker(t) && role_of(t).is_some())
+        .collect();
+    let id = crate::resolve::by_name_or_id("api token", &id, tokens, |t| t.id, |t| &t.name)?.id;
+    let not_found = || ServerError::NotFound(format!("api token `{id}` does not exist"));
     let record = match state.store().revoke_api_token(id, state.now()).await {
         Err(deploy_store::StoreError::NotFound { .. }) => return Err(not_found()),
         other => other?,

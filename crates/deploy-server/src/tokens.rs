@@ -35,6 +35,28 @@ pub async fn create_token(
     secret: Option<String>,
     now: Timestamp,
 ) -> Result<CreatedToken, ServerError> {
+    store_token(store, name, role, secret, None, now).await
+}
+
+/// [`create_token`] of a generated token that stops being accepted at `expires_at`.
+pub(crate) async fn create_token_expiring(
+    store: &dyn Store,
+    name: &str,
+    role: Role,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<CreatedToken, ServerError> {
+    store_token(store, name, role, None, expires_at, now).await
+}
+
+async fn store_token(
+    store: &dyn Store,
+    name: &str,
+    role: Role,
+    secret: Option<String>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<CreatedToken, ServerError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ServerError::bad_request(
@@ -66,7 +88,7 @@ pub async fn create_token(
         created_at: now,
         revoked_at: None,
         last_used_at: None,
-        expires_at: None,
+        expires_at,
     };
     store.put_api_token(&record).await?;
     Ok(CreatedToken {

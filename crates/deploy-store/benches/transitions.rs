@@ -35,6 +35,9 @@ async fn seed(store: &dyn Store) -> Vec<DeploymentTask> {
             name: name(&format!("env-{e}")),
             hooks: Hooks::default(),
             variables: Default::default(),
+            approval: None,
+            requires: Vec::new(),
+            version: 0,
             created_at: ts(0),
         };
         store.put_environment(&env).await.unwrap();

@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 pub use errors::StoreError;
 pub use model::{
-    AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, AttemptRecord, Created, JobEventRecord,
-    LastKnownGood, LogChunk, MAX_LOG_CHUNK_BYTES, MAX_LOG_CHUNKS_PER_TASK,
+    AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, AttemptRecord, AuditActorKind, AuditFilter,
+    AuditRecord, Created, JobEventRecord, LastKnownGood, LogChunk, MAX_LOG_CHUNK_BYTES,
+    MAX_LOG_CHUNKS_PER_TASK,
 };
 pub use postgres::{PgConfig, PgStore};
 pub use sqlite::{SqliteConfig, SqliteDurability, SqliteStore};

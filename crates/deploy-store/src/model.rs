@@ -105,6 +105,67 @@ pub struct ApiTokenRecord {
     pub expires_at: Option<Timestamp>,
 }
 
+/// Who made an audited write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditActorKind {
+    /// An API token (or an agent bootstrap token).
+    Token,
+    /// An agent, by its credential.
+    Agent,
+}
+
+impl AuditActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Token, Self::Agent]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One row of the append-only audit log: a write through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the log (0 for a record not yet appended).
+    pub seq: u64,
+    pub at: Timestamp,
+    pub actor_kind: AuditActorKind,
+    /// The token's or agent's id.
+    pub actor_id: String,
+    /// The token's or agent's name.
+    pub actor_name: String,
+    pub method: String,
+    /// The route template (`/api/v1/environments/{id}`).
+    pub route: String,
+    /// The path as requested.
+    pub path: String,
+    /// The entity written: the path's id, or the id of what was created.
+    pub entity_id: Option<String>,
+    /// The HTTP status of the answer (refusals are recorded too).
+    pub status: u16,
+    /// Where the request came from: the peer address, and `X-Forwarded-For` when given.
+    pub remote: Option<String>,
+    /// Redacted JSON of the entity before the write (updates).
+    pub before: Option<String>,
+    /// Redacted JSON of the answer.
+    pub after: Option<String>,
+}
+
+/// Which audit rows to list (every given field must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub entity: Option<String>,
+    /// Rows older than this sequence number (the previous page's last).
+    pub before: Option<u64>,
+}
+
 /// A `u64` as a database integer.
 pub(crate) fn int(field: &'static str, value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange { field, value })

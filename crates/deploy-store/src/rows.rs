@@ -29,7 +29,33 @@ pub(crate) fn uuid_text(col: &'static str, value: &str) -> Result<Uuid, StoreErr
 }
 
 pub(crate) fn environment<R: RowExt>(r: &R) -> Result<Environment, StoreError> {
-    from_json("environments.spec", &r.string("spec")?)
+    let mut environment: Environment = from_json("environments.spec", &r.string("spec")?)?;
+    // The column is what updates compare against.
+    environment.version = uint("environments.version", r.i64("version")?)?;
+    Ok(environment)
+}
+
+pub(crate) fn audit<R: RowExt>(r: &R) -> Result<crate::model::AuditRecord, StoreError> {
+    let kind = r.string("actor_kind")?;
+    Ok(crate::model::AuditRecord {
+        seq: uint("audit_log.seq", r.i64("seq")?)?,
+        at: timestamp("audit_log.at", r.i64("at")?)?,
+        actor_kind: crate::model::AuditActorKind::parse(&kind).ok_or_else(|| {
+            StoreError::corrupt("audit_log.actor_kind", &kind)("unknown actor kind".into())
+        })?,
+        actor_id: r.string("actor_id")?,
+        actor_name: r.string("actor_name")?,
+        method: r.string("method")?,
+        route: r.string("route")?,
+        path: r.string("path")?,
+        entity_id: r.opt_string("entity_id")?,
+        status: u16::try_from(r.i64("status")?).map_err(|_| {
+            StoreError::corrupt("audit_log.status", "out of range")("not an HTTP status".into())
+        })?,
+        remote: r.opt_string("remote")?,
+        before: r.opt_string("before")?,
+        after: r.opt_string("after")?,
+    })
 }
 
 pub(crate) fn target<R: RowExt>(r: &R) -> Result<Target, StoreError> {
@@ -61,9 +87,16 @@ pub(crate) fn promotion<R: RowExt>(r: &R) -> Result<Promotion, StoreError> {
         environment_id: typed("promotions.environment_id", r.uuid("environment_id")?)?,
         status,
         requested_by: r.string("requested_by")?,
+        requested_by_token: r
+            .opt_string("requested_by_token")?
+            .map(|t| uuid_text("promotions.requested_by_token", &t))
+            .transpose()?,
         decided_by: r.opt_string("decided_by")?,
         requested_at: timestamp("promotions.requested_at", r.i64("requested_at")?)?,
         decided_at: opt_timestamp("promotions.decided_at", r.opt_i64("decided_at")?)?,
+        approvals: from_json("promotions.approvals", &r.string("approvals")?)?,
+        rejection_reason: r.opt_string("rejection_reason")?,
+        version: uint("promotions.version", r.i64("version")?)?,
     })
 }
 

@@ -472,11 +472,12 @@ macro_rules! sql_store {
         #[async_trait::async_trait]
         impl Store for $store {
             async fn put_environment(&self, environment: &deploy_core::Environment) -> Result<(), StoreError> {
-                let query = sqlx::query("INSERT INTO environments (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
+                let query = sqlx::query("INSERT INTO environments (id, name, spec, created_at, version) VALUES ($1, $2, $3, $4, $5)")
                     .bind_id(environment.id)
                     .bind(environment.name.as_str().to_owned())
                     .bind(model::to_json("environments.spec", environment)?)
-                    .bind(model::millis(environment.created_at)?);
+                    .bind(model::millis(environment.created_at)?)
+                    .bind(model::int("environments.version", environment.version)?);
                 let name = environment.name.as_str();
                 match self.insert_one(query, "environment", environment.id.to_string()).await {
                     Err(StoreError::AlreadyExists { entity, id }) => {
@@ -488,8 +489,51 @@ macro_rules! sql_store {
             }
 
             async fn get_environment(&self, id: deploy_core::EnvironmentId) -> Result<deploy_core::Environment, StoreError> {
-                let query = sqlx::query("SELECT spec FROM environments WHERE id = $1").bind_id(id);
+                let query = sqlx::query("SELECT spec, version FROM environments WHERE id = $1").bind_id(id);
                 self.read_one(query, "environment", id.to_string(), rows::environment).await
+            }
+
+            async fn find_environment_by_name(&self, name: &str) -> Result<Option<deploy_core::Environment>, StoreError> {
+                let query = sqlx::query("SELECT spec, version FROM environments WHERE name = $1").bind(name.to_owned());
+                Ok(self.read_all(query, "find an environment by name", rows::environment).await?.pop())
+            }
+
+            async fn update_environment(
+                &self,
+                environment: &deploy_core::Environment,
+                expected_version: u64,
+            ) -> Result<deploy_core::Environment, StoreError> {
+                let mut next = environment.clone();
+                next.version = expected_version + 1;
+                let name = next.name.as_str().to_owned();
+                let updated = sqlx::query(
+                    "UPDATE environments SET name = $2, spec = $3, version = $4 WHERE id = $1 AND version = $5",
+                )
+                .bind_id(next.id)
+                .bind(name.clone())
+                .bind(model::to_json("environments.spec", &next)?)
+                .bind(model::int("environments.version", next.version)?)
+                .bind(model::int("environments.version", expected_version)?)
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::db("update an environment"));
+                match updated {
+                    Err(e) if e.is_unique_violation() => {
+                        let holder = sqlx::query("SELECT id FROM environments WHERE name = $1").bind(name.clone());
+                        Err(self.name_clash(holder, "environment", &name, next.id.to_string()).await)
+                    }
+                    Err(e) => Err(e),
+                    Ok(done) if done.rows_affected() == 1 => Ok(next),
+                    Ok(_) => {
+                        let stored = self.get_environment(next.id).await?;
+                        Err(StoreError::Conflict {
+                            entity: "environment",
+                            id: next.id.to_string(),
+                            expected: expected_version,
+                            found: Some(stored.version),
+                        })
+                    }
+                }
             }
 
             async fn list_environments(
@@ -498,7 +542,7 @@ macro_rules! sql_store {
                 limit: u32,
             ) -> Result<Vec<deploy_core::Environment>, StoreError> {
                 let query = sqlx::query(
-                    "SELECT spec FROM environments WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+                    "SELECT spec, version FROM environments WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
                 )
                 .bind_opt_id(before)
                 .bind(i64::from(limit));
@@ -592,6 +636,20 @@ macro_rules! sql_store {
                 Ok(releases)
             }
 
+            async fn find_release_by_name(&self, name: &str) -> Result<Option<deploy_core::Release>, StoreError> {
+                let id = sqlx::query("SELECT id FROM releases WHERE name = $1")
+                    .bind(name.to_owned())
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::db("find a release by name"))?
+                    .map(|r| model::typed("releases.id", r.uuid("id")?))
+                    .transpose()?;
+                match id {
+                    Some(id) => Ok(Some(self.get_release(id).await?)),
+                    None => Ok(None),
+                }
+            }
+
             async fn get_release(&self, id: deploy_core::ReleaseId) -> Result<deploy_core::Release, StoreError> {
                 let mut conn = self.read_conn().await?;
                 let row = sqlx::query("SELECT * FROM releases WHERE id = $1")
@@ -622,8 +680,9 @@ macro_rules! sql_store {
 
             async fn put_promotion(&self, p: &deploy_core::Promotion) -> Result<(), StoreError> {
                 let query = sqlx::query(
-                    "INSERT INTO promotions (id, release_id, environment_id, status, requested_by, decided_by, requested_at, decided_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO promotions (id, release_id, environment_id, status, requested_by, decided_by, requested_at,
+                                             decided_at, requested_by_token, approvals, rejection_reason, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind_id(p.id)
                 .bind_id(p.release_id)
@@ -632,32 +691,124 @@ macro_rules! sql_store {
                 .bind(p.requested_by.clone())
                 .bind(p.decided_by.clone())
                 .bind(model::millis(p.requested_at)?)
-                .bind(model::opt_millis(p.decided_at)?);
+                .bind(model::opt_millis(p.decided_at)?)
+                .bind(p.requested_by_token.map(|t| t.to_string()))
+                .bind(model::to_json("promotions.approvals", &p.approvals)?)
+                .bind(p.rejection_reason.clone())
+                .bind(model::int("promotions.version", p.version)?);
                 self.insert_one(query, "promotion", p.id.to_string()).await
             }
 
-            async fn decide_promotion(&self, p: &deploy_core::Promotion) -> Result<(), StoreError> {
+            async fn save_promotion(&self, p: &deploy_core::Promotion) -> Result<deploy_core::Promotion, StoreError> {
+                let mut next = p.clone();
+                next.version = p.version + 1;
                 let done = sqlx::query(
-                    "UPDATE promotions SET status = $2, decided_by = $3, decided_at = $4
-                     WHERE id = $1 AND status = 'requested'",
+                    "UPDATE promotions SET status = $2, decided_by = $3, decided_at = $4, approvals = $5,
+                                           rejection_reason = $6, version = $7
+                     WHERE id = $1 AND version = $8",
                 )
                 .bind_id(p.id)
                 .bind(p.status.as_str())
                 .bind(p.decided_by.clone())
                 .bind(model::opt_millis(p.decided_at)?)
+                .bind(model::to_json("promotions.approvals", &p.approvals)?)
+                .bind(p.rejection_reason.clone())
+                .bind(model::int("promotions.version", next.version)?)
+                .bind(model::int("promotions.version", p.version)?)
                 .execute(&self.writer)
                 .await
-                .map_err(StoreError::db("decide a promotion"))?;
+                .map_err(StoreError::db("save a promotion"))?;
                 if done.rows_affected() == 0 {
                     let stored = self.get_promotion(p.id).await?;
-                    return Err(StoreError::InvalidTransition(deploy_core::InvalidTransition {
+                    return Err(StoreError::Conflict {
                         entity: "promotion",
-                        from: stored.status.as_str(),
-                        event: "decide",
-                        reason: Some("a promotion is decided once".to_owned()),
-                    }));
+                        id: p.id.to_string(),
+                        expected: p.version,
+                        found: Some(stored.version),
+                    });
                 }
-                Ok(())
+                Ok(next)
+            }
+
+            async fn list_promotions(
+                &self,
+                environment: Option<deploy_core::EnvironmentId>,
+                status: Option<deploy_core::PromotionStatus>,
+                before: Option<deploy_core::PromotionId>,
+                limit: u32,
+            ) -> Result<Vec<deploy_core::Promotion>, StoreError> {
+                let query = sqlx::query(
+                    "SELECT * FROM promotions
+                     WHERE ($1 IS NULL OR environment_id = $1)
+                       AND ($2 IS NULL OR status = $2)
+                       AND ($3 IS NULL OR id < $3)
+                     ORDER BY id DESC LIMIT $4",
+                )
+                .bind_opt_id(environment)
+                .bind(status.map(|s| s.as_str().to_owned()))
+                .bind_opt_id(before)
+                .bind(i64::from(limit));
+                self.read_all(query, "list promotions", rows::promotion).await
+            }
+
+            async fn release_completed_in(
+                &self,
+                release: deploy_core::ReleaseId,
+                environment: deploy_core::EnvironmentId,
+            ) -> Result<bool, StoreError> {
+                let found = sqlx::query(
+                    "SELECT id FROM jobs WHERE release_id = $1 AND environment_id = $2 AND status = 'completed' LIMIT 1",
+                )
+                .bind_id(release)
+                .bind_id(environment)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(StoreError::db("look up a completed job of a release"))?;
+                Ok(found.is_some())
+            }
+
+            async fn append_audit(&self, r: &crate::model::AuditRecord) -> Result<u64, StoreError> {
+                let row = sqlx::query(
+                    "INSERT INTO audit_log (at, actor_kind, actor_id, actor_name, method, route, path, entity_id,
+                                            status, remote, before, after)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq",
+                )
+                .bind(model::millis(r.at)?)
+                .bind(r.actor_kind.as_str())
+                .bind(r.actor_id.clone())
+                .bind(r.actor_name.clone())
+                .bind(r.method.clone())
+                .bind(r.route.clone())
+                .bind(r.path.clone())
+                .bind(r.entity_id.clone())
+                .bind(i64::from(r.status))
+                .bind(r.remote.clone())
+                .bind(r.before.clone())
+                .bind(r.after.clone())
+                .fetch_one(&self.writer)
+                .await
+                .map_err(StoreError::db("append to the audit log"))?;
+                model::uint("audit_log.seq", row.i64("seq")?)
+            }
+
+            async fn list_audit(
+                &self,
+                filter: &crate::model::AuditFilter,
+                limit: u32,
+            ) -> Result<Vec<crate::model::AuditRecord>, StoreError> {
+                let before = filter.before.map(|b| model::int("before", b)).transpose()?;
+                let query = sqlx::query(
+                    "SELECT * FROM audit_log
+                     WHERE ($1 IS NULL OR actor_name = $1)
+                       AND ($2 IS NULL OR entity_id = $2)
+                       AND ($3 IS NULL OR seq < $3)
+                     ORDER BY seq DESC LIMIT $4",
+                )
+                .bind(filter.actor.clone())
+                .bind(filter.entity.clone())
+                .bind(before)
+                .bind(i64::from(limit));
+                self.read_all(query, "list the audit log", rows::audit).await
             }
 
             async fn get_promotion(&self, id: deploy_core::PromotionId) -> Result<deploy_core::Promotion, StoreError> {

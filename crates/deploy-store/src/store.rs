@@ -10,7 +10,8 @@ use deploy_core::{
 
 use crate::errors::StoreError;
 use crate::model::{
-    AgentRecord, ApiTokenRecord, AttemptRecord, Created, JobEventRecord, LastKnownGood, LogChunk,
+    AgentRecord, ApiTokenRecord, AttemptRecord, AuditFilter, AuditRecord, Created, JobEventRecord,
+    LastKnownGood, LogChunk,
 };
 
 /// Persistence of the deployment system.
@@ -26,6 +27,17 @@ pub trait Store: Send + Sync {
     /// [`StoreError::NameTaken`] (naming the environment that holds it).
     async fn put_environment(&self, environment: &Environment) -> Result<(), StoreError>;
     async fn get_environment(&self, id: EnvironmentId) -> Result<Environment, StoreError>;
+    /// The environment named `name`, if any.
+    async fn find_environment_by_name(&self, name: &str)
+    -> Result<Option<Environment>, StoreError>;
+    /// Replaces the environment (its name and spec) if its stored version is still
+    /// `expected_version`, and returns it with the next version. A stale version is
+    /// [`StoreError::Conflict`]; a name another environment holds, [`StoreError::NameTaken`].
+    async fn update_environment(
+        &self,
+        environment: &Environment,
+        expected_version: u64,
+    ) -> Result<Environment, StoreError>;
     /// Environments newest first (ids are UUID v7), older than `before`, at most `limit`.
     async fn list_environments(
         &self,
@@ -40,6 +52,8 @@ pub trait Store: Send + Sync {
     /// Inserts a release and its components; an existing name is [`StoreError::NameTaken`].
     async fn put_release(&self, release: &Release) -> Result<(), StoreError>;
     async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
+    /// The release named `name`, if any.
+    async fn find_release_by_name(&self, name: &str) -> Result<Option<Release>, StoreError>;
     /// Releases with their components, newest first (ids are UUID v7), older than `before`, at most `limit`.
     async fn list_releases(
         &self,
@@ -48,9 +62,35 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Release>, StoreError>;
     async fn put_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
     async fn get_promotion(&self, id: PromotionId) -> Result<Promotion, StoreError>;
-    /// Records the decision of a requested promotion (status, decided_by, decided_at);
-    /// a promotion already decided is [`StoreError::InvalidTransition`].
-    async fn decide_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
+    /// Writes a promotion's decision and approvals (status, decided_by, decided_at,
+    /// approvals, rejection reason) if its stored version is still `promotion.version`,
+    /// and returns it with the next version; a stale version (another approval or a
+    /// decision landed meanwhile) is [`StoreError::Conflict`].
+    async fn save_promotion(&self, promotion: &Promotion) -> Result<Promotion, StoreError>;
+    /// Promotions newest first, optionally of one environment and/or status, older than
+    /// `before`, at most `limit`.
+    async fn list_promotions(
+        &self,
+        environment: Option<EnvironmentId>,
+        status: Option<deploy_core::PromotionStatus>,
+        before: Option<PromotionId>,
+        limit: u32,
+    ) -> Result<Vec<Promotion>, StoreError>;
+    /// Whether a job deploying `release` completed in `environment` (the pipeline rule).
+    async fn release_completed_in(
+        &self,
+        release: ReleaseId,
+        environment: EnvironmentId,
+    ) -> Result<bool, StoreError>;
+
+    /// Appends a row to the audit log and returns its sequence number.
+    async fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError>;
+    /// Audit rows newest first that match `filter`, at most `limit`.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Creates a job with its tasks and artifacts, idempotently: when the
     /// idempotency key exists, returns that job with `created: false`. The

@@ -5,5 +5,6 @@ mod concurrency;
 mod counts;
 mod durability;
 mod harness;
+mod operator;
 mod repository;
 mod startup;

@@ -130,11 +130,7 @@ fn parse_binding(text: &str) -> Option<deploy_core::PublishedPort> {
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     Some(deploy_core::PublishedPort {
         container_port: port.parse().ok()?,
-        protocol: match proto {
-            "udp" => deploy_core::Protocol::Udp,
-            "sctp" => deploy_core::Protocol::Sctp,
-            _ => deploy_core::Protocol::Tcp,
-        },
+        protocol: deploy_core::Protocol::parse(proto).unwrap_or_default(),
         host_ip: if ip.is_empty() { "0.0.0.0" } else { ip }.parse().ok()?,
         host_port: host_port.parse().ok()?,
     })

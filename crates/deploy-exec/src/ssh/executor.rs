@@ -578,21 +578,12 @@ impl Executor for SshExecutor {
         let deadline = Instant::now() + ctx.timeout;
         let ssh = ssh_of(target)?;
         let connected = self.connect(ssh, deadline).await?;
-        let address = deploy_health::local_address(&probe.address);
-        let (ip, port) = (
-            if probe.address.host_ip.is_unspecified() {
-                if probe.address.host_ip.is_ipv4() {
-                    "127.0.0.1".to_owned()
-                } else {
-                    "::1".to_owned()
-                }
-            } else {
-                probe.address.host_ip.to_string()
-            },
-            probe.address.host_port,
-        );
+        let local = deploy_health::local_socket(&probe.address);
+        let address = local.to_string();
         let timeout = std::time::Duration::from_millis(probe.timeout_ms);
-        match tokio::time::timeout(timeout, connected.session.tcp_stream(&ip, port)).await {
+        let ip = local.ip().to_string();
+        let forward = connected.session.tcp_stream(&ip, local.port());
+        match tokio::time::timeout(timeout, forward).await {
             Ok(Ok(stream)) => Ok(deploy_health::probe_stream(stream, &address, probe).await),
             // The connection itself is gone: nothing was learnt about the instance.
             Ok(Err(e)) if !connected.session.is_alive() => Err(e),

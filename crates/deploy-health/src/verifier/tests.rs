@@ -260,15 +260,14 @@ impl crate::InstanceProber for LocalInstances {
         probe: &deploy_core::InstanceProbe,
         _cancel: CancellationToken,
     ) -> Result<deploy_core::ProbeOutcome, String> {
-        let address = crate::local_address(&probe.address);
-        match tokio::net::TcpStream::connect(&address).await {
-            Ok(stream) => Ok(crate::probe_stream(stream, &address, probe).await),
-            Err(e) => Ok(deploy_core::ProbeOutcome {
-                healthy: false,
-                message: format!("tcp {address} refused: {e}"),
-                status_code: None,
-            }),
-        }
+        let local = crate::local_socket(&probe.address);
+        Ok(crate::probe_tcp(
+            &local.ip().to_string(),
+            local.port(),
+            &local.to_string(),
+            probe,
+        )
+        .await)
     }
 }
 

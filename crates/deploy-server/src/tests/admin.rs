@@ -131,6 +131,7 @@ async fn tokens_are_listed_without_secrets_and_revoked_at_once() {
         ci.as_object().unwrap().keys().collect::<Vec<_>>(),
         [
             "created_at",
+            "expires_at",
             "id",
             "last_used_at",
             "name",
@@ -175,8 +176,7 @@ async fn tokens_are_listed_without_secrets_and_revoked_at_once() {
             None,
         )
         .await;
-    assert_eq!(
-        (status, &problem["field"]),
-        (StatusCode::BAD_REQUEST, &json!("id"))
-    );
+    // Not an id: a name, and no token has it.
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(problem["detail"], "no api token named `nope`");
 }

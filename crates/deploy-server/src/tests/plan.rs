@@ -181,7 +181,7 @@ async fn plan_shows_waves_digests_what_runs_and_inspect_errors() {
         .await;
     assert_eq!(
         (status.as_u16(), &problem["field"]),
-        (422, &json!("release_id"))
+        (422, &json!("release"))
     );
     let (status, _) = f
         .call(

@@ -107,6 +107,9 @@ pub(crate) async fn seed_env(
         name: name(&format!("env-{e}")),
         hooks: Hooks::default(),
         variables: Default::default(),
+        approval: None,
+        requires: Vec::new(),
+        version: 0,
         created_at: ts(0),
     };
     store.put_environment(&env).await.unwrap();

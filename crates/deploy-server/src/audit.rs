@@ -1,0 +1,328 @@
+//! The audit log: every write through the API (refused ones too) is recorded with who, what, when and from where, secrets redacted; and `GET /api/v1/audit` to read it (admin).
+//!
+//! Recording is a route layer, so no handler can forget it: it runs after the
+//! handler, identifies the caller from the same bearer token (an API token, a
+//! bootstrap token, or an agent credential), and appends one row before the answer
+//! leaves. Requests without a known token are not recorded (they changed nothing and
+//! would let anyone fill the table); the tracing log still shows them. The agent data
+//! plane (polls, log chunks, results) is not recorded either: it is the engine's
+//! traffic, already in job events and task logs, at up to several requests per
+//! second per agent.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use deploy_api::{AuditEntry, AuditList, Role};
+use deploy_store::{AuditActorKind, AuditFilter, AuditRecord};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+
+use crate::auth::{authorize, bearer};
+use crate::errors::ServerError;
+use crate::handlers::page_size;
+use crate::openapi::ProblemResponses;
+use crate::state::ServerState;
+use crate::tls::PeerAddr;
+use crate::tokens::hash_token;
+
+/// Routes of the agent data plane, which are not audited (see the module doc).
+pub const UNAUDITED_ROUTES: [&str; 3] = [
+    "/api/v1/agent/poll",
+    "/api/v1/agent/tasks/{task_id}/attempts/{attempt}/logs",
+    "/api/v1/agent/tasks/{task_id}/attempts/{attempt}/result",
+];
+
+/// Largest answer kept as `after`; a bigger one (a job with thousands of tasks) is
+/// summarised: the entity itself holds the full state.
+const MAX_RECORDED_BYTES: usize = 16 * 1024;
+
+/// Keys whose values are never recorded.
+const SECRET_KEYS: [&str; 5] = ["token", "secret", "password", "credential", "private_key"];
+
+/// The entity's state before an update, attached by the handler to its response.
+#[derive(Debug, Clone)]
+pub(crate) struct Before(pub Value);
+
+/// Attaches `entity` as the audit row's `before`.
+pub(crate) fn with_before(mut response: Response, entity: &impl serde::Serialize) -> Response {
+    if let Ok(value) = serde_json::to_value(entity) {
+        response.extensions_mut().insert(Before(value));
+    }
+    response
+}
+
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// The route layer: runs the handler, then appends the audit row of a write.
+pub(crate) async fn record(
+    State(state): State<ServerState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let Some(route) =
+        route.filter(|r| is_write(&method) && !UNAUDITED_ROUTES.contains(&r.as_str()))
+    else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path().to_owned();
+    let remote = remote(&request);
+    let actor = actor(&state, request.headers()).await;
+    let response = next.run(request).await;
+    let Some((actor_kind, actor_id, actor_name)) = actor else {
+        return response;
+    };
+    let status = response.status().as_u16();
+    let before = response
+        .extensions()
+        .get::<Before>()
+        .map(|b| redacted_text(&b.0));
+    let (response, answer) = buffered(response).await;
+    // The answer's id (a path may name the entity by its name), else the path's.
+    let entity_id = answer
+        .as_ref()
+        .filter(|_| response.status().is_success())
+        .and_then(|v| v.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| entity_from_path(&route, &path));
+    let record = AuditRecord {
+        seq: 0,
+        at: state.now(),
+        actor_kind,
+        actor_id,
+        actor_name,
+        method: method.to_string(),
+        route,
+        path,
+        entity_id,
+        status,
+        remote,
+        before,
+        after: answer.as_ref().map(redacted_text),
+    };
+    if let Err(e) = state.store().append_audit(&record).await {
+        // The write itself is done and cannot be undone here; say so loudly.
+        tracing::error!(error = %e, route = record.route, actor = record.actor_name, status, "cannot append to the audit log");
+    }
+    response
+}
+
+/// The caller of a write, from its bearer token: an API or bootstrap token, or an agent.
+async fn actor(
+    state: &ServerState,
+    headers: &HeaderMap,
+) -> Option<(AuditActorKind, String, String)> {
+    let hash = hash_token(bearer(headers).ok()?);
+    if let Ok(Some(token)) = state.store().find_api_token(&hash).await {
+        return Some((AuditActorKind::Token, token.id.to_string(), token.name));
+    }
+    let agent = state.agent_hub().authenticate(&hash)?;
+    let name = match state.store().get_agent(agent).await {
+        Ok(record) => record.name,
+        Err(_) => agent.to_string(),
+    };
+    Some((AuditActorKind::Agent, agent.to_string(), name))
+}
+
+/// The peer address, and what `X-Forwarded-For` claims (a proxy's word, kept beside it).
+fn remote(request: &Request) -> Option<String> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|c| c.0.0.to_string());
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(200).collect::<String>());
+    match (peer, forwarded) {
+        (Some(p), Some(f)) => Some(format!("{p} (x-forwarded-for: {f})")),
+        (Some(p), None) => Some(p),
+        (None, Some(f)) => Some(format!("x-forwarded-for: {f}")),
+        (None, None) => None,
+    }
+}
+
+/// Reads a JSON answer into memory (answers to writes are small documents) and rebuilds
+/// the response around the same bytes.
+async fn buffered(response: Response) -> (Response, Option<Value>) {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !is_json {
+        return (response, None);
+    }
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => {
+            let value = if bytes.len() > MAX_RECORDED_BYTES {
+                Some(serde_json::json!({
+                    "truncated": format!("{} bytes; read the entity for its full state", bytes.len())
+                }))
+            } else {
+                serde_json::from_slice(&bytes).ok()
+            };
+            (Response::from_parts(parts, Body::from(bytes)), value)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read an answer for the audit log");
+            (Response::from_parts(parts, Body::empty()), None)
+        }
+    }
+}
+
+/// The path segment standing where the route has `{id}` (the entity written).
+fn entity_from_path(route: &str, path: &str) -> Option<String> {
+    route
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(r, _)| *r == "{id}")
+        .map(|(_, p)| p.to_owned())
+}
+
+/// `value` with every secret-looking key's value replaced, as JSON text.
+fn redacted_text(value: &Value) -> String {
+    redacted(value).to_string()
+}
+
+fn redacted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_lowercase();
+                    let secret = SECRET_KEYS
+                        .iter()
+                        .any(|s| lower == *s || lower.ends_with(&format!("_{s}")))
+                        && !v.is_null();
+                    let v = if secret {
+                        Value::String("[redacted]".to_owned())
+                    } else {
+                        redacted(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only writes by this token or agent name.
+    actor: Option<String>,
+    /// Only writes to this entity id.
+    entity: Option<String>,
+    /// Only rows older than this sequence number (the `next_before` of the previous page).
+    before: Option<u64>,
+    /// Page size, 1 to the server's maximum.
+    limit: Option<u32>,
+}
+
+/// The audit log, newest first (admin).
+#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery), responses((status = 200, description = "a page of the audit log, newest first (admin)", body = AuditList), ProblemResponses))]
+pub(crate) async fn list_audit(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<AuditList>, ServerError> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
+    let limit = page_size(&state, query.limit)?;
+    let filter = AuditFilter {
+        actor: query.actor,
+        entity: query.entity,
+        before: query.before,
+    };
+    let rows = state.store().list_audit(&filter, limit).await?;
+    let full = u32::try_from(rows.len()).is_ok_and(|n| n == limit);
+    let next_before = if full {
+        rows.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+    let entries = rows
+        .into_iter()
+        .map(|r| AuditEntry {
+            seq: r.seq,
+            at: r.at,
+            actor_kind: r.actor_kind.as_str().to_owned(),
+            actor_id: r.actor_id,
+            actor_name: r.actor_name,
+            method: r.method,
+            route: r.route,
+            path: r.path,
+            entity_id: r.entity_id,
+            status: r.status,
+            remote: r.remote,
+            before: parse(r.before),
+            after: parse(r.after),
+        })
+        .collect();
+    Ok(Json(AuditList {
+        entries,
+        next_before,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let value = serde_json::json!({
+            "id": "t1",
+            "token": "dpl_secret",
+            "nested": {"agent_credential": "dpa_x", "password": null, "key_ref": "env:KEY"},
+            "list": [{"client_secret": "s"}],
+            "requested_by_token": "0190-…",
+        });
+        let text = redacted_text(&value);
+        for secret in ["dpl_secret", "dpa_x", "\"s\""] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(
+            text.contains("env:KEY"),
+            "references are not secrets: {text}"
+        );
+        assert!(text.contains("\"password\":null"), "{text}");
+    }
+
+    #[test]
+    fn the_entity_is_the_path_id() {
+        assert_eq!(
+            entity_from_path(
+                "/api/v1/promotions/{id}/approve",
+                "/api/v1/promotions/abc/approve"
+            ),
+            Some("abc".to_owned())
+        );
+        assert_eq!(
+            entity_from_path("/api/v1/releases", "/api/v1/releases"),
+            None
+        );
+    }
+}

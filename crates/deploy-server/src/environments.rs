@@ -1,0 +1,168 @@
+//! Environment routes: create, read and update (with its version) an environment, its approval policy and pipeline, and add or list its targets; every `{id}` is an id or a name.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use deploy_api::{CreateEnvironmentRequest, CreateTargetRequest, Role, UpdateEnvironmentRequest};
+use deploy_core::{Environment, EnvironmentId, Target, TargetId};
+use deploy_engine::random_bytes;
+
+use crate::auth::authorize;
+use crate::body::ApiJson;
+use crate::errors::ServerError;
+use crate::handlers::body_field;
+use crate::openapi::ProblemResponses;
+use crate::resolve::{self, Source};
+use crate::state::ServerState;
+
+type ApiResult<T> = Result<T, ServerError>;
+
+/// The environment's version as an entity tag (`"3"`), so a client can send it back.
+fn with_etag(environment: &Environment, status: StatusCode) -> Response {
+    let mut response = (status, Json(environment)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", environment.version)) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+/// The pipeline's environments (names or ids) as ids; each must exist.
+async fn required_environments(
+    state: &ServerState,
+    requires: &[String],
+) -> ApiResult<Vec<EnvironmentId>> {
+    let mut ids = Vec::with_capacity(requires.len());
+    for (i, reference) in requires.iter().enumerate() {
+        let field = format!("requires[{i}]");
+        ids.push(
+            resolve::environment(state, reference, Source::Field(&field))
+                .await?
+                .id,
+        );
+    }
+    Ok(ids)
+}
+
+fn check(environment: &Environment) -> ApiResult<()> {
+    environment
+        .validate()
+        .map_err(|e| ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, ""))))
+}
+
+#[utoipa::path(post, path = "/environments", tag = "environments", security(("bearer" = [])), request_body = CreateEnvironmentRequest, responses((status = 201, description = "created (admin); its version in the ETag", body = deploy_api::schema::Environment), ProblemResponses))]
+pub(crate) async fn create_environment(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateEnvironmentRequest>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let now = state.now();
+    let environment = Environment {
+        id: EnvironmentId::from_parts(now, random_bytes()),
+        name: req.name,
+        hooks: req.hooks,
+        variables: req.variables,
+        approval: req.approval,
+        requires: required_environments(&state, &req.requires).await?,
+        version: 0,
+        created_at: now,
+    };
+    check(&environment)?;
+    state.store().put_environment(&environment).await?;
+    Ok(with_etag(&environment, StatusCode::CREATED))
+}
+
+#[utoipa::path(get, path = "/environments/{id}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), responses((status = 200, description = "the environment; its version in the ETag", body = deploy_api::schema::Environment), ProblemResponses))]
+pub(crate) async fn get_environment(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let environment = resolve::environment(&state, &id, Source::Path).await?;
+    Ok(with_etag(&environment, StatusCode::OK))
+}
+
+/// Replaces an environment's definition (name, hooks, variables, approval policy,
+/// pipeline) if it is still at `version`: a stale version is 409 and changes nothing.
+#[utoipa::path(put, path = "/environments/{id}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), request_body = UpdateEnvironmentRequest, responses((status = 200, description = "updated (admin); the new version in the body and the ETag", body = deploy_api::schema::Environment), ProblemResponses))]
+pub(crate) async fn update_environment(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateEnvironmentRequest>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let current = resolve::environment(&state, &id, Source::Path).await?;
+    let before = current.clone();
+    let updated = Environment {
+        name: req.name,
+        hooks: req.hooks,
+        variables: req.variables,
+        approval: req.approval,
+        requires: required_environments(&state, &req.requires).await?,
+        ..current
+    };
+    check(&updated)?;
+    let stored = state
+        .store()
+        .update_environment(&updated, req.version)
+        .await?;
+    tracing::info!(environment = %stored.id, version = stored.version, "environment updated");
+    Ok(crate::audit::with_before(
+        with_etag(&stored, StatusCode::OK),
+        &before,
+    ))
+}
+
+#[utoipa::path(post, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), request_body = CreateTargetRequest, responses((status = 201, description = "created (admin)", body = deploy_api::schema::Target), ProblemResponses))]
+pub(crate) async fn create_target(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CreateTargetRequest>,
+) -> ApiResult<(StatusCode, Json<Target>)> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let environment = resolve::environment(&state, &id, Source::Path).await?;
+    let now = state.now();
+    let target = Target {
+        id: TargetId::from_parts(now, random_bytes()),
+        environment_id: environment.id,
+        name: req.name,
+        target_type: req.target_type,
+        connection: req.connection,
+        health_endpoint: req.health_endpoint,
+        health_check: req.health_check,
+        labels: req.labels,
+        created_at: now,
+    };
+    target.validate().map_err(|e| {
+        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "target.")))
+    })?;
+    state.store().put_target(&target).await?;
+    Ok((StatusCode::CREATED, Json(target)))
+}
+
+#[utoipa::path(get, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), responses((status = 200, description = "the targets, by name", body = Vec<deploy_api::schema::Target>), ProblemResponses))]
+pub(crate) async fn list_targets(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<Target>>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let environment = resolve::environment(&state, &id, Source::Path).await?;
+    Ok(Json(state.store().list_targets(environment.id).await?))
+}
+
+#[utoipa::path(get, path = "/environments/{id}/targets/{target}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name"), ("target" = String, Path, description = "target id or name (within the environment)")), responses((status = 200, description = "the target", body = deploy_api::schema::Target), ProblemResponses))]
+pub(crate) async fn get_target(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((id, target)): Path<(String, String)>,
+) -> ApiResult<Json<Target>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let environment = resolve::environment(&state, &id, Source::Path).await?;
+    let targets = state.store().list_targets(environment.id).await?;
+    Ok(Json(resolve::target(targets, &environment, &target)?))
+}

@@ -1,0 +1,255 @@
+//! The operator workflow's persistence on both backends: lookups by name, environment updates with versions, promotion approvals with versions, the pipeline lookup, and the append-only audit log.
+
+use deploy_core::testing::*;
+use deploy_core::*;
+
+use super::harness::{TestStore, both_backends, complete, new_job, seed_env, seed_release};
+use crate::{AuditActorKind, AuditFilter, AuditRecord, StoreError};
+
+both_backends!(
+    environments_and_releases_are_found_by_name,
+    environment_updates_compare_versions,
+    promotion_saves_compare_versions_and_list_by_filter,
+    a_release_completed_in_an_environment_is_found,
+    the_audit_log_appends_filters_and_refuses_changes,
+);
+
+async fn environments_and_releases_are_found_by_name(t: TestStore) {
+    let s = &*t.store;
+    let (env, _) = seed_env(s, 1, 0).await;
+    let release = seed_release(s, 1).await;
+    let found = s.find_environment_by_name("env-1").await.unwrap().unwrap();
+    assert_eq!(found.id, env);
+    assert!(s.find_environment_by_name("env-2").await.unwrap().is_none());
+    assert_eq!(
+        s.find_release_by_name("r1").await.unwrap().unwrap().id,
+        release
+    );
+    assert!(s.find_release_by_name("r9").await.unwrap().is_none());
+}
+
+async fn environment_updates_compare_versions(t: TestStore) {
+    let s = &*t.store;
+    let (env, _) = seed_env(s, 1, 0).await;
+    seed_env(s, 2, 0).await;
+    let mut e = s.get_environment(env).await.unwrap();
+    assert_eq!(e.version, 0);
+    e.variables.insert("LOG_LEVEL".into(), "debug".into());
+    e.approval = Some(ApprovalPolicy {
+        required_approvals: 2,
+        ..ApprovalPolicy::default()
+    });
+    e.requires = vec![environment_id(2)];
+    let updated = s.update_environment(&e, 0).await.unwrap();
+    assert_eq!(updated.version, 1);
+    assert_eq!(s.get_environment(env).await.unwrap(), updated);
+
+    // A writer that read version 0 loses: 409 with what it found.
+    let stale = s.update_environment(&e, 0).await.unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StoreError::Conflict {
+                expected: 0,
+                found: Some(1),
+                ..
+            }
+        ),
+        "{stale}"
+    );
+    // A name another environment holds.
+    let mut renamed = updated.clone();
+    renamed.name = name("env-2");
+    let taken = s.update_environment(&renamed, 1).await.unwrap_err();
+    assert!(matches!(taken, StoreError::NameTaken { .. }), "{taken}");
+    assert_eq!(s.get_environment(env).await.unwrap().name.as_str(), "env-1");
+    // Renaming to a free name works and is found by it.
+    renamed.name = name("staging");
+    s.update_environment(&renamed, 1).await.unwrap();
+    assert_eq!(
+        s.find_environment_by_name("staging")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+}
+
+async fn promotion_saves_compare_versions_and_list_by_filter(t: TestStore) {
+    let s = &*t.store;
+    let (env, _) = seed_env(s, 1, 0).await;
+    let (other, _) = seed_env(s, 2, 0).await;
+    let release = seed_release(s, 1).await;
+    let mut ids = Vec::new();
+    for (n, e) in [(1, env), (2, env), (3, other)] {
+        let mut p = promotion(n);
+        p.environment_id = e;
+        p.release_id = release;
+        p.requested_by_token = Some(uuid::Uuid::from_u128(u128::from(n)));
+        s.put_promotion(&p).await.unwrap();
+        assert_eq!(s.get_promotion(p.id).await.unwrap(), p);
+        ids.push(p.id);
+    }
+    let mut p = s.get_promotion(ids[0]).await.unwrap();
+    let policy = ApprovalPolicy {
+        required_approvals: 2,
+        ..ApprovalPolicy::default()
+    };
+    let approver = |name, n| Approver {
+        name,
+        token_id: Some(uuid::Uuid::from_u128(n)),
+        role: Some(ApproverRole::Deployer),
+    };
+    p.approve(approver("alice", 10), Some(&policy), ts(5))
+        .unwrap();
+    let saved = s.save_promotion(&p).await.unwrap();
+    assert_eq!(saved.version, 1);
+    assert_eq!(s.get_promotion(p.id).await.unwrap(), saved);
+    // A concurrent approver that read version 0 does not overwrite alice's approval.
+    let mut racer = p.clone();
+    racer.approvals.clear();
+    racer
+        .approve(approver("bob", 11), Some(&policy), ts(6))
+        .unwrap();
+    let lost = s.save_promotion(&racer).await.unwrap_err();
+    assert!(matches!(lost, StoreError::Conflict { .. }), "{lost}");
+
+    let mut rejected = s.get_promotion(ids[1]).await.unwrap();
+    rejected
+        .reject("carol", Some("not this week".into()), ts(7))
+        .unwrap();
+    s.save_promotion(&rejected).await.unwrap();
+    let stored = s.get_promotion(ids[1]).await.unwrap();
+    assert_eq!(stored.rejection_reason.as_deref(), Some("not this week"));
+
+    let all = s.list_promotions(None, None, None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1], ids[0]],
+        "newest first"
+    );
+    let requested_here = s
+        .list_promotions(Some(env), Some(PromotionStatus::Requested), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        requested_here.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    let page = s
+        .list_promotions(None, None, Some(ids[2]), 1)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|p| p.id).collect::<Vec<_>>(), vec![ids[1]]);
+}
+
+async fn a_release_completed_in_an_environment_is_found(t: TestStore) {
+    let s = &*t.store;
+    let (staging, targets) = seed_env(s, 1, 1).await;
+    let (prod, _) = seed_env(s, 2, 0).await;
+    let release = seed_release(s, 1).await;
+    assert!(!s.release_completed_in(release, staging).await.unwrap());
+    let job = new_job(s, 1, staging, release, &targets, 1).await;
+    let created = s.create_job(&job).await.unwrap().value;
+    assert!(
+        !s.release_completed_in(release, staging).await.unwrap(),
+        "a pending job is not a completed one"
+    );
+    complete(s, &created, 50).await;
+    assert!(s.release_completed_in(release, staging).await.unwrap());
+    assert!(!s.release_completed_in(release, prod).await.unwrap());
+}
+
+fn audit_row(n: u64, actor: &str, entity: &str) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        at: ts(n),
+        actor_kind: AuditActorKind::Token,
+        actor_id: format!("id-{actor}"),
+        actor_name: actor.to_owned(),
+        method: "POST".into(),
+        route: "/api/v1/environments".into(),
+        path: "/api/v1/environments".into(),
+        entity_id: Some(entity.to_owned()),
+        status: 201,
+        remote: Some("127.0.0.1:5000".into()),
+        before: None,
+        after: Some(r#"{"name":"staging"}"#.into()),
+    }
+}
+
+async fn the_audit_log_appends_filters_and_refuses_changes(t: TestStore) {
+    let s = &*t.store;
+    let first = s.append_audit(&audit_row(1, "alice", "e1")).await.unwrap();
+    let second = s.append_audit(&audit_row(2, "bob", "e1")).await.unwrap();
+    let third = s.append_audit(&audit_row(3, "alice", "e2")).await.unwrap();
+    assert!(first < second && second < third);
+    let all = s.list_audit(&AuditFilter::default(), 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![third, second, first]
+    );
+    let mut expected = audit_row(3, "alice", "e2");
+    expected.seq = third;
+    assert_eq!(all[0], expected);
+    let alice = AuditFilter {
+        actor: Some("alice".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(s.list_audit(&alice, 10).await.unwrap().len(), 2);
+    let e1_older = AuditFilter {
+        entity: Some("e1".into()),
+        before: Some(second),
+        ..AuditFilter::default()
+    };
+    let rows = s.list_audit(&e1_older, 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![first]);
+
+    // Append-only in the database itself, not only by the absence of a method.
+    let (update, delete) = match &t.backing {
+        super::harness::Backing::Sqlite(dir) => {
+            let path = dir.path().join("deploy.db");
+            let conn = |sql: &'static str| {
+                let path = path.clone();
+                async move {
+                    use sqlx::ConnectOptions;
+                    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(&path)
+                        .connect()
+                        .await
+                        .unwrap();
+                    sqlx::query(sql).execute(&mut c).await.map(|_| ())
+                }
+            };
+            (
+                conn("UPDATE audit_log SET actor_name = 'mallory'").await,
+                conn("DELETE FROM audit_log").await,
+            )
+        }
+        super::harness::Backing::Postgres(pg) => {
+            let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+            (
+                sqlx::query("UPDATE audit_log SET actor_name = 'mallory'")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ()),
+                sqlx::query("DELETE FROM audit_log")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ()),
+            )
+        }
+    };
+    for refused in [update, delete] {
+        let err = refused.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{err}");
+    }
+    assert_eq!(
+        s.list_audit(&AuditFilter::default(), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
