@@ -17,7 +17,7 @@
 //! as JSON lines (deploy_testkit::bench_report), each with its same-run baseline.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deploy_testkit::bench_report::{Better, Figure, Goal};
@@ -44,7 +44,7 @@ fn agent_count() -> usize {
 }
 
 /// One simulated agent: its credential and name.
-struct SimAgent {
+pub(crate) struct SimAgent {
     id: String,
     credential: String,
 }
@@ -70,7 +70,12 @@ async fn post(
 }
 
 /// Creates `n` bootstrap tokens and registers `n` agents with them, `concurrency` at a time.
-async fn register(client: &reqwest::Client, base: &str, n: usize, tag: &str) -> Vec<SimAgent> {
+pub(crate) async fn register(
+    client: &reqwest::Client,
+    base: &str,
+    n: usize,
+    tag: &str,
+) -> Vec<SimAgent> {
     let mut agents = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
         let mut calls = Vec::new();
@@ -111,26 +116,71 @@ async fn register(client: &reqwest::Client, base: &str, n: usize, tag: &str) -> 
     agents
 }
 
-/// The agent loop: long-poll, answer every delivery at once, until `stop`.
-async fn run_agent(client: reqwest::Client, base: String, agent: SimAgent, stop: Arc<AtomicBool>) {
+/// What a simulated agent does with a deploy: how long it takes, and the log lines it
+/// sends meanwhile. The default answers at once, without a line.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Work {
+    /// How long a deploy takes.
+    pub(crate) hold: Duration,
+    /// Log lines sent during a deploy, one request each, spread over `hold`.
+    pub(crate) lines: u64,
+    /// Counts the requests of the agent loop (polls, log lines, results) as they are answered.
+    pub(crate) requests: Arc<AtomicU64>,
+}
+
+/// The agent loop: long-poll, answer every delivery (a deploy after `work`), until `stop`.
+pub(crate) async fn run_agent(
+    client: reqwest::Client,
+    base: String,
+    agent: SimAgent,
+    stop: Arc<AtomicBool>,
+    work: Work,
+) {
     let mut current: Option<String> = None;
+    let counted = |answer| {
+        work.requests.fetch_add(1, Ordering::Relaxed);
+        answer
+    };
     while !stop.load(Ordering::Relaxed) {
-        let (status, polled) = post(
-            &client,
-            &base,
-            "/api/v1/agent/poll",
-            &agent.credential,
-            &json!({"protocol": 1, "running": [], "wait_ms": POLL_WAIT_MS}),
-        )
-        .await;
+        let (status, polled) = counted(
+            post(
+                &client,
+                &base,
+                "/api/v1/agent/poll",
+                &agent.credential,
+                &json!({"protocol": 1, "running": [], "wait_ms": POLL_WAIT_MS}),
+            )
+            .await,
+        );
         if status != 200 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         for delivery in polled["deliveries"].as_array().into_iter().flatten() {
             let action = &delivery["action"];
+            let key = &delivery["key"];
+            let attempt_path = format!(
+                "/api/v1/agent/tasks/{}/attempts/{}",
+                key["task_id"].as_str().unwrap(),
+                key["attempt"]
+            );
+            let mut lines = 0;
             let outcome = match action["action"].as_str().unwrap() {
                 "deploy" | "rollback" => {
+                    lines = work.lines;
+                    for line in 0..lines {
+                        tokio::time::sleep(work.hold / u32::try_from(lines).unwrap()).await;
+                        let text = format!("step {} of {lines}", line + 1);
+                        let body = json!({"protocol": 1, "first_seq": line,
+                                          "lines": [{"stream": "agent", "text": text}]});
+                        let path = format!("{attempt_path}/logs");
+                        let (status, ack) =
+                            counted(post(&client, &base, &path, &agent.credential, &body).await);
+                        assert_eq!(status, 200, "log of {}: {ack:#}", agent.id);
+                    }
+                    if lines == 0 {
+                        tokio::time::sleep(work.hold).await;
+                    }
                     let digest = action["deploy"]["digest"].as_str().unwrap().to_owned();
                     let previous = current.replace(digest.clone());
                     json!({"outcome": "deployed", "deployed_digest": digest,
@@ -140,21 +190,17 @@ async fn run_agent(client: reqwest::Client, base: String, agent: SimAgent, stop:
                 "inspect" => json!({"outcome": "inspected", "digest": current}),
                 _ => json!({"outcome": "command_ran", "exit_status": 0, "stdout": ""}),
             };
-            let key = &delivery["key"];
-            let path = format!(
-                "/api/v1/agent/tasks/{}/attempts/{}/result",
-                key["task_id"].as_str().unwrap(),
-                key["attempt"]
-            );
-            let body = json!({"protocol": 1, "log_lines": 0, "outcome": outcome});
-            let (status, ack) = post(&client, &base, &path, &agent.credential, &body).await;
+            let path = format!("{attempt_path}/result");
+            let body = json!({"protocol": 1, "log_lines": lines, "outcome": outcome});
+            let (status, ack) =
+                counted(post(&client, &base, &path, &agent.credential, &body).await);
             assert_eq!(status, 200, "result of {}: {ack:#}", agent.id);
         }
     }
 }
 
 /// Creates an environment with one target per agent and a release; (env id, release id).
-async fn environment(
+pub(crate) async fn environment(
     client: &reqwest::Client,
     base: &str,
     agents: &[SimAgent],
@@ -310,7 +356,13 @@ fn agent_fan_out_to_many_simulated_agents() {
         let agents = register(&client, &base, 1, "solo").await;
         let env = environment(&client, &base, &agents, "solo").await;
         for agent in agents {
-            tokio::spawn(run_agent(client.clone(), base.clone(), agent, stop.clone()));
+            tokio::spawn(run_agent(
+                client.clone(),
+                base.clone(),
+                agent,
+                stop.clone(),
+                Work::default(),
+            ));
         }
         (Vec::<Duration>::new(), env)
     });
@@ -340,7 +392,13 @@ fn agent_fan_out_to_many_simulated_agents() {
         let agents = register(&client, &base, n, "sim").await;
         let env = environment(&client, &base, &agents, "fleet").await;
         for agent in agents {
-            tokio::spawn(run_agent(client.clone(), base.clone(), agent, stop.clone()));
+            tokio::spawn(run_agent(
+                client.clone(),
+                base.clone(),
+                agent,
+                stop.clone(),
+                Work::default(),
+            ));
         }
         env
     });

@@ -21,5 +21,6 @@ mod faults;
 mod fidelity;
 mod hooks;
 mod load;
+mod operator;
 mod tidy;
 mod update_speed;

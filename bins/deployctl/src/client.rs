@@ -66,6 +66,20 @@ fn show_duration(d: Duration) -> String {
     }
 }
 
+/// `text` as one URL path segment: names and ids pass as they are (`[a-z0-9_.-]`,
+/// UUIDs); anything else a user typed is percent-encoded, so it cannot change the path.
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -234,12 +248,43 @@ impl Client {
             s if s.is_client_error() => USAGE,
             _ => UNREACHABLE,
         };
-        Err(CliError::new(code, message))
+        Err(CliError {
+            status: Some(status.as_u16()),
+            ..CliError::new(code, message)
+        })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         let resp = self.send(self.request(Method::GET, path)).await?;
         decode(resp).await
+    }
+
+    /// `get`, with a 404 as `None` (for "create or update" decisions).
+    pub async fn get_optional<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, CliError> {
+        match self.get(path).await {
+            Err(e) if e.status == Some(404) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        let resp = self
+            .send(self.request(Method::PUT, path).json(body))
+            .await?;
+        decode(resp).await
+    }
+
+    /// A DELETE; its answer has no body.
+    pub async fn delete(&self, path: &str) -> Result<(), CliError> {
+        self.send(self.request(Method::DELETE, path)).await?;
+        Ok(())
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(

@@ -7,15 +7,30 @@ use serde_json::{Value, json};
 use crate::exit::{CliError, USAGE};
 use crate::plan;
 
-/// The job settings of `deployctl deploy`, as given on the command line.
-#[derive(Debug, Default)]
+/// The job settings of `deployctl deploy` and `promotions approve`, as given on the command line.
+#[derive(Debug, Default, clap::Args)]
 pub struct JobSettings {
+    /// `all-at-once` (the server's default), `blue-green`, `rolling:<batch>` or `canary:<canary>:<batch>`; a batch is a count or a percentage (`25%`).
+    #[arg(long)]
     pub strategy: Option<String>,
+    /// Tasks in flight at once (at least 1; the server's default is 10).
+    #[arg(long)]
     pub parallelism: Option<u32>,
+    /// Attempts per task (1 to 100).
+    #[arg(long)]
     pub max_attempts: Option<u32>,
+    /// The job fails once more than this many targets failed (default: any failure).
+    #[arg(long)]
     pub max_failures: Option<u32>,
+    /// The job fails once more than this share of targets failed, from 0 to 1.
+    #[arg(long)]
     pub max_failure_ratio: Option<f64>,
+    /// Roll back to the last known good digests if the job fails.
+    #[arg(long)]
     pub auto_rollback: bool,
+    /// A compose template (YAML file) in place of the release's service definition,
+    /// for this job only (a rollback re-deploys what the job rendered).
+    #[arg(long, value_name = "COMPOSE_YML")]
     pub template: Option<PathBuf>,
 }
 

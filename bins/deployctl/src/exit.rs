@@ -15,6 +15,9 @@ pub const UNREACHABLE: u8 = 4;
 /// `--timeout` elapsed while following a job: deployctl stopped waiting, the job
 /// goes on (its outcome is unknown to this run, so neither 0 nor 1 fits).
 pub const TIMED_OUT: u8 = 5;
+/// The promotion was requested but awaits approvals by others (its environment's
+/// policy): nothing was deployed yet.
+pub const AWAITING_APPROVAL: u8 = 6;
 
 /// An error with the exit code it maps to.
 #[derive(Debug)]
@@ -24,6 +27,8 @@ pub struct CliError {
     /// Worth retrying: the connection failed or broke, or the server answered 503
     /// (its database is restarting), as opposed to a final answer from the server.
     pub retryable: bool,
+    /// The HTTP status of a refusal from the server, if that is what this is.
+    pub status: Option<u16>,
 }
 
 impl CliError {
@@ -32,6 +37,7 @@ impl CliError {
             code,
             message: message.into(),
             retryable: false,
+            status: None,
         }
     }
 

@@ -1,12 +1,16 @@
 //! deployctl: a thin CLI over deployd's HTTP API; maps every outcome to a documented exit code.
 
+mod apply;
+mod audit;
 mod client;
 mod config;
 mod deploy;
+mod env;
 mod exit;
 mod output;
 mod plan;
 mod progress;
+mod promote;
 mod render;
 mod tail;
 mod target;
@@ -27,7 +31,10 @@ use crate::output::Output;
 ///
 /// Exit codes: 0 success, 1 deployment failed, 2 usage or input error,
 /// 3 deployment rolled back, 4 server unreachable or token refused,
-/// 5 --timeout elapsed while following (deployctl stopped waiting; the job goes on).
+/// 5 --timeout elapsed while following (deployctl stopped waiting; the job goes on),
+/// 6 the promotion awaits approval by others (nothing was deployed yet).
+///
+/// Environments, targets, releases, tokens and agents are named by name or id.
 ///
 /// Server and token: flags, else DEPLOYCTL_SERVER / DEPLOYCTL_TOKEN, else the
 /// config file (--config, DEPLOYCTL_CONFIG, or ~/.config/deployctl/config.toml
@@ -36,12 +43,19 @@ use crate::output::Output;
 /// Examples:
 ///   export DEPLOYCTL_TOKEN=dpl_...
 ///   deployctl env create staging
-///   deployctl target add --env <ENV_ID> host-1 --host 10.0.0.5 --user deploy --key-ref env:SSH_KEY
+///   deployctl env create prod --requires staging --approvals 2
+///   deployctl target add --env staging host-1 --host 10.0.0.5 --user deploy --key-ref env:SSH_KEY
 ///   deployctl release create v1 --component web=registry:5000/web@sha256:<64 hex>
-///   deployctl plan --release <RELEASE_ID> --env <ENV_ID> --strategy rolling:2
-///   deployctl deploy --release <RELEASE_ID> --env <ENV_ID> --follow
-///   deployctl jobs show <JOB_ID> --output json
-///   deployctl token revoke <TOKEN_ID>
+///   deployctl plan --release v1 --env staging --strategy rolling:2
+///   deployctl deploy --release v1 --env staging --follow
+///   deployctl promote --release v1 --env prod
+///   deployctl promotions list --status requested
+///   deployctl promotions approve <PROMOTION_ID> --follow
+///   deployctl apply -f prod.yaml --dry-run
+///   deployctl get env prod > prod.yaml
+///   deployctl jobs show <JOB_ID> -o json
+///   deployctl audit --actor ci
+///   deployctl token revoke ci
 ///   deployctl agent bootstrap-token --name rack-1 --expires-in-secs 600
 ///   deployctl agent list
 ///   deployctl agent bootstrap-tokens
@@ -74,46 +88,43 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Environments.
+    /// Environments: create, show, list, update (variables, approval policy, pipeline), delete.
     #[command(subcommand)]
-    Env(EnvCommand),
+    Env(env::EnvCommand),
     /// Targets of an environment.
     #[command(subcommand)]
     Target(TargetCommand),
     /// Releases.
     #[command(subcommand)]
     Release(ReleaseCommand),
-    /// Promote a release to an environment, approve it, and optionally follow the job.
-    Deploy {
+    /// Request a promotion of a release to an environment (approved later with
+    /// `promotions approve`, by others where the environment's policy says so).
+    Promote {
+        /// The release's name or id.
         #[arg(long)]
         release: String,
+        /// The environment's name or id.
+        #[arg(long)]
+        env: String,
+    },
+    /// Promotions: the approval queue, approve, reject.
+    #[command(subcommand)]
+    Promotions(promote::PromotionsCommand),
+    /// Promote a release to an environment and approve it in one go (where the
+    /// environment's policy lets the requester approve), and optionally follow the job.
+    /// Under a policy that needs other approvers, the promotion is left requested (exit 6).
+    Deploy {
+        /// The release's name or id.
+        #[arg(long)]
+        release: String,
+        /// The environment's name or id.
         #[arg(long)]
         env: String,
         /// Follow the job until it settles; the exit code tells how it ended.
         #[arg(long)]
         follow: bool,
-        /// Roll back to the last known good digests if the job fails.
-        #[arg(long)]
-        auto_rollback: bool,
-        /// Attempts per task (1 to 100).
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        /// `all-at-once` (the server's default), `blue-green`, `rolling:<batch>` or `canary:<canary>:<batch>`; a batch is a count or a percentage (`25%`).
-        #[arg(long)]
-        strategy: Option<String>,
-        /// Tasks in flight at once (at least 1; the server's default is 10).
-        #[arg(long)]
-        parallelism: Option<u32>,
-        /// The job fails once more than this many targets failed (default: any failure).
-        #[arg(long)]
-        max_failures: Option<u32>,
-        /// The job fails once more than this share of targets failed, from 0 to 1.
-        #[arg(long)]
-        max_failure_ratio: Option<f64>,
-        /// A compose template (YAML file) in place of the release's service definition,
-        /// for this job only (a rollback re-deploys what the job rendered).
-        #[arg(long, value_name = "COMPOSE_YML")]
-        template: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        settings: deploy::JobSettings,
         /// With --follow: also print the tasks' log lines as they come (prefixed with
         /// `[target/component]`) and a summary per task at the end.
         #[arg(long, requires = "follow")]
@@ -121,8 +132,10 @@ enum Command {
     },
     /// Dry run of a deploy: which targets get which digest in which wave, and what each runs now.
     Plan {
+        /// The release's name or id.
         #[arg(long)]
         release: String,
+        /// The environment's name or id.
         #[arg(long)]
         env: String,
         /// `all-at-once`, `blue-green`, `rolling:<batch>` or `canary:<canary>:<batch>`; a batch is a count or a percentage (`25%`).
@@ -137,6 +150,7 @@ enum Command {
     Jobs(JobsCommand),
     /// A task's log.
     Logs {
+        /// The task's id (see `jobs show`).
         task: String,
         /// Print chunks after this sequence number.
         #[arg(long, default_value_t = 0)]
@@ -145,12 +159,41 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Roll a job back.
+    /// Roll a job back: its targets get again what ran there before it.
     Rollback {
+        /// The job's id.
         job: String,
+        /// Why (kept in the job's events, with who asked).
         #[arg(long, default_value = "manual rollback")]
         reason: String,
+        /// Follow the rollback until it settles; the exit code tells how it ended.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: also print the tasks' log lines.
+        #[arg(long, requires = "follow")]
+        logs: bool,
     },
+    /// Make an environment (its settings, policy, pipeline and targets) match a file;
+    /// running it again changes nothing.
+    #[command(
+        after_help = "The file: `deployctl get env NAME` prints one (see docs/operations.md)."
+    )]
+    Apply {
+        /// The environment document (YAML or JSON).
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete the environment's targets that the file does not list.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Print a document `apply` accepts.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// The audit log (admin): every write through the API, newest first.
+    Audit(audit::AuditArgs),
     /// API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -174,25 +217,17 @@ enum ArtifactsCommand {
 }
 
 #[derive(Debug, Subcommand)]
-enum EnvCommand {
-    /// Create an environment.
-    Create {
-        name: String,
-        /// A value of this environment, `KEY=value` (repeatable): it replaces a service
-        /// variable of that name, and gives one to a variable declared without a value
-        /// (e.g. `--var DATABASE_URL=postgres://db.staging/app`).
-        #[arg(long = "var", value_name = "KEY=VALUE")]
-        variables: Vec<String>,
+enum GetCommand {
+    /// An environment with its targets, as YAML (`-o json` for JSON).
+    Env {
+        /// The environment's name or id.
+        env: String,
     },
-    /// Show an environment.
-    Show { id: String },
-    /// List environments, newest first.
-    List(PageArgs),
 }
 
 /// Paging of a list.
 #[derive(Debug, clap::Args)]
-struct PageArgs {
+pub(crate) struct PageArgs {
     /// Page size (the server caps it).
     #[arg(long, default_value_t = 20)]
     limit: u32,
@@ -207,8 +242,41 @@ enum TargetCommand {
     Add(Box<target::AddArgs>),
     /// List the targets of an environment.
     List {
+        /// The environment's name or id.
         #[arg(long)]
         env: String,
+    },
+    /// Show a target.
+    Show {
+        /// The environment's name or id.
+        #[arg(long)]
+        env: String,
+        /// The target's name or id.
+        target: String,
+    },
+    /// Disable a target: new jobs skip it (their plan lists it as skipped).
+    Disable {
+        /// The environment's name or id.
+        #[arg(long)]
+        env: String,
+        /// The target's name or id.
+        target: String,
+    },
+    /// Enable a disabled target again.
+    Enable {
+        /// The environment's name or id.
+        #[arg(long)]
+        env: String,
+        /// The target's name or id.
+        target: String,
+    },
+    /// Delete a target (refused while an active job uses it); past jobs keep showing it.
+    Delete {
+        /// The environment's name or id.
+        #[arg(long)]
+        env: String,
+        /// The target's name or id.
+        target: String,
     },
 }
 
@@ -229,9 +297,17 @@ enum ReleaseCommand {
         template: Option<std::path::PathBuf>,
     },
     /// Show a release.
-    Show { id: String },
+    Show {
+        /// The release's name or id.
+        release: String,
+    },
     /// List releases, newest first.
     List(PageArgs),
+    /// Archive a release: it can no longer be promoted.
+    Archive {
+        /// The release's name or id.
+        release: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,9 +328,15 @@ enum JobsCommand {
         before: Option<String>,
     },
     /// Show a job and its tasks.
-    Show { id: String },
+    Show {
+        /// The job's id.
+        id: String,
+    },
     /// Cancel a job.
-    Cancel { id: String },
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
     /// Follow a job's events until it settles.
     Watch {
         id: String,
@@ -269,15 +351,22 @@ enum JobsCommand {
 enum TokenCommand {
     /// Create a token; its secret is printed once.
     Create {
+        /// Its name (unique; approval policies name approvers by it).
         name: String,
         /// viewer, deployer or admin.
         #[arg(long)]
         role: String,
+        /// Seconds until it stops being accepted, 60 to ten years [default: never].
+        #[arg(long, value_name = "SECS")]
+        expires_in_secs: Option<u64>,
     },
     /// List tokens (never their secrets): id, name, role, created, last used, revoked.
     List,
     /// Revoke a token: it is refused from the next request on.
-    Revoke { id: String },
+    Revoke {
+        /// The token's name or id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,13 +384,22 @@ enum AgentCommand {
     /// spent or revoked.
     BootstrapTokens,
     /// Revoke an unspent bootstrap token: no agent can register with it any more.
-    RevokeBootstrapToken { id: String },
+    RevokeBootstrapToken {
+        /// The bootstrap token's id.
+        id: String,
+    },
     /// List agents: id, name, active, in flight, last seen, revoked.
     List,
     /// Show one agent.
-    Show { id: String },
+    Show {
+        /// The agent's name or id.
+        id: String,
+    },
     /// Revoke an agent: its credential is refused at once, its in-flight tasks fail (retryable).
-    Revoke { id: String },
+    Revoke {
+        /// The agent's name or id.
+        id: String,
+    },
 }
 
 /// The fields shown for a bootstrap token (`revoked_at`: spent or revoked).
@@ -318,6 +416,19 @@ const AGENT_FIELDS: &[&str] = &[
     "last_seen_at",
     "created_at",
     "revoked_at",
+];
+
+/// The fields shown for one target.
+const TARGET_SHOW_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "target_type",
+    "connection.host",
+    "connection.port",
+    "labels",
+    "disabled",
+    "version",
+    "created_at",
 ];
 
 /// The columns shown for a target.
@@ -379,29 +490,22 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     let out = cli.output;
     let p = API_PREFIX;
     match cli.command {
-        Command::Env(EnvCommand::Create { name, variables }) => {
-            let vars = render::parse_variables(&variables)?;
-            let v: Value = client
-                .post(
-                    &format!("{p}/environments"),
-                    Some(&json!({"name": name, "variables": vars})),
-                )
-                .await?;
-            output::object(out, &v, &["id", "name", "created_at"]);
+        Command::Env(command) => env::run(command, &client, out).await?,
+        Command::Apply {
+            file,
+            dry_run,
+            prune,
+        } => apply::run(&client, out, &file, dry_run, prune).await?,
+        Command::Get(GetCommand::Env { env }) => apply::get(&client, out, &env).await?,
+        Command::Audit(args) => audit::run(&args, &client, out).await?,
+        Command::Promote { release, env } => {
+            let promotion = promote::request(&client, &release, &env).await?;
+            output::object(out, &env::to_value(&promotion), promote::FIELDS);
         }
-        Command::Env(EnvCommand::Show { id }) => {
-            let v: Value = client.get(&format!("{p}/environments/{id}")).await?;
-            output::object(out, &v, &["id", "name", "created_at"]);
-        }
-        Command::Env(EnvCommand::List(page)) => {
-            let v: Value = client
-                .get(&format!("{p}/environments?{}", page_query(&page)))
-                .await?;
-            print_page(out, &v, "environments", &["id", "name", "created_at"]);
-        }
+        Command::Promotions(command) => return promote::run(command, &client, out).await,
         Command::Target(TargetCommand::Add(args)) => {
             let body = target::request(&args)?;
-            let env = &args.env;
+            let env = client::segment(&args.env);
             let v: Value = client
                 .post(&format!("{p}/environments/{env}/targets"), Some(&body))
                 .await?;
@@ -409,9 +513,30 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Target(TargetCommand::List { env }) => {
             let v: Value = client
-                .get(&format!("{p}/environments/{env}/targets"))
+                .get(&format!(
+                    "{p}/environments/{}/targets",
+                    client::segment(&env)
+                ))
                 .await?;
             output::list(out, &v, TARGET_FIELDS);
+        }
+        Command::Target(TargetCommand::Show { env, target }) => {
+            let v: Value = client.get(&target::path(&env, &target)).await?;
+            output::object(out, &v, TARGET_SHOW_FIELDS);
+        }
+        Command::Target(TargetCommand::Disable { env, target }) => {
+            let v = target::set_disabled(&client, &env, &target, true).await?;
+            output::object(out, &v, TARGET_SHOW_FIELDS);
+        }
+        Command::Target(TargetCommand::Enable { env, target }) => {
+            let v = target::set_disabled(&client, &env, &target, false).await?;
+            output::object(out, &v, TARGET_SHOW_FIELDS);
+        }
+        Command::Target(TargetCommand::Delete { env, target }) => {
+            client.delete(&target::path(&env, &target)).await?;
+            if out == Output::Table {
+                output::line(&format!("target {target} of environment {env} deleted"));
+            }
         }
         Command::Release(ReleaseCommand::Create {
             name,
@@ -435,8 +560,19 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             let v: Value = client.post(&format!("{p}/releases"), Some(&body)).await?;
             output::object(out, &v, &["id", "name", "components", "created_at"]);
         }
-        Command::Release(ReleaseCommand::Show { id }) => {
-            let v: Value = client.get(&format!("{p}/releases/{id}")).await?;
+        Command::Release(ReleaseCommand::Archive { release }) => {
+            let v: Value = client
+                .post::<Value, Value>(
+                    &format!("{p}/releases/{}/archive", client::segment(&release)),
+                    None,
+                )
+                .await?;
+            output::object(out, &v, &["id", "name", "archived_at"]);
+        }
+        Command::Release(ReleaseCommand::Show { release }) => {
+            let v: Value = client
+                .get(&format!("{p}/releases/{}", client::segment(&release)))
+                .await?;
             output::object(out, &v, &["id", "name", "components", "created_at"]);
         }
         Command::Release(ReleaseCommand::List(page)) => {
@@ -457,8 +593,8 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             parallelism,
         } => {
             let mut body = json!({
-                "release_id": release,
-                "environment_id": env,
+                "release": release,
+                "environment": env,
                 "strategy": plan::strategy(&strategy)?,
             });
             if let Some(n) = parallelism {
@@ -474,42 +610,36 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             release,
             env,
             follow,
-            auto_rollback,
-            max_attempts,
-            strategy,
-            parallelism,
-            max_failures,
-            max_failure_ratio,
-            template,
+            settings,
             logs,
         } => {
-            let approve = deploy::JobSettings {
-                strategy,
-                parallelism,
-                max_attempts,
-                max_failures,
-                max_failure_ratio,
-                auto_rollback,
-                template,
-            }
-            .approve_body()?;
-            let promotion: Value = client
-                .post(
-                    &format!("{p}/promotions"),
-                    Some(&json!({"release_id": release, "environment_id": env})),
-                )
-                .await?;
-            let promotion_id = promotion["id"].as_str().unwrap_or_default().to_owned();
-            let approved: Value = client
-                .post(
-                    &format!("{p}/promotions/{promotion_id}/approve"),
-                    Some(&approve),
-                )
-                .await?;
-            let job = &approved["job"];
+            // Checked before anything is sent: a bad flag creates no promotion.
+            settings.approve_body()?;
+            let promotion = promote::request(&client, &release, &env).await?;
+            let promotion_id = promotion.id.to_string();
+            let approved = match promote::approve(&client, &promotion_id, &settings).await {
+                // The environment's policy wants other approvers: the promotion waits.
+                Err(e) if e.status == Some(403) => {
+                    eprintln!(
+                        "deployctl: promotion {promotion_id} of `{release}` to `{env}` is requested and awaits approval: {}\n  another approver runs: deployctl promotions approve {promotion_id}",
+                        e.message
+                    );
+                    return Ok(exit::AWAITING_APPROVAL);
+                }
+                other => other?.1,
+            };
+            let job = match approved {
+                promote::Approved::Job(job) => job,
+                promote::Approved::Pending { missing } => {
+                    eprintln!(
+                        "deployctl: promotion {promotion_id} of `{release}` to `{env}` needs {missing} more approval(s): deployctl promotions approve {promotion_id}"
+                    );
+                    return Ok(exit::AWAITING_APPROVAL);
+                }
+            };
             let job_id = job["id"].as_str().unwrap_or_default().to_owned();
             if !follow {
-                output::object(out, job, &["id", "status", "tasks", "created_at"]);
+                output::object(out, &job, &["id", "status", "tasks", "created_at"]);
                 return Ok(SUCCESS);
             }
             if out == Output::Table {
@@ -529,7 +659,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             let mut query = format!("limit={limit}");
             for (key, value) in [("environment", env), ("status", status), ("before", before)] {
                 if let Some(v) = value {
-                    query.push_str(&format!("&{key}={v}"));
+                    query.push_str(&format!("&{key}={}", client::segment(&v)));
                 }
             }
             let v: Value = client.get(&format!("{p}/jobs?{query}")).await?;
@@ -627,23 +757,40 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 }
             }
         }
-        Command::Rollback { job, reason } => {
+        Command::Rollback {
+            job,
+            reason,
+            follow,
+            logs,
+        } => {
+            // The answer is the rollback job (its `rollback_of` is `job`).
             let v: Value = client
                 .post(
-                    &format!("{p}/jobs/{job}/rollback"),
+                    &format!("{p}/jobs/{}/rollback", client::segment(&job)),
                     Some(&json!({"reason": reason})),
                 )
                 .await?;
-            output::object(out, &v, &["id", "status", "rollback_of"]);
+            if !follow {
+                output::object(out, &v, &["id", "status", "rollback_of"]);
+                return Ok(SUCCESS);
+            }
+            let rollback = v["id"].as_str().unwrap_or_default().to_owned();
+            if out == Output::Table {
+                output::line(&format!("rollback job {rollback} of job {job}"));
+            }
+            return watch(&client, out, &rollback, logs).await;
         }
         Command::Artifacts(_) | Command::Completions { .. } => unreachable_offline()?,
-        Command::Token(TokenCommand::Create { name, role }) => {
-            let v: Value = client
-                .post(
-                    &format!("{p}/tokens"),
-                    Some(&json!({"name": name, "role": role})),
-                )
-                .await?;
+        Command::Token(TokenCommand::Create {
+            name,
+            role,
+            expires_in_secs,
+        }) => {
+            let mut body = json!({"name": name, "role": role});
+            if let Some(secs) = expires_in_secs {
+                body["expires_in_secs"] = json!(secs);
+            }
+            let v: Value = client.post(&format!("{p}/tokens"), Some(&body)).await?;
             output::object(out, &v, &["id", "name", "role", "token"]);
         }
         Command::Token(TokenCommand::List) => {
@@ -704,18 +851,20 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             );
         }
         Command::Agent(AgentCommand::Show { id }) => {
-            let v: Value = client.get(&format!("{p}/agents/{id}")).await?;
+            let v: Value = client
+                .get(&format!("{p}/agents/{}", client::segment(&id)))
+                .await?;
             output::object(out, &v, AGENT_FIELDS);
         }
         Command::Agent(AgentCommand::Revoke { id }) => {
             let v: Value = client
-                .post::<Value, Value>(&format!("{p}/agents/{id}/revoke"), None)
+                .post::<Value, Value>(&format!("{p}/agents/{}/revoke", client::segment(&id)), None)
                 .await?;
             output::object(out, &v, AGENT_FIELDS);
         }
         Command::Token(TokenCommand::Revoke { id }) => {
             let v: Value = client
-                .post::<Value, Value>(&format!("{p}/tokens/{id}/revoke"), None)
+                .post::<Value, Value>(&format!("{p}/tokens/{}/revoke", client::segment(&id)), None)
                 .await?;
             output::object(out, &v, &["id", "name", "role", "revoked_at"]);
         }
@@ -724,7 +873,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
 }
 
 /// `limit=…&before=…` of a list.
-fn page_query(page: &PageArgs) -> String {
+pub(crate) fn page_query(page: &PageArgs) -> String {
     match &page.before {
         Some(b) => format!("limit={}&before={b}", page.limit),
         None => format!("limit={}", page.limit),
@@ -732,7 +881,7 @@ fn page_query(page: &PageArgs) -> String {
 }
 
 /// Prints a page of a list (`field` holds the items) and how to read the next one.
-fn print_page(out: Output, page: &Value, field: &str, columns: &[&str]) {
+pub(crate) fn print_page(out: Output, page: &Value, field: &str, columns: &[&str]) {
     match out {
         Output::Json | Output::Yaml => output::object(out, page, &[]),
         Output::Table => {
@@ -764,7 +913,12 @@ fn unreachable_offline() -> Result<(), CliError> {
 
 /// Follows a job's events, printing a line per transition (and with `logs` the tasks'
 /// log lines and a final summary), and maps how it ended to the exit code.
-async fn watch(client: &Client, out: Output, job: &str, logs: bool) -> Result<u8, CliError> {
+pub(crate) async fn watch(
+    client: &Client,
+    out: Output,
+    job: &str,
+    logs: bool,
+) -> Result<u8, CliError> {
     let started = Instant::now();
     let last_status = RefCell::new(String::new());
     // Bars on a terminal; plain lines otherwise (their format is part of the CLI's contract).
@@ -806,7 +960,7 @@ async fn watch(client: &Client, out: Output, job: &str, logs: bool) -> Result<u8
     });
     let mut tail = None;
     if logs {
-        let mut logs = tail::LogTail::new(client, job).await?;
+        let logs = tail::LogTail::new(client, job).await?;
         let print = |lines: Vec<tail::LogLine>| {
             for l in lines {
                 match out {
@@ -825,18 +979,9 @@ async fn watch(client: &Client, out: Output, job: &str, logs: bool) -> Result<u8
                 }
             }
         };
-        let poll = async {
-            loop {
-                print(logs.poll(client).await);
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        };
-        tokio::select! {
-            followed = follow => followed?,
-            () = poll => {}
-        }
-        // What was written before the end and not read yet.
-        print(logs.poll(client).await);
+        // Both streams to their `end`: the log stream's comes once the job settled and
+        // every line written before was sent, so nothing written before the end is missed.
+        tokio::try_join!(follow, logs.follow(client, print))?;
         tail = Some(logs);
     } else {
         follow.await?;

@@ -26,8 +26,8 @@ pub struct RenderArgs {
     /// variable of that name or gives one declared without a value.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     variables: Vec<String>,
-    /// Environment name.
-    #[arg(long)]
+    /// The environment's name (as the rest of deployctl: `--env`; `--environment` still works).
+    #[arg(long = "env", alias = "environment")]
     environment: String,
     /// Output directory.
     #[arg(long)]
@@ -100,7 +100,7 @@ pub fn run(args: RenderArgs, out: Output) -> Result<(), CliError> {
     let template = parse_template(&template_bytes)
         .map_err(|e| input(&format!("invalid template {shown}"), e))?;
     let variables = parse_variables(&args.variables)?;
-    let environment = Name::parse(&args.environment).map_err(|e| input("--environment", e))?;
+    let environment = Name::parse(&args.environment).map_err(|e| input("--env", e))?;
     // Defaults derive from the release so the same files give the same bytes.
     let timestamp = match &args.timestamp {
         Some(t) => Timestamp::parse(t).map_err(|e| input("--timestamp", e))?,

@@ -1,26 +1,21 @@
-//! `--logs` while following a job: new log lines of every task of the job, prefixed with `target/component`, and the final per-task summary.
+//! `--logs` while following a job: the log lines of every task of the job from one stream, prefixed with `target/component`, and the final per-task summary.
 //!
-//! The lines come from the paged log route (`GET /tasks/{id}/logs?after=`),
-//! read for every task once a second while the job's event stream is followed
-//! and once more after it ended, so nothing written before the end is missed.
-//! (`deployctl logs <task> --follow` streams one task over SSE instead.)
+//! The lines come from the job's log stream (`GET /jobs/{id}/logs/events`): one SSE
+//! connection for all the tasks, whatever their number, followed with
+//! [`Client::follow`] (resumed with `Last-Event-ID` after a broken connection, so no
+//! line is lost or repeated) beside the job's event stream. It ends with its own
+//! `end`, which the server sends once the job settled and every chunk written before
+//! was sent. (`deployctl logs <task> --follow` streams one task.)
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
-use deploy_api::API_PREFIX;
+use deploy_api::{API_PREFIX, JobLogChunkDto, SSE_EVENT_LOG};
 use serde_json::{Value, json};
 
-use crate::client::Client;
-use crate::exit::CliError;
+use crate::client::{Client, SseEvent};
+use crate::exit::{CliError, UNREACHABLE};
 
-/// One task's place in the log and how it is named.
-#[derive(Debug)]
-struct TaskTail {
-    label: String,
-    after: u64,
-}
-
-/// A new log line of a task.
+/// A log line of a task.
 #[derive(Debug, PartialEq, Eq)]
 pub struct LogLine {
     pub task_id: String,
@@ -29,13 +24,12 @@ pub struct LogLine {
     pub line: String,
 }
 
-/// The log positions of every task of one job.
+/// The names of the tasks of one job, for its log lines and summary.
 #[derive(Debug)]
 pub struct LogTail {
     job: String,
-    /// By task id, in the job's task order.
-    tasks: BTreeMap<String, TaskTail>,
-    order: Vec<String>,
+    /// `target/component` (or `target` for a compose task), by task id.
+    labels: HashMap<String, String>,
 }
 
 impl LogTail {
@@ -61,8 +55,7 @@ impl LogTail {
                 .and_then(|item| item["name"].as_str())
                 .map(str::to_owned)
         };
-        let mut tasks = BTreeMap::new();
-        let mut order = Vec::new();
+        let mut labels = HashMap::new();
         for task in doc["tasks"].as_array().into_iter().flatten() {
             let id = task["id"].as_str().unwrap_or_default().to_owned();
             let target = name_of(targets, &task["target_id"])
@@ -71,52 +64,61 @@ impl LogTail {
                 Some(component) => format!("{target}/{component}"),
                 None => target,
             };
-            order.push(id.clone());
-            tasks.insert(id, TaskTail { label, after: 0 });
+            labels.insert(id, label);
         }
         Self {
             job: job.to_owned(),
-            tasks,
-            order,
+            labels,
         }
     }
 
-    /// The lines written since the last call, task by task. A failed read is
-    /// skipped (the next call reads from the same place).
-    pub async fn poll(&mut self, client: &Client) -> Vec<LogLine> {
-        let mut lines = Vec::new();
-        for id in &self.order {
-            let Some(tail) = self.tasks.get_mut(id) else {
-                continue;
-            };
-            // Bounded: 1000 pages of 500 cover the store's 1000 chunks per task.
-            for _ in 0..1000 {
-                let page: Result<Value, _> = client
-                    .get(&format!(
-                        "{API_PREFIX}/tasks/{id}/logs?after={}&limit=500",
-                        tail.after
-                    ))
-                    .await;
-                let Ok(page) = page else { break };
-                for chunk in page["chunks"].as_array().into_iter().flatten() {
-                    let seq = chunk["seq"].as_u64().unwrap_or(tail.after);
-                    tail.after = tail.after.max(seq);
-                    let content = chunk["content"].as_str().unwrap_or_default();
-                    for line in content.trim_end_matches('\n').split('\n') {
-                        lines.push(LogLine {
-                            task_id: id.clone(),
-                            label: tail.label.clone(),
-                            seq,
-                            line: line.trim_end_matches('\r').to_owned(),
-                        });
-                    }
-                }
-                if page["next_after"].as_u64().is_none() {
-                    break;
-                }
-            }
+    /// Follows the job's log stream to its `end`, handing the lines of each chunk to
+    /// `print` as they arrive.
+    pub async fn follow(
+        &self,
+        client: &Client,
+        mut print: impl FnMut(Vec<LogLine>),
+    ) -> Result<(), CliError> {
+        let path = format!("{API_PREFIX}/jobs/{}/logs/events", self.job);
+        client
+            .follow(&path, |event| {
+                print(self.lines(&event)?);
+                Ok(())
+            })
+            .await
+    }
+
+    /// The lines of one event of the job's log stream (none for `end`).
+    fn lines(&self, event: &SseEvent) -> Result<Vec<LogLine>, CliError> {
+        if event.event != SSE_EVENT_LOG {
+            return Ok(Vec::new());
         }
-        lines
+        let chunk: JobLogChunkDto = serde_json::from_str(&event.data).map_err(|e| {
+            CliError::new(
+                UNREACHABLE,
+                format!(
+                    "unexpected log event from the server (id {}): {e}",
+                    event.id.as_deref().unwrap_or("-")
+                ),
+            )
+        })?;
+        let task_id = chunk.task_id.to_string();
+        let label = self
+            .labels
+            .get(&task_id)
+            .cloned()
+            .unwrap_or_else(|| task_id.clone());
+        Ok(chunk
+            .content
+            .trim_end_matches('\n')
+            .split('\n')
+            .map(|line| LogLine {
+                task_id: task_id.clone(),
+                label: label.clone(),
+                seq: chunk.seq,
+                line: line.trim_end_matches('\r').to_owned(),
+            })
+            .collect())
     }
 
     /// Per task: its name, status, attempts and duration, from the job as it is now.
@@ -139,7 +141,7 @@ impl LogTail {
             .flatten()
             .map(|task| {
                 let id = task["id"].as_str().unwrap_or_default();
-                let label = self.tasks.get(id).map_or("-", |t| t.label.as_str());
+                let label = self.labels.get(id).map_or("-", String::as_str);
                 let duration = match (millis(&task["started_at"]), millis(&task["completed_at"])) {
                     (Some(start), Some(end)) => {
                         format!("{:.1}s", end.saturating_sub(start) as f64 / 1000.0)
@@ -167,32 +169,67 @@ impl LogTail {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tasks_are_named_target_slash_component_and_summarised() {
+    const T1: &str = "019a0000-0000-7000-8000-000000000001";
+    const T2: &str = "019a0000-0000-7000-8000-000000000002";
+
+    fn tail() -> (LogTail, Value) {
         let doc = json!({"id": "j", "tasks": [
-            {"id": "t1", "target_id": "tg1", "component_id": "c1", "status": "succeeded",
+            {"id": T1, "target_id": "tg1", "component_id": "c1", "status": "succeeded",
              "attempt_number": 1, "max_attempts": 3,
              "started_at": "2026-01-01T00:00:00.000Z", "completed_at": "2026-01-01T00:00:12.300Z"},
-            {"id": "t2", "target_id": "tg2", "component_id": null, "status": "failed",
+            {"id": T2, "target_id": "tg2", "component_id": null, "status": "failed",
              "attempt_number": 2, "max_attempts": 2, "started_at": "2026-01-01T00:00:00.000Z",
              "completed_at": null, "error": "boom"},
         ]});
         let targets = json!([{"id": "tg1", "name": "host-1"}, {"id": "tg2", "name": "host-2"}]);
         let release = json!({"components": [{"id": "c1", "name": "web"}]});
-        let tail = LogTail::from_documents("j", &doc, &targets, &release);
-        assert_eq!(tail.tasks["t1"].label, "host-1/web");
-        assert_eq!(
-            tail.tasks["t2"].label, "host-2",
-            "a compose task has no component"
-        );
+        (LogTail::from_documents("j", &doc, &targets, &release), doc)
+    }
+
+    fn event(event: &str, data: &str) -> SseEvent {
+        SseEvent {
+            id: Some("7".to_owned()),
+            event: event.to_owned(),
+            data: data.to_owned(),
+        }
+    }
+
+    #[test]
+    fn tasks_are_named_target_slash_component_and_summarised() {
+        let (tail, doc) = tail();
+        assert_eq!(tail.labels[T1], "host-1/web");
+        assert_eq!(tail.labels[T2], "host-2", "a compose task has no component");
         let rows = tail.summary_of(&doc);
         assert_eq!(
             rows[0],
-            json!({"task": "host-1/web", "task_id": "t1", "status": "succeeded",
+            json!({"task": "host-1/web", "task_id": T1, "status": "succeeded",
                    "attempts": "1/3", "duration": "12.3s", "error": null})
         );
         assert_eq!(rows[1]["attempts"], "2/2");
         assert_eq!(rows[1]["duration"], "-");
         assert_eq!(rows[1]["error"], "boom");
+    }
+
+    #[test]
+    fn a_chunk_becomes_one_labelled_line_per_line() {
+        let (tail, _) = tail();
+        let data = json!({"task_id": T2, "seq": 4, "at": "2026-01-01T00:00:01.000Z",
+                          "content": "pulling\r\nstarted\n"});
+        let lines = tail.lines(&event("log", &data.to_string())).unwrap();
+        let line = |text: &str| LogLine {
+            task_id: T2.to_owned(),
+            label: "host-2".to_owned(),
+            seq: 4,
+            line: text.to_owned(),
+        };
+        assert_eq!(lines, [line("pulling"), line("started")]);
+        let end = event("end", r#"{"job_id":"j","status":"completed"}"#);
+        assert_eq!(tail.lines(&end).unwrap(), []);
+        let err = tail.lines(&event("log", "{}")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unexpected log event from the server (id 7): missing field"),
+            "{err}"
+        );
     }
 }

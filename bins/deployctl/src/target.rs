@@ -11,13 +11,14 @@ use crate::exit::{CliError, USAGE};
 /// `deployctl target add`: an SSH Docker host from flags, or any target from `--file`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  deployctl target add --env <ENV_ID> host-1 --host 10.0.0.5 --user deploy --key-ref env:SSH_KEY \\
+  deployctl target add --env staging host-1 --host 10.0.0.5 --user deploy --key-ref env:SSH_KEY \\
     --health-check command --health-command 'docker exec web wget -q -O- http://127.0.0.1:8080/health' \\
     --health-retries 3 --health-interval 500ms --label deploy.container-prefix=prod-
-  deployctl target add --env <ENV_ID> host-2 --host 10.0.0.6 --user deploy --key-ref env:SSH_KEY \\
+  deployctl target add --env staging host-2 --host 10.0.0.6 --user deploy --key-ref env:SSH_KEY \\
     --health-check http --health-port 8080 --health-path /health
-  deployctl target add --env <ENV_ID> --file target.json   # the API's document (see `target list --output json`)")]
+  deployctl target add --env staging --file target.json   # the API's document (see `target list --output json`)")]
 pub struct AddArgs {
+    /// The environment's name or id.
     #[arg(long)]
     pub env: String,
     /// The target's name (with the flags; `--file` carries its own).
@@ -112,12 +113,9 @@ pub fn request(args: &AddArgs) -> Result<CreateTargetRequest, CliError> {
                 usage(format!("{source} is invalid at `{field}`: {}", e.inner()))
             }
         })?;
-    let environment_id = EnvironmentId::parse(&args.env).map_err(|e| {
-        usage(format!(
-            "--env `{}` is not an environment id: {e}",
-            args.env
-        ))
-    })?;
+    // The environment may be named; the check below needs only some id.
+    let environment_id = EnvironmentId::parse(&args.env)
+        .unwrap_or_else(|_| EnvironmentId::from_parts(Timestamp::UNIX_EPOCH, [0; 10]));
     // The rules that span fields (model for the type, an http check needs an endpoint), as the server checks them.
     let target = Target {
         id: TargetId::from_parts(Timestamp::UNIX_EPOCH, [0; 10]),
@@ -128,6 +126,8 @@ pub fn request(args: &AddArgs) -> Result<CreateTargetRequest, CliError> {
         health_endpoint: request.health_endpoint.clone(),
         health_check: request.health_check.clone(),
         labels: request.labels.clone(),
+        disabled: false,
+        version: 0,
         created_at: Timestamp::UNIX_EPOCH,
     };
     target
@@ -295,3 +295,34 @@ fn duration_ms(flag: &str, value: &str) -> Result<u64, CliError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The API path of target `target` of environment `env` (names or ids).
+pub fn path(env: &str, target: &str) -> String {
+    format!(
+        "{}/environments/{}/targets/{}",
+        deploy_api::API_PREFIX,
+        crate::client::segment(env),
+        crate::client::segment(target)
+    )
+}
+
+/// Disables or enables a target: read, changed, written back with its version.
+pub async fn set_disabled(
+    client: &crate::client::Client,
+    env: &str,
+    target: &str,
+    disabled: bool,
+) -> Result<Value, CliError> {
+    let path = path(env, target);
+    let current: Target = client.get(&path).await?;
+    let request = deploy_api::UpdateTargetRequest {
+        name: current.name.clone(),
+        connection: current.connection.clone(),
+        health_endpoint: current.health_endpoint.clone(),
+        health_check: current.health_check.clone(),
+        labels: current.labels.clone(),
+        disabled,
+        version: current.version,
+    };
+    client.put(&path, &request).await
+}

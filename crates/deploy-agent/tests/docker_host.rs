@@ -47,6 +47,8 @@ fn target(work_dir: &str) -> Target {
         health_endpoint: None,
         health_check: None,
         labels: Labels::default(),
+        disabled: false,
+        version: 0,
         created_at: ts(0),
     }
 }

@@ -20,9 +20,9 @@ pub use resources::{
     ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, AuditEntry, AuditList,
     ComponentRequest, CreateEnvironmentRequest, CreatePromotionRequest, CreateReleaseRequest,
     CreateTargetRequest, CreateTokenRequest, CreatedToken, EnvironmentList, HealthResponse,
-    JobEventDto, JobList, JobListItem, LogChunkDto, LogPage, PlanChange, PlanEntry, PlanRequest,
-    PlanResponse, PlanWave, PromotionList, RejectPromotionRequest, ReleaseList, RollbackRequest,
-    TokenSummary, UpdateEnvironmentRequest,
+    JobEventDto, JobList, JobListItem, JobLogChunkDto, LogChunkDto, LogPage, PlanChange, PlanEntry,
+    PlanRequest, PlanResponse, PlanWave, PromotionList, RejectPromotionRequest, ReleaseList,
+    RollbackRequest, SkippedTarget, TokenSummary, UpdateEnvironmentRequest, UpdateTargetRequest,
 };
 pub use role::Role;
 
@@ -30,10 +30,11 @@ pub use role::Role;
 pub const API_PREFIX: &str = "/api/v1";
 /// The SSE event name of a job or task transition.
 pub const SSE_EVENT_TRANSITION: &str = "transition";
-/// The SSE event name sent once the job reached a terminal state (or, on a task's log
-/// stream, once the task or its job settled and every chunk was sent).
+/// The SSE event name sent once the job reached a terminal state (or, on a log stream,
+/// once the task or job settled and every chunk was sent).
 pub const SSE_EVENT_END: &str = "end";
-/// The SSE event name of a task log chunk (`GET /api/v1/tasks/{id}/logs/events`).
+/// The SSE event name of a log chunk (`GET /api/v1/tasks/{id}/logs/events`,
+/// `GET /api/v1/jobs/{id}/logs/events`).
 pub const SSE_EVENT_LOG: &str = "log";
 
 #[cfg(test)]

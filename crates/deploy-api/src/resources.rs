@@ -319,6 +319,20 @@ pub struct LogChunkDto {
     pub content: String,
 }
 
+/// One chunk of a job's log (`GET /api/v1/jobs/{id}/logs/events`): a chunk of one of its
+/// tasks' logs. The SSE event's `id` is the chunk's position in the job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobLogChunkDto {
+    #[schema(value_type = String)]
+    pub task_id: TaskId,
+    /// The chunk's `seq` in its task's log.
+    pub seq: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    pub content: String,
+}
+
 /// `GET /api/v1/tasks/{id}/logs?after=N&limit=M`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -479,6 +493,45 @@ pub struct PlanResponse {
     /// `all-at-once`, `rolling`, `canary` or `blue-green`.
     pub strategy: String,
     pub waves: Vec<PlanWave>,
+    /// Targets of the environment the job would leave out (disabled ones).
+    #[serde(default)]
+    pub skipped: Vec<SkippedTarget>,
+}
+
+/// A target a plan leaves out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedTarget {
+    #[schema(value_type = String)]
+    pub target_id: TargetId,
+    #[schema(value_type = String)]
+    pub target_name: Name,
+    /// `disabled`.
+    pub reason: String,
+}
+
+/// `PUT /api/v1/environments/{id}/targets/{target}`: the target's new definition (its
+/// type is fixed) and the version it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTargetRequest {
+    #[schema(value_type = String)]
+    pub name: Name,
+    #[schema(value_type = Object)]
+    pub connection: Connection,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub health_endpoint: Option<HttpUrl>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub labels: Labels,
+    /// A disabled target gets no task in new jobs.
+    #[serde(default)]
+    pub disabled: bool,
+    pub version: u64,
 }
 
 /// One wave of a plan.

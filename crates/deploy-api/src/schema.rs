@@ -50,6 +50,10 @@ pub struct Target {
     pub health_check: (),
     #[schema(value_type = Object)]
     pub labels: (),
+    /// A disabled target gets no task in new jobs.
+    pub disabled: bool,
+    /// Bumped by every update; an update names the version it replaces.
+    pub version: u64,
     #[schema(format = DateTime)]
     pub created_at: String,
 }
@@ -82,6 +86,9 @@ pub struct Release {
     pub template: Option<ServiceTemplate>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Set once archived: it can no longer be promoted.
+    #[schema(format = DateTime)]
+    pub archived_at: Option<String>,
 }
 
 /// A request to deploy a release to an environment, and its decision.

@@ -39,6 +39,10 @@ pub struct Release {
     #[serde(default)]
     pub template: Option<ServiceTemplate>,
     pub created_at: Timestamp,
+    /// Set once archived: it can no longer be promoted (jobs and rollbacks that ran it
+    /// stay as they are).
+    #[serde(default)]
+    pub archived_at: Option<Timestamp>,
 }
 
 /// A release's service definition: compose template text (checked by deploy-artifacts
@@ -87,6 +91,7 @@ impl Release {
             components,
             template: None,
             created_at,
+            archived_at: None,
         };
         release.validate()?;
         Ok(release)

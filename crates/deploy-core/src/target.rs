@@ -88,6 +88,13 @@ pub struct Target {
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
     pub labels: Labels,
+    /// A disabled target is skipped by new jobs (their plan lists it as skipped); jobs
+    /// already running keep it.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Bumped by every update: a write names the version it read (stale: 409).
+    #[serde(default)]
+    pub version: u64,
     pub created_at: Timestamp,
 }
 
@@ -115,6 +122,15 @@ impl Target {
                     supported.join(", "),
                     self.target_type.as_str()
                 ),
+            ));
+        }
+        if let Connection::Ssh(ssh) = &self.connection
+            && ssh.port == 0
+        {
+            return Err(ValidationError::new(
+                format!("target `{}`.connection.port", self.name),
+                ssh.port,
+                "a TCP port from 1 to 65535",
             ));
         }
         if let Connection::Api(api) = &self.connection {

@@ -134,6 +134,8 @@ pub fn ssh_target(n: u8) -> Target {
         health_endpoint: None,
         health_check: None,
         labels: Labels::default(),
+        disabled: false,
+        version: 0,
         created_at: ts(0),
     }
 }

@@ -117,6 +117,8 @@ async fn one_run(n: u64, postgres: bool, store_only: bool) -> (f64, Duration) {
             health_endpoint: None,
             health_check: None,
             labels: Labels::default(),
+            disabled: false,
+            version: 0,
             created_at: ts(0),
         };
         store.put_target(&t).await.unwrap();

@@ -82,6 +82,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         health_endpoint: None,
         health_check: None,
         labels: Labels::default(),
+        disabled: false,
+        version: 0,
         created_at: now,
     };
     target.validate()?;

@@ -144,7 +144,13 @@ impl Engine {
     ) -> Result<DeploymentJob, EngineError> {
         let store = &self.inner.store;
         let release = store.get_release(promotion.release_id).await?;
-        let targets = store.list_targets(promotion.environment_id).await?;
+        // A disabled target gets no task (its plan lists it as skipped).
+        let targets: Vec<_> = store
+            .list_targets(promotion.environment_id)
+            .await?
+            .into_iter()
+            .filter(|t| !t.disabled)
+            .collect();
         let target_ids: Vec<_> = targets.iter().map(|t| t.id).collect();
         let rollout = plan(&request.strategy, &target_ids, request.parallelism)?;
         if crate::bluegreen::is_blue_green(&request.strategy) {

@@ -25,6 +25,8 @@ pub struct Preview {
     pub environment: Environment,
     pub strategy: Strategy,
     pub waves: Vec<PreviewWave>,
+    /// Targets a job would skip: disabled ones.
+    pub skipped: Vec<Target>,
 }
 
 /// One wave of the rollout with its entries.
@@ -62,7 +64,11 @@ impl Engine {
         let store = &self.inner.store;
         let release = store.get_release(release).await?;
         let environment = store.get_environment(environment).await?;
-        let targets = store.list_targets(environment.id).await?;
+        let (skipped, targets): (Vec<Target>, Vec<Target>) = store
+            .list_targets(environment.id)
+            .await?
+            .into_iter()
+            .partition(|t| t.disabled);
         let ids: Vec<_> = targets.iter().map(|t| t.id).collect();
         let rollout = plan(strategy, &ids, parallelism)?;
 
@@ -136,6 +142,7 @@ impl Engine {
             environment,
             strategy: strategy.clone(),
             waves,
+            skipped,
         })
     }
 }

@@ -4,7 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use deploy_api::{CreateEnvironmentRequest, CreateTargetRequest, Role, UpdateEnvironmentRequest};
+use deploy_api::{
+    CreateEnvironmentRequest, CreateTargetRequest, Role, UpdateEnvironmentRequest,
+    UpdateTargetRequest,
+};
 use deploy_core::{Environment, EnvironmentId, Target, TargetId};
 use deploy_engine::random_bytes;
 
@@ -135,6 +138,8 @@ pub(crate) async fn create_target(
         health_endpoint: req.health_endpoint,
         health_check: req.health_check,
         labels: req.labels,
+        disabled: false,
+        version: 0,
         created_at: now,
     };
     target.validate().map_err(|e| {
@@ -165,4 +170,78 @@ pub(crate) async fn get_target(
     let environment = resolve::environment(&state, &id, Source::Path).await?;
     let targets = state.store().list_targets(environment.id).await?;
     Ok(Json(resolve::target(targets, &environment, &target)?))
+}
+
+/// Replaces a target's definition (name, connection, health check, labels, disabled) if it
+/// is still at `version`; its type is fixed. A disabled target gets no task in new jobs.
+#[utoipa::path(put, path = "/environments/{id}/targets/{target}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name"), ("target" = String, Path, description = "target id or name")), request_body = UpdateTargetRequest, responses((status = 200, description = "updated (admin); the new version in the body", body = deploy_api::schema::Target), ProblemResponses))]
+pub(crate) async fn update_target(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((id, target)): Path<(String, String)>,
+    ApiJson(req): ApiJson<UpdateTargetRequest>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let environment = resolve::environment(&state, &id, Source::Path).await?;
+    let targets = state.store().list_targets(environment.id).await?;
+    let current = resolve::target(targets, &environment, &target)?;
+    let updated = Target {
+        name: req.name,
+        connection: req.connection,
+        health_endpoint: req.health_endpoint,
+        health_check: req.health_check,
+        labels: req.labels,
+        disabled: req.disabled,
+        ..current.clone()
+    };
+    updated.validate().map_err(|e| {
+        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "target.")))
+    })?;
+    let stored = state.store().update_target(&updated, req.version).await?;
+    tracing::info!(target = %stored.id, version = stored.version, disabled = stored.disabled, "target updated");
+    Ok(crate::audit::with_before(
+        (StatusCode::OK, Json(&stored)).into_response(),
+        &current,
+    ))
+}
+
+/// Retires a target no active job uses (409 names the job): new jobs no longer see it,
+/// past jobs keep showing it, and its name is free again.
+#[utoipa::path(delete, path = "/environments/{id}/targets/{target}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name"), ("target" = String, Path, description = "target id or name")), responses((status = 204, description = "deleted (admin)"), ProblemResponses))]
+pub(crate) async fn delete_target(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((id, target)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let environment = resolve::environment(&state, &id, Source::Path).await?;
+    let targets = state.store().list_targets(environment.id).await?;
+    let current = resolve::target(targets, &environment, &target)?;
+    state.store().delete_target(current.id, state.now()).await?;
+    tracing::info!(target = %current.id, name = %current.name, "target deleted");
+    Ok(crate::audit::with_before(
+        StatusCode::NO_CONTENT.into_response(),
+        &current,
+    ))
+}
+
+/// Retires an environment and its targets when no job is active in it (409 names the
+/// job): its jobs stay readable, and its name is free again.
+#[utoipa::path(delete, path = "/environments/{id}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), responses((status = 204, description = "deleted (admin)"), ProblemResponses))]
+pub(crate) async fn delete_environment(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, Role::Admin).await?;
+    let current = resolve::environment(&state, &id, Source::Path).await?;
+    state
+        .store()
+        .delete_environment(current.id, state.now())
+        .await?;
+    tracing::info!(environment = %current.id, name = %current.name, "environment deleted");
+    Ok(crate::audit::with_before(
+        StatusCode::NO_CONTENT.into_response(),
+        &current,
+    ))
 }

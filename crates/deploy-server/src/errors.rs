@@ -168,6 +168,7 @@ fn store_kind(e: &StoreError) -> ProblemType {
         | StoreError::NameTaken { .. }
         | StoreError::Conflict { .. }
         | StoreError::InvalidTransition(_)
+        | StoreError::InUse { .. }
         | StoreError::LeaseLost { .. } => ProblemType::Conflict,
         StoreError::EnvironmentLocked { .. } => ProblemType::EnvironmentBusy,
         // Writes fail until space is freed; reads still work: the server is degraded, not broken.

@@ -156,6 +156,23 @@ pub(crate) async fn get_release(
     ))
 }
 
+/// Archives a release: it can no longer be promoted; what ran it stays as it was.
+#[utoipa::path(post, path = "/releases/{id}/archive", tag = "releases", security(("bearer" = [])), params(("id" = String, Path, description = "release id or name")), responses((status = 200, description = "archived (deployer); archiving again answers the same", body = deploy_api::schema::Release), ProblemResponses))]
+pub(crate) async fn archive_release(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Release>> {
+    authorize(&state, &headers, Role::Deployer).await?;
+    let release = crate::resolve::release(&state, &id, crate::resolve::Source::Path).await?;
+    Ok(Json(
+        state
+            .store()
+            .archive_release(release.id, state.now())
+            .await?,
+    ))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

@@ -16,6 +16,7 @@ mod config;
 mod environments;
 mod errors;
 mod handlers;
+mod job_log_sse;
 mod lists;
 mod log_sse;
 mod metrics;

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use deploy_api::{PlanChange, PlanEntry, PlanRequest, PlanResponse, PlanWave, Role};
+use deploy_api::{PlanChange, PlanEntry, PlanRequest, PlanResponse, PlanWave, Role, SkippedTarget};
 use deploy_core::{BlueGreenPhase, Strategy, WaveKind};
 use deploy_engine::{Preview, PreviewEntry};
 
@@ -70,6 +70,15 @@ fn response(preview: Preview) -> PlanResponse {
                 index: w.wave.index,
                 kind: wave_kind(w.wave.kind).to_owned(),
                 entries: w.entries.into_iter().map(entry).collect(),
+            })
+            .collect(),
+        skipped: preview
+            .skipped
+            .into_iter()
+            .map(|t| SkippedTarget {
+                target_id: t.id,
+                target_name: t.name,
+                reason: "disabled".to_owned(),
             })
             .collect(),
     }

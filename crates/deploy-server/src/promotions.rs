@@ -72,6 +72,12 @@ pub(crate) async fn create_promotion(
     let release = resolve::release(&state, &req.release, Source::Field("release")).await?;
     let environment =
         resolve::environment(&state, &req.environment, Source::Field("environment")).await?;
+    if release.archived_at.is_some() {
+        return Err(ServerError::Conflict(format!(
+            "release `{}` is archived; it can no longer be promoted",
+            release.name
+        )));
+    }
     check_pipeline(&state, &release, &environment).await?;
     let now = state.now();
     let promotion = Promotion {

@@ -50,11 +50,20 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn api_router() -> OpenApiRouter<ServerState> {
     let api = OpenApiRouter::new()
         .routes(routes!(lists::list_environments, env::create_environment))
-        .routes(routes!(env::get_environment, env::update_environment))
+        .routes(routes!(
+            env::get_environment,
+            env::update_environment,
+            env::delete_environment
+        ))
         .routes(routes!(env::list_targets, env::create_target))
-        .routes(routes!(env::get_target))
+        .routes(routes!(
+            env::get_target,
+            env::update_target,
+            env::delete_target
+        ))
         .routes(routes!(lists::list_releases, h::create_release))
         .routes(routes!(h::get_release))
+        .routes(routes!(h::archive_release))
         .routes(routes!(promo::list_promotions, promo::create_promotion))
         .routes(routes!(promo::get_promotion))
         .routes(routes!(promo::approve_promotion))
@@ -71,6 +80,7 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(h::get_task))
         .routes(routes!(h::task_logs))
         .routes(routes!(log_sse::task_log_events))
+        .routes(routes!(crate::job_log_sse::job_log_events))
         .routes(routes!(token_routes::list_tokens, h::create_token))
         .routes(routes!(token_routes::revoke_token))
         .routes(routes!(

@@ -34,12 +34,13 @@ use crate::state::ServerState;
 /// Events read from the log per query.
 const PAGE: u32 = 500;
 /// How often an idle stream re-reads the log without a wake-up.
-const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// A failed job with auto rollback is reported settled only after this many quiet ticks
 /// (the engine moves it to `rolling_back` right after `failed`); another failed job
 /// after one (late task events of the failing wave land after the job's own `fail`);
 /// a completed or rolled-back job at once (every task settled before its last event).
-const FAILED_QUIET_TICKS: u32 = 3;
+/// The job log stream (`job_log_sse.rs`) ends by the same rule.
+pub(crate) const FAILED_QUIET_TICKS: u32 = 3;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -541,6 +541,15 @@ async fn role_matrix() {
             Some(200),
         )
     }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/jobs/{job_id}/logs/events"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
     cases.push(Box::new(|u| {
         (
             "POST",
@@ -680,6 +689,44 @@ async fn role_matrix() {
             "POST",
             "/api/v1/plan".into(),
             Some(json!({"release_id": w.release_id, "environment_id": env})),
+            Role::Deployer,
+            Some(200),
+        )
+    }));
+
+    cases.push(Box::new(|_| {
+        (
+            "PUT",
+            format!("/api/v1/environments/{env}/targets/no-such-target"),
+            Some(json!({"name": "x", "connection": {"model": "ssh", "host": "127.0.0.1", "user": "deploy", "credential_ref": "env:K", "work_dir": "/tmp"}, "version": 0})),
+            Role::Admin,
+            Some(404),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "DELETE",
+            format!("/api/v1/environments/{env}/targets/no-such-target"),
+            None,
+            Role::Admin,
+            Some(404),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "DELETE",
+            "/api/v1/environments/no-such-environment".into(),
+            None,
+            Role::Admin,
+            Some(404),
+        )
+    }));
+    // Last: archiving the release (again answers the same).
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/releases/{}/archive", w.release_id),
+            None,
             Role::Deployer,
             Some(200),
         )
@@ -1228,6 +1275,7 @@ async fn jobs_list_filters_and_pages() {
 
 mod admin;
 mod agents;
+mod job_logs;
 mod metrics;
 mod openapi;
 mod operator;

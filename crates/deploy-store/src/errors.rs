@@ -48,6 +48,15 @@ pub enum StoreError {
         /// The id of the entity that holds the name.
         existing: String,
     },
+    /// The entity cannot be deleted while an active job uses it.
+    #[error(
+        "{entity} `{id}` is used by active job `{job}`; wait for it to settle or cancel it first"
+    )]
+    InUse {
+        entity: &'static str,
+        id: String,
+        job: JobId,
+    },
     /// The environment already has a non-terminal job.
     #[error("environment `{environment}` is locked by running job `{job}`")]
     EnvironmentLocked {

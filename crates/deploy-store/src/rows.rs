@@ -59,7 +59,10 @@ pub(crate) fn audit<R: RowExt>(r: &R) -> Result<crate::model::AuditRecord, Store
 }
 
 pub(crate) fn target<R: RowExt>(r: &R) -> Result<Target, StoreError> {
-    from_json("targets.spec", &r.string("spec")?)
+    let mut target: Target = from_json("targets.spec", &r.string("spec")?)?;
+    // The column is what updates compare against.
+    target.version = uint("targets.version", r.i64("version")?)?;
+    Ok(target)
 }
 
 pub(crate) fn component<R: RowExt>(r: &R) -> Result<Component, StoreError> {

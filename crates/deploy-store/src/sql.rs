@@ -489,7 +489,7 @@ macro_rules! sql_store {
             }
 
             async fn get_environment(&self, id: deploy_core::EnvironmentId) -> Result<deploy_core::Environment, StoreError> {
-                let query = sqlx::query("SELECT spec, version FROM environments WHERE id = $1").bind_id(id);
+                let query = sqlx::query("SELECT spec, version FROM environments WHERE id = $1 AND deleted_at IS NULL").bind_id(id);
                 self.read_one(query, "environment", id.to_string(), rows::environment).await
             }
 
@@ -542,7 +542,7 @@ macro_rules! sql_store {
                 limit: u32,
             ) -> Result<Vec<deploy_core::Environment>, StoreError> {
                 let query = sqlx::query(
-                    "SELECT spec, version FROM environments WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+                    "SELECT spec, version FROM environments WHERE deleted_at IS NULL AND ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
                 )
                 .bind_opt_id(before)
                 .bind(i64::from(limit));
@@ -572,8 +572,155 @@ macro_rules! sql_store {
             }
 
             async fn list_targets(&self, environment: deploy_core::EnvironmentId) -> Result<Vec<deploy_core::Target>, StoreError> {
-                let query = sqlx::query("SELECT spec FROM targets WHERE environment_id = $1 ORDER BY name").bind_id(environment);
+                let query = sqlx::query(
+                    "SELECT spec, version FROM targets WHERE environment_id = $1 AND deleted_at IS NULL ORDER BY name",
+                )
+                .bind_id(environment);
                 self.read_all(query, "list targets", rows::target).await
+            }
+
+            async fn update_target(
+                &self,
+                target: &deploy_core::Target,
+                expected_version: u64,
+            ) -> Result<deploy_core::Target, StoreError> {
+                let mut next = target.clone();
+                next.version = expected_version + 1;
+                let name = next.name.as_str().to_owned();
+                let updated = sqlx::query(
+                    "UPDATE targets SET name = $2, target_type = $3, spec = $4, version = $5
+                     WHERE id = $1 AND version = $6 AND deleted_at IS NULL",
+                )
+                .bind_id(next.id)
+                .bind(name.clone())
+                .bind(next.target_type.as_str())
+                .bind(model::to_json("targets.spec", &next)?)
+                .bind(model::int("targets.version", next.version)?)
+                .bind(model::int("targets.version", expected_version)?)
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::db("update a target"));
+                match updated {
+                    Err(e) if e.is_unique_violation() => {
+                        let holder = sqlx::query("SELECT id FROM targets WHERE environment_id = $1 AND name = $2")
+                            .bind_id(next.environment_id)
+                            .bind(name.clone());
+                        Err(self.name_clash(holder, "target", &name, next.id.to_string()).await)
+                    }
+                    Err(e) => Err(e),
+                    Ok(done) if done.rows_affected() == 1 => Ok(next),
+                    Ok(_) => {
+                        let found = sqlx::query("SELECT version FROM targets WHERE id = $1 AND deleted_at IS NULL")
+                            .bind_id(next.id)
+                            .fetch_optional(&self.reader)
+                            .await
+                            .map_err(StoreError::db("read a target's version"))?
+                            .ok_or_else(|| StoreError::NotFound { entity: "target", id: next.id.to_string() })?;
+                        Err(StoreError::Conflict {
+                            entity: "target",
+                            id: next.id.to_string(),
+                            expected: expected_version,
+                            found: Some(model::uint("targets.version", found.i64("version")?)?),
+                        })
+                    }
+                }
+            }
+
+            async fn delete_target(&self, id: deploy_core::TargetId, now: deploy_core::Timestamp) -> Result<(), StoreError> {
+                // One conditional write: no active job may gain a task on it meanwhile
+                // unnoticed (SQLite's single writer; PostgreSQL re-checks on the row).
+                let done = sqlx::query(
+                    "UPDATE targets SET deleted_at = $2, name = name || '~' || $3
+                     WHERE id = $1 AND deleted_at IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
+                                       WHERE t.target_id = $1
+                                         AND j.status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back'))",
+                )
+                .bind_id(id)
+                .bind(model::millis(now)?)
+                .bind(id.to_string())
+                .execute(&self.writer)
+                .await
+                .map_err(StoreError::db("delete a target"))?;
+                if done.rows_affected() == 1 {
+                    return Ok(());
+                }
+                let job = sqlx::query(
+                    "SELECT j.id FROM tasks t JOIN jobs j ON j.id = t.job_id
+                     WHERE t.target_id = $1 AND j.status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                     LIMIT 1",
+                )
+                .bind_id(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(StoreError::db("look up the jobs of a target"))?;
+                match job {
+                    Some(row) => Err(StoreError::InUse {
+                        entity: "target",
+                        id: id.to_string(),
+                        job: model::typed("jobs.id", row.uuid("id")?)?,
+                    }),
+                    None => Err(StoreError::NotFound { entity: "target", id: id.to_string() }),
+                }
+            }
+
+            async fn delete_environment(&self, id: deploy_core::EnvironmentId, now: deploy_core::Timestamp) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE environments SET deleted_at = $2, name = name || '~' || $3
+                     WHERE id = $1 AND deleted_at IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM jobs
+                                       WHERE environment_id = $1
+                                         AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back'))",
+                )
+                .bind_id(id)
+                .bind(model::millis(now)?)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("delete an environment"))?;
+                if done.rows_affected() == 1 {
+                    sqlx::query(
+                        "UPDATE targets SET deleted_at = $2, name = name || '~' || id
+                         WHERE environment_id = $1 AND deleted_at IS NULL",
+                    )
+                    .bind_id(id)
+                    .bind(model::millis(now)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("delete an environment's targets"))?;
+                    return tx.commit().await.map_err(StoreError::db("commit an environment's deletion"));
+                }
+                drop(tx);
+                let job = sqlx::query(
+                    "SELECT id FROM jobs WHERE environment_id = $1
+                       AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back') LIMIT 1",
+                )
+                .bind_id(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(StoreError::db("look up the jobs of an environment"))?;
+                match job {
+                    Some(row) => Err(StoreError::InUse {
+                        entity: "environment",
+                        id: id.to_string(),
+                        job: model::typed("jobs.id", row.uuid("id")?)?,
+                    }),
+                    None => Err(StoreError::NotFound { entity: "environment", id: id.to_string() }),
+                }
+            }
+
+            async fn archive_release(&self, id: deploy_core::ReleaseId, now: deploy_core::Timestamp) -> Result<deploy_core::Release, StoreError> {
+                let done = sqlx::query("UPDATE releases SET archived_at = COALESCE(archived_at, $2) WHERE id = $1")
+                    .bind_id(id)
+                    .bind(model::millis(now)?)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(StoreError::db("archive a release"))?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound { entity: "release", id: id.to_string() });
+                }
+                self.get_release(id).await
             }
 
             async fn put_release(&self, release: &deploy_core::Release) -> Result<(), StoreError> {
@@ -668,13 +815,20 @@ macro_rules! sql_store {
                     .collect::<Result<Vec<_>, _>>()?;
                 let name = row.string("name")?;
                 let template = row.opt_string("template")?.map(deploy_core::ServiceTemplate::new);
+                let archived_at = row
+                    .opt_i64("archived_at")?
+                    .map(|t| model::timestamp("releases.archived_at", t))
+                    .transpose()?;
                 deploy_core::Release::new(
                     id,
                     model::parse("releases.name", &name, deploy_core::Name::parse)?,
                     components,
                     model::timestamp("releases.created_at", row.i64("created_at")?)?,
                 )
-                .map(|r| r.with_template(template))
+                .map(|r| deploy_core::Release {
+                    archived_at,
+                    ..r.with_template(template)
+                })
                 .map_err(|e| StoreError::corrupt("releases.id", id.to_string())(e.to_string()))
             }
 
@@ -1041,6 +1195,19 @@ macro_rules! sql_store {
                     });
                 }
                 let mut tx = self.begin_write().await?;
+                // The job's position first: its row stays locked until this commits, so
+                // the job's positions become visible in the order they are handed out and
+                // `read_job_log` never skips one still to come (a sequence would not do).
+                let row = sqlx::query(
+                    "UPDATE jobs SET log_cursor = log_cursor + 1
+                     WHERE id = (SELECT job_id FROM tasks WHERE id = $1) RETURNING id, log_cursor",
+                )
+                .bind_id(task)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db("place a log chunk in its job's log"))?
+                .ok_or_else(|| StoreError::NotFound { entity: "task", id: task.to_string() })?;
+                let (job, cursor) = (row.uuid("id")?, row.i64("log_cursor")?);
                 // Bumping the counter row also serialises concurrent appends to one task.
                 let row = sqlx::query("UPDATE tasks SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq")
                     .bind_id(task)
@@ -1049,11 +1216,13 @@ macro_rules! sql_store {
                     .map_err(StoreError::db("number a log chunk"))?
                     .ok_or_else(|| StoreError::NotFound { entity: "task", id: task.to_string() })?;
                 let seq = row.i64("log_seq")?;
-                sqlx::query("INSERT INTO task_log_chunks (task_id, seq, at, content) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO task_log_chunks (task_id, seq, at, content, job_id, job_cursor) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind_id(task)
                     .bind(seq)
                     .bind(model::millis(at)?)
                     .bind(content.to_owned())
+                    .bind_id(job)
+                    .bind(cursor)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::db("append a log chunk"))?;
@@ -1368,6 +1537,28 @@ macro_rules! sql_store {
                     .await
                     .map_err(StoreError::db("record the use of an api token"))?;
                 Ok(())
+            }
+
+            async fn read_job_log(
+                &self,
+                job: deploy_core::JobId,
+                after: u64,
+                limit: u32,
+            ) -> Result<Vec<(u64, LogChunk)>, StoreError> {
+                self.read_after(
+                    "SELECT * FROM task_log_chunks WHERE job_id = $1 AND job_cursor > $2 ORDER BY job_cursor LIMIT $3",
+                    job,
+                    after,
+                    limit,
+                    "read a job's log",
+                    |r| Ok((model::uint("task_log_chunks.job_cursor", r.i64("job_cursor")?)?, rows::log_chunk(r)?)),
+                )
+                .await
+            }
+
+            async fn job_status(&self, id: deploy_core::JobId) -> Result<deploy_core::JobStatus, StoreError> {
+                let query = sqlx::query("SELECT status FROM jobs WHERE id = $1").bind_id(id);
+                self.read_one(query, "job", id.to_string(), |r| model::job_status(&r.string("status")?)).await
             }
         }
 

@@ -47,8 +47,29 @@ pub trait Store: Send + Sync {
     /// Inserts a target of an existing environment; a name its environment already has is
     /// [`StoreError::NameTaken`].
     async fn put_target(&self, target: &Target) -> Result<(), StoreError>;
-    /// The environment's targets, by name.
+    /// The environment's targets (deleted ones left out), by name.
     async fn list_targets(&self, environment: EnvironmentId) -> Result<Vec<Target>, StoreError>;
+    /// Replaces a target (name, connection, health check, labels, disabled) if its stored
+    /// version is still `expected_version`; returns it with the next version. Stale:
+    /// [`StoreError::Conflict`]; a name its environment already has: [`StoreError::NameTaken`].
+    async fn update_target(
+        &self,
+        target: &Target,
+        expected_version: u64,
+    ) -> Result<Target, StoreError>;
+    /// Retires a target that no active job uses ([`StoreError::InUse`] names the job):
+    /// its row stays for history, out of listings, and its name is free again.
+    async fn delete_target(
+        &self,
+        id: deploy_core::TargetId,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Retires an environment and its targets when no active job runs in it
+    /// ([`StoreError::InUse`]); rows stay for history, the name is free again.
+    async fn delete_environment(&self, id: EnvironmentId, now: Timestamp)
+    -> Result<(), StoreError>;
+    /// Marks a release archived at `now` (a first `archived_at` is kept) and returns it.
+    async fn archive_release(&self, id: ReleaseId, now: Timestamp) -> Result<Release, StoreError>;
     /// Inserts a release and its components; an existing name is [`StoreError::NameTaken`].
     async fn put_release(&self, release: &Release) -> Result<(), StoreError>;
     async fn get_release(&self, id: ReleaseId) -> Result<Release, StoreError>;
@@ -298,4 +319,19 @@ pub trait Store: Send + Sync {
     ) -> Result<ApiTokenRecord, StoreError>;
     /// Records that the token authenticated a request at `now`.
     async fn touch_api_token(&self, id: uuid::Uuid, now: Timestamp) -> Result<(), StoreError>;
+
+    /// The log chunks of every task of the job after the job-wide position `after`
+    /// (0 for all), in the order they were appended, at most `limit`, each with its
+    /// position. Positions increase in commit order, so a reader that resumes after the
+    /// last one it saw misses and repeats nothing (chunks dropped by the per-task bound
+    /// leave gaps).
+    async fn read_job_log(
+        &self,
+        job: JobId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, LogChunk)>, StoreError>;
+    /// The job's status alone: one row read, for followers that poll it ([`Store::get_job`]
+    /// reads every task and artifact of the job).
+    async fn job_status(&self, id: JobId) -> Result<JobStatus, StoreError>;
 }

@@ -5,6 +5,7 @@ mod concurrency;
 mod counts;
 mod durability;
 mod harness;
+mod job_log;
 mod operator;
 mod repository;
 mod startup;

@@ -120,6 +120,8 @@ async fn one_job_over_ssh_and_kubernetes_targets() {
         health_endpoint: None,
         health_check: None,
         labels: Labels::default(),
+        disabled: false,
+        version: 0,
         created_at: ts(0),
     };
     k8s.validate().unwrap();

@@ -28,6 +28,7 @@ on_both_stores!(
     the_pipeline_refuses_a_release_that_did_not_complete_upstream,
     updates_compare_versions_and_validate_with_field_paths,
     every_write_route_appends_an_audit_row,
+    targets_change_disable_and_retire_only_when_no_job_uses_them,
 );
 
 impl Fixture {
@@ -711,4 +712,214 @@ async fn every_write_route_appends_an_audit_row(f: Fixture) {
         .call("GET", "/api/v1/audit", Some(f.token(Role::Deployer)), None)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn targets_change_disable_and_retire_only_when_no_job_uses_them(f: Fixture) {
+    f.env_named("staging", json!({})).await;
+    for name in ["host-1", "host-2"] {
+        f.ok(
+            "POST",
+            "/api/v1/environments/staging/targets",
+            Role::Admin,
+            Some(target_body(name)),
+        )
+        .await;
+    }
+    f.ok(
+        "POST",
+        "/api/v1/releases",
+        Role::Deployer,
+        Some(release_body("r1")),
+    )
+    .await;
+    let admin = Some(f.token(Role::Admin));
+    let host2 = f
+        .ok(
+            "GET",
+            "/api/v1/environments/staging/targets/host-2",
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(host2["version"], 0);
+    assert_eq!(host2["disabled"], false);
+
+    // Change the connection and disable it, from version 0.
+    let mut update = json!({
+        "name": "host-2",
+        "connection": {"model": "ssh", "host": "127.0.0.2", "port": 1, "user": "deploy",
+                       "credential_ref": "env:DEPLOY_TEST_NO_SUCH_KEY", "work_dir": "/tmp"},
+        "labels": {"zone": "b"},
+        "disabled": true,
+        "version": 0,
+    });
+    let (status, updated) = f
+        .call(
+            "PUT",
+            "/api/v1/environments/staging/targets/host-2",
+            admin,
+            Some(update.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["version"], 1);
+    assert_eq!(updated["connection"]["host"], "127.0.0.2");
+    assert_eq!(
+        updated["id"], host2["id"],
+        "the same target, changed in place"
+    );
+    let (status, _) = f
+        .call(
+            "PUT",
+            "/api/v1/environments/staging/targets/host-2",
+            admin,
+            Some(update.clone()),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a stale version changes nothing"
+    );
+    update["connection"]["port"] = json!(0);
+    update["version"] = json!(1);
+    let (status, problem) = f
+        .call(
+            "PUT",
+            "/api/v1/environments/staging/targets/host-2",
+            admin,
+            Some(update),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["field"]
+            .as_str()
+            .unwrap()
+            .ends_with("connection.port"),
+        "{problem}"
+    );
+
+    // The plan lists the disabled target as skipped; the job gets no task there.
+    let plan = f
+        .ok(
+            "POST",
+            "/api/v1/plan",
+            Role::Deployer,
+            Some(json!({"release": "r1", "environment": "staging"})),
+        )
+        .await;
+    assert_eq!(plan["skipped"][0]["target_name"], "host-2", "{plan}");
+    assert_eq!(plan["skipped"][0]["reason"], "disabled");
+    let promotion = f
+        .ok(
+            "POST",
+            "/api/v1/promotions",
+            Role::Deployer,
+            Some(json!({"release": "r1", "environment": "staging"})),
+        )
+        .await;
+    let approved = f
+        .ok(
+            "POST",
+            &format!(
+                "/api/v1/promotions/{}/approve",
+                promotion["id"].as_str().unwrap()
+            ),
+            Role::Deployer,
+            None,
+        )
+        .await;
+    let job = approved["job"]["id"].as_str().unwrap().to_owned();
+    let tasks = approved["job"]["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_ne!(tasks[0]["target_id"], host2["id"]);
+
+    // host-1 has a task of the active job: neither it nor the environment goes.
+    let (status, problem) = f
+        .call(
+            "DELETE",
+            "/api/v1/environments/staging/targets/host-1",
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&job),
+        "{problem}"
+    );
+    let (status, problem) = f
+        .call("DELETE", "/api/v1/environments/staging", admin, None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&job),
+        "{problem}"
+    );
+    // host-2 has none: it goes, its name is free again, the job still reads.
+    let (status, _) = f
+        .call(
+            "DELETE",
+            "/api/v1/environments/staging/targets/host-2",
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let listed = f
+        .ok(
+            "GET",
+            "/api/v1/environments/staging/targets",
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    f.ok(
+        "POST",
+        "/api/v1/environments/staging/targets",
+        Role::Admin,
+        Some(target_body("host-2")),
+    )
+    .await;
+
+    // Once the job settled, the environment goes; its jobs stay readable.
+    f.ok(
+        "POST",
+        &format!("/api/v1/jobs/{job}/cancel"),
+        Role::Deployer,
+        None,
+    )
+    .await;
+    let (status, _) = f
+        .call("DELETE", "/api/v1/environments/staging", admin, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = f
+        .call("GET", "/api/v1/environments/staging", admin, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    f.ok("GET", &format!("/api/v1/jobs/{job}"), Role::Viewer, None)
+        .await;
+    f.env_named("staging", json!({})).await;
+
+    // An archived release is not promoted again.
+    let archived = f
+        .ok("POST", "/api/v1/releases/r1/archive", Role::Deployer, None)
+        .await;
+    assert!(archived["archived_at"].is_string(), "{archived}");
+    let (status, problem) = f
+        .call(
+            "POST",
+            "/api/v1/promotions",
+            Some(f.token(Role::Deployer)),
+            Some(json!({"release": "r1", "environment": "staging"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "release `r1` is archived; it can no longer be promoted"
+    );
 }

@@ -1,6 +1,12 @@
--- Operator workflow: environment versions (optimistic concurrency of updates), approvals
--- and rejection reasons of promotions, and the append-only audit log of API writes.
+-- Operator workflow: versions of environments and targets (optimistic concurrency of
+-- updates), retirement (deleted environments and targets keep their rows so that history
+-- stays readable; their name column gets a `~<id>` suffix to free the name), archived
+-- releases, approvals and rejection reasons of promotions, and the append-only audit log.
 ALTER TABLE environments ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE environments ADD COLUMN deleted_at INTEGER;
+ALTER TABLE targets ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE targets ADD COLUMN deleted_at INTEGER;
+ALTER TABLE releases ADD COLUMN archived_at INTEGER;
 
 ALTER TABLE promotions ADD COLUMN requested_by_token TEXT;              -- id of the requesting API token
 ALTER TABLE promotions ADD COLUMN approvals TEXT NOT NULL DEFAULT '[]'; -- JSON array of {by, token_id, at}

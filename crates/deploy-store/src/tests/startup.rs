@@ -90,7 +90,7 @@ async fn newer_schema_is_refused(t: TestStore) {
     };
     assert!(
         err.to_string().starts_with(&format!(
-            "the database at `{location}` has schema version 99990101000000, newer than version 5 that this build supports"
+            "the database at `{location}` has schema version 99990101000000, newer than version 6 that this build supports"
         )),
         "{err}"
     );
