@@ -21,6 +21,7 @@ mod faults;
 mod fidelity;
 mod hooks;
 mod load;
+mod log_follow;
 mod operator;
 mod tidy;
 mod update_speed;

@@ -7,7 +7,7 @@ use deploy_testkit::{
 };
 use serde_json::Value;
 
-use crate::deployd_e2e::{KEY_VAR, job_id_of, serves, target_add_args};
+use crate::deployd_e2e::{KEY_VAR, KillOnDrop, job_id_of, serves, target_add_args};
 use crate::deployd_proc::{Deployd, ctl, ctl_command, ok_json};
 
 /// `deployctl args…` as the token `token`.
@@ -95,13 +95,19 @@ fn a_release_goes_through_staging_and_an_approval_to_prod_by_names() {
 
     // staging by commands, by name.
     ok_json(&addr, &["env", "create", "staging"]);
-    let add = target_add_args("staging", &hosts, 1, &format!("{prefix}stg-"), 0);
+    // A soak of 3 s keeps a staging job busy long enough for a second one to queue.
+    let add = target_add_args("staging", &hosts, 1, &format!("{prefix}stg-"), 3_000);
     let add: Vec<&str> = add.iter().map(String::as_str).collect();
     ok_json(&addr, &add);
     let component = format!("web={}", images.v1);
     ok_json(
         &addr,
         &["release", "create", "v1", "--component", &component],
+    );
+    let component = format!("web={}", images.v2);
+    ok_json(
+        &addr,
+        &["release", "create", "v2", "--component", &component],
     );
 
     // prod from a file: a dry run writes nothing, the apply creates, a second apply is a no-op.
@@ -189,14 +195,65 @@ fn a_release_goes_through_staging_and_an_approval_to_prod_by_names() {
         text(&typo)
     );
 
-    // staging first (no policy there: the requester's own approval is enough).
-    let staged = ctl_as(
+    // staging first (no policy there: the requester's own approval is enough); while
+    // v1 soaks there, v2 waits in line with --queue and runs after it.
+    let first = ctl_command(
+        &addr,
+        &["deploy", "--release", "v1", "--env", "staging", "--follow"],
+    )
+    .env("DEPLOYCTL_TOKEN", &alice)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = KillOnDrop(first);
+    let started = std::time::Instant::now();
+    while ok_json(&addr, &["jobs", "list", "--env", "staging"])["jobs"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no staging job"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let busy = ctl_as(
         &addr,
         &alice,
-        &["deploy", "--release", "v1", "--env", "staging", "--follow"],
+        &["deploy", "--release", "v2", "--env", "staging"],
     );
-    assert_eq!(staged.status.code(), Some(0), "{}", text(&staged));
-    assert_eq!(serves(&format!("{prefix}stg-web"), "/version"), "v1");
+    assert_eq!(
+        busy.status.code(),
+        Some(2),
+        "without --queue a busy environment refuses: {}",
+        text(&busy)
+    );
+    let queued = ctl_as(
+        &addr,
+        &alice,
+        &[
+            "deploy",
+            "--release",
+            "v2",
+            "--env",
+            "staging",
+            "--queue",
+            "--follow",
+        ],
+    );
+    assert_eq!(queued.status.code(), Some(0), "{}", text(&queued));
+    let shown = String::from_utf8_lossy(&queued.stdout).into_owned();
+    assert!(shown.contains("waits in line behind job"), "{shown}");
+    let status = first.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the first staging deploy");
+    assert_eq!(serves(&format!("{prefix}stg-web"), "/version"), "v2");
+    let staging_jobs = ok_json(
+        &addr,
+        &["jobs", "list", "--env", "staging", "--status", "completed"],
+    );
+    assert_eq!(staging_jobs["jobs"].as_array().unwrap().len(), 2);
 
     // prod: alice requests, her own approval does not count (exit 6, it waits).
     let waiting = ctl_as(

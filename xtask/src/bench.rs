@@ -35,6 +35,7 @@ pub const SECTIONS: &[&str] = &[
     "ssh",
     "agents",
     "api",
+    "logs",
     "updates",
     "mttr",
 ];
@@ -124,6 +125,18 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
                 ("DEPLOY_LOAD_SOAK_MS", "6000".to_owned()),
             ],
             invocations: runs(3),
+        },
+        Step {
+            section: "logs",
+            title: "Following the logs of a 1,000-task job",
+            // `DEPLOY_LOGS_BENCH_BEFORE` (an older deployctl to compare with) passes through.
+            args: scenario("log_follow::following_the_logs_of_a_thousand_task_job"),
+            env: vec![
+                ("DEPLOY_TESTS_DEPLOYD", deployd.to_owned()),
+                ("DEPLOY_LOGS_BENCH_TASKS", pick("1000", "100")),
+                ("DEPLOY_LOGS_BENCH_ROUNDS", pick("3", "1")),
+            ],
+            invocations: 1,
         },
         Step {
             section: "updates",

@@ -17,7 +17,8 @@ Runs every benchmark of the workspace in release, collects their figures
 rewrites the generated part of docs/benchmarks.md.
 
   --quick        fewer runs, rounds and sizes: a smoke test of the whole chain
-  --only LIST    only these sections: artifacts, store, engine, ssh, agents, api, updates, mttr
+  --only LIST    only these sections: artifacts, store, engine, ssh, agents, api, logs, updates,
+                 mttr
   --render-only  no benchmark: rewrite docs/benchmarks.md from target/bench-report/";
 
 /// The workspace root (xtask/ is one of its members).

@@ -32,6 +32,10 @@ pub struct JobSettings {
     /// for this job only (a rollback re-deploys what the job rendered).
     #[arg(long, value_name = "COMPOSE_YML")]
     pub template: Option<PathBuf>,
+    /// When another job holds the environment, wait in line (the job is created
+    /// `pending` and starts when its turn comes) instead of failing.
+    #[arg(long)]
+    pub queue: bool,
 }
 
 impl JobSettings {
@@ -76,8 +80,28 @@ impl JobSettings {
         if let Some(path) = &self.template {
             body["template"] = json!(read_template(path)?);
         }
+        if self.queue {
+            body["queue"] = json!(true);
+        }
         Ok(body)
     }
+}
+
+/// The lines `deploy` and `promotions approve` print about a new job: its id and size
+/// (the first line, `job <id>: <n> task(s)`, is part of the CLI's contract), and where
+/// it waits when queued.
+pub fn announce(job: &Value) -> Vec<String> {
+    let id = job["id"].as_str().unwrap_or_default();
+    let mut lines = vec![format!(
+        "job {id}: {} task(s)",
+        job["tasks"].as_array().map_or(0, Vec::len)
+    )];
+    if let Some(ahead) = job["queued_behind"].as_str() {
+        lines.push(format!(
+            "job {id} waits in line behind job {ahead}: it starts once the environment is free"
+        ));
+    }
+    lines
 }
 
 /// A compose template file (`--template`) as text.
@@ -116,6 +140,7 @@ mod tests {
             max_failure_ratio: Some(0.25),
             auto_rollback: true,
             template: Some(template),
+            queue: true,
         }
         .approve_body()
         .unwrap();
@@ -127,6 +152,7 @@ mod tests {
                 "max_attempts": 5,
                 "failure_policy": {"auto_rollback": true, "max_failures": 2, "max_failure_ratio": 0.25},
                 "template": "services: {}\n",
+                "queue": true,
             })
         );
     }

@@ -643,10 +643,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 return Ok(SUCCESS);
             }
             if out == Output::Table {
-                output::line(&format!(
-                    "job {job_id}: {} task(s)",
-                    job["tasks"].as_array().map_or(0, Vec::len)
-                ));
+                for line in deploy::announce(&job) {
+                    output::line(&line);
+                }
             }
             return watch(&client, out, &job_id, logs).await;
         }

@@ -183,10 +183,9 @@ pub async fn run(command: PromotionsCommand, client: &Client, out: Output) -> Re
                         return Ok(SUCCESS);
                     }
                     if out == Output::Table {
-                        output::line(&format!(
-                            "job {job_id}: {} task(s)",
-                            job["tasks"].as_array().map_or(0, Vec::len)
-                        ));
+                        for line in crate::deploy::announce(&job) {
+                            output::line(&line);
+                        }
                     }
                     return crate::watch(client, out, &job_id, logs).await;
                 }

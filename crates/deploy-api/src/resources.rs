@@ -171,6 +171,11 @@ pub struct ApprovePromotionRequest {
     /// re-deploys those and never needs the template again).
     #[serde(default)]
     pub template: Option<String>,
+    /// When the environment is busy: wait in line (the job is created `pending` with
+    /// `queued_behind` naming the job ahead, and runs when its turn comes) instead of
+    /// the 409 `environment-busy` answer.
+    #[serde(default)]
+    pub queue: bool,
 }
 
 /// The promotion after an approval, and the job once it is approved.
@@ -237,6 +242,10 @@ pub struct JobListItem {
     pub rollback_of: Option<JobId>,
     #[schema(value_type = Option<String>)]
     pub previous_job_id: Option<JobId>,
+    /// Set while the job waits in line for its busy environment: the job ahead of it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub queued_behind: Option<JobId>,
     #[schema(value_type = Vec<crate::schema::DeploymentTask>)]
     pub tasks: Vec<DeploymentTask>,
     #[schema(value_type = String)]
@@ -269,6 +278,7 @@ impl From<DeploymentJob> for JobListItem {
                 .collect(),
             rollback_of: job.rollback_of,
             previous_job_id: job.previous_job_id,
+            queued_behind: job.queued_behind,
             tasks: job.tasks,
             idempotency_key: job.idempotency_key,
             failure_reason: job.failure_reason,

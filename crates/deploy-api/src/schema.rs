@@ -183,6 +183,8 @@ pub struct DeploymentJob {
     pub artifacts: Vec<GeneratedArtifact>,
     pub rollback_of: Option<String>,
     pub previous_job_id: Option<String>,
+    /// Set while the job waits in line for its busy environment: the job ahead of it.
+    pub queued_behind: Option<String>,
     pub tasks: Vec<DeploymentTask>,
     pub idempotency_key: String,
     pub failure_reason: Option<String>,

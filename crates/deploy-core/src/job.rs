@@ -37,6 +37,10 @@ pub struct DeploymentJob {
     pub rollback_of: Option<JobId>,
     /// The previous successful job of the environment, whose digests a rollback restores.
     pub previous_job_id: Option<JobId>,
+    /// Set while the job waits in line for its busy environment: the job ahead of it.
+    /// A queued job is `pending`, holds no lock and is not run until the engine lets it in.
+    #[serde(default)]
+    pub queued_behind: Option<JobId>,
     pub tasks: Vec<DeploymentTask>,
     /// Creating a job twice with the same key returns the first job.
     pub idempotency_key: IdempotencyKey,

@@ -213,6 +213,7 @@ pub fn job(n: u64, targets: u64) -> DeploymentJob {
         artifacts: Vec::new(),
         rollback_of: None,
         previous_job_id: None,
+        queued_behind: None,
         tasks: (1..=targets)
             .map(|t| task(t, DEFAULT_MAX_ATTEMPTS))
             .collect(),

@@ -42,6 +42,9 @@ pub struct JobRequest {
     /// naming the running job). `Some(d)`: the request queues, retrying as the
     /// environment frees up, for at most `d`, then refuses the same way.
     pub wait_for_environment: Option<Duration>,
+    /// A busy environment queues the job instead of refusing it: it is created
+    /// `pending` behind the last job in line and runs when its turn comes.
+    pub queue: bool,
 }
 
 impl JobRequest {
@@ -56,6 +59,7 @@ impl JobRequest {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             template: None,
             wait_for_environment: None,
+            queue: false,
         }
     }
 
@@ -93,7 +97,15 @@ impl Engine {
             .wait_for_environment
             .map(|wait| tokio::time::Instant::now() + wait);
         loop {
-            match self.create_job_once(request).await {
+            match self.create_job_once(request, None).await {
+                Err(EngineError::Store(StoreError::EnvironmentLocked { environment, .. }))
+                    if request.queue =>
+                {
+                    // Behind the last job in line; `None`: the environment has just
+                    // been freed, so the job takes it (or, lost again, is refused).
+                    let ahead = self.inner.store.last_in_line(environment).await?;
+                    return self.create_job_once(request, ahead).await;
+                }
                 Err(EngineError::Store(StoreError::EnvironmentLocked { .. }))
                     if deadline
                         .is_some_and(|d| tokio::time::Instant::now() + ENVIRONMENT_POLL <= d) =>
@@ -118,6 +130,7 @@ impl Engine {
     async fn create_job_once(
         &self,
         request: &JobRequest,
+        queued_behind: Option<JobId>,
     ) -> Result<Created<DeploymentJob>, EngineError> {
         request.check()?;
         let store = &self.inner.store;
@@ -128,7 +141,8 @@ impl Engine {
                 status: promotion.status.as_str(),
             });
         }
-        let job = self.build_job(request, &promotion).await?;
+        let mut job = self.build_job(request, &promotion).await?;
+        job.queued_behind = queued_behind;
         let created = store.create_job(&job).await?;
         if created.created {
             self.inner.job_created.notify_one();
@@ -309,6 +323,7 @@ impl Engine {
             artifacts,
             rollback_of: None,
             previous_job_id: previous.map(|j| j.id),
+            queued_behind: None,
             tasks,
             idempotency_key: request.idempotency_key.clone(),
             failure_reason: None,

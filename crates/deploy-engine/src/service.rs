@@ -66,6 +66,14 @@ impl Engine {
         runners: &mut tokio::task::JoinSet<()>,
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
+        // Queued jobs whose environment is free take it first, then are claimed below.
+        match inner.store.dequeue_jobs(inner.clock.now()).await {
+            Ok(let_in) if !let_in.is_empty() => {
+                tracing::info!(jobs = ?let_in, "queued jobs let into their free environment");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot let queued jobs in"),
+        }
         let claimed = inner
             .store
             .claim_jobs(

@@ -139,6 +139,7 @@ pub fn plan_rollback(request: RollbackRequest<'_>) -> Result<RollbackPlan, Rollb
         artifacts: Vec::new(),
         rollback_of: Some(job.id),
         previous_job_id: Some(newest.job_id),
+        queued_behind: None,
         tasks,
         idempotency_key: key,
         failure_reason: None,

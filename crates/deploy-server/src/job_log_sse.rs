@@ -3,7 +3,8 @@
 //! One stream for the whole job, so a follower of a 1,000-task job makes one request
 //! instead of one per task. As with the task log stream (`log_sse.rs`), the store is
 //! the source: the stream re-reads the job's log after the last sent position every
-//! [`TICK`] (a log append wakes nothing). Positions are committed in order
+//! [`TICK`] (a log append wakes nothing; a transition of the job itself, from the
+//! engine's broadcast, does, so that `end` follows it at once). Positions are committed in order
 //! (`Store::read_job_log`), so a client that reconnects with `Last-Event-ID` misses
 //! nothing and sees nothing twice. The stream ends with an `end` event (data: job id
 //! and status) when the job is settled by the job events stream's rule (`sse.rs`:
@@ -23,9 +24,11 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use deploy_api::{JobLogChunkDto, Role, SSE_EVENT_END, SSE_EVENT_LOG};
 use deploy_core::{JobId, JobStatus};
+use deploy_engine::EngineEvent;
 use futures_util::Stream;
 use futures_util::stream;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
@@ -54,6 +57,7 @@ struct Follow {
     job: JobId,
     after: u64,
     auto_rollback: bool,
+    events: broadcast::Receiver<EngineEvent>,
     queue: VecDeque<Event>,
     /// When the job was first seen settled with nothing left to send; a new chunk or an
     /// active status clears it.
@@ -98,6 +102,8 @@ pub(crate) async fn job_log_events(
             })?,
         None => query.after.unwrap_or(0),
     };
+    // Subscribe before reading the job so that no transition falls between the two.
+    let events = state.engine().subscribe();
     // Once per connection: the job's failure policy does not change.
     let auto_rollback = state
         .store()
@@ -110,6 +116,7 @@ pub(crate) async fn job_log_events(
         job,
         after,
         auto_rollback,
+        events,
         queue: VecDeque::new(),
         quiet_since: None,
         done: false,
@@ -208,6 +215,21 @@ impl Follow {
                 }
             }
         }
-        tokio::time::sleep(TICK).await;
+        // Wait a tick, or less when the job itself moves (its end is read at once).
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                () = &mut tick => return,
+                received = self.events.recv() => match received {
+                    Ok(e) if e.job_id == self.job && e.task_id.is_none() => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        (&mut tick).await;
+                        return;
+                    }
+                },
+            }
+        }
     }
 }

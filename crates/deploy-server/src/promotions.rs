@@ -219,6 +219,7 @@ fn job_request(id: PromotionId, req: ApprovePromotionRequest) -> ApiResult<JobRe
         request.failure_policy = f;
     }
     request.template = req.template;
+    request.queue = req.queue;
     Ok(request)
 }
 

@@ -119,6 +119,7 @@ pub(crate) fn job<R: RowExt>(r: &R) -> Result<DeploymentJob, StoreError> {
         artifacts: Vec::new(),
         rollback_of: opt_typed("jobs.rollback_of", r.opt_uuid("rollback_of")?)?,
         previous_job_id: opt_typed("jobs.previous_job_id", r.opt_uuid("previous_job_id")?)?,
+        queued_behind: opt_typed("jobs.queued_behind", r.opt_uuid("queued_behind")?)?,
         tasks: Vec::new(),
         idempotency_key: parse(
             "jobs.idempotency_key",

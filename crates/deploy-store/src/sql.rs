@@ -27,12 +27,14 @@ macro_rules! claim_sql {
              WHERE id IN (
                  SELECT id FROM jobs
                  WHERE ((status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                         AND queued_behind IS NULL
                          AND (claimed_by IS NULL OR lease_until < $3))
                         OR (status = 'failed' AND claimed_by IS NOT NULL AND lease_until < $3))
                  ORDER BY created_at, id LIMIT $4 ",
             $lock,
             ")
                AND ((status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                     AND queued_behind IS NULL
                      AND (claimed_by IS NULL OR lease_until < $3))
                     OR (status = 'failed' AND claimed_by IS NOT NULL AND lease_until < $3))
              RETURNING id"
@@ -150,7 +152,8 @@ macro_rules! sql_store {
 
         async fn active_job(conn: &mut Conn, environment: deploy_core::EnvironmentId) -> Result<Option<deploy_core::JobId>, StoreError> {
             let row = sqlx::query(
-                "SELECT id FROM jobs WHERE environment_id = $1 AND status IN ('pending', 'preparing', 'running', 'completing')",
+                "SELECT id FROM jobs WHERE environment_id = $1 AND status IN ('pending', 'preparing', 'running', 'completing')
+                   AND queued_behind IS NULL",
             )
             .bind_id(environment)
             .fetch_optional(&mut *conn)
@@ -163,8 +166,8 @@ macro_rules! sql_store {
             sqlx::query(
                 "INSERT INTO jobs (id, promotion_id, release_id, environment_id, strategy, parallelism,
                    failure_policy, status, started_at, completed_at, rollback_of, previous_job_id,
-                   idempotency_key, failure_reason, version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                   idempotency_key, failure_reason, version, created_at, updated_at, queued_behind)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             )
             .bind_id(job.id)
             .bind_id(job.promotion_id)
@@ -183,6 +186,7 @@ macro_rules! sql_store {
             .bind(model::int("jobs.version", job.version)?)
             .bind(model::millis(job.created_at)?)
             .bind(model::millis(job.updated_at)?)
+            .bind_opt_id(job.queued_behind)
             .execute(&mut *conn)
             .await
             .map_err(StoreError::db("insert a job"))?;
@@ -1305,6 +1309,52 @@ macro_rules! sql_store {
                     .iter()
                     .map(|r| model::typed("jobs.id", r.uuid("id")?))
                     .collect()
+            }
+
+            async fn last_in_line(&self, environment: deploy_core::EnvironmentId) -> Result<Option<deploy_core::JobId>, StoreError> {
+                let mut conn = self.read_conn().await?;
+                let queued = sqlx::query(
+                    "SELECT id FROM jobs WHERE environment_id = $1 AND status = 'pending' AND queued_behind IS NOT NULL
+                     ORDER BY created_at DESC, id DESC LIMIT 1",
+                )
+                .bind_id(environment)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("look up the queue of an environment"))?;
+                match queued {
+                    Some(row) => Ok(Some(model::typed("jobs.id", row.uuid("id")?)?)),
+                    None => active_job(&mut conn, environment).await,
+                }
+            }
+
+            async fn dequeue_jobs(&self, now: deploy_core::Timestamp) -> Result<Vec<deploy_core::JobId>, StoreError> {
+                // Per environment with a queue and no lock holder, the oldest queued job.
+                // Two callers racing for one environment: the lock's unique index lets
+                // one through; the other's statement fails and lets nobody in this round.
+                let result = sqlx::query(
+                    "UPDATE jobs SET queued_behind = NULL, updated_at = $1
+                     WHERE id IN (
+                         SELECT q.id FROM jobs q
+                         WHERE q.queued_behind IS NOT NULL AND q.status = 'pending'
+                           AND NOT EXISTS (SELECT 1 FROM jobs h
+                                           WHERE h.environment_id = q.environment_id AND h.queued_behind IS NULL
+                                             AND h.status IN ('pending', 'preparing', 'running', 'completing'))
+                           AND q.id = (SELECT o.id FROM jobs o
+                                       WHERE o.environment_id = q.environment_id AND o.status = 'pending'
+                                         AND o.queued_behind IS NOT NULL
+                                       ORDER BY o.created_at, o.id LIMIT 1))
+                     RETURNING id",
+                )
+                .bind(model::millis(now)?)
+                .fetch_all(&self.writer)
+                .await;
+                match result {
+                    Ok(rows) => rows.iter().map(|r| model::typed("jobs.id", r.uuid("id")?)).collect(),
+                    Err(e) => {
+                        let e = StoreError::db("let a queued job in")(e);
+                        if e.is_unique_violation() { Ok(Vec::new()) } else { Err(e) }
+                    }
+                }
             }
 
             async fn renew_lease(

@@ -240,6 +240,13 @@ pub trait Store: Send + Sync {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<JobId>, StoreError>;
+    /// The job a job queued now for `environment` would wait behind: the newest queued
+    /// one, else the environment's lock holder; `None` when the environment is free.
+    async fn last_in_line(&self, environment: EnvironmentId) -> Result<Option<JobId>, StoreError>;
+    /// Lets in, per environment that has queued jobs and no lock holder, the oldest
+    /// queued job (clears its `queued_behind`: it holds the lock from now on and is
+    /// claimable); returns those jobs.
+    async fn dequeue_jobs(&self, now: Timestamp) -> Result<Vec<JobId>, StoreError>;
     /// Extends `owner`'s lease on the job to `now + lease`; [`StoreError::LeaseLost`]
     /// when another owner claimed it meanwhile.
     async fn renew_lease(

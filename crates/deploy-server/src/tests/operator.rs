@@ -29,6 +29,7 @@ on_both_stores!(
     updates_compare_versions_and_validate_with_field_paths,
     every_write_route_appends_an_audit_row,
     targets_change_disable_and_retire_only_when_no_job_uses_them,
+    a_busy_environment_queues_an_approval_that_asks_for_it,
 );
 
 impl Fixture {
@@ -922,4 +923,96 @@ async fn targets_change_disable_and_retire_only_when_no_job_uses_them(f: Fixture
         problem["detail"],
         "release `r1` is archived; it can no longer be promoted"
     );
+}
+
+async fn a_busy_environment_queues_an_approval_that_asks_for_it(f: Fixture) {
+    f.env_named("staging", json!({})).await;
+    f.ok(
+        "POST",
+        "/api/v1/environments/staging/targets",
+        Role::Admin,
+        Some(target_body("host-1")),
+    )
+    .await;
+    for r in ["r1", "r2", "r3"] {
+        f.ok(
+            "POST",
+            "/api/v1/releases",
+            Role::Deployer,
+            Some(release_body(r)),
+        )
+        .await;
+    }
+    let f = &f;
+    let promote = |r: &'static str| async move {
+        let p = f
+            .ok(
+                "POST",
+                "/api/v1/promotions",
+                Role::Deployer,
+                Some(json!({"release": r, "environment": "staging"})),
+            )
+            .await;
+        format!("/api/v1/promotions/{}/approve", p["id"].as_str().unwrap())
+    };
+    let first = f
+        .ok("POST", &promote("r1").await, Role::Deployer, None)
+        .await;
+    let holder = first["job"]["id"].as_str().unwrap().to_owned();
+
+    // Without asking to queue: 409 environment-busy, and the promotion is approved
+    // (its job can be created later by approving again).
+    let second = promote("r2").await;
+    let (status, problem) = f
+        .call("POST", &second, Some(f.token(Role::Deployer)), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["type"], "urn:deploy:problem:environment-busy");
+    // Asking to queue: created pending, behind the holder.
+    let (status, queued) = f
+        .call(
+            "POST",
+            &second,
+            Some(f.token(Role::Deployer)),
+            Some(json!({"queue": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{queued}");
+    assert_eq!(queued["job"]["status"], "pending");
+    assert_eq!(queued["job"]["queued_behind"], holder.as_str());
+    let second_job = queued["job"]["id"].as_str().unwrap().to_owned();
+    // A third waits behind the second.
+    let (_, third) = f
+        .call(
+            "POST",
+            &promote("r3").await,
+            Some(f.token(Role::Deployer)),
+            Some(json!({"queue": true})),
+        )
+        .await;
+    assert_eq!(third["job"]["queued_behind"], second_job.as_str());
+
+    // The holder ends: the second is let in (the engine's claim loop does this), not the third.
+    f.ok(
+        "POST",
+        &format!("/api/v1/jobs/{holder}/cancel"),
+        Role::Deployer,
+        None,
+    )
+    .await;
+    let now = deploy_engine::Clock::now(&deploy_engine::SystemClock);
+    let let_in = f.store.dequeue_jobs(now).await.unwrap();
+    assert_eq!(
+        let_in.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec![second_job.clone()]
+    );
+    let job = f
+        .ok(
+            "GET",
+            &format!("/api/v1/jobs/{second_job}"),
+            Role::Viewer,
+            None,
+        )
+        .await;
+    assert_eq!(job["queued_behind"], Value::Null);
 }

@@ -12,6 +12,7 @@ both_backends!(
     promotion_saves_compare_versions_and_list_by_filter,
     a_release_completed_in_an_environment_is_found,
     the_audit_log_appends_filters_and_refuses_changes,
+    queued_jobs_hold_no_lock_and_are_let_in_oldest_first,
 );
 
 async fn environments_and_releases_are_found_by_name(t: TestStore) {
@@ -252,4 +253,63 @@ async fn the_audit_log_appends_filters_and_refuses_changes(t: TestStore) {
             .len(),
         3
     );
+}
+
+async fn queued_jobs_hold_no_lock_and_are_let_in_oldest_first(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 1).await;
+    let release = seed_release(s, 1).await;
+    let holder = s
+        .create_job(&new_job(s, 1, env, release, &targets, 1).await)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(s.last_in_line(env).await.unwrap(), Some(holder.id));
+    // Without a place in line, a second job is refused, naming the holder.
+    let refused = s
+        .create_job(&new_job(s, 2, env, release, &targets, 2).await)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::EnvironmentLocked { job, .. } if job == holder.id),
+        "{refused}"
+    );
+    let mut second = new_job(s, 3, env, release, &targets, 3).await;
+    second.queued_behind = Some(holder.id);
+    let second = s.create_job(&second).await.unwrap().value;
+    assert_eq!(second.queued_behind, Some(holder.id));
+    assert_eq!(s.last_in_line(env).await.unwrap(), Some(second.id));
+    let mut third = new_job(s, 4, env, release, &targets, 4).await;
+    third.queued_behind = Some(second.id);
+    third.created_at = ts(10);
+    let third = s.create_job(&third).await.unwrap().value;
+
+    // Queued jobs are not claimed, and nobody is let in while the holder runs.
+    let claimed = s
+        .claim_jobs("r1", ts(20), std::time::Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed, vec![holder.id]);
+    assert!(s.dequeue_jobs(ts(21)).await.unwrap().is_empty());
+
+    // The holder completes: the oldest queued job takes the environment, alone.
+    complete(s, &holder, 30).await;
+    assert_eq!(s.dequeue_jobs(ts(31)).await.unwrap(), vec![second.id]);
+    assert!(
+        s.dequeue_jobs(ts(32)).await.unwrap().is_empty(),
+        "one at a time"
+    );
+    let let_in = s.get_job(second.id).await.unwrap();
+    assert_eq!(let_in.queued_behind, None);
+    assert_eq!(let_in.status, JobStatus::Pending);
+    let claimed = s
+        .claim_jobs("r1", ts(33), std::time::Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed, vec![second.id]);
+    assert_eq!(
+        s.get_job(third.id).await.unwrap().queued_behind,
+        Some(second.id)
+    );
+    assert_eq!(s.last_in_line(env).await.unwrap(), Some(third.id));
 }
