@@ -1,5 +1,6 @@
 //! deployctl: a thin CLI over deployd's HTTP API; maps every outcome to a documented exit code.
 
+mod agents;
 mod apply;
 mod audit;
 mod client;
@@ -11,9 +12,12 @@ mod output;
 mod plan;
 mod progress;
 mod promote;
+mod releases;
 mod render;
 mod tail;
 mod target;
+mod targets;
+mod tokens;
 
 use std::cell::RefCell;
 use std::process::ExitCode;
@@ -93,10 +97,10 @@ enum Command {
     Env(env::EnvCommand),
     /// Targets of an environment.
     #[command(subcommand)]
-    Target(TargetCommand),
+    Target(targets::TargetCommand),
     /// Releases.
     #[command(subcommand)]
-    Release(ReleaseCommand),
+    Release(releases::ReleaseCommand),
     /// Request a promotion of a release to an environment (approved later with
     /// `promotions approve`, by others where the environment's policy says so).
     Promote {
@@ -196,10 +200,10 @@ enum Command {
     Audit(audit::AuditArgs),
     /// API tokens (admin).
     #[command(subcommand)]
-    Token(TokenCommand),
+    Token(tokens::TokenCommand),
     /// Agents: one-time bootstrap tokens (admin), list, show, revoke (admin).
     #[command(subcommand)]
-    Agent(AgentCommand),
+    Agent(agents::AgentCommand),
     /// Artifacts.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
@@ -234,80 +238,6 @@ pub(crate) struct PageArgs {
     /// Entries older than this id (the `next_before` of the previous page).
     #[arg(long)]
     before: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum TargetCommand {
-    /// Add a target to an environment: an SSH Docker host from flags (with a health check and labels), or any target from `--file`.
-    Add(Box<target::AddArgs>),
-    /// List the targets of an environment.
-    List {
-        /// The environment's name or id.
-        #[arg(long)]
-        env: String,
-    },
-    /// Show a target.
-    Show {
-        /// The environment's name or id.
-        #[arg(long)]
-        env: String,
-        /// The target's name or id.
-        target: String,
-    },
-    /// Disable a target: new jobs skip it (their plan lists it as skipped).
-    Disable {
-        /// The environment's name or id.
-        #[arg(long)]
-        env: String,
-        /// The target's name or id.
-        target: String,
-    },
-    /// Enable a disabled target again.
-    Enable {
-        /// The environment's name or id.
-        #[arg(long)]
-        env: String,
-        /// The target's name or id.
-        target: String,
-    },
-    /// Delete a target (refused while an active job uses it); past jobs keep showing it.
-    Delete {
-        /// The environment's name or id.
-        #[arg(long)]
-        env: String,
-        /// The target's name or id.
-        target: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ReleaseCommand {
-    /// Create a release from `name=image@sha256:…` components and, optionally, its
-    /// service definition: a compose template whose services name the component they
-    /// run (`componentName`), stored with the release and used by every deploy and
-    /// rollback of it.
-    Create {
-        name: String,
-        /// A component, `name=registry/path@sha256:<64 hex>` (repeatable).
-        #[arg(long = "component", required = true)]
-        components: Vec<String>,
-        /// The service definition: a compose template (YAML file): ports, environment,
-        /// volumes, command, restart, networks, limits, healthcheck, …
-        #[arg(long, value_name = "COMPOSE_YML")]
-        template: Option<std::path::PathBuf>,
-    },
-    /// Show a release.
-    Show {
-        /// The release's name or id.
-        release: String,
-    },
-    /// List releases, newest first.
-    List(PageArgs),
-    /// Archive a release: it can no longer be promoted.
-    Archive {
-        /// The release's name or id.
-        release: String,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,99 +276,6 @@ enum JobsCommand {
         logs: bool,
     },
 }
-
-#[derive(Debug, Subcommand)]
-enum TokenCommand {
-    /// Create a token; its secret is printed once.
-    Create {
-        /// Its name (unique; approval policies name approvers by it).
-        name: String,
-        /// viewer, deployer or admin.
-        #[arg(long)]
-        role: String,
-        /// Seconds until it stops being accepted, 60 to ten years [default: never].
-        #[arg(long, value_name = "SECS")]
-        expires_in_secs: Option<u64>,
-    },
-    /// List tokens (never their secrets): id, name, role, created, last used, revoked.
-    List,
-    /// Revoke a token: it is refused from the next request on.
-    Revoke {
-        /// The token's name or id.
-        id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum AgentCommand {
-    /// Create a one-time token an agent registers with; prints the token alone (once).
-    BootstrapToken {
-        /// What the token is for (shown in listings).
-        #[arg(long)]
-        name: String,
-        /// Seconds until it expires unspent [server default: 3600; at most 604800].
-        #[arg(long)]
-        expires_in_secs: Option<u64>,
-    },
-    /// List agent bootstrap tokens (never their secrets): id, name, created, expires,
-    /// spent or revoked.
-    BootstrapTokens,
-    /// Revoke an unspent bootstrap token: no agent can register with it any more.
-    RevokeBootstrapToken {
-        /// The bootstrap token's id.
-        id: String,
-    },
-    /// List agents: id, name, active, in flight, last seen, revoked.
-    List,
-    /// Show one agent.
-    Show {
-        /// The agent's name or id.
-        id: String,
-    },
-    /// Revoke an agent: its credential is refused at once, its in-flight tasks fail (retryable).
-    Revoke {
-        /// The agent's name or id.
-        id: String,
-    },
-}
-
-/// The fields shown for a bootstrap token (`revoked_at`: spent or revoked).
-const BOOTSTRAP_TOKEN_FIELDS: &[&str] = &["id", "name", "created_at", "expires_at", "revoked_at"];
-
-/// The fields shown for one agent.
-const AGENT_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "active",
-    "in_flight",
-    "capabilities",
-    "labels",
-    "last_seen_at",
-    "created_at",
-    "revoked_at",
-];
-
-/// The fields shown for one target.
-const TARGET_SHOW_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "target_type",
-    "connection.host",
-    "connection.port",
-    "labels",
-    "disabled",
-    "version",
-    "created_at",
-];
-
-/// The columns shown for a target.
-const TARGET_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "target_type",
-    "connection.host",
-    "connection.port",
-];
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -503,89 +340,10 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             output::object(out, &env::to_value(&promotion), promote::FIELDS);
         }
         Command::Promotions(command) => return promote::run(command, &client, out).await,
-        Command::Target(TargetCommand::Add(args)) => {
-            let body = target::request(&args)?;
-            let env = client::segment(&args.env);
-            let v: Value = client
-                .post(&format!("{p}/environments/{env}/targets"), Some(&body))
-                .await?;
-            output::object(out, &v, TARGET_FIELDS);
-        }
-        Command::Target(TargetCommand::List { env }) => {
-            let v: Value = client
-                .get(&format!(
-                    "{p}/environments/{}/targets",
-                    client::segment(&env)
-                ))
-                .await?;
-            output::list(out, &v, TARGET_FIELDS);
-        }
-        Command::Target(TargetCommand::Show { env, target }) => {
-            let v: Value = client.get(&target::path(&env, &target)).await?;
-            output::object(out, &v, TARGET_SHOW_FIELDS);
-        }
-        Command::Target(TargetCommand::Disable { env, target }) => {
-            let v = target::set_disabled(&client, &env, &target, true).await?;
-            output::object(out, &v, TARGET_SHOW_FIELDS);
-        }
-        Command::Target(TargetCommand::Enable { env, target }) => {
-            let v = target::set_disabled(&client, &env, &target, false).await?;
-            output::object(out, &v, TARGET_SHOW_FIELDS);
-        }
-        Command::Target(TargetCommand::Delete { env, target }) => {
-            client.delete(&target::path(&env, &target)).await?;
-            if out == Output::Table {
-                output::line(&format!("target {target} of environment {env} deleted"));
-            }
-        }
-        Command::Release(ReleaseCommand::Create {
-            name,
-            components,
-            template,
-        }) => {
-            let components = components
-                .iter()
-                .map(|c| match c.split_once('=') {
-                    Some((n, image)) => Ok(json!({"name": n, "image": image})),
-                    None => Err(CliError::new(
-                        USAGE,
-                        format!("component `{c}` is not `name=image@sha256:<digest>`"),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut body = json!({"name": name, "components": components});
-            if let Some(path) = &template {
-                body["template"] = json!(deploy::read_template(path)?);
-            }
-            let v: Value = client.post(&format!("{p}/releases"), Some(&body)).await?;
-            output::object(out, &v, &["id", "name", "components", "created_at"]);
-        }
-        Command::Release(ReleaseCommand::Archive { release }) => {
-            let v: Value = client
-                .post::<Value, Value>(
-                    &format!("{p}/releases/{}/archive", client::segment(&release)),
-                    None,
-                )
-                .await?;
-            output::object(out, &v, &["id", "name", "archived_at"]);
-        }
-        Command::Release(ReleaseCommand::Show { release }) => {
-            let v: Value = client
-                .get(&format!("{p}/releases/{}", client::segment(&release)))
-                .await?;
-            output::object(out, &v, &["id", "name", "components", "created_at"]);
-        }
-        Command::Release(ReleaseCommand::List(page)) => {
-            let v: Value = client
-                .get(&format!("{p}/releases?{}", page_query(&page)))
-                .await?;
-            print_page(
-                out,
-                &v,
-                "releases",
-                &["id", "name", "components", "created_at"],
-            );
-        }
+        Command::Target(command) => targets::run(command, &client, out).await?,
+        Command::Release(command) => releases::run(command, &client, out).await?,
+        Command::Token(command) => tokens::run(command, &client, out).await?,
+        Command::Agent(command) => agents::run(command, &client, out).await?,
         Command::Plan {
             release,
             env,
@@ -780,93 +538,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             return watch(&client, out, &rollback, logs).await;
         }
         Command::Artifacts(_) | Command::Completions { .. } => unreachable_offline()?,
-        Command::Token(TokenCommand::Create {
-            name,
-            role,
-            expires_in_secs,
-        }) => {
-            let mut body = json!({"name": name, "role": role});
-            if let Some(secs) = expires_in_secs {
-                body["expires_in_secs"] = json!(secs);
-            }
-            let v: Value = client.post(&format!("{p}/tokens"), Some(&body)).await?;
-            output::object(out, &v, &["id", "name", "role", "token"]);
-        }
-        Command::Token(TokenCommand::List) => {
-            let v: Value = client.get(&format!("{p}/tokens")).await?;
-            output::list(
-                out,
-                &v,
-                &[
-                    "id",
-                    "name",
-                    "role",
-                    "created_at",
-                    "last_used_at",
-                    "revoked_at",
-                ],
-            );
-        }
-        Command::Agent(AgentCommand::BootstrapToken {
-            name,
-            expires_in_secs,
-        }) => {
-            let mut body = json!({ "name": name });
-            if let Some(secs) = expires_in_secs {
-                body["expires_in_secs"] = json!(secs);
-            }
-            let v: Value = client
-                .post(&format!("{p}/agents/bootstrap-tokens"), Some(&body))
-                .await?;
-            match out {
-                // The token alone, so `TOKEN=$(deployctl agent bootstrap-token ...)` works.
-                Output::Table => output::line(v["token"].as_str().unwrap_or_default()),
-                Output::Json | Output::Yaml => output::object(out, &v, &[]),
-            }
-        }
-        Command::Agent(AgentCommand::BootstrapTokens) => {
-            let v: Value = client.get(&format!("{p}/agents/bootstrap-tokens")).await?;
-            output::list(out, &v, BOOTSTRAP_TOKEN_FIELDS);
-        }
-        Command::Agent(AgentCommand::RevokeBootstrapToken { id }) => {
-            let v: Value = client
-                .post::<Value, Value>(&format!("{p}/agents/bootstrap-tokens/{id}/revoke"), None)
-                .await?;
-            output::object(out, &v, BOOTSTRAP_TOKEN_FIELDS);
-        }
-        Command::Agent(AgentCommand::List) => {
-            let v: Value = client.get(&format!("{p}/agents")).await?;
-            output::list(
-                out,
-                &v,
-                &[
-                    "id",
-                    "name",
-                    "active",
-                    "in_flight",
-                    "last_seen_at",
-                    "revoked_at",
-                ],
-            );
-        }
-        Command::Agent(AgentCommand::Show { id }) => {
-            let v: Value = client
-                .get(&format!("{p}/agents/{}", client::segment(&id)))
-                .await?;
-            output::object(out, &v, AGENT_FIELDS);
-        }
-        Command::Agent(AgentCommand::Revoke { id }) => {
-            let v: Value = client
-                .post::<Value, Value>(&format!("{p}/agents/{}/revoke", client::segment(&id)), None)
-                .await?;
-            output::object(out, &v, AGENT_FIELDS);
-        }
-        Command::Token(TokenCommand::Revoke { id }) => {
-            let v: Value = client
-                .post::<Value, Value>(&format!("{p}/tokens/{}/revoke", client::segment(&id)), None)
-                .await?;
-            output::object(out, &v, &["id", "name", "role", "revoked_at"]);
-        }
     }
     Ok(SUCCESS)
 }
