@@ -16,7 +16,8 @@
 //! two columns that legitimately change on reads are cleared in the copy
 //! (`api_tokens.last_used_at`, written when a token is used, and
 //! `agents.last_seen_at`, the agent heartbeat) and `sqlite3 .dump` of the copies
-//! must be equal: every table, every row.
+//! must be equal: every table, every row, except the audit log's record of the
+//! refusals (a write it records as accepted still shows as a difference).
 //!
 //! The CLI part: `deployctl` with a bad digest, bad names, a bad `--strategy` or
 //! `--max-failure-ratio` exits 2 naming the bad value, and the dump is unchanged.
@@ -280,15 +281,32 @@ fn dump(data: &Path) -> String {
     if wal.exists() {
         std::fs::copy(&wal, copy.path().join("copy.sqlite-wal")).unwrap();
     }
+    // The audit log records every refused write (that is its job): its rows are left
+    // out of the dump, but a write it recorded as accepted (status < 400) shows up.
+    let accepted = deploy_testkit::run_checked(
+        "sqlite3",
+        &[
+            to.to_str().unwrap(),
+            "SELECT method, path, status FROM audit_log WHERE status < 400 ORDER BY seq;",
+        ],
+    )
+    .unwrap();
     deploy_testkit::run_checked(
         "sqlite3",
         &[
             to.to_str().unwrap(),
-            "UPDATE api_tokens SET last_used_at = NULL; UPDATE agents SET last_seen_at = NULL;",
+            "UPDATE api_tokens SET last_used_at = NULL; UPDATE agents SET last_seen_at = NULL;
+             DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log;
+             DELETE FROM sqlite_sequence WHERE name = 'audit_log';",
         ],
     )
     .unwrap();
-    deploy_testkit::run_checked("sqlite3", &[to.to_str().unwrap(), ".dump"]).unwrap()
+    let dump = deploy_testkit::run_checked("sqlite3", &[to.to_str().unwrap(), ".dump"]).unwrap();
+    let accepted: String = accepted
+        .lines()
+        .map(|l| format!("-- audited accepted write: {l}\n"))
+        .collect();
+    format!("{dump}{accepted}")
 }
 
 fn diff(before: &str, after: &str) -> String {
@@ -753,11 +771,18 @@ fn corpus(f: &Fixture) -> Corpus {
         );
     }
     c.get(
-        "environment id not a uuid",
-        "/api/v1/environments/prod",
+        "environment neither an id nor a name",
+        "/api/v1/environments/Prod!",
         Some(ADMIN_TOKEN),
         400,
-        Some("prod"),
+        Some("Prod!"),
+    );
+    c.get(
+        "no environment of that name (close matches are named)",
+        "/api/v1/environments/prod",
+        Some(ADMIN_TOKEN),
+        404,
+        Some("no environment named `prod`"),
     );
     c.get(
         "release id too long",
@@ -838,9 +863,9 @@ fn corpus(f: &Fixture) -> Corpus {
         Some("limit"),
     );
     c.raw(
-        "DELETE an environment",
+        "DELETE a release (releases are archived, not deleted)",
         "DELETE",
-        format!("/api/v1/environments/{env}"),
+        format!("/api/v1/releases/{}", f.release),
         Some(ADMIN_TOKEN),
         None,
         Vec::new(),
@@ -1247,7 +1272,7 @@ fn corpus(f: &Fixture) -> Corpus {
         ADMIN_TOKEN,
         &json!({"release_id": NO_SUCH_ID, "environment_id": env}),
         422,
-        Some("release_id"),
+        Some("release"),
     );
     c.post(
         "promotion to no such environment",
@@ -1255,15 +1280,23 @@ fn corpus(f: &Fixture) -> Corpus {
         ADMIN_TOKEN,
         &json!({"release_id": f.release, "environment_id": NO_SUCH_ID}),
         422,
-        Some("environment_id"),
+        Some("environment"),
     );
     c.post(
-        "promotion with a release name, not an id",
+        "promotion of a release named by something no name can be",
         "/api/v1/promotions",
         ADMIN_TOKEN,
-        &json!({"release_id": "r1", "environment_id": env}),
+        &json!({"release": "../r1", "environment": env}),
         400,
-        Some("release_id"),
+        Some("release"),
+    );
+    c.post(
+        "promotion of no release of that name",
+        "/api/v1/promotions",
+        ADMIN_TOKEN,
+        &json!({"release": "no-such-release", "environment": env}),
+        422,
+        Some("no release named `no-such-release`"),
     );
     c.post(
         "plan of no such release",
@@ -1271,7 +1304,7 @@ fn corpus(f: &Fixture) -> Corpus {
         ADMIN_TOKEN,
         &json!({"release_id": NO_SUCH_ID, "environment_id": env}),
         422,
-        Some("release_id"),
+        Some("release"),
     );
     c.post(
         "plan with an unknown strategy",

@@ -236,6 +236,8 @@ fn deploy_roll_back_and_survive_sigkill_through_deployctl() {
     for field in ["id", "environment_id", "created_at", "health_endpoint"] {
         expected[field] = target[field].clone();
     }
+    expected["disabled"] = json!(false);
+    expected["version"] = json!(0);
     assert_eq!(targets[0], expected, "{target:#}");
     let mut releases = BTreeMap::new();
     for (name, image) in [

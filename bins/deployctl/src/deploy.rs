@@ -117,6 +117,56 @@ pub fn read_template(path: &std::path::Path) -> Result<String, CliError> {
     })
 }
 
+/// `deployctl deploy`: requests the promotion and approves it in one go, where the
+/// environment's policy lets the requester approve; otherwise it is left requested
+/// for other approvers (exit 6). With `follow`, follows the job to its end.
+pub async fn run(
+    client: &crate::client::Client,
+    out: crate::output::Output,
+    release: &str,
+    env: &str,
+    follow: bool,
+    settings: &JobSettings,
+    logs: bool,
+) -> Result<u8, CliError> {
+    use crate::output::{self, Output};
+    // Checked before anything is sent: a bad flag creates no promotion.
+    settings.approve_body()?;
+    let promotion = crate::promote::request(client, release, env).await?;
+    let promotion_id = promotion.id.to_string();
+    let approved = match crate::promote::approve(client, &promotion_id, settings).await {
+        // The environment's policy wants other approvers: the promotion waits.
+        Err(e) if e.status == Some(403) => {
+            eprintln!(
+                "deployctl: promotion {promotion_id} of `{release}` to `{env}` is requested and awaits approval: {}\n  another approver runs: deployctl promotions approve {promotion_id}",
+                e.message
+            );
+            return Ok(crate::exit::AWAITING_APPROVAL);
+        }
+        other => other?.1,
+    };
+    let job = match approved {
+        crate::promote::Approved::Job(job) => job,
+        crate::promote::Approved::Pending { missing } => {
+            eprintln!(
+                "deployctl: promotion {promotion_id} of `{release}` to `{env}` needs {missing} more approval(s): deployctl promotions approve {promotion_id}"
+            );
+            return Ok(crate::exit::AWAITING_APPROVAL);
+        }
+    };
+    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
+    if !follow {
+        output::object(out, &job, &["id", "status", "tasks", "created_at"]);
+        return Ok(crate::exit::SUCCESS);
+    }
+    if out == Output::Table {
+        for line in announce(&job) {
+            output::line(&line);
+        }
+    }
+    crate::jobs::watch(client, out, &job_id, logs).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

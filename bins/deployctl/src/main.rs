@@ -8,6 +8,7 @@ mod config;
 mod deploy;
 mod env;
 mod exit;
+mod jobs;
 mod output;
 mod plan;
 mod progress;
@@ -19,16 +20,13 @@ mod target;
 mod targets;
 mod tokens;
 
-use std::cell::RefCell;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use deploy_api::{API_PREFIX, SSE_EVENT_END, SSE_EVENT_LOG};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::client::Client;
-use crate::exit::{CliError, DEPLOY_FAILED, ROLLED_BACK, SUCCESS, USAGE};
+use crate::exit::{CliError, SUCCESS, USAGE};
 use crate::output::Output;
 
 /// deployctl: drive deployd from the command line.
@@ -151,7 +149,7 @@ enum Command {
     },
     /// Jobs.
     #[command(subcommand)]
-    Jobs(JobsCommand),
+    Jobs(jobs::JobsCommand),
     /// A task's log.
     Logs {
         /// The task's id (see `jobs show`).
@@ -240,43 +238,6 @@ pub(crate) struct PageArgs {
     before: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
-enum JobsCommand {
-    /// List jobs, newest first.
-    List {
-        /// Only jobs of this environment.
-        #[arg(long)]
-        env: Option<String>,
-        /// Only jobs in this status (pending, running, completed, failed, rolled_back, ...).
-        #[arg(long)]
-        status: Option<String>,
-        /// Page size (the server caps it).
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-        /// Jobs older than this job id (the `next_before` of the previous page).
-        #[arg(long)]
-        before: Option<String>,
-    },
-    /// Show a job and its tasks.
-    Show {
-        /// The job's id.
-        id: String,
-    },
-    /// Cancel a job.
-    Cancel {
-        /// The job's id.
-        id: String,
-    },
-    /// Follow a job's events until it settles.
-    Watch {
-        id: String,
-        /// Also print the tasks' log lines as they come (prefixed with `[target/component]`)
-        /// and a summary per task at the end.
-        #[arg(long)]
-        logs: bool,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -325,7 +286,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     let client = Client::new(&settings.server, settings.token, ca_file.as_deref())?
         .with_follow_timeout(cli.timeout);
     let out = cli.output;
-    let p = API_PREFIX;
     match cli.command {
         Command::Env(command) => env::run(command, &client, out).await?,
         Command::Apply {
@@ -349,194 +309,26 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             env,
             strategy,
             parallelism,
-        } => {
-            let mut body = json!({
-                "release": release,
-                "environment": env,
-                "strategy": plan::strategy(&strategy)?,
-            });
-            if let Some(n) = parallelism {
-                body["parallelism"] = json!(n);
-            }
-            let v: Value = client.post(&format!("{p}/plan"), Some(&body)).await?;
-            match out {
-                Output::Json | Output::Yaml => output::object(out, &v, &[]),
-                Output::Table => plan::print(&v),
-            }
-        }
+        } => plan::run(&client, out, &release, &env, &strategy, parallelism).await?,
         Command::Deploy {
             release,
             env,
             follow,
             settings,
             logs,
-        } => {
-            // Checked before anything is sent: a bad flag creates no promotion.
-            settings.approve_body()?;
-            let promotion = promote::request(&client, &release, &env).await?;
-            let promotion_id = promotion.id.to_string();
-            let approved = match promote::approve(&client, &promotion_id, &settings).await {
-                // The environment's policy wants other approvers: the promotion waits.
-                Err(e) if e.status == Some(403) => {
-                    eprintln!(
-                        "deployctl: promotion {promotion_id} of `{release}` to `{env}` is requested and awaits approval: {}\n  another approver runs: deployctl promotions approve {promotion_id}",
-                        e.message
-                    );
-                    return Ok(exit::AWAITING_APPROVAL);
-                }
-                other => other?.1,
-            };
-            let job = match approved {
-                promote::Approved::Job(job) => job,
-                promote::Approved::Pending { missing } => {
-                    eprintln!(
-                        "deployctl: promotion {promotion_id} of `{release}` to `{env}` needs {missing} more approval(s): deployctl promotions approve {promotion_id}"
-                    );
-                    return Ok(exit::AWAITING_APPROVAL);
-                }
-            };
-            let job_id = job["id"].as_str().unwrap_or_default().to_owned();
-            if !follow {
-                output::object(out, &job, &["id", "status", "tasks", "created_at"]);
-                return Ok(SUCCESS);
-            }
-            if out == Output::Table {
-                for line in deploy::announce(&job) {
-                    output::line(&line);
-                }
-            }
-            return watch(&client, out, &job_id, logs).await;
-        }
-        Command::Jobs(JobsCommand::List {
-            env,
-            status,
-            limit,
-            before,
-        }) => {
-            let mut query = format!("limit={limit}");
-            for (key, value) in [("environment", env), ("status", status), ("before", before)] {
-                if let Some(v) = value {
-                    query.push_str(&format!("&{key}={}", client::segment(&v)));
-                }
-            }
-            let v: Value = client.get(&format!("{p}/jobs?{query}")).await?;
-            match out {
-                Output::Json | Output::Yaml => output::object(out, &v, &[]),
-                Output::Table => {
-                    output::list(
-                        out,
-                        &v["jobs"],
-                        &["id", "status", "environment_id", "release_id", "created_at"],
-                    );
-                    if let Some(next) = v["next_before"].as_str() {
-                        output::line(&format!("more: --before {next}"));
-                    }
-                }
-            }
-        }
-        Command::Jobs(JobsCommand::Show { id }) => {
-            let v: Value = client.get(&format!("{p}/jobs/{id}")).await?;
-            match out {
-                Output::Json | Output::Yaml => output::object(out, &v, &[]),
-                Output::Table => {
-                    output::object(
-                        out,
-                        &v,
-                        &[
-                            "id",
-                            "status",
-                            "release_id",
-                            "environment_id",
-                            "failure_reason",
-                            "created_at",
-                            "completed_at",
-                        ],
-                    );
-                    output::line("");
-                    output::list(
-                        out,
-                        &v["tasks"],
-                        &["id", "wave", "status", "attempt_number", "digest", "error"],
-                    );
-                }
-            }
-        }
-        Command::Jobs(JobsCommand::Cancel { id }) => {
-            let v: Value = client
-                .post::<Value, Value>(&format!("{p}/jobs/{id}/cancel"), None)
-                .await?;
-            output::object(out, &v, &["id", "status", "failure_reason"]);
-        }
-        Command::Jobs(JobsCommand::Watch { id, logs }) => {
-            return watch(&client, out, &id, logs).await;
-        }
+        } => return deploy::run(&client, out, &release, &env, follow, &settings, logs).await,
+        Command::Jobs(command) => return jobs::run(command, &client, out).await,
         Command::Logs {
             task,
             after,
-            follow: true,
-        } => {
-            // Streamed: each chunk as it is written; the server ends the stream once the task settled.
-            client
-                .follow(
-                    &format!("{p}/tasks/{task}/logs/events?after={after}"),
-                    |event| {
-                        if event.event == SSE_EVENT_LOG {
-                            let chunk: Value =
-                                serde_json::from_str(&event.data).unwrap_or(Value::Null);
-                            print_chunk(out, &chunk);
-                        }
-                        Ok(())
-                    },
-                )
-                .await?;
-        }
-        Command::Logs {
-            task,
-            after,
-            follow: false,
-        } => {
-            let mut after = after;
-            // Bounded: 1000 pages of 500 chunks cover the store's 1000 chunks per task.
-            for _ in 0..1000 {
-                let page: Value = client
-                    .get(&format!("{p}/tasks/{task}/logs?after={after}&limit=500"))
-                    .await?;
-                if out != Output::Table {
-                    output::object(out, &page, &[]);
-                } else if let Some(chunks) = page["chunks"].as_array() {
-                    for c in chunks {
-                        print_chunk(out, c);
-                    }
-                }
-                match page["next_after"].as_u64() {
-                    Some(n) => after = n,
-                    None => break,
-                }
-            }
-        }
+            follow,
+        } => jobs::logs(&client, out, &task, after, follow).await?,
         Command::Rollback {
             job,
             reason,
             follow,
             logs,
-        } => {
-            // The answer is the rollback job (its `rollback_of` is `job`).
-            let v: Value = client
-                .post(
-                    &format!("{p}/jobs/{}/rollback", client::segment(&job)),
-                    Some(&json!({"reason": reason})),
-                )
-                .await?;
-            if !follow {
-                output::object(out, &v, &["id", "status", "rollback_of"]);
-                return Ok(SUCCESS);
-            }
-            let rollback = v["id"].as_str().unwrap_or_default().to_owned();
-            if out == Output::Table {
-                output::line(&format!("rollback job {rollback} of job {job}"));
-            }
-            return watch(&client, out, &rollback, logs).await;
-        }
+        } => return jobs::rollback(&client, out, &job, &reason, follow, logs).await,
         Command::Artifacts(_) | Command::Completions { .. } => unreachable_offline()?,
     }
     Ok(SUCCESS)
@@ -563,132 +355,7 @@ pub(crate) fn print_page(out: Output, page: &Value, field: &str, columns: &[&str
     }
 }
 
-/// One log chunk: its lines (table), or the chunk as one JSON line.
-fn print_chunk(out: Output, chunk: &Value) {
-    match out {
-        Output::Json | Output::Yaml => output::line(&chunk.to_string()),
-        Output::Table => output::line(
-            chunk["content"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_end_matches('\n'),
-        ),
-    }
-}
-
 /// `artifacts render` and `completions` are handled before the client is built.
 fn unreachable_offline() -> Result<(), CliError> {
     Err(CliError::new(USAGE, "this command runs offline"))
-}
-
-/// Follows a job's events, printing a line per transition (and with `logs` the tasks'
-/// log lines and a final summary), and maps how it ended to the exit code.
-pub(crate) async fn watch(
-    client: &Client,
-    out: Output,
-    job: &str,
-    logs: bool,
-) -> Result<u8, CliError> {
-    let started = Instant::now();
-    let last_status = RefCell::new(String::new());
-    // Bars on a terminal; plain lines otherwise (their format is part of the CLI's contract).
-    let bars = RefCell::new(None);
-    if out == Output::Table && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        let doc: Value = client.get(&format!("{API_PREFIX}/jobs/{job}")).await?;
-        *bars.borrow_mut() = Some(progress::Progress::new(&doc));
-    }
-    let events_path = format!("{API_PREFIX}/jobs/{job}/events");
-    let follow = client.follow(&events_path, |event| {
-        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-        if event.event == SSE_EVENT_END {
-            *last_status.borrow_mut() = data["status"].as_str().unwrap_or_default().to_owned();
-        }
-        match out {
-            Output::Json | Output::Yaml => output::line(
-                &json!({"event": event.event, "id": event.id, "data": data}).to_string(),
-            ),
-            Output::Table if event.event == SSE_EVENT_END => {}
-            Output::Table => {
-                if let Some(b) = bars.borrow_mut().as_mut() {
-                    b.transition(&data);
-                    return Ok(());
-                }
-                let elapsed = started.elapsed().as_secs_f64();
-                let subject = match data["task_id"].as_str() {
-                    Some(t) => format!("task {t}"),
-                    None => "job".to_owned(),
-                };
-                output::line(&format!(
-                    "[{elapsed:6.1}s] {subject}: {} -> {} ({})",
-                    data["from_status"].as_str().unwrap_or("-"),
-                    data["to_status"].as_str().unwrap_or("-"),
-                    data["cause"].as_str().unwrap_or(""),
-                ));
-            }
-        }
-        Ok(())
-    });
-    let mut tail = None;
-    if logs {
-        let logs = tail::LogTail::new(client, job).await?;
-        let print = |lines: Vec<tail::LogLine>| {
-            for l in lines {
-                match out {
-                    Output::Json | Output::Yaml => output::line(
-                        &json!({"event": "log", "task_id": l.task_id, "task": l.label,
-                                "seq": l.seq, "line": l.line})
-                        .to_string(),
-                    ),
-                    Output::Table => {
-                        let text = format!("[{}] {}", l.label, l.line);
-                        match bars.borrow().as_ref() {
-                            Some(b) => b.println(&text),
-                            None => output::line(&text),
-                        }
-                    }
-                }
-            }
-        };
-        // Both streams to their `end`: the log stream's comes once the job settled and
-        // every line written before was sent, so nothing written before the end is missed.
-        tokio::try_join!(follow, logs.follow(client, print))?;
-        tail = Some(logs);
-    } else {
-        follow.await?;
-    }
-    if let Some(b) = bars.borrow().as_ref() {
-        b.finish();
-    }
-    if let Some(logs) = tail {
-        let rows = logs.summary(client).await?;
-        match out {
-            Output::Json | Output::Yaml => {
-                output::line(&json!({"event": "summary", "tasks": rows}).to_string());
-            }
-            Output::Table => {
-                output::line("summary:");
-                output::list(
-                    out,
-                    &Value::Array(rows),
-                    &["task", "status", "attempts", "duration", "error"],
-                );
-            }
-        }
-    }
-    let last_status = last_status.into_inner();
-    if out == Output::Table {
-        output::line(&format!(
-            "job {job} ended {}",
-            if last_status.is_empty() {
-                "without a final status"
-            } else {
-                &last_status
-            }
-        ));
-    }
-    Ok(match last_status.as_str() {
-        "completed" => SUCCESS,
-        "rolled_back" => ROLLED_BACK,
-        _ => DEPLOY_FAILED,
-    })
 }

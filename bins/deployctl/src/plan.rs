@@ -96,6 +96,33 @@ pub fn print(plan: &Value) {
     );
 }
 
+/// `deployctl plan`: asks the server for the dry run and prints it.
+pub async fn run(
+    client: &crate::client::Client,
+    out: crate::output::Output,
+    release: &str,
+    env: &str,
+    strategy: &str,
+    parallelism: Option<u32>,
+) -> Result<(), CliError> {
+    use crate::output::{self, Output};
+    let p = deploy_api::API_PREFIX;
+    let mut body = json!({
+        "release": release,
+        "environment": env,
+        "strategy": self::strategy(strategy)?,
+    });
+    if let Some(n) = parallelism {
+        body["parallelism"] = json!(n);
+    }
+    let v: Value = client.post(&format!("{p}/plan"), Some(&body)).await?;
+    match out {
+        Output::Json | Output::Yaml => output::object(out, &v, &[]),
+        Output::Table => print(&v),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

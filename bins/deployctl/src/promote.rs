@@ -187,7 +187,7 @@ pub async fn run(command: PromotionsCommand, client: &Client, out: Output) -> Re
                             output::line(&line);
                         }
                     }
-                    return crate::watch(client, out, &job_id, logs).await;
+                    return crate::jobs::watch(client, out, &job_id, logs).await;
                 }
             }
         }

@@ -17,6 +17,24 @@ pub(crate) enum Source<'a> {
     Field(&'a str),
 }
 
+/// A reference that is no UUID must at least be a name (`[a-z0-9][a-z0-9_.-]*`, at
+/// most 63 bytes): anything else is a malformed request (400), not a miss.
+fn check_name(entity: &str, reference: &str, from: Source<'_>) -> ApiResult<()> {
+    deploy_core::Name::parse(reference)
+        .map(|_| ())
+        .map_err(|e| {
+            let shown: String = reference.chars().take(80).collect();
+            let field = match from {
+                Source::Path => "id",
+                Source::Field(f) => f,
+            };
+            ServerError::bad_request(
+                format!("`{shown}` is neither a {entity} id (a UUID) nor a {entity} name: {e}"),
+                Some(field),
+            )
+        })
+}
+
 /// How many names are scanned for close matches (an error path: bounded, not exhaustive).
 const SUGGESTION_SCAN: u32 = 500;
 
@@ -34,6 +52,7 @@ pub(crate) async fn environment(
             from,
         );
     }
+    check_name("environment", reference, from)?;
     if let Some(found) = state.store().find_environment_by_name(reference).await? {
         return Ok(found);
     }
@@ -61,6 +80,7 @@ pub(crate) async fn release(
             from,
         );
     }
+    check_name("release", reference, from)?;
     if let Some(found) = state.store().find_release_by_name(reference).await? {
         return Ok(found);
     }
@@ -82,6 +102,9 @@ pub(crate) fn target(
     reference: &str,
 ) -> ApiResult<Target> {
     let id = TargetId::parse(reference).ok();
+    if id.is_none() {
+        check_name("target", reference, Source::Path)?;
+    }
     let names: Vec<String> = targets.iter().map(|t| t.name.as_str().to_owned()).collect();
     targets
         .into_iter()
