@@ -83,7 +83,13 @@ pub async fn run(command: AgentCommand, client: &Client, out: Output) -> Result<
         }
         AgentCommand::RevokeBootstrapToken { id } => {
             let v: Value = client
-                .post::<Value, Value>(&format!("{p}/agents/bootstrap-tokens/{id}/revoke"), None)
+                .post::<Value, Value>(
+                    &format!(
+                        "{p}/agents/bootstrap-tokens/{}/revoke",
+                        client::segment(&id)
+                    ),
+                    None,
+                )
                 .await?;
             output::object(out, &v, BOOTSTRAP_TOKEN_FIELDS);
         }

@@ -226,6 +226,12 @@ fn differences(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
                 );
             }
         }
+        // Variables often hold credentials: a diff says which changed, not their values.
+        (a, b) if a != b && path.starts_with("variables.") => out.push(match (a, b) {
+            (Value::Null, _) => format!("{path}: added"),
+            (_, Value::Null) => format!("{path}: removed"),
+            _ => format!("{path}: changed"),
+        }),
         (a, b) if a != b => out.push(format!("{path}: {a} -> {b}")),
         _ => {}
     }
@@ -537,8 +543,8 @@ mod tests {
             out,
             vec![
                 "approval: null -> {\"required_approvals\":2}",
-                "variables.B: \"2\" -> \"3\"",
-                "variables.C: null -> \"4\"",
+                "variables.B: changed",
+                "variables.C: added",
             ]
         );
     }

@@ -80,7 +80,9 @@ pub async fn run(command: JobsCommand, client: &Client, out: Output) -> Result<u
             }
         }
         JobsCommand::Show { id } => {
-            let v: Value = client.get(&format!("{p}/jobs/{id}")).await?;
+            let v: Value = client
+                .get(&format!("{p}/jobs/{}", client::segment(&id)))
+                .await?;
             match out {
                 Output::Json | Output::Yaml => output::object(out, &v, &[]),
                 Output::Table => {
@@ -108,7 +110,7 @@ pub async fn run(command: JobsCommand, client: &Client, out: Output) -> Result<u
         }
         JobsCommand::Cancel { id } => {
             let v: Value = client
-                .post::<Value, Value>(&format!("{p}/jobs/{id}/cancel"), None)
+                .post::<Value, Value>(&format!("{p}/jobs/{}/cancel", client::segment(&id)), None)
                 .await?;
             output::object(out, &v, &["id", "status", "failure_reason"]);
         }
@@ -220,6 +222,8 @@ pub(crate) async fn watch(
     job: &str,
     logs: bool,
 ) -> Result<u8, CliError> {
+    // A job id from the user: one path segment, whatever was typed.
+    let job = &client::segment(job);
     let started = Instant::now();
     let last_status = RefCell::new(String::new());
     // Bars on a terminal; plain lines otherwise (their format is part of the CLI's contract).

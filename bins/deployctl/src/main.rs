@@ -337,7 +337,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
 /// `limit=…&before=…` of a list.
 pub(crate) fn page_query(page: &PageArgs) -> String {
     match &page.before {
-        Some(b) => format!("limit={}&before={b}", page.limit),
+        Some(b) => format!("limit={}&before={}", page.limit, client::segment(b)),
         None => format!("limit={}", page.limit),
     }
 }

@@ -112,6 +112,10 @@ pub struct Approval {
     /// The approving token's id (two tokens may share a name).
     #[serde(default)]
     pub token_id: Option<uuid::Uuid>,
+    /// The approving token's role then (so the approval can be weighed against a
+    /// policy changed since).
+    #[serde(default)]
+    pub role: Option<ApproverRole>,
     pub at: Timestamp,
 }
 
@@ -176,9 +180,20 @@ impl Promotion {
         self.approvals.push(Approval {
             by: approver.name.to_owned(),
             token_id: approver.token_id,
+            role: approver.role,
             at: now,
         });
-        let have = u32::try_from(self.approvals.len()).unwrap_or(u32::MAX);
+        // Only approvals the policy in force accepts count: one given under a looser
+        // policy (a lower role, a name since removed, the requester's own) does not.
+        let counted = match policy {
+            None => self.approvals.len(),
+            Some(p) => self
+                .approvals
+                .iter()
+                .filter(|a| counts_under(self, a, p))
+                .count(),
+        };
+        let have = u32::try_from(counted).unwrap_or(u32::MAX);
         if have >= required {
             self.status = PromotionStatus::Approved;
             self.decided_by = Some(approver.name.to_owned());
@@ -189,6 +204,42 @@ impl Promotion {
                 missing: required - have,
             })
         }
+    }
+}
+
+/// Whether an approval already recorded counts under `policy`.
+fn counts_under(promotion: &Promotion, approval: &Approval, policy: &ApprovalPolicy) -> bool {
+    let by_requester = match (approval.token_id, promotion.requested_by_token) {
+        (Some(a), Some(b)) => a == b,
+        _ => approval.by == promotion.requested_by,
+    };
+    (policy.allow_self_approval || !by_requester)
+        && approval.role.is_some_and(|r| r >= policy.approver_role)
+        && (policy.approvers.is_empty() || policy.approvers.contains(&approval.by))
+}
+
+impl ApprovalPolicy {
+    /// Whether `approver` may approve under this policy at all (its role and, when the
+    /// policy names approvers, its name); the rules about the requester and repeated
+    /// approvals are [`Promotion::approve`]'s.
+    pub fn admits(&self, approver: Approver<'_>) -> Result<(), ApprovalRefused> {
+        let by = approver.name.to_owned();
+        match approver.role {
+            Some(role) if role >= self.approver_role => {}
+            _ => {
+                return Err(ApprovalRefused::NotAnApprover {
+                    by,
+                    why: format!("approvers need the `{}` role", self.approver_role.as_str()),
+                });
+            }
+        }
+        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == approver.name) {
+            return Err(ApprovalRefused::NotAnApprover {
+                by,
+                why: format!("the approvers are {}", self.approvers.join(", ")),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -209,24 +260,7 @@ fn check_approver(
     {
         return Err(ApprovalRefused::SelfApproval { by });
     }
-    match approver.role {
-        Some(role) if role >= policy.approver_role => {}
-        _ => {
-            return Err(ApprovalRefused::NotAnApprover {
-                by,
-                why: format!(
-                    "approvers need the `{}` role",
-                    policy.approver_role.as_str()
-                ),
-            });
-        }
-    }
-    if !policy.approvers.is_empty() && !policy.approvers.iter().any(|a| a == approver.name) {
-        return Err(ApprovalRefused::NotAnApprover {
-            by,
-            why: format!("the approvers are {}", policy.approvers.join(", ")),
-        });
-    }
+    policy.admits(approver)?;
     if promotion
         .approvals
         .iter()
@@ -348,6 +382,38 @@ mod tests {
         assert!(p.approve(viewer, Some(&policy), ts(5)).is_err());
         assert_eq!(
             p.approve(admin("lead"), Some(&policy), ts(6)),
+            Ok(ApprovalOutcome::Approved)
+        );
+    }
+
+    #[test]
+    fn approvals_given_under_a_looser_policy_do_not_count() {
+        let mut p = requested_by(1);
+        let loose = ApprovalPolicy {
+            required_approvals: 2,
+            ..ApprovalPolicy::default()
+        };
+        assert_eq!(
+            p.approve(deployer("alice", 2), Some(&loose), ts(5)),
+            Ok(ApprovalOutcome::Pending { missing: 1 })
+        );
+        // The policy now wants admins: alice's deployer approval no longer counts.
+        let strict = ApprovalPolicy {
+            required_approvals: 2,
+            approver_role: ApproverRole::Admin,
+            ..ApprovalPolicy::default()
+        };
+        let admin = |name, n| Approver {
+            name,
+            token_id: token(n),
+            role: Some(ApproverRole::Admin),
+        };
+        assert_eq!(
+            p.approve(admin("ops", 3), Some(&strict), ts(6)),
+            Ok(ApprovalOutcome::Pending { missing: 1 })
+        );
+        assert_eq!(
+            p.approve(admin("lead", 4), Some(&strict), ts(7)),
             Ok(ApprovalOutcome::Approved)
         );
     }

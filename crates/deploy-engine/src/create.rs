@@ -96,6 +96,19 @@ impl Engine {
         let deadline = request
             .wait_for_environment
             .map(|wait| tokio::time::Instant::now() + wait);
+        if request.queue {
+            // First in, first out: a job that asks to queue joins the line behind the
+            // last one waiting (or the holder) rather than taking a free moment first.
+            let promotion = self.inner.store.get_promotion(request.promotion_id).await?;
+            if let Some(ahead) = self
+                .inner
+                .store
+                .last_in_line(promotion.environment_id)
+                .await?
+            {
+                return self.create_job_once(request, Some(ahead)).await;
+            }
+        }
         loop {
             match self.create_job_once(request, None).await {
                 Err(EngineError::Store(StoreError::EnvironmentLocked { environment, .. }))

@@ -41,8 +41,22 @@ pub const UNAUDITED_ROUTES: [&str; 3] = [
 /// summarised: the entity itself holds the full state.
 const MAX_RECORDED_BYTES: usize = 16 * 1024;
 
-/// Keys whose values are never recorded.
-const SECRET_KEYS: [&str; 5] = ["token", "secret", "password", "credential", "private_key"];
+/// Words that mark a key whose value is never recorded (matched inside the key,
+/// case-insensitively: `AWS_SECRET_ACCESS_KEY`, `db_password`, `api_key`).
+const SECRET_WORDS: [&str; 8] = [
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "credential",
+    "private_key",
+    "api_key",
+    "apikey",
+];
+
+/// Objects whose every value is left out, keys kept: an environment's variables hold
+/// connection strings and keys under any name (`DATABASE_URL=postgres://u:pw@…`).
+const VALUES_NEVER_RECORDED: [&str; 1] = ["variables"];
 
 /// The entity's state before an update, attached by the handler to its response.
 #[derive(Debug, Clone)]
@@ -87,10 +101,8 @@ pub(crate) async fn record(
         return response;
     };
     let status = response.status().as_u16();
-    let before = response
-        .extensions()
-        .get::<Before>()
-        .map(|b| redacted_text(&b.0));
+    let before_value = response.extensions().get::<Before>().map(|b| b.0.clone());
+    let before = before_value.as_ref().map(redacted_text);
     let (response, answer) = buffered(response).await;
     // The answer's id (a path may name the entity by its name), else the path's.
     let entity_id = answer
@@ -99,6 +111,14 @@ pub(crate) async fn record(
         .and_then(|v| v.get("id"))
         .and_then(Value::as_str)
         .map(str::to_owned)
+        // A delete answers no body: the entity it was.
+        .or_else(|| {
+            before_value
+                .as_ref()
+                .and_then(|v| v.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .or_else(|| entity_from_path(&route, &path));
     let record = AuditRecord {
         seq: 0,
@@ -208,12 +228,11 @@ fn redacted(value: &Value) -> Value {
             map.iter()
                 .map(|(k, v)| {
                     let lower = k.to_lowercase();
-                    let secret = SECRET_KEYS
-                        .iter()
-                        .any(|s| lower == *s || lower.ends_with(&format!("_{s}")))
-                        && !v.is_null();
+                    let secret = SECRET_WORDS.iter().any(|s| lower.contains(s)) && !v.is_null();
                     let v = if secret {
                         Value::String("[redacted]".to_owned())
+                    } else if VALUES_NEVER_RECORDED.contains(&lower.as_str()) {
+                        keys_only(v)
                     } else {
                         redacted(v)
                     };
@@ -223,6 +242,18 @@ fn redacted(value: &Value) -> Value {
         ),
         Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
         other => other.clone(),
+    }
+}
+
+/// An object with every value replaced (its keys say what changed, not to what).
+fn keys_only(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.keys()
+                .map(|k| (k.clone(), Value::String("[redacted]".to_owned())))
+                .collect(),
+        ),
+        other => redacted(other),
     }
 }
 
@@ -299,9 +330,11 @@ mod tests {
             "nested": {"agent_credential": "dpa_x", "password": null, "key_ref": "env:KEY"},
             "list": [{"client_secret": "s"}],
             "requested_by_token": "0190-…",
+            "variables": {"DATABASE_URL": "postgres://u:hunter2@db/app", "LOG_LEVEL": "info"},
+            "AWS_SECRET_ACCESS_KEY": "abc123",
         });
         let text = redacted_text(&value);
-        for secret in ["dpl_secret", "dpa_x", "\"s\""] {
+        for secret in ["dpl_secret", "dpa_x", "\"s\"", "hunter2", "info", "abc123"] {
             assert!(!text.contains(secret), "{text}");
         }
         assert!(
@@ -309,6 +342,7 @@ mod tests {
             "references are not secrets: {text}"
         );
         assert!(text.contains("\"password\":null"), "{text}");
+        assert!(text.contains("DATABASE_URL"), "variable names stay: {text}");
     }
 
     #[test]

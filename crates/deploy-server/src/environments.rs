@@ -47,6 +47,45 @@ async fn required_environments(
     Ok(ids)
 }
 
+/// How many environments a pipeline walk visits at most (a bound, not a design limit).
+const PIPELINE_WALK_LIMIT: usize = 1_000;
+
+/// Refuses a pipeline that would come back to `environment`: `prod` requiring `staging`
+/// while `staging` requires `prod` could never be promoted to. Names the loop.
+async fn check_no_cycle(state: &ServerState, environment: &Environment) -> ApiResult<()> {
+    // Depth-first from each required environment, with the path that led there.
+    let mut stack: Vec<(EnvironmentId, Vec<String>)> = environment
+        .requires
+        .iter()
+        .map(|id| (*id, vec![environment.name.to_string()]))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((id, path)) = stack.pop() {
+        if !seen.insert(id) || seen.len() > PIPELINE_WALK_LIMIT {
+            continue;
+        }
+        let Ok(next) = state.store().get_environment(id).await else {
+            continue;
+        };
+        let mut path = path;
+        path.push(next.name.to_string());
+        for required in &next.requires {
+            if *required == environment.id {
+                path.push(environment.name.to_string());
+                return Err(ServerError::unprocessable(
+                    format!(
+                        "requires: the pipeline {} is a loop; no release could ever be promoted along it",
+                        path.join(" -> ")
+                    ),
+                    Some("requires"),
+                ));
+            }
+            stack.push((*required, path.clone()));
+        }
+    }
+    Ok(())
+}
+
 fn check(environment: &Environment) -> ApiResult<()> {
     environment
         .validate()
@@ -108,6 +147,7 @@ pub(crate) async fn update_environment(
         ..current
     };
     check(&updated)?;
+    check_no_cycle(&state, &updated).await?;
     let stored = state
         .store()
         .update_environment(&updated, req.version)
@@ -235,6 +275,22 @@ pub(crate) async fn delete_environment(
 ) -> ApiResult<Response> {
     authorize(&state, &headers, Role::Admin).await?;
     let current = resolve::environment(&state, &id, Source::Path).await?;
+    // Environments whose pipeline requires this one would never be promoted to again.
+    let dependents: Vec<String> = state
+        .store()
+        .list_environments(None, PIPELINE_WALK_LIMIT as u32)
+        .await?
+        .into_iter()
+        .filter(|e| e.requires.contains(&current.id))
+        .map(|e| format!("`{}`", e.name))
+        .collect();
+    if !dependents.is_empty() {
+        return Err(ServerError::Conflict(format!(
+            "environment `{}` is required first by {}; remove it from their `requires` before deleting it",
+            current.name,
+            dependents.join(", ")
+        )));
+    }
     state
         .store()
         .delete_environment(current.id, state.now())

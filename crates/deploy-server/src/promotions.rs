@@ -30,6 +30,17 @@ type ApiResult<T> = Result<T, ServerError>;
 /// Longest rejection reason kept.
 const MAX_REASON_CHARS: usize = 1_000;
 
+/// An archived release is no longer promoted, whenever it was requested.
+fn refuse_archived(release: &Release) -> ApiResult<()> {
+    match release.archived_at {
+        Some(_) => Err(ServerError::Conflict(format!(
+            "release `{}` is archived; it can no longer be promoted",
+            release.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The pipeline rule: `release` must have completed in every environment `environment`
 /// requires. The refusal names each one missing.
 async fn check_pipeline(
@@ -72,12 +83,7 @@ pub(crate) async fn create_promotion(
     let release = resolve::release(&state, &req.release, Source::Field("release")).await?;
     let environment =
         resolve::environment(&state, &req.environment, Source::Field("environment")).await?;
-    if release.archived_at.is_some() {
-        return Err(ServerError::Conflict(format!(
-            "release `{}` is archived; it can no longer be promoted",
-            release.name
-        )));
-    }
+    refuse_archived(&release)?;
     check_pipeline(&state, &release, &environment).await?;
     let now = state.now();
     let promotion = Promotion {
@@ -242,38 +248,65 @@ pub(crate) async fn approve_promotion(
     // before the approval is recorded, so the promotion stays as it was.
     request.check()?;
     let mut promotion = state.store().get_promotion(id).await?;
-    if promotion.status == PromotionStatus::Requested {
-        let environment = state
-            .store()
-            .get_environment(promotion.environment_id)
-            .await?;
-        let release = state.store().get_release(promotion.release_id).await?;
+    let environment = state
+        .store()
+        .get_environment(promotion.environment_id)
+        .await?;
+    let release = state.store().get_release(promotion.release_id).await?;
+    if promotion.status != PromotionStatus::Rejected {
+        refuse_archived(&release)?;
         check_pipeline(&state, &release, &environment).await?;
-        state.engine().check_job(&request).await?;
-        let outcome = promotion
-            .approve(
-                caller.approver(),
-                environment.approval.as_ref(),
-                state.now(),
-            )
-            .map_err(refused)?;
-        promotion = state.store().save_promotion(&promotion).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => ServerError::Conflict(format!(
-                "promotion `{id}` changed while this approval was recorded (another approval or a decision); read it and approve again"
-            )),
-            other => other.into(),
-        })?;
-        if let ApprovalOutcome::Pending { missing } = outcome {
-            tracing::info!(promotion = %id, by = caller.name, missing, "approval recorded");
-            return Ok((
-                StatusCode::ACCEPTED,
-                Json(ApprovePromotionResponse {
-                    promotion,
-                    job: None,
-                    missing_approvals: missing,
-                }),
-            ));
+    }
+    match promotion.status {
+        PromotionStatus::Requested => {
+            state.engine().check_job(&request).await?;
+            let outcome = promotion
+                .approve(
+                    caller.approver(),
+                    environment.approval.as_ref(),
+                    state.now(),
+                )
+                .map_err(refused)?;
+            // The approval that completes the count must be able to create its job:
+            // for a busy environment (without `queue`) it is refused, not recorded, so
+            // a promotion is never left approved without a job.
+            if outcome == ApprovalOutcome::Approved
+                && !request.queue
+                && let Some(job) = state.store().last_in_line(environment.id).await?
+            {
+                return Err(StoreError::EnvironmentLocked {
+                    environment: environment.id,
+                    job,
+                }
+                .into());
+            }
+            promotion = state.store().save_promotion(&promotion).await.map_err(|e| match e {
+                StoreError::Conflict { .. } => ServerError::Conflict(format!(
+                    "promotion `{id}` changed while this approval was recorded (another approval or a decision); read it and approve again"
+                )),
+                other => other.into(),
+            })?;
+            if let ApprovalOutcome::Pending { missing } = outcome {
+                tracing::info!(promotion = %id, by = caller.name, missing, "approval recorded");
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(ApprovePromotionResponse {
+                        promotion,
+                        job: None,
+                        missing_approvals: missing,
+                    }),
+                ));
+            }
         }
+        // Approved already: the answer is its job. When that job could not be created
+        // (the environment was taken in between), creating it now, with this request's
+        // settings, is for someone the policy in force admits as an approver.
+        PromotionStatus::Approved => {
+            if let Some(policy) = &environment.approval {
+                policy.admits(caller.approver()).map_err(refused)?;
+            }
+        }
+        PromotionStatus::Rejected => {}
     }
     let created = state.engine().create_job(&request).await?;
     tracing::info!(promotion = %id, job = %created.value.id, by = caller.name, "promotion approved");

@@ -273,6 +273,27 @@ macro_rules! sql_store {
         /// Inserts a new job with its `create` event, inside the caller's transaction.
         async fn insert_new_job(conn: &mut Conn, job: &deploy_core::DeploymentJob) -> Result<(), StoreError> {
             insert_job(conn, job).await?;
+            // Retired since the job was planned: nothing is written (the caller's
+            // transaction rolls back). Checked after the insert, in its transaction.
+            let retired = sqlx::query("SELECT id FROM environments WHERE id = $1 AND deleted_at IS NOT NULL")
+                .bind_id(job.environment_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("check the environment of a new job"))?;
+            if retired.is_some() {
+                return Err(StoreError::NotFound { entity: "environment", id: job.environment_id.to_string() });
+            }
+            let retired = sqlx::query(
+                "SELECT t.id FROM tasks k JOIN targets t ON t.id = k.target_id
+                 WHERE k.job_id = $1 AND t.deleted_at IS NOT NULL LIMIT 1",
+            )
+            .bind_id(job.id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(StoreError::db("check the targets of a new job"))?;
+            if let Some(row) = retired {
+                return Err(StoreError::NotFound { entity: "target", id: row.uuid("id")?.to_string() });
+            }
             let cause = format!("created with idempotency key `{}`", job.idempotency_key.as_str());
             insert_event(conn, job.id, None, "create", "", job.status.as_str(), &cause, job.created_at).await
         }
@@ -498,7 +519,8 @@ macro_rules! sql_store {
             }
 
             async fn find_environment_by_name(&self, name: &str) -> Result<Option<deploy_core::Environment>, StoreError> {
-                let query = sqlx::query("SELECT spec, version FROM environments WHERE name = $1").bind(name.to_owned());
+                let query = sqlx::query("SELECT spec, version FROM environments WHERE name = $1 AND deleted_at IS NULL")
+                    .bind(name.to_owned());
                 Ok(self.read_all(query, "find an environment by name", rows::environment).await?.pop())
             }
 
@@ -511,7 +533,8 @@ macro_rules! sql_store {
                 next.version = expected_version + 1;
                 let name = next.name.as_str().to_owned();
                 let updated = sqlx::query(
-                    "UPDATE environments SET name = $2, spec = $3, version = $4 WHERE id = $1 AND version = $5",
+                    "UPDATE environments SET name = $2, spec = $3, version = $4
+                     WHERE id = $1 AND version = $5 AND deleted_at IS NULL",
                 )
                 .bind_id(next.id)
                 .bind(name.clone())
@@ -634,7 +657,7 @@ macro_rules! sql_store {
                 // One conditional write: no active job may gain a task on it meanwhile
                 // unnoticed (SQLite's single writer; PostgreSQL re-checks on the row).
                 let done = sqlx::query(
-                    "UPDATE targets SET deleted_at = $2, name = name || '~' || $3
+                    "UPDATE targets SET deleted_at = $2, name = name || '~' || $3, version = version + 1
                      WHERE id = $1 AND deleted_at IS NULL
                        AND NOT EXISTS (SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
                                        WHERE t.target_id = $1
@@ -671,7 +694,7 @@ macro_rules! sql_store {
             async fn delete_environment(&self, id: deploy_core::EnvironmentId, now: deploy_core::Timestamp) -> Result<(), StoreError> {
                 let mut tx = self.begin_write().await?;
                 let done = sqlx::query(
-                    "UPDATE environments SET deleted_at = $2, name = name || '~' || $3
+                    "UPDATE environments SET deleted_at = $2, name = name || '~' || $3, version = version + 1
                      WHERE id = $1 AND deleted_at IS NULL
                        AND NOT EXISTS (SELECT 1 FROM jobs
                                        WHERE environment_id = $1
@@ -685,7 +708,7 @@ macro_rules! sql_store {
                 .map_err(StoreError::db("delete an environment"))?;
                 if done.rows_affected() == 1 {
                     sqlx::query(
-                        "UPDATE targets SET deleted_at = $2, name = name || '~' || id
+                        "UPDATE targets SET deleted_at = $2, name = name || '~' || id, version = version + 1
                          WHERE environment_id = $1 AND deleted_at IS NULL",
                     )
                     .bind_id(id)
@@ -1321,10 +1344,23 @@ macro_rules! sql_store {
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(StoreError::db("look up the queue of an environment"))?;
-                match queued {
-                    Some(row) => Ok(Some(model::typed("jobs.id", row.uuid("id")?)?)),
-                    None => active_job(&mut conn, environment).await,
+                if let Some(row) = queued {
+                    return Ok(Some(model::typed("jobs.id", row.uuid("id")?)?));
                 }
+                if let Some(holder) = active_job(&mut conn, environment).await? {
+                    return Ok(Some(holder));
+                }
+                // A failed job whose runner is not done (its wind-down or automatic
+                // rollback is still to run) keeps the line closed too.
+                let winding_down = sqlx::query(
+                    "SELECT id FROM jobs WHERE environment_id = $1 AND status = 'failed' AND claimed_by IS NOT NULL
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind_id(environment)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::db("look up a failed job still winding down"))?;
+                winding_down.map(|r| model::typed("jobs.id", r.uuid("id")?)).transpose()
             }
 
             async fn dequeue_jobs(&self, now: deploy_core::Timestamp) -> Result<Vec<deploy_core::JobId>, StoreError> {
@@ -1338,7 +1374,8 @@ macro_rules! sql_store {
                          WHERE q.queued_behind IS NOT NULL AND q.status = 'pending'
                            AND NOT EXISTS (SELECT 1 FROM jobs h
                                            WHERE h.environment_id = q.environment_id AND h.queued_behind IS NULL
-                                             AND h.status IN ('pending', 'preparing', 'running', 'completing'))
+                                             AND (h.status IN ('pending', 'preparing', 'running', 'completing')
+                                                  OR (h.status = 'failed' AND h.claimed_by IS NOT NULL)))
                            AND q.id = (SELECT o.id FROM jobs o
                                        WHERE o.environment_id = q.environment_id AND o.status = 'pending'
                                          AND o.queued_behind IS NOT NULL

@@ -241,9 +241,12 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<JobId>, StoreError>;
     /// The job a job queued now for `environment` would wait behind: the newest queued
-    /// one, else the environment's lock holder; `None` when the environment is free.
+    /// one, else the environment's lock holder, else a failed job whose runner is not
+    /// done with it (its wind-down or automatic rollback is to come); `None` when the
+    /// environment is free.
     async fn last_in_line(&self, environment: EnvironmentId) -> Result<Option<JobId>, StoreError>;
-    /// Lets in, per environment that has queued jobs and no lock holder, the oldest
+    /// Lets in, per environment that has queued jobs, no lock holder and no failed job
+    /// still winding down, the oldest
     /// queued job (clears its `queued_behind`: it holds the lock from now on and is
     /// claimable); returns those jobs.
     async fn dequeue_jobs(&self, now: Timestamp) -> Result<Vec<JobId>, StoreError>;

@@ -30,6 +30,7 @@ on_both_stores!(
     every_write_route_appends_an_audit_row,
     targets_change_disable_and_retire_only_when_no_job_uses_them,
     a_busy_environment_queues_an_approval_that_asks_for_it,
+    an_approved_promotion_is_only_for_approvers_and_a_deleted_environment_takes_no_job,
 );
 
 impl Fixture {
@@ -444,6 +445,43 @@ async fn the_pipeline_refuses_a_release_that_did_not_complete_upstream(f: Fixtur
         (StatusCode::UNPROCESSABLE_ENTITY, &json!("requires[1]")),
         "{problem}"
     );
+    // A loop: staging requiring prod while prod requires staging.
+    let staging = f
+        .ok("GET", "/api/v1/environments/staging", Role::Viewer, None)
+        .await;
+    let (status, problem) = f
+        .call(
+            "PUT",
+            "/api/v1/environments/staging",
+            Some(f.token(Role::Admin)),
+            Some(json!({"name": "staging", "requires": ["prod"], "version": staging["version"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("staging -> prod -> staging"),
+        "{problem}"
+    );
+    // staging cannot go while prod requires it.
+    let (status, problem) = f
+        .call(
+            "DELETE",
+            "/api/v1/environments/staging",
+            Some(f.token(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("required first by `prod`"),
+        "{problem}"
+    );
 }
 
 async fn updates_compare_versions_and_validate_with_field_paths(f: Fixture) {
@@ -686,7 +724,10 @@ async fn every_write_route_appends_an_audit_row(f: Fixture) {
     );
     assert_eq!(entry["before"]["version"], 0);
     assert_eq!(entry["after"]["version"], 1);
-    assert_eq!(entry["after"]["variables"]["A"], "1");
+    assert_eq!(
+        entry["after"]["variables"]["A"], "[redacted]",
+        "variables are named, their values never recorded"
+    );
     assert_eq!(entry["remote"], "x-forwarded-for: 203.0.113.7");
     assert_eq!(entry["actor_kind"], "token");
     let created = f
@@ -960,14 +1001,19 @@ async fn a_busy_environment_queues_an_approval_that_asks_for_it(f: Fixture) {
         .await;
     let holder = first["job"]["id"].as_str().unwrap().to_owned();
 
-    // Without asking to queue: 409 environment-busy, and the promotion is approved
-    // (its job can be created later by approving again).
+    // Without asking to queue: 409 environment-busy, and the approval is not recorded:
+    // no promotion is left approved without a job.
     let second = promote("r2").await;
     let (status, problem) = f
         .call("POST", &second, Some(f.token(Role::Deployer)), None)
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["type"], "urn:deploy:problem:environment-busy");
+    let still = f
+        .ok("GET", &second.replace("/approve", ""), Role::Viewer, None)
+        .await;
+    assert_eq!(still["status"], "requested", "{still}");
+    assert_eq!(still["approvals"], json!([]));
     // Asking to queue: created pending, behind the holder.
     let (status, queued) = f
         .call(
@@ -1015,4 +1061,104 @@ async fn a_busy_environment_queues_an_approval_that_asks_for_it(f: Fixture) {
         )
         .await;
     assert_eq!(job["queued_behind"], Value::Null);
+}
+
+async fn an_approved_promotion_is_only_for_approvers_and_a_deleted_environment_takes_no_job(
+    f: Fixture,
+) {
+    f.env_named("prod", json!({"approval": {"approver_role": "admin"}}))
+        .await;
+    f.env_named("old", json!({})).await;
+    for env in ["prod", "old"] {
+        f.ok(
+            "POST",
+            &format!("/api/v1/environments/{env}/targets"),
+            Role::Admin,
+            Some(target_body("host-1")),
+        )
+        .await;
+    }
+    f.ok(
+        "POST",
+        "/api/v1/releases",
+        Role::Deployer,
+        Some(release_body("r1")),
+    )
+    .await;
+    let promotion = f
+        .ok(
+            "POST",
+            "/api/v1/promotions",
+            Role::Deployer,
+            Some(json!({"release": "r1", "environment": "prod"})),
+        )
+        .await;
+    let approve = format!(
+        "/api/v1/promotions/{}/approve",
+        promotion["id"].as_str().unwrap()
+    );
+    let (status, _) = f
+        .call("POST", &approve, Some(f.token(Role::Deployer)), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a deployer is no approver here"
+    );
+    let (status, done) = f
+        .call("POST", &approve, Some(f.token(Role::Admin)), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    // Approved: asking again (with other job settings) is still for approvers only.
+    let (status, problem) = f
+        .call(
+            "POST",
+            &approve,
+            Some(f.token(Role::Deployer)),
+            Some(json!({"max_attempts": 1, "strategy": {"type": "rolling", "batch": {"count": 1}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, same) = f
+        .call("POST", &approve, Some(f.token(Role::Admin)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["job"]["id"], done["job"]["id"]);
+
+    // A promotion requested before its environment was deleted gets no job after.
+    let stale = f
+        .ok(
+            "POST",
+            "/api/v1/promotions",
+            Role::Deployer,
+            Some(json!({"release": "r1", "environment": "old"})),
+        )
+        .await;
+    let (status, _) = f
+        .call(
+            "DELETE",
+            "/api/v1/environments/old",
+            Some(f.token(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, problem) = f
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/promotions/{}/approve",
+                stale["id"].as_str().unwrap()
+            ),
+            Some(f.token(Role::Deployer)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let jobs = f.ok("GET", "/api/v1/jobs", Role::Viewer, None).await;
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        1,
+        "only prod's job: {jobs}"
+    );
 }

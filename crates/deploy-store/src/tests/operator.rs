@@ -13,6 +13,7 @@ both_backends!(
     a_release_completed_in_an_environment_is_found,
     the_audit_log_appends_filters_and_refuses_changes,
     queued_jobs_hold_no_lock_and_are_let_in_oldest_first,
+    targets_and_environments_are_updated_and_retired,
 );
 
 async fn environments_and_releases_are_found_by_name(t: TestStore) {
@@ -230,6 +231,11 @@ async fn the_audit_log_appends_filters_and_refuses_changes(t: TestStore) {
         }
         super::harness::Backing::Postgres(pg) => {
             let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+            let truncated = sqlx::query("TRUNCATE audit_log").execute(&pool).await;
+            assert!(
+                truncated.unwrap_err().to_string().contains("append-only"),
+                "TRUNCATE is refused too"
+            );
             (
                 sqlx::query("UPDATE audit_log SET actor_name = 'mallory'")
                     .execute(&pool)
@@ -312,4 +318,74 @@ async fn queued_jobs_hold_no_lock_and_are_let_in_oldest_first(t: TestStore) {
         Some(second.id)
     );
     assert_eq!(s.last_in_line(env).await.unwrap(), Some(third.id));
+}
+
+async fn targets_and_environments_are_updated_and_retired(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 2).await;
+    let release = seed_release(s, 1).await;
+    let listed = s.list_targets(env).await.unwrap();
+    let mut first = listed[0].clone();
+    assert_eq!(first.version, 0);
+    first.disabled = true;
+    let updated = s.update_target(&first, 0).await.unwrap();
+    assert_eq!((updated.version, updated.disabled), (1, true));
+    assert!(matches!(
+        s.update_target(&first, 0).await.unwrap_err(),
+        StoreError::Conflict {
+            expected: 0,
+            found: Some(1),
+            ..
+        }
+    ));
+    // A job holds the second target: it cannot go; the first (no task) can.
+    let job = new_job(s, 1, env, release, &targets[1..], 1).await;
+    let job = s.create_job(&job).await.unwrap().value;
+    let busy = s.delete_target(targets[1], ts(5)).await.unwrap_err();
+    assert!(
+        matches!(busy, StoreError::InUse { job: j, .. } if j == job.id),
+        "{busy}"
+    );
+    assert!(matches!(
+        s.delete_environment(env, ts(5)).await.unwrap_err(),
+        StoreError::InUse { .. }
+    ));
+    s.delete_target(targets[0], ts(6)).await.unwrap();
+    assert_eq!(s.list_targets(env).await.unwrap().len(), 1);
+    assert!(matches!(
+        s.update_target(&updated, 1).await.unwrap_err(),
+        StoreError::NotFound { .. } | StoreError::Conflict { .. }
+    ));
+    // The name is free again.
+    let mut again = ssh_target(1);
+    again.id = target_id(99);
+    again.environment_id = env;
+    again.name = listed[0].name.clone();
+    s.put_target(&again).await.unwrap();
+    // A job on a deleted target is not created.
+    let stale = new_job(s, 2, env, release, &targets[..1], 2).await;
+    complete(s, &job, 10).await;
+    assert!(matches!(
+        s.create_job(&stale).await.unwrap_err(),
+        StoreError::NotFound {
+            entity: "target",
+            ..
+        }
+    ));
+    // Once no job is active, the environment goes, with its targets; its name is free.
+    s.delete_environment(env, ts(20)).await.unwrap();
+    assert!(s.find_environment_by_name("env-1").await.unwrap().is_none());
+    assert!(matches!(
+        s.get_environment(env).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+    let mut e = s.list_environments(None, 10).await.unwrap();
+    e.retain(|e| e.id == env);
+    assert!(e.is_empty());
+    assert_eq!(
+        s.get_job(job.id).await.unwrap().environment_id,
+        env,
+        "history stays"
+    );
+    seed_env(s, 2, 0).await;
 }
