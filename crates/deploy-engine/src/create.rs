@@ -172,12 +172,18 @@ impl Engine {
         let store = &self.inner.store;
         let release = store.get_release(promotion.release_id).await?;
         // A disabled target gets no task (its plan lists it as skipped).
-        let targets: Vec<_> = store
+        let (disabled, targets): (Vec<_>, Vec<_>) = store
             .list_targets(promotion.environment_id)
             .await?
             .into_iter()
-            .filter(|t| !t.disabled)
-            .collect();
+            .partition(|t| t.disabled);
+        if targets.is_empty() && !disabled.is_empty() {
+            let names: Vec<&str> = disabled.iter().map(|t| t.name.as_str()).collect();
+            return Err(EngineError::InvalidRequest(format!(
+                "every target of the environment is disabled ({}); enable one to deploy",
+                names.join(", ")
+            )));
+        }
         let target_ids: Vec<_> = targets.iter().map(|t| t.id).collect();
         let rollout = plan(&request.strategy, &target_ids, request.parallelism)?;
         if crate::bluegreen::is_blue_green(&request.strategy) {

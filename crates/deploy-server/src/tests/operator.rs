@@ -1115,7 +1115,9 @@ async fn an_approved_promotion_is_only_for_approvers_and_a_deleted_environment_t
             "POST",
             &approve,
             Some(f.token(Role::Deployer)),
-            Some(json!({"max_attempts": 1, "strategy": {"type": "rolling", "batch": {"count": 1}}})),
+            Some(
+                json!({"max_attempts": 1, "strategy": {"type": "rolling", "batch": {"count": 1}}}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
