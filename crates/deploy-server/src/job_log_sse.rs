@@ -4,9 +4,9 @@
 //! instead of one per task. As with the task log stream (`log_sse.rs`), the store is
 //! the source: the stream re-reads the job's log after the last sent position every
 //! [`TICK`] (a log append wakes nothing; a transition of the job itself, from the
-//! engine's broadcast, does, so that `end` follows it at once). Positions are committed in order
-//! (`Store::read_job_log`), so a client that reconnects with `Last-Event-ID` misses
-//! nothing and sees nothing twice. The stream ends with an `end` event (data: job id
+//! engine's broadcast, does, so that `end` follows it at once). Positions are
+//! committed in order (`Store::read_job_log`), so a client that reconnects with
+//! `Last-Event-ID` misses nothing and sees nothing twice. The stream ends with an `end` event (data: job id
 //! and status) when the job is settled by the job events stream's rule (`sse.rs`:
 //! `completed` and `rolled_back` at once, another `failed` job after a quiet tick, a
 //! `failed` job with auto rollback after three, as it may go on to `rolling_back`),
