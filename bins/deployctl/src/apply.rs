@@ -351,7 +351,7 @@ pub async fn apply(
                     variables: desired.variables.clone(),
                     approval: desired.approval.clone(),
                     requires: desired.requires.clone(),
-                    version: current.version,
+                    version: Some(current.version),
                 };
                 let _: Environment = client
                     .put(&format!("{p}/environments/{}", current.id), &request)
@@ -415,7 +415,7 @@ async fn update_target(
         health_check: desired.health_check.clone(),
         labels: desired.labels.clone(),
         disabled: desired.disabled,
-        version: current.version,
+        version: Some(current.version),
     };
     let _: Target = client
         .put(

@@ -221,7 +221,7 @@ pub async fn run(command: EnvCommand, client: &Client, out: Output) -> Result<()
                 variables,
                 approval,
                 requires,
-                version: current.version,
+                version: Some(current.version),
             };
             let updated: Environment = client.put(&path, &request).await.map_err(|e| {
                 if e.status == Some(409) {

@@ -321,9 +321,10 @@ pub(crate) async fn watch(
             }
         ));
     }
-    Ok(match last_status.as_str() {
-        "completed" => SUCCESS,
-        "rolled_back" => ROLLED_BACK,
+    // The status as deploy-core spells it; anything else (no end event) is a failure.
+    Ok(match deploy_core::JobStatus::parse(&last_status) {
+        Some(deploy_core::JobStatus::Completed) => SUCCESS,
+        Some(deploy_core::JobStatus::RolledBack) => ROLLED_BACK,
         _ => DEPLOY_FAILED,
     })
 }

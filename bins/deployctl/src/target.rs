@@ -322,7 +322,7 @@ pub async fn set_disabled(
         health_check: current.health_check.clone(),
         labels: current.labels.clone(),
         disabled,
-        version: current.version,
+        version: Some(current.version),
     };
     client.put(&path, &request).await
 }

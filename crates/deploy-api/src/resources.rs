@@ -62,9 +62,11 @@ pub struct UpdateEnvironmentRequest {
     pub approval: Option<ApprovalPolicy>,
     #[serde(default)]
     pub requires: Vec<String>,
-    /// The `version` of the environment this update was made from; another write since
-    /// then makes it 409.
-    pub version: u64,
+    /// The `version` of the environment this update was made from (or send it as
+    /// `If-Match: "<version>"`, the ETag of the read); another write since then makes
+    /// it 409.
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 /// `POST /api/v1/environments/{id}/targets`
@@ -541,7 +543,10 @@ pub struct UpdateTargetRequest {
     /// A disabled target gets no task in new jobs.
     #[serde(default)]
     pub disabled: bool,
-    pub version: u64,
+    /// The `version` of the target this update was made from (or `If-Match:
+    /// "<version>"`); another write since then makes it 409.
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 /// One wave of a plan.

@@ -86,6 +86,44 @@ async fn check_no_cycle(state: &ServerState, environment: &Environment) -> ApiRe
     Ok(())
 }
 
+/// The version an update was made from: the body's `version`, or `If-Match: "<n>"`
+/// (the ETag of the read; `W/"<n>"` and a bare `<n>` are accepted too). Both given
+/// must agree; neither is a 400.
+fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<u64> {
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .map(|v| {
+            let text = v.to_str().unwrap_or("");
+            text.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .parse::<u64>()
+                .map_err(|_| {
+                    ServerError::bad_request(
+                        format!(
+                            "If-Match `{}` is not a version; expected the ETag of the read, such as \"3\"",
+                            text.escape_debug()
+                        ),
+                        Some("If-Match"),
+                    )
+                })
+        })
+        .transpose()?;
+    match (if_match, body) {
+        (Some(a), Some(b)) if a != b => Err(ServerError::bad_request(
+            format!(
+                "If-Match says version {a} and the body's `version` says {b}; send one, or the same"
+            ),
+            Some("version"),
+        )),
+        (Some(v), _) | (None, Some(v)) => Ok(v),
+        (None, None) => Err(ServerError::bad_request(
+            "the version this update was made from is missing: send `version` in the body or `If-Match: \"<version>\"` (the ETag of the read), so that a change made meanwhile is not overwritten",
+            Some("version"),
+        )),
+    }
+}
+
 fn check(environment: &Environment) -> ApiResult<()> {
     environment
         .validate()
@@ -150,7 +188,7 @@ pub(crate) async fn update_environment(
     check_no_cycle(&state, &updated).await?;
     let stored = state
         .store()
-        .update_environment(&updated, req.version)
+        .update_environment(&updated, expected_version(&headers, req.version)?)
         .await?;
     tracing::info!(environment = %stored.id, version = stored.version, "environment updated");
     Ok(crate::audit::with_before(
@@ -237,7 +275,8 @@ pub(crate) async fn update_target(
     updated.validate().map_err(|e| {
         ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "target.")))
     })?;
-    let stored = state.store().update_target(&updated, req.version).await?;
+    let expected = expected_version(&headers, req.version)?;
+    let stored = state.store().update_target(&updated, expected).await?;
     tracing::info!(target = %stored.id, version = stored.version, disabled = stored.disabled, "target updated");
     Ok(crate::audit::with_before(
         (StatusCode::OK, Json(&stored)).into_response(),

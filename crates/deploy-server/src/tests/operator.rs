@@ -546,13 +546,57 @@ async fn updates_compare_versions_and_validate_with_field_paths(f: Fixture) {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
         assert_eq!(problem["field"], field, "{problem}");
     }
+    // The version may come as If-Match (the ETag of the read) instead of in the body.
+    let (status, _, body) = f
+        .raw(
+            "PUT",
+            "/api/v1/environments/staging",
+            admin,
+            Some(json!({"name": "staging", "variables": {"LOG_LEVEL": "warn"}}).to_string()),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = f
+        .raw(
+            "PUT",
+            "/api/v1/environments/staging",
+            admin,
+            Some(json!({"name": "staging"}).to_string()),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a stale If-Match");
+    for (headers, field) in [
+        (vec![], "version"),
+        (vec![("if-match", "\"2\"")], "version"),
+        (vec![("if-match", "*")], "If-Match"),
+    ] {
+        let body = if headers.is_empty() {
+            json!({"name": "staging"})
+        } else {
+            json!({"name": "staging", "version": 1})
+        };
+        let (status, _, problem) = f
+            .raw(
+                "PUT",
+                "/api/v1/environments/staging",
+                admin,
+                Some(body.to_string()),
+                &headers,
+            )
+            .await;
+        let problem: Value = serde_json::from_slice(&problem).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
     // Deployers may not change an environment.
     let (status, _) = f
         .call(
             "PUT",
             "/api/v1/environments/staging",
             Some(f.token(Role::Deployer)),
-            Some(json!({"name": "staging", "version": 1})),
+            Some(json!({"name": "staging", "version": 2})),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
