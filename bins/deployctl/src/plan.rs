@@ -76,11 +76,24 @@ pub fn rows(plan: &Value) -> Value {
 pub fn print(plan: &Value) {
     output::line(&format!(
         "plan of release {} to environment {} ({}): {} wave(s)",
-        plan["release_id"].as_str().unwrap_or("-"),
-        plan["environment_id"].as_str().unwrap_or("-"),
+        plan["release_name"].as_str().unwrap_or("-"),
+        plan["environment_name"].as_str().unwrap_or("-"),
         plan["strategy"].as_str().unwrap_or("-"),
         plan["waves"].as_array().map_or(0, Vec::len)
     ));
+    if let Some(skipped) = plan["skipped"].as_array().filter(|s| !s.is_empty()) {
+        let names: Vec<String> = skipped
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} ({})",
+                    t["target_name"].as_str().unwrap_or("-"),
+                    t["reason"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        output::line(&format!("skipped: {}", names.join(", ")));
+    }
     output::list(
         Output::Table,
         &rows(plan),

@@ -501,7 +501,11 @@ pub struct PlanResponse {
     #[schema(value_type = String)]
     pub release_id: ReleaseId,
     #[schema(value_type = String)]
+    pub release_name: Name,
+    #[schema(value_type = String)]
     pub environment_id: EnvironmentId,
+    #[schema(value_type = String)]
+    pub environment_name: Name,
     /// `all-at-once`, `rolling`, `canary` or `blue-green`.
     pub strategy: String,
     pub waves: Vec<PlanWave>,

@@ -61,7 +61,9 @@ pub(crate) async fn plan(
 fn response(preview: Preview) -> PlanResponse {
     PlanResponse {
         release_id: preview.release.id,
+        release_name: preview.release.name.clone(),
         environment_id: preview.environment.id,
+        environment_name: preview.environment.name.clone(),
         strategy: preview.strategy.as_str().to_owned(),
         waves: preview
             .waves
