@@ -89,19 +89,7 @@ pub(crate) async fn job_log_events(
     authorize(&state, &headers, Role::Viewer).await?;
     let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
     let job = parse_id("job", &id, JobId::parse)?;
-    let after = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ServerError::bad_request(
-                    "Last-Event-ID is not a job log position",
-                    Some("Last-Event-ID"),
-                )
-            })?,
-        None => query.after.unwrap_or(0),
-    };
+    let after = crate::sse::resume_after(&headers, query.after, "a job log position")?;
     // Subscribe before reading the job so that no transition falls between the two.
     let events = state.engine().subscribe();
     // Once per connection: the job's failure policy does not change.

@@ -75,19 +75,7 @@ pub(crate) async fn task_log_events(
     authorize(&state, &headers, Role::Viewer).await?;
     let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
     let task = parse_id("task", &id, TaskId::parse)?;
-    let after = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ServerError::bad_request(
-                    "Last-Event-ID is not a log chunk sequence number",
-                    Some("Last-Event-ID"),
-                )
-            })?,
-        None => query.after.unwrap_or(0),
-    };
+    let after = crate::sse::resume_after(&headers, query.after, "a log chunk sequence number")?;
     state.store().get_task(task).await?;
     let follow = Follow {
         state,

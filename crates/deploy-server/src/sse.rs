@@ -66,6 +66,29 @@ struct Follow {
     active_hint: bool,
 }
 
+/// Where a stream resumes: after the `Last-Event-ID` header's position (a reconnect)
+/// or else the `after` query parameter (0: from the start). A header that is not a
+/// number is a 400 saying what it should be (`what`).
+pub(crate) fn resume_after(
+    headers: &HeaderMap,
+    after: Option<u64>,
+    what: &str,
+) -> Result<u64, ServerError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ServerError::bad_request(
+                    format!("Last-Event-ID is not {what}"),
+                    Some("Last-Event-ID"),
+                )
+            }),
+        None => Ok(after.unwrap_or(0)),
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/jobs/{id}/events",
@@ -90,19 +113,7 @@ pub(crate) async fn job_events(
     authorize(&state, &headers, Role::Viewer).await?;
     let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
     let job = parse_id("job", &id, JobId::parse)?;
-    let after = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ServerError::bad_request(
-                    "Last-Event-ID is not an event sequence number",
-                    Some("Last-Event-ID"),
-                )
-            })?,
-        None => query.after.unwrap_or(0),
-    };
+    let after = resume_after(&headers, query.after, "an event sequence number")?;
     // Subscribe before reading the log so no event falls between the two.
     let events = state.engine().subscribe();
     let active_hint = state.store().get_job(job).await?.status.is_active();

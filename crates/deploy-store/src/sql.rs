@@ -468,6 +468,30 @@ macro_rules! sql_store {
                 }
             }
 
+            /// Why a conditional delete of `entity` `id` touched no row: an active job uses
+            /// it (`active_job` selects that job's `id`), [`StoreError::InUse`] naming it;
+            /// otherwise it does not exist (or was deleted already).
+            async fn retirement_refused(
+                &self,
+                entity: &'static str,
+                id: impl Into<uuid::Uuid> + std::fmt::Display + Copy,
+                active_job: &'static str,
+            ) -> StoreError {
+                let job = sqlx::query(active_job)
+                    .bind_id(id)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::db("look up the active jobs of a retired entity"));
+                match job {
+                    Err(e) => e,
+                    Ok(Some(row)) => match row.uuid("id").and_then(|u| model::typed("jobs.id", u)) {
+                        Ok(job) => StoreError::InUse { entity, id: id.to_string(), job },
+                        Err(e) => e,
+                    },
+                    Ok(None) => StoreError::NotFound { entity, id: id.to_string() },
+                }
+            }
+
             /// After a unique violation on an insert of `id` named `name`: [`StoreError::NameTaken`]
             /// with the id of the row `holder` (a query selecting `id` by name) finds, or
             /// `AlreadyExists` when the clash was the id itself (or the holder is gone again).
@@ -672,23 +696,15 @@ macro_rules! sql_store {
                 if done.rows_affected() == 1 {
                     return Ok(());
                 }
-                let job = sqlx::query(
-                    "SELECT j.id FROM tasks t JOIN jobs j ON j.id = t.job_id
-                     WHERE t.target_id = $1 AND j.status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
-                     LIMIT 1",
-                )
-                .bind_id(id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(StoreError::db("look up the jobs of a target"))?;
-                match job {
-                    Some(row) => Err(StoreError::InUse {
-                        entity: "target",
-                        id: id.to_string(),
-                        job: model::typed("jobs.id", row.uuid("id")?)?,
-                    }),
-                    None => Err(StoreError::NotFound { entity: "target", id: id.to_string() }),
-                }
+                Err(self
+                    .retirement_refused(
+                        "target",
+                        id,
+                        "SELECT j.id FROM tasks t JOIN jobs j ON j.id = t.job_id
+                         WHERE t.target_id = $1 AND j.status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back')
+                         LIMIT 1",
+                    )
+                    .await)
             }
 
             async fn delete_environment(&self, id: deploy_core::EnvironmentId, now: deploy_core::Timestamp) -> Result<(), StoreError> {
@@ -719,22 +735,14 @@ macro_rules! sql_store {
                     return tx.commit().await.map_err(StoreError::db("commit an environment's deletion"));
                 }
                 drop(tx);
-                let job = sqlx::query(
-                    "SELECT id FROM jobs WHERE environment_id = $1
-                       AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back') LIMIT 1",
-                )
-                .bind_id(id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(StoreError::db("look up the jobs of an environment"))?;
-                match job {
-                    Some(row) => Err(StoreError::InUse {
-                        entity: "environment",
-                        id: id.to_string(),
-                        job: model::typed("jobs.id", row.uuid("id")?)?,
-                    }),
-                    None => Err(StoreError::NotFound { entity: "environment", id: id.to_string() }),
-                }
+                Err(self
+                    .retirement_refused(
+                        "environment",
+                        id,
+                        "SELECT id FROM jobs WHERE environment_id = $1
+                           AND status IN ('pending', 'preparing', 'running', 'completing', 'rolling_back') LIMIT 1",
+                    )
+                    .await)
             }
 
             async fn archive_release(&self, id: deploy_core::ReleaseId, now: deploy_core::Timestamp) -> Result<deploy_core::Release, StoreError> {
