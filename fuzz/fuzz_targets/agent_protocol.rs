@@ -7,8 +7,8 @@
 use deploy_api::agent::{
     AgentAction, AgentCredentials, AgentError, AgentLogLine, AgentSummary, ComponentPayload,
     CreateBootstrapTokenRequest, CreatedBootstrapToken, DeployPayload, LogAck, LogChunkRequest,
-    PollRequest, PollResponse, RegisterAgentRequest, RegistryAuth, ResultAck, TaskDelivery,
-    TaskKey, TaskOutcome, TaskResultRequest,
+    PollRequest, PollResponse, RegisterAgentRequest, RegistryAuth, ResultAck,
+    RotateCredentialRequest, TaskDelivery, TaskKey, TaskOutcome, TaskResultRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<CreateBootstrapTokenRequest>(data);
     round_trip::<CreatedBootstrapToken>(data);
     round_trip::<RegisterAgentRequest>(data);
+    round_trip::<RotateCredentialRequest>(data);
     round_trip::<AgentCredentials>(data);
     round_trip::<AgentSummary>(data);
     round_trip::<TaskKey>(data);

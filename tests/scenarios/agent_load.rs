@@ -280,7 +280,11 @@ fn deploy_and_measure(
             .unix_millis()
     };
     let mut dispatched = std::collections::HashMap::new();
+    let mut started = std::collections::HashMap::new();
     let mut latencies = Vec::new();
+    // Where the time goes: the dispatch to the executor's start (the engine and the
+    // store), and the start to the result (the executor's round trip through the agent).
+    let (mut to_start, mut to_result) = (Vec::new(), Vec::new());
     let (mut first, mut last_dispatch, mut last_result) = (u64::MAX, 0, 0);
     for e in &events {
         let Some(task) = e["data"]["task_id"].as_str() else {
@@ -295,10 +299,17 @@ fn deploy_and_measure(
                     "task {task} dispatched twice"
                 );
             }
+            Some("start") => {
+                started.insert(task.to_owned(), at(e));
+                to_start.push(Duration::from_millis(at(e) - dispatched[task]));
+            }
             Some("verify") => {
                 last_result = last_result.max(at(e));
                 let from = dispatched[task];
                 latencies.push(Duration::from_millis(at(e) - from));
+                if let Some(s) = started.get(task) {
+                    to_result.push(Duration::from_millis(at(e) - s));
+                }
             }
             _ => {}
         }
@@ -311,11 +322,20 @@ fn deploy_and_measure(
         "one result per task"
     );
     latencies.sort();
+    to_start.sort();
+    to_result.sort();
     if latencies.len() > 1 {
         println!(
             "  dispatches spread over {} ms, results until {} ms after the first dispatch",
             last_dispatch - first,
             last_result - first
+        );
+        println!(
+            "  dispatch to start p50 {:.0} ms, p99 {:.0} ms; start to result p50 {:.0} ms, p99 {:.0} ms",
+            pct(&to_start, 50),
+            pct(&to_start, 99),
+            pct(&to_result, 50),
+            pct(&to_result, 99)
         );
     }
     (latencies, total)
@@ -483,6 +503,170 @@ fn report(
             mb(connected)
         )),
     ];
+    for figure in figures {
+        figure.emit().unwrap();
+    }
+}
+
+/// The same fan-out over two replicas on one PostgreSQL: half the agents poll A, half
+/// poll B, and whichever replica claims the job dispatches to all of them (so about
+/// half the keys cross replicas through the relay). The baseline is one agent polling
+/// B with its task's job created on A (five deploys).
+#[test]
+#[expect(
+    clippy::print_stdout,
+    reason = "the test reports its figures (nextest --no-capture shows them)"
+)]
+fn agent_fan_out_across_two_replicas() {
+    let n = agent_count();
+    let pg = deploy_testkit::Postgres::start().unwrap();
+    let data = temp_dir("agent-load-2-").unwrap();
+    let known_hosts = data.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let url = pg.url();
+    let env = [("DEPLOYD_DATABASE_URL", url.as_str())];
+    let (dir_a, dir_b) = (data.path().join("a"), data.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = Deployd::start(&dir_a, free_port().unwrap(), &known_hosts, &env);
+    let b = Deployd::start(&dir_b, free_port().unwrap(), &known_hosts, &env);
+    let (base_a, base_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let idle = (a.memory_kib().0, b.memory_kib().0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Baseline: one agent on B, its job created on A.
+    let solo_env = runtime.block_on(async {
+        let agents = register(&client, &base_a, 1, "solo").await;
+        let env = environment(&client, &base_a, &agents, "solo").await;
+        for agent in agents {
+            tokio::spawn(run_agent(
+                client.clone(),
+                base_b.clone(),
+                agent,
+                stop.clone(),
+                Work::default(),
+            ));
+        }
+        env
+    });
+    let mut single = Vec::new();
+    for round in 0..5 {
+        let image = IMAGE.replace("1111", &format!("{round}{round}{round}{round}"));
+        let release = ok_json(
+            &a.addr,
+            &[
+                "release",
+                "create",
+                &format!("solo-{round}"),
+                "--component",
+                &format!("web={image}"),
+            ],
+        );
+        let (latencies, _) =
+            deploy_and_measure(&a.addr, release["id"].as_str().unwrap(), &solo_env.0, 1);
+        single.extend(latencies);
+    }
+    single.sort();
+
+    let (env_id, release_id) = runtime.block_on(async {
+        let agents = register(&client, &base_a, n, "sim").await;
+        let env = environment(&client, &base_a, &agents, "fleet").await;
+        for (i, agent) in agents.into_iter().enumerate() {
+            let base = if i % 2 == 0 { &base_a } else { &base_b };
+            tokio::spawn(run_agent(
+                client.clone(),
+                base.clone(),
+                agent,
+                stop.clone(),
+                Work::default(),
+            ));
+        }
+        env
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let connected = (a.memory_kib().0, b.memory_kib().0);
+    let cpu = (a.cpu_ms(), b.cpu_ms());
+    let (latencies, total) = deploy_and_measure(&a.addr, &release_id, &env_id, n);
+    let cpu = (a.cpu_ms() - cpu.0, b.cpu_ms() - cpu.1);
+    let after = (a.memory_kib().0, b.memory_kib().0);
+    stop.store(true, Ordering::Relaxed);
+    runtime.shutdown_timeout(Duration::from_secs(POLL_WAIT_MS / 1000 + 2));
+
+    println!(
+        "agent fan-out over two replicas (PostgreSQL), deployd {}",
+        deployd_path().display()
+    );
+    println!(
+        "  baseline 1 agent on B, job created on A (5 deploys): dispatch-to-result p50 {:.1} ms, max {:.1} ms",
+        pct(&single, 50),
+        pct(&single, 100)
+    );
+    println!(
+        "  {n} agents (half on each replica) x 1 task: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; job {:.2} s",
+        pct(&latencies, 50),
+        pct(&latencies, 99),
+        pct(&latencies, 100),
+        total.as_secs_f64()
+    );
+    println!("  CPU during the job: A {} ms, B {} ms", cpu.0, cpu.1);
+    println!(
+        "  VmHWM: A idle {} / connected {} / after {} MiB; B idle {} / connected {} / after {} MiB",
+        idle.0 / 1024,
+        connected.0 / 1024,
+        after.0 / 1024,
+        idle.1 / 1024,
+        connected.1 / 1024,
+        after.1 / 1024
+    );
+    assert_eq!(latencies.len(), n);
+    report_two_replicas(n, &single, &latencies, idle, after);
+}
+
+/// The two-replica figures for `cargo xtask bench` (nothing unless `BENCH_REPORT_FILE` is set).
+fn report_two_replicas(
+    n: usize,
+    single: &[Duration],
+    fleet: &[Duration],
+    idle: (u64, u64),
+    after: (u64, u64),
+) {
+    const SECTION: &str = "agents";
+    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+    let mut figures = vec![
+        Figure::new(
+            SECTION,
+            &format!("dispatch-to-result p99, {n} agents over two replicas"),
+            "ms",
+            Better::Lower,
+            vec![pct(fleet, 99)],
+        )
+        .baseline(
+            "1 agent on the other replica, 1 task (max of 5 deploys)",
+            vec![pct(single, 100)],
+        )
+        .notes("PostgreSQL; half the agents poll each replica; one value per run"),
+    ];
+    for (replica, idle, after) in [("A", idle.0, after.0), ("B", idle.1, after.1)] {
+        figures.push(
+            Figure::new(
+                SECTION,
+                &format!("replica {replica} peak RSS (VmHWM), {n} agents over two replicas"),
+                "MB",
+                Better::Lower,
+                vec![mb(after)],
+            )
+            .baseline("the replica's VmHWM idle", vec![mb(idle)])
+            .goal(Goal::median_below(150.0)),
+        );
+    }
     for figure in figures {
         figure.emit().unwrap();
     }

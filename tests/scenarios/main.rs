@@ -10,6 +10,7 @@
 mod agent_e2e;
 mod agent_load;
 mod agent_proc;
+mod agent_recovery;
 mod bad_input;
 mod blue_green;
 mod cli;
@@ -23,5 +24,6 @@ mod hooks;
 mod load;
 mod log_follow;
 mod operator;
+mod replicas;
 mod tidy;
 mod update_speed;

@@ -85,10 +85,21 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
         },
         Step {
             section: "engine",
-            title: "Engine orchestration overhead",
+            title: "Engine orchestration overhead (SQLite, PostgreSQL)",
             args: cargo_bench("deploy-engine", "orchestration"),
             env: vec![
                 ("BENCH_SIZES", pick("1000,10000", "200")),
+                ("BENCH_RUNS", pick("3", "1")),
+            ],
+            invocations: 1,
+        },
+        Step {
+            section: "engine",
+            title: "Engine orchestration overhead on PostgreSQL",
+            args: cargo_bench("deploy-engine", "orchestration"),
+            env: vec![
+                ("BENCH_STORE", "postgres".to_owned()),
+                ("BENCH_SIZES", pick("10000", "200")),
                 ("BENCH_RUNS", pick("3", "1")),
             ],
             invocations: 1,
@@ -107,6 +118,16 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
             section: "agents",
             title: "Agent fan-out",
             args: scenario("agent_load::agent_fan_out_to_many_simulated_agents"),
+            env: vec![
+                ("DEPLOY_TESTS_DEPLOYD", deployd.to_owned()),
+                ("DEPLOY_AGENT_BENCH_AGENTS", pick("1000", "100")),
+            ],
+            invocations: runs(3),
+        },
+        Step {
+            section: "agents",
+            title: "Agent fan-out over two replicas (PostgreSQL)",
+            args: scenario("agent_load::agent_fan_out_across_two_replicas"),
             env: vec![
                 ("DEPLOY_TESTS_DEPLOYD", deployd.to_owned()),
                 ("DEPLOY_AGENT_BENCH_AGENTS", pick("1000", "100")),

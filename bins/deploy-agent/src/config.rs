@@ -24,15 +24,18 @@ pub const BOOTSTRAP_TOKEN_ENV: &str = "DEPLOY_AGENT_BOOTSTRAP_TOKEN";
 ///   DEPLOY_AGENT_BOOTSTRAP_TOKEN=dpb_… deploy-agent --server https://deployd:8443 --name web-1
 ///   deploy-agent --config /etc/deploy-agent/agent.toml
 ///   deploy-agent --server https://deployd:8443 --name web-1 --label zone=a --ca-file /etc/deploy-agent/ca.pem
+///   deploy-agent --server https://deployd-a:8443,https://deployd-b:8443 --name web-1
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Args {
     /// TOML configuration file (keys: server, name, state_dir, labels, capabilities, ca_file, docker_socket, log_format, poll_wait_ms, bootstrap_token_file, allow_insecure_http).
     #[arg(long, env = "DEPLOY_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// deployd's base URL, http:// or https://.
-    #[arg(long, env = "DEPLOY_AGENT_SERVER")]
-    pub server: Option<String>,
+    /// deployd's base URL, http:// or https://. Several (repeated, or comma-separated):
+    /// replicas sharing one database, tried in order; the agent fails over to the next
+    /// one when a server does not answer or answers 5xx, and stays on one that answers.
+    #[arg(long, env = "DEPLOY_AGENT_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
     /// This agent's name (unique among agents): [a-z0-9][a-z0-9_.-]{0,62}.
     #[arg(long, env = "DEPLOY_AGENT_NAME")]
     pub name: Option<String>,
@@ -102,7 +105,9 @@ impl From<Capability> for AgentCapability {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    server: Option<String>,
+    /// `server = "https://…"` or `server = ["https://…", "https://…"]`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    server: Option<Vec<String>>,
     name: Option<String>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
@@ -116,10 +121,36 @@ struct FileConfig {
     allow_insecure_http: Option<bool>,
 }
 
+/// A string or a list of strings (the file's `server`): the list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a URL or a list of URLs")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element::<String>()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Visitor).map(Some)
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub server: String,
+    /// At least one, each validated, no two the same.
+    pub servers: Vec<String>,
     pub name: Name,
     pub state_dir: PathBuf,
     pub labels: Labels,
@@ -167,6 +198,34 @@ fn bootstrap_token(
     }
 }
 
+/// Validates each server URL (naming a bad one) and refuses duplicates; at least one.
+fn servers_checked(servers: Vec<String>, allow_insecure_http: bool) -> anyhow::Result<Vec<String>> {
+    if servers.is_empty() {
+        bail!(
+            "no server: pass --server https://deployd.example:8443 (or DEPLOY_AGENT_SERVER, or `server` in the config file)"
+        );
+    }
+    let mut checked: Vec<String> = Vec::with_capacity(servers.len());
+    for server in servers {
+        let server = server.trim().trim_end_matches('/').to_owned();
+        let url = HttpUrl::parse(&server).with_context(|| {
+            format!(
+                "server `{server}` is invalid; expected http://host[:port] or https://host[:port] (several: comma-separated)"
+            )
+        })?;
+        if !url.is_https() && !is_loopback(url.host()) && !allow_insecure_http {
+            bail!(
+                "server `{server}` is plain http on a non-loopback host: the bootstrap token, the agent credential and registry passwords would travel in clear; use https:// (with --ca-file for a private CA), or accept the risk with --allow-insecure-http (DEPLOY_AGENT_ALLOW_INSECURE_HTTP=true, or `allow_insecure_http = true` in the config file)"
+            );
+        }
+        if checked.contains(&server) {
+            bail!("server `{server}` is listed twice; expected each server once");
+        }
+        checked.push(server);
+    }
+    Ok(checked)
+}
+
 impl Config {
     /// Merges file < env < flags (clap already put env under flags) and validates.
     /// `env_token` is `DEPLOY_AGENT_BOOTSTRAP_TOKEN`.
@@ -180,24 +239,14 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let Some(server) = args.server.or(file.server) else {
-            bail!(
-                "no server: pass --server https://deployd.example:8443 (or DEPLOY_AGENT_SERVER, or `server` in the config file)"
-            );
+        let servers = if args.server.is_empty() {
+            file.server.unwrap_or_default()
+        } else {
+            args.server
         };
-        let server = server.trim_end_matches('/').to_owned();
-        let url = HttpUrl::parse(&server).with_context(|| {
-            format!(
-                "server `{server}` is invalid; expected http://host[:port] or https://host[:port]"
-            )
-        })?;
         let allow_insecure_http =
             args.allow_insecure_http || file.allow_insecure_http.unwrap_or(false);
-        if !url.is_https() && !is_loopback(url.host()) && !allow_insecure_http {
-            bail!(
-                "server `{server}` is plain http on a non-loopback host: the bootstrap token, the agent credential and registry passwords would travel in clear; use https:// (with --ca-file for a private CA), or accept the risk with --allow-insecure-http (DEPLOY_AGENT_ALLOW_INSECURE_HTTP=true, or `allow_insecure_http = true` in the config file)"
-            );
-        }
+        let servers = servers_checked(servers, allow_insecure_http)?;
         let Some(name) = args.name.or(file.name) else {
             bail!("no name: pass --name (or DEPLOY_AGENT_NAME, or `name` in the config file)");
         };
@@ -242,7 +291,7 @@ impl Config {
         }
         let token_file = args.bootstrap_token_file.or(file.bootstrap_token_file);
         Ok(Self {
-            server,
+            servers,
             name,
             state_dir: args
                 .state_dir
@@ -292,7 +341,7 @@ mod tests {
             Some("server = \"https://deployd:8443/\"\nname = \"other\"\nlabels = { zone = \"a\", rack = \"r1\" }\npoll_wait_ms = 500\n"),
         )
         .unwrap();
-        assert_eq!(c.server, "https://deployd:8443");
+        assert_eq!(c.servers, ["https://deployd:8443"]);
         assert_eq!(c.name.as_str(), "web-1");
         assert_eq!(c.labels.as_map().get("zone").map(String::as_str), Some("b"));
         assert_eq!(
@@ -349,6 +398,67 @@ mod tests {
         );
         assert!(err(&["--name", "a"], None).contains("no server"));
         assert!(err(&[], Some("server = \"http://127.0.0.1\"\nnmae = \"a\"\n")).contains("nmae"));
+    }
+
+    #[test]
+    fn several_servers_from_flags_env_style_lists_or_the_file() {
+        let servers = |argv: &[&str], file: Option<&str>| load(argv, file).unwrap().servers;
+        assert_eq!(
+            servers(
+                &[
+                    "--name",
+                    "a",
+                    "--server",
+                    "https://a:1/,https://b:2",
+                    "--server",
+                    "https://c"
+                ],
+                None
+            ),
+            ["https://a:1", "https://b:2", "https://c"]
+        );
+        assert_eq!(
+            servers(
+                &["--name", "a"],
+                Some("server = [\"https://a\", \"https://b/\"]\n")
+            ),
+            ["https://a", "https://b"]
+        );
+        assert_eq!(
+            servers(&["--name", "a"], Some("server = \"https://a\"\n")),
+            ["https://a"]
+        );
+        // Flags replace the file's list.
+        assert_eq!(
+            servers(
+                &["--name", "a", "--server", "https://c"],
+                Some("server = [\"https://a\", \"https://b\"]\n")
+            ),
+            ["https://c"]
+        );
+        let err =
+            |argv: &[&str], file: Option<&str>| format!("{:#}", load(argv, file).unwrap_err());
+        let e = err(&["--name", "a", "--server", "https://a,ftp://b"], None);
+        assert!(
+            e.contains("ftp://b") && e.contains("expected http://"),
+            "{e}"
+        );
+        let e = err(&["--name", "a", "--server", "https://a,,https://b"], None);
+        assert!(e.contains("server `` is invalid"), "{e}");
+        let e = err(&["--name", "a", "--server", "https://a,https://a/"], None);
+        assert!(e.contains("`https://a` is listed twice"), "{e}");
+        let e = err(
+            &["--name", "a", "--server", "https://a,http://10.0.0.1"],
+            None,
+        );
+        assert!(
+            e.contains("http://10.0.0.1") && e.contains("plain http"),
+            "{e}"
+        );
+        let e = err(&["--name", "a"], Some("server = [\"https://a\", 3]\n"));
+        assert!(e.contains("server"), "{e}");
+        let e = err(&["--name", "a"], Some("server = []\n"));
+        assert!(e.contains("no server"), "{e}");
     }
 
     #[test]

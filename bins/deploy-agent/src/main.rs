@@ -121,11 +121,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let runtime = executors(&config).await?;
     let capabilities = runtime.capabilities();
     tracing::info!(
-        name = %config.name, server = %config.server, state_dir = %config.state_dir.display(),
+        name = %config.name, servers = %config.servers.join(","), state_dir = %config.state_dir.display(),
         ?capabilities, "deploy-agent starting"
     );
     let agent_config = AgentConfig {
-        server: config.server.clone(),
+        servers: config.servers.clone(),
         name: config.name.clone(),
         state_dir: config.state_dir.clone(),
         labels: config.labels.clone(),

@@ -18,7 +18,8 @@ use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
 use deploy_exec::{ExecutorRegistry, ScopedSecrets};
 use deploy_server::{
-    ServerConfig, ServerState, TlsListener, bootstrap_admin, load_agents, router, tls_acceptor,
+    ServerConfig, ServerState, StoreRelay, TlsListener, bootstrap_admin, load_agents, router,
+    tls_acceptor,
 };
 use deploy_store::StoreConfig;
 use tokio_util::sync::CancellationToken;
@@ -72,11 +73,16 @@ fn init_tracing(format: LogFormat) {
 /// The executors of every execution model: SSH, WinRM, the platform APIs (ECS,
 /// Nomad, Kubernetes) and agents (through `hub`, which the agent routes serve).
 /// Credentials resolve only within `secret_env_prefix` and `secrets_dir`.
-fn executors(config: &Config, hub: &AgentHub) -> ExecutorRegistry {
-    let secrets: Arc<dyn deploy_exec::SecretsProvider> = Arc::new(ScopedSecrets::new(
+/// The secrets every executor (and the agent relay) resolves references with.
+fn secrets(config: &Config) -> Arc<dyn deploy_exec::SecretsProvider> {
+    Arc::new(ScopedSecrets::new(
         config.secret_env_prefix.clone(),
         config.secrets_dir.clone(),
-    ));
+    ))
+}
+
+fn executors(config: &Config, hub: &AgentHub) -> ExecutorRegistry {
+    let secrets = secrets(config);
     let mut executors = ExecutorRegistry::new();
     executors.register(
         ExecutionModel::Ssh,
@@ -123,7 +129,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     // Agents: known from the store, active once they poll; the reaper fails the tasks
     // of an agent that stops polling.
-    let hub = AgentHub::new(config.agent_heartbeat_timeout);
+    // Agents: any replica serves any agent; what crosses replicas goes through the store.
+    let hub = AgentHub::with_relay(
+        config.agent_heartbeat_timeout,
+        Arc::new(StoreRelay::new(store.clone(), secrets(&config))),
+    );
     let agents = load_agents(store.as_ref(), &hub)
         .await
         .context("cannot load the registered agents")?;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::client::{Client, ClientError, Secret};
 use crate::credentials::{self, StoredCredentials};
+use crate::enroll;
 use crate::errors::{AgentRunError, TaskError};
 use crate::journal::{Begin, Journal, KEEP_ACKNOWLEDGED, Repair};
 use crate::outbox::{Outbox, Sender};
@@ -38,8 +39,9 @@ pub const DRAIN_POLL_MS: u64 = 1_000;
 /// Everything the agent needs, validated by the binary.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// `http(s)://host[:port]`, no trailing path.
-    pub server: String,
+    /// `http(s)://host[:port]`, no trailing path: deployd replicas sharing one database,
+    /// tried in this order (the client fails over and sticks to one that answers).
+    pub servers: Vec<String>,
     pub name: Name,
     pub state_dir: PathBuf,
     pub labels: Labels,
@@ -113,8 +115,9 @@ fn retryable(e: &ClientError) -> bool {
 }
 
 /// Retries `f` on transport errors (server down or restarting) and retryable statuses
-/// (408, 429, 5xx) with backoff, until `stop`.
-async fn with_retries<T, F, Fut>(
+/// (408, 429, 5xx) with backoff, until `stop`. The client has moved on to the next
+/// server by then when the error said the server is unusable.
+pub(crate) async fn with_retries<T, F, Fut>(
     what: &str,
     stop: &CancellationToken,
     mut f: F,
@@ -180,23 +183,31 @@ impl Agent {
         stop: &CancellationToken,
     ) -> Result<Option<Self>, AgentRunError> {
         let journal = Journal::open(&config.state_dir)?;
-        let client = Client::new(&config.server, config.ca_file.as_deref())?;
-        let creds = match credentials::load(&config.state_dir)? {
-            Some(c) if c.server.trim_end_matches('/') != config.server.trim_end_matches('/') => {
+        let client = Client::with_servers(&config.servers, config.ca_file.as_deref())?;
+        let state_dir = config.state_dir.clone();
+        let creds = match credentials::load(&state_dir)? {
+            Some(c)
+                if !client
+                    .servers()
+                    .contains(&c.server.trim_end_matches('/').to_owned()) =>
+            {
                 return Err(AgentRunError::ServerMismatch {
-                    path: credentials::path(&config.state_dir),
+                    path: credentials::path(&state_dir),
                     stored: c.server,
-                    configured: config.server.clone(),
+                    configured: config.servers.join(", "),
                 });
             }
             Some(c) => {
                 tracing::info!(agent_id = %c.agent_id, "using the stored credentials");
-                c
+                match enroll::resume(&client, &state_dir, c, stop).await? {
+                    Some(c) => c,
+                    None => return Ok(None),
+                }
             }
             None => {
                 let Some(token) = config.bootstrap_token.clone() else {
                     return Err(AgentRunError::NoBootstrapToken {
-                        path: credentials::path(&config.state_dir),
+                        path: credentials::path(&state_dir),
                     });
                 };
                 let req = RegisterAgentRequest {
@@ -205,43 +216,12 @@ impl Agent {
                     capabilities: config.capabilities.clone(),
                     labels: config.labels.clone(),
                     agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                    credential: None,
                 };
-                let answer = with_retries("register", stop, || client.register(&token, &req))
-                    .await
-                    .map_err(|e| match e {
-                        ClientError::Unauthorized { detail, .. } => {
-                            AgentRunError::RegistrationRefused {
-                                name: config.name.to_string(),
-                                status: 401,
-                                detail,
-                            }
-                        }
-                        ClientError::Status { status, detail, .. } => {
-                            AgentRunError::RegistrationRefused {
-                                name: config.name.to_string(),
-                                status,
-                                detail,
-                            }
-                        }
-                        ClientError::NotFound { detail, .. } => {
-                            AgentRunError::RegistrationRefused {
-                                name: config.name.to_string(),
-                                status: 404,
-                                detail,
-                            }
-                        }
-                        other => AgentRunError::Server {
-                            what: "register".to_owned(),
-                            detail: other.to_string(),
-                        },
-                    })?;
-                let Some(answer) = answer else {
-                    return Ok(None);
-                };
-                let creds = StoredCredentials::from_answer(&config.server, answer);
-                credentials::store(&config.state_dir, &creds)?;
-                tracing::info!(agent_id = %creds.agent_id, name = %config.name, "registered");
-                creds
+                match enroll::register(&client, &state_dir, &token, req, stop).await? {
+                    Some(c) => c,
+                    None => return Ok(None),
+                }
             }
         };
         let mut agent = Self {
@@ -260,25 +240,13 @@ impl Agent {
 
     /// Rotates the credential and stores the new one; `false` when stopped first.
     async fn rotate(&mut self, stop: &CancellationToken) -> Result<bool, AgentRunError> {
-        let bearer = self.creds.bearer();
-        let answer = with_retries("rotate the credential", stop, || {
-            self.client.rotate(&bearer)
-        })
-        .await
-        .map_err(|e| match e {
-            ClientError::Unauthorized { detail, .. } => AgentRunError::CredentialRefused { detail },
-            other => AgentRunError::Server {
-                what: "rotate the credential".to_owned(),
-                detail: other.to_string(),
-            },
-        })?;
-        let Some(answer) = answer else {
-            return Ok(false);
-        };
-        self.creds = StoredCredentials::from_answer(&self.config.server, answer);
-        credentials::store(&self.config.state_dir, &self.creds)?;
-        tracing::info!(agent_id = %self.creds.agent_id, "credential rotated and stored");
-        Ok(true)
+        match enroll::rotate(&self.client, &self.config.state_dir, &self.creds, stop).await? {
+            Some(creds) => {
+                self.creds = creds;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// The agent id and heartbeat timeout in use.
@@ -356,7 +324,7 @@ impl Agent {
         let bearer = self.creds.bearer();
         let mut backoff = Backoff::default();
         tracing::info!(
-            server = %self.config.server, agent_id = %self.creds.agent_id, wait_ms,
+            server = %self.client.server(), agent_id = %self.creds.agent_id, wait_ms,
             "polling for tasks"
         );
         let outcome = loop {
@@ -658,10 +626,12 @@ mod tests {
     use deploy_core::testing::{agent_id, name, ssh_target, task_id};
     use deploy_core::{CommandSpec, Connection};
 
+    use crate::testing::{Log, fake_server};
+
     fn agent(state_dir: &std::path::Path) -> Agent {
         Agent {
             config: AgentConfig {
-                server: "http://127.0.0.1:1".to_owned(),
+                servers: vec!["http://127.0.0.1:1".to_owned()],
                 name: name("a1"),
                 state_dir: state_dir.to_owned(),
                 labels: Labels::default(),
@@ -815,83 +785,18 @@ mod tests {
         assert_eq!(r.apply("pw-123 dpa_cred"), "[REDACTED] [REDACTED]");
     }
 
-    /// Requests seen by [`fake_server`]: path and body.
-    type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-    /// A minimal HTTP/1.1 server on loopback: `answer(path, n-th poll)` gives the status
-    /// and body of each request (one request per connection).
-    async fn fake_server(
-        answer: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static,
-    ) -> (String, Seen) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen: Seen = Arc::default();
-        let answer = Arc::new(answer);
-        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let log = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let (answer, log, polls) = (answer.clone(), log.clone(), polls.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let (head_end, length) = loop {
-                        let n = sock.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (i + 4, length);
-                        }
-                    };
-                    while buf.len() < head_end + length {
-                        let n = sock.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
-                    let n = if path.ends_with("/poll") {
-                        polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                    } else {
-                        0
-                    };
-                    log.lock().unwrap().push((path.clone(), body));
-                    let (status, text) = answer(&path, n);
-                    let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                        text.len()
-                    );
-                    let _ = sock.write_all(reply.as_bytes()).await;
-                });
-            }
-        });
-        (url, seen)
-    }
-
-    fn polls(seen: &Seen) -> Vec<PollRequest> {
+    fn polls(seen: &Log) -> Vec<PollRequest> {
         seen.lock()
             .unwrap()
             .iter()
-            .filter(|(path, _)| path.ends_with("/poll"))
-            .map(|(_, body)| serde_json::from_str(body).unwrap())
+            .filter(|r| r.path.ends_with("/poll"))
+            .map(|r| serde_json::from_str(&r.body).unwrap())
             .collect()
     }
 
     fn with_server(mut a: Agent, url: &str, heartbeat_timeout_ms: u64, grace: Duration) -> Agent {
         a.client = Client::new(url, None).unwrap();
-        a.config.server = url.to_owned();
+        a.config.servers = vec![url.to_owned()];
         a.creds.server = url.to_owned();
         a.creds.heartbeat_timeout_ms = heartbeat_timeout_ms;
         a.config.shutdown_grace = grace;
@@ -998,7 +903,7 @@ mod tests {
         .await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = agent(dir.path()).config;
-        config.server = url;
+        config.servers = vec![url];
         config.bootstrap_token = Some(Secret::new("dpb_x"));
         let err = Agent::connect(config, Runtime::new(None, None), &CancellationToken::new())
             .await
@@ -1008,6 +913,52 @@ mod tests {
             "{err}"
         );
         assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn results_waiting_in_the_outbox_go_to_the_server_that_answers() {
+        let key = TaskKey {
+            task_id: task_id(11),
+            attempt: 1,
+        };
+        let ack = serde_json::to_string(&ResultAck {
+            protocol: AGENT_PROTOCOL_VERSION,
+            key,
+        })
+        .unwrap();
+        let (good, seen) = fake_server(move |_, _| (200, ack.clone())).await;
+        let dead = format!("http://127.0.0.1:{}", deploy_testkit::free_port().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let a = agent(dir.path());
+        let sender = HttpSender {
+            client: Client::with_servers(&[dead, good.clone()], None).unwrap(),
+            bearer: a.creds.bearer(),
+        };
+        let result = TaskResultRequest {
+            protocol: AGENT_PROTOCOL_VERSION,
+            log_lines: 0,
+            outcome: TaskOutcome::Inspected {
+                digest: None,
+                published: Vec::new(),
+            },
+        };
+        let entry = a.journal.finish(&key, result, 0, Vec::new(), 1).unwrap();
+        a.outbox.restore(&entry);
+        // The first server does not answer: the send waits for its backoff, and the
+        // client has moved on to the next server.
+        a.outbox.flush(&sender, &a.journal, 2).await.unwrap();
+        assert!(a.outbox.contains(&key));
+        assert_eq!(sender.client.server(), good);
+        let started = tokio::time::Instant::now();
+        while a.outbox.contains(&key) {
+            assert!(started.elapsed() < Duration::from_secs(10), "never re-sent");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            a.outbox.flush(&sender, &a.journal, 3).await.unwrap();
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].path.ends_with("/result"), "{seen:?}");
+        assert_eq!(seen[0].bearer, a.creds.credential);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `Client`: the agent's side of the agent protocol over HTTP(S) (reqwest + rustls), with problem+json errors read into typed `ClientError`s.
+//! `Client`: the agent's side of the agent protocol over HTTP(S) (reqwest + rustls), with problem+json errors read into typed `ClientError`s, failing over between the servers it knows.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deploy_api::agent::{
     AgentCredentials, LogAck, LogChunkRequest, PollRequest, PollResponse, RegisterAgentRequest,
-    ResultAck, TaskKey, TaskResultRequest,
+    ResultAck, RotateCredentialRequest, TaskKey, TaskResultRequest,
 };
 pub use deploy_core::Secret;
 use serde::Serialize;
@@ -42,11 +44,29 @@ pub enum ClientError {
     Decode { what: String, detail: String },
 }
 
-/// The agent's HTTP client for one server.
+impl ClientError {
+    /// Whether the server that gave this answer may be down or sick (no answer, a timeout,
+    /// a 5xx such as a 503 while it starts or drains): the next request goes to the next
+    /// server. A 4xx is an answer about the request, the same from every server.
+    pub fn server_unusable(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// The agent's HTTP client for the servers it knows (deployd replicas sharing one
+/// database). Requests go to the current server; one that fails as
+/// [`ClientError::server_unusable`] makes the next server current, so the caller's
+/// retry (after its backoff) goes there; a server that answers stays current. Clones
+/// share the current server.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    bases: Arc<[String]>,
+    current: Arc<AtomicUsize>,
 }
 
 /// The `detail` of a problem+json body (else its `title`, else the start of the body).
@@ -82,6 +102,15 @@ fn transport_detail(e: &reqwest::Error) -> String {
 impl Client {
     /// A client for `server` (`http://` or `https://`), trusting also the PEM roots in `ca_file`.
     pub fn new(server: &str, ca_file: Option<&Path>) -> Result<Self, AgentRunError> {
+        Self::with_servers(&[server.to_owned()], ca_file)
+    }
+
+    /// A client for `servers` (the first one current at first; at least one), trusting
+    /// also the PEM roots in `ca_file`.
+    pub fn with_servers(servers: &[String], ca_file: Option<&Path>) -> Result<Self, AgentRunError> {
+        if servers.is_empty() {
+            return Err(AgentRunError::Client("no server URL".to_owned()));
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -106,8 +135,41 @@ impl Client {
             .map_err(|e| AgentRunError::Client(e.to_string()))?;
         Ok(Self {
             http,
-            base: server.trim_end_matches('/').to_owned(),
+            bases: servers
+                .iter()
+                .map(|s| s.trim_end_matches('/').to_owned())
+                .collect(),
+            current: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// The base URL requests go to now.
+    pub fn server(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Every server, in the configured order.
+    pub fn servers(&self) -> &[String] {
+        &self.bases
+    }
+
+    /// After a failure on server `failed` (an index): the next one becomes current, unless
+    /// a concurrent request already moved on (then that choice stands).
+    fn fail_over(&self, failed: usize) {
+        if self.bases.len() < 2 {
+            return;
+        }
+        let next = (failed + 1) % self.bases.len();
+        if self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                from = %self.bases[failed], to = %self.bases[next],
+                "server unusable: switching to the next one"
+            );
+        }
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -118,9 +180,30 @@ impl Client {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
+        let index = self.current.load(Ordering::Relaxed) % self.bases.len();
+        let answer = self
+            .post_to(&self.bases[index], what, path, bearer, body, timeout)
+            .await;
+        if let Err(e) = &answer
+            && e.server_unusable()
+        {
+            self.fail_over(index);
+        }
+        answer
+    }
+
+    async fn post_to<B: Serialize, T: DeserializeOwned>(
+        &self,
+        base: &str,
+        what: &str,
+        path: &str,
+        bearer: &Secret,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let mut req = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{base}{path}"))
             .bearer_auth(bearer.expose())
             .timeout(timeout);
         if let Some(body) = body {
@@ -173,13 +256,18 @@ impl Client {
         .await
     }
 
-    /// `POST /api/v1/agent/credential/rotate`: a new credential replaces `credential`.
-    pub async fn rotate(&self, credential: &Secret) -> Result<AgentCredentials, ClientError> {
-        self.post::<(), _>(
+    /// `POST /api/v1/agent/credential/rotate`: a new credential replaces `credential`, the
+    /// one `req` proposes, else one the server generates.
+    pub async fn rotate(
+        &self,
+        credential: &Secret,
+        req: Option<&RotateCredentialRequest>,
+    ) -> Result<AgentCredentials, ClientError> {
+        self.post(
             "rotate the credential",
             "/api/v1/agent/credential/rotate",
             credential,
-            None,
+            req,
             REQUEST_TIMEOUT,
         )
         .await
@@ -259,7 +347,10 @@ mod tests {
     async fn a_refused_connection_is_a_transport_error_and_a_bad_ca_file_is_named() {
         let port = deploy_testkit::free_port().unwrap();
         let c = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
-        let err = c.rotate(&Secret::new("dpa_secret")).await.unwrap_err();
+        let err = c
+            .rotate(&Secret::new("dpa_secret"), None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
         assert!(!err.to_string().contains("dpa_secret"));
         let dir = tempfile::tempdir().unwrap();
@@ -267,5 +358,42 @@ mod tests {
         std::fs::write(&ca, "not a pem").unwrap();
         let err = Client::new("https://x", Some(&ca)).unwrap_err();
         assert!(err.to_string().contains("ca.pem"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unusable_servers_are_failed_over_and_one_that_answers_is_kept() {
+        use crate::testing::fake_server;
+        let dead = format!("http://127.0.0.1:{}", deploy_testkit::free_port().unwrap());
+        let (sick, _) = fake_server(|_, _| (503, r#"{"detail":"draining"}"#.to_owned())).await;
+        let (good, seen) = fake_server(|_, _| (401, r#"{"detail":"refused"}"#.to_owned())).await;
+        let c =
+            Client::with_servers(&[dead.clone(), format!("{sick}/"), good.clone()], None).unwrap();
+        assert_eq!(c.server(), dead);
+        let bearer = Secret::new("dpa_x");
+        let err = c.rotate(&bearer, None).await.unwrap_err();
+        assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
+        assert_eq!(c.server(), sick, "connection refused: the next server");
+        let err = c.rotate(&bearer, None).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Status { status: 503, .. }),
+            "{err:?}"
+        );
+        assert_eq!(c.server(), good, "a 503: the next server");
+        // A 4xx is an answer about the request: the server stays, for every clone.
+        let clone = c.clone();
+        for _ in 0..3 {
+            let err = clone.rotate(&bearer, None).await.unwrap_err();
+            assert!(matches!(err, ClientError::Unauthorized { .. }), "{err:?}");
+        }
+        assert_eq!(c.server(), good);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert!(
+            !ClientError::Decode {
+                what: String::new(),
+                detail: String::new()
+            }
+            .server_unusable()
+        );
+        assert!(Client::with_servers(&[], None).is_err());
     }
 }

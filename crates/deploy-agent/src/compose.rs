@@ -35,13 +35,18 @@ pub struct ComposeTool {
 impl ComposeTool {
     /// `docker-compose` on PATH, else `docker compose` when `docker compose version` answers.
     pub async fn detect() -> Option<Self> {
-        if let Some(program) = find_on_path(COMPOSE_PROGRAM) {
+        Self::detect_in(std::env::var_os("PATH").as_deref()).await
+    }
+
+    /// [`ComposeTool::detect`] in the directories of `path` (a `$PATH` value).
+    pub async fn detect_in(path: Option<&std::ffi::OsStr>) -> Option<Self> {
+        if let Some(program) = find_in(path, COMPOSE_PROGRAM) {
             return Some(Self {
                 program,
                 prefix: Vec::new(),
             });
         }
-        let docker = find_on_path("docker")?;
+        let docker = find_in(path, "docker")?;
         let ok = tokio::process::Command::new(&docker)
             .args(["compose", "version"])
             .stdin(Stdio::null())
@@ -72,8 +77,12 @@ pub fn state_file(project: &Name) -> String {
 
 /// `program` found in a directory of `$PATH`.
 pub fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    find_in(std::env::var_os("PATH").as_deref(), program)
+}
+
+/// `program` found in a directory of `path` (a `$PATH` value).
+fn find_in(path: Option<&std::ffi::OsStr>, program: &str) -> Option<PathBuf> {
+    std::env::split_paths(path?)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
@@ -383,5 +392,119 @@ impl ComposeHost {
             running: after.running,
             published: after.published,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// An executable shell script `name` in `dir` that appends its argv to `dir/argv`
+    /// and exits with `status`.
+    fn fake_program(dir: &Path, name: &str, status: u8) {
+        let path = dir.join(name);
+        let record = dir.join("argv");
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexit {status}\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn recorded(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("argv"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_standalone_binary_wins_then_the_plugin_when_it_answers() {
+        let (standalone, plugin, broken, empty) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        fake_program(standalone.path(), COMPOSE_PROGRAM, 0);
+        fake_program(standalone.path(), "docker", 0);
+        fake_program(plugin.path(), "docker", 0);
+        // A `docker` without the compose plugin: `docker compose version` fails.
+        fake_program(broken.path(), "docker", 1);
+
+        let path = |dirs: &[&Path]| std::env::join_paths(dirs).unwrap();
+        let tool = ComposeTool::detect_in(Some(&path(&[plugin.path(), standalone.path()])))
+            .await
+            .unwrap();
+        assert_eq!(
+            tool.program,
+            standalone.path().join(COMPOSE_PROGRAM),
+            "docker-compose first, wherever it is"
+        );
+        assert!(tool.prefix.is_empty());
+
+        let tool = ComposeTool::detect_in(Some(&path(&[empty.path(), plugin.path()])))
+            .await
+            .unwrap();
+        assert_eq!(tool.program, plugin.path().join("docker"));
+        assert_eq!(tool.prefix, ["compose"]);
+        assert_eq!(
+            tool.shown(),
+            format!("{} compose", plugin.path().join("docker").display())
+        );
+        assert_eq!(recorded(plugin.path()), ["docker compose version"]);
+
+        assert_eq!(
+            ComposeTool::detect_in(Some(&path(&[broken.path()]))).await,
+            None
+        );
+        assert_eq!(
+            ComposeTool::detect_in(Some(&path(&[empty.path()]))).await,
+            None
+        );
+        assert_eq!(ComposeTool::detect_in(None).await, None);
+    }
+
+    #[tokio::test]
+    async fn the_plugin_gets_compose_before_the_project_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_program(dir.path(), "docker", 0);
+        let tool = ComposeTool {
+            program: dir.path().join("docker"),
+            prefix: vec!["compose".to_owned()],
+        };
+        // A socket that is never used: `run` makes no engine call, and the client only
+        // connects when used (it only checks that the socket exists).
+        let socket = dir.path().join("engine.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let docker = Docker::connect_with_unix(
+            &socket.display().to_string(),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap();
+        let host = ComposeHost::new(tool, docker);
+        let log = TaskLog::new(
+            "t/1",
+            crate::redact::Redactor::new(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        );
+        let project = deploy_core::testing::name("web");
+        let mut argv = ComposeHost::base_argv(&project, &dir.path().join("compose.lock.yml"));
+        argv.extend(["pull".to_owned(), "--quiet".to_owned()]);
+        host.run(&argv, dir.path(), &log).await.unwrap();
+        assert_eq!(
+            recorded(dir.path()),
+            [format!(
+                "docker compose --project-name web --file {} pull --quiet",
+                dir.path().join("compose.lock.yml").display()
+            )]
+        );
     }
 }

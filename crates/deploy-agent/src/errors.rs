@@ -75,7 +75,7 @@ pub enum AgentRunError {
     #[error("no credentials in `{}` and no bootstrap token: set DEPLOY_AGENT_BOOTSTRAP_TOKEN or pass --bootstrap-token-file", path.display())]
     NoBootstrapToken { path: PathBuf },
     /// The stored credentials are for another server.
-    #[error("`{}` holds credentials for server `{stored}`, not `{configured}`: remove the file to register again", path.display())]
+    #[error("`{}` holds credentials from server `{stored}`, which is not among the configured servers ({configured}): configure it again, or remove the file to register again", path.display())]
     ServerMismatch {
         path: PathBuf,
         stored: String,

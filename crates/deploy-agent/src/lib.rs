@@ -7,6 +7,7 @@ pub mod command;
 pub mod compose;
 pub mod credentials;
 pub mod docker;
+pub mod enroll;
 pub mod errors;
 pub mod journal;
 pub mod labels;
@@ -15,6 +16,8 @@ pub mod outbox;
 pub mod redact;
 pub mod runtime;
 pub mod tasklog;
+#[cfg(test)]
+mod testing;
 
 pub use agent::{Agent, AgentConfig};
 pub use errors::{AgentRunError, TaskError};

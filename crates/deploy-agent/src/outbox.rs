@@ -277,6 +277,8 @@ mod tests {
         fail: Mutex<Vec<Option<ClientError>>>,
         /// A fixed `next_seq` for log acks (a server with a gap).
         ack_at: Mutex<Option<u64>>,
+        /// The `next_seq` of the next log ack only (a server that stored part of a chunk).
+        ack_once: Mutex<Option<u64>>,
     }
 
     impl Fake {
@@ -298,11 +300,12 @@ mod tests {
                 Some(e) => Err(e),
                 None => Ok(LogAck {
                     protocol: 1,
-                    next_seq: self
-                        .ack_at
-                        .lock()
-                        .unwrap()
-                        .unwrap_or(req.first_seq + req.lines.len() as u64),
+                    next_seq: self.ack_once.lock().unwrap().take().unwrap_or(
+                        self.ack_at
+                            .lock()
+                            .unwrap()
+                            .unwrap_or(req.first_seq + req.lines.len() as u64),
+                    ),
                 }),
             }
         }
@@ -435,6 +438,43 @@ mod tests {
         outbox.flush(&fake, &journal, 1).await.unwrap();
         assert!(outbox.is_empty());
         assert_eq!(*fake.sent.lock().unwrap(), ["logs 4 5 1", "result 4"]);
+    }
+
+    /// The result goes only after the server acknowledged every line of the key: a
+    /// chunk that fails, or is stored in part, holds the result back until the rest is in.
+    #[tokio::test]
+    async fn the_result_waits_until_every_log_line_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.begin(&key(5), "deploy", 0).unwrap();
+        let outbox = Outbox::new();
+        let fake = Fake::default();
+        let log = outbox.track(key(5), "t/5", Redactor::new());
+        let lines = MAX_LOG_LINES_PER_CHUNK + 500;
+        for i in 0..lines {
+            log.agent(&format!("line {i}"));
+        }
+        let mut done = result();
+        done.log_lines = lines as u64;
+        outbox.finish(&key(5), done);
+        // The first chunk is stored, the second is not: no result.
+        *fake.fail.lock().unwrap() = vec![None, Some(down())];
+        outbox.flush(&fake, &journal, 1).await.unwrap();
+        assert_eq!(
+            *fake.sent.lock().unwrap(),
+            ["logs 5 0 1000", "logs 5 1000 500"]
+        );
+        assert!(outbox.contains(&key(5)));
+        // Next time the server stores 200 of the 500: the other 300 go before the result.
+        *fake.ack_once.lock().unwrap() = Some(1_200);
+        tokio::time::sleep(backoff::INITIAL + std::time::Duration::from_millis(20)).await;
+        outbox.flush(&fake, &journal, 2).await.unwrap();
+        assert_eq!(
+            fake.sent.lock().unwrap()[2..],
+            ["logs 5 1000 500", "logs 5 1200 300", "result 5"]
+        );
+        assert!(!outbox.contains(&key(5)));
+        assert!(log.chunk(1).is_none(), "every line acknowledged");
     }
 
     use crate::backoff;

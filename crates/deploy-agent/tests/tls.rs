@@ -62,13 +62,13 @@ async fn a_private_ca_is_trusted_only_through_the_ca_file() {
 
     // Without the CA the handshake fails: a transport error (retried by the agent).
     let plain = Client::new(&server, None).unwrap();
-    let err = plain.rotate(&bearer).await.unwrap_err();
+    let err = plain.rotate(&bearer, None).await.unwrap_err();
     assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
     assert!(!err.to_string().contains("dpa_tls_secret"));
 
     // With it the request gets through, and the problem's detail is what the agent shows.
     let trusting = Client::new(&server, Some(&dir.path().join("ca.pem"))).unwrap();
-    let err = trusting.rotate(&bearer).await.unwrap_err();
+    let err = trusting.rotate(&bearer, None).await.unwrap_err();
     assert_eq!(
         err,
         ClientError::Unauthorized {

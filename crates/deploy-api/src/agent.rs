@@ -90,8 +90,9 @@ pub struct BootstrapTokenSummary {
     pub revoked_at: Option<Timestamp>,
 }
 
-/// `POST /api/v1/agent/register` (bearer = a bootstrap token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /api/v1/agent/register` (bearer = a bootstrap token). `Debug` never shows the
+/// proposed credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgentRequest {
     pub protocol: u32,
@@ -105,6 +106,65 @@ pub struct RegisterAgentRequest {
     /// The agent's own version string (informational), at most 64 characters.
     #[serde(default)]
     pub agent_version: String,
+    /// The credential the agent proposes for itself ([`AGENT_CREDENTIAL_SHAPE`]); the
+    /// server generates one when absent. With it a registration is idempotent: a retry
+    /// with the spent token, the same name and the same credential is answered as the
+    /// first time (the agent stored the credential before sending, so a lost answer or a
+    /// crash costs nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// `POST /api/v1/agent/credential/rotate` (bearer = the current credential), optional
+/// body: the credential the agent proposes as its next one. A retry whose bearer already
+/// is the proposed credential (the rotation happened, its answer was lost) is answered
+/// again without a change. `Debug` never shows the credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCredentialRequest {
+    pub protocol: u32,
+    /// The next credential ([`AGENT_CREDENTIAL_SHAPE`]).
+    pub credential: String,
+}
+
+/// Prefix of agent credentials.
+pub const AGENT_CREDENTIAL_PREFIX: &str = "dpa_";
+/// What an agent credential looks like, for error messages.
+pub const AGENT_CREDENTIAL_SHAPE: &str = "`dpa_` followed by 64 lowercase hex characters";
+
+/// Whether `credential` has the shape of an agent credential: `dpa_` and 64 lowercase hex
+/// characters (256 bits when random), the shape the server generates too.
+pub fn is_agent_credential(credential: &str) -> bool {
+    credential
+        .strip_prefix(AGENT_CREDENTIAL_PREFIX)
+        .is_some_and(|hex| {
+            hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+}
+
+impl std::fmt::Debug for RegisterAgentRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterAgentRequest")
+            .field("protocol", &self.protocol)
+            .field("name", &self.name)
+            .field("capabilities", &self.capabilities)
+            .field("labels", &self.labels)
+            .field("agent_version", &self.agent_version)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RotateCredentialRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateCredentialRequest")
+            .field("protocol", &self.protocol)
+            .field("credential", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The answer to a registration or a credential rotation. The credential is shown this

@@ -212,3 +212,48 @@ fn agent_secrets_never_show_in_debug() {
         "{text}"
     );
 }
+
+#[test]
+fn proposed_agent_credentials_never_show_in_debug_and_are_optional_on_the_wire() {
+    let credential = format!("dpa_{}", "ab".repeat(32));
+    let register: agent::RegisterAgentRequest = serde_json::from_value(serde_json::json!({
+        "protocol": 1, "name": "web-1", "capabilities": ["docker"], "credential": credential,
+    }))
+    .unwrap();
+    let text = format!("{register:?}");
+    assert!(!text.contains(&credential), "{text}");
+    assert!(
+        text.contains("web-1") && text.contains("<redacted>"),
+        "{text}"
+    );
+    let rotate = agent::RotateCredentialRequest {
+        protocol: 1,
+        credential: credential.clone(),
+    };
+    assert!(!format!("{rotate:?}").contains(&credential));
+    // Old agents send no credential; and none is written when there is none.
+    let old: agent::RegisterAgentRequest = serde_json::from_value(serde_json::json!({
+        "protocol": 1, "name": "web-1", "capabilities": ["docker"],
+    }))
+    .unwrap();
+    assert_eq!(old.credential, None);
+    assert!(!serde_json::to_string(&old).unwrap().contains("credential"));
+}
+
+#[test]
+fn agent_credentials_have_one_shape() {
+    let hex = "0123456789abcdef".repeat(4);
+    assert!(agent::is_agent_credential(&format!("dpa_{hex}")));
+    for bad in [
+        String::new(),
+        hex.clone(),
+        format!("dpb_{hex}"),
+        format!("dpa_{}", &hex[1..]),
+        format!("dpa_{hex}0"),
+        format!("dpa_{}", hex.to_uppercase()),
+        format!("dpa_{}g", &hex[1..]),
+        format!("dpa_{}é", &hex[2..]),
+    ] {
+        assert!(!agent::is_agent_credential(&bad), "{bad}");
+    }
+}

@@ -20,6 +20,10 @@ pub(crate) enum Phase {
     Deploy,
     /// A reconciled task already on its digest: only verify (and the post-deploy hook).
     Verify,
+    /// A task left in flight by an earlier runner (a restart, another replica's death):
+    /// its attempt's outcome when the executor finds it again (an agent's stored
+    /// delivery, waited for if still running), else what the target runs (inspect).
+    Reconcile,
 }
 
 /// Runs the attempt to a task transition and returns the task as last written;
@@ -81,6 +85,34 @@ async fn attempt(
         task = inner
             .task_event(&task, TaskEvent::Start, "executor started")
             .await?;
+    }
+    let mut phase = phase;
+    if phase == Phase::Reconcile {
+        if let Some(result) = executor.resume(&target, &task, &exec_ctx).await {
+            if let Some(agent) = result.agent {
+                tokens.record.set_agent(agent);
+            }
+            if !result.success || result.deployed_digest.as_ref() != Some(&task.digest) {
+                let (retryable, why) = match &result.error {
+                    Some(e) => (
+                        e.is_retryable(),
+                        format!("the attempt in flight failed: {e}"),
+                    ),
+                    None => (
+                        true,
+                        "the attempt in flight deployed another digest".to_owned(),
+                    ),
+                };
+                return fail(inner, tokens, &task, retryable, &why).await;
+            }
+            log.line("the attempt in flight finished on its digest");
+            phase = Phase::Verify;
+        } else {
+            match reconcile_by_inspect(executor.as_ref(), ctx, &target, &task, inner).await {
+                Ok(()) => phase = Phase::Verify,
+                Err((retryable, why)) => return fail(inner, tokens, &task, retryable, &why).await,
+            }
+        }
     }
     if phase == Phase::Deploy {
         if let Some(hook) = &ctx.environment.hooks.pre_deploy
@@ -246,6 +278,36 @@ async fn attempt(
             Some(&tokens.record.take()),
         )
         .await
+}
+
+/// Asks the target what runs for a task left in flight without a resumable attempt:
+/// `Ok` when its digest runs (verify it), else why the attempt failed and whether it
+/// may be retried.
+async fn reconcile_by_inspect(
+    executor: &dyn Executor,
+    ctx: &JobContext,
+    target: &deploy_core::Target,
+    task: &DeploymentTask,
+    inner: &Inner,
+) -> Result<(), (bool, String)> {
+    let name = ctx
+        .slot_name(target, task.component_id)
+        .map_err(|e| (false, e.to_string()))?;
+    let exec_ctx = ExecContext::quiet(inner.config.task_timeout);
+    match executor.inspect(target, &name, &exec_ctx).await {
+        Ok(Some(digest)) if digest == task.digest => Ok(()),
+        Ok(other) => {
+            let running = other.map_or_else(|| "nothing".to_owned(), |d| d.to_string());
+            Err((
+                true,
+                format!("interrupted before the deploy finished; the target runs {running}"),
+            ))
+        }
+        Err(e) => Err((
+            e.is_retryable(),
+            format!("interrupted, and the target cannot be inspected: {e}"),
+        )),
+    }
 }
 
 /// What an attempt leaves on its task: the tail of its log, and the agent that ran it.

@@ -8,7 +8,6 @@ use deploy_core::{
     Action, DecideInput, DeploymentJob, DeploymentTask, JobEvent, JobId, JobStatus, Strategy,
     TaskEvent, TaskId, decide,
 };
-use deploy_exec::ExecContext;
 use deploy_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -343,11 +342,10 @@ impl Run {
                 self.start_worker(task, Phase::Deploy, true);
             }
             Action::Reconcile(t) => {
+                // In a worker: finding the attempt's outcome may wait for an agent
+                // still running it, and must not hold the other tasks up.
                 let task = self.task(t)?.clone();
-                match reconcile(&self.inner, &self.ctx, task).await? {
-                    Reconciled::OnDigest(task) => self.spawn(task, Phase::Verify),
-                    Reconciled::Failed(task) => self.put(task),
-                }
+                self.spawn(task, Phase::Reconcile);
             }
             Action::Retry(t) => {
                 self.task_event(t, TaskEvent::Retry, "backoff elapsed")
@@ -550,47 +548,4 @@ fn prepare(inner: &Inner, ctx: &JobContext, job: &DeploymentJob) -> Result<(), S
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-/// The outcome of reconciling an orphaned in-flight task.
-enum Reconciled {
-    /// The target runs the task's digest: verify it.
-    OnDigest(DeploymentTask),
-    /// It does not (or cannot be inspected): the attempt failed; the task as written.
-    Failed(DeploymentTask),
-}
-
-/// A task was in flight when its worker died: ask the target what runs.
-async fn reconcile(
-    inner: &Inner,
-    ctx: &JobContext,
-    task: DeploymentTask,
-) -> Result<Reconciled, EngineError> {
-    let target = ctx.target(task.target_id)?;
-    let found = match inner.executors.for_target(target) {
-        Ok(executor) => {
-            let name = ctx.slot_name(target, task.component_id)?;
-            let exec_ctx = ExecContext::quiet(inner.config.task_timeout);
-            executor.inspect(target, &name, &exec_ctx).await
-        }
-        Err(e) => Err(e),
-    };
-    let (retryable, cause) = match found {
-        Ok(Some(digest)) if digest == task.digest => return Ok(Reconciled::OnDigest(task)),
-        Ok(other) => {
-            let running = other.map_or_else(|| "nothing".to_owned(), |d| d.to_string());
-            (
-                true,
-                format!("interrupted before the deploy finished; the target runs {running}"),
-            )
-        }
-        Err(e) => (
-            e.is_retryable(),
-            format!("interrupted, and the target cannot be inspected: {e}"),
-        ),
-    };
-    let failed = inner
-        .task_event(&task, TaskEvent::Fail { retryable }, &cause)
-        .await?;
-    Ok(Reconciled::Failed(failed))
 }

@@ -227,6 +227,19 @@ pub trait Executor: Send + Sync {
     /// Deploys the request's digest; never leaves the target without the previous version on failure.
     async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult;
 
+    /// The outcome of the task's current attempt when an earlier process or replica
+    /// dispatched it and this executor can find it again (agent targets: the stored
+    /// delivery), waiting for it if it is still running. `None` (the default): not
+    /// known; the engine reconciles by inspecting the target.
+    async fn resume(
+        &self,
+        _target: &Target,
+        _task: &deploy_core::DeploymentTask,
+        _ctx: &ExecContext,
+    ) -> Option<ExecutionResult> {
+        None
+    }
+
     /// The digest running for `component` (docker_host) or the project's (compose_host), if any.
     async fn inspect(
         &self,

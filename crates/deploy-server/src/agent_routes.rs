@@ -15,9 +15,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use deploy_api::Role;
 use deploy_api::agent::{
-    AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials, AgentSummary, BootstrapTokenSummary,
-    CreateBootstrapTokenRequest, CreatedBootstrapToken, LogAck, LogChunkRequest, PollRequest,
-    PollResponse, RegisterAgentRequest, ResultAck, TaskKey, TaskResultRequest,
+    AGENT_CREDENTIAL_SHAPE, AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials,
+    AgentSummary, BootstrapTokenSummary, CreateBootstrapTokenRequest, CreatedBootstrapToken,
+    LogAck, LogChunkRequest, PollRequest, PollResponse, RegisterAgentRequest, ResultAck,
+    RotateCredentialRequest, TaskKey, TaskResultRequest, is_agent_credential,
 };
 use deploy_core::{AgentId, Name, TaskId, Timestamp};
 use deploy_exec::agent::{AgentHub, AgentInfo, HubError, capability_name};
@@ -118,6 +119,25 @@ fn check_protocol(protocol: u32) -> Result<(), ServerError> {
     ))
 }
 
+/// A credential the agent proposes must have the shape the server would generate: the
+/// error names the field and the shape, never the value (it is a secret).
+fn check_proposed_credential(credential: &str) -> Result<(), ServerError> {
+    if is_agent_credential(credential) {
+        return Ok(());
+    }
+    Err(ServerError::bad_request(
+        format!("credential is not a valid agent credential; expected {AGENT_CREDENTIAL_SHAPE}"),
+        Some("credential"),
+    ))
+}
+
+/// The answer to a proposed credential another agent already holds (nothing changed).
+fn credential_taken() -> ServerError {
+    ServerError::Conflict(
+        "the proposed credential is already in use; generate a new one".to_owned(),
+    )
+}
+
 fn hub_error(e: HubError) -> ServerError {
     match e {
         HubError::UnknownAgent(_) => {
@@ -128,6 +148,7 @@ fn hub_error(e: HubError) -> ServerError {
             key.task_id, key.attempt
         )),
         e @ HubError::TooManyLines { .. } => ServerError::bad_request(e.to_string(), Some("lines")),
+        e @ HubError::Relay(_) => ServerError::Unavailable(e.to_string()),
     }
 }
 
@@ -141,12 +162,17 @@ async fn agent_ref(state: &ServerState, reference: &str) -> Result<AgentId, Serv
         .map(|a| a.id)
 }
 
-/// The calling agent, from its credential (memory only).
-fn authenticate_agent(state: &ServerState, headers: &HeaderMap) -> Result<AgentId, ServerError> {
+/// The calling agent, from its credential: the hub's memory, or for a credential this
+/// replica does not know yet (registered or rotated on another replica), the store.
+async fn authenticate_agent(
+    state: &ServerState,
+    headers: &HeaderMap,
+) -> Result<AgentId, ServerError> {
     let credential = bearer(headers)?;
     state
         .agent_hub()
-        .authenticate(&hash_token(credential))
+        .authenticate_or_load(&hash_token(credential))
+        .await
         .ok_or(ServerError::Unauthenticated(
             "unknown or revoked agent credential",
         ))
@@ -391,7 +417,7 @@ pub(crate) async fn revoke_agent(
     tag = "agent",
     security(("agent_bootstrap" = [])),
     request_body = RegisterAgentRequest,
-    responses((status = 201, description = "registered; the bootstrap token is spent and the agent's credential is in this response only", body = AgentCredentials), ProblemResponses)
+    responses((status = 201, description = "registered; the bootstrap token is spent and the agent's credential is in this response only (the proposed one when the request has `credential`). A retry with the spent token, the same name and the same proposed credential is answered the same again, while the agent is not revoked and has not rotated its credential", body = AgentCredentials), ProblemResponses)
 )]
 pub(crate) async fn register(
     State(state): State<ServerState>,
@@ -409,9 +435,14 @@ pub(crate) async fn register(
         .filter(|t| t.scopes == [AGENT_BOOTSTRAP_SCOPE])
         .ok_or(unknown)?;
     if found.revoked_at.is_some() {
-        return Err(ServerError::Unauthenticated(
-            "the agent bootstrap token was already spent or revoked",
-        ));
+        // Checked before the expiry: a retry may come after the token's expiry, and it
+        // gains nothing it did not have (it must hold the credential it proposes).
+        return match registered_before(&state, &found, bytes).await? {
+            Some(answer) => Ok((StatusCode::CREATED, Json(answer))),
+            None => Err(ServerError::Unauthenticated(
+                "the agent bootstrap token was already spent or revoked",
+            )),
+        };
     }
     if found.expires_at.is_some_and(|e| e <= now) {
         return Err(ServerError::Unauthenticated(
@@ -429,12 +460,23 @@ pub(crate) async fn register(
             Some("agent_version"),
         ));
     }
+    if let Some(proposed) = &req.credential {
+        check_proposed_credential(proposed)?;
+    }
+    let credential = req
+        .credential
+        .clone()
+        .unwrap_or_else(|| secret(CREDENTIAL_PREFIX));
+    let credential_hash = hash_token(&credential);
     let hub = state.agent_hub();
     if hub.name_taken(&req.name) {
         return Err(ServerError::Conflict(format!(
             "agent name `{}` is already taken",
             req.name
         )));
+    }
+    if hub.authenticate(&credential_hash).is_some() {
+        return Err(credential_taken());
     }
     let spent = state
         .store()
@@ -446,38 +488,41 @@ pub(crate) async fn register(
     let mut capabilities = req.capabilities.clone();
     capabilities.sort();
     capabilities.dedup();
-    let credential = secret(CREDENTIAL_PREFIX);
     let record = AgentRecord {
         id: new_agent_id(now),
         name: req.name.to_string(),
         labels: req.labels.clone(),
         capabilities: capability_names(&capabilities),
         agent_version: req.agent_version.clone(),
-        credential_hash: Some(hash_token(&credential)),
+        credential_hash: Some(credential_hash),
         last_seen_at: Some(now),
         created_at: now,
         revoked_at: None,
+        bootstrap_token_id: Some(spent.id),
     };
-    match state.store().put_agent(&record).await {
-        Ok(()) => {}
-        Err(StoreError::NameTaken { name, .. }) => {
-            // Lost a race for the name (the hub check above is per replica and not
-            // atomic with the insert): give the token back so its holder can retry
-            // under another name. Only this spend's own mark is cleared.
-            match state.store().unspend_bootstrap_token(spent.id, now).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(token = %spent.id, "bootstrap token revoked meanwhile; left spent");
-                }
-                Err(e) => {
-                    tracing::warn!(token = %spent.id, error = %e, "cannot unspend a bootstrap token");
-                }
-            }
-            return Err(ServerError::Conflict(format!(
-                "agent name `{name}` is already taken"
-            )));
-        }
+    let refused = match state.store().put_agent(&record).await {
+        Ok(()) => None,
+        Err(StoreError::NameTaken { name, .. }) => Some(ServerError::Conflict(format!(
+            "agent name `{name}` is already taken"
+        ))),
+        // The credential's unique index (the hub check above is per replica).
+        Err(StoreError::AlreadyExists { .. }) => Some(credential_taken()),
         Err(e) => return Err(e.into()),
+    };
+    if let Some(refused) = refused {
+        // Lost a race for the name or the credential (the hub checks above are per
+        // replica and not atomic with the insert): give the token back so its holder
+        // can retry. Only this spend's own mark is cleared.
+        match state.store().unspend_bootstrap_token(spent.id, now).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(token = %spent.id, "bootstrap token revoked meanwhile; left spent");
+            }
+            Err(e) => {
+                tracing::warn!(token = %spent.id, error = %e, "cannot unspend a bootstrap token");
+            }
+        }
+        return Err(refused);
     }
     hub.upsert_agent(agent_info(&record)?);
     tracing::info!(agent = %record.id, name = record.name, bootstrap_token = %spent.id, "agent registered");
@@ -492,6 +537,54 @@ pub(crate) async fn register(
     ))
 }
 
+/// For a registration with a spent token: the first answer again when this is a retry
+/// of the registration that spent it (its answer was lost): the body proposes a
+/// credential, and the agent the token registered has the same name, is not revoked and
+/// still has that credential. `None` otherwise (the caller answers 401, as for any spent
+/// token; a body that cannot be read is no retry either).
+async fn registered_before(
+    state: &ServerState,
+    token: &ApiTokenRecord,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Option<AgentCredentials>, ServerError> {
+    let Ok(req) = body::<RegisterAgentRequest>(state, bytes) else {
+        return Ok(None);
+    };
+    let Some(credential) = req.credential.filter(|c| is_agent_credential(c)) else {
+        return Ok(None);
+    };
+    if req.protocol != AGENT_PROTOCOL_VERSION {
+        return Ok(None);
+    }
+    let Some(record) = state
+        .store()
+        .find_agent_by_bootstrap_token(token.id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let same = record.name == req.name.as_str()
+        && record.revoked_at.is_none()
+        && record.credential_hash.as_ref() == Some(&hash_token(&credential));
+    if !same {
+        return Ok(None);
+    }
+    // Another replica may have served the first call: this one learns the agent now.
+    // Only then: a hub that knows the agent is at least as new as this read (a
+    // rotation since would otherwise be undone in it).
+    let hub = state.agent_hub();
+    if hub.agent(record.id).is_none() {
+        hub.upsert_agent(agent_info(&record)?);
+    }
+    tracing::info!(agent = %record.id, name = record.name, bootstrap_token = %token.id, "agent registration repeated: answered as the first time");
+    Ok(Some(AgentCredentials {
+        protocol: AGENT_PROTOCOL_VERSION,
+        agent_id: record.id,
+        credential,
+        heartbeat_timeout_ms: heartbeat_ms(hub),
+    }))
+}
+
 fn heartbeat_ms(hub: &AgentHub) -> u64 {
     u64::try_from(hub.heartbeat_timeout().as_millis()).unwrap_or(u64::MAX)
 }
@@ -501,22 +594,46 @@ fn heartbeat_ms(hub: &AgentHub) -> u64 {
     path = "/agent/credential/rotate",
     tag = "agent",
     security(("agent" = [])),
-    responses((status = 200, description = "a new credential; the old one is refused from now on", body = AgentCredentials), ProblemResponses)
+    request_body(content = Option<RotateCredentialRequest>, description = "optional: the credential the agent proposes as its next one; without a body the server generates it"),
+    responses((status = 200, description = "the new credential (the proposed one, if any); the old one is refused from now on. When the bearer already is the proposed credential (a retry after a lost answer) the same answer again, nothing changed", body = AgentCredentials), ProblemResponses)
 )]
 pub(crate) async fn rotate_credential(
     State(state): State<ServerState>,
     headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AgentCredentials>, ServerError> {
-    let agent = authenticate_agent(&state, &headers)?;
+    let agent = authenticate_agent(&state, &headers).await?;
+    let bearer_hash = hash_token(bearer(&headers)?);
     let hub = state.agent_hub();
-    let credential = secret(CREDENTIAL_PREFIX);
+    let proposed = match bytes {
+        // No body (older agents): the server generates the credential.
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => None,
+        bytes => {
+            let req: RotateCredentialRequest = body(&state, bytes)?;
+            check_protocol(req.protocol)?;
+            check_proposed_credential(&req.credential)?;
+            Some(req.credential)
+        }
+    };
+    let credential = proposed.unwrap_or_else(|| secret(CREDENTIAL_PREFIX));
     let hash = hash_token(&credential);
+    if hash == bearer_hash {
+        // The bearer authenticated, so the rotation to it already happened: a retry.
+        tracing::info!(agent = %agent, "agent credential rotation repeated: answered as the first time");
+        return Ok(Json(AgentCredentials {
+            protocol: AGENT_PROTOCOL_VERSION,
+            agent_id: agent,
+            credential,
+            heartbeat_timeout_ms: heartbeat_ms(hub),
+        }));
+    }
     match state.store().set_agent_credential(agent, &hash).await {
         Err(StoreError::NotFound { .. }) => {
             return Err(ServerError::Unauthenticated(
                 "unknown or revoked agent credential",
             ));
         }
+        Err(StoreError::AlreadyExists { .. }) => return Err(credential_taken()),
         other => other?,
     }
     // One hub call (one lock section): a revocation between a read and a write of the
@@ -545,7 +662,7 @@ pub(crate) async fn poll(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PollResponse>, ServerError> {
-    let agent = authenticate_agent(&state, &headers)?;
+    let agent = authenticate_agent(&state, &headers).await?;
     let req: PollRequest = body(&state, bytes)?;
     check_protocol(req.protocol)?;
     heartbeat(&state, agent).await?;
@@ -572,14 +689,15 @@ pub(crate) async fn log_chunk(
     Path((task_id, attempt)): Path<(String, String)>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LogAck>, ServerError> {
-    let agent = authenticate_agent(&state, &headers)?;
+    let agent = authenticate_agent(&state, &headers).await?;
     let key = task_key(&task_id, &attempt)?;
     let req: LogChunkRequest = body(&state, bytes)?;
     check_protocol(req.protocol)?;
     heartbeat(&state, agent).await?;
     state
         .agent_hub()
-        .log_chunk(agent, key, &req)
+        .report_log(agent, key, &req)
+        .await
         .map(Json)
         .map_err(hub_error)
 }
@@ -599,14 +717,15 @@ pub(crate) async fn result(
     Path((task_id, attempt)): Path<(String, String)>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ResultAck>, ServerError> {
-    let agent = authenticate_agent(&state, &headers)?;
+    let agent = authenticate_agent(&state, &headers).await?;
     let key = task_key(&task_id, &attempt)?;
     let req: TaskResultRequest = body(&state, bytes)?;
     check_protocol(req.protocol)?;
     heartbeat(&state, agent).await?;
     state
         .agent_hub()
-        .complete(agent, key, &req)
+        .report_result(agent, key, &req)
+        .await
         .map(Json)
         .map_err(hub_error)
 }

@@ -8,6 +8,7 @@
 //! [`openapi`] is the OpenAPI 3 document, generated from the same route
 //! declarations and served at `/api/v1/openapi.json`.
 
+mod agent_relay;
 mod agent_routes;
 mod audit;
 mod auth;
@@ -31,6 +32,7 @@ mod tls;
 mod token_routes;
 mod tokens;
 
+pub use agent_relay::StoreRelay;
 pub use agent_routes::{agent_info, load_agents};
 pub use audit::UNAUDITED_ROUTES;
 pub use config::ServerConfig;

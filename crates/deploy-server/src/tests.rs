@@ -18,6 +18,19 @@ use tower::ServiceExt;
 
 use crate::{ServerConfig, ServerState, bootstrap_admin, create_token, router};
 
+/// A hub relayed through `store`, its loops running as long as the test's runtime.
+fn relayed_hub(store: &Arc<dyn Store>) -> deploy_exec::agent::AgentHub {
+    let hub = deploy_exec::agent::AgentHub::with_relay(
+        crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT,
+        Arc::new(crate::StoreRelay::new(
+            store.clone(),
+            Arc::new(deploy_exec::DefaultSecrets),
+        )),
+    );
+    drop(hub.spawn_reaper(CancellationToken::new()));
+    hub
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     /// The PostgreSQL server of a fixture on PostgreSQL.
@@ -93,6 +106,55 @@ impl Fixture {
             ExecutorRegistry::new()
         })
         .await
+    }
+
+    /// A fixture on PostgreSQL whose agent hub shares its agents' work through the
+    /// store, as deployd's does.
+    async fn on_postgres_relayed() -> Self {
+        let pg = tokio::task::spawn_blocking(deploy_testkit::Postgres::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            deploy_store::PgStore::connect(&deploy_store::PgConfig::new(pg.url()))
+                .await
+                .unwrap(),
+        );
+        let hub = relayed_hub(&store);
+        let dir = tempfile::tempdir().unwrap();
+        Self::build_on(store, Some(pg), dir, ServerConfig::default(), hub, |_| {
+            ExecutorRegistry::new()
+        })
+        .await
+    }
+
+    /// Another replica on this fixture's database: its own engine, relayed agent hub and
+    /// router; the same tokens.
+    async fn replica(&self) -> Self {
+        let hub = relayed_hub(&self.store);
+        let engine = Engine::new(
+            self.store.clone(),
+            ExecutorRegistry::new(),
+            EngineConfig::new("replica-b"),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let state = ServerState::with_agent_hub(
+            engine.clone(),
+            Arc::new(SystemClock),
+            ServerConfig::default(),
+            hub,
+        );
+        Self {
+            _dir: tempfile::tempdir().unwrap(),
+            _pg: None,
+            store: self.store.clone(),
+            shutdown: state.shutdown_token(),
+            hub: state.agent_hub().clone(),
+            app: router(state),
+            engine,
+            tokens: self.tokens.clone(),
+        }
     }
 
     async fn build_on(
@@ -1274,12 +1336,14 @@ async fn jobs_list_filters_and_pages() {
 }
 
 mod admin;
+mod agent_retries;
 mod agents;
 mod job_logs;
 mod metrics;
 mod openapi;
 mod operator;
 mod plan;
+mod replicas;
 
 /// The body `deployctl deploy --strategy canary:1:50% --parallelism 4 --max-attempts 5
 /// --max-failures 2 --max-failure-ratio 0.25 --auto-rollback` sends lands in the job.

@@ -11,7 +11,9 @@
 
 mod errors;
 mod model;
+mod pg_commit;
 mod postgres;
+mod relay;
 mod rows;
 mod sql;
 mod sqlite;
@@ -29,6 +31,9 @@ pub use model::{
     MAX_LOG_CHUNKS_PER_TASK,
 };
 pub use postgres::{PgConfig, PgStore};
+pub use relay::{
+    AgentPoll, DeliveryEnd, DeliveryRecord, DeliveryState, RELAY_CHANNEL, RESYNC, RelayLine,
+};
 pub use sqlite::{SqliteConfig, SqliteDurability, SqliteStore};
 #[cfg(any(test, feature = "mock"))]
 pub use store::MockStore;

@@ -88,6 +88,9 @@ pub struct AgentRecord {
     pub created_at: Timestamp,
     /// Set once revoked: its credential is refused from then on.
     pub revoked_at: Option<Timestamp>,
+    /// The bootstrap token that registered it (`None` for agents registered before this
+    /// was recorded): a registration retried with the spent token is recognised by it.
+    pub bootstrap_token_id: Option<Uuid>,
 }
 
 /// An API token; only the sha256 of the token is stored.

@@ -14,7 +14,7 @@ use crate::errors::StoreError;
 use crate::model::{self, Created, JobEventRecord, LastKnownGood, LogChunk};
 use crate::model::{AgentRecord, ApiTokenRecord};
 use crate::rows::{self, RowExt, row_ext_common};
-use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store, task_update_sql};
+use crate::sql::{BindId, TaskEventRequest, claim_sql, sql_store};
 use crate::sqlite::supported_version;
 use crate::store::Store;
 
@@ -51,6 +51,10 @@ pub struct PgStore {
     reader: PgPool,
     /// Listens on [`NEW_JOB_CHANNEL`] once a replica waits for new jobs.
     listener: std::sync::Arc<tokio::sync::Mutex<Option<PgListener>>>,
+    /// Relay announcements, fed by a listener on [`crate::RELAY_CHANNEL`].
+    bus: crate::relay::RelayBus,
+    /// Task transitions, group-committed ([`crate::pg_commit`]).
+    committer: tokio::sync::mpsc::Sender<crate::pg_commit::Pending>,
 }
 
 /// The channel a new job is announced on (`pg_notify`, in the transaction that creates
@@ -62,6 +66,61 @@ impl PgStore {
     const CLAIM_SQL: &'static str = claim_sql!("FOR UPDATE SKIP LOCKED");
     /// Announces a new job to the other replicas when its transaction commits.
     const NOTIFY_NEW_JOB: Option<&'static str> = Some("SELECT pg_notify('deploy_new_job', '')");
+
+    /// Several replicas share the database.
+    const SHARED: bool = true;
+
+    /// One transaction per chunk: PostgreSQL groups the WAL flushes of concurrent commits.
+    async fn append_log_routed(
+        &self,
+        task: deploy_core::TaskId,
+        at: deploy_core::Timestamp,
+        content: &str,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(StoreError::db("begin a write transaction"))?;
+        let seq = append_log_in(&mut tx, task, at, content).await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("commit a log chunk"))?;
+        Ok(seq)
+    }
+
+    async fn bus_announce(&self, message: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::relay::RELAY_CHANNEL)
+            .bind(message)
+            .execute(&self.writer)
+            .await
+            .map_err(StoreError::db("announce to the other replicas"))?;
+        Ok(())
+    }
+
+    /// Subscribes, starting the listener on the first call. The listener reconnects after
+    /// a lost connection (sending [`crate::RESYNC`] each time it is listening again) and
+    /// stops once nobody subscribes any more.
+    fn bus_subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        let rx = self.bus.tx.subscribe();
+        if !self
+            .bus
+            .listening
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let (pool, tx, listening) = (
+                self.reader.clone(),
+                self.bus.tx.clone(),
+                self.bus.listening.clone(),
+            );
+            tokio::spawn(async move {
+                relay_listener(pool, tx).await;
+                listening.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        rx
+    }
 
     /// Waits at most `within` for a new job's announcement; a lost listener is
     /// connected again on the next call (meanwhile the claim loop polls).
@@ -134,53 +193,112 @@ impl PgStore {
             .await
             .map_err(|source| StoreError::Migrate { location, source })?;
         Ok(Self {
+            committer: crate::pg_commit::start(pool.clone()),
             writer: pool.clone(),
             reader: pool,
             listener: std::sync::Arc::default(),
+            bus: crate::relay::RelayBus::default(),
         })
     }
 
-    /// The task update and its event row in one statement (one implicit transaction, one round trip).
-    const TRANSITION_SQL: &'static str = concat!(
-        "WITH updated AS (",
-        task_update_sql!(),
-        " RETURNING id)
-         INSERT INTO job_events (job_id, task_id, event, from_status, to_status, cause, at)
-         SELECT $14, id, $15, $16, $17, $18, $19 FROM updated"
-    );
-
-    /// Reads and decides, then writes the compare-and-swap update and the event in one
-    /// statement: two round trips per transition, no explicit transaction. PostgreSQL
-    /// groups the WAL flushes of concurrent commits.
+    /// Queues the transition for the group committer ([`crate::pg_commit`]) and waits
+    /// for the commit that holds it.
     async fn commit_task_event(
         &self,
         request: TaskEventRequest,
     ) -> Result<DeploymentTask, StoreError> {
-        let mut conn = self
-            .writer
-            .acquire()
-            .await
-            .map_err(StoreError::db("get a write connection"))?;
-        let (task, from) = prepare_task_event(&mut conn, &request).await?;
-        let done = bind_task_update(Self::TRANSITION_SQL, &task, request.expected_version)?
-            .bind(task.job_id.as_uuid())
-            .bind(request.event.as_str())
-            .bind(from.as_str())
-            .bind(task.status.as_str())
-            .bind(request.cause.clone())
-            .bind(model::millis(request.now)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::db("apply a task transition"))?;
-        if done.rows_affected() == 0 {
-            return Err(task_conflict(&mut conn, task.id, request.expected_version).await);
-        }
-        Ok(task)
+        crate::pg_commit::commit(&self.committer, request).await
     }
 
     /// Closes the pool.
     pub async fn close(&self) {
         self.writer.close().await;
+    }
+}
+
+/// Appends one log chunk inside the caller's transaction (see `Store::append_log`);
+/// the chunk's sequence number.
+async fn append_log_in(
+    conn: &mut sqlx::PgConnection,
+    task: deploy_core::TaskId,
+    at: deploy_core::Timestamp,
+    content: &str,
+) -> Result<u64, StoreError> {
+    // Bumping the task's counter row serialises concurrent appends to one task, and
+    // names the job.
+    let row = sqlx::query(
+        "UPDATE tasks SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq, job_id",
+    )
+    .bind_id(task)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::db("number a log chunk"))?
+    .ok_or_else(|| StoreError::NotFound {
+        entity: "task",
+        id: task.to_string(),
+    })?;
+    let (seq, job) = (row.i64("log_seq")?, row.uuid("job_id")?);
+    let keep = model::int("log chunk bound", model::MAX_LOG_CHUNKS_PER_TASK)?;
+    if seq > keep {
+        sqlx::query("DELETE FROM task_log_chunks WHERE task_id = $1 AND seq <= $2")
+            .bind_id(task)
+            .bind(seq - keep)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db("drop old log chunks"))?;
+    }
+    // The job's position last, in the statement that inserts the chunk: the job row
+    // stays locked until this commits, so the job's positions become visible in the
+    // order they are handed out and `read_job_log` never skips one still to come (a
+    // sequence would not do); taken last, that lock is held for one statement and the
+    // commit, not for the whole append (every chunk of a job queues on it).
+    sqlx::query(
+        "WITH c AS (UPDATE jobs SET log_cursor = log_cursor + 1 WHERE id = $5 RETURNING log_cursor)
+         INSERT INTO task_log_chunks (task_id, seq, at, content, job_id, job_cursor)
+         SELECT $1, $2, $3, $4, $5, log_cursor FROM c",
+    )
+    .bind_id(task)
+    .bind(seq)
+    .bind(model::millis(at)?)
+    .bind(content.to_owned())
+    .bind_id(job)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::db("append a log chunk"))?;
+    model::uint("tasks.log_seq", seq)
+}
+
+/// Forwards [`crate::RELAY_CHANNEL`] notifications to `tx` until it has no receiver.
+async fn relay_listener(pool: PgPool, tx: tokio::sync::broadcast::Sender<String>) {
+    const RETRY: Duration = Duration::from_millis(500);
+    const CHECK: Duration = Duration::from_secs(5);
+    while tx.receiver_count() > 0 {
+        let connect = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(crate::relay::RELAY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = match connect.await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for agent relay announcements; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        // Whatever was announced while not listening is re-read by the subscribers.
+        let _ = tx.send(crate::relay::RESYNC.to_owned());
+        loop {
+            match tokio::time::timeout(CHECK, listener.try_recv()).await {
+                Ok(Ok(Some(n))) => {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => break,
+                Err(_) if tx.receiver_count() == 0 => return,
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(RETRY).await;
     }
 }
 

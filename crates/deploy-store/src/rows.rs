@@ -229,6 +229,7 @@ pub(crate) fn agent<R: RowExt>(r: &R) -> Result<AgentRecord, StoreError> {
         last_seen_at: opt_timestamp("agents.last_seen_at", r.opt_i64("last_seen_at")?)?,
         created_at: timestamp("agents.created_at", r.i64("created_at")?)?,
         revoked_at: opt_timestamp("agents.revoked_at", r.opt_i64("revoked_at")?)?,
+        bootstrap_token_id: r.opt_uuid("bootstrap_token_id")?,
     })
 }
 

@@ -3,7 +3,7 @@
 //! Both dialects accept `$n` placeholders. A backend module provides `Db`, an
 //! `impl RowExt` for its row type, an `impl BindId` for its query type, and on
 //! its store type `writer`/`reader` pools, the `CLAIM_SQL` constant and
-//! `commit_task_event` (PostgreSQL: one transaction; SQLite: group commit).
+//! `commit_task_event` (group commit on both: `pg_commit.rs`, `sqlite.rs`).
 
 use uuid::Uuid;
 
@@ -392,16 +392,6 @@ macro_rules! sql_store {
             StoreError::Conflict { entity: "task", id: id.to_string(), expected, found }
         }
 
-        /// The read-and-decide half of a task transition: loads the task, checks the version and
-        /// applies the event in memory. Writes nothing, so an error here leaves the transaction clean.
-        async fn prepare_task_event(
-            conn: &mut Conn,
-            request: &crate::sql::TaskEventRequest,
-        ) -> Result<(deploy_core::DeploymentTask, deploy_core::TaskStatus), StoreError> {
-            let task = load_task(conn, request.id).await?;
-            crate::sql::apply_task_request(task, request)
-        }
-
         impl $store {
             async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<$db>, StoreError> {
                 self.reader.acquire().await.map_err(StoreError::db("get a read connection"))
@@ -518,8 +508,65 @@ macro_rules! sql_store {
             }
         }
 
+        crate::relay::relay_sql!($store, $db);
+
         #[async_trait::async_trait]
         impl Store for $store {
+            async fn put_deliveries(&self, deliveries: &[crate::relay::DeliveryRecord]) -> Result<(), StoreError> {
+                self.relay_put_deliveries(deliveries).await
+            }
+
+            async fn finish_deliveries(&self, ends: &[crate::relay::DeliveryEnd]) -> Result<Vec<bool>, StoreError> {
+                self.relay_finish_deliveries(ends).await
+            }
+
+            async fn get_delivery(&self, task: deploy_core::TaskId, attempt: u32) -> Result<Option<crate::relay::DeliveryRecord>, StoreError> {
+                self.relay_get_delivery(task, attempt).await
+            }
+
+            async fn queued_deliveries(&self, agent: deploy_core::AgentId) -> Result<Vec<crate::relay::DeliveryRecord>, StoreError> {
+                self.relay_queued_deliveries(agent).await
+            }
+
+            async fn append_relay_lines(
+                &self,
+                task: deploy_core::TaskId,
+                attempt: u32,
+                agent: deploy_core::AgentId,
+                first_seq: u64,
+                lines: &[crate::relay::RelayLine],
+            ) -> Result<Option<u64>, StoreError> {
+                self.relay_append_lines(task, attempt, agent, first_seq, lines).await
+            }
+
+            async fn relay_lines(&self, task: deploy_core::TaskId, attempt: u32, from_seq: u64) -> Result<Vec<crate::relay::RelayLine>, StoreError> {
+                self.relay_read_lines(task, attempt, from_seq).await
+            }
+
+            async fn record_agent_polls(&self, polls: &[crate::relay::AgentPoll]) -> Result<(), StoreError> {
+                self.relay_record_polls(polls).await
+            }
+
+            async fn agent_polls(&self) -> Result<Vec<crate::relay::AgentPoll>, StoreError> {
+                self.relay_agent_polls().await
+            }
+
+            async fn prune_deliveries(&self, finished_before: deploy_core::Timestamp) -> Result<u64, StoreError> {
+                self.relay_prune(finished_before).await
+            }
+
+            async fn announce(&self, message: &str) -> Result<(), StoreError> {
+                self.bus_announce(message).await
+            }
+
+            fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+                self.bus_subscribe()
+            }
+
+            fn shared(&self) -> bool {
+                Self::SHARED
+            }
+
             async fn put_environment(&self, environment: &deploy_core::Environment) -> Result<(), StoreError> {
                 let query = sqlx::query("INSERT INTO environments (id, name, spec, created_at, version) VALUES ($1, $2, $3, $4, $5)")
                     .bind_id(environment.id)
@@ -1229,47 +1276,7 @@ macro_rules! sql_store {
                         limit: model::MAX_LOG_CHUNK_BYTES,
                     });
                 }
-                let mut tx = self.begin_write().await?;
-                // The job's position first: its row stays locked until this commits, so
-                // the job's positions become visible in the order they are handed out and
-                // `read_job_log` never skips one still to come (a sequence would not do).
-                let row = sqlx::query(
-                    "UPDATE jobs SET log_cursor = log_cursor + 1
-                     WHERE id = (SELECT job_id FROM tasks WHERE id = $1) RETURNING id, log_cursor",
-                )
-                .bind_id(task)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::db("place a log chunk in its job's log"))?
-                .ok_or_else(|| StoreError::NotFound { entity: "task", id: task.to_string() })?;
-                let (job, cursor) = (row.uuid("id")?, row.i64("log_cursor")?);
-                // Bumping the counter row also serialises concurrent appends to one task.
-                let row = sqlx::query("UPDATE tasks SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq")
-                    .bind_id(task)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("number a log chunk"))?
-                    .ok_or_else(|| StoreError::NotFound { entity: "task", id: task.to_string() })?;
-                let seq = row.i64("log_seq")?;
-                sqlx::query("INSERT INTO task_log_chunks (task_id, seq, at, content, job_id, job_cursor) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind_id(task)
-                    .bind(seq)
-                    .bind(model::millis(at)?)
-                    .bind(content.to_owned())
-                    .bind_id(job)
-                    .bind(cursor)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("append a log chunk"))?;
-                let keep = model::int("log chunk bound", model::MAX_LOG_CHUNKS_PER_TASK)?;
-                sqlx::query("DELETE FROM task_log_chunks WHERE task_id = $1 AND seq <= $2")
-                    .bind_id(task)
-                    .bind(seq - keep)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("drop old log chunks"))?;
-                tx.commit().await.map_err(StoreError::db("commit a log chunk"))?;
-                model::uint("tasks.log_seq", seq)
+                self.append_log_routed(task, at, content).await
             }
 
             async fn read_log(
@@ -1458,8 +1465,8 @@ macro_rules! sql_store {
             async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
                 let query = sqlx::query(
                     "INSERT INTO agents (id, name, labels, capabilities, agent_version, credential_hash,
-                       last_seen_at, created_at, revoked_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                       last_seen_at, created_at, revoked_at, bootstrap_token_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind_id(agent.id)
                 .bind(agent.name.clone())
@@ -1469,7 +1476,8 @@ macro_rules! sql_store {
                 .bind(agent.credential_hash.as_ref().map(|h| h.as_str().to_owned()))
                 .bind(model::opt_millis(agent.last_seen_at)?)
                 .bind(model::millis(agent.created_at)?)
-                .bind(model::opt_millis(agent.revoked_at)?);
+                .bind(model::opt_millis(agent.revoked_at)?)
+                .bind_opt_id(agent.bootstrap_token_id);
                 let name = agent.name.as_str();
                 match self.insert_one(query, "agent", agent.id.to_string()).await {
                     Err(StoreError::AlreadyExists { entity, id }) => {
@@ -1501,13 +1509,33 @@ macro_rules! sql_store {
                     .transpose()
             }
 
+            async fn find_agent_by_bootstrap_token(&self, token: uuid::Uuid) -> Result<Option<AgentRecord>, StoreError> {
+                // From the writer: a retry may follow the registration it repeats at once.
+                sqlx::query("SELECT * FROM agents WHERE bootstrap_token_id = $1")
+                    .bind_id(token)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(StoreError::db("look up an agent by bootstrap token"))?
+                    .as_ref()
+                    .map(rows::agent)
+                    .transpose()
+            }
+
             async fn set_agent_credential(&self, id: deploy_core::AgentId, hash: &deploy_core::Digest) -> Result<(), StoreError> {
-                let done = sqlx::query("UPDATE agents SET credential_hash = $1 WHERE id = $2 AND revoked_at IS NULL")
+                let done = match sqlx::query("UPDATE agents SET credential_hash = $1 WHERE id = $2 AND revoked_at IS NULL")
                     .bind(hash.as_str().to_owned())
                     .bind_id(id)
                     .execute(&self.writer)
                     .await
-                    .map_err(StoreError::db("rotate an agent credential"))?;
+                    .map_err(StoreError::db("rotate an agent credential"))
+                {
+                    // Another agent holds this credential (a proposed one can collide only by
+                    // mistake or malice): refused, nothing changed.
+                    Err(e) if e.is_unique_violation() => {
+                        return Err(StoreError::AlreadyExists { entity: "agent credential", id: id.to_string() });
+                    }
+                    other => other?,
+                };
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound { entity: "active agent", id: id.to_string() });
                 }

@@ -75,10 +75,24 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     committer: mpsc::Sender<Pending>,
+    /// Log chunks, group-committed like the transitions (each is its own transaction
+    /// otherwise: one fsync per chunk on the single writer, ahead of every transition).
+    logs: mpsc::Sender<PendingLog>,
+    /// Relay announcements: one process, so an in-process broadcast.
+    bus: crate::relay::RelayBus,
 }
 
 /// Most task transitions in one group commit.
 const MAX_BATCH: usize = 256;
+
+/// A queued log chunk and where to send its sequence number.
+#[derive(Debug)]
+struct PendingLog {
+    task: TaskId,
+    at: deploy_core::Timestamp,
+    content: String,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
 
 /// A queued task transition and where to send its outcome.
 #[derive(Debug)]
@@ -91,6 +105,43 @@ impl SqliteStore {
     const CLAIM_SQL: &'static str = claim_sql!("");
     /// One process per database: the engine wakes itself when it creates a job.
     const NOTIFY_NEW_JOB: Option<&'static str> = None;
+
+    /// One process per database.
+    const SHARED: bool = false;
+
+    /// Queues the chunk for the log committer and waits for its commit.
+    async fn append_log_routed(
+        &self,
+        task: TaskId,
+        at: deploy_core::Timestamp,
+        content: &str,
+    ) -> Result<u64, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || StoreError::Database {
+            action: "commit a log chunk",
+            source: sqlx::Error::PoolClosed,
+        };
+        self.logs
+            .send(PendingLog {
+                task,
+                at,
+                content: content.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    async fn bus_announce(&self, message: &str) -> Result<(), StoreError> {
+        // No subscriber is not an error: nobody is waiting.
+        let _ = self.bus.tx.send(message.to_owned());
+        Ok(())
+    }
+
+    fn bus_subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.bus.tx.subscribe()
+    }
 
     /// Nothing announces a job across processes on SQLite: the claim loop polls.
     async fn wait_announced(&self, within: std::time::Duration) {
@@ -155,10 +206,14 @@ impl SqliteStore {
             .map_err(StoreError::open(&shown))?;
         let (committer, queue) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(group_commit(writer.clone(), queue));
+        let (logs, log_queue) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(group_commit_logs(writer.clone(), log_queue));
         Ok(Self {
             writer,
             reader,
             committer,
+            logs,
+            bus: crate::relay::RelayBus::default(),
         })
     }
 
@@ -270,6 +325,184 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
             }
         }
     }
+}
+
+/// The log committer: every chunk queued while the previous batch was written goes into
+/// one transaction (one fsync); each caller hears back only after that commit. A chunk
+/// refused on its own (its task is missing) gets its error and the others still commit;
+/// a failed commit fails the whole batch. Runs until every `SqliteStore` clone is dropped.
+async fn group_commit_logs(writer: SqlitePool, mut queue: mpsc::Receiver<PendingLog>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let committed = async {
+            let mut tx = writer
+                .begin()
+                .await
+                .map_err(StoreError::db("begin a group commit of log chunks"))?;
+            let outcomes = append_logs(&mut tx, &batch).await?;
+            tx.commit()
+                .await
+                .map_err(StoreError::db("commit a batch of log chunks"))?;
+            Ok::<_, StoreError>(outcomes)
+        }
+        .await;
+        match committed {
+            Ok(outcomes) => {
+                for (chunk, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = chunk.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // Every caller gets the batch's error; a full disk stays a full disk
+                // (the API's 503 that says so).
+                let full = e.is_storage_full();
+                let message = match &e {
+                    StoreError::StorageFull { detail, .. } => detail.clone(),
+                    other => other.to_string(),
+                };
+                for chunk in batch {
+                    let action = "commit a batch of log chunks";
+                    let error = if full {
+                        StoreError::StorageFull {
+                            action,
+                            detail: message.clone(),
+                        }
+                    } else {
+                        StoreError::Database {
+                            action,
+                            source: sqlx::Error::Protocol(message.clone()),
+                        }
+                    };
+                    let _ = chunk.reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// Appends a batch of chunks in the caller's transaction with few statements: per chunk
+/// one numbering update (which also names its job), per job one cursor bump for all its
+/// chunks, then one multi-row insert, and old chunks dropped only for tasks past the
+/// bound. The same rows as [`append_log_in`] chunk by chunk, in queue order.
+async fn append_logs(
+    tx: &mut sqlx::SqliteConnection,
+    batch: &[PendingLog],
+) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+    let mut numbered: Vec<Result<(u64, Uuid), StoreError>> = Vec::with_capacity(batch.len());
+    for chunk in batch {
+        let row = sqlx::query(
+            "UPDATE tasks SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq, job_id",
+        )
+        .bind(uuid_text_of(chunk.task))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db("number a log chunk"))?;
+        numbered.push(match row {
+            Some(row) => Ok((
+                model::uint("tasks.log_seq", row.i64("log_seq")?)?,
+                row.uuid("job_id")?,
+            )),
+            None => Err(StoreError::NotFound {
+                entity: "task",
+                id: chunk.task.to_string(),
+            }),
+        });
+    }
+    // Each job's positions, handed out in queue order.
+    let mut per_job: Vec<(Uuid, i64)> = Vec::new();
+    for (job, _) in numbered.iter().flatten().map(|(s, j)| (*j, *s)) {
+        match per_job.iter_mut().find(|(j, _)| *j == job) {
+            Some((_, n)) => *n += 1,
+            None => per_job.push((job, 1)),
+        }
+    }
+    let mut next_cursor = std::collections::HashMap::new();
+    for (job, n) in &per_job {
+        let row = sqlx::query(
+            "UPDATE jobs SET log_cursor = log_cursor + $1 WHERE id = $2 RETURNING log_cursor",
+        )
+        .bind(*n)
+        .bind(job.hyphenated().to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::db("place log chunks in their job's log"))?;
+        next_cursor.insert(*job, row.i64("log_cursor")? - n + 1);
+    }
+    let keep = model::MAX_LOG_CHUNKS_PER_TASK;
+    let rows: Vec<(&PendingLog, u64, Uuid, i64)> = batch
+        .iter()
+        .zip(&numbered)
+        .filter_map(|(chunk, n)| n.as_ref().ok().map(|(seq, job)| (chunk, *seq, *job)))
+        .map(|(chunk, seq, job)| {
+            let cursor = next_cursor.get_mut(&job).map_or(0, |c| {
+                *c += 1;
+                *c - 1
+            });
+            (chunk, seq, job, cursor)
+        })
+        .collect();
+    for part in rows.chunks(200) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO task_log_chunks (task_id, seq, at, content, job_id, job_cursor) ",
+        );
+        let mut failed = None;
+        q.push_values(part, |mut row, (chunk, seq, job, cursor)| {
+            let (seq, at) = match (model::int("log seq", *seq), model::millis(chunk.at)) {
+                (Ok(s), Ok(a)) => (s, a),
+                (Err(e), _) | (_, Err(e)) => {
+                    failed = Some(e);
+                    (0, 0)
+                }
+            };
+            row.push_bind(uuid_text_of(chunk.task))
+                .push_bind(seq)
+                .push_bind(at)
+                .push_bind(chunk.content.clone())
+                .push_bind(job.hyphenated().to_string())
+                .push_bind(*cursor);
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("append log chunks"))?;
+    }
+    for (chunk, seq, _, _) in &rows {
+        if *seq > keep {
+            sqlx::query("DELETE FROM task_log_chunks WHERE task_id = $1 AND seq <= $2")
+                .bind(uuid_text_of(chunk.task))
+                .bind(model::int("log chunk bound", seq - keep)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("drop old log chunks"))?;
+        }
+    }
+    Ok(numbered
+        .into_iter()
+        .map(|n| n.map(|(seq, _)| seq))
+        .collect())
+}
+
+fn uuid_text_of(id: impl Into<Uuid>) -> String {
+    id.into().hyphenated().to_string()
+}
+
+/// The read-and-decide half of a task transition: loads the task, checks the version and
+/// applies the event in memory. Writes nothing, so an error here leaves the transaction clean.
+async fn prepare_task_event(
+    conn: &mut sqlx::SqliteConnection,
+    request: &TaskEventRequest,
+) -> Result<(DeploymentTask, deploy_core::TaskStatus), StoreError> {
+    let task = load_task(conn, request.id).await?;
+    apply_task_request(task, request)
 }
 
 /// Writes a batch in one transaction. A transition refused (conflict, invalid event,

@@ -13,6 +13,7 @@ use crate::model::{
     AgentRecord, ApiTokenRecord, AttemptRecord, AuditFilter, AuditRecord, Created, JobEventRecord,
     LastKnownGood, LogChunk,
 };
+use crate::relay::{AgentPoll, DeliveryEnd, DeliveryRecord, RelayLine};
 
 /// Persistence of the deployment system.
 ///
@@ -289,8 +290,14 @@ pub trait Store: Send + Sync {
         &self,
         hash: &Digest,
     ) -> Result<Option<AgentRecord>, StoreError>;
+    /// The agent that bootstrap token `token` registered, revoked or not.
+    async fn find_agent_by_bootstrap_token(
+        &self,
+        token: uuid::Uuid,
+    ) -> Result<Option<AgentRecord>, StoreError>;
     /// Replaces the credential hash of a non-revoked agent (rotation: the old one stops
-    /// matching at once); an unknown or revoked agent is [`StoreError::NotFound`].
+    /// matching at once); an unknown or revoked agent is [`StoreError::NotFound`], a hash
+    /// another agent holds [`StoreError::AlreadyExists`].
     async fn set_agent_credential(&self, id: AgentId, hash: &Digest) -> Result<(), StoreError>;
     /// Marks the agent revoked at `now` (keeping a first `revoked_at`) and returns it;
     /// an unknown id is [`StoreError::NotFound`].
@@ -344,4 +351,51 @@ pub trait Store: Send + Sync {
     /// The job's status alone: one row read, for followers that poll it ([`Store::get_job`]
     /// reads every task and artifact of the job).
     async fn job_status(&self, id: JobId) -> Result<JobStatus, StoreError>;
+
+    // The agent relay (`relay.rs`): what crosses deployd replicas between an executor and
+    // the replica its agent polls.
+
+    /// Writes deliveries in one transaction; a key already written keeps its row.
+    async fn put_deliveries(&self, deliveries: &[DeliveryRecord]) -> Result<(), StoreError>;
+    /// Ends queued deliveries in one transaction; per end, whether it was still queued
+    /// (and is now ended by this call).
+    async fn finish_deliveries(&self, ends: &[DeliveryEnd]) -> Result<Vec<bool>, StoreError>;
+    async fn get_delivery(
+        &self,
+        task: TaskId,
+        attempt: u32,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
+    /// The agent's queued deliveries, oldest first.
+    async fn queued_deliveries(&self, agent: AgentId) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Relays the lines of a chunk that the key does not have yet (idempotent by sequence
+    /// number) and returns the next sequence number to send; `None` when the key is not a
+    /// delivery of `agent`. A finished key acknowledges every line and keeps none.
+    async fn append_relay_lines(
+        &self,
+        task: TaskId,
+        attempt: u32,
+        agent: AgentId,
+        first_seq: u64,
+        lines: &[RelayLine],
+    ) -> Result<Option<u64>, StoreError>;
+    /// The relayed lines of a key from `from_seq` on, in order.
+    async fn relay_lines(
+        &self,
+        task: TaskId,
+        attempt: u32,
+        from_seq: u64,
+    ) -> Result<Vec<RelayLine>, StoreError>;
+    /// Records agents' last polls (a later poll is never overwritten by an earlier one).
+    async fn record_agent_polls(&self, polls: &[AgentPoll]) -> Result<(), StoreError>;
+    /// Every unrevoked agent's last recorded poll.
+    async fn agent_polls(&self) -> Result<Vec<AgentPoll>, StoreError>;
+    /// Deletes the deliveries (and their relayed lines) that ended before `finished_before`.
+    async fn prune_deliveries(&self, finished_before: Timestamp) -> Result<u64, StoreError>;
+    /// Sends `message` to every subscriber of every replica sharing this database.
+    async fn announce(&self, message: &str) -> Result<(), StoreError>;
+    /// The announcements from now on (on PostgreSQL the first call starts the listener,
+    /// which sends [`crate::RESYNC`] each time it connects).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String>;
+    /// True when several processes may share this database (PostgreSQL).
+    fn shared(&self) -> bool;
 }

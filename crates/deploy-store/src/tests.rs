@@ -7,5 +7,6 @@ mod durability;
 mod harness;
 mod job_log;
 mod operator;
+mod relay;
 mod repository;
 mod startup;

@@ -67,8 +67,62 @@ fn ad_hoc_key() -> Result<TaskKey, ExecError> {
     })
 }
 
+/// How often a waiter reads its key's stored end when replicas share the relay.
+const RELAY_BACKSTOP: Duration = Duration::from_secs(5);
+
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `user:password` of the connection's registry credentials, if any.
+async fn registry_auth(
+    secrets: &dyn SecretsProvider,
+    connection: &AgentConnection,
+    server: String,
+) -> Result<Option<RegistryAuth>, ExecError> {
+    let Some(reference) = &connection.registry_auth else {
+        return Ok(None);
+    };
+    let secret = secrets.resolve(reference).await?;
+    let text = secret.expose().trim_end_matches(['\r', '\n']);
+    let (username, password) = text
+        .split_once(':')
+        .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+        .ok_or_else(|| ExecError::Secret {
+            reference: reference.to_string(),
+            detail: "expected `user:password` registry credentials".to_owned(),
+        })?;
+    Ok(Some(RegistryAuth {
+        server,
+        username: username.to_owned(),
+        password: password.to_owned(),
+    }))
+}
+
+/// Puts back the registry credentials of a delivery read from the relay (stored without
+/// them): a docker_host deploy or rollback whose agent connection names a secret.
+pub async fn resolve_registry_auth(
+    secrets: &dyn SecretsProvider,
+    delivery: &mut TaskDelivery,
+) -> Result<(), ExecError> {
+    // Only a docker_host deploy or rollback carries credentials (see `deploy`).
+    let Connection::Agent(connection) = &delivery.target.connection else {
+        return Ok(());
+    };
+    if delivery.target.target_type != TargetType::DockerHost {
+        return Ok(());
+    }
+    let connection = connection.clone();
+    if let AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy } = &mut delivery.action
+    {
+        let server = deploy
+            .component
+            .as_ref()
+            .and_then(|c| c.container.image.registry().map(str::to_owned))
+            .unwrap_or_else(|| "docker.io".to_owned());
+        deploy.registry_auth = registry_auth(secrets, &connection, server).await?;
+    }
+    Ok(())
 }
 
 impl AgentExecutor {
@@ -83,23 +137,7 @@ impl AgentExecutor {
         connection: &AgentConnection,
         server: String,
     ) -> Result<Option<RegistryAuth>, ExecError> {
-        let Some(reference) = &connection.registry_auth else {
-            return Ok(None);
-        };
-        let secret = self.secrets.resolve(reference).await?;
-        let text = secret.expose().trim_end_matches(['\r', '\n']);
-        let (username, password) = text
-            .split_once(':')
-            .filter(|(u, p)| !u.is_empty() && !p.is_empty())
-            .ok_or_else(|| ExecError::Secret {
-                reference: reference.to_string(),
-                detail: "expected `user:password` registry credentials".to_owned(),
-            })?;
-        Ok(Some(RegistryAuth {
-            server,
-            username: username.to_owned(),
-            password: password.to_owned(),
-        }))
+        registry_auth(self.secrets.as_ref(), connection, server).await
     }
 
     /// Selects an agent, queues `action` for it under `key` and waits for the outcome.
@@ -135,6 +173,7 @@ impl AgentExecutor {
                 connection.agent_id,
                 &connection.selector,
                 capability,
+                Some(target.id),
                 max_wait,
                 &ctx.cancel,
             )
@@ -150,6 +189,14 @@ impl AgentExecutor {
             detail: e.0,
         })?;
         *chosen = Some(agent);
+        if connection.agent_id.is_none()
+            && matches!(
+                action,
+                AgentAction::Deploy { .. } | AgentAction::Rollback { .. }
+            )
+        {
+            self.hub.pin(target.id, agent);
+        }
         let host = self.hub.agent(agent).map_or_else(
             || format!("agent {agent}"),
             |a| format!("agent `{}`", a.name),
@@ -167,19 +214,40 @@ impl AgentExecutor {
         let rx = self
             .hub
             .dispatch(agent, delivery, ctx.log.clone())
+            .await
             .map_err(|e| ExecError::NoAgentAvailable {
                 target: target.name.to_string(),
                 detail: e.to_string(),
             })?;
-        let completion = tokio::select! {
-            done = rx => done,
-            () = tokio::time::sleep(ctx.timeout) => {
-                self.hub.abandon(key);
-                return Err(ExecError::Timeout { host, what: what.to_owned(), seconds: ctx.timeout.as_secs() });
-            }
-            () = ctx.cancel.cancelled() => {
-                self.hub.abandon(key);
-                return Err(ExecError::Cancelled { host, what: what.to_owned() });
+        self.wait(key, rx, host, what, ctx).await
+    }
+
+    /// Waits for a dispatched (or resumed) key: its completion, the timeout or a cancel.
+    /// With replicas sharing the relay, the key's stored end is also read every
+    /// [`RELAY_BACKSTOP`]: a lost announcement delays a result and never loses it.
+    async fn wait(
+        &self,
+        key: TaskKey,
+        mut rx: tokio::sync::oneshot::Receiver<Completion>,
+        host: String,
+        what: &str,
+        ctx: &ExecContext,
+    ) -> Result<TaskOutcome, ExecError> {
+        let deadline = tokio::time::Instant::now() + ctx.timeout;
+        let mut backstop = tokio::time::interval(RELAY_BACKSTOP);
+        backstop.reset();
+        let completion = loop {
+            tokio::select! {
+                done = &mut rx => break done,
+                () = tokio::time::sleep_until(deadline) => {
+                    self.hub.abandon(key);
+                    return Err(ExecError::Timeout { host, what: what.to_owned(), seconds: ctx.timeout.as_secs() });
+                }
+                () = ctx.cancel.cancelled() => {
+                    self.hub.abandon(key);
+                    return Err(ExecError::Cancelled { host, what: what.to_owned() });
+                }
+                _ = backstop.tick(), if self.hub.shared() => self.hub.check_key(key).await,
             }
         };
         match completion {
@@ -203,6 +271,34 @@ impl AgentExecutor {
                 what: what.to_owned(),
             }),
         }
+    }
+}
+
+/// A deploy's outcome as the engine's result.
+fn deploy_result(
+    target: &Target,
+    outcome: Result<TaskOutcome, ExecError>,
+    previous: Option<Digest>,
+) -> ExecutionResult {
+    match outcome {
+        Ok(TaskOutcome::Deployed {
+            deployed_digest,
+            previous_digest,
+            changed,
+            running,
+            published,
+        }) => ExecutionResult {
+            success: true,
+            deployed_digest: Some(deployed_digest),
+            previous_digest: previous_digest.or(previous),
+            changed,
+            running,
+            published,
+            agent: None,
+            error: None,
+        },
+        Ok(other) => ExecutionResult::failed(unexpected(target, "deploy", &other), previous),
+        Err(e) => ExecutionResult::failed(e, previous),
     }
 }
 
@@ -281,30 +377,41 @@ impl Executor for AgentExecutor {
         let outcome = self
             .run_on(&request.target, key, action, &ctx, &mut agent)
             .await;
-        let mut result = match outcome {
-            Ok(TaskOutcome::Deployed {
-                deployed_digest,
-                previous_digest,
-                changed,
-                running,
-                published,
-            }) => ExecutionResult {
-                success: true,
-                deployed_digest: Some(deployed_digest),
-                previous_digest: previous_digest.or(previous),
-                changed,
-                running,
-                published,
-                agent: None,
-                error: None,
-            },
-            Ok(other) => {
-                ExecutionResult::failed(unexpected(&request.target, "deploy", &other), previous)
-            }
-            Err(e) => ExecutionResult::failed(e, previous),
-        };
+        let mut result = deploy_result(&request.target, outcome, previous);
         result.agent = agent;
         result
+    }
+
+    /// The stored delivery of the task's current attempt, if an earlier process or
+    /// replica dispatched it: its result when it ended, else waits for it (the agent
+    /// still runs it, or its journal answers). The engine inspects the target only when
+    /// no delivery was stored, so a fail-over never starts a second attempt beside one
+    /// still running.
+    async fn resume(
+        &self,
+        target: &Target,
+        task: &deploy_core::DeploymentTask,
+        ctx: &ExecContext,
+    ) -> Option<ExecutionResult> {
+        let key = TaskKey {
+            task_id: task.id,
+            attempt: task.attempt_number,
+        };
+        let rx = match self.hub.resume(key, ctx.log.clone()).await {
+            Ok(Some(rx)) => rx,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "cannot read the stored delivery of an attempt in flight; inspecting the target instead");
+                return None;
+            }
+        };
+        let host = format!("the agent of target `{}`", target.name);
+        ctx.log.line(&format!(
+            "resuming the wait for task {} attempt {} (dispatched before a restart or fail-over)",
+            key.task_id, key.attempt
+        ));
+        let outcome = self.wait(key, rx, host, "deploy", ctx).await;
+        Some(deploy_result(target, outcome, task.previous_digest.clone()))
     }
 
     async fn inspect(

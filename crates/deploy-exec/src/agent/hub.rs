@@ -1,19 +1,26 @@
 //! `AgentHub`: the in-memory meeting point of agents (long-polls, log chunks, results) and the `AgentExecutor` (dispatch, waiting, cancel).
 //!
-//! Everything here is memory only: known agents (loaded from the store at start and
+//! Each replica's hub holds in memory the agents (loaded from the store at start and
 //! updated on register, rotate and revoke), per-agent outstanding deliveries, the
 //! waiter of each [`TaskKey`] and a bounded memory of finished keys. An agent is
-//! *active* when its last poll arrived less than the heartbeat timeout ago; the
-//! reaper fails the in-flight keys of an agent that went silent, as retryable.
+//! *active* when its last poll, answered by this replica or another, arrived less than
+//! the heartbeat timeout ago; the reaper fails the in-flight keys of an agent that went
+//! silent, as retryable.
+//!
+//! With a [`HubRelay`] (deployd always has one) a delivery is stored before any poll can
+//! take it, and whatever crosses replicas goes through the relay: a key dispatched here
+//! for an agent polling another replica, its result and log lines coming back, liveness,
+//! and agent records changed elsewhere (`relay.rs` has the messages). Without one (unit
+//! tests) the hub is memory only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deploy_api::agent::{
-    AGENT_PROTOCOL_VERSION, AgentCapability, AgentSummary, LogAck, LogChunkRequest, LogStream,
-    MAX_LOG_LINES_PER_CHUNK, MAX_POLL_WAIT_MS, PollRequest, PollResponse, ResultAck, TaskDelivery,
-    TaskKey, TaskResultRequest,
+    AGENT_PROTOCOL_VERSION, AgentCapability, AgentLogLine, AgentSummary, LogAck, LogChunkRequest,
+    LogStream, MAX_LOG_LINES_PER_CHUNK, MAX_POLL_WAIT_MS, PollRequest, PollResponse, ResultAck,
+    TaskDelivery, TaskKey, TaskResultRequest,
 };
 use deploy_core::{AgentId, Digest, Labels, Name, Timestamp};
 use thiserror::Error;
@@ -21,6 +28,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::relay::{Batcher, HubRelay, Message, PollMark, RelayEnd, RelayState, RelayWrite};
 use crate::logs::TaskLog;
 
 /// How many finished keys the hub remembers (so a re-sent result or log chunk is acknowledged again).
@@ -56,6 +64,9 @@ pub enum HubError {
     UnknownKey(TaskKey),
     #[error("log chunk has {lines} lines; expected at most {max}")]
     TooManyLines { lines: usize, max: usize },
+    /// The shared state behind the replicas could not be read or written (retryable).
+    #[error("the agent relay is unavailable: {0}")]
+    Relay(String),
 }
 
 /// How a dispatched key ended, as seen by its waiting executor.
@@ -73,8 +84,17 @@ pub struct NoAgent(pub String);
 
 struct AgentEntry {
     info: AgentInfo,
-    /// When its last poll arrived (liveness).
+    /// When its last poll to this replica arrived (liveness).
     last_poll: Option<Instant>,
+    /// When its last poll to any replica arrived, as the relay last told (liveness of an
+    /// agent served by another replica), and whether it was draining then.
+    remote_poll: Option<Instant>,
+    remote_draining: bool,
+    /// A local poll the relay has not been told of yet.
+    unsynced: bool,
+    /// It just came (back) to this replica: its stored deliveries are read before its
+    /// next answer (it may have failed over from a replica that died).
+    needs_refresh: bool,
     /// When this process last wrote its `last_seen_at` to the store.
     last_touch: Option<Instant>,
     /// Outstanding keys (delivered on every poll until their result arrives).
@@ -94,6 +114,10 @@ impl AgentEntry {
         Self {
             info,
             last_poll: None,
+            remote_poll: None,
+            remote_draining: false,
+            unsynced: false,
+            needs_refresh: true,
             last_touch: None,
             queue: BTreeSet::new(),
             cancel: BTreeMap::new(),
@@ -104,9 +128,25 @@ impl AgentEntry {
 
     fn active(&self, now: Instant, timeout: Duration) -> bool {
         self.info.revoked_at.is_none()
-            && self
-                .last_poll
-                .is_some_and(|t| now.saturating_duration_since(t) < timeout)
+            && (self.locally_active(now, timeout)
+                || self
+                    .remote_poll
+                    .is_some_and(|t| now.saturating_duration_since(t) < timeout))
+    }
+
+    /// It polls this replica.
+    fn locally_active(&self, now: Instant, timeout: Duration) -> bool {
+        self.last_poll
+            .is_some_and(|t| now.saturating_duration_since(t) < timeout)
+    }
+
+    /// Draining, as said by its latest poll wherever it went.
+    fn is_draining(&self, now: Instant, timeout: Duration) -> bool {
+        if self.locally_active(now, timeout) {
+            self.draining
+        } else {
+            self.remote_draining
+        }
     }
 }
 
@@ -131,14 +171,28 @@ impl CancelNotice {
 struct Pending {
     agent: AgentId,
     delivery: TaskDelivery,
+    /// The waiting executor; `None` for a key another replica waits for (this one only
+    /// hands it to the agent polling here).
     done: Option<oneshot::Sender<Completion>>,
-    log: TaskLog,
+    /// The waiter's log; `None` with `done` (lines go through the relay).
+    log: Option<TaskLog>,
     next_seq: u64,
+    /// Stored (or no relay): a poll may hand it out. A replica that dies after handing
+    /// out a key must leave its row for the replica that takes the job over.
+    ready: bool,
+    /// Waited for here (`done` is `None` once the completion was sent).
+    local: bool,
+    /// Re-attached after a fail-over: the agent may send lines past `next_seq` (the
+    /// earlier ones went to the replica that died), and they are taken.
+    resumed: bool,
 }
 
 #[derive(Default)]
 struct HubState {
     agents: BTreeMap<AgentId, AgentEntry>,
+    /// The agent that last took a deploy of each selector-matched target: it keeps the
+    /// target while it is active (a target does not hop between hosts that match).
+    pins: HashMap<deploy_core::TargetId, AgentId>,
     credentials: HashMap<Digest, AgentId>,
     pending: HashMap<TaskKey, Pending>,
     /// Finished (or abandoned) keys and the agent they belonged to, oldest first.
@@ -170,18 +224,27 @@ impl HubState {
 
     /// Fails `key` as lost and tells its agent to stop it: the engine gives up on the
     /// attempt, so a partitioned agent that comes back must not keep running it (an agent
-    /// ignores cancels of keys it does not know).
-    fn fail(&mut self, key: TaskKey, reason: String) {
-        if let Some(mut pending) = self.finish(key) {
-            if let Some(entry) = self.agents.get_mut(&pending.agent) {
-                entry.cancel.insert(key, CancelNotice::new());
-                entry.notify.notify_waiters();
-            }
-            if let Some(done) = pending.done.take() {
-                let _ = done.send(Completion::Lost { reason });
-            }
+    /// ignores cancels of keys it does not know). Returns the agent when the key was
+    /// waited for here (its end is this replica's to record).
+    fn fail(&mut self, key: TaskKey, reason: String) -> Option<AgentId> {
+        let mut pending = self.finish(key)?;
+        if let Some(entry) = self.agents.get_mut(&pending.agent) {
+            entry.cancel.insert(key, CancelNotice::new());
+            entry.notify.notify_waiters();
         }
+        if let Some(done) = pending.done.take() {
+            let _ = done.send(Completion::Lost { reason });
+        }
+        pending.local.then_some(pending.agent)
     }
+}
+
+/// What the memory alone says of a result or log chunk.
+enum Local<T> {
+    /// Handled here (the waiter is here, or the key finished here).
+    Done(T),
+    /// The key is known to be waited for elsewhere, or not known here: ask the relay.
+    Relay,
 }
 
 /// The hub. Cheap to clone (an `Arc` inside).
@@ -193,9 +256,22 @@ pub struct AgentHub {
 struct Inner {
     heartbeat_timeout: Duration,
     state: Mutex<HubState>,
+    relay: Option<Relay>,
+    /// This hub's name on the bus (its own announcements come back and are skipped).
+    origin: u64,
     /// Woken when an agent becomes available (a first poll after silence, the end of
     /// draining, a registration): executors waiting for one look again.
     available: Notify,
+}
+
+/// The relay and the batchers of its writes.
+struct Relay {
+    shared: Arc<dyn HubRelay>,
+    /// Deliveries and ends, written in the order they are given (an end never
+    /// overtakes its delivery).
+    writes: Batcher<RelayWrite>,
+    /// Announcements, several per notification when they come together.
+    announcements: crate::agent::relay::Announcer,
 }
 
 impl std::fmt::Debug for AgentHub {
@@ -213,12 +289,63 @@ fn wall_now() -> Option<Timestamp> {
 impl AgentHub {
     /// An empty hub; agents are inactive until they poll within `heartbeat_timeout`.
     pub fn new(heartbeat_timeout: Duration) -> Self {
+        Self::build(heartbeat_timeout, None)
+    }
+
+    /// A hub sharing its agents' work with the other replicas through `relay` (must be
+    /// called in a Tokio runtime: its batched writers start here).
+    pub fn with_relay(heartbeat_timeout: Duration, relay: Arc<dyn HubRelay>) -> Self {
+        let writer = relay.clone();
+        let relay = Relay {
+            announcements: crate::agent::relay::Announcer::start(relay.clone()),
+            shared: relay,
+            writes: Batcher::start(Box::new(move |items| {
+                let r = writer.clone();
+                Box::pin(async move { crate::agent::relay::write_all(r.as_ref(), items).await })
+            })),
+        };
+        Self::build(heartbeat_timeout, Some(relay))
+    }
+
+    fn build(heartbeat_timeout: Duration, relay: Option<Relay>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 heartbeat_timeout,
                 state: Mutex::new(HubState::default()),
+                relay,
+                origin: rand_origin(),
                 available: Notify::new(),
             }),
+        }
+    }
+
+    pub(crate) fn relay(&self) -> Option<&Arc<dyn HubRelay>> {
+        self.inner.relay.as_ref().map(|r| &r.shared)
+    }
+
+    /// True when other replicas share the relay (announcements are needed).
+    pub fn shared(&self) -> bool {
+        self.relay().is_some_and(|r| r.shared())
+    }
+
+    /// Announces `message` to the other replicas, off the caller's path.
+    pub(crate) fn announce(&self, message: Message) {
+        if let Some(relay) = self.inner.relay.as_ref().filter(|r| r.shared.shared()) {
+            relay.announcements.send(message.text(self.inner.origin));
+        }
+    }
+
+    /// Records the end of a key waited for here (lost or abandoned), off the caller's
+    /// path, and tells the replica its agent polls.
+    fn record_end(&self, key: TaskKey, agent: AgentId, state: RelayState) {
+        if let Some(relay) = &self.inner.relay {
+            relay.writes.write_later(RelayWrite::End(RelayEnd {
+                key,
+                agent: Some(agent),
+                state,
+                result: None,
+            }));
+            self.announce(Message::Deliveries(agent));
         }
     }
 
@@ -259,10 +386,20 @@ impl AgentHub {
                 state.agents.insert(id, AgentEntry::new(info));
             }
         }
-        if revoked {
-            Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
-        }
+        let lost = if revoked {
+            Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned())
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        self.record_lost(lost);
         self.inner.available.notify_waiters();
+    }
+
+    fn record_lost(&self, lost: Vec<(TaskKey, AgentId)>) {
+        for (key, agent) in lost {
+            self.record_end(key, agent, RelayState::Lost);
+        }
     }
 
     /// Marks the agent revoked: its credential is refused at once and its in-flight
@@ -277,7 +414,10 @@ impl AgentHub {
         // An executor waiting for this agent to come back fails at once, naming why.
         self.inner.available.notify_waiters();
         state.credentials.retain(|_, a| *a != id);
-        Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
+        let lost = Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
+        drop(state);
+        self.record_lost(lost);
+        self.announce(Message::Agent(id));
         true
     }
 
@@ -294,23 +434,51 @@ impl AgentHub {
         entry.info.credential_hash = Some(hash.clone());
         state.credentials.retain(|_, a| *a != id);
         state.credentials.insert(hash, id);
+        drop(state);
+        // The other replicas refuse the old credential once they reload the record.
+        self.announce(Message::Agent(id));
         Ok(())
     }
 
-    fn fail_agent_keys(state: &mut HubState, id: AgentId, reason: String) {
+    /// Fails the agent's in-flight keys; those waited for here, with their agent.
+    fn fail_agent_keys(
+        state: &mut HubState,
+        id: AgentId,
+        reason: String,
+    ) -> Vec<(TaskKey, AgentId)> {
         let keys: Vec<TaskKey> = state
             .agents
             .get(&id)
             .map(|e| e.queue.iter().copied().collect())
             .unwrap_or_default();
-        for key in keys {
-            state.fail(key, reason.clone());
-        }
+        keys.into_iter()
+            .filter_map(|key| state.fail(key, reason.clone()).map(|a| (key, a)))
+            .collect()
     }
 
     /// The (unrevoked) agent whose credential hashes to `hash`.
     pub fn authenticate(&self, hash: &Digest) -> Option<AgentId> {
         self.state().credentials.get(hash).copied()
+    }
+
+    /// [`AgentHub::authenticate`], and for a credential this replica does not know (the
+    /// agent registered or rotated on another replica a moment ago), the relay's record.
+    pub async fn authenticate_or_load(&self, hash: &Digest) -> Option<AgentId> {
+        if let Some(id) = self.authenticate(hash) {
+            return Some(id);
+        }
+        let relay = self.relay()?;
+        match relay.agent_by_credential(hash).await {
+            Ok(Some(info)) if info.revoked_at.is_none() => {
+                self.upsert_agent(info);
+                self.authenticate(hash)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up an agent credential");
+                None
+            }
+        }
     }
 
     /// True when an agent (revoked or not) has this name.
@@ -370,7 +538,12 @@ impl AgentHub {
             .ok_or(HubError::UnknownAgent(id))?;
         let now = Instant::now();
         let was_active = entry.active(now, self.inner.heartbeat_timeout);
+        if !entry.locally_active(now, self.inner.heartbeat_timeout) {
+            // (Back) on this replica: what is stored for it is read before its next answer.
+            entry.needs_refresh = true;
+        }
         entry.last_poll = Some(now);
+        entry.unsynced = true;
         if !was_active {
             // First sign of life since start or silence: waiting executors look again.
             self.inner.available.notify_waiters();
@@ -402,6 +575,14 @@ impl AgentHub {
     ) -> Result<PollResponse, HubError> {
         self.heartbeat(agent)?;
         let running: BTreeSet<TaskKey> = request.running.iter().copied().collect();
+        let refresh = self
+            .state()
+            .agents
+            .get_mut(&agent)
+            .is_some_and(|e| std::mem::take(&mut e.needs_refresh));
+        if refresh {
+            self.refresh(agent).await;
+        }
         let notify = {
             let mut state = self.state();
             let entry = state
@@ -465,7 +646,8 @@ impl AgentHub {
                 .queue
                 .iter()
                 .filter(|k| !running.contains(k))
-                .filter_map(|k| state.pending.get(k).map(|p| p.delivery.clone()))
+                .filter_map(|k| state.pending.get(k).filter(|p| p.ready))
+                .map(|p| p.delivery.clone())
                 .collect()
         };
         // A notice is not dropped once answered (the answer may go to a stale poll whose
@@ -506,31 +688,78 @@ impl AgentHub {
                 max: MAX_LOG_LINES_PER_CHUNK,
             });
         }
+        match self.log_chunk_local(agent, key, chunk) {
+            Local::Done(ack) => ack,
+            Local::Relay => Err(HubError::UnknownKey(key)),
+        }
+    }
+
+    /// [`AgentHub::log_chunk`], relaying the lines of a key waited for on another replica.
+    pub async fn report_log(
+        &self,
+        agent: AgentId,
+        key: TaskKey,
+        chunk: &LogChunkRequest,
+    ) -> Result<LogAck, HubError> {
+        if chunk.lines.len() > MAX_LOG_LINES_PER_CHUNK {
+            return Err(HubError::TooManyLines {
+                lines: chunk.lines.len(),
+                max: MAX_LOG_LINES_PER_CHUNK,
+            });
+        }
+        if let Local::Done(ack) = self.log_chunk_local(agent, key, chunk) {
+            return ack;
+        }
+        let Some(relay) = self.relay() else {
+            return Err(HubError::UnknownKey(key));
+        };
+        let next = relay
+            .append_lines(agent, key, chunk.first_seq, &chunk.lines)
+            .await
+            .map_err(HubError::Relay)?
+            .ok_or(HubError::UnknownKey(key))?;
+        if next > chunk.first_seq {
+            self.announce(Message::Lines(key));
+        }
+        Ok(LogAck {
+            protocol: AGENT_PROTOCOL_VERSION,
+            next_seq: next,
+        })
+    }
+
+    fn log_chunk_local(
+        &self,
+        agent: AgentId,
+        key: TaskKey,
+        chunk: &LogChunkRequest,
+    ) -> Local<Result<LogAck, HubError>> {
         let mut guard = self.state();
         let state = &mut *guard;
         let end = chunk.first_seq.saturating_add(chunk.lines.len() as u64);
         match state.pending.get_mut(&key) {
-            Some(p) if p.agent == agent => {
-                if chunk.first_seq <= p.next_seq && end > p.next_seq {
-                    let skip = usize::try_from(p.next_seq - chunk.first_seq).unwrap_or(usize::MAX);
+            Some(p) if p.agent == agent && p.local => {
+                let Some(log) = &p.log else {
+                    return Local::Relay;
+                };
+                if (chunk.first_seq <= p.next_seq || p.resumed) && end > p.next_seq {
+                    let skip = usize::try_from(p.next_seq.saturating_sub(chunk.first_seq))
+                        .unwrap_or(usize::MAX);
                     for line in chunk.lines.iter().skip(skip) {
-                        match line.stream {
-                            LogStream::Stderr => p.log.line(&format!("stderr: {}", line.text)),
-                            LogStream::Stdout | LogStream::Agent => p.log.line(&line.text),
-                        }
+                        write_line(log, line);
                     }
                     p.next_seq = end;
                 }
-                Ok(LogAck {
+                Local::Done(Ok(LogAck {
                     protocol: AGENT_PROTOCOL_VERSION,
                     next_seq: p.next_seq,
-                })
+                }))
             }
-            _ if state.completed_set.contains(&(key, agent)) => Ok(LogAck {
+            Some(p) if p.agent == agent => Local::Relay,
+            _ if state.completed_set.contains(&(key, agent)) => Local::Done(Ok(LogAck {
                 protocol: AGENT_PROTOCOL_VERSION,
                 next_seq: end,
-            }),
-            _ => Err(HubError::UnknownKey(key)),
+            })),
+            _ => Local::Relay,
         }
     }
 
@@ -542,20 +771,108 @@ impl AgentHub {
         key: TaskKey,
         result: &TaskResultRequest,
     ) -> Result<ResultAck, HubError> {
+        match self.complete_local(agent, key, result) {
+            Local::Done(ack) => ack,
+            Local::Relay => Err(HubError::UnknownKey(key)),
+        }
+    }
+
+    /// [`AgentHub::complete`], ending through the relay a key waited for on another
+    /// replica (or not known here: this replica restarted, or the agent failed over).
+    pub async fn report_result(
+        &self,
+        agent: AgentId,
+        key: TaskKey,
+        result: &TaskResultRequest,
+    ) -> Result<ResultAck, HubError> {
+        if let Local::Done(ack) = self.complete_local(agent, key, result) {
+            return ack;
+        }
+        let Some(relay) = &self.inner.relay else {
+            return Err(HubError::UnknownKey(key));
+        };
+        let end = RelayEnd {
+            key,
+            agent: Some(agent),
+            state: RelayState::Done,
+            result: Some(result.clone()),
+        };
+        let handed_out_here = self
+            .state()
+            .pending
+            .get(&key)
+            .is_some_and(|p| p.agent == agent && !p.local);
+        if handed_out_here {
+            // This replica gave the agent the key: it is this agent's, so the end goes
+            // with the next batch (results that come together share a commit).
+            relay
+                .writes
+                .write(RelayWrite::End(end))
+                .await
+                .map_err(HubError::Relay)?;
+            self.announce(Message::Ended(key));
+        } else if relay
+            .shared
+            .finish(&[end])
+            .await
+            .map_err(HubError::Relay)?
+            .first()
+            == Some(&true)
+        {
+            self.announce(Message::Ended(key));
+        } else {
+            let relay = &relay.shared;
+            // Not queued for this agent: acknowledged again if it was its key, which ended.
+            match relay.delivery(key).await.map_err(HubError::Relay)? {
+                Some(d) if d.agent == agent && d.state != RelayState::Queued => {}
+                _ => return Err(HubError::UnknownKey(key)),
+            }
+        }
+        let mut state = self.state();
+        if state.pending.get(&key).is_some_and(|p| p.agent == agent) {
+            state.finish(key);
+        } else {
+            state.remember(key, agent);
+        }
+        drop(state);
+        Ok(ResultAck {
+            protocol: AGENT_PROTOCOL_VERSION,
+            key,
+        })
+    }
+
+    fn complete_local(
+        &self,
+        agent: AgentId,
+        key: TaskKey,
+        result: &TaskResultRequest,
+    ) -> Local<Result<ResultAck, HubError>> {
         let mut state = self.state();
         let ack = ResultAck {
             protocol: AGENT_PROTOCOL_VERSION,
             key,
         };
         match state.pending.get(&key) {
-            Some(p) if p.agent == agent => {
+            Some(p) if p.agent == agent && p.local => {
                 if let Some(mut pending) = state.finish(key)
                     && let Some(done) = pending.done.take()
                 {
                     let _ = done.send(Completion::Result(result.clone()));
                 }
-                Ok(ack)
+                drop(state);
+                if let Some(relay) = &self.inner.relay {
+                    // The waiter has it; the row is for whoever looks later.
+                    relay.writes.write_later(RelayWrite::End(RelayEnd {
+                        key,
+                        agent: Some(agent),
+                        state: RelayState::Done,
+                        result: Some(result.clone()),
+                    }));
+                }
+                Local::Done(Ok(ack))
             }
+            // Waited for on another replica: ended through the relay, then forgotten here.
+            Some(p) if p.agent == agent => Local::Relay,
             _ if state.completed_set.contains(&(key, agent)) => {
                 // The agent is done with the key: no need to tell it to stop any more.
                 if let Some(entry) = state.agents.get_mut(&agent) {
@@ -563,9 +880,9 @@ impl AgentHub {
                 }
                 tracing::info!(agent = %agent, task = %key.task_id, attempt = key.attempt,
                     "result of a finished or abandoned key acknowledged and dropped");
-                Ok(ack)
+                Local::Done(Ok(ack))
             }
-            _ => Err(HubError::UnknownKey(key)),
+            _ => Local::Relay,
         }
     }
 
@@ -578,8 +895,14 @@ impl AgentHub {
         selector: &Labels,
         capability: AgentCapability,
     ) -> Result<AgentId, NoAgent> {
-        self.try_select(agent_id, selector, capability)
+        self.try_select(agent_id, selector, capability, None)
             .map_err(|(e, _)| e)
+    }
+
+    /// Pins a selector-matched `target` to `agent`: later selections for it prefer that
+    /// agent while it is active, capable and not draining.
+    pub fn pin(&self, target: deploy_core::TargetId, agent: AgentId) {
+        self.state().pins.insert(target, agent);
     }
 
     /// Like [`AgentHub::select`], but while the only candidates are registered, unrevoked
@@ -591,6 +914,7 @@ impl AgentHub {
         agent_id: Option<AgentId>,
         selector: &Labels,
         capability: AgentCapability,
+        target: Option<deploy_core::TargetId>,
         max_wait: Duration,
         cancel: &CancellationToken,
     ) -> Result<AgentId, NoAgent> {
@@ -601,7 +925,7 @@ impl AgentHub {
             let notified = self.inner.available.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_select(agent_id, selector, capability) {
+            match self.try_select(agent_id, selector, capability, target) {
                 Ok(id) => return Ok(id),
                 Err((e, false)) => return Err(e),
                 Err((e, true)) => {
@@ -625,6 +949,7 @@ impl AgentHub {
         agent_id: Option<AgentId>,
         selector: &Labels,
         capability: AgentCapability,
+        target: Option<deploy_core::TargetId>,
     ) -> Result<AgentId, (NoAgent, bool)> {
         let state = self.state();
         let now = Instant::now();
@@ -656,7 +981,7 @@ impl AgentHub {
                     true,
                 ));
             }
-            if entry.draining {
+            if entry.is_draining(now, timeout) {
                 return Err((
                     NoAgent(format!(
                         "agent `{name}` ({id}) is draining (stopping) and takes no new task"
@@ -687,10 +1012,15 @@ impl AgentHub {
                 labels_text(selector)
             )));
         }
-        capable
+        let available: Vec<&&&AgentEntry> = capable
             .iter()
-            .filter(|e| e.active(now, timeout) && !e.draining)
-            .min_by_key(|e| (e.queue.len(), e.info.id))
+            .filter(|e| e.active(now, timeout) && !e.is_draining(now, timeout))
+            .collect();
+        let pinned = target.and_then(|t| state.pins.get(&t));
+        available
+            .iter()
+            .find(|e| Some(&e.info.id) == pinned)
+            .or_else(|| available.iter().min_by_key(|e| (e.queue.len(), e.info.id)))
             .map(|e| e.info.id)
             .ok_or_else(|| {
                 (
@@ -706,41 +1036,80 @@ impl AgentHub {
     }
 
     /// Queues `delivery` for `agent` and returns the receiver of its completion; lines the
-    /// agent sends for the key go to `log`. A key already outstanding is replaced.
-    pub fn dispatch(
+    /// agent sends for the key go to `log`. A key already outstanding is replaced. With a
+    /// relay the delivery is stored before a poll can take it, and the replica the agent
+    /// polls is told.
+    pub async fn dispatch(
         &self,
         agent: AgentId,
         delivery: TaskDelivery,
         log: TaskLog,
     ) -> Result<oneshot::Receiver<Completion>, HubError> {
         let (tx, rx) = oneshot::channel();
-        let mut state = self.state();
         let key = delivery.key;
-        let entry = state
-            .agents
-            .get_mut(&agent)
-            .filter(|e| e.info.revoked_at.is_none())
-            .ok_or(HubError::UnknownAgent(agent))?;
-        entry.queue.insert(key);
-        entry.cancel.remove(&key);
+        // Shared with other replicas: stored before any poll can take it, so a replica
+        // that dies after handing it out leaves its row to the one taking the job over.
+        // One process (SQLite): written behind the hand-out, off the task's path (a
+        // crash in those milliseconds falls back to the engine's inspect reconcile).
+        let stored = match &self.inner.relay {
+            Some(r) if r.shared.shared() => Some(
+                r.writes
+                    .write(RelayWrite::Put(agent, Box::new(delivery.clone()))),
+            ),
+            Some(r) => {
+                r.writes
+                    .write_later(RelayWrite::Put(agent, Box::new(delivery.clone())));
+                None
+            }
+            None => None,
+        };
+        {
+            let mut state = self.state();
+            let entry = state
+                .agents
+                .get_mut(&agent)
+                .filter(|e| e.info.revoked_at.is_none())
+                .ok_or(HubError::UnknownAgent(agent))?;
+            entry.queue.insert(key);
+            entry.cancel.remove(&key);
+            if let Some(old) = state.pending.insert(
+                key,
+                Pending {
+                    agent,
+                    delivery,
+                    done: Some(tx),
+                    log: Some(log),
+                    next_seq: 0,
+                    ready: stored.is_none(),
+                    local: true,
+                    resumed: false,
+                },
+            ) && old.agent != agent
+                && let Some(entry) = state.agents.get_mut(&old.agent)
+            {
+                entry.queue.remove(&key);
+            }
+            state.completed_set.remove(&(key, agent));
+        }
+        if let Some(stored) = stored {
+            if let Err(e) = stored.await {
+                let mut state = self.state();
+                state.pending.remove(&key);
+                if let Some(entry) = state.agents.get_mut(&agent) {
+                    entry.queue.remove(&key);
+                }
+                return Err(HubError::Relay(e));
+            }
+            if let Some(p) = self.state().pending.get_mut(&key) {
+                p.ready = true;
+            }
+            self.announce(Message::Deliveries(agent));
+        }
         // Every waiting poll of the agent wakes: the oldest may be a stale one whose
         // connection is gone while the live poll would sleep its full wait.
-        entry.notify.notify_waiters();
-        if let Some(old) = state.pending.insert(
-            key,
-            Pending {
-                agent,
-                delivery,
-                done: Some(tx),
-                log,
-                next_seq: 0,
-            },
-        ) && old.agent != agent
-            && let Some(entry) = state.agents.get_mut(&old.agent)
-        {
-            entry.queue.remove(&key);
+        if let Some(entry) = self.state().agents.get(&agent) {
+            entry.notify.notify_waiters();
         }
-        state.completed_set.remove(&(key, agent));
         Ok(rx)
     }
 
@@ -748,15 +1117,21 @@ impl AgentHub {
     /// next poll answers as a cancel notice; a later result for it is acknowledged and dropped.
     pub fn abandon(&self, key: TaskKey) {
         let mut state = self.state();
-        if let Some(pending) = state.finish(key)
-            && let Some(entry) = state.agents.get_mut(&pending.agent)
-        {
+        let Some(pending) = state.finish(key) else {
+            return;
+        };
+        if let Some(entry) = state.agents.get_mut(&pending.agent) {
             entry.cancel.insert(key, CancelNotice::new());
             entry.notify.notify_waiters();
         }
+        drop(state);
+        if pending.local {
+            self.record_end(key, pending.agent, RelayState::Cancelled);
+        }
     }
 
-    /// Fails every in-flight key of every agent whose last poll is a heartbeat timeout old.
+    /// Fails every in-flight key of every agent whose last poll, to any replica, is a
+    /// heartbeat timeout old.
     pub fn reap(&self) {
         let mut state = self.state();
         let now = Instant::now();
@@ -767,16 +1142,19 @@ impl AgentHub {
             .filter(|e| !e.queue.is_empty())
             .filter_map(|e| {
                 // Never polled (only possible for a key queued by hand): as silent as expired.
-                let silent = e
-                    .last_poll
-                    .map_or(timeout, |t| now.saturating_duration_since(t));
+                let last = match (e.last_poll, e.remote_poll) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                let silent = last.map_or(timeout, |t| now.saturating_duration_since(t));
                 (silent >= timeout).then_some((e.info.id, silent))
             })
             .collect();
+        let mut lost = Vec::new();
         for (id, silent) in expired {
             tracing::warn!(agent = %id, silent_ms = silent.as_millis() as u64,
                 "agent missed its heartbeat; failing its in-flight tasks as retryable");
-            Self::fail_agent_keys(
+            lost.extend(Self::fail_agent_keys(
                 &mut state,
                 id,
                 format!(
@@ -784,24 +1162,254 @@ impl AgentHub {
                     silent.as_secs(),
                     timeout.as_millis()
                 ),
-            );
+            ));
+        }
+        drop(state);
+        self.record_lost(lost);
+    }
+}
+
+/// Memory operations of the relay's side (`sync.rs`), each one lock section.
+impl AgentHub {
+    pub(crate) fn origin(&self) -> u64 {
+        self.inner.origin
+    }
+
+    /// Its stored deliveries are read again before its next poll answer.
+    pub(crate) fn mark_refresh(&self, agent: AgentId) {
+        if let Some(entry) = self.state().agents.get_mut(&agent) {
+            entry.needs_refresh = true;
         }
     }
 
-    /// Runs [`AgentHub::reap`] every heartbeat timeout / 4 until `stop` is cancelled.
-    pub fn spawn_reaper(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let hub = self.clone();
-        let period = (self.inner.heartbeat_timeout / 4).max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => hub.reap(),
-                }
-            }
+    /// Which of `keys` are pending or finished here.
+    pub(crate) fn known_keys(&self, keys: impl Iterator<Item = TaskKey>) -> HashSet<TaskKey> {
+        let state = self.state();
+        keys.filter(|k| {
+            state.pending.contains_key(k) || state.completed.iter().any(|(c, _)| c == k)
         })
+        .collect()
+    }
+
+    /// Queues deliveries stored by other replicas for `agent`, and drops the keys waited
+    /// for elsewhere that are no longer queued (`queued`: every key stored as queued).
+    pub(crate) fn merge_remote(
+        &self,
+        agent: AgentId,
+        fresh: Vec<TaskDelivery>,
+        queued: &HashSet<TaskKey>,
+    ) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let Some(entry) = state.agents.get_mut(&agent) else {
+            return;
+        };
+        let gone: Vec<TaskKey> = entry
+            .queue
+            .iter()
+            .filter(|k| !queued.contains(k))
+            .filter(|k| state.pending.get(k).is_some_and(|p| !p.local))
+            .copied()
+            .collect();
+        for key in fresh {
+            let key_of = key.key;
+            if state.pending.contains_key(&key_of) || state.completed_set.contains(&(key_of, agent))
+            {
+                continue;
+            }
+            entry.queue.insert(key_of);
+            state.pending.insert(
+                key_of,
+                Pending {
+                    agent,
+                    delivery: key,
+                    done: None,
+                    log: None,
+                    next_seq: 0,
+                    ready: true,
+                    local: false,
+                    resumed: false,
+                },
+            );
+        }
+        for key in gone {
+            state.finish(key);
+            if let Some(entry) = state.agents.get_mut(&agent) {
+                entry.cancel.insert(key, CancelNotice::new());
+            }
+        }
+        if let Some(entry) = state.agents.get(&agent) {
+            entry.notify.notify_waiters();
+        }
+    }
+
+    /// Waits here for a stored key (resumed after a fail-over).
+    pub(crate) fn attach(
+        &self,
+        agent: AgentId,
+        delivery: TaskDelivery,
+        done: oneshot::Sender<Completion>,
+        log: TaskLog,
+    ) {
+        let mut state = self.state();
+        let key = delivery.key;
+        if let Some(entry) = state.agents.get_mut(&agent) {
+            entry.queue.insert(key);
+            entry.notify.notify_waiters();
+        }
+        state.pending.insert(
+            key,
+            Pending {
+                agent,
+                delivery,
+                done: Some(done),
+                log: Some(log),
+                next_seq: 0,
+                ready: true,
+                local: true,
+                resumed: true,
+            },
+        );
+        state.completed_set.remove(&(key, agent));
+    }
+
+    pub(crate) fn waits_here(&self, key: TaskKey) -> bool {
+        self.state()
+            .pending
+            .get(&key)
+            .is_some_and(|p| p.local && p.done.is_some())
+    }
+
+    pub(crate) fn complete_waiter(&self, key: TaskKey, completion: Completion) {
+        let mut state = self.state();
+        if !state.pending.get(&key).is_some_and(|p| p.local) {
+            return;
+        }
+        if let Some(mut pending) = state.finish(key)
+            && let Some(done) = pending.done.take()
+        {
+            let _ = done.send(completion);
+        }
+    }
+
+    pub(crate) fn next_seq_here(&self, key: TaskKey) -> Option<u64> {
+        self.state()
+            .pending
+            .get(&key)
+            .filter(|p| p.local && p.log.is_some())
+            .map(|p| p.next_seq)
+    }
+
+    /// Writes relayed lines not written yet (a line past `next_seq` is taken: the lines
+    /// before it went to this replica directly).
+    pub(crate) fn write_relayed(&self, key: TaskKey, lines: Vec<(u64, AgentLogLine)>) {
+        let mut state = self.state();
+        let Some(p) = state.pending.get_mut(&key) else {
+            return;
+        };
+        let Some(log) = &p.log else {
+            return;
+        };
+        for (seq, line) in lines {
+            if seq >= p.next_seq {
+                write_line(log, &line);
+                p.next_seq = seq + 1;
+            }
+        }
+    }
+
+    pub(crate) fn polls_here(&self, agent: AgentId) -> bool {
+        let now = Instant::now();
+        self.state()
+            .agents
+            .get(&agent)
+            .is_some_and(|e| e.locally_active(now, self.inner.heartbeat_timeout))
+    }
+
+    pub(crate) fn agents_polling_here(&self) -> Vec<AgentId> {
+        let now = Instant::now();
+        self.state()
+            .agents
+            .values()
+            .filter(|e| e.locally_active(now, self.inner.heartbeat_timeout))
+            .map(|e| e.info.id)
+            .collect()
+    }
+
+    pub(crate) fn keys_waited_here(&self) -> Vec<TaskKey> {
+        self.state()
+            .pending
+            .iter()
+            .filter(|(_, p)| p.local && p.done.is_some())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The polls answered here since the last call, as wall-clock marks.
+    pub(crate) fn unsynced_polls(&self, wall: Timestamp, now: Instant) -> Vec<PollMark> {
+        let mut state = self.state();
+        state
+            .agents
+            .values_mut()
+            .filter_map(|e| {
+                if !std::mem::take(&mut e.unsynced) {
+                    return None;
+                }
+                let ago = now.saturating_duration_since(e.last_poll?);
+                let at = Timestamp::from_unix_millis(
+                    wall.unix_millis().saturating_sub(ago.as_millis() as u64),
+                )
+                .ok()?;
+                Some(PollMark {
+                    agent: e.info.id,
+                    at,
+                    draining: e.draining,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the shared liveness in; returns the agents this replica does not know.
+    pub(crate) fn apply_remote_polls(
+        &self,
+        polls: &[PollMark],
+        wall: Timestamp,
+        now: Instant,
+    ) -> Vec<AgentId> {
+        let mut state = self.state();
+        let timeout = self.inner.heartbeat_timeout;
+        let mut unknown = Vec::new();
+        let mut woke = false;
+        for p in polls {
+            let Some(entry) = state.agents.get_mut(&p.agent) else {
+                unknown.push(p.agent);
+                continue;
+            };
+            let ago = Duration::from_millis(wall.unix_millis().saturating_sub(p.at.unix_millis()));
+            let was_active = entry.active(now, timeout);
+            entry.remote_poll = now.checked_sub(ago);
+            entry.remote_draining = p.draining;
+            woke |= !was_active && entry.active(now, timeout);
+        }
+        drop(state);
+        if woke {
+            self.inner.available.notify_waiters();
+        }
+        unknown
+    }
+}
+
+/// A random bus origin for a hub.
+fn rand_origin() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default())
+}
+
+/// One agent line into a waiter's log (stderr lines say so).
+pub(crate) fn write_line(log: &TaskLog, line: &AgentLogLine) {
+    match line.stream {
+        LogStream::Stderr => log.line(&format!("stderr: {}", line.text)),
+        LogStream::Stdout | LogStream::Agent => log.line(&line.text),
     }
 }
 

@@ -466,6 +466,7 @@ async fn agents_are_selected_by_id_or_labels_least_busy_first() {
             delivery,
             crate::TaskLog::new(Arc::new(crate::NullSink), 1024),
         )
+        .await
         .unwrap();
     assert_eq!(hub.select(None, &zone("a"), d), Ok(agent_id(2)));
 

@@ -26,7 +26,7 @@ pub(super) async fn bootstrap_token(f: &Fixture, name: &str) -> String {
     token
 }
 
-fn register_body(name: &str, labels: &[(&str, &str)]) -> Value {
+pub(super) fn register_body(name: &str, labels: &[(&str, &str)]) -> Value {
     let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
     json!({
         "protocol": 1,
@@ -59,7 +59,7 @@ pub(super) async fn register_agent(
     (body["agent_id"].as_str().unwrap().to_owned(), credential)
 }
 
-async fn poll(f: &Fixture, credential: &str, running: Value) -> (StatusCode, Value) {
+pub(super) async fn poll(f: &Fixture, credential: &str, running: Value) -> (StatusCode, Value) {
     f.call(
         "POST",
         "/api/v1/agent/poll",
@@ -320,6 +320,7 @@ async fn an_agent_only_sees_and_reports_its_own_keys() {
             },
             deploy_exec::TaskLog::new(std::sync::Arc::new(log.clone()), 1 << 20),
         )
+        .await
         .unwrap();
 
     let (_, for_b) = poll(&f, &b, json!([])).await;
@@ -542,6 +543,7 @@ async fn a_registration_losing_the_name_race_answers_409_and_keeps_its_token() {
         last_seen_at: None,
         created_at: ts(1),
         revoked_at: None,
+        bootstrap_token_id: None,
     };
     f.engine.store().put_agent(&other).await.unwrap();
     let token = bootstrap_token(&f, "rack-b").await;

@@ -191,6 +191,7 @@ fn the_main_bodies_have_schemas() {
         "CreateBootstrapTokenRequest",
         "CreatedBootstrapToken",
         "RegisterAgentRequest",
+        "RotateCredentialRequest",
         "AgentCredentials",
         "AgentSummary",
         "PollRequest",
@@ -215,6 +216,14 @@ fn the_main_bodies_have_schemas() {
     assert_eq!(
         body_ref("/api/v1/plan", "post"),
         "#/components/schemas/PlanRequest"
+    );
+    // Rotation takes an optional body: older agents send none.
+    let rotate = &doc["paths"]["/api/v1/agent/credential/rotate"]["post"]["requestBody"];
+    assert_ne!(rotate["required"], true, "{rotate}");
+    let proposed = rotate["content"]["application/json"]["schema"].to_string();
+    assert!(
+        proposed.contains("#/components/schemas/RotateCredentialRequest"),
+        "{rotate}"
     );
     let ok = &doc["paths"]["/api/v1/jobs/{id}"]["get"]["responses"]["200"]["content"]["application/json"]
         ["schema"]["$ref"];

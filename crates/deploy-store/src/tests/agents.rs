@@ -13,6 +13,7 @@ both_backends!(
     bootstrap_tokens_are_spent_once,
     racing_spenders_of_one_token_have_one_winner,
     a_spend_is_undone_only_by_its_own_mark,
+    an_agent_is_found_by_the_token_that_registered_it,
 );
 
 fn agent(n: u64, credential: &[u8]) -> AgentRecord {
@@ -26,6 +27,7 @@ fn agent(n: u64, credential: &[u8]) -> AgentRecord {
         last_seen_at: None,
         created_at: ts(n),
         revoked_at: None,
+        bootstrap_token_id: None,
     }
 }
 
@@ -228,4 +230,45 @@ async fn a_spend_is_undone_only_by_its_own_mark(t: TestStore) {
     api.revoked_at = Some(ts(70));
     s.put_api_token(&api).await.unwrap();
     assert!(!s.unspend_bootstrap_token(api.id, ts(70)).await.unwrap());
+}
+
+async fn an_agent_is_found_by_the_token_that_registered_it(t: TestStore) {
+    let s = &*t.store;
+    s.put_api_token(&bootstrap(1, b"boot-1", None))
+        .await
+        .unwrap();
+    s.put_api_token(&bootstrap(2, b"boot-2", None))
+        .await
+        .unwrap();
+    let token = uuid::Uuid::from_u128(1);
+    let mut a = agent(1, b"cred-a");
+    a.bootstrap_token_id = Some(token);
+    s.put_agent(&a).await.unwrap();
+    s.put_agent(&agent(2, b"cred-b")).await.unwrap();
+    assert_eq!(
+        s.find_agent_by_bootstrap_token(token).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        s.find_agent_by_bootstrap_token(uuid::Uuid::from_u128(2))
+            .await
+            .unwrap(),
+        None
+    );
+    // One token registers one agent.
+    let mut twin = agent(3, b"cred-c");
+    twin.bootstrap_token_id = Some(token);
+    assert!(matches!(
+        s.put_agent(&twin).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // A credential another agent holds is refused, and nothing changes.
+    assert!(matches!(
+        s.set_agent_credential(a.id, &sha256_of(b"cred-b")).await,
+        Err(StoreError::AlreadyExists {
+            entity: "agent credential",
+            ..
+        })
+    ));
+    assert_eq!(s.get_agent(a.id).await.unwrap(), a);
 }

@@ -5,13 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::testing::*;
+use deploy_core::{TaskEvent, TaskStatus};
 
-use super::harness::{TestStore, both_backends, new_job, one_job, seed_env, seed_release};
+use super::harness::{
+    LIFECYCLE, TestStore, both_backends, new_job, one_job, seed_env, seed_release,
+};
 use crate::StoreError;
 
 both_backends!(
     racing_creators_one_environment_one_winner,
     compare_and_swap_writers_lose_no_update,
+    racing_transitions_of_one_task_one_winner,
+    concurrent_lifecycles_write_each_transition_and_its_event,
     two_stores_claim_each_job_once,
 );
 
@@ -81,6 +86,96 @@ async fn compare_and_swap_writers_lose_no_update(t: TestStore) {
             1,
             "update of writer {w}: {}",
             done.logs
+        );
+    }
+}
+
+/// Twenty transitions of one task from the same version at once (they share a group
+/// commit, or follow each other): one is written with its event, the others are
+/// conflicts naming the version they found.
+async fn racing_transitions_of_one_task_one_winner(t: TestStore) {
+    let j = one_job(&*t.store).await;
+    let task = j.tasks[0].id;
+    let handles: Vec<_> = (0..20)
+        .map(|w| {
+            let store = Arc::clone(&t.store);
+            tokio::spawn(async move {
+                store
+                    .apply_task_event(task, 0, TaskEvent::Enqueue, ts(1), &format!("w{w}"))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(task) => won.push(task),
+            Err(StoreError::Conflict {
+                expected: 0,
+                found: Some(1),
+                ..
+            }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one transition is written");
+    assert_eq!(t.store.get_task(task).await.unwrap(), won[0]);
+    let events = t.store.job_events(j.id, 0, 100).await.unwrap();
+    let of_task: Vec<_> = events.iter().filter(|e| e.task_id == Some(task)).collect();
+    assert_eq!(of_task.len(), 1, "one event row: {of_task:?}");
+}
+
+/// 200 tasks walked through their lifecycle concurrently (batched by the group
+/// committers): every transition is written once, with its event row, and each
+/// task's events chain in order (each starts where the previous one ended).
+async fn concurrent_lifecycles_write_each_transition_and_its_event(t: TestStore) {
+    const TASKS: u64 = 200;
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, TASKS).await;
+    let rel = seed_release(s, 1).await;
+    let j = s
+        .create_job(&new_job(s, 1, env, rel, &targets, 1).await)
+        .await
+        .unwrap()
+        .value;
+    let handles: Vec<_> = j
+        .tasks
+        .iter()
+        .map(|task| {
+            let (store, id, mut version) = (Arc::clone(&t.store), task.id, task.version);
+            tokio::spawn(async move {
+                for event in LIFECYCLE {
+                    version = store
+                        .apply_task_event(id, version, event, ts(1), "test")
+                        .await
+                        .unwrap()
+                        .version;
+                }
+                version
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.await.unwrap(), LIFECYCLE.len() as u64);
+    }
+    let events = s.job_events(j.id, 0, 10_000).await.unwrap();
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    for task in &s.get_job(j.id).await.unwrap().tasks {
+        assert_eq!(task.status, TaskStatus::Succeeded);
+        assert_eq!(task.version, LIFECYCLE.len() as u64);
+        let of_task: Vec<_> = events
+            .iter()
+            .filter(|e| e.task_id == Some(task.id))
+            .collect();
+        let names: Vec<&str> = of_task.iter().map(|e| e.event.as_str()).collect();
+        let expected: Vec<&str> = LIFECYCLE.iter().map(|e| e.as_str()).collect();
+        assert_eq!(names, expected, "task {}", task.id);
+        assert!(
+            of_task
+                .windows(2)
+                .all(|w| w[0].to_status == w[1].from_status),
+            "task {}: {of_task:?}",
+            task.id
         );
     }
 }

@@ -107,6 +107,7 @@ async fn entities_round_trip(t: TestStore) {
         last_seen_at: Some(ts(5)),
         created_at: ts(1),
         revoked_at: None,
+        bootstrap_token_id: None,
     };
     s.put_agent(&agent).await.unwrap();
     assert_eq!(s.get_agent(agent.id).await.unwrap(), agent);

@@ -1,0 +1,289 @@
+//! `StoreRelay`: the agent hub's relay over the store (deliveries, results, relayed lines, liveness, agent records, announcements), so that every deployd replica serves every agent.
+//!
+//! Deliveries are stored without registry credentials: the replica that hands one to
+//! an agent resolves them again from the target's secret reference, so no password
+//! reaches the database.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deploy_api::agent::{AgentLogLine, LogStream, TaskDelivery, TaskKey, TaskResultRequest};
+use deploy_core::{AgentId, Digest, Timestamp};
+use deploy_exec::SecretsProvider;
+use deploy_exec::agent::{
+    AgentInfo, HubRelay, PollMark, RelayEnd, RelayResult, RelayState, RelayedDelivery,
+    resolve_registry_auth,
+};
+use deploy_store::{AgentPoll, DeliveryEnd, DeliveryRecord, DeliveryState, RelayLine, Store};
+use tokio::sync::broadcast;
+
+use crate::agent_routes::agent_info;
+
+/// The relay of a replica's hub, over its store.
+pub struct StoreRelay {
+    store: Arc<dyn Store>,
+    secrets: Arc<dyn SecretsProvider>,
+}
+
+impl StoreRelay {
+    /// A relay over `store`, resolving registry credentials with `secrets` (the agent
+    /// executor's provider).
+    pub fn new(store: Arc<dyn Store>, secrets: Arc<dyn SecretsProvider>) -> Self {
+        Self { store, secrets }
+    }
+}
+
+fn text<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+fn now() -> RelayResult<Timestamp> {
+    Timestamp::from_datetime(time::OffsetDateTime::now_utc()).map_err(text)
+}
+
+fn state_of(state: RelayState) -> DeliveryState {
+    match state {
+        RelayState::Queued => DeliveryState::Queued,
+        RelayState::Done => DeliveryState::Done,
+        RelayState::Cancelled => DeliveryState::Cancelled,
+        RelayState::Lost => DeliveryState::Lost,
+    }
+}
+
+fn relay_state(state: DeliveryState) -> RelayState {
+    match state {
+        DeliveryState::Queued => RelayState::Queued,
+        DeliveryState::Done => RelayState::Done,
+        DeliveryState::Cancelled => RelayState::Cancelled,
+        DeliveryState::Lost => RelayState::Lost,
+    }
+}
+
+/// The delivery as stored: registry credentials are never written.
+fn stored_payload(delivery: &TaskDelivery) -> RelayResult<String> {
+    let mut stored = delivery.clone();
+    if let deploy_api::agent::AgentAction::Deploy { deploy }
+    | deploy_api::agent::AgentAction::Rollback { deploy } = &mut stored.action
+    {
+        deploy.registry_auth = None;
+    }
+    serde_json::to_string(&stored).map_err(text)
+}
+
+fn delivery_of(record: &DeliveryRecord) -> RelayResult<TaskDelivery> {
+    serde_json::from_str(&record.payload).map_err(|e| {
+        format!(
+            "stored delivery of task {} attempt {} is not a delivery: {e}",
+            record.task_id, record.attempt
+        )
+    })
+}
+
+fn stream_name(stream: LogStream) -> &'static str {
+    match stream {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+        LogStream::Agent => "agent",
+    }
+}
+
+fn stream_of(name: &str) -> LogStream {
+    match name {
+        "stderr" => LogStream::Stderr,
+        "agent" => LogStream::Agent,
+        _ => LogStream::Stdout,
+    }
+}
+
+#[async_trait]
+impl HubRelay for StoreRelay {
+    fn shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    async fn put_deliveries(&self, deliveries: &[(AgentId, TaskDelivery)]) -> RelayResult<()> {
+        let at = now()?;
+        let records = deliveries
+            .iter()
+            .map(|(agent, d)| {
+                Ok(DeliveryRecord {
+                    task_id: d.key.task_id,
+                    attempt: d.key.attempt,
+                    agent_id: *agent,
+                    payload: stored_payload(d)?,
+                    state: DeliveryState::Queued,
+                    result: None,
+                    log_seq: 0,
+                    created_at: at,
+                    finished_at: None,
+                })
+            })
+            .collect::<RelayResult<Vec<_>>>()?;
+        self.store.put_deliveries(&records).await.map_err(text)
+    }
+
+    async fn finish(&self, ends: &[RelayEnd]) -> RelayResult<Vec<bool>> {
+        let at = now()?;
+        let ends = ends
+            .iter()
+            .map(|e| {
+                Ok(DeliveryEnd {
+                    task_id: e.key.task_id,
+                    attempt: e.key.attempt,
+                    agent_id: e.agent,
+                    state: state_of(e.state),
+                    result: e
+                        .result
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(text)?,
+                    at,
+                })
+            })
+            .collect::<RelayResult<Vec<_>>>()?;
+        self.store.finish_deliveries(&ends).await.map_err(text)
+    }
+
+    async fn delivery(&self, key: TaskKey) -> RelayResult<Option<RelayedDelivery>> {
+        let Some(record) = self
+            .store
+            .get_delivery(key.task_id, key.attempt)
+            .await
+            .map_err(text)?
+        else {
+            return Ok(None);
+        };
+        let result = record
+            .result
+            .as_deref()
+            .map(serde_json::from_str::<TaskResultRequest>)
+            .transpose()
+            .map_err(|e| format!("stored result of task {} is not a result: {e}", key.task_id))?;
+        Ok(Some(RelayedDelivery {
+            agent: record.agent_id,
+            state: relay_state(record.state),
+            result,
+            delivery: delivery_of(&record)?,
+        }))
+    }
+
+    async fn queued(&self, agent: AgentId) -> RelayResult<Vec<TaskDelivery>> {
+        self.store
+            .queued_deliveries(agent)
+            .await
+            .map_err(text)?
+            .iter()
+            .map(delivery_of)
+            .collect()
+    }
+
+    async fn append_lines(
+        &self,
+        agent: AgentId,
+        key: TaskKey,
+        first_seq: u64,
+        lines: &[AgentLogLine],
+    ) -> RelayResult<Option<u64>> {
+        let lines: Vec<RelayLine> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| RelayLine {
+                seq: first_seq + i as u64,
+                stream: stream_name(l.stream).to_owned(),
+                text: l.text.clone(),
+            })
+            .collect();
+        self.store
+            .append_relay_lines(key.task_id, key.attempt, agent, first_seq, &lines)
+            .await
+            .map_err(text)
+    }
+
+    async fn lines(&self, key: TaskKey, from_seq: u64) -> RelayResult<Vec<(u64, AgentLogLine)>> {
+        Ok(self
+            .store
+            .relay_lines(key.task_id, key.attempt, from_seq)
+            .await
+            .map_err(text)?
+            .into_iter()
+            .map(|l| {
+                (
+                    l.seq,
+                    AgentLogLine {
+                        stream: stream_of(&l.stream),
+                        text: l.text,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn record_polls(&self, polls: &[PollMark]) -> RelayResult<()> {
+        let polls: Vec<AgentPoll> = polls
+            .iter()
+            .map(|p| AgentPoll {
+                agent_id: p.agent,
+                at: p.at,
+                draining: p.draining,
+            })
+            .collect();
+        self.store.record_agent_polls(&polls).await.map_err(text)
+    }
+
+    async fn polls(&self) -> RelayResult<Vec<PollMark>> {
+        Ok(self
+            .store
+            .agent_polls()
+            .await
+            .map_err(text)?
+            .into_iter()
+            .map(|p| PollMark {
+                agent: p.agent_id,
+                at: p.at,
+                draining: p.draining,
+            })
+            .collect())
+    }
+
+    async fn agent(&self, id: AgentId) -> RelayResult<Option<AgentInfo>> {
+        match self.store.get_agent(id).await {
+            Ok(record) => agent_info(&record).map(Some).map_err(text),
+            Err(deploy_store::StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(text(e)),
+        }
+    }
+
+    async fn agent_by_credential(&self, hash: &Digest) -> RelayResult<Option<AgentInfo>> {
+        match self
+            .store
+            .find_agent_by_credential(hash)
+            .await
+            .map_err(text)?
+        {
+            Some(record) => agent_info(&record).map(Some).map_err(text),
+            None => Ok(None),
+        }
+    }
+
+    async fn prune(&self, finished_before: Timestamp) -> RelayResult<u64> {
+        self.store
+            .prune_deliveries(finished_before)
+            .await
+            .map_err(text)
+    }
+
+    async fn announce(&self, message: &str) -> RelayResult<()> {
+        self.store.announce(message).await.map_err(text)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.store.subscribe()
+    }
+
+    async fn resolve_auth(&self, delivery: &mut TaskDelivery) -> RelayResult<()> {
+        resolve_registry_auth(self.secrets.as_ref(), delivery)
+            .await
+            .map_err(text)
+    }
+}

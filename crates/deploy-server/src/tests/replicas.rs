@@ -1,0 +1,162 @@
+//! Two replicas on one PostgreSQL, in process: a key dispatched on A reaches an agent polling B, its lines and result come back to A, liveness is shared, and a revocation on B is refused by A at once.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use deploy_api::Role;
+use deploy_api::agent::{AgentAction, AgentCapability, TaskDelivery, TaskKey};
+use deploy_core::testing::*;
+use deploy_core::{AgentId, Labels};
+use serde_json::json;
+
+use super::Fixture;
+use super::agents::register_agent;
+
+async fn long_poll(f: &Fixture, credential: &str, wait_ms: u64) -> (StatusCode, serde_json::Value) {
+    f.call(
+        "POST",
+        "/api/v1/agent/poll",
+        Some(credential),
+        Some(json!({"protocol": 1, "running": [], "wait_ms": wait_ms})),
+    )
+    .await
+}
+
+/// Retries `check` every 20 ms for at most `within`; how long it took.
+async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_dispatched_on_one_replica_runs_on_an_agent_polling_the_other() {
+    let a = Fixture::on_postgres_relayed().await;
+    let b = a.replica().await;
+    let (id, credential) = register_agent(&a, "web-1", &[("zone", "a")]).await;
+    let agent: AgentId = id.parse().unwrap();
+
+    // The agent polls B only (B learns it from the store at its first poll) ...
+    let (status, first) = long_poll(&b, &credential, 0).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    // ... and A sees it active through the shared liveness.
+    let seen = eventually(Duration::from_secs(5), async || {
+        a.hub
+            .select(None, &Labels::default(), AgentCapability::Docker)
+            .is_ok()
+    })
+    .await;
+    assert!(seen.is_some(), "A never saw the agent polling B as active");
+
+    let key = TaskKey {
+        task_id: task_id(41),
+        attempt: 1,
+    };
+    let log = deploy_exec::MemorySink::new();
+    let dispatched = a
+        .hub
+        .dispatch(
+            agent,
+            TaskDelivery {
+                key,
+                target: ssh_target(1),
+                action: AgentAction::Inspect {
+                    component: name("web"),
+                },
+                timeout_ms: 10_000,
+            },
+            deploy_exec::TaskLog::new(std::sync::Arc::new(log.clone()), 1 << 20),
+        )
+        .await
+        .unwrap();
+
+    // B hands it out (woken by A's announcement, well before the poll's wait ends).
+    let started = tokio::time::Instant::now();
+    let (status, answer) = long_poll(&b, &credential, 5_000).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["deliveries"][0]["key"]["task_id"],
+        key.task_id.to_string()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Lines and the result go to B; A's waiter gets both.
+    let path = format!("/api/v1/agent/tasks/{}/attempts/1", key.task_id);
+    let chunk = json!({"protocol": 1, "first_seq": 0, "lines": [
+        {"stream": "stdout", "text": "inspecting web"},
+        {"stream": "stderr", "text": "no such container"},
+    ]});
+    let (status, ack) = b
+        .call(
+            "POST",
+            &format!("{path}/logs"),
+            Some(&credential),
+            Some(chunk),
+        )
+        .await;
+    assert_eq!(
+        (status, ack["next_seq"].clone()),
+        (StatusCode::OK, json!(2)),
+        "{ack}"
+    );
+    let result = json!({"protocol": 1, "log_lines": 2, "outcome": {"outcome": "inspected", "digest": null, "published": []}});
+    let (status, ack) = b
+        .call(
+            "POST",
+            &format!("{path}/result"),
+            Some(&credential),
+            Some(result.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    let completion = tokio::time::timeout(Duration::from_secs(5), dispatched)
+        .await
+        .expect("A's waiter got the result relayed by B")
+        .unwrap();
+    assert!(
+        matches!(completion, deploy_exec::agent::Completion::Result(_)),
+        "{completion:?}"
+    );
+    assert_eq!(log.lines(), ["inspecting web", "stderr: no such container"]);
+    // A re-sent result (a lost acknowledgement) is acknowledged again, by either replica.
+    for replica in [&b, &a] {
+        let (status, _) = replica
+            .call(
+                "POST",
+                &format!("{path}/result"),
+                Some(&credential),
+                Some(result.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    // Revoked on B: A refuses the credential at once (announced, not at A's restart).
+    let (status, _) = b
+        .call(
+            "POST",
+            &format!("/api/v1/agents/{id}/revoke"),
+            Some(b.token(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = eventually(Duration::from_secs(5), async || {
+        long_poll(&a, &credential, 0).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await
+    .expect("A still accepts a credential revoked on B");
+    assert!(
+        refused < Duration::from_secs(1),
+        "A refused it only after {refused:?}"
+    );
+}
