@@ -266,9 +266,13 @@ impl HubRelay for StoreRelay {
         }
     }
 
-    async fn prune(&self, finished_before: Timestamp) -> RelayResult<u64> {
+    async fn prune(
+        &self,
+        finished_before: Timestamp,
+        queued_before: Timestamp,
+    ) -> RelayResult<u64> {
         self.store
-            .prune_deliveries(finished_before)
+            .prune_deliveries(finished_before, queued_before)
             .await
             .map_err(text)
     }

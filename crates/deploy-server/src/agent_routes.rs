@@ -525,6 +525,8 @@ pub(crate) async fn register(
         return Err(refused);
     }
     hub.upsert_agent(agent_info(&record)?);
+    // Other replicas learn the agent now, not at its first poll there.
+    hub.announce_agent(record.id);
     tracing::info!(agent = %record.id, name = record.name, bootstrap_token = %spent.id, "agent registered");
     Ok((
         StatusCode::CREATED,

@@ -387,24 +387,29 @@ macro_rules! relay_sql {
                     .collect()
             }
 
-            pub(crate) async fn relay_prune(&self, finished_before: deploy_core::Timestamp) -> Result<u64, StoreError> {
-                let before = model::millis(finished_before)?;
+            pub(crate) async fn relay_prune(&self, finished_before: deploy_core::Timestamp, queued_before: deploy_core::Timestamp) -> Result<u64, StoreError> {
+                let (finished, queued) = (model::millis(finished_before)?, model::millis(queued_before)?);
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "DELETE FROM agent_log_lines WHERE EXISTS (
                          SELECT 1 FROM agent_deliveries d
                          WHERE d.task_id = agent_log_lines.task_id AND d.attempt = agent_log_lines.attempt
-                           AND d.state <> 'queued' AND d.finished_at < $1)",
+                           AND ((d.state <> 'queued' AND d.finished_at < $1) OR (d.state = 'queued' AND d.created_at < $2)))",
                 )
-                .bind(before)
+                .bind(finished)
+                .bind(queued)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::db("prune relayed log lines"))?;
-                let done = sqlx::query("DELETE FROM agent_deliveries WHERE state <> 'queued' AND finished_at < $1")
-                    .bind(before)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("prune agent deliveries"))?;
+                let done = sqlx::query(
+                    "DELETE FROM agent_deliveries
+                     WHERE (state <> 'queued' AND finished_at < $1) OR (state = 'queued' AND created_at < $2)",
+                )
+                .bind(finished)
+                .bind(queued)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("prune agent deliveries"))?;
                 tx.commit().await.map_err(StoreError::db("commit a relay prune"))?;
                 Ok(done.rows_affected())
             }

@@ -551,8 +551,8 @@ macro_rules! sql_store {
                 self.relay_agent_polls().await
             }
 
-            async fn prune_deliveries(&self, finished_before: deploy_core::Timestamp) -> Result<u64, StoreError> {
-                self.relay_prune(finished_before).await
+            async fn prune_deliveries(&self, finished_before: deploy_core::Timestamp, queued_before: deploy_core::Timestamp) -> Result<u64, StoreError> {
+                self.relay_prune(finished_before, queued_before).await
             }
 
             async fn announce(&self, message: &str) -> Result<(), StoreError> {

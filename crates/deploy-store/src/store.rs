@@ -389,8 +389,14 @@ pub trait Store: Send + Sync {
     async fn record_agent_polls(&self, polls: &[AgentPoll]) -> Result<(), StoreError>;
     /// Every unrevoked agent's last recorded poll.
     async fn agent_polls(&self) -> Result<Vec<AgentPoll>, StoreError>;
-    /// Deletes the deliveries (and their relayed lines) that ended before `finished_before`.
-    async fn prune_deliveries(&self, finished_before: Timestamp) -> Result<u64, StoreError>;
+    /// Deletes the deliveries (and their relayed lines) that ended before `finished_before`,
+    /// and those still queued that were written before `queued_before` (abandoned: an end
+    /// that never landed, a replica that died with its ad-hoc keys).
+    async fn prune_deliveries(
+        &self,
+        finished_before: Timestamp,
+        queued_before: Timestamp,
+    ) -> Result<u64, StoreError>;
     /// Sends `message` to every subscriber of every replica sharing this database.
     async fn announce(&self, message: &str) -> Result<(), StoreError>;
     /// The announcements from now on (on PostgreSQL the first call starts the listener,

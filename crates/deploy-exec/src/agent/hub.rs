@@ -193,6 +193,9 @@ struct HubState {
     /// The agent that last took a deploy of each selector-matched target: it keeps the
     /// target while it is active (a target does not hop between hosts that match).
     pins: HashMap<deploy_core::TargetId, AgentId>,
+    /// Agents whose stored deliveries are being read, and whether another read was asked
+    /// for meanwhile: one read at a time per agent, so an older read never undoes a newer.
+    refreshing: HashMap<AgentId, bool>,
     credentials: HashMap<Digest, AgentId>,
     pending: HashMap<TaskKey, Pending>,
     /// Finished (or abandoned) keys and the agent they belonged to, oldest first.
@@ -733,6 +736,7 @@ impl AgentHub {
         key: TaskKey,
         chunk: &LogChunkRequest,
     ) -> Local<Result<LogAck, HubError>> {
+        let shared = self.shared();
         let mut guard = self.state();
         let state = &mut *guard;
         let end = chunk.first_seq.saturating_add(chunk.lines.len() as u64);
@@ -741,7 +745,10 @@ impl AgentHub {
                 let Some(log) = &p.log else {
                     return Local::Relay;
                 };
-                if (chunk.first_seq <= p.next_seq || p.resumed) && end > p.next_seq {
+                // Past a gap: taken after a fail-over (resumed), or when replicas share the
+                // agent (the lines before went to another replica, which relays them).
+                let gap_ok = p.resumed || shared;
+                if (chunk.first_seq <= p.next_seq || gap_ok) && end > p.next_seq {
                     let skip = usize::try_from(p.next_seq.saturating_sub(chunk.first_seq))
                         .unwrap_or(usize::MAX);
                     for line in chunk.lines.iter().skip(skip) {
@@ -1182,13 +1189,51 @@ impl AgentHub {
         }
     }
 
-    /// Which of `keys` are pending or finished here.
-    pub(crate) fn known_keys(&self, keys: impl Iterator<Item = TaskKey>) -> HashSet<TaskKey> {
+    /// Which of `keys` of `agent` are pending or finished here.
+    pub(crate) fn known_keys(
+        &self,
+        agent: AgentId,
+        keys: impl Iterator<Item = TaskKey>,
+    ) -> HashSet<TaskKey> {
         let state = self.state();
-        keys.filter(|k| {
-            state.pending.contains_key(k) || state.completed.iter().any(|(c, _)| c == k)
-        })
-        .collect()
+        keys.filter(|k| state.pending.contains_key(k) || state.completed_set.contains(&(*k, agent)))
+            .collect()
+    }
+
+    /// Starts a read of the agent's stored deliveries unless one runs (then asks it to
+    /// read again when done); true when the caller is to read.
+    pub(crate) fn begin_refresh(&self, agent: AgentId) -> bool {
+        let mut state = self.state();
+        match state.refreshing.get_mut(&agent) {
+            Some(again) => {
+                *again = true;
+                false
+            }
+            None => {
+                state.refreshing.insert(agent, false);
+                true
+            }
+        }
+    }
+
+    /// Ends a read; true when another was asked for meanwhile (the caller reads again).
+    pub(crate) fn end_refresh(&self, agent: AgentId) -> bool {
+        let mut state = self.state();
+        match state.refreshing.get_mut(&agent) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                state.refreshing.remove(&agent);
+                false
+            }
+        }
+    }
+
+    /// Tells the other replicas that this agent's record changed (a registration).
+    pub fn announce_agent(&self, id: AgentId) {
+        self.announce(Message::Agent(id));
     }
 
     /// Queues deliveries stored by other replicas for `agent`, and drops the keys waited
@@ -1250,6 +1295,7 @@ impl AgentHub {
         delivery: TaskDelivery,
         done: oneshot::Sender<Completion>,
         log: TaskLog,
+        next_seq: u64,
     ) {
         let mut state = self.state();
         let key = delivery.key;
@@ -1264,7 +1310,7 @@ impl AgentHub {
                 delivery,
                 done: Some(done),
                 log: Some(log),
-                next_seq: 0,
+                next_seq,
                 ready: true,
                 local: true,
                 resumed: true,

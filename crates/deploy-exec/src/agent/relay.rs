@@ -81,7 +81,10 @@ pub trait HubRelay: Send + Sync + 'static {
     async fn polls(&self) -> RelayResult<Vec<PollMark>>;
     async fn agent(&self, id: AgentId) -> RelayResult<Option<AgentInfo>>;
     async fn agent_by_credential(&self, hash: &Digest) -> RelayResult<Option<AgentInfo>>;
-    async fn prune(&self, finished_before: Timestamp) -> RelayResult<u64>;
+    /// Deletes deliveries ended before `finished_before`, and those still queued that
+    /// were written before `queued_before`.
+    async fn prune(&self, finished_before: Timestamp, queued_before: Timestamp)
+    -> RelayResult<u64>;
     async fn announce(&self, message: &str) -> RelayResult<()>;
     fn subscribe(&self) -> broadcast::Receiver<String>;
     /// Resolves the registry credentials of a stored delivery again (from the target's
@@ -216,7 +219,7 @@ pub(crate) struct Batcher<T> {
     tx: mpsc::UnboundedSender<(T, Option<oneshot::Sender<RelayResult<()>>>)>,
 }
 
-impl<T: Send + 'static> Batcher<T> {
+impl<T: Clone + Send + 'static> Batcher<T> {
     pub(crate) fn start(flush: Flush<T>) -> Self {
         let (tx, mut rx) =
             mpsc::unbounded_channel::<(T, Option<oneshot::Sender<RelayResult<()>>>)>();
@@ -230,9 +233,19 @@ impl<T: Send + 'static> Batcher<T> {
                     }
                 }
                 let (values, replies): (Vec<T>, Vec<_>) = items.into_iter().unzip();
-                let outcome = flush(values).await;
+                // The writes are idempotent (an insert that keeps an existing row, a
+                // conditional end): a batch that failed (a database fail-over, say) is
+                // tried again before it is given up, since an end that never lands would
+                // leave its delivery queued for whoever reads it later.
+                let mut outcome = flush(values.clone()).await;
+                for delay_ms in [200, 500, 1_000, 2_000, 4_000] {
+                    let Err(e) = &outcome else { break };
+                    tracing::warn!(error = %e, retry_in_ms = delay_ms, "agent relay write failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                    outcome = flush(values.clone()).await;
+                }
                 if let Err(e) = &outcome {
-                    tracing::warn!(error = %e, "agent relay write failed");
+                    tracing::error!(error = %e, "agent relay write given up after retries");
                 }
                 for reply in replies.into_iter().flatten() {
                     let _ = reply.send(outcome.clone());
@@ -242,14 +255,21 @@ impl<T: Send + 'static> Batcher<T> {
         Self { tx }
     }
 
-    /// Writes `item` with the next batch and waits for that batch's commit.
-    pub(crate) async fn write(&self, item: T) -> RelayResult<()> {
+    /// Queues `item` for the next batch at once (so it is ordered before anything
+    /// queued after this call) and returns the wait for that batch's commit.
+    pub(crate) fn write(
+        &self,
+        item: T,
+    ) -> impl std::future::Future<Output = RelayResult<()>> + use<T> {
         let (reply, done) = oneshot::channel();
-        self.tx
-            .send((item, Some(reply)))
-            .map_err(|_| "the agent relay writer stopped".to_owned())?;
-        done.await
-            .map_err(|_| "the agent relay writer stopped".to_owned())?
+        let queued = self.tx.send((item, Some(reply))).is_ok();
+        async move {
+            if !queued {
+                return Err("the agent relay writer stopped".to_owned());
+            }
+            done.await
+                .map_err(|_| "the agent relay writer stopped".to_owned())?
+        }
     }
 
     /// Writes `item` with the next batch without waiting (failures are logged).

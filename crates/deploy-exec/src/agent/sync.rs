@@ -16,8 +16,13 @@ use crate::logs::TaskLog;
 /// Finished deliveries are kept this long (a late result or chunk is acknowledged from
 /// them), then pruned.
 const KEEP_FINISHED: Duration = Duration::from_secs(3_600);
+/// A delivery still queued this long after it was written is abandoned (an end that
+/// never landed, a replica that died with its ad-hoc keys): no attempt lives that long.
+const EXPIRE_QUEUED: Duration = Duration::from_secs(24 * 3_600);
 /// How often finished deliveries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Further reads of a stored delivery when resuming after a failed one, a second apart.
+const RESUME_READ_RETRIES: usize = 3;
 /// How often the records of the agents polling here are re-read: a backstop for a
 /// revocation announcement this replica missed.
 const RELOAD_EVERY: Duration = Duration::from_secs(10);
@@ -31,6 +36,18 @@ impl AgentHub {
     /// here for its polls; keys waited for elsewhere that ended there are dropped (and
     /// their agent told to stop them).
     pub(crate) async fn refresh(&self, agent: AgentId) {
+        if self.relay().is_none() || !self.begin_refresh(agent) {
+            return;
+        }
+        loop {
+            self.refresh_once(agent).await;
+            if !self.end_refresh(agent) {
+                return;
+            }
+        }
+    }
+
+    async fn refresh_once(&self, agent: AgentId) {
         let Some(relay) = self.relay().cloned() else {
             return;
         };
@@ -42,7 +59,7 @@ impl AgentHub {
                 return;
             }
         };
-        let known: HashSet<TaskKey> = self.known_keys(stored.iter().map(|d| d.key));
+        let known: HashSet<TaskKey> = self.known_keys(agent, stored.iter().map(|d| d.key));
         let mut fresh = Vec::new();
         let mut queued = HashSet::new();
         for mut delivery in stored {
@@ -71,21 +88,34 @@ impl AgentHub {
         let Some(relay) = self.relay().cloned() else {
             return Ok(None);
         };
-        let Some(stored) = relay.delivery(key).await.map_err(HubError::Relay)? else {
+        // A read that fails is tried again: giving up here makes the engine inspect the
+        // target, and start another attempt beside one that may still run.
+        let mut read = relay.delivery(key).await;
+        for _ in 0..RESUME_READ_RETRIES {
+            if read.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            read = relay.delivery(key).await;
+        }
+        let Some(stored) = read.map_err(HubError::Relay)? else {
             return Ok(None);
         };
         let (tx, rx) = oneshot::channel();
-        for (_, line) in relay.lines(key, 0).await.map_err(HubError::Relay)? {
+        let mut next_seq = 0;
+        for (seq, line) in relay.lines(key, 0).await.map_err(HubError::Relay)? {
             super::hub::write_line(&log, &line);
+            next_seq = seq + 1;
         }
         match (stored.state, stored.result) {
             (RelayState::Queued, _) => {
                 let mut delivery = stored.delivery;
-                relay
-                    .resolve_auth(&mut delivery)
-                    .await
-                    .map_err(HubError::Relay)?;
-                self.attach(stored.agent, delivery, tx, log);
+                // Needed only if this replica hands it out again; without them the agent's
+                // pull fails, which is better than a second attempt.
+                if let Err(e) = relay.resolve_auth(&mut delivery).await {
+                    tracing::warn!(task = %key.task_id, error = %e, "cannot resolve the registry credentials of a resumed delivery");
+                }
+                self.attach(stored.agent, delivery, tx, log, next_seq);
                 self.announce(Message::Deliveries(stored.agent));
                 // It may have ended between the read and the attach.
                 self.check_key(key).await;
@@ -114,7 +144,13 @@ impl AgentHub {
         }
         let stored = match relay.delivery(key).await {
             Ok(Some(d)) if d.state != RelayState::Queued => d,
-            Ok(_) => return,
+            Ok(Some(d)) => {
+                // Still queued: tell the replica its agent polls again, in case the first
+                // announcement was lost (a lost one delays, never loses).
+                self.announce(Message::Deliveries(d.agent));
+                return;
+            }
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!(task = %key.task_id, error = %e, "cannot read a delivery's end");
                 return;
@@ -267,10 +303,11 @@ impl AgentHub {
                     }
                     if last_prune.elapsed() >= PRUNE_EVERY {
                         last_prune = Instant::now();
-                        if let Some(before) = wall_now().and_then(|w| {
-                            Timestamp::from_unix_millis(w.unix_millis().saturating_sub(KEEP_FINISHED.as_millis() as u64)).ok()
-                        }) {
-                            match relay.prune(before).await {
+                        let ago = |d: Duration| {
+                            wall_now().and_then(|w| Timestamp::from_unix_millis(w.unix_millis().saturating_sub(d.as_millis() as u64)).ok())
+                        };
+                        if let (Some(before), Some(queued_before)) = (ago(KEEP_FINISHED), ago(EXPIRE_QUEUED)) {
+                            match relay.prune(before, queued_before).await {
                                 Ok(n) if n > 0 => tracing::info!(deliveries = n, "pruned finished agent deliveries"),
                                 Ok(_) => {}
                                 Err(e) => tracing::warn!(error = %e, "cannot prune agent deliveries"),

@@ -255,7 +255,7 @@ async fn finished_deliveries_are_pruned_with_their_lines(t: TestStore) {
     ])
     .await
     .unwrap();
-    assert_eq!(s.prune_deliveries(ts(20)).await.unwrap(), 1);
+    assert_eq!(s.prune_deliveries(ts(20), ts(0)).await.unwrap(), 1);
     assert_eq!(s.get_delivery(task_id(1), 1).await.unwrap(), None);
     assert_eq!(s.relay_lines(task_id(1), 1, 0).await.unwrap(), []);
     assert!(
@@ -266,6 +266,9 @@ async fn finished_deliveries_are_pruned_with_their_lines(t: TestStore) {
         s.get_delivery(task_id(3), 1).await.unwrap().is_some(),
         "still queued"
     );
+    // Queued and written before the expiry: abandoned.
+    assert_eq!(s.prune_deliveries(ts(20), ts(2)).await.unwrap(), 1);
+    assert_eq!(s.get_delivery(task_id(3), 1).await.unwrap(), None);
 }
 
 #[tokio::test]
