@@ -302,27 +302,31 @@ async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<Pending>) {
             }
             Err(e) => {
                 written.clear();
-                let message = match &e {
-                    StoreError::StorageFull { detail, .. } => detail.clone(),
-                    other => other.to_string(),
-                };
-                let full = e.is_storage_full();
                 for pending in batch {
-                    let action = "commit a batch of task transitions";
-                    let error = if full {
-                        StoreError::StorageFull {
-                            action,
-                            detail: message.clone(),
-                        }
-                    } else {
-                        StoreError::Database {
-                            action,
-                            source: sqlx::Error::Protocol(message.clone()),
-                        }
-                    };
+                    let error = batch_error(&e, "commit a batch of task transitions");
                     let _ = pending.reply.send(Err(error));
                 }
             }
+        }
+    }
+}
+
+/// A failed batch's error for each of its callers: a full disk stays a full disk (the
+/// API's 503 that says so), anything else a database error carrying the message.
+fn batch_error(e: &StoreError, action: &'static str) -> StoreError {
+    let message = match e {
+        StoreError::StorageFull { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    };
+    if e.is_storage_full() {
+        StoreError::StorageFull {
+            action,
+            detail: message,
+        }
+    } else {
+        StoreError::Database {
+            action,
+            source: sqlx::Error::Protocol(message),
         }
     }
 }
@@ -359,26 +363,8 @@ async fn group_commit_logs(writer: SqlitePool, mut queue: mpsc::Receiver<Pending
                 }
             }
             Err(e) => {
-                // Every caller gets the batch's error; a full disk stays a full disk
-                // (the API's 503 that says so).
-                let full = e.is_storage_full();
-                let message = match &e {
-                    StoreError::StorageFull { detail, .. } => detail.clone(),
-                    other => other.to_string(),
-                };
                 for chunk in batch {
-                    let action = "commit a batch of log chunks";
-                    let error = if full {
-                        StoreError::StorageFull {
-                            action,
-                            detail: message.clone(),
-                        }
-                    } else {
-                        StoreError::Database {
-                            action,
-                            source: sqlx::Error::Protocol(message.clone()),
-                        }
-                    };
+                    let error = batch_error(&e, "commit a batch of log chunks");
                     let _ = chunk.reply.send(Err(error));
                 }
             }

@@ -685,12 +685,6 @@ impl AgentHub {
         key: TaskKey,
         chunk: &LogChunkRequest,
     ) -> Result<LogAck, HubError> {
-        if chunk.lines.len() > MAX_LOG_LINES_PER_CHUNK {
-            return Err(HubError::TooManyLines {
-                lines: chunk.lines.len(),
-                max: MAX_LOG_LINES_PER_CHUNK,
-            });
-        }
         match self.log_chunk_local(agent, key, chunk) {
             Local::Done(ack) => ack,
             Local::Relay => Err(HubError::UnknownKey(key)),
@@ -704,12 +698,6 @@ impl AgentHub {
         key: TaskKey,
         chunk: &LogChunkRequest,
     ) -> Result<LogAck, HubError> {
-        if chunk.lines.len() > MAX_LOG_LINES_PER_CHUNK {
-            return Err(HubError::TooManyLines {
-                lines: chunk.lines.len(),
-                max: MAX_LOG_LINES_PER_CHUNK,
-            });
-        }
         if let Local::Done(ack) = self.log_chunk_local(agent, key, chunk) {
             return ack;
         }
@@ -736,6 +724,13 @@ impl AgentHub {
         key: TaskKey,
         chunk: &LogChunkRequest,
     ) -> Local<Result<LogAck, HubError>> {
+        // Checked here, before anything is stored or relayed, for both entry points.
+        if chunk.lines.len() > MAX_LOG_LINES_PER_CHUNK {
+            return Local::Done(Err(HubError::TooManyLines {
+                lines: chunk.lines.len(),
+                max: MAX_LOG_LINES_PER_CHUNK,
+            }));
+        }
         let shared = self.shared();
         let mut guard = self.state();
         let state = &mut *guard;
