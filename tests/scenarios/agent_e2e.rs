@@ -200,7 +200,17 @@ fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
     let addr = server.addr.clone();
 
     // Registration: the token works once; a wrong one and the spent one are refused.
-    let out = ctl(&addr, &["agent", "bootstrap-token", "--name", "e2e"]);
+    let out = ctl(
+        &addr,
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "e2e-agent",
+            "--label",
+            "scenario=agent",
+        ],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -212,6 +222,12 @@ fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
     let state = data.path().join("agent-state");
     let mut agent = AgentProc::start(&addr, "e2e-agent", &state, Some(&bootstrap));
     let agent_id = wait_active(&addr, "e2e-agent", &mut agent);
+    // The agent shows the labels the server recorded (its token's), which it adopted.
+    assert!(
+        agent.stderr().contains("labels=scenario=agent"),
+        "{}",
+        agent.stderr()
+    );
     let register = |token: &str, name: &str| {
         api_post_as(
             &addr,
@@ -475,7 +491,17 @@ fn agent_and_deployctl_over_https_trust_only_the_given_ca() {
         "{said}"
     );
 
-    let out = ctl_tls(&["agent", "bootstrap-token", "--name", "tls"], Some(&ca));
+    let out = ctl_tls(
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "tls-agent",
+            "--label",
+            "scenario=agent",
+        ],
+        Some(&ca),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -486,7 +512,8 @@ fn agent_and_deployctl_over_https_trust_only_the_given_ca() {
     // Without the CA the agent cannot register (the token stays unspent).
     let mut blind = AgentProc::start_with(
         &server,
-        "tls-blind",
+        // The same agent, without the CA.
+        "tls-agent",
         &data.path().join("blind"),
         Some(&bootstrap),
         &[],

@@ -226,7 +226,17 @@ fn agent_recovery_from_lost_register_and_rotate_answers() {
         &[("DEPLOYD_AGENT_HEARTBEAT_TIMEOUT_MS", HEARTBEAT_MS)],
     );
     let addr = server.addr.clone();
-    let out = ctl(&addr, &["agent", "bootstrap-token", "--name", "recovery"]);
+    let out = ctl(
+        &addr,
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "recovery-agent",
+            "--label",
+            "scenario=agent",
+        ],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -19,8 +19,9 @@
 //! must be equal: every table, every row, except the audit log's record of the
 //! refusals (a write it records as accepted still shows as a difference).
 //!
-//! The CLI part: `deployctl` with a bad digest, bad names, a bad `--strategy` or
-//! `--max-failure-ratio` exits 2 naming the bad value, and the dump is unchanged.
+//! The CLI part: `deployctl` with a bad digest, bad names, a bad `--strategy`,
+//! `--max-failure-ratio`, `--expires-in-secs` or `target add --work-dir`, or a plain
+//! `http://` server off loopback, exits 2 naming the bad value, and the dump is unchanged.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -432,18 +433,19 @@ fn setup(addr: &str) -> Fixture {
     };
     let viewer = token("viewer-1", "viewer");
     let deployer = token("deployer-1", "deployer");
+    // Bootstrap tokens are bound to an agent name and labels.
     let bootstrap_for = |name: &str| {
         created(
             addr,
             "/api/v1/agents/bootstrap-tokens",
             ADMIN_TOKEN,
-            &json!({"name": name}),
+            &json!({"name": name, "labels": {"env": "staging"}}),
         )["token"]
             .as_str()
             .unwrap()
             .to_owned()
     };
-    let first = bootstrap_for("agent-1");
+    let first = bootstrap_for("bad-agent");
     let agent = created(
         addr,
         "/api/v1/agent/register",
@@ -453,7 +455,25 @@ fn setup(addr: &str) -> Fixture {
         .as_str()
         .unwrap()
         .to_owned();
-    let bootstrap = bootstrap_for("spare");
+    let bootstrap = bootstrap_for("x1");
+    // The environment's runtime policy allows `privileged`, so that the release exists
+    // and its approval is refused by what a docker_host target can apply.
+    let policy = send(
+        addr,
+        "PUT",
+        &format!("/api/v1/environments/{env}/runtime-policy"),
+        &[
+            ("Authorization", &format!("Bearer {ADMIN_TOKEN}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"privileged": true}"#,
+    );
+    assert_eq!(
+        policy.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&policy.body)
+    );
     let mut body = release_body("r-priv", "web", &format!("registry.example/app@{DIGEST}"));
     body["template"] = json!("services:\n  web:\n    componentName: web\n    privileged: true\n");
     let privileged_release = id(&created(addr, "/api/v1/releases", ADMIN_TOKEN, &body));
@@ -1086,6 +1106,45 @@ fn corpus(f: &Fixture) -> Corpus {
         400,
         Some("name"),
     );
+    // Token expiry: `expires_in_secs`, 60 to ten years; a past time cannot be said
+    // (a negative count is a wrong type), too short or too long is 422, a wrong type 400.
+    for (what, secs, status) in [
+        ("token expiry zero", json!(0), 422),
+        ("token expiry under a minute", json!(59), 422),
+        ("token expiry past ten years", json!(315_360_001_u64), 422),
+        ("token expiry u64 max", json!(u64::MAX), 422),
+        ("token expiry negative (in the past)", json!(-3600), 400),
+        ("token expiry 2^64 as float", json!(1.8e19), 400),
+        ("token expiry fraction", json!(90.5), 400),
+        ("token expiry as text", json!("1d"), 400),
+        ("token expiry as a date", json!("2020-01-01T00:00:00Z"), 400),
+        ("token expiry as bool", json!(true), 400),
+        ("token expiry as object", json!({"secs": 60}), 400),
+    ] {
+        c.post(
+            what,
+            "/api/v1/tokens",
+            ADMIN_TOKEN,
+            &json!({"name": "x-expiry", "role": "viewer", "expires_in_secs": secs}),
+            status,
+            Some("expires_in_secs"),
+        );
+    }
+    c.post_text(
+        "token expiry past u64",
+        "/api/v1/tokens",
+        r#"{"name": "x-expiry", "role": "viewer", "expires_in_secs": 18446744073709551616}"#,
+        400,
+        Some("expires_in_secs"),
+    );
+    c.post(
+        "token expires_at is not a field (expires_in_secs is)",
+        "/api/v1/tokens",
+        ADMIN_TOKEN,
+        &json!({"name": "x-expiry", "role": "viewer", "expires_at": "2030-01-01T00:00:00Z"}),
+        400,
+        Some("expires_at"),
+    );
     c.post(
         "bootstrap token name with escape",
         "/api/v1/agents/bootstrap-tokens",
@@ -1572,6 +1631,166 @@ fn corpus(f: &Fixture) -> Corpus {
         422,
         Some("health_endpoint"),
     );
+    // Kubernetes and Nomad credentials: the auth kind and the fields each one takes.
+    let api_target = |target_type: &str, connection: Value| json!({"name": "api-x", "target_type": target_type, "connection": connection});
+    let kube = |more: Value| {
+        let mut c = json!({"model": "api", "platform": "kubernetes", "namespace": "prod",
+                           "deployment": "web", "container": "web"});
+        for (k, v) in more.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        api_target("k8s_deployment", c)
+    };
+    for (what, more, status, mention) in [
+        (
+            "a kubernetes auth kind that does not exist",
+            json!({"auth": {"kind": "exec"}}),
+            400,
+            "exec",
+        ),
+        (
+            "a typo in kubeconfig auth",
+            json!({"auth": {"kind": "kubeconfig", "path": "/etc/deploy/kubeconfig", "contxt": "prod"}}),
+            400,
+            "contxt",
+        ),
+        (
+            "a relative kubeconfig path",
+            json!({"auth": {"kind": "kubeconfig", "path": "etc/kubeconfig"}}),
+            400,
+            "etc/kubeconfig",
+        ),
+        (
+            "a kubeconfig context with a space",
+            json!({"auth": {"kind": "kubeconfig", "path": "/k", "context": "a b"}}),
+            400,
+            "a b",
+        ),
+        (
+            "kubeconfig auth with an api_server too",
+            json!({"auth": {"kind": "kubeconfig", "path": "/k"}, "api_server": "https://k8s.example:6443"}),
+            422,
+            "connection.api_server",
+        ),
+        (
+            "in-cluster auth with a ca_ref too",
+            json!({"auth": {"kind": "in_cluster"}, "ca_ref": "env:CA"}),
+            422,
+            "connection.ca_ref",
+        ),
+        (
+            "token auth without a credential_ref",
+            json!({"api_server": "https://k8s.example:6443"}),
+            422,
+            "connection.credential_ref",
+        ),
+        (
+            "a bearer token over plain http off loopback",
+            json!({"api_server": "http://k8s.example:6443", "credential_ref": "env:KUBE_TOKEN"}),
+            422,
+            "http://k8s.example:6443",
+        ),
+    ] {
+        c.post(
+            what,
+            &targets,
+            ADMIN_TOKEN,
+            &kube(more),
+            status,
+            Some(mention),
+        );
+    }
+    let nomad = |address: &str, more: Value| {
+        let mut c = json!({"model": "api", "platform": "nomad", "address": address,
+                           "job": "web", "task_group": "web", "task": "web"});
+        for (k, v) in more.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        api_target("nomad_job", c)
+    };
+    for (what, address, more, status, mention) in [
+        (
+            "a nomad client certificate without its key",
+            "https://nomad.example:4646",
+            json!({"client_cert_ref": "file:/etc/nomad.d/client.pem"}),
+            422,
+            "connection.client_key_ref",
+        ),
+        (
+            "a nomad client certificate over plain http",
+            "http://nomad.example:4646",
+            json!({"client_cert_ref": "file:/c.pem", "client_key_ref": "file:/c.key"}),
+            422,
+            "connection.address",
+        ),
+        (
+            "a nomad acl token over plain http off loopback",
+            "http://nomad.example:4646",
+            json!({"credential_ref": "env:NOMAD_TOKEN"}),
+            422,
+            "http://nomad.example:4646",
+        ),
+        (
+            "a nomad ca given inline instead of by reference",
+            "https://nomad.example:4646",
+            json!({"ca_ref": "-----BEGIN CERTIFICATE-----"}),
+            400,
+            "connection",
+        ),
+    ] {
+        c.post(
+            what,
+            &targets,
+            ADMIN_TOKEN,
+            &nomad(address, more),
+            status,
+            Some(mention),
+        );
+    }
+    // ECS: no credential_ref means the AWS default chain; a profile goes only with it.
+    let ecs = |more: Value| {
+        let mut c = json!({"model": "api", "platform": "ecs", "region": "eu-west-1",
+                           "cluster": "prod", "service": "web", "container": "web"});
+        for (k, v) in more.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        api_target("ecs_service", c)
+    };
+    for (what, more, status, mention) in [
+        (
+            "an ecs profile with static keys too",
+            json!({"profile": "prod-deploy", "credential_ref": "env:AWS_KEYS"}),
+            422,
+            "connection.profile",
+        ),
+        (
+            "an ecs profile name with a space",
+            json!({"profile": "prod deploy"}),
+            400,
+            "prod deploy",
+        ),
+        (
+            "ecs keys given inline instead of by reference",
+            json!({"credential_ref": "AKIAEXAMPLE:wJalrXUtnFEMI"}),
+            400,
+            "connection",
+        ),
+        (
+            "a typo in the ecs profile field",
+            json!({"profle": "prod"}),
+            400,
+            "profle",
+        ),
+    ] {
+        c.post(
+            what,
+            &targets,
+            ADMIN_TOKEN,
+            &ecs(more),
+            status,
+            Some(mention),
+        );
+    }
     let mut compose = ssh_target("compose-x", "/tmp");
     compose["target_type"] = json!("compose_host");
     compose["health_check"] =
@@ -1597,6 +1816,356 @@ fn corpus(f: &Fixture) -> Corpus {
         &windows,
         422,
         Some("windows_service deploys are not implemented yet"),
+    );
+
+    c.group("runtime policies");
+    let policy = format!("/api/v1/environments/{env}/runtime-policy");
+    for (what, body, mention) in [
+        (
+            "an unknown policy field",
+            r#"{"privileged": true, "priviledged": true}"#,
+            "priviledged",
+        ),
+        (
+            "a relative bind prefix",
+            r#"{"bind_prefixes": ["srv/app"]}"#,
+            "srv/app",
+        ),
+        (
+            "a bind prefix with `..`",
+            r#"{"bind_prefixes": ["/srv/../etc"]}"#,
+            "/srv/../etc",
+        ),
+        (
+            "a bind prefix with NUL",
+            r#"{"bind_prefixes": ["/srv\u0000"]}"#,
+            "bind_prefixes",
+        ),
+        (
+            "an unknown capability",
+            r#"{"capabilities": ["NET_ADMINN"]}"#,
+            "NET_ADMINN",
+        ),
+        (
+            "an unknown host namespace",
+            r#"{"host_namespaces": ["net"]}"#,
+            "net",
+        ),
+        (
+            "a policy flag that is not a boolean",
+            r#"{"devices": "yes"}"#,
+            "devices",
+        ),
+        ("a policy that is a list", r#"[true]"#, "object"),
+    ] {
+        c.raw(
+            what,
+            "PUT",
+            &policy,
+            Some(ADMIN_TOKEN),
+            Some("application/json"),
+            body,
+            400,
+            Some(mention),
+        );
+    }
+    c.raw(
+        "a runtime policy set by a deployer",
+        "PUT",
+        &policy,
+        Some(&f.deployer),
+        Some("application/json"),
+        r#"{"privileged": true}"#,
+        403,
+        None,
+    );
+    c.raw(
+        "a runtime policy in the ordinary environment update",
+        "PUT",
+        format!("/api/v1/environments/{env}"),
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        json!({"name": "bad-env", "version": 1, "runtime_policy": {"privileged": true}})
+            .to_string(),
+        400,
+        Some("runtime_policy"),
+    );
+    c.raw(
+        "a runtime policy of no environment",
+        "PUT",
+        format!("/api/v1/environments/{NO_SUCH_ID}/runtime-policy"),
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        "{}",
+        404,
+        None,
+    );
+    let mut socket = release_body("r-socket", "web", &format!("registry.example/app@{DIGEST}"));
+    socket["template"] =
+        json!("services:\n  web:\n    componentName: web\n    volumes: [\"/run:/host-run\"]\n");
+    c.post(
+        "a release binding the Docker socket's directory",
+        "/api/v1/releases",
+        ADMIN_TOKEN,
+        &socket,
+        422,
+        Some("template.services.web.volumes"),
+    );
+    let mut pid = release_body("r-pid", "web", &format!("registry.example/app@{DIGEST}"));
+    pid["template"] = json!("services:\n  web:\n    componentName: web\n    pid: host\n");
+    c.post(
+        "a release joining the host's pid namespace",
+        "/api/v1/releases",
+        ADMIN_TOKEN,
+        &pid,
+        422,
+        Some("runtime policy"),
+    );
+    // Escalations that do not look like the keys above.
+    for (what, rest, mention) in [
+        (
+            "host interpolation in network_mode",
+            "    network_mode: \"${NM:-host}\"\n",
+            "services.web.network_mode",
+        ),
+        (
+            "host interpolation in volumes_from",
+            "    volumes_from: [\"${V:-container:x}\"]\n",
+            "services.web.volumes_from[0]",
+        ),
+        (
+            "the host network by a network's name",
+            "    networks: [hostnet]\nnetworks:\n  hostnet:\n    external: true\n    name: host\n",
+            "template.services.web.networks",
+        ),
+        (
+            "a local volume of the host's procfs",
+            "    volumes: [\"p:/p\"]\nvolumes:\n  p:\n    driver_opts: {type: proc, device: proc}\n",
+            "template.services.web.volumes",
+        ),
+        (
+            "a bind of podman's socket",
+            "    volumes: [\"/run/podman/podman.sock:/s\"]\n",
+            "template.services.web.volumes",
+        ),
+    ] {
+        let mut body = release_body("r-esc", "web", &format!("registry.example/app@{DIGEST}"));
+        body["template"] = json!(format!("services:\n  web:\n    componentName: web\n{rest}"));
+        c.post(
+            format!("a release with {what}"),
+            "/api/v1/releases",
+            ADMIN_TOKEN,
+            &body,
+            422,
+            Some(mention),
+        );
+    }
+
+    c.group("agent identity");
+    // Bootstrap token bodies: the agent name, labels and capabilities it binds.
+    let tokens = "/api/v1/agents/bootstrap-tokens";
+    for (what, body, mention) in [
+        (
+            "bootstrap token for an empty name",
+            json!({"name": ""}),
+            "name",
+        ),
+        (
+            "bootstrap token for a name with shell",
+            json!({"name": "a;reboot"}),
+            "a;reboot",
+        ),
+        (
+            "bootstrap token for a name with a slash",
+            json!({"name": "../rack"}),
+            "name",
+        ),
+        (
+            "bootstrap token name not a string",
+            json!({"name": 7}),
+            "name",
+        ),
+        (
+            "bootstrap token without a name",
+            json!({"labels": {"env": "prod"}}),
+            "name",
+        ),
+        (
+            "bootstrap token label key upper-case",
+            json!({"name": "x2", "labels": {"Env": "prod"}}),
+            "Env",
+        ),
+        (
+            "bootstrap token label key with space",
+            json!({"name": "x2", "labels": {"e nv": "prod"}}),
+            "labels",
+        ),
+        (
+            "bootstrap token label key empty",
+            json!({"name": "x2", "labels": {"": "prod"}}),
+            "labels",
+        ),
+        (
+            "bootstrap token label value with a control character",
+            json!({"name": "x2", "labels": {"env": "pr\u{7}od"}}),
+            "labels",
+        ),
+        (
+            "bootstrap token label value too long",
+            json!({"name": "x2", "labels": {"env": "p".repeat(257)}}),
+            "labels",
+        ),
+        (
+            "bootstrap token label value not a string",
+            json!({"name": "x2", "labels": {"env": 1}}),
+            "labels",
+        ),
+        (
+            "bootstrap token labels as a list",
+            json!({"name": "x2", "labels": ["env=prod"]}),
+            "labels",
+        ),
+        (
+            "bootstrap token unknown capability",
+            json!({"name": "x2", "capabilities": ["root"]}),
+            "root",
+        ),
+        (
+            "bootstrap token no capability",
+            json!({"name": "x2", "capabilities": []}),
+            "capabilities",
+        ),
+        (
+            "bootstrap token unknown field `agent`",
+            json!({"name": "x2", "agent": "rack-1"}),
+            "agent",
+        ),
+    ] {
+        c.post(what, tokens, ADMIN_TOKEN, &body, 400, Some(mention));
+    }
+    c.post(
+        "bootstrap token for a registered agent's name",
+        tokens,
+        ADMIN_TOKEN,
+        &json!({"name": "bad-agent"}),
+        409,
+        Some("bad-agent"),
+    );
+    // Registrations claiming what the spare token (for `x1`, env=staging) does not allow.
+    let register = "/api/v1/agent/register";
+    c.post(
+        "register under another name than the token's",
+        register,
+        &f.bootstrap,
+        &json!({"protocol": 1, "name": "x2", "capabilities": ["docker"]}),
+        403,
+        Some("`x1`, not `x2`"),
+    );
+    c.post(
+        "register claiming env=prod with a staging token",
+        register,
+        &f.bootstrap,
+        &json!({"protocol": 1, "name": "x1", "capabilities": ["docker"], "labels": {"env": "prod"}}),
+        403,
+        Some("env=prod"),
+    );
+    c.post(
+        "register claiming an extra label",
+        register,
+        &f.bootstrap,
+        &json!({"protocol": 1, "name": "x1", "capabilities": ["docker"], "labels": {"env": "staging", "tier": "db"}}),
+        403,
+        Some("tier=db"),
+    );
+    // Label change bodies, on the registered agent (its labels_version is 1).
+    let labels = "/api/v1/agents/bad-agent/labels";
+    for (what, body, mention) in [
+        (
+            "labels change without a version",
+            json!({"labels": {"env": "prod"}}),
+            "version",
+        ),
+        (
+            "labels change without labels",
+            json!({"version": 1}),
+            "labels",
+        ),
+        (
+            "labels change version not a number",
+            json!({"labels": {}, "version": "1"}),
+            "version",
+        ),
+        (
+            "labels change negative version",
+            json!({"labels": {}, "version": -1}),
+            "version",
+        ),
+        (
+            "labels change label key upper-case",
+            json!({"labels": {"Env": "prod"}, "version": 1}),
+            "Env",
+        ),
+        (
+            "labels change label value with a newline",
+            json!({"labels": {"env": "a\nb"}, "version": 1}),
+            "labels",
+        ),
+        (
+            "labels change unknown field",
+            json!({"labels": {}, "version": 1, "name": "x9"}),
+            "name",
+        ),
+    ] {
+        c.raw(
+            what,
+            "PUT",
+            labels,
+            Some(ADMIN_TOKEN),
+            Some("application/json"),
+            body.to_string(),
+            400,
+            Some(mention),
+        );
+    }
+    c.raw(
+        "labels change from a stale version",
+        "PUT",
+        labels,
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        json!({"labels": {"env": "prod"}, "version": 7}).to_string(),
+        409,
+        None,
+    );
+    c.raw(
+        "labels change by a deployer",
+        "PUT",
+        labels,
+        Some(&f.deployer),
+        Some("application/json"),
+        json!({"labels": {"env": "prod"}, "version": 1}).to_string(),
+        403,
+        None,
+    );
+    c.raw(
+        "labels change by the agent itself",
+        "PUT",
+        labels,
+        Some(&f.agent),
+        Some("application/json"),
+        json!({"labels": {"env": "prod"}, "version": 1}).to_string(),
+        401,
+        None,
+    );
+    c.raw(
+        "labels change of no agent",
+        "PUT",
+        format!("/api/v1/agents/{NO_SUCH_ID}/labels"),
+        Some(ADMIN_TOKEN),
+        Some("application/json"),
+        json!({"labels": {"env": "prod"}, "version": 1}).to_string(),
+        404,
+        None,
     );
 
     c.group("state transitions");
@@ -1789,7 +2358,194 @@ fn corpus(f: &Fixture) -> Corpus {
         401,
         None,
     );
+    secrets_cases(&mut c, f);
     c
+}
+
+/// Application secrets: admin only, names are `Name`s, bodies hold one text value
+/// (no NUL, at most 64 KiB), and none is ever read back.
+fn secrets_cases(c: &mut Corpus, f: &Fixture) {
+    c.group("secrets");
+    let json = Some("application/json");
+    let put = |c: &mut Corpus, what: &str, path: &str, token: &str, body: &str, status, mention| {
+        c.raw(what, "PUT", path, Some(token), json, body, status, mention);
+    };
+    let good = r#"{"value":"x"}"#;
+    put(
+        c,
+        "viewer sets a secret",
+        "/api/v1/secrets/db",
+        &f.viewer,
+        good,
+        403,
+        Some("admin"),
+    );
+    put(
+        c,
+        "deployer sets a secret",
+        "/api/v1/secrets/db",
+        &f.deployer,
+        good,
+        403,
+        Some("admin"),
+    );
+    c.get(
+        "deployer lists secrets",
+        "/api/v1/secrets",
+        Some(&f.deployer),
+        403,
+        Some("admin"),
+    );
+    c.raw(
+        "deployer deletes a secret",
+        "DELETE",
+        "/api/v1/secrets/db",
+        Some(&f.deployer),
+        None,
+        Vec::new(),
+        403,
+        Some("admin"),
+    );
+    for (what, name) in [
+        ("upper-case name", "DB"),
+        ("name with a space", "a%20b"),
+        ("name with a slash", "a%2Fb"),
+        ("dot-dot name", ".."),
+        ("name starting with a dash", "-db"),
+        ("shell in the name", "%24(id)"),
+        (
+            "name of 64 bytes",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ),
+    ] {
+        put(
+            c,
+            what,
+            &format!("/api/v1/secrets/{name}"),
+            ADMIN_TOKEN,
+            good,
+            400,
+            Some("secret name"),
+        );
+    }
+    let path = "/api/v1/secrets/db";
+    put(c, "no value", path, ADMIN_TOKEN, "{}", 400, Some("value"));
+    put(
+        c,
+        "a number",
+        path,
+        ADMIN_TOKEN,
+        r#"{"value":5}"#,
+        400,
+        Some("value"),
+    );
+    put(
+        c,
+        "null",
+        path,
+        ADMIN_TOKEN,
+        r#"{"value":null}"#,
+        400,
+        Some("value"),
+    );
+    put(
+        c,
+        "an unknown field",
+        path,
+        ADMIN_TOKEN,
+        r#"{"value":"x","name":"y"}"#,
+        400,
+        Some("name"),
+    );
+    put(c, "not JSON", path, ADMIN_TOKEN, "value=x", 400, None);
+    put(
+        c,
+        "a NUL byte",
+        path,
+        ADMIN_TOKEN,
+        r#"{"value":"a\u0000b"}"#,
+        422,
+        Some("NUL"),
+    );
+    let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(64 * 1024 + 1));
+    put(
+        c,
+        "a value over 64 KiB",
+        path,
+        ADMIN_TOKEN,
+        &big,
+        422,
+        Some("65536"),
+    );
+    c.raw(
+        "a text/plain body",
+        "PUT",
+        path,
+        Some(ADMIN_TOKEN),
+        Some("text/plain"),
+        "x",
+        415,
+        None,
+    );
+    // The environments a secret is limited to: names or ids of existing ones.
+    for (what, body, status, mention) in [
+        (
+            "environments as a string",
+            r#"{"value":"x","environments":"prod"}"#.to_owned(),
+            400,
+            "environments",
+        ),
+        (
+            "an environment as a number",
+            r#"{"value":"x","environments":[5]}"#.to_owned(),
+            400,
+            "environments",
+        ),
+        (
+            "an environment that is no name",
+            r#"{"value":"x","environments":["Bad Name"]}"#.to_owned(),
+            400,
+            "environments[0]",
+        ),
+        (
+            "an unknown environment",
+            r#"{"value":"x","environments":["nowhere"]}"#.to_owned(),
+            422,
+            "nowhere",
+        ),
+        (
+            "101 environments",
+            format!(
+                r#"{{"value":"x","environments":[{}]}}"#,
+                vec![r#""nowhere""#; 101].join(",")
+            ),
+            422,
+            "at most 100",
+        ),
+    ] {
+        put(c, what, path, ADMIN_TOKEN, &body, status, Some(mention));
+    }
+    c.get("read a value back", path, Some(ADMIN_TOKEN), 405, None);
+    c.raw(
+        "delete one that does not exist",
+        "DELETE",
+        "/api/v1/secrets/nope",
+        Some(ADMIN_TOKEN),
+        None,
+        Vec::new(),
+        404,
+        Some("nope"),
+    );
+    c.raw(
+        "delete a bad name",
+        "DELETE",
+        "/api/v1/secrets/DB",
+        Some(ADMIN_TOKEN),
+        None,
+        Vec::new(),
+        400,
+        Some("secret name"),
+    );
 }
 
 /// A deployctl run that must be refused with exit 2, naming `bad`.
@@ -1893,6 +2649,53 @@ fn malformed_and_hostile_inputs_get_documented_4xx_and_change_nothing() {
     };
     let env = fixture.env.as_str();
     let release = fixture.release.as_str();
+    // Secrets: the value comes from a file or stdin, never an argument.
+    let value_file = data.path().join("secret-value.txt");
+    std::fs::write(&value_file, "x").unwrap();
+    let value_file = value_file.to_str().unwrap();
+    refused(&["secrets", "set", "db"], "--from-file", &mut mismatches);
+    refused(
+        &["secrets", "set", "db", "hunter2-value"],
+        "unexpected argument",
+        &mut mismatches,
+    );
+    refused(
+        &[
+            "secrets",
+            "set",
+            "db",
+            "--from-file",
+            value_file,
+            "--from-stdin",
+        ],
+        "cannot be used with",
+        &mut mismatches,
+    );
+    refused(
+        &["secrets", "set", "db", "--from-file", "/nonexistent/v"],
+        "/nonexistent/v",
+        &mut mismatches,
+    );
+    refused(
+        &["secrets", "set", "Bad.Name", "--from-file", value_file],
+        "Bad.Name",
+        &mut mismatches,
+    );
+    refused(
+        &[
+            "secrets",
+            "set",
+            "db",
+            "--from-file",
+            value_file,
+            "--env",
+            "prod",
+            "--all-envs",
+        ],
+        "cannot be used with",
+        &mut mismatches,
+    );
+    refused(&["secrets", "rm", "Bad.Name"], "Bad.Name", &mut mismatches);
     refused(
         &[
             "release",
@@ -2019,6 +2822,53 @@ fn malformed_and_hostile_inputs_get_documented_4xx_and_change_nothing() {
         "canary:x:y",
         &mut mismatches,
     );
+    for (secs, named) in [("59", "expires_in_secs 59"), ("1d", "1d")] {
+        refused(
+            &[
+                "token",
+                "create",
+                "x-expiry",
+                "--role",
+                "viewer",
+                "--expires-in-secs",
+                secs,
+            ],
+            named,
+            &mut mismatches,
+        );
+    }
+    // `target add` has no work dir default of its own any more; a bad explicit one is
+    // refused before the request, naming it.
+    for dir in ["tmp/app", "/srv/$(id)"] {
+        refused(
+            &[
+                "target",
+                "add",
+                "x1",
+                "--env",
+                env,
+                "--host",
+                "127.0.0.1",
+                "--user",
+                "deploy",
+                "--key-ref",
+                "env:K",
+                "--work-dir",
+                dir,
+            ],
+            dir,
+            &mut mismatches,
+        );
+    }
+    // Plain http to a non-loopback server: refused before any connection (a
+    // documentation address, TEST-NET-1), naming the URL and the way out.
+    for named in ["http://192.0.2.1:9", "--allow-insecure-http"] {
+        refused(
+            &["--server", "http://192.0.2.1:9", "env", "list"],
+            named,
+            &mut mismatches,
+        );
+    }
     std::thread::sleep(Duration::from_millis(300));
     let after_cli = dump(data.path());
     let cli_diff = diff(&after_api, &after_cli);

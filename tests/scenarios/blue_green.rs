@@ -186,7 +186,7 @@ fn target(hosts: &SshdHosts, prefix: &str, container: &str, nginx: &Nginx) -> Ta
         user: Username::parse(SSH_TEST_USER).unwrap(),
         credential_ref: CredentialRef::parse(&format!("file:{}", hosts.client_key().display()))
             .unwrap(),
-        work_dir: UnixPath::parse(&format!("/tmp/{prefix}-work")).unwrap(),
+        work_dir: Some(UnixPath::parse(&format!("/tmp/{prefix}-work")).unwrap()),
         host_key: HostKeyPolicy::KnownHosts,
     });
     t.labels = Labels::new(BTreeMap::from([

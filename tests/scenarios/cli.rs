@@ -4,8 +4,8 @@
 //! `cargo build -p deployd -p deployctl`, since they live in other packages.
 //! The SSH target is a closed loopback port, so the deploy fails cleanly:
 //! the flows that need no executor, one failed deploy (exit 1), the exit codes
-//! for bad input (2) and refused tokens or no server (4), the one-time admin
-//! token, SIGTERM (also with a `deploy --follow` attached to a job that keeps
+//! for bad input (2) and refused tokens or no server (4), the admin token file
+//! of the first start, SIGTERM (also with a `deploy --follow` attached to a job that keeps
 //! retrying: deployd stops at once and the follower resumes on the restart),
 //! and a restart over the same database.
 
@@ -119,14 +119,12 @@ fn deployd_and_deployctl_end_to_end() {
     let server = Deployd::start(data.path(), port, None);
     let addr = server.addr.clone();
 
-    // The first start prints the admin token once.
-    let printed = server.stdout();
-    let token = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("admin token (shown once; store it now): "))
-        .unwrap_or_else(|| panic!("no admin token in {printed:?}"))
+    // The first start writes the admin token to a file in the data dir, not to stdout.
+    let token = std::fs::read_to_string(data.path().join("db").join("admin-token"))
+        .unwrap()
         .trim()
         .to_owned();
+    assert_eq!(server.stdout(), "", "deployd wrote to stdout");
 
     let env = ok_json(&addr, &token, &["env", "create", "staging"]);
     let env_id = env["id"].as_str().unwrap();
@@ -255,10 +253,29 @@ fn deployd_and_deployctl_end_to_end() {
     let created = ok_json(
         &addr,
         &token,
-        &["agent", "bootstrap-token", "--name", "rack-2"],
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "rack-2",
+            "--label",
+            "env=staging",
+            "--label",
+            "zone=a",
+            "--capability",
+            "docker",
+        ],
     );
     assert!(created["token"].as_str().unwrap().starts_with("dpb_"));
     assert!(created["expires_at"].is_string());
+    // Bound to that agent: its name, its labels, what it may claim.
+    assert_eq!(created["name"], "rack-2", "{created}");
+    assert_eq!(
+        created["labels"],
+        serde_json::json!({"env": "staging", "zone": "a"}),
+        "{created}"
+    );
+    assert_eq!(created["capabilities"], serde_json::json!(["docker"]));
     let refused = ctl(&addr, boot.trim_end(), &["env", "show", env_id]);
     assert_eq!(refused.status.code(), Some(4), "{refused:?}");
     // Listed without secrets; one revoked through its own subcommand.
@@ -273,6 +290,10 @@ fn deployd_and_deployctl_end_to_end() {
     let rack2 = created["id"].as_str().unwrap();
     let revoked = ok_json(&addr, &token, &["agent", "revoke-bootstrap-token", rack2]);
     assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    assert_eq!(
+        revoked["labels"],
+        serde_json::json!({"env": "staging", "zone": "a"})
+    );
     assert_eq!(
         ok_json(&addr, &token, &["agent", "list"]),
         serde_json::json!([])
@@ -290,6 +311,59 @@ fn deployd_and_deployctl_end_to_end() {
         ],
     );
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    // A label that is not `key=value`, a bad key, a bad capability: 2, naming it.
+    for (flags, named) in [
+        (["--label", "env"], "env"),
+        (["--label", "Env=prod"], "Env"),
+        (["--capability", "ssh"], "ssh"),
+    ] {
+        let mut args = vec!["agent", "bootstrap-token", "--name", "x"];
+        args.extend(flags);
+        let bad = ctl(&addr, &token, &args);
+        assert_eq!(bad.status.code(), Some(2), "{flags:?}: {bad:?}");
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains(named),
+            "{flags:?}: {bad:?}"
+        );
+    }
+
+    // Relabelling: registered with the token for rack-1 (no labels), then changed by
+    // `agent set-labels`, from the version read.
+    let (status, registered) = crate::deployd_proc::api_post_as(
+        &addr,
+        "/api/v1/agent/register",
+        boot.trim_end(),
+        &serde_json::json!({"protocol": 1, "name": "rack-1", "capabilities": ["docker"]}),
+    );
+    assert_eq!(status, 201, "{registered}");
+    assert_eq!(registered["labels"], serde_json::json!({}));
+    let relabelled = ok_json(
+        &addr,
+        &token,
+        &["agent", "set-labels", "rack-1", "--label", "env=prod"],
+    );
+    assert_eq!(relabelled["labels"], serde_json::json!({"env": "prod"}));
+    assert_eq!(relabelled["labels_version"], 2);
+    let stale = ctl(
+        &addr,
+        &token,
+        &[
+            "agent",
+            "set-labels",
+            "rack-1",
+            "--label",
+            "env=dev",
+            "--version",
+            "1",
+        ],
+    );
+    assert_ne!(stale.status.code(), Some(0), "{stale:?}");
+    let shown = ok_json(&addr, &token, &["agent", "show", "rack-1"]);
+    assert_eq!(
+        shown["labels"],
+        serde_json::json!({"env": "prod"}),
+        "{shown}"
+    );
 
     // Exit codes: bad input 2, wrong token 4.
     let bad = ctl(
@@ -437,7 +511,7 @@ fn deployd_and_deployctl_end_to_end() {
         "the follower is still attached"
     );
 
-    // SIGTERM stops it cleanly; a restart on the same database prints no token and still knows the job.
+    // SIGTERM stops it cleanly; a restart on the same database prints nothing and still knows the job.
     let took = server.terminate();
     assert!(
         took < Duration::from_secs(8),
@@ -445,11 +519,7 @@ fn deployd_and_deployctl_end_to_end() {
     );
     // Same port, so the follower's reconnects reach it.
     let again = Deployd::start(data.path(), port, None);
-    assert_eq!(
-        again.stdout(),
-        "",
-        "the admin token is printed on the first start only"
-    );
+    assert_eq!(again.stdout(), "", "deployd prints nothing on stdout");
     let job = ok_json(&again.addr, &token, &["jobs", "show", &job_id]);
     assert_eq!(job["status"], "failed");
     let watched = ctl(&again.addr, &token, &["jobs", "watch", &job_id]);

@@ -48,7 +48,6 @@ pub(crate) fn target_body(hosts: &SshdHosts, i: u8, prefix: &str, soak_ms: u64) 
             "port": hosts.port(),
             "user": SSH_TEST_USER,
             "credential_ref": format!("env:{KEY_VAR}"),
-            "work_dir": "/tmp",
             "host_key": {"mode": "known_hosts"},
         },
         "health_check": {
@@ -92,8 +91,6 @@ pub(crate) fn target_add_args(
         SSH_TEST_USER,
         "--key-ref",
         &format!("env:{KEY_VAR}"),
-        "--work-dir",
-        "/tmp",
         "--host-key",
         "known_hosts",
         "--health-check",

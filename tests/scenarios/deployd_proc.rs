@@ -138,6 +138,21 @@ impl Deployd {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Replicas of one database must share the application secrets key file (deployd
+        // refuses to start with another key than the one the database knows): every
+        // deployd of a test's PostgreSQL database gets the same file, named after its url.
+        let on_postgres = env.iter().find(|(k, _)| *k == "DEPLOYD_DATABASE_URL");
+        let keyed = env.iter().any(|(k, _)| *k == "DEPLOYD_SECRETS_KEY_FILE");
+        if let (Some((_, url)), false) = (on_postgres, keyed) {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            url.hash(&mut hasher);
+            let file = std::env::temp_dir().join(format!(
+                "deploy-tests-secrets-{:016x}/secrets.key",
+                hasher.finish()
+            ));
+            cmd.env("DEPLOYD_SECRETS_KEY_FILE", file);
+        }
         let child = spawn_serving(&mut cmd, &addr, &stderr);
         Self {
             child,
@@ -218,6 +233,11 @@ pub(crate) fn ctl_command(addr: &str, args: &[&str]) -> Command {
         .env("DEPLOYCTL_SERVER", format!("http://{addr}"))
         .env("DEPLOYCTL_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::null());
+    if !addr.starts_with("127.") {
+        // A scenario on a test network (a veth pair) speaks plain http off loopback on
+        // purpose; deployctl refuses that unless told.
+        cmd.env("DEPLOYCTL_ALLOW_INSECURE_HTTP", "true");
+    }
     cmd
 }
 

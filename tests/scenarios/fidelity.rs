@@ -238,16 +238,15 @@ fn scenario(kind: Kind, route: Route) {
     let registry = Registry::start().unwrap();
     let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
     let data = temp_dir("fidelity-").unwrap();
-    // The work dir and bind source are shared with the ssh user: world-readable.
+    // The work dir is made (0700) by whoever deploys: the ssh user or the agent; one
+    // made here for them would be refused (not theirs, or writable by others).
     let work = std::path::PathBuf::from(format!("/tmp/{prefix}work"));
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    // The bind source is shared with the ssh user: world-readable.
     let config_dir = format!("/tmp/{prefix}config");
     std::fs::create_dir_all(&config_dir).unwrap();
     std::fs::write(format!("{config_dir}/greeting"), "hello\n").unwrap();
-    for dir in [&work.display().to_string(), &config_dir] {
-        run_checked("chmod", &["0777", dir]).unwrap();
-    }
+    run_checked("chmod", &["0777", &config_dir]).unwrap();
     let host_port = free_port().unwrap();
 
     let hosts = (route == Route::Ssh).then(|| SshdHosts::start(1).unwrap());
@@ -282,13 +281,24 @@ fn scenario(kind: Kind, route: Route) {
             "host_key": {"mode": "known_hosts"},
         }),
         _ => {
+            let name = format!("{prefix}agent");
             let token = String::from_utf8(
-                ctl(&addr, &["agent", "bootstrap-token", "--name", "fidelity"]).stdout,
+                ctl(
+                    &addr,
+                    &[
+                        "agent",
+                        "bootstrap-token",
+                        "--name",
+                        &name,
+                        "--label",
+                        "scenario=agent",
+                    ],
+                )
+                .stdout,
             )
             .unwrap()
             .trim()
             .to_owned();
-            let name = format!("{prefix}agent");
             let mut a = AgentProc::start(&addr, &name, &data.path().join("agent"), Some(&token));
             let id = wait_active(&addr, &name, &mut a);
             agent = Some(a);
@@ -344,6 +354,20 @@ fn scenario(kind: Kind, route: Route) {
             target_file.to_str().unwrap(),
         ],
     );
+    // The definition binds the config directory: the environment's runtime policy
+    // must allow that directory (and nothing else), or the release is refused.
+    let policy = ok_json(
+        &addr,
+        &[
+            "env",
+            "policy",
+            "set",
+            &env_id,
+            "--bind-prefix",
+            &config_dir,
+        ],
+    );
+    assert_eq!(policy["bind_prefixes"], json!([config_dir]), "{policy}");
     // docker_host names volumes and networks after the environment, behind the
     // container prefix; Compose after its project, the environment.
     let project = match kind {

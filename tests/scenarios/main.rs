@@ -7,10 +7,12 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod admin_token;
 mod agent_e2e;
 mod agent_load;
 mod agent_proc;
 mod agent_recovery;
+mod app_secrets;
 mod bad_input;
 mod blue_green;
 mod cli;

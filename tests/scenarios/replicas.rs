@@ -95,7 +95,17 @@ fn agents_are_served_by_every_replica_and_survive_the_death_of_theirs() {
     let (addr_a, addr_b) = (a.addr.clone(), b.addr.clone());
 
     // The agent knows both replicas and polls the first, A.
-    let out = ctl(&addr_a, &["agent", "bootstrap-token", "--name", "replicas"]);
+    let out = ctl(
+        &addr_a,
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "replica-agent",
+            "--label",
+            "scenario=agent",
+        ],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),

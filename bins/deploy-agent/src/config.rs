@@ -42,7 +42,9 @@ pub struct Args {
     /// Where credentials.json and the journal live (default /var/lib/deploy-agent).
     #[arg(long, env = "DEPLOY_AGENT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// A label `key=value` that target selectors match (repeatable; env: comma-separated).
+    /// A label `key=value` this agent expects (repeatable; env: comma-separated): each must
+    /// be among its bootstrap token's labels, else registration is refused. The agent's
+    /// labels are the token's (set by the server), whatever is given here.
     #[arg(long = "label", env = "DEPLOY_AGENT_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
     /// What this host serves: docker, compose (comma-separated). Default: detected (the
@@ -164,15 +166,6 @@ pub struct Config {
     pub bootstrap_token: Option<Secret>,
 }
 
-/// Whether `host` (without brackets) is this machine: `localhost`, 127.0.0.0/8 or `::1`,
-/// where plain http does not leave the host.
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Reads the bootstrap token from `file`, else from `env_token`; an empty one is an error.
 fn bootstrap_token(
     file: Option<&Path>,
@@ -213,7 +206,7 @@ fn servers_checked(servers: Vec<String>, allow_insecure_http: bool) -> anyhow::R
                 "server `{server}` is invalid; expected http://host[:port] or https://host[:port] (several: comma-separated)"
             )
         })?;
-        if !url.is_https() && !is_loopback(url.host()) && !allow_insecure_http {
+        if !url.is_https() && !url.is_loopback() && !allow_insecure_http {
             bail!(
                 "server `{server}` is plain http on a non-loopback host: the bootstrap token, the agent credential and registry passwords would travel in clear; use https:// (with --ca-file for a private CA), or accept the risk with --allow-insecure-http (DEPLOY_AGENT_ALLOW_INSECURE_HTTP=true, or `allow_insecure_http = true` in the config file)"
             );

@@ -19,6 +19,8 @@ pub struct ConfigFile {
     pub token: Option<String>,
     /// A PEM CA certificate to trust for an `https://` server with a private CA.
     pub ca_file: Option<PathBuf>,
+    /// Send the token over plain `http://` to a server that is not on loopback.
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// Where the server and the token come from, resolved and validated.
@@ -74,15 +76,21 @@ pub fn parse(text: &str) -> Result<ConfigFile, String> {
 }
 
 /// Flags and environment variables (`flag_or_env`, as clap resolved them) win over the file.
+/// `allow_insecure_http` (the flag or its variable) or the file's key lets a plain
+/// `http://` server off loopback through.
 pub fn resolve(
     server_flag_or_env: Option<String>,
     token_flag_or_env: Option<String>,
+    allow_insecure_http: bool,
     file: ConfigFile,
 ) -> Result<Settings, CliError> {
     let server = server_flag_or_env
         .or(file.server)
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
     validate_server(&server).map_err(|e| CliError::new(USAGE, format!("--server: {e}")))?;
+    if !(allow_insecure_http || file.allow_insecure_http.unwrap_or(false)) {
+        refuse_plain_http_off_loopback(&server)?;
+    }
     let token = token_flag_or_env.or(file.token);
     if let Some(t) = &token {
         validate_token(t).map_err(|e| CliError::new(USAGE, format!("--token: {e}")))?;
@@ -99,6 +107,30 @@ fn validate_server(server: &str) -> Result<(), String> {
         return Err(format!("`{server}` has no host, or contains whitespace"));
     }
     Ok(())
+}
+
+/// Plain `http://` to another host would carry the bearer token (and every answer)
+/// in clear: refused before any connection, naming the URL and the way out. The
+/// loopback rule is deploy-agent's (`deploy_core::is_loopback_host`).
+fn refuse_plain_http_off_loopback(server: &str) -> Result<(), CliError> {
+    // `validate_server` accepted it; a URL `HttpUrl` refuses (user info, a bad port)
+    // is left to the HTTP client's own error, unless it is plainly remote.
+    let loopback = match deploy_core::HttpUrl::parse(server.trim_end_matches('/')) {
+        Ok(url) => url.is_https() || url.is_loopback(),
+        Err(_) => !server.starts_with("http://"),
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(CliError::new(
+        USAGE,
+        format!(
+            "server `{server}` is plain http on a non-loopback host: the API token would travel \
+             in clear; use https:// (with --ca-file for a private CA), or accept the risk with \
+             --allow-insecure-http (DEPLOYCTL_ALLOW_INSECURE_HTTP=true, or \
+             `allow_insecure_http = true` in the config file)"
+        ),
+    ))
 }
 
 /// Never echoes the token itself.
@@ -136,19 +168,60 @@ mod tests {
             server: Some("https://deploy.example:8443".into()),
             token: Some("dpl_file".into()),
             ca_file: None,
+            allow_insecure_http: None,
         };
-        let s = resolve(Some("http://flag:1".into()), None, file.clone()).unwrap();
+        let s = resolve(Some("http://flag:1".into()), None, true, file.clone()).unwrap();
         assert_eq!(
             (s.server.as_str(), s.token.as_deref()),
             ("http://flag:1", Some("dpl_file"))
         );
-        let s = resolve(None, Some("dpl_env".into()), file).unwrap();
+        let s = resolve(None, Some("dpl_env".into()), false, file).unwrap();
         assert_eq!(
             (s.server.as_str(), s.token.as_deref()),
             ("https://deploy.example:8443", Some("dpl_env"))
         );
-        let s = resolve(None, None, ConfigFile::default()).unwrap();
+        let s = resolve(None, None, false, ConfigFile::default()).unwrap();
         assert_eq!((s.server.as_str(), s.token), (DEFAULT_SERVER, None));
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9:1/",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "https://deploy.example:8443",
+            "https://10.0.0.5",
+        ] {
+            assert!(
+                resolve(Some(ok.into()), None, false, ConfigFile::default()).is_ok(),
+                "{ok}"
+            );
+        }
+        for remote in [
+            "http://10.0.0.5:8080",
+            "http://deploy.example",
+            "http://[::]:8080",
+            "http://0.0.0.0:8080",
+            "http://localhost.example:80",
+            "http://user@10.0.0.5",
+        ] {
+            let err = resolve(Some(remote.into()), None, false, ConfigFile::default()).unwrap_err();
+            assert_eq!(err.code, USAGE, "{remote}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("`{remote}`")), "{text}");
+            assert!(text.contains("--allow-insecure-http"), "{text}");
+            assert!(text.contains("DEPLOYCTL_ALLOW_INSECURE_HTTP"), "{text}");
+            assert!(text.contains("allow_insecure_http = true"), "{text}");
+            // The flag (or its variable), or the file's key, lets it through.
+            assert!(resolve(Some(remote.into()), None, true, ConfigFile::default()).is_ok());
+            let file = parse("allow_insecure_http = true\n").unwrap();
+            assert!(resolve(Some(remote.into()), None, false, file).is_ok());
+        }
+        // The file's server is checked as well.
+        let file = parse("server = \"http://10.1.1.1:8080\"\n").unwrap();
+        assert!(resolve(None, None, false, file).is_err());
     }
 
     #[test]
@@ -175,9 +248,16 @@ mod tests {
                 server: Some("http://h:1".into()),
                 token: Some("dpl_x".into()),
                 ca_file: Some("/etc/ca.pem".into()),
+                allow_insecure_http: None,
             }
         );
-        let err = resolve(Some("localhost:8080".into()), None, ConfigFile::default()).unwrap_err();
+        let err = resolve(
+            Some("localhost:8080".into()),
+            None,
+            false,
+            ConfigFile::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code, USAGE);
     }
 

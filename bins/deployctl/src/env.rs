@@ -56,6 +56,12 @@ pub enum EnvCommand {
         #[arg(long, conflicts_with = "requires")]
         no_requires: bool,
     },
+    /// Show or replace an environment's runtime policy: what its containers may get
+    /// from their hosts (privileges, host namespaces, capabilities, devices, binds).
+    Policy {
+        #[command(subcommand)]
+        command: crate::runtime_policy::PolicyCommand,
+    },
     /// Delete an environment and its targets (refused while a job is active in it); its
     /// jobs stay readable and its name is free again.
     Delete {
@@ -238,6 +244,7 @@ pub async fn run(command: EnvCommand, client: &Client, out: Output) -> Result<()
             })?;
             output::object(out, &to_value(&updated), FIELDS);
         }
+        EnvCommand::Policy { command } => crate::runtime_policy::run(command, client, out).await?,
         EnvCommand::Delete { env } => {
             client
                 .delete(&format!("{p}/environments/{}", segment(&env)))

@@ -15,6 +15,8 @@ mod progress;
 mod promote;
 mod releases;
 mod render;
+mod runtime_policy;
+mod secrets;
 mod tail;
 mod target;
 mod targets;
@@ -76,6 +78,10 @@ struct Cli {
     /// PEM CA certificate to trust for an https:// server with a private CA [default: the config file's `ca_file`].
     #[arg(long, global = true, env = "DEPLOYCTL_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
+    /// Send the token over plain http:// to a server that is not on loopback (refused
+    /// otherwise: anyone on the path reads it) [default: the config file's `allow_insecure_http`].
+    #[arg(long, global = true, env = "DEPLOYCTL_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: Output,
@@ -199,6 +205,9 @@ enum Command {
     /// API tokens (admin).
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// Application secrets (admin): env values reference them as `secret:NAME`.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
     /// Agents: one-time bootstrap tokens (admin), list, show, revoke (admin).
     #[command(subcommand)]
     Agent(agents::AgentCommand),
@@ -282,7 +291,12 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     );
     let file = config::load(cli.config.as_deref(), default_config.as_deref())?;
     let ca_file = cli.ca_file.clone().or_else(|| file.ca_file.clone());
-    let settings = config::resolve(cli.server.clone(), cli.token.clone(), file)?;
+    let settings = config::resolve(
+        cli.server.clone(),
+        cli.token.clone(),
+        cli.allow_insecure_http,
+        file,
+    )?;
     let client = Client::new(&settings.server, settings.token, ca_file.as_deref())?
         .with_follow_timeout(cli.timeout);
     let out = cli.output;
@@ -303,6 +317,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Target(command) => targets::run(command, &client, out).await?,
         Command::Release(command) => releases::run(command, &client, out).await?,
         Command::Token(command) => tokens::run(command, &client, out).await?,
+        Command::Secrets(command) => secrets::run(command, &client, out).await?,
         Command::Agent(command) => agents::run(command, &client, out).await?,
         Command::Plan {
             release,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use deploy_artifacts::{Colour, ContainerRuntime, RenderInput, Traffic, parse_template, render};
-use deploy_core::{Connection, JobId, Name, PromotionId, Release, Target, Timestamp, UnixPath};
+use deploy_core::{JobId, Name, PromotionId, Release, Target, Timestamp, UnixPath};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ pub struct RenderArgs {
     /// RFC 3339 timestamp (default: the release's created_at).
     #[arg(long)]
     timestamp: Option<String>,
-    /// Directory on the target (default: the SSH target's work_dir).
+    /// Directory on the target (default: the target's work_dir, or where its default lies on a conventional host).
     #[arg(long)]
     work_dir: Option<String>,
     /// Units drive podman instead of docker.
@@ -114,13 +114,17 @@ pub fn run(args: RenderArgs, out: Output) -> Result<(), CliError> {
         Some(id) => PromotionId::parse(id).map_err(|e| input("--promotion-id", e))?,
         None => PromotionId::from_parts(timestamp, [0; 10]),
     };
-    let work_dir = match (&args.work_dir, &target.connection) {
+    // Like deployd: the explicit work dir, else where the default lies on a conventional host.
+    let work_dir = match (
+        &args.work_dir,
+        target.connection.rendered_work_dir(&target.name),
+    ) {
         (Some(dir), _) => UnixPath::parse(dir).map_err(|e| input("--work-dir", e))?,
-        (None, Connection::Ssh(ssh)) => ssh.work_dir.clone(),
-        (None, _) => {
+        (None, Some(dir)) => dir.map_err(|e| input("work_dir", e))?,
+        (None, None) => {
             return Err(CliError::new(
                 USAGE,
-                "the target has no SSH work_dir; pass --work-dir",
+                "the target keeps no files (winrm, api); pass --work-dir",
             ));
         }
     };

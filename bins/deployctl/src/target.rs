@@ -37,8 +37,10 @@ pub struct AddArgs {
     /// Where the private key comes from, e.g. `env:SSH_KEY` or `file:/path`.
     #[arg(long, required_unless_present = "file")]
     key_ref: Option<String>,
-    #[arg(long, default_value = "/tmp")]
-    work_dir: String,
+    /// Directory on the target for the deploy's files [default: `~/.local/share/deploy/<name>`
+    /// of the login user, created 0700].
+    #[arg(long)]
+    work_dir: Option<String>,
     /// `known_hosts` (deployd's file), `accept_new`, `file:/path/known_hosts` or a pinned `SHA256:…` fingerprint.
     #[arg(long, default_value = "known_hosts")]
     host_key: String,
@@ -154,8 +156,11 @@ fn from_flags(args: &AddArgs) -> Result<Value, CliError> {
         "name": args.name,
         "target_type": "docker_host",
         "connection": {"model": "ssh", "host": args.host, "port": args.port, "user": args.user,
-                       "credential_ref": args.key_ref, "work_dir": args.work_dir, "host_key": host_key},
+                       "credential_ref": args.key_ref, "host_key": host_key},
     });
+    if let Some(dir) = &args.work_dir {
+        body["connection"]["work_dir"] = json!(dir);
+    }
     let mut labels = serde_json::Map::new();
     for label in &args.label {
         match label.split_once('=') {

@@ -21,7 +21,7 @@ pub enum TokenCommand {
         #[arg(long, value_name = "SECS")]
         expires_in_secs: Option<u64>,
     },
-    /// List tokens (never their secrets): id, name, role, created, last used, revoked.
+    /// List tokens (never their secrets): id, name, role, created, last used, revoked, expires.
     List,
     /// Revoke a token: it is refused from the next request on.
     Revoke {
@@ -43,7 +43,7 @@ pub async fn run(command: TokenCommand, client: &Client, out: Output) -> Result<
                 body["expires_in_secs"] = json!(secs);
             }
             let v: Value = client.post(&format!("{p}/tokens"), Some(&body)).await?;
-            output::object(out, &v, &["id", "name", "role", "token"]);
+            output::object(out, &v, &["id", "name", "role", "expires_at", "token"]);
         }
         TokenCommand::List => {
             let v: Value = client.get(&format!("{p}/tokens")).await?;
@@ -57,6 +57,7 @@ pub async fn run(command: TokenCommand, client: &Client, out: Output) -> Result<
                     "created_at",
                     "last_used_at",
                     "revoked_at",
+                    "expires_at",
                 ],
             );
         }

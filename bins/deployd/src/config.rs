@@ -12,23 +12,29 @@ use serde::Deserialize;
 ///
 /// With no configuration it keeps its SQLite database under ./deployd-data/ and
 /// listens on 127.0.0.1:8080. On the first start with an empty database it
-/// prints an admin API token once (or stores the one in DEPLOYD_ADMIN_TOKEN).
+/// writes an admin API token to <data dir>/admin-token (mode 0600; only the path
+/// is logged), or stores the one in DEPLOYD_ADMIN_TOKEN. Every admin token lost:
+/// `deployd admin-token --help` creates one directly in the database.
 ///
 /// Examples:
 ///   deployd
 ///   deployd --listen 0.0.0.0:8080 --log-format json
 ///   deployd --database-url postgres://deploy@127.0.0.1:5432/deploy
+///   deployd --database-url 'postgres://deploy@db.internal/deploy?sslmode=verify-full&sslrootcert=/etc/deployd/db-ca.pem'
 ///   deployd --config /etc/deployd.toml
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 pub struct Args {
-    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, agent_heartbeat_timeout_ms, job_lease_ms, tls_cert, tls_key).
+    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, secrets_key_file, agent_heartbeat_timeout_ms, job_lease_ms, tls_cert, tls_key).
     #[arg(long, env = "DEPLOYD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "DEPLOYD_LISTEN")]
     pub listen: Option<String>,
     /// `sqlite:PATH` or `postgres://user@host:port/db`; default: SQLite under the data dir.
+    /// PostgreSQL over TLS: `?sslmode=verify-full&sslrootcert=/path/ca.pem` (sslmode:
+    /// disable, prefer (default), require, verify-ca, verify-full; `require` with a CA
+    /// verifies the chain). A bad sslmode or an unreadable CA file stops the start, named.
     #[arg(long, env = "DEPLOYD_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Directory of the embedded database, the lease owner and the lock that keeps a
@@ -58,6 +64,11 @@ pub struct Args {
     /// <data dir>/secrets).
     #[arg(long, env = "DEPLOYD_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// The key file application secrets (`secret:NAME` env values) are sealed with,
+    /// kept outside the database (default <data dir>/secrets.key, created 0600 when
+    /// missing; refused when group or others may read it).
+    #[arg(long, env = "DEPLOYD_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// PEM certificate chain (leaf first): serve HTTPS instead of HTTP. Needs --tls-key.
     #[arg(long, env = "DEPLOYD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -97,6 +108,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     secret_env_prefix: Option<String>,
     secrets_dir: Option<PathBuf>,
+    secrets_key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     agent_heartbeat_timeout_ms: Option<u64>,
@@ -128,6 +140,7 @@ pub struct Config {
     pub secret_env_prefix: String,
     /// `file:` credentials must lie inside it.
     pub secrets_dir: PathBuf,
+    pub secrets_key_file: PathBuf,
     /// Agents polling less often than this are inactive.
     pub agent_heartbeat_timeout: std::time::Duration,
     /// The engine's job lease (`EngineConfig::lease`).
@@ -215,6 +228,10 @@ impl Config {
                 "secret_env_prefix `{secret_env_prefix}` is invalid; expected a non-empty prefix of A-Z a-z 0-9 _ such as DEPLOY_"
             );
         }
+        let secrets_key_file = args
+            .secrets_key_file
+            .or(file.secrets_key_file)
+            .unwrap_or_else(|| data_dir.join("secrets.key"));
         let secrets_dir = args
             .secrets_dir
             .or(file.secrets_dir)
@@ -266,6 +283,7 @@ impl Config {
             max_body_bytes,
             secret_env_prefix,
             secrets_dir,
+            secrets_key_file,
             agent_heartbeat_timeout: std::time::Duration::from_millis(heartbeat_ms),
             job_lease: std::time::Duration::from_millis(job_lease_ms),
             tls,
@@ -321,6 +339,10 @@ mod tests {
         assert_eq!(c.known_hosts, PathBuf::from("/home/u/.ssh/known_hosts"));
         assert_eq!(c.secret_env_prefix, "DEPLOY_");
         assert_eq!(c.secrets_dir, PathBuf::from("deployd-data/secrets"));
+        assert_eq!(
+            c.secrets_key_file,
+            PathBuf::from("deployd-data/secrets.key")
+        );
         assert_eq!(
             c.agent_heartbeat_timeout,
             std::time::Duration::from_secs(15)

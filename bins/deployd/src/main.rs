@@ -1,5 +1,6 @@
 //! deployd: config -> store -> engine -> HTTP API -> wait for SIGTERM/SIGINT -> drain.
 
+mod admin_token;
 mod config;
 mod identity;
 
@@ -18,8 +19,7 @@ use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
 use deploy_exec::{ExecutorRegistry, ScopedSecrets};
 use deploy_server::{
-    ServerConfig, ServerState, StoreRelay, TlsListener, bootstrap_admin, load_agents, router,
-    tls_acceptor,
+    ServerConfig, ServerState, StoreRelay, TlsListener, load_agents, router, tls_acceptor,
 };
 use deploy_store::StoreConfig;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Args, Config, LogFormat};
 
 fn main() -> ExitCode {
+    // `deployd admin-token` is the one subcommand: a local action on the database,
+    // with its own flags, that serves nothing.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "admin-token")
+    {
+        return admin_token::main(std::env::args_os().skip(1));
+    }
     let args = Args::parse();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let config = match Config::load(args, home.as_deref()) {
@@ -127,12 +135,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the database {}", config.database_display))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
+    // Application secrets: the key file is read (or created) before serving, and rows
+    // sealed under an older key are re-sealed under the first one (a key rotation). The
+    // agent relay seals stored deliveries with the same keys.
+    let secret_keys = Arc::new(
+        deploy_server::open_key_file(store.as_ref(), &config.secrets_key_file, clock.now())
+            .await
+            .context("cannot load the application secrets key")?,
+    );
+    let resealed = deploy_server::reseal_all(store.as_ref(), &secret_keys)
+        .await
+        .context("cannot re-seal application secrets under the current key")?;
+    tracing::info!(
+        key_file = %config.secrets_key_file.display(),
+        current_key = secret_keys.current_id(),
+        resealed,
+        "application secrets key loaded"
+    );
+
     // Agents: known from the store, active once they poll; the reaper fails the tasks
     // of an agent that stops polling.
     // Agents: any replica serves any agent; what crosses replicas goes through the store.
     let hub = AgentHub::with_relay(
         config.agent_heartbeat_timeout,
-        Arc::new(StoreRelay::new(store.clone(), secrets(&config))),
+        Arc::new(StoreRelay::new(
+            store.clone(),
+            secrets(&config),
+            secret_keys.clone(),
+        )),
     );
     let agents = load_agents(store.as_ref(), &hub)
         .await
@@ -156,20 +186,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     engine_config.lease = config.job_lease;
     let engine = Engine::new(store.clone(), executors, engine_config, clock.clone())
         .context("cannot start the engine")?;
+    let app_secrets = Arc::new(deploy_server::StoreSecrets::new(
+        store.clone(),
+        secret_keys.clone(),
+    ));
+    engine.set_app_secrets(app_secrets.clone());
+    plan_engine.set_app_secrets(app_secrets);
 
     let preset = std::env::var("DEPLOYD_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    if let Some(admin) = bootstrap_admin(store.as_ref(), preset, clock.now())
+    admin_token::first_start(store.as_ref(), &config.data_dir, preset, clock.now())
         .await
-        .context("cannot create the first admin token")?
-    {
-        if admin.generated {
-            print_admin_token(&admin.token.token);
-        } else {
-            tracing::info!("stored the admin token from DEPLOYD_ADMIN_TOKEN");
-        }
-    }
+        .context("cannot create the first admin token")?;
 
     let state = ServerState::with_agent_hub(
         engine.clone(),
@@ -181,6 +210,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hub,
     );
     state.set_plan_engine(plan_engine);
+    state.set_secret_keys(secret_keys);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -315,14 +345,6 @@ async fn signal() {
             tracing::info!("SIGTERM: shutting down");
         }
     }
-}
-
-#[expect(
-    clippy::print_stdout,
-    reason = "the first admin token is shown once, on stdout, and never logged"
-)]
-fn print_admin_token(token: &str) {
-    println!("admin token (shown once; store it now): {token}");
 }
 
 #[cfg(test)]

@@ -228,7 +228,10 @@ impl Agent {
             config,
             client,
             creds,
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(
+                runtime
+                    .with_default_work_root(state_dir.join(deploy_core::DEFAULT_AGENT_WORK_SUBDIR)),
+            ),
             journal: Arc::new(journal),
             outbox: Arc::new(Outbox::new()),
         };
@@ -605,13 +608,17 @@ fn refused(what: &str, e: ClientError) -> AgentRunError {
     }
 }
 
-/// What a task's log must never show: the agent credential and the registry password.
+/// What a task's log must never show: the agent credential, the registry password and
+/// the values of the application secrets the payload carries.
 pub fn redactor_for(delivery: &TaskDelivery, credential: &str) -> Redactor {
     let mut redactor = Redactor::new().with(credential);
-    if let AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy } = &delivery.action
-        && let Some(auth) = &deploy.registry_auth
-    {
-        redactor = redactor.with(&auth.password);
+    if let AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy } = &delivery.action {
+        if let Some(auth) = &deploy.registry_auth {
+            redactor = redactor.with(&auth.password);
+        }
+        for value in &deploy.secret_values {
+            redactor = redactor.with(value);
+        }
     }
     redactor
 }
@@ -661,7 +668,7 @@ mod tests {
         target.connection = Connection::Agent(deploy_core::AgentConnection {
             agent_id: None,
             selector: Labels::default(),
-            work_dir: deploy_core::UnixPath::parse("/tmp").unwrap(),
+            work_dir: Some(deploy_core::UnixPath::parse("/tmp").unwrap()),
             stop_first: false,
             registry_auth: None,
         });
@@ -779,10 +786,16 @@ mod tests {
                     username: "u".to_owned(),
                     password: "pw-123".to_owned(),
                 }),
+                secret_values: vec!["db-pa55".to_owned(), "line-one\nline-two".to_owned()],
             },
         };
         let r = redactor_for(&d, "dpa_cred");
         assert_eq!(r.apply("pw-123 dpa_cred"), "[REDACTED] [REDACTED]");
+        // An application secret, and each line of a multi-line one (a log line holds one).
+        assert_eq!(
+            r.apply("DB=db-pa55 then line-two"),
+            "DB=[REDACTED] then [REDACTED]"
+        );
     }
 
     fn polls(seen: &Log) -> Vec<PollRequest> {

@@ -1,4 +1,4 @@
-//! compose_host through the Compose CLI (`docker-compose` v1 or the `docker compose` plugin, argv only): artifacts into the work dir, pull from the staged lock, up, and what runs per service.
+//! compose_host through the Compose CLI (`docker-compose` v1 or the `docker compose` plugin, argv only): artifacts into the work dir (0700, files 0600, see `files`), pull from the staged lock, up, and what runs per service.
 //!
 //! Mirrors the SSH executor's sequence (deploy-exec `ssh/compose_host.rs`): the lock
 //! (the whole pinned compose file, checked against its `x-generated` digest first) is
@@ -17,6 +17,7 @@ pub use deploy_core::ComposeStatus;
 use deploy_core::{ArtifactKind, Digest, GeneratedArtifact, Name, Protocol, PublishedPort};
 
 use crate::errors::TaskError;
+use crate::files::{prepare_work_dir, temp_path, write_atomically, write_new};
 use crate::labels;
 use crate::tasklog::TaskLog;
 
@@ -104,6 +105,18 @@ pub struct ComposeHost {
     docker: Docker,
 }
 
+/// The lock docker-compose runs: `lock` itself, or, when it references application
+/// secrets, the copy without those variables (the payload's `<project>.secrets.yml`
+/// override, passed after the lock, sets them).
+fn lock_for_compose(lock: &str) -> Result<String, TaskError> {
+    let invalid = |e: deploy_artifacts::ArtifactError| TaskError::invalid(e.to_string());
+    let refs = deploy_artifacts::lock_secret_refs(lock).map_err(invalid)?;
+    if refs.is_empty() {
+        return Ok(lock.to_owned());
+    }
+    deploy_artifacts::lock_without_secret_refs(lock, &refs).map_err(invalid)
+}
+
 /// Checks every artifact's sha256 and name before anything is written.
 pub fn verify_artifacts(artifacts: &[GeneratedArtifact]) -> Result<(), TaskError> {
     for a in artifacts {
@@ -115,23 +128,6 @@ pub fn verify_artifacts(artifacts: &[GeneratedArtifact]) -> Result<(), TaskError
         })?;
     }
     Ok(())
-}
-
-/// Writes `content` to `dir/name` atomically (temp file, fsync, rename).
-pub async fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> Result<(), TaskError> {
-    let temp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
-    write_synced(&temp, content).await?;
-    tokio::fs::rename(&temp, dir.join(name))
-        .await
-        .map_err(|e| TaskError::host(&format!("move {} into place", temp.display()), e))
-}
-
-async fn write_synced(path: &Path, content: &[u8]) -> Result<(), TaskError> {
-    use tokio::io::AsyncWriteExt;
-    let io = |e| TaskError::host(&format!("write {}", path.display()), e);
-    let mut f = tokio::fs::File::create(path).await.map_err(io)?;
-    f.write_all(content).await.map_err(io)?;
-    f.sync_all().await.map_err(io)
 }
 
 impl ComposeHost {
@@ -284,12 +280,12 @@ impl ComposeHost {
                 None,
             )
         })?;
-        tokio::fs::create_dir_all(dir).await.map_err(|e| {
-            (
-                TaskError::host(&format!("create {}", dir.display()), e),
-                None,
-            )
-        })?;
+        // Created 0700 (or checked) before anything is written; from here on its canonical path.
+        let owned = dir.to_owned();
+        let dir = &tokio::task::spawn_blocking(move || prepare_work_dir(&owned))
+            .await
+            .map_err(|e| (TaskError::host("prepare the work dir", e), None))?
+            .map_err(|e| (e, None))?;
         let before = self.status(dir, project).await.map_err(|e| (e, None))?;
         let previous = before.healthy_lock();
         let fail = |e: TaskError| (e, previous.clone());
@@ -319,16 +315,30 @@ impl ComposeHost {
                 .await
                 .map_err(fail)?;
         }
-        // The lock is moved into place only after a successful pull.
-        let staged = dir.join(format!(
-            ".{}.uploading-{}",
-            lock.file_name,
-            uuid::Uuid::new_v4().simple()
-        ));
-        write_synced(&staged, lock.content.as_bytes())
-            .await
-            .map_err(fail)?;
-        let mut pull = Self::base_argv(project, &staged);
+        // The lock is moved into place only after a successful pull. Its secret
+        // references (`KEY: secret:NAME`) are set by the secrets override file written
+        // above instead (a second `--file`), as deployd does for an SSH host.
+        let override_name = deploy_artifacts::secrets_override_file_name(project.as_str());
+        let secrets_override = artifacts
+            .iter()
+            .any(|a| a.file_name.as_str() == override_name)
+            .then(|| dir.join(&override_name));
+        let with_override = |mut argv: Vec<String>| {
+            if let Some(path) = &secrets_override {
+                argv.extend(["--file".to_owned(), path.display().to_string()]);
+            }
+            argv
+        };
+        let text = match lock_for_compose(&lock.content) {
+            Ok(text) => text,
+            Err(e) => return Err(fail(e)),
+        };
+        let staged = temp_path(dir, lock.file_name.as_str(), "uploading");
+        if let Err(e) = write_new(&staged, text.as_bytes()).await {
+            let _ = tokio::fs::remove_file(&staged).await;
+            return Err(fail(e));
+        }
+        let mut pull = with_override(Self::base_argv(project, &staged));
         pull.extend(["pull".to_owned(), "--quiet".to_owned()]);
         if let Err(why) = self.run(&pull, dir, log).await {
             let _ = tokio::fs::remove_file(&staged).await;
@@ -356,7 +366,7 @@ impl ComposeHost {
                 e,
             ))
         })?;
-        let mut up = Self::base_argv(project, &lock_path);
+        let mut up = with_override(Self::base_argv(project, &lock_path));
         up.extend([
             "up".to_owned(),
             "-d".to_owned(),

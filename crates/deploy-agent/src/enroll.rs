@@ -80,6 +80,7 @@ pub async fn register(
     let pending = pending_for(state_dir, Purpose::Register)?;
     req.credential = Some(pending.credential.clone());
     let name = req.name.to_string();
+    let configured = req.labels.clone();
     let answer = with_retries("register", stop, || client.register(token, &req))
         .await
         .map_err(|e| {
@@ -109,9 +110,15 @@ pub async fn register(
     let Some(answer) = answer else {
         return Ok(None);
     };
+    // The server sets the labels (its bootstrap token's): the agent adopts them. The
+    // configured ones, if any, were checked to be among them.
+    let labels = labels_text(&answer.labels);
+    if answer.labels != configured {
+        tracing::info!(configured = %labels_text(&configured), server = %labels, "the server's labels differ from the configured ones: adopted");
+    }
     let creds = StoredCredentials::from_answer(client.server(), answer);
     settle(state_dir, &creds)?;
-    tracing::info!(agent_id = %creds.agent_id, name, server = %creds.server, "registered");
+    tracing::info!(agent_id = %creds.agent_id, name, labels = %labels, server = %creds.server, "registered");
     Ok(Some(creds))
 }
 
@@ -186,10 +193,25 @@ async fn finish_rotation(
     let Some(answer) = answer else {
         return Ok(None);
     };
+    // Labels change only by an admin; the answer shows the current ones.
+    let labels = labels_text(&answer.labels);
     let rotated = rotated(creds, answer)?;
     settle(state_dir, &rotated)?;
-    tracing::info!(agent_id = %rotated.agent_id, "credential rotated and stored");
+    tracing::info!(agent_id = %rotated.agent_id, labels = %labels, "credential rotated and stored");
     Ok(Some(rotated))
+}
+
+/// `k=v,k=v` (or `(none)`), for logs.
+fn labels_text(labels: &deploy_core::Labels) -> String {
+    if labels.as_map().is_empty() {
+        return "(none)".to_owned();
+    }
+    labels
+        .as_map()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The stored credentials after a rotation: same agent, same registering server.

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod docker;
 pub mod enroll;
 pub mod errors;
+pub mod files;
 pub mod journal;
 pub mod labels;
 pub mod locks;

@@ -16,13 +16,17 @@ impl Redactor {
         Self::default()
     }
 
-    /// Also hide `secret`.
+    /// Also hide `secret`, and each of its lines: a log line is one line of output, so
+    /// a multi-line value (a key, a certificate) shows up line by line.
     pub fn with(mut self, secret: &str) -> Self {
-        if secret.len() >= 3 && !self.secrets.iter().any(|s| s == secret) {
-            self.secrets.push(secret.to_owned());
-            // Longest first, so a secret containing another is hidden whole.
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let lines = secret.lines().map(str::trim);
+        for part in std::iter::once(secret).chain(lines) {
+            if part.len() >= 3 && !self.secrets.iter().any(|s| s == part) {
+                self.secrets.push(part.to_owned());
+            }
         }
+        // Longest first, so a secret containing another is hidden whole.
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         self
     }
 

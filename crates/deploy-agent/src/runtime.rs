@@ -31,6 +31,9 @@ pub struct Runtime {
     docker: Option<DockerHost>,
     compose: Option<ComposeHost>,
     locks: KeyedLocks,
+    /// Where targets without an explicit `work_dir` keep their files (one directory per
+    /// target): `<state dir>/work`, set by [`crate::Agent::connect`].
+    work_root: Option<PathBuf>,
 }
 
 fn failed(error: TaskError, previous: Option<deploy_core::Digest>) -> TaskOutcome {
@@ -59,6 +62,32 @@ impl Runtime {
             docker,
             compose,
             locks: KeyedLocks::default(),
+            work_root: None,
+        }
+    }
+
+    /// This runtime with `root` as the parent of default work dirs, unless one is set.
+    pub fn with_default_work_root(mut self, root: PathBuf) -> Self {
+        self.work_root.get_or_insert(root);
+        self
+    }
+
+    /// The work dir of `conn`'s target: its explicit `work_dir`, else `<work root>/<target>`.
+    /// The bool is true for the default (created on use).
+    fn work_dir(
+        &self,
+        target: &Target,
+        conn: &deploy_core::AgentConnection,
+    ) -> Result<(PathBuf, bool), TaskError> {
+        if let Some(dir) = &conn.work_dir {
+            return Ok((PathBuf::from(dir.as_str()), false));
+        }
+        match &self.work_root {
+            Some(root) => Ok((root.join(target.name.as_str()), true)),
+            None => Err(TaskError::invalid(format!(
+                "find the work dir of target `{}`: it sets no work_dir and this agent has no state dir for the default; expected an explicit work_dir",
+                target.name
+            ))),
         }
     }
 
@@ -235,7 +264,17 @@ impl Runtime {
         log: &TaskLog,
     ) -> Result<(u32, String), TaskError> {
         let conn = agent_connection(target)?;
-        command::run(command, &PathBuf::from(conn.work_dir.as_str()), log).await
+        let (dir, default) = self.work_dir(target, conn)?;
+        // The default work dir may not exist yet (a docker_host target never writes to it):
+        // made like a deploy would. An explicit one must exist.
+        let dir = if default {
+            tokio::task::spawn_blocking(move || crate::files::prepare_work_dir(&dir))
+                .await
+                .map_err(|e| TaskError::host("prepare the work dir", e))??
+        } else {
+            dir
+        };
+        command::run(command, &dir, log).await
     }
 
     /// A probe of an instance on this host: its loopback is ours.
@@ -266,10 +305,8 @@ impl Runtime {
                     .await
             }
             TargetType::ComposeHost => {
-                let status = self
-                    .compose()?
-                    .status(&PathBuf::from(conn.work_dir.as_str()), component)
-                    .await?;
+                let (dir, _) = self.work_dir(target, conn)?;
+                let status = self.compose()?.status(&dir, component).await?;
                 Ok((status.healthy_lock(), status.published))
             }
             other => Err(TaskError::invalid(format!(
@@ -335,7 +372,10 @@ impl Runtime {
                     Err(e) => return failed(e, None),
                 };
                 let _slot = self.locks.lock(&Self::slot(target, &deploy.project)).await;
-                let dir = PathBuf::from(conn.work_dir.as_str());
+                let dir = match self.work_dir(target, conn) {
+                    Ok((dir, _)) => dir,
+                    Err(e) => return failed(e, None),
+                };
                 match compose
                     .deploy(&dir, &deploy.project, &deploy.artifacts, log)
                     .await

@@ -94,7 +94,7 @@ fn target(work_dir: &str) -> Target {
         connection: Connection::Agent(AgentConnection {
             agent_id: None,
             selector: Labels::default(),
-            work_dir: UnixPath::parse(work_dir).unwrap(),
+            work_dir: Some(UnixPath::parse(work_dir).unwrap()),
             stop_first: false,
             registry_auth: None,
         }),
@@ -132,6 +132,7 @@ fn delivery_with(
                 project: name(project),
                 artifacts,
                 registry_auth: None,
+                secret_values: Vec::new(),
             },
         },
         timeout_ms: 120_000,
@@ -234,6 +235,15 @@ async fn compose_v1_then_v2_noop_failed_pull_tampered_artifact_and_failed_up() {
             "web.env".to_owned(),
         ]
     );
+    // Private to the agent's user: the dir 0700, every file 0600.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    };
+    assert_eq!(mode(&work), 0o700);
+    for f in &files {
+        assert_eq!(mode(&work.join(f)), 0o600, "{f}");
+    }
     // The environment reaches the container from the lock itself (no env-file).
     let env = run_checked(
         "docker",

@@ -40,7 +40,7 @@ fn target(work_dir: &str) -> Target {
         connection: Connection::Agent(AgentConnection {
             agent_id: None,
             selector: Labels::default(),
-            work_dir: UnixPath::parse(work_dir).unwrap(),
+            work_dir: Some(UnixPath::parse(work_dir).unwrap()),
             stop_first: false,
             registry_auth: None,
         }),
@@ -85,6 +85,7 @@ fn deploy(n: u64, container: &str, image: &str, args: &[&str]) -> TaskDelivery {
                 project: name(container),
                 artifacts: Vec::new(),
                 registry_auth: None,
+                secret_values: Vec::new(),
             },
         },
         timeout_ms: 60_000,
@@ -715,4 +716,50 @@ async fn a_swap_cut_by_a_crash_between_the_renames_is_repaired_at_start() {
     assert!(did.iter().any(|d| d.contains("became")), "{did:?}");
     assert_eq!(containers(&prefix), vec![web.clone()]);
     assert_eq!(version(&web), "v1");
+}
+
+#[tokio::test]
+async fn health_command_without_a_work_dir_runs_in_the_default_one_made_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().unwrap();
+    let root = state.path().join(deploy_core::DEFAULT_AGENT_WORK_SUBDIR);
+    let rt = Runtime::new(None, None).with_default_work_root(root.clone());
+    let mut t = target("/unused");
+    if let Connection::Agent(a) = &mut t.connection {
+        a.work_dir = None;
+    }
+    let pwd = TaskDelivery {
+        key: TaskKey {
+            task_id: task_id(9),
+            attempt: 1,
+        },
+        target: t,
+        action: AgentAction::HealthCommand {
+            command: CommandSpec::new(vec!["pwd".to_owned()]).unwrap(),
+        },
+        timeout_ms: 10_000,
+    };
+    let expected = root.join("agent-host");
+    match run(&Runtime::new(None, None), &pwd).await {
+        TaskOutcome::Failed { error, .. } => assert!(
+            error.message.contains("sets no work_dir"),
+            "{}",
+            error.message
+        ),
+        other => panic!("a runtime without a state dir has no default: {other:?}"),
+    }
+    match run(&rt, &pwd).await {
+        TaskOutcome::CommandRan {
+            exit_status: 0,
+            stdout,
+        } => assert_eq!(
+            std::fs::canonicalize(stdout.trim()).unwrap(),
+            std::fs::canonicalize(&expected).unwrap()
+        ),
+        other => panic!("{other:?}"),
+    }
+    for dir in [&root, &expected] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
 }

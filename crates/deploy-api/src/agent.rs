@@ -3,10 +3,13 @@
 //! Every message carries `protocol`; a peer refuses a version it does not speak
 //! with a problem document naming both versions. The flow:
 //!
-//! 1. An admin creates a one-time bootstrap token (`POST /api/v1/agents/bootstrap-tokens`).
+//! 1. An admin creates a one-time bootstrap token (`POST /api/v1/agents/bootstrap-tokens`)
+//!    for one agent name, its labels and the capabilities it may claim.
 //! 2. The agent registers with it (`POST /api/v1/agent/register`, bearer = the bootstrap
-//!    token) and receives its agent id and a long-lived credential (stored by the server
-//!    only as a sha256). The bootstrap token is spent.
+//!    token) under that name, claiming no other label or capability, and receives its
+//!    agent id, its labels (the server's, which it adopts) and a long-lived credential
+//!    (stored by the server only as a sha256). The bootstrap token is spent. Its labels
+//!    change afterwards only by an admin call (`PUT /api/v1/agents/{id}/labels`).
 //! 3. The agent long-polls `POST /api/v1/agent/poll` (bearer = its credential). A poll is
 //!    its heartbeat: the server marks an agent inactive when none arrived for the
 //!    heartbeat timeout, and fails its in-flight tasks as retryable.
@@ -50,12 +53,22 @@ pub enum AgentCapability {
     Compose,
 }
 
-/// `POST /api/v1/agents/bootstrap-tokens` (admin): a one-time registration token.
+/// `POST /api/v1/agents/bootstrap-tokens` (admin): a one-time registration token for one
+/// agent: the name it registers as, its labels, and the capabilities it may claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBootstrapTokenRequest {
-    /// What the token is for (shown in listings), 1 to 100 characters.
-    pub name: String,
+    /// The agent's name: registering under another one is refused.
+    #[schema(value_type = String)]
+    pub name: Name,
+    /// The agent's labels (targets select agents by them): the agent gets exactly these,
+    /// and may claim none other.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub labels: Labels,
+    /// The capabilities the agent may claim; absent: every capability.
+    #[serde(default)]
+    pub capabilities: Option<Vec<AgentCapability>>,
     /// Seconds until the token expires unspent (default 3600, at most 7 days).
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
@@ -66,7 +79,12 @@ pub struct CreateBootstrapTokenRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreatedBootstrapToken {
     pub id: Uuid,
-    pub name: String,
+    /// The agent name it registers.
+    #[schema(value_type = String)]
+    pub name: Name,
+    #[schema(value_type = Object)]
+    pub labels: Labels,
+    pub capabilities: Vec<AgentCapability>,
     /// The secret (`dpb_…`); hand it to exactly one agent.
     pub token: String,
     #[schema(value_type = String)]
@@ -79,7 +97,12 @@ pub struct CreatedBootstrapToken {
 #[serde(deny_unknown_fields)]
 pub struct BootstrapTokenSummary {
     pub id: Uuid,
-    pub name: String,
+    /// The agent name it registers.
+    #[schema(value_type = String)]
+    pub name: Name,
+    #[schema(value_type = Object)]
+    pub labels: Labels,
+    pub capabilities: Vec<AgentCapability>,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = Option<String>)]
@@ -96,10 +119,15 @@ pub struct BootstrapTokenSummary {
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgentRequest {
     pub protocol: u32,
-    /// Unique among agents; a name already taken answers 409.
+    /// The name the bootstrap token is for (another answers 403); unique among agents, a
+    /// name already taken answers 409.
     #[schema(value_type = String)]
     pub name: Name,
+    /// What the agent can drive: each must be among the token's capabilities (else 403).
     pub capabilities: Vec<AgentCapability>,
+    /// The labels the agent expects, if any: each must be among the token's labels (else
+    /// 403, so a misconfigured agent is noticed). The agent gets the token's labels
+    /// whatever it sends, and adopts them from the answer.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub labels: Labels,
@@ -175,6 +203,13 @@ pub struct AgentCredentials {
     pub protocol: u32,
     #[schema(value_type = String)]
     pub agent_id: AgentId,
+    /// The agent's name, as the server records it.
+    #[schema(value_type = String)]
+    pub name: Name,
+    /// The agent's labels, as the server records them (set by the bootstrap token, then
+    /// by admins): the agent adopts them.
+    #[schema(value_type = Object)]
+    pub labels: Labels,
     /// The agent's bearer credential (`dpa_…`); the server stores only its sha256.
     pub credential: String,
     /// Poll at least this often (milliseconds) or be marked inactive.
@@ -186,6 +221,8 @@ impl std::fmt::Debug for CreatedBootstrapToken {
         f.debug_struct("CreatedBootstrapToken")
             .field("id", &self.id)
             .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("capabilities", &self.capabilities)
             .field("token", &"<redacted>")
             .field("expires_at", &self.expires_at)
             .finish()
@@ -197,6 +234,8 @@ impl std::fmt::Debug for AgentCredentials {
         f.debug_struct("AgentCredentials")
             .field("protocol", &self.protocol)
             .field("agent_id", &self.agent_id)
+            .field("name", &self.name)
+            .field("labels", &self.labels)
             .field("credential", &"<redacted>")
             .field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms)
             .finish()
@@ -214,6 +253,8 @@ pub struct AgentSummary {
     pub capabilities: Vec<AgentCapability>,
     #[schema(value_type = Object)]
     pub labels: Labels,
+    /// The version of `labels`: a label change names the one it was made from.
+    pub labels_version: u64,
     /// Connected: polled within the heartbeat timeout (as seen by this server).
     pub active: bool,
     /// Tasks delivered to it whose result has not arrived.
@@ -224,6 +265,19 @@ pub struct AgentSummary {
     pub created_at: Timestamp,
     #[schema(value_type = Option<String>)]
     pub revoked_at: Option<Timestamp>,
+}
+
+/// `PUT /api/v1/agents/{id}/labels` (admin): replaces an agent's labels. Targets select
+/// agents by labels, so this decides which deploys (and their registry credentials and
+/// env files) the agent receives from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAgentLabelsRequest {
+    /// The agent's labels from now on (all of them).
+    #[schema(value_type = Object)]
+    pub labels: Labels,
+    /// The `labels_version` this change was made from; another change since answers 409.
+    pub version: u64,
 }
 
 /// One attempt of one task: the unit of delivery and of deduplication.
@@ -345,6 +399,11 @@ pub struct DeployPayload {
     /// Credentials for pulling the image, when the registry needs them.
     #[serde(default)]
     pub registry_auth: Option<RegistryAuth>,
+    /// The values of the application secrets (`secret:NAME` env values, resolved by the
+    /// server) this payload carries in the container's environment or in a secrets
+    /// override file: the agent hides each one from its log lines and results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_values: Vec<String>,
 }
 
 /// A docker_host container: mirrors deploy-exec's `ComponentSpec`.

@@ -12,6 +12,7 @@ mod problem;
 mod resources;
 mod role;
 pub mod schema;
+mod secrets;
 
 pub use agent::AGENT_PROTOCOL_VERSION;
 pub use errors::ApiTypeError;
@@ -25,6 +26,7 @@ pub use resources::{
     RollbackRequest, SkippedTarget, TokenSummary, UpdateEnvironmentRequest, UpdateTargetRequest,
 };
 pub use role::Role;
+pub use secrets::{MAX_SECRET_BYTES, PutSecretRequest, SecretSummary};
 
 /// Every route of the API lives under this prefix.
 pub const API_PREFIX: &str = "/api/v1";

@@ -390,6 +390,10 @@ pub struct CreatedToken {
     pub name: String,
     pub role: Role,
     pub token: String,
+    /// When it stops being accepted (`None`: never).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// One row of the audit log (`GET /api/v1/audit`): a write through the API.

@@ -28,10 +28,44 @@ pub struct Environment {
     pub approval: (),
     /// Ids of the environments in which a release must have completed first.
     pub requires: Vec<String>,
+    /// What this environment's containers may get from their hosts; set by an admin
+    /// with `PUT /api/v1/environments/{id}/runtime-policy`.
+    pub runtime_policy: RuntimePolicy,
     /// Bumped by every update; an update names the version it replaces.
     pub version: u64,
     #[schema(format = DateTime)]
     pub created_at: String,
+}
+
+/// An environment's runtime policy: what its containers may get from their hosts.
+/// Every field defaults to refusing; unknown fields are refused.
+#[derive(ToSchema)]
+pub struct RuntimePolicy {
+    /// Allow `privileged: true`.
+    #[schema(default = false)]
+    pub privileged: bool,
+    /// Host namespaces a service may join: `network`, `pid`, `ipc`, `uts`, `userns`, `cgroup`.
+    pub host_namespaces: Vec<String>,
+    /// Capabilities `cap_add` may add (Linux names such as `NET_ADMIN`; `ALL` only if listed).
+    pub capabilities: Vec<String>,
+    /// Allow `devices`, `device_cgroup_rules`, `gpus` and device reservations, and
+    /// volumes mounting anything of the host but a tmpfs, an NFS/CIFS share or a
+    /// checked bind (other `local` driver options, volume plugins).
+    #[schema(default = false)]
+    pub devices: bool,
+    /// Allow `security_opt` entries other than `no-new-privileges`.
+    #[schema(default = false)]
+    pub unconfined: bool,
+    /// Absolute host directories bind mounts may come from (no `.` or `..`).
+    pub bind_prefixes: Vec<String>,
+    /// Allow a bind of a container engine's socket or state directory (or of a
+    /// directory holding one).
+    #[schema(default = false)]
+    pub docker_socket: bool,
+    /// Allow `volumes_from: container:…` and `network_mode` / `pid` / `ipc: container:…`
+    /// (containers outside the deployment).
+    #[schema(default = false)]
+    pub other_containers: bool,
 }
 
 /// A deployment target of an environment.

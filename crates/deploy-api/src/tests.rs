@@ -92,6 +92,11 @@ fn schema_mirrors_match_deploy_core() {
             keys(&testing::environment("prod")),
         ),
         (
+            "RuntimePolicy",
+            properties::<schema::RuntimePolicy>(),
+            keys(&deploy_core::RuntimePolicy::default()),
+        ),
+        (
             "Target",
             properties::<schema::Target>(),
             keys(&testing::ssh_target(1)),
@@ -189,7 +194,9 @@ fn agent_secrets_never_show_in_debug() {
     let at = ts(1);
     let created = agent::CreatedBootstrapToken {
         id: uuid::Uuid::nil(),
-        name: "rack-1".into(),
+        name: deploy_core::Name::parse("rack-1").unwrap(),
+        labels: deploy_core::Labels::default(),
+        capabilities: vec![agent::AgentCapability::Docker],
         token: "dpb_secret-token".into(),
         expires_at: at,
     };
@@ -202,6 +209,8 @@ fn agent_secrets_never_show_in_debug() {
     let credentials = agent::AgentCredentials {
         protocol: 1,
         agent_id: agent_id(1),
+        name: deploy_core::Name::parse("rack-1").unwrap(),
+        labels: deploy_core::Labels::default(),
         credential: "dpa_secret-credential".into(),
         heartbeat_timeout_ms: 30_000,
     };

@@ -49,6 +49,11 @@ pub enum ArtifactError {
         release: String,
         available: String,
     },
+    /// A compose lock's secret references cannot be moved to a secrets override file (or a
+    /// value cannot travel in one); the detail names the service and the variable,
+    /// never a value.
+    #[error("{detail}")]
+    ComposeSecrets { detail: String },
     /// Two services share a name.
     #[error("service `{name}` is defined twice; expected each service name once")]
     DuplicateService { name: String },
@@ -70,6 +75,17 @@ pub enum ArtifactError {
         field: String,
         value: String,
         expected: String,
+    },
+    /// A service asks its host for something the runtime policy does not allow
+    /// (`setting` is quoted, with why it reaches the host where that is not plain).
+    #[error("service `{service}` sets {setting}, which {scope} refuses; {remedy}")]
+    PolicyRefused {
+        service: String,
+        /// The service key (`privileged`, `volumes`, …): the error's field.
+        key: String,
+        setting: String,
+        scope: String,
+        remedy: String,
     },
     /// The lock's recorded digest differs from the digest of its content.
     #[error(

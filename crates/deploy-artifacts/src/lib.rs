@@ -7,6 +7,7 @@
 //! deployment; [`verify_lock`] recomputes a lock's digest.
 
 mod compose;
+mod compose_secrets;
 mod compose_syntax;
 mod container;
 mod docker_host;
@@ -15,18 +16,23 @@ mod errors;
 mod lock;
 mod manifest;
 mod nginx;
+mod policy;
 mod render;
 mod systemd;
 mod template;
 mod yaml_in;
 mod yaml_out;
 
+pub use compose_secrets::{
+    lock_secret_refs, lock_without_secret_refs, secrets_override_file, secrets_override_file_name,
+};
 pub use container::{Applies, COMPOSE_ONLY_KEYS, DOCKER_HOST_KEYS, ServiceContext, container_spec};
 pub use docker_host::{COMPONENT_LABEL, ServiceContainer, container_specs};
 pub use errors::ArtifactError;
 pub use lock::{LockInfo, verify_lock};
 pub use manifest::MANIFEST_SCHEMA;
 pub use nginx::{Colour, HttpRouting, Route, Traffic, render_routing};
+pub use policy::{PolicyScope, check_lock_policy, check_runtime_policy};
 pub use render::{
     Bundle, COMPOSE_FILE_NAME, LOCK_FILE_NAME, MANIFEST_FILE_NAME, NGINX_FILE_NAME, RenderInput,
     RenderedArtifact, env_file_name, render, unit_file_name,

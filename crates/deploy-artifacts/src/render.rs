@@ -255,6 +255,16 @@ fn resolve<'a>(
                     }
                 };
                 env_file::check_value(t.name.as_str(), k, &value)?;
+                // A reference stays in every artifact as written (the digests cover it);
+                // its value is resolved only when a task is handed to its executor. The
+                // rest of a bad reference is left out of the error: it may be a value.
+                if deploy_core::SecretRef::parse(&value).is_err() {
+                    return Err(ArtifactError::invalid(
+                        format!("services.{}.environment.{k}", t.name),
+                        "secret:…",
+                        "`secret:NAME` with NAME a secret name ([a-z0-9][a-z0-9_.-]{0,62}); a value starting with `secret:` is always a reference",
+                    ));
+                }
                 env.insert(k.clone(), value);
             }
             env.insert("STELLA_RELEASE_ID".to_owned(), release_id.to_owned());

@@ -16,7 +16,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_yaml::{Mapping, Value};
 
 use crate::compose_syntax::{
-    argv, describe, env_map, parse_duration_secs, parse_restart, port_list, string_map,
+    argv, compose_unescape, describe, env_map, parse_duration_secs, parse_restart, port_list,
+    string_map,
 };
 use crate::container::{
     Applies, COMPOSE_ONLY_KEYS, DOCKER_HOST_KEYS, REFUSED_KEYS, ServiceContext, container_spec,
@@ -212,6 +213,7 @@ pub fn parse_template(bytes: &[u8]) -> Result<ComposeTemplate, ArtifactError> {
     for (section, value) in [("volumes", &raw.volumes), ("networks", &raw.networks)] {
         if let Some(v) = value {
             check_plain_yaml(&format!("compose template `{section}`"), v)?;
+            no_interpolation(section, v)?;
         }
     }
     let top = TopLevel {
@@ -357,6 +359,9 @@ fn service(name: &str, body: Value, top: &TopLevel<'_>) -> Result<TemplateServic
                 return Err(ArtifactError::invalid(at, describe(value), why));
             }
         }
+        // Carried into the compose file as written, where Compose would substitute
+        // a lone `$` (`network_mode: "${X:-host}"`) after every check here.
+        no_interpolation(&at, value)?;
         passthrough.insert(key.clone(), value.clone());
     }
     let component = component.ok_or_else(|| {
@@ -415,6 +420,25 @@ fn placeholder_image() -> Result<deploy_core::ImageRef, ArtifactError> {
             e.to_string(),
         )
     })
+}
+
+/// Refuses host interpolation (a lone `$`, not `$$`) in every string value of `v`,
+/// naming where: the value is carried through as written, and Compose would replace
+/// it with the host's variable or its default, which no check could vouch for.
+fn no_interpolation(at: &str, v: &Value) -> Result<(), ArtifactError> {
+    match v {
+        Value::String(s) => compose_unescape(at, s).map(drop),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| no_interpolation(&format!("{at}[{i}]"), item)),
+        Value::Mapping(m) => m.iter().try_for_each(|(k, v)| match k {
+            Value::String(k) => no_interpolation(&format!("{at}.{k}"), v),
+            _ => no_interpolation(at, v),
+        }),
+        Value::Tagged(t) => no_interpolation(at, &t.value),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses YAML the emitter cannot reproduce exactly: tags and non-scalar mapping keys.

@@ -9,6 +9,7 @@ use crate::container::valid_env_key;
 use crate::errors::ValidationError;
 use crate::ids::EnvironmentId;
 use crate::name::Name;
+use crate::runtime_policy::RuntimePolicy;
 use crate::timestamp::Timestamp;
 use crate::values::CommandSpec;
 
@@ -33,6 +34,11 @@ pub struct Environment {
     /// it may be promoted here (staging before prod).
     #[serde(default)]
     pub requires: Vec<EnvironmentId>,
+    /// What this environment's containers may get from their hosts (privileges, host
+    /// namespaces, binds…); the default refuses all of it. Set by an admin through its
+    /// own route, so that an ordinary update cannot change it.
+    #[serde(default)]
+    pub runtime_policy: RuntimePolicy,
     /// Bumped by every update: a write names the version it read (stale: 409).
     #[serde(default)]
     pub version: u64,

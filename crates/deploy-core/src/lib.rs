@@ -24,7 +24,9 @@ mod planner;
 mod promotion;
 mod release;
 mod rollout;
+mod runtime_policy;
 mod secret;
+mod secret_ref;
 mod strategy;
 mod target;
 mod task;
@@ -42,8 +44,9 @@ pub use approval::{
 pub use artifact::{ArtifactKind, GeneratedArtifact, sha256_of};
 pub use compose_status::ComposeStatus;
 pub use connection::{
-    AgentConnection, ApiConnection, Connection, ExecutionModel, HostKeyFingerprint, HostKeyPolicy,
-    ResourceName, SshConnection, WinrmAuth, WinrmConnection,
+    AgentConnection, ApiConnection, Connection, DEFAULT_AGENT_WORK_SUBDIR, DEFAULT_SSH_WORK_SUBDIR,
+    ExecutionModel, HostKeyFingerprint, HostKeyPolicy, KubeAuth, KubeContext, ResourceName,
+    SshConnection, WinrmAuth, WinrmConnection,
 };
 pub use container::{
     ContainerHealthcheck, ContainerSpec, DEFAULT_STOP_GRACE_SECS, ExposedPort, ExtraHost, Logging,
@@ -65,12 +68,17 @@ pub use image_ref::ImageRef;
 pub use job::DeploymentJob;
 pub use job_status::{JobEvent, JobStatus};
 pub use name::{NAME_MAX_LEN, Name};
-pub use net::{Host, HttpUrl};
+pub use net::{Host, HttpUrl, is_loopback_host};
 pub use planner::{BlueGreenPhase, RolloutPlan, Wave, WaveGate, WaveKind, plan};
 pub use promotion::{Promotion, PromotionDecision, PromotionStatus};
 pub use release::{Component, Release, ServiceTemplate};
 pub use rollout::{Action, DecideInput, RetryBackoff, decide, failed_targets};
+pub use runtime_policy::{
+    BindRefusal, CAPABILITY_NAMES, Capability, ENGINE_SOCKETS, HostNamespace, HostPrefix,
+    RuntimePolicy,
+};
 pub use secret::Secret;
+pub use secret_ref::{SECRET_REF_PREFIX, SecretRef, secret_refs};
 pub use strategy::{BatchSize, FailurePolicy, Percent, Ratio, Strategy};
 pub use target::{Target, TargetType};
 pub use task::{DEFAULT_MAX_ATTEMPTS, DeploymentTask, NewTask};

@@ -137,6 +137,12 @@ impl HttpUrl {
         self.0.starts_with("https://")
     }
 
+    /// True when the host is this machine ([`is_loopback_host`]): plain http to it
+    /// does not leave the host, so a bearer token sent over it is not exposed.
+    pub fn is_loopback(&self) -> bool {
+        is_loopback_host(self.host())
+    }
+
     /// This URL with `path` appended, with exactly one `/` between them.
     pub fn join(&self, path: &str) -> String {
         format!(
@@ -145,6 +151,17 @@ impl HttpUrl {
             path.trim_start_matches('/')
         )
     }
+}
+
+/// Whether `host` (without brackets) is this machine: `localhost`, 127.0.0.0/8 or
+/// `::1`. The one rule deploy-agent and deployctl apply before sending a secret over
+/// plain http. Other names are not resolved: a DNS answer is not a promise that the
+/// traffic stays local.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Splits `host[:port]` or `[v6][:port]`; `None` when the host is empty.
@@ -234,6 +251,29 @@ mod tests {
             HttpUrl::parse("http://web.example?q").unwrap().host(),
             "web.example"
         );
+    }
+
+    #[test]
+    fn only_localhost_127_8_and_v6_one_are_loopback() {
+        for local in [
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5",
+            "http://localhost:80",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+        ] {
+            assert!(HttpUrl::parse(local).unwrap().is_loopback(), "{local}");
+        }
+        for remote in [
+            "http://10.0.0.1",
+            "http://0.0.0.0:8080",
+            "http://[::]:80",
+            "http://localhost.example",
+            "http://128.0.0.1",
+            "http://deployd.example:8080",
+        ] {
+            assert!(!HttpUrl::parse(remote).unwrap().is_loopback(), "{remote}");
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn sample_connections() -> Vec<(ExecutionModel, Connection)> {
             Connection::Agent(AgentConnection {
                 agent_id: None,
                 selector: Labels::default(),
-                work_dir: UnixPath::parse("/srv/deploy").expect("valid"),
+                work_dir: Some(UnixPath::parse("/srv/deploy").expect("valid")),
                 stop_first: false,
                 registry_auth: None,
             }),
@@ -100,12 +100,13 @@ pub fn sample_connections() -> Vec<(ExecutionModel, Connection)> {
         (
             ExecutionModel::Api,
             Connection::Api(ApiConnection::Kubernetes {
-                api_server: url("https://k8s:6443"),
+                api_server: Some(url("https://k8s:6443")),
                 namespace: res("prod"),
                 deployment: res("web"),
                 container: res("web"),
-                credential_ref: cred(),
+                credential_ref: Some(cred()),
                 ca_ref: None,
+                auth: crate::KubeAuth::Token,
             }),
         ),
     ]
@@ -118,7 +119,7 @@ pub fn ssh_connection(n: u8) -> Connection {
         port: 22,
         user: Username::parse("deploy").expect("valid"),
         credential_ref: CredentialRef::parse("env:SSH_KEY").expect("valid"),
-        work_dir: UnixPath::parse("/srv/deploy").expect("valid"),
+        work_dir: Some(UnixPath::parse("/srv/deploy").expect("valid")),
         host_key: HostKeyPolicy::KnownHosts,
     })
 }
@@ -176,6 +177,7 @@ pub fn environment(env: &str) -> Environment {
         variables: Default::default(),
         approval: None,
         requires: Vec::new(),
+        runtime_policy: Default::default(),
         version: 0,
         created_at: ts(0),
     }

@@ -103,6 +103,7 @@ async fn one_run(n: u64, postgres: bool, store_only: bool) -> (f64, Duration) {
             variables: Default::default(),
             approval: None,
             requires: Vec::new(),
+            runtime_policy: Default::default(),
             version: 0,
             created_at: ts(0),
         })

@@ -11,7 +11,7 @@ use deploy_core::{
     Component, ComponentId, Connection, CredentialRef, Environment, EnvironmentId, ExecutionModel,
     Host, HostKeyPolicy, IdempotencyKey, ImageRef, Labels, Name, Promotion, PromotionDecision,
     PromotionId, PromotionStatus, Release, ReleaseId, SshConnection, Target, TargetId, TargetType,
-    UnixPath, Username,
+    Username,
 };
 use deploy_engine::{Clock, Engine, EngineConfig, JobRequest, SystemClock, random_bytes};
 use deploy_exec::DefaultSecrets;
@@ -62,6 +62,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         variables: Default::default(),
         approval: None,
         requires: Vec::new(),
+        runtime_policy: Default::default(),
         version: 0,
         created_at: now,
     };
@@ -76,7 +77,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
             port: port.parse()?,
             user: Username::parse(user)?,
             credential_ref: CredentialRef::parse("env:DEPLOY_SSH_KEY")?,
-            work_dir: UnixPath::parse("/tmp")?,
+            // The default: ~/.local/share/deploy/host-1, created 0700 on first deploy.
+            work_dir: None,
             host_key: HostKeyPolicy::KnownHosts,
         }),
         health_endpoint: None,

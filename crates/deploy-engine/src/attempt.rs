@@ -51,6 +51,7 @@ pub(crate) async fn run_attempt(
             cancel: &cancel,
             stopping: &stopping,
             record: &record,
+            redact: None,
         };
         attempt(&inner, &ctx, task, phase, soak, tokens, &log).await
     };
@@ -75,6 +76,16 @@ async fn attempt(
     let executor = match inner.executors.for_target(&target) {
         Ok(e) => e,
         Err(e) => return fail(inner, tokens, &task, e.is_retryable(), &e.to_string()).await,
+    };
+    // Every line of the attempt, whatever its phase, and its failure's reason, are
+    // redacted with the task's secret values (a health check printing one included).
+    let redacting =
+        crate::app_secrets::attempt_log(inner.app_secrets.get(), ctx, &target, &task, log.clone())
+            .await;
+    let log = &redacting;
+    let tokens = Tokens {
+        redact: Some(log),
+        ..tokens
     };
     let exec_ctx = ExecContext {
         log: log.clone(),
@@ -153,15 +164,55 @@ async fn attempt(
             }
             None => None,
         };
+        // Application secrets are read now, per task: the stored artifacts keep the
+        // references, and the values live only in this request and the executor's log
+        // redaction.
+        let mut component = component;
+        let deploy_ctx = match component.as_mut() {
+            Some(c) => match crate::app_secrets::resolve_env(
+                inner.app_secrets.get(),
+                &ctx.environment,
+                &mut c.container.env,
+                exec_ctx.log.clone(),
+            )
+            .await
+            {
+                Ok(log) => ExecContext {
+                    log,
+                    ..exec_ctx.clone()
+                },
+                Err((retryable, why)) => return fail(inner, tokens, &task, retryable, &why).await,
+            },
+            None => exec_ctx.clone(),
+        };
+        let mut artifacts = ctx.artifacts_for(target.id);
+        let (deploy_ctx, stored_lock) = if component.is_none() {
+            match crate::app_secrets::resolve_compose(
+                inner.app_secrets.get(),
+                &ctx.environment,
+                ctx.project(),
+                &mut artifacts,
+                deploy_ctx.log.clone(),
+                inner.clock.now(),
+            )
+            .await
+            {
+                Ok((log, stored_lock)) => (ExecContext { log, ..deploy_ctx }, stored_lock),
+                Err((retryable, why)) => return fail(inner, tokens, &task, retryable, &why).await,
+            }
+        } else {
+            (deploy_ctx, None)
+        };
         let request = DeployRequest {
             target: target.clone(),
             task: task.clone(),
             component,
             project: ctx.project().clone(),
-            artifacts: ctx.artifacts_for(target.id),
+            artifacts,
+            stored_lock,
             rollback: ctx.rollback,
         };
-        let result = executor.deploy(&request, &exec_ctx).await;
+        let result = executor.deploy(&request, &deploy_ctx).await;
         if let Some(agent) = result.agent {
             tokens.record.set_agent(agent);
         }
@@ -340,6 +391,8 @@ struct Tokens<'a> {
     /// in flight, unwritten, for the next engine to reconcile with `inspect`.
     stopping: &'a CancellationToken,
     record: &'a Recorder,
+    /// The attempt's redaction of secret values, applied to the failure's reason.
+    redact: Option<&'a TaskLog>,
 }
 
 async fn fail(
@@ -349,6 +402,9 @@ async fn fail(
     retryable: bool,
     why: &str,
 ) -> Result<DeploymentTask, StoreError> {
+    let why = &tokens
+        .redact
+        .map_or_else(|| why.to_owned(), |log| log.redact(why));
     if tokens.stopping.is_cancelled() {
         tracing::info!(task = %task.id, why, "engine stopping: the attempt is left for the next engine to reconcile");
         return Ok(task.clone());

@@ -1,17 +1,18 @@
 //! Creating a job from an approved promotion: plan the waves and one task per (target, component), or per target for compose hosts.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use deploy_artifacts::{
-    ArtifactError, Colour, ComposeTemplate, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic,
-    container_specs, parse_template, render,
+    ArtifactError, Colour, ComposeTemplate, ContainerRuntime, LOCK_FILE_NAME, PolicyScope,
+    RenderInput, Traffic, check_runtime_policy, container_specs, parse_template, render,
 };
 use deploy_core::{
     ArtifactId, Connection, ContainerSpec, DEFAULT_MAX_ATTEMPTS, DeploymentJob, DeploymentTask,
-    FailurePolicy, GeneratedArtifact, HealthCheck, IdempotencyKey, JobId, JobStatus, NewTask,
-    PromotionId, PromotionStatus, Protocol, Release, Strategy, Target, TargetType, TaskId,
-    UnixPath, plan,
+    Environment, FailurePolicy, GeneratedArtifact, HealthCheck, IdempotencyKey, JobId, JobStatus,
+    NewTask, PromotionId, PromotionStatus, Protocol, Release, RuntimePolicy, Strategy, Target,
+    TargetType, TaskId, UnixPath, plan,
 };
 use deploy_health::NoProbePort;
 use deploy_store::{Created, StoreError};
@@ -163,6 +164,49 @@ impl Engine {
         Ok(created)
     }
 
+    /// Every `secret:NAME` of a service's environment exists and may be used in the
+    /// job's `environment` (422 naming the variable, the secret and the environment
+    /// otherwise, never a value). Every target type and transport takes them: values
+    /// are resolved per task (the scope checked again), and an agent's stored delivery
+    /// is sealed.
+    async fn check_secret_refs(
+        &self,
+        environment: &deploy_core::Environment,
+        service: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let refs = crate::app_secrets::references(env);
+        let Some((key, first)) = refs.first() else {
+            return Ok(());
+        };
+        let Some(secrets) = self.inner.app_secrets.get() else {
+            return Err(EngineError::InvalidRequest(format!(
+                "service `{service}` variable `{key}` references secret `{}`; expected a deployd with a secrets key configured",
+                first.name()
+            )));
+        };
+        for (key, r) in &refs {
+            match secrets.environments(r.name()).await {
+                Ok(Some(envs)) if crate::app_secrets::allowed_in(&envs, environment) => {}
+                Ok(Some(_)) => {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "service `{service}` {}",
+                        crate::app_secrets::not_allowed(key, r.name(), environment)
+                    )));
+                }
+                Ok(None) => {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "service `{service}` variable `{key}` references secret `{}`, which does not exist; create it first (`deployctl secrets set {}`)",
+                        r.name(),
+                        r.name()
+                    )));
+                }
+                Err(e) => return Err(EngineError::InvalidRequest(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
     /// The job `request` creates for `promotion`: planned, rendered and checked; not written.
     async fn build_job(
         &self,
@@ -201,6 +245,14 @@ impl Engine {
         };
         if let Some(template) = &template {
             check_every_component_runs(&release, template)?;
+            // Again for this environment: the release was checked against every
+            // environment's policy, a job's own template not at all, and either may
+            // have been tightened since.
+            check_runtime_policy(
+                template,
+                &environment.runtime_policy,
+                PolicyScope::Environment(environment.name.as_str()),
+            )?;
         }
         let mut artifacts = Vec::new();
         let mut tasks = Vec::new();
@@ -249,6 +301,20 @@ impl Engine {
             let lock = bundle.as_ref().and_then(|b| b.get(LOCK_FILE_NAME));
             match (target.target_type, lock) {
                 (TargetType::ComposeHost, Some(lock)) => {
+                    if let Some(template) = &template {
+                        for t in &template.services {
+                            let env: BTreeMap<String, String> = t
+                                .environment
+                                .iter()
+                                .filter_map(|(k, v)| {
+                                    let v = environment.variables.get(k).or(v.as_ref())?;
+                                    Some((k.clone(), v.clone()))
+                                })
+                                .collect();
+                            self.check_secret_refs(&environment, t.name.as_str(), &env)
+                                .await?;
+                        }
+                    }
                     // One task deploys the whole project; its digest is the compose lock's
                     // sha256, which the executor finds again on the running containers.
                     push(None, lock.sha256.clone());
@@ -295,6 +361,8 @@ impl Engine {
                             deploy_exec::winrm::check_windows_spec(svc.service.as_str(), &svc.spec)
                                 .map_err(EngineError::InvalidRequest)?;
                         }
+                        self.check_secret_refs(&environment, svc.service.as_str(), &svc.spec.env)
+                            .await?;
                         let component = release
                             .component(svc.component.as_str())
                             .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
@@ -364,12 +432,18 @@ pub fn release_template(release: &Release) -> Result<Option<ComposeTemplate>, Ar
 }
 
 /// Checks a release's service definition when the release is created: the template
-/// parses (every docker_host key with its path), and every service runs a component
-/// the release has. Nothing is written.
-pub fn check_release_template(release: &Release) -> Result<(), ArtifactError> {
+/// parses (every docker_host key with its path), every service runs a component
+/// the release has, and it asks the hosts for nothing that `any_environment` (the
+/// union of every environment's runtime policy) refuses: a release no environment
+/// could run is refused before anyone promotes it. Nothing is written.
+pub fn check_release_template(
+    release: &Release,
+    any_environment: &RuntimePolicy,
+) -> Result<(), ArtifactError> {
     let Some(template) = release_template(release)? else {
         return Ok(());
     };
+    check_runtime_policy(&template, any_environment, PolicyScope::AnyEnvironment)?;
     for service in &template.services {
         release.component(service.component.as_str()).map_err(|e| {
             ArtifactError::UnknownComponent {
@@ -381,6 +455,22 @@ pub fn check_release_template(release: &Release) -> Result<(), ArtifactError> {
         })?;
     }
     check_every_component_runs(release, &template)
+}
+
+/// Checks a release's service definition against the runtime policy of `environment`
+/// (when a promotion there is requested): refused early, before anyone approves it.
+pub fn check_release_for_environment(
+    release: &Release,
+    environment: &Environment,
+) -> Result<(), ArtifactError> {
+    match release_template(release)? {
+        Some(template) => check_runtime_policy(
+            &template,
+            &environment.runtime_policy,
+            PolicyScope::Environment(environment.name.as_str()),
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Every component of the release is run by a service of the definition: a component
@@ -454,12 +544,15 @@ fn check_instance_port(
     )))
 }
 
-/// Where a target keeps its deployment files (the systemd units read env files from there).
+/// Where a target keeps its deployment files (the systemd units read env files from
+/// there). Without an explicit `work_dir` the executor resolves the default on the host,
+/// which deployd cannot see: the units name the conventional place (see
+/// `Connection::rendered_work_dir`); a host whose home or agent state dir is elsewhere
+/// needs an explicit `work_dir` for the units to find their env files.
 fn work_dir(target: &Target) -> Result<UnixPath, EngineError> {
-    match &target.connection {
-        Connection::Ssh(ssh) => Ok(ssh.work_dir.clone()),
-        Connection::Agent(agent) => Ok(agent.work_dir.clone()),
-        Connection::Winrm(_) | Connection::Api(_) => {
+    match target.connection.rendered_work_dir(&target.name) {
+        Some(dir) => dir.map_err(|e| EngineError::InvalidRequest(e.to_string())),
+        None => {
             UnixPath::parse("/srv/deploy").map_err(|e| EngineError::InvalidRequest(e.to_string()))
         }
     }

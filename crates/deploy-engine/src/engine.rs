@@ -47,6 +47,9 @@ pub(crate) struct Inner {
     /// Wakes this engine's claim loop when it creates a job (other replicas hear of it
     /// through the store: `Store::wait_for_new_jobs`).
     pub job_created: tokio::sync::Notify,
+    /// Application secrets (`secret:NAME` env values), set once by the embedder; without
+    /// them a job referencing a secret is refused.
+    pub app_secrets: std::sync::OnceLock<Arc<dyn crate::app_secrets::AppSecrets>>,
 }
 
 impl Engine {
@@ -75,8 +78,16 @@ impl Engine {
                 events,
                 running: Mutex::new(BTreeMap::new()),
                 job_created: tokio::sync::Notify::new(),
+                app_secrets: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Where `secret:NAME` env values are read (once; a second call is ignored).
+    pub fn set_app_secrets(&self, secrets: Arc<dyn crate::app_secrets::AppSecrets>) {
+        if self.inner.app_secrets.set(secrets).is_err() {
+            tracing::warn!("application secrets were already set; the second set is ignored");
+        }
     }
 
     /// Every transition from now on, as it is persisted.

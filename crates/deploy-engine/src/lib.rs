@@ -6,6 +6,7 @@
 //! crash is therefore the same loop: in-flight tasks without a worker come back
 //! as `Reconcile` and are checked against the target with `inspect`.
 
+mod app_secrets;
 mod attempt;
 mod bluegreen;
 mod clock;
@@ -22,13 +23,16 @@ mod runner;
 mod service;
 mod verify;
 
+pub use app_secrets::{AppSecrets, AppSecretsError, ResolvedSecret};
 pub use bluegreen::{
     NGINX_COMMAND_LABEL, NGINX_INCLUDE_LABEL, NGINX_LISTEN_LABEL, NGINX_UPSTREAM_PORT_LABEL,
 };
 pub use clock::{Clock, SystemClock, random_bytes};
 pub use config::EngineConfig;
 pub use context::CONTAINER_PREFIX_LABEL;
-pub use create::{JobRequest, check_release_template, release_template};
+pub use create::{
+    JobRequest, check_release_for_environment, check_release_template, release_template,
+};
 pub use engine::Engine;
 pub use errors::EngineError;
 pub use events::EngineEvent;

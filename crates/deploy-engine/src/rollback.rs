@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use deploy_artifacts::{ArtifactError, PolicyScope, check_lock_policy};
 use deploy_core::{
-    ArtifactId, ComponentId, DeploymentJob, Digest, GeneratedArtifact, JobEvent, JobId, JobStatus,
-    Release, ReleaseId, TargetId, TaskStatus, Timestamp,
+    ArtifactId, ArtifactKind, ComponentId, DeploymentJob, Digest, GeneratedArtifact, JobEvent,
+    JobId, JobStatus, Release, ReleaseId, TargetId, TaskStatus, Timestamp,
 };
 use deploy_rollback::{
     KnownGood, LastKnownGood, RollbackError, RollbackPlan, RollbackRequest, SlotKey, plan_rollback,
@@ -137,7 +138,31 @@ async fn plan(
         random: &mut random,
     })?;
     attach_artifacts(inner, &lkg, &mut plan.job).await?;
+    check_policy(inner, &plan.job).await?;
     Ok(plan)
+}
+
+/// Checks each compose lock the rollback re-deploys against the environment's
+/// runtime policy as it is now: a lock rendered before the policy was tightened is
+/// refused (naming the service and key), as a new job with its template would be.
+async fn check_policy(inner: &Inner, rollback: &DeploymentJob) -> Result<(), EngineError> {
+    let locks: Vec<&GeneratedArtifact> = rollback
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == ArtifactKind::ComposeLock)
+        .collect();
+    if locks.is_empty() {
+        return Ok(());
+    }
+    let environment = inner.store.get_environment(rollback.environment_id).await?;
+    for lock in locks {
+        check_lock_policy(
+            lock.content.as_bytes(),
+            &environment.runtime_policy,
+            PolicyScope::Environment(environment.name.as_str()),
+        )?;
+    }
+    Ok(())
 }
 
 /// Copies into the rollback job the artifacts each restored slot's source job rendered
@@ -240,6 +265,17 @@ pub(crate) async fn start(
             // The job stays failed; every slot it touched says so in its own log,
             // so `deployctl logs` and `--follow --logs` show why nothing was restored.
             let line = format!("automatic rollback impossible: {e}");
+            let now = inner.clock.now();
+            for task in job.tasks.iter().filter(|t| t.attempt_number > 0) {
+                inner.store.append_log(task.id, now, &line).await?;
+            }
+            Ok(false)
+        }
+        Err(EngineError::Artifacts(e @ ArtifactError::PolicyRefused { .. })) => {
+            // What the rollback would restore is no longer allowed here: the job
+            // stays failed, and every slot it touched says why.
+            tracing::warn!(job = %job.id, error = %e, "automatic rollback refused by the runtime policy");
+            let line = format!("automatic rollback refused: {e}");
             let now = inner.clock.now();
             for task in job.tasks.iter().filter(|t| t.attempt_number > 0) {
                 inner.store.append_log(task.id, now, &line).await?;

@@ -1,5 +1,6 @@
 //! Engine tests on a real SQLite store with an in-memory executor: strategies, retries, policy, rollback, cancel, crash and resume.
 
+mod app_secrets;
 mod bluegreen;
 mod fake;
 mod mixed;

@@ -152,15 +152,26 @@ pub(crate) async fn verify_targets(
             Some(s) => format!("target `{}` ({s})", target.name),
             None => format!("target `{}`", target.name),
         };
-        match inner
+        let problem = match inner
             .health
             .verify(target, &config, slot.as_ref(), cancel)
             .await
         {
-            Ok(r) if r.verdict == HealthVerdict::Healthy => {}
-            Ok(r) => problems.push(format!("{shown}: {}", r.message)),
-            Err(e) => problems.push(format!("{shown}: {e}")),
-        }
+            Ok(r) if r.verdict == HealthVerdict::Healthy => continue,
+            Ok(r) => format!("{shown}: {}", r.message),
+            Err(e) => format!("{shown}: {e}"),
+        };
+        // A check's output may print the task's secrets: the reason (a job event, the
+        // cut-back's log line) is redacted like the task's log.
+        let redacting = crate::app_secrets::attempt_log(
+            inner.app_secrets.get(),
+            ctx,
+            target,
+            task,
+            TaskLog::new(Arc::new(NullSink), 0),
+        )
+        .await;
+        problems.push(redacting.redact(&problem));
     }
     if problems.is_empty() {
         Ok(())

@@ -47,7 +47,7 @@ fn target(hosts: &SshdHosts, i: u8, work: &str) -> BoxResult<Target> {
         port: hosts.port(),
         user: Username::parse(SSH_TEST_USER)?,
         credential_ref: CredentialRef::parse(&format!("file:{}", hosts.client_key().display()))?,
-        work_dir: UnixPath::parse(work)?,
+        work_dir: Some(UnixPath::parse(work)?),
         host_key: HostKeyPolicy::KnownHosts,
     });
     Ok(t)
@@ -270,6 +270,7 @@ async fn bench() -> BoxResult<()> {
                 }),
                 project: Name::parse(&prefix)?,
                 artifacts: Vec::new(),
+                stored_lock: None,
                 rollback: false,
             };
             set.spawn(async move {

@@ -90,6 +90,14 @@ pub enum ExecError {
         path: String,
         detail: String,
     },
+    /// The target's work dir is missing and cannot be created, or is unsafe (others can
+    /// write or swap it, it belongs to another user): permanent until someone fixes the host.
+    #[error("use work dir {host}:{path}: {detail}")]
+    WorkDir {
+        host: String,
+        path: String,
+        detail: String,
+    },
     #[error("start container `{container}` on {host}: {detail}")]
     NotRunning {
         host: String,
@@ -237,6 +245,7 @@ impl ExecError {
             | Self::Unsupported { .. }
             | Self::Cancelled { .. }
             | Self::NotRunning { .. }
+            | Self::WorkDir { .. }
             | Self::KnownHostsWrite { .. }
             | Self::ApiResponse { .. }
             | Self::TlsCertificate { .. }

@@ -53,6 +53,11 @@ pub struct DeployRequest {
     pub project: Name,
     /// Files to upload into the target's work dir (compose lock, env file).
     pub artifacts: Vec<GeneratedArtifact>,
+    /// compose_host with application secrets: the lock as stored (`KEY: secret:NAME`
+    /// kept), when the lock in `artifacts` is the copy rewritten to read the secrets
+    /// env files (same sha256 field, other text). The agent's host checks a lock's
+    /// digest, so the agent executor sends this one and the agent rewrites it there.
+    pub stored_lock: Option<GeneratedArtifact>,
     /// The task belongs to a rollback job (the digest is the last known good one).
     /// Executors deploy it the same way; the agent protocol says `rollback`.
     pub rollback: bool,

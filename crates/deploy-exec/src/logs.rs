@@ -92,6 +92,12 @@ impl TaskLog {
         }
     }
 
+    /// What this log redacts (each secret, and each of its lines of 4+ bytes), longest
+    /// first: the agent executor hands them to the agent, which redacts its lines too.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
     /// This log, also redacting `secret` (each of its lines of 4+ bytes) from every line.
     pub fn with_secret(mut self, secret: &str) -> Self {
         let mut secrets: Vec<String> = self.secrets.as_ref().clone();

@@ -3,6 +3,17 @@
 //! Deliveries are stored without registry credentials: the replica that hands one to
 //! an agent resolves them again from the target's secret reference, so no password
 //! reaches the database.
+//!
+//! Every stored payload is sealed with deployd's application secrets key
+//! ([`SecretKeys`], AES-256-GCM, the key id and `agent-delivery <task>/<attempt>` as
+//! associated data) as `<key id> <base64 of nonce || ciphertext || tag>`: a payload
+//! carries the resolved values of `secret:NAME` env references (and the target's
+//! details), and the column never holds them in clear. Every payload, not only those
+//! with secrets: sealing a few kilobytes costs microseconds, and one stored form needs
+//! no second reading path. A payload copied to another key does not open. A delivery
+//! sealed under a key that is no longer first still opens while its line stays in the
+//! key file; deliveries live at most a day (`EXPIRE_QUEUED`), so an old key line can go
+//! a day after a rotation.
 
 use std::sync::Arc;
 
@@ -18,18 +29,29 @@ use deploy_store::{AgentPoll, DeliveryEnd, DeliveryRecord, DeliveryState, RelayL
 use tokio::sync::broadcast;
 
 use crate::agent_routes::agent_info;
+use crate::app_secrets::SecretKeys;
 
 /// The relay of a replica's hub, over its store.
 pub struct StoreRelay {
     store: Arc<dyn Store>,
     secrets: Arc<dyn SecretsProvider>,
+    keys: Arc<SecretKeys>,
 }
 
 impl StoreRelay {
     /// A relay over `store`, resolving registry credentials with `secrets` (the agent
-    /// executor's provider).
-    pub fn new(store: Arc<dyn Store>, secrets: Arc<dyn SecretsProvider>) -> Self {
-        Self { store, secrets }
+    /// executor's provider) and sealing stored payloads with `keys` (the application
+    /// secrets key; every replica has the same key file).
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: Arc<dyn SecretsProvider>,
+        keys: Arc<SecretKeys>,
+    ) -> Self {
+        Self {
+            store,
+            secrets,
+            keys,
+        }
     }
 }
 
@@ -59,24 +81,45 @@ fn relay_state(state: DeliveryState) -> RelayState {
     }
 }
 
-/// The delivery as stored: registry credentials are never written.
-fn stored_payload(delivery: &TaskDelivery) -> RelayResult<String> {
+/// What a stored payload is sealed for: a delivery's key, never a secret's name (a
+/// name has no space), so neither ciphertext opens as the other.
+fn sealed_context(task: deploy_core::TaskId, attempt: u32) -> String {
+    format!("agent-delivery {task}/{attempt}")
+}
+
+/// The delivery as stored: sealed, and without registry credentials (never written).
+fn stored_payload(keys: &SecretKeys, delivery: &TaskDelivery) -> RelayResult<String> {
     let mut stored = delivery.clone();
     if let deploy_api::agent::AgentAction::Deploy { deploy }
     | deploy_api::agent::AgentAction::Rollback { deploy } = &mut stored.action
     {
         deploy.registry_auth = None;
     }
-    serde_json::to_string(&stored).map_err(text)
+    let json = serde_json::to_vec(&stored).map_err(text)?;
+    let context = sealed_context(delivery.key.task_id, delivery.key.attempt);
+    let (key_id, sealed) = keys.seal(&context, &json).map_err(text)?;
+    Ok(format!("{key_id} {sealed}"))
 }
 
-fn delivery_of(record: &DeliveryRecord) -> RelayResult<TaskDelivery> {
-    serde_json::from_str(&record.payload).map_err(|e| {
+/// The delivery of a stored record: opened, then read.
+fn delivery_of(keys: &SecretKeys, record: &DeliveryRecord) -> RelayResult<TaskDelivery> {
+    let what = || {
         format!(
-            "stored delivery of task {} attempt {} is not a delivery: {e}",
+            "stored delivery of task {} attempt {}",
             record.task_id, record.attempt
         )
-    })
+    };
+    let (key_id, sealed) = record.payload.split_once(' ').ok_or_else(|| {
+        format!(
+            "{} is not sealed; expected `<key id> <sealed payload>`",
+            what()
+        )
+    })?;
+    let context = sealed_context(record.task_id, record.attempt);
+    let json = keys
+        .open(&context, key_id, sealed)
+        .map_err(|e| format!("open the {}: {e}", what()))?;
+    serde_json::from_slice(&json).map_err(|e| format!("{} is not a delivery: {e}", what()))
 }
 
 fn stream_name(stream: LogStream) -> &'static str {
@@ -110,7 +153,7 @@ impl HubRelay for StoreRelay {
                     task_id: d.key.task_id,
                     attempt: d.key.attempt,
                     agent_id: *agent,
-                    payload: stored_payload(d)?,
+                    payload: stored_payload(&self.keys, d)?,
                     state: DeliveryState::Queued,
                     result: None,
                     log_seq: 0,
@@ -164,7 +207,7 @@ impl HubRelay for StoreRelay {
             agent: record.agent_id,
             state: relay_state(record.state),
             result,
-            delivery: delivery_of(&record)?,
+            delivery: delivery_of(&self.keys, &record)?,
         }))
     }
 
@@ -174,7 +217,7 @@ impl HubRelay for StoreRelay {
             .await
             .map_err(text)?
             .iter()
-            .map(delivery_of)
+            .map(|r| delivery_of(&self.keys, r))
             .collect()
     }
 

@@ -6,6 +6,11 @@
 //! authenticate an agent route, nor agent credentials an API route: they live in
 //! different maps. A key that is not the calling agent's answers 404, like an
 //! unknown one. No token or credential is ever logged.
+//!
+//! An agent's identity is the server's: a bootstrap token is bound to one agent name,
+//! its labels and the capabilities it may claim ([`BootstrapBinding`]); a registration
+//! claiming anything else is refused (403), the agent gets the token's labels, and
+//! only an admin changes them afterwards (`PUT /agents/{id}/labels`).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,11 +23,14 @@ use deploy_api::agent::{
     AGENT_CREDENTIAL_SHAPE, AGENT_PROTOCOL_VERSION, AgentCapability, AgentCredentials,
     AgentSummary, BootstrapTokenSummary, CreateBootstrapTokenRequest, CreatedBootstrapToken,
     LogAck, LogChunkRequest, PollRequest, PollResponse, RegisterAgentRequest, ResultAck,
-    RotateCredentialRequest, TaskKey, TaskResultRequest, is_agent_credential,
+    RotateCredentialRequest, SetAgentLabelsRequest, TaskKey, TaskResultRequest,
+    is_agent_credential,
 };
-use deploy_core::{AgentId, Name, TaskId, Timestamp};
+use deploy_core::{AgentId, Labels, Name, TaskId, Timestamp};
 use deploy_exec::agent::{AgentHub, AgentInfo, HubError, capability_name};
-use deploy_store::{AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, Store, StoreError};
+use deploy_store::{
+    AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, BootstrapBinding, Store, StoreError,
+};
 use uuid::Uuid;
 
 use crate::auth::{authorize, bearer};
@@ -57,6 +65,9 @@ fn new_agent_id(now: Timestamp) -> AgentId {
     AgentId::from_parts(now, bytes)
 }
 
+/// Every capability an agent can have: what a bootstrap token allows when it names none.
+const ALL_CAPABILITIES: [AgentCapability; 2] = [AgentCapability::Docker, AgentCapability::Compose];
+
 /// The capabilities' wire names, as stored.
 fn capability_names(capabilities: &[AgentCapability]) -> Vec<String> {
     capabilities
@@ -65,31 +76,41 @@ fn capability_names(capabilities: &[AgentCapability]) -> Vec<String> {
         .collect()
 }
 
-/// The hub's view of a stored agent; unknown capability names are skipped (with a warning).
-pub fn agent_info(record: &AgentRecord) -> Result<AgentInfo, ServerError> {
-    let name = Name::parse(&record.name).map_err(|e| {
-        ServerError::Store(StoreError::Corrupt {
-            column: "agents.name",
-            value: record.name.clone(),
-            reason: e.to_string(),
-        })
-    })?;
-    let capabilities = record
-        .capabilities
+/// The capabilities of stored names; unknown names are skipped (with a warning naming
+/// `owner`).
+fn capabilities_of(names: &[String], owner: &dyn std::fmt::Display) -> Vec<AgentCapability> {
+    names
         .iter()
         .filter_map(|c| match c.as_str() {
             "docker" => Some(AgentCapability::Docker),
             "compose" => Some(AgentCapability::Compose),
             other => {
-                tracing::warn!(agent = %record.id, capability = other, "unknown agent capability skipped");
+                tracing::warn!(owner = %owner, capability = other, "unknown agent capability skipped");
                 None
             }
         })
-        .collect();
+        .collect()
+}
+
+fn stored_name(column: &'static str, value: &str) -> Result<Name, ServerError> {
+    Name::parse(value).map_err(|e| {
+        ServerError::Store(StoreError::Corrupt {
+            column,
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// The hub's view of a stored agent; unknown capability names are skipped (with a warning).
+pub fn agent_info(record: &AgentRecord) -> Result<AgentInfo, ServerError> {
+    let name = stored_name("agents.name", &record.name)?;
+    let capabilities = capabilities_of(&record.capabilities, &record.id);
     Ok(AgentInfo {
         id: record.id,
         name,
         labels: record.labels.clone(),
+        labels_version: record.labels_version,
         capabilities,
         credential_hash: record.credential_hash.clone(),
         created_at: record.created_at,
@@ -230,16 +251,6 @@ pub(crate) async fn create_bootstrap_token(
     ApiJson(req): ApiJson<CreateBootstrapTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedBootstrapToken>), ServerError> {
     let caller = authorize(&state, &headers, Role::Admin).await?;
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ServerError::bad_request(
-            format!(
-                "bootstrap token name `{}` is invalid; expected 1 to 100 characters, none a control character",
-                name.escape_debug()
-            ),
-            Some("name"),
-        ));
-    }
     let secs = req.expires_in_secs.unwrap_or(DEFAULT_BOOTSTRAP_SECS);
     if secs == 0 || secs > MAX_BOOTSTRAP_SECS {
         return Err(ServerError::bad_request(
@@ -249,12 +260,33 @@ pub(crate) async fn create_bootstrap_token(
             Some("expires_in_secs"),
         ));
     }
+    let mut capabilities = req
+        .capabilities
+        .unwrap_or_else(|| ALL_CAPABILITIES.to_vec());
+    capabilities.sort();
+    capabilities.dedup();
+    if capabilities.is_empty() {
+        return Err(ServerError::bad_request(
+            "capabilities is empty; expected at least one of docker, compose (or no `capabilities` for both)",
+            Some("capabilities"),
+        ));
+    }
+    // Caught here rather than at registration: the operator is told now, not the agent.
+    if state.agent_hub().name_taken(&req.name) {
+        return Err(ServerError::Conflict(format!(
+            "agent name `{}` is already taken by a registered agent (revoked agents keep their names); choose another name",
+            req.name
+        )));
+    }
     let now = state.now();
     let expires_at = now.saturating_add(std::time::Duration::from_secs(secs));
     let token = secret(BOOTSTRAP_PREFIX);
+    let id = Uuid::new_v4();
     let record = ApiTokenRecord {
-        id: Uuid::new_v4(),
-        name: name.to_owned(),
+        id,
+        // `api_tokens.name` is unique and several tokens may be made for one agent name
+        // (an expired one is replaced): the id makes it unique; the audit log shows it.
+        name: format!("{} (bootstrap token {id})", req.name),
         token_hash: hash_token(&token),
         scopes: vec![AGENT_BOOTSTRAP_SCOPE.to_owned()],
         created_at: now,
@@ -262,28 +294,54 @@ pub(crate) async fn create_bootstrap_token(
         last_used_at: None,
         expires_at: Some(expires_at),
     };
-    state.store().put_api_token(&record).await?;
-    tracing::info!(token = %record.id, name = record.name, by = caller.name, %expires_at, "agent bootstrap token created");
+    let binding = BootstrapBinding {
+        token_id: id,
+        agent_name: req.name.to_string(),
+        labels: req.labels.clone(),
+        capabilities: capability_names(&capabilities),
+    };
+    state.store().put_bootstrap_token(&record, &binding).await?;
+    tracing::info!(token = %id, agent = %req.name, labels = %labels_text(&req.labels), by = caller.name, %expires_at, "agent bootstrap token created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedBootstrapToken {
-            id: record.id,
-            name: record.name,
+            id,
+            name: req.name,
+            labels: req.labels,
+            capabilities,
             token,
             expires_at,
         }),
     ))
 }
 
+/// `k=v,k=v` (or `(none)`), for messages and logs.
+fn labels_text(labels: &Labels) -> String {
+    if labels.as_map().is_empty() {
+        return "(none)".to_owned();
+    }
+    labels
+        .as_map()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The listed view of a bootstrap token: never the secret, never its hash.
-fn bootstrap_summary(record: ApiTokenRecord) -> BootstrapTokenSummary {
-    BootstrapTokenSummary {
+fn bootstrap_summary(
+    record: ApiTokenRecord,
+    binding: &BootstrapBinding,
+) -> Result<BootstrapTokenSummary, ServerError> {
+    Ok(BootstrapTokenSummary {
         id: record.id,
-        name: record.name,
+        name: stored_name("agent_bootstrap_bindings.agent_name", &binding.agent_name)?,
+        labels: binding.labels.clone(),
+        capabilities: capabilities_of(&binding.capabilities, &record.id),
         created_at: record.created_at,
         expires_at: record.expires_at,
         revoked_at: record.revoked_at,
-    }
+    })
 }
 
 fn is_bootstrap(record: &ApiTokenRecord) -> bool {
@@ -303,13 +361,21 @@ pub(crate) async fn list_bootstrap_tokens(
 ) -> Result<Json<Vec<BootstrapTokenSummary>>, ServerError> {
     authorize(&state, &headers, Role::Admin).await?;
     let tokens = state.store().list_api_tokens().await?;
-    Ok(Json(
-        tokens
-            .into_iter()
-            .filter(is_bootstrap)
-            .map(bootstrap_summary)
-            .collect(),
-    ))
+    let bindings: std::collections::HashMap<Uuid, BootstrapBinding> = state
+        .store()
+        .list_bootstrap_bindings()
+        .await?
+        .into_iter()
+        .map(|b| (b.token_id, b))
+        .collect();
+    // A bootstrap token without a binding (made before bindings existed) registers
+    // nothing and is not listed.
+    tokens
+        .into_iter()
+        .filter(is_bootstrap)
+        .filter_map(|t| bindings.get(&t.id).map(|b| bootstrap_summary(t, b)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Json)
 }
 
 #[utoipa::path(
@@ -334,12 +400,17 @@ pub(crate) async fn revoke_bootstrap_token(
     if !tokens.iter().any(|t| t.id == id && is_bootstrap(t)) {
         return Err(not_found());
     }
+    let binding = state
+        .store()
+        .bootstrap_binding(id)
+        .await?
+        .ok_or_else(not_found)?;
     let record = match state.store().revoke_api_token(id, state.now()).await {
         Err(StoreError::NotFound { .. }) => return Err(not_found()),
         other => other?,
     };
-    tracing::info!(token = %id, name = record.name, by = caller.name, "agent bootstrap token revoked");
-    Ok(Json(bootstrap_summary(record)))
+    tracing::info!(token = %id, agent = binding.agent_name, by = caller.name, "agent bootstrap token revoked");
+    bootstrap_summary(record, &binding).map(Json)
 }
 
 #[utoipa::path(
@@ -412,6 +483,41 @@ pub(crate) async fn revoke_agent(
 }
 
 #[utoipa::path(
+    put,
+    path = "/agents/{id}/labels",
+    tag = "agents",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "agent id or name")),
+    request_body = SetAgentLabelsRequest,
+    responses((status = 200, description = "changed (admin): targets select the agent by these labels from now on, on every replica; `version` other than the agent's `labels_version` answers 409", body = AgentSummary), ProblemResponses)
+)]
+pub(crate) async fn set_agent_labels(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetAgentLabelsRequest>,
+) -> Result<Json<AgentSummary>, ServerError> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let id = agent_ref(&state, &id).await?;
+    let not_found = || ServerError::NotFound(format!("agent `{id}` does not exist"));
+    let record = match state
+        .store()
+        .set_agent_labels(id, &req.labels, req.version)
+        .await
+    {
+        Err(StoreError::NotFound { .. }) => return Err(not_found()),
+        other => other?,
+    };
+    let hub = state.agent_hub();
+    hub.upsert_agent(agent_info(&record)?);
+    // Other replicas reload the record now (as for a registration), so that no replica
+    // keeps selecting the agent by its old labels.
+    hub.announce_agent(id);
+    tracing::info!(agent = %id, name = record.name, labels = %labels_text(&record.labels), version = record.labels_version, by = caller.name, "agent labels changed");
+    hub.summary(id).map(Json).ok_or_else(not_found)
+}
+
+#[utoipa::path(
     post,
     path = "/agent/register",
     tag = "agent",
@@ -434,20 +540,31 @@ pub(crate) async fn register(
         .await?
         .filter(|t| t.scopes == [AGENT_BOOTSTRAP_SCOPE])
         .ok_or(unknown)?;
+    // A bootstrap token without a binding registers nothing (every token made since
+    // bindings exist has one; older ones were spent by the migration).
+    let binding =
+        state
+            .store()
+            .bootstrap_binding(found.id)
+            .await?
+            .ok_or(ServerError::Unauthenticated(
+                "unknown agent bootstrap token",
+            ))?;
     if found.revoked_at.is_some() {
         // Checked before the expiry: a retry may come after the token's expiry, and it
         // gains nothing it did not have (it must hold the credential it proposes).
-        return match registered_before(&state, &found, bytes).await? {
+        return match registered_before(&state, &found, &binding, bytes).await? {
             Some(answer) => Ok((StatusCode::CREATED, Json(answer))),
             None => Err(ServerError::Unauthenticated(
                 "the agent bootstrap token was already spent or revoked",
             )),
         };
     }
-    if found.expires_at.is_some_and(|e| e <= now) {
-        return Err(ServerError::Unauthenticated(
-            "the agent bootstrap token has expired",
-        ));
+    if let Some(at) = found.expires_at.filter(|e| *e <= now) {
+        return Err(ServerError::Expired {
+            what: "agent bootstrap token",
+            at,
+        });
     }
     let req: RegisterAgentRequest = body(&state, bytes)?;
     check_protocol(req.protocol)?;
@@ -460,6 +577,7 @@ pub(crate) async fn register(
             Some("agent_version"),
         ));
     }
+    check_claims(found.id, &binding, &req)?;
     if let Some(proposed) = &req.credential {
         check_proposed_credential(proposed)?;
     }
@@ -491,7 +609,8 @@ pub(crate) async fn register(
     let record = AgentRecord {
         id: new_agent_id(now),
         name: req.name.to_string(),
-        labels: req.labels.clone(),
+        // The token's labels, not the agent's claim (checked to be among them above).
+        labels: binding.labels.clone(),
         capabilities: capability_names(&capabilities),
         agent_version: req.agent_version.clone(),
         credential_hash: Some(credential_hash),
@@ -499,6 +618,7 @@ pub(crate) async fn register(
         created_at: now,
         revoked_at: None,
         bootstrap_token_id: Some(spent.id),
+        labels_version: 1,
     };
     let refused = match state.store().put_agent(&record).await {
         Ok(()) => None,
@@ -527,16 +647,54 @@ pub(crate) async fn register(
     hub.upsert_agent(agent_info(&record)?);
     // Other replicas learn the agent now, not at its first poll there.
     hub.announce_agent(record.id);
-    tracing::info!(agent = %record.id, name = record.name, bootstrap_token = %spent.id, "agent registered");
+    tracing::info!(agent = %record.id, name = record.name, labels = %labels_text(&record.labels), bootstrap_token = %spent.id, "agent registered");
     Ok((
         StatusCode::CREATED,
         Json(AgentCredentials {
             protocol: AGENT_PROTOCOL_VERSION,
             agent_id: record.id,
+            name: req.name,
+            labels: record.labels,
             credential,
             heartbeat_timeout_ms: heartbeat_ms(hub),
         }),
     ))
+}
+
+/// Refuses (403) a registration claiming what bootstrap token `token` does not allow:
+/// another agent name, a label not among its labels, a capability not among its
+/// capabilities. The detail names the claim and what the token allows (the caller holds
+/// the token, so telling it what the token is for reveals nothing new).
+fn check_claims(
+    token: Uuid,
+    binding: &BootstrapBinding,
+    req: &RegisterAgentRequest,
+) -> Result<(), ServerError> {
+    if req.name.as_str() != binding.agent_name {
+        return Err(ServerError::IdentityForbidden(format!(
+            "bootstrap token `{token}` is for agent `{}`, not `{}`",
+            binding.agent_name, req.name
+        )));
+    }
+    let allowed = binding.labels.as_map();
+    for (key, value) in req.labels.as_map() {
+        if allowed.get(key) != Some(value) {
+            return Err(ServerError::IdentityForbidden(format!(
+                "label `{key}={value}` is not among the labels of bootstrap token `{token}`: {}",
+                labels_text(&binding.labels)
+            )));
+        }
+    }
+    for capability in &req.capabilities {
+        let name = capability_name(*capability);
+        if !binding.capabilities.iter().any(|c| c == name) {
+            return Err(ServerError::IdentityForbidden(format!(
+                "capability `{name}` is not among the capabilities of bootstrap token `{token}`: {}",
+                binding.capabilities.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// For a registration with a spent token: the first answer again when this is a retry
@@ -547,11 +705,16 @@ pub(crate) async fn register(
 async fn registered_before(
     state: &ServerState,
     token: &ApiTokenRecord,
+    binding: &BootstrapBinding,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Option<AgentCredentials>, ServerError> {
     let Ok(req) = body::<RegisterAgentRequest>(state, bytes) else {
         return Ok(None);
     };
+    // A retry claims what the first call claimed, which the token allowed.
+    if check_claims(token.id, binding, &req).is_err() {
+        return Ok(None);
+    }
     let Some(credential) = req.credential.filter(|c| is_agent_credential(c)) else {
         return Ok(None);
     };
@@ -582,6 +745,8 @@ async fn registered_before(
     Ok(Some(AgentCredentials {
         protocol: AGENT_PROTOCOL_VERSION,
         agent_id: record.id,
+        name: req.name,
+        labels: record.labels,
         credential,
         heartbeat_timeout_ms: heartbeat_ms(hub),
     }))
@@ -619,12 +784,19 @@ pub(crate) async fn rotate_credential(
     };
     let credential = proposed.unwrap_or_else(|| secret(CREDENTIAL_PREFIX));
     let hash = hash_token(&credential);
+    // The answer carries the agent's name and labels as recorded: a rotation changes
+    // neither, and tells the agent of a label change made since.
+    let info = hub.agent(agent).ok_or(ServerError::Unauthenticated(
+        "unknown or revoked agent credential",
+    ))?;
     if hash == bearer_hash {
         // The bearer authenticated, so the rotation to it already happened: a retry.
         tracing::info!(agent = %agent, "agent credential rotation repeated: answered as the first time");
         return Ok(Json(AgentCredentials {
             protocol: AGENT_PROTOCOL_VERSION,
             agent_id: agent,
+            name: info.name,
+            labels: info.labels,
             credential,
             heartbeat_timeout_ms: heartbeat_ms(hub),
         }));
@@ -646,6 +818,8 @@ pub(crate) async fn rotate_credential(
     Ok(Json(AgentCredentials {
         protocol: AGENT_PROTOCOL_VERSION,
         agent_id: agent,
+        name: info.name,
+        labels: info.labels,
         credential,
         heartbeat_timeout_ms: heartbeat_ms(hub),
     }))

@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderMap, header};
 use deploy_api::Role;
+use deploy_core::Timestamp;
 use deploy_store::ApiTokenRecord;
 
 use crate::errors::ServerError;
@@ -43,8 +44,8 @@ pub(crate) async fn authorize(
         .store()
         .find_api_token(&hash_token(token))
         .await?
-        .filter(|r| r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now))
         .ok_or(ServerError::Unauthenticated("unknown or revoked API token"))?;
+    usable_at(&record, now)?;
     // Agent bootstrap tokens have no role: they only register an agent.
     let role = role_of(&record).ok_or(ServerError::Unauthenticated("the API token has no role"))?;
     if state.should_touch(record.id, record.last_used_at, now, LAST_USED_RESOLUTION) {
@@ -61,6 +62,24 @@ pub(crate) async fn authorize(
         token_id: record.id,
         role,
     })
+}
+
+/// Whether `record` may authenticate at `now`: not revoked, not expired. Every
+/// request looks the token up again (there is no auth cache), so a revocation or an
+/// expiry takes effect from the next request on; an SSE stream opened before it
+/// runs until it ends or reconnects.
+pub(crate) fn usable_at(record: &ApiTokenRecord, now: Timestamp) -> Result<(), ServerError> {
+    if record.revoked_at.is_some() {
+        // Same answer as an unknown token: a revoked one is no longer anyone's business.
+        return Err(ServerError::Unauthenticated("unknown or revoked API token"));
+    }
+    match record.expires_at {
+        Some(at) if at <= now => Err(ServerError::Expired {
+            what: "API token",
+            at,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The request's bearer token (never logged).

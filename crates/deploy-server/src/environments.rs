@@ -89,7 +89,7 @@ async fn check_no_cycle(state: &ServerState, environment: &Environment) -> ApiRe
 /// The version an update was made from: the body's `version`, or `If-Match: "<n>"`
 /// (the ETag of the read; `W/"<n>"` and a bare `<n>` are accepted too). Both given
 /// must agree; neither is a 400.
-fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<u64> {
+pub(crate) fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<u64> {
     let if_match = headers
         .get(header::IF_MATCH)
         .map(|v| {
@@ -145,6 +145,8 @@ pub(crate) async fn create_environment(
         variables: req.variables,
         approval: req.approval,
         requires: required_environments(&state, &req.requires).await?,
+        // The default refuses; an admin widens it with its own route.
+        runtime_policy: Default::default(),
         version: 0,
         created_at: now,
     };

@@ -12,11 +12,22 @@ use thiserror::Error;
 pub enum ServerError {
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// A token past its `expires_at` (401). Only the presented token's own expiry is
+    /// told: its holder knows the token, and nothing about any other token is.
+    #[error("the {what} expired at {at}; ask an admin for a new one")]
+    Expired {
+        what: &'static str,
+        at: deploy_core::Timestamp,
+    },
     #[error("role `{role}` may not do this; it needs `{required}`")]
     Forbidden { role: Role, required: Role },
     /// The environment's approval policy does not let this caller approve (403).
     #[error("{0}")]
     ApprovalForbidden(String),
+    /// A registration claims an agent name, label or capability its bootstrap token does
+    /// not allow (403).
+    #[error("{0}")]
+    IdentityForbidden(String),
     #[error("{detail}")]
     BadRequest {
         detail: String,
@@ -110,8 +121,10 @@ impl ServerError {
 
     fn kind(&self) -> ProblemType {
         match self {
-            Self::Unauthenticated(_) => ProblemType::Unauthorized,
-            Self::Forbidden { .. } | Self::ApprovalForbidden(_) => ProblemType::Forbidden,
+            Self::Unauthenticated(_) | Self::Expired { .. } => ProblemType::Unauthorized,
+            Self::Forbidden { .. } | Self::ApprovalForbidden(_) | Self::IdentityForbidden(_) => {
+                ProblemType::Forbidden
+            }
             Self::BadRequest { .. } => ProblemType::BadRequest,
             Self::NotFound(_) => ProblemType::NotFound,
             Self::MethodNotAllowed(_) => ProblemType::MethodNotAllowed,
@@ -146,6 +159,9 @@ fn template_field(e: &deploy_artifacts::ArtifactError) -> String {
         }
         ArtifactError::UnknownComponent { service, .. } => {
             format!("template.services.{service}.componentName")
+        }
+        ArtifactError::PolicyRefused { service, key, .. } => {
+            format!("template.services.{service}.{key}")
         }
         _ => "template".to_owned(),
     }

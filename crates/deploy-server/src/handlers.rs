@@ -139,7 +139,11 @@ pub(crate) async fn create_release(
     .map_err(|e| ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "release."))))?
     .with_template(req.template.map(ServiceTemplate::new));
     // Every key of the service definition is checked before anything is written.
-    deploy_engine::check_release_template(&release).map_err(ServerError::template)?;
+    // The runtime policy too, against what any environment allows: a release that could
+    // run nowhere is refused now (each job checks its own environment's policy again).
+    let any_environment = crate::runtime_policy::any_environment_policy(&state).await?;
+    deploy_engine::check_release_template(&release, &any_environment)
+        .map_err(ServerError::template)?;
     state.store().put_release(&release).await?;
     Ok((StatusCode::CREATED, Json(release)))
 }
@@ -467,9 +471,6 @@ pub(crate) async fn task_logs(
     }))
 }
 
-/// The longest lifetime a token may be given: ten years.
-const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
-
 #[utoipa::path(post, path = "/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateTokenRequest, responses((status = 201, description = "created (admin); the secret is in this response only", body = deploy_api::CreatedToken), ProblemResponses))]
 pub(crate) async fn create_token(
     State(state): State<ServerState>,
@@ -478,21 +479,10 @@ pub(crate) async fn create_token(
 ) -> ApiResult<(StatusCode, Json<deploy_api::CreatedToken>)> {
     let caller = authorize(&state, &headers, Role::Admin).await?;
     let now = state.now();
-    let expires_at = match req.expires_in_secs {
-        None => None,
-        Some(secs) if (60..=MAX_TOKEN_LIFETIME_SECS).contains(&secs) => Some(
-            deploy_core::Timestamp::from_unix_millis(now.unix_millis().saturating_add(secs * 1000))
-                .map_err(|e| ServerError::unprocessable(e.to_string(), Some("expires_in_secs")))?,
-        ),
-        Some(secs) => {
-            return Err(ServerError::unprocessable(
-                format!(
-                    "expires_in_secs {secs} is out of range; expected 60 (a minute) to {MAX_TOKEN_LIFETIME_SECS} (ten years), or none for a token that never expires"
-                ),
-                Some("expires_in_secs"),
-            ));
-        }
-    };
+    let expires_at = req
+        .expires_in_secs
+        .map(|secs| crate::tokens::expiry_in(now, secs))
+        .transpose()?;
     let created = crate::tokens::create_token_expiring(
         state.store().as_ref(),
         &req.name,

@@ -10,6 +10,7 @@
 
 mod agent_relay;
 mod agent_routes;
+mod app_secrets;
 mod audit;
 mod auth;
 mod body;
@@ -26,6 +27,8 @@ mod plan;
 mod promotions;
 mod resolve;
 mod routes;
+mod runtime_policy;
+mod secret_routes;
 mod sse;
 mod state;
 mod tls;
@@ -34,13 +37,20 @@ mod tokens;
 
 pub use agent_relay::StoreRelay;
 pub use agent_routes::{agent_info, load_agents};
+pub use app_secrets::{
+    KEY_BYTES, KeyFileError, ResealError, SecretKeyError, SecretKeys, StoreSecrets, open_key_file,
+    reseal_all,
+};
 pub use audit::UNAUDITED_ROUTES;
 pub use config::ServerConfig;
 pub use errors::ServerError;
 pub use routes::{openapi, router};
 pub use state::{DEFAULT_AGENT_HEARTBEAT_TIMEOUT, ServerState};
 pub use tls::{HANDSHAKE_TIMEOUT, PeerAddr, TlsError, TlsListener, tls_acceptor};
-pub use tokens::{BootstrapToken, bootstrap_admin, create_token, hash_token};
+pub use tokens::{
+    BootstrapToken, LocalActor, RECOVERY_ROUTE, bootstrap_admin, create_token, expiry_in,
+    generate_token, hash_token, is_bootstrapped, recover_admin,
+};
 
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
         (name = "jobs", description = "deployment jobs, their events and artifacts"),
         (name = "tasks", description = "tasks and their logs"),
         (name = "tokens", description = "API tokens (admin)"),
+        (name = "secrets", description = "application secrets (admin): written and listed, never read back"),
         (name = "agents", description = "agents as operators see them: bootstrap tokens, list, revoke"),
         (name = "agent", description = "the agent protocol (bearer = a bootstrap token to register, else the agent's credential; API tokens are refused)"),
         (name = "operations", description = "health, readiness, metrics and this document")

@@ -85,6 +85,8 @@ pub(crate) async fn create_promotion(
         resolve::environment(&state, &req.environment, Source::Field("environment")).await?;
     refuse_archived(&release)?;
     check_pipeline(&state, &release, &environment).await?;
+    deploy_engine::check_release_for_environment(&release, &environment)
+        .map_err(ServerError::template)?;
     let now = state.now();
     let promotion = Promotion {
         id: PromotionId::from_parts(now, random_bytes()),

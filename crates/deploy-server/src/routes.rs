@@ -55,6 +55,10 @@ fn api_router() -> OpenApiRouter<ServerState> {
             env::update_environment,
             env::delete_environment
         ))
+        .routes(routes!(
+            crate::runtime_policy::get_runtime_policy,
+            crate::runtime_policy::put_runtime_policy
+        ))
         .routes(routes!(env::list_targets, env::create_target))
         .routes(routes!(
             env::get_target,
@@ -83,6 +87,11 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(crate::job_log_sse::job_log_events))
         .routes(routes!(token_routes::list_tokens, h::create_token))
         .routes(routes!(token_routes::revoke_token))
+        .routes(routes!(crate::secret_routes::list_secrets))
+        .routes(routes!(
+            crate::secret_routes::put_secret,
+            crate::secret_routes::delete_secret
+        ))
         .routes(routes!(
             agents::create_bootstrap_token,
             agents::list_bootstrap_tokens
@@ -91,6 +100,7 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::get_agent))
         .routes(routes!(agents::revoke_agent))
+        .routes(routes!(agents::set_agent_labels))
         .routes(routes!(agents::register))
         .routes(routes!(agents::rotate_credential))
         .routes(routes!(agents::poll))

@@ -33,6 +33,8 @@ struct Shared {
     touched: Mutex<HashMap<uuid::Uuid, Timestamp>>,
     /// Agents: who is connected, what is delivered to whom, results by notification.
     agents: AgentHub,
+    /// The keys application secrets are sealed with (`None`: the secrets routes answer 503).
+    secret_keys: OnceLock<Arc<crate::app_secrets::SecretKeys>>,
 }
 
 /// The heartbeat timeout of the hub [`ServerState::new`] makes.
@@ -67,6 +69,7 @@ impl ServerState {
                 plan_engine: OnceLock::new(),
                 touched: Mutex::new(HashMap::new()),
                 agents,
+                secret_keys: OnceLock::new(),
             }),
         }
     }
@@ -89,6 +92,18 @@ impl ServerState {
 
     pub(crate) fn plan_engine(&self) -> &Engine {
         self.inner.plan_engine.get().unwrap_or(&self.inner.engine)
+    }
+
+    /// Sets the keys `/secrets` seals with (the engines read secrets through
+    /// [`crate::StoreSecrets`] over the same keys). Only the first call counts.
+    pub fn set_secret_keys(&self, keys: Arc<crate::app_secrets::SecretKeys>) {
+        if self.inner.secret_keys.set(keys).is_err() {
+            tracing::warn!("the secrets keys were already set; keeping the first");
+        }
+    }
+
+    pub(crate) fn secret_keys(&self) -> Option<&crate::app_secrets::SecretKeys> {
+        self.inner.secret_keys.get().map(Arc::as_ref)
     }
 
     /// The agent hub the agent routes serve.

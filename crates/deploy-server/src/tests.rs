@@ -18,6 +18,15 @@ use tower::ServiceExt;
 
 use crate::{ServerConfig, ServerState, bootstrap_admin, create_token, router};
 
+/// The key file every replica of a test shares (as deployd's replicas share theirs):
+/// `old` opens what an earlier key sealed, `new` seals.
+const RELAY_KEYS: &str = "new AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\nold ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n";
+
+/// [`RELAY_KEYS`], read.
+fn relay_keys() -> Arc<crate::SecretKeys> {
+    Arc::new(crate::SecretKeys::parse(RELAY_KEYS, std::path::Path::new("relay.key")).unwrap())
+}
+
 /// A hub relayed through `store`, its loops running as long as the test's runtime.
 fn relayed_hub(store: &Arc<dyn Store>) -> deploy_exec::agent::AgentHub {
     let hub = deploy_exec::agent::AgentHub::with_relay(
@@ -25,6 +34,7 @@ fn relayed_hub(store: &Arc<dyn Store>) -> deploy_exec::agent::AgentHub {
         Arc::new(crate::StoreRelay::new(
             store.clone(),
             Arc::new(deploy_exec::DefaultSecrets),
+            relay_keys(),
         )),
     );
     drop(hub.spawn_reaper(CancellationToken::new()));
@@ -198,8 +208,15 @@ impl Fixture {
                 .unwrap();
             tokens.push((role, t.token));
         }
+        // As deployd: application secrets sealed with a key file in the data dir.
+        let keys =
+            Arc::new(crate::SecretKeys::load_or_create(&dir.path().join("secrets.key")).unwrap());
+        let app_secrets = Arc::new(crate::StoreSecrets::new(store.clone(), keys.clone()));
+        engine.set_app_secrets(app_secrets.clone());
+        plan_engine.set_app_secrets(app_secrets);
         let state = ServerState::with_agent_hub(engine.clone(), Arc::new(SystemClock), config, hub);
         state.set_plan_engine(plan_engine);
+        state.set_secret_keys(keys);
         Self {
             _dir: dir,
             _pg: pg,
@@ -440,6 +457,25 @@ async fn role_matrix() {
             Some(200),
         )
     }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/environments/{env}/runtime-policy"),
+            None,
+            Role::Viewer,
+            Some(200),
+        )
+    }));
+    // The default policy again: an admin-only write that changes nothing else.
+    cases.push(Box::new(|_| {
+        (
+            "PUT",
+            format!("/api/v1/environments/{env}/runtime-policy"),
+            Some(json!({})),
+            Role::Admin,
+            Some(200),
+        )
+    }));
     cases.push(Box::new(|u| {
         (
             "POST",
@@ -624,6 +660,34 @@ async fn role_matrix() {
     cases.push(Box::new(|_| {
         ("GET", "/api/v1/tokens".into(), None, Role::Admin, Some(200))
     }));
+    // Application secrets: admin only; the delete finds the secret gone after the first.
+    cases.push(Box::new(|_| {
+        (
+            "PUT",
+            "/api/v1/secrets/matrix".into(),
+            Some(json!({"value": "v"})),
+            Role::Admin,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/secrets".into(),
+            None,
+            Role::Admin,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "DELETE",
+            "/api/v1/secrets/matrix".into(),
+            None,
+            Role::Admin,
+            None,
+        )
+    }));
     // Revoking a revoked token again answers it again.
     cases.push(Box::new(|_| {
         (
@@ -695,6 +759,16 @@ async fn role_matrix() {
             format!("/api/v1/agents/{agent_id}"),
             None,
             Role::Viewer,
+            Some(200),
+        )
+    }));
+    // Called once by an admin (the only role allowed), from the version just registered.
+    cases.push(Box::new(|_| {
+        (
+            "PUT",
+            format!("/api/v1/agents/{agent_id}/labels"),
+            Some(json!({"labels": {"zone": "b"}, "version": 1})),
+            Role::Admin,
             Some(200),
         )
     }));
@@ -1336,6 +1410,7 @@ async fn jobs_list_filters_and_pages() {
 }
 
 mod admin;
+mod agent_identity;
 mod agent_retries;
 mod agents;
 mod job_logs;
@@ -1344,6 +1419,8 @@ mod openapi;
 mod operator;
 mod plan;
 mod replicas;
+mod runtime_policy;
+mod secrets;
 
 /// The body `deployctl deploy --strategy canary:1:50% --parallelism 4 --max-attempts 5
 /// --max-failures 2 --max-failure-ratio 0.25 --auto-rollback` sends lands in the job.

@@ -37,6 +37,7 @@ async fn seed(store: &dyn Store) -> Vec<DeploymentTask> {
             variables: Default::default(),
             approval: None,
             requires: Vec::new(),
+            runtime_policy: Default::default(),
             version: 0,
             created_at: ts(0),
         };

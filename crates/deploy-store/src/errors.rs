@@ -16,6 +16,13 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A TLS setting of the PostgreSQL url is unknown, or names a file that cannot be used.
+    #[error("`{key}={value}` in the database url {problem}")]
+    TlsSetting {
+        key: String,
+        value: String,
+        problem: String,
+    },
     /// The database was migrated by a newer build; nothing was modified.
     #[error(
         "the database at `{location}` has schema version {found}, newer than version {supported} that this build supports; it was left unmodified"

@@ -9,9 +9,11 @@
 //! transaction as each change. With the `mock` feature, `MockStore` (mockall)
 //! stands in for the store in unit tests of orchestration logic.
 
+mod app_secrets;
 mod errors;
 mod model;
 mod pg_commit;
+mod pg_tls;
 mod postgres;
 mod relay;
 mod rows;
@@ -24,11 +26,12 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use app_secrets::AppSecretRecord;
 pub use errors::StoreError;
 pub use model::{
     AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, AttemptRecord, AuditActorKind, AuditFilter,
-    AuditRecord, Created, JobEventRecord, LastKnownGood, LogChunk, MAX_LOG_CHUNK_BYTES,
-    MAX_LOG_CHUNKS_PER_TASK,
+    AuditRecord, BootstrapBinding, Created, JobEventRecord, LastKnownGood, LogChunk,
+    MAX_LOG_CHUNK_BYTES, MAX_LOG_CHUNKS_PER_TASK,
 };
 pub use postgres::{PgConfig, PgStore};
 pub use relay::{

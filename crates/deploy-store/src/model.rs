@@ -91,6 +91,19 @@ pub struct AgentRecord {
     /// The bootstrap token that registered it (`None` for agents registered before this
     /// was recorded): a registration retried with the spent token is recognised by it.
     pub bootstrap_token_id: Option<Uuid>,
+    /// Bumped by every label change (an admin call naming the version it read).
+    pub labels_version: u64,
+}
+
+/// What an agent bootstrap token registers: one agent name, exactly these labels, and
+/// at most these capabilities. Every bootstrap token has one; the agent claims no others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapBinding {
+    pub token_id: Uuid,
+    pub agent_name: String,
+    pub labels: Labels,
+    /// The capability names (`docker`, `compose`) the agent may claim.
+    pub capabilities: Vec<String>,
 }
 
 /// An API token; only the sha256 of the token is stored.

@@ -7,7 +7,9 @@ use deploy_core::DeploymentTask;
 
 use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode,
+};
 use uuid::Uuid;
 
 use crate::errors::StoreError;
@@ -23,7 +25,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgConfig {
-    /// `postgres://user[:password]@host:port/database`.
+    /// `postgres://user[:password]@host:port/database`, with TLS settings as query
+    /// parameters: `sslmode` (`disable`, `prefer` (the default), `require`, `verify-ca`,
+    /// `verify-full`) and `sslrootcert=/path/ca.pem`; with a CA, `require` verifies the
+    /// chain as libpq does. `sslcert` and `sslkey` give a client certificate.
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
@@ -159,8 +164,13 @@ impl PgStore {
     /// A database whose schema is newer than this build's is refused unmodified.
     pub async fn connect(config: &PgConfig) -> Result<Self, StoreError> {
         let location = redact(&config.url);
-        let options =
+        let tls = crate::pg_tls::check(&config.url)?;
+        let mut options =
             PgConnectOptions::from_str(&config.url).map_err(StoreError::open(&location))?;
+        // libpq verifies the chain for `require` once a CA is given; sqlx would not.
+        if tls.root_cert && matches!(options.get_ssl_mode(), PgSslMode::Require) {
+            options = options.ssl_mode(PgSslMode::VerifyCa);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)

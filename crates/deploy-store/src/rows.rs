@@ -230,6 +230,21 @@ pub(crate) fn agent<R: RowExt>(r: &R) -> Result<AgentRecord, StoreError> {
         created_at: timestamp("agents.created_at", r.i64("created_at")?)?,
         revoked_at: opt_timestamp("agents.revoked_at", r.opt_i64("revoked_at")?)?,
         bootstrap_token_id: r.opt_uuid("bootstrap_token_id")?,
+        labels_version: uint("agents.labels_version", r.i64("labels_version")?)?,
+    })
+}
+
+pub(crate) fn bootstrap_binding<R: RowExt>(
+    r: &R,
+) -> Result<crate::model::BootstrapBinding, StoreError> {
+    Ok(crate::model::BootstrapBinding {
+        token_id: r.uuid("token_id")?,
+        agent_name: r.string("agent_name")?,
+        labels: from_json("agent_bootstrap_bindings.labels", &r.string("labels")?)?,
+        capabilities: from_json(
+            "agent_bootstrap_bindings.capabilities",
+            &r.string("capabilities")?,
+        )?,
     })
 }
 

@@ -509,9 +509,38 @@ macro_rules! sql_store {
         }
 
         crate::relay::relay_sql!($store, $db);
+        crate::app_secrets::app_secrets_sql!($store, $db);
 
         #[async_trait::async_trait]
         impl Store for $store {
+            async fn put_app_secret(&self, name: &str, key_id: &str, sealed: &str, version: u64, environments: &[String], by: &str, now: deploy_core::Timestamp) -> Result<Option<crate::app_secrets::AppSecretRecord>, StoreError> {
+                self.app_secret_put(name, key_id, sealed, version, environments, by, now).await
+            }
+
+            async fn get_app_secret(&self, name: &str) -> Result<Option<crate::app_secrets::AppSecretRecord>, StoreError> {
+                self.app_secret_get(name).await
+            }
+
+            async fn list_app_secrets(&self) -> Result<Vec<crate::app_secrets::AppSecretRecord>, StoreError> {
+                self.app_secret_list().await
+            }
+
+            async fn delete_app_secret(&self, name: &str) -> Result<bool, StoreError> {
+                self.app_secret_delete(name).await
+            }
+
+            async fn secret_key_checks(&self) -> Result<Vec<(String, String)>, StoreError> {
+                self.secret_key_check_list().await
+            }
+
+            async fn put_secret_key_check(&self, key_id: &str, sealed: &str, now: deploy_core::Timestamp) -> Result<bool, StoreError> {
+                self.secret_key_check_put(key_id, sealed, now).await
+            }
+
+            async fn reseal_app_secret(&self, name: &str, version: u64, key_id: &str, sealed: &str) -> Result<bool, StoreError> {
+                self.app_secret_reseal(name, version, key_id, sealed).await
+            }
+
             async fn put_deliveries(&self, deliveries: &[crate::relay::DeliveryRecord]) -> Result<(), StoreError> {
                 self.relay_put_deliveries(deliveries).await
             }
@@ -1465,8 +1494,8 @@ macro_rules! sql_store {
             async fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
                 let query = sqlx::query(
                     "INSERT INTO agents (id, name, labels, capabilities, agent_version, credential_hash,
-                       last_seen_at, created_at, revoked_at, bootstrap_token_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                       last_seen_at, created_at, revoked_at, bootstrap_token_id, labels_version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind_id(agent.id)
                 .bind(agent.name.clone())
@@ -1477,7 +1506,8 @@ macro_rules! sql_store {
                 .bind(model::opt_millis(agent.last_seen_at)?)
                 .bind(model::millis(agent.created_at)?)
                 .bind(model::opt_millis(agent.revoked_at)?)
-                .bind_opt_id(agent.bootstrap_token_id);
+                .bind_opt_id(agent.bootstrap_token_id)
+                .bind(model::int("agents.labels_version", agent.labels_version)?);
                 let name = agent.name.as_str();
                 match self.insert_one(query, "agent", agent.id.to_string()).await {
                     Err(StoreError::AlreadyExists { entity, id }) => {
@@ -1559,6 +1589,99 @@ macro_rules! sql_store {
                     .map(rows::agent)
                     .transpose()?
                     .ok_or(StoreError::NotFound { entity: "agent", id: id.to_string() })
+            }
+
+            async fn set_agent_labels(
+                &self,
+                id: deploy_core::AgentId,
+                labels: &deploy_core::Labels,
+                expected_version: u64,
+            ) -> Result<AgentRecord, StoreError> {
+                let updated = sqlx::query(
+                    "UPDATE agents SET labels = $1, labels_version = labels_version + 1
+                     WHERE id = $2 AND labels_version = $3
+                     RETURNING *",
+                )
+                .bind(model::to_json("agents.labels", labels)?)
+                .bind_id(id)
+                .bind(model::int("agents.labels_version", expected_version)?)
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(StoreError::db("change an agent's labels"))?;
+                if let Some(row) = updated {
+                    return rows::agent(&row);
+                }
+                // Nothing matched: say whether the agent is unknown or was changed meanwhile.
+                let found = sqlx::query("SELECT * FROM agents WHERE id = $1")
+                    .bind_id(id)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(StoreError::db("load an agent"))?
+                    .as_ref()
+                    .map(rows::agent)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound { entity: "agent", id: id.to_string() })?;
+                Err(StoreError::Conflict {
+                    entity: "agent labels",
+                    id: id.to_string(),
+                    expected: expected_version,
+                    found: Some(found.labels_version),
+                })
+            }
+
+            async fn put_bootstrap_token(
+                &self,
+                token: &ApiTokenRecord,
+                binding: &crate::model::BootstrapBinding,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO api_tokens (id, name, token_hash, scopes, created_at, revoked_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind_id(token.id)
+                .bind(token.name.clone())
+                .bind(token.token_hash.as_str().to_owned())
+                .bind(model::to_json("api_tokens.scopes", &token.scopes)?)
+                .bind(model::millis(token.created_at)?)
+                .bind(model::opt_millis(token.revoked_at)?)
+                .bind(model::opt_millis(token.expires_at)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("insert a bootstrap token"));
+                match inserted {
+                    Err(e) if e.is_unique_violation() => {
+                        return Err(StoreError::AlreadyExists { entity: "api token", id: token.name.clone() });
+                    }
+                    other => other?,
+                };
+                sqlx::query(
+                    "INSERT INTO agent_bootstrap_bindings (token_id, agent_name, labels, capabilities) VALUES ($1, $2, $3, $4)",
+                )
+                .bind_id(binding.token_id)
+                .bind(binding.agent_name.clone())
+                .bind(model::to_json("agent_bootstrap_bindings.labels", &binding.labels)?)
+                .bind(model::to_json("agent_bootstrap_bindings.capabilities", &binding.capabilities)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("insert a bootstrap token's binding"))?;
+                tx.commit().await.map_err(StoreError::db("commit a bootstrap token"))
+            }
+
+            async fn bootstrap_binding(&self, token_id: uuid::Uuid) -> Result<Option<crate::model::BootstrapBinding>, StoreError> {
+                // From the writer: a registration may follow the token's creation at once.
+                sqlx::query("SELECT * FROM agent_bootstrap_bindings WHERE token_id = $1")
+                    .bind_id(token_id)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(StoreError::db("look up a bootstrap token's binding"))?
+                    .as_ref()
+                    .map(rows::bootstrap_binding)
+                    .transpose()
+            }
+
+            async fn list_bootstrap_bindings(&self) -> Result<Vec<crate::model::BootstrapBinding>, StoreError> {
+                let query = sqlx::query("SELECT * FROM agent_bootstrap_bindings");
+                self.read_all(query, "list bootstrap token bindings", rows::bootstrap_binding).await
             }
 
             async fn touch_agent(&self, id: deploy_core::AgentId, now: deploy_core::Timestamp) -> Result<(), StoreError> {

@@ -8,10 +8,11 @@ use deploy_core::{
     JobStatus, Promotion, PromotionId, Release, ReleaseId, Target, TaskEvent, TaskId, Timestamp,
 };
 
+use crate::app_secrets::AppSecretRecord;
 use crate::errors::StoreError;
 use crate::model::{
-    AgentRecord, ApiTokenRecord, AttemptRecord, AuditFilter, AuditRecord, Created, JobEventRecord,
-    LastKnownGood, LogChunk,
+    AgentRecord, ApiTokenRecord, AttemptRecord, AuditFilter, AuditRecord, BootstrapBinding,
+    Created, JobEventRecord, LastKnownGood, LogChunk,
 };
 use crate::relay::{AgentPoll, DeliveryEnd, DeliveryRecord, RelayLine};
 
@@ -304,6 +305,29 @@ pub trait Store: Send + Sync {
     async fn revoke_agent(&self, id: AgentId, now: Timestamp) -> Result<AgentRecord, StoreError>;
     /// Records that the agent was seen at `now`.
     async fn touch_agent(&self, id: AgentId, now: Timestamp) -> Result<(), StoreError>;
+    /// Replaces the labels of agent `id` when its `labels_version` is still
+    /// `expected_version`, and returns it with the next version; a stale version is
+    /// [`StoreError::Conflict`], an unknown agent [`StoreError::NotFound`].
+    async fn set_agent_labels(
+        &self,
+        id: AgentId,
+        labels: &deploy_core::Labels,
+        expected_version: u64,
+    ) -> Result<AgentRecord, StoreError>;
+    /// Inserts an agent bootstrap token and its binding in one transaction (a bootstrap
+    /// token never exists without one).
+    async fn put_bootstrap_token(
+        &self,
+        token: &ApiTokenRecord,
+        binding: &BootstrapBinding,
+    ) -> Result<(), StoreError>;
+    /// The binding of bootstrap token `token_id` (`None`: not a bootstrap token).
+    async fn bootstrap_binding(
+        &self,
+        token_id: uuid::Uuid,
+    ) -> Result<Option<BootstrapBinding>, StoreError>;
+    /// Every bootstrap token's binding.
+    async fn list_bootstrap_bindings(&self) -> Result<Vec<BootstrapBinding>, StoreError>;
     /// Spends the agent bootstrap token whose sha256 is `hash`, in one conditional
     /// update: only an unrevoked, unexpired token of scope [`crate::AGENT_BOOTSTRAP_SCOPE`]
     /// is spent (marked revoked at `now`) and returned; otherwise `None`, and of two
@@ -351,6 +375,53 @@ pub trait Store: Send + Sync {
     /// The job's status alone: one row read, for followers that poll it ([`Store::get_job`]
     /// reads every task and artifact of the job).
     async fn job_status(&self, id: JobId) -> Result<JobStatus, StoreError>;
+
+    // Application secrets (`app_secrets.rs`): sealed values, never the value itself.
+
+    /// Creates the secret `name` (`version` 1) or replaces its sealed value and its
+    /// environments (`version` = the stored version + 1; creation time and author kept),
+    /// and returns the row as written; `None` when the stored version is not the one
+    /// before `version` (a concurrent write: read again and seal again).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the row's columns, and the version the sealed value is bound to"
+    )]
+    async fn put_app_secret(
+        &self,
+        name: &str,
+        key_id: &str,
+        sealed: &str,
+        version: u64,
+        environments: &[String],
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Option<AppSecretRecord>, StoreError>;
+    /// The secret `name`, if any.
+    async fn get_app_secret(&self, name: &str) -> Result<Option<AppSecretRecord>, StoreError>;
+    /// Every secret, by name.
+    async fn list_app_secrets(&self) -> Result<Vec<AppSecretRecord>, StoreError>;
+    /// Deletes the secret `name`; false when there was none.
+    async fn delete_app_secret(&self, name: &str) -> Result<bool, StoreError>;
+    /// Replaces the sealed value of `name` at `version` (a key rotation: the version is
+    /// kept); false when the row is gone or at another version.
+    async fn reseal_app_secret(
+        &self,
+        name: &str,
+        version: u64,
+        key_id: &str,
+        sealed: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Every secrets key check: `(key id, the check value sealed under that key)`.
+    async fn secret_key_checks(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Records the check value of `key_id` unless one is recorded already (the first
+    /// deployd to use a key id wins); true when this one was written.
+    async fn put_secret_key_check(
+        &self,
+        key_id: &str,
+        sealed: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     // The agent relay (`relay.rs`): what crosses deployd replicas between an executor and
     // the replica its agent polls.

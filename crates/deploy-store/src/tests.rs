@@ -1,6 +1,7 @@
 //! Tests of the store: every repository test runs on SQLite and on a real PostgreSQL started by the harness.
 
 mod agents;
+mod app_secrets;
 mod concurrency;
 mod counts;
 mod durability;
@@ -10,3 +11,4 @@ mod operator;
 mod relay;
 mod repository;
 mod startup;
+mod tls;

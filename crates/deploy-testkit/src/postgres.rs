@@ -32,15 +32,22 @@ impl Postgres {
     /// A cluster tuned for tests: `fsync=off`, `synchronous_commit=off` (a crash of
     /// the server may lose data; a crash of a client never does).
     pub fn start() -> Result<Self, TestkitError> {
-        Self::start_with(false)
+        Self::start_with(false, None)
     }
 
     /// A cluster with PostgreSQL's durable defaults (`fsync=on`, `synchronous_commit=on`), for benchmarks.
     pub fn start_durable() -> Result<Self, TestkitError> {
-        Self::start_with(true)
+        Self::start_with(true, None)
     }
 
-    fn start_with(durable: bool) -> Result<Self, TestkitError> {
+    /// Like [`Postgres::start`], with `ssl = on` serving `cert` and `key` (PEM; copied
+    /// into the cluster's directory, the key with mode 0600 as PostgreSQL demands).
+    /// Plain connections are still accepted, so a client's `sslmode` decides.
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Self, TestkitError> {
+        Self::start_with(false, Some((cert, key)))
+    }
+
+    fn start_with(durable: bool, tls: Option<(&Path, &Path)>) -> Result<Self, TestkitError> {
         let bin_dirs = postgres_bin_dirs();
         let bin_dirs: Vec<&str> = bin_dirs.iter().map(String::as_str).collect();
         let initdb = require_program("initdb", &bin_dirs, HINT)?;
@@ -72,6 +79,10 @@ impl Postgres {
             "-N",
         ]);
         checked(init, "initdb")?;
+        let tls_settings = match tls {
+            Some((cert, key)) => install_tls_files(dir.path(), cert, key, run_as.is_some())?,
+            None => String::new(),
+        };
         let mut last_error = None;
         // The free port may be taken between the probe and the bind: try a few.
         for _ in 0..3 {
@@ -84,6 +95,7 @@ impl Postgres {
                 settings
                     .push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
             }
+            settings.push_str(&tls_settings);
             let mut start = command(run_as.as_deref(), &pg_ctl);
             start
                 .arg("-D")
@@ -232,6 +244,33 @@ fn postgres_bin_dirs() -> Vec<String> {
         .unwrap_or_default();
     dirs.sort_by(|a, b| b.cmp(a));
     dirs
+}
+
+/// Copies the server certificate and key into `dir` (owned by the test user when the
+/// cluster runs as it) and returns the server options that serve them.
+fn install_tls_files(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    as_test_user: bool,
+) -> Result<String, TestkitError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (cert_to, key_to) = (dir.join("server.crt"), dir.join("server.key"));
+    for (from, to, mode) in [(cert, &cert_to, 0o644), (key, &key_to, 0o600)] {
+        std::fs::copy(from, to).map_err(TestkitError::io(format!("copy {}", from.display())))?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
+            .map_err(TestkitError::io(format!("chmod {}", to.display())))?;
+        if as_test_user {
+            let (uid, gid) = user_ids(POSTGRES_TEST_USER)?;
+            chown(to, Some(uid), Some(gid))
+                .map_err(TestkitError::io(format!("chown {}", to.display())))?;
+        }
+    }
+    Ok(format!(
+        " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        cert_to.display(),
+        key_to.display()
+    ))
 }
 
 fn command(run_as: Option<&str>, program: &Path) -> Command {

@@ -27,13 +27,19 @@ pub struct SshdHosts {
 impl SshdHosts {
     /// Starts `n` (1..=250) hosts sharing one host key and one port; public-key auth only.
     pub fn start(n: u8) -> Result<Self, TestkitError> {
-        Self::start_with(n, false)
+        Self::start_with(n, false, "")
+    }
+
+    /// Like [`SshdHosts::start`], the servers offering only `ciphers` (sshd's `Ciphers`
+    /// list), so a test can pin the cipher a client negotiates.
+    pub fn start_with_ciphers(n: u8, ciphers: &str) -> Result<Self, TestkitError> {
+        Self::start_with(n, false, &format!("Ciphers {ciphers}\n"))
     }
 
     /// Like [`SshdHosts::start`], also accepting the test user's password
     /// (see [`SshdHosts::password_file`]).
     pub fn start_with_passwords(n: u8) -> Result<Self, TestkitError> {
-        Self::start_with(n, true)
+        Self::start_with(n, true, "")
     }
 
     /// The root-only file holding the test user's random password (written by scripts/peers/ssh.sh).
@@ -41,7 +47,8 @@ impl SshdHosts {
         PathBuf::from(format!("/var/lib/deploy-testkit/{SSH_TEST_USER}.password"))
     }
 
-    fn start_with(n: u8, passwords: bool) -> Result<Self, TestkitError> {
+    /// `extra`: more sshd_config lines, each ending in a newline.
+    fn start_with(n: u8, passwords: bool, extra: &str) -> Result<Self, TestkitError> {
         let sshd = require_program("sshd", &["/usr/sbin"], HINT)?;
         require_program("ssh-keygen", &[], HINT)?;
         let user_ok = Command::new("id")
@@ -98,7 +105,7 @@ impl SshdHosts {
                 "ListenAddress {addr}:{port}\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {pid}\n\
                  UsePAM no\nStrictModes no\nPasswordAuthentication {password}\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin no\nAllowUsers {SSH_TEST_USER}\nMaxStartups 200:30:400\nMaxSessions 100\n\
-                 Subsystem sftp internal-sftp\nLogLevel ERROR\n",
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\n{extra}",
                 host = path_str(&d.join("host_ed25519")),
                 auth = path_str(&authorized_path),
                 pid = path_str(&d.join(format!("sshd_{i}.pid"))),

@@ -224,7 +224,17 @@ fn agent_partitioned_past_the_heartbeat_timeout_loses_its_attempt_then_finishes_
     let addr = format!("{}:{}", net.host_ip, free_port().unwrap());
     let server = Deployd::start_at(data.path(), &addr, &known_hosts, &env);
 
-    let out = ctl(&addr, &["agent", "bootstrap-token", "--name", "netns"]);
+    let out = ctl(
+        &addr,
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            "netns-agent",
+            "--label",
+            "scenario=agent",
+        ],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),

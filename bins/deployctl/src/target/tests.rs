@@ -57,6 +57,19 @@ fn plain_ssh_target_has_no_check_and_no_labels() {
 }
 
 #[test]
+fn the_work_dir_is_the_default_unless_given() {
+    // No `/tmp` default: without the flag the document has no work_dir, and the
+    // executor uses `~/.local/share/deploy/<target>` of the login user.
+    let doc = serde_json::to_value(request(&with_ssh(&[])).unwrap()).unwrap();
+    assert_eq!(doc["connection"].get("work_dir"), None, "{doc}");
+    let doc =
+        serde_json::to_value(request(&with_ssh(&["--work-dir", "/srv/app"])).unwrap()).unwrap();
+    assert_eq!(doc["connection"]["work_dir"], "/srv/app");
+    let msg = refused(&with_ssh(&["--work-dir", "relative/dir"]));
+    assert!(msg.contains("relative/dir"), "{msg}");
+}
+
+#[test]
 fn command_check_with_timing_and_labels() {
     let r = request(&with_ssh(&[
         "--health-check",

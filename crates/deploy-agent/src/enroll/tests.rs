@@ -29,6 +29,8 @@ fn credentials_json(id: AgentId, credential: &str) -> String {
     serde_json::json!({
         "protocol": AGENT_PROTOCOL_VERSION,
         "agent_id": id,
+        "name": "web-1",
+        "labels": { "env": "staging" },
         "credential": credential,
         "heartbeat_timeout_ms": 15_000,
     })

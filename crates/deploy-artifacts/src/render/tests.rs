@@ -3,4 +3,5 @@
 pub(crate) mod fixtures;
 mod props;
 mod real_tools;
+mod secret_refs;
 mod snapshots;

@@ -46,6 +46,14 @@ pub struct FakeWorld {
     pub failing_hooks: Mutex<BTreeSet<Digest>>,
     /// target -> the proxy include as last switched.
     pub proxy: Mutex<BTreeMap<TargetId, String>>,
+    /// The environment of every docker_host deploy, as the executor received it.
+    pub envs: Mutex<Vec<BTreeMap<String, String>>>,
+    /// Write each received env value to the task log (an executor that echoes what it
+    /// runs), so the log's redaction is observable.
+    pub echo_env: std::sync::atomic::AtomicBool,
+    /// When set, the health command exits 1 printing this (a check that prints what the
+    /// container was given).
+    pub check_output: Mutex<Option<String>>,
 }
 
 /// The fake `host:port` a container running `digest` is published on.
@@ -91,6 +99,14 @@ fn slot(request: &DeployRequest) -> String {
 #[async_trait]
 impl Executor for FakeWorld {
     async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+        if let Some(c) = &request.component {
+            self.envs.lock().unwrap().push(c.container.env.clone());
+            if self.echo_env.load(Ordering::SeqCst) {
+                for (k, v) in &c.container.env {
+                    ctx.log.line(&format!("env {k}={v}"));
+                }
+            }
+        }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let task = &request.task;
@@ -203,6 +219,12 @@ impl Executor for FakeWorld {
             return Ok(CommandOutput {
                 exit_status: u32::from(fails),
                 stdout: format!("{program} ran\n"),
+            });
+        }
+        if let Some(output) = self.check_output.lock().unwrap().clone() {
+            return Ok(CommandOutput {
+                exit_status: 1,
+                stdout: output,
             });
         }
         let broken = self.broken.lock().unwrap();

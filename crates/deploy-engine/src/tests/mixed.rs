@@ -110,12 +110,15 @@ async fn one_job_over_ssh_and_kubernetes_targets() {
         name: name("k8s-web"),
         target_type: TargetType::K8sDeployment,
         connection: Connection::Api(ApiConnection::Kubernetes {
-            api_server: HttpUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            api_server: Some(HttpUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap()),
             namespace: ResourceName::parse("prod").unwrap(),
             deployment: ResourceName::parse("web").unwrap(),
             container: ResourceName::parse("web").unwrap(),
-            credential_ref: CredentialRef::parse(&format!("file:{}", token.display())).unwrap(),
+            credential_ref: Some(
+                CredentialRef::parse(&format!("file:{}", token.display())).unwrap(),
+            ),
             ca_ref: None,
+            auth: deploy_core::KubeAuth::Token,
         }),
         health_endpoint: None,
         health_check: None,

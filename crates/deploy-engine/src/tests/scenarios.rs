@@ -707,3 +707,114 @@ async fn a_busy_environment_refuses_a_job_at_once_or_queues_it_when_asked_to_wai
     assert_eq!(second.value.release_id, second_release.id);
     assert_eq!(second.value.status, JobStatus::Pending);
 }
+
+/// A rollback re-deploys an earlier job's compose lock: it is checked against the
+/// environment's runtime policy as it is now, not as it was when the lock was rendered.
+#[tokio::test]
+async fn a_rollback_to_a_lock_the_policy_now_refuses_is_refused_and_a_compliant_one_runs() {
+    const BIND: &str =
+        "services:\n  web:\n    componentName: web\n    volumes: [\"/srv/data:/data\"]\n";
+    const PLAIN: &str = "services:\n  web:\n    componentName: web\n";
+    let set_policy = |f: &Fixture, json: &'static str| {
+        let store = f.store.clone();
+        async move {
+            let mut env = store
+                .get_environment(deploy_core::testing::environment_id(1))
+                .await
+                .unwrap();
+            env.runtime_policy = serde_json::from_str(json).unwrap();
+            let version = env.version;
+            store.update_environment(&env, version).await.unwrap();
+        }
+    };
+    for (first, tightened, refused) in [
+        (BIND, r#"{"bind_prefixes": ["/srv"]}"#, false),
+        (BIND, "{}", true),
+        (PLAIN, "{}", false),
+    ] {
+        let f = Fixture::new(1).await;
+        set_policy(&f, r#"{"bind_prefixes": ["/srv"]}"#).await;
+        let v1 = f
+            .job(1, &release_with(1, digest(1)), |r| {
+                r.template = Some(first.to_owned())
+            })
+            .await;
+        assert_eq!(
+            f.engine.run_job(v1.id).await.unwrap().status,
+            JobStatus::Completed
+        );
+        let v2 = f
+            .job(2, &release_with(2, digest(2)), |r| {
+                r.template = Some(PLAIN.to_owned())
+            })
+            .await;
+        assert_eq!(
+            f.engine.run_job(v2.id).await.unwrap().status,
+            JobStatus::Completed
+        );
+        set_policy(&f, tightened).await;
+        let result = f.engine.rollback(v2.id, "operator asked").await;
+        if refused {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(&err, EngineError::Artifacts(deploy_artifacts::ArtifactError::PolicyRefused { service, key, .. })
+                    if service == "web" && key == "volumes"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("/srv/data"), "{err}");
+        } else {
+            let rollback = result.unwrap();
+            let done = f.engine.run_job(rollback.id).await.unwrap();
+            assert_eq!(done.status, JobStatus::Completed, "{first}");
+            assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_automatic_rollback_to_a_lock_the_policy_now_refuses_leaves_the_job_failed() {
+    let f = Fixture::new(1).await;
+    let mut env = f
+        .store
+        .get_environment(deploy_core::testing::environment_id(1))
+        .await
+        .unwrap();
+    env.runtime_policy = serde_json::from_str(r#"{"bind_prefixes": ["/srv"]}"#).unwrap();
+    let env = f.store.update_environment(&env, env.version).await.unwrap();
+    let v1 = f
+        .job(1, &release_with(1, digest(1)), |r| {
+            r.template = Some(
+                "services:\n  web:\n    componentName: web\n    volumes: [\"/srv/data:/data\"]\n"
+                    .to_owned(),
+            )
+        })
+        .await;
+    assert_eq!(
+        f.engine.run_job(v1.id).await.unwrap().status,
+        JobStatus::Completed
+    );
+    let mut tightened = env.clone();
+    tightened.runtime_policy = RuntimePolicy::default();
+    f.store
+        .update_environment(&tightened, env.version)
+        .await
+        .unwrap();
+    f.world.broken.lock().unwrap().insert(digest(2));
+    let v2 = f
+        .job(2, &release_with(2, digest(2)), |r| {
+            r.template = Some("services:\n  web:\n    componentName: web\n".to_owned());
+            r.failure_policy.auto_rollback = true;
+        })
+        .await;
+    let done = f.engine.run_job(v2.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Failed);
+    // Left as the failed job left it: v1's bind is not restored.
+    assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(2)));
+    let log = f.store.read_log(done.tasks[0].id, 0, 100).await.unwrap();
+    assert!(
+        log.iter().any(|c| c.content.starts_with(
+            "automatic rollback refused: service `web` sets `volumes: /srv/data:/data`"
+        )),
+        "{log:?}"
+    );
+}

@@ -274,6 +274,21 @@ impl AgentExecutor {
     }
 }
 
+/// The files the agent gets: the lock as stored when the engine rewrote it for secrets
+/// env files (the agent checks a lock against its digest, then rewrites it the same
+/// way on its host), the rest as they are.
+fn agent_artifacts(request: &DeployRequest) -> Vec<deploy_core::GeneratedArtifact> {
+    let mut artifacts = request.artifacts.clone();
+    if let Some(stored) = &request.stored_lock {
+        for a in &mut artifacts {
+            if a.kind == deploy_core::ArtifactKind::ComposeLock {
+                *a = stored.clone();
+            }
+        }
+    }
+    artifacts
+}
+
 /// A deploy's outcome as the engine's result.
 fn deploy_result(
     target: &Target,
@@ -345,6 +360,10 @@ impl Executor for AgentExecutor {
         } else {
             None
         };
+        // The application secrets the engine resolved into this request are what its log
+        // redacts so far (the registry password is added below, and never stored): the
+        // agent redacts them from its lines and results too.
+        let secret_values = ctx.log.secrets().to_vec();
         let mut ctx = ctx.clone();
         if let Some(a) = &auth {
             ctx.log = ctx
@@ -361,8 +380,9 @@ impl Executor for AgentExecutor {
                 stop_first: connection.stop_first,
             }),
             project: request.project.clone(),
-            artifacts: request.artifacts.clone(),
+            artifacts: agent_artifacts(request),
             registry_auth: auth,
+            secret_values,
         };
         let key = TaskKey {
             task_id: task.id,

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deploy_api::agent::{
-    AGENT_PROTOCOL_VERSION, AgentCapability, AgentLogLine, AgentSummary, LogAck, LogChunkRequest,
-    LogStream, MAX_LOG_LINES_PER_CHUNK, MAX_POLL_WAIT_MS, PollRequest, PollResponse, ResultAck,
-    TaskDelivery, TaskKey, TaskResultRequest,
+    AGENT_PROTOCOL_VERSION, AgentAction, AgentCapability, AgentLogLine, AgentSummary, LogAck,
+    LogChunkRequest, LogStream, MAX_LOG_LINES_PER_CHUNK, MAX_POLL_WAIT_MS, PollRequest,
+    PollResponse, ResultAck, TaskDelivery, TaskKey, TaskResultRequest,
 };
 use deploy_core::{AgentId, Digest, Labels, Name, Timestamp};
 use thiserror::Error;
@@ -44,7 +44,10 @@ pub const TOUCH_RESOLUTION: Duration = Duration::from_secs(60);
 pub struct AgentInfo {
     pub id: AgentId,
     pub name: Name,
+    /// Set by its bootstrap token, then only by admins (never by the agent).
     pub labels: Labels,
+    /// The version of `labels` (bumped by each change).
+    pub labels_version: u64,
     pub capabilities: Vec<AgentCapability>,
     /// The sha256 of its credential; `None`: it cannot authenticate.
     pub credential_hash: Option<Digest>,
@@ -369,12 +372,18 @@ impl AgentHub {
     /// Adds or updates an agent (registration, start-up load, revocation). A revoked
     /// agent keeps no credential mapping and has its in-flight keys failed. An update
     /// never clears a known revocation: a stale record (read before a concurrent revoke)
-    /// must not bring a revoked agent back.
+    /// must not bring a revoked agent back; nor does it undo a newer label change.
     pub fn upsert_agent(&self, mut info: AgentInfo) {
         let mut state = self.state();
         let id = info.id;
-        if let Some(at) = state.agents.get(&id).and_then(|e| e.info.revoked_at) {
-            info.revoked_at.get_or_insert(at);
+        if let Some(known) = state.agents.get(&id).map(|e| &e.info) {
+            if let Some(at) = known.revoked_at {
+                info.revoked_at.get_or_insert(at);
+            }
+            if known.labels_version > info.labels_version {
+                info.labels = known.labels.clone();
+                info.labels_version = known.labels_version;
+            }
         }
         state.credentials.retain(|_, a| *a != id);
         if info.revoked_at.is_none()
@@ -522,6 +531,7 @@ impl AgentHub {
             name: e.info.name.clone(),
             capabilities: e.info.capabilities.clone(),
             labels: e.info.labels.clone(),
+            labels_version: e.info.labels_version,
             active: e.active(now, self.inner.heartbeat_timeout),
             in_flight: u32::try_from(e.queue.len()).unwrap_or(u32::MAX),
             last_seen_at: e.info.last_seen_at,
@@ -704,8 +714,28 @@ impl AgentHub {
         let Some(relay) = self.relay() else {
             return Err(HubError::UnknownKey(key));
         };
+        // Relayed lines are stored: the secret values of the delivery handed out here are
+        // hidden again before they are (the agent hides them already; this does not
+        // depend on it).
+        let redaction = self.state().pending.get(&key).map(|p| {
+            with_delivery_secrets(
+                TaskLog::new(Arc::new(crate::logs::NullSink), 0),
+                &p.delivery,
+            )
+        });
+        let lines: Vec<AgentLogLine> = match &redaction {
+            Some(r) if !r.secrets().is_empty() => chunk
+                .lines
+                .iter()
+                .map(|l| AgentLogLine {
+                    stream: l.stream,
+                    text: r.redact(&l.text),
+                })
+                .collect(),
+            _ => chunk.lines.clone(),
+        };
         let next = relay
-            .append_lines(agent, key, chunk.first_seq, &chunk.lines)
+            .append_lines(agent, key, chunk.first_seq, &lines)
             .await
             .map_err(HubError::Relay)?
             .ok_or(HubError::UnknownKey(key))?;
@@ -1226,7 +1256,8 @@ impl AgentHub {
         }
     }
 
-    /// Tells the other replicas that this agent's record changed (a registration).
+    /// Tells the other replicas that this agent's record changed (a registration, a
+    /// label change): they reload it from the store.
     pub fn announce_agent(&self, id: AgentId) {
         self.announce(Message::Agent(id));
     }
@@ -1444,6 +1475,18 @@ impl AgentHub {
 fn rand_origin() -> u64 {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default())
+}
+
+/// `log`, also redacting the application secret values `delivery` carries (a waiter
+/// attached to a stored delivery: resumed after a fail-over).
+pub(crate) fn with_delivery_secrets(log: TaskLog, delivery: &TaskDelivery) -> TaskLog {
+    match &delivery.action {
+        AgentAction::Deploy { deploy } | AgentAction::Rollback { deploy } => deploy
+            .secret_values
+            .iter()
+            .fold(log, |log, value| log.with_secret(value)),
+        _ => log,
+    }
 }
 
 /// One agent line into a waiter's log (stderr lines say so).

@@ -102,6 +102,9 @@ impl AgentHub {
             return Ok(None);
         };
         let (tx, rx) = oneshot::channel();
+        // The values resolved for the attempt travel (sealed) in its delivery; the
+        // engine's resumed log knows none of them.
+        let log = super::hub::with_delivery_secrets(log, &stored.delivery);
         let mut next_seq = 0;
         for (seq, line) in relay.lines(key, 0).await.map_err(HubError::Relay)? {
             super::hub::write_line(&log, &line);

@@ -48,6 +48,7 @@ fn info(n: u64, labels: &[(&str, &str)], caps: &[AgentCapability]) -> AgentInfo 
         id: agent_id(n),
         name: name(&format!("agent-{n}")),
         labels: Labels::new(map).unwrap(),
+        labels_version: 1,
         capabilities: caps.to_vec(),
         credential_hash: Some(sha256_of(format!("cred-{n}").as_bytes())),
         created_at: ts(n),
@@ -65,7 +66,7 @@ fn target(agent: Option<AgentId>, selector: &[(&str, &str)], registry: bool) -> 
     t.connection = Connection::Agent(AgentConnection {
         agent_id: agent,
         selector: Labels::new(map).unwrap(),
-        work_dir: UnixPath::parse("/srv/deploy").unwrap(),
+        work_dir: Some(UnixPath::parse("/srv/deploy").unwrap()),
         stop_first: true,
         registry_auth: registry.then(|| CredentialRef::parse("env:REG").unwrap()),
     });
@@ -100,6 +101,7 @@ fn request(target: Target, n: u64) -> DeployRequest {
         }),
         project: name("web"),
         artifacts: Vec::new(),
+        stored_lock: None,
         rollback: false,
     }
 }
@@ -157,8 +159,17 @@ async fn delivery_is_repeated_until_the_result_unless_running_and_logs_are_idemp
     poll(&hub, 1, &[], 0).await;
     let exec = executor(&hub);
     let sink = MemorySink::new();
-    let c = ctx(&sink, Duration::from_secs(10));
-    let req = request(target(None, &[], true), 1);
+    let mut c = ctx(&sink, Duration::from_secs(10));
+    // As the engine hands it over: an application secret resolved into the request, in
+    // its log's redaction.
+    c.log = c.log.with_secret("app-v4lue");
+    let mut req = request(target(None, &[], true), 1);
+    if let Some(component) = req.component.as_mut() {
+        component
+            .container
+            .env
+            .insert("DB".to_owned(), "app-v4lue".to_owned());
+    }
     let deploy = tokio::spawn(async move { exec.deploy(&req, &c).await });
 
     // A waiting poll returns as soon as the task is queued.
@@ -180,6 +191,9 @@ async fn delivery_is_repeated_until_the_result_unless_running_and_logs_are_idemp
         ),
         ("registry.local:5000", "robot", "s3cr3t-pass")
     );
+    // The agent is told which values to hide; never the registry password (the
+    // delivery is stored without it).
+    assert_eq!(deploy_action.secret_values, ["app-v4lue"]);
     assert!(deploy_action.component.unwrap().stop_first);
 
     // Redelivered until the result, unless the poll says it runs.
@@ -209,7 +223,7 @@ async fn delivery_is_repeated_until_the_result_unless_running_and_logs_are_idemp
         hub.log_chunk(
             agent_id(1),
             key,
-            &chunk(1, &["pass s3cr3t-pass", "started"])
+            &chunk(1, &["pass s3cr3t-pass", "started with app-v4lue"])
         )
         .unwrap()
         .next_seq,
@@ -238,7 +252,10 @@ async fn delivery_is_repeated_until_the_result_unless_running_and_logs_are_idemp
     assert!(poll(&hub, 1, &[], 0).await.deliveries.is_empty());
     let lines = sink.lines();
     let agent_lines: Vec<&String> = lines.iter().skip(1).collect();
-    assert_eq!(agent_lines, ["pulling", "pass [REDACTED]", "started"]);
+    assert_eq!(
+        agent_lines,
+        ["pulling", "pass [REDACTED]", "started with [REDACTED]"]
+    );
     assert_eq!(hub.summaries()[0].in_flight, 0);
 }
 

@@ -1,9 +1,12 @@
 //! AWS ECS: DescribeServices -> DescribeTaskDefinition -> RegisterTaskDefinition (one image changed) -> UpdateService -> wait for the PRIMARY deployment.
 
-use deploy_core::ApiConnection;
+use deploy_core::{ApiConnection, ResourceName};
 use reqwest::Url;
 use serde_json::{Map, Value, json};
 
+use std::sync::Arc;
+
+use super::aws::{AwsChain, AwsChains};
 use super::executor::{Call, Rolled, named_image};
 use super::http::host_of;
 use super::sigv4::{AwsCredentials, SigningInput, amz_date_now, sign};
@@ -42,18 +45,30 @@ struct Ecs<'a> {
     cluster: &'a str,
     service: &'a str,
     container: &'a str,
-    credentials: AwsCredentials,
+    credentials: Keys,
     resource: String,
 }
 
+/// Where the signing keys come from: the target's `credential_ref`, or the default
+/// chain, asked before every request so keys rotated mid-rollout are picked up.
+enum Keys {
+    Static(AwsCredentials),
+    Chain(Arc<AwsChain>),
+}
+
 impl<'a> Ecs<'a> {
-    fn new(call: &'a Call, api: &'a ApiConnection) -> Result<Self, ExecError> {
+    fn new(
+        call: &'a Call,
+        chains: &'a AwsChains,
+        api: &'a ApiConnection,
+    ) -> Result<Self, ExecError> {
         let ApiConnection::Ecs {
             endpoint,
             region,
             cluster,
             service,
             container,
+            profile,
             ..
         } = api
         else {
@@ -78,12 +93,12 @@ impl<'a> Ecs<'a> {
             Some(p) => format!("{}:{p}", host_of(&url)),
             None => host_of(&url),
         };
-        let reference = call.reference.as_deref().unwrap_or_default();
-        let secret = call.secret.as_ref().ok_or_else(|| ExecError::Secret {
-            reference: reference.to_owned(),
-            detail: "ecs needs an access key".into(),
-        })?;
-        let credentials = AwsCredentials::parse(reference, secret)?;
+        let credentials = match (call.reference.as_deref(), call.secret.as_ref()) {
+            (Some(reference), Some(secret)) => {
+                Keys::Static(AwsCredentials::parse(reference, secret)?)
+            }
+            _ => Keys::Chain(chains.for_profile(profile.as_ref().map(ResourceName::as_str))),
+        };
         Ok(Self {
             call,
             url,
@@ -99,6 +114,10 @@ impl<'a> Ecs<'a> {
 
     /// One signed JSON-RPC call.
     async fn rpc(&self, action: &str, body: &Value) -> Result<Value, ExecError> {
+        let credentials = match &self.credentials {
+            Keys::Static(c) => c.clone(),
+            Keys::Chain(chain) => chain.credentials(self.region, self.call.log()).await?,
+        };
         let payload = body.to_string();
         let amz_date = amz_date_now();
         let target = format!("{TARGET_PREFIX}.{action}");
@@ -108,11 +127,11 @@ impl<'a> Ecs<'a> {
             ("x-amz-date", amz_date.as_str()),
             ("x-amz-target", target.as_str()),
         ];
-        if let Some(token) = self.credentials.session_token() {
+        if let Some(token) = credentials.session_token() {
             headers.push(("x-amz-security-token", token));
         }
         let authorization = sign(
-            &self.credentials,
+            &credentials,
             &SigningInput {
                 method: "POST",
                 path: self.url.path(),
@@ -134,7 +153,13 @@ impl<'a> Ecs<'a> {
         for (name, value) in headers.iter().filter(|(n, _)| *n != "host") {
             request = request.header(*name, *value);
         }
-        self.call.http.send(request, action, &self.resource).await
+        let answer = self.call.http.send(request, action, &self.resource).await;
+        // The call's log redacts only the `credential_ref` secret; a session token from
+        // the chain, echoed back in an error body, is removed here.
+        match credentials.session_token() {
+            Some(token) => answer.map_err(|e| scrub(e, token)),
+            None => answer,
+        }
     }
 
     fn unexpected(&self, expected: impl Into<String>) -> ExecError {
@@ -273,8 +298,12 @@ impl<'a> Ecs<'a> {
 }
 
 /// The image of the named container in the service's current task definition.
-pub(crate) async fn current_image(call: &Call, api: &ApiConnection) -> Result<String, ExecError> {
-    let ecs = Ecs::new(call, api)?;
+pub(crate) async fn current_image(
+    call: &Call,
+    chains: &AwsChains,
+    api: &ApiConnection,
+) -> Result<String, ExecError> {
+    let ecs = Ecs::new(call, chains, api)?;
     let (_, definition) = ecs.current().await?;
     ecs.container_image(&definition)
 }
@@ -282,10 +311,11 @@ pub(crate) async fn current_image(call: &Call, api: &ApiConnection) -> Result<St
 /// Rolls the service's container to `image` and waits for the rollout.
 pub(crate) async fn deploy(
     call: &Call,
+    chains: &AwsChains,
     api: &ApiConnection,
     image: &str,
 ) -> Result<Rolled, ExecError> {
-    let ecs = Ecs::new(call, api)?;
+    let ecs = Ecs::new(call, chains, api)?;
     let (arn, definition) = ecs.current().await?;
     let previous = ecs.container_image(&definition)?;
     call.saw_previous(&previous);
@@ -322,4 +352,46 @@ pub(crate) async fn deploy(
     };
     ecs.wait(&target_arn, image).await?;
     Ok(Rolled { previous, changed })
+}
+
+/// `e` with `token` replaced wherever an HTTP answer's text was copied into it.
+fn scrub(e: ExecError, token: &str) -> ExecError {
+    let clean = |text: String| text.replace(token, crate::REDACTED);
+    match e {
+        ExecError::ApiStatus {
+            platform,
+            action,
+            resource,
+            status,
+            detail,
+        } => ExecError::ApiStatus {
+            platform,
+            action,
+            resource,
+            status,
+            detail: clean(detail),
+        },
+        ExecError::ApiConflict {
+            platform,
+            action,
+            resource,
+            detail,
+        } => ExecError::ApiConflict {
+            platform,
+            action,
+            resource,
+            detail: clean(detail),
+        },
+        ExecError::Connect { host, port, detail } => ExecError::Connect {
+            host,
+            port,
+            detail: clean(detail),
+        },
+        ExecError::TlsCertificate { host, port, detail } => ExecError::TlsCertificate {
+            host,
+            port,
+            detail: clean(detail),
+        },
+        other => other,
+    }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deploy_core::{ApiConnection, CommandSpec, Connection, Digest, Name, Target};
 
+use super::aws::{AwsChains, AwsEnvironment};
 use super::http::Http;
+use super::kube_auth::{self, InClusterConfig, KubeAccess};
 use super::{ecs, k8s, nomad};
 use crate::errors::ExecError;
 use crate::executor::{CommandOutput, DeployRequest, ExecContext, ExecutionResult, Executor};
@@ -38,6 +40,10 @@ impl Default for ApiExecutorConfig {
 pub struct ApiExecutor {
     secrets: Arc<dyn SecretsProvider>,
     config: ApiExecutorConfig,
+    /// The AWS default chain for ECS targets without a `credential_ref`.
+    aws: Arc<AwsChains>,
+    /// Where `auth.kind = in_cluster` Kubernetes targets find the service account.
+    in_cluster: InClusterConfig,
 }
 
 impl std::fmt::Debug for ApiExecutor {
@@ -58,6 +64,8 @@ pub(crate) struct Call {
     /// The image found before the change, for a failed result's `previous_digest`.
     pub(crate) previous: Arc<Mutex<Option<String>>>,
     pub(crate) reference: Option<String>,
+    /// A Kubernetes call's server and token source.
+    pub(crate) kube: Option<KubeAccess>,
 }
 
 impl Call {
@@ -94,7 +102,32 @@ pub(crate) struct Rolled {
 impl ApiExecutor {
     /// An executor taking credentials from `secrets`.
     pub fn new(secrets: Arc<dyn SecretsProvider>, config: ApiExecutorConfig) -> Self {
-        Self { secrets, config }
+        let aws = Arc::new(AwsChains::new(
+            AwsEnvironment::from_process(),
+            config.request_timeout,
+        ));
+        Self {
+            secrets,
+            config,
+            aws,
+            in_cluster: InClusterConfig::default(),
+        }
+    }
+
+    /// The same executor finding the in-cluster service account at `config`'s paths
+    /// instead of the kubelet's (tests, embedders).
+    #[must_use]
+    pub fn with_in_cluster(mut self, config: InClusterConfig) -> Self {
+        self.in_cluster = config;
+        self
+    }
+
+    /// The same executor with the AWS default chain reading `env` instead of this
+    /// process's environment (tests, embedders).
+    #[must_use]
+    pub fn with_aws_environment(mut self, env: AwsEnvironment) -> Self {
+        self.aws = Arc::new(AwsChains::new(env, self.config.request_timeout));
+        self
     }
 
     fn api(target: &Target) -> Result<&ApiConnection, ExecError> {
@@ -115,24 +148,61 @@ impl ApiExecutor {
         progress: Arc<Mutex<String>>,
         previous: Arc<Mutex<Option<String>>>,
     ) -> Result<Call, ExecError> {
-        let (platform, credential, ca) = match api {
-            ApiConnection::Ecs { credential_ref, .. } => ("ecs", Some(credential_ref), None),
-            ApiConnection::Nomad { credential_ref, .. } => ("nomad", credential_ref.as_ref(), None),
-            ApiConnection::Kubernetes {
+        let (platform, credential, ca, client) = match api {
+            ApiConnection::Ecs { credential_ref, .. } => {
+                ("ecs", credential_ref.as_ref(), None, None)
+            }
+            ApiConnection::Nomad {
                 credential_ref,
                 ca_ref,
+                client_cert_ref,
+                client_key_ref,
                 ..
-            } => ("kubernetes", Some(credential_ref), ca_ref.as_ref()),
+            } => (
+                "nomad",
+                credential_ref.as_ref(),
+                ca_ref.as_ref(),
+                client_cert_ref.as_ref().zip(client_key_ref.as_ref()),
+            ),
+            // Its server, CA, certificate and token come from `kube_auth::resolve`, below.
+            ApiConnection::Kubernetes { .. } => ("kubernetes", None, None, None),
         };
         let secret = match credential {
             Some(r) => Some(self.secrets.resolve(r).await?),
             None => None,
         };
-        let ca = match ca {
+        let mut ca = match ca {
             Some(r) => Some(self.secrets.resolve(r).await?),
             None => None,
         };
+        let mut identity = match client {
+            Some((cert, key)) => {
+                let cert = self.secrets.resolve(cert).await?;
+                let key = self.secrets.resolve(key).await?;
+                Some(Secret::new(format!(
+                    "{}\n{}",
+                    cert.expose().trim_end(),
+                    key.expose()
+                )))
+            }
+            None => None,
+        };
+        let kube = match api {
+            ApiConnection::Kubernetes { .. } => {
+                let mut access = kube_auth::resolve(api, &*self.secrets, &self.in_cluster).await?;
+                ca = access.ca_pem.take().map(Secret::new);
+                identity = access.identity_pem.take();
+                Some(access)
+            }
+            _ => None,
+        };
         let mut log = ctx.log.clone();
+        if let Some(id) = &identity {
+            log = log.with_secret(id.expose());
+        }
+        if let Some(kube_auth::KubeToken::Static(t)) = kube.as_ref().map(|k| &k.token) {
+            log = log.with_secret(t.expose());
+        }
         if let Some(s) = &secret {
             log = log.with_secret(s.expose());
             // A `KEY:SECRET` pair: each half is a secret on its own too.
@@ -143,6 +213,7 @@ impl ApiExecutor {
         let http = Http::new(
             platform,
             ca.as_ref().map(Secret::expose),
+            identity.as_ref().map(Secret::expose),
             self.config.request_timeout,
             log,
         )?;
@@ -153,6 +224,7 @@ impl ApiExecutor {
             progress,
             previous,
             reference: credential.map(|r| r.as_str().to_owned()),
+            kube,
         })
     }
 
@@ -178,7 +250,7 @@ impl ApiExecutor {
         );
         let call = self.call(api, ctx, progress, previous).await?;
         let rolled = match api {
-            ApiConnection::Ecs { .. } => ecs::deploy(&call, api, &image).await?,
+            ApiConnection::Ecs { .. } => ecs::deploy(&call, &self.aws, api, &image).await?,
             ApiConnection::Nomad { .. } => nomad::deploy(&call, api, &image).await?,
             ApiConnection::Kubernetes { .. } => k8s::deploy(&call, api, &image).await?,
         };
@@ -331,7 +403,7 @@ impl Executor for ApiExecutor {
             let api = Self::api(target)?;
             let call = self.call(api, ctx, Arc::default(), Arc::default()).await?;
             let image = match api {
-                ApiConnection::Ecs { .. } => ecs::current_image(&call, api).await?,
+                ApiConnection::Ecs { .. } => ecs::current_image(&call, &self.aws, api).await?,
                 ApiConnection::Nomad { .. } => nomad::current_image(&call, api).await?,
                 ApiConnection::Kubernetes { .. } => k8s::current_image(&call, api).await?,
             };

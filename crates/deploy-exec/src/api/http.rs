@@ -1,4 +1,4 @@
-//! The shared HTTP client of the API executors: rustls, optional cluster CA, JSON in and out, status and transport errors classified.
+//! The shared HTTP client of the API executors: rustls, optional cluster CA (then the only root trusted), JSON in and out, status and transport errors classified.
 
 use std::time::Duration;
 
@@ -16,13 +16,17 @@ pub(crate) struct Http {
     client: reqwest::Client,
     pub(crate) platform: &'static str,
     pub(crate) log: TaskLog,
+    /// Credentials met during the call (a rotated token file), redacted like the log's.
+    also_secret: std::sync::Mutex<Vec<String>>,
 }
 
 impl Http {
-    /// A client for `platform`, trusting `ca_pem` in addition to the built-in roots.
+    /// A client for `platform`, trusting only `ca_pem` when given (else the built-in roots) and
+    /// presenting the client certificate in `identity_pem` (chain then key) when asked.
     pub(crate) fn new(
         platform: &'static str,
         ca_pem: Option<&str>,
+        identity_pem: Option<&str>,
         request_timeout: Duration,
         log: TaskLog,
     ) -> Result<Self, ExecError> {
@@ -41,9 +45,25 @@ impl Http {
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
                 return Err(bad("no `-----BEGIN CERTIFICATE-----` block".into()));
             }
-            let cert =
-                reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
-            builder = builder.add_root_certificate(cert);
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no certificate could be read".into()));
+            }
+            // The given CA replaces the built-in public roots: a server with a publicly
+            // trusted certificate is not the cluster the operator named.
+            builder = builder.tls_certs_only(certs);
+        }
+        if let Some(pem) = identity_pem {
+            // reqwest's message names no key material; the PEM itself never goes into the error.
+            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
+                ExecError::invalid(
+                    format!("{platform} client certificate"),
+                    "(not shown: it holds the private key)",
+                    format!("a PEM certificate followed by its private key ({e})"),
+                )
+            })?;
+            builder = builder.identity(identity);
         }
         let client = builder.build().map_err(|e| {
             ExecError::invalid(
@@ -56,7 +76,29 @@ impl Http {
             client,
             platform,
             log,
+            also_secret: std::sync::Mutex::default(),
         })
+    }
+
+    /// Redacts `secret` from this call's errors from now on.
+    pub(crate) fn also_redact(&self, secret: &str) {
+        if let Ok(mut s) = self.also_secret.lock()
+            && secret.len() >= 4
+            && !s.iter().any(|k| k == secret)
+        {
+            s.push(secret.to_owned());
+        }
+    }
+
+    /// `text` without any credential of this call.
+    fn redact(&self, text: &str) -> String {
+        let mut out = self.log.redact(text);
+        if let Ok(s) = self.also_secret.lock() {
+            for secret in s.iter() {
+                out = out.replace(secret.as_str(), crate::REDACTED);
+            }
+        }
+        out
     }
 
     /// The underlying client, to build requests.
@@ -89,9 +131,7 @@ impl Http {
         let body = response.text().await.map_err(|e| ExecError::Connect {
             host: host_of(&url),
             port: url.port_or_known_default().unwrap_or(0),
-            detail: self
-                .log
-                .redact(&format!("{action}: read the answer: {}", chain(&e))),
+            detail: self.redact(&format!("{action}: read the answer: {}", chain(&e))),
         })?;
         if status.is_success() {
             if body.trim().is_empty() {
@@ -103,7 +143,7 @@ impl Http {
                 expected: format!("a JSON answer to {action} ({e})"),
             });
         }
-        let detail = tail(&self.log.redact(&body));
+        let detail = tail(&self.redact(&body));
         if status.as_u16() == 409 {
             return Err(ExecError::ApiConflict {
                 platform: self.platform,
@@ -132,8 +172,24 @@ impl Http {
             return ExecError::TlsCertificate {
                 host,
                 port,
-                detail: self.log.redact(&format!(
-                    "{action}: {detail} (set the target's ca_ref to the cluster CA)"
+                detail: self.redact(&format!(
+                    "{action}: {detail} (set the target's ca_ref, or the kubeconfig's certificate-authority, to the cluster CA)"
+                )),
+            };
+        }
+        // The server's alert after our part of the handshake: it wants a client
+        // certificate, or does not accept ours. Retrying cannot change that.
+        if detail.contains("received fatal alert: CertificateRequired")
+            || detail.contains("received fatal alert: BadCertificate")
+            || detail.contains("received fatal alert: UnknownCA")
+            || detail.contains("received fatal alert: CertificateUnknown")
+        {
+            return ExecError::TlsCertificate {
+                host,
+                port,
+                detail: self.redact(&format!(
+                    "{action}: {detail} (the server demands a client certificate signed by a CA it trusts: \
+                     give the target one)"
                 )),
             };
         }
@@ -147,7 +203,7 @@ impl Http {
         ExecError::Connect {
             host,
             port,
-            detail: self.log.redact(&format!("{action}: {kind}: {}", chain(e))),
+            detail: self.redact(&format!("{action}: {kind}: {}", chain(e))),
         }
     }
 }

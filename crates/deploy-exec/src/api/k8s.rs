@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::executor::{Call, Rolled, named_image};
 use super::http::base_url;
+use super::kube_auth::KubeAccess;
 use crate::errors::ExecError;
 
 const PLATFORM: &str = "kubernetes";
@@ -12,6 +13,7 @@ const STRATEGIC_MERGE: &str = "application/strategic-merge-patch+json";
 
 struct Kube<'a> {
     call: &'a Call,
+    access: &'a KubeAccess,
     url: String,
     container: &'a str,
     resource: String,
@@ -20,7 +22,6 @@ struct Kube<'a> {
 impl<'a> Kube<'a> {
     fn new(call: &'a Call, api: &'a ApiConnection) -> Result<Self, ExecError> {
         let ApiConnection::Kubernetes {
-            api_server,
             namespace,
             deployment,
             container,
@@ -33,23 +34,63 @@ impl<'a> Kube<'a> {
                 "kubernetes",
             ));
         };
+        let access = call.kube.as_ref().ok_or_else(|| {
+            ExecError::invalid(
+                "kubernetes call",
+                "no resolved credentials",
+                "a call made by the api executor",
+            )
+        })?;
         Ok(Self {
             call,
+            access,
             url: format!(
                 "{}/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}",
-                base_url(PLATFORM, api_server.as_str())?
+                base_url(PLATFORM, &access.server)?
             ),
             container: container.as_str(),
             resource: format!("{namespace}/{deployment}"),
         })
     }
 
-    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
-        let mut r = self.call.http.client().request(method, &self.url);
-        if let Some(token) = &self.call.secret {
-            r = r.bearer_auth(token.expose().trim());
+    /// Sends one request; after a 401 with a token read from a file, reads the file
+    /// again and retries once (the kubelet may have rotated it since the last read).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        patch: Option<&str>,
+        action: &str,
+    ) -> Result<Value, ExecError> {
+        match self.send_once(method.clone(), patch, action).await {
+            Err(ExecError::ApiStatus { status: 401, .. }) if self.access.token.rotates() => {
+                self.call.log().line(&format!(
+                    "kubernetes `{}`: {action} answered 401; reading the token file again",
+                    self.resource
+                ));
+                self.send_once(method, patch, action).await
+            }
+            other => other,
         }
-        r
+    }
+
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        patch: Option<&str>,
+        action: &str,
+    ) -> Result<Value, ExecError> {
+        let mut r = self.call.http.client().request(method, &self.url);
+        // Read before every request: a rotated token file is picked up mid-rollout.
+        if let Some(token) = self.access.token.current().await? {
+            self.call.http.also_redact(token.expose());
+            r = r.bearer_auth(token.expose());
+        }
+        if let Some(body) = patch {
+            r = r
+                .header("content-type", STRATEGIC_MERGE)
+                .body(body.to_owned());
+        }
+        self.call.http.send(r, action, &self.resource).await
     }
 
     fn unexpected(&self, expected: impl Into<String>) -> ExecError {
@@ -62,13 +103,7 @@ impl<'a> Kube<'a> {
 
     async fn get(&self) -> Result<Value, ExecError> {
         let d = self
-            .call
-            .http
-            .send(
-                self.request(reqwest::Method::GET),
-                "read deployment",
-                &self.resource,
-            )
+            .send(reqwest::Method::GET, None, "read deployment")
             .await?;
         if d.is_object() {
             Ok(d)
@@ -159,14 +194,11 @@ pub(crate) async fn deploy(
         if let Some(rv) = d["metadata"]["resourceVersion"].as_str() {
             patch["metadata"] = json!({"resourceVersion": rv});
         }
-        let patched = call
-            .http
+        let patched = kube
             .send(
-                kube.request(reqwest::Method::PATCH)
-                    .header("content-type", STRATEGIC_MERGE)
-                    .body(patch.to_string()),
+                reqwest::Method::PATCH,
+                Some(&patch.to_string()),
                 "patch deployment",
-                &kube.resource,
             )
             .await?;
         call.log().line(&format!(

@@ -6,12 +6,13 @@ use sha2::{Digest as _, Sha256};
 use crate::errors::ExecError;
 use crate::secrets::Secret;
 
-/// An access key: parsed from a secret `ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]`.
+/// An access key: parsed from a secret `ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]`,
+/// or handed out by the default chain (`api::aws`). Only the key id is shown by `Debug`.
 #[derive(Clone)]
 pub struct AwsCredentials {
     pub access_key_id: String,
-    secret_access_key: String,
-    session_token: Option<String>,
+    secret_access_key: Secret,
+    session_token: Option<Secret>,
 }
 
 impl std::fmt::Debug for AwsCredentials {
@@ -23,6 +24,19 @@ impl std::fmt::Debug for AwsCredentials {
 }
 
 impl AwsCredentials {
+    /// Keys from a credential source (the default chain).
+    pub(crate) fn new(
+        access_key_id: &str,
+        secret_access_key: Secret,
+        session_token: Option<Secret>,
+    ) -> Self {
+        Self {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key,
+            session_token,
+        }
+    }
+
     /// Parses `ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]` (surrounding whitespace ignored).
     pub fn parse(reference: &str, secret: &Secret) -> Result<Self, ExecError> {
         let text = secret.expose().trim();
@@ -41,14 +55,14 @@ impl AwsCredentials {
         }
         Ok(Self {
             access_key_id: id.to_owned(),
-            secret_access_key: key.to_owned(),
-            session_token: parts.next().filter(|t| !t.is_empty()).map(str::to_owned),
+            secret_access_key: Secret::new(key),
+            session_token: parts.next().filter(|t| !t.is_empty()).map(Secret::new),
         })
     }
 
     /// The session token, sent as `X-Amz-Security-Token` when present.
     pub fn session_token(&self) -> Option<&str> {
-        self.session_token.as_deref()
+        self.session_token.as_ref().map(Secret::expose)
     }
 }
 
@@ -100,7 +114,7 @@ pub fn sign(credentials: &AwsCredentials, input: &SigningInput<'_>) -> String {
         hex(&Sha256::digest(canonical_request.as_bytes()))
     );
     let key = signing_key(
-        &credentials.secret_access_key,
+        credentials.secret_access_key.expose(),
         date,
         input.region,
         input.service,

@@ -31,18 +31,17 @@ impl ComposeTool {
     }
 }
 
-/// Creates `dir` and prints `plugin` or `standalone`; exits [`EXIT_NO_COMPOSE`] when neither exists.
-pub fn prepare_script(dir: &str) -> String {
+/// Prints `plugin` or `standalone`; exits [`EXIT_NO_COMPOSE`] when neither exists. (The
+/// work dir is created over SFTP beforehand, with its mode and checks.)
+pub fn detect_script() -> String {
     format!(
-        "mkdir -p -- {} || exit 1\n\
-         if docker compose version >/dev/null 2>&1; then echo plugin\n\
+        "if docker compose version >/dev/null 2>&1; then echo plugin\n\
          elif command -v docker-compose >/dev/null 2>&1; then echo standalone\n\
-         else echo 'neither `docker compose` nor `docker-compose` is installed' >&2; exit {EXIT_NO_COMPOSE}; fi\n",
-        sh_quote(dir)
+         else echo 'neither `docker compose` nor `docker-compose` is installed' >&2; exit {EXIT_NO_COMPOSE}; fi\n"
     )
 }
 
-/// Parses the output of [`prepare_script`].
+/// Parses the output of [`detect_script`].
 pub fn parse_tool(stdout: &str) -> Option<ComposeTool> {
     match stdout.trim() {
         "plugin" => Some(ComposeTool::Plugin),
@@ -62,12 +61,24 @@ pub struct ComposeFiles<'a> {
     pub project: &'a Name,
     /// sha256 of the lock, recorded after a successful `up`.
     pub lock_digest: &'a Digest,
+    /// The project's secrets override file in `dir` (see [`secrets_override_name`]),
+    /// passed after the lock, when the deploy has secrets.
+    pub secrets_override: Option<&'a str>,
+}
+
+/// The file name of `project`'s secrets override file (as deploy-artifacts'
+/// `secrets_override_file_name` names it; the engine adds it to the request).
+pub fn secrets_override_name(project: &Name) -> String {
+    format!("{project}.secrets.yml")
 }
 
 fn compose_argv(tool: ComposeTool, files: &ComposeFiles<'_>, lock_path: &str) -> Vec<String> {
     let mut argv: Vec<String> = tool.argv().iter().map(|s| (*s).to_owned()).collect();
     argv.extend(["--project-name".to_owned(), files.project.to_string()]);
     argv.extend(["--file".to_owned(), lock_path.to_owned()]);
+    if let Some(name) = files.secrets_override {
+        argv.extend(["--file".to_owned(), format!("{}/{name}", files.dir)]);
+    }
     argv
 }
 
@@ -98,7 +109,7 @@ pub fn up_script(
     );
     let state = format!("{}/{}", files.dir, state_file(files.project));
     format!(
-        "cd -- {dir} || exit 1\n{rename_others} || exit 1\n{pull} || {{ rm -f -- {staged}; exit 1; }}\nrm -f -- {state} || exit 1\n{rename_lock} || exit 1\n{up} || exit 1\nprintf '%s\\n' {digest} > {state_tmp} && mv -f -- {state_tmp} {state}\n",
+        "cd -- {dir} || exit 1\n{rename_others} || exit 1\n{pull} || {{ rm -f -- {staged}; exit 1; }}\nrm -f -- {state} || exit 1\n{rename_lock} || exit 1\n{up} || exit 1\nrm -f -- {state_tmp} && (set -C; umask 077; printf '%s\\n' {digest} > {state_tmp}) && mv -f -- {state_tmp} {state}\n",
         dir = sh_quote(files.dir),
         staged = sh_quote(files.staged_lock),
         digest = sh_quote(files.lock_digest.as_str()),
@@ -203,6 +214,7 @@ mod tests {
             staged_lock: "/srv/app/.docker-compose.lock.yml.uploading-1",
             project: &p,
             lock_digest: &d,
+            secrets_override: None,
         };
         let v1 = up_script(ComposeTool::Standalone, &files, "true", "true");
         assert!(
@@ -219,5 +231,14 @@ mod tests {
             v2.contains("'docker' 'compose' '--project-name' 'shop'"),
             "{v2}"
         );
+        // The secrets override comes after the lock, for pull and up alike.
+        let with = ComposeFiles {
+            secrets_override: Some("shop.secrets.yml"),
+            ..files
+        };
+        let script = up_script(ComposeTool::Plugin, &with, "true", "true");
+        assert!(script.contains("'--file' '/srv/app/.docker-compose.lock.yml.uploading-1' '--file' '/srv/app/shop.secrets.yml' 'pull'"), "{script}");
+        assert!(script.contains("'--file' '/srv/app/docker-compose.lock.yml' '--file' '/srv/app/shop.secrets.yml' 'up'"), "{script}");
+        assert_eq!(secrets_override_name(&p), "shop.secrets.yml");
     }
 }

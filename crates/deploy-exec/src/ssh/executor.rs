@@ -21,6 +21,7 @@ use crate::secrets::SecretsProvider;
 use crate::ssh::compose_host::{self, ComposeFiles};
 use crate::ssh::config::SshExecutorConfig;
 use crate::ssh::docker_api::{SshDockerApi, docker_over_ssh};
+use crate::ssh::files::FILE_MODE;
 use crate::ssh::host_key::HostKeyCheck;
 use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
 use deploy_docker::{BollardApi, DockerHost, SequenceConfig};
@@ -276,13 +277,13 @@ impl SshExecutor {
 
     async fn compose_status(
         session: &SshSession,
-        ssh: &SshConnection,
+        dir: &str,
         project: &Name,
         ctx: &ExecContext,
         deadline: Instant,
     ) -> Result<compose_host::ComposeStatus, ExecError> {
         let what = "compose status";
-        let script = compose_host::status_script(ssh.work_dir.as_str(), project);
+        let script = compose_host::status_script(dir, project);
         let out = Self::run(session, &script, what, ctx, deadline).await?;
         if out.exit_status != 0 {
             return Err(Self::failed(session, what, &out));
@@ -313,8 +314,16 @@ impl SshExecutor {
             );
         };
         let project = &request.project;
-        let dir = ssh.work_dir.as_str();
-        let before = match Self::compose_status(session, ssh, project, ctx, deadline).await {
+        // Created 0700 (or checked) before anything is written; from here on its canonical path.
+        let checked = match session
+            .prepare_work_dir(ssh.work_dir.as_ref(), &request.target.name, ctx, deadline)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return ExecutionResult::failed(e, None),
+        };
+        let dir = checked.path.as_str();
+        let before = match Self::compose_status(session, dir, project, ctx, deadline).await {
             Ok(s) => s,
             Err(e) => return ExecutionResult::failed(e, None),
         };
@@ -336,7 +345,7 @@ impl SshExecutor {
                 error: None,
             };
         }
-        let prepare = compose_host::prepare_script(dir);
+        let prepare = compose_host::detect_script();
         let tool = match Self::run(session, &prepare, "detect compose", ctx, deadline).await {
             Ok(out) if out.exit_status == 0 => compose_host::parse_tool(&out.stdout),
             Ok(out) => return fail(Self::failed(session, "detect compose", &out)),
@@ -356,7 +365,10 @@ impl SshExecutor {
             .collect();
         ctx.log
             .line(&format!("uploading {} files to {dir}", files.len()));
-        let temps = match session.upload(dir, &files, ctx, deadline).await {
+        let temps = match session
+            .upload(dir, &files, FILE_MODE, Some(&checked), ctx, deadline)
+            .await
+        {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
@@ -378,6 +390,11 @@ impl SshExecutor {
             rename_into_place(dir, &others, &other_names)
         };
         let rename_lock = rename_into_place(dir, std::slice::from_ref(&staged_lock), &[lock_name]);
+        let override_name = compose_host::secrets_override_name(project);
+        let secrets_override = files
+            .iter()
+            .any(|(name, _)| *name == override_name)
+            .then_some(override_name.as_str());
         let up = compose_host::up_script(
             tool,
             &ComposeFiles {
@@ -386,6 +403,7 @@ impl SshExecutor {
                 staged_lock: &staged_lock,
                 project,
                 lock_digest: &lock.sha256,
+                secrets_override,
             },
             &rename_others,
             &rename_lock,
@@ -397,7 +415,7 @@ impl SshExecutor {
             Ok(out) => return fail(Self::failed(session, "compose pull and up", &out)),
             Err(e) => return fail(e),
         }
-        let after = match Self::compose_status(session, ssh, project, ctx, deadline).await {
+        let after = match Self::compose_status(session, dir, project, ctx, deadline).await {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
@@ -493,11 +511,16 @@ impl Executor for SshExecutor {
                     .await?;
                 Ok(running.map(|r| r.digest))
             }
-            TargetType::ComposeHost => Ok(Self::compose_status(
-                session, ssh, component, &ctx, deadline,
-            )
-            .await?
-            .healthy_lock()),
+            TargetType::ComposeHost => {
+                let dir = session
+                    .work_dir_path(ssh.work_dir.as_ref(), &target.name, &ctx, deadline)
+                    .await?;
+                Ok(
+                    Self::compose_status(session, &dir, component, &ctx, deadline)
+                        .await?
+                        .healthy_lock(),
+                )
+            }
             other => Err(ExecError::Unsupported {
                 model: "ssh".to_owned(),
                 target_type: other.as_str().to_owned(),
@@ -554,11 +577,13 @@ impl Executor for SshExecutor {
                 .await
             }
             TargetType::ComposeHost => {
-                Ok(
-                    Self::compose_status(&connected.session, ssh, slot, &ctx, deadline)
-                        .await?
-                        .published,
-                )
+                let session = &connected.session;
+                let dir = session
+                    .work_dir_path(ssh.work_dir.as_ref(), &target.name, &ctx, deadline)
+                    .await?;
+                Ok(Self::compose_status(session, &dir, slot, &ctx, deadline)
+                    .await?
+                    .published)
             }
             other => Err(ExecError::Unsupported {
                 model: "ssh".to_owned(),
@@ -664,8 +689,18 @@ impl Executor for SshExecutor {
         let session = connected.session.as_ref();
         ctx.log
             .line(&format!("uploading the proxy config to {path}"));
+        // Not the work dir: the proxy's own directory, whose owner and mode are the
+        // operator's; the temp name is still created exclusively. 0644: nginx workers
+        // may read included files, and the config holds no secret.
         let temps = session
-            .upload(dir, &[(file, switch.content.as_bytes())], &ctx, deadline)
+            .upload(
+                dir,
+                &[(file, switch.content.as_bytes())],
+                PROXY_CONFIG_MODE,
+                None,
+                &ctx,
+                deadline,
+            )
             .await?;
         let temp = temps.first().cloned().unwrap_or_default();
         let script = switch_script(path, &temp, switch);
@@ -750,6 +785,9 @@ fn switch_script(path: &str, temp: &str, switch: &TrafficSwitch) -> String {
          exit {EXIT_SWITCH_REFUSED}\n"
     )
 }
+
+/// Mode of an uploaded proxy config.
+const PROXY_CONFIG_MODE: u32 = 0o644;
 
 /// Exit status of the switch script when the proxy refused the new config (the old one is back).
 const EXIT_SWITCH_REFUSED: u32 = 6;

@@ -1,12 +1,12 @@
-//! `SshSession`: one authenticated russh connection; streaming exec with cancel/timeout that kills the remote process group, and SFTP uploads.
+//! `SshSession`: one authenticated russh connection; streaming exec with cancel/timeout that kills the remote process group, and SFTP (work dir, uploads).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deploy_core::{Name, UnixPath};
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::errors::ExecError;
@@ -15,6 +15,7 @@ use crate::logs::Stream;
 use crate::quote::sh_quote;
 use crate::secrets::Secret;
 use crate::ssh::config::SshExecutorConfig;
+use crate::ssh::files::{CheckedDir, RemoteFiles};
 use crate::ssh::host_key::HostKeyCheck;
 
 /// First stdout line of every remote command: the PID of its shell, which sshd made a
@@ -400,62 +401,102 @@ impl SshSession {
         let _ = tokio::time::timeout(Duration::from_secs(3), attempt).await;
     }
 
-    /// Uploads `files` into `dir` over SFTP, each to a temporary name; returns the temp paths
-    /// in order. The caller renames them into place (`mv -f`, atomic) in its next command.
+    /// An SFTP session on this connection.
+    pub async fn files(&self) -> Result<RemoteFiles, ExecError> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(&e))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| self.lost(&e))?;
+        let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+        RemoteFiles::start(raw, &self.host).await
+    }
+
+    /// Uploads `files` into `dir` over SFTP, each to a new temporary name created with
+    /// `mode` (see [`RemoteFiles::upload`]); returns the temp paths in order. The caller
+    /// renames them into place (`mv -f`, atomic) in its next command. With `owned`, the
+    /// work dir's owner is checked first.
     pub async fn upload(
         &self,
         dir: &str,
         files: &[(&str, &[u8])],
+        mode: u32,
+        owned: Option<&CheckedDir>,
         ctx: &ExecContext,
         deadline: Instant,
     ) -> Result<Vec<String>, ExecError> {
         let upload = async {
-            let channel = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| self.lost(&e))?;
-            channel
-                .request_subsystem(true, "sftp")
-                .await
-                .map_err(|e| self.lost(&e))?;
-            let sftp = russh_sftp::client::SftpSession::new(channel.into_stream())
-                .await
-                .map_err(|e| self.upload_error("(sftp session)", dir, &e.to_string()))?;
-            let mut temps = Vec::with_capacity(files.len());
-            for (name, content) in files {
-                let temp = format!("{dir}/.{name}.uploading-{}", std::process::id());
-                let mut file = sftp
-                    .create(temp.clone())
-                    .await
-                    .map_err(|e| self.upload_error(name, &temp, &e.to_string()))?;
-                file.write_all(content)
-                    .await
-                    .map_err(|e| self.upload_error(name, &temp, &e.to_string()))?;
-                file.shutdown()
-                    .await
-                    .map_err(|e| self.upload_error(name, &temp, &e.to_string()))?;
-                temps.push(temp);
-            }
-            let _ = sftp.close().await;
-            Ok(temps)
+            let sftp = self.files().await?;
+            let temps = sftp.upload(dir, files, mode, owned).await;
+            sftp.close();
+            temps
         };
-        match tokio::time::timeout_at(deadline, upload).await {
+        self.within(deadline, ctx, "sftp upload", upload).await
+    }
+
+    /// The checked work dir of a target: `explicit`, or the default under the login
+    /// user's home; created (0700) when missing.
+    pub async fn prepare_work_dir(
+        &self,
+        explicit: Option<&UnixPath>,
+        target: &Name,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> Result<CheckedDir, ExecError> {
+        let prepare = async {
+            let sftp = self.files().await?;
+            let checked = async {
+                let path = sftp.work_dir_path(explicit, target).await?;
+                sftp.prepare_work_dir(&path).await
+            }
+            .await;
+            sftp.close();
+            checked
+        };
+        self.within(deadline, ctx, "prepare the work dir", prepare)
+            .await
+    }
+
+    /// The path of a target's work dir (`explicit`, or the default under the login
+    /// user's home), without creating or checking it.
+    pub async fn work_dir_path(
+        &self,
+        explicit: Option<&UnixPath>,
+        target: &Name,
+        ctx: &ExecContext,
+        deadline: Instant,
+    ) -> Result<String, ExecError> {
+        if let Some(dir) = explicit {
+            return Ok(dir.as_str().to_owned());
+        }
+        let resolve = async {
+            let sftp = self.files().await?;
+            let path = sftp.work_dir_path(None, target).await;
+            sftp.close();
+            path
+        };
+        self.within(deadline, ctx, "resolve the work dir", resolve)
+            .await
+    }
+
+    async fn within<T>(
+        &self,
+        deadline: Instant,
+        ctx: &ExecContext,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, ExecError>>,
+    ) -> Result<T, ExecError> {
+        match tokio::time::timeout_at(deadline, step).await {
             Ok(r) => r,
             Err(_) => Err(ExecError::Timeout {
                 host: self.host.clone(),
-                what: "sftp upload".to_owned(),
+                what: what.to_owned(),
                 seconds: ctx.timeout.as_secs(),
             }),
-        }
-    }
-
-    fn upload_error(&self, file: &str, path: &str, detail: &str) -> ExecError {
-        ExecError::Upload {
-            host: self.host.clone(),
-            file: file.to_owned(),
-            path: path.to_owned(),
-            detail: detail.to_lowercase(),
         }
     }
 

@@ -482,6 +482,7 @@ fn deploy_request(url: &str) -> DeployRequest {
         }),
         project: name("p"),
         artifacts: vec![],
+        stored_lock: None,
         rollback: false,
     }
 }

@@ -43,7 +43,7 @@ pub fn target(hosts: &SshdHosts, i: u8, target_type: TargetType, work_dir: &str)
         port: hosts.port(),
         user: Username::parse(SSH_TEST_USER).unwrap(),
         credential_ref: file_ref(&hosts.client_key()),
-        work_dir: UnixPath::parse(work_dir).unwrap(),
+        work_dir: Some(UnixPath::parse(work_dir).unwrap()),
         host_key: HostKeyPolicy::KnownHosts,
     });
     t
@@ -81,6 +81,7 @@ pub fn docker_request(target: &Target, container: &Name, image: &str, n: u64) ->
         }),
         project: container.clone(),
         artifacts: Vec::new(),
+        stored_lock: None,
         rollback: false,
     }
 }
@@ -128,6 +129,7 @@ pub fn compose_request(target: &Target, project: &Name, image: &str, n: u64) -> 
         component: None,
         project: project.clone(),
         artifacts: vec![lock, env],
+        stored_lock: None,
         rollback: false,
     }
 }

@@ -5,10 +5,12 @@
     reason = "test helpers outside #[test] fns: a panic there is a failing test"
 )]
 
+mod ciphers;
 mod common;
 mod compose_host;
 mod docker_host;
 mod failures;
+mod files;
 mod injection;
 mod logs;
 mod revert;

@@ -1,7 +1,8 @@
-//! Environment and release lists (paged), and API tokens: listed without secrets, revoked at once.
+//! Environment and release lists (paged), and API tokens: listed without secrets, revoked at once, refused past their expiry, recovered locally.
 
 use axum::http::StatusCode;
 use deploy_api::Role;
+use deploy_core::Timestamp;
 use serde_json::{Value, json};
 
 use super::{Fixture, release_body};
@@ -179,4 +180,219 @@ async fn tokens_are_listed_without_secrets_and_revoked_at_once() {
     // Not an id: a name, and no token has it.
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     assert_eq!(problem["detail"], "no api token named `nope`");
+}
+
+/// An API token stored with `expires_at` = `at` (no route writes a past expiry).
+async fn token_expiring(f: &Fixture, name: &str, role: Role, at: Timestamp) -> String {
+    let secret = crate::generate_token();
+    f.store
+        .put_api_token(&deploy_store::ApiTokenRecord {
+            id: uuid::Uuid::new_v4(),
+            name: name.to_owned(),
+            token_hash: crate::hash_token(&secret),
+            scopes: vec![role.as_str().to_owned()],
+            created_at: Timestamp::from_unix_millis(1_000).unwrap(),
+            revoked_at: None,
+            last_used_at: None,
+            expires_at: Some(at),
+        })
+        .await
+        .unwrap();
+    secret
+}
+
+#[test]
+fn a_token_is_usable_until_its_expiry_and_refused_from_it_on() {
+    let at = Timestamp::from_unix_millis(1_800_000_000_000).unwrap();
+    let record = deploy_store::ApiTokenRecord {
+        id: uuid::Uuid::nil(),
+        name: "ci".into(),
+        token_hash: crate::hash_token("x"),
+        scopes: vec!["deployer".into()],
+        created_at: Timestamp::from_unix_millis(1_000).unwrap(),
+        revoked_at: None,
+        last_used_at: None,
+        expires_at: Some(at),
+    };
+    let ms = |m: u64| Timestamp::from_unix_millis(m).unwrap();
+    let check = |now: Timestamp| crate::auth::usable_at(&record, now).map_err(|e| e.to_string());
+    assert_eq!(check(ms(1_799_999_999_999)), Ok(()));
+    let expired = format!("the API token expired at {at}; ask an admin for a new one");
+    assert_eq!(check(at), Err(expired.clone()));
+    assert_eq!(check(ms(1_900_000_000_000)), Err(expired));
+    // Revoked wins over expired, and says nothing of the expiry.
+    let revoked = deploy_store::ApiTokenRecord {
+        revoked_at: Some(ms(5_000)),
+        ..record.clone()
+    };
+    assert_eq!(
+        crate::auth::usable_at(&revoked, ms(2_000)).map_err(|e| e.to_string()),
+        Err("unknown or revoked API token".to_owned())
+    );
+    let never = deploy_store::ApiTokenRecord {
+        expires_at: None,
+        ..record
+    };
+    assert_eq!(
+        crate::auth::usable_at(&never, ms(4_000_000_000_000)).map_err(|e| e.to_string()),
+        Ok(())
+    );
+}
+
+/// The expiry and the recovery on SQLite and on PostgreSQL (timestamps and the
+/// audit row go through each store's own SQL).
+mod on_both_stores {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expiry_sqlite() {
+        super::expiring_tokens(super::Fixture::new().await).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expiry_postgres() {
+        super::expiring_tokens(super::Fixture::on_postgres().await).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovery_sqlite() {
+        super::recovery(super::Fixture::new().await).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovery_postgres() {
+        super::recovery(super::Fixture::on_postgres().await).await;
+    }
+}
+
+/// An expiring token works before its expiry and gets 401 naming it after.
+async fn expiring_tokens(f: Fixture) {
+    // Created through the API with an expiry: listed with it, and accepted.
+    let created = f
+        .ok(
+            "POST",
+            "/api/v1/tokens",
+            Role::Admin,
+            Some(json!({"name": "ci-hour", "role": "viewer", "expires_in_secs": 3600})),
+        )
+        .await;
+    let expires_at: Timestamp = serde_json::from_value(created["expires_at"].clone()).unwrap();
+    let now = deploy_engine::Clock::now(&deploy_engine::SystemClock);
+    let lifetime = expires_at.duration_since(now);
+    assert!(
+        lifetime <= std::time::Duration::from_secs(3600)
+            && lifetime > std::time::Duration::from_secs(3500),
+        "{created}"
+    );
+    let secret = created["token"].as_str().unwrap();
+    let (status, _) = f
+        .call("GET", "/api/v1/environments", Some(secret), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = f.ok("GET", "/api/v1/tokens", Role::Admin, None).await;
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci-hour")
+        .unwrap();
+    assert_eq!(row["expires_at"], created["expires_at"]);
+
+    // Past its expiry (written to the store, no waiting): 401 on every kind of route,
+    // saying it expired and when, and nothing about any other token.
+    let at = Timestamp::from_unix_millis(1_700_000_000_000).unwrap();
+    let expired = token_expiring(&f, "old-admin", Role::Admin, at).await;
+    let expected = format!("the API token expired at {at}; ask an admin for a new one");
+    for (method, path, body) in [
+        ("GET", "/api/v1/environments", None),
+        ("GET", "/api/v1/tokens", None),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "sneaky", "role": "admin"})),
+        ),
+        (
+            "GET",
+            "/api/v1/jobs/01890a5d-ac96-774b-bcce-b302099a8057/events",
+            None,
+        ),
+    ] {
+        let (status, problem) = f.call(method, path, Some(&expired), body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}: {problem}"
+        );
+        assert_eq!(problem["type"], "urn:deploy:problem:unauthorized");
+        assert_eq!(problem["detail"], expected, "{method} {path}");
+    }
+    let names: Vec<String> = f
+        .ok("GET", "/api/v1/tokens", Role::Admin, None)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!names.contains(&"sneaky".to_owned()), "{names:?}");
+    // An unknown token still gets the answer that reveals nothing.
+    let (status, problem) = f
+        .call(
+            "GET",
+            "/api/v1/environments",
+            Some("dpl_no-such-token-0123456789"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(problem["detail"], "unknown or revoked API token");
+}
+
+/// Recovery creates an audited admin token straight in the store.
+async fn recovery(f: Fixture) {
+    let actor = crate::LocalActor {
+        user: "root (uid 0)".into(),
+        place: "sqlite:/var/lib/deployd/deployd.sqlite".into(),
+    };
+    let now = deploy_engine::Clock::now(&deploy_engine::SystemClock);
+    let created = crate::recover_admin(f.store.as_ref(), "rescue", Some(600), &actor, now)
+        .await
+        .unwrap();
+    assert_eq!(created.role, Role::Admin);
+    assert_eq!(
+        created.expires_at,
+        Some(now.saturating_add(std::time::Duration::from_secs(600)))
+    );
+    let (status, _) = f
+        .call("GET", "/api/v1/tokens", Some(&created.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let audit = f
+        .ok("GET", "/api/v1/audit?actor=rescue", Role::Admin, None)
+        .await;
+    let text = audit.to_string();
+    assert!(text.contains("deployd admin-token"), "{text}");
+    assert!(
+        text.contains("local user root (uid 0) on sqlite:/var/lib/deployd/deployd.sqlite"),
+        "{text}"
+    );
+    assert!(text.contains(&created.id.to_string()), "{text}");
+    assert!(
+        !text.contains(&created.token),
+        "the secret is in the audit log: {text}"
+    );
+
+    // A bad expiry or name stores nothing.
+    for (name, secs, field) in [
+        ("short", Some(59), "expires_in_secs"),
+        (
+            "long",
+            Some(crate::tokens::MAX_TOKEN_LIFETIME_SECS + 1),
+            "expires_in_secs",
+        ),
+        ("rescue", None, "rescue"),
+    ] {
+        let err = crate::recover_admin(f.store.as_ref(), name, secs, &actor, now)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    let tokens = f.store.list_api_tokens().await.unwrap();
+    assert_eq!(tokens.iter().filter(|t| t.name == "rescue").count(), 1);
+    assert!(!tokens.iter().any(|t| t.name == "short" || t.name == "long"));
 }

@@ -39,7 +39,7 @@ async fn rotate(f: &Fixture, bearer: &str, body: Option<Value>) -> (StatusCode, 
 #[tokio::test]
 async fn a_registration_retried_with_its_credential_is_answered_as_the_first_time() {
     let f = Fixture::new().await;
-    let token = bootstrap_token(&f, "rack-1").await;
+    let token = bootstrap_token(&f, "web-1").await;
     let c1 = credential(1);
     let (status, first) = register(&f, &token, "web-1", Some(&c1)).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
@@ -87,7 +87,7 @@ async fn a_registration_retried_with_its_credential_is_answered_as_the_first_tim
         register(&f, &token, "web-1", Some(&c1)).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let token2 = bootstrap_token(&f, "rack-2").await;
+    let token2 = bootstrap_token(&f, "web-4").await;
     let c4 = credential(4);
     let (status, second) = register(&f, &token2, "web-4", Some(&c4)).await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
@@ -108,7 +108,7 @@ async fn a_registration_retried_with_its_credential_is_answered_as_the_first_tim
 #[tokio::test]
 async fn a_malformed_or_taken_proposed_credential_is_refused_and_the_token_kept() {
     let f = Fixture::new().await;
-    let token = bootstrap_token(&f, "rack-1").await;
+    let token = bootstrap_token(&f, "web-1").await;
     for bad in ["dpa_short", "dpb_0123", &credential(1).to_uppercase(), ""] {
         let (status, body) = register(&f, &token, "web-1", Some(bad)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

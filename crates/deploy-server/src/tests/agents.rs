@@ -11,16 +11,28 @@ use serde_json::{Value, json};
 
 use super::Fixture;
 
-/// Creates a bootstrap token (admin) and returns its secret.
+/// Creates a bootstrap token (admin) for agent `name` without labels; returns its secret.
 pub(super) async fn bootstrap_token(f: &Fixture, name: &str) -> String {
+    bootstrap_token_for(f, name, &[]).await
+}
+
+/// Creates a bootstrap token (admin) for agent `name` with `labels`; returns its secret.
+pub(super) async fn bootstrap_token_for(
+    f: &Fixture,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> String {
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
     let created = f
         .ok(
             "POST",
             "/api/v1/agents/bootstrap-tokens",
             Role::Admin,
-            Some(json!({ "name": name })),
+            Some(json!({ "name": name, "labels": labels })),
         )
         .await;
+    assert_eq!(created["name"], name, "{created}");
+    assert_eq!(created["labels"], json!(labels), "{created}");
     let token = created["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("dpb_"), "{token}");
     token
@@ -43,7 +55,7 @@ pub(super) async fn register_agent(
     name: &str,
     labels: &[(&str, &str)],
 ) -> (String, String) {
-    let token = bootstrap_token(f, &format!("for-{name}")).await;
+    let token = bootstrap_token_for(f, name, labels).await;
     let (status, body) = f
         .call(
             "POST",
@@ -56,6 +68,10 @@ pub(super) async fn register_agent(
     let credential = body["credential"].as_str().unwrap().to_owned();
     assert!(credential.starts_with("dpa_"));
     assert_eq!(body["heartbeat_timeout_ms"], 15_000);
+    // The answer carries the identity the server recorded (the token's).
+    assert_eq!(body["name"], name, "{body}");
+    let expected: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    assert_eq!(body["labels"], json!(expected), "{body}");
     (body["agent_id"].as_str().unwrap().to_owned(), credential)
 }
 
@@ -72,7 +88,7 @@ pub(super) async fn poll(f: &Fixture, credential: &str, running: Value) -> (Stat
 #[tokio::test]
 async fn bootstrap_tokens_register_once_and_wrong_expired_or_spent_ones_are_refused() {
     let f = Fixture::new().await;
-    let token = bootstrap_token(&f, "rack-1").await;
+    let token = bootstrap_token(&f, "web-1").await;
     // A bootstrap token is no API token, and is not listed as one.
     let (status, _) = f
         .call("GET", "/api/v1/environments", Some(&token), None)
@@ -84,7 +100,7 @@ async fn bootstrap_tokens_register_once_and_wrong_expired_or_spent_ones_are_refu
             .as_array()
             .unwrap()
             .iter()
-            .all(|t| t["name"] != "rack-1"),
+            .all(|t| t["name"] != "web-1"),
         "{listed}"
     );
 
@@ -137,20 +153,56 @@ async fn bootstrap_tokens_register_once_and_wrong_expired_or_spent_ones_are_refu
 
     // An expired token (written directly: the API never makes one already expired).
     let expired = "dpb_expired000000000000000000000";
+    let expired_id = uuid::Uuid::new_v4();
+    f.engine
+        .store()
+        .put_bootstrap_token(
+            &deploy_store::ApiTokenRecord {
+                id: expired_id,
+                name: "old".into(),
+                token_hash: crate::hash_token(expired),
+                scopes: vec![deploy_store::AGENT_BOOTSTRAP_SCOPE.into()],
+                created_at: ts(1),
+                revoked_at: None,
+                last_used_at: None,
+                expires_at: Some(ts(2)),
+            },
+            &deploy_store::BootstrapBinding {
+                token_id: expired_id,
+                agent_name: "web-2".into(),
+                labels: deploy_core::Labels::default(),
+                capabilities: vec!["docker".into(), "compose".into()],
+            },
+        )
+        .await
+        .unwrap();
+    // A bootstrap token without a binding (as made before bindings existed) registers
+    // nothing: it is unknown.
+    let unbound = "dpb_unbound000000000000000000000";
     f.engine
         .store()
         .put_api_token(&deploy_store::ApiTokenRecord {
             id: uuid::Uuid::new_v4(),
-            name: "old".into(),
-            token_hash: crate::hash_token(expired),
+            name: "unbound".into(),
+            token_hash: crate::hash_token(unbound),
             scopes: vec![deploy_store::AGENT_BOOTSTRAP_SCOPE.into()],
             created_at: ts(1),
             revoked_at: None,
             last_used_at: None,
-            expires_at: Some(ts(2)),
+            expires_at: None,
         })
         .await
         .unwrap();
+    let (status, body) = f
+        .call(
+            "POST",
+            "/api/v1/agent/register",
+            Some(unbound),
+            Some(register_body("web-2", &[])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["detail"], "unknown agent bootstrap token");
     let (status, body) = f
         .call(
             "POST",
@@ -160,20 +212,29 @@ async fn bootstrap_tokens_register_once_and_wrong_expired_or_spent_ones_are_refu
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["detail"], "the agent bootstrap token has expired");
+    assert_eq!(
+        body["detail"],
+        format!(
+            "the agent bootstrap token expired at {}; ask an admin for a new one",
+            ts(2)
+        )
+    );
 
-    // A taken name: 409, and the token stays usable.
-    let fresh = bootstrap_token(&f, "rack-2").await;
+    // A token for a name a registered agent holds is refused when it is made (409).
     let (status, body) = f
         .call(
             "POST",
-            "/api/v1/agent/register",
-            Some(&fresh),
-            Some(register_body("web-1", &[])),
+            "/api/v1/agents/bootstrap-tokens",
+            Some(f.token(Role::Admin)),
+            Some(json!({"name": "web-1"})),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["detail"], "agent name `web-1` is already taken");
+    assert_eq!(
+        body["detail"],
+        "agent name `web-1` is already taken by a registered agent (revoked agents keep their names); choose another name"
+    );
+    let fresh = bootstrap_token(&f, "web-2").await;
     let (status, _) = f
         .call(
             "POST",
@@ -544,9 +605,10 @@ async fn a_registration_losing_the_name_race_answers_409_and_keeps_its_token() {
         created_at: ts(1),
         revoked_at: None,
         bootstrap_token_id: None,
+        labels_version: 1,
     };
     f.engine.store().put_agent(&other).await.unwrap();
-    let token = bootstrap_token(&f, "rack-b").await;
+    let token = bootstrap_token(&f, "b").await;
     let (status, body) = f
         .call(
             "POST",
@@ -558,15 +620,10 @@ async fn a_registration_losing_the_name_race_answers_409_and_keeps_its_token() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["detail"], "agent name `b` is already taken");
     // The token was not spent by the failed registration.
-    let (status, body) = f
-        .call(
-            "POST",
-            "/api/v1/agent/register",
-            Some(&token),
-            Some(register_body("b2", &[])),
-        )
+    let listed = f
+        .ok("GET", "/api/v1/agents/bootstrap-tokens", Role::Admin, None)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(listed[0]["revoked_at"].is_null(), "{listed}");
 }
 
 #[tokio::test]

@@ -160,3 +160,185 @@ async fn a_key_dispatched_on_one_replica_runs_on_an_agent_polling_the_other() {
         "A refused it only after {refused:?}"
     );
 }
+
+/// A deploy of `key` whose container environment holds the application secret `value`.
+fn deploy_with_secret(key: TaskKey, value: &str) -> TaskDelivery {
+    let mut container = deploy_core::ContainerSpec::from_image(
+        deploy_core::ImageRef::parse(&format!("registry.local:5000/web@{}", digest(1))).unwrap(),
+    );
+    container
+        .env
+        .insert("DB_PASSWORD".to_owned(), value.to_owned());
+    TaskDelivery {
+        key,
+        target: ssh_target(1),
+        action: AgentAction::Deploy {
+            deploy: deploy_api::agent::DeployPayload {
+                digest: digest(1),
+                component: Some(deploy_api::agent::ComponentPayload {
+                    name: name("web"),
+                    container,
+                    keep_previous_running: false,
+                    stop_first: false,
+                }),
+                project: name("web"),
+                artifacts: Vec::new(),
+                registry_auth: None,
+                secret_values: vec![value.to_owned()],
+            },
+        },
+        timeout_ms: 10_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_delivery_holds_no_secret_value_and_still_opens_on_the_other_replica() {
+    let a = Fixture::on_postgres_relayed().await;
+    let b = a.replica().await;
+    let (id, credential) = register_agent(&a, "web-1", &[]).await;
+    let agent: AgentId = id.parse().unwrap();
+    let (status, first) = long_poll(&b, &credential, 0).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    eventually(Duration::from_secs(5), async || {
+        a.hub
+            .select(None, &Labels::default(), AgentCapability::Docker)
+            .is_ok()
+    })
+    .await
+    .expect("A never saw the agent polling B as active");
+
+    let value = "pg-s3cret-V4LUE";
+    let key = TaskKey {
+        task_id: task_id(42),
+        attempt: 1,
+    };
+    let log = deploy_exec::MemorySink::new();
+    let dispatched = a
+        .hub
+        .dispatch(
+            agent,
+            deploy_with_secret(key, value),
+            deploy_exec::TaskLog::new(std::sync::Arc::new(log.clone()), 1 << 20).with_secret(value),
+        )
+        .await
+        .unwrap();
+
+    // The row: sealed under the first key of the key file, no byte of the value, not
+    // even the variable's name.
+    let row = a
+        .store
+        .get_delivery(key.task_id, key.attempt)
+        .await
+        .unwrap()
+        .expect("the delivery is stored before any poll can take it");
+    assert!(row.payload.starts_with("new "), "{}", row.payload);
+    for needle in [value, "DB_PASSWORD", "registry.local"] {
+        assert!(
+            !row.payload.contains(needle),
+            "`{needle}` in {}",
+            row.payload
+        );
+    }
+
+    // B opens it and hands it out with the value intact.
+    let (status, answer) = long_poll(&b, &credential, 5_000).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let handed = &answer["deliveries"][0]["action"]["deploy"];
+    assert_eq!(
+        handed["component"]["container"]["env"]["DB_PASSWORD"], value,
+        "{answer}"
+    );
+
+    // A line the agent did not redact is redacted by B before it is relayed (stored),
+    // and A's waiter log shows it redacted.
+    let path = format!("/api/v1/agent/tasks/{}/attempts/1", key.task_id);
+    let chunk = json!({"protocol": 1, "first_seq": 0, "lines": [
+        {"stream": "stdout", "text": format!("echo {value}")},
+    ]});
+    let (status, ack) = b
+        .call(
+            "POST",
+            &format!("{path}/logs"),
+            Some(&credential),
+            Some(chunk),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    let relayed = a
+        .store
+        .relay_lines(key.task_id, key.attempt, 0)
+        .await
+        .unwrap();
+    assert_eq!(relayed.len(), 1, "{relayed:?}");
+    assert_eq!(relayed[0].text, "echo [REDACTED]");
+    let result = json!({"protocol": 1, "log_lines": 1, "outcome": {"outcome": "failed", "error": {"code": "host_error", "message": "stop"}, "previous_digest": null}});
+    let (status, ack) = b
+        .call(
+            "POST",
+            &format!("{path}/result"),
+            Some(&credential),
+            Some(result),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    tokio::time::timeout(Duration::from_secs(5), dispatched)
+        .await
+        .expect("A's waiter got the result relayed by B")
+        .unwrap();
+    assert_eq!(log.lines(), ["echo [REDACTED]"]);
+
+    // Rotation: a payload sealed under the key that was first before (`old`) still
+    // opens while its line stays in the key file; without it, it does not, by key id.
+    let old_only = std::sync::Arc::new(
+        crate::SecretKeys::parse(
+            super::RELAY_KEYS.lines().nth(1).unwrap(),
+            std::path::Path::new("old.key"),
+        )
+        .unwrap(),
+    );
+    let earlier = crate::StoreRelay::new(
+        a.store.clone(),
+        std::sync::Arc::new(deploy_exec::DefaultSecrets),
+        old_only,
+    );
+    let old_key = TaskKey {
+        task_id: task_id(43),
+        attempt: 1,
+    };
+    use deploy_exec::agent::HubRelay as _;
+    earlier
+        .put_deliveries(&[(agent, deploy_with_secret(old_key, value))])
+        .await
+        .unwrap();
+    let row = a
+        .store
+        .get_delivery(old_key.task_id, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.payload.starts_with("old "), "{}", row.payload);
+    let current = crate::StoreRelay::new(
+        a.store.clone(),
+        std::sync::Arc::new(deploy_exec::DefaultSecrets),
+        super::relay_keys(),
+    );
+    let opened = current.delivery(old_key).await.unwrap().unwrap();
+    assert_eq!(opened.delivery, deploy_with_secret(old_key, value));
+    let new_only = std::sync::Arc::new(
+        crate::SecretKeys::parse(
+            super::RELAY_KEYS.lines().next().unwrap(),
+            std::path::Path::new("new.key"),
+        )
+        .unwrap(),
+    );
+    let err = crate::StoreRelay::new(
+        a.store.clone(),
+        std::sync::Arc::new(deploy_exec::DefaultSecrets),
+        new_only,
+    )
+    .delivery(old_key)
+    .await
+    .unwrap_err();
+    assert!(err.contains("`old`"), "{err}");
+    assert!(!err.contains(value), "{err}");
+}

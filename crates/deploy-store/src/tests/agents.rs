@@ -6,7 +6,7 @@ use deploy_core::testing::*;
 use deploy_core::*;
 
 use super::harness::{TestStore, both_backends};
-use crate::{AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, StoreError};
+use crate::{AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, BootstrapBinding, StoreError};
 
 both_backends!(
     agents_round_trip_rotate_and_revoke,
@@ -14,6 +14,8 @@ both_backends!(
     racing_spenders_of_one_token_have_one_winner,
     a_spend_is_undone_only_by_its_own_mark,
     an_agent_is_found_by_the_token_that_registered_it,
+    a_bootstrap_token_is_stored_with_its_binding,
+    labels_change_only_from_the_version_read,
 );
 
 fn agent(n: u64, credential: &[u8]) -> AgentRecord {
@@ -28,6 +30,7 @@ fn agent(n: u64, credential: &[u8]) -> AgentRecord {
         created_at: ts(n),
         revoked_at: None,
         bootstrap_token_id: None,
+        labels_version: 1,
     }
 }
 
@@ -271,4 +274,85 @@ async fn an_agent_is_found_by_the_token_that_registered_it(t: TestStore) {
         })
     ));
     assert_eq!(s.get_agent(a.id).await.unwrap(), a);
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::new(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+    .unwrap()
+}
+
+async fn a_bootstrap_token_is_stored_with_its_binding(t: TestStore) {
+    let s = &*t.store;
+    let token = bootstrap(7, b"secret-7", Some(ts(100)));
+    let binding = BootstrapBinding {
+        token_id: token.id,
+        agent_name: "rack-1".into(),
+        labels: labels(&[("env", "staging")]),
+        capabilities: vec!["docker".into()],
+    };
+    s.put_bootstrap_token(&token, &binding).await.unwrap();
+    assert_eq!(
+        s.bootstrap_binding(token.id).await.unwrap(),
+        Some(binding.clone())
+    );
+    assert_eq!(
+        s.list_bootstrap_bindings().await.unwrap(),
+        vec![binding.clone()]
+    );
+    assert_eq!(
+        s.find_api_token(&token.token_hash).await.unwrap(),
+        Some(token.clone())
+    );
+    // A second token with the same hash: neither the token nor a binding is written.
+    let mut twin = bootstrap(8, b"secret-7", None);
+    twin.name = "bootstrap-8".into();
+    let twin_binding = BootstrapBinding {
+        token_id: twin.id,
+        ..binding.clone()
+    };
+    assert!(matches!(
+        s.put_bootstrap_token(&twin, &twin_binding).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.bootstrap_binding(twin.id).await.unwrap(), None);
+    assert_eq!(s.list_bootstrap_bindings().await.unwrap().len(), 1);
+}
+
+async fn labels_change_only_from_the_version_read(t: TestStore) {
+    let s = &*t.store;
+    let a = agent(1, b"cred-a");
+    s.put_agent(&a).await.unwrap();
+    let prod = labels(&[("env", "prod")]);
+    let changed = s.set_agent_labels(a.id, &prod, 1).await.unwrap();
+    assert_eq!(
+        (changed.labels.clone(), changed.labels_version),
+        (prod.clone(), 2)
+    );
+    assert_eq!(s.get_agent(a.id).await.unwrap(), changed);
+    // A change made from the old version is refused, naming both versions.
+    let err = s
+        .set_agent_labels(a.id, &labels(&[("env", "dev")]), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 1,
+                found: Some(2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(s.get_agent(a.id).await.unwrap().labels, prod);
+    assert!(matches!(
+        s.set_agent_labels(agent_id(99), &prod, 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

@@ -109,6 +109,7 @@ pub(crate) async fn seed_env(
         variables: Default::default(),
         approval: None,
         requires: Vec::new(),
+        runtime_policy: Default::default(),
         version: 0,
         created_at: ts(0),
     };

@@ -42,6 +42,11 @@ async fn environment_updates_compare_versions(t: TestStore) {
         ..ApprovalPolicy::default()
     });
     e.requires = vec![environment_id(2)];
+    // The runtime policy is stored with the rest and read back whole.
+    e.runtime_policy = serde_json::from_str(
+        r#"{"privileged": true, "capabilities": ["NET_ADMIN"], "bind_prefixes": ["/srv/app"]}"#,
+    )
+    .unwrap();
     let updated = s.update_environment(&e, 0).await.unwrap();
     assert_eq!(updated.version, 1);
     assert_eq!(s.get_environment(env).await.unwrap(), updated);

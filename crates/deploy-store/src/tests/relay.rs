@@ -209,6 +209,7 @@ fn agent(n: u64) -> AgentRecord {
         created_at: ts(n),
         revoked_at: None,
         bootstrap_token_id: None,
+        labels_version: 1,
     }
 }
 

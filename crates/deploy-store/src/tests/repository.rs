@@ -108,6 +108,7 @@ async fn entities_round_trip(t: TestStore) {
         created_at: ts(1),
         revoked_at: None,
         bootstrap_token_id: None,
+        labels_version: 1,
     };
     s.put_agent(&agent).await.unwrap();
     assert_eq!(s.get_agent(agent.id).await.unwrap(), agent);

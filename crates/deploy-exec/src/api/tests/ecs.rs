@@ -17,7 +17,7 @@ const SECRET: &str = "AKIDTEST:s3cr3t-access-key-value";
 
 /// How the fake's rollout ends.
 #[derive(Clone, Copy)]
-enum Rollout {
+pub(super) enum Rollout {
     /// IN_PROGRESS for this many reads, then COMPLETED.
     Completes(usize),
     Fails,
@@ -37,7 +37,7 @@ fn arn(revision: usize) -> String {
     format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/web:{revision}")
 }
 
-fn ecs_handler(rollout: Rollout) -> Handler {
+pub(super) fn ecs_handler(rollout: Rollout) -> Handler {
     let first = json!({
         "taskDefinitionArn": arn(1), "family": "web", "revision": 1, "status": "ACTIVE",
         "networkMode": "awsvpc", "cpu": "256", "memory": "512",
@@ -138,7 +138,8 @@ pub(super) fn ecs_target(base: &str) -> deploy_core::Target {
             cluster: ResourceName::parse("prod").unwrap(),
             service: ResourceName::parse("web").unwrap(),
             container: ResourceName::parse("web").unwrap(),
-            credential_ref: CredentialRef::parse("env:AWS_KEYS").unwrap(),
+            credential_ref: Some(CredentialRef::parse("env:AWS_KEYS").unwrap()),
+            profile: None,
         },
     )
 }

@@ -21,9 +21,9 @@ use crate::executor::Executor;
 const HINT: &str = "run scripts/peers/api.sh (python3 -m pip install 'moto[server]' kmock)";
 
 /// A child process killed on drop.
-struct Emulator {
+pub(super) struct Emulator {
     child: Child,
-    base: String,
+    pub(super) base: String,
 }
 
 impl Drop for Emulator {
@@ -50,7 +50,7 @@ async fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 15 s; {HINT}");
 }
 
-async fn moto() -> Emulator {
+pub(super) async fn moto() -> Emulator {
     let program = deploy_testkit::require_program("moto_server", &[], HINT).unwrap();
     let port = deploy_testkit::free_port().unwrap();
     let mut child = Command::new(program)

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use deploy_core::testing::{digest, name, task};
 use deploy_core::{ApiConnection, Connection, CredentialRef, ImageRef, Labels, Target, TargetType};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::api::{ApiExecutor, ApiExecutorConfig};
 use crate::errors::ExecError;
@@ -62,16 +62,40 @@ impl Drop for Fake {
 
 impl Fake {
     pub async fn start(handler: Handler) -> Self {
+        Self::start_with(handler, None).await
+    }
+
+    /// The fake behind TLS (`https://` base): `config` says its certificate and
+    /// whether it demands a client certificate; a failed handshake records no request.
+    pub async fn start_tls(
+        handler: Handler,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> Self {
+        Self::start_with(handler, Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn start_with(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let handler = handler.clone();
                 let seen = seen.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, handler, seen).await;
+                    match tls {
+                        None => {
+                            let _ = serve(stream, handler, seen).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = serve(stream, handler, seen).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -96,7 +120,7 @@ impl Fake {
 }
 
 async fn serve(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     handler: Handler,
     seen: Arc<Mutex<Vec<Recorded>>>,
 ) -> std::io::Result<()> {
@@ -218,6 +242,7 @@ pub fn request(target: &Target, n: u64) -> DeployRequest {
         }),
         project: name("web"),
         artifacts: Vec::new(),
+        stored_lock: None,
         rollback: false,
     }
 }

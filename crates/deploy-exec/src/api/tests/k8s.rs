@@ -17,7 +17,7 @@ const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.bearer-token-secret";
 const PATH: &str = "/apis/apps/v1/namespaces/prod/deployments/web";
 
 #[derive(Clone, Copy, PartialEq)]
-enum Outcome {
+pub(super) enum Outcome {
     /// One more replica updated and available per read, until all 3 are.
     Succeeds,
     /// The controller reports ProgressDeadlineExceeded after one read.
@@ -41,7 +41,7 @@ fn deployment() -> Value {
     })
 }
 
-fn k8s_handler(outcome: Outcome) -> (Handler, Arc<Mutex<Value>>) {
+pub(super) fn k8s_handler(outcome: Outcome) -> (Handler, Arc<Mutex<Value>>) {
     let state = Arc::new(Mutex::new(deployment()));
     let shared = state.clone();
     let polls = Arc::new(Mutex::new(0u64));
@@ -118,12 +118,13 @@ pub(super) fn k8s_target(base: &str) -> deploy_core::Target {
     target(
         TargetType::K8sDeployment,
         ApiConnection::Kubernetes {
-            api_server: HttpUrl::parse(base).unwrap(),
+            api_server: Some(HttpUrl::parse(base).unwrap()),
             namespace: ResourceName::parse("prod").unwrap(),
             deployment: ResourceName::parse("web").unwrap(),
             container: ResourceName::parse("web").unwrap(),
-            credential_ref: CredentialRef::parse("env:KUBE_TOKEN").unwrap(),
+            credential_ref: Some(CredentialRef::parse("env:KUBE_TOKEN").unwrap()),
             ca_ref: None,
+            auth: deploy_core::KubeAuth::Token,
         },
     )
 }

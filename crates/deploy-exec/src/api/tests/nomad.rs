@@ -16,7 +16,7 @@ use crate::executor::Executor;
 const TOKEN: &str = "5f2c7a9e-acl-token-secret";
 
 #[derive(Clone, Copy, PartialEq)]
-enum Outcome {
+pub(super) enum Outcome {
     /// `running` for this many reads, then `successful`.
     Succeeds(usize),
     Fails,
@@ -25,7 +25,7 @@ enum Outcome {
     Concurrent,
 }
 
-struct State {
+pub(super) struct State {
     job: Value,
     deployment: Value,
     outcome: Outcome,
@@ -48,7 +48,7 @@ fn job_json(index: u64) -> Value {
     })
 }
 
-fn nomad_handler(outcome: Outcome, canaries: u64) -> (Handler, Arc<Mutex<State>>) {
+pub(super) fn nomad_handler(outcome: Outcome, canaries: u64) -> (Handler, Arc<Mutex<State>>) {
     let state = Arc::new(Mutex::new(State {
         job: job_json(40),
         deployment: Value::Null,
@@ -159,6 +159,9 @@ pub(super) fn nomad_target(base: &str) -> deploy_core::Target {
             task_group: ResourceName::parse("app").unwrap(),
             task: ResourceName::parse("web").unwrap(),
             credential_ref: Some(CredentialRef::parse("env:NOMAD_TOKEN").unwrap()),
+            ca_ref: None,
+            client_cert_ref: None,
+            client_key_ref: None,
         },
     )
 }
