@@ -112,9 +112,9 @@ pub async fn register(
     };
     // The server sets the labels (its bootstrap token's): the agent adopts them. The
     // configured ones, if any, were checked to be among them.
-    let labels = labels_text(&answer.labels);
+    let labels = answer.labels.to_string();
     if answer.labels != configured {
-        tracing::info!(configured = %labels_text(&configured), server = %labels, "the server's labels differ from the configured ones: adopted");
+        tracing::info!(configured = %configured, server = %labels, "the server's labels differ from the configured ones: adopted");
     }
     let creds = StoredCredentials::from_answer(client.server(), answer);
     settle(state_dir, &creds)?;
@@ -194,24 +194,11 @@ async fn finish_rotation(
         return Ok(None);
     };
     // Labels change only by an admin; the answer shows the current ones.
-    let labels = labels_text(&answer.labels);
+    let labels = answer.labels.to_string();
     let rotated = rotated(creds, answer)?;
     settle(state_dir, &rotated)?;
     tracing::info!(agent_id = %rotated.agent_id, labels = %labels, "credential rotated and stored");
     Ok(Some(rotated))
-}
-
-/// `k=v,k=v` (or `(none)`), for logs.
-fn labels_text(labels: &deploy_core::Labels) -> String {
-    if labels.as_map().is_empty() {
-        return "(none)".to_owned();
-    }
-    labels
-        .as_map()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The stored credentials after a rotation: same agent, same registering server.

@@ -240,6 +240,22 @@ impl Labels {
     }
 }
 
+/// `k=v,k=v`, or `(none)`: how messages and logs show a label set.
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(none)");
+        }
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
 impl TryFrom<BTreeMap<String, String>> for Labels {
     type Error = ValidationError;
     fn try_from(map: BTreeMap<String, String>) -> Result<Self, Self::Error> {

@@ -26,7 +26,7 @@ use deploy_api::agent::{
     RotateCredentialRequest, SetAgentLabelsRequest, TaskKey, TaskResultRequest,
     is_agent_credential,
 };
-use deploy_core::{AgentId, Labels, Name, TaskId, Timestamp};
+use deploy_core::{AgentId, Name, TaskId, Timestamp};
 use deploy_exec::agent::{AgentHub, AgentInfo, HubError, capability_name};
 use deploy_store::{
     AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, BootstrapBinding, Store, StoreError,
@@ -301,7 +301,7 @@ pub(crate) async fn create_bootstrap_token(
         capabilities: capability_names(&capabilities),
     };
     state.store().put_bootstrap_token(&record, &binding).await?;
-    tracing::info!(token = %id, agent = %req.name, labels = %labels_text(&req.labels), by = caller.name, %expires_at, "agent bootstrap token created");
+    tracing::info!(token = %id, agent = %req.name, labels = %req.labels, by = caller.name, %expires_at, "agent bootstrap token created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedBootstrapToken {
@@ -313,19 +313,6 @@ pub(crate) async fn create_bootstrap_token(
             expires_at,
         }),
     ))
-}
-
-/// `k=v,k=v` (or `(none)`), for messages and logs.
-fn labels_text(labels: &Labels) -> String {
-    if labels.as_map().is_empty() {
-        return "(none)".to_owned();
-    }
-    labels
-        .as_map()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The listed view of a bootstrap token: never the secret, never its hash.
@@ -513,7 +500,7 @@ pub(crate) async fn set_agent_labels(
     // Other replicas reload the record now (as for a registration), so that no replica
     // keeps selecting the agent by its old labels.
     hub.announce_agent(id);
-    tracing::info!(agent = %id, name = record.name, labels = %labels_text(&record.labels), version = record.labels_version, by = caller.name, "agent labels changed");
+    tracing::info!(agent = %id, name = record.name, labels = %record.labels, version = record.labels_version, by = caller.name, "agent labels changed");
     hub.summary(id).map(Json).ok_or_else(not_found)
 }
 
@@ -647,7 +634,7 @@ pub(crate) async fn register(
     hub.upsert_agent(agent_info(&record)?);
     // Other replicas learn the agent now, not at its first poll there.
     hub.announce_agent(record.id);
-    tracing::info!(agent = %record.id, name = record.name, labels = %labels_text(&record.labels), bootstrap_token = %spent.id, "agent registered");
+    tracing::info!(agent = %record.id, name = record.name, labels = %record.labels, bootstrap_token = %spent.id, "agent registered");
     Ok((
         StatusCode::CREATED,
         Json(AgentCredentials {
@@ -681,7 +668,7 @@ fn check_claims(
         if allowed.get(key) != Some(value) {
             return Err(ServerError::IdentityForbidden(format!(
                 "label `{key}={value}` is not among the labels of bootstrap token `{token}`: {}",
-                labels_text(&binding.labels)
+                binding.labels
             )));
         }
     }
