@@ -194,7 +194,7 @@ impl SecretKeys {
     /// Seals `value` for `name` (a stored agent delivery's context) under the current
     /// key: `(key id, sealed)`. Application secrets use [`Self::seal_secret`].
     pub fn seal(&self, name: &str, value: &[u8]) -> Result<(String, String), SecretKeyError> {
-        self.seal_with(name, value, |id| aad(id, name))
+        self.seal_with(&self.keys[0], name, value, |id| aad(id, name))
     }
 
     /// Seals `value` for version `version` of the application secret `name` under the
@@ -205,16 +205,19 @@ impl SecretKeys {
         version: u64,
         value: &[u8],
     ) -> Result<(String, String), SecretKeyError> {
-        self.seal_with(name, value, |id| secret_aad(id, name, version))
+        self.seal_with(&self.keys[0], name, value, |id| {
+            secret_aad(id, name, version)
+        })
     }
 
+    /// Seals `value` under `key` (`name` only names it in errors).
     fn seal_with(
         &self,
+        key: &Key,
         name: &str,
         value: &[u8],
         aad: impl Fn(&str) -> Vec<u8>,
     ) -> Result<(String, String), SecretKeyError> {
-        let key = &self.keys[0];
         let failed = || SecretKeyError::Seal {
             name: name.to_owned(),
         };
@@ -280,51 +283,23 @@ impl SecretKeys {
         Ok(plain.to_vec())
     }
 
-    /// The check value of key `key_id` (see [`verify_key_file`]): a fixed text sealed
+    /// The check value of key `key_id` (see [`open_key_file`]): a fixed text sealed
     /// under that key with its own associated data, so it opens only under the same key
     /// bytes and can never stand for a secret or a delivery.
     fn seal_check(&self, key_id: &str) -> Result<String, SecretKeyError> {
-        let failed = || SecretKeyError::Seal {
-            name: format!("(check of key {key_id})"),
-        };
+        let name = format!("(check of key {key_id})");
         let key = self
             .keys
             .iter()
             .find(|k| k.id == key_id)
-            .ok_or_else(failed)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| failed())?;
-        let mut in_out = KEY_CHECK_TEXT.to_vec();
-        key.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(key_check_aad(key_id)),
-                &mut in_out,
-            )
-            .map_err(|_| failed())?;
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&in_out);
-        Ok(B64.encode(sealed))
+            .ok_or_else(|| SecretKeyError::Seal { name: name.clone() })?;
+        let (_, sealed) = self.seal_with(key, &name, KEY_CHECK_TEXT, key_check_aad)?;
+        Ok(sealed)
     }
 
     /// Whether `sealed` is key `key_id`'s check value under this file's key of that id.
     fn opens_check(&self, key_id: &str, sealed: &str) -> bool {
-        let Some(key) = self.keys.iter().find(|k| k.id == key_id) else {
-            return false;
-        };
-        let Ok(bytes) = B64.decode(sealed) else {
-            return false;
-        };
-        if bytes.len() < NONCE_LEN {
-            return false;
-        }
-        let (nonce, rest) = bytes.split_at(NONCE_LEN);
-        let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
-            return false;
-        };
-        let mut in_out = rest.to_vec();
-        key.key
-            .open_in_place(nonce, Aad::from(key_check_aad(key_id)), &mut in_out)
+        self.open_with("(key check)", key_id, sealed, &key_check_aad(key_id))
             .is_ok_and(|plain| plain == KEY_CHECK_TEXT)
     }
 
