@@ -1,8 +1,7 @@
 //! Tokens outside the API, with the real binaries: the first start's admin token in a 0600 file (never on stdout or in the log), `deployd admin-token` recovering access to an existing data dir, and deployctl refusing plain http off loopback before connecting.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,24 +14,11 @@ use crate::deployd_proc::{ADMIN_TOKEN, Deployd, binaries, spawn_serving};
 
 /// `GET path` with `token` over plain HTTP/1.1: the status and the JSON answer.
 fn get_as(addr: &str, path: &str, token: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    );
+    let response = deploy_testkit::http_exchange(addr, &request, Duration::from_secs(10)).unwrap();
+    (response.status, response.json())
 }
 
 /// deployd on `addr` over `db` without a preset admin token; its stdout and stderr

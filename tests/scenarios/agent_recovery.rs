@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deploy_testkit::{free_port, temp_dir};
+use deploy_testkit::{free_port, read_request_blocking, temp_dir};
 use serde_json::{Value, json};
 
 use crate::agent_proc::{AgentProc, agents, wait_active};
@@ -91,30 +91,6 @@ impl Drop for CuttingProxy {
     }
 }
 
-/// One request from `client` (head and `content-length` body), or `None` at its end.
-fn read_request(client: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match client.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    client.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
-
 /// Serves one client connection: every request on it forwarded, answers passed back
 /// (or cut), until the client closes it.
 fn forward(
@@ -123,24 +99,21 @@ fn forward(
     log: &Mutex<Vec<Passed>>,
     to_cut: &Mutex<Vec<&'static str>>,
 ) {
-    while let Some((head, body)) = read_request(&mut client) {
-        let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
-        let bearer = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("authorization")
-                    .then(|| v.trim().trim_start_matches("Bearer ").to_owned())
-            })
-            .unwrap_or_default();
+    let mut buf = Vec::new();
+    while let Ok(Some(received)) = read_request_blocking(&mut client, &mut buf) {
+        let (path, bearer, body) = (
+            received.path.clone(),
+            received.bearer().to_owned(),
+            received.body.clone(),
+        );
         // Upstream on a connection of its own, closed after the answer: the answer is
         // whatever comes until the end, whatever its framing.
-        let mut request: String = head
-            .trim_end()
-            .lines()
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
+        let mut request = format!("{} {path} HTTP/1.1\r\n", received.method);
+        for (name, value) in &received.headers {
+            if name != "connection" {
+                request.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
         request.push_str("Connection: close\r\n\r\n");
         let Ok(mut server) = TcpStream::connect(upstream) else {
             return;

@@ -147,7 +147,7 @@ impl World {
         request.parallelism = NonZeroU32::new(1).unwrap();
         request.failure_policy.auto_rollback = auto_rollback;
         let job = self.engine.create_job(&request).await.unwrap().value;
-        tokio::time::timeout(Duration::from_secs(90), self.engine.run_job(job.id))
+        tokio::time::timeout(Duration::from_secs(90), self.engine.run_to_settled(job.id))
             .await
             .expect("the job ends within 90 s")
             .unwrap()

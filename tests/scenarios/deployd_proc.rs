@@ -6,8 +6,6 @@
 //! built with `cargo build --release -p deployd`) runs that one instead; the load
 //! figures in docs/benchmarks.md are taken that way.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -312,26 +310,16 @@ pub(crate) fn api_get(addr: &str, path: &str) -> (u16, Value) {
 /// Sends one raw HTTP/1.1 `request` (with `Connection: close`) and reads the whole
 /// answer: its status and its body as JSON (`Null` when it is not JSON).
 fn exchange(addr: &str, request: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let response = deploy_testkit::http_exchange(addr, request, Duration::from_secs(10)).unwrap();
     assert!(
-        !head
+        !response
+            .head
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked"),
-        "{head}"
+        "{}",
+        response.head
     );
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (response.status, response.json())
 }
 
 /// CPU time (user + system) process `pid` (or `self`) has used so far, in ms, from `/proc/<pid>/stat`.

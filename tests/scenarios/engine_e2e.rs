@@ -167,7 +167,7 @@ impl World {
         configure: impl FnOnce(&mut JobRequest),
     ) -> DeploymentJob {
         let job = self.job(n, image, configure).await;
-        tokio::time::timeout(Duration::from_secs(60), self.engine.run_job(job.id))
+        tokio::time::timeout(Duration::from_secs(60), self.engine.run_to_settled(job.id))
             .await
             .expect("the job ends within a minute")
             .unwrap()

@@ -1,5 +1,6 @@
-//! Runs the tidy rules on this workspace: layering, workspace-only dependency versions, `//!` headers.
+//! Runs the tidy rules on this workspace: layering, workspace-only dependency versions, `//!` headers, and the paths and crates docs/ARCHITECTURE.md names.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -95,4 +96,30 @@ fn every_rust_file_starts_with_a_doc_line() {
         "found only {checked} .rs files; is the walk broken?"
     );
     assert_clean(violations);
+}
+
+#[test]
+fn architecture_names_only_paths_and_crates_that_exist() {
+    let root = workspace_root();
+    let mut crates: BTreeSet<String> = metadata().members().map(|p| p.name.clone()).collect();
+    // fuzz/ is its own workspace, outside `cargo metadata` of this one.
+    let fuzz: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap()).unwrap();
+    if let Some(name) = fuzz
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(toml::Value::as_str)
+    {
+        crates.insert(name.to_owned());
+    }
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    assert!(
+        doc.matches('`').count() > 100,
+        "docs/ARCHITECTURE.md names almost nothing; is it the right file?"
+    );
+    assert_clean(tidy::architecture_references(
+        &doc,
+        |path| root.join(path).exists(),
+        &crates,
+    ));
 }

@@ -1,4 +1,4 @@
-//! Tidy rules over `cargo metadata` and the source tree: layering, workspace-only dependency versions, and `//!` headers.
+//! Tidy rules over `cargo metadata`, the source tree and docs/ARCHITECTURE.md: layering, workspace-only dependency versions, `//!` headers, and paths and crates the architecture document names.
 //!
 //! Each rule is a plain function over parsed data returning violations, so the
 //! rules are unit-tested on crafted samples and run for real by the
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Crates that must stay pure: no I/O runtime, database, network or Docker client.
-pub const PURE_CRATES: &[&str] = &["deploy-core", "deploy-artifacts"];
+pub const PURE_CRATES: &[&str] = &["deploy-core", "deploy-artifacts", "deploy-rollback"];
 
 /// Crates a pure crate must not depend on, directly or through another crate.
 pub const BANNED_IN_PURE: &[&str] = &["tokio", "sqlx", "reqwest", "russh", "bollard", "axum"];
@@ -246,6 +246,195 @@ pub fn doc_line_violation(path: &str, source: &str) -> Option<Violation> {
             "{path}: first line is `{first}`; expected a `//!` line saying what the file holds"
         ),
     })
+}
+
+/// Top-level folders and files of the workspace that a path in docs/ARCHITECTURE.md
+/// may start with (see [`architecture_references`]).
+pub const DOC_PATH_ROOTS: &[&str] = &[
+    "crates/",
+    "bins/",
+    "tests/",
+    "xtask/",
+    "docs/",
+    "scripts/",
+    "fuzz/",
+    ".cargo/",
+    ".config/",
+    "Cargo.toml",
+    "Cargo.lock",
+    "deny.toml",
+    "clippy.toml",
+    "rust-toolchain.toml",
+    "README.md",
+];
+
+/// Rule: every path and crate that docs/ARCHITECTURE.md names in backticks exists.
+///
+/// Only inline code spans are read (fenced blocks are skipped). A span is:
+///
+/// - a **crate name** when it is exactly `deployd`, `deployctl`, `xtask` or
+///   `deploy-…` (lowercase letters, digits, `-`), or a Rust path whose first
+///   segment is `deploy_…` (`deploy_exec::labels` names `deploy-exec`; a bare
+///   `deploy_new_job` is a name of something else): it must be in `crates`;
+/// - a **path** when it has no whitespace and contains `/` or ends in `.rs`, `.md`,
+///   `.toml` or `.sql`. Spans holding `<`, `>`, `{`, `}`, `*`, `$`, `~`, `:`, `|`,
+///   `…` or `,`, or starting with `/` or `.` followed by `/` (placeholders, globs,
+///   URLs, `/api/v1/…` routes, `<data dir>/secrets.key`, paths on a target host), are
+///   not paths of this workspace and are left alone. A path is resolved, in order:
+///   1. from the workspace root when it starts with one of [`DOC_PATH_ROOTS`];
+///   2. as `crates/<p>` or `bins/<p>` when its first segment is a crate name
+///      (`deploy-store/src/sql.rs`); that crate must exist too;
+///   3. inside the crate the current section is about, when the nearest heading
+///      names `crates/<c>`, `bins/<c>`, `tests/` or `xtask/` in backticks:
+///      `<dir>/src/<p>`, then `<dir>/<p>` (so a codemap paragraph may say `sql.rs`);
+///   4. otherwise it is a violation: write it from the workspace root.
+///
+/// `exists` answers for a path relative to the workspace root; `crates` holds every
+/// package name that may be named.
+pub fn architecture_references(
+    markdown: &str,
+    exists: impl Fn(&str) -> bool,
+    crates: &BTreeSet<String>,
+) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut report = |line: usize, detail: String| {
+        violations.push(Violation {
+            rule: "doc-references",
+            detail: format!("docs/ARCHITECTURE.md:{line}: {detail}"),
+        });
+    };
+    let mut context: Option<String> = None;
+    let mut fenced = false;
+    for (index, line) in markdown.lines().enumerate() {
+        let number = index + 1;
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let spans = code_spans(line);
+        if trimmed.starts_with('#') {
+            context = spans.iter().find_map(|s| section_dir(s));
+        }
+        for span in spans {
+            if let Some(name) = crate_name(span) {
+                if !crates.contains(&name) {
+                    report(
+                        number,
+                        format!(
+                            "`{span}` names crate `{name}`, which is not a package of this workspace"
+                        ),
+                    );
+                }
+                continue;
+            }
+            if !is_workspace_path(span) {
+                continue;
+            }
+            let candidates = if DOC_PATH_ROOTS.iter().any(|r| span.starts_with(r)) {
+                vec![span.to_owned()]
+            } else if let Some(name) = span.split('/').next().and_then(crate_name) {
+                if !crates.contains(&name) {
+                    report(
+                        number,
+                        format!(
+                            "`{span}` starts with crate `{name}`, which is not a package of this workspace"
+                        ),
+                    );
+                    continue;
+                }
+                vec![format!("crates/{span}"), format!("bins/{span}")]
+            } else if let Some(dir) = &context {
+                vec![format!("{dir}src/{span}"), format!("{dir}{span}")]
+            } else {
+                report(
+                    number,
+                    format!(
+                        "`{span}` is a path outside any crate's section; write it from the workspace root (crates/…, docs/…)"
+                    ),
+                );
+                continue;
+            };
+            if !candidates.iter().any(|c| exists(c)) {
+                report(
+                    number,
+                    format!(
+                        "`{span}` does not exist (looked for {})",
+                        candidates.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    violations
+}
+
+/// The inline code spans of one line: text between matching runs of backticks.
+fn code_spans(line: &str) -> Vec<&str> {
+    let mut spans = Vec::new();
+    let mut rest = line;
+    while let Some(open) = rest.find('`') {
+        let after = &rest[open..];
+        let ticks = after.len() - after.trim_start_matches('`').len();
+        let body = &after[ticks..];
+        let fence = &after[..ticks];
+        let Some(close) = body.find(fence) else {
+            break;
+        };
+        spans.push(body[..close].trim());
+        rest = &body[close + ticks..];
+    }
+    spans
+}
+
+/// The crate a span names: `deployd`, `deployctl`, `xtask`, `deploy-…`, or the
+/// package behind a `deploy_…` Rust path.
+fn crate_name(span: &str) -> Option<String> {
+    let plain = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if matches!(span, "deployd" | "deployctl" | "xtask") {
+        return Some(span.to_owned());
+    }
+    if span.starts_with("deploy-") && plain(span) && !span.ends_with('-') {
+        return Some(span.to_owned());
+    }
+    let (head, _) = span.split_once("::")?;
+    let rust_ident = head
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    (head.starts_with("deploy_") && rust_ident).then(|| head.replace('_', "-"))
+}
+
+/// Whether a span is meant as a path of this workspace (see [`architecture_references`]).
+fn is_workspace_path(span: &str) -> bool {
+    let looks_like_path = span.contains('/')
+        || [".rs", ".md", ".toml", ".sql"]
+            .iter()
+            .any(|e| span.ends_with(e));
+    let placeholder = span
+        .chars()
+        .any(|c| c.is_whitespace() || "<>{}*$~:|…,".contains(c));
+    looks_like_path
+        && !placeholder
+        && !span.starts_with('/')
+        && !span.starts_with("./")
+        && !span.starts_with("../")
+}
+
+/// The folder a heading's span puts the section in, with a trailing `/`.
+fn section_dir(span: &str) -> Option<String> {
+    let dir = span.trim_end_matches('/');
+    let mut parts = dir.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("crates" | "bins"), Some(name), None) if !name.is_empty() => Some(format!("{dir}/")),
+        (Some("tests" | "xtask"), None, None) => Some(format!("{dir}/")),
+        _ => None,
+    }
 }
 
 /// Every `.rs` file below `dir`, skipping build output and hidden folders.

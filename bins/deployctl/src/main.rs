@@ -1,4 +1,33 @@
 //! deployctl: a thin CLI over deployd's HTTP API; maps every outcome to a documented exit code.
+//!
+//! One module per command group over deploy-api's types (`env.rs`, `target.rs` and
+//! `targets.rs`, `releases.rs`, `promote.rs`, `deploy.rs`, `jobs.rs`, `apply.rs`,
+//! `audit.rs`, `tokens.rs`, `agents.rs`, `secrets.rs`, `runtime_policy.rs`, `plan.rs`);
+//! this file is the wiring. Names or ids are accepted everywhere (`client.rs`
+//! percent-encodes what is not a name). Input is checked before it is sent: `target
+//! add` builds the API's own `CreateTargetRequest` from flags (or reads it from
+//! `--file`) and runs deploy-core's `Target::validate`, so a bad value is exit 2 naming
+//! the flag or field. `artifacts render` (`render.rs`) works offline, through
+//! deploy-artifacts, with ids and timestamp derived from the release so the same files
+//! give the same bytes.
+//!
+//! Server and token: flags, then `DEPLOYCTL_SERVER` / `DEPLOYCTL_TOKEN`, then the
+//! config file (`config.rs`: `--config` or `DEPLOYCTL_CONFIG`, else
+//! `$XDG_CONFIG_HOME/deployctl/config.toml` or `~/.config/deployctl/config.toml`; keys
+//! `server`, `token`, `ca_file`; unknown keys refused; a file readable by others gets a
+//! warning), then `http://127.0.0.1:8080`.
+//!
+//! Following (`deploy --follow`, `jobs watch`) reads the job's event stream and prints
+//! one line per transition, then the final status; a connection that cannot be made or
+//! breaks is retried once a second (30 times) with `Last-Event-ID`, so a deployd
+//! restart loses and repeats nothing. On a terminal the lines become progress bars
+//! (`progress.rs`). `--logs` (`tail.rs`) also prints every task's log lines, prefixed
+//! `[target/component]`, from the job's single log stream, then a summary per task.
+//! Only `output.rs` and the progress bars write to stdout.
+//!
+//! Exit codes (`exit.rs`): 0 success, 1 deployment failed, 2 usage or input error, 3
+//! rolled back, 4 server unreachable or token refused, 5 `--timeout` ran out while
+//! following (the job goes on), 6 the promotion awaits other approvers.
 
 mod agents;
 mod apply;

@@ -14,11 +14,11 @@ use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use deploy_api::agent::{AgentErrorCode, LogStream};
 pub use deploy_core::ComposeStatus;
+use deploy_core::naming::labels;
 use deploy_core::{ArtifactKind, Digest, GeneratedArtifact, Name, Protocol, PublishedPort};
 
 use crate::errors::TaskError;
 use crate::files::{prepare_work_dir, temp_path, write_atomically, write_new};
-use crate::labels;
 use crate::tasklog::TaskLog;
 
 /// The standalone Compose binary looked up on PATH (Compose v1, or v2 installed standalone).

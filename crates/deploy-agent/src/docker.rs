@@ -19,7 +19,7 @@ use deploy_docker::{
 use crate::errors::TaskError;
 use crate::tasklog::TaskLog;
 
-pub use deploy_docker::{SequenceConfig as DockerConfig, next_name, previous_name};
+pub use deploy_docker::SequenceConfig as DockerConfig;
 
 /// bollard's per-request timeout for everything but a pull: an engine that stops
 /// answering fails the call in a minute instead of holding the slot lock (and, during a

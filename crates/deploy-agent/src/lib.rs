@@ -11,7 +11,6 @@ pub mod enroll;
 pub mod errors;
 pub mod files;
 pub mod journal;
-pub mod labels;
 pub mod locks;
 pub mod outbox;
 pub mod redact;

@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use deploy_testkit::{http_response, read_request};
+use tokio::io::AsyncWriteExt;
 
 /// One request the fake server received.
 #[derive(Debug, Clone)]
@@ -41,42 +42,10 @@ pub(crate) async fn fake_server_with(
         while let Ok((mut sock, _)) = listener.accept().await {
             let (reply, seen, polls) = (reply.clone(), seen.clone(), polls.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head_end, length) = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        break (i + 4, length);
-                    }
+                let Ok(Some(raw)) = read_request(&mut sock, &mut Vec::new()).await else {
+                    return;
                 };
-                while buf.len() < head_end + length {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                let bearer = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("authorization")
-                            .then(|| v.trim().trim_start_matches("Bearer ").to_owned())
-                    })
-                    .unwrap_or_default();
-                let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+                let (path, bearer, body) = (raw.path.clone(), raw.bearer().to_owned(), raw.text());
                 let nth_poll = if path.ends_with("/poll") {
                     polls.fetch_add(1, Ordering::SeqCst)
                 } else {
@@ -91,10 +60,7 @@ pub(crate) async fn fake_server_with(
                 seen.lock().unwrap().push(request.clone());
                 match reply(&request) {
                     Reply::Answer(status, text) => {
-                        let answer = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                            text.len()
-                        );
+                        let answer = http_response(status, "application/json", &text);
                         let _ = sock.write_all(answer.as_bytes()).await;
                     }
                     Reply::Cut => drop(sock),

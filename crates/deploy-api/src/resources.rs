@@ -248,6 +248,11 @@ pub struct JobListItem {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub queued_behind: Option<JobId>,
+    /// A `failed` job whose runner is still cancelling or reconciling its attempts
+    /// (its automatic rollback, if any, starts next): `failed` is settled only once
+    /// this is false.
+    #[serde(default)]
+    pub winding_down: bool,
     #[schema(value_type = Vec<crate::schema::DeploymentTask>)]
     pub tasks: Vec<DeploymentTask>,
     #[schema(value_type = String)]
@@ -281,6 +286,7 @@ impl From<DeploymentJob> for JobListItem {
             rollback_of: job.rollback_of,
             previous_job_id: job.previous_job_id,
             queued_behind: job.queued_behind,
+            winding_down: job.winding_down,
             tasks: job.tasks,
             idempotency_key: job.idempotency_key,
             failure_reason: job.failure_reason,

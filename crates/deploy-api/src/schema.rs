@@ -219,6 +219,9 @@ pub struct DeploymentJob {
     pub previous_job_id: Option<String>,
     /// Set while the job waits in line for its busy environment: the job ahead of it.
     pub queued_behind: Option<String>,
+    /// A `failed` job still winding down (its automatic rollback, if any, starts
+    /// next); `failed` is settled once this is false.
+    pub winding_down: bool,
     pub tasks: Vec<DeploymentTask>,
     pub idempotency_key: String,
     pub failure_reason: Option<String>,

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use deploy_core::naming::labels::COMPONENT_NAME as COMPONENT_LABEL;
 use deploy_core::{ContainerSpec, ImageRef, Name};
 use serde_yaml::Value;
 
@@ -14,9 +15,6 @@ use crate::container::{Applies, ServiceContext, container_spec};
 use crate::errors::ArtifactError;
 use crate::lock::{LockDoc, verify_lock};
 use crate::yaml_in;
-
-/// The label the renderer puts on each service naming its release component.
-pub const COMPONENT_LABEL: &str = "stella.component.name";
 
 /// One service of a lock, resolved for a docker_host target.
 #[derive(Debug, Clone, PartialEq, Eq)]

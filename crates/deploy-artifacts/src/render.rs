@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use deploy_core::naming::labels as ours;
 use deploy_core::{
     ArtifactId, ArtifactKind, Component, Digest, GeneratedArtifact, JobId, Name, PromotionId,
     Release, Target, TargetId, Timestamp, UnixPath, sha256_of,
@@ -270,13 +271,10 @@ fn resolve<'a>(
             env.insert("STELLA_RELEASE_ID".to_owned(), release_id.to_owned());
             env.insert("STELLA_DIGEST".to_owned(), digest.to_owned());
             let mut labels = t.labels.clone();
-            labels.insert("stella.release.id".to_owned(), release_id.to_owned());
-            labels.insert(
-                "stella.component.name".to_owned(),
-                component.name.to_string(),
-            );
-            labels.insert("stella.digest".to_owned(), digest.to_owned());
-            labels.insert("stella.deployed.at".to_owned(), timestamp.to_owned());
+            labels.insert(ours::RELEASE_ID.to_owned(), release_id.to_owned());
+            labels.insert(ours::COMPONENT_NAME.to_owned(), component.name.to_string());
+            labels.insert(ours::DIGEST.to_owned(), digest.to_owned());
+            labels.insert(ours::DEPLOYED_AT.to_owned(), timestamp.to_owned());
             Ok(ResolvedService {
                 template: t,
                 component,

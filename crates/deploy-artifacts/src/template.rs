@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use deploy_core::Name;
+use deploy_core::naming::labels as ours;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_yaml::{Mapping, Value};
@@ -476,7 +477,7 @@ fn check_label(service: &str, key: &str, value: &str) -> Result<(), ArtifactErro
             "a label key without `=`, whitespace or control characters",
         ));
     }
-    if key.starts_with("stella.") {
+    if ours::is_ours(key) {
         return Err(ArtifactError::invalid(
             field,
             key,

@@ -30,7 +30,8 @@ pub struct DeploymentJob {
     pub status: JobStatus,
     /// Set on `start`.
     pub started_at: Option<Timestamp>,
-    /// Set when the job first settles (completed, failed or rolled back).
+    /// Set when the job settles (completed, rolled back, or failed and wound down);
+    /// cleared while it rolls back.
     pub completed_at: Option<Timestamp>,
     pub artifacts: Vec<GeneratedArtifact>,
     /// For a rollback job: the job it rolls back.
@@ -41,6 +42,12 @@ pub struct DeploymentJob {
     /// A queued job is `pending`, holds no lock and is not run until the engine lets it in.
     #[serde(default)]
     pub queued_behind: Option<JobId>,
+    /// A `failed` job whose runner is not done with it yet: attempts still in flight
+    /// are being cancelled or reconciled, and the automatic rollback (when the failure
+    /// policy asks for one) is still to start. Such a job is still claimed and run;
+    /// `wound_down` (or `rollback_started`) clears it, and only then is `failed` settled.
+    #[serde(default)]
+    pub winding_down: bool,
     pub tasks: Vec<DeploymentTask>,
     /// Creating a job twice with the same key returns the first job.
     pub idempotency_key: IdempotencyKey,
@@ -60,19 +67,45 @@ impl DeploymentJob {
         event: JobEvent,
         now: Timestamp,
     ) -> Result<JobStatus, InvalidTransition> {
+        // `wound_down` ends a wind-down; a settled failure has none to end.
+        if event == JobEvent::WoundDown && !self.winding_down {
+            return Err(InvalidTransition {
+                entity: "job",
+                from: self.status.as_str(),
+                event: event.as_str(),
+                reason: Some("the failure is already wound down".to_owned()),
+            });
+        }
         let next = self.status.apply(event)?;
+        // A job cancelled before it started has nothing to wind down; a rollback job
+        // still winds down, as its end is what settles the job it rolls back.
+        self.winding_down = matches!(event, JobEvent::Fail | JobEvent::Cancel)
+            && (self.status != JobStatus::Pending || self.is_rollback());
         if event == JobEvent::Start {
             self.started_at = Some(now);
         }
         if next == JobStatus::RollingBack {
             // The job is active again; it settles anew when the rollback ends.
             self.completed_at = None;
-        } else if !next.is_active() {
+        } else if !next.is_active() && !self.winding_down {
             self.completed_at.get_or_insert(now);
         }
         self.status = next;
         self.updated_at = now;
         Ok(next)
+    }
+
+    /// The job has reached a state it leaves only by an operator's act (a manual
+    /// rollback): completed, rolled back, or failed and wound down.
+    pub fn is_settled(&self) -> bool {
+        !self.status.is_active() && !self.winding_down
+    }
+
+    /// An engine must claim and run the job: it is pending to completing, or failed
+    /// and still winding down. A `rolling_back` job is not run: it waits for its
+    /// rollback job, whose end settles it in the same transaction.
+    pub fn needs_runner(&self) -> bool {
+        self.status.holds_environment() || self.winding_down
     }
 
     /// True for a job created to roll another back.
@@ -109,9 +142,11 @@ mod tests {
         assert_eq!(j.started_at, Some(ts(10)));
         j.apply(JobEvent::ArtifactsReady, ts(11)).unwrap();
         j.apply(JobEvent::Fail, ts(12)).unwrap();
-        assert_eq!(j.completed_at, Some(ts(12)));
+        assert_eq!(j.completed_at, None, "not settled while it winds down");
+        assert!(j.winding_down && j.needs_runner() && !j.is_settled());
         j.apply(JobEvent::RollbackStarted, ts(13)).unwrap();
         assert_eq!(j.completed_at, None, "rolling back is active again");
+        assert!(!j.winding_down && !j.needs_runner() && !j.is_settled());
         j.apply(JobEvent::RollbackSucceeded, ts(14)).unwrap();
         assert_eq!(
             (j.status, j.completed_at),
@@ -120,6 +155,45 @@ mod tests {
         let before = j.clone();
         assert!(j.apply(JobEvent::Start, ts(15)).is_err());
         assert_eq!(j, before);
+    }
+
+    #[test]
+    fn a_failed_job_winds_down_once_then_is_settled() {
+        let mut j = job(1, 2);
+        for event in [JobEvent::Start, JobEvent::ArtifactsReady, JobEvent::Fail] {
+            j.apply(event, ts(1)).unwrap();
+        }
+        assert!(j.winding_down);
+        j.apply(JobEvent::WoundDown, ts(2)).unwrap();
+        assert_eq!((j.status, j.completed_at), (JobStatus::Failed, Some(ts(2))));
+        assert!(j.is_settled() && !j.needs_runner());
+        let before = j.clone();
+        let err = j.apply(JobEvent::WoundDown, ts(3)).unwrap_err();
+        assert_eq!((err.from, err.event), ("failed", "wound_down"));
+        assert_eq!(j, before, "a settled failure has no wind-down to end");
+        // A manual rollback that fails leaves it settled again.
+        j.apply(JobEvent::RollbackStarted, ts(4)).unwrap();
+        assert!(
+            j.apply(JobEvent::Cancel, ts(5)).is_err(),
+            "cancelled through its rollback job"
+        );
+        j.apply(JobEvent::RollbackFailed, ts(5)).unwrap();
+        assert!(j.is_settled());
+    }
+
+    #[test]
+    fn a_job_cancelled_before_it_started_is_settled_at_once() {
+        let mut j = job(1, 2);
+        j.apply(JobEvent::Cancel, ts(1)).unwrap();
+        assert_eq!(j.status, JobStatus::Failed);
+        assert!(j.is_settled());
+        let mut rollback = job(2, 1);
+        rollback.rollback_of = Some(job_id(1));
+        rollback.apply(JobEvent::Cancel, ts(1)).unwrap();
+        assert!(
+            rollback.winding_down,
+            "its end settles the job it rolls back"
+        );
     }
 
     #[test]

@@ -30,15 +30,23 @@ pub enum JobEvent {
     WavesSucceeded,
     /// Final health verification passed: completing -> completed.
     VerificationPassed,
-    /// Preparation, the rollout (policy exceeded) or final verification failed.
+    /// Preparation, the rollout (policy exceeded) or final verification failed:
+    /// -> failed, winding down (see [`crate::DeploymentJob::winding_down`]).
     Fail,
-    /// A rollback (automatic or manual) of a failed job begins: failed -> rolling_back.
+    /// A failed job's wind-down is over (nothing in flight, no automatic rollback to
+    /// start): failed -> failed, now settled.
+    WoundDown,
+    /// A rollback (automatic at the end of a wind-down, or manual) of a failed job
+    /// begins, together with its rollback job: failed -> rolling_back.
     RollbackStarted,
-    /// The rollback job completed: rolling_back -> rolled_back.
+    /// The rollback job completed: rolling_back -> rolled_back (written with the
+    /// rollback job's own end, in one transaction).
     RollbackSucceeded,
-    /// The rollback job failed: rolling_back -> failed (a later rollback may be tried).
+    /// The rollback job failed: rolling_back -> failed, settled (a manual rollback may
+    /// be tried again).
     RollbackFailed,
-    /// An operator cancels: any active state -> failed.
+    /// An operator cancels: pending to completing -> failed, winding down. A
+    /// `rolling_back` job is cancelled through its rollback job.
     Cancel,
 }
 
@@ -84,10 +92,11 @@ impl JobStatus {
             (S::Running, E::WavesSucceeded) => S::Completing,
             (S::Completing, E::VerificationPassed) => S::Completed,
             (S::Preparing | S::Running | S::Completing, E::Fail) => S::Failed,
+            (S::Failed, E::WoundDown) => S::Failed,
             (S::Failed, E::RollbackStarted) => S::RollingBack,
             (S::RollingBack, E::RollbackSucceeded) => S::RolledBack,
             (S::RollingBack, E::RollbackFailed) => S::Failed,
-            (s, E::Cancel) if s.is_active() => S::Failed,
+            (s, E::Cancel) if s.holds_environment() => S::Failed,
             _ => {
                 return Err(InvalidTransition {
                     entity: "job",
@@ -131,12 +140,13 @@ impl JobStatus {
 
 impl JobEvent {
     /// Every event, for tables and tests.
-    pub const ALL: [JobEvent; 9] = [
+    pub const ALL: [JobEvent; 10] = [
         Self::Start,
         Self::ArtifactsReady,
         Self::WavesSucceeded,
         Self::VerificationPassed,
         Self::Fail,
+        Self::WoundDown,
         Self::RollbackStarted,
         Self::RollbackSucceeded,
         Self::RollbackFailed,
@@ -151,6 +161,7 @@ impl JobEvent {
             Self::WavesSucceeded => "waves_succeeded",
             Self::VerificationPassed => "verification_passed",
             Self::Fail => "fail",
+            Self::WoundDown => "wound_down",
             Self::RollbackStarted => "rollback_started",
             Self::RollbackSucceeded => "rollback_succeeded",
             Self::RollbackFailed => "rollback_failed",

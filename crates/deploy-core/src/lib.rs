@@ -19,6 +19,7 @@ mod image_ref;
 mod job;
 mod job_status;
 mod name;
+pub mod naming;
 mod net;
 mod planner;
 mod promotion;

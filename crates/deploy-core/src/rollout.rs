@@ -83,11 +83,12 @@ pub enum Action {
     /// The failure policy is exceeded and nothing is in flight, or every wave settled
     /// with failed targets the policy tolerated: apply `Fail` with this reason.
     FailJob(String),
-    /// failed job with `auto_rollback`: plan the rollback job, then create it and apply
-    /// `RollbackStarted` in one transaction.
+    /// A failed job wound down with `auto_rollback`: plan the rollback job, then create
+    /// it and apply `RollbackStarted` in one transaction. The claim loop runs the
+    /// rollback job like any other; this job's runner is done.
     StartRollback,
-    /// rolling_back job: follow the rollback job to its end.
-    AwaitRollback,
+    /// A failed job wound down with no automatic rollback to start: apply `WoundDown`.
+    EndWindDown,
     /// Nothing to do before this instant (a retry backoff), unless a live task reports first.
     WakeAt(Timestamp),
 }
@@ -112,22 +113,25 @@ pub fn decide(input: &DecideInput<'_>) -> Vec<Action> {
         JobStatus::Preparing => vec![Action::PrepareArtifacts],
         JobStatus::Running => decide_running(input),
         JobStatus::Completing => vec![Action::VerifyTargets],
+        // Settled: only an operator's rollback moves it on.
+        JobStatus::Failed if !job.winding_down => Vec::new(),
         JobStatus::Failed => {
-            let mut actions = wind_down(input);
-            let in_flight = any_in_flight(input);
-            if actions.is_empty()
-                && !in_flight
-                && job.failure_policy.auto_rollback
+            let actions = wind_down(input);
+            if !actions.is_empty() || any_in_flight(input) {
+                return actions;
+            }
+            let rolls_back = job.failure_policy.auto_rollback
                 && !job.is_rollback()
                 && input.rollback_attempts == 0
-                && !failed_within_policy(job)
-            {
-                actions.push(Action::StartRollback);
-            }
-            actions
+                && !failed_within_policy(job);
+            vec![if rolls_back {
+                Action::StartRollback
+            } else {
+                Action::EndWindDown
+            }]
         }
-        JobStatus::RollingBack => vec![Action::AwaitRollback],
-        JobStatus::Completed | JobStatus::RolledBack => Vec::new(),
+        // Waits for its rollback job, which the claim loop runs; its end settles this job.
+        JobStatus::RollingBack | JobStatus::Completed | JobStatus::RolledBack => Vec::new(),
     }
 }
 

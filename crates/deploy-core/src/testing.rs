@@ -216,6 +216,7 @@ pub fn job(n: u64, targets: u64) -> DeploymentJob {
         rollback_of: None,
         previous_job_id: None,
         queued_behind: None,
+        winding_down: false,
         tasks: (1..=targets)
             .map(|t| task(t, DEFAULT_MAX_ATTEMPTS))
             .collect(),

@@ -246,7 +246,7 @@ impl DockerApi for BollardApi {
                     .collect(),
             ),
             labels: Some(HashMap::from([(
-                crate::labels::COMPONENT.to_owned(),
+                deploy_core::naming::labels::COMPONENT.to_owned(),
                 net.name.clone(),
             )])),
             ..Default::default()

@@ -1,6 +1,7 @@
 //! The identity of a container's definition: the sha256 of its `ContainerSpec` (our own `stella.*` labels left out), written as the `stella.config` label and compared before anything is changed.
 
 use deploy_core::ContainerSpec;
+use deploy_core::naming::labels;
 use sha2::{Digest as _, Sha256};
 
 /// Lowercase hex sha256 of `spec` as canonical JSON (fields in declaration order, maps
@@ -9,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 /// same identity, so the second changes nothing.
 pub fn config_digest(spec: &ContainerSpec) -> String {
     let mut canonical = spec.clone();
-    canonical.labels.retain(|k, _| !k.starts_with("stella."));
+    canonical.labels.retain(|k, _| !labels::is_ours(k));
     // Serializing a struct of strings, numbers and sorted maps cannot fail.
     let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
     let digest = Sha256::digest(&bytes);

@@ -13,7 +13,6 @@ mod api;
 mod bollard_api;
 mod create;
 mod identity;
-pub mod labels;
 mod sequence;
 
 pub use api::{Container, DockerApi, DockerError, DockerErrorKind, Health, PullAuth, StepLog};
@@ -21,6 +20,5 @@ pub use bollard_api::{BollardApi, PULL_TIMEOUT, container_of, detail, pull_error
 pub use create::{create_argv, create_body, env_file, extra_networks};
 pub use identity::config_digest;
 pub use sequence::{
-    DeploySpec, Deployed, DockerHost, Failed, Running, SequenceConfig, next_name, previous_name,
-    running_of,
+    DeploySpec, Deployed, DockerHost, Failed, RECOVER_TIMEOUT, Running, SequenceConfig, running_of,
 };

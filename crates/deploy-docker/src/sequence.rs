@@ -14,6 +14,33 @@
 //! The instant revert: when `<name>-previous` carries the wanted digest and the same
 //! definition (it served it before), it is started again instead of a new container:
 //! no pull, no create. A rollback is usually this.
+//!
+//! `DockerHost::deploy`, step by step:
+//!
+//! 1. `inspect` `<name>`: a container whose `stella.target` label names another target
+//!    is refused and never touched (one without the label is used). The wanted digest
+//!    *and* `stella.config` (the sha256 of the definition) running: success without
+//!    change (`changed: false`).
+//! 2. The instant revert, as above (a kept container still running outside blue-green
+//!    is killed first, so a pending background stop cannot undo the start); if it does
+//!    not stay up it is removed and the sequence goes on.
+//! 3. Pull unless the image is present; named volumes and networks created unless
+//!    `external` (a missing external one is an error); create `<name>-next`.
+//! 4. Start it, start-first or stop-first. Stop-first when the definition publishes a
+//!    fixed host port, asks for it (`deploy.update_config.order: stop-first`), shares a
+//!    writable named volume or bind mount (as Compose recreates; `order: start-first`
+//!    allows it), or the agent target asks; never under blue-green
+//!    (`keep_previous_running`). Any failure removes `-next` and leaves, or puts back,
+//!    the old container serving.
+//! 5. `inspect` again: the new digest must run; its published ports are the result.
+//!
+//! `DockerHost::recover`, after a cancel, a timeout or a crash cut a deploy: removes
+//! `<name>-next` (looked at again briefly: a create the cut dropped may still finish),
+//! renames `-previous` back and starts it when `<name>` is missing (cut between the two
+//! renames), and starts a `<name>` that stop-first left stopped.
+//!
+//! The sequence is tested through its users: the agent's and the SSH executor's tests
+//! against the real Docker Engine, the WinRM executor's against its fake.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,7 +49,11 @@ use deploy_core::{ContainerSpec, Digest, Mount, Name, PublishedPort};
 
 use crate::api::{Container, DockerApi, DockerError, Health, PullAuth, StepLog};
 use crate::identity::config_digest;
-use crate::labels;
+use deploy_core::naming::{labels, next_name, previous_name};
+
+/// Longest recovery of a docker_host deploy an executor's cancel or timeout cut (see
+/// [`DockerHost::recover_cut`]).
+pub const RECOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Timings of the sequence.
 #[derive(Debug, Clone, Copy)]
@@ -43,16 +74,6 @@ impl Default for SequenceConfig {
             health_poll: Duration::from_millis(200),
         }
     }
-}
-
-/// The kept previous container of `name`.
-pub fn previous_name(name: &Name) -> String {
-    format!("{name}-previous")
-}
-
-/// The container being started for `name`, before the swap.
-pub fn next_name(name: &Name) -> String {
-    format!("{name}-next")
 }
 
 /// What one docker_host deploy is asked to do.
@@ -531,6 +552,23 @@ impl DockerHost<'_> {
             return Err(e);
         }
         self.swap(d, stopped).await
+    }
+
+    /// [`DockerHost::recover`] after deploy `d` was cut by a cancel or a timeout, within
+    /// [`RECOVER_TIMEOUT`]: the cut call's own token and deadline are spent, so its
+    /// recovery gets a bound of its own; past it, a line says it gave up (`None`) and the
+    /// caller reports the deploy's own error.
+    pub async fn recover_cut(&self, d: &DeploySpec<'_>, log: &dyn StepLog) -> Option<Vec<String>> {
+        let recover = self.recover(d.name, d.target, log);
+        let recovered = tokio::time::timeout(RECOVER_TIMEOUT, recover).await;
+        if recovered.is_err() {
+            log.step(&format!(
+                "recovery of {} gave up after {} s",
+                d.name,
+                RECOVER_TIMEOUT.as_secs()
+            ));
+        }
+        recovered.ok()
     }
 
     /// After a deploy was cancelled, timed out or cut halfway: removes `<name>-next`

@@ -20,61 +20,27 @@
     reason = "a benchmark binary reports on stdout and stops on setup errors"
 )]
 
-use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use deploy_core::testing::{environment_id, name, promotion, ssh_connection, target_id, ts};
 use deploy_core::*;
 use deploy_engine::{Engine, EngineConfig, JobRequest, SystemClock};
-use deploy_exec::{
-    CommandOutput, DeployRequest, ExecContext, ExecError, ExecutionResult, Executor,
-    ExecutorRegistry,
-};
+use deploy_exec::ExecutorRegistry;
 use deploy_store::{PgConfig, PgStore, SqliteConfig, SqliteStore, Store};
 use deploy_testkit::bench_report::{Better, Figure, Goal};
+use deploy_testkit::exec::FakeExecutor;
 
 /// In-flight tasks, for the engine (`parallelism`) and the store-only baseline (workers).
 const PARALLELISM: u32 = 100;
 
-/// Deploys instantly and reports success.
-struct Instant0;
-
-#[async_trait]
-impl Executor for Instant0 {
-    async fn deploy(&self, request: &DeployRequest, _ctx: &ExecContext) -> ExecutionResult {
-        ExecutionResult {
-            success: true,
-            published: Vec::new(),
-            agent: None,
-            deployed_digest: Some(request.task.digest.clone()),
-            previous_digest: None,
-            changed: true,
-            running: BTreeMap::new(),
-            error: None,
-        }
-    }
-    async fn inspect(
-        &self,
-        _: &Target,
-        _: &Name,
-        _: &ExecContext,
-    ) -> Result<Option<Digest>, ExecError> {
-        Ok(None)
-    }
-    async fn run_command(
-        &self,
-        _: &Target,
-        _: &CommandSpec,
-        _: &ExecContext,
-    ) -> Result<CommandOutput, ExecError> {
-        Ok(CommandOutput {
-            exit_status: 0,
-            stdout: String::new(),
-        })
-    }
+/// The fake executor, deploying at once (no pause) and reporting success.
+fn instant_executor() -> Arc<FakeExecutor> {
+    let fake = FakeExecutor::default();
+    fake.instant
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Arc::new(fake)
 }
 
 /// A fresh store of the chosen backend; the guard keeps its files (or server) alive.
@@ -132,7 +98,7 @@ async fn one_run(n: u64, postgres: bool, store_only: bool) -> (f64, Duration) {
         .unwrap();
     store.put_promotion(&p).await.unwrap();
     let mut executors = ExecutorRegistry::new();
-    executors.register(ExecutionModel::Ssh, Arc::new(Instant0));
+    executors.register(ExecutionModel::Ssh, instant_executor());
     let engine = Engine::new(
         store.clone(),
         executors,
@@ -147,7 +113,7 @@ async fn one_run(n: u64, postgres: bool, store_only: bool) -> (f64, Duration) {
         return store_transitions(store, job.tasks).await;
     }
     let started = Instant::now();
-    let done = engine.run_job(job.id).await.unwrap();
+    let done = engine.run_to_settled(job.id).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(done.status, JobStatus::Completed);
     (n as f64 / elapsed.as_secs_f64(), elapsed)

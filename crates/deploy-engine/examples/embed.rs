@@ -132,7 +132,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             eprintln!("{} {} -> {} ({})", e.at, e.event, e.status, e.cause);
         }
     });
-    let done = engine.run_job(job.id).await?;
+    let done = engine.run_to_settled(job.id).await?;
     eprintln!("job {} ended {}", done.id, done.status);
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::{CommandSpec, DeploymentTask, TaskEvent, TaskStatus};
-use deploy_exec::{ComponentSpec, DeployRequest, ExecContext, Executor, TaskLog};
+use deploy_exec::{ComponentSpec, DeployOutcome, DeployRequest, ExecContext, Executor, TaskLog};
 use deploy_health::HealthVerdict;
 use deploy_store::StoreError;
 use tokio_util::sync::CancellationToken;
@@ -99,21 +99,17 @@ async fn attempt(
     }
     let mut phase = phase;
     if phase == Phase::Reconcile {
-        if let Some(result) = executor.resume(&target, &task, &exec_ctx).await {
-            if let Some(agent) = result.agent {
-                tokens.record.set_agent(agent);
-            }
-            if !result.success || result.deployed_digest.as_ref() != Some(&task.digest) {
-                let (retryable, why) = match &result.error {
-                    Some(e) => (
-                        e.is_retryable(),
-                        format!("the attempt in flight failed: {e}"),
-                    ),
-                    None => (
-                        true,
-                        "the attempt in flight deployed another digest".to_owned(),
-                    ),
-                };
+        if let Some(outcome) = executor.resume(&target, &task, &exec_ctx).await {
+            tokens.record.ran_on(&outcome);
+            let failed = match outcome {
+                Ok(d) if d.deployed_digest == task.digest => None,
+                Ok(_) => Some((
+                    true,
+                    "the attempt in flight deployed another digest".to_owned(),
+                )),
+                Err(f) => Some((f.retryable(), format!("the attempt in flight failed: {f}"))),
+            };
+            if let Some((retryable, why)) = failed {
                 return fail(inner, tokens, &task, retryable, &why).await;
             }
             log.line("the attempt in flight finished on its digest");
@@ -212,21 +208,15 @@ async fn attempt(
             stored_lock,
             rollback: ctx.rollback,
         };
-        let result = executor.deploy(&request, &deploy_ctx).await;
-        if let Some(agent) = result.agent {
-            tokens.record.set_agent(agent);
-        }
-        if !result.success {
-            let (retryable, why) = match (&result.error, cancel.is_cancelled()) {
-                (_, true) => (false, "cancelled".to_owned()),
-                (Some(e), false) => (e.is_retryable(), e.to_string()),
-                (None, false) => (
-                    false,
-                    "the executor reported failure without an error".to_owned(),
-                ),
-            };
-            return fail(inner, tokens, &task, retryable, &why).await;
-        }
+        let outcome = executor.deploy(&request, &deploy_ctx).await;
+        tokens.record.ran_on(&outcome);
+        let result = match outcome {
+            Ok(deployed) => deployed,
+            Err(_) if cancel.is_cancelled() => {
+                return fail(inner, tokens, &task, false, "cancelled").await;
+            }
+            Err(f) => return fail(inner, tokens, &task, f.retryable(), &f.to_string()).await,
+        };
         if result.previous_digest.is_some() && result.previous_digest != task.previous_digest {
             task.previous_digest = result.previous_digest.clone();
             task = inner.store.save_task(&task, inner.clock.now()).await?;
@@ -368,8 +358,15 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn set_agent(&self, agent: deploy_core::AgentId) {
-        if let Ok(mut a) = self.agent.lock() {
+    /// Keeps the agent that ran the deploy, whatever its outcome.
+    fn ran_on(&self, outcome: &DeployOutcome) {
+        let agent = match outcome {
+            Ok(d) => d.agent,
+            Err(f) => f.agent,
+        };
+        if let Some(agent) = agent
+            && let Ok(mut a) = self.agent.lock()
+        {
             *a = Some(agent);
         }
     }

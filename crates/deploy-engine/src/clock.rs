@@ -1,8 +1,10 @@
-//! Time and randomness for the engine: the one place that reads the wall clock, behind a trait so tests can pin it.
+//! Time and randomness for the engine: the one place that reads the wall clock, behind the `Clock` the embedder passes in.
 
 use deploy_core::Timestamp;
 
-/// The source of "now" (deploy-core takes time as an argument; this is where it comes from).
+/// The source of "now" (deploy-core takes time as an argument; this is where it comes
+/// from). deployd and the server pass [`SystemClock`]; the engine's tests run on it
+/// too, since their timing is set by configuration (backoff, timeouts), not by dates.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }

@@ -411,6 +411,7 @@ impl Engine {
             rollback_of: None,
             previous_job_id: previous.map(|j| j.id),
             queued_behind: None,
+            winding_down: false,
             tasks,
             idempotency_key: request.idempotency_key.clone(),
             failure_reason: None,

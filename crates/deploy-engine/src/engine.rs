@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use deploy_core::{DeploymentJob, DeploymentTask, JobEvent, JobId, TaskEvent, Timestamp};
+use deploy_core::{
+    DeploymentJob, DeploymentTask, JobEvent, JobId, JobStatus, TaskEvent, Timestamp,
+};
 use deploy_exec::ExecutorRegistry;
 use deploy_health::HealthVerifier;
 use deploy_store::{Store, StoreError};
@@ -102,8 +104,35 @@ impl Engine {
 
     /// Cancels a job. When this engine runs it, in-flight tasks are cancelled
     /// through their tokens; otherwise the cancel is written to the store and the
-    /// engine running it stops at its next step.
+    /// engine running it stops at its next step. A `rolling_back` job is cancelled
+    /// through its rollback job, whose end (failed) settles it as `failed`; it is
+    /// returned as it is now.
     pub async fn cancel_job(&self, job: JobId, by: &str) -> Result<DeploymentJob, EngineError> {
+        let current = self.inner.store.get_job(job).await?;
+        if let Some(rollback) = self.rollback_job_of(&current).await? {
+            // Already failed and winding down (cancelled before, or failing): its end
+            // settles the original; there is nothing more to cancel.
+            if rollback.status.holds_environment() {
+                self.cancel_one(rollback.id, by).await?;
+            }
+            return Ok(self.inner.store.get_job(job).await?);
+        }
+        self.cancel_one(job, by).await
+    }
+
+    /// The rollback job under way for `job` when it is `rolling_back`: the one that
+    /// still needs a runner (its end settles `job`).
+    pub(crate) async fn rollback_job_of(
+        &self,
+        job: &DeploymentJob,
+    ) -> Result<Option<DeploymentJob>, EngineError> {
+        if job.status != JobStatus::RollingBack {
+            return Ok(None);
+        }
+        Ok(self.inner.store.rollback_job_of(job.id).await?)
+    }
+
+    async fn cancel_one(&self, job: JobId, by: &str) -> Result<DeploymentJob, EngineError> {
         let here = self
             .inner
             .running
@@ -140,7 +169,7 @@ impl Inner {
     }
 
     /// Logs and publishes a job transition that was just written.
-    fn publish_job_event(
+    pub(crate) fn publish_job_event(
         &self,
         updated: &DeploymentJob,
         event: JobEvent,
@@ -171,6 +200,8 @@ impl Inner {
             .store
             .start_rollback(job.id, job.version, rollback, now, cause)
             .await?;
+        // The rollback job is claimed and run like any new job: at once, here.
+        self.job_created.notify_one();
         self.publish_job_event(&updated, JobEvent::RollbackStarted, cause, now);
         Ok((updated, created.value))
     }

@@ -15,6 +15,27 @@ pub enum EngineError {
         promotion: PromotionId,
         status: &'static str,
     },
+    /// An archived release is no longer promoted, whenever it was requested.
+    #[error("release `{release}` is archived; it can no longer be promoted")]
+    ReleaseArchived { release: String },
+    /// The environment's pipeline: the release must have completed in every
+    /// environment it requires (`missing` names each one, quoted).
+    #[error(
+        "release `{release}` has not completed in {missing} yet; environment `{environment}` requires it first (its pipeline)"
+    )]
+    PipelineIncomplete {
+        release: String,
+        missing: String,
+        environment: String,
+    },
+    /// The environment's approval policy refused this approval.
+    #[error(transparent)]
+    ApprovalRefused(#[from] deploy_core::ApprovalRefused),
+    /// The promotion changed between its read and the approval's write.
+    #[error(
+        "promotion `{promotion}` changed while this approval was recorded (another approval or a decision); read it and approve again"
+    )]
+    PromotionChanged { promotion: PromotionId },
     #[error("cannot plan the rollout: {0}")]
     Plan(#[from] PlanError),
     #[error(transparent)]

@@ -7,6 +7,7 @@
 //! as `Reconcile` and are checked against the target with `inspect`.
 
 mod app_secrets;
+mod approve;
 mod attempt;
 mod bluegreen;
 mod clock;
@@ -24,6 +25,7 @@ mod service;
 mod verify;
 
 pub use app_secrets::{AppSecrets, AppSecretsError, ResolvedSecret};
+pub use approve::Approval;
 pub use bluegreen::{
     NGINX_COMMAND_LABEL, NGINX_INCLUDE_LABEL, NGINX_LISTEN_LABEL, NGINX_UPSTREAM_PORT_LABEL,
 };

@@ -1,7 +1,6 @@
-//! Rollback from the engine's side: gather the last-known-good digests, create the rollback job, follow it, and settle the original job.
+//! Rollback from the engine's side: gather the last-known-good digests, create the rollback job (run by the claim loop like any job), and settle the original with the rollback job's end.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use deploy_artifacts::{ArtifactError, PolicyScope, check_lock_policy};
 use deploy_core::{
@@ -11,7 +10,6 @@ use deploy_core::{
 use deploy_rollback::{
     KnownGood, LastKnownGood, RollbackError, RollbackPlan, RollbackRequest, SlotKey, plan_rollback,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::clock::random_bytes;
 use crate::engine::{Engine, Inner};
@@ -231,18 +229,22 @@ async fn create_rollback(
     Ok((plan, created.value))
 }
 
-/// Starts the automatic (or manual) rollback of a failed job. `Ok(false)` when
-/// nothing can be restored: the job stays failed, and says why.
+/// Starts the automatic rollback of a failed job at the end of its wind-down: the
+/// job moves to `rolling_back` in the same write that creates its rollback job.
+/// When nothing can be restored (no last-known-good digest, or what would be
+/// restored is no longer allowed by the runtime policy) the wind-down ends
+/// instead, and every slot the job touched says why in its log. Returns the job
+/// as written.
 pub(crate) async fn start(
     inner: &Inner,
     job: &DeploymentJob,
     attempt: u32,
-) -> Result<bool, EngineError> {
+) -> Result<DeploymentJob, EngineError> {
     let reason = job
         .failure_reason
         .clone()
         .unwrap_or_else(|| "the job failed".to_owned());
-    match plan(inner, job, attempt, &reason).await {
+    let why = match plan(inner, job, attempt, &reason).await {
         Ok(plan) => {
             let rollback = &plan.job;
             let mut cause = format!(
@@ -257,33 +259,26 @@ pub(crate) async fn start(
                     describe_slots(inner, job, &slots).await?
                 ));
             }
-            inner.start_rollback(job, rollback, &cause).await?;
-            Ok(true)
+            let (updated, _) = inner.start_rollback(job, rollback, &cause).await?;
+            return Ok(updated);
         }
         Err(EngineError::Rollback(e @ RollbackError::NoRollbackTarget { .. })) => {
             tracing::warn!(job = %job.id, error = %e, "automatic rollback impossible");
-            // The job stays failed; every slot it touched says so in its own log,
-            // so `deployctl logs` and `--follow --logs` show why nothing was restored.
-            let line = format!("automatic rollback impossible: {e}");
-            let now = inner.clock.now();
-            for task in job.tasks.iter().filter(|t| t.attempt_number > 0) {
-                inner.store.append_log(task.id, now, &line).await?;
-            }
-            Ok(false)
+            format!("automatic rollback impossible: {e}")
         }
         Err(EngineError::Artifacts(e @ ArtifactError::PolicyRefused { .. })) => {
-            // What the rollback would restore is no longer allowed here: the job
-            // stays failed, and every slot it touched says why.
             tracing::warn!(job = %job.id, error = %e, "automatic rollback refused by the runtime policy");
-            let line = format!("automatic rollback refused: {e}");
-            let now = inner.clock.now();
-            for task in job.tasks.iter().filter(|t| t.attempt_number > 0) {
-                inner.store.append_log(task.id, now, &line).await?;
-            }
-            Ok(false)
+            format!("automatic rollback refused: {e}")
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    // The job stays failed; every slot it touched says so in its own log, so
+    // `deployctl logs` and `--follow --logs` show why nothing was restored.
+    let now = inner.clock.now();
+    for task in job.tasks.iter().filter(|t| t.attempt_number > 0) {
+        inner.store.append_log(task.id, now, &why).await?;
     }
+    Ok(inner.job_event(job, JobEvent::WoundDown, &why).await?)
 }
 
 /// Names slots as `target/component` (`target` alone for a compose project),
@@ -332,72 +327,111 @@ async fn describe_slots(
     Ok(names.join(", "))
 }
 
-/// Runs the rollback job of a rolling-back job to its end and settles the original.
-pub(crate) async fn follow(
-    inner: Arc<Inner>,
-    job: &DeploymentJob,
-    attempt: u32,
-    cancel: CancellationToken,
-    stop: CancellationToken,
-    abandon: CancellationToken,
+/// Writes `event` (`verification_passed` or `wound_down`), which settles
+/// `rollback`, and in the same transaction settles the job it rolls back if that
+/// one is `rolling_back` ([`deploy_store::Store::settle_rollback_job`]): the
+/// original is never left waiting on a rollback job that has ended.
+pub(crate) async fn settle(
+    inner: &Inner,
+    rollback: &DeploymentJob,
+    event: JobEvent,
+    cause: &str,
 ) -> Result<DeploymentJob, EngineError> {
-    let reason = job.failure_reason.clone().unwrap_or_default();
-    let (plan, rollback) = create_rollback(&inner, job, attempt.max(1), &reason).await?;
-    let finished = Box::pin(runner::run(
-        inner.clone(),
-        rollback.id,
-        cancel,
-        stop,
-        abandon,
-    ))
-    .await?;
-    let job = inner.store.get_job(job.id).await?;
-    match finished.status {
-        JobStatus::Completed => {
+    let original_cause = match event {
+        JobEvent::VerificationPassed => {
             // `rolled_back` with slots left broken must say which, not only succeed.
-            let mut cause = format!("rollback job `{}` completed", finished.id);
-            if !plan.unrestorable.is_empty() {
-                let slots: Vec<SlotKey> = plan.unrestorable.iter().map(|u| u.slot).collect();
+            let mut cause = format!("rollback job `{}` completed", rollback.id);
+            // Best effort: the list must never keep the rollback job from settling.
+            let unrestored = unrestored_slots(inner, rollback)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(job = %rollback.id, error = %e, "cannot name the slots the rollback left unrestored");
+                    "(cannot be listed: see the `rollback_started` event)".to_owned()
+                });
+            if !unrestored.is_empty() {
                 cause.push_str(&format!(
-                    "; not restored (no last-known-good digest): {}",
-                    describe_slots(&inner, &job, &slots).await?
+                    "; not restored (no last-known-good digest): {unrestored}"
                 ));
             }
-            Ok(inner
-                .job_event(&job, JobEvent::RollbackSucceeded, &cause)
-                .await?)
+            cause
         }
-        JobStatus::Failed => {
-            let why = finished
+        _ => format!(
+            "rollback job `{}` failed: {}",
+            rollback.id,
+            rollback
                 .failure_reason
-                .unwrap_or_else(|| "unknown reason".to_owned());
-            Ok(inner
-                .job_event(
-                    &job,
-                    JobEvent::RollbackFailed,
-                    &format!("rollback job `{}` failed: {why}", finished.id),
-                )
-                .await?)
-        }
-        // Stopped before the rollback settled: the next engine resumes it.
-        _ => Ok(job),
+                .as_deref()
+                .unwrap_or("unknown reason")
+        ),
+    };
+    let now = inner.clock.now();
+    let (settled, original) = inner
+        .store
+        .settle_rollback_job(
+            rollback.id,
+            rollback.version,
+            event,
+            now,
+            cause,
+            &original_cause,
+        )
+        .await?;
+    inner.publish_job_event(&settled, event, cause, now);
+    if let Some(original) = original {
+        let event = if original.status == JobStatus::RolledBack {
+            JobEvent::RollbackSucceeded
+        } else {
+            JobEvent::RollbackFailed
+        };
+        inner.publish_job_event(&original, event, &original_cause, now);
     }
+    Ok(settled)
+}
+
+/// The slots of the job `rollback` rolls back that had no last-known-good digest
+/// to restore (named, for the original's last event), or "" when there are none
+/// or that job is not rolling back. Planned again rather than stored: nothing has
+/// completed in the environment since the rollback started (its job holds the lock),
+/// so the plan is the same.
+async fn unrestored_slots(inner: &Inner, rollback: &DeploymentJob) -> Result<String, EngineError> {
+    let Some(original) = rollback.rollback_of else {
+        return Ok(String::new());
+    };
+    let original = inner.store.get_job(original).await?;
+    if original.status != JobStatus::RollingBack {
+        return Ok(String::new());
+    }
+    let lkg = known_good(inner, &original).await?;
+    let mut random = random_bytes;
+    let plan = plan_rollback(RollbackRequest {
+        job: &original,
+        reason: String::new(),
+        known_good: &lkg,
+        attempt: 1,
+        now: inner.clock.now(),
+        random: &mut random,
+    })?;
+    if plan.unrestorable.is_empty() {
+        return Ok(String::new());
+    }
+    let slots: Vec<SlotKey> = plan.unrestorable.iter().map(|u| u.slot).collect();
+    describe_slots(inner, &original, &slots).await
 }
 
 impl Engine {
-    /// Rolls back a job by hand: a failed job goes to `rolling_back` and its runner
-    /// follows the rollback job; a completed job stays completed and a new rollback
-    /// job restores what the job before it deployed. Returns the rollback job, which
-    /// the caller runs with [`Engine::run_job`] (for a failed job: run the original).
-    /// Refused (a rollback error, 409 in the API): a job already rolling back, and a
-    /// failed job whose runner is still winding down its attempts.
+    /// Rolls back a job by hand: a settled failed job goes to `rolling_back` in the
+    /// write that creates its rollback job; a completed job stays completed and a new
+    /// rollback job restores what the job before it deployed. Returns the rollback
+    /// job: the claim loop runs it ([`Engine::serve`]), or the caller with
+    /// [`Engine::run_job`]; its end settles the original. Refused (a rollback error,
+    /// 409 in the API): a job already rolling back, and a failed job still winding down.
     pub async fn rollback(&self, id: JobId, reason: &str) -> Result<DeploymentJob, EngineError> {
         let inner = &self.inner;
         let job = inner.store.get_job(id).await?;
         let attempt = runner::rollback_attempts(inner, id).await? + 1;
         match job.status {
-            // Its rollback job is under way; another would hold the environment while
-            // the original's runner follows only the one it started.
+            // Its rollback job is under way; a second one would have to wait for the
+            // environment, and the first one's end settles the job.
             JobStatus::RollingBack => Err(RollbackError::NotRollbackable {
                 job: id.to_string(),
                 status: job.status.as_str(),
@@ -405,27 +439,24 @@ impl Engine {
             .into()),
             JobStatus::Failed => {
                 // Its runner first settles the attempts still out (reconciles or
-                // cancels them); a rollback started before would deploy the
-                // last-known-good digest beside an attempt still finishing there.
-                let unsettled = job
-                    .tasks
-                    .iter()
-                    .filter(|t| {
-                        t.status.is_in_flight()
-                            || matches!(t.status, TaskStatus::Queued | TaskStatus::Retrying)
-                    })
-                    .count();
-                if unsettled > 0 {
+                // cancels them) and may start the automatic rollback; a rollback
+                // started before would deploy the last-known-good digest beside an
+                // attempt still finishing there.
+                if job.winding_down {
+                    let tasks = job
+                        .tasks
+                        .iter()
+                        .filter(|t| {
+                            t.status.is_in_flight()
+                                || matches!(t.status, TaskStatus::Queued | TaskStatus::Retrying)
+                        })
+                        .count();
                     return Err(RollbackError::StillWindingDown {
                         job: id.to_string(),
-                        tasks: unsettled,
+                        tasks,
                     }
                     .into());
                 }
-                // It moves to rolling_back in the same transaction that creates its
-                // rollback job: created first, a crash in between left a pending
-                // rollback job beside a failed original, run by the claim loop and,
-                // once the original was rolling back, by the original's runner too.
                 let plan = plan(inner, &job, attempt, reason).await?;
                 let (_, rollback) = inner
                     .start_rollback(&job, &plan.job, &format!("manual rollback: {reason}"))

@@ -25,18 +25,12 @@ const RELOAD_EVERY: Duration = Duration::from_secs(2);
 const RETRY_UNAVAILABLE: Duration = Duration::from_millis(500);
 
 impl Engine {
-    /// Runs job `id` in this task until it settles (completed, failed, rolled back)
-    /// or the engine stops running it. Safe to call after a crash: it resumes.
+    /// Runs job `id` in this task until it needs no runner any more (completed, failed
+    /// and wound down, rolling back, rolled back) or the engine stops running it. Safe
+    /// to call after a crash: it resumes. A job that starts its automatic rollback
+    /// ends here `rolling_back`: its rollback job is a job of its own, run like any
+    /// other (by [`Engine::serve`], or by calling this with its id).
     pub async fn run_job(&self, id: JobId) -> Result<DeploymentJob, EngineError> {
-        self.run_job_here(id).await.0
-    }
-
-    /// [`Engine::run_job`], also saying whether this engine stopped the run
-    /// ([`Engine::stop_job`], [`Engine::abandon_job`]) before the job was done.
-    pub(crate) async fn run_job_here(
-        &self,
-        id: JobId,
-    ) -> (Result<DeploymentJob, EngineError>, bool) {
         let (cancel, stop, abandon) = (
             CancellationToken::new(),
             CancellationToken::new(),
@@ -52,11 +46,28 @@ impl Engine {
                 },
             );
         }
-        let result = run(self.inner.clone(), id, cancel, stop.clone(), abandon).await;
+        let result = run(self.inner.clone(), id, cancel, stop, abandon).await;
         if let Ok(mut running) = self.inner.running.lock() {
             running.remove(&id);
         }
-        (result, stop.is_cancelled())
+        result
+    }
+
+    /// Runs job `id` with [`Engine::run_job`] and, while it is rolling back, its
+    /// rollback job the same way; returns job `id` as it ends. For an embedder (or a
+    /// test) that runs jobs itself instead of [`Engine::serve`]: each job still runs
+    /// through the one runner, one after the other.
+    pub async fn run_to_settled(&self, id: JobId) -> Result<DeploymentJob, EngineError> {
+        let mut job = self.run_job(id).await?;
+        while let Some(rollback) = self.rollback_job_of(&job).await? {
+            let ended = self.run_job(rollback.id).await?;
+            if ended.needs_runner() {
+                // Stopped before its end (shutdown): it resumes later, and so does this.
+                return Ok(self.inner.store.get_job(id).await?);
+            }
+            job = self.inner.store.get_job(id).await?;
+        }
+        Ok(job)
     }
 
     /// Stops running job `id` here at once because its lease is lost: another
@@ -126,7 +137,7 @@ enum Flow {
     Return,
 }
 
-pub(crate) async fn run(
+async fn run(
     inner: Arc<Inner>,
     id: JobId,
     cancel: CancellationToken,
@@ -198,7 +209,7 @@ pub(crate) async fn run(
         });
         if actions.is_empty() {
             if run.live.is_empty() {
-                if run.job.status.is_active() {
+                if run.job.needs_runner() {
                     return Err(EngineError::Stalled {
                         job: id,
                         status: run.job.status.as_str(),
@@ -323,6 +334,18 @@ impl Run {
         Ok(())
     }
 
+    /// Writes `event`, which settles the job: for a rollback job, through
+    /// [`rollback::settle`], which settles the job it rolls back in the same write.
+    async fn settle(&mut self, event: JobEvent, cause: &str) -> Result<(), EngineError> {
+        if self.job.is_rollback() {
+            let updated = rollback::settle(&self.inner, &self.job, event, cause).await?;
+            self.set_job(updated);
+            Ok(())
+        } else {
+            self.job_event(event, cause).await
+        }
+    }
+
     /// Performs one action, persisting first.
     async fn perform(&mut self, action: Action) -> Result<Flow, EngineError> {
         match action {
@@ -372,7 +395,7 @@ impl Run {
                 };
                 match verified {
                     Ok(()) if blue_green => {
-                        self.job_event(
+                        self.settle(
                             JobEvent::VerificationPassed,
                             "traffic cut over to green; every target healthy",
                         )
@@ -380,7 +403,7 @@ impl Run {
                         bluegreen::retire_blue(&self.inner, &self.ctx, &self.job).await;
                     }
                     Ok(()) => {
-                        self.job_event(JobEvent::VerificationPassed, "every target healthy")
+                        self.settle(JobEvent::VerificationPassed, "every target healthy")
                             .await?
                     }
                     Err(why) => self.job_event(JobEvent::Fail, &why).await?,
@@ -388,26 +411,18 @@ impl Run {
             }
             Action::FailJob(reason) => self.job_event(JobEvent::Fail, &reason).await?,
             Action::StartRollback => {
-                if !rollback::start(&self.inner, &self.job, self.rollbacks + 1).await? {
-                    return Ok(Flow::Return);
-                }
-                self.rollbacks += 1;
-                self.reload().await?;
+                // Rolling back (its rollback job created in the same write), or, when
+                // nothing can be restored, wound down saying why: done either way.
+                let updated = rollback::start(&self.inner, &self.job, self.rollbacks + 1).await?;
+                self.set_job(updated);
+                return Ok(Flow::Return);
             }
-            Action::AwaitRollback => {
-                let settled = rollback::follow(
-                    self.inner.clone(),
-                    &self.job,
-                    self.rollbacks,
-                    self.cancel.clone(),
-                    self.stop.clone(),
-                    self.abandon.clone(),
+            Action::EndWindDown => {
+                self.settle(
+                    JobEvent::WoundDown,
+                    "every attempt settled; no automatic rollback",
                 )
-                .await?;
-                self.set_job(settled);
-                if self.stop.is_cancelled() {
-                    return Ok(Flow::Return);
-                }
+                .await?
             }
             Action::WakeAt(_) => {}
         }

@@ -1,13 +1,14 @@
-//! The engine as a service: claim active jobs with a lease, run each, renew leases, and hand jobs back on shutdown.
+//! The engine as a service: claim the jobs that need a runner (rollback jobs included, like any other) with a lease, run each, renew leases, and release them on shutdown.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use deploy_core::{JobId, JobStatus};
+use deploy_core::JobId;
 use deploy_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
+use crate::errors::EngineError;
 
 /// Jobs claimed per poll at most.
 const CLAIM_BATCH: u32 = 16;
@@ -87,23 +88,6 @@ impl Engine {
             if active.lock().map(|a| a.contains(&id)).unwrap_or(true) {
                 continue;
             }
-            // A rollback job whose original is rolling back is driven by the original's
-            // runner; so is one whose original failed with `auto_rollback` and has not
-            // moved to rolling_back yet (left by an older deployd, which created the
-            // rollback job before moving the original, and died in between: the
-            // original is claimed again and its runner starts, and drives, that job).
-            match self.driven_by_its_parent(id).await {
-                Ok(false) => {}
-                Ok(true) => continue,
-                // One job that cannot be read must not strand the rest of the batch
-                // (before, the loop returned here). It keeps our lease unrenewed, so
-                // it is claimed again when the lease ends: a lease of back-off for a
-                // row that keeps failing, rather than a retry every poll.
-                Err(e) => {
-                    tracing::warn!(job = %id, error = %e, "cannot read a claimed job; it is claimed again after its lease");
-                    continue;
-                }
-            }
             if let Ok(mut a) = active.lock() {
                 a.insert(id);
             }
@@ -111,15 +95,23 @@ impl Engine {
             let active = active.clone();
             runners.spawn(async move {
                 let renew = engine.keep_lease(id);
-                let (result, stopped) = engine.run_job_here(id).await;
+                let result = engine.run_job(id).await;
                 renew.cancel();
-                if let Err(e) = &result {
-                    tracing::error!(job = %id, error = %e, "job runner stopped with an error");
+                match &result {
+                    // Done, stopped, or stopped by an unreachable database: released,
+                    // so that the next claim (any replica's) takes it at once if it
+                    // still needs a runner.
+                    Ok(_) => engine.release_lease_soon(id).await,
+                    Err(EngineError::Store(e)) if e.is_unavailable() => {
+                        tracing::warn!(job = %id, error = %e, "job runner stopped: the database is unavailable");
+                        engine.release_lease_soon(id).await;
+                    }
+                    // Any other error would likely recur at once: the lease is kept
+                    // until it expires, a lease of back-off before the next claim.
+                    Err(e) => {
+                        tracing::error!(job = %id, error = %e, "job runner stopped with an error; the job is claimed again when its lease ends");
+                    }
                 }
-                // A runner cut short (shutdown, lease lost, a store error) may leave a
-                // failed job before its wind-down or automatic rollback: hand it back
-                // so that it stays claimable; a runner that is done releases it.
-                engine.give_back_lease(id, stopped || result.is_err()).await;
                 if let Ok(mut a) = active.lock() {
                     a.remove(&id);
                 }
@@ -128,46 +120,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether claimed job `id` is a rollback job that its original's runner drives
-    /// (not ours to run; a settled one is released, or it would be claimed again
-    /// every lease).
-    async fn driven_by_its_parent(&self, id: JobId) -> Result<bool, StoreError> {
-        let inner = &self.inner;
-        let job = inner.store.get_job(id).await?;
-        let Some(parent) = job.rollback_of else {
-            return Ok(false);
-        };
-        let parent = inner.store.get_job(parent).await?;
-        if parent.status != JobStatus::RollingBack
-            && !(parent.status == JobStatus::Failed && parent.failure_policy.auto_rollback)
-        {
-            return Ok(false);
-        }
-        if !job.status.is_active()
-            && let Err(e) = inner.store.release_lease(id, &inner.config.owner).await
-        {
-            tracing::warn!(job = %id, error = %e, "cannot release a settled rollback job");
-        }
-        Ok(true)
-    }
-
     /// Gives job `id`'s lease back, so the next claim (ours or another replica's)
-    /// takes the job at once: released when its runner is done with it, handed back
-    /// ([`deploy_store::Store::hand_back_lease`]: a failed job stays claimable) when
-    /// the runner was `unfinished`. While the database is unavailable (the runner may
-    /// have stopped because of it) this is tried again every second, for at most a
-    /// lease: after that the lease has expired and any claim takes the job anyway.
-    async fn give_back_lease(&self, id: JobId, unfinished: bool) {
+    /// takes the job at once if it still needs a runner. While the database is
+    /// unavailable (the runner may have stopped because of it) this is tried again
+    /// every second, for at most a lease: after that the lease has expired and any
+    /// claim takes the job anyway.
+    async fn release_lease_soon(&self, id: JobId) {
         let inner = &self.inner;
         let give_up = tokio::time::Instant::now() + inner.config.lease;
         loop {
-            let owner = &inner.config.owner;
-            let given = if unfinished {
-                inner.store.hand_back_lease(id, owner).await
-            } else {
-                inner.store.release_lease(id, owner).await
-            };
-            match given {
+            match inner.store.release_lease(id, &inner.config.owner).await {
                 Ok(()) => return,
                 Err(e) if e.is_unavailable() && tokio::time::Instant::now() < give_up => {
                     tracing::warn!(job = %id, error = %e, "cannot release the lease yet; the database is unavailable");

@@ -280,7 +280,7 @@ async fn bench() -> BoxResult<()> {
         }
         while let Some(r) = set.join_next().await {
             let r = r?;
-            if !r.success || !r.changed {
+            if !r.as_ref().is_ok_and(|d| d.changed) {
                 return Err(format!("deploy failed: {r:?}").into());
             }
         }

@@ -288,6 +288,19 @@ impl ExecError {
             expected: expected.into(),
         }
     }
+
+    /// `target` was handed to the executor of the `served` execution model, and its
+    /// connection is of another (the registry picks by model, so this is a caller's bug).
+    pub(crate) fn wrong_connection(
+        target: &deploy_core::Target,
+        served: deploy_core::ExecutionModel,
+    ) -> Self {
+        Self::invalid(
+            format!("target `{}`.connection.model", target.name),
+            target.connection.model().as_str(),
+            format!("{0} for the {0} executor", served.as_str()),
+        )
+    }
 }
 
 #[cfg(test)]

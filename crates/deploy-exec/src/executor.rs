@@ -14,9 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::errors::ExecError;
 use crate::logs::{DEFAULT_LOG_CAP, LogSink, NullSink, TaskLog};
 
-/// Label keys the executors put on the containers they start.
-pub use deploy_docker::labels;
-
 /// What one call may use: where logs go, how to stop it, how long it may take.
 #[derive(Debug, Clone)]
 pub struct ExecContext {
@@ -96,12 +93,14 @@ impl ComponentSpec {
     }
 }
 
-/// The outcome of a deploy.
+/// The outcome of a deploy: what runs now, or why not.
+pub type DeployOutcome = Result<Deployed, DeployFailure>;
+
+/// A deploy that left the request's digest running.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecutionResult {
-    pub success: bool,
-    /// What runs after the deploy (the new digest on success).
-    pub deployed_digest: Option<Digest>,
+pub struct Deployed {
+    /// What runs after the deploy: the task's digest.
+    pub deployed_digest: Digest,
     /// What ran before, as `inspect` found it.
     pub previous_digest: Option<Digest>,
     /// False when the digest was already running and nothing was done.
@@ -112,41 +111,52 @@ pub struct ExecutionResult {
     pub published: Vec<PublishedPort>,
     /// The agent that ran the deploy (agent targets).
     pub agent: Option<deploy_core::AgentId>,
-    pub error: Option<ExecError>,
 }
 
-impl ExecutionResult {
+impl Deployed {
     /// A docker_host sequence that left `name` running `done.digest`.
-    pub(crate) fn deployed(name: &Name, done: deploy_docker::Deployed) -> Self {
+    pub(crate) fn container(name: &Name, done: deploy_docker::Deployed) -> Self {
         Self {
-            success: true,
-            deployed_digest: Some(done.digest.clone()),
+            deployed_digest: done.digest.clone(),
             previous_digest: done.previous,
             changed: done.changed,
             running: [(name.to_string(), done.digest)].into(),
             published: done.published,
             agent: None,
-            error: None,
         }
     }
+}
 
-    /// A failed deploy.
-    pub fn failed(error: ExecError, previous_digest: Option<Digest>) -> Self {
+/// A failed deploy: why, and what the executor learned before it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct DeployFailure {
+    pub error: ExecError,
+    /// What ran before, when the executor found out before failing.
+    pub previous_digest: Option<Digest>,
+    /// The agent that ran the deploy (agent targets).
+    pub agent: Option<deploy_core::AgentId>,
+}
+
+impl DeployFailure {
+    /// `error`, after `inspect` found `previous_digest` running.
+    pub fn new(error: ExecError, previous_digest: Option<Digest>) -> Self {
         Self {
-            success: false,
-            deployed_digest: None,
+            error,
             previous_digest,
-            changed: false,
-            running: BTreeMap::new(),
-            published: Vec::new(),
             agent: None,
-            error: Some(error),
         }
     }
 
     /// True when the failure may be retried.
     pub fn retryable(&self) -> bool {
-        self.error.as_ref().is_some_and(ExecError::is_retryable)
+        self.error.is_retryable()
+    }
+}
+
+impl From<ExecError> for DeployFailure {
+    fn from(error: ExecError) -> Self {
+        Self::new(error, None)
     }
 }
 
@@ -230,7 +240,7 @@ fn unsupported(operation: &str, target: &Target) -> ExecError {
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Deploys the request's digest; never leaves the target without the previous version on failure.
-    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult;
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> DeployOutcome;
 
     /// The outcome of the task's current attempt when an earlier process or replica
     /// dispatched it and this executor can find it again (agent targets: the stored
@@ -241,7 +251,7 @@ pub trait Executor: Send + Sync {
         _target: &Target,
         _task: &deploy_core::DeploymentTask,
         _ctx: &ExecContext,
-    ) -> Option<ExecutionResult> {
+    ) -> Option<DeployOutcome> {
         None
     }
 

@@ -10,17 +10,21 @@ pub mod agent;
 pub mod api;
 mod errors;
 mod executor;
+#[cfg(test)]
+mod layering;
 mod logs;
 mod quote;
 mod registry;
 mod secrets;
 pub mod ssh;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod winrm;
 
 pub use errors::{ErrorClass, ExecError};
 pub use executor::{
-    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor, Published,
-    TrafficSwitch, labels,
+    CommandOutput, ComponentSpec, DeployFailure, DeployOutcome, DeployRequest, Deployed,
+    ExecContext, Executor, Published, TrafficSwitch,
 };
 pub use logs::{
     DEFAULT_LOG_CAP, LogSink, MemorySink, NullSink, REDACTED, Stream, TRUNCATION_MARKER, TaskLog,

@@ -61,52 +61,23 @@ impl ExecutorRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::{CommandOutput, DeployRequest, ExecContext, ExecutionResult};
-    use async_trait::async_trait;
-    use deploy_core::{CommandSpec, Digest, Name, TargetType};
-
-    struct Fixed(u32);
-
-    #[async_trait]
-    impl Executor for Fixed {
-        async fn deploy(&self, _: &DeployRequest, _: &ExecContext) -> ExecutionResult {
-            ExecutionResult::failed(ExecError::invalid("x", "y", "z"), None)
-        }
-        async fn inspect(
-            &self,
-            _: &Target,
-            _: &Name,
-            _: &ExecContext,
-        ) -> Result<Option<Digest>, ExecError> {
-            Ok(None)
-        }
-        async fn run_command(
-            &self,
-            _: &Target,
-            _: &CommandSpec,
-            _: &ExecContext,
-        ) -> Result<CommandOutput, ExecError> {
-            Ok(CommandOutput {
-                exit_status: self.0,
-                stdout: String::new(),
-            })
-        }
-    }
+    use crate::executor::ExecContext;
+    use crate::testing::FakeExecutor;
+    use deploy_core::TargetType;
+    use deploy_core::testing::{digest, name};
 
     #[tokio::test]
     async fn dispatches_by_model_and_names_what_is_missing() {
-        let mut registry = ExecutorRegistry::new();
-        registry.register(ExecutionModel::Ssh, Arc::new(Fixed(7)));
         let target = deploy_core::testing::ssh_target(1);
+        let fake = FakeExecutor::default();
+        fake.set_running(target.id, "web", digest(7));
+        let mut registry = ExecutorRegistry::new();
+        registry.register(ExecutionModel::Ssh, Arc::new(fake));
         let exec = registry.for_target(&target).unwrap();
         let ctx = ExecContext::quiet(std::time::Duration::from_secs(1));
-        let cmd = CommandSpec::new(vec!["true".into()]).unwrap();
         assert_eq!(
-            exec.run_command(&target, &cmd, &ctx)
-                .await
-                .unwrap()
-                .exit_status,
-            7
+            exec.inspect(&target, &name("web"), &ctx).await.unwrap(),
+            Some(digest(7))
         );
 
         let empty = ExecutorRegistry::new();

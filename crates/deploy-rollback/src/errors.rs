@@ -20,7 +20,7 @@ pub enum RollbackError {
     #[error("job `{job}` is itself a rollback; roll back the original job `{original}` instead")]
     RollbackOfRollback { job: String, original: String },
     #[error(
-        "job `{job}` still has {tasks} task(s) in flight or queued (its runner is winding them down); roll it back once they have settled"
+        "job `{job}` is still winding down ({tasks} task(s) in flight or queued; its automatic rollback, if the failure policy asks for one, comes next); roll it back once it has settled"
     )]
     StillWindingDown { job: String, tasks: usize },
 }

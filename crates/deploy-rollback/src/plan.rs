@@ -140,6 +140,7 @@ pub fn plan_rollback(request: RollbackRequest<'_>) -> Result<RollbackPlan, Rollb
         rollback_of: Some(job.id),
         previous_job_id: Some(newest.job_id),
         queued_behind: None,
+        winding_down: false,
         tasks,
         idempotency_key: key,
         failure_reason: None,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deploy_api::agent::{AgentLogLine, LogStream, TaskDelivery, TaskKey, TaskResultRequest};
-use deploy_core::{AgentId, Digest, Timestamp};
+use deploy_core::{AgentId, Timestamp};
 use deploy_exec::SecretsProvider;
 use deploy_exec::agent::{
     AgentInfo, HubRelay, PollMark, RelayEnd, RelayResult, RelayState, RelayedDelivery,
@@ -28,7 +28,7 @@ use deploy_exec::agent::{
 use deploy_store::{AgentPoll, DeliveryEnd, DeliveryRecord, DeliveryState, RelayLine, Store};
 use tokio::sync::broadcast;
 
-use crate::agent_routes::agent_info;
+use crate::agent_records::agent_info;
 use crate::app_secrets::SecretKeys;
 
 /// The relay of a replica's hub, over its store.
@@ -294,18 +294,6 @@ impl HubRelay for StoreRelay {
             Ok(record) => agent_info(&record).map(Some).map_err(text),
             Err(deploy_store::StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(text(e)),
-        }
-    }
-
-    async fn agent_by_credential(&self, hash: &Digest) -> RelayResult<Option<AgentInfo>> {
-        match self
-            .store
-            .find_agent_by_credential(hash)
-            .await
-            .map_err(text)?
-        {
-            Some(record) => agent_info(&record).map(Some).map_err(text),
-            None => Ok(None),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The audit log: every write through the API (refused ones too) is recorded with who, what, when and from where, secrets redacted; and `GET /api/v1/audit` to read it (admin).
+//! The audit log: every write through the API (refused ones too) is recorded with who, what, when and from where, secrets redacted (`routes/audit.rs` reads it back).
 //!
 //! Recording is a route layer, so no handler can forget it: it runs after the
 //! handler, identifies the caller from the same bearer token (an API token, a
@@ -9,23 +9,15 @@
 //! traffic, already in job events and task logs, at up to several requests per
 //! second per agent.
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use deploy_api::{AuditEntry, AuditList, Role};
-use deploy_store::{AuditActorKind, AuditFilter, AuditRecord};
-use serde::Deserialize;
+use deploy_store::{AuditActorKind, AuditRecord};
 use serde_json::Value;
-use utoipa::IntoParams;
 
-use crate::auth::{authorize, bearer};
-use crate::errors::ServerError;
-use crate::handlers::page_size;
-use crate::openapi::ProblemResponses;
+use crate::auth::bearer;
 use crate::state::ServerState;
 use crate::tls::PeerAddr;
 use crate::tokens::hash_token;
@@ -151,7 +143,7 @@ async fn actor(
     if let Ok(Some(token)) = state.store().find_api_token(&hash).await {
         return Some((AuditActorKind::Token, token.id.to_string(), token.name));
     }
-    let agent = state.agent_hub().authenticate(&hash)?;
+    let agent = crate::agent_auth::authenticate(state, &hash).await.ok()??;
     let name = match state.store().get_agent(agent).await {
         Ok(record) => record.name,
         Err(_) => agent.to_string(),
@@ -255,67 +247,6 @@ fn keys_only(value: &Value) -> Value {
         ),
         other => redacted(other),
     }
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct AuditQuery {
-    /// Only writes by this token or agent name.
-    actor: Option<String>,
-    /// Only writes to this entity id.
-    entity: Option<String>,
-    /// Only rows older than this sequence number (the `next_before` of the previous page).
-    before: Option<u64>,
-    /// Page size, 1 to the server's maximum.
-    limit: Option<u32>,
-}
-
-/// The audit log, newest first (admin).
-#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery), responses((status = 200, description = "a page of the audit log, newest first (admin)", body = AuditList), ProblemResponses))]
-pub(crate) async fn list_audit(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<AuditList>, ServerError> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let Query(query) = query.map_err(|e| ServerError::bad_request(e.body_text(), None))?;
-    let limit = page_size(&state, query.limit)?;
-    let filter = AuditFilter {
-        actor: query.actor,
-        entity: query.entity,
-        before: query.before,
-    };
-    let rows = state.store().list_audit(&filter, limit).await?;
-    let full = u32::try_from(rows.len()).is_ok_and(|n| n == limit);
-    let next_before = if full {
-        rows.last().map(|r| r.seq)
-    } else {
-        None
-    };
-    let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
-    let entries = rows
-        .into_iter()
-        .map(|r| AuditEntry {
-            seq: r.seq,
-            at: r.at,
-            actor_kind: r.actor_kind.as_str().to_owned(),
-            actor_id: r.actor_id,
-            actor_name: r.actor_name,
-            method: r.method,
-            route: r.route,
-            path: r.path,
-            entity_id: r.entity_id,
-            status: r.status,
-            remote: r.remote,
-            before: parse(r.before),
-            after: parse(r.after),
-        })
-        .collect();
-    Ok(Json(AuditList {
-        entries,
-        next_before,
-    }))
 }
 
 #[cfg(test)]

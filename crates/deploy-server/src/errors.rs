@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deploy_api::{PROBLEM_MEDIA_TYPE, Problem, ProblemType, Role};
+use deploy_core::ApprovalRefused;
 use deploy_engine::EngineError;
 use deploy_store::StoreError;
 use thiserror::Error;
@@ -21,9 +22,6 @@ pub enum ServerError {
     },
     #[error("role `{role}` may not do this; it needs `{required}`")]
     Forbidden { role: Role, required: Role },
-    /// The environment's approval policy does not let this caller approve (403).
-    #[error("{0}")]
-    ApprovalForbidden(String),
     /// A registration claims an agent name, label or capability its bootstrap token does
     /// not allow (403).
     #[error("{0}")]
@@ -122,9 +120,7 @@ impl ServerError {
     fn kind(&self) -> ProblemType {
         match self {
             Self::Unauthenticated(_) | Self::Expired { .. } => ProblemType::Unauthorized,
-            Self::Forbidden { .. } | Self::ApprovalForbidden(_) | Self::IdentityForbidden(_) => {
-                ProblemType::Forbidden
-            }
+            Self::Forbidden { .. } | Self::IdentityForbidden(_) => ProblemType::Forbidden,
             Self::BadRequest { .. } => ProblemType::BadRequest,
             Self::NotFound(_) => ProblemType::NotFound,
             Self::MethodNotAllowed(_) => ProblemType::MethodNotAllowed,
@@ -136,9 +132,17 @@ impl ServerError {
             Self::Store(e) => store_kind(e),
             Self::Engine(e) => match e {
                 EngineError::Store(e) => store_kind(e),
-                EngineError::PromotionNotApproved { .. } | EngineError::NotRunningHere { .. } => {
-                    ProblemType::Conflict
-                }
+                EngineError::PromotionNotApproved { .. }
+                | EngineError::NotRunningHere { .. }
+                | EngineError::ReleaseArchived { .. }
+                | EngineError::PipelineIncomplete { .. }
+                | EngineError::PromotionChanged { .. } => ProblemType::Conflict,
+                EngineError::ApprovalRefused(refused) => match refused {
+                    ApprovalRefused::AlreadyDecided { .. }
+                    | ApprovalRefused::AlreadyApprovedBy { .. } => ProblemType::Conflict,
+                    ApprovalRefused::SelfApproval { .. }
+                    | ApprovalRefused::NotAnApprover { .. } => ProblemType::Forbidden,
+                },
                 EngineError::Rollback(_) => ProblemType::Conflict,
                 EngineError::Plan(_)
                 | EngineError::Artifacts(_)

@@ -8,35 +8,27 @@
 //! [`openapi`] is the OpenAPI 3 document, generated from the same route
 //! declarations and served at `/api/v1/openapi.json`.
 
+mod agent_auth;
+mod agent_records;
 mod agent_relay;
-mod agent_routes;
 mod app_secrets;
 mod audit;
 mod auth;
 mod body;
 mod config;
-mod environments;
 mod errors;
-mod handlers;
-mod job_log_sse;
-mod lists;
-mod log_sse;
 mod metrics;
 mod openapi;
-mod plan;
-mod promotions;
+mod params;
 mod resolve;
 mod routes;
-mod runtime_policy;
-mod secret_routes;
 mod sse;
 mod state;
 mod tls;
-mod token_routes;
 mod tokens;
 
+pub use agent_records::{agent_info, load_agents};
 pub use agent_relay::StoreRelay;
-pub use agent_routes::{agent_info, load_agents};
 pub use app_secrets::{
     KEY_BYTES, KeyFileError, ResealError, SecretKeyError, SecretKeys, StoreSecrets, open_key_file,
     reseal_all,

@@ -1,4 +1,4 @@
-//! The OpenAPI 3 document: its base (info, bearer scheme, problem responses) and `GET /api/v1/openapi.json`.
+//! The OpenAPI 3 document: its base (info, bearer scheme, problem responses); `routes/operations.rs` serves it at `GET /api/v1/openapi.json`.
 //!
 //! The paths are not listed here: `routes::router` registers every route
 //! through utoipa-axum from its handler's `#[utoipa::path]`, so the router and
@@ -8,9 +8,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
 use deploy_api::{PROBLEM_MEDIA_TYPE, Problem, ProblemType};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -121,21 +118,3 @@ impl IntoResponses for ProblemResponses {
 /// The document as served, rendered once when the router is built.
 #[derive(Clone)]
 pub(crate) struct Document(pub Arc<String>);
-
-/// The OpenAPI 3 document of this API (no token needed).
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    responses((status = 200, description = "the OpenAPI 3 document", body = Object, content_type = "application/json"))
-)]
-pub(crate) async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        doc.0.as_str().to_owned(),
-    )
-        .into_response()
-}

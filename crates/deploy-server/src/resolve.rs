@@ -66,6 +66,21 @@ pub(crate) async fn environment(
     Err(missing("environment", reference, &names, from))
 }
 
+/// The environment a list is filtered by (its `environment` query field), as an id.
+pub(crate) async fn environment_filter(
+    state: &ServerState,
+    reference: Option<&str>,
+) -> ApiResult<Option<EnvironmentId>> {
+    match reference {
+        Some(e) => Ok(Some(
+            environment(state, e, Source::Field("environment"))
+                .await?
+                .id,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// The release `reference` names (its id or its name).
 pub(crate) async fn release(
     state: &ServerState,

@@ -1,4 +1,4 @@
-//! `router`: every route of the API, registered with its OpenAPI operation, with the body limit and the response counter.
+//! `router`: every route of the API, registered with its OpenAPI operation, with the body limit and the response counter; the handlers, one module per resource, below `routes/`.
 //!
 //! Every route goes through utoipa-axum's `routes!`, which takes the method
 //! and path from the handler's `#[utoipa::path]`: a route cannot exist without
@@ -15,13 +15,25 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::handlers as h;
-use crate::openapi::{self as doc, ApiDoc, Document};
+use crate::openapi::{ApiDoc, Document};
 use crate::state::ServerState;
-use crate::{
-    agent_routes as agents, audit, environments as env, lists, log_sse, plan, promotions as promo,
-    sse, token_routes,
-};
+
+mod agent;
+mod agents;
+mod artifacts;
+mod audit;
+mod environments;
+mod job_streams;
+mod jobs;
+mod operations;
+mod plan;
+mod promotions;
+mod releases;
+mod runtime_policy;
+mod secrets;
+mod targets;
+mod tasks;
+mod tokens;
 
 /// The API router: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: ServerState) -> Router {
@@ -32,9 +44,12 @@ pub fn router(state: ServerState) -> Router {
     ));
     router
         // After routing, so that the audit layer sees the matched route template.
-        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
-        .fallback(h::not_found)
-        .method_not_allowed_fallback(h::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record,
+        ))
+        .fallback(operations::not_found)
+        .method_not_allowed_fallback(operations::method_not_allowed)
         .layer(Extension(document))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -46,52 +61,55 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().into_openapi()
 }
 
-/// The routes with their operations, before state and layers.
+/// The routes with their operations, before state and layers: one module per resource.
 fn api_router() -> OpenApiRouter<ServerState> {
     let api = OpenApiRouter::new()
-        .routes(routes!(lists::list_environments, env::create_environment))
         .routes(routes!(
-            env::get_environment,
-            env::update_environment,
-            env::delete_environment
+            environments::list_environments,
+            environments::create_environment
         ))
         .routes(routes!(
-            crate::runtime_policy::get_runtime_policy,
-            crate::runtime_policy::put_runtime_policy
+            environments::get_environment,
+            environments::update_environment,
+            environments::delete_environment
         ))
-        .routes(routes!(env::list_targets, env::create_target))
         .routes(routes!(
-            env::get_target,
-            env::update_target,
-            env::delete_target
+            runtime_policy::get_runtime_policy,
+            runtime_policy::put_runtime_policy
         ))
-        .routes(routes!(lists::list_releases, h::create_release))
-        .routes(routes!(h::get_release))
-        .routes(routes!(h::archive_release))
-        .routes(routes!(promo::list_promotions, promo::create_promotion))
-        .routes(routes!(promo::get_promotion))
-        .routes(routes!(promo::approve_promotion))
-        .routes(routes!(promo::reject_promotion))
+        .routes(routes!(targets::list_targets, targets::create_target))
+        .routes(routes!(
+            targets::get_target,
+            targets::update_target,
+            targets::delete_target
+        ))
+        .routes(routes!(releases::list_releases, releases::create_release))
+        .routes(routes!(releases::get_release))
+        .routes(routes!(releases::archive_release))
+        .routes(routes!(
+            promotions::list_promotions,
+            promotions::create_promotion
+        ))
+        .routes(routes!(promotions::get_promotion))
+        .routes(routes!(promotions::approve_promotion))
+        .routes(routes!(promotions::reject_promotion))
         .routes(routes!(audit::list_audit))
         .routes(routes!(plan::plan))
-        .routes(routes!(h::list_jobs))
-        .routes(routes!(h::get_job))
-        .routes(routes!(h::cancel_job))
-        .routes(routes!(h::rollback_job))
-        .routes(routes!(sse::job_events))
-        .routes(routes!(h::list_artifacts))
-        .routes(routes!(h::get_artifact))
-        .routes(routes!(h::get_task))
-        .routes(routes!(h::task_logs))
-        .routes(routes!(log_sse::task_log_events))
-        .routes(routes!(crate::job_log_sse::job_log_events))
-        .routes(routes!(token_routes::list_tokens, h::create_token))
-        .routes(routes!(token_routes::revoke_token))
-        .routes(routes!(crate::secret_routes::list_secrets))
-        .routes(routes!(
-            crate::secret_routes::put_secret,
-            crate::secret_routes::delete_secret
-        ))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::rollback_job))
+        .routes(routes!(job_streams::job_events))
+        .routes(routes!(artifacts::list_artifacts))
+        .routes(routes!(artifacts::get_artifact))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::task_logs))
+        .routes(routes!(tasks::task_log_events))
+        .routes(routes!(job_streams::job_log_events))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(secrets::list_secrets))
+        .routes(routes!(secrets::put_secret, secrets::delete_secret))
         .routes(routes!(
             agents::create_bootstrap_token,
             agents::list_bootstrap_tokens
@@ -101,17 +119,17 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(agents::get_agent))
         .routes(routes!(agents::revoke_agent))
         .routes(routes!(agents::set_agent_labels))
-        .routes(routes!(agents::register))
-        .routes(routes!(agents::rotate_credential))
-        .routes(routes!(agents::poll))
-        .routes(routes!(agents::log_chunk))
-        .routes(routes!(agents::result))
-        .routes(routes!(doc::openapi_json));
+        .routes(routes!(agent::register))
+        .routes(routes!(agent::rotate_credential))
+        .routes(routes!(agent::poll))
+        .routes(routes!(agent::log_chunk))
+        .routes(routes!(agent::result))
+        .routes(routes!(operations::openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(deploy_api::API_PREFIX, api)
-        .routes(routes!(h::healthz))
-        .routes(routes!(h::readyz))
-        .routes(routes!(h::metrics))
+        .routes(routes!(operations::healthz))
+        .routes(routes!(operations::readyz))
+        .routes(routes!(operations::metrics))
 }
 
 async fn count(State(state): State<ServerState>, request: Request, next: Next) -> Response {

@@ -33,6 +33,8 @@ struct Shared {
     touched: Mutex<HashMap<uuid::Uuid, Timestamp>>,
     /// Agents: who is connected, what is delivered to whom, results by notification.
     agents: AgentHub,
+    /// Which agent a credential belongs to (checked against `agents`' records).
+    agent_keys: crate::agent_auth::AgentKeys,
     /// The keys application secrets are sealed with (`None`: the secrets routes answer 503).
     secret_keys: OnceLock<Arc<crate::app_secrets::SecretKeys>>,
 }
@@ -69,6 +71,7 @@ impl ServerState {
                 plan_engine: OnceLock::new(),
                 touched: Mutex::new(HashMap::new()),
                 agents,
+                agent_keys: crate::agent_auth::AgentKeys::default(),
                 secret_keys: OnceLock::new(),
             }),
         }
@@ -109,6 +112,10 @@ impl ServerState {
     /// The agent hub the agent routes serve.
     pub fn agent_hub(&self) -> &AgentHub {
         &self.inner.agents
+    }
+
+    pub(crate) fn agent_keys(&self) -> &crate::agent_auth::AgentKeys {
+        &self.inner.agent_keys
     }
 
     pub(crate) fn engine(&self) -> &Engine {

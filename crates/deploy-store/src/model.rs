@@ -279,7 +279,7 @@ pub(crate) fn parallelism(value: i64) -> Result<NonZeroU32, StoreError> {
         .ok_or_else(|| StoreError::corrupt("jobs.parallelism", "0")("must be positive".to_owned()))
 }
 
-/// The SQL list of active job statuses, spelled out in the queries and the migrations.
+/// The SQL list of active job statuses, spelled out in the queries (`sql/`) and the migrations.
 #[cfg(test)]
 const ACTIVE_STATUSES: &str = "('pending', 'preparing', 'running', 'completing', 'rolling_back')";
 
@@ -315,7 +315,14 @@ mod tests {
             "the environment lock follows JobStatus::holds_environment"
         );
         for (file, source) in [
-            ("sql.rs", include_str!("sql.rs")),
+            (
+                "sql/",
+                concat!(
+                    include_str!("sql/catalog.rs"),
+                    include_str!("sql/jobs.rs"),
+                    include_str!("sql/leases.rs"),
+                ),
+            ),
             (
                 "sqlite migration",
                 include_str!("../migrations/sqlite/0001_initial.sql"),

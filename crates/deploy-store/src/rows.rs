@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::errors::StoreError;
 use crate::model::{
-    AgentRecord, ApiTokenRecord, JobEventRecord, LastKnownGood, LogChunk, from_json, job_status,
-    opt_timestamp, opt_typed, parallelism, parse, task_status, timestamp, typed, uint, uint32,
+    AgentRecord, ApiTokenRecord, JobEventRecord, LastKnownGood, LogChunk, from_json, opt_timestamp,
+    opt_typed, parallelism, parse, task_status, timestamp, typed, uint, uint32,
 };
 
 /// Typed column access on a backend's row; ids are TEXT on SQLite and UUID on PostgreSQL.
@@ -113,13 +113,14 @@ pub(crate) fn job<R: RowExt>(r: &R) -> Result<DeploymentJob, StoreError> {
         strategy: from_json("jobs.strategy", &r.string("strategy")?)?,
         parallelism: parallelism(r.i64("parallelism")?)?,
         failure_policy: from_json("jobs.failure_policy", &r.string("failure_policy")?)?,
-        status: job_status(&r.string("status")?)?,
+        status: crate::model::job_status(&r.string("status")?)?,
         started_at: opt_timestamp("jobs.started_at", r.opt_i64("started_at")?)?,
         completed_at: opt_timestamp("jobs.completed_at", r.opt_i64("completed_at")?)?,
         artifacts: Vec::new(),
         rollback_of: opt_typed("jobs.rollback_of", r.opt_uuid("rollback_of")?)?,
         previous_job_id: opt_typed("jobs.previous_job_id", r.opt_uuid("previous_job_id")?)?,
         queued_behind: opt_typed("jobs.queued_behind", r.opt_uuid("queued_behind")?)?,
+        winding_down: r.boolean("winding_down")?,
         tasks: Vec::new(),
         idempotency_key: parse(
             "jobs.idempotency_key",
@@ -296,3 +297,121 @@ macro_rules! row_ext_common {
 }
 
 pub(crate) use row_ext_common;
+
+pub(crate) fn app_secret<R: RowExt>(
+    r: &R,
+) -> Result<crate::app_secrets::AppSecretRecord, StoreError> {
+    Ok(crate::app_secrets::AppSecretRecord {
+        name: r.string("name")?,
+        key_id: r.string("key_id")?,
+        sealed: r.string("sealed")?,
+        version: uint("app_secrets.version", r.i64("version")?)?,
+        environments: r
+            .string("environments")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        created_at: timestamp("app_secrets.created_at", r.i64("created_at")?)?,
+        created_by: r.string("created_by")?,
+        updated_at: timestamp("app_secrets.updated_at", r.i64("updated_at")?)?,
+        updated_by: r.string("updated_by")?,
+    })
+}
+
+pub(crate) fn delivery<R: RowExt>(r: &R) -> Result<crate::relay::DeliveryRecord, StoreError> {
+    let state = r.string("state")?;
+    Ok(crate::relay::DeliveryRecord {
+        task_id: parse(
+            "agent_deliveries.task_id",
+            &r.string("task_id")?,
+            deploy_core::TaskId::parse,
+        )?,
+        attempt: uint32("agent_deliveries.attempt", r.i64("attempt")?)?,
+        agent_id: parse(
+            "agent_deliveries.agent_id",
+            &r.string("agent_id")?,
+            deploy_core::AgentId::parse,
+        )?,
+        payload: r.string("payload")?,
+        state: crate::relay::DeliveryState::parse(&state)
+            .map_err(StoreError::corrupt("agent_deliveries.state", state.clone()))?,
+        result: r.opt_string("result")?,
+        log_seq: uint("agent_deliveries.log_seq", r.i64("log_seq")?)?,
+        created_at: timestamp("agent_deliveries.created_at", r.i64("created_at")?)?,
+        finished_at: opt_timestamp("agent_deliveries.finished_at", r.opt_i64("finished_at")?)?,
+    })
+}
+
+pub(crate) fn relay_line<R: RowExt>(r: &R) -> Result<crate::relay::RelayLine, StoreError> {
+    Ok(crate::relay::RelayLine {
+        seq: uint("agent_log_lines.seq", r.i64("seq")?)?,
+        stream: r.string("stream")?,
+        text: r.string("text")?,
+    })
+}
+
+pub(crate) fn agent_poll<R: RowExt>(r: &R) -> Result<crate::relay::AgentPoll, StoreError> {
+    Ok(crate::relay::AgentPoll {
+        agent_id: typed("agents.id", r.uuid("id")?)?,
+        at: timestamp("agents.last_poll_at", r.i64("last_poll_at")?)?,
+        draining: r.boolean("draining")?,
+    })
+}
+
+/// The `id` column of a row of `jobs`.
+pub(crate) fn job_id<R: RowExt>(r: &R) -> Result<deploy_core::JobId, StoreError> {
+    typed("jobs.id", r.uuid("id")?)
+}
+
+/// The `id` column of a row of `releases`.
+pub(crate) fn release_id<R: RowExt>(r: &R) -> Result<deploy_core::ReleaseId, StoreError> {
+    typed("releases.id", r.uuid("id")?)
+}
+
+/// The `status` column of a row of `jobs`.
+pub(crate) fn job_status<R: RowExt>(r: &R) -> Result<deploy_core::JobStatus, StoreError> {
+    crate::model::job_status(&r.string("status")?)
+}
+
+/// A row of `SELECT status, winding_down FROM jobs`.
+pub(crate) fn job_state<R: RowExt>(r: &R) -> Result<(deploy_core::JobStatus, bool), StoreError> {
+    Ok((job_status(r)?, r.boolean("winding_down")?))
+}
+
+/// A row of `SELECT status, COUNT(*) AS n FROM jobs GROUP BY status`.
+pub(crate) fn status_count<R: RowExt>(r: &R) -> Result<(deploy_core::JobStatus, u64), StoreError> {
+    let status = job_status(r)?;
+    let n = r.i64("n")?;
+    let count = u64::try_from(n)
+        .map_err(|e| StoreError::corrupt("jobs count", n.to_string())(e.to_string()))?;
+    Ok((status, count))
+}
+
+/// A chunk of a job's log with its position in the job (`job_cursor`).
+pub(crate) fn job_log_chunk<R: RowExt>(r: &R) -> Result<(u64, LogChunk), StoreError> {
+    let cursor = uint("task_log_chunks.job_cursor", r.i64("job_cursor")?)?;
+    Ok((cursor, log_chunk(r)?))
+}
+
+/// A row of `releases` with its components (read separately, in order).
+pub(crate) fn release<R: RowExt>(
+    r: &R,
+    components: Vec<Component>,
+) -> Result<deploy_core::Release, StoreError> {
+    let id = release_id(r)?;
+    let template = r
+        .opt_string("template")?
+        .map(deploy_core::ServiceTemplate::new);
+    let archived_at = opt_timestamp("releases.archived_at", r.opt_i64("archived_at")?)?;
+    deploy_core::Release::new(
+        id,
+        parse("releases.name", &r.string("name")?, Name::parse)?,
+        components,
+        timestamp("releases.created_at", r.i64("created_at")?)?,
+    )
+    .map(|release| deploy_core::Release {
+        archived_at,
+        ..release.with_template(template)
+    })
+    .map_err(|e| StoreError::corrupt("releases.id", id.to_string())(e.to_string()))
+}

@@ -135,6 +135,8 @@ pub trait Store: Send + Sync {
     /// How many jobs are in each status (statuses without jobs are left out); one
     /// aggregate query that loads no job, for `/metrics`.
     async fn count_jobs_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
+    /// Checks that the database answers (`SELECT 1` on a read connection), for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Applies `event` to the job at `expected_version` (deploy-core decides),
     /// bumps its version and appends the event, in one transaction.
@@ -147,13 +149,27 @@ pub trait Store: Send + Sync {
         now: Timestamp,
         cause: &str,
     ) -> Result<DeploymentJob, StoreError>;
+    /// Applies `event` that settles rollback job `id` (`verification_passed` or
+    /// `wound_down`) as [`Store::apply_job_event`] does and, in the same transaction,
+    /// settles the job it rolls back when that one is `rolling_back`:
+    /// `rollback_succeeded` when the rollback job completed, `rollback_failed`
+    /// otherwise, with `original_cause`. Returns both jobs as written (the original
+    /// is `None` when it was not rolling back: a rollback of a completed job).
+    async fn settle_rollback_job(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        event: JobEvent,
+        now: Timestamp,
+        cause: &str,
+        original_cause: &str,
+    ) -> Result<(DeploymentJob, Option<DeploymentJob>), StoreError>;
     /// Starts a rollback in one transaction: applies `rollback_started` to job `id`
     /// at `expected_version` (as [`Store::apply_job_event`]) and creates its
-    /// rollback job `rollback` (an existing job with that idempotency key is
-    /// returned with `created: false`). Both are written or neither: a crash never
-    /// leaves a rollback job beside an original that is still `failed` (which
-    /// nobody, or two runners, would then drive). When another job holds the
-    /// environment, nothing is written: [`StoreError::EnvironmentLocked`].
+    /// rollback job `rollback` (always `created: true`: the same attempt started twice
+    /// loses on the original's version, [`StoreError::Conflict`]). Both are written or
+    /// neither. When another job holds the environment, nothing is written:
+    /// [`StoreError::EnvironmentLocked`].
     async fn start_rollback(
         &self,
         id: JobId,
@@ -233,8 +249,9 @@ pub trait Store: Send + Sync {
         environment: EnvironmentId,
     ) -> Result<Vec<LastKnownGood>, StoreError>;
 
-    /// Claims up to `limit` active jobs that nobody holds or whose lease ended
-    /// before `now`, for `owner` until `now + lease`. Each job goes to one claimer.
+    /// Claims up to `limit` jobs that need a runner (pending to completing, or failed
+    /// and winding down; not queued) that nobody holds or whose lease ended before
+    /// `now`, for `owner` until `now + lease`. Each job goes to one claimer.
     async fn claim_jobs(
         &self,
         owner: &str,
@@ -243,9 +260,8 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<JobId>, StoreError>;
     /// The job a job queued now for `environment` would wait behind: the newest queued
-    /// one, else the environment's lock holder, else a failed job whose runner is not
-    /// done with it (its wind-down or automatic rollback is to come); `None` when the
-    /// environment is free.
+    /// one, else the environment's lock holder, else a failed job still winding down
+    /// (its automatic rollback may come); `None` when the environment is free.
     async fn last_in_line(&self, environment: EnvironmentId) -> Result<Option<JobId>, StoreError>;
     /// Lets in, per environment that has queued jobs, no lock holder and no failed job
     /// still winding down, the oldest
@@ -261,15 +277,9 @@ pub trait Store: Send + Sync {
         now: Timestamp,
         lease: Duration,
     ) -> Result<Timestamp, StoreError>;
-    /// Gives the job back so another replica may claim it at once: for a runner that
-    /// is done with the job (it settled, and a failed job's wind-down or automatic
-    /// rollback has run).
+    /// Gives the job back so that the next claim (any replica's) takes it at once if
+    /// it still needs a runner ([`deploy_core::DeploymentJob::needs_runner`]).
     async fn release_lease(&self, job: JobId, owner: &str) -> Result<(), StoreError>;
-    /// Gives the job back from a runner that stopped before it was done with it
-    /// (engine shutdown, a store error): like [`Store::release_lease`], except that a
-    /// `failed` job keeps its holder with an ended lease, so that it stays claimable
-    /// (see [`Store::claim_jobs`]) and its wind-down or automatic rollback still runs.
-    async fn hand_back_lease(&self, job: JobId, owner: &str) -> Result<(), StoreError>;
     /// Gives back every lease `owner` holds on an active job, whether or not it has
     /// expired, and returns those jobs: a replica restarted under the same owner
     /// (its predecessor killed before it could release them) calls it once at start,
@@ -372,9 +382,13 @@ pub trait Store: Send + Sync {
         after: u64,
         limit: u32,
     ) -> Result<Vec<(u64, LogChunk)>, StoreError>;
-    /// The job's status alone: one row read, for followers that poll it ([`Store::get_job`]
-    /// reads every task and artifact of the job).
-    async fn job_status(&self, id: JobId) -> Result<JobStatus, StoreError>;
+    /// The job's status and whether it winds down ([`DeploymentJob::winding_down`]):
+    /// one row read, for followers that poll it ([`Store::get_job`] reads every task
+    /// and artifact of the job).
+    async fn job_status(&self, id: JobId) -> Result<(JobStatus, bool), StoreError>;
+    /// The rollback job of `original` that still needs a runner (pending to
+    /// completing, or failed and winding down): its end settles `original`.
+    async fn rollback_job_of(&self, original: JobId) -> Result<Option<DeploymentJob>, StoreError>;
 
     // Application secrets (`app_secrets.rs`): sealed values, never the value itself.
 

@@ -1,7 +1,5 @@
 //! Small helpers for fixtures that drive real programs: run a command and check it, a plain HTTP GET, Docker cleanup.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -26,28 +24,10 @@ pub fn run_checked(program: &str, args: &[&str]) -> Result<String, TestkitError>
 
 /// `GET path` over plain HTTP/1.0 to `addr` (`127.0.0.1:port`): the status code and body.
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), TestkitError> {
-    let action = format!("GET http://{addr}{path}");
-    let mut stream = TcpStream::connect(addr).map_err(TestkitError::io(action.clone()))?;
-    let timeout = Some(Duration::from_secs(5));
-    stream
-        .set_read_timeout(timeout)
-        .map_err(TestkitError::io(action.clone()))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
-        .map_err(TestkitError::io(action.clone()))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(TestkitError::io(action.clone()))?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let response = crate::http_exchange(addr, &request, Duration::from_secs(5))
+        .map_err(TestkitError::io(format!("GET http://{addr}{path}")))?;
+    Ok((response.status, response.body))
 }
 
 /// The `127.0.0.1:port` that Docker published container port `port` of `container` on.

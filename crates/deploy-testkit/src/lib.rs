@@ -8,6 +8,9 @@
 pub mod bench_report;
 mod docker;
 mod errors;
+#[cfg(feature = "exec")]
+pub mod exec;
+mod http;
 mod images;
 mod nginx;
 mod postgres;
@@ -18,6 +21,9 @@ mod tls;
 
 pub use docker::{ContainerCleanup, http_get, published_addr, run_checked};
 pub use errors::TestkitError;
+pub use http::{
+    HttpRequest, HttpResponse, http_exchange, http_response, read_request, read_request_blocking,
+};
 pub use images::{IMAGE_HTTP_PORT, TestImages};
 pub use nginx::Nginx;
 pub use postgres::{POSTGRES_TEST_USER, Postgres};

@@ -13,8 +13,11 @@
 //! rolled back to the last-known-good release. Cycles 0 and 1 are not killed: they
 //! measure how long each phase of a healthy and of a broken job lasts (and warm the
 //! image pulls). In each later cycle one job leads: a phase is drawn for it
-//! (created, dispatch, swap, soak, completion for a healthy job, rollback for a
-//! broken one) and a delay inside that phase's measured duration; the test polls
+//! (created, dispatch, swap, soak, completion for a healthy job; for a broken one
+//! instead of completion: its wind-down until the rollback job is created, the
+//! rollback job created but not yet dispatched, and the rollback job running until
+//! its end settles the original) and a delay inside that phase's measured
+//! duration; the test polls
 //! the job (`GET /jobs/{id}` every few ms) until it is in that phase, waits the
 //! delay and SIGKILLs deployd. The other job was started a random head start
 //! earlier and is killed wherever it then is. deployd is restarted at once on the
@@ -78,8 +81,6 @@ const SOAK_MS: u64 = 300;
 const PROBE_MS: u64 = 100;
 /// Bound on the wait for a job to settle after the restart.
 const SETTLE_BOUND: Duration = Duration::from_secs(120);
-/// A `failed` job is taken as settled once it stayed failed this long (no rollback started).
-const FAILED_QUIET: Duration = Duration::from_secs(15);
 
 #[test]
 fn sigkill_across_50_jobs_on_sqlite() {
@@ -133,8 +134,12 @@ enum Phase {
     Soak,
     /// The task succeeded; the job's waves and final verification complete it.
     Completion,
-    /// The task failed; the job fails and its rollback job runs.
-    Rollback,
+    /// The task failed; the job fails and winds down until its rollback job is created.
+    WindDown,
+    /// The rollback job exists (the original is `rolling_back`), not yet dispatched.
+    RollbackQueued,
+    /// The rollback job's task was dispatched; its end settles the original.
+    RollbackRun,
     /// The job had settled before the kill.
     AfterEnd,
 }
@@ -146,12 +151,14 @@ const HEALTHY_PHASES: [Phase; 5] = [
     Phase::Soak,
     Phase::Completion,
 ];
-const BROKEN_PHASES: [Phase; 5] = [
+const BROKEN_PHASES: [Phase; 7] = [
     Phase::Created,
     Phase::Dispatch,
     Phase::Swap,
     Phase::Soak,
-    Phase::Rollback,
+    Phase::WindDown,
+    Phase::RollbackQueued,
+    Phase::RollbackRun,
 ];
 
 /// Measured phase durations of one kind of job (running means, in ms).
@@ -183,12 +190,24 @@ impl Durations {
     }
 }
 
-/// The phase a job is in, from its status and its task's (as `GET /jobs/{id}` shows them).
-fn phase_of(job: &Value) -> Phase {
+/// The phase a job is in, from its status and its task's (as `GET /jobs/{id}` shows
+/// them), and for a `rolling_back` job its rollback job's.
+fn phase_of(job: &Value, rollback: Option<&Value>) -> Phase {
     let task = job["tasks"][0]["status"].as_str().unwrap_or("");
     match (job["status"].as_str().unwrap_or(""), task) {
         ("completed" | "rolled_back", _) => Phase::AfterEnd,
-        ("failed" | "rolling_back", _) | (_, "failed") => Phase::Rollback,
+        ("rolling_back", _) => {
+            let dispatched = rollback.is_some_and(|r| {
+                !matches!(r["status"].as_str(), Some("pending" | "preparing"))
+                    || r["tasks"][0]["status"] != "pending"
+            });
+            if dispatched {
+                Phase::RollbackRun
+            } else {
+                Phase::RollbackQueued
+            }
+        }
+        ("failed", _) | (_, "failed") => Phase::WindDown,
         ("completing", _) | (_, "succeeded") => Phase::Completion,
         (_, "verifying") => Phase::Soak,
         (_, "running") => Phase::Swap,
@@ -197,8 +216,26 @@ fn phase_of(job: &Value) -> Phase {
     }
 }
 
-/// The events of one job read from the store after the fact: (event, task, from, to, at).
-struct Timeline<'a>(&'a [Value]);
+/// The rollback job of `job` (as `GET /jobs/{id}` shows it), if one was created.
+fn rollback_job_of(addr: &str, job: &Value) -> Option<Value> {
+    let id = job["id"].as_str()?;
+    let env = job["environment_id"].as_str()?;
+    let (status, list) = api_get(addr, &format!("/api/v1/jobs?environment={env}&limit=5"));
+    assert_eq!(status, 200, "{list:#}");
+    let listed = list["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["rollback_of"] == id)?
+        .clone();
+    let rollback_id = listed["id"].as_str()?;
+    let (status, rollback) = api_get(addr, &format!("/api/v1/jobs/{rollback_id}"));
+    assert_eq!(status, 200, "{rollback:#}");
+    Some(rollback)
+}
+
+/// The events of one job read from the store after the fact (event, task, from, to,
+/// at), and those of its rollback job (empty when it has none).
+struct Timeline<'a>(&'a [Value], &'a [Value]);
 
 impl Timeline<'_> {
     /// When the first event named `name` (job level if `task` is false) happened.
@@ -220,15 +257,18 @@ impl Timeline<'_> {
     /// The phase the job was in at `t` (ms since the epoch): [`phase_of`] the job and
     /// task statuses of the last events before `t`.
     fn phase_at(&self, t: u64) -> Phase {
-        let before: Vec<&Value> = self.0.iter().filter(|e| at_ms(e) <= t).collect();
-        let last_to = |task: bool| {
-            before
-                .iter()
-                .rev()
-                .find(|e| e["data"]["task_id"].is_string() == task)
-                .map_or("pending", |e| e["data"]["to_status"].as_str().unwrap_or(""))
+        let shown_at = |events: &[Value]| {
+            let before: Vec<&Value> = events.iter().filter(|e| at_ms(e) <= t).collect();
+            let last_to = |task: bool| {
+                before
+                    .iter()
+                    .rev()
+                    .find(|e| e["data"]["task_id"].is_string() == task)
+                    .map_or("pending", |e| e["data"]["to_status"].as_str().unwrap_or(""))
+            };
+            json!({"status": last_to(false), "tasks": [{"status": last_to(true)}]})
         };
-        phase_of(&json!({"status": last_to(false), "tasks": [{"status": last_to(true)}]}))
+        phase_of(&shown_at(self.0), Some(&shown_at(self.1)))
     }
 
     /// The durations of the phases that began and ended before `kill` (all of them when
@@ -263,8 +303,18 @@ impl Timeline<'_> {
                 seen(self.first("verification_passed", false)),
             ),
             (
-                Phase::Rollback,
+                Phase::WindDown,
                 seen(self.task_to("failed")),
+                seen(self.first("rollback_started", false)),
+            ),
+            (
+                Phase::RollbackQueued,
+                seen(self.first("rollback_started", false)),
+                seen(Timeline(self.1, &[]).first("dispatch", true)),
+            ),
+            (
+                Phase::RollbackRun,
+                seen(Timeline(self.1, &[]).first("dispatch", true)),
                 seen(self.first("rollback_succeeded", false)),
             ),
         ];
@@ -480,7 +530,7 @@ fn run(backend: Backend) {
                 &healthy
             };
             let kill = (cycle >= CALIBRATION_CYCLES && e == lead).then(|| {
-                let phases = if release == "v3-broken" {
+                let phases: &[Phase] = if release == "v3-broken" {
                     &BROKEN_PHASES
                 } else {
                     &HEALTHY_PHASES
@@ -513,7 +563,7 @@ fn run(backend: Backend) {
                     .0
                     .iter()
                     .filter(|(p, _)| {
-                        **p < phase && !(phase == Phase::Rollback && **p == Phase::Completion)
+                        **p < phase && !(phase >= Phase::WindDown && **p == Phase::Completion)
                     })
                     .map(|(_, d)| *d as u64)
                     .sum::<u64>();
@@ -558,7 +608,10 @@ fn run(backend: Backend) {
             loop {
                 let (status, shown) = api_get(&addr, &format!("/api/v1/jobs/{}", lead.job));
                 assert_eq!(status, 200, "{shown:#}");
-                if phase_of(&shown) >= phase {
+                let rollback = (shown["status"] == "rolling_back")
+                    .then(|| rollback_job_of(&addr, &shown))
+                    .flatten();
+                if phase_of(&shown, rollback.as_ref()) >= phase {
                     break;
                 }
                 assert!(
@@ -581,8 +634,7 @@ fn run(backend: Backend) {
             let job = wait_settled(&addr, &started.job, server.as_ref().unwrap());
             let env = &mut envs[started.plan.env];
             let outcome = check_job(&addr, started, &job, env, &releases, &mut all_seqs);
-            let events = outcome.events;
-            let timeline = Timeline(&events);
+            let timeline = Timeline(&outcome.events, &outcome.rollback_events);
             let durations = if started.plan.release == "v3-broken" {
                 &mut broken
             } else {
@@ -730,22 +782,16 @@ fn start_job(addr: &str, env: &str, release: &str, auto_rollback: bool) -> Strin
     approved["job"]["id"].as_str().unwrap().to_owned()
 }
 
-/// Waits (bounded) until `job` is completed or rolled back, or failed and quiet; returns it.
+/// Waits (bounded) until `job` is completed or rolled back, or failed and wound down; returns it.
 fn wait_settled(addr: &str, job: &str, server: &Deployd) -> Value {
     let started = Instant::now();
-    let mut failed_since: Option<Instant> = None;
     loop {
         let (status, shown) = api_get(addr, &format!("/api/v1/jobs/{job}"));
         assert_eq!(status, 200, "{shown:#}");
         match shown["status"].as_str().unwrap_or("") {
             "completed" | "rolled_back" => return shown,
-            "failed" => {
-                let since = *failed_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > FAILED_QUIET {
-                    return shown;
-                }
-            }
-            _ => failed_since = None,
+            "failed" if shown["winding_down"] == false => return shown,
+            _ => {}
         }
         assert!(
             started.elapsed() < SETTLE_BOUND,
@@ -763,6 +809,8 @@ fn tail(text: &str, lines: usize) -> String {
 
 struct Outcome {
     events: Vec<Value>,
+    /// The rollback job's transitions (empty for a healthy job).
+    rollback_events: Vec<Value>,
 }
 
 /// Checks a settled job against the target, its events and its follower; updates `env`.
@@ -822,6 +870,7 @@ fn check_job(
     let (release_id, digest) = &releases[started.plan.release];
     let (running_digest, task_label) = inspect(&env.container);
     let task_of = |job: &Value| job["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let mut rollback_events = Vec::new();
     if broken {
         let good = env.current.expect("a broken job follows a completed one");
         let (good_id, good_digest) = &releases[good];
@@ -866,6 +915,7 @@ fn check_job(
             .or_default()
             .insert(task_of(job));
         all_seqs.extend(transitions.iter().map(|e| (seq_of(e), at_ms(e))));
+        rollback_events = transitions;
     } else {
         assert_eq!(
             &running_digest, digest,
@@ -887,6 +937,7 @@ fn check_job(
     }
     Outcome {
         events: transitions,
+        rollback_events,
     }
 }
 

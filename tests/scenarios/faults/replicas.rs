@@ -21,8 +21,7 @@
 //! next round. Takeover times (kill -> survivor's claim, kill -> job completed)
 //! are printed for docs/benchmarks.md, not asserted beyond the lease bound.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -79,32 +78,11 @@ pub(crate) fn start_on_postgres(
 /// `GET path` with the admin token over plain HTTP/1.1, bounded by 15 s: the status
 /// (0 when the connection failed) and the body.
 pub(crate) fn api_get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
-    if write!(
-        stream,
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    if stream.read_to_string(&mut response).is_err() {
-        return (0, response);
-    }
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    );
+    deploy_testkit::http_exchange(addr, &request, Duration::from_secs(15))
+        .map_or_else(|_| (0, String::new()), |r| (r.status, r.body))
 }
 
 /// Calls `GET path` on `addr` every 100 ms until dropped; remembers every answer

@@ -66,8 +66,19 @@ fn job_level_states() {
     assert_eq!(decide(&input(&j, &none, 0)), vec![Action::PrepareArtifacts]);
     j.status = JobStatus::Completing;
     assert_eq!(decide(&input(&j, &none, 0)), vec![Action::VerifyTargets]);
-    j.status = JobStatus::RollingBack;
-    assert_eq!(decide(&input(&j, &none, 0)), vec![Action::AwaitRollback]);
+    // Waits for its rollback job (run by the claim loop like any job).
+    for settled in [
+        JobStatus::Completed,
+        JobStatus::RolledBack,
+        JobStatus::RollingBack,
+    ] {
+        j.status = settled;
+        assert_eq!(decide(&input(&j, &none, 0)), vec![]);
+    }
+    // Failed and wound down: settled.
+    j.status = JobStatus::Failed;
+    j.winding_down = false;
+    assert_eq!(decide(&input(&j, &none, 0)), vec![]);
     for terminal in [JobStatus::Completed, JobStatus::RolledBack] {
         j.status = terminal;
         assert_eq!(decide(&input(&j, &none, 0)), vec![]);
@@ -201,7 +212,7 @@ fn failures_within_policy_let_the_rollout_go_on_and_then_fail_the_job() {
     );
     j.failure_policy.auto_rollback = true;
     j.apply(JobEvent::Fail, ts(1)).unwrap();
-    assert_eq!(decide(&input(&j, &none, 0)), vec![]);
+    assert_eq!(decide(&input(&j, &none, 0)), vec![Action::EndWindDown]);
 }
 
 #[test]
@@ -243,18 +254,20 @@ fn a_failed_job_rolls_back_once_and_only_when_asked() {
     step(&mut j.tasks[0], TO_FAILED_PERMANENT);
     j.apply(JobEvent::Fail, ts(2)).unwrap();
     let none = BTreeSet::new();
-    assert_eq!(decide(&input(&j, &none, 0)), vec![]);
+    assert_eq!(decide(&input(&j, &none, 0)), vec![Action::EndWindDown]);
     j.failure_policy.auto_rollback = true;
     assert_eq!(decide(&input(&j, &none, 0)), vec![Action::StartRollback]);
     let mut again = input(&j, &none, 0);
     again.rollback_attempts = 1;
-    assert_eq!(decide(&again), vec![]);
+    assert_eq!(decide(&again), vec![Action::EndWindDown]);
     j.rollback_of = Some(job_id(7));
     assert_eq!(
         decide(&input(&j, &none, 0)),
-        vec![],
+        vec![Action::EndWindDown],
         "a rollback job is never rolled back"
     );
+    j.apply(JobEvent::WoundDown, ts(3)).unwrap();
+    assert_eq!(decide(&input(&j, &none, 0)), vec![], "settled");
 }
 
 /// What a dispatched attempt does in the simulation.
@@ -368,7 +381,7 @@ proptest! {
                     Action::VerifyTargets => { j.apply(JobEvent::VerificationPassed, ts(now)).unwrap(); }
                     Action::FailJob(_) => { j.apply(JobEvent::Fail, ts(now)).unwrap(); }
                     Action::StartRollback => { j.apply(JobEvent::RollbackStarted, ts(now)).unwrap(); }
-                    Action::AwaitRollback => { finished = true; }
+                    Action::EndWindDown => { j.apply(JobEvent::WoundDown, ts(now)).unwrap(); }
                     Action::StartJob | Action::PrepareArtifacts => prop_assert!(false, "job already running"),
                 }
             }
@@ -397,6 +410,7 @@ proptest! {
                 let (failed, total) = failed_targets(&j);
                 prop_assert!(failed > 0 && !j.failure_policy.exceeded(failed, total));
                 prop_assert!(j.tasks.iter().all(DeploymentTask::is_settled));
+                prop_assert!(!j.winding_down, "a failure ends wound down");
             }
             JobStatus::RollingBack => {
                 let (failed, total) = failed_targets(&j);

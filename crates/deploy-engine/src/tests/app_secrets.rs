@@ -99,7 +99,7 @@ async fn the_value_reaches_the_executor_only_and_the_log_is_redacted() {
             .iter()
             .any(|a| a.content.contains("secret:db"))
     );
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed, "{done:?}");
     let envs = f.world.envs.lock().unwrap().clone();
     assert_eq!(envs.len(), 1);
@@ -135,7 +135,7 @@ async fn a_missing_secret_is_refused_at_creation_and_one_deleted_later_fails_the
         })
         .await;
     secrets.0.lock().unwrap().clear();
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_ne!(done.status, JobStatus::Completed);
     let task = &done.tasks[0];
     assert_eq!(task.status, TaskStatus::Failed);
@@ -194,7 +194,7 @@ async fn a_secret_outside_its_environments_is_refused_at_creation_and_at_dispatc
         .lock()
         .unwrap()
         .insert("db".to_owned(), vec![elsewhere]);
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_ne!(done.status, JobStatus::Completed);
     let task = &done.tasks[0];
     assert_eq!(task.status, TaskStatus::Failed);
@@ -216,7 +216,7 @@ async fn a_health_check_printing_the_secret_is_redacted_in_the_task_log_and_even
             r.template = Some(TEMPLATE.to_owned());
         })
         .await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_ne!(done.status, JobStatus::Completed);
     let log = log_text(&f, done.tasks[0].id).await;
     assert!(log.contains("health check failed"), "{log}");

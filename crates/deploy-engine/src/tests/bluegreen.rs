@@ -51,7 +51,7 @@ async fn blue_green(f: &Fixture, n: u64, d: Digest, auto_rollback: bool) -> Depl
             r.failure_policy.auto_rollback = auto_rollback;
         })
         .await;
-    f.engine.run_job(job.id).await.unwrap()
+    f.engine.run_to_settled(job.id).await.unwrap()
 }
 
 fn ops(f: &Fixture) -> Vec<String> {
@@ -228,7 +228,7 @@ async fn a_manual_rollback_of_a_completed_blue_green_job_keeps_serving_until_the
     assert_eq!(v2.status, JobStatus::Completed, "{:?}", v2.failure_reason);
     ops(&f);
     let rollback = f.engine.rollback(v2.id, "operator asked").await.unwrap();
-    let done = f.engine.run_job(rollback.id).await.unwrap();
+    let done = f.engine.run_to_settled(rollback.id).await.unwrap();
     assert_eq!(
         done.status,
         JobStatus::Completed,

@@ -7,8 +7,9 @@ use deploy_core::testing::{digest, name, ts};
 use deploy_core::*;
 use deploy_exec::api::{ApiExecutor, ApiExecutorConfig};
 use deploy_exec::{DefaultSecrets, ExecutorRegistry};
+use deploy_testkit::{http_response, read_request};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use super::fake::{FakeWorld, Fixture, release_with};
@@ -23,45 +24,14 @@ async fn fake_kubernetes(state: Arc<Mutex<Value>>) -> u16 {
         while let Ok((mut socket, _)) = listener.accept().await {
             let state = state.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                // Read the head, then the body by content-length.
-                let head_end = loop {
-                    let n = socket.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
+                let Ok(Some(request)) = read_request(&mut socket, &mut Vec::new()).await else {
+                    return;
                 };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                while buf.len() < head_end + length {
-                    let n = socket.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let method = head
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
                 let body = {
                     let mut d = state.lock().unwrap();
-                    if method == "PATCH" {
+                    if request.method == "PATCH" {
                         let patch: Value =
-                            serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+                            serde_json::from_slice(&request.body).unwrap_or(Value::Null);
                         let image = patch
                             .pointer("/spec/template/spec/containers/0/image")
                             .cloned()
@@ -74,10 +44,7 @@ async fn fake_kubernetes(state: Arc<Mutex<Value>>) -> u16 {
                     }
                     d.to_string()
                 };
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let reply = http_response(200, "application/json", &body);
                 let _ = socket.write_all(reply.as_bytes()).await;
             });
         }
@@ -148,7 +115,7 @@ async fn one_job_over_ssh_and_kubernetes_targets() {
     .unwrap();
 
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
-    let done = engine.run_job(job.id).await.unwrap();
+    let done = engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(
         done.status,
         JobStatus::Completed,

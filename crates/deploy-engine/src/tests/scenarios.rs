@@ -19,7 +19,7 @@ async fn all_at_once_deploys_every_target_and_completes() {
     let f = Fixture::new(3).await;
     let mut events = f.engine.subscribe();
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     assert!(
         done.tasks
@@ -66,7 +66,7 @@ async fn rolling_respects_batches_order_and_concurrency() {
             };
         })
         .await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     assert!(f.world.max_in_flight.load(Ordering::SeqCst) <= 2);
     // Deploy order: every task of wave w before any task of wave w+1.
@@ -91,7 +91,7 @@ async fn parallelism_caps_an_all_at_once_wave() {
         .job(1, &release_with(1, digest(1)), |r| r.parallelism = nz(2))
         .await;
     assert_eq!(
-        f.engine.run_job(job.id).await.unwrap().status,
+        f.engine.run_to_settled(job.id).await.unwrap().status,
         JobStatus::Completed
     );
     let max = f.world.max_in_flight.load(Ordering::SeqCst);
@@ -104,7 +104,7 @@ async fn retryable_failures_retry_and_permanent_ones_do_not() {
     f.world
         .on(f.target(0), &digest(1), Behaviour::FailRetryable, 2);
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     let t0 = done
         .tasks
@@ -117,7 +117,7 @@ async fn retryable_failures_retry_and_permanent_ones_do_not() {
     g.world
         .on(g.target(0), &digest(1), Behaviour::FailPermanent, 1);
     let job = g.job(1, &release_with(1, digest(1)), |_| {}).await;
-    let done = g.engine.run_job(job.id).await.unwrap();
+    let done = g.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Failed);
     let t0 = done
         .tasks
@@ -156,7 +156,7 @@ async fn the_failure_policy_lets_the_rollout_go_on_but_the_job_fails() {
             };
         })
         .await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Failed);
     assert_eq!(
         done.failure_reason.as_deref(),
@@ -186,7 +186,7 @@ async fn a_broken_release_is_rolled_back_to_the_last_known_good() {
     let f = Fixture::new(3).await;
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     assert_eq!(
-        f.engine.run_job(v1.id).await.unwrap().status,
+        f.engine.run_to_settled(v1.id).await.unwrap().status,
         JobStatus::Completed
     );
     // v3 is broken: deploys fine, fails its health check.
@@ -197,7 +197,7 @@ async fn a_broken_release_is_rolled_back_to_the_last_known_good() {
         })
         .await;
     assert_eq!(v3.previous_job_id, Some(v1.id));
-    let done = f.engine.run_job(v3.id).await.unwrap();
+    let done = f.engine.run_to_settled(v3.id).await.unwrap();
     assert_eq!(
         done.status,
         JobStatus::RolledBack,
@@ -222,7 +222,7 @@ async fn a_broken_release_is_rolled_back_to_the_last_known_good() {
 async fn a_rolling_failure_stops_new_waves_and_rolls_back_only_touched_targets() {
     let f = Fixture::new(5).await;
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
-    f.engine.run_job(v1.id).await.unwrap();
+    f.engine.run_to_settled(v1.id).await.unwrap();
     f.world
         .on(f.target(1), &digest(2), Behaviour::FailPermanent, 1);
     let v2 = f
@@ -233,7 +233,7 @@ async fn a_rolling_failure_stops_new_waves_and_rolls_back_only_touched_targets()
             r.failure_policy.auto_rollback = true;
         })
         .await;
-    let done = f.engine.run_job(v2.id).await.unwrap();
+    let done = f.engine.run_to_settled(v2.id).await.unwrap();
     assert_eq!(done.status, JobStatus::RolledBack);
     let untouched: Vec<_> = done
         .tasks
@@ -268,7 +268,7 @@ async fn without_history_there_is_nothing_to_roll_back_and_the_job_says_failed()
             r.failure_policy.auto_rollback = true
         })
         .await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Failed);
     // The touched slot's log says why nothing was restored.
     let log = f.store.read_log(done.tasks[0].id, 0, 100).await.unwrap();
@@ -284,7 +284,7 @@ async fn without_history_there_is_nothing_to_roll_back_and_the_job_says_failed()
 async fn a_partial_rollback_names_the_slots_it_could_not_restore() {
     let f = Fixture::new(1).await;
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
-    f.engine.run_job(v1.id).await.unwrap();
+    f.engine.run_to_settled(v1.id).await.unwrap();
     // v2 brings a second component, `api`, that no completed job ever deployed;
     // v2's `web` is broken, so the job fails and only `web` can be put back.
     let mut v2 = super::fake::release_with_component(2, digest(2), 2);
@@ -297,7 +297,7 @@ async fn a_partial_rollback_names_the_slots_it_could_not_restore() {
     let job = f
         .job(2, &v2, |r| r.failure_policy.auto_rollback = true)
         .await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     let events = f.store.job_events(job.id, 0, 1_000).await.unwrap();
     assert_eq!(done.status, JobStatus::RolledBack, "{events:#?}");
     assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
@@ -324,13 +324,13 @@ async fn a_partial_rollback_names_the_slots_it_could_not_restore() {
 async fn manual_rollback_of_a_completed_job_restores_the_previous_release() {
     let f = Fixture::new(2).await;
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
-    f.engine.run_job(v1.id).await.unwrap();
+    f.engine.run_to_settled(v1.id).await.unwrap();
     let v2 = f.job(2, &release_with(2, digest(2)), |_| {}).await;
-    f.engine.run_job(v2.id).await.unwrap();
+    f.engine.run_to_settled(v2.id).await.unwrap();
     let rollback = f.engine.rollback(v2.id, "operator asked").await.unwrap();
     assert_eq!(rollback.rollback_of, Some(v2.id));
     assert_eq!(rollback.previous_job_id, Some(v1.id));
-    let done = f.engine.run_job(rollback.id).await.unwrap();
+    let done = f.engine.run_to_settled(rollback.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
     assert_eq!(
@@ -346,7 +346,7 @@ async fn cancelling_a_running_job_cancels_in_flight_tasks() {
     f.world.on(f.target(0), &digest(1), Behaviour::Hang, 1);
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     let engine = f.engine.clone();
-    let runner = tokio::spawn(async move { engine.run_job(job.id).await });
+    let runner = tokio::spawn(async move { engine.run_to_settled(job.id).await });
     // Wait until the hanging task is in flight.
     for _ in 0..200 {
         if f.world.in_flight.load(Ordering::SeqCst) == 1
@@ -433,7 +433,7 @@ async fn a_crashed_engine_is_resumed_without_deploying_twice() {
     world.on(f.target(2), &digest(1), Behaviour::Hang, 1);
     let job = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     let engine = f.engine.clone();
-    let runner = tokio::spawn(async move { engine.run_job(job.id).await });
+    let runner = tokio::spawn(async move { engine.run_to_settled(job.id).await });
     for _ in 0..300 {
         if world.deploys.lock().unwrap().len() == 3 && world.in_flight.load(Ordering::SeqCst) == 1 {
             break;
@@ -455,7 +455,7 @@ async fn a_crashed_engine_is_resumed_without_deploying_twice() {
 
     // A new engine on the same database resumes the job.
     let g = Fixture::open_at(3, &path, world.clone()).await;
-    let done = g.engine.run_job(job.id).await.unwrap();
+    let done = g.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(
         done.status,
         JobStatus::Completed,
@@ -528,7 +528,7 @@ async fn compose_hosts_get_rendered_artifacts_and_a_lock_digest_task() {
     assert_eq!(stored.artifacts.len(), job.artifacts.len());
     assert!(stored.artifacts.iter().all(|a| a.verify().is_ok()));
     // And the job runs: the compose task deploys the project named after the environment.
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(
         done.status,
         JobStatus::Completed,
@@ -550,7 +550,7 @@ async fn rollback_matches_components_by_name_across_releases_with_new_ids() {
         .job(1, &release_with_component(1, digest(1), 11), |_| {})
         .await;
     assert_eq!(
-        f.engine.run_job(v1.id).await.unwrap().status,
+        f.engine.run_to_settled(v1.id).await.unwrap().status,
         JobStatus::Completed
     );
     f.world.broken.lock().unwrap().insert(digest(3));
@@ -559,7 +559,7 @@ async fn rollback_matches_components_by_name_across_releases_with_new_ids() {
             r.failure_policy.auto_rollback = true
         })
         .await;
-    let done = f.engine.run_job(v3.id).await.unwrap();
+    let done = f.engine.run_to_settled(v3.id).await.unwrap();
     assert_eq!(
         done.status,
         JobStatus::RolledBack,
@@ -578,7 +578,7 @@ async fn rollback_matches_components_by_name_across_releases_with_new_ids() {
         .job(3, &release_with_component(4, digest(4), 44), |_| {})
         .await;
     assert_eq!(
-        f.engine.run_job(v4.id).await.unwrap().status,
+        f.engine.run_to_settled(v4.id).await.unwrap().status,
         JobStatus::Completed
     );
     let rollback = f.engine.rollback(v4.id, "operator asked").await.unwrap();
@@ -588,7 +588,7 @@ async fn rollback_matches_components_by_name_across_releases_with_new_ids() {
             && t.component_id == Some(deploy_core::testing::component_id(11)))
     );
     assert_eq!(
-        f.engine.run_job(rollback.id).await.unwrap().status,
+        f.engine.run_to_settled(rollback.id).await.unwrap().status,
         JobStatus::Completed
     );
     assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
@@ -615,7 +615,7 @@ async fn a_canary_without_health_checks_still_soaks_before_the_remaining_waves()
             }
         })
         .await;
-    let done = f.engine.run_job(job.id).await.unwrap();
+    let done = f.engine.run_to_settled(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     let events = f.store.job_events(job.id, 0, 1_000).await.unwrap();
     let canary = done.tasks.iter().find(|t| t.wave == 0).unwrap();
@@ -697,7 +697,7 @@ async fn a_busy_environment_refuses_a_job_at_once_or_queues_it_when_asked_to_wai
         !queued.is_finished(),
         "created while the first job held the environment"
     );
-    let done = f.engine.run_job(first.id).await.unwrap();
+    let done = f.engine.run_to_settled(first.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     let second = tokio::time::timeout(Duration::from_secs(10), queued)
         .await
@@ -740,7 +740,7 @@ async fn a_rollback_to_a_lock_the_policy_now_refuses_is_refused_and_a_compliant_
             })
             .await;
         assert_eq!(
-            f.engine.run_job(v1.id).await.unwrap().status,
+            f.engine.run_to_settled(v1.id).await.unwrap().status,
             JobStatus::Completed
         );
         let v2 = f
@@ -749,7 +749,7 @@ async fn a_rollback_to_a_lock_the_policy_now_refuses_is_refused_and_a_compliant_
             })
             .await;
         assert_eq!(
-            f.engine.run_job(v2.id).await.unwrap().status,
+            f.engine.run_to_settled(v2.id).await.unwrap().status,
             JobStatus::Completed
         );
         set_policy(&f, tightened).await;
@@ -764,7 +764,7 @@ async fn a_rollback_to_a_lock_the_policy_now_refuses_is_refused_and_a_compliant_
             assert!(err.to_string().contains("/srv/data"), "{err}");
         } else {
             let rollback = result.unwrap();
-            let done = f.engine.run_job(rollback.id).await.unwrap();
+            let done = f.engine.run_to_settled(rollback.id).await.unwrap();
             assert_eq!(done.status, JobStatus::Completed, "{first}");
             assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
         }
@@ -790,7 +790,7 @@ async fn an_automatic_rollback_to_a_lock_the_policy_now_refuses_leaves_the_job_f
         })
         .await;
     assert_eq!(
-        f.engine.run_job(v1.id).await.unwrap().status,
+        f.engine.run_to_settled(v1.id).await.unwrap().status,
         JobStatus::Completed
     );
     let mut tightened = env.clone();
@@ -806,7 +806,7 @@ async fn an_automatic_rollback_to_a_lock_the_policy_now_refuses_leaves_the_job_f
             r.failure_policy.auto_rollback = true;
         })
         .await;
-    let done = f.engine.run_job(v2.id).await.unwrap();
+    let done = f.engine.run_to_settled(v2.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Failed);
     // Left as the failed job left it: v1's bind is not restored.
     assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(2)));

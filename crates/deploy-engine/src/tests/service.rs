@@ -39,7 +39,7 @@ async fn settled(f: &Fixture, id: JobId, within: Duration) -> DeploymentJob {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let job = f.store.get_job(id).await.unwrap();
-        if !job.status.is_active() {
+        if job.is_settled() {
             return job;
         }
         assert!(
@@ -218,7 +218,7 @@ async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
     let f = Fixture::new(1).await;
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     assert_eq!(
-        f.engine.run_job(v1.id).await.unwrap().status,
+        f.engine.run_to_settled(v1.id).await.unwrap().status,
         JobStatus::Completed
     );
     let v3 = f
@@ -261,13 +261,9 @@ async fn a_job_failed_just_before_a_kill_is_rolled_back_after_the_restart() {
 }
 
 #[tokio::test]
-async fn a_manual_rollback_of_a_failed_job_is_run_once_by_the_originals_runner() {
-    // Before rollbacks started in one transaction, the rollback job was created while
-    // the original (no auto_rollback) was still `failed`: a claim in between (or a
-    // crash) had the claim loop run it as a job of its own, and the original's runner
-    // run it too. That window is too short to hit here; the store test
-    // `a_rollback_starts_in_one_transaction_or_not_at_all` pins the fix. This is the
-    // manual path end to end under the service: one runner, one deploy per task.
+async fn a_manual_rollback_of_a_failed_job_is_run_once_by_the_claim_loop() {
+    // The manual path end to end under the service: the rollback job is claimed and
+    // run like any job, once (one deploy per task), and its end settles the original.
     let f = Fixture::new(2).await;
     let serving = Serving::start(&f.engine);
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
@@ -341,7 +337,7 @@ async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_
     let f = Fixture::new(1).await;
     let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
     assert_eq!(
-        f.engine.run_job(v1.id).await.unwrap().status,
+        f.engine.run_to_settled(v1.id).await.unwrap().status,
         JobStatus::Completed
     );
     // v2 failed (cancelled, say) while its task's attempt was still out on the target.
@@ -363,7 +359,7 @@ async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_
     assert_eq!(
         err.to_string(),
         format!(
-            "job `{}` still has 1 task(s) in flight or queued (its runner is winding them down); roll it back once they have settled",
+            "job `{}` is still winding down (1 task(s) in flight or queued; its automatic rollback, if the failure policy asks for one, comes next); roll it back once it has settled",
             v2.id
         )
     );
@@ -372,7 +368,8 @@ async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_
         failed.version,
         "nothing written"
     );
-    // The attempt settles (the runner reconciled it): now it may be rolled back, once.
+    // The attempt settles (the runner reconciled it): still winding down until the
+    // runner ends the wind-down; then it may be rolled back, once.
     f.store
         .apply_task_event(
             task.id,
@@ -381,6 +378,15 @@ async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_
             now,
             "test",
         )
+        .await
+        .unwrap();
+    let err = f.engine.rollback(v2.id, "too soon").await.unwrap_err();
+    assert!(
+        err.to_string().contains("is still winding down (0 task(s)"),
+        "{err}"
+    );
+    f.store
+        .apply_job_event(v2.id, failed.version, JobEvent::WoundDown, now, "test")
         .await
         .unwrap();
     let rollback = f.engine.rollback(v2.id, "operator asked").await.unwrap();
@@ -393,4 +399,101 @@ async fn a_manual_rollback_waits_for_the_wind_down_and_is_refused_while_rolling_
             v2.id
         )
     );
+}
+
+#[tokio::test]
+async fn cancelling_a_rolling_back_job_cancels_its_rollback_job_and_settles_it_failed() {
+    let f = Fixture::new(1).await;
+    let serving = Serving::start(&f.engine);
+    let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    assert_eq!(
+        settled(&f, v1.id, Duration::from_secs(20)).await.status,
+        JobStatus::Completed
+    );
+    // v2 fails for good; its automatic rollback to v1 hangs on the target.
+    f.world
+        .on(f.target(0), &digest(2), Behaviour::FailPermanent, 1);
+    f.world.on(f.target(0), &digest(1), Behaviour::Hang, 1);
+    let v2 = f
+        .job(2, &release_with(2, digest(2)), |r| {
+            r.failure_policy.auto_rollback = true;
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while f.world.in_flight.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rollback never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let original = f.store.get_job(v2.id).await.unwrap();
+    assert_eq!(original.status, JobStatus::RollingBack);
+    let shown = f.engine.cancel_job(v2.id, "operator").await.unwrap();
+    assert_eq!(shown.id, v2.id);
+    // The rollback job winds down (its hanging attempt cancelled); its end settles v2.
+    let done = settled(&f, v2.id, Duration::from_secs(20)).await;
+    assert_eq!(done.status, JobStatus::Failed);
+    let reason = done.failure_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("rollback job `") && reason.contains("failed: cancelled by operator"),
+        "{reason}"
+    );
+    let events = f.store.job_events(v2.id, 0, 1_000).await.unwrap();
+    let job_events: Vec<&str> = events
+        .iter()
+        .filter(|e| e.task_id.is_none())
+        .map(|e| e.event.as_str())
+        .collect();
+    assert_eq!(
+        job_events,
+        [
+            "create",
+            "start",
+            "artifacts_ready",
+            "fail",
+            "rollback_started",
+            "rollback_failed"
+        ]
+    );
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollback_job_cancelled_before_it_started_still_settles_the_original() {
+    let f = Fixture::new(1).await;
+    let v1 = f.job(1, &release_with(1, digest(1)), |_| {}).await;
+    assert_eq!(
+        f.engine.run_job(v1.id).await.unwrap().status,
+        JobStatus::Completed
+    );
+    f.world
+        .on(f.target(0), &digest(2), Behaviour::FailPermanent, 1);
+    let v2 = f
+        .job(2, &release_with(2, digest(2)), |r| {
+            r.failure_policy.auto_rollback = true;
+        })
+        .await;
+    // The runner ends with the rollback job created, not run (nobody serves here).
+    let original = f.engine.run_job(v2.id).await.unwrap();
+    assert_eq!(original.status, JobStatus::RollingBack);
+    let shown = f.engine.cancel_job(v2.id, "operator").await.unwrap();
+    assert_eq!(
+        shown.status,
+        JobStatus::RollingBack,
+        "settled by its rollback job's end"
+    );
+    // The cancelled rollback job still winds down, and its end settles the original.
+    let done = f.engine.run_to_settled(v2.id).await.unwrap();
+    assert!(done.is_settled(), "{done:?}");
+    assert_eq!(done.status, JobStatus::Failed);
+    assert!(
+        done.failure_reason
+            .as_deref()
+            .is_some_and(|r| r.ends_with("failed: cancelled by operator")),
+        "{:?}",
+        done.failure_reason
+    );
+    // Nothing was deployed by the cancelled rollback job: v2's failure left v1 running.
+    assert_eq!(f.world.digest_on(f.target(0), "web"), Some(digest(1)));
 }

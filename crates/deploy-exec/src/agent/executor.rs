@@ -9,12 +9,15 @@ use deploy_api::agent::{
     TaskKey, TaskOutcome,
 };
 use deploy_core::{
-    AgentConnection, CommandSpec, Connection, Digest, Name, Target, TargetType, TaskId,
+    AgentConnection, CommandSpec, Connection, Digest, ExecutionModel, Name, Target, TargetType,
+    TaskId,
 };
 
 use crate::agent::hub::{AgentHub, Completion};
 use crate::errors::ExecError;
-use crate::executor::{CommandOutput, DeployRequest, ExecContext, ExecutionResult, Executor};
+use crate::executor::{
+    CommandOutput, DeployFailure, DeployOutcome, DeployRequest, Deployed, ExecContext, Executor,
+};
 use crate::secrets::SecretsProvider;
 
 /// Carries out agent targets' tasks through the [`AgentHub`].
@@ -34,11 +37,7 @@ impl std::fmt::Debug for AgentExecutor {
 fn agent_connection(target: &Target) -> Result<&AgentConnection, ExecError> {
     match &target.connection {
         Connection::Agent(c) => Ok(c),
-        other => Err(ExecError::invalid(
-            format!("connection of target `{}`", target.name),
-            other.model().as_str(),
-            "an agent connection",
-        )),
+        _ => Err(ExecError::wrong_connection(target, ExecutionModel::Agent)),
     }
 }
 
@@ -290,11 +289,15 @@ fn agent_artifacts(request: &DeployRequest) -> Vec<deploy_core::GeneratedArtifac
 }
 
 /// A deploy's outcome as the engine's result.
+#[expect(
+    clippy::result_large_err,
+    reason = "a deploy's outcome, built once per task; the executor contract returns it unboxed"
+)]
 fn deploy_result(
     target: &Target,
     outcome: Result<TaskOutcome, ExecError>,
     previous: Option<Digest>,
-) -> ExecutionResult {
+) -> DeployOutcome {
     match outcome {
         Ok(TaskOutcome::Deployed {
             deployed_digest,
@@ -302,18 +305,19 @@ fn deploy_result(
             changed,
             running,
             published,
-        }) => ExecutionResult {
-            success: true,
-            deployed_digest: Some(deployed_digest),
+        }) => Ok(Deployed {
+            deployed_digest,
             previous_digest: previous_digest.or(previous),
             changed,
             running,
             published,
             agent: None,
-            error: None,
-        },
-        Ok(other) => ExecutionResult::failed(unexpected(target, "deploy", &other), previous),
-        Err(e) => ExecutionResult::failed(e, previous),
+        }),
+        Ok(other) => Err(DeployFailure::new(
+            unexpected(target, "deploy", &other),
+            previous,
+        )),
+        Err(e) => Err(DeployFailure::new(e, previous)),
     }
 }
 
@@ -337,12 +341,12 @@ impl Executor for AgentExecutor {
     /// Sends a `rollback` action for a rollback job (`request.rollback`, set by the engine)
     /// and a `deploy` action otherwise; both carry the same payload (a rollback deploys the
     /// last-known-good digest).
-    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> DeployOutcome {
         let task = &request.task;
         let previous = task.previous_digest.clone();
         let connection = match agent_connection(&request.target) {
             Ok(c) => c,
-            Err(e) => return ExecutionResult::failed(e, previous),
+            Err(e) => return Err(DeployFailure::new(e, previous)),
         };
         let server = request
             .component
@@ -355,7 +359,7 @@ impl Executor for AgentExecutor {
         let auth = if request.target.target_type == TargetType::DockerHost {
             match self.registry_auth(connection, server).await {
                 Ok(a) => a,
-                Err(e) => return ExecutionResult::failed(e, previous),
+                Err(e) => return Err(DeployFailure::new(e, previous)),
             }
         } else {
             None
@@ -398,7 +402,10 @@ impl Executor for AgentExecutor {
             .run_on(&request.target, key, action, &ctx, &mut agent)
             .await;
         let mut result = deploy_result(&request.target, outcome, previous);
-        result.agent = agent;
+        match &mut result {
+            Ok(d) => d.agent = agent,
+            Err(f) => f.agent = agent,
+        }
         result
     }
 
@@ -412,7 +419,7 @@ impl Executor for AgentExecutor {
         target: &Target,
         task: &deploy_core::DeploymentTask,
         ctx: &ExecContext,
-    ) -> Option<ExecutionResult> {
+    ) -> Option<DeployOutcome> {
         let key = TaskKey {
             task_id: task.id,
             attempt: task.attempt_number,

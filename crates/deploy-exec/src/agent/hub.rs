@@ -49,7 +49,9 @@ pub struct AgentInfo {
     /// The version of `labels` (bumped by each change).
     pub labels_version: u64,
     pub capabilities: Vec<AgentCapability>,
-    /// The sha256 of its credential; `None`: it cannot authenticate.
+    /// The sha256 of its credential, as stored (`None`: it cannot authenticate). Carried
+    /// with the record so that every replica's copy is current; checking a credential
+    /// against it is the server's business, the hub never reads it.
     pub credential_hash: Option<Digest>,
     pub created_at: Timestamp,
     pub last_seen_at: Option<Timestamp>,
@@ -199,7 +201,6 @@ struct HubState {
     /// Agents whose stored deliveries are being read, and whether another read was asked
     /// for meanwhile: one read at a time per agent, so an older read never undoes a newer.
     refreshing: HashMap<AgentId, bool>,
-    credentials: HashMap<Digest, AgentId>,
     pending: HashMap<TaskKey, Pending>,
     /// Finished (or abandoned) keys and the agent they belonged to, oldest first.
     completed: VecDeque<(TaskKey, AgentId)>,
@@ -369,8 +370,8 @@ impl AgentHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds or updates an agent (registration, start-up load, revocation). A revoked
-    /// agent keeps no credential mapping and has its in-flight keys failed. An update
+    /// Adds or updates an agent (registration, start-up load, rotation, revocation). A
+    /// revoked agent has its in-flight keys failed. An update
     /// never clears a known revocation: a stale record (read before a concurrent revoke)
     /// must not bring a revoked agent back; nor does it undo a newer label change.
     pub fn upsert_agent(&self, mut info: AgentInfo) {
@@ -384,12 +385,6 @@ impl AgentHub {
                 info.labels = known.labels.clone();
                 info.labels_version = known.labels_version;
             }
-        }
-        state.credentials.retain(|_, a| *a != id);
-        if info.revoked_at.is_none()
-            && let Some(hash) = &info.credential_hash
-        {
-            state.credentials.insert(hash.clone(), id);
         }
         let revoked = info.revoked_at.is_some();
         match state.agents.get_mut(&id) {
@@ -414,7 +409,7 @@ impl AgentHub {
         }
     }
 
-    /// Marks the agent revoked: its credential is refused at once and its in-flight
+    /// Marks the agent revoked: nothing is delivered to it any more and its in-flight
     /// keys fail as retryable. False when the agent is unknown.
     pub fn revoke_agent(&self, id: AgentId, at: Timestamp) -> bool {
         let mut state = self.state();
@@ -425,31 +420,11 @@ impl AgentHub {
         entry.notify.notify_waiters();
         // An executor waiting for this agent to come back fails at once, naming why.
         self.inner.available.notify_waiters();
-        state.credentials.retain(|_, a| *a != id);
         let lost = Self::fail_agent_keys(&mut state, id, "the agent was revoked".to_owned());
         drop(state);
         self.record_lost(lost);
         self.announce(Message::Agent(id));
         true
-    }
-
-    /// Replaces the agent's credential (rotation) in one lock section: the old credential
-    /// is refused from now on. A revoked or unknown agent is refused
-    /// ([`HubError::UnknownAgent`]), so a rotation racing a revocation cannot re-admit it.
-    pub fn set_credential(&self, id: AgentId, hash: Digest) -> Result<(), HubError> {
-        let mut state = self.state();
-        let entry = state
-            .agents
-            .get_mut(&id)
-            .filter(|e| e.info.revoked_at.is_none())
-            .ok_or(HubError::UnknownAgent(id))?;
-        entry.info.credential_hash = Some(hash.clone());
-        state.credentials.retain(|_, a| *a != id);
-        state.credentials.insert(hash, id);
-        drop(state);
-        // The other replicas refuse the old credential once they reload the record.
-        self.announce(Message::Agent(id));
-        Ok(())
     }
 
     /// Fails the agent's in-flight keys; those waited for here, with their agent.
@@ -466,31 +441,6 @@ impl AgentHub {
         keys.into_iter()
             .filter_map(|key| state.fail(key, reason.clone()).map(|a| (key, a)))
             .collect()
-    }
-
-    /// The (unrevoked) agent whose credential hashes to `hash`.
-    pub fn authenticate(&self, hash: &Digest) -> Option<AgentId> {
-        self.state().credentials.get(hash).copied()
-    }
-
-    /// [`AgentHub::authenticate`], and for a credential this replica does not know (the
-    /// agent registered or rotated on another replica a moment ago), the relay's record.
-    pub async fn authenticate_or_load(&self, hash: &Digest) -> Option<AgentId> {
-        if let Some(id) = self.authenticate(hash) {
-            return Some(id);
-        }
-        let relay = self.relay()?;
-        match relay.agent_by_credential(hash).await {
-            Ok(Some(info)) if info.revoked_at.is_none() => {
-                self.upsert_agent(info);
-                self.authenticate(hash)
-            }
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look up an agent credential");
-                None
-            }
-        }
     }
 
     /// True when an agent (revoked or not) has this name.

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use deploy_api::agent::{AgentLogLine as LogLine, TaskDelivery, TaskKey, TaskResultRequest};
-use deploy_core::{AgentId, Digest, Timestamp};
+use deploy_core::{AgentId, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::agent::hub::AgentInfo;
@@ -80,7 +80,6 @@ pub trait HubRelay: Send + Sync + 'static {
     async fn record_polls(&self, polls: &[PollMark]) -> RelayResult<()>;
     async fn polls(&self) -> RelayResult<Vec<PollMark>>;
     async fn agent(&self, id: AgentId) -> RelayResult<Option<AgentInfo>>;
-    async fn agent_by_credential(&self, hash: &Digest) -> RelayResult<Option<AgentInfo>>;
     /// Deletes deliveries ended before `finished_before`, and those still queued that
     /// were written before `queued_before`.
     async fn prune(&self, finished_before: Timestamp, queued_before: Timestamp)

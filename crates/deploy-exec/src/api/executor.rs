@@ -6,14 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{ApiConnection, CommandSpec, Connection, Digest, Name, Target};
+use deploy_core::{ApiConnection, CommandSpec, Connection, Digest, ExecutionModel, Name, Target};
 
 use super::aws::{AwsChains, AwsEnvironment};
 use super::http::Http;
 use super::kube_auth::{self, InClusterConfig, KubeAccess};
 use super::{ecs, k8s, nomad};
 use crate::errors::ExecError;
-use crate::executor::{CommandOutput, DeployRequest, ExecContext, ExecutionResult, Executor};
+use crate::executor::{
+    CommandOutput, DeployFailure, DeployOutcome, DeployRequest, Deployed, ExecContext, Executor,
+};
 use crate::logs::TaskLog;
 use crate::secrets::{Secret, SecretsProvider};
 
@@ -133,11 +135,7 @@ impl ApiExecutor {
     fn api(target: &Target) -> Result<&ApiConnection, ExecError> {
         match &target.connection {
             Connection::Api(api) => Ok(api),
-            other => Err(ExecError::invalid(
-                format!("target `{}`.connection.model", target.name),
-                other.model().as_str(),
-                "api",
-            )),
+            _ => Err(ExecError::wrong_connection(target, ExecutionModel::Api)),
         }
     }
 
@@ -343,7 +341,7 @@ fn container_name(api: &ApiConnection) -> String {
 
 #[async_trait]
 impl Executor for ApiExecutor {
-    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> DeployOutcome {
         let resource = resource_name(&request.target);
         let progress = Arc::new(Mutex::new(String::new()));
         let previous = Arc::new(Mutex::new(None::<String>));
@@ -370,16 +368,14 @@ impl Executor for ApiExecutor {
                         " (already running, nothing changed)"
                     }
                 ));
-                ExecutionResult {
-                    success: true,
-                    deployed_digest: Some(request.task.digest.clone()),
+                Ok(Deployed {
+                    deployed_digest: request.task.digest.clone(),
                     previous_digest: digest_of(&rolled.previous),
                     changed: rolled.changed,
                     running,
                     published: Vec::new(),
                     agent: None,
-                    error: None,
-                }
+                })
             }
             Err(e) => {
                 ctx.log.line(&format!("{resource}: failed to {e}"));
@@ -387,7 +383,7 @@ impl Executor for ApiExecutor {
                     .lock()
                     .ok()
                     .and_then(|p| p.as_deref().and_then(digest_of));
-                ExecutionResult::failed(e, before)
+                Err(DeployFailure::new(e, before))
             }
         }
     }

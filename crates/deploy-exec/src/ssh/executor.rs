@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deploy_core::{
-    ArtifactKind, CommandSpec, Connection, Digest, InstanceProbe, Name, ProbeOutcome,
-    PublishedPort, SshConnection, Target, TargetType,
+    ArtifactKind, CommandSpec, Connection, Digest, ExecutionModel, InstanceProbe, Name,
+    ProbeOutcome, PublishedPort, SshConnection, Target, TargetType,
 };
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::errors::ExecError;
 use crate::executor::{
-    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor, Published,
-    TrafficSwitch,
+    CommandOutput, ComponentSpec, DeployFailure, DeployOutcome, DeployRequest, Deployed,
+    ExecContext, Executor, Published, TrafficSwitch,
 };
 use crate::quote::{sh_join, sh_quote};
 use crate::secrets::SecretsProvider;
@@ -27,9 +27,6 @@ use crate::ssh::session::{RemoteOutput, SshAuth, SshSession, rename_into_place};
 use deploy_docker::{BollardApi, DockerHost, SequenceConfig};
 
 type Slot = Arc<Mutex<Option<Connected>>>;
-
-/// Longest recovery of a docker_host deploy cut by a cancel or a timeout.
-const RECOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 struct Connected {
@@ -57,11 +54,7 @@ impl std::fmt::Debug for SshExecutor {
 fn ssh_of(target: &Target) -> Result<&SshConnection, ExecError> {
     match &target.connection {
         Connection::Ssh(ssh) => Ok(ssh),
-        other => Err(ExecError::invalid(
-            format!("target `{}`.connection.model", target.name),
-            other.model().as_str(),
-            "ssh for the ssh executor",
-        )),
+        _ => Err(ExecError::wrong_connection(target, ExecutionModel::Ssh)),
     }
 }
 
@@ -220,7 +213,7 @@ impl SshExecutor {
         connected: &Connected,
         ctx: &ExecContext,
         deadline: Instant,
-    ) -> ExecutionResult {
+    ) -> DeployOutcome {
         let host = connected.session.host().to_owned();
         let api = match self.docker_api(connected, deadline).await {
             Ok(api) => SshDockerApi {
@@ -229,7 +222,7 @@ impl SshExecutor {
                 ctx,
                 deadline,
             },
-            Err(e) => return ExecutionResult::failed(e, None),
+            Err(e) => return Err(e.into()),
         };
         let sequence = DockerHost {
             api: &api,
@@ -251,26 +244,16 @@ impl SshExecutor {
             () = tokio::time::sleep_until(deadline) => Err((ExecError::Timeout { host: host.clone(), what: "docker_host deploy".to_owned(), seconds: ctx.timeout.as_secs() }, None)),
         };
         match outcome {
-            Ok(done) => ExecutionResult::deployed(&component.name, done),
+            Ok(done) => Ok(Deployed::container(&component.name, done)),
             Err((error, previous)) => {
                 if matches!(
                     error,
                     ExecError::Cancelled { .. } | ExecError::Timeout { .. }
                 ) {
                     // Cut halfway: no `-next` left, the old container back under the name.
-                    let recover = sequence.recover(&component.name, &request.target.name, &ctx.log);
-                    if tokio::time::timeout(RECOVER_TIMEOUT, recover)
-                        .await
-                        .is_err()
-                    {
-                        ctx.log.line(&format!(
-                            "recovery of {} gave up after {} s",
-                            component.name,
-                            RECOVER_TIMEOUT.as_secs()
-                        ));
-                    }
+                    sequence.recover_cut(&spec, &ctx.log).await;
                 }
-                ExecutionResult::failed(error, previous)
+                Err(DeployFailure::new(error, previous))
             }
         }
     }
@@ -298,20 +281,17 @@ impl SshExecutor {
         session: &SshSession,
         ctx: &ExecContext,
         deadline: Instant,
-    ) -> ExecutionResult {
+    ) -> DeployOutcome {
         let Some(lock) = request
             .artifacts
             .iter()
             .find(|a| a.kind == ArtifactKind::ComposeLock)
         else {
-            return ExecutionResult::failed(
-                ExecError::invalid(
-                    "artifacts",
-                    format!("{} files", request.artifacts.len()),
-                    "a compose-lock artifact for a compose_host deploy",
-                ),
-                None,
-            );
+            return Err(DeployFailure::from(ExecError::invalid(
+                "artifacts",
+                format!("{} files", request.artifacts.len()),
+                "a compose-lock artifact for a compose_host deploy",
+            )));
         };
         let project = &request.project;
         // Created 0700 (or checked) before anything is written; from here on its canonical path.
@@ -320,43 +300,41 @@ impl SshExecutor {
             .await
         {
             Ok(c) => c,
-            Err(e) => return ExecutionResult::failed(e, None),
+            Err(e) => return Err(e.into()),
         };
         let dir = checked.path.as_str();
         let before = match Self::compose_status(session, dir, project, ctx, deadline).await {
             Ok(s) => s,
-            Err(e) => return ExecutionResult::failed(e, None),
+            Err(e) => return Err(e.into()),
         };
         let previous = before.healthy_lock();
-        let fail = |e| ExecutionResult::failed(e, previous.clone());
+        let fail = |e| DeployFailure::new(e, previous.clone());
         if previous.as_ref() == Some(&lock.sha256) {
             ctx.log.line(&format!(
                 "project {project} already runs lock {}: nothing to do",
                 lock.sha256
             ));
-            return ExecutionResult {
-                success: true,
-                deployed_digest: Some(lock.sha256.clone()),
+            return Ok(Deployed {
+                deployed_digest: lock.sha256.clone(),
                 previous_digest: previous.clone(),
                 changed: false,
                 running: before.running,
                 published: before.published,
                 agent: None,
-                error: None,
-            };
+            });
         }
         let prepare = compose_host::detect_script();
         let tool = match Self::run(session, &prepare, "detect compose", ctx, deadline).await {
             Ok(out) if out.exit_status == 0 => compose_host::parse_tool(&out.stdout),
-            Ok(out) => return fail(Self::failed(session, "detect compose", &out)),
-            Err(e) => return fail(e),
+            Ok(out) => return Err(fail(Self::failed(session, "detect compose", &out))),
+            Err(e) => return Err(fail(e)),
         };
         let Some(tool) = tool else {
-            return fail(ExecError::invalid(
+            return Err(fail(ExecError::invalid(
                 "compose tool",
                 session.host(),
                 "`docker compose` or `docker-compose` on the host",
-            ));
+            )));
         };
         let files: Vec<(&str, &[u8])> = request
             .artifacts
@@ -370,7 +348,7 @@ impl SshExecutor {
             .await
         {
             Ok(t) => t,
-            Err(e) => return fail(e),
+            Err(e) => return Err(fail(e)),
         };
         // The lock is moved into place only after a successful pull; the rest at once.
         let lock_name = lock.file_name.as_str();
@@ -412,47 +390,45 @@ impl SshExecutor {
             .line(&format!("compose pull and up for project {project}"));
         match Self::run(session, &up, "compose pull and up", ctx, deadline).await {
             Ok(out) if out.exit_status == 0 => {}
-            Ok(out) => return fail(Self::failed(session, "compose pull and up", &out)),
-            Err(e) => return fail(e),
+            Ok(out) => return Err(fail(Self::failed(session, "compose pull and up", &out))),
+            Err(e) => return Err(fail(e)),
         }
         let after = match Self::compose_status(session, dir, project, ctx, deadline).await {
             Ok(s) => s,
-            Err(e) => return fail(e),
+            Err(e) => return Err(fail(e)),
         };
         if after.healthy_lock().as_ref() != Some(&lock.sha256) {
-            return fail(ExecError::NotRunning {
+            return Err(fail(ExecError::NotRunning {
                 host: session.host().to_owned(),
                 container: format!("project {project}"),
                 detail: format!("services not running: {}", after.not_running.join(", ")),
-            });
+            }));
         }
         for (service, digest) in &after.running {
             ctx.log.line(&format!("{service} runs {digest}"));
         }
-        ExecutionResult {
-            success: true,
-            deployed_digest: Some(lock.sha256.clone()),
+        Ok(Deployed {
+            deployed_digest: lock.sha256.clone(),
             previous_digest: previous.clone(),
             changed: true,
             running: after.running,
             published: after.published,
             agent: None,
-            error: None,
-        }
+        })
     }
 }
 
 #[async_trait]
 impl Executor for SshExecutor {
-    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> DeployOutcome {
         let deadline = Instant::now() + ctx.timeout;
         let ssh = match ssh_of(&request.target) {
             Ok(s) => s,
-            Err(e) => return ExecutionResult::failed(e, None),
+            Err(e) => return Err(e.into()),
         };
         let connected = match self.connect(ssh, deadline).await {
             Ok(c) => c,
-            Err(e) => return ExecutionResult::failed(e, None),
+            Err(e) => return Err(e.into()),
         };
         let ctx = Self::redacting(ctx, &connected);
         let session = connected.session.as_ref();
@@ -461,25 +437,19 @@ impl Executor for SshExecutor {
                 self.deploy_docker(request, component, &connected, &ctx, deadline)
                     .await
             }
-            (TargetType::DockerHost, None) => ExecutionResult::failed(
-                ExecError::invalid(
-                    "component",
-                    "(none)",
-                    "a component for a docker_host deploy",
-                ),
-                None,
-            ),
+            (TargetType::DockerHost, None) => Err(DeployFailure::from(ExecError::invalid(
+                "component",
+                "(none)",
+                "a component for a docker_host deploy",
+            ))),
             (TargetType::ComposeHost, _) => {
                 self.deploy_compose(request, ssh, session, &ctx, deadline)
                     .await
             }
-            (other, _) => ExecutionResult::failed(
-                ExecError::Unsupported {
-                    model: "ssh".to_owned(),
-                    target_type: other.as_str().to_owned(),
-                },
-                None,
-            ),
+            (other, _) => Err(DeployFailure::from(ExecError::Unsupported {
+                model: "ssh".to_owned(),
+                target_type: other.as_str().to_owned(),
+            })),
         }
     }
 

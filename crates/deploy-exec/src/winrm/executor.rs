@@ -4,21 +4,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{CommandSpec, Connection, Digest, Name, Target, TargetType, WinrmConnection};
+use deploy_core::{
+    CommandSpec, Connection, Digest, ExecutionModel, Name, Target, TargetType, WinrmConnection,
+};
 use tokio::time::Instant;
 
 use crate::errors::ExecError;
 use crate::executor::{
-    CommandOutput, ComponentSpec, DeployRequest, ExecContext, ExecutionResult, Executor,
+    CommandOutput, ComponentSpec, DeployFailure, DeployOutcome, DeployRequest, Deployed,
+    ExecContext, Executor,
 };
 use crate::secrets::SecretsProvider;
 use crate::winrm::client::{RunOutput, WinrmClient, WinrmClientConfig, split_credential};
 use crate::winrm::docker_cli::CliApi;
 use crate::winrm::powershell::{call_script, powershell_args};
-use deploy_docker::{DockerHost, SequenceConfig};
-
-/// Longest recovery of a docker_host deploy cut by a cancel or a timeout.
-const RECOVER_TIMEOUT: Duration = Duration::from_secs(30);
+use deploy_docker::{DockerHost, RECOVER_TIMEOUT, SequenceConfig};
 
 /// Deploys to Windows docker_host targets over WinRM (Basic or NTLMv2 auth).
 ///
@@ -42,11 +42,7 @@ impl std::fmt::Debug for WinrmExecutor {
 fn winrm_of(target: &Target) -> Result<&WinrmConnection, ExecError> {
     match &target.connection {
         Connection::Winrm(w) => Ok(w),
-        other => Err(ExecError::invalid(
-            format!("target `{}`.connection.model", target.name),
-            other.model().as_str(),
-            "winrm for the winrm executor",
-        )),
+        _ => Err(ExecError::wrong_connection(target, ExecutionModel::Winrm)),
     }
 }
 
@@ -158,7 +154,7 @@ impl WinrmExecutor {
         component: &ComponentSpec,
         ctx: &ExecContext,
         deadline: Instant,
-    ) -> ExecutionResult {
+    ) -> DeployOutcome {
         let api = CliApi {
             executor: self,
             session: s,
@@ -173,7 +169,7 @@ impl WinrmExecutor {
         let spec = component.deploy_spec(&request.target.name, &task);
         let host = s.client.endpoint().to_owned();
         match sequence.deploy(&spec, &ctx.log).await {
-            Ok(done) => ExecutionResult::deployed(&component.name, done),
+            Ok(done) => Ok(Deployed::container(&component.name, done)),
             Err(f) => {
                 let error = ExecError::docker(&host, component.name.as_str(), f.error);
                 if ctx.cancel.is_cancelled() || Instant::now() >= deadline {
@@ -195,11 +191,9 @@ impl WinrmExecutor {
                         api: &recovery_api,
                         config: self.sequence_config(),
                     };
-                    recovery
-                        .recover(&component.name, &request.target.name, &ctx.log)
-                        .await;
+                    recovery.recover_cut(&spec, &ctx.log).await;
                 }
-                ExecutionResult::failed(error, f.previous)
+                Err(DeployFailure::new(error, f.previous))
             }
         }
     }
@@ -212,34 +206,28 @@ fn exit_status(code: i64) -> u32 {
 
 #[async_trait]
 impl Executor for WinrmExecutor {
-    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> ExecutionResult {
+    async fn deploy(&self, request: &DeployRequest, ctx: &ExecContext) -> DeployOutcome {
         let deadline = Instant::now() + ctx.timeout;
         let component = match (request.target.target_type, &request.component) {
             (TargetType::DockerHost, Some(c)) => c,
             (TargetType::DockerHost, None) => {
-                return ExecutionResult::failed(
-                    ExecError::invalid(
-                        format!("deploy request for target `{}`", request.target.name),
-                        "no component",
-                        "a component (container name and image) for a docker_host target",
-                    ),
-                    None,
-                );
+                return Err(DeployFailure::from(ExecError::invalid(
+                    format!("deploy request for target `{}`", request.target.name),
+                    "no component",
+                    "a component (container name and image) for a docker_host target",
+                )));
             }
             (other, _) => {
-                return ExecutionResult::failed(
-                    ExecError::invalid(
-                        format!("target `{}`.type", request.target.name),
-                        other.as_str(),
-                        "docker_host (windows_service deploys over winrm are not supported yet)",
-                    ),
-                    None,
-                );
+                return Err(DeployFailure::from(ExecError::invalid(
+                    format!("target `{}`.type", request.target.name),
+                    other.as_str(),
+                    "docker_host (windows_service deploys over winrm are not supported yet)",
+                )));
             }
         };
         let s = match self.session(&request.target, ctx, deadline).await {
             Ok(s) => s,
-            Err(e) => return ExecutionResult::failed(e, None),
+            Err(e) => return Err(e.into()),
         };
         let result = self
             .deploy_docker(&s, request, component, ctx, deadline)

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use deploy_testkit::read_request;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 pub const OPEN_SHELL: &str = include_str!("fixtures/open_shell_response.xml");
@@ -223,13 +224,6 @@ impl Fake {
     }
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
-}
-
 /// The checks every WS-Management request must pass, whichever client sent it.
 fn check(action: &str, body: &str) -> Vec<String> {
     let mut problems = Vec::new();
@@ -327,30 +321,12 @@ where
     let mut authenticated = false;
     // One request per round; a client closing the connection ends the loop.
     for _ in 0..1000 {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            let mut chunk = [0u8; 8192];
-            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => return,
-            }
+        let next = read_request(&mut stream, &mut buf);
+        let request = match tokio::time::timeout(Duration::from_secs(30), next).await {
+            Ok(Ok(Some(request))) => request,
+            _ => return,
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let len: usize = header(&head, "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let body_start = head_end + 4;
-        while buf.len() < body_start + len {
-            let mut chunk = [0u8; 8192];
-            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => return,
-            }
-        }
-        let body = String::from_utf8_lossy(&buf[body_start..body_start + len]).into_owned();
-        buf.drain(..body_start + len);
+        let body = request.text();
         let action = body
             .split(":Action")
             .nth(1)
@@ -359,7 +335,7 @@ where
             .unwrap_or("?")
             .to_owned();
         let mut challenge = None;
-        let token = header(&head, "authorization").and_then(|a| a.strip_prefix("Negotiate "));
+        let token = request.header("authorization").strip_prefix("Negotiate ");
         if let Some(acceptor) = acceptor.as_mut()
             && !authenticated
             && let Some(token) = token
@@ -381,7 +357,7 @@ where
             let allowed = if acceptor.is_some() {
                 authenticated
             } else {
-                header(&head, "authorization") == Some(expected.as_str())
+                request.header("authorization") == expected
             };
             authorized = allowed;
             if !allowed {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use deploy_core::testing::{digest, name, ssh_target, task};
 use deploy_core::{
@@ -19,19 +18,8 @@ use super::fake::{self, Fake, Plan, Reply};
 use crate::errors::{ErrorClass, ExecError};
 use crate::executor::{ComponentSpec, DeployRequest, ExecContext, Executor};
 use crate::logs::MemorySink;
-use crate::secrets::{Secret, SecretsProvider};
-
-struct Fixed(String);
-
-#[async_trait]
-impl SecretsProvider for Fixed {
-    async fn resolve(&self, _: &CredentialRef) -> Result<Secret, ExecError> {
-        Ok(Secret::new(self.0.clone()))
-    }
-    async fn passphrase(&self, _: &CredentialRef) -> Result<Option<Secret>, ExecError> {
-        Ok(None)
-    }
-}
+use crate::secrets::Secret;
+use crate::testing::FakeSecrets;
 
 fn conn(url: &str, insecure: bool) -> WinrmConnection {
     WinrmConnection {
@@ -69,7 +57,13 @@ fn client(fake: &Fake, password: &str) -> WinrmClient {
 }
 
 fn executor(password: &str) -> WinrmExecutor {
-    WinrmExecutor::new(config(), Arc::new(Fixed(format!("deploy:{password}"))))
+    WinrmExecutor::new(
+        config(),
+        Arc::new(FakeSecrets::new([(
+            "env:WINRM_CRED",
+            format!("deploy:{password}"),
+        )])),
+    )
 }
 
 fn cmd(argv: &[&str]) -> CommandSpec {
@@ -555,9 +549,9 @@ async fn docker_host_deploy_runs_the_shared_sequence_as_cli_commands() {
     request.target = target(&fake.url());
     let ctx = ExecContext::quiet(Duration::from_secs(20));
     let result = quick_executor().deploy(&request, &ctx).await;
-    assert!(result.success, "{result:?}");
+    let result = result.unwrap_or_else(|e| panic!("{e:?}"));
     assert!(result.changed);
-    assert_eq!(result.deployed_digest, Some(new.clone()));
+    assert_eq!(result.deployed_digest, new.clone());
     assert_eq!(result.previous_digest, None);
     assert_eq!(result.running.get("web"), Some(&new));
     assert_eq!(result.published.first().map(|p| p.host_port), Some(49153));
@@ -636,9 +630,9 @@ async fn docker_host_deploy_keeps_the_old_container_when_the_new_one_exits() {
     let sink = Arc::new(MemorySink::new());
     let ctx = ExecContext::new(sink.clone(), Duration::from_secs(20));
     let result = quick_executor().deploy(&request, &ctx).await;
-    assert!(!result.success);
-    assert_eq!(result.previous_digest, Some(old));
-    let err = result.error.unwrap();
+    let failure = result.unwrap_err();
+    assert_eq!(failure.previous_digest, Some(old));
+    let err = failure.error;
     assert!(matches!(err, ExecError::NotRunning { .. }), "{err}");
     assert!(!err.is_retryable());
     assert!(
@@ -675,12 +669,12 @@ async fn docker_host_deploy_of_the_running_definition_changes_nothing() {
     request.target = target(&fake.url());
     let ctx = ExecContext::quiet(Duration::from_secs(20));
     let result = quick_executor().deploy(&request, &ctx).await;
-    assert!(result.success && !result.changed, "{result:?}");
+    assert!(result.as_ref().is_ok_and(|d| !d.changed), "{result:?}");
     assert_eq!(scripts(&fake).len(), 1);
     let mut windows_service = request.clone();
     windows_service.target.target_type = TargetType::WindowsService;
     let result = quick_executor().deploy(&windows_service, &ctx).await;
-    let err = result.error.unwrap();
+    let err = result.unwrap_err().error;
     assert!(err.to_string().contains("not supported yet"), "{err}");
 }
 
@@ -700,7 +694,7 @@ async fn a_double_quote_in_a_word_is_refused_before_docker_runs() {
     request.target = target(&fake.url());
     let ctx = ExecContext::quiet(Duration::from_secs(20));
     let result = quick_executor().deploy(&request, &ctx).await;
-    let err = result.error.unwrap();
+    let err = result.unwrap_err().error;
     assert!(err.to_string().contains("mangles double quotes"), "{err}");
     assert!(!scripts(&fake).iter().any(|s| s.contains("'create'")));
 }

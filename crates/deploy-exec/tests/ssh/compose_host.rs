@@ -1,7 +1,7 @@
 //! compose_host deploys through sshd with the machine's Compose tool: v1 then v2, digests read back by label, idempotent redeploy.
 
 use deploy_core::TargetType;
-use deploy_exec::Executor;
+use deploy_exec::{DeployFailure, Executor};
 use deploy_testkit::run_checked;
 
 use crate::common::*;
@@ -28,8 +28,8 @@ async fn deploys_v1_then_v2_redeploy_is_a_no_op_and_a_failed_pull_changes_nothin
 
     let req1 = compose_request(target, &project, &peers.images.v1, 1);
     let r1 = exec.deploy(&req1, &c).await;
-    assert!(r1.success, "{r1:?}\n{:#?}", logs.lines());
-    assert_eq!(r1.deployed_digest.as_ref(), Some(&req1.task.digest));
+    let r1 = r1.unwrap_or_else(|e| panic!("{e:?}\n{:#?}", logs.lines()));
+    assert_eq!(r1.deployed_digest, req1.task.digest);
     assert_eq!(r1.running.get("web"), Some(&digest_of(&peers.images.v1)));
     assert_eq!(version_of(&web_container(p)), "v1");
     // Files are in place under their final names, no temp file left.
@@ -46,7 +46,7 @@ async fn deploys_v1_then_v2_redeploy_is_a_no_op_and_a_failed_pull_changes_nothin
 
     let req2 = compose_request(target, &project, &peers.images.v2, 2);
     let r2 = exec.deploy(&req2, &c).await;
-    assert!(r2.success, "{r2:?}\n{:#?}", logs.lines());
+    let r2 = r2.unwrap_or_else(|e| panic!("{e:?}\n{:#?}", logs.lines()));
     assert_eq!(r2.previous_digest.as_ref(), Some(&req1.task.digest));
     assert_eq!(r2.running.get("web"), Some(&digest_of(&peers.images.v2)));
     assert_eq!(version_of(&web_container(p)), "v2");
@@ -58,7 +58,7 @@ async fn deploys_v1_then_v2_redeploy_is_a_no_op_and_a_failed_pull_changes_nothin
     let again = exec
         .deploy(&compose_request(target, &project, &peers.images.v2, 3), &c)
         .await;
-    assert!(again.success && !again.changed, "{again:?}");
+    assert!(again.as_ref().is_ok_and(|d| !d.changed), "{again:?}");
 
     // A lock whose image the registry does not have: the pull fails, nothing changes.
     let missing = format!("{}@sha256:{}", peers.images.repository, "0".repeat(64));
@@ -67,9 +67,9 @@ async fn deploys_v1_then_v2_redeploy_is_a_no_op_and_a_failed_pull_changes_nothin
         .await;
     assert!(
         matches!(
-            bad.error,
+            bad.as_ref().err().map(|f| &f.error),
             Some(deploy_exec::ExecError::CommandFailed { .. })
-        ) && bad.retryable(),
+        ) && bad.as_ref().is_err_and(DeployFailure::retryable),
         "{bad:?}"
     );
     assert_eq!(version_of(&web_container(p)), "v2");

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use deploy_core::{CommandSpec, HostKeyFingerprint, HostKeyPolicy, TargetType, UnixPath};
-use deploy_exec::{ExecError, Executor};
+use deploy_exec::{DeployFailure, ExecError, Executor};
 use deploy_testkit::{SshdHosts, run_checked};
 
 use crate::common::*;
@@ -396,18 +396,27 @@ async fn timeout_or_cancel_mid_pull_leaves_the_previous_container_serving() {
             let (r, ()) = tokio::join!(exec.deploy(&request, &c), cancel);
             r
         };
-        assert!(!r.success, "{cut}: {r:?}");
+        assert!(r.is_err(), "{cut}: {r:?}");
         match cut {
             "timeout" => {
-                assert!(matches!(r.error, Some(ExecError::Timeout { .. })), "{r:?}");
-                assert!(r.retryable());
+                assert!(
+                    matches!(
+                        r.as_ref().err().map(|f| &f.error),
+                        Some(ExecError::Timeout { .. })
+                    ),
+                    "{r:?}"
+                );
+                assert!(r.as_ref().is_err_and(DeployFailure::retryable));
             }
             _ => {
                 assert!(
-                    matches!(r.error, Some(ExecError::Cancelled { .. })),
+                    matches!(
+                        r.as_ref().err().map(|f| &f.error),
+                        Some(ExecError::Cancelled { .. })
+                    ),
                     "{r:?}"
                 );
-                assert!(!r.retryable());
+                assert!(!r.as_ref().is_err_and(DeployFailure::retryable));
             }
         }
         assert!(
@@ -455,15 +464,22 @@ async fn failed_connections_leave_the_running_container_serving() {
 
     for (t, retryable) in [(&unknown, false), (&pinned_wrong, false), (&bad_key, false)] {
         let r = s.exec.deploy(&v2(t), &c).await;
-        assert!(!r.success, "{r:?}");
-        assert_eq!(r.retryable(), retryable, "{r:?}");
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(
+            r.as_ref().is_err_and(DeployFailure::retryable),
+            retryable,
+            "{r:?}"
+        );
         assert_eq!(version_of(s.web.as_str()), "v1");
     }
     s.exec.close_all().await;
     s.peers.hosts.stop(1);
     let r = s.exec.deploy(&v2(&s.target), &c).await;
     assert!(
-        matches!(r.error, Some(ExecError::Connect { .. })) && r.retryable(),
+        matches!(
+            r.as_ref().err().map(|f| &f.error),
+            Some(ExecError::Connect { .. })
+        ) && r.as_ref().is_err_and(DeployFailure::retryable),
         "{r:?}"
     );
     assert_eq!(version_of(s.web.as_str()), "v1");

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use deploy_core::{TargetType, UnixPath};
 use deploy_exec::ssh::first_temp_name;
-use deploy_exec::{ExecError, Executor};
+use deploy_exec::{DeployFailure, ExecError, Executor};
 use deploy_testkit::{SSH_TEST_USER, SshdHosts};
 
 use crate::common::*;
@@ -76,7 +76,7 @@ async fn the_default_work_dir_is_created_0700_under_the_login_home_with_files_06
     let (logs, c) = ctx(120);
     let req = compose_request(&s.target, &project, &s.peers.images.v1, 1);
     let r = s.exec.deploy(&req, &c).await;
-    assert!(r.success, "{r:?}\n{:#?}", logs.lines());
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{:#?}", logs.lines()));
     assert_eq!(r.running.get("web"), Some(&digest_of(&s.peers.images.v1)));
 
     assert_eq!((mode(&dir), owner(&dir)), (0o700, uid), "{dir}");
@@ -131,7 +131,7 @@ async fn a_symlink_planted_at_the_temp_name_is_not_followed() {
     let (logs, c) = ctx(120);
     let req = compose_request(&s.target, &project, &s.peers.images.v1, 1);
     let r = s.exec.deploy(&req, &c).await;
-    assert!(r.success, "{r:?}\n{:#?}", logs.lines());
+    assert!(r.is_ok(), "{r:?}\n{:#?}", logs.lines());
 
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
     assert_eq!(mode(&victim), 0o666);
@@ -173,9 +173,9 @@ async fn unsafe_work_dirs_are_refused_naming_the_path() {
             let r = exec
                 .deploy(&compose_request(&target, project, image, 1), c)
                 .await;
-            assert!(!r.retryable(), "{r:?}");
-            match r.error {
-                Some(e @ ExecError::WorkDir { .. }) => e.to_string(),
+            assert!(!r.as_ref().is_err_and(DeployFailure::retryable), "{r:?}");
+            match r.map_err(|f| f.error) {
+                Err(e @ ExecError::WorkDir { .. }) => e.to_string(),
                 other => panic!("expected a work dir refusal, got {other:?}"),
             }
         }
@@ -236,7 +236,7 @@ async fn unsafe_work_dirs_are_refused_naming_the_path() {
         .deploy(&compose_request(&t, &project, &image, 1), &c)
         .await;
     // The deploy itself fails later (no such image): the directories are made by then.
-    assert!(!r.success);
+    assert!(r.is_err());
     for d in [&fresh.0, &format!("{}/a", fresh.0), &nested] {
         assert_eq!((mode(d), owner(d)), (0o700, uid), "{d}");
     }

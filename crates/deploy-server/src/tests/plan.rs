@@ -5,13 +5,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 
-use async_trait::async_trait;
 use deploy_api::Role;
-use deploy_core::{CommandSpec, Digest, ExecutionModel, Name, Target};
-use deploy_exec::{
-    CommandOutput, DeployRequest, ExecContext, ExecError, ExecutionResult, Executor,
-    ExecutorRegistry,
-};
+use deploy_core::{Digest, ExecutionModel, TargetId};
+use deploy_exec::ExecutorRegistry;
+use deploy_testkit::exec::{Behaviour, FakeExecutor};
 use serde_json::json;
 
 use super::{Fixture, release_body, target_body};
@@ -21,61 +18,44 @@ fn digest(c: char) -> Digest {
     Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
 }
 
-fn invalid(why: &str) -> ExecError {
-    ExecError::InvalidInput {
-        field: "request".to_owned(),
-        value: why.to_owned(),
-        expected: "an inspect".to_owned(),
+/// A fake executor serving the fixture's ssh targets.
+fn executors(fake: &Arc<FakeExecutor>) -> impl FnOnce(&std::path::Path) -> ExecutorRegistry {
+    let fake = fake.clone();
+    move |_| {
+        let mut executors = ExecutorRegistry::new();
+        executors.register(ExecutionModel::Ssh, fake);
+        executors
     }
 }
 
-/// Answers `inspect` by target name; never deploys.
-struct FakeExecutor;
-
-#[async_trait]
-impl Executor for FakeExecutor {
-    async fn deploy(&self, _: &DeployRequest, _: &ExecContext) -> ExecutionResult {
-        ExecutionResult::failed(invalid("the fake executor never deploys"), None)
-    }
-
-    async fn inspect(
-        &self,
-        target: &Target,
-        component: &Name,
-        _: &ExecContext,
-    ) -> Result<Option<Digest>, ExecError> {
-        assert_eq!(component.as_str(), "web");
-        match target.name.as_str() {
-            "current" => Ok(Some(digest('a'))),
-            "old" => Ok(Some(digest('b'))),
-            "empty" => Ok(None),
-            "hangs" => std::future::pending().await,
-            _ => Err(ExecError::Connect {
-                host: "127.0.0.1".to_owned(),
-                port: 1,
-                detail: "connection refused".to_owned(),
-            }),
+/// Creates the targets `names` in `env_id`, each running on `fake` what its name says:
+/// `current` and `old` run digests `a` and `b`, `empty` nothing; `hangs` never answers
+/// an inspect and any other refuses the connection.
+async fn add_targets(f: &Fixture, fake: &FakeExecutor, env_id: &str, names: &[&str]) {
+    for name in names {
+        let created = f
+            .ok(
+                "POST",
+                &format!("/api/v1/environments/{env_id}/targets"),
+                Role::Admin,
+                Some(target_body(name)),
+            )
+            .await;
+        let id = TargetId::parse(created["id"].as_str().unwrap()).unwrap();
+        match *name {
+            "current" => fake.set_running(id, "web", digest('a')),
+            "old" => fake.set_running(id, "web", digest('b')),
+            "empty" => {}
+            "hangs" => fake.fail_inspect(id, Behaviour::Hang),
+            _ => fake.fail_inspect(id, Behaviour::FailRetryable),
         }
-    }
-
-    async fn run_command(
-        &self,
-        _: &Target,
-        _: &CommandSpec,
-        _: &ExecContext,
-    ) -> Result<CommandOutput, ExecError> {
-        Err(invalid("the fake executor runs no command"))
     }
 }
 
 #[tokio::test]
 async fn plan_shows_waves_digests_what_runs_and_inspect_errors() {
-    let f = Fixture::build(ServerConfig::default(), |_| {
-        let mut executors = ExecutorRegistry::new();
-        executors.register(ExecutionModel::Ssh, Arc::new(FakeExecutor));
-        executors
-    })
-    .await;
+    let fake = Arc::new(FakeExecutor::default());
+    let f = Fixture::build(ServerConfig::default(), executors(&fake)).await;
     let env = f
         .ok(
             "POST",
@@ -85,15 +65,7 @@ async fn plan_shows_waves_digests_what_runs_and_inspect_errors() {
         )
         .await;
     let env_id = env["id"].as_str().unwrap();
-    for name in ["old", "empty", "current", "broken"] {
-        f.ok(
-            "POST",
-            &format!("/api/v1/environments/{env_id}/targets"),
-            Role::Admin,
-            Some(target_body(name)),
-        )
-        .await;
-    }
+    add_targets(&f, &fake, env_id, &["old", "empty", "current", "broken"]).await;
     let release = f
         .ok(
             "POST",
@@ -199,16 +171,13 @@ async fn plan_shows_waves_digests_what_runs_and_inspect_errors() {
 #[tokio::test]
 async fn a_hanging_inspect_times_out_in_its_row_and_the_plan_is_bounded() {
     for plan_timeout in [Duration::from_secs(30), Duration::from_millis(300)] {
+        let fake = Arc::new(FakeExecutor::default());
         let f = Fixture::build(
             ServerConfig {
                 plan_timeout,
                 ..ServerConfig::default()
             },
-            |_| {
-                let mut executors = ExecutorRegistry::new();
-                executors.register(ExecutionModel::Ssh, Arc::new(FakeExecutor));
-                executors
-            },
+            executors(&fake),
         )
         .await;
         let env = f
@@ -220,15 +189,7 @@ async fn a_hanging_inspect_times_out_in_its_row_and_the_plan_is_bounded() {
             )
             .await;
         let env_id = env["id"].as_str().unwrap();
-        for name in ["current", "hangs"] {
-            f.ok(
-                "POST",
-                &format!("/api/v1/environments/{env_id}/targets"),
-                Role::Admin,
-                Some(target_body(name)),
-            )
-            .await;
-        }
+        add_targets(&f, &fake, env_id, &["current", "hangs"]).await;
         let release = f
             .ok(
                 "POST",

@@ -1,4 +1,4 @@
-//! The API while PostgreSQL is down: requests answer a 503 `unavailable` problem with `Retry-After` (they were opaque 500s), and 200 again once it is back.
+//! The API while PostgreSQL is down: requests answer a 503 `unavailable` problem with `Retry-After` (they were opaque 500s), `/readyz` says the database is unreachable, and all answer 200 again once it is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,12 @@ async fn an_unreachable_database_is_a_503_problem_until_it_is_back() {
     ));
     let (status, _, _) = get(&app, "/api/v1/environments", &admin).await;
     assert_eq!(status, StatusCode::OK);
+    let ready = |status, text: &str| (status, Value::from(text));
+    let (status, _, body) = get(&app, "/readyz", &admin).await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        ready(StatusCode::OK, "ready")
+    );
 
     tokio::task::block_in_place(|| pg.stop()).unwrap();
     for path in ["/api/v1/environments", "/api/v1/jobs"] {
@@ -79,7 +85,18 @@ async fn an_unreachable_database_is_a_503_problem_until_it_is_back() {
         );
     }
 
+    let (status, _, body) = get(&app, "/readyz", &admin).await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        ready(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+    );
+
     tokio::task::block_in_place(|| pg.start_again()).unwrap();
     let (status, _, body) = get(&app, "/api/v1/environments", &admin).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = get(&app, "/readyz", &admin).await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        ready(StatusCode::OK, "ready")
+    );
 }

@@ -87,9 +87,15 @@ async fn a_jobs_log_is_every_task_in_append_order_and_resumes_after_any_position
         s.job_status(job_id(99)).await.unwrap_err(),
         StoreError::NotFound { entity: "job", .. }
     ));
-    assert_eq!(s.job_status(a.id).await.unwrap(), JobStatus::Pending);
+    assert_eq!(
+        s.job_status(a.id).await.unwrap(),
+        (JobStatus::Pending, false)
+    );
     complete(s, &a, 10).await;
-    assert_eq!(s.job_status(a.id).await.unwrap(), JobStatus::Completed);
+    assert_eq!(
+        s.job_status(a.id).await.unwrap(),
+        (JobStatus::Completed, false)
+    );
 }
 
 /// Eight tasks append at once while a reader follows the job log page by page: the

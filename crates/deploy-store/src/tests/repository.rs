@@ -22,6 +22,7 @@ both_backends!(
     leases_claim_renew_expire_and_release,
     a_failed_job_whose_runner_died_is_claimed_again,
     a_rollback_starts_in_one_transaction_or_not_at_all,
+    a_rollback_jobs_end_settles_the_original_with_it,
 );
 
 async fn entities_round_trip(t: TestStore) {
@@ -242,7 +243,11 @@ async fn job_transitions_are_compare_and_swap_and_logged(t: TestStore) {
         failed.failure_reason.as_deref(),
         Some("prepare: registry down")
     );
-    assert_eq!(failed.completed_at, Some(ts(12)));
+    assert_eq!(
+        (failed.completed_at, failed.winding_down),
+        (None, true),
+        "settled only once wound down"
+    );
 
     let events = s.job_events(j.id, 0, 100).await.unwrap();
     let seen: Vec<_> = events
@@ -421,6 +426,43 @@ async fn one_active_job_per_environment(t: TestStore) {
     // Once the first job settles, the environment takes a new one.
     complete(s, &first, 10).await;
     assert!(s.create_job(&second).await.unwrap().created);
+    // A failed job still winding down keeps the lock, and its target and environment.
+    let second = s.get_job(second.id).await.unwrap();
+    let started = s
+        .apply_job_event(second.id, second.version, JobEvent::Start, ts(20), "test")
+        .await
+        .unwrap();
+    let failed = s
+        .apply_job_event(second.id, started.version, JobEvent::Fail, ts(21), "boom")
+        .await
+        .unwrap();
+    assert!(failed.winding_down);
+    let third = new_job(s, 4, env, rel, &targets, 2).await;
+    let err = s.create_job(&third).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::EnvironmentLocked { job, .. } if job == second.id),
+        "{err:?}"
+    );
+    assert_eq!(s.last_in_line(env).await.unwrap(), Some(second.id));
+    assert!(matches!(
+        s.delete_target(targets[0], ts(22)).await,
+        Err(StoreError::InUse { job, .. }) if job == second.id
+    ));
+    assert!(matches!(
+        s.delete_environment(env, ts(22)).await,
+        Err(StoreError::InUse { job, .. }) if job == second.id
+    ));
+    // Wound down: settled, the environment is free again.
+    s.apply_job_event(
+        second.id,
+        failed.version,
+        JobEvent::WoundDown,
+        ts(23),
+        "done",
+    )
+    .await
+    .unwrap();
+    assert!(s.create_job(&third).await.unwrap().created);
 }
 
 async fn previous_successful_job_skips_the_given_release(t: TestStore) {
@@ -621,19 +663,37 @@ async fn a_failed_job_whose_runner_died_is_claimed_again(t: TestStore) {
         s.claim_jobs("b", ts(10_002), lease, 10).await.unwrap(),
         [j.id]
     );
-    // b's runner stops before it is done (shutdown, a store error) and hands the
-    // job back: it keeps a holder with an ended lease, so anyone claims it at once.
-    s.hand_back_lease(j.id, "b").await.unwrap();
+    // b's runner stops before it is done (shutdown, a store error) and releases the
+    // job: still winding down, anyone claims it at once.
+    s.release_lease(j.id, "b").await.unwrap();
     assert_eq!(
         s.claim_jobs("c", ts(10_003), lease, 10).await.unwrap(),
         [j.id]
     );
-    // Handing back is for the holder only.
+    // Releasing is for the holder only.
     assert!(matches!(
-        s.hand_back_lease(j.id, "b").await,
+        s.release_lease(j.id, "b").await,
         Err(StoreError::LeaseLost { .. })
     ));
-    // A runner that is done with the failed job releases it: never claimed again.
+    // c's runner ends the wind-down: the failure is settled and never claimed again.
+    let failed = s.get_job(j.id).await.unwrap();
+    assert!(failed.winding_down);
+    let settled = s
+        .apply_job_event(
+            j.id,
+            failed.version,
+            JobEvent::WoundDown,
+            ts(10_004),
+            "done",
+        )
+        .await
+        .unwrap();
+    assert!(settled.is_settled());
+    assert_eq!(
+        settled.failure_reason.as_deref(),
+        Some("test"),
+        "the reason stays the failure's"
+    );
     s.release_lease(j.id, "c").await.unwrap();
     assert!(s.release_leases_of("c").await.unwrap().is_empty());
     assert!(
@@ -671,7 +731,18 @@ async fn a_rollback_starts_in_one_transaction_or_not_at_all(t: TestStore) {
     let rel = seed_release(s, 1).await;
     let failed = new_job(s, 1, env, rel, &targets, 2).await;
     create_and_fail(s, &failed, 10).await;
+    // Wound down and settled (a winding-down job holds the environment): the manual path.
     let failed = s.get_job(failed.id).await.unwrap();
+    let failed = s
+        .apply_job_event(
+            failed.id,
+            failed.version,
+            JobEvent::WoundDown,
+            ts(11),
+            "test",
+        )
+        .await
+        .unwrap();
     let rollback = rollback_of(s, 2, &failed, &targets).await;
     let events_of = |id| async move { s.job_events(id, 0, 100).await.unwrap() };
 
@@ -749,29 +820,156 @@ async fn a_rollback_starts_in_one_transaction_or_not_at_all(t: TestStore) {
         "{err:?}"
     );
 
-    // A rollback job left by an older deployd (created, then a crash before the
-    // transition) is kept, and the cause names it, not the one planned again.
-    let failed2 = new_job(s, 5, env, rel, &targets, 5).await;
-    let (env2, targets2) = seed_env(s, 2, 1).await;
-    let mut failed2 = failed2;
-    failed2.environment_id = env2;
-    failed2.tasks[0].target_id = targets2[0];
-    create_and_fail(s, &failed2, 50).await;
-    let failed2 = s.get_job(failed2.id).await.unwrap();
-    let left = rollback_of(s, 6, &failed2, &targets2).await;
-    s.create_job(&left).await.unwrap();
-    let replanned = rollback_of(s, 7, &failed2, &targets2).await;
-    let cause = format!("rollback job `{}` restores 1 slot(s)", replanned.id);
-    let (original, kept) = s
-        .start_rollback(failed2.id, failed2.version, &replanned, ts(60), &cause)
+    // The same attempt started again (a second replica, a retry): the original's
+    // version moved, so nothing is written twice.
+    let err = s
+        .start_rollback(failed.id, failed.version, &rollback, ts(41), &cause)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    // The original waits: nobody claims it; its rollback job is claimed like any job.
+    assert_eq!(
+        s.claim_jobs("a", ts(42), Duration::from_secs(10), 10)
+            .await
+            .unwrap(),
+        [rollback.id]
+    );
+}
+
+/// The rollback job's end settles the original in the same transaction; an event
+/// that does not settle it, or a job that rolls nothing back, writes nothing.
+async fn a_rollback_jobs_end_settles_the_original_with_it(t: TestStore) {
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, 1).await;
+    let rel = seed_release(s, 1).await;
+    let failed = new_job(s, 1, env, rel, &targets, 2).await;
+    create_and_fail(s, &failed, 10).await;
+    let failed = s.get_job(failed.id).await.unwrap();
+    let rollback = rollback_of(s, 2, &failed, &targets).await;
+    let (_, created) = s
+        .start_rollback(failed.id, failed.version, &rollback, ts(20), "start")
         .await
         .unwrap();
-    assert_eq!(original.status, JobStatus::RollingBack);
-    assert!(!kept.created);
-    assert_eq!(kept.value.id, left.id);
-    let last = events_of(failed2.id).await.pop().unwrap();
+    // Refused mid-way: `start` does not settle it; nothing is written.
+    let err = s
+        .settle_rollback_job(rollback.id, 0, JobEvent::Start, ts(21), "x", "y")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidTransition(_)), "{err:?}");
+    assert_eq!(s.get_job(rollback.id).await.unwrap(), created.value);
+    // The rollback job runs and completes: the original is rolled back with it.
+    let mut r = created.value;
+    for e in [
+        JobEvent::Start,
+        JobEvent::ArtifactsReady,
+        JobEvent::WavesSucceeded,
+    ] {
+        r = s
+            .apply_job_event(r.id, r.version, e, ts(22), "test")
+            .await
+            .unwrap();
+    }
+    let (done, original) = s
+        .settle_rollback_job(
+            r.id,
+            r.version,
+            JobEvent::VerificationPassed,
+            ts(23),
+            "healthy",
+            "rollback job completed",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    let original = original.expect("the original was rolling back");
+    assert_eq!(original.status, JobStatus::RolledBack);
+    assert_eq!(s.get_job(failed.id).await.unwrap(), original);
+    let last = s
+        .job_events(failed.id, 0, 100)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(
-        last.cause,
-        format!("rollback job `{}` restores 1 slot(s)", left.id)
+        (last.event.as_str(), last.cause.as_str()),
+        ("rollback_succeeded", "rollback job completed")
     );
+
+    // A failed rollback job, once wound down, leaves the original failed and settled.
+    let (env2, targets2) = seed_env(s, 2, 1).await;
+    let mut failed2 = new_job(s, 3, env2, rel, &targets2, 3).await;
+    failed2.environment_id = env2;
+    create_and_fail(s, &failed2, 30).await;
+    let failed2 = s.get_job(failed2.id).await.unwrap();
+    let rollback2 = rollback_of(s, 4, &failed2, &targets2).await;
+    let (_, created) = s
+        .start_rollback(failed2.id, failed2.version, &rollback2, ts(31), "start")
+        .await
+        .unwrap();
+    let mut r = created.value;
+    for e in [JobEvent::Start, JobEvent::Fail] {
+        r = s
+            .apply_job_event(r.id, r.version, e, ts(32), "boom")
+            .await
+            .unwrap();
+    }
+    // Failed but still winding down: the original keeps waiting.
+    assert_eq!(
+        s.get_job(failed2.id).await.unwrap().status,
+        JobStatus::RollingBack
+    );
+    let (done, original) = s
+        .settle_rollback_job(
+            r.id,
+            r.version,
+            JobEvent::WoundDown,
+            ts(33),
+            "wound down",
+            "rollback job failed: boom",
+        )
+        .await
+        .unwrap();
+    assert!(done.is_settled());
+    let original = original.unwrap();
+    assert_eq!(
+        (original.status, original.winding_down),
+        (JobStatus::Failed, false)
+    );
+    assert_eq!(
+        original.failure_reason.as_deref(),
+        Some("rollback job failed: boom")
+    );
+
+    // A rollback of a completed job leaves that job completed.
+    let (env3, targets3) = seed_env(s, 3, 1).await;
+    let mut good = new_job(s, 5, env3, rel, &targets3, 5).await;
+    good.environment_id = env3;
+    s.create_job(&good).await.unwrap();
+    let good = complete(s, &good, 40).await;
+    let mut undo = rollback_of(s, 6, &good, &targets3).await;
+    undo.environment_id = env3;
+    let mut r = s.create_job(&undo).await.unwrap().value;
+    for e in [
+        JobEvent::Start,
+        JobEvent::ArtifactsReady,
+        JobEvent::WavesSucceeded,
+    ] {
+        r = s
+            .apply_job_event(r.id, r.version, e, ts(41), "test")
+            .await
+            .unwrap();
+    }
+    let (done, original) = s
+        .settle_rollback_job(
+            r.id,
+            r.version,
+            JobEvent::VerificationPassed,
+            ts(42),
+            "healthy",
+            "unused",
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.status, original), (JobStatus::Completed, None));
+    assert_eq!(s.get_job(good.id).await.unwrap(), good);
 }

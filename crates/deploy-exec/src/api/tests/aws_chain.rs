@@ -12,9 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::ecs::{Rollout, ecs_handler, ecs_target};
 use super::emulators::moto;
-use super::fake::{
-    Fake, Handler, Recorded, Reply, StaticSecrets, assert_no_secret, ctx, executor, request,
-};
+use super::fake::{Fake, Handler, Recorded, Reply, assert_no_secret, ctx, executor, request};
 use crate::api::aws::AwsChain;
 use crate::api::aws::chain::refresh_at;
 use crate::api::aws::container::full_uri;
@@ -975,7 +973,7 @@ async fn credentials_rotating_mid_rollout_are_refreshed_without_failing_the_depl
         *credential_ref = None;
     }
     let exec = ApiExecutor::new(
-        Arc::new(StaticSecrets(BTreeMap::new())),
+        Arc::new(crate::testing::FakeSecrets::default()),
         ApiExecutorConfig {
             poll_interval: std::time::Duration::from_millis(100),
             request_timeout: std::time::Duration::from_secs(5),
@@ -987,7 +985,7 @@ async fn credentials_rotating_mid_rollout_are_refreshed_without_failing_the_depl
     ));
     let (c, sink) = ctx(30_000);
     let result = exec.deploy(&request(&target, 2), &c).await;
-    assert!(result.success, "{result:?}");
+    assert!(result.is_ok(), "{result:?}");
 
     let keys: Vec<String> = ecs.requests().iter().map(verified_key).collect();
     let mut distinct = keys.clone();
@@ -1027,7 +1025,7 @@ async fn an_ecs_target_without_credentials_anywhere_fails_permanently_naming_the
         .with_aws_environment(env(home.path(), &[("AWS_EC2_METADATA_DISABLED", "true")]));
     let (c, _) = ctx(5_000);
     let result = exec.deploy(&request(&target, 2), &c).await;
-    let err = result.error.unwrap();
+    let err = result.unwrap_err().error;
     assert!(!err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains("aws default chain"), "{err}");
     assert!(
@@ -1057,7 +1055,7 @@ async fn a_session_token_echoed_by_ecs_is_redacted_from_the_error() {
     ));
     let (c, sink) = ctx(5_000);
     let result = exec.deploy(&request(&target, 2), &c).await;
-    let err = result.error.unwrap();
+    let err = result.unwrap_err().error;
     assert!(
         matches!(err, ExecError::ApiStatus { status: 403, .. }),
         "{err:?}"
@@ -1114,12 +1112,12 @@ async fn each_ecs_target_can_name_its_own_profile() {
         let (c, _) = ctx(5_000);
         let result = exec.deploy(&request(&target, 2), &c).await;
         if expected.is_empty() {
-            let err = result.error.unwrap().to_string();
+            let err = result.unwrap_err().error.to_string();
             assert!(err.contains("profile `team-c` has neither"), "{err}");
             assert!(ecs.requests().is_empty());
             continue;
         }
-        assert!(result.success, "{profile:?}: {result:?}");
+        assert!(result.is_ok(), "{profile:?}: {result:?}");
         for r in ecs.requests() {
             assert!(
                 r.header("authorization")

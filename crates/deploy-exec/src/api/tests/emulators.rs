@@ -126,7 +126,7 @@ async fn ecs_requests_are_understood_by_moto_server() {
     // after DescribeServices, DescribeTaskDefinition, RegisterTaskDefinition and UpdateService succeeded.
     let (c, _) = ctx(1_500);
     let result = exec.deploy(&request(&t, 2), &c).await;
-    let err = result.error.clone().unwrap();
+    let err = result.clone().unwrap_err().error;
     assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
     assert!(
         err.to_string().contains(
@@ -238,7 +238,7 @@ async fn kubernetes_requests_are_understood_by_kmock() {
     // so the rollout counts as done once the patch is applied.
     let (c, _) = ctx(10_000);
     let result = exec.deploy(&request(&t, 2), &c).await;
-    assert!(result.success, "{result:?}");
+    let result = result.unwrap_or_else(|e| panic!("{e:?}"));
     assert!(result.changed);
     let stored: Value = client
         .get(format!(

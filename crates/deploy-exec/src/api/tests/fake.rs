@@ -4,18 +4,18 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use deploy_core::testing::{digest, name, task};
-use deploy_core::{ApiConnection, Connection, CredentialRef, ImageRef, Labels, Target, TargetType};
+use deploy_core::{ApiConnection, Connection, ImageRef, Labels, Target, TargetType};
+use deploy_testkit::{http_response, read_request};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::api::{ApiExecutor, ApiExecutorConfig};
 use crate::errors::ExecError;
 use crate::executor::{ComponentSpec, DeployRequest, ExecContext, Executor};
 use crate::logs::MemorySink;
-use crate::secrets::{Secret, SecretsProvider};
+use crate::testing::FakeSecrets;
 
 /// One request the fake received.
 #[derive(Debug, Clone)]
@@ -124,45 +124,14 @@ async fn serve(
     handler: Handler,
     seen: Arc<Mutex<Vec<Recorded>>>,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        assert!(buf.len() < 1 << 20, "request head too large");
+    let Some(request) = read_request(&mut stream, &mut Vec::new()).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_owned();
-    let path = request_line.next().unwrap_or_default().to_owned();
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
     let recorded = Recorded {
-        method,
-        path,
-        headers,
-        body,
+        body: request.text(),
+        method: request.method,
+        path: request.path,
+        headers: request.headers,
     };
     seen.lock().unwrap().push(recorded.clone());
     let (status, body) = match handler(&recorded) {
@@ -170,41 +139,15 @@ async fn serve(
         Reply::Text(s, t) => (s, t),
         Reply::Reset => return Ok(()),
     };
-    let response = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let response = http_response(status, "application/json", &body);
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }
 
-/// Secrets from a fixed map (reference -> value).
-pub struct StaticSecrets(pub BTreeMap<String, String>);
-
-#[async_trait]
-impl SecretsProvider for StaticSecrets {
-    async fn resolve(&self, reference: &CredentialRef) -> Result<Secret, ExecError> {
-        self.0
-            .get(reference.as_str())
-            .map(Secret::new)
-            .ok_or_else(|| ExecError::Secret {
-                reference: reference.to_string(),
-                detail: "not in the test map".into(),
-            })
-    }
-    async fn passphrase(&self, _reference: &CredentialRef) -> Result<Option<Secret>, ExecError> {
-        Ok(None)
-    }
-}
-
 /// An executor polling every 10 ms, with `secrets`.
 pub fn executor(secrets: &[(&str, &str)]) -> ApiExecutor {
-    let map = secrets
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
     ApiExecutor::new(
-        Arc::new(StaticSecrets(map)),
+        Arc::new(FakeSecrets::new(secrets.iter().copied())),
         ApiExecutorConfig {
             poll_interval: Duration::from_millis(10),
             request_timeout: Duration::from_secs(5),
@@ -286,8 +229,8 @@ pub async fn check_error_classes(make_target: impl Fn(&str) -> Target, secrets: 
         .await;
         let (c, sink) = ctx(5_000);
         let result = exec.deploy(&request(&make_target(&fake.base), 2), &c).await;
-        assert!(!result.success, "{reply:?}: {result:?}");
-        let err = result.error.clone().unwrap();
+        assert!(result.is_err(), "{reply:?}: {result:?}");
+        let err = result.clone().unwrap_err().error;
         assert_eq!(err.is_retryable(), retryable, "{reply:?}: {err:?}");
         match reply {
             Some(status) => {
@@ -319,7 +262,7 @@ pub async fn check_error_classes(make_target: impl Fn(&str) -> Target, secrets: 
             &c,
         )
         .await;
-    let err = result.error.unwrap();
+    let err = result.unwrap_err().error;
     assert!(
         matches!(err, ExecError::Connect { .. }) && err.is_retryable(),
         "{err:?}"
@@ -335,14 +278,15 @@ pub async fn deploy_failure(
 ) -> ExecError {
     let (c, _) = ctx(timeout_ms);
     let result = executor(secrets).deploy(&request(target, 2), &c).await;
-    assert!(!result.success, "{result:?}");
+    assert!(result.is_err(), "{result:?}");
     // Known once the platform was read: every failure after that names what ran before.
     let read = !matches!(
-        result.error,
+        result.as_ref().err().map(|f| &f.error),
         Some(ExecError::Secret { .. } | ExecError::InvalidInput { .. })
     );
-    assert_eq!(result.previous_digest.is_some(), read, "{result:?}");
-    result.error.unwrap()
+    let failure = result.unwrap_err();
+    assert_eq!(failure.previous_digest.is_some(), read, "{failure:?}");
+    failure.error
 }
 
 /// After a deploy of digest 2: inspect reads it back, and deploying it again changes nothing.
@@ -353,5 +297,5 @@ pub async fn assert_redeploy_is_a_no_op(exec: &ApiExecutor, target: &Target) {
         Some(digest(2))
     );
     let again = exec.deploy(&request(target, 2), &c).await;
-    assert!(again.success && !again.changed, "{again:?}");
+    assert!(again.as_ref().is_ok_and(|d| !d.changed), "{again:?}");
 }

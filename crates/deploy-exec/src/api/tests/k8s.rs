@@ -137,7 +137,7 @@ async fn deploy_patches_one_container_and_waits_like_rollout_status() {
     let exec = executor(&[("env:KUBE_TOKEN", TOKEN)]);
     let (c, sink) = ctx(5_000);
     let result = exec.deploy(&request(&t, 2), &c).await;
-    assert!(result.success, "{result:?}");
+    let result = result.unwrap_or_else(|e| panic!("{e:?}"));
     assert!(result.changed);
     assert_eq!(result.previous_digest, Some(digest(1)));
     let requests = fake.requests();
@@ -245,7 +245,7 @@ async fn a_bad_ca_certificate_is_a_permanent_input_error() {
     let result = executor(&[("env:KUBE_TOKEN", TOKEN), ("env:KUBE_CA", "not a pem")])
         .deploy(&request(&t, 2), &c)
         .await;
-    let err = result.error.unwrap();
+    let err = result.unwrap_err().error;
     assert!(matches!(err, ExecError::InvalidInput { .. }), "{err:?}");
     assert!(err.to_string().contains("ca certificate"), "{err}");
 }
@@ -268,7 +268,7 @@ async fn cancel_during_the_wait_is_a_permanent_cancelled_error() {
     let result = executor(&[("env:KUBE_TOKEN", TOKEN)])
         .deploy(&request(&k8s_target(&fake.base), 2), &c)
         .await;
-    let err = result.error.unwrap();
+    let err = result.unwrap_err().error;
     assert!(matches!(err, ExecError::Cancelled { .. }), "{err:?}");
     assert!(!err.is_retryable());
 }

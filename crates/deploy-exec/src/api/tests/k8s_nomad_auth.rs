@@ -159,7 +159,7 @@ async fn a_kubeconfig_client_certificate_opens_a_cluster_that_demands_one() {
     ));
     let (c, sink) = ctx(10_000);
     let result = exec.deploy(&request(&with_cert, 2), &c).await;
-    assert!(result.success, "{result:?}");
+    let result = result.unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(result.previous_digest, Some(digest(1)));
     let (c, _) = ctx(10_000);
     assert_eq!(
@@ -239,7 +239,7 @@ async fn a_rotating_service_account_token_is_read_again_mid_rollout() {
     let t = k8s_with(KubeAuth::InCluster);
     let (c, sink) = ctx(10_000);
     let result = exec.deploy(&request(&t, 2), &c).await;
-    assert!(result.success, "{result:?}");
+    assert!(result.is_ok(), "{result:?}");
 
     let sent: Vec<String> = fake
         .requests()
@@ -343,7 +343,7 @@ async fn nomad_with_mutual_tls_and_an_acl_token() {
     let good = nomad_mtls(&fake.base, Some("env:NOMAD_TOKEN"));
     let (c, sink) = ctx(10_000);
     let result = exec.deploy(&request(&good, 2), &c).await;
-    assert!(result.success, "{result:?}");
+    assert!(result.is_ok(), "{result:?}");
     let (c, _) = ctx(10_000);
     assert_eq!(
         exec.inspect(&good, &name("web"), &c).await.unwrap(),
@@ -357,7 +357,7 @@ async fn nomad_with_mutual_tls_and_an_acl_token() {
         let result = exec
             .deploy(&request(&nomad_mtls(&fake.base, token), 3), &c)
             .await;
-        let err = result.error.unwrap();
+        let err = result.unwrap_err().error;
         assert!(
             matches!(err, ExecError::ApiStatus { status: 403, .. }),
             "{err:?}"

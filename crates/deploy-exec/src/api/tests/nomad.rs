@@ -174,7 +174,7 @@ async fn deploy_registers_with_enforce_index_and_follows_the_deployment() {
     let exec = executor(&[("env:NOMAD_TOKEN", TOKEN)]);
     let (c, sink) = ctx(5_000);
     let result = exec.deploy(&request(&t, 2), &c).await;
-    assert!(result.success, "{result:?}");
+    let result = result.unwrap_or_else(|e| panic!("{e:?}"));
     assert!(result.changed);
     assert_eq!(result.previous_digest, Some(digest(1)));
     let calls = fake.calls();
@@ -220,7 +220,7 @@ async fn canaries_are_promoted_once_healthy() {
     let result = executor(&[("env:NOMAD_TOKEN", TOKEN)])
         .deploy(&request(&nomad_target(&fake.base), 2), &c)
         .await;
-    assert!(result.success, "{result:?}");
+    assert!(result.is_ok(), "{result:?}");
     let promotes: Vec<Recorded> = fake
         .requests()
         .into_iter()
@@ -304,7 +304,7 @@ async fn an_unchanged_job_without_a_current_deployment_needs_no_wait() {
     let result = executor(&[("env:NOMAD_TOKEN", TOKEN)])
         .deploy(&request(&nomad_target(&fake.base), 1), &c)
         .await;
-    assert!(result.success && !result.changed, "{result:?}");
+    assert!(result.as_ref().is_ok_and(|d| !d.changed), "{result:?}");
     assert_eq!(
         fake.calls(),
         [

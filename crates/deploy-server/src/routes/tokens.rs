@@ -1,12 +1,13 @@
-//! `GET /api/v1/tokens` and `POST /api/v1/tokens/{id}/revoke` (admin): tokens listed without their secret or its hash.
+//! API token routes (admin): create (the secret in the answer only), list without their secret or its hash, revoke.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use deploy_api::{Role, TokenSummary};
+use axum::http::{HeaderMap, StatusCode};
+use deploy_api::{CreateTokenRequest, Role, TokenSummary};
 use deploy_store::ApiTokenRecord;
 
 use crate::auth::{authorize, role_of};
+use crate::body::ApiJson;
 use crate::errors::ServerError;
 use crate::openapi::ProblemResponses;
 use crate::state::ServerState;
@@ -23,6 +24,30 @@ fn summary(record: ApiTokenRecord) -> Option<TokenSummary> {
         revoked_at: record.revoked_at,
         expires_at: record.expires_at,
     })
+}
+
+#[utoipa::path(post, path = "/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateTokenRequest, responses((status = 201, description = "created (admin); the secret is in this response only", body = deploy_api::CreatedToken), ProblemResponses))]
+pub(crate) async fn create_token(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<deploy_api::CreatedToken>), ServerError> {
+    let caller = authorize(&state, &headers, Role::Admin).await?;
+    let now = state.now();
+    let expires_at = req
+        .expires_in_secs
+        .map(|secs| crate::tokens::expiry_in(now, secs))
+        .transpose()?;
+    let created = crate::tokens::create_token_expiring(
+        state.store().as_ref(),
+        &req.name,
+        req.role,
+        expires_at,
+        now,
+    )
+    .await?;
+    tracing::info!(token = %created.id, name = created.name, role = %created.role, by = caller.name, "api token created");
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[utoipa::path(

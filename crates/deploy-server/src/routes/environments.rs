@@ -1,33 +1,66 @@
-//! Environment routes: create, read and update (with its version) an environment, its approval policy and pipeline, and add or list its targets; every `{id}` is an id or a name.
+//! Environment routes: list, create, read, update (with its version) and delete an environment, with its approval policy and pipeline; every `{id}` is an id or a name.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use deploy_api::{
-    CreateEnvironmentRequest, CreateTargetRequest, Role, UpdateEnvironmentRequest,
-    UpdateTargetRequest,
-};
-use deploy_core::{Environment, EnvironmentId, Target, TargetId};
+use deploy_api::{CreateEnvironmentRequest, EnvironmentList, Role, UpdateEnvironmentRequest};
+use deploy_core::{Environment, EnvironmentId};
 use deploy_engine::random_bytes;
+use serde::Serialize;
 
 use crate::auth::authorize;
 use crate::body::ApiJson;
 use crate::errors::ServerError;
-use crate::handlers::body_field;
 use crate::openapi::ProblemResponses;
+use crate::params::{self, ListQuery, body_field};
 use crate::resolve::{self, Source};
 use crate::state::ServerState;
 
 type ApiResult<T> = Result<T, ServerError>;
 
-/// The environment's version as an entity tag (`"3"`), so a client can send it back.
-fn with_etag(environment: &Environment, status: StatusCode) -> Response {
-    let mut response = (status, Json(environment)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", environment.version)) {
+/// `body` with `version` (an environment's) as its entity tag (`"3"`), so a client can send it back.
+pub(crate) fn with_etag(body: &impl Serialize, version: u64, status: StatusCode) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, v);
     }
     response
+}
+
+/// The environment a path names (an id or a name), for a caller with `role`.
+pub(crate) async fn by_path(
+    state: &ServerState,
+    headers: &HeaderMap,
+    id: &str,
+    role: Role,
+) -> ApiResult<Environment> {
+    authorize(state, headers, role).await?;
+    resolve::environment(state, id, Source::Path).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/environments",
+    tag = "environments",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "a page of environments, newest first", body = EnvironmentList), ProblemResponses)
+)]
+pub(crate) async fn list_environments(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<EnvironmentList>> {
+    authorize(&state, &headers, Role::Viewer).await?;
+    let (before, limit) = params::page(&state, query, "environment", EnvironmentId::parse)?;
+    let environments = state.store().list_environments(before, limit).await?;
+    let next_before = params::next_before(&environments, limit, |e| e.id);
+    Ok(Json(EnvironmentList {
+        environments,
+        next_before,
+    }))
 }
 
 /// The pipeline's environments (names or ids) as ids; each must exist.
@@ -152,7 +185,11 @@ pub(crate) async fn create_environment(
     };
     check(&environment)?;
     state.store().put_environment(&environment).await?;
-    Ok(with_etag(&environment, StatusCode::CREATED))
+    Ok(with_etag(
+        &environment,
+        environment.version,
+        StatusCode::CREATED,
+    ))
 }
 
 #[utoipa::path(get, path = "/environments/{id}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), responses((status = 200, description = "the environment; its version in the ETag", body = deploy_api::schema::Environment), ProblemResponses))]
@@ -161,9 +198,8 @@ pub(crate) async fn get_environment(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, Role::Viewer).await?;
-    let environment = resolve::environment(&state, &id, Source::Path).await?;
-    Ok(with_etag(&environment, StatusCode::OK))
+    let environment = by_path(&state, &headers, &id, Role::Viewer).await?;
+    Ok(with_etag(&environment, environment.version, StatusCode::OK))
 }
 
 /// Replaces an environment's definition (name, hooks, variables, approval policy,
@@ -175,8 +211,7 @@ pub(crate) async fn update_environment(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateEnvironmentRequest>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let current = resolve::environment(&state, &id, Source::Path).await?;
+    let current = by_path(&state, &headers, &id, Role::Admin).await?;
     let before = current.clone();
     let updated = Environment {
         name: req.name,
@@ -194,115 +229,8 @@ pub(crate) async fn update_environment(
         .await?;
     tracing::info!(environment = %stored.id, version = stored.version, "environment updated");
     Ok(crate::audit::with_before(
-        with_etag(&stored, StatusCode::OK),
+        with_etag(&stored, stored.version, StatusCode::OK),
         &before,
-    ))
-}
-
-#[utoipa::path(post, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), request_body = CreateTargetRequest, responses((status = 201, description = "created (admin)", body = deploy_api::schema::Target), ProblemResponses))]
-pub(crate) async fn create_target(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    ApiJson(req): ApiJson<CreateTargetRequest>,
-) -> ApiResult<(StatusCode, Json<Target>)> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let environment = resolve::environment(&state, &id, Source::Path).await?;
-    let now = state.now();
-    let target = Target {
-        id: TargetId::from_parts(now, random_bytes()),
-        environment_id: environment.id,
-        name: req.name,
-        target_type: req.target_type,
-        connection: req.connection,
-        health_endpoint: req.health_endpoint,
-        health_check: req.health_check,
-        labels: req.labels,
-        disabled: false,
-        version: 0,
-        created_at: now,
-    };
-    target.validate().map_err(|e| {
-        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "target.")))
-    })?;
-    state.store().put_target(&target).await?;
-    Ok((StatusCode::CREATED, Json(target)))
-}
-
-#[utoipa::path(get, path = "/environments/{id}/targets", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), responses((status = 200, description = "the targets, by name", body = Vec<deploy_api::schema::Target>), ProblemResponses))]
-pub(crate) async fn list_targets(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Vec<Target>>> {
-    authorize(&state, &headers, Role::Viewer).await?;
-    let environment = resolve::environment(&state, &id, Source::Path).await?;
-    Ok(Json(state.store().list_targets(environment.id).await?))
-}
-
-#[utoipa::path(get, path = "/environments/{id}/targets/{target}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name"), ("target" = String, Path, description = "target id or name (within the environment)")), responses((status = 200, description = "the target", body = deploy_api::schema::Target), ProblemResponses))]
-pub(crate) async fn get_target(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path((id, target)): Path<(String, String)>,
-) -> ApiResult<Json<Target>> {
-    authorize(&state, &headers, Role::Viewer).await?;
-    let environment = resolve::environment(&state, &id, Source::Path).await?;
-    let targets = state.store().list_targets(environment.id).await?;
-    Ok(Json(resolve::target(targets, &environment, &target)?))
-}
-
-/// Replaces a target's definition (name, connection, health check, labels, disabled) if it
-/// is still at `version`; its type is fixed. A disabled target gets no task in new jobs.
-#[utoipa::path(put, path = "/environments/{id}/targets/{target}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name"), ("target" = String, Path, description = "target id or name")), request_body = UpdateTargetRequest, responses((status = 200, description = "updated (admin); the new version in the body", body = deploy_api::schema::Target), ProblemResponses))]
-pub(crate) async fn update_target(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path((id, target)): Path<(String, String)>,
-    ApiJson(req): ApiJson<UpdateTargetRequest>,
-) -> ApiResult<Response> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let environment = resolve::environment(&state, &id, Source::Path).await?;
-    let targets = state.store().list_targets(environment.id).await?;
-    let current = resolve::target(targets, &environment, &target)?;
-    let updated = Target {
-        name: req.name,
-        connection: req.connection,
-        health_endpoint: req.health_endpoint,
-        health_check: req.health_check,
-        labels: req.labels,
-        disabled: req.disabled,
-        ..current.clone()
-    };
-    updated.validate().map_err(|e| {
-        ServerError::unprocessable(e.to_string(), Some(body_field(&e.field, "target.")))
-    })?;
-    let expected = expected_version(&headers, req.version)?;
-    let stored = state.store().update_target(&updated, expected).await?;
-    tracing::info!(target = %stored.id, version = stored.version, disabled = stored.disabled, "target updated");
-    Ok(crate::audit::with_before(
-        (StatusCode::OK, Json(&stored)).into_response(),
-        &current,
-    ))
-}
-
-/// Retires a target no active job uses (409 names the job): new jobs no longer see it,
-/// past jobs keep showing it, and its name is free again.
-#[utoipa::path(delete, path = "/environments/{id}/targets/{target}", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name"), ("target" = String, Path, description = "target id or name")), responses((status = 204, description = "deleted (admin)"), ProblemResponses))]
-pub(crate) async fn delete_target(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Path((id, target)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let environment = resolve::environment(&state, &id, Source::Path).await?;
-    let targets = state.store().list_targets(environment.id).await?;
-    let current = resolve::target(targets, &environment, &target)?;
-    state.store().delete_target(current.id, state.now()).await?;
-    tracing::info!(target = %current.id, name = %current.name, "target deleted");
-    Ok(crate::audit::with_before(
-        StatusCode::NO_CONTENT.into_response(),
-        &current,
     ))
 }
 
@@ -314,8 +242,7 @@ pub(crate) async fn delete_environment(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let current = resolve::environment(&state, &id, Source::Path).await?;
+    let current = by_path(&state, &headers, &id, Role::Admin).await?;
     // Environments whose pipeline requires this one would never be promoted to again.
     let dependents: Vec<String> = state
         .store()

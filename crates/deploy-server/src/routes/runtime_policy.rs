@@ -1,18 +1,15 @@
 //! An environment's runtime policy: read it (viewer), replace it (admin, its own route, so that the ordinary environment update cannot change it), and the union of every environment's policy that a new release is checked against.
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use deploy_api::Role;
 use deploy_core::{Environment, RuntimePolicy};
 
-use crate::auth::authorize;
 use crate::body::ApiJson;
-use crate::environments::expected_version;
 use crate::errors::ServerError;
 use crate::openapi::ProblemResponses;
-use crate::resolve::{self, Source};
+use crate::routes::environments::{self, expected_version};
 use crate::state::ServerState;
 
 type ApiResult<T> = Result<T, ServerError>;
@@ -22,11 +19,7 @@ const PAGE: u32 = 500;
 
 /// The policy with its environment's version as the entity tag.
 fn with_etag(environment: &Environment, status: StatusCode) -> Response {
-    let mut response = (status, Json(&environment.runtime_policy)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", environment.version)) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    response
+    environments::with_etag(&environment.runtime_policy, environment.version, status)
 }
 
 #[utoipa::path(get, path = "/environments/{id}/runtime-policy", tag = "environments", security(("bearer" = [])), params(("id" = String, Path, description = "environment id or name")), responses((status = 200, description = "what the environment's containers may get from their hosts; the environment's version in the ETag", body = deploy_api::schema::RuntimePolicy), ProblemResponses))]
@@ -35,8 +28,7 @@ pub(crate) async fn get_runtime_policy(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, Role::Viewer).await?;
-    let environment = resolve::environment(&state, &id, Source::Path).await?;
+    let environment = environments::by_path(&state, &headers, &id, Role::Viewer).await?;
     Ok(with_etag(&environment, StatusCode::OK))
 }
 
@@ -50,8 +42,7 @@ pub(crate) async fn put_runtime_policy(
     Path(id): Path<String>,
     ApiJson(policy): ApiJson<RuntimePolicy>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, Role::Admin).await?;
-    let current = resolve::environment(&state, &id, Source::Path).await?;
+    let current = environments::by_path(&state, &headers, &id, Role::Admin).await?;
     let expected = if headers.contains_key(header::IF_MATCH) {
         expected_version(&headers, None)?
     } else {
