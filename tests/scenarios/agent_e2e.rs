@@ -12,6 +12,7 @@
 //! Finally the agent is revoked and exits at its next poll. No token, credential or
 //! bootstrap token appears in deployd's or the agent's logs.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use deploy_testkit::{
@@ -19,7 +20,7 @@ use deploy_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::agent_proc::{AgentProc, slow_image, wait_active};
+use crate::agent_proc::{AgentProc, bootstrap_token, slow_image, wait_active};
 use crate::deployd_e2e::{KillOnDrop, serves};
 use crate::deployd_proc::{
     ADMIN_TOKEN, Deployd, api_post, api_post_as, create_release, ctl, ctl_command, deployd_path,
@@ -54,6 +55,30 @@ pub(crate) fn target_body(agent_id: &str, prefix: &str, work_dir: &str) -> Value
         },
         "labels": {"deploy.container-prefix": prefix},
     })
+}
+
+/// Creates environment `env` holding one docker_host target (`target_body`) served by
+/// agent `agent_id`, its work dir `<data>/work`; the environment's id.
+pub(crate) fn create_agent_env(
+    addr: &str,
+    env: &str,
+    agent_id: &str,
+    prefix: &str,
+    data: &Path,
+) -> String {
+    let env_id = ok_json(addr, &["env", "create", env])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let work_dir = data.join("work");
+    std::fs::create_dir_all(&work_dir).unwrap();
+    let (status, target) = api_post(
+        addr,
+        &format!("/api/v1/environments/{env_id}/targets"),
+        &target_body(agent_id, prefix, work_dir.to_str().unwrap()),
+    );
+    assert_eq!(status, 201, "{target:#}");
+    env_id
 }
 
 /// Starts a deploy of `release` (not followed, 5 attempts per task); its job id.
@@ -200,24 +225,7 @@ fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
     let addr = server.addr.clone();
 
     // Registration: the token works once; a wrong one and the spent one are refused.
-    let out = ctl(
-        &addr,
-        &[
-            "agent",
-            "bootstrap-token",
-            "--name",
-            "e2e-agent",
-            "--label",
-            "scenario=agent",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bootstrap = bootstrap_token(&addr, "e2e-agent");
     assert!(bootstrap.starts_with("dpb_"), "{bootstrap}");
     let state = data.path().join("agent-state");
     let mut agent = AgentProc::start(&addr, "e2e-agent", &state, Some(&bootstrap));
@@ -258,18 +266,7 @@ fn agent_deploys_rolls_back_and_survives_kills_of_itself_and_deployd() {
     assert_eq!(status, 401, "an agent credential is no API token");
 
     // The environment, one docker_host target served by the agent, four releases.
-    let env_id = ok_json(&addr, &["env", "create", "agent-e2e"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let work_dir = data.path().join("work");
-    std::fs::create_dir_all(&work_dir).unwrap();
-    let (status, target) = api_post(
-        &addr,
-        &format!("/api/v1/environments/{env_id}/targets"),
-        &target_body(&agent_id, &prefix, work_dir.to_str().unwrap()),
-    );
-    assert_eq!(status, 201, "{target:#}");
+    let env_id = create_agent_env(&addr, "agent-e2e", &agent_id, &prefix, data.path());
     let mut releases = std::collections::BTreeMap::new();
     for (name, image) in [
         ("v1", &images.v1),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use deploy_testkit::{Registry, run_checked};
 use serde_json::Value;
 
-use crate::deployd_proc::ok_json;
+use crate::deployd_proc::{ctl, ok_json};
 
 /// The package of the `deploy-agent` binary.
 const AGENT_PACKAGE: &str = "deploy-agent-bin";
@@ -155,6 +155,28 @@ pub(crate) fn agents(addr: &str) -> Vec<Value> {
             .cloned()
             .unwrap_or_else(|| panic!("agent list: {other:#}")),
     }
+}
+
+/// A bootstrap token for agent `name` (label `scenario=agent`), created with deployctl.
+pub(crate) fn bootstrap_token(addr: &str, name: &str) -> String {
+    let out = ctl(
+        addr,
+        &[
+            "agent",
+            "bootstrap-token",
+            "--name",
+            name,
+            "--label",
+            "scenario=agent",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Waits (bounded, 30 s) until agent `name` is listed active; its id.

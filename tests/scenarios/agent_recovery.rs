@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use deploy_testkit::{free_port, read_request_blocking, temp_dir};
 use serde_json::{Value, json};
 
-use crate::agent_proc::{AgentProc, agents, wait_active};
-use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post_as, ctl};
+use crate::agent_proc::{AgentProc, agents, bootstrap_token, wait_active};
+use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post_as};
 
 /// deployd's heartbeat timeout here: short, so a stopped agent is soon inactive.
 const HEARTBEAT_MS: &str = "3000";
@@ -199,24 +199,7 @@ fn agent_recovery_from_lost_register_and_rotate_answers() {
         &[("DEPLOYD_AGENT_HEARTBEAT_TIMEOUT_MS", HEARTBEAT_MS)],
     );
     let addr = server.addr.clone();
-    let out = ctl(
-        &addr,
-        &[
-            "agent",
-            "bootstrap-token",
-            "--name",
-            "recovery-agent",
-            "--label",
-            "scenario=agent",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bootstrap = bootstrap_token(&addr, "recovery-agent");
     let proxy = CuttingProxy::start(&addr, &[REGISTER, ROTATE]);
     let dead = format!("http://127.0.0.1:{}", free_port().unwrap());
     let servers = format!("{dead},{}", proxy.url());

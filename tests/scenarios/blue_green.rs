@@ -11,40 +11,23 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use deploy_core::testing::{
-    approved_promotion, component_id, environment, release_id, ssh_target, ts,
-};
+use deploy_core::testing::environment;
 use deploy_core::{
-    CommandSpec, Component, Connection, CredentialRef, DeploymentJob, ExecutionModel, HealthCheck,
-    HealthCheckConfig, Hooks, Host, HostKeyPolicy, IdempotencyKey, ImageRef, JobStatus, Labels,
-    Name, Release, RetryBackoff, SshConnection, Strategy, Target, TargetType, UnixPath, Username,
+    CommandSpec, DeploymentJob, Hooks, IdempotencyKey, ImageRef, JobStatus, Labels, Strategy,
+    Target,
 };
 use deploy_engine::{
-    CONTAINER_PREFIX_LABEL, Engine, EngineConfig, JobRequest, NGINX_COMMAND_LABEL,
-    NGINX_INCLUDE_LABEL, NGINX_LISTEN_LABEL, NGINX_UPSTREAM_PORT_LABEL, SystemClock,
+    CONTAINER_PREFIX_LABEL, Engine, JobRequest, NGINX_COMMAND_LABEL, NGINX_INCLUDE_LABEL,
+    NGINX_LISTEN_LABEL, NGINX_UPSTREAM_PORT_LABEL,
 };
-use deploy_exec::ExecutorRegistry;
-use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_store::{SqliteConfig, SqliteStore, Store};
 use deploy_testkit::{
     ContainerCleanup, IMAGE_HTTP_PORT, Nginx, Registry, SSH_TEST_USER, SshdHosts, TestImages,
 };
 
-fn name(s: &str) -> Name {
-    Name::parse(s).unwrap()
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
+use crate::deployd_e2e::now_ms;
 
 /// One host behind nginx, on an environment with hooks (also used by `hooks.rs`).
 pub(crate) struct World {
@@ -83,23 +66,7 @@ impl World {
             .put_target(&target(&hosts, &prefix, &container, &nginx))
             .await
             .unwrap();
-        let mut exec_config = SshExecutorConfig::new(hosts.known_hosts());
-        // busybox httpd as PID 1 ignores SIGTERM: a short stop grace.
-        exec_config.stop_timeout = Duration::from_secs(1);
-        let executor = Arc::new(SshExecutor::new(
-            exec_config,
-            Arc::new(deploy_exec::DefaultSecrets),
-        ));
-        let mut executors = ExecutorRegistry::new();
-        executors.register(ExecutionModel::Ssh, executor);
-        let mut config = EngineConfig::new(format!("{prefix}-engine"));
-        config.task_timeout = Duration::from_secs(60);
-        config.backoff = RetryBackoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(500),
-        };
-        config.shutdown_grace = Duration::ZERO;
-        let engine = Engine::new(store.clone(), executors, config, Arc::new(SystemClock)).unwrap();
+        let engine = crate::engine_world::ssh_engine(store.clone(), &hosts, &prefix);
         Self {
             _cleanup: cleanup,
             prefix,
@@ -128,21 +95,11 @@ impl World {
         strategy: Strategy,
         auto_rollback: bool,
     ) -> DeploymentJob {
-        let release = Release::new(
-            release_id(n),
-            name(&format!("r{n}")),
-            vec![Component {
-                id: component_id(1),
-                name: name("web"),
-                image: ImageRef::parse(image).unwrap(),
-            }],
-            ts(n),
-        )
-        .unwrap();
-        self.store.put_release(&release).await.unwrap();
-        let p = approved_promotion(n, release.id);
-        self.store.put_promotion(&p).await.unwrap();
-        let mut request = JobRequest::new(p.id, IdempotencyKey::parse(&format!("bg-{n}")).unwrap());
+        let promotion = crate::engine_world::promoted_release(&*self.store, n, image).await;
+        let mut request = JobRequest::new(
+            promotion,
+            IdempotencyKey::parse(&format!("bg-{n}")).unwrap(),
+        );
         request.strategy = strategy;
         request.parallelism = NonZeroU32::new(1).unwrap();
         request.failure_policy.auto_rollback = auto_rollback;
@@ -177,18 +134,7 @@ impl World {
 
 /// A docker_host target behind `nginx`, its container checked by `docker exec ... wget /health`.
 fn target(hosts: &SshdHosts, prefix: &str, container: &str, nginx: &Nginx) -> Target {
-    let mut t = ssh_target(1);
-    t.name = name("host-1");
-    t.target_type = TargetType::DockerHost;
-    t.connection = Connection::Ssh(SshConnection {
-        host: Host::parse(&hosts.host(1)).unwrap(),
-        port: hosts.port(),
-        user: Username::parse(SSH_TEST_USER).unwrap(),
-        credential_ref: CredentialRef::parse(&format!("file:{}", hosts.client_key().display()))
-            .unwrap(),
-        work_dir: Some(UnixPath::parse(&format!("/tmp/{prefix}-work")).unwrap()),
-        host_key: HostKeyPolicy::KnownHosts,
-    });
+    let mut t = crate::engine_world::sshd_docker_target(hosts, 1, prefix, container, 5, 200);
     t.labels = Labels::new(BTreeMap::from([
         (CONTAINER_PREFIX_LABEL.to_owned(), format!("{prefix}-h1-")),
         (
@@ -206,25 +152,6 @@ fn target(hosts: &SshdHosts, prefix: &str, container: &str, nginx: &Nginx) -> Ta
         ),
     ]))
     .unwrap();
-    let url = format!("http://127.0.0.1:{IMAGE_HTTP_PORT}/health");
-    let argv = [
-        "docker",
-        "exec",
-        container,
-        "/bin/busybox",
-        "wget",
-        "-q",
-        "-O-",
-        &url,
-    ];
-    let mut health = HealthCheckConfig::new(HealthCheck::Command {
-        in_container: false,
-        command: CommandSpec::new(argv.iter().map(|s| (*s).to_owned()).collect()).unwrap(),
-    });
-    health.retries = 5;
-    health.interval_ms = 200;
-    health.timeout_ms = 5_000;
-    t.health_check = Some(health);
     t
 }
 

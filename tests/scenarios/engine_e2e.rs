@@ -12,30 +12,17 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_core::testing::{
-    approved_promotion, component_id, environment, release_id, ssh_target, ts,
-};
+use deploy_core::testing::environment;
 use deploy_core::{
-    BatchSize, CommandSpec, Component, Connection, CredentialRef, DeploymentJob, ExecutionModel,
-    HealthCheck, HealthCheckConfig, Host, HostKeyPolicy, IdempotencyKey, ImageRef, JobStatus,
-    Labels, Name, Release, RetryBackoff, SshConnection, Strategy, Target, TargetType, TaskStatus,
-    UnixPath, Username,
+    BatchSize, DeploymentJob, IdempotencyKey, JobStatus, Labels, Strategy, Target, TaskStatus,
 };
-use deploy_engine::{CONTAINER_PREFIX_LABEL, Engine, EngineConfig, JobRequest, SystemClock};
-use deploy_exec::ExecutorRegistry;
-use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
+use deploy_engine::{CONTAINER_PREFIX_LABEL, Engine, JobRequest};
 use deploy_store::{JobEventRecord, SqliteConfig, SqliteStore, Store};
 use deploy_testkit::bench_report::{Better, Figure, Goal};
-use deploy_testkit::{
-    ContainerCleanup, IMAGE_HTTP_PORT, Registry, SSH_TEST_USER, SshdHosts, TestImages,
-};
+use deploy_testkit::{ContainerCleanup, IMAGE_HTTP_PORT, Registry, SshdHosts, TestImages};
 
 /// Health probing of the end-to-end targets: one probe every 200 ms, 3 probes, 5 s each at most.
 const HEALTH_INTERVAL_MS: u64 = 200;
-
-fn name(s: &str) -> Name {
-    Name::parse(s).unwrap()
-}
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -75,23 +62,7 @@ impl World {
             store.put_target(&t).await.unwrap();
             targets.push(t);
         }
-        let mut exec_config = SshExecutorConfig::new(hosts.known_hosts());
-        // busybox httpd as PID 1 ignores SIGTERM: a short stop grace.
-        exec_config.stop_timeout = Duration::from_secs(1);
-        let executor = Arc::new(SshExecutor::new(
-            exec_config,
-            Arc::new(deploy_exec::DefaultSecrets),
-        ));
-        let mut executors = ExecutorRegistry::new();
-        executors.register(ExecutionModel::Ssh, executor);
-        let mut config = EngineConfig::new(format!("{prefix}-engine"));
-        config.task_timeout = Duration::from_secs(60);
-        config.backoff = RetryBackoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(500),
-        };
-        config.shutdown_grace = Duration::ZERO;
-        let engine = Engine::new(store.clone(), executors, config, Arc::new(SystemClock)).unwrap();
+        let engine = crate::engine_world::ssh_engine(store.clone(), &hosts, &prefix);
         Self {
             _cleanup: cleanup,
             prefix,
@@ -137,24 +108,11 @@ impl World {
         image: &str,
         configure: impl FnOnce(&mut JobRequest),
     ) -> DeploymentJob {
-        let release = Release::new(
-            release_id(n),
-            name(&format!("r{n}")),
-            vec![Component {
-                // The same component keeps its id across releases: rollback slots
-                // are (target, component id).
-                id: component_id(1),
-                name: name("web"),
-                image: ImageRef::parse(image).unwrap(),
-            }],
-            ts(n),
-        )
-        .unwrap();
-        self.store.put_release(&release).await.unwrap();
-        let p = approved_promotion(n, release.id);
-        self.store.put_promotion(&p).await.unwrap();
-        let mut request =
-            JobRequest::new(p.id, IdempotencyKey::parse(&format!("promo-{n}")).unwrap());
+        let promotion = crate::engine_world::promoted_release(&*self.store, n, image).await;
+        let mut request = JobRequest::new(
+            promotion,
+            IdempotencyKey::parse(&format!("promo-{n}")).unwrap(),
+        );
         configure(&mut request);
         self.engine.create_job(&request).await.unwrap().value
     }
@@ -190,42 +148,19 @@ fn container(prefix: &str, i: u8) -> String {
 
 /// A docker_host target on host `i`, its containers prefixed, checked by `docker exec ... wget /health`.
 fn target(hosts: &SshdHosts, i: u8, prefix: &str) -> Target {
-    let mut t = ssh_target(i);
-    t.name = name(&format!("host-{i}"));
-    t.target_type = TargetType::DockerHost;
-    t.connection = Connection::Ssh(SshConnection {
-        host: Host::parse(&hosts.host(i)).unwrap(),
-        port: hosts.port(),
-        user: Username::parse(SSH_TEST_USER).unwrap(),
-        credential_ref: CredentialRef::parse(&format!("file:{}", hosts.client_key().display()))
-            .unwrap(),
-        work_dir: Some(UnixPath::parse(&format!("/tmp/{prefix}-work")).unwrap()),
-        host_key: HostKeyPolicy::KnownHosts,
-    });
+    let mut t = crate::engine_world::sshd_docker_target(
+        hosts,
+        i,
+        prefix,
+        &container(prefix, i),
+        3,
+        HEALTH_INTERVAL_MS,
+    );
     t.labels = Labels::new(BTreeMap::from([(
         CONTAINER_PREFIX_LABEL.to_owned(),
         format!("{prefix}-h{i}-"),
     )]))
     .unwrap();
-    let url = format!("http://127.0.0.1:{IMAGE_HTTP_PORT}/health");
-    let argv = [
-        "docker",
-        "exec",
-        &container(prefix, i),
-        "/bin/busybox",
-        "wget",
-        "-q",
-        "-O-",
-        &url,
-    ];
-    let mut health = HealthCheckConfig::new(HealthCheck::Command {
-        in_container: false,
-        command: CommandSpec::new(argv.iter().map(|s| (*s).to_owned()).collect()).unwrap(),
-    });
-    health.retries = 3;
-    health.interval_ms = HEALTH_INTERVAL_MS;
-    health.timeout_ms = 5_000;
-    t.health_check = Some(health);
     t
 }
 

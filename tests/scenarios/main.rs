@@ -20,6 +20,7 @@ mod cli_stream;
 mod deployd_e2e;
 mod deployd_proc;
 mod engine_e2e;
+mod engine_world;
 mod faults;
 mod fidelity;
 mod hooks;

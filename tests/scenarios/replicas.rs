@@ -11,11 +11,12 @@ use deploy_testkit::{ContainerCleanup, Registry, TestImages, free_port, temp_dir
 use serde_json::Value;
 
 use crate::agent_e2e::{
-    digest_of, running_digest, start_deploy, target_body, task_of, wait_for_task_container, watch,
+    create_agent_env, digest_of, running_digest, start_deploy, task_of, wait_for_task_container,
+    watch,
 };
-use crate::agent_proc::{AgentProc, slow_image, wait_active};
+use crate::agent_proc::{AgentProc, bootstrap_token, slow_image, wait_active};
 use crate::deployd_e2e::serves;
-use crate::deployd_proc::{Deployd, api_get, api_post, create_release, ctl, ok_json};
+use crate::deployd_proc::{Deployd, api_get, create_release, ok_json};
 
 /// Short enough that the takeover after a SIGKILL comes within seconds.
 const LEASE_MS: &str = "3000";
@@ -95,41 +96,13 @@ fn agents_are_served_by_every_replica_and_survive_the_death_of_theirs() {
     let (addr_a, addr_b) = (a.addr.clone(), b.addr.clone());
 
     // The agent knows both replicas and polls the first, A.
-    let out = ctl(
-        &addr_a,
-        &[
-            "agent",
-            "bootstrap-token",
-            "--name",
-            "replica-agent",
-            "--label",
-            "scenario=agent",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bootstrap = bootstrap_token(&addr_a, "replica-agent");
     let state = data.path().join("agent-state");
     let servers = format!("http://{addr_a},http://{addr_b}");
     let mut agent = AgentProc::start_with(&servers, "replica-agent", &state, Some(&bootstrap), &[]);
     let agent_id = wait_active(&addr_a, "replica-agent", &mut agent);
 
-    let env_id = ok_json(&addr_a, &["env", "create", "replicas"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let work_dir = data.path().join("work");
-    std::fs::create_dir_all(&work_dir).unwrap();
-    let (status, target) = api_post(
-        &addr_a,
-        &format!("/api/v1/environments/{env_id}/targets"),
-        &target_body(&agent_id, &prefix, work_dir.to_str().unwrap()),
-    );
-    assert_eq!(status, 201, "{target:#}");
+    let env_id = create_agent_env(&addr_a, "replicas", &agent_id, &prefix, data.path());
     let v1 = create_release(&addr_a, "v1", &images.v1);
     let slow_release = create_release(&addr_a, "slow", &slow);
 

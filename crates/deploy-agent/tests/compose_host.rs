@@ -4,6 +4,8 @@
     reason = "test helpers outside #[test] fns: a panic there is a failing test"
 )]
 
+mod common;
+
 use std::sync::Arc;
 
 use deploy_agent::compose::{ComposeHost, ComposeTool};
@@ -18,16 +20,16 @@ use deploy_artifacts::{
     Colour, ContainerRuntime, LOCK_FILE_NAME, RenderInput, Traffic, parse_template, render,
 };
 use deploy_core::testing::{
-    artifact_id, component_id, environment_id, job_id, name, promotion_id, release_id, target_id,
-    task_id, ts,
+    artifact_id, component_id, job_id, name, promotion_id, release_id, target_id, task_id, ts,
 };
 use deploy_core::{
-    AgentConnection, Component, Connection, Digest, GeneratedArtifact, ImageRef, Labels, Release,
-    Target, TargetType, UnixPath,
+    Component, Digest, GeneratedArtifact, ImageRef, Release, Target, TargetType, UnixPath,
 };
 use deploy_testkit::{ContainerCleanup, IMAGE_HTTP_PORT, Registry, TestImages, run_checked};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::common::fixtures::{agent_target, version_at};
 
 fn digest_of(image: &str) -> Digest {
     Digest::parse(image.rsplit_once('@').unwrap().1).unwrap()
@@ -86,25 +88,7 @@ fn rendered_with(
 }
 
 fn target(work_dir: &str) -> Target {
-    Target {
-        id: target_id(1),
-        environment_id: environment_id(1),
-        name: name("compose-host"),
-        target_type: TargetType::ComposeHost,
-        connection: Connection::Agent(AgentConnection {
-            agent_id: None,
-            selector: Labels::default(),
-            work_dir: Some(UnixPath::parse(work_dir).unwrap()),
-            stop_first: false,
-            registry_auth: None,
-        }),
-        health_endpoint: None,
-        health_check: None,
-        labels: Labels::default(),
-        disabled: false,
-        version: 0,
-        created_at: ts(0),
-    }
+    agent_target("compose-host", TargetType::ComposeHost, work_dir)
 }
 
 fn delivery(work_dir: &str, project: &str, image: &str, n: u64) -> (TaskDelivery, Digest) {
@@ -150,13 +134,7 @@ fn container_of(project: &str) -> String {
 fn web_version(project: &str) -> String {
     let id = container_of(project);
     let addr = deploy_testkit::published_addr(&id, IMAGE_HTTP_PORT).unwrap();
-    for _ in 0..50 {
-        if let Ok((200, body)) = deploy_testkit::http_get(&addr, "/version") {
-            return body.trim().to_owned();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("project {project} does not serve /version on {addr}");
+    version_at(&addr, &format!("project {project}"))
 }
 
 async fn run(rt: &Runtime, d: &TaskDelivery) -> TaskOutcome {

@@ -5,6 +5,8 @@
     reason = "test helpers outside #[test] fns: a panic there is a failing test"
 )]
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,39 +20,21 @@ use deploy_api::agent::{
     AgentAction, AgentErrorCode, ComponentPayload, DeployPayload, RegistryAuth, TaskDelivery,
     TaskKey, TaskOutcome,
 };
-use deploy_core::testing::{environment_id, name, target_id, task_id, ts};
+use deploy_core::testing::{name, task_id};
 use deploy_core::{
-    AgentConnection, CommandSpec, Connection, ContainerSpec, Digest, ImageRef, Labels, PortMapping,
-    Protocol, Target, TargetType, UnixPath,
+    CommandSpec, Connection, ContainerSpec, Digest, ImageRef, PortMapping, Protocol, Target,
+    TargetType,
 };
-use deploy_testkit::{
-    ContainerCleanup, IMAGE_HTTP_PORT, Registry, TestImages, http_get, published_addr,
-};
+use deploy_testkit::{ContainerCleanup, IMAGE_HTTP_PORT, Registry, TestImages, published_addr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::common::fixtures::{agent_target, version_at};
 
 const SOCKET: &str = "/var/run/docker.sock";
 
 fn target(work_dir: &str) -> Target {
-    Target {
-        id: target_id(1),
-        environment_id: environment_id(1),
-        name: name("agent-host"),
-        target_type: TargetType::DockerHost,
-        connection: Connection::Agent(AgentConnection {
-            agent_id: None,
-            selector: Labels::default(),
-            work_dir: Some(UnixPath::parse(work_dir).unwrap()),
-            stop_first: false,
-            registry_auth: None,
-        }),
-        health_endpoint: None,
-        health_check: None,
-        labels: Labels::default(),
-        disabled: false,
-        version: 0,
-        created_at: ts(0),
-    }
+    agent_target("agent-host", TargetType::DockerHost, work_dir)
 }
 
 fn deploy(n: u64, container: &str, image: &str, args: &[&str]) -> TaskDelivery {
@@ -121,13 +105,7 @@ async fn runtime_with(config: DockerConfig) -> Runtime {
 /// `/version` of the container, retried while it starts.
 fn version(container: &str) -> String {
     let addr = published_addr(container, IMAGE_HTTP_PORT).unwrap();
-    for _ in 0..50 {
-        if let Ok((200, body)) = http_get(&addr, "/version") {
-            return body.trim().to_owned();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{container} does not serve /version on {addr}");
+    version_at(&addr, container)
 }
 
 /// Where `container` publishes the image's HTTP port, as the agent reports it.

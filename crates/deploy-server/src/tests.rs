@@ -7,7 +7,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use deploy_api::Role;
-use deploy_core::{ExecutionModel, TaskId};
+use deploy_api::agent::{AgentAction, TaskDelivery, TaskKey};
+use deploy_core::{AgentId, ExecutionModel, TaskId};
 use deploy_engine::{Engine, EngineConfig, SystemClock};
 use deploy_exec::ExecutorRegistry;
 use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
@@ -67,6 +68,23 @@ impl Fixture {
                 ExecutionModel::Ssh,
                 Arc::new(SshExecutor::new(
                     SshExecutorConfig::new(dir.join("known_hosts")),
+                    Arc::new(deploy_exec::DefaultSecrets),
+                )),
+            );
+            executors
+        })
+        .await
+    }
+
+    /// A fixture whose engine runs agent targets through its hub.
+    async fn with_agents() -> Self {
+        let hub = deploy_exec::agent::AgentHub::new(crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
+        Self::build_with_hub(ServerConfig::default(), hub.clone(), |_| {
+            let mut executors = ExecutorRegistry::new();
+            executors.register(
+                ExecutionModel::Agent,
+                Arc::new(deploy_exec::agent::AgentExecutor::new(
+                    hub,
                     Arc::new(deploy_exec::DefaultSecrets),
                 )),
             );
@@ -288,24 +306,119 @@ impl Fixture {
         value
     }
 
-    /// An environment with one SSH target on a closed loopback port, a release and a requested promotion.
-    async fn world(&self, name: &str) -> World {
-        let env = self
-            .ok(
-                "POST",
-                "/api/v1/environments",
-                Role::Admin,
-                Some(json!({ "name": name })),
-            )
-            .await;
-        let env_id = env["id"].as_str().unwrap().to_owned();
+    /// Creates environment `name` as an admin, `extra`'s fields added to its body; the
+    /// environment.
+    async fn env_named(&self, name: &str, extra: Value) -> Value {
+        let mut body = json!({ "name": name });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        self.ok("POST", "/api/v1/environments", Role::Admin, Some(body))
+            .await
+    }
+
+    /// Adds the SSH target `name` ([`target_body`]) to environment `env` (its id or name), as an admin.
+    async fn add_target(&self, env: &str, name: &str) -> Value {
+        self.ok(
+            "POST",
+            &format!("/api/v1/environments/{env}/targets"),
+            Role::Admin,
+            Some(target_body(name)),
+        )
+        .await
+    }
+
+    /// Creates environment `env` with one docker_host target `target` run by whichever
+    /// agent `selector` selects, in `work_dir`; the environment's id.
+    async fn agent_env(&self, env: &str, target: &str, selector: Value, work_dir: &str) -> String {
+        let created = self.env_named(env, json!({})).await;
+        let env_id = created["id"].as_str().unwrap().to_owned();
         self.ok(
             "POST",
             &format!("/api/v1/environments/{env_id}/targets"),
             Role::Admin,
-            Some(target_body("host-1")),
+            Some(json!({
+                "name": target,
+                "target_type": "docker_host",
+                "connection": {"model": "agent", "selector": selector, "work_dir": work_dir},
+            })),
         )
         .await;
+        env_id
+    }
+
+    /// Creates release `name` ([`release_body`]) and its promotion to environment
+    /// `env_id`, as a deployer; the promotion.
+    async fn promote_release(&self, env_id: &str, name: &str) -> Value {
+        let release = self
+            .ok(
+                "POST",
+                "/api/v1/releases",
+                Role::Deployer,
+                Some(release_body(name)),
+            )
+            .await;
+        self.ok(
+            "POST",
+            "/api/v1/promotions",
+            Role::Deployer,
+            Some(json!({"release_id": release["id"], "environment_id": env_id})),
+        )
+        .await
+    }
+
+    /// Approves `promotion` (as the API returned it) as a deployer, with the default job
+    /// settings; the answer, which holds the job.
+    async fn approve(&self, promotion: &Value) -> Value {
+        self.ok(
+            "POST",
+            &format!(
+                "/api/v1/promotions/{}/approve",
+                promotion["id"].as_str().unwrap()
+            ),
+            Role::Deployer,
+            None,
+        )
+        .await
+    }
+
+    /// Runs the engine's service loop in the background until the returned token is
+    /// cancelled; await the handle after cancelling.
+    fn serve_engine(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let shutdown = CancellationToken::new();
+        let serve = tokio::spawn({
+            let engine = self.engine.clone();
+            let shutdown = shutdown.clone();
+            async move { engine.serve(shutdown).await }
+        });
+        (shutdown, serve)
+    }
+
+    /// Hands `delivery` to `agent` through this fixture's hub, its log masking `secrets`;
+    /// the completion to await and the sink the log's lines reach.
+    async fn dispatch(
+        &self,
+        agent: AgentId,
+        delivery: TaskDelivery,
+        secrets: &[&str],
+    ) -> (
+        tokio::sync::oneshot::Receiver<deploy_exec::agent::Completion>,
+        deploy_exec::MemorySink,
+    ) {
+        let sink = deploy_exec::MemorySink::new();
+        let log = secrets.iter().fold(
+            deploy_exec::TaskLog::new(Arc::new(sink.clone()), 1 << 20),
+            |log, secret| log.with_secret(secret),
+        );
+        let done = self.hub.dispatch(agent, delivery, log).await.unwrap();
+        (done, sink)
+    }
+
+    /// An environment with one SSH target on a closed loopback port, a release and a requested promotion.
+    async fn world(&self, name: &str) -> World {
+        let env = self.env_named(name, json!({})).await;
+        let env_id = env["id"].as_str().unwrap().to_owned();
+        self.add_target(&env_id, "host-1").await;
         let release = self
             .ok(
                 "POST",
@@ -352,6 +465,21 @@ fn release_body(name: &str) -> Value {
         "name": name,
         "components": [{"name": "web", "image": format!("127.0.0.1:5000/web@sha256:{}", "a".repeat(64))}]
     })
+}
+
+/// Attempt 1 of task `task_id(task)`: an inspect of `web` on `ssh_target(1)`.
+fn inspect_delivery(task: u64) -> TaskDelivery {
+    TaskDelivery {
+        key: TaskKey {
+            task_id: deploy_core::testing::task_id(task),
+            attempt: 1,
+        },
+        target: deploy_core::testing::ssh_target(1),
+        action: AgentAction::Inspect {
+            component: deploy_core::testing::name("web"),
+        },
+        timeout_ms: 10_000,
+    }
 }
 
 #[tokio::test]
@@ -1204,12 +1332,7 @@ async fn error_cases() {
 async fn deploy_over_unreachable_ssh_fails_and_streams_events() {
     let f = Fixture::new().await;
     let w = f.world("flow").await;
-    let shutdown = CancellationToken::new();
-    let serve = tokio::spawn({
-        let engine = f.engine.clone();
-        let shutdown = shutdown.clone();
-        async move { engine.serve(shutdown).await }
-    });
+    let (shutdown, serve) = f.serve_engine();
     let approved = f
         .ok(
             "POST",

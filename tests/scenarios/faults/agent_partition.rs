@@ -29,12 +29,12 @@ use deploy_testkit::{ContainerCleanup, Registry, TestImages, free_port, temp_dir
 use serde_json::Value;
 
 use crate::agent_e2e::{
-    containers, digest_of, running_digest, start_deploy, target_body, task_of,
+    containers, create_agent_env, digest_of, running_digest, start_deploy, task_of,
     wait_for_task_container, watch,
 };
-use crate::agent_proc::{AgentProc, agents, slow_image, wait_active};
+use crate::agent_proc::{AgentProc, agents, bootstrap_token, slow_image, wait_active};
 use crate::deployd_e2e::{assert_each_attempt_ran_once, serves};
-use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, create_release, ctl, ok_json};
+use crate::deployd_proc::{ADMIN_TOKEN, Deployd, create_release, ok_json};
 
 /// deployd's heartbeat timeout here (the default is 15 s).
 const HEARTBEAT_MS: u64 = 3_000;
@@ -224,24 +224,7 @@ fn agent_partitioned_past_the_heartbeat_timeout_loses_its_attempt_then_finishes_
     let addr = format!("{}:{}", net.host_ip, free_port().unwrap());
     let server = Deployd::start_at(data.path(), &addr, &known_hosts, &env);
 
-    let out = ctl(
-        &addr,
-        &[
-            "agent",
-            "bootstrap-token",
-            "--name",
-            "netns-agent",
-            "--label",
-            "scenario=agent",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bootstrap = bootstrap_token(&addr, "netns-agent");
     let state = data.path().join("agent-state");
     let mut agent = AgentProc::start_wrapped(
         &net.wrapper(),
@@ -253,18 +236,7 @@ fn agent_partitioned_past_the_heartbeat_timeout_loses_its_attempt_then_finishes_
     );
     let agent_id = wait_active(&addr, "netns-agent", &mut agent);
 
-    let env_id = ok_json(&addr, &["env", "create", "partition"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let work_dir = data.path().join("work");
-    std::fs::create_dir_all(&work_dir).unwrap();
-    let (status, target) = api_post(
-        &addr,
-        &format!("/api/v1/environments/{env_id}/targets"),
-        &target_body(&agent_id, &prefix, work_dir.to_str().unwrap()),
-    );
-    assert_eq!(status, 201, "{target:#}");
+    let env_id = create_agent_env(&addr, "partition", &agent_id, &prefix, data.path());
     let release = |name: &str, image: &str| create_release(&addr, name, image);
     let v1 = release("v1", &images.v1);
     let slow_release = release("slow", &slow);

@@ -35,13 +35,7 @@ async fn all_pages(f: &Fixture, path: &str, field: &str) -> (Vec<String>, usize)
 async fn environments_and_releases_are_listed_newest_first_in_pages() {
     let f = Fixture::new().await;
     for n in ["e1", "e2", "e3"] {
-        f.ok(
-            "POST",
-            "/api/v1/environments",
-            Role::Admin,
-            Some(json!({ "name": n })),
-        )
-        .await;
+        f.env_named(n, json!({})).await;
         f.ok(
             "POST",
             "/api/v1/releases",

@@ -122,52 +122,10 @@ async fn a_token_for_rack_1_staging_registers_nothing_else() {
     assert!(listed[0]["revoked_at"].is_string(), "spent: {listed}");
 }
 
-/// A fixture whose engine runs agent targets through its hub.
-async fn agent_fixture() -> Fixture {
-    let hub = deploy_exec::agent::AgentHub::new(crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
-    Fixture::build_with_hub(crate::ServerConfig::default(), hub.clone(), |_| {
-        let mut executors = deploy_exec::ExecutorRegistry::new();
-        executors.register(
-            deploy_core::ExecutionModel::Agent,
-            std::sync::Arc::new(deploy_exec::agent::AgentExecutor::new(
-                hub,
-                std::sync::Arc::new(deploy_exec::DefaultSecrets),
-            )),
-        );
-        executors
-    })
-    .await
-}
-
 /// Promotes a new release `name` to `env_id` and returns the job id.
 async fn deploy(f: &Fixture, env_id: &str, name: &str) -> String {
-    let release = f
-        .ok(
-            "POST",
-            "/api/v1/releases",
-            Role::Deployer,
-            Some(super::release_body(name)),
-        )
-        .await;
-    let promotion = f
-        .ok(
-            "POST",
-            "/api/v1/promotions",
-            Role::Deployer,
-            Some(json!({"release_id": release["id"], "environment_id": env_id})),
-        )
-        .await;
-    let approved = f
-        .ok(
-            "POST",
-            &format!(
-                "/api/v1/promotions/{}/approve",
-                promotion["id"].as_str().unwrap()
-            ),
-            Role::Deployer,
-            None,
-        )
-        .await;
+    let promotion = f.promote_release(env_id, name).await;
+    let approved = f.approve(&promotion).await;
     approved["job"]["id"].as_str().unwrap().to_owned()
 }
 
@@ -224,7 +182,7 @@ async fn run_as_agent(f: &Fixture, credential: &str, job_id: &str) -> (Value, us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prod_targets_never_reach_a_staging_agent_until_an_admin_relabels_it() {
-    let f = agent_fixture().await;
+    let f = Fixture::with_agents().await;
     let (token, _) = rack_1_token(&f).await;
     let (status, answer) = register(
         &f,
@@ -237,32 +195,10 @@ async fn prod_targets_never_reach_a_staging_agent_until_an_admin_relabels_it() {
     let credential = answer["credential"].as_str().unwrap().to_owned();
     assert_eq!(poll(&f, &credential, json!([])).await.0, StatusCode::OK);
 
-    let env = f
-        .ok(
-            "POST",
-            "/api/v1/environments",
-            Role::Admin,
-            Some(json!({"name": "prod"})),
-        )
+    let env_id = f
+        .agent_env("prod", "prod-1", json!({"env": "prod"}), "/srv/prod")
         .await;
-    let env_id = env["id"].as_str().unwrap().to_owned();
-    f.ok(
-        "POST",
-        &format!("/api/v1/environments/{env_id}/targets"),
-        Role::Admin,
-        Some(json!({
-            "name": "prod-1",
-            "target_type": "docker_host",
-            "connection": {"model": "agent", "selector": {"env": "prod"}, "work_dir": "/srv/prod"},
-        })),
-    )
-    .await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let serve = tokio::spawn({
-        let engine = f.engine.clone();
-        let shutdown = shutdown.clone();
-        async move { engine.serve(shutdown).await }
-    });
+    let (shutdown, serve) = f.serve_engine();
 
     // The staging agent polls all along and is handed nothing: the job fails, naming
     // the selector no agent matches.

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use deploy_api::Role;
-use deploy_api::agent::{AgentAction, TaskDelivery, TaskKey};
 use deploy_core::testing::*;
 use serde_json::{Value, json};
 
@@ -362,27 +361,9 @@ async fn an_agent_only_sees_and_reports_its_own_keys() {
     assert_eq!(poll(&f, &a, json!([])).await.0, StatusCode::OK);
     assert_eq!(poll(&f, &b, json!([])).await.0, StatusCode::OK);
 
-    let key = TaskKey {
-        task_id: task_id(7),
-        attempt: 1,
-    };
-    let log = deploy_exec::MemorySink::new();
-    let rx = f
-        .hub
-        .dispatch(
-            a_id.parse().unwrap(),
-            TaskDelivery {
-                key,
-                target: ssh_target(1),
-                action: AgentAction::Inspect {
-                    component: name("web"),
-                },
-                timeout_ms: 10_000,
-            },
-            deploy_exec::TaskLog::new(std::sync::Arc::new(log.clone()), 1 << 20),
-        )
-        .await
-        .unwrap();
+    let delivery = super::inspect_delivery(7);
+    let key = delivery.key;
+    let (rx, log) = f.dispatch(a_id.parse().unwrap(), delivery, &[]).await;
 
     let (_, for_b) = poll(&f, &b, json!([])).await;
     assert_eq!(for_b["deliveries"], json!([]));
@@ -440,75 +421,16 @@ async fn an_agent_only_sees_and_reports_its_own_keys() {
 /// speaking the protocol over the routes (inspect, deploy, logs, result) -> completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_on_an_agent_target_completes_through_the_routes() {
-    let hub = deploy_exec::agent::AgentHub::new(crate::DEFAULT_AGENT_HEARTBEAT_TIMEOUT);
-    let f = Fixture::build_with_hub(crate::ServerConfig::default(), hub.clone(), |_| {
-        let mut executors = deploy_exec::ExecutorRegistry::new();
-        executors.register(
-            deploy_core::ExecutionModel::Agent,
-            std::sync::Arc::new(deploy_exec::agent::AgentExecutor::new(
-                hub,
-                std::sync::Arc::new(deploy_exec::DefaultSecrets),
-            )),
-        );
-        executors
-    })
-    .await;
+    let f = Fixture::with_agents().await;
     let (_, credential) = register_agent(&f, "edge-1", &[("zone", "a")]).await;
     assert_eq!(poll(&f, &credential, json!([])).await.0, StatusCode::OK);
 
-    let env = f
-        .ok(
-            "POST",
-            "/api/v1/environments",
-            Role::Admin,
-            Some(json!({"name": "edge"})),
-        )
+    let env_id = f
+        .agent_env("edge", "host-1", json!({"zone": "a"}), "/srv/edge")
         .await;
-    let env_id = env["id"].as_str().unwrap().to_owned();
-    f.ok(
-        "POST",
-        &format!("/api/v1/environments/{env_id}/targets"),
-        Role::Admin,
-        Some(json!({
-            "name": "host-1",
-            "target_type": "docker_host",
-            "connection": {"model": "agent", "selector": {"zone": "a"}, "work_dir": "/srv/edge"},
-        })),
-    )
-    .await;
-    let release = f
-        .ok(
-            "POST",
-            "/api/v1/releases",
-            Role::Deployer,
-            Some(super::release_body("v1")),
-        )
-        .await;
-    let promotion = f
-        .ok(
-            "POST",
-            "/api/v1/promotions",
-            Role::Deployer,
-            Some(json!({"release_id": release["id"], "environment_id": env_id})),
-        )
-        .await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let serve = tokio::spawn({
-        let engine = f.engine.clone();
-        let shutdown = shutdown.clone();
-        async move { engine.serve(shutdown).await }
-    });
-    let approved = f
-        .ok(
-            "POST",
-            &format!(
-                "/api/v1/promotions/{}/approve",
-                promotion["id"].as_str().unwrap()
-            ),
-            Role::Deployer,
-            None,
-        )
-        .await;
+    let promotion = f.promote_release(&env_id, "v1").await;
+    let (shutdown, serve) = f.serve_engine();
+    let approved = f.approve(&promotion).await;
     let job_id = approved["job"]["id"].as_str().unwrap().to_owned();
 
     // The fake agent: answer every delivery once, as the real one would.

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::{Fixture, target_body};
+use super::Fixture;
 
 /// One SSE event: its name, id and data.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,13 +106,7 @@ async fn a_job_log_stream_resumes_by_last_event_id_without_loss_or_repeat() {
     let f = Fixture::new().await;
     let w = f.world("job-logs").await;
     for name in ["host-2", "host-3"] {
-        f.ok(
-            "POST",
-            &format!("/api/v1/environments/{}/targets", w.env_id),
-            Role::Admin,
-            Some(target_body(name)),
-        )
-        .await;
+        f.add_target(&w.env_id, name).await;
     }
     // Nobody runs the job (no `serve`): the logs are written here, and the stream stays
     // open until the job is cancelled.

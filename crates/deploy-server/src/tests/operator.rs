@@ -5,7 +5,7 @@ use deploy_api::Role;
 use deploy_core::{JobEvent, TaskEvent};
 use serde_json::{Value, json};
 
-use super::{Fixture, openapi, release_body, target_body};
+use super::{Fixture, openapi, release_body};
 
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {$(
@@ -45,15 +45,6 @@ impl Fixture {
             )
             .await;
         created["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn env_named(&self, name: &str, extra: Value) -> Value {
-        let mut body = json!({ "name": name });
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        self.ok("POST", "/api/v1/environments", Role::Admin, Some(body))
-            .await
     }
 
     /// Drives `job` (every task, then the job) to `completed` through the store, as the
@@ -98,13 +89,7 @@ impl Fixture {
 
 async fn names_resolve_in_paths_bodies_and_queries(f: Fixture) {
     let env = f.env_named("staging", json!({})).await;
-    f.ok(
-        "POST",
-        "/api/v1/environments/staging/targets",
-        Role::Admin,
-        Some(target_body("host-1")),
-    )
-    .await;
+    f.add_target("staging", "host-1").await;
     f.ok(
         "POST",
         "/api/v1/releases",
@@ -213,13 +198,7 @@ async fn names_resolve_in_paths_bodies_and_queries(f: Fixture) {
 async fn an_approval_policy_refuses_self_approval_and_counts_distinct_approvers(f: Fixture) {
     f.env_named("prod", json!({"approval": {"required_approvals": 2}}))
         .await;
-    f.ok(
-        "POST",
-        "/api/v1/environments/prod/targets",
-        Role::Admin,
-        Some(target_body("host-1")),
-    )
-    .await;
+    f.add_target("prod", "host-1").await;
     f.ok(
         "POST",
         "/api/v1/releases",
@@ -341,13 +320,7 @@ async fn the_pipeline_refuses_a_release_that_did_not_complete_upstream(f: Fixtur
     f.env_named("staging", json!({})).await;
     f.env_named("prod", json!({"requires": ["staging"]})).await;
     for env in ["staging", "prod"] {
-        f.ok(
-            "POST",
-            &format!("/api/v1/environments/{env}/targets"),
-            Role::Admin,
-            Some(target_body("host-1")),
-        )
-        .await;
+        f.add_target(env, "host-1").await;
     }
     f.ok(
         "POST",
@@ -381,17 +354,7 @@ async fn the_pipeline_refuses_a_release_that_did_not_complete_upstream(f: Fixtur
             Some(promote("staging")),
         )
         .await;
-    let approved = f
-        .ok(
-            "POST",
-            &format!(
-                "/api/v1/promotions/{}/approve",
-                staging["id"].as_str().unwrap()
-            ),
-            Role::Deployer,
-            None,
-        )
-        .await;
+    let approved = f.approve(&staging).await;
     let (status, _) = f
         .call(
             "POST",
@@ -809,13 +772,7 @@ async fn every_write_route_appends_an_audit_row(f: Fixture) {
 async fn targets_change_disable_and_retire_only_when_no_job_uses_them(f: Fixture) {
     f.env_named("staging", json!({})).await;
     for name in ["host-1", "host-2"] {
-        f.ok(
-            "POST",
-            "/api/v1/environments/staging/targets",
-            Role::Admin,
-            Some(target_body(name)),
-        )
-        .await;
+        f.add_target("staging", name).await;
     }
     f.ok(
         "POST",
@@ -911,17 +868,7 @@ async fn targets_change_disable_and_retire_only_when_no_job_uses_them(f: Fixture
             Some(json!({"release": "r1", "environment": "staging"})),
         )
         .await;
-    let approved = f
-        .ok(
-            "POST",
-            &format!(
-                "/api/v1/promotions/{}/approve",
-                promotion["id"].as_str().unwrap()
-            ),
-            Role::Deployer,
-            None,
-        )
-        .await;
+    let approved = f.approve(&promotion).await;
     let job = approved["job"]["id"].as_str().unwrap().to_owned();
     let tasks = approved["job"]["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:?}");
@@ -968,13 +915,7 @@ async fn targets_change_disable_and_retire_only_when_no_job_uses_them(f: Fixture
         )
         .await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    f.ok(
-        "POST",
-        "/api/v1/environments/staging/targets",
-        Role::Admin,
-        Some(target_body("host-2")),
-    )
-    .await;
+    f.add_target("staging", "host-2").await;
 
     // Once the job settled, the environment goes; its jobs stay readable.
     f.ok(
@@ -1018,13 +959,7 @@ async fn targets_change_disable_and_retire_only_when_no_job_uses_them(f: Fixture
 
 async fn a_busy_environment_queues_an_approval_that_asks_for_it(f: Fixture) {
     f.env_named("staging", json!({})).await;
-    f.ok(
-        "POST",
-        "/api/v1/environments/staging/targets",
-        Role::Admin,
-        Some(target_body("host-1")),
-    )
-    .await;
+    f.add_target("staging", "host-1").await;
     for r in ["r1", "r2", "r3"] {
         f.ok(
             "POST",
@@ -1120,13 +1055,7 @@ async fn an_approved_promotion_is_only_for_approvers_and_a_deleted_environment_t
         .await;
     f.env_named("old", json!({})).await;
     for env in ["prod", "old"] {
-        f.ok(
-            "POST",
-            &format!("/api/v1/environments/{env}/targets"),
-            Role::Admin,
-            Some(target_body("host-1")),
-        )
-        .await;
+        f.add_target(env, "host-1").await;
     }
     f.ok(
         "POST",

@@ -11,7 +11,7 @@ use deploy_exec::ExecutorRegistry;
 use deploy_testkit::exec::{Behaviour, FakeExecutor};
 use serde_json::json;
 
-use super::{Fixture, release_body, target_body};
+use super::{Fixture, release_body};
 use crate::ServerConfig;
 
 fn digest(c: char) -> Digest {
@@ -33,14 +33,7 @@ fn executors(fake: &Arc<FakeExecutor>) -> impl FnOnce(&std::path::Path) -> Execu
 /// an inspect and any other refuses the connection.
 async fn add_targets(f: &Fixture, fake: &FakeExecutor, env_id: &str, names: &[&str]) {
     for name in names {
-        let created = f
-            .ok(
-                "POST",
-                &format!("/api/v1/environments/{env_id}/targets"),
-                Role::Admin,
-                Some(target_body(name)),
-            )
-            .await;
+        let created = f.add_target(env_id, name).await;
         let id = TargetId::parse(created["id"].as_str().unwrap()).unwrap();
         match *name {
             "current" => fake.set_running(id, "web", digest('a')),
@@ -56,14 +49,7 @@ async fn add_targets(f: &Fixture, fake: &FakeExecutor, env_id: &str, names: &[&s
 async fn plan_shows_waves_digests_what_runs_and_inspect_errors() {
     let fake = Arc::new(FakeExecutor::default());
     let f = Fixture::build(ServerConfig::default(), executors(&fake)).await;
-    let env = f
-        .ok(
-            "POST",
-            "/api/v1/environments",
-            Role::Admin,
-            Some(json!({"name": "plan"})),
-        )
-        .await;
+    let env = f.env_named("plan", json!({})).await;
     let env_id = env["id"].as_str().unwrap();
     add_targets(&f, &fake, env_id, &["old", "empty", "current", "broken"]).await;
     let release = f
@@ -180,14 +166,7 @@ async fn a_hanging_inspect_times_out_in_its_row_and_the_plan_is_bounded() {
             executors(&fake),
         )
         .await;
-        let env = f
-            .ok(
-                "POST",
-                "/api/v1/environments",
-                Role::Admin,
-                Some(json!({"name": "hang"})),
-            )
-            .await;
+        let env = f.env_named("hang", json!({})).await;
         let env_id = env["id"].as_str().unwrap();
         add_targets(&f, &fake, env_id, &["current", "hangs"]).await;
         let release = f

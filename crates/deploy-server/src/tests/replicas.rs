@@ -53,27 +53,9 @@ async fn a_key_dispatched_on_one_replica_runs_on_an_agent_polling_the_other() {
     .await;
     assert!(seen.is_some(), "A never saw the agent polling B as active");
 
-    let key = TaskKey {
-        task_id: task_id(41),
-        attempt: 1,
-    };
-    let log = deploy_exec::MemorySink::new();
-    let dispatched = a
-        .hub
-        .dispatch(
-            agent,
-            TaskDelivery {
-                key,
-                target: ssh_target(1),
-                action: AgentAction::Inspect {
-                    component: name("web"),
-                },
-                timeout_ms: 10_000,
-            },
-            deploy_exec::TaskLog::new(std::sync::Arc::new(log.clone()), 1 << 20),
-        )
-        .await
-        .unwrap();
+    let delivery = super::inspect_delivery(41);
+    let key = delivery.key;
+    let (dispatched, log) = a.dispatch(agent, delivery, &[]).await;
 
     // B hands it out (woken by A's announcement, well before the poll's wait ends).
     let started = tokio::time::Instant::now();
@@ -212,16 +194,9 @@ async fn a_stored_delivery_holds_no_secret_value_and_still_opens_on_the_other_re
         task_id: task_id(42),
         attempt: 1,
     };
-    let log = deploy_exec::MemorySink::new();
-    let dispatched = a
-        .hub
-        .dispatch(
-            agent,
-            deploy_with_secret(key, value),
-            deploy_exec::TaskLog::new(std::sync::Arc::new(log.clone()), 1 << 20).with_secret(value),
-        )
-        .await
-        .unwrap();
+    let (dispatched, log) = a
+        .dispatch(agent, deploy_with_secret(key, value), &[value])
+        .await;
 
     // The row: sealed under the first key of the key file, no byte of the value, not
     // even the variable's name.

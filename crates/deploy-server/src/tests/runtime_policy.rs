@@ -13,14 +13,7 @@ fn policy_path(env: &str) -> String {
 }
 
 async fn environment(f: &Fixture, name: &str, target_type: &str) -> String {
-    let env = f
-        .ok(
-            "POST",
-            "/api/v1/environments",
-            Role::Admin,
-            Some(json!({ "name": name })),
-        )
-        .await;
+    let env = f.env_named(name, json!({})).await;
     let mut target = target_body("host-1");
     target["target_type"] = json!(target_type);
     f.ok(

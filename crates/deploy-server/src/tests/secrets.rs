@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use deploy_api::Role;
 use serde_json::{Value, json};
 
-use super::{Fixture, release_body, target_body};
+use super::{Fixture, release_body};
 
 /// A value no other text of a test could contain.
 const VALUE: &str = "s3cr3t-V4lue $HOME #x 'q' \"dq\"\nline2";
@@ -172,20 +172,8 @@ async fn bad_names_and_bodies_are_refused_without_echoing_a_value() {
 #[tokio::test]
 async fn a_missing_secret_is_refused_at_job_creation_and_artifacts_keep_the_reference() {
     let f = Fixture::new().await;
-    f.ok(
-        "POST",
-        "/api/v1/environments",
-        Role::Admin,
-        Some(json!({"name": "prod"})),
-    )
-    .await;
-    f.ok(
-        "POST",
-        "/api/v1/environments/prod/targets",
-        Role::Admin,
-        Some(target_body("host-1")),
-    )
-    .await;
+    f.env_named("prod", json!({})).await;
+    f.add_target("prod", "host-1").await;
     let mut release = release_body("r1");
     release["template"] = json!(
         "services:\n  web:\n    componentName: web\n    environment:\n      DB_PASSWORD: secret:db\n"
@@ -257,21 +245,9 @@ async fn a_missing_secret_is_refused_at_job_creation_and_artifacts_keep_the_refe
 async fn a_secret_limited_to_environments_is_refused_elsewhere_by_name() {
     let f = Fixture::new().await;
     for env in ["prod", "staging"] {
-        f.ok(
-            "POST",
-            "/api/v1/environments",
-            Role::Admin,
-            Some(json!({"name": env})),
-        )
-        .await;
+        f.env_named(env, json!({})).await;
     }
-    f.ok(
-        "POST",
-        "/api/v1/environments/prod/targets",
-        Role::Admin,
-        Some(target_body("host-1")),
-    )
-    .await;
+    f.add_target("prod", "host-1").await;
     let admin = Some(f.token(Role::Admin));
     // Unknown, malformed and too many environments are refused, naming the field.
     for (environments, words) in [
