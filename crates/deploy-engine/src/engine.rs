@@ -203,7 +203,7 @@ impl Inner {
         // The rollback job is claimed and run like any new job: at once, here.
         self.job_created.notify_one();
         self.publish_job_event(&updated, JobEvent::RollbackStarted, cause, now);
-        Ok((updated, created.value))
+        Ok((updated, created))
     }
 
     /// Applies and persists a task event, then publishes it.

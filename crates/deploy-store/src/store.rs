@@ -166,10 +166,10 @@ pub trait Store: Send + Sync {
     ) -> Result<(DeploymentJob, Option<DeploymentJob>), StoreError>;
     /// Starts a rollback in one transaction: applies `rollback_started` to job `id`
     /// at `expected_version` (as [`Store::apply_job_event`]) and creates its
-    /// rollback job `rollback` (always `created: true`: the same attempt started twice
-    /// loses on the original's version, [`StoreError::Conflict`]). Both are written or
-    /// neither. When another job holds the environment, nothing is written:
-    /// [`StoreError::EnvironmentLocked`].
+    /// rollback job `rollback`, returning both as written (the same attempt started
+    /// twice loses on the original's version, [`StoreError::Conflict`]). Both are
+    /// written or neither. When another job holds the environment, nothing is
+    /// written: [`StoreError::EnvironmentLocked`].
     async fn start_rollback(
         &self,
         id: JobId,
@@ -177,7 +177,7 @@ pub trait Store: Send + Sync {
         rollback: &DeploymentJob,
         now: Timestamp,
         cause: &str,
-    ) -> Result<(DeploymentJob, Created<DeploymentJob>), StoreError>;
+    ) -> Result<(DeploymentJob, DeploymentJob), StoreError>;
     /// Applies `event` to the task at `expected_version`, bumps its version and
     /// appends the event, in one transaction. A `fail` records `cause` as the task's error.
     async fn apply_task_event(

@@ -474,13 +474,7 @@ macro_rules! jobs_sql {
                 rollback: &deploy_core::DeploymentJob,
                 now: deploy_core::Timestamp,
                 cause: &str,
-            ) -> Result<
-                (
-                    deploy_core::DeploymentJob,
-                    Created<deploy_core::DeploymentJob>,
-                ),
-                StoreError,
-            > {
+            ) -> Result<(deploy_core::DeploymentJob, deploy_core::DeploymentJob), StoreError> {
                 let mut tx = store.begin_write().await?;
                 let job = transition_job(
                     &mut tx,
@@ -499,13 +493,7 @@ macro_rules! jobs_sql {
                         tx.commit()
                             .await
                             .map_err(StoreError::db("commit a rollback start"))?;
-                        Ok((
-                            job,
-                            Created {
-                                value,
-                                created: true,
-                            },
-                        ))
+                        Ok((job, value))
                     }
                     // Another job holds the environment (started after the failure):
                     // nothing is written, and the error names that job.

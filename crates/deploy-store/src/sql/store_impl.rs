@@ -363,13 +363,7 @@ macro_rules! store_impl {
                 rollback: &deploy_core::DeploymentJob,
                 now: deploy_core::Timestamp,
                 cause: &str,
-            ) -> Result<
-                (
-                    deploy_core::DeploymentJob,
-                    Created<deploy_core::DeploymentJob>,
-                ),
-                StoreError,
-            > {
+            ) -> Result<(deploy_core::DeploymentJob, deploy_core::DeploymentJob), StoreError> {
                 jobs_sql::start_rollback(self, id, expected_version, rollback, now, cause).await
             }
 

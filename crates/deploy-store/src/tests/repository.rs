@@ -795,9 +795,8 @@ async fn a_rollback_starts_in_one_transaction_or_not_at_all(t: TestStore) {
         .start_rollback(failed.id, failed.version, &rollback, ts(40), &cause)
         .await
         .unwrap();
-    assert!(created.created);
-    assert_eq!(created.value.id, rollback.id);
-    assert_eq!(created.value.status, JobStatus::Pending);
+    assert_eq!(created.id, rollback.id);
+    assert_eq!(created.status, JobStatus::Pending);
     assert_eq!(
         (original.status, original.version),
         (JobStatus::RollingBack, failed.version + 1)
@@ -856,9 +855,9 @@ async fn a_rollback_jobs_end_settles_the_original_with_it(t: TestStore) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidTransition(_)), "{err:?}");
-    assert_eq!(s.get_job(rollback.id).await.unwrap(), created.value);
+    assert_eq!(s.get_job(rollback.id).await.unwrap(), created);
     // The rollback job runs and completes: the original is rolled back with it.
-    let mut r = created.value;
+    let mut r = created;
     for e in [
         JobEvent::Start,
         JobEvent::ArtifactsReady,
@@ -906,7 +905,7 @@ async fn a_rollback_jobs_end_settles_the_original_with_it(t: TestStore) {
         .start_rollback(failed2.id, failed2.version, &rollback2, ts(31), "start")
         .await
         .unwrap();
-    let mut r = created.value;
+    let mut r = created;
     for e in [JobEvent::Start, JobEvent::Fail] {
         r = s
             .apply_job_event(r.id, r.version, e, ts(32), "boom")
