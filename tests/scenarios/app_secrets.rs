@@ -12,10 +12,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use deploy_testkit::{ContainerCleanup, Registry, SshdHosts, TestImages, free_port, temp_dir};
+use deploy_testkit::{ContainerCleanup, Registry, TestImages, free_port, temp_dir};
 use serde_json::{Value, json};
 
-use crate::deployd_e2e::{KEY_VAR, job_id_of, target_add_args};
+use crate::deployd_e2e::{KEY_VAR, SshWorld, job_id_of, target_add_args};
 use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_post, ctl, ctl_command, ok_json};
 
 const TEMPLATE: &str = "services:\n  web:\n    componentName: web\n    environment:\n      DB_PASSWORD: secret:db\n      PLAIN: visible\n";
@@ -91,19 +91,10 @@ fn container_env(container: &str) -> Vec<String> {
 fn a_secret_env_value_reaches_the_container_and_nothing_else() {
     let prefix = format!("sec{}-", std::process::id());
     let container = format!("{prefix}web");
-    let _cleanup = ContainerCleanup::new(&prefix);
-    let hosts = SshdHosts::start(1).unwrap();
-    let registry = Registry::start().unwrap();
-    let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
-    let data = temp_dir("deployd-secrets-").unwrap();
-    let key = std::fs::read_to_string(hosts.client_key()).unwrap();
-    let server = Deployd::start(
-        data.path(),
-        free_port().unwrap(),
-        &hosts.known_hosts(),
-        &[(KEY_VAR, key.as_str())],
-    );
-    let addr = server.addr.clone();
+    let world = SshWorld::start(&prefix, "deployd-secrets-");
+    let (hosts, images, data) = (&world.hosts, &world.images, &world.data);
+    let server = &world.server;
+    let addr = world.addr.clone();
     let first = format!(
         "Zq{}-p@ss $HOME ${{X}} #not-a-comment 'single' \"double\" back\\slash\nsecond line = yes",
         std::process::id()
@@ -121,7 +112,7 @@ fn a_secret_env_value_reaches_the_container_and_nothing_else() {
         .as_str()
         .unwrap()
         .to_owned();
-    let add = target_add_args(&env_id, &hosts, 1, &prefix, 500);
+    let add = target_add_args(&env_id, hosts, 1, &prefix, 500);
     let add: Vec<&str> = add.iter().map(String::as_str).collect();
     ok_json(&addr, &add);
     let (status, release) = api_post(
@@ -432,7 +423,7 @@ fn a_secret_env_value_reaches_the_container_and_nothing_else() {
         stderr_log.contains("application secrets key loaded"),
         "{stderr_log}"
     );
-    server.terminate();
+    world.server.terminate();
     let db_files = files_under(&data.path().join("db"));
     assert!(
         db_files

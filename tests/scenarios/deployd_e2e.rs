@@ -28,6 +28,48 @@ use serde_json::{Value, json};
 
 use crate::deployd_proc::{Deployd, create_release, ctl, ctl_command, json_lines, ok_json};
 
+/// The world of the scenarios that deploy through `deployd` over SSH: one sshd host,
+/// the loopback registry with the v1/v2/v3-broken test images, and a deployd on a
+/// free port whose environment holds the host's key ([`KEY_VAR`]). Fields drop in
+/// order: deployd first, the containers named by the prefix last.
+pub(crate) struct SshWorld {
+    pub(crate) server: Deployd,
+    pub(crate) addr: String,
+    pub(crate) data: tempfile::TempDir,
+    pub(crate) images: TestImages,
+    /// Kept for its lifetime: the images are served from it.
+    _registry: Registry,
+    pub(crate) hosts: SshdHosts,
+    _cleanup: ContainerCleanup,
+}
+
+impl SshWorld {
+    /// Starts the world; containers are named `{prefix}…`, the data directory `{data}…`.
+    pub(crate) fn start(prefix: &str, data: &str) -> Self {
+        let cleanup = ContainerCleanup::new(prefix);
+        let hosts = SshdHosts::start(1).unwrap();
+        let registry = Registry::start().unwrap();
+        let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
+        let data = temp_dir(data).unwrap();
+        let key = std::fs::read_to_string(hosts.client_key()).unwrap();
+        let server = Deployd::start(
+            data.path(),
+            free_port().unwrap(),
+            &hosts.known_hosts(),
+            &[(KEY_VAR, key.as_str())],
+        );
+        Self {
+            addr: server.addr.clone(),
+            server,
+            data,
+            images,
+            _registry: registry,
+            hosts,
+            _cleanup: cleanup,
+        }
+    }
+}
+
 /// The environment variable (in deployd's environment) holding the SSH private key.
 pub(crate) const KEY_VAR: &str = "DEPLOY_SCENARIO_SSH_KEY";
 

@@ -244,6 +244,14 @@ pub(crate) fn ctl(addr: &str, args: &[&str]) -> Output {
     ctl_command(addr, args).output().expect("deployctl runs")
 }
 
+/// Runs `deployctl args…` as the token `token` (not the admin).
+pub(crate) fn ctl_as(addr: &str, token: &str, args: &[&str]) -> Output {
+    ctl_command(addr, args)
+        .env("DEPLOYCTL_TOKEN", token)
+        .output()
+        .expect("deployctl runs")
+}
+
 /// Runs `deployctl args… --output json`, expects exit 0 and returns the JSON.
 pub(crate) fn ok_json(addr: &str, args: &[&str]) -> Value {
     let out = ctl(addr, &[args, &["--output", "json"]].concat());

@@ -2,21 +2,11 @@
 
 use std::process::Output;
 
-use deploy_testkit::{
-    ContainerCleanup, Registry, SSH_TEST_USER, SshdHosts, TestImages, free_port, temp_dir,
-};
+use deploy_testkit::{SSH_TEST_USER, SshdHosts};
 use serde_json::Value;
 
-use crate::deployd_e2e::{KEY_VAR, KillOnDrop, job_id_of, serves, target_add_args};
-use crate::deployd_proc::{Deployd, ctl, ctl_command, ok_json};
-
-/// `deployctl args…` as the token `token`.
-fn ctl_as(addr: &str, token: &str, args: &[&str]) -> Output {
-    ctl_command(addr, args)
-        .env("DEPLOYCTL_TOKEN", token)
-        .output()
-        .expect("deployctl runs")
-}
+use crate::deployd_e2e::{KEY_VAR, KillOnDrop, SshWorld, job_id_of, serves, target_add_args};
+use crate::deployd_proc::{ctl, ctl_as, ctl_command, ok_json};
 
 fn text(out: &Output) -> String {
     format!(
@@ -79,24 +69,14 @@ fn audit_rows(addr: &str) -> usize {
 #[test]
 fn a_release_goes_through_staging_and_an_approval_to_prod_by_names() {
     let prefix = format!("op{}-", std::process::id());
-    let _cleanup = ContainerCleanup::new(&prefix);
-    let hosts = SshdHosts::start(1).unwrap();
-    let registry = Registry::start().unwrap();
-    let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
-    let data = temp_dir("operator-").unwrap();
-    let key = std::fs::read_to_string(hosts.client_key()).unwrap();
-    let server = Deployd::start(
-        data.path(),
-        free_port().unwrap(),
-        &hosts.known_hosts(),
-        &[(KEY_VAR, key.as_str())],
-    );
-    let addr = server.addr.clone();
+    let world = SshWorld::start(&prefix, "operator-");
+    let (hosts, images, data) = (&world.hosts, &world.images, &world.data);
+    let addr = world.addr.clone();
 
     // staging by commands, by name.
     ok_json(&addr, &["env", "create", "staging"]);
     // A soak of 3 s keeps a staging job busy long enough for a second one to queue.
-    let add = target_add_args("staging", &hosts, 1, &format!("{prefix}stg-"), 3_000);
+    let add = target_add_args("staging", hosts, 1, &format!("{prefix}stg-"), 3_000);
     let add: Vec<&str> = add.iter().map(String::as_str).collect();
     ok_json(&addr, &add);
     let component = format!("web={}", images.v1);
@@ -112,7 +92,7 @@ fn a_release_goes_through_staging_and_an_approval_to_prod_by_names() {
 
     // prod from a file: a dry run writes nothing, the apply creates, a second apply is a no-op.
     let file = data.path().join("prod.yaml");
-    std::fs::write(&file, prod_document(&hosts, &prefix, "a", true)).unwrap();
+    std::fs::write(&file, prod_document(hosts, &prefix, "a", true)).unwrap();
     let file = file.display().to_string();
     let before = audit_rows(&addr);
     let dry = ctl(&addr, &["apply", "-f", &file, "--dry-run"]);
@@ -154,7 +134,7 @@ fn a_release_goes_through_staging_and_an_approval_to_prod_by_names() {
         text(&round)
     );
     // A changed label: the dry run names the field and writes nothing.
-    std::fs::write(&file, prod_document(&hosts, &prefix, "b", true)).unwrap();
+    std::fs::write(&file, prod_document(hosts, &prefix, "b", true)).unwrap();
     let dry = ctl(&addr, &["apply", "-f", &file, "--dry-run"]);
     let shown = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(shown.contains("~ target host-1"), "{shown}");

@@ -28,7 +28,7 @@ use deploy_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::deployd_e2e::{KEY_VAR, at_ms, job_id_of, watch_all};
+use crate::deployd_e2e::{KEY_VAR, SshWorld, at_ms, job_id_of, watch_all};
 use crate::deployd_proc::{Deployd, ctl, ok_json};
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -289,19 +289,9 @@ fn answered_at(port: u16, want: &str, limit: Duration) -> Instant {
 fn an_automatic_rollback_of_a_service_on_a_published_port() {
     let cycles = env_number("DEPLOY_MTTR_CYCLES", 1);
     let prefix = format!("um{}-", std::process::id());
-    let _cleanup = ContainerCleanup::new(&prefix);
-    let hosts = SshdHosts::start(1).unwrap();
-    let registry = Registry::start().unwrap();
-    let images = TestImages::build(&registry, &format!("{prefix}app")).unwrap();
-    let data = temp_dir("mttr-ports-").unwrap();
-    let key = std::fs::read_to_string(hosts.client_key()).unwrap();
-    let server = Deployd::start(
-        data.path(),
-        free_port().unwrap(),
-        &hosts.known_hosts(),
-        &[(KEY_VAR, key.as_str())],
-    );
-    let addr = server.addr.clone();
+    let world = SshWorld::start(&prefix, "mttr-ports-");
+    let (hosts, images, data) = (&world.hosts, &world.images, &world.data);
+    let addr = world.addr.clone();
     let port = free_port().unwrap();
     let env = ok_json(&addr, &["env", "create", &format!("{prefix}env")])["id"]
         .as_str()

@@ -38,6 +38,7 @@ pub const SECTIONS: &[&str] = &[
     "logs",
     "updates",
     "mttr",
+    "console",
 ];
 
 fn cargo_bench(package: &str, bench: &str) -> Vec<String> {
@@ -187,6 +188,13 @@ pub fn steps(quick: bool, deployd: &str) -> Vec<Step> {
                 ("DEPLOY_TESTS_DEPLOYD", deployd.to_owned()),
                 ("DEPLOY_MTTR_CYCLES", pick("7", "1")),
             ],
+            invocations: 1,
+        },
+        Step {
+            section: "console",
+            title: "Web console render time",
+            args: cargo_bench("deploy-server", "console"),
+            env: vec![("BENCH_SAMPLES", pick("50", "5"))],
             invocations: 1,
         },
     ]

@@ -18,7 +18,7 @@ rewrites the generated part of docs/benchmarks.md.
 
   --quick        fewer runs, rounds and sizes: a smoke test of the whole chain
   --only LIST    only these sections: artifacts, store, engine, ssh, agents, api, logs, updates,
-                 mttr
+                 mttr, console
   --render-only  no benchmark: rewrite docs/benchmarks.md from target/bench-report/";
 
 /// The workspace root (xtask/ is one of its members).

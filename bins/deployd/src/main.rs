@@ -205,6 +205,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         clock,
         ServerConfig {
             max_body_bytes: config.max_body_bytes,
+            secure_cookies: config.tls.is_some(),
             ..ServerConfig::default()
         },
         hub,

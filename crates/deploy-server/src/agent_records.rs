@@ -1,11 +1,12 @@
 //! Stored agents as the agent hub sees them, and their capabilities as stored (wire names).
 
-use deploy_api::agent::AgentCapability;
-use deploy_core::Name;
+use deploy_api::agent::{AgentCapability, AgentSummary};
+use deploy_core::{AgentId, Name};
 use deploy_exec::agent::{AgentHub, AgentInfo, capability_name};
 use deploy_store::{AgentRecord, Store, StoreError};
 
 use crate::errors::ServerError;
+use crate::state::ServerState;
 
 /// The capabilities' wire names, as stored.
 pub(crate) fn capability_names(capabilities: &[AgentCapability]) -> Vec<String> {
@@ -68,4 +69,27 @@ pub async fn load_agents(store: &dyn Store, hub: &AgentHub) -> Result<usize, Ser
         hub.upsert_agent(agent_info(record)?);
     }
     Ok(records.len())
+}
+
+/// Revokes agent `id` in the store and the hub (its credential is refused at once,
+/// its in-flight tasks fail as retryable), for `by`; the API and the console call it.
+pub(crate) async fn revoke(
+    state: &ServerState,
+    id: AgentId,
+    by: &str,
+) -> Result<AgentSummary, ServerError> {
+    let record = match state.store().revoke_agent(id, state.now()).await {
+        Err(StoreError::NotFound { .. }) => {
+            return Err(ServerError::NotFound(format!(
+                "agent `{id}` does not exist"
+            )));
+        }
+        other => other?,
+    };
+    let hub = state.agent_hub();
+    hub.upsert_agent(agent_info(&record)?);
+    hub.revoke_agent(id, record.revoked_at.unwrap_or_else(|| state.now()));
+    tracing::info!(agent = %id, name = record.name, by, "agent revoked");
+    hub.summary(id)
+        .ok_or_else(|| ServerError::NotFound(format!("agent `{id}` does not exist")))
 }

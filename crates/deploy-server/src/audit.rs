@@ -134,12 +134,16 @@ pub(crate) async fn record(
     response
 }
 
-/// The caller of a write, from its bearer token: an API or bootstrap token, or an agent.
+/// The caller of a write, from its bearer token (an API or bootstrap token, or an
+/// agent) or, without one, from its web-console session (the token that signed in).
 async fn actor(
     state: &ServerState,
     headers: &HeaderMap,
 ) -> Option<(AuditActorKind, String, String)> {
-    let hash = hash_token(bearer(headers).ok()?);
+    let Ok(bearer) = bearer(headers) else {
+        return crate::console::session_actor(state, headers).await;
+    };
+    let hash = hash_token(bearer);
     if let Ok(Some(token)) = state.store().find_api_token(&hash).await {
         return Some((AuditActorKind::Token, token.id.to_string(), token.name));
     }
@@ -153,12 +157,18 @@ async fn actor(
 
 /// The peer address, and what `X-Forwarded-For` claims (a proxy's word, kept beside it).
 fn remote(request: &Request) -> Option<String> {
-    let peer = request
-        .extensions()
+    remote_of(request.extensions(), request.headers())
+}
+
+/// [`remote`] from a request's parts.
+pub(crate) fn remote_of(
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let peer = extensions
         .get::<ConnectInfo<PeerAddr>>()
         .map(|c| c.0.0.to_string());
-    let forwarded = request
-        .headers()
+    let forwarded = headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(200).collect::<String>());

@@ -48,12 +48,7 @@ pub(crate) async fn authorize(
     usable_at(&record, now)?;
     // Agent bootstrap tokens have no role: they only register an agent.
     let role = role_of(&record).ok_or(ServerError::Unauthenticated("the API token has no role"))?;
-    if state.should_touch(record.id, record.last_used_at, now, LAST_USED_RESOLUTION) {
-        // Best effort: a failed write must not fail the request.
-        if let Err(e) = state.store().touch_api_token(record.id, now).await {
-            tracing::warn!(token = %record.id, error = %e, "cannot record the use of an api token");
-        }
-    }
+    touch(state, &record, now).await;
     if !role.allows(required) {
         return Err(ServerError::Forbidden { role, required });
     }
@@ -99,6 +94,16 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ServerError> {
             "the Authorization header is not `Bearer <token>`",
         ))?;
     Ok(token)
+}
+
+/// Records that `record` was used at `now` (at most once per [`LAST_USED_RESOLUTION`]),
+/// through the API or the web console. Best effort: a failed write must not fail the request.
+pub(crate) async fn touch(state: &ServerState, record: &ApiTokenRecord, now: Timestamp) {
+    if state.should_touch(record.id, record.last_used_at, now, LAST_USED_RESOLUTION)
+        && let Err(e) = state.store().touch_api_token(record.id, now).await
+    {
+        tracing::warn!(token = %record.id, error = %e, "cannot record the use of an api token");
+    }
 }
 
 /// `last_used_at` is written at most this often per token (reads stay reads).

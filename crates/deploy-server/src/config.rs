@@ -1,4 +1,4 @@
-//! `ServerConfig`: the limits of the HTTP API.
+//! `ServerConfig`: the limits of the HTTP API and the web console's cookie settings.
 
 use std::time::Duration;
 
@@ -14,6 +14,10 @@ pub struct ServerConfig {
     /// Bound of a whole `POST /plan` (each inspect is bounded by the plan engine's
     /// task timeout, see `ServerState::set_plan_engine`); longer: 503.
     pub plan_timeout: Duration,
+    /// The listener serves HTTPS: web-console cookies are marked `Secure`.
+    pub secure_cookies: bool,
+    /// How long a web-console sign-in lasts (never past its API token's expiry).
+    pub console_session_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -23,6 +27,8 @@ impl Default for ServerConfig {
             max_page_size: 500,
             default_page_size: 100,
             plan_timeout: Duration::from_secs(60),
+            secure_cookies: false,
+            console_session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 }

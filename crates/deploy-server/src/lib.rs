@@ -16,6 +16,7 @@ mod audit;
 mod auth;
 mod body;
 mod config;
+mod console;
 mod errors;
 mod metrics;
 mod openapi;

@@ -23,31 +23,32 @@ mod agents;
 mod artifacts;
 mod audit;
 mod environments;
-mod job_streams;
-mod jobs;
+pub(crate) mod job_streams;
+pub(crate) mod jobs;
 mod operations;
 mod plan;
-mod promotions;
+pub(crate) mod promotions;
 mod releases;
 mod runtime_policy;
 mod secrets;
 mod targets;
-mod tasks;
+pub(crate) mod tasks;
 mod tokens;
 
-/// The API router: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`.
+/// The API router: `/api/v1/...`, `/healthz`, `/readyz`, `/metrics`, and the web console under `/ui/`.
 pub fn router(state: ServerState) -> Router {
     let limit = state.config().max_body_bytes;
     let (router, doc) = api_router().split_for_parts();
     let document = Document(Arc::new(
         serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_owned()),
     ));
-    router
+    let router = router
         // After routing, so that the audit layer sees the matched route template.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::audit::record,
-        ))
+        ));
+    crate::console::with_console(router, &state)
         .fallback(operations::not_found)
         .method_not_allowed_fallback(operations::method_not_allowed)
         .layer(Extension(document))

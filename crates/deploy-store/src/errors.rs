@@ -209,6 +209,14 @@ impl StoreError {
             Self::Database { source: sqlx::Error::Database(e), .. } if e.is_unique_violation()
         )
     }
+
+    /// True for a foreign-key violation (a row refers to one that does not exist).
+    pub(crate) fn is_foreign_key_violation(&self) -> bool {
+        matches!(
+            self,
+            Self::Database { source: sqlx::Error::Database(e), .. } if e.is_foreign_key_violation()
+        )
+    }
 }
 
 #[cfg(test)]

@@ -21,13 +21,14 @@
 //! | `environments`, `targets` | JSON `spec`, `version`, `deleted_at` | `name UNIQUE` (targets: per environment); a clash is `NameTaken` naming the holder; deleting keeps the row and frees the name |
 //! | `releases`, `release_components` | components by position; the service definition's text | component names unique per release |
 //! | `promotions` | promotion, approvals, decision; `version` | written with its version (`save_promotion`) |
-//! | `jobs` | scalar job fields, `version`, `claimed_by`, `lease_until`, `queued_behind`, `winding_down`, `log_cursor` | `idempotency_key UNIQUE`; **`jobs_one_active_per_environment`**: a unique partial index on `environment_id` over pending..completing jobs not queued: at most one job holds an environment, whatever the replicas do |
+//! | `jobs` | scalar job fields, `version`, `claimed_by`, `lease_until`, `queued_behind`, `winding_down`, `log_cursor` | `idempotency_key UNIQUE`; **`jobs_one_active_per_environment`**: a unique partial index on `environment_id` over pending..completing jobs not queued: at most one job holds an environment, whatever the replicas do; `jobs_by_release` lists a release's jobs |
 //! | `tasks` | scalar task fields, `version`, `position`, `log_seq` | `UNIQUE (job_id, position)`; `CHECK` on status and counters |
 //! | `artifacts` | rendered files: content, size, sha256 | verified against the sha256 on load |
 //! | `job_events` | every job and task transition: event, from, to, cause, time | append-only; `seq` is a total order (timelines, SSE resumption); written in the transaction of the change |
 //! | `task_log_chunks` | log chunks per task, numbered per task and per job | the newest 1,000 chunks of at most 64 KiB per task; job positions become visible in order (the job row's lock serialises appends) |
 //! | `audit_log` | one row per API write, redacted | triggers refuse `UPDATE` and `DELETE` |
 //! | `api_tokens` | name, sha256, scopes, revocation, expiry, last use; agent bootstrap tokens (scope `agent_bootstrap`) | `token_hash UNIQUE`; spending a bootstrap token is one conditional `UPDATE … RETURNING`, so of two racing agents exactly one wins |
+//! | `console_sessions` | web-console sign-ins: the sha256 of the cookie's secret, the API token that signed in, expiry | only the hash is stored; a session refers to an existing token; sessions expired or of a revoked token are pruned |
 //! | `agents`, `agent_bootstrap_bindings` | registered agents (credential sha256, labels, capabilities); what a bootstrap token lets an agent claim | `name UNIQUE`, credential hash unique; a token and its binding are written together |
 //! | `agent_deliveries`, `agent_log_lines` | what crosses replicas for the agent hub (`relay.rs`) | payloads sealed |
 //! | `app_secrets`, `secret_key_checks` | application secrets, sealed (AES-256-GCM, AAD = key id + name); what proves a key file is the one that sealed them | never a value in clear |
@@ -91,8 +92,9 @@ pub use app_secrets::AppSecretRecord;
 pub use errors::StoreError;
 pub use model::{
     AGENT_BOOTSTRAP_SCOPE, AgentRecord, ApiTokenRecord, AttemptRecord, AuditActorKind, AuditFilter,
-    AuditRecord, BootstrapBinding, Created, JobEventRecord, LastKnownGood, LogChunk,
-    MAX_LOG_CHUNK_BYTES, MAX_LOG_CHUNKS_PER_TASK,
+    AuditRecord, BootstrapBinding, ConsoleSession, Created, JobEventRecord, JobQuery, JobSummary,
+    LastKnownGood, LogChunk, MAX_LOG_CHUNK_BYTES, MAX_LOG_CHUNKS_PER_TASK, TargetTaskState,
+    TaskCounts,
 };
 pub use postgres::{PgConfig, PgStore};
 pub use relay::{

@@ -3,7 +3,8 @@
 use std::num::NonZeroU32;
 
 use deploy_core::{
-    AgentId, ComponentId, Digest, JobId, JobStatus, Labels, TargetId, TaskId, TaskStatus, Timestamp,
+    AgentId, ComponentId, Digest, EnvironmentId, JobId, JobStatus, Labels, PromotionId, ReleaseId,
+    TargetId, TaskId, TaskStatus, Timestamp,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -68,6 +69,85 @@ pub struct LastKnownGood {
     pub completed_at: Timestamp,
 }
 
+/// How the tasks of one job on one target stand: a row of
+/// [`Store::recent_target_tasks`](crate::Store::recent_target_tasks), what a target's
+/// health is derived from without loading the job's tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTaskState {
+    pub job_id: JobId,
+    pub job_status: JobStatus,
+    /// A `failed` job whose runner is not done with it yet (see `DeploymentJob`).
+    pub winding_down: bool,
+    pub target_id: TargetId,
+    /// The job's tasks on the target (one per component; one on a compose host).
+    pub tasks: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    /// Tasks dispatched at least once (neither pending nor queued).
+    pub started: u32,
+}
+
+impl TargetTaskState {
+    /// Whether the job is settled (as [`deploy_core::DeploymentJob::is_settled`]).
+    pub fn job_settled(&self) -> bool {
+        !self.job_status.is_active() && !self.winding_down
+    }
+}
+
+/// Which jobs a [`Store::list_job_summaries`](crate::Store::list_job_summaries) lists: newest
+/// first (ids are UUID v7), every given filter must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    pub environment: Option<EnvironmentId>,
+    pub status: Option<JobStatus>,
+    pub release: Option<ReleaseId>,
+    /// Only the rollback jobs of this job.
+    pub rollback_of: Option<JobId>,
+    /// Only jobs older than this one (the last id of the previous page).
+    pub before: Option<JobId>,
+    /// At most this many jobs.
+    pub limit: u32,
+}
+
+/// A job without its tasks and artifacts, with how many of its tasks are in each state:
+/// what a list of jobs shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub environment_id: EnvironmentId,
+    pub release_id: ReleaseId,
+    pub promotion_id: PromotionId,
+    pub status: JobStatus,
+    /// A `failed` job whose runner is not done with it yet (see `DeploymentJob`).
+    pub winding_down: bool,
+    /// For a rollback job: the job it rolls back.
+    pub rollback_of: Option<JobId>,
+    /// Set while the job waits in line for its busy environment: the job ahead of it.
+    pub queued_behind: Option<JobId>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub failure_reason: Option<String>,
+    pub tasks: TaskCounts,
+    /// The name of the job's release (read with the row: a list names it without a
+    /// read per release).
+    pub release_name: Option<String>,
+    /// Who requested the job's promotion (read with the row, as `release_name`).
+    pub requested_by: Option<String>,
+}
+
+/// How many of a job's tasks are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    /// Dispatched, running, verifying or retrying.
+    pub running: u32,
+    /// Pending or queued.
+    pub waiting: u32,
+}
+
 /// The scope of an agent bootstrap token (an `api_tokens` row that is no API role:
 /// it only registers one agent, and is spent doing so).
 pub const AGENT_BOOTSTRAP_SCOPE: &str = "agent_bootstrap";
@@ -119,6 +199,16 @@ pub struct ApiTokenRecord {
     pub last_used_at: Option<Timestamp>,
     /// When it stops being accepted unspent (agent bootstrap tokens); `None`: never.
     pub expires_at: Option<Timestamp>,
+}
+
+/// A web-console sign-in: the browser holds a random secret in a cookie, the store only its
+/// SHA-256 (`id_hash`), tied to the API token that signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub id_hash: deploy_core::Digest,
+    pub token_id: uuid::Uuid,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 /// Who made an audited write.

@@ -134,6 +134,34 @@ pub(crate) fn job<R: RowExt>(r: &R) -> Result<DeploymentJob, StoreError> {
     })
 }
 
+/// A row of `list_job_summaries`: job columns and the `tasks_*` counts.
+pub(crate) fn job_summary<R: RowExt>(r: &R) -> Result<crate::model::JobSummary, StoreError> {
+    let count = |col: &'static str| uint32(col, r.i64(col)?);
+    Ok(crate::model::JobSummary {
+        id: typed("jobs.id", r.uuid("id")?)?,
+        environment_id: typed("jobs.environment_id", r.uuid("environment_id")?)?,
+        release_id: typed("jobs.release_id", r.uuid("release_id")?)?,
+        promotion_id: typed("jobs.promotion_id", r.uuid("promotion_id")?)?,
+        status: crate::model::job_status(&r.string("status")?)?,
+        winding_down: r.boolean("winding_down")?,
+        rollback_of: opt_typed("jobs.rollback_of", r.opt_uuid("rollback_of")?)?,
+        queued_behind: opt_typed("jobs.queued_behind", r.opt_uuid("queued_behind")?)?,
+        created_at: timestamp("jobs.created_at", r.i64("created_at")?)?,
+        started_at: opt_timestamp("jobs.started_at", r.opt_i64("started_at")?)?,
+        completed_at: opt_timestamp("jobs.completed_at", r.opt_i64("completed_at")?)?,
+        failure_reason: r.opt_string("failure_reason")?,
+        tasks: crate::model::TaskCounts {
+            total: count("tasks_total")?,
+            succeeded: count("tasks_succeeded")?,
+            failed: count("tasks_failed")?,
+            running: count("tasks_running")?,
+            waiting: count("tasks_waiting")?,
+        },
+        release_name: r.opt_string("release_name")?,
+        requested_by: r.opt_string("requested_by")?,
+    })
+}
+
 pub(crate) fn task<R: RowExt>(r: &R) -> Result<DeploymentTask, StoreError> {
     let digest = |col: &'static str, v: &str| parse(col, v, Digest::parse);
     Ok(DeploymentTask {
@@ -266,6 +294,25 @@ pub(crate) fn api_token<R: RowExt>(r: &R) -> Result<ApiTokenRecord, StoreError> 
     })
 }
 
+/// A console session and its API token, from a row of the token's columns plus the
+/// session's as `session_id_hash`, `session_token_id`, `session_created_at` and
+/// `session_expires_at`.
+pub(crate) fn console_session<R: RowExt>(
+    r: &R,
+) -> Result<(crate::model::ConsoleSession, ApiTokenRecord), StoreError> {
+    let session = crate::model::ConsoleSession {
+        id_hash: parse(
+            "console_sessions.id_hash",
+            &r.string("session_id_hash")?,
+            Digest::parse,
+        )?,
+        token_id: r.uuid("session_token_id")?,
+        created_at: timestamp("console_sessions.created_at", r.i64("session_created_at")?)?,
+        expires_at: timestamp("console_sessions.expires_at", r.i64("session_expires_at")?)?,
+    };
+    Ok((session, api_token(r)?))
+}
+
 /// The error for a column that is missing or has an unexpected type.
 pub(crate) fn column_error(col: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::Corrupt {
@@ -361,6 +408,35 @@ pub(crate) fn agent_poll<R: RowExt>(r: &R) -> Result<crate::relay::AgentPoll, St
 /// The `id` column of a row of `jobs`.
 pub(crate) fn job_id<R: RowExt>(r: &R) -> Result<deploy_core::JobId, StoreError> {
     typed("jobs.id", r.uuid("id")?)
+}
+
+/// The `environment_id` column of a row of `jobs`.
+pub(crate) fn job_environment_id<R: RowExt>(
+    r: &R,
+) -> Result<deploy_core::EnvironmentId, StoreError> {
+    typed("jobs.environment_id", r.uuid("environment_id")?)
+}
+
+/// A row of `recent_target_tasks`: a job's state and the counts of its tasks on a target.
+pub(crate) fn target_task_state<R: RowExt>(
+    r: &R,
+) -> Result<crate::model::TargetTaskState, StoreError> {
+    let count = |col: &'static str| uint32(col, r.i64(col)?);
+    Ok(crate::model::TargetTaskState {
+        job_id: typed("jobs.id", r.uuid("job_id")?)?,
+        job_status: job_status(r)?,
+        winding_down: r.boolean("winding_down")?,
+        target_id: typed("tasks.target_id", r.uuid("target_id")?)?,
+        tasks: count("tasks")?,
+        succeeded: count("succeeded")?,
+        failed: count("failed")?,
+        started: count("started")?,
+    })
+}
+
+/// A row of `SELECT COALESCE(MAX(seq), 0) AS seq`.
+pub(crate) fn last_seq<R: RowExt>(r: &R) -> Result<u64, StoreError> {
+    uint("job_events.seq", r.i64("seq")?)
 }
 
 /// The `id` column of a row of `releases`.

@@ -12,7 +12,8 @@ use crate::app_secrets::AppSecretRecord;
 use crate::errors::StoreError;
 use crate::model::{
     AgentRecord, ApiTokenRecord, AttemptRecord, AuditFilter, AuditRecord, BootstrapBinding,
-    Created, JobEventRecord, LastKnownGood, LogChunk,
+    ConsoleSession, Created, JobEventRecord, JobQuery, JobSummary, LastKnownGood, LogChunk,
+    TargetTaskState,
 };
 use crate::relay::{AgentPoll, DeliveryEnd, DeliveryRecord, RelayLine};
 
@@ -105,6 +106,12 @@ pub trait Store: Send + Sync {
         release: ReleaseId,
         environment: EnvironmentId,
     ) -> Result<bool, StoreError>;
+    /// The environments where a job deploying `release` completed, by id: one query on
+    /// the jobs of the release (what [`Store::release_completed_in`] asks of each).
+    async fn environments_where_release_completed(
+        &self,
+        release: ReleaseId,
+    ) -> Result<Vec<EnvironmentId>, StoreError>;
 
     /// Appends a row to the audit log and returns its sequence number.
     async fn append_audit(&self, record: &AuditRecord) -> Result<u64, StoreError>;
@@ -132,6 +139,21 @@ pub trait Store: Send + Sync {
         before: Option<JobId>,
         limit: u32,
     ) -> Result<Vec<DeploymentJob>, StoreError>;
+    /// The jobs `query` selects, newest first, at most `query.limit`, each without its
+    /// tasks and artifacts but with how many of its tasks are in each state: what a list
+    /// of jobs shows, in one query that reads the tasks of the listed jobs only.
+    async fn list_job_summaries(&self, query: &JobQuery) -> Result<Vec<JobSummary>, StoreError>;
+    /// The summary of job `id` (as [`Store::list_job_summaries`] lists it): one row and its
+    /// task counts, without loading the tasks ([`Store::get_job`] does).
+    async fn get_job_summary(&self, id: JobId) -> Result<JobSummary, StoreError>;
+    /// How the tasks of each of the environment's newest `jobs` jobs stand on each target
+    /// they touch: one row per (job, target), newest job first, then by target. One
+    /// query that returns at most `jobs` x targets rows however many tasks a job has.
+    async fn recent_target_tasks(
+        &self,
+        environment: EnvironmentId,
+        jobs: u32,
+    ) -> Result<Vec<TargetTaskState>, StoreError>;
     /// How many jobs are in each status (statuses without jobs are left out); one
     /// aggregate query that loads no job, for `/metrics`.
     async fn count_jobs_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
@@ -219,6 +241,9 @@ pub trait Store: Send + Sync {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<JobEventRecord>, StoreError>;
+    /// The `seq` of the job's last event (0 when it has none): where a follower that has
+    /// the job's current state resumes.
+    async fn last_job_event_seq(&self, job: JobId) -> Result<u64, StoreError>;
     /// Appends a log chunk and returns its sequence number; keeps the newest
     /// [`crate::MAX_LOG_CHUNKS_PER_TASK`] chunks of the task.
     async fn append_log(
@@ -232,6 +257,14 @@ pub trait Store: Send + Sync {
         &self,
         task: TaskId,
         after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<LogChunk>, StoreError>;
+    /// The task's last `limit` log chunks before `before_seq` (all when `None`), in
+    /// order (oldest first): a log's end without reading it from the start.
+    async fn read_log_tail(
+        &self,
+        task: TaskId,
+        before_seq: Option<u64>,
         limit: u32,
     ) -> Result<Vec<LogChunk>, StoreError>;
 
@@ -370,6 +403,20 @@ pub trait Store: Send + Sync {
     ) -> Result<ApiTokenRecord, StoreError>;
     /// Records that the token authenticated a request at `now`.
     async fn touch_api_token(&self, id: uuid::Uuid, now: Timestamp) -> Result<(), StoreError>;
+    /// Inserts a console session; an existing `id_hash` is [`StoreError::AlreadyExists`], a
+    /// `token_id` no API token has is [`StoreError::NotFound`] (entity `api token`).
+    async fn put_console_session(&self, session: &ConsoleSession) -> Result<(), StoreError>;
+    /// The session whose hash is `id_hash` with its API token, if it exists and `expires_at > now`.
+    /// The token comes revoked or not, as from [`Store::find_api_token`]: the caller checks it.
+    async fn find_console_session(
+        &self,
+        id_hash: &Digest,
+        now: Timestamp,
+    ) -> Result<Option<(ConsoleSession, ApiTokenRecord)>, StoreError>;
+    /// Deletes the session; whether it existed.
+    async fn delete_console_session(&self, id_hash: &Digest) -> Result<bool, StoreError>;
+    /// Deletes every session expired at `now`, and every session of a revoked token; how many.
+    async fn prune_console_sessions(&self, now: Timestamp) -> Result<u64, StoreError>;
 
     /// The log chunks of every task of the job after the job-wide position `after`
     /// (0 for all), in the order they were appended, at most `limit`, each with its

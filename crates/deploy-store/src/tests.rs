@@ -3,10 +3,13 @@
 mod agents;
 mod app_secrets;
 mod concurrency;
+mod console_reads;
+mod console_sessions;
 mod counts;
 mod durability;
 mod harness;
 mod job_log;
+mod job_summaries;
 mod operator;
 mod relay;
 mod repository;

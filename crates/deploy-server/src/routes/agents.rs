@@ -270,21 +270,9 @@ pub(crate) async fn revoke_agent(
 ) -> Result<Json<AgentSummary>, ServerError> {
     let caller = authorize(&state, &headers, Role::Admin).await?;
     let id = agent_ref(&state, &id).await?;
-    let record = match state.store().revoke_agent(id, state.now()).await {
-        Err(StoreError::NotFound { .. }) => {
-            return Err(ServerError::NotFound(format!(
-                "agent `{id}` does not exist"
-            )));
-        }
-        other => other?,
-    };
-    let hub = state.agent_hub();
-    hub.upsert_agent(agent_info(&record)?);
-    hub.revoke_agent(id, record.revoked_at.unwrap_or_else(|| state.now()));
-    tracing::info!(agent = %id, name = record.name, by = caller.name, "agent revoked");
-    hub.summary(id)
+    crate::agent_records::revoke(&state, id, &caller.name)
+        .await
         .map(Json)
-        .ok_or_else(|| ServerError::NotFound(format!("agent `{id}` does not exist")))
 }
 
 #[utoipa::path(

@@ -52,7 +52,7 @@ async fn request(
 }
 
 /// The job's events, woken by its transitions.
-struct Events {
+pub(crate) struct Events {
     job: JobId,
     events: broadcast::Receiver<EngineEvent>,
     /// The job was seen settled at the last idle read: one more empty read ends the stream.
@@ -81,13 +81,25 @@ pub(crate) async fn job_events(
 ) -> Result<Response, ServerError> {
     let (job, after, events) =
         request(&state, &headers, query, &id, "an event sequence number").await?;
-    let source = Events {
-        job: job.id,
-        events,
-        settled: false,
-        unsettled_hint: !job.is_settled(),
-    };
-    Ok(sse::follow(state, after, source))
+    Ok(sse::follow(state, after, Events::new(&job, events)))
+}
+
+impl Events {
+    /// The events of `job`, woken by `events` (subscribed before `job` was read, so
+    /// that no transition falls between the two).
+    pub(crate) fn new(job: &DeploymentJob, events: broadcast::Receiver<EngineEvent>) -> Self {
+        Self::of(job.id, job.is_settled(), events)
+    }
+
+    /// The events of job `job`, settled or not when read (without loading its tasks).
+    pub(crate) fn of(job: JobId, settled: bool, events: broadcast::Receiver<EngineEvent>) -> Self {
+        Self {
+            job,
+            events,
+            settled: false,
+            unsettled_hint: !settled,
+        }
+    }
 }
 
 impl Follow for Events {

@@ -17,7 +17,7 @@ use crate::state::ServerState;
 type ApiResult<T> = Result<T, ServerError>;
 
 /// A job status of a query.
-fn job_status(s: &str) -> ApiResult<JobStatus> {
+pub(crate) fn job_status(s: &str) -> ApiResult<JobStatus> {
     JobStatus::parse(s).ok_or_else(|| {
         let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
         ServerError::bad_request(
@@ -79,7 +79,18 @@ pub(crate) async fn rollback_job(
 ) -> ApiResult<Json<DeploymentJob>> {
     let caller = authorize(&state, &headers, Role::Deployer).await?;
     let id = parse_id("job", &id, JobId::parse)?;
+    Ok(Json(rollback(&state, id, &req.reason, &caller.name).await?))
+}
+
+/// Rolls job `id` back by hand for `by` (the API's and the console's rollback): the
+/// rollback job, whose end settles the original.
+pub(crate) async fn rollback(
+    state: &ServerState,
+    id: JobId,
+    reason: &str,
+    by: &str,
+) -> ApiResult<DeploymentJob> {
     state.store().get_job(id).await?;
-    let reason = format!("{} (by {})", req.reason.trim(), caller.name);
-    Ok(Json(state.engine().rollback(id, &reason).await?))
+    let reason = format!("{} (by {by})", reason.trim());
+    Ok(state.engine().rollback(id, &reason).await?)
 }

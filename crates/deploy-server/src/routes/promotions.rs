@@ -12,7 +12,7 @@ use deploy_core::{IdempotencyKey, Promotion, PromotionId, PromotionStatus};
 use deploy_engine::{Approval, JobRequest, random_bytes};
 use deploy_store::StoreError;
 
-use crate::auth::authorize;
+use crate::auth::{Caller, authorize};
 use crate::body::{ApiJson, OptionalJson};
 use crate::errors::ServerError;
 use crate::openapi::ProblemResponses;
@@ -151,12 +151,24 @@ pub(crate) async fn approve_promotion(
 ) -> ApiResult<(StatusCode, Json<ApprovePromotionResponse>)> {
     let caller = authorize(&state, &headers, Role::Deployer).await?;
     let id = parse_id("promotion", &id, PromotionId::parse)?;
+    let (status, response) = approve(&state, &caller, id, req).await?;
+    Ok((status, Json(response)))
+}
+
+/// Adds `caller`'s approval to promotion `id` (the engine applies the environment's
+/// policy); the answer's status and body. Shared by the API and the console.
+pub(crate) async fn approve(
+    state: &ServerState,
+    caller: &Caller,
+    id: PromotionId,
+    req: ApprovePromotionRequest,
+) -> ApiResult<(StatusCode, ApprovePromotionResponse)> {
     let request = job_request(id, req)?;
     let approval = state
         .engine()
         .approve_and_create_job(&request, caller.approver(), state.now())
         .await?;
-    let (status, response) = match approval {
+    Ok(match approval {
         Approval::Pending { promotion, missing } => {
             tracing::info!(promotion = %id, by = caller.name, missing, "approval recorded");
             (
@@ -184,8 +196,7 @@ pub(crate) async fn approve_promotion(
                 },
             )
         }
-    };
-    Ok((status, Json(response)))
+    })
 }
 
 #[utoipa::path(post, path = "/promotions/{id}/reject", tag = "promotions", security(("bearer" = [])), params(("id" = String, Path, description = "promotion id")), request_body(content = Option<RejectPromotionRequest>, description = "optional reason"), responses((status = 200, description = "rejected (deployer)", body = deploy_api::schema::Promotion), ProblemResponses))]
@@ -197,8 +208,18 @@ pub(crate) async fn reject_promotion(
 ) -> ApiResult<Json<Promotion>> {
     let caller = authorize(&state, &headers, Role::Deployer).await?;
     let id = parse_id("promotion", &id, PromotionId::parse)?;
-    let reason = req
-        .reason
+    Ok(Json(reject(&state, &caller, id, req.reason).await?))
+}
+
+/// Rejects promotion `id` as `caller`, with `reason` (trimmed; empty is none).
+/// Shared by the API and the console.
+pub(crate) async fn reject(
+    state: &ServerState,
+    caller: &Caller,
+    id: PromotionId,
+    reason: Option<String>,
+) -> ApiResult<Promotion> {
+    let reason = reason
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
     if let Some(r) = &reason
@@ -222,5 +243,5 @@ pub(crate) async fn reject_promotion(
         )),
         other => other.into(),
     })?;
-    Ok(Json(promotion))
+    Ok(promotion)
 }

@@ -83,7 +83,7 @@ fn dto(c: LogChunk) -> LogChunkDto {
 }
 
 /// The task's log, read in chunk `seq`s.
-struct Log {
+pub(crate) struct Log {
     task: TaskId,
     /// The task (or its job) was settled at the last read: one more empty read ends the stream.
     settled: bool,
@@ -107,11 +107,17 @@ pub(crate) async fn task_log_events(
     )
     .await?;
     state.store().get_task(task).await?;
-    let source = Log {
-        task,
-        settled: false,
-    };
-    Ok(sse::follow(state, after, source))
+    Ok(sse::follow(state, after, Log::new(task)))
+}
+
+impl Log {
+    /// The log of `task` (which exists).
+    pub(crate) fn new(task: TaskId) -> Self {
+        Self {
+            task,
+            settled: false,
+        }
+    }
 }
 
 impl Follow for Log {

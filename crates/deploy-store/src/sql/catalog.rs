@@ -567,6 +567,26 @@ macro_rules! catalog_sql {
                 .map_err(StoreError::db("look up a completed job of a release"))?;
                 Ok(found.is_some())
             }
+
+            pub(super) async fn environments_where_release_completed(
+                store: &$store,
+                release: deploy_core::ReleaseId,
+            ) -> Result<Vec<deploy_core::EnvironmentId>, StoreError> {
+                // The release's jobs through `jobs_by_release`: as many as it was deployed.
+                let query = sqlx::query(
+                    "SELECT DISTINCT environment_id FROM jobs
+                     WHERE release_id = $1 AND status = 'completed'
+                     ORDER BY environment_id",
+                )
+                .bind_id(release);
+                store
+                    .read_all(
+                        query,
+                        "list the environments where a release completed",
+                        rows::job_environment_id,
+                    )
+                    .await
+            }
         }
     };
 }

@@ -402,6 +402,151 @@ macro_rules! jobs_sql {
                 Ok(jobs)
             }
 
+            pub(super) async fn list_job_summaries(
+                store: &$store,
+                query: &crate::model::JobQuery,
+            ) -> Result<Vec<crate::model::JobSummary>, StoreError> {
+                summaries(store, query, None).await
+            }
+
+            pub(super) async fn get_job_summary(
+                store: &$store,
+                id: deploy_core::JobId,
+            ) -> Result<crate::model::JobSummary, StoreError> {
+                let query = crate::model::JobQuery {
+                    limit: 1,
+                    ..crate::model::JobQuery::default()
+                };
+                summaries(store, &query, Some(id))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or(StoreError::NotFound {
+                        entity: "job",
+                        id: id.to_string(),
+                    })
+            }
+
+            /// The summaries `query` selects, of job `id` only when given (its primary key).
+            async fn summaries(
+                store: &$store,
+                query: &crate::model::JobQuery,
+                id: Option<deploy_core::JobId>,
+            ) -> Result<Vec<crate::model::JobSummary>, StoreError> {
+                // Only the given filters are in the SQL, so the planner can use the index
+                // that serves them (`jobs (release_id, id)` for a release's jobs), which a
+                // `$n IS NULL OR ...` would hide from it.
+                let mut filters = Vec::new();
+                for (given, condition) in [
+                    (query.environment.is_some(), "environment_id ="),
+                    (query.status.is_some(), "status ="),
+                    (query.release.is_some(), "release_id ="),
+                    (query.rollback_of.is_some(), "rollback_of ="),
+                    (query.before.is_some(), "id <"),
+                    (id.is_some(), "id ="),
+                ] {
+                    if given {
+                        filters.push(format!("{condition} ${}", filters.len() + 1));
+                    }
+                }
+                let limit = filters.len() + 1;
+                let filters = if filters.is_empty() {
+                    String::new()
+                } else {
+                    format!("WHERE {}", filters.join(" AND "))
+                };
+                // The page's jobs first; their tasks are reached from them (the LEFT JOIN
+                // keeps the page the outer side: the index on `tasks (job_id, position)`),
+                // so the tasks of other jobs are never read. The release's name and the
+                // promotion's requester come by primary key, one row each per job.
+                let sql = format!(
+                    "WITH page AS (
+                       SELECT id, environment_id, release_id, promotion_id, status,
+                              winding_down, rollback_of, queued_behind, created_at,
+                              started_at, completed_at, failure_reason
+                       FROM jobs {filters}
+                       ORDER BY id DESC LIMIT ${limit}
+                     ),
+                     counts AS (
+                       SELECT p.id AS job_id, COUNT(t.id) AS total,
+                         COUNT(CASE WHEN t.status = 'succeeded' THEN 1 END) AS succeeded,
+                         COUNT(CASE WHEN t.status = 'failed' THEN 1 END) AS failed,
+                         COUNT(CASE WHEN t.status IN ('dispatched', 'running',
+                           'verifying', 'retrying') THEN 1 END) AS running,
+                         COUNT(CASE WHEN t.status IN ('pending', 'queued')
+                           THEN 1 END) AS waiting
+                       FROM page p LEFT JOIN tasks t ON t.job_id = p.id
+                       GROUP BY p.id
+                     )
+                     SELECT p.*, c.total AS tasks_total, c.succeeded AS tasks_succeeded,
+                       c.failed AS tasks_failed, c.running AS tasks_running,
+                       c.waiting AS tasks_waiting, r.name AS release_name,
+                       pr.requested_by
+                     FROM page p JOIN counts c ON c.job_id = p.id
+                     LEFT JOIN releases r ON r.id = p.release_id
+                     LEFT JOIN promotions pr ON pr.id = p.promotion_id
+                     ORDER BY p.id DESC"
+                );
+                let mut sql_query = sqlx::query(&sql);
+                if let Some(environment) = query.environment {
+                    sql_query = sql_query.bind_id(environment);
+                }
+                if let Some(status) = query.status {
+                    sql_query = sql_query.bind(status.as_str());
+                }
+                if let Some(release) = query.release {
+                    sql_query = sql_query.bind_id(release);
+                }
+                if let Some(original) = query.rollback_of {
+                    sql_query = sql_query.bind_id(original);
+                }
+                if let Some(before) = query.before {
+                    sql_query = sql_query.bind_id(before);
+                }
+                if let Some(id) = id {
+                    sql_query = sql_query.bind_id(id);
+                }
+                let sql_query = sql_query.bind(i64::from(query.limit));
+                store
+                    .read_all(sql_query, "list job summaries", rows::job_summary)
+                    .await
+            }
+
+            pub(super) async fn recent_target_tasks(
+                store: &$store,
+                environment: deploy_core::EnvironmentId,
+                jobs: u32,
+            ) -> Result<Vec<crate::model::TargetTaskState>, StoreError> {
+                // The environment's newest jobs first (their ids by `id DESC`), then their
+                // tasks by `tasks (job_id, position)`, counted per target: the rows are
+                // bounded by jobs x targets, not by tasks.
+                let query = sqlx::query(
+                    "WITH recent AS (
+                       SELECT id, status, winding_down FROM jobs
+                       WHERE environment_id = $1
+                       ORDER BY id DESC LIMIT $2
+                     )
+                     SELECT r.id AS job_id, r.status, r.winding_down, t.target_id,
+                       COUNT(*) AS tasks,
+                       COUNT(CASE WHEN t.status = 'succeeded' THEN 1 END) AS succeeded,
+                       COUNT(CASE WHEN t.status = 'failed' THEN 1 END) AS failed,
+                       COUNT(CASE WHEN t.status NOT IN ('pending', 'queued')
+                         THEN 1 END) AS started
+                     FROM recent r JOIN tasks t ON t.job_id = r.id
+                     GROUP BY r.id, r.status, r.winding_down, t.target_id
+                     ORDER BY r.id DESC, t.target_id",
+                )
+                .bind_id(environment)
+                .bind(i64::from(jobs));
+                store
+                    .read_all(
+                        query,
+                        "read the recent tasks of an environment's targets",
+                        rows::target_task_state,
+                    )
+                    .await
+            }
+
             pub(super) async fn rollback_job_of(
                 store: &$store,
                 original: deploy_core::JobId,
@@ -564,6 +709,20 @@ macro_rules! jobs_sql {
                         "read job events",
                         rows::job_event,
                     )
+                    .await
+            }
+
+            pub(super) async fn last_job_event_seq(
+                store: &$store,
+                job: deploy_core::JobId,
+            ) -> Result<u64, StoreError> {
+                // An aggregate answers one row, 0 without events; `job_events (job_id, seq)`.
+                let query = sqlx::query(
+                    "SELECT COALESCE(MAX(seq), 0) AS seq FROM job_events WHERE job_id = $1",
+                )
+                .bind_id(job);
+                store
+                    .read_one(query, "job", job.to_string(), rows::last_seq)
                     .await
             }
 

@@ -36,6 +36,31 @@ macro_rules! logs_sql {
                     .await
             }
 
+            pub(super) async fn read_log_tail(
+                store: &$store,
+                task: deploy_core::TaskId,
+                before_seq: Option<u64>,
+                limit: u32,
+            ) -> Result<Vec<LogChunk>, StoreError> {
+                // Backwards from the end on the `(task_id, seq)` key, then back in order.
+                let before = before_seq
+                    .map(|seq| model::int("before_seq", seq))
+                    .transpose()?;
+                let query = sqlx::query(
+                    "SELECT * FROM (
+                       SELECT * FROM task_log_chunks
+                       WHERE task_id = $1 AND ($2 IS NULL OR seq < $2)
+                       ORDER BY seq DESC LIMIT $3
+                     ) tail ORDER BY seq",
+                )
+                .bind_id(task)
+                .bind(before)
+                .bind(i64::from(limit));
+                store
+                    .read_all(query, "read the end of a task log", rows::log_chunk)
+                    .await
+            }
+
             pub(super) async fn read_job_log(
                 store: &$store,
                 job: deploy_core::JobId,

@@ -285,6 +285,13 @@ macro_rules! store_impl {
                 catalog_sql::release_completed_in(self, release, environment).await
             }
 
+            async fn environments_where_release_completed(
+                &self,
+                release: deploy_core::ReleaseId,
+            ) -> Result<Vec<deploy_core::EnvironmentId>, StoreError> {
+                catalog_sql::environments_where_release_completed(self, release).await
+            }
+
             async fn append_audit(&self, r: &crate::model::AuditRecord) -> Result<u64, StoreError> {
                 tokens_sql::append_audit(self, r).await
             }
@@ -326,6 +333,28 @@ macro_rules! store_impl {
                 limit: u32,
             ) -> Result<Vec<deploy_core::DeploymentJob>, StoreError> {
                 jobs_sql::list_jobs(self, environment, status, before, limit).await
+            }
+
+            async fn list_job_summaries(
+                &self,
+                query: &crate::model::JobQuery,
+            ) -> Result<Vec<crate::model::JobSummary>, StoreError> {
+                jobs_sql::list_job_summaries(self, query).await
+            }
+
+            async fn get_job_summary(
+                &self,
+                id: deploy_core::JobId,
+            ) -> Result<crate::model::JobSummary, StoreError> {
+                jobs_sql::get_job_summary(self, id).await
+            }
+
+            async fn recent_target_tasks(
+                &self,
+                environment: deploy_core::EnvironmentId,
+                jobs: u32,
+            ) -> Result<Vec<crate::model::TargetTaskState>, StoreError> {
+                jobs_sql::recent_target_tasks(self, environment, jobs).await
             }
 
             async fn count_jobs_by_status(
@@ -439,6 +468,10 @@ macro_rules! store_impl {
                 jobs_sql::job_events(self, job, after_seq, limit).await
             }
 
+            async fn last_job_event_seq(&self, job: deploy_core::JobId) -> Result<u64, StoreError> {
+                jobs_sql::last_job_event_seq(self, job).await
+            }
+
             async fn append_log(
                 &self,
                 task: deploy_core::TaskId,
@@ -455,6 +488,15 @@ macro_rules! store_impl {
                 limit: u32,
             ) -> Result<Vec<LogChunk>, StoreError> {
                 logs_sql::read_log(self, task, after_seq, limit).await
+            }
+
+            async fn read_log_tail(
+                &self,
+                task: deploy_core::TaskId,
+                before_seq: Option<u64>,
+                limit: u32,
+            ) -> Result<Vec<LogChunk>, StoreError> {
+                logs_sql::read_log_tail(self, task, before_seq, limit).await
             }
 
             async fn previous_successful_job(
@@ -646,6 +688,35 @@ macro_rules! store_impl {
                 now: deploy_core::Timestamp,
             ) -> Result<(), StoreError> {
                 tokens_sql::touch_api_token(self, id, now).await
+            }
+
+            async fn put_console_session(
+                &self,
+                session: &crate::model::ConsoleSession,
+            ) -> Result<(), StoreError> {
+                tokens_sql::put_console_session(self, session).await
+            }
+
+            async fn find_console_session(
+                &self,
+                id_hash: &deploy_core::Digest,
+                now: deploy_core::Timestamp,
+            ) -> Result<Option<(crate::model::ConsoleSession, ApiTokenRecord)>, StoreError> {
+                tokens_sql::find_console_session(self, id_hash, now).await
+            }
+
+            async fn delete_console_session(
+                &self,
+                id_hash: &deploy_core::Digest,
+            ) -> Result<bool, StoreError> {
+                tokens_sql::delete_console_session(self, id_hash).await
+            }
+
+            async fn prune_console_sessions(
+                &self,
+                now: deploy_core::Timestamp,
+            ) -> Result<u64, StoreError> {
+                tokens_sql::prune_console_sessions(self, now).await
             }
 
             async fn read_job_log(

@@ -1,7 +1,7 @@
-//! The SQL of API tokens and the audit log.
+//! The SQL of API tokens, console sessions and the audit log.
 
-/// Expands, for `$store` over `$db`, the `Store` methods on API tokens and the audit
-/// log (module `tokens_sql`).
+/// Expands, for `$store` over `$db`, the `Store` methods on API tokens, console sessions
+/// and the audit log (module `tokens_sql`).
 macro_rules! tokens_sql {
     ($store:ty, $db:ty) => {
         /// The insert of an API token row (an agent bootstrap token is one too).
@@ -23,7 +23,7 @@ macro_rules! tokens_sql {
             .bind(model::opt_millis(token.expires_at)?))
         }
 
-        /// The `Store` methods on API tokens and the audit log.
+        /// The `Store` methods on API tokens, console sessions and the audit log.
         mod tokens_sql {
             use super::*;
 
@@ -95,6 +95,83 @@ macro_rules! tokens_sql {
                     .await
                     .map_err(StoreError::db("record the use of an api token"))?;
                 Ok(())
+            }
+
+            pub(super) async fn put_console_session(
+                store: &$store,
+                session: &crate::model::ConsoleSession,
+            ) -> Result<(), StoreError> {
+                let query = sqlx::query(
+                    "INSERT INTO console_sessions
+                       (id_hash, token_id, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(session.id_hash.as_str().to_owned())
+                .bind_id(session.token_id)
+                .bind(model::millis(session.created_at)?)
+                .bind(model::millis(session.expires_at)?);
+                match store
+                    .insert_one(query, "console session", session.id_hash.to_string())
+                    .await
+                {
+                    Err(e) if e.is_foreign_key_violation() => Err(StoreError::NotFound {
+                        entity: "api token",
+                        id: session.token_id.to_string(),
+                    }),
+                    other => other,
+                }
+            }
+
+            pub(super) async fn find_console_session(
+                store: &$store,
+                id_hash: &deploy_core::Digest,
+                now: deploy_core::Timestamp,
+            ) -> Result<Option<(crate::model::ConsoleSession, ApiTokenRecord)>, StoreError> {
+                <$store>::fetch_opt(
+                    &store.reader,
+                    sqlx::query(
+                        "SELECT t.*, s.id_hash AS session_id_hash,
+                           s.token_id AS session_token_id,
+                           s.created_at AS session_created_at,
+                           s.expires_at AS session_expires_at
+                         FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id
+                         WHERE s.id_hash = $1 AND s.expires_at > $2",
+                    )
+                    .bind(id_hash.as_str().to_owned())
+                    .bind(model::millis(now)?),
+                    "look up a console session",
+                    rows::console_session,
+                )
+                .await
+            }
+
+            pub(super) async fn delete_console_session(
+                store: &$store,
+                id_hash: &deploy_core::Digest,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+                    .bind(id_hash.as_str().to_owned())
+                    .execute(&store.writer)
+                    .await
+                    .map_err(StoreError::db("delete a console session"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub(super) async fn prune_console_sessions(
+                store: &$store,
+                now: deploy_core::Timestamp,
+            ) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM console_sessions
+                     WHERE expires_at <= $1
+                        OR token_id IN
+                           (SELECT id FROM api_tokens WHERE revoked_at IS NOT NULL)",
+                )
+                .bind(model::millis(now)?)
+                .execute(&store.writer)
+                .await
+                .map_err(StoreError::db("prune console sessions"))?;
+                Ok(done.rows_affected())
             }
 
             pub(super) async fn append_audit(
