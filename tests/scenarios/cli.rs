@@ -7,7 +7,7 @@
 //! for bad input (2) and refused tokens or no server (4), the admin token file
 //! of the first start, SIGTERM (also with a `deploy --follow` attached to a job that keeps
 //! retrying: deployd stops at once and the follower resumes on the restart),
-//! and a restart over the same database.
+//! a restart over the same database, and the binaries' `--version` and `deployctl version`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -600,4 +600,78 @@ fn deployd_and_deployctl_end_to_end() {
         &["env", "show", env_id],
     );
     assert_eq!(gone.status.code(), Some(4), "{gone:?}");
+}
+
+/// The commit the binaries were just built with: what their build script reads
+/// (`DEPLOY_GIT_COMMIT`, else git, else `unknown`).
+fn expected_commit() -> String {
+    if let Some(c) = std::env::var("DEPLOY_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+    {
+        return c.trim().to_owned();
+    }
+    Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8(o.stdout).unwrap().trim().to_owned(),
+        )
+}
+
+/// `deployd`, `deployctl` and `deploy-agent --version` print their own name (not a
+/// package's), the workspace version and the commit; `deployctl version` adds the
+/// server's, asked without a token.
+#[test]
+fn binaries_print_name_version_and_commit() {
+    let (deployd, deployctl) = binaries();
+    let agent = crate::agent_proc::agent_binary();
+    let version = env!("CARGO_PKG_VERSION");
+    let commit = expected_commit();
+    for (name, path) in [
+        ("deployd", deployd.as_path()),
+        ("deployctl", deployctl.as_path()),
+        ("deploy-agent", agent),
+    ] {
+        let out = Command::new(path).arg("--version").output().unwrap();
+        assert!(out.status.success(), "{name} --version: {out:?}");
+        let line = String::from_utf8(out.stdout).unwrap();
+        let prefix = format!("{name} {version} ({commit}");
+        assert!(
+            line.starts_with(&prefix) && line.trim_end().ends_with(')'),
+            "{name} --version printed {line:?}; expected `{prefix}[, DATE])`"
+        );
+    }
+
+    let data = temp_dir("deployctl-version").unwrap();
+    let server = Deployd::start(data.path(), free_port().unwrap(), None);
+    let out = Command::new(deployctl)
+        .args(["version", "--server", &format!("http://{}", server.addr)])
+        .env_remove("DEPLOYCTL_TOKEN")
+        .env_remove("DEPLOYCTL_CONFIG")
+        .env("HOME", data.path())
+        .env("XDG_CONFIG_HOME", data.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text} {out:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with(&format!("client: deployctl {version} ({commit}")),
+        "{text}"
+    );
+    assert_eq!(lines[1], format!("server: deployd {version} ({commit})"));
+    let token = std::fs::read_to_string(data.path().join("db").join("admin-token")).unwrap();
+    let json = ok_json(&server.addr, token.trim(), &["version"]);
+    assert_eq!(
+        json["server"],
+        serde_json::json!({"name": "deployd", "version": version, "commit": commit})
+    );
+    assert_eq!(json["client"]["name"], "deployctl");
+    assert_eq!(json["client"]["commit"], commit.as_str());
 }

@@ -13,6 +13,7 @@ mod agent_load;
 mod agent_proc;
 mod agent_recovery;
 mod app_secrets;
+mod backup;
 mod bad_input;
 mod blue_green;
 mod browser;

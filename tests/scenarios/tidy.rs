@@ -79,7 +79,7 @@ fn every_rust_file_starts_with_a_doc_line() {
     let root = workspace_root();
     let mut violations = Vec::new();
     let mut checked = 0;
-    for dir in ["crates", "bins", "tests", "xtask", "fuzz"] {
+    for dir in ["crates", "bins", "build", "tests", "xtask", "fuzz"] {
         let dir = root.join(dir);
         if !dir.exists() {
             continue;

@@ -255,6 +255,7 @@ pub const DOC_PATH_ROOTS: &[&str] = &[
     "bins/",
     "tests/",
     "xtask/",
+    "build/",
     "docs/",
     "scripts/",
     "fuzz/",

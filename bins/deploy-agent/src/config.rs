@@ -26,7 +26,11 @@ pub const BOOTSTRAP_TOKEN_ENV: &str = "DEPLOY_AGENT_BOOTSTRAP_TOKEN";
 ///   deploy-agent --server https://deployd:8443 --name web-1 --label zone=a --ca-file /etc/deploy-agent/ca.pem
 ///   deploy-agent --server https://deployd-a:8443,https://deployd-b:8443 --name web-1
 #[derive(Debug, Parser)]
-#[command(version, verbatim_doc_comment)]
+#[command(
+    name = "deploy-agent",
+    version = env!("DEPLOY_BUILD_VERSION"),
+    verbatim_doc_comment
+)]
 pub struct Args {
     /// TOML configuration file (keys: server, name, state_dir, labels, capabilities, ca_file, docker_socket, log_format, poll_wait_ms, bootstrap_token_file, allow_insecure_http).
     #[arg(long, env = "DEPLOY_AGENT_CONFIG")]

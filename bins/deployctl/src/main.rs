@@ -2,7 +2,8 @@
 //!
 //! One module per command group over deploy-api's types (`env.rs`, `target.rs` and
 //! `targets.rs`, `releases.rs`, `promote.rs`, `deploy.rs`, `jobs.rs`, `apply.rs`,
-//! `audit.rs`, `tokens.rs`, `agents.rs`, `secrets.rs`, `runtime_policy.rs`, `plan.rs`);
+//! `audit.rs`, `tokens.rs`, `agents.rs`, `secrets.rs`, `runtime_policy.rs`, `plan.rs`,
+//! `version.rs`);
 //! this file is the wiring. Names or ids are accepted everywhere (`client.rs`
 //! percent-encodes what is not a name). Input is checked before it is sent: `target
 //! add` builds the API's own `CreateTargetRequest` from flags (or reads it from
@@ -50,6 +51,7 @@ mod tail;
 mod target;
 mod targets;
 mod tokens;
+mod version;
 
 use std::process::ExitCode;
 
@@ -93,7 +95,11 @@ use crate::output::Output;
 ///   deployctl agent list
 ///   deployctl agent bootstrap-tokens
 #[derive(Debug, Parser)]
-#[command(version, verbatim_doc_comment)]
+#[command(
+    name = "deployctl",
+    version = env!("DEPLOY_BUILD_VERSION"),
+    verbatim_doc_comment
+)]
 struct Cli {
     /// deployd's base URL [default: the config file's `server`, else http://127.0.0.1:8080].
     #[arg(long, global = true, env = "DEPLOYCTL_SERVER")]
@@ -243,6 +249,8 @@ enum Command {
     /// Artifacts.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// Print deployctl's version and commit, then the server's (no token needed).
+    Version,
     /// Print a shell completion script, e.g. `deployctl completions bash > /etc/bash_completion.d/deployctl`.
     Completions {
         #[arg(value_enum)]
@@ -338,6 +346,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         } => apply::run(&client, out, &file, dry_run, prune).await?,
         Command::Get(GetCommand::Env { env }) => apply::get(&client, out, &env).await?,
         Command::Audit(args) => audit::run(&args, &client, out).await?,
+        Command::Version => version::run(&client, out).await?,
         Command::Promote { release, env } => {
             let promotion = promote::request(&client, &release, &env).await?;
             output::object(out, &env::to_value(&promotion), promote::FIELDS);

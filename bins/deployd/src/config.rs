@@ -15,6 +15,9 @@ use serde::Deserialize;
 /// writes an admin API token to <data dir>/admin-token (mode 0600; only the path
 /// is logged), or stores the one in DEPLOYD_ADMIN_TOKEN. Every admin token lost:
 /// `deployd admin-token --help` creates one directly in the database.
+/// `deployd backup --help` and `deployd restore --help`: a consistent copy of the
+/// SQLite database while deployd runs, and putting one back. The web console is
+/// under /ui/.
 ///
 /// Examples:
 ///   deployd
@@ -23,7 +26,11 @@ use serde::Deserialize;
 ///   deployd --database-url 'postgres://deploy@db.internal/deploy?sslmode=verify-full&sslrootcert=/etc/deployd/db-ca.pem'
 ///   deployd --config /etc/deployd.toml
 #[derive(Debug, Parser)]
-#[command(version, verbatim_doc_comment)]
+#[command(
+    name = "deployd",
+    version = env!("DEPLOY_BUILD_VERSION"),
+    verbatim_doc_comment
+)]
 pub struct Args {
     /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, secrets_key_file, agent_heartbeat_timeout_ms, job_lease_ms, tls_cert, tls_key).
     #[arg(long, env = "DEPLOYD_CONFIG")]

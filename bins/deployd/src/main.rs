@@ -1,6 +1,7 @@
 //! deployd: config -> store -> engine -> HTTP API -> wait for SIGTERM/SIGINT -> drain.
 
 mod admin_token;
+mod backup;
 mod config;
 mod identity;
 
@@ -19,7 +20,8 @@ use deploy_exec::ssh::{SshExecutor, SshExecutorConfig};
 use deploy_exec::winrm::{WinrmClientConfig, WinrmExecutor};
 use deploy_exec::{ExecutorRegistry, ScopedSecrets};
 use deploy_server::{
-    ServerConfig, ServerState, StoreRelay, TlsListener, load_agents, router, tls_acceptor,
+    BuildInfo, ServerConfig, ServerState, StoreRelay, TlsListener, load_agents, router,
+    tls_acceptor,
 };
 use deploy_store::StoreConfig;
 use tokio_util::sync::CancellationToken;
@@ -27,13 +29,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Args, Config, LogFormat};
 
 fn main() -> ExitCode {
-    // `deployd admin-token` is the one subcommand: a local action on the database,
-    // with its own flags, that serves nothing.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == "admin-token")
-    {
-        return admin_token::main(std::env::args_os().skip(1));
+    // The subcommands: local actions on the database, with their own flags, that
+    // serve nothing.
+    match std::env::args_os().nth(1) {
+        Some(a) if a == "admin-token" => return admin_token::main(std::env::args_os().skip(1)),
+        Some(a) if a == "backup" => return backup::backup_main(std::env::args_os().skip(1)),
+        Some(a) if a == "restore" => return backup::restore_main(std::env::args_os().skip(1)),
+        _ => {}
     }
     let args = Args::parse();
     let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -206,6 +208,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ServerConfig {
             max_body_bytes: config.max_body_bytes,
             secure_cookies: config.tls.is_some(),
+            build: BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                commit: env!("DEPLOY_BUILD_COMMIT").to_owned(),
+            },
             ..ServerConfig::default()
         },
         hub,

@@ -24,6 +24,7 @@ pub use resources::{
     JobEventDto, JobList, JobListItem, JobLogChunkDto, LogChunkDto, LogPage, PlanChange, PlanEntry,
     PlanRequest, PlanResponse, PlanWave, PromotionList, RejectPromotionRequest, ReleaseList,
     RollbackRequest, SkippedTarget, TokenSummary, UpdateEnvironmentRequest, UpdateTargetRequest,
+    VersionResponse,
 };
 pub use role::Role;
 pub use secrets::{MAX_SECRET_BYTES, PutSecretRequest, SecretSummary};

@@ -616,3 +616,15 @@ pub enum PlanChange {
 pub struct HealthResponse {
     pub status: String,
 }
+
+/// `GET /api/v1/version`: what the server was built from. No `deny_unknown_fields`:
+/// an older client keeps reading the answer of a newer server that tells more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VersionResponse {
+    /// The server binary, `deployd`.
+    pub name: String,
+    /// Its version, e.g. `0.1.0`.
+    pub version: String,
+    /// The git commit it was built from (short), or `unknown`.
+    pub commit: String,
+}

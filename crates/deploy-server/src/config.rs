@@ -1,4 +1,4 @@
-//! `ServerConfig`: the limits of the HTTP API and the web console's cookie settings.
+//! `ServerConfig`: the limits of the HTTP API, the web console's cookie settings, and the build the embedder reports (`BuildInfo`).
 
 use std::time::Duration;
 
@@ -18,6 +18,28 @@ pub struct ServerConfig {
     pub secure_cookies: bool,
     /// How long a web-console sign-in lasts (never past its API token's expiry).
     pub console_session_ttl: Duration,
+    /// What `GET /api/v1/version` and the `deployd_build_info` metric report: the
+    /// embedding binary's build (deployd sets its own from its build script).
+    pub build: BuildInfo,
+}
+
+/// The version and commit a server was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The workspace version, e.g. `0.1.0`.
+    pub version: String,
+    /// The git commit (short), or `unknown` when it could not be told at build time.
+    pub commit: String,
+}
+
+impl Default for BuildInfo {
+    /// This library's version; the commit is the embedder's to tell.
+    fn default() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: "unknown".to_owned(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -29,6 +51,7 @@ impl Default for ServerConfig {
             plan_timeout: Duration::from_secs(60),
             secure_cookies: false,
             console_session_ttl: Duration::from_secs(12 * 3600),
+            build: BuildInfo::default(),
         }
     }
 }

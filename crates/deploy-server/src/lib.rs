@@ -8,6 +8,7 @@
 //! [`openapi`] is the OpenAPI 3 document, generated from the same route
 //! declarations and served at `/api/v1/openapi.json`.
 
+mod access;
 mod agent_auth;
 mod agent_records;
 mod agent_relay;
@@ -18,9 +19,11 @@ mod body;
 mod config;
 mod console;
 mod errors;
+mod http_metrics;
 mod metrics;
 mod openapi;
 mod params;
+mod request_id;
 mod resolve;
 mod routes;
 mod sse;
@@ -35,7 +38,7 @@ pub use app_secrets::{
     reseal_all,
 };
 pub use audit::UNAUDITED_ROUTES;
-pub use config::ServerConfig;
+pub use config::{BuildInfo, ServerConfig};
 pub use errors::ServerError;
 pub use routes::{openapi, router};
 pub use state::{DEFAULT_AGENT_HEARTBEAT_TIMEOUT, ServerState};

@@ -67,6 +67,8 @@ pub(crate) struct Metrics {
     /// (kind, status) -> transitions into that status.
     transitions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     tasks: Mutex<Tasks>,
+    /// Request latencies by method, route template and status class.
+    pub(crate) http: crate::http_metrics::HttpLatency,
 }
 
 impl Metrics {
@@ -164,6 +166,8 @@ impl Metrics {
         if let Ok(tasks) = self.tasks.lock() {
             render_tasks(&mut out, &tasks);
         }
+        self.http.render(&mut out);
+        crate::http_metrics::render_process(&mut out);
         out
     }
 }
@@ -205,4 +209,25 @@ fn render_tasks(out: &mut String, tasks: &Tasks) {
             tasks.errors.get(class).copied().unwrap_or(0)
         );
     }
+}
+
+/// `deployd_build_info{version,commit} 1`: the Prometheus convention for what a
+/// process was built from (join on it to label other series by version).
+pub(crate) fn render_build_info(out: &mut String, build: &crate::config::BuildInfo) {
+    out.push_str("# HELP deployd_build_info The version and git commit deployd was built from.\n");
+    out.push_str("# TYPE deployd_build_info gauge\n");
+    let _ = writeln!(
+        out,
+        "deployd_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        label_value(&build.version),
+        label_value(&build.commit)
+    );
+}
+
+/// A label value escaped as the text format wants (`\\`, `\"`, `\n`).
+pub(crate) fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

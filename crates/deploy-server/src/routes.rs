@@ -1,4 +1,4 @@
-//! `router`: every route of the API, registered with its OpenAPI operation, with the body limit and the response counter; the handlers, one module per resource, below `routes/`.
+//! `router`: every route of the API, registered with its OpenAPI operation, with the body limit and the request middleware (request id, access log, metrics: `crate::access`); the handlers, one module per resource, below `routes/`.
 //!
 //! Every route goes through utoipa-axum's `routes!`, which takes the method
 //! and path from the handler's `#[utoipa::path]`: a route cannot exist without
@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::{Extension, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -53,7 +52,11 @@ pub fn router(state: ServerState) -> Router {
         .method_not_allowed_fallback(operations::method_not_allowed)
         .layer(Extension(document))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(state.clone(), count))
+        // Per route after routing (axum's `Router::layer`): it sees the route template.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::observe,
+        ))
         .with_state(state)
 }
 
@@ -125,16 +128,11 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(agent::poll))
         .routes(routes!(agent::log_chunk))
         .routes(routes!(agent::result))
-        .routes(routes!(operations::openapi_json));
+        .routes(routes!(operations::openapi_json))
+        .routes(routes!(operations::version));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(deploy_api::API_PREFIX, api)
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::metrics))
-}
-
-async fn count(State(state): State<ServerState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    state.metrics().record_response(response.status().as_u16());
-    response
 }

@@ -1544,12 +1544,14 @@ mod console_jobs;
 mod console_overview;
 mod job_logs;
 mod metrics;
+mod observe;
 mod openapi;
 mod operator;
 mod plan;
 mod replicas;
 mod runtime_policy;
 mod secrets;
+mod version;
 
 /// The body `deployctl deploy --strategy canary:1:50% --parallelism 4 --max-attempts 5
 /// --max-failures 2 --max-failure-ratio 0.25 --auto-rollback` sends lands in the job.

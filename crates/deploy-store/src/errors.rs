@@ -103,6 +103,17 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// A file given as (or for) a backup of the SQLite database cannot be used as one.
+    #[error("cannot use `{path}` as a deployd SQLite database: {reason}")]
+    NotABackup { path: String, reason: String },
+    /// A file operation of a backup or a restore failed.
+    #[error("cannot {action} `{path}`: {source}")]
+    File {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot {action}: {source}")]
     Database {
         action: &'static str,

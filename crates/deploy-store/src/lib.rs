@@ -65,6 +65,10 @@
 //!   `fsync` and `synchronous_commit`.
 //! - **Full storage** is [`StoreError::StorageFull`]: nothing committed, reads keep
 //!   working, the same write succeeds once space is freed.
+//! - **Backup** (SQLite, `sqlite_file.rs`): [`SqliteStore::backup`] copies the file
+//!   as of one commit while it is written (`VACUUM INTO`, then fsync and rename);
+//!   [`SqliteStore::restore`] checks a backup before it moves the database aside.
+//!   PostgreSQL has `pg_dump`.
 //! - **Start-up checks**: an unwritable SQLite path is `Unwritable`; a database
 //!   migrated by a newer build is `SchemaTooNew`, detected before anything writes.
 //!
@@ -81,6 +85,7 @@ mod relay;
 mod rows;
 mod sql;
 mod sqlite;
+mod sqlite_file;
 mod store;
 
 #[cfg(test)]
@@ -101,6 +106,7 @@ pub use relay::{
     AgentPoll, DeliveryEnd, DeliveryRecord, DeliveryState, RELAY_CHANNEL, RESYNC, RelayLine,
 };
 pub use sqlite::{SqliteConfig, SqliteDurability, SqliteStore};
+pub use sqlite_file::{Restored, SqliteFileInfo};
 #[cfg(any(test, feature = "mock"))]
 pub use store::MockStore;
 pub use store::Store;

@@ -22,7 +22,7 @@ use crate::rows::{self, RowExt, row_ext_common, uuid_text};
 use crate::sql::{BindId, TaskEventRequest, apply_task_request, claim_sql, sql_store};
 use crate::store::Store;
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -605,7 +605,7 @@ pub(crate) fn supported_version(migrator: &Migrator) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
-fn check_version(location: &str, found: Option<i64>) -> Result<(), StoreError> {
+pub(crate) fn check_version(location: &str, found: Option<i64>) -> Result<(), StoreError> {
     let supported = supported_version(&MIGRATOR);
     match found {
         Some(found) if found > supported => Err(StoreError::SchemaTooNew {
@@ -650,7 +650,10 @@ fn check_path(path: &Path) -> Result<(), StoreError> {
 }
 
 /// The highest applied migration, or `None` for a database never migrated.
-async fn schema_version(pool: &SqlitePool, location: &str) -> Result<Option<i64>, StoreError> {
+pub(crate) async fn schema_version(
+    pool: &SqlitePool,
+    location: &str,
+) -> Result<Option<i64>, StoreError> {
     let present = sqlx::query(
         "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
     )

@@ -2,6 +2,7 @@
 
 mod agents;
 mod app_secrets;
+mod backup;
 mod concurrency;
 mod console_reads;
 mod console_sessions;

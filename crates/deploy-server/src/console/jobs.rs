@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use deploy_api::Role;
 use deploy_core::{EnvironmentId, JobId, JobStatus, PromotionId, ReleaseId};
 use deploy_store::{JobQuery, TaskCounts};
@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::page::{self, Chrome, PageError, Section, Time, UiQuery, time_or_dash};
 use super::session::{ConsoleUser, CsrfForm, Empty, PageResult};
+use crate::request_id::RequestId;
 use crate::routes::job_streams::Events;
 use crate::state::ServerState;
 
@@ -297,12 +298,16 @@ async fn events(
 async fn cancel(
     State(state): State<ServerState>,
     user: ConsoleUser,
+    Extension(request): Extension<RequestId>,
     Path(id): Path<String>,
     CsrfForm(Empty {}): CsrfForm<Empty>,
 ) -> Result<Response, PageError> {
     user.require(Role::Deployer)?;
     let id = job_id(&id)?;
-    state.engine().cancel_job(id, &user.name).await?;
+    state
+        .engine()
+        .cancel_job(id, &request.attribute(&user.name))
+        .await?;
     Ok(Redirect::to(&format!("/ui/jobs/{id}")).into_response())
 }
 
@@ -317,12 +322,13 @@ struct RollbackForm {
 async fn rollback(
     State(state): State<ServerState>,
     user: ConsoleUser,
+    Extension(request): Extension<RequestId>,
     Path(id): Path<String>,
     CsrfForm(form): CsrfForm<RollbackForm>,
 ) -> Result<Response, PageError> {
     user.require(Role::Deployer)?;
     let id = job_id(&id)?;
     let reason = given(form.reason.as_ref()).unwrap_or("rolled back from the console");
-    crate::routes::jobs::rollback(&state, id, reason, &user.name).await?;
+    crate::routes::jobs::rollback(&state, id, reason, &user.name, &request).await?;
     Ok(Redirect::to(&format!("/ui/jobs/{id}")).into_response())
 }

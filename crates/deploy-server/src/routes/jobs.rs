@@ -1,9 +1,9 @@
 //! Job routes: list (by environment and status, paged), read, cancel and roll back a job.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use deploy_api::{JobList, JobListItem, Role, RollbackRequest};
 use deploy_core::{DeploymentJob, JobId, JobStatus};
 
@@ -12,6 +12,7 @@ use crate::body::ApiJson;
 use crate::errors::ServerError;
 use crate::openapi::ProblemResponses;
 use crate::params::{self, FilterQuery, parse_id};
+use crate::request_id::RequestId;
 use crate::state::ServerState;
 
 type ApiResult<T> = Result<T, ServerError>;
@@ -63,34 +64,53 @@ pub(crate) async fn get_job(
 pub(crate) async fn cancel_job(
     State(state): State<ServerState>,
     headers: HeaderMap,
+    Extension(request): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeploymentJob>> {
     let caller = authorize(&state, &headers, Role::Deployer).await?;
     let id = parse_id("job", &id, JobId::parse)?;
-    Ok(Json(state.engine().cancel_job(id, &caller.name).await?))
+    let by = request.attribute(&caller.name);
+    Ok(Json(state.engine().cancel_job(id, &by).await?))
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/rollback", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path, description = "job id")), request_body = RollbackRequest, responses((status = 200, description = "rolling back (deployer)", body = deploy_api::schema::DeploymentJob), ProblemResponses))]
 pub(crate) async fn rollback_job(
     State(state): State<ServerState>,
     headers: HeaderMap,
+    Extension(request): Extension<RequestId>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> ApiResult<Json<DeploymentJob>> {
     let caller = authorize(&state, &headers, Role::Deployer).await?;
     let id = parse_id("job", &id, JobId::parse)?;
-    Ok(Json(rollback(&state, id, &req.reason, &caller.name).await?))
+    Ok(Json(
+        rollback(&state, id, &req.reason, &caller.name, &request).await?,
+    ))
 }
 
-/// Rolls job `id` back by hand for `by` (the API's and the console's rollback): the
-/// rollback job, whose end settles the original.
+/// Longest rollback reason (it is written into a job event's cause).
+const MAX_REASON_CHARS: usize = 1_000;
+
+/// Rolls job `id` back by hand for `by` in `request` (the API's and the console's
+/// rollback): the rollback job, whose end settles the original.
 pub(crate) async fn rollback(
     state: &ServerState,
     id: JobId,
     reason: &str,
     by: &str,
+    request: &RequestId,
 ) -> ApiResult<DeploymentJob> {
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ServerError::unprocessable(
+            format!(
+                "the rollback reason is {} characters long; at most {MAX_REASON_CHARS} are kept in the job's events",
+                reason.chars().count()
+            ),
+            Some("reason"),
+        ));
+    }
     state.store().get_job(id).await?;
-    let reason = format!("{} (by {by})", reason.trim());
+    let reason = request.attribute(&format!("{reason} (by {by})"));
     Ok(state.engine().rollback(id, &reason).await?)
 }

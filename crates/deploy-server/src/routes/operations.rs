@@ -1,10 +1,10 @@
-//! Operations: `/healthz`, `/readyz` (the database answers), `/metrics`, `/api/v1/openapi.json`, and the answers to an unknown route or method.
+//! Operations: `/healthz`, `/readyz` (the database answers), `/metrics`, `/api/v1/openapi.json`, `/api/v1/version`, and the answers to an unknown route or method.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use deploy_api::HealthResponse;
+use deploy_api::{HealthResponse, VersionResponse};
 use deploy_core::JobStatus;
 
 use crate::errors::ServerError;
@@ -42,6 +42,7 @@ pub(crate) async fn readyz(State(state): State<ServerState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
     let mut text = state.metrics().render();
+    crate::metrics::render_build_info(&mut text, &state.config().build);
     // One aggregate query: no job is loaded, however many there are.
     match state.store().count_jobs_by_status().await {
         Ok(counts) => {
@@ -95,4 +96,21 @@ pub(crate) async fn openapi_json(Extension(doc): Extension<Document>) -> Respons
         doc.0.as_str().to_owned(),
     )
         .into_response()
+}
+
+/// What this server was built from (no token needed: the version and commit are no
+/// secret, and a client compares them before it authenticates).
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "operations",
+    responses((status = 200, description = "the server's name, version and commit", body = VersionResponse))
+)]
+pub(crate) async fn version(State(state): State<ServerState>) -> Json<VersionResponse> {
+    let build = &state.config().build;
+    Json(VersionResponse {
+        name: "deployd".to_owned(),
+        version: build.version.clone(),
+        commit: build.commit.clone(),
+    })
 }

@@ -627,3 +627,25 @@ async fn a_failed_job_rolled_back_from_the_console_becomes_rolled_back() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_rollback_reason_past_its_limit_is_refused_naming_the_limit() {
+    let f = Fixture::new().await;
+    let long = "x".repeat(1_001);
+    let path = "/api/v1/jobs/01a24aec-f024-7597-bb32-1bfd42aaa008/rollback";
+    let (status, problem) = f
+        .call(
+            "POST",
+            path,
+            Some(f.token(Role::Deployer)),
+            Some(json!({"reason": long})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("1001 characters") && detail.contains("1000"),
+        "{detail}"
+    );
+    assert_eq!(problem["field"], "reason");
+}

@@ -1,0 +1,357 @@
+//! `deployd backup` (a consistent copy of the SQLite database while deployd runs) and `deployd restore` (putting one back while no deployd runs on the data directory).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use deploy_core::Timestamp;
+use deploy_engine::{Clock, SystemClock};
+use deploy_store::{SqliteStore, StoreConfig, StoreError};
+
+use crate::config::{Args, Config};
+use crate::identity;
+
+/// Where a PostgreSQL operator is sent instead.
+const POSTGRES_DOCS: &str = "docs/operations.md, \"Backup and restore\"";
+
+/// The database flags of deployd, so these commands reach the very database it uses.
+#[derive(Debug, clap::Args)]
+pub struct DatabaseFlags {
+    /// deployd's TOML configuration file (its database_url and data_dir are used).
+    #[arg(long, env = "DEPLOYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// deployd's data directory (default ./deployd-data).
+    #[arg(long, env = "DEPLOYD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite:PATH`; default: SQLite under the data dir. A PostgreSQL url is refused:
+    /// back it up with `pg_dump`.
+    #[arg(long, env = "DEPLOYD_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// deployd backup: a consistent copy of deployd's SQLite database, taken while it runs.
+///
+/// The copy is the database as of one commit, even while jobs write (SQLite
+/// `VACUUM INTO` in one read transaction; deployd is not paused). It is written to a
+/// temporary file beside FILE, fsynced, then renamed into place: FILE is whole or
+/// absent. The secrets key file (<data dir>/secrets.key) is not in it: keep a copy of
+/// that file apart from the backups.
+///
+/// For PostgreSQL use `pg_dump --format=custom` (docs/operations.md).
+///
+/// Exit status: 0 written, 2 bad configuration or FILE exists, 1 the copy failed.
+///
+/// Examples:
+///   deployd backup --data-dir /var/lib/deployd --to /backup/deployd-2026-12-06.sqlite
+///   deployd backup --config /etc/deployd.toml --to /backup/deployd.sqlite --force
+#[derive(Debug, Parser)]
+#[command(
+    name = "deployd backup",
+    bin_name = "deployd backup",
+    verbatim_doc_comment
+)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub database: DatabaseFlags,
+    /// The backup file to write; refused if it exists, unless --force.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Replace FILE if it exists (atomically: the old backup stays whole until the new one is).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// deployd restore: replace deployd's SQLite database with a backup.
+///
+/// Only while no deployd runs on the data directory: it takes deployd's lock
+/// (<data dir>/deployd.lock) and refuses if it is held. FILE must be a database of
+/// deployd (PRAGMA integrity_check ok, a migrations table, a schema not newer than this
+/// build's). The current database is renamed to
+/// <database>.before-restore-<UTC time> (with its -wal), never deleted; the backup is
+/// copied in through a temporary file and a rename. The next deployd start migrates it
+/// if it is older than the build. It needs the secrets key file of the deployd that
+/// wrote the backup (<data dir>/secrets.key) when application secrets are stored.
+///
+/// For PostgreSQL use `pg_restore` (docs/operations.md).
+///
+/// Exit status: 0 restored, 2 bad configuration, 1 refused or failed (deployd runs,
+/// FILE is no deployd database, a file operation failed).
+///
+/// Examples:
+///   deployd restore --data-dir /var/lib/deployd --from /backup/deployd-2026-12-06.sqlite
+#[derive(Debug, Parser)]
+#[command(
+    name = "deployd restore",
+    bin_name = "deployd restore",
+    verbatim_doc_comment
+)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub database: DatabaseFlags,
+    /// The backup to restore (a file `deployd backup` wrote).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+}
+
+/// `deployd backup …` (`args` starts with `backup`).
+pub fn backup_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    command("deployd backup", args, backup_config, backup)
+}
+
+/// `deployd restore …` (`args` starts with `restore`).
+pub fn restore_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    command("deployd restore", args, restore_config, restore)
+}
+
+/// Parses `args` (2 on a usage error), checks the configuration with `check` (2 when
+/// refused), then runs `run` (1 when it fails).
+fn command<A: Parser, F: std::future::Future<Output = anyhow::Result<()>>>(
+    name: &str,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    check: fn(&A) -> anyhow::Result<PathBuf>,
+    run: fn(A, PathBuf) -> F,
+) -> ExitCode {
+    let args = match A::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let database = match check(&args) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, database)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// deployd's configuration (file, environment, these flags).
+fn config(flags: &DatabaseFlags) -> anyhow::Result<Config> {
+    let mut server = Args::try_parse_from(["deployd"]).context("deployd's environment")?;
+    server.config.clone_from(&flags.config);
+    server.data_dir.clone_from(&flags.data_dir);
+    server.database_url.clone_from(&flags.database_url);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    Config::load(server, home.as_deref())
+}
+
+/// The SQLite file of `config`; a PostgreSQL database is refused with where to look.
+fn sqlite_path(config: &Config, pg_tool: &str) -> anyhow::Result<PathBuf> {
+    match &config.store {
+        StoreConfig::Sqlite(sqlite) => Ok(sqlite.path.clone()),
+        StoreConfig::Postgres(_) => bail!(
+            "the database is PostgreSQL ({}); this command handles deployd's SQLite \
+             database only: use `{pg_tool}` (see {POSTGRES_DOCS})",
+            config.database_display
+        ),
+    }
+}
+
+fn backup_config(args: &BackupArgs) -> anyhow::Result<PathBuf> {
+    let config = config(&args.database)?;
+    let source = sqlite_path(&config, "pg_dump --format=custom")?;
+    if !source.is_file() {
+        bail!(
+            "there is no database at `{}`; expected the data directory of an existing \
+             deployd (--data-dir) or its --database-url",
+            source.display()
+        );
+    }
+    if !args.force && args.to.symlink_metadata().is_ok() {
+        bail!(
+            "--to `{}` already exists; expected a new file (--force replaces it)",
+            args.to.display()
+        );
+    }
+    let same = |a: &Path, b: &Path| {
+        a.canonicalize()
+            .ok()
+            .zip(b.canonicalize().ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    if same(&source, &args.to) {
+        bail!("--to `{}` is the database itself", args.to.display());
+    }
+    Ok(source)
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the command run by hand (or a cron job) reports what it wrote on stdout"
+)]
+async fn backup(args: BackupArgs, source: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let info = SqliteStore::backup(&source, &args.to, args.force)
+        .await
+        .map_err(|e| match e {
+            StoreError::File { source, .. }
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                anyhow::anyhow!(
+                    "--to `{}` was created by someone else meanwhile; it was left as it is",
+                    args.to.display()
+                )
+            }
+            other => anyhow::Error::new(other),
+        })
+        .with_context(|| format!("cannot back up `{}`", source.display()))?;
+    println!(
+        "backup of `{}` written to `{}`: {} bytes, schema version {}, in {} ms",
+        source.display(),
+        args.to.display(),
+        info.bytes,
+        info.schema_version,
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+fn restore_config(args: &RestoreArgs) -> anyhow::Result<PathBuf> {
+    let config = config(&args.database)?;
+    let database = sqlite_path(&config, "pg_restore")?;
+    if !args.from.is_file() {
+        bail!(
+            "--from `{}` is not a file; expected a backup written by `deployd backup`",
+            args.from.display()
+        );
+    }
+    Ok(database)
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the command is run by hand: it reports what it did on stdout"
+)]
+async fn restore(args: RestoreArgs, database: PathBuf) -> anyhow::Result<()> {
+    // deployd's own start-up: the data directory comes from the same flags.
+    let data_dir = config(&args.database)?.data_dir;
+    let _lock = identity::lock(&data_dir).context("cannot restore while deployd runs")?;
+    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory `{}`", dir.display()))?;
+    }
+    let restored = SqliteStore::restore(&args.from, &database, &stamp(SystemClock.now()))
+        .await
+        .with_context(|| format!("cannot restore `{}`", args.from.display()))?;
+    let info = &restored.info;
+    println!(
+        "restored `{}` ({} bytes, schema version {}; this build's is {}) to `{}`",
+        args.from.display(),
+        info.bytes,
+        info.schema_version,
+        info.supported_version,
+        database.display()
+    );
+    match &restored.moved_aside {
+        Some(aside) => println!("the previous database is now `{}`", aside.display()),
+        None => println!("there was no database there before"),
+    }
+    let key = config(&args.database)?.secrets_key_file;
+    if !key.exists() {
+        println!(
+            "no secrets key file at `{}`: put there the one of the deployd that wrote the \
+             backup before starting deployd (its application secrets need it)",
+            key.display()
+        );
+    }
+    Ok(())
+}
+
+/// `2026-12-06T11:02:03.456Z` as `20261206T110203Z`, for a file name.
+fn stamp(now: Timestamp) -> String {
+    let text = now.to_rfc3339();
+    let seconds = text.split('.').next().unwrap_or(&text);
+    let mut compact: String = seconds
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    compact.push('Z');
+    compact
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_is_a_compact_utc_time() {
+        let t = Timestamp::from_unix_millis(1_764_149_621_123).unwrap();
+        assert_eq!(stamp(t), "20251126T093341Z");
+    }
+
+    #[test]
+    fn postgres_is_refused_naming_its_tools() {
+        let backup = BackupArgs::try_parse_from([
+            "backup",
+            "--database-url",
+            "postgres://deploy:pw@127.0.0.1:5432/deploy",
+            "--to",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let err = format!("{:#}", backup_config(&backup).unwrap_err());
+        assert!(err.contains("pg_dump --format=custom"), "{err}");
+        assert!(err.contains("docs/operations.md"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+        let restore = RestoreArgs::try_parse_from([
+            "restore",
+            "--database-url",
+            "postgres://deploy@127.0.0.1:5432/deploy",
+            "--from",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let err = format!("{:#}", restore_config(&restore).unwrap_err());
+        assert!(err.contains("pg_restore"), "{err}");
+    }
+
+    #[test]
+    fn a_backup_refuses_a_missing_database_and_an_existing_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let target = dir.path().join("b.sqlite");
+        let args = |force: bool| {
+            let mut argv = vec![
+                "backup",
+                "--data-dir",
+                data,
+                "--to",
+                target.to_str().unwrap(),
+            ];
+            if force {
+                argv.push("--force");
+            }
+            BackupArgs::try_parse_from(argv).unwrap()
+        };
+        let err = format!("{:#}", backup_config(&args(false)).unwrap_err());
+        assert!(err.contains("there is no database at"), "{err}");
+        std::fs::write(dir.path().join("deployd.sqlite"), "").unwrap();
+        std::fs::write(&target, "earlier").unwrap();
+        let err = format!("{:#}", backup_config(&args(false)).unwrap_err());
+        assert!(err.contains("already exists"), "{err}");
+        assert!(err.contains("--force"), "{err}");
+        assert!(backup_config(&args(true)).is_ok());
+    }
+}

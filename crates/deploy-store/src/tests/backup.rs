@@ -1,0 +1,212 @@
+//! Backup and restore of the SQLite file: a copy taken while transitions commit is one consistent commit's state, it round-trips, and a restore checks before it moves anything.
+
+use std::path::Path;
+
+use deploy_core::testing::*;
+use deploy_core::{DeploymentJob, JobEvent, TaskStatus};
+
+use super::harness::{LIFECYCLE, new_job, seed_env, seed_release, sqlite};
+use crate::{JobEventRecord, SqliteConfig, SqliteStore, Store, StoreError};
+
+const TASKS: u64 = 400;
+
+async fn events(store: &dyn Store, job: &DeploymentJob) -> Vec<JobEventRecord> {
+    store.job_events(job.id, 0, 100_000).await.unwrap()
+}
+
+async fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(&SqliteConfig::new(path)).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_transitions_commit_is_consistent_and_round_trips() {
+    let t = sqlite().await;
+    let s = &*t.store;
+    let (env, targets) = seed_env(s, 1, TASKS).await;
+    let rel = seed_release(s, 1).await;
+    let job = s
+        .create_job(&new_job(s, 1, env, rel, &targets, 1).await)
+        .await
+        .unwrap()
+        .value;
+    let job = s
+        .apply_job_event(job.id, job.version, JobEvent::Start, ts(1), "test")
+        .await
+        .unwrap();
+    let source = t.locator().strip_prefix("sqlite:").unwrap().to_owned();
+    let source = Path::new(&source);
+    let out = deploy_testkit::temp_dir("deploy-store-backup-").unwrap();
+    let mid = out.path().join("mid.sqlite");
+
+    // Every task walks its lifecycle, concurrently, while the backup is taken.
+    let writers: Vec<_> = job
+        .tasks
+        .iter()
+        .map(|task| {
+            let (store, id, version) = (t.store.clone(), task.id, task.version);
+            tokio::spawn(async move {
+                let mut v = version;
+                for e in LIFECYCLE {
+                    v = store
+                        .apply_task_event(id, v, e, ts(2), "test")
+                        .await
+                        .unwrap()
+                        .version;
+                }
+            })
+        })
+        .collect();
+    while events(s, &job).await.len() < 300 {
+        tokio::task::yield_now().await;
+    }
+    let info = SqliteStore::backup(source, &mid, false).await.unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(info.bytes, std::fs::metadata(&mid).unwrap().len());
+    assert_eq!(info.schema_version, info.supported_version);
+    assert_eq!(SqliteStore::check_file(&mid).await.unwrap(), info);
+
+    // The copy mid-way: a prefix of the event log, and every task row as its last
+    // event in the copy left it (rows and events of one commit).
+    let all = events(s, &job).await;
+    let copy = open(&mid).await;
+    let copied = events(&copy, &job).await;
+    assert!(
+        copied.len() >= 300 && copied.len() < all.len(),
+        "{} of {}",
+        copied.len(),
+        all.len()
+    );
+    assert_eq!(copied[..], all[..copied.len()]);
+    let restored = copy.get_job(job.id).await.unwrap();
+    for task in &restored.tasks {
+        let last = copied
+            .iter()
+            .rev()
+            .find(|e| e.task_id == Some(task.id))
+            .map_or(TaskStatus::Pending.as_str(), |e| e.to_status.as_str());
+        assert_eq!(task.status.as_str(), last, "task {}", task.id);
+    }
+    copy.close().await;
+
+    // Once the writers are done, a backup holds exactly what the store holds.
+    let end = out.path().join("end.sqlite");
+    SqliteStore::backup(source, &end, false).await.unwrap();
+    let copy = open(&end).await;
+    assert_eq!(events(&copy, &job).await, all);
+    assert_eq!(
+        copy.get_job(job.id).await.unwrap(),
+        s.get_job(job.id).await.unwrap()
+    );
+    copy.close().await;
+
+    // An existing target stays as it was unless replacing is asked for.
+    let before = std::fs::read(&mid).unwrap();
+    let err = SqliteStore::backup(source, &mid, false).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::File { source, .. }
+        if source.kind() == std::io::ErrorKind::AlreadyExists),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&mid).unwrap(), before);
+    SqliteStore::backup(source, &mid, true).await.unwrap();
+    assert_ne!(std::fs::read(&mid).unwrap(), before);
+    let names: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "no temporary file is left: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_restore_checks_the_backup_then_moves_the_database_aside() {
+    let t = sqlite().await;
+    let (env, targets) = seed_env(&*t.store, 1, 3).await;
+    let rel = seed_release(&*t.store, 1).await;
+    let job = t
+        .store
+        .create_job(&new_job(&*t.store, 1, env, rel, &targets, 1).await)
+        .await
+        .unwrap()
+        .value;
+    let source = t.locator().strip_prefix("sqlite:").unwrap().to_owned();
+    let dir = deploy_testkit::temp_dir("deploy-store-restore-").unwrap();
+    let backup = dir.path().join("backup.sqlite");
+    SqliteStore::backup(Path::new(&source), &backup, false)
+        .await
+        .unwrap();
+
+    // Not a database, not ours: refused, and nothing is moved.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let database = data.join("deployd.sqlite");
+    let current = open(&database).await;
+    current.close().await;
+    std::fs::write(data.join("deployd.sqlite-wal"), b"old wal").unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "not a database, though long enough to look like one ".repeat(100),
+    )
+    .unwrap();
+    let foreign = dir.path().join("foreign.sqlite");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}?mode=rwc", foreign.display()))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (x)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    for (file, expected) in [
+        (&text, "it is not a readable SQLite database"),
+        (&foreign, "no `_sqlx_migrations` table"),
+    ] {
+        let err = SqliteStore::restore(file, &database, "s")
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::NotABackup { .. }), "{message}");
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains(&file.display().to_string()), "{message}");
+    }
+    // A backup with commits still in its WAL: the file alone would lose them.
+    let live_wal = dir.path().join("backup.sqlite-wal");
+    std::fs::write(&live_wal, b"commits").unwrap();
+    let err = SqliteStore::restore(&backup, &database, "s")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("backup.sqlite-wal` beside it"),
+        "{err}"
+    );
+    std::fs::remove_file(&live_wal).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["deployd.sqlite", "deployd.sqlite-wal"]);
+
+    let restored = SqliteStore::restore(&backup, &database, "20261206T110000Z")
+        .await
+        .unwrap();
+    let aside = data.join("deployd.sqlite.before-restore-20261206T110000Z");
+    assert_eq!(restored.moved_aside.as_deref(), Some(aside.as_path()));
+    assert!(aside.is_file());
+    assert_eq!(
+        std::fs::read(data.join("deployd.sqlite.before-restore-20261206T110000Z-wal")).unwrap(),
+        b"old wal"
+    );
+    assert!(!data.join("deployd.sqlite-wal").exists());
+    let store = open(&database).await;
+    assert_eq!(
+        store.get_job(job.id).await.unwrap(),
+        t.store.get_job(job.id).await.unwrap()
+    );
+    store.close().await;
+}
