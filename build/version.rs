@@ -2,7 +2,8 @@
 //!
 //! Sets, for the crate being built:
 //! - `DEPLOY_BUILD_COMMIT`: `DEPLOY_GIT_COMMIT` when set (packagers building from a
-//!   tarball), else `git rev-parse --short=12 HEAD`, else `unknown` (no `.git`, no git);
+//!   tarball), else `git rev-parse --short=12 HEAD`, else `unknown` (no `.git`, no git;
+//!   a `cargo:warning` then gives git's reason);
 //! - `DEPLOY_BUILD_VERSION`: what `--version` prints after the name:
 //!   `0.1.0 (1a2b3c4d5e6f, 2026-12-06)`, the date being the commit's (reproducible,
 //!   unlike a build date), or `0.1.0 (unknown)`.
@@ -30,12 +31,16 @@ fn main() {
         Ok(c) if !c.trim().is_empty() && !c.contains(char::is_control) => {
             (c.trim().to_owned(), None)
         }
-        _ => match git(dir, &["rev-parse", "--short=12", "HEAD"]) {
-            Some(commit) => {
+        _ => match run_git(dir, &["rev-parse", "--short=12", "HEAD"]) {
+            Ok(commit) => {
                 watch_head(dir);
                 (commit, git(dir, &["log", "-1", "--format=%cs", "HEAD"]))
             }
-            None => ("unknown".to_owned(), None),
+            Err(why) => {
+                // Says why the binaries will print `unknown`.
+                println!("cargo:warning=git commit unknown: {why}");
+                ("unknown".to_owned(), None)
+            }
         },
     };
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
@@ -49,13 +54,28 @@ fn main() {
 
 /// `git <args>` in `dir`: its trimmed stdout, or `None` when git is missing or fails.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    run_git(dir, args).ok()
+}
+
+/// `git <args>` in `dir`: its one line of stdout, or why not (git's first line of
+/// stderr when it failed).
+fn run_git(dir: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
         .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (out.status.success() && !text.is_empty() && !text.contains('\n')).then_some(text)
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && !text.is_empty() && !text.contains('\n') {
+        return Ok(text);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("").trim();
+    Err(format!(
+        "`git {}` failed ({}): {first}",
+        args.join(" "),
+        out.status
+    ))
 }
 
 /// Reruns this script when HEAD moves: a checkout (HEAD), a commit on the branch

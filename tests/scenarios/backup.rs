@@ -248,7 +248,10 @@ fn backup_while_a_thousand_task_job_runs_and_restore_it() {
     let out = deployd(&["restore", "--from", backup_arg], &fresh_data);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("there was no database there before"),
+        text(&out.stdout).contains(&format!(
+            "there was no database at `{}` before",
+            fresh_data.join("deployd.sqlite").display()
+        )),
         "{}",
         text(&out.stdout)
     );

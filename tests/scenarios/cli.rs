@@ -674,4 +674,12 @@ fn binaries_print_name_version_and_commit() {
     );
     assert_eq!(json["client"]["name"], "deployctl");
     assert_eq!(json["client"]["commit"], commit.as_str());
+
+    // No server there: JSON still shows the client, and the exit code is the error's.
+    let addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let out = ctl(&addr, "unused", &["version", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["client"]["name"], "deployctl");
+    assert_eq!(json["server"], Value::Null);
 }

@@ -7,8 +7,9 @@ use crate::client::Client;
 use crate::exit::CliError;
 use crate::output::{self, Output};
 
-/// Prints the client's build, then asks the server for its own. As a table the
-/// client's line comes first, so it shows even when the server cannot be reached.
+/// Prints the client's build, then asks the server for its own. The client's build
+/// shows even when the server cannot be reached: as a table its line comes first, as
+/// JSON or YAML with `"server": null`; the exit status is the error's.
 pub async fn run(client: &Client, out: Output) -> Result<(), CliError> {
     let local = json!({
         "name": "deployctl",
@@ -21,7 +22,16 @@ pub async fn run(client: &Client, out: Output) -> Result<(), CliError> {
             env!("DEPLOY_BUILD_VERSION")
         ));
     }
-    let server: VersionResponse = client.get(&format!("{API_PREFIX}/version")).await?;
+    let server: VersionResponse = match client.get(&format!("{API_PREFIX}/version")).await {
+        Ok(server) => server,
+        Err(e) => {
+            // JSON and YAML too say which client failed to reach the server.
+            if out != Output::Table {
+                output::object(out, &json!({ "client": local, "server": null }), &[]);
+            }
+            return Err(e);
+        }
+    };
     match out {
         Output::Table => output::line(&format!(
             "server: {} {} ({})",

@@ -1,4 +1,4 @@
-//! `deployd backup` (a consistent copy of the SQLite database while deployd runs) and `deployd restore` (putting one back while no deployd runs on the data directory).
+//! `deployd backup` (a consistent copy of the SQLite database while deployd runs) and `deployd restore` (putting one back while no process has the database open).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,8 +35,8 @@ pub struct DatabaseFlags {
 ///
 /// The copy is the database as of one commit, even while jobs write (SQLite
 /// `VACUUM INTO` in one read transaction; deployd is not paused). It is written to a
-/// temporary file beside FILE, fsynced, then renamed into place: FILE is whole or
-/// absent. The secrets key file (<data dir>/secrets.key) is not in it: keep a copy of
+/// temporary file beside FILE (mode 0600 from the start), fsynced, then linked (or,
+/// with --force, renamed) into place: FILE is whole or absent. The secrets key file (<data dir>/secrets.key) is not in it: keep a copy of
 /// that file apart from the backups.
 ///
 /// For PostgreSQL use `pg_dump --format=custom` (docs/operations.md).
@@ -65,19 +65,21 @@ pub struct BackupArgs {
 
 /// deployd restore: replace deployd's SQLite database with a backup.
 ///
-/// Only while no deployd runs on the data directory: it takes deployd's lock
-/// (<data dir>/deployd.lock) and refuses if it is held. FILE must be a database of
-/// deployd (PRAGMA integrity_check ok, a migrations table, a schema not newer than this
-/// build's). The current database is renamed to
-/// <database>.before-restore-<UTC time> (with its -wal), never deleted; the backup is
-/// copied in through a temporary file and a rename. The next deployd start migrates it
-/// if it is older than the build. It needs the secrets key file of the deployd that
+/// Only while no deployd runs on the database: it takes deployd's lock
+/// (<data dir>/deployd.lock), and refuses when any process has the database open
+/// (switching it out of WAL fails then). FILE must be a database of deployd (PRAGMA
+/// integrity_check ok, a migrations table, a schema not newer than this build's). The
+/// current database is checkpointed, kept as <database>.before-restore-<UTC time>
+/// (a hard link, never deleted), and the backup's copy, with the owner and mode of
+/// the database it replaces, is renamed over it: a whole database is at the path at
+/// every moment. The next deployd start migrates it if it is older than the build. It needs the secrets key file of the deployd that
 /// wrote the backup (<data dir>/secrets.key) when application secrets are stored.
 ///
 /// For PostgreSQL use `pg_restore` (docs/operations.md).
 ///
 /// Exit status: 0 restored, 2 bad configuration, 1 refused or failed (deployd runs,
-/// FILE is no deployd database, a file operation failed).
+/// FILE is no deployd database, the current database cannot be checkpointed and no
+/// --force, a file operation failed).
 ///
 /// Examples:
 ///   deployd restore --data-dir /var/lib/deployd --from /backup/deployd-2026-12-06.sqlite
@@ -93,6 +95,10 @@ pub struct RestoreArgs {
     /// The backup to restore (a file `deployd backup` wrote).
     #[arg(long, value_name = "FILE")]
     pub from: PathBuf,
+    /// Restore even when the current database cannot be checkpointed (it is corrupt):
+    /// it is moved aside as it is, with its -wal and -shm.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `deployd backup …` (`args` starts with `backup`).
@@ -169,7 +175,25 @@ fn sqlite_path(config: &Config, pg_tool: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// `path` as text: the store hands it to SQLite, whose file names are UTF-8.
+fn utf8(flag: &str, path: &Path) -> anyhow::Result<()> {
+    if path.to_str().is_none() {
+        bail!(
+            "{flag} `{}` is not valid UTF-8; expected a UTF-8 path",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `path` made absolute, to show which file was meant (a relative data dir resolves
+/// against the working directory).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn backup_config(args: &BackupArgs) -> anyhow::Result<PathBuf> {
+    utf8("--to", &args.to)?;
     let config = config(&args.database)?;
     let source = sqlite_path(&config, "pg_dump --format=custom")?;
     if !source.is_file() {
@@ -210,17 +234,18 @@ async fn backup(args: BackupArgs, source: PathBuf) -> anyhow::Result<()> {
                 if source.kind() == std::io::ErrorKind::AlreadyExists =>
             {
                 anyhow::anyhow!(
-                    "--to `{}` was created by someone else meanwhile; it was left as it is",
-                    args.to.display()
+                    "--to `{}` was created by someone else meanwhile; it was left as it is \
+                     (--force replaces it)",
+                    absolute(&args.to).display()
                 )
             }
             other => anyhow::Error::new(other),
         })
-        .with_context(|| format!("cannot back up `{}`", source.display()))?;
+        .with_context(|| format!("cannot back up `{}`", absolute(&source).display()))?;
     println!(
         "backup of `{}` written to `{}`: {} bytes, schema version {}, in {} ms",
-        source.display(),
-        args.to.display(),
+        absolute(&source).display(),
+        absolute(&args.to).display(),
         info.bytes,
         info.schema_version,
         started.elapsed().as_millis()
@@ -229,6 +254,7 @@ async fn backup(args: BackupArgs, source: PathBuf) -> anyhow::Result<()> {
 }
 
 fn restore_config(args: &RestoreArgs) -> anyhow::Result<PathBuf> {
+    utf8("--from", &args.from)?;
     let config = config(&args.database)?;
     let database = sqlite_path(&config, "pg_restore")?;
     if !args.from.is_file() {
@@ -245,20 +271,24 @@ fn restore_config(args: &RestoreArgs) -> anyhow::Result<PathBuf> {
     reason = "the command is run by hand: it reports what it did on stdout"
 )]
 async fn restore(args: RestoreArgs, database: PathBuf) -> anyhow::Result<()> {
-    // deployd's own start-up: the data directory comes from the same flags.
+    // deployd's own start-up: the data directory comes from the same flags. A deployd
+    // on this database with another data directory is caught by the store instead
+    // (`StoreError::DatabaseBusy`).
     let data_dir = config(&args.database)?.data_dir;
     let _lock = identity::lock(&data_dir).context("cannot restore while deployd runs")?;
+    let database = absolute(&database);
     if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the directory `{}`", dir.display()))?;
     }
-    let restored = SqliteStore::restore(&args.from, &database, &stamp(SystemClock.now()))
+    let now = stamp(SystemClock.now());
+    let restored = SqliteStore::restore(&args.from, &database, &now, args.force)
         .await
-        .with_context(|| format!("cannot restore `{}`", args.from.display()))?;
+        .with_context(|| format!("cannot restore `{}`", absolute(&args.from).display()))?;
     let info = &restored.info;
     println!(
         "restored `{}` ({} bytes, schema version {}; this build's is {}) to `{}`",
-        args.from.display(),
+        absolute(&args.from).display(),
         info.bytes,
         info.schema_version,
         info.supported_version,
@@ -266,14 +296,24 @@ async fn restore(args: RestoreArgs, database: PathBuf) -> anyhow::Result<()> {
     );
     match &restored.moved_aside {
         Some(aside) => println!("the previous database is now `{}`", aside.display()),
-        None => println!("there was no database there before"),
+        None => println!(
+            "there was no database at `{}` before: restored into a fresh data directory",
+            database.display()
+        ),
+    }
+    if let Some(why) = &restored.owner_not_set {
+        println!(
+            "warning: the owner of `{}` could not be set: {why}; chown it to the user \
+             deployd runs as before starting deployd",
+            database.display()
+        );
     }
     let key = config(&args.database)?.secrets_key_file;
     if !key.exists() {
         println!(
             "no secrets key file at `{}`: put there the one of the deployd that wrote the \
              backup before starting deployd (its application secrets need it)",
-            key.display()
+            absolute(&key).display()
         );
     }
     Ok(())
@@ -353,5 +393,37 @@ mod tests {
         assert!(err.contains("already exists"), "{err}");
         assert!(err.contains("--force"), "{err}");
         assert!(backup_config(&args(true)).is_ok());
+    }
+
+    #[test]
+    fn a_non_utf8_path_is_refused_naming_it() {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = std::ffi::OsStr::from_bytes(b"/tmp/b\xffd.sqlite");
+        let args = BackupArgs::try_parse_from([
+            "backup".as_ref(),
+            "--data-dir".as_ref(),
+            "/nonexistent".as_ref(),
+            "--to".as_ref(),
+            bad,
+        ])
+        .unwrap();
+        let err = format!("{:#}", backup_config(&args).unwrap_err());
+        assert!(
+            err.contains("--to `/tmp/b\u{fffd}d.sqlite` is not valid UTF-8"),
+            "{err}"
+        );
+        let args = RestoreArgs::try_parse_from([
+            "restore".as_ref(),
+            "--data-dir".as_ref(),
+            "/nonexistent".as_ref(),
+            "--from".as_ref(),
+            bad,
+        ])
+        .unwrap();
+        let err = format!("{:#}", restore_config(&args).unwrap_err());
+        assert!(
+            err.contains("--from `/tmp/b\u{fffd}d.sqlite` is not valid UTF-8"),
+            "{err}"
+        );
     }
 }

@@ -23,6 +23,10 @@ use crate::state::ServerState;
 /// The tracing target of access log lines (`RUST_LOG=deployd::access=off` silences them).
 pub(crate) const TARGET: &str = "deployd::access";
 
+/// Routes called by machines on a timer (health probes, metric scrapes): their
+/// successes are logged at debug, not info.
+const QUIET_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// What the access log says about one request. The path is logged without its query
 /// (a query may carry a secret); the headers (tokens, cookies) never are.
 #[derive(Debug, Clone)]
@@ -44,9 +48,10 @@ pub(crate) struct AccessLine {
 
 impl AccessLine {
     /// Writes the line on [`TARGET`]; `event` says which: `request`, or `stream
-    /// started` / `stream ended` for server-sent events. Info level, except the agent
-    /// data plane's successful requests (polls, log chunks, results: several a second
-    /// per agent, already in job events and task logs), which are debug.
+    /// started` / `stream ended` for server-sent events. Info level, except the
+    /// successful requests of the agent data plane (polls, log chunks, results:
+    /// several a second per agent, already in job events and task logs) and of
+    /// [`QUIET_ROUTES`] (probes and scrapes), which are debug.
     pub(crate) fn emit(&self, event: &str) {
         let duration_ms = self.duration.as_secs_f64() * 1000.0;
         macro_rules! line {
@@ -65,8 +70,10 @@ impl AccessLine {
                 )
             };
         }
-        let data_plane = crate::audit::UNAUDITED_ROUTES.contains(&self.route.as_str());
-        if data_plane && self.status.is_success() {
+        let route = self.route.as_str();
+        let frequent =
+            crate::audit::UNAUDITED_ROUTES.contains(&route) || QUIET_ROUTES.contains(&route);
+        if frequent && self.status.is_success() {
             line!(debug);
         } else {
             line!(info);

@@ -106,6 +106,19 @@ pub enum StoreError {
     /// A file given as (or for) a backup of the SQLite database cannot be used as one.
     #[error("cannot use `{path}` as a deployd SQLite database: {reason}")]
     NotABackup { path: String, reason: String },
+    /// A restore found the database it would replace open in another process.
+    #[error(
+        "cannot replace `{path}`: another process has it open (a deployd may be running \
+         on it); stop it first"
+    )]
+    DatabaseBusy { path: String },
+    /// A restore cannot checkpoint the database it would replace (it may be corrupt),
+    /// so it cannot tell that it is whole and unused.
+    #[error(
+        "cannot check the database `{path}` that the restore would replace: {reason}; \
+         a forced restore moves it aside as it is"
+    )]
+    CurrentUnreadable { path: String, reason: String },
     /// A file operation of a backup or a restore failed.
     #[error("cannot {action} `{path}`: {source}")]
     File {

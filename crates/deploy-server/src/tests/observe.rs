@@ -187,6 +187,15 @@ async fn each_request_writes_one_access_line_without_query_or_token() {
         &[("x-request-id", "lost-1")],
     )
     .await;
+    // A probe's success is a debug line; so is the agent data plane's.
+    f.raw(
+        "GET",
+        "/healthz",
+        None,
+        None,
+        &[("x-request-id", "probe-1")],
+    )
+    .await;
 
     let lines = capture.lines();
     let line = line_of(&lines, "list-1", "request");
@@ -208,6 +217,7 @@ async fn each_request_writes_one_access_line_without_query_or_token() {
     }
     let ms: f64 = line["duration_ms"].parse().unwrap();
     assert!(ms >= 0.0, "{line:?}");
+    assert_eq!(line_of(&lines, "probe-1", "request")["level"], "DEBUG");
     let unmatched = line_of(&lines, "lost-1", "request");
     assert_eq!(unmatched["route"], "unmatched");
     assert_eq!(unmatched["path"], "/nowhere");

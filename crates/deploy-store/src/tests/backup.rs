@@ -1,6 +1,7 @@
-//! Backup and restore of the SQLite file: a copy taken while transitions commit is one consistent commit's state, it round-trips, and a restore checks before it moves anything.
+//! Backup and restore of the SQLite file: a copy taken while transitions commit is one consistent commit's state, it round-trips, it is never readable by others; a restore checks before it moves anything, keeps a whole database at the path when it fails, refuses a database another connection has open, and keeps every database it replaces.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use deploy_core::testing::*;
 use deploy_core::{DeploymentJob, JobEvent, TaskStatus};
@@ -166,7 +167,7 @@ async fn a_restore_checks_the_backup_then_moves_the_database_aside() {
         (&text, "it is not a readable SQLite database"),
         (&foreign, "no `_sqlx_migrations` table"),
     ] {
-        let err = SqliteStore::restore(file, &database, "s")
+        let err = SqliteStore::restore(file, &database, "s", false)
             .await
             .unwrap_err();
         let message = err.to_string();
@@ -177,7 +178,7 @@ async fn a_restore_checks_the_backup_then_moves_the_database_aside() {
     // A backup with commits still in its WAL: the file alone would lose them.
     let live_wal = dir.path().join("backup.sqlite-wal");
     std::fs::write(&live_wal, b"commits").unwrap();
-    let err = SqliteStore::restore(&backup, &database, "s")
+    let err = SqliteStore::restore(&backup, &database, "s", false)
         .await
         .unwrap_err();
     assert!(
@@ -185,28 +186,218 @@ async fn a_restore_checks_the_backup_then_moves_the_database_aside() {
         "{err}"
     );
     std::fs::remove_file(&live_wal).unwrap();
+    // (A `-shm` may or may not be left by the closed store: SQLite's to decide.)
     let mut names: Vec<_> = std::fs::read_dir(&data)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.ends_with("-shm"))
         .collect();
     names.sort();
     assert_eq!(names, ["deployd.sqlite", "deployd.sqlite-wal"]);
 
-    let restored = SqliteStore::restore(&backup, &database, "20261206T110000Z")
+    let restored = SqliteStore::restore(&backup, &database, "20261206T110000Z", false)
         .await
         .unwrap();
     let aside = data.join("deployd.sqlite.before-restore-20261206T110000Z");
     assert_eq!(restored.moved_aside.as_deref(), Some(aside.as_path()));
     assert!(aside.is_file());
-    assert_eq!(
-        std::fs::read(data.join("deployd.sqlite.before-restore-20261206T110000Z-wal")).unwrap(),
-        b"old wal"
-    );
+    // The old database was checkpointed out of WAL (the bytes above are no valid WAL,
+    // so SQLite ignored them): no -wal is left to be replayed into the new file.
     assert!(!data.join("deployd.sqlite-wal").exists());
+    assert!(
+        !data
+            .join("deployd.sqlite.before-restore-20261206T110000Z-wal")
+            .exists()
+    );
+    SqliteStore::check_file(&aside).await.unwrap();
     let store = open(&database).await;
     assert_eq!(
         store.get_job(job.id).await.unwrap(),
         t.store.get_job(job.id).await.unwrap()
     );
+    store.close().await;
+}
+
+/// The file names in `dir`, sorted, without SQLite's `-shm` index (whether a closed
+/// connection leaves one behind is SQLite's business, not the code under test).
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.ends_with("-shm"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A store's database (one job in it) and a backup of it, in a new directory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    backup: PathBuf,
+    job: deploy_core::JobId,
+}
+
+async fn fixture() -> Fixture {
+    let t = sqlite().await;
+    let (env, targets) = seed_env(&*t.store, 1, 2).await;
+    let rel = seed_release(&*t.store, 1).await;
+    let job = t
+        .store
+        .create_job(&new_job(&*t.store, 1, env, rel, &targets, 1).await)
+        .await
+        .unwrap()
+        .value;
+    let source = t.locator().strip_prefix("sqlite:").unwrap().to_owned();
+    let dir = deploy_testkit::temp_dir("deploy-store-restore-").unwrap();
+    let backup = dir.path().join("backup.sqlite");
+    SqliteStore::backup(Path::new(&source), &backup, false)
+        .await
+        .unwrap();
+    Fixture {
+        dir,
+        backup,
+        job: job.id,
+    }
+}
+
+#[tokio::test]
+async fn a_backup_is_private_from_its_first_byte_and_leaves_nothing_when_it_fails() {
+    let f = fixture().await;
+    // VACUUM INTO wrote into the empty 0600 file created first.
+    assert_eq!(mode(&f.backup), 0o600);
+    assert_eq!(names(f.dir.path()), ["backup.sqlite"]);
+    let copy = f.dir.path().join("copy.sqlite");
+    SqliteStore::backup(&f.backup, &copy, false).await.unwrap();
+    assert_eq!(mode(&copy), 0o600);
+    let copy = open(&copy).await;
+    assert!(copy.get_job(f.job).await.is_ok());
+    copy.close().await;
+
+    // A source that is no database: the copy fails, and its temporary file goes.
+    let text = f.dir.path().join("notes.txt");
+    std::fs::write(&text, "not a database ".repeat(100)).unwrap();
+    let out = f.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    SqliteStore::backup(&text, &out.join("b.sqlite"), false)
+        .await
+        .unwrap_err();
+    assert!(names(&out).is_empty(), "{:?}", names(&out));
+}
+
+#[tokio::test]
+async fn a_restore_that_fails_at_its_last_step_leaves_the_database_in_place() {
+    let f = fixture().await;
+    let database = f.dir.path().join("deployd.sqlite");
+    let current = open(&database).await;
+    current.close().await;
+    let err = SqliteStore::restore_failing(&f.backup, &database, "s", false, true)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("failure injected"), "{err}");
+    assert_eq!(
+        names(f.dir.path()),
+        ["backup.sqlite", "deployd.sqlite"],
+        "no temporary file, no link aside is left"
+    );
+    let store = open(&database).await;
+    assert!(
+        store.get_job(f.job).await.is_err(),
+        "still the old database"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_restore_refuses_a_database_that_another_connection_has_open() {
+    let f = fixture().await;
+    let database = f.dir.path().join("deployd.sqlite");
+    let live = open(&database).await;
+    let err = SqliteStore::restore(&f.backup, &database, "s", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DatabaseBusy { .. }), "{err}");
+    assert!(
+        err.to_string().contains("a deployd may be running"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&database.display().to_string()),
+        "{err}"
+    );
+    assert!(live.get_job(f.job).await.is_err(), "it still works");
+    live.close().await;
+    assert!(
+        !names(f.dir.path())
+            .iter()
+            .any(|n| n.contains("before-restore"))
+    );
+}
+
+#[tokio::test]
+async fn restores_in_the_same_second_keep_every_database_they_replace() {
+    let f = fixture().await;
+    let database = f.dir.path().join("deployd.sqlite");
+    let empty = open(&database).await;
+    empty.close().await;
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let stamp = "20261206T110000Z";
+    let one = SqliteStore::restore(&f.backup, &database, stamp, false)
+        .await
+        .unwrap();
+    assert_eq!(one.owner_not_set, None);
+    assert_eq!(mode(&database), 0o640, "the mode of the file it replaced");
+    let two = SqliteStore::restore(&f.backup, &database, stamp, false)
+        .await
+        .unwrap();
+    let aside = f
+        .dir
+        .path()
+        .join(format!("deployd.sqlite.before-restore-{stamp}"));
+    let aside_2 = f
+        .dir
+        .path()
+        .join(format!("deployd.sqlite.before-restore-{stamp}-2"));
+    assert_eq!(one.moved_aside.as_deref(), Some(aside.as_path()));
+    assert_eq!(two.moved_aside.as_deref(), Some(aside_2.as_path()));
+    let store = open(&aside).await;
+    assert!(store.get_job(f.job).await.is_err(), "the empty database");
+    store.close().await;
+    let store = open(&aside_2).await;
+    assert!(
+        store.get_job(f.job).await.is_ok(),
+        "the first restore's database"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_replaced_only_with_force() {
+    let f = fixture().await;
+    let database = f.dir.path().join("deployd.sqlite");
+    let garbage = "not a database at all ".repeat(200);
+    std::fs::write(&database, &garbage).unwrap();
+    std::fs::write(f.dir.path().join("deployd.sqlite-wal"), [7u8; 4096]).unwrap();
+    let err = SqliteStore::restore(&f.backup, &database, "s", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CurrentUnreadable { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&database).unwrap(), garbage);
+
+    let restored = SqliteStore::restore(&f.backup, &database, "s", true)
+        .await
+        .unwrap();
+    let aside = restored.moved_aside.unwrap();
+    assert_eq!(std::fs::read_to_string(&aside).unwrap(), garbage);
+    assert_eq!(
+        std::fs::read(f.dir.path().join("deployd.sqlite.before-restore-s-wal")).unwrap(),
+        [7u8; 4096]
+    );
+    assert!(!f.dir.path().join("deployd.sqlite-wal").exists());
+    let store = open(&database).await;
+    assert!(store.get_job(f.job).await.is_ok());
     store.close().await;
 }
