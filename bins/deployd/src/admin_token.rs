@@ -12,7 +12,8 @@ use deploy_engine::{Clock, SystemClock};
 use deploy_server::{LocalActor, bootstrap_admin, generate_token, is_bootstrapped, recover_admin};
 use deploy_store::{Store, StoreConfig};
 
-use crate::config::{Args, Config};
+use crate::config::Config;
+use crate::subcommand;
 
 /// The first admin token's file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -132,49 +133,17 @@ pub struct AdminTokenArgs {
 /// `deployd admin-token …` (`args` starts with `admin-token`): 0 done, 2 bad
 /// configuration, 1 the database refused or failed.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let args = match AdminTokenArgs::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
-    };
-    let config = match config(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("deployd admin-token: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("deployd admin-token: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(recover(&args, &config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("deployd admin-token: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    subcommand::run("deployd admin-token", args, config, recover)
 }
 
 /// deployd's own configuration (file, environment, the flags given here), so the
 /// command reaches the very database the server uses.
 fn config(args: &AdminTokenArgs) -> anyhow::Result<Config> {
-    let mut server = Args::try_parse_from(["deployd"]).context("deployd's environment")?;
-    server.config.clone_from(&args.config);
-    server.data_dir.clone_from(&args.data_dir);
-    server.database_url.clone_from(&args.database_url);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let config = Config::load(server, home.as_deref())?;
+    let config = subcommand::server_config(
+        args.config.as_ref(),
+        args.data_dir.as_ref(),
+        args.database_url.as_ref(),
+    )?;
     if let StoreConfig::Sqlite(sqlite) = &config.store
         && !sqlite.path.is_file()
     {
@@ -197,7 +166,7 @@ fn config(args: &AdminTokenArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn recover(args: &AdminTokenArgs, config: &Config) -> anyhow::Result<()> {
+async fn recover(args: AdminTokenArgs, config: Config) -> anyhow::Result<()> {
     let store = deploy_store::open(&config.store)
         .await
         .with_context(|| format!("cannot open the database {}", config.database_display))?;

@@ -10,8 +10,8 @@ use deploy_core::Timestamp;
 use deploy_engine::{Clock, SystemClock};
 use deploy_store::{SqliteStore, StoreConfig, StoreError};
 
-use crate::config::{Args, Config};
-use crate::identity;
+use crate::config::Config;
+use crate::{identity, subcommand};
 
 /// Where a PostgreSQL operator is sent instead.
 const POSTGRES_DOCS: &str = "docs/operations.md, \"Backup and restore\"";
@@ -103,64 +103,21 @@ pub struct RestoreArgs {
 
 /// `deployd backup …` (`args` starts with `backup`).
 pub fn backup_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    command("deployd backup", args, backup_config, backup)
+    subcommand::run("deployd backup", args, backup_config, backup)
 }
 
 /// `deployd restore …` (`args` starts with `restore`).
 pub fn restore_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    command("deployd restore", args, restore_config, restore)
-}
-
-/// Parses `args` (2 on a usage error), checks the configuration with `check` (2 when
-/// refused), then runs `run` (1 when it fails).
-fn command<A: Parser, F: std::future::Future<Output = anyhow::Result<()>>>(
-    name: &str,
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-    check: fn(&A) -> anyhow::Result<PathBuf>,
-    run: fn(A, PathBuf) -> F,
-) -> ExitCode {
-    let args = match A::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
-    };
-    let database = match check(&args) {
-        Ok(path) => path,
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{name}: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args, database)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    subcommand::run("deployd restore", args, restore_config, restore)
 }
 
 /// deployd's configuration (file, environment, these flags).
 fn config(flags: &DatabaseFlags) -> anyhow::Result<Config> {
-    let mut server = Args::try_parse_from(["deployd"]).context("deployd's environment")?;
-    server.config.clone_from(&flags.config);
-    server.data_dir.clone_from(&flags.data_dir);
-    server.database_url.clone_from(&flags.database_url);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    Config::load(server, home.as_deref())
+    subcommand::server_config(
+        flags.config.as_ref(),
+        flags.data_dir.as_ref(),
+        flags.database_url.as_ref(),
+    )
 }
 
 /// The SQLite file of `config`; a PostgreSQL database is refused with where to look.
@@ -253,7 +210,8 @@ async fn backup(args: BackupArgs, source: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn restore_config(args: &RestoreArgs) -> anyhow::Result<PathBuf> {
+/// The database to restore to, and deployd's configuration (read once).
+fn restore_config(args: &RestoreArgs) -> anyhow::Result<(PathBuf, Config)> {
     utf8("--from", &args.from)?;
     let config = config(&args.database)?;
     let database = sqlite_path(&config, "pg_restore")?;
@@ -263,19 +221,18 @@ fn restore_config(args: &RestoreArgs) -> anyhow::Result<PathBuf> {
             args.from.display()
         );
     }
-    Ok(database)
+    Ok((database, config))
 }
 
 #[expect(
     clippy::print_stdout,
     reason = "the command is run by hand: it reports what it did on stdout"
 )]
-async fn restore(args: RestoreArgs, database: PathBuf) -> anyhow::Result<()> {
+async fn restore(args: RestoreArgs, (database, config): (PathBuf, Config)) -> anyhow::Result<()> {
     // deployd's own start-up: the data directory comes from the same flags. A deployd
     // on this database with another data directory is caught by the store instead
     // (`StoreError::DatabaseBusy`).
-    let data_dir = config(&args.database)?.data_dir;
-    let _lock = identity::lock(&data_dir).context("cannot restore while deployd runs")?;
+    let _lock = identity::lock(&config.data_dir).context("cannot restore while deployd runs")?;
     let database = absolute(&database);
     if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -308,12 +265,12 @@ async fn restore(args: RestoreArgs, database: PathBuf) -> anyhow::Result<()> {
             database.display()
         );
     }
-    let key = config(&args.database)?.secrets_key_file;
+    let key = &config.secrets_key_file;
     if !key.exists() {
         println!(
             "no secrets key file at `{}`: put there the one of the deployd that wrote the \
              backup before starting deployd (its application secrets need it)",
-            absolute(&key).display()
+            absolute(key).display()
         );
     }
     Ok(())

@@ -4,6 +4,7 @@ mod admin_token;
 mod backup;
 mod config;
 mod identity;
+mod subcommand;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
