@@ -75,7 +75,19 @@ pub(crate) async fn start<T, E: std::fmt::Display>(
     authorize(state, headers, Role::Viewer).await?;
     let after = params::query(query)?.after;
     let id = params::parse_id(what, id, parse)?;
-    let after = match headers.get("last-event-id") {
+    Ok((id, resume_position(headers, after, position)?))
+}
+
+/// Where a stream resumes: after the `Last-Event-ID` header's position (a reconnect,
+/// which wins) or else after `after` (0: from the start). A header that is not a
+/// number is a 400 saying what it should be (`position`). The web console's streams
+/// resume the same way.
+pub(crate) fn resume_position(
+    headers: &HeaderMap,
+    after: Option<u64>,
+    position: &str,
+) -> Result<u64, ServerError> {
+    match headers.get("last-event-id") {
         Some(v) => v
             .to_str()
             .ok()
@@ -85,10 +97,9 @@ pub(crate) async fn start<T, E: std::fmt::Display>(
                     format!("Last-Event-ID is not {position}"),
                     Some("Last-Event-ID"),
                 )
-            })?,
-        None => after.unwrap_or(0),
-    };
-    Ok((id, after))
+            }),
+        None => Ok(after.unwrap_or(0)),
+    }
 }
 
 /// What one stream follows: its entries, and when it is over.

@@ -51,17 +51,14 @@ fn short(id: impl std::fmt::Display) -> String {
     id.to_string().chars().take(8).collect()
 }
 
-/// Where an event stream resumes: the `Last-Event-ID` header of a reconnect (as the
-/// API's streams), else the `after` of the query (the position the page holds).
+/// Where a console stream resumes: as the API's streams (`Last-Event-ID` wins over
+/// the `after` of the query, the position the page holds).
 fn resume_after(headers: &HeaderMap, after: Option<u64>) -> Result<u64, PageError> {
-    match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| PageError::bad_request("Last-Event-ID is not a stream position")),
-        None => Ok(after.unwrap_or(0)),
-    }
+    Ok(crate::sse::resume_position(
+        headers,
+        after,
+        "a stream position",
+    )?)
 }
 
 /// The query of a stream: where to resume.
