@@ -46,6 +46,11 @@ pub(crate) struct SshWorld {
 impl SshWorld {
     /// Starts the world; containers are named `{prefix}…`, the data directory `{data}…`.
     pub(crate) fn start(prefix: &str, data: &str) -> Self {
+        Self::start_with(prefix, data, &[])
+    }
+
+    /// [`SshWorld::start`] with `env` added to deployd's environment.
+    pub(crate) fn start_with(prefix: &str, data: &str, env: &[(&str, &str)]) -> Self {
         let cleanup = ContainerCleanup::new(prefix);
         let hosts = SshdHosts::start(1).unwrap();
         let registry = Registry::start().unwrap();
@@ -56,7 +61,7 @@ impl SshWorld {
             data.path(),
             free_port().unwrap(),
             &hosts.known_hosts(),
-            &[(KEY_VAR, key.as_str())],
+            &[&[(KEY_VAR, key.as_str())], env].concat(),
         );
         Self {
             addr: server.addr.clone(),

@@ -330,6 +330,34 @@ fn exchange(addr: &str, request: &str) -> (u16, Value) {
     (response.status, response.json())
 }
 
+/// Waits (up to `bound`) until `job` has settled: completed or rolled back, or failed and
+/// wound down; returns it as `GET /jobs/{id}` shows it. Past the bound it panics with
+/// the job and the tail of deployd's log.
+pub(crate) fn wait_settled(addr: &str, job: &str, server: &Deployd, bound: Duration) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, shown) = api_get(addr, &format!("/api/v1/jobs/{job}"));
+        assert_eq!(status, 200, "{shown:#}");
+        match shown["status"].as_str().unwrap_or("") {
+            "completed" | "rolled_back" => return shown,
+            "failed" if shown["winding_down"] == false => return shown,
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < bound,
+            "job {job} did not settle within {bound:?}: {shown:#}\n{}",
+            tail(&server.stderr(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last `lines` lines of `text`.
+pub(crate) fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// CPU time (user + system) process `pid` (or `self`) has used so far, in ms, from `/proc/<pid>/stat`.
 pub(crate) fn cpu_ms(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -18,6 +18,12 @@ use crate::config::{Args, BOOTSTRAP_TOKEN_ENV, Config, LogFormat};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
+    // Hidden (for packagers): the man page and completions.
+    if let Some(code) =
+        deploy_cli_docs::dispatch(|| (<Args as clap::CommandFactory>::command(), vec![]))
+    {
+        return code;
+    }
     let args = Args::parse();
     let env_token = std::env::var(BOOTSTRAP_TOKEN_ENV).ok();
     let config = match Config::load(args, env_token) {

@@ -2,7 +2,7 @@
 //!
 //! One module per command group over deploy-api's types (`env.rs`, `target.rs` and
 //! `targets.rs`, `releases.rs`, `promote.rs`, `deploy.rs`, `jobs.rs`, `apply.rs`,
-//! `audit.rs`, `tokens.rs`, `agents.rs`, `secrets.rs`, `runtime_policy.rs`, `plan.rs`,
+//! `audit.rs`, `tokens.rs`, `agents.rs`, `secrets.rs`, `notifications.rs`, `runtime_policy.rs`, `plan.rs`,
 //! `version.rs`);
 //! this file is the wiring. Names or ids are accepted everywhere (`client.rs`
 //! percent-encodes what is not a name). Input is checked before it is sent: `target
@@ -39,6 +39,7 @@ mod deploy;
 mod env;
 mod exit;
 mod jobs;
+mod notifications;
 mod output;
 mod plan;
 mod progress;
@@ -243,6 +244,9 @@ enum Command {
     /// Application secrets (admin): env values reference them as `secret:NAME`.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Webhook notifications: subscriptions (admin) and their delivery log.
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
     /// Agents: one-time bootstrap tokens (admin), list, show, revoke (admin).
     #[command(subcommand)]
     Agent(agents::AgentCommand),
@@ -285,6 +289,12 @@ pub(crate) struct PageArgs {
 }
 
 fn main() -> ExitCode {
+    // Hidden (for packagers): man pages of every command and completions.
+    if let Some(code) =
+        deploy_cli_docs::dispatch(|| (<Cli as clap::CommandFactory>::command(), vec![]))
+    {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -356,6 +366,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Release(command) => releases::run(command, &client, out).await?,
         Command::Token(command) => tokens::run(command, &client, out).await?,
         Command::Secrets(command) => secrets::run(command, &client, out).await?,
+        Command::Notifications(command) => notifications::run(command, &client, out).await?,
         Command::Agent(command) => agents::run(command, &client, out).await?,
         Command::Plan {
             release,

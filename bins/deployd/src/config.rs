@@ -32,7 +32,7 @@ use serde::Deserialize;
     verbatim_doc_comment
 )]
 pub struct Args {
-    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, secrets_key_file, agent_heartbeat_timeout_ms, job_lease_ms, tls_cert, tls_key).
+    /// TOML configuration file (keys: listen, database_url, data_dir, log_format, owner, known_hosts, max_body_bytes, secret_env_prefix, secrets_dir, secrets_key_file, agent_heartbeat_timeout_ms, job_lease_ms, tls_cert, tls_key, otlp_endpoint, otlp_service_name, otlp_resource_attributes, notify_timeout_ms, notify_backoff_initial_ms, notify_backoff_max_ms, notify_max_attempts, notify_max_age_ms).
     #[arg(long, env = "DEPLOYD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on.
@@ -93,6 +93,35 @@ pub struct Args {
     /// slow database.
     #[arg(long, env = "DEPLOYD_JOB_LEASE_MS")]
     pub job_lease_ms: Option<u64>,
+    /// Export traces (OpenTelemetry, OTLP over HTTP, protobuf) to the collector at this
+    /// base URL, such as http://127.0.0.1:4318 (`/v1/traces` is appended). Default: off.
+    #[arg(long, env = "DEPLOYD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported traces (default deployd).
+    #[arg(long, env = "DEPLOYD_OTLP_SERVICE_NAME")]
+    pub otlp_service_name: Option<String>,
+    /// More resource attributes of the exported traces: key=value,key=value (in the
+    /// file: a table).
+    #[arg(long, env = "DEPLOYD_OTLP_RESOURCE_ATTRIBUTES")]
+    pub otlp_resource_attributes: Option<String>,
+    /// Bound of one webhook POST, connection included (milliseconds; default 10000;
+    /// 100 to 60000).
+    #[arg(long, env = "DEPLOYD_NOTIFY_TIMEOUT_MS")]
+    pub notify_timeout_ms: Option<u64>,
+    /// Delay before a failed webhook delivery is retried, doubled after each failure
+    /// (milliseconds, with jitter; default 10000; 10 to 3600000).
+    #[arg(long, env = "DEPLOYD_NOTIFY_BACKOFF_INITIAL_MS")]
+    pub notify_backoff_initial_ms: Option<u64>,
+    /// Longest delay between webhook attempts (milliseconds; default 900000).
+    #[arg(long, env = "DEPLOYD_NOTIFY_BACKOFF_MAX_MS")]
+    pub notify_backoff_max_ms: Option<u64>,
+    /// Attempts after which a webhook delivery is marked failed (default 12; 1 to 100).
+    #[arg(long, env = "DEPLOYD_NOTIFY_MAX_ATTEMPTS")]
+    pub notify_max_attempts: Option<u32>,
+    /// Age after which a webhook delivery is marked failed (milliseconds; default
+    /// 86400000; 1000 to 604800000).
+    #[arg(long, env = "DEPLOYD_NOTIFY_MAX_AGE_MS")]
+    pub notify_max_age_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -120,6 +149,14 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     agent_heartbeat_timeout_ms: Option<u64>,
     job_lease_ms: Option<u64>,
+    otlp_endpoint: Option<String>,
+    otlp_service_name: Option<String>,
+    otlp_resource_attributes: Option<std::collections::BTreeMap<String, String>>,
+    notify_timeout_ms: Option<u64>,
+    notify_backoff_initial_ms: Option<u64>,
+    notify_backoff_max_ms: Option<u64>,
+    notify_max_attempts: Option<u32>,
+    notify_max_age_ms: Option<u64>,
 }
 
 /// The PEM files deployd serves HTTPS with.
@@ -154,6 +191,10 @@ pub struct Config {
     pub job_lease: std::time::Duration,
     /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Trace export; `None`: off.
+    pub otlp: Option<crate::otlp_config::OtlpConfig>,
+    /// Webhook timeout and retry schedule.
+    pub notify: crate::notify_config::NotifyConfig,
 }
 
 impl Config {
@@ -276,7 +317,29 @@ impl Config {
                 key.display()
             ),
         };
+        let otlp_attributes = match &args.otlp_resource_attributes {
+            Some(list) => crate::otlp_config::parse_attribute_list(list)?,
+            None => file.otlp_resource_attributes.unwrap_or_default(),
+        };
+        let otlp = crate::otlp_config::OtlpConfig::from_settings(
+            args.otlp_endpoint.or(file.otlp_endpoint),
+            args.otlp_service_name.or(file.otlp_service_name),
+            otlp_attributes,
+        )?;
+        let notify = crate::notify_config::NotifyConfig::from_settings(
+            crate::notify_config::NotifySettings {
+                timeout_ms: args.notify_timeout_ms.or(file.notify_timeout_ms),
+                backoff_initial_ms: args
+                    .notify_backoff_initial_ms
+                    .or(file.notify_backoff_initial_ms),
+                backoff_max_ms: args.notify_backoff_max_ms.or(file.notify_backoff_max_ms),
+                max_attempts: args.notify_max_attempts.or(file.notify_max_attempts),
+                max_age_ms: args.notify_max_age_ms.or(file.notify_max_age_ms),
+            },
+        )?;
         Ok(Self {
+            otlp,
+            notify,
             listen,
             store,
             database_display,
@@ -461,6 +524,37 @@ mod tests {
         .unwrap();
         assert_eq!(c.secret_env_prefix, "APP_");
         assert_eq!(c.secrets_dir, PathBuf::from("/run/s"));
+    }
+
+    #[test]
+    fn otlp_settings_come_from_the_file_or_the_flags() {
+        assert_eq!(load(&[], None).unwrap().otlp, None);
+        let file = "otlp_endpoint = \"http://127.0.0.1:4318\"\n\
+                    [otlp_resource_attributes]\n\
+                    \"deployment.environment\" = \"prod\"\n";
+        let c = load(&[], Some(file)).unwrap().otlp.unwrap();
+        assert_eq!(c.traces_url.as_str(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(c.service_name, "deployd");
+        assert_eq!(c.resource_attributes["deployment.environment"], "prod");
+        let c = load(
+            &[
+                "--otlp-endpoint",
+                "https://otel.example",
+                "--otlp-service-name",
+                "deployd-eu",
+                "--otlp-resource-attributes",
+                "deployment.environment=staging",
+            ],
+            Some(file),
+        )
+        .unwrap()
+        .otlp
+        .unwrap();
+        assert_eq!(c.traces_url.as_str(), "https://otel.example/v1/traces");
+        assert_eq!(c.service_name, "deployd-eu");
+        assert_eq!(c.resource_attributes["deployment.environment"], "staging");
+        let e = load(&["--otlp-endpoint", "ftp://x"], None).unwrap_err();
+        assert!(format!("{e:#}").contains("`ftp://x`"), "{e:#}");
     }
 
     #[test]

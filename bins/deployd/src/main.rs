@@ -4,7 +4,11 @@ mod admin_token;
 mod backup;
 mod config;
 mod identity;
+mod notify_config;
+mod otlp_config;
 mod subcommand;
+#[cfg(feature = "otlp")]
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +34,19 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Args, Config, LogFormat};
 
 fn main() -> ExitCode {
+    // Hidden (for packagers): man pages, the local subcommands' too, and completions.
+    if let Some(code) = deploy_cli_docs::dispatch(|| {
+        (
+            <Args as clap::CommandFactory>::command(),
+            vec![
+                <admin_token::AdminTokenArgs as clap::CommandFactory>::command(),
+                <backup::BackupArgs as clap::CommandFactory>::command(),
+                <backup::RestoreArgs as clap::CommandFactory>::command(),
+            ],
+        )
+    }) {
+        return code;
+    }
     // The subcommands: local actions on the database, with their own flags, that
     // serve nothing.
     match std::env::args_os().nth(1) {
@@ -47,7 +64,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,7 +74,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    // The trace exporter sends from the runtime: started after it, before any span.
+    let traces = match init_tracing(&config, runtime.handle()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("deployd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let traced = traces.is_some();
+    let finished = runtime.block_on(async move {
+        let result = run(config, traced).await;
+        // Last, whichever way `run` ended (an early error included): the spans of the
+        // drained requests and of the stopped job runners, flushed within a bound.
+        #[cfg(feature = "otlp")]
+        if let Some(traces) = traces {
+            traces.shutdown().await;
+        }
+        #[cfg(not(feature = "otlp"))]
+        let _ = traces;
+        result
+    });
+    match finished {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -68,17 +105,60 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// The trace exporter, when `otlp_endpoint` is set (and this build has the `otlp` feature).
+#[cfg(feature = "otlp")]
+type Traces = Option<telemetry::Telemetry>;
+#[cfg(not(feature = "otlp"))]
+type Traces = Option<std::convert::Infallible>;
+
+/// Logs to stderr (filtered by `RUST_LOG`, default info) and, with `otlp_endpoint`,
+/// spans to the OTLP collector (their own filter: deployd's spans at info).
+fn init_tracing(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Result<Traces> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    #[cfg(feature = "otlp")]
+    let (traces, otel) = match &config.otlp {
+        Some(otlp) => {
+            let (t, layer) = telemetry::start(otlp, runtime.clone())?;
+            (Some(t), Some(layer))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let (traces, otel): (Traces, Option<tracing_subscriber::layer::Identity>) = {
+        let _ = runtime;
+        if config.otlp.is_some() {
+            anyhow::bail!(
+                "otlp_endpoint is set but this deployd was built without the `otlp` feature"
+            );
+        }
+        (None, None)
+    };
+    let filter = log_filter(tracing_subscriber::EnvFilter::try_from_default_env())?;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let subscriber = tracing_subscriber::registry().with(otel);
+    match config.log_format {
+        LogFormat::Human => subscriber.with(logs.with_filter(filter)).init(),
+        LogFormat::Json => subscriber.with(logs.json().with_filter(filter)).init(),
     }
+    Ok(traces)
+}
+
+/// The log output's filter: `RUST_LOG` (default info), never the trace spans and
+/// events (target [`deploy_engine::TRACE_TARGET`]): they are for the exporter only,
+/// so log lines carry no span prefix of theirs, and with the exporter off nothing is
+/// interested in them (each costs a callsite check).
+fn log_filter(
+    from_env: Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::FromEnvError>,
+) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let filter = from_env.unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let off = format!("{}=off", deploy_engine::TRACE_TARGET)
+        .parse()
+        .context("the trace target's log directive")?;
+    Ok(filter.add_directive(off))
 }
 
 /// The executors of every execution model: SSH, WinRM, the platform APIs (ECS,
@@ -123,7 +203,7 @@ fn executors(config: &Config, hub: &AgentHub) -> ExecutorRegistry {
     executors
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, traced: bool) -> anyhow::Result<()> {
     // First: one live deployd per data directory, so its owner names one live replica.
     let _lock = identity::lock(&config.data_dir)?;
     let owner = identity::owner(config.owner.clone(), &config.data_dir)?;
@@ -149,10 +229,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let resealed = deploy_server::reseal_all(store.as_ref(), &secret_keys)
         .await
         .context("cannot re-seal application secrets under the current key")?;
+    // Webhook signing keys are sealed under the same keys: re-sealed with them.
+    let resealed_webhook_keys = deploy_server::reseal_webhook_keys(store.as_ref(), &secret_keys)
+        .await
+        .context("cannot re-seal webhook signing keys under the current key")?;
     tracing::info!(
         key_file = %config.secrets_key_file.display(),
         current_key = secret_keys.current_id(),
         resealed,
+        resealed_webhook_keys,
         "application secrets key loaded"
     );
 
@@ -195,6 +280,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     engine.set_app_secrets(app_secrets.clone());
     plan_engine.set_app_secrets(app_secrets);
+    #[cfg(feature = "otlp")]
+    if traced {
+        engine.set_trace_link(Arc::new(telemetry::OtelLink));
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = traced;
 
     let preset = std::env::var("DEPLOYD_ADMIN_TOKEN")
         .ok()
@@ -202,6 +293,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     admin_token::first_start(store.as_ref(), &config.data_dir, preset, clock.now())
         .await
         .context("cannot create the first admin token")?;
+
+    // Webhooks: the engine writes deliveries in its own transactions; the notifier
+    // sends them, so no deploy waits on a receiver.
+    let mut notify_config = deploy_server::NotifierConfig::new(owner.clone());
+    notify_config.timeout = config.notify.timeout;
+    notify_config.connect_timeout = config.notify.timeout.min(notify_config.connect_timeout);
+    notify_config.retry = config.notify.retry;
+    let notifier = deploy_server::Notifier::new(
+        store.clone(),
+        secret_keys.clone(),
+        clock.clone(),
+        notify_config,
+    )
+    .map_err(anyhow::Error::msg)?;
 
     let state = ServerState::with_agent_hub(
         engine.clone(),
@@ -219,6 +324,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     state.set_plan_engine(plan_engine);
     state.set_secret_keys(secret_keys);
+    state.set_notifier_counters(notifier.counters());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -249,13 +355,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // (followers reconnect with Last-Event-ID to the next start); in-flight
     // requests get DRAIN to finish; then the engine stops: in-flight tasks get its
     // grace to reach a safe point, the rest are cancelled, and the job leases are
-    // released so the next start resumes them.
+    // released so the next start resumes them; then the webhook notifier stops (a
+    // send it cuts is sent again after a restart); last, queued trace spans are
+    // flushed (bounded by telemetry::SHUTDOWN_FLUSH).
     let engine_shutdown = CancellationToken::new();
     let service = tokio::spawn({
         let engine = engine.clone();
         let shutdown = engine_shutdown.clone();
         async move { engine.serve(shutdown).await }
     });
+    let notifier_stop = CancellationToken::new();
+    let notifier = tokio::spawn(notifier.run(notifier_stop.clone()));
     let http_shutdown = state.shutdown_token();
     let mut server = tokio::spawn({
         let stop = http_shutdown.clone();
@@ -305,10 +415,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = service.await {
         tracing::error!(error = %e, "the engine's service loop panicked");
     }
+    // After the engine: the deliveries its last transitions wrote may still go out;
+    // a send cut here is sent again by the next start (its lease runs out).
+    notifier_stop.cancel();
+    if let Err(e) = notifier.await {
+        tracing::error!(error = %e, "the webhook notifier panicked");
+    }
     reaper_stop.cancel();
     if let Err(e) = reaper.await {
         tracing::error!(error = %e, "the agent reaper panicked");
     }
+    // The queued spans are flushed by the caller, after this returns.
     tracing::info!("deployd stopped");
     result
 }

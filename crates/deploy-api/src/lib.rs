@@ -8,6 +8,7 @@
 
 pub mod agent;
 mod errors;
+mod notifications;
 mod problem;
 mod resources;
 mod role;
@@ -16,6 +17,11 @@ mod secrets;
 
 pub use agent::AGENT_PROTOCOL_VERSION;
 pub use errors::ApiTypeError;
+pub use notifications::{
+    CreateSubscriptionRequest, DELIVERY_HEADER, Delivery, DeliveryAttempt, DeliveryDetail,
+    DeliveryList, EVENT_HEADER, SIGNATURE_HEADER, Subscription, SubscriptionList,
+    WebhookEnvironment, WebhookJob, WebhookPayload, WebhookPromotion,
+};
 pub use problem::{PROBLEM_MEDIA_TYPE, Problem, ProblemType};
 pub use resources::{
     ApprovePromotionRequest, ApprovePromotionResponse, ArtifactSummary, AuditEntry, AuditList,

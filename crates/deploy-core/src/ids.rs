@@ -116,6 +116,10 @@ typed_id!(
     /// Identifies a [`crate::GeneratedArtifact`].
     ArtifactId, "artifact"
 );
+typed_id!(
+    /// Identifies a webhook notification subscription of an environment.
+    SubscriptionId, "notification subscription"
+);
 
 #[cfg(test)]
 mod tests {

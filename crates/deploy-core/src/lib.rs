@@ -21,6 +21,7 @@ mod job_status;
 mod name;
 pub mod naming;
 mod net;
+mod notification;
 mod planner;
 mod promotion;
 mod release;
@@ -33,6 +34,7 @@ mod target;
 mod task;
 mod task_status;
 mod timestamp;
+mod traceparent;
 mod values;
 
 #[cfg(any(test, feature = "testing"))]
@@ -62,14 +64,15 @@ pub use errors::{
 };
 pub use health::{HealthCheck, HealthCheckConfig, HttpExpectation, InstanceProbe, ProbeOutcome};
 pub use ids::{
-    AgentId, ArtifactId, ComponentId, EnvironmentId, JobId, PromotionId, ReleaseId, TargetId,
-    TaskId,
+    AgentId, ArtifactId, ComponentId, EnvironmentId, JobId, PromotionId, ReleaseId, SubscriptionId,
+    TargetId, TaskId,
 };
 pub use image_ref::ImageRef;
 pub use job::DeploymentJob;
 pub use job_status::{JobEvent, JobStatus};
 pub use name::{NAME_MAX_LEN, Name};
 pub use net::{Host, HttpUrl, is_loopback_host};
+pub use notification::{NotificationEvent, delivery_id};
 pub use planner::{BlueGreenPhase, RolloutPlan, Wave, WaveGate, WaveKind, plan};
 pub use promotion::{Promotion, PromotionDecision, PromotionStatus};
 pub use release::{Component, Release, ServiceTemplate};
@@ -85,6 +88,7 @@ pub use target::{Target, TargetType};
 pub use task::{DEFAULT_MAX_ATTEMPTS, DeploymentTask, NewTask};
 pub use task_status::{TaskEvent, TaskStatus};
 pub use timestamp::Timestamp;
+pub use traceparent::{Traceparent, TraceparentError};
 pub use values::{
     COMMAND_MAX_BYTES, CommandSpec, CredentialRef, IdempotencyKey, Labels, UnixPath, Username,
 };

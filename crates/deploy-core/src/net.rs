@@ -98,7 +98,8 @@ impl HttpUrl {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if authority.contains('@') {
             return Err(invalid(
-                "no user or password in the URL (use a credential_ref)",
+                "no user or password in the URL (a target's credentials go in its \
+                 credential_ref; a webhook receiver's token in the URL's path or query)",
             ));
         }
         let (host, port) =

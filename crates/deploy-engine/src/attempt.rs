@@ -8,6 +8,7 @@ use deploy_exec::{ComponentSpec, DeployOutcome, DeployRequest, ExecContext, Exec
 use deploy_health::HealthVerdict;
 use deploy_store::StoreError;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::context::JobContext;
 use crate::engine::Inner;
@@ -73,7 +74,7 @@ async fn attempt(
 ) -> Result<DeploymentTask, StoreError> {
     let cancel = tokens.cancel;
     let target = ctx.target(task.target_id)?.clone();
-    let executor = match inner.executors.for_target(&target) {
+    let executor = match inner.executor_for(&target) {
         Ok(e) => e,
         Err(e) => return fail(inner, tokens, &task, e.is_retryable(), &e.to_string()).await,
     };
@@ -247,11 +248,16 @@ async fn attempt(
             let soak_ms = u64::try_from(soak.as_millis()).unwrap_or(u64::MAX);
             config.min_healthy_time_ms = config.min_healthy_time_ms.max(soak_ms);
         }
-        match inner
+        let span = crate::trace::verify_span(&target);
+        let verified = inner
             .health
             .verify(&target, &config, Some(&slot), cancel)
-            .await
-        {
+            .instrument(span.clone())
+            .await;
+        if let Ok(report) = &verified {
+            crate::trace::record_verification(&span, report);
+        }
+        match verified {
             Ok(report) if report.verdict == HealthVerdict::Healthy => {
                 log.line(&format!(
                     "healthy after {} probe(s): {}",
@@ -425,8 +431,7 @@ pub(crate) async fn run_hook_on(
     which: &str,
 ) -> Result<(), String> {
     let executor = inner
-        .executors
-        .for_target(target)
+        .executor_for(target)
         .map_err(|e| format!("{which} hook could not run: {e}"))?;
     run_hook(executor.as_ref(), target, hook, ctx, which).await
 }

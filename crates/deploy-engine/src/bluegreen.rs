@@ -180,10 +180,7 @@ async fn switch(
     exec_ctx: &ExecContext,
 ) -> Result<bool, String> {
     let proxy = Proxy::of(target)?;
-    let executor = inner
-        .executors
-        .for_target(target)
-        .map_err(|e| e.to_string())?;
+    let executor = inner.executor_for(target).map_err(|e| e.to_string())?;
     let components: Vec<_> = job
         .tasks
         .iter()
@@ -380,7 +377,7 @@ pub(crate) async fn retire_blue(inner: &Inner, ctx: &JobContext, job: &Deploymen
         let Ok(target) = ctx.target(target_id) else {
             continue;
         };
-        let Ok(executor) = inner.executors.for_target(target) else {
+        let Ok(executor) = inner.executor_for(target) else {
             continue;
         };
         let (log, writer) = task_log(inner, log_task(job, target_id));

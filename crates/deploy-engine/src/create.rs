@@ -157,7 +157,10 @@ impl Engine {
         }
         let mut job = self.build_job(request, &promotion).await?;
         job.queued_behind = queued_behind;
-        let created = store.create_job(&job).await?;
+        // The request's trace context goes with the job: whichever replica runs it, the
+        // job's span continues the request's trace.
+        let traceparent = crate::trace::current_traceparent(&self.inner);
+        let created = store.create_job_traced(&job, traceparent).await?;
         if created.created {
             self.inner.job_created.notify_one();
         }

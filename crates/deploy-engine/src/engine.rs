@@ -52,6 +52,9 @@ pub(crate) struct Inner {
     /// Application secrets (`secret:NAME` env values), set once by the embedder; without
     /// them a job referencing a secret is refused.
     pub app_secrets: std::sync::OnceLock<Arc<dyn crate::app_secrets::AppSecrets>>,
+    /// Joins the engine's spans to distributed traces, set once by the embedder; without
+    /// it no trace context is stored or adopted.
+    pub trace: std::sync::OnceLock<Arc<dyn crate::trace::TraceLink>>,
 }
 
 impl Engine {
@@ -81,6 +84,7 @@ impl Engine {
                 running: Mutex::new(BTreeMap::new()),
                 job_created: tokio::sync::Notify::new(),
                 app_secrets: std::sync::OnceLock::new(),
+                trace: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -90,6 +94,18 @@ impl Engine {
         if self.inner.app_secrets.set(secrets).is_err() {
             tracing::warn!("application secrets were already set; the second set is ignored");
         }
+    }
+
+    /// How the engine's spans join distributed traces (once; a second call is ignored).
+    pub fn set_trace_link(&self, link: Arc<dyn crate::trace::TraceLink>) {
+        if self.inner.trace.set(link).is_err() {
+            tracing::warn!("the trace link was already set; the second is ignored");
+        }
+    }
+
+    /// The trace link set by the embedder, if any.
+    pub fn trace_link(&self) -> Option<&Arc<dyn crate::trace::TraceLink>> {
+        self.inner.trace.get()
     }
 
     /// Every transition from now on, as it is persisted.
@@ -187,6 +203,17 @@ impl Inner {
         });
     }
 
+    /// The executor of `target`, every call of it traced when trace spans are wanted
+    /// ([`crate::trace::traced_executor`]).
+    pub(crate) fn executor_for(
+        &self,
+        target: &deploy_core::Target,
+    ) -> Result<Arc<dyn deploy_exec::Executor>, deploy_exec::ExecError> {
+        self.executors
+            .for_target(target)
+            .map(crate::trace::traced_executor)
+    }
+
     /// Starts a rollback of the failed `job` with `rollback`'s job, atomically
     /// ([`deploy_store::Store::start_rollback`]), then publishes the transition.
     pub(crate) async fn start_rollback(
@@ -196,9 +223,12 @@ impl Inner {
         cause: &str,
     ) -> Result<(DeploymentJob, DeploymentJob), StoreError> {
         let now = self.clock.now();
+        // The rollback joins the trace it was started in: the failed job's run (an
+        // automatic rollback) or the request asking for it (a manual one).
+        let traceparent = crate::trace::current_traceparent(self);
         let (updated, created) = self
             .store
-            .start_rollback(job.id, job.version, rollback, now, cause)
+            .start_rollback_traced(job.id, job.version, rollback, now, cause, traceparent)
             .await?;
         // The rollback job is claimed and run like any new job: at once, here.
         self.job_created.notify_one();

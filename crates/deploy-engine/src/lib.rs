@@ -22,6 +22,7 @@ mod preview;
 mod rollback;
 mod runner;
 mod service;
+mod trace;
 mod verify;
 
 pub use app_secrets::{AppSecrets, AppSecretsError, ResolvedSecret};
@@ -35,10 +36,12 @@ pub use context::CONTAINER_PREFIX_LABEL;
 pub use create::{
     JobRequest, check_release_for_environment, check_release_template, release_template,
 };
+pub use deploy_core::{Traceparent, TraceparentError};
 pub use engine::Engine;
 pub use errors::EngineError;
 pub use events::EngineEvent;
 pub use preview::{Preview, PreviewEntry, PreviewWave};
+pub use trace::{TRACE_TARGET, TraceLink};
 
 #[cfg(test)]
 mod tests;

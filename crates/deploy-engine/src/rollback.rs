@@ -222,7 +222,12 @@ async fn create_rollback(
     reason: &str,
 ) -> Result<(RollbackPlan, DeploymentJob), EngineError> {
     let plan = plan(inner, job, attempt, reason).await?;
-    let created = inner.store.create_job(&plan.job).await?;
+    // Asked for by a request (a manual rollback): the job joins the request's trace.
+    let traceparent = crate::trace::current_traceparent(inner);
+    let created = inner
+        .store
+        .create_job_traced(&plan.job, traceparent)
+        .await?;
     if created.created {
         inner.job_created.notify_one();
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deploy_core::{
     Action, DecideInput, DeploymentJob, DeploymentTask, JobEvent, JobId, JobStatus, Strategy,
-    TaskEvent, TaskId, decide,
+    TaskEvent, TaskId, TaskStatus, decide,
 };
 use deploy_store::StoreError;
 use tokio::sync::mpsc;
@@ -16,7 +16,12 @@ use crate::attempt::{Phase, run_attempt};
 use crate::context::JobContext;
 use crate::engine::{Engine, Inner, RunHandle};
 use crate::errors::EngineError;
+use crate::trace;
 use crate::{bluegreen, rollback, verify};
+use tracing::Instrument;
+
+/// The longest a run waits for its job's trace context before running untraced.
+const TRACE_CONTEXT_READ: Duration = Duration::from_secs(5);
 
 /// Reload the whole job at least this often, to see writes of other replicas (a cancel).
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -46,11 +51,44 @@ impl Engine {
                 },
             );
         }
-        let result = run(self.inner.clone(), id, cancel, stop, abandon).await;
+        let span = self.job_span(id).await;
+        let result = run(self.inner.clone(), id, cancel, stop, abandon)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(job) => span.record("job.status", job.status.as_str()),
+            Err(_) => span
+                .record("job.status", "runner_error")
+                .record("otel.status_code", "error"),
+        };
         if let Ok(mut running) = self.inner.running.lock() {
             running.remove(&id);
         }
         result
+    }
+
+    /// The span of one run of job `id`: a root here, whose parent is the trace context
+    /// stored with the job (the request that created it), adopted through the trace
+    /// link, so a job resumed by another replica or after a restart stays in its trace.
+    async fn job_span(&self, id: JobId) -> tracing::Span {
+        let span = trace::job_span(id);
+        if let Some(link) = self.inner.trace.get() {
+            // Bounded: a trace is not worth stalling the job on a slow database.
+            let read =
+                tokio::time::timeout(TRACE_CONTEXT_READ, self.inner.store.job_trace_context(id))
+                    .await;
+            match read {
+                Ok(Ok(Some(parent))) => link.adopt(&span, &parent),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(job = %id, error = %e, "cannot read the job's trace context")
+                }
+                Err(_) => {
+                    tracing::debug!(job = %id, "the job's trace context was not read in time")
+                }
+            }
+        }
+        span
     }
 
     /// Runs job `id` with [`Engine::run_job`] and, while it is rolling back, its
@@ -128,6 +166,11 @@ struct Run {
     /// A worker's dispatch write failed other than by a conflict: the run stops with
     /// it, as it does when a write of the loop's own fails.
     failed: Option<StoreError>,
+    /// The job's span (the run's), parent of the wave spans.
+    span: tracing::Span,
+    /// The spans of the waves this run dispatched to, by wave; a wave's span is dropped
+    /// when a later wave starts and ends once its last task's span has ended.
+    waves: BTreeMap<u32, tracing::Span>,
 }
 
 /// What the loop does after an action.
@@ -161,6 +204,8 @@ async fn run(
         stop,
         abandon,
         failed: None,
+        span: tracing::Span::current(),
+        waves: BTreeMap::new(),
     };
     let mut reloaded = tokio::time::Instant::now();
     let mut stale = false;
@@ -446,32 +491,77 @@ impl Run {
     /// error (as a failed write of the loop's own does); one that finds the job
     /// cancelled or the engine stopping before writing reports the task unchanged.
     fn start_worker(&mut self, task: DeploymentTask, phase: Phase, dispatch: bool) {
+        let span = self.task_span(&task);
         let token = CancellationToken::new();
         self.live.insert(task.id, token.clone());
         let soak = soak_of(&self.job, task.wave);
         let (inner, ctx, done) = (self.inner.clone(), self.ctx.clone(), self.done_tx.clone());
         let stopping = self.workers_stop.clone();
-        tokio::spawn(async move {
-            let id = task.id;
-            let task = if !dispatch {
-                task
-            } else if token.is_cancelled() || stopping.is_cancelled() {
-                let _ = done.send((id, Ok(Some(task))));
-                return;
-            } else {
-                let cause = dispatch_cause(&task);
-                match inner.task_event(&task, TaskEvent::Dispatch, &cause).await {
-                    Ok(task) => task,
-                    Err(e) => {
-                        tracing::warn!(task = %id, error = %e, "dispatch not written");
-                        let _ = done.send((id, Err(e)));
-                        return;
+        tokio::spawn(
+            async move {
+                let id = task.id;
+                let task = if !dispatch {
+                    task
+                } else if token.is_cancelled() || stopping.is_cancelled() {
+                    tracing::Span::current().record("task.status", "not_started");
+                    let _ = done.send((id, Ok(Some(task))));
+                    return;
+                } else {
+                    let cause = dispatch_cause(&task);
+                    match inner.task_event(&task, TaskEvent::Dispatch, &cause).await {
+                        Ok(task) => task,
+                        Err(e) => {
+                            tracing::Span::current()
+                                .record("task.status", "not_started")
+                                .record("otel.status_code", "error");
+                            tracing::warn!(task = %id, error = %e, "dispatch not written");
+                            let _ = done.send((id, Err(e)));
+                            return;
+                        }
                     }
+                };
+                let span = tracing::Span::current();
+                span.record("task.attempt", task.attempt_number);
+                let last = run_attempt(inner, ctx, task, phase, soak, token, stopping).await;
+                match &last {
+                    Some(task) => span.record("task.status", task.status.as_str()),
+                    None => span.record("task.status", "unwritten"),
+                };
+                if last
+                    .as_ref()
+                    .is_some_and(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Retrying))
+                {
+                    span.record("otel.status_code", "error");
                 }
-            };
-            let last = run_attempt(inner, ctx, task, phase, soak, token, stopping).await;
-            let _ = done.send((id, Ok(last)));
-        });
+                let _ = done.send((id, Ok(last)));
+            }
+            .instrument(span),
+        );
+    }
+
+    /// The span of one attempt of `task` ([`trace::task_span`]), under its wave's.
+    fn task_span(&mut self, task: &DeploymentTask) -> tracing::Span {
+        let wave = self.wave_span(task.wave);
+        let target = self
+            .ctx
+            .target(task.target_id)
+            .map(|t| t.name.as_str())
+            .unwrap_or_default();
+        trace::task_span(&wave, task, target)
+    }
+
+    /// The span of wave `wave` of this run, made when the wave's first task starts; the
+    /// spans of earlier waves are let go (each ends with its last task's span).
+    fn wave_span(&mut self, wave: u32) -> tracing::Span {
+        if let Some(span) = self.waves.get(&wave) {
+            return span.clone();
+        }
+        // Whatever order the waves go in (a rollback's may go backwards), the spans of
+        // the others are let go; each ends once its tasks' spans have.
+        self.waves.clear();
+        let span = trace::wave_span(&self.span, self.job.id, wave);
+        self.waves.insert(wave, span.clone());
+        span
     }
 
     /// Lets live workers finish within the shutdown grace (none when the lease is

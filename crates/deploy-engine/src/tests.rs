@@ -7,3 +7,4 @@ mod fake;
 mod mixed;
 mod scenarios;
 mod service;
+mod trace;

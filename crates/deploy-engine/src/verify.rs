@@ -14,8 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::JobContext;
 use crate::engine::Inner;
+use crate::trace::failed_check_call;
 
 /// Runs health-check commands, and probes deployed instances, on targets through their executors.
+/// Its executors are not traced call by call ([`crate::trace::traced_executor`]): a
+/// soak probes for minutes, so only failed calls are marked, as events of the
+/// verification's span ([`crate::trace::verify_span`]).
 #[derive(Clone)]
 pub(crate) struct ExecCommandRunner {
     pub executors: ExecutorRegistry,
@@ -53,10 +57,11 @@ impl InstanceProber for ExecCommandRunner {
         cancel: CancellationToken,
     ) -> Result<Vec<PublishedPort>, String> {
         let (executor, ctx) = self.silent(target, cancel, timeout)?;
-        executor
-            .instance(target, slot, &ctx)
-            .await
-            .map_err(|e| e.to_string())
+        let found = executor.instance(target, slot, &ctx).await;
+        if found.is_err() {
+            failed_check_call("executor.instance", target);
+        }
+        found.map_err(|e| e.to_string())
     }
 
     async fn probe(
@@ -67,10 +72,11 @@ impl InstanceProber for ExecCommandRunner {
     ) -> Result<ProbeOutcome, String> {
         let (executor, ctx) =
             self.silent(target, cancel, Duration::from_millis(probe.timeout_ms))?;
-        executor
-            .probe(target, probe, &ctx)
-            .await
-            .map_err(|e| e.to_string())
+        let probed = executor.probe(target, probe, &ctx).await;
+        if !probed.as_ref().is_ok_and(|outcome| outcome.healthy) {
+            failed_check_call("executor.probe", target);
+        }
+        probed.map_err(|e| e.to_string())
     }
 }
 
@@ -113,10 +119,11 @@ impl CommandRunner for ExecCommandRunner {
         cancel: CancellationToken,
     ) -> Result<CommandOutput, String> {
         let (executor, ctx) = self.silent(target, cancel, timeout)?;
-        let out = executor
-            .run_command(target, command, &ctx)
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = executor.run_command(target, command, &ctx).await;
+        if !out.as_ref().is_ok_and(|out| out.exit_status == 0) {
+            failed_check_call("executor.run_command", target);
+        }
+        let out = out.map_err(|e| e.to_string())?;
         Ok(CommandOutput {
             exit_code: i32::try_from(out.exit_status).unwrap_or(i32::MAX),
             output: out.stdout,

@@ -70,15 +70,20 @@ impl AccessLine {
                 )
             };
         }
-        let route = self.route.as_str();
-        let frequent =
-            crate::audit::UNAUDITED_ROUTES.contains(&route) || QUIET_ROUTES.contains(&route);
-        if frequent && self.status.is_success() {
+        if is_frequent(&self.route) && self.status.is_success() {
             line!(debug);
         } else {
             line!(info);
         }
     }
+}
+
+/// Whether `route` is called by machines several times a second or on a timer: the
+/// agent data plane (polls, log chunks, results; already in job events and task logs)
+/// and [`QUIET_ROUTES`]. Their successes are logged at debug; they start no trace of
+/// their own ([`trace_span`]).
+fn is_frequent(route: &str) -> bool {
+    crate::audit::UNAUDITED_ROUTES.contains(&route) || QUIET_ROUTES.contains(&route)
 }
 
 /// The middleware: see the module doc.
@@ -99,9 +104,22 @@ pub(crate) async fn observe(
     let path = request.uri().path().to_owned();
     let remote = crate::audit::remote_of(request.extensions(), request.headers());
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
-    let mut response = next.run(request).instrument(span).await;
+    // The trace span (with tracing on) goes inside the log span: handlers see it as the
+    // current span (a job created here joins its trace), the log output never sees it.
+    let traced = trace_span(&state, request.headers(), &method, &route, &id);
+    let mut response = next
+        .run(request)
+        .instrument(traced.clone())
+        .instrument(span)
+        .await;
     let duration = started.elapsed();
     let status = response.status();
+    if !traced.is_disabled() {
+        traced.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            traced.record("otel.status_code", "error");
+        }
+    }
     if let Some(value) = id.header_value() {
         response.headers_mut().insert(request_id::HEADER, value);
     }
@@ -139,6 +157,72 @@ pub(crate) async fn observe(
     Response::from_parts(parts, body)
 }
 
+/// The request's trace span, when tracing is on (the engine has a trace link):
+/// [`Span::none`](tracing::Span::none) otherwise, so with tracing off a request costs
+/// nothing more. A request carrying one W3C `traceparent` continues the caller's trace
+/// (its sampled flag decides whether this part is recorded too); one without starts a
+/// trace, except on the frequent routes (probes, scrapes, agent polls), whose traces
+/// would bury the deploys' and fill the export queue.
+fn trace_span(
+    state: &ServerState,
+    headers: &axum::http::HeaderMap,
+    method: &Method,
+    route: &str,
+    id: &RequestId,
+) -> tracing::Span {
+    let Some(link) = state.engine().trace_link() else {
+        return tracing::Span::none();
+    };
+    let parent = incoming_traceparent(headers);
+    if parent.is_none() && is_frequent(route) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: deploy_engine::TRACE_TARGET,
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %id,
+    );
+    if let Some(parent) = parent {
+        link.adopt(&span, &parent);
+    }
+    span
+}
+
+/// The caller's trace context: the request's one `traceparent` header, when it reads
+/// as one. None when it does not, or when there are several (the W3C specification
+/// makes that invalid): the request then starts a trace of its own. `tracestate` is
+/// not carried over (deployd adds no vendor entry and needs none).
+pub(crate) fn incoming_traceparent(
+    headers: &axum::http::HeaderMap,
+) -> Option<deploy_engine::Traceparent> {
+    let mut values = headers.get_all(TRACEPARENT).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        tracing::debug!("incoming traceparent ignored: more than one header");
+        return None;
+    }
+    match value.to_str().map(deploy_engine::Traceparent::parse) {
+        Ok(Ok(parent)) => Some(parent),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "incoming traceparent ignored");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("incoming traceparent ignored: not visible ASCII");
+            None
+        }
+    }
+}
+
+/// The W3C Trace Context header.
+const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+
 fn is_event_stream(response: &Response) -> bool {
     response
         .headers()
@@ -168,5 +252,39 @@ impl Drop for StreamEnd {
         self.line.duration = self.started.elapsed();
         self.line.bytes = Some(self.bytes);
         self.line.emit("stream ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(TRACEPARENT, HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn exactly_one_readable_traceparent_is_taken() {
+        let one = incoming_traceparent(&headers(&[GOOD.as_bytes()])).unwrap();
+        assert_eq!(one.to_string(), GOOD);
+        for (why, given) in [
+            ("none", headers(&[])),
+            (
+                "two, even equal",
+                headers(&[GOOD.as_bytes(), GOOD.as_bytes()]),
+            ),
+            ("unreadable", headers(&[b"00-nothex"])),
+            ("not visible ASCII", headers(&[b"00-\xff"])),
+        ] {
+            assert_eq!(incoming_traceparent(&given), None, "{why}");
+        }
     }
 }

@@ -21,6 +21,7 @@ mod console;
 mod errors;
 mod http_metrics;
 mod metrics;
+mod notify;
 mod openapi;
 mod params;
 mod request_id;
@@ -40,6 +41,10 @@ pub use app_secrets::{
 pub use audit::UNAUDITED_ROUTES;
 pub use config::{BuildInfo, ServerConfig};
 pub use errors::ServerError;
+pub use notify::{
+    Notifier, NotifierConfig, NotifierCounters, ResealKeysError, RetrySchedule,
+    reseal_webhook_keys, sign, verify,
+};
 pub use routes::{openapi, router};
 pub use state::{DEFAULT_AGENT_HEARTBEAT_TIMEOUT, ServerState};
 pub use tls::{HANDSHAKE_TIMEOUT, PeerAddr, TlsError, TlsListener, tls_acceptor};

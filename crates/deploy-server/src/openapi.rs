@@ -31,6 +31,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
         (name = "tasks", description = "tasks and their logs"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "secrets", description = "application secrets (admin): written and listed, never read back"),
+        (name = "notifications", description = "webhook subscriptions (admin) and their delivery log"),
         (name = "agents", description = "agents as operators see them: bootstrap tokens, list, revoke"),
         (name = "agent", description = "the agent protocol (bearer = a bootstrap token to register, else the agent's credential; API tokens are refused)"),
         (name = "operations", description = "health, readiness, metrics and this document")

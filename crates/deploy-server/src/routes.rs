@@ -24,6 +24,7 @@ mod audit;
 mod environments;
 pub(crate) mod job_streams;
 pub(crate) mod jobs;
+mod notifications;
 mod operations;
 mod plan;
 pub(crate) mod promotions;
@@ -114,6 +115,14 @@ fn api_router() -> OpenApiRouter<ServerState> {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(secrets::list_secrets))
         .routes(routes!(secrets::put_secret, secrets::delete_secret))
+        .routes(routes!(
+            notifications::list_subscriptions,
+            notifications::create_subscription
+        ))
+        .routes(routes!(notifications::remove_subscription))
+        .routes(routes!(notifications::rotate_key))
+        .routes(routes!(notifications::list_deliveries))
+        .routes(routes!(notifications::get_delivery))
         .routes(routes!(
             agents::create_bootstrap_token,
             agents::list_bootstrap_tokens

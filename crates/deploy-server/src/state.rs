@@ -37,6 +37,8 @@ struct Shared {
     agent_keys: crate::agent_auth::AgentKeys,
     /// The keys application secrets are sealed with (`None`: the secrets routes answer 503).
     secret_keys: OnceLock<Arc<crate::app_secrets::SecretKeys>>,
+    /// What this process's webhook notifier sent, for `/metrics` (`None`: no notifier).
+    notifier: OnceLock<Arc<crate::notify::NotifierCounters>>,
 }
 
 /// The heartbeat timeout of the hub [`ServerState::new`] makes.
@@ -73,6 +75,7 @@ impl ServerState {
                 agents,
                 agent_keys: crate::agent_auth::AgentKeys::default(),
                 secret_keys: OnceLock::new(),
+                notifier: OnceLock::new(),
             }),
         }
     }
@@ -103,6 +106,18 @@ impl ServerState {
         if self.inner.secret_keys.set(keys).is_err() {
             tracing::warn!("the secrets keys were already set; keeping the first");
         }
+    }
+
+    /// Sets the counters of the webhook notifier running beside this server, shown on
+    /// `/metrics`. Only the first call counts.
+    pub fn set_notifier_counters(&self, counters: Arc<crate::notify::NotifierCounters>) {
+        if self.inner.notifier.set(counters).is_err() {
+            tracing::warn!("the notifier counters were already set; keeping the first");
+        }
+    }
+
+    pub(crate) fn notifier_counters(&self) -> Option<&crate::notify::NotifierCounters> {
+        self.inner.notifier.get().map(Arc::as_ref)
     }
 
     pub(crate) fn secret_keys(&self) -> Option<&crate::app_secrets::SecretKeys> {

@@ -816,6 +816,66 @@ async fn role_matrix() {
             None,
         )
     }));
+    // Webhook subscriptions: admin only (deployd POSTs where they point); the
+    // delivery log: deployer. Unknown ids: authorized, then 404.
+    const NO_SUCH_ID: &str = "019b76da-a800-7000-8000-000000000001";
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            "/api/v1/notifications".into(),
+            Some(
+                json!({"environment": env, "url": "https://hooks.example.com/x",
+                        "events": ["job.failed"]}),
+            ),
+            Role::Admin,
+            None,
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/notifications".into(),
+            None,
+            Role::Admin,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "POST",
+            format!("/api/v1/notifications/{NO_SUCH_ID}/rotate-key"),
+            None,
+            Role::Admin,
+            None,
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "DELETE",
+            format!("/api/v1/notifications/{NO_SUCH_ID}"),
+            None,
+            Role::Admin,
+            None,
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            "/api/v1/notifications/deliveries".into(),
+            None,
+            Role::Deployer,
+            Some(200),
+        )
+    }));
+    cases.push(Box::new(|_| {
+        (
+            "GET",
+            format!("/api/v1/notifications/deliveries/{NO_SUCH_ID}"),
+            None,
+            Role::Deployer,
+            None,
+        )
+    }));
     // Revoking a revoked token again answers it again.
     cases.push(Box::new(|_| {
         (
@@ -1544,6 +1604,7 @@ mod console_jobs;
 mod console_overview;
 mod job_logs;
 mod metrics;
+mod notifications;
 mod observe;
 mod openapi;
 mod operator;

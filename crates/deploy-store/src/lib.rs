@@ -78,6 +78,7 @@
 mod app_secrets;
 mod errors;
 mod model;
+mod notifications;
 mod pg_commit;
 mod pg_tls;
 mod postgres;
@@ -100,6 +101,10 @@ pub use model::{
     AuditRecord, BootstrapBinding, ConsoleSession, Created, JobEventRecord, JobQuery, JobSummary,
     LastKnownGood, LogChunk, MAX_LOG_CHUNK_BYTES, MAX_LOG_CHUNKS_PER_TASK, TargetTaskState,
     TaskCounts,
+};
+pub use notifications::{
+    AttemptOutcome, DeliveryFilter, NotificationAttempt, NotificationDelivery, NotificationStatus,
+    NotificationSubscription,
 };
 pub use postgres::{PgConfig, PgStore};
 pub use relay::{

@@ -18,10 +18,12 @@ pub(crate) mod decide;
 mod jobs;
 mod leases;
 mod logs;
+mod notifications;
 mod relay;
 mod store_impl;
 mod tasks;
 mod tokens;
+mod trace_context;
 
 pub(crate) use agents::agents_sql;
 pub(crate) use app_secrets::app_secrets_sql;
@@ -31,10 +33,12 @@ pub(crate) use decide::{TaskEventRequest, apply_task_request};
 pub(crate) use jobs::jobs_sql;
 pub(crate) use leases::{claim_sql, leases_sql};
 pub(crate) use logs::logs_sql;
+pub(crate) use notifications::{notification_claim_sql, notifications_sql};
 pub(crate) use relay::relay_sql;
 pub(crate) use store_impl::store_impl;
 pub(crate) use tasks::{task_update_sql, tasks_sql};
 pub(crate) use tokens::tokens_sql;
+pub(crate) use trace_context::trace_context_sql;
 
 /// Expands the `Store` implementation for `$store` over the sqlx database `$db`.
 macro_rules! sql_store {
@@ -49,6 +53,8 @@ macro_rules! sql_store {
         crate::sql::logs_sql!($store, $db);
         crate::sql::relay_sql!($store, $db);
         crate::sql::app_secrets_sql!($store, $db);
+        crate::sql::notifications_sql!($store, $db);
+        crate::sql::trace_context_sql!($store, $db);
         crate::sql::store_impl!($store);
     };
 }

@@ -278,7 +278,7 @@ async fn replace(
     force: bool,
     fail_replace: bool,
 ) -> Result<PathBuf, StoreError> {
-    let forced = match quiesce(database).await {
+    let forced = match quiesce_patiently(database).await {
         Ok(()) => false,
         Err(e @ StoreError::CurrentUnreadable { .. }) if force => {
             tracing::warn!(error = %e, "restoring over a database that cannot be checkpointed");
@@ -312,6 +312,25 @@ async fn replace(
     rename_in(temp, database, fail_replace).map_err(|e| undo(&moved, e))?;
     remove_sidecars(database)?;
     Ok(aside)
+}
+
+/// [`quiesce`], tried again for a few seconds while it answers busy: a connection that
+/// was just closed (a deployd stopped a moment ago, or `sqlx` finishing a close on its
+/// worker thread on a loaded machine) can hold the file a little longer. A deployd
+/// that really runs keeps it busy throughout, and is refused after the last try.
+async fn quiesce_patiently(database: &Path) -> Result<(), StoreError> {
+    const TRIES: u32 = 4;
+    let mut pause = std::time::Duration::from_millis(100);
+    for _ in 1..TRIES {
+        match quiesce(database).await {
+            Err(StoreError::DatabaseBusy { .. }) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+    quiesce(database).await
 }
 
 /// Checkpoints the database at `database` into its file and switches it out of WAL,

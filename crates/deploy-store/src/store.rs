@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use deploy_core::{
     AgentId, DeploymentJob, DeploymentTask, Digest, Environment, EnvironmentId, JobEvent, JobId,
     JobStatus, Promotion, PromotionId, Release, ReleaseId, Target, TaskEvent, TaskId, Timestamp,
+    Traceparent,
 };
 
 use crate::app_secrets::AppSecretRecord;
@@ -85,6 +86,12 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Release>, StoreError>;
     async fn put_promotion(&self, promotion: &Promotion) -> Result<(), StoreError>;
+    /// Inserts a requested promotion that waits for someone else's approval, with its
+    /// `approval.requested` webhook deliveries, in one transaction.
+    async fn put_promotion_awaiting_approval(
+        &self,
+        promotion: &Promotion,
+    ) -> Result<(), StoreError>;
     async fn get_promotion(&self, id: PromotionId) -> Result<Promotion, StoreError>;
     /// Writes a promotion's decision and approvals (status, decided_by, decided_at,
     /// approvals, rejection reason) if its stored version is still `promotion.version`,
@@ -126,7 +133,20 @@ pub trait Store: Send + Sync {
     /// idempotency key exists, returns that job with `created: false`. The
     /// database refuses a second non-terminal job in one environment:
     /// [`StoreError::EnvironmentLocked`] names the running job.
-    async fn create_job(&self, job: &DeploymentJob) -> Result<Created<DeploymentJob>, StoreError>;
+    async fn create_job(&self, job: &DeploymentJob) -> Result<Created<DeploymentJob>, StoreError> {
+        self.create_job_traced(job, None).await
+    }
+    /// [`Store::create_job`], recording with a new job, in its transaction, the W3C
+    /// `traceparent` of the request that created it: the remote parent of the job's
+    /// span wherever it runs. An existing job keeps what it had.
+    async fn create_job_traced(
+        &self,
+        job: &DeploymentJob,
+        traceparent: Option<Traceparent>,
+    ) -> Result<Created<DeploymentJob>, StoreError>;
+    /// The `traceparent` recorded with job `job` when it was created, if any (one that
+    /// no longer parses is [`StoreError::Corrupt`]).
+    async fn job_trace_context(&self, job: JobId) -> Result<Option<Traceparent>, StoreError>;
     /// A job with its tasks (in order) and artifacts.
     async fn get_job(&self, id: JobId) -> Result<DeploymentJob, StoreError>;
     async fn get_task(&self, id: TaskId) -> Result<DeploymentTask, StoreError>;
@@ -199,6 +219,21 @@ pub trait Store: Send + Sync {
         rollback: &DeploymentJob,
         now: Timestamp,
         cause: &str,
+    ) -> Result<(DeploymentJob, DeploymentJob), StoreError> {
+        self.start_rollback_traced(id, expected_version, rollback, now, cause, None)
+            .await
+    }
+    /// [`Store::start_rollback`], recording with the rollback job, in the same
+    /// transaction, the `traceparent` it was started under (the failed job's run, or
+    /// the request asking for it), as [`Store::create_job_traced`] does.
+    async fn start_rollback_traced(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        rollback: &DeploymentJob,
+        now: Timestamp,
+        cause: &str,
+        traceparent: Option<Traceparent>,
     ) -> Result<(DeploymentJob, DeploymentJob), StoreError>;
     /// Applies `event` to the task at `expected_version`, bumps its version and
     /// appends the event, in one transaction. A `fail` records `cause` as the task's error.
@@ -483,6 +518,89 @@ pub trait Store: Send + Sync {
         sealed: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    // Webhook notifications (`notifications.rs`): deliveries are written by the job
+    // transitions and promotion requests that raise them; the server's dispatcher sends.
+
+    /// Inserts a subscription unless its environment has `max_live` live ones already
+    /// (false: nothing written; concurrent inserts cannot pass the bound together); an
+    /// existing id is [`StoreError::AlreadyExists`].
+    async fn put_notification_subscription(
+        &self,
+        subscription: &crate::NotificationSubscription,
+        max_live: u32,
+    ) -> Result<bool, StoreError>;
+    /// The subscription `id`, removed or not.
+    async fn get_notification_subscription(
+        &self,
+        id: deploy_core::SubscriptionId,
+    ) -> Result<Option<crate::NotificationSubscription>, StoreError>;
+    /// The live subscriptions, of one environment or all, oldest first.
+    async fn list_notification_subscriptions(
+        &self,
+        environment: Option<EnvironmentId>,
+    ) -> Result<Vec<crate::NotificationSubscription>, StoreError>;
+    /// Removes a subscription at `now` (its row and log stay) and gives up its pending
+    /// deliveries, in one transaction; false when it was unknown or removed already.
+    async fn remove_notification_subscription(
+        &self,
+        id: deploy_core::SubscriptionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the sealed signing key of live subscription `id`; with `old_sealed`, only
+    /// while the row still holds that value (a re-seal that lost to a rotation changes
+    /// nothing). False when nothing was replaced.
+    async fn replace_notification_key(
+        &self,
+        id: deploy_core::SubscriptionId,
+        old_sealed: Option<String>,
+        key_id: &str,
+        sealed: &str,
+    ) -> Result<bool, StoreError>;
+    /// Claims for `owner`, until `now + lease`, up to `limit` pending deliveries due at
+    /// `now` that nobody holds, oldest first; never one while an earlier delivery of its
+    /// subscription and job (or promotion) is pending, nor more than `per_subscription`
+    /// in flight for one subscription. Each goes to one claimer.
+    async fn claim_notification_deliveries(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+        per_subscription: u32,
+    ) -> Result<Vec<crate::NotificationDelivery>, StoreError>;
+    /// Ends every lease `owner` holds on pending deliveries (at start-up: the previous
+    /// process of this owner, whose sends were cut, holds them); how many.
+    async fn release_notification_leases(&self, owner: &str) -> Result<u64, StoreError>;
+    /// Deletes delivered and failed deliveries (and their attempts) that finished before
+    /// `before`; how many deliveries.
+    async fn prune_notification_deliveries(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// How many deliveries are pending.
+    async fn pending_notification_deliveries(&self) -> Result<u64, StoreError>;
+    /// Records an attempt of a delivery `owner` holds and what it leaves (delivered,
+    /// failed, or pending again at a later time; the lease ends), in one transaction;
+    /// false when `owner` no longer holds it (nothing is written).
+    async fn record_notification_attempt(
+        &self,
+        owner: &str,
+        outcome: &crate::AttemptOutcome,
+    ) -> Result<bool, StoreError>;
+    /// Deliveries newest first that match `filter`, at most `limit`.
+    async fn list_notification_deliveries(
+        &self,
+        filter: &crate::DeliveryFilter,
+        limit: u32,
+    ) -> Result<Vec<crate::NotificationDelivery>, StoreError>;
+    /// The delivery `id`, if any.
+    async fn get_notification_delivery(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<crate::NotificationDelivery>, StoreError>;
+    /// The attempts of delivery `id`, first first.
+    async fn notification_attempts(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Vec<crate::NotificationAttempt>, StoreError>;
 
     // The agent relay (`relay.rs`): what crosses deployd replicas between an executor and
     // the replica its agent polls.

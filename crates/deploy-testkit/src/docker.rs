@@ -67,7 +67,9 @@ impl ContainerCleanup {
         if let Ok(ids) = run_checked("docker", &["ps", "-aq", "--filter", &filter]) {
             let ids: Vec<&str> = ids.split_whitespace().collect();
             if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
+                // -v: with their anonymous volumes (an image's VOLUME the test did not
+                // mount), which would otherwise outlive them, data and credentials included.
+                let mut args = vec!["rm", "-f", "-v"];
                 args.extend(ids);
                 let _ = run_checked("docker", &args);
             }

@@ -16,6 +16,19 @@ pub fn free_port() -> Result<u16, TestkitError> {
     Ok(port)
 }
 
+/// Fails, naming the address, when `ip:port` cannot be bound (another process listens
+/// there); `what` is the peer about to be started on it. For fixtures that must listen
+/// on a fixed address: a taken port is then reported before the peer is started, not
+/// discovered later as a peer that answers but is not ours.
+pub(crate) fn ensure_port_free(ip: &str, port: u16, what: &str) -> Result<(), TestkitError> {
+    TcpListener::bind((ip, port))
+        .map(drop)
+        .map_err(TestkitError::io(format!(
+            "bind {ip}:{port} for {what} (`ss -ltnp 'sport = :{port}'` names a process \
+             listening there)"
+        )))
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, TestkitError> {
     tempfile::Builder::new()

@@ -1,4 +1,4 @@
-//! `SshdHosts`: N real OpenSSH servers on 127.0.0.1..N, with generated host and client keys and the `/bin/sh` test user.
+//! `SshdHosts`: N real OpenSSH servers on 127.0.0.1..N (or one at a fixed address), with generated host and client keys and the `/bin/sh` test user.
 
 use std::fmt::Write as _;
 use std::net::TcpStream;
@@ -8,17 +8,20 @@ use std::time::{Duration, Instant};
 
 use crate::docker::run_checked;
 use crate::errors::TestkitError;
-use crate::process::{free_port, require_program, temp_dir};
+use crate::process::{ensure_port_free, free_port, require_program, temp_dir};
 
 /// The dedicated login of the SSH tests (created by `scripts/peers/ssh.sh`): shell `/bin/sh`, in group `docker`.
 pub const SSH_TEST_USER: &str = "deploytest";
 
 const HINT: &str = "`apt-get install openssh-server openssh-client` (scripts/peers/ssh.sh does)";
 
-/// N sshd processes, host `i` (1-based) listening on `127.0.0.i:port`; stopped on drop.
+/// N sshd processes, host `i` (1-based) listening on `127.0.0.i:port` (or the one host
+/// of [`SshdHosts::start_at`] on its fixed address); stopped on drop.
 #[derive(Debug)]
 pub struct SshdHosts {
     dir: tempfile::TempDir,
+    /// The address of [`SshdHosts::start_at`]'s one host; `None`: host `i` is `127.0.0.i`.
+    fixed_ip: Option<String>,
     port: u16,
     children: Vec<Option<Child>>,
     host_fingerprint: String,
@@ -28,6 +31,15 @@ impl SshdHosts {
     /// Starts `n` (1..=250) hosts sharing one host key and one port; public-key auth only.
     pub fn start(n: u8) -> Result<Self, TestkitError> {
         Self::start_with(n, false, "")
+    }
+
+    /// One host listening on the fixed address `ip:port` (one that data stored elsewhere
+    /// names, say a fixture's database), otherwise like [`SshdHosts::start`]. Fails
+    /// naming the address when something already listens there, and when the sshd
+    /// started exits instead of serving (another process answered for it).
+    pub fn start_at(ip: &str, port: u16) -> Result<Self, TestkitError> {
+        ensure_port_free(ip, port, "sshd")?;
+        Self::start_on(Listen::At(ip, port), false, "")
     }
 
     /// Like [`SshdHosts::start`], the servers offering only `ciphers` (sshd's `Ciphers`
@@ -49,6 +61,14 @@ impl SshdHosts {
 
     /// `extra`: more sshd_config lines, each ending in a newline.
     fn start_with(n: u8, passwords: bool, extra: &str) -> Result<Self, TestkitError> {
+        Self::start_on(Listen::Loopback(n), passwords, extra)
+    }
+
+    fn start_on(listen: Listen<'_>, passwords: bool, extra: &str) -> Result<Self, TestkitError> {
+        let (n, fixed_ip, port) = match listen {
+            Listen::Loopback(n) => (n, None, free_port()?),
+            Listen::At(ip, port) => (1, Some(ip.to_owned()), port),
+        };
         let sshd = require_program("sshd", &["/usr/sbin"], HINT)?;
         require_program("ssh-keygen", &[], HINT)?;
         let user_ok = Command::new("id")
@@ -94,11 +114,10 @@ impl SshdHosts {
             ],
         )?;
         let host_fingerprint = fp.split_whitespace().nth(1).unwrap_or_default().to_owned();
-        let port = free_port()?;
         let mut known_hosts = String::new();
         let mut children = Vec::new();
         for i in 1..=n {
-            let addr = format!("127.0.0.{i}");
+            let addr = fixed_ip.clone().unwrap_or_else(|| format!("127.0.0.{i}"));
             let _ = writeln!(known_hosts, "[{addr}]:{port} {host_key_line}");
             let config = d.join(format!("sshd_{i}.conf"));
             let conf = format!(
@@ -128,8 +147,9 @@ impl SshdHosts {
         }
         std::fs::write(d.join("known_hosts"), known_hosts)
             .map_err(TestkitError::io("write known_hosts"))?;
-        let hosts = Self {
+        let mut hosts = Self {
             dir,
+            fixed_ip,
             port,
             children,
             host_fingerprint,
@@ -140,22 +160,40 @@ impl SshdHosts {
         Ok(hosts)
     }
 
-    fn wait_ready(&self, i: u8) -> Result<(), TestkitError> {
-        let addr = format!("127.0.0.{i}:{}", self.port);
+    /// Waits (10 s) until host `i` accepts connections while its sshd still runs: one
+    /// that exited (say, its port taken) is an error even when something else answers
+    /// at its address.
+    fn wait_ready(&mut self, i: u8) -> Result<(), TestkitError> {
+        let addr = format!("{}:{}", self.host(i), self.port);
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if TcpStream::connect(&addr).is_ok() {
+        loop {
+            let answered = TcpStream::connect(&addr).is_ok();
+            let exited = self
+                .children
+                .get_mut(usize::from(i).saturating_sub(1))
+                .and_then(Option::as_mut)
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if answered && !exited {
                 return Ok(());
+            }
+            if exited || started.elapsed() >= Duration::from_secs(10) {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("sshd_{i}.log")))
+                    .unwrap_or_default();
+                let what = match (exited, answered) {
+                    (true, true) => format!(
+                        "sshd on {addr} (it exited; another process answers at that address)"
+                    ),
+                    (true, false) => format!("sshd on {addr} (it exited)"),
+                    _ => format!("sshd on {addr}"),
+                };
+                return Err(TestkitError::NotReady {
+                    what,
+                    seconds: 10,
+                    detail: log,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let log = std::fs::read_to_string(self.dir.path().join(format!("sshd_{i}.log")))
-            .unwrap_or_default();
-        Err(TestkitError::NotReady {
-            what: format!("sshd on {addr}"),
-            seconds: 10,
-            detail: log,
-        })
     }
 
     /// The port every host listens on.
@@ -163,9 +201,12 @@ impl SshdHosts {
         self.port
     }
 
-    /// The address of host `i` (1-based): `127.0.0.i`.
+    /// The address of host `i` (1-based): `127.0.0.i`, or the fixed one of [`SshdHosts::start_at`].
     pub fn host(&self, i: u8) -> String {
-        format!("127.0.0.{i}")
+        match &self.fixed_ip {
+            Some(ip) => ip.clone(),
+            None => format!("127.0.0.{i}"),
+        }
     }
 
     /// Number of hosts.
@@ -276,6 +317,14 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// Where the servers listen.
+enum Listen<'a> {
+    /// `n` hosts on `127.0.0.1..=n`, one free port.
+    Loopback(u8),
+    /// One host on this address.
+    At(&'a str, u16),
+}
+
 impl Drop for SshdHosts {
     fn drop(&mut self) {
         for i in 1..=self.children.len() {
@@ -337,5 +386,47 @@ mod tests {
             assert_eq!(out, format!("{SSH_TEST_USER}\nsh\n"));
         }
         assert!(hosts.host_fingerprint().starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn a_host_at_a_fixed_address_serves_there_and_a_taken_port_is_named() {
+        let port = free_port().unwrap();
+        let hosts = SshdHosts::start_at("127.0.0.1", port).unwrap();
+        assert_eq!(
+            (hosts.host(1), hosts.port(), hosts.len()),
+            ("127.0.0.1".to_owned(), port, 1)
+        );
+        let known = std::fs::read_to_string(hosts.known_hosts()).unwrap();
+        assert!(
+            known.starts_with(&format!("[127.0.0.1]:{port} ssh-ed25519 ")),
+            "{known}"
+        );
+        let out = run_checked(
+            "ssh",
+            &[
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                &format!("UserKnownHostsFile={}", hosts.known_hosts().display()),
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-i",
+                &hosts.client_key().display().to_string(),
+                "-p",
+                &port.to_string(),
+                &format!("{SSH_TEST_USER}@127.0.0.1"),
+                "id -un",
+            ],
+        )
+        .unwrap();
+        assert_eq!(out, format!("{SSH_TEST_USER}\n"));
+
+        let err = SshdHosts::start_at("127.0.0.1", port)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("bind 127.0.0.1:{port} for sshd")),
+            "{err}"
+        );
     }
 }

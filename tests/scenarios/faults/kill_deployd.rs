@@ -67,7 +67,9 @@ use serde_json::{Value, json};
 use crate::deployd_e2e::{
     KEY_VAR, KillOnDrop, assert_each_attempt_ran_once, at_ms, now_ms, target_body, watch_all,
 };
-use crate::deployd_proc::{Deployd, api_get, api_post, ctl_command, json_lines};
+use crate::deployd_proc::{
+    Deployd, api_get, api_post, ctl_command, json_lines, tail, wait_settled,
+};
 
 /// The seed when `DEPLOY_FAULT_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x5EED_0000_0011;
@@ -631,7 +633,7 @@ fn run(backend: Backend) {
         }
         let restarted = Instant::now();
         for started in &mut jobs {
-            let job = wait_settled(&addr, &started.job, server.as_ref().unwrap());
+            let job = wait_settled(&addr, &started.job, server.as_ref().unwrap(), SETTLE_BOUND);
             let env = &mut envs[started.plan.env];
             let outcome = check_job(&addr, started, &job, env, &releases, &mut all_seqs);
             let timeline = Timeline(&outcome.events, &outcome.rollback_events);
@@ -780,31 +782,6 @@ fn start_job(addr: &str, env: &str, release: &str, auto_rollback: bool) -> Strin
     );
     assert_eq!(status, 201, "{approved:#}");
     approved["job"]["id"].as_str().unwrap().to_owned()
-}
-
-/// Waits (bounded) until `job` is completed or rolled back, or failed and wound down; returns it.
-fn wait_settled(addr: &str, job: &str, server: &Deployd) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, shown) = api_get(addr, &format!("/api/v1/jobs/{job}"));
-        assert_eq!(status, 200, "{shown:#}");
-        match shown["status"].as_str().unwrap_or("") {
-            "completed" | "rolled_back" => return shown,
-            "failed" if shown["winding_down"] == false => return shown,
-            _ => {}
-        }
-        assert!(
-            started.elapsed() < SETTLE_BOUND,
-            "job {job} did not settle within {SETTLE_BOUND:?} of the restart: {shown:#}\n{}",
-            tail(&server.stderr(), 60)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 struct Outcome {

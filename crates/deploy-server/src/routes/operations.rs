@@ -43,6 +43,9 @@ pub(crate) async fn readyz(State(state): State<ServerState>) -> Response {
 pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
     let mut text = state.metrics().render();
     crate::metrics::render_build_info(&mut text, &state.config().build);
+    if let Some(counters) = state.notifier_counters() {
+        counters.render(&mut text);
+    }
     // One aggregate query: no job is loaded, however many there are.
     match state.store().count_jobs_by_status().await {
         Ok(counts) => {

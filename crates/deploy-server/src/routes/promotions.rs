@@ -47,7 +47,7 @@ pub(crate) async fn create_promotion(
         release_id: release.id,
         environment_id: environment.id,
         status: PromotionStatus::Requested,
-        requested_by: caller.name,
+        requested_by: caller.name.clone(),
         requested_by_token: Some(caller.token_id),
         decided_by: None,
         requested_at: now,
@@ -56,7 +56,21 @@ pub(crate) async fn create_promotion(
         rejection_reason: None,
         version: 0,
     };
-    state.store().put_promotion(&promotion).await?;
+    // `approval.requested` is raised only for a request that waits for someone else:
+    // one its requester may approve alone (`deployctl deploy` does at once) pings nobody.
+    let mut alone = promotion.clone();
+    let requester_suffices = matches!(
+        alone.approve(caller.approver(), environment.approval.as_ref(), now),
+        Ok(deploy_core::ApprovalOutcome::Approved)
+    );
+    if requester_suffices {
+        state.store().put_promotion(&promotion).await?;
+    } else {
+        state
+            .store()
+            .put_promotion_awaiting_approval(&promotion)
+            .await?;
+    }
     Ok((StatusCode::CREATED, Json(promotion)))
 }
 

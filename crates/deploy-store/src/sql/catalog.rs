@@ -298,6 +298,27 @@ macro_rules! catalog_sql {
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::db("delete an environment's targets"))?;
+                    // Its webhook subscriptions end with it, giving up what is pending.
+                    sqlx::query(
+                        "UPDATE notification_deliveries SET status = 'failed', finished_at = $2,
+                           last_error = 'the environment was deleted',
+                           lease_owner = NULL, lease_until = NULL
+                         WHERE environment_id = $1 AND status = 'pending'",
+                    )
+                    .bind_id(id)
+                    .bind(model::millis(now)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("end an environment's webhook deliveries"))?;
+                    sqlx::query(
+                        "UPDATE notification_subscriptions SET deleted_at = $2
+                         WHERE environment_id = $1 AND deleted_at IS NULL",
+                    )
+                    .bind_id(id)
+                    .bind(model::millis(now)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("end an environment's webhook subscriptions"))?;
                     return tx
                         .commit()
                         .await
@@ -457,11 +478,13 @@ macro_rules! catalog_sql {
                 rows::release(&row, components)
             }
 
-            pub(super) async fn put_promotion(
-                store: &$store,
+            fn promotion_insert(
                 p: &deploy_core::Promotion,
-            ) -> Result<(), StoreError> {
-                let query = sqlx::query(
+            ) -> Result<
+                sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments<'static>>,
+                StoreError,
+            > {
+                Ok(sqlx::query(
                     "INSERT INTO promotions (id, release_id, environment_id, status, requested_by,
                        decided_by, requested_at, decided_at, requested_by_token, approvals,
                        rejection_reason, version)
@@ -478,8 +501,41 @@ macro_rules! catalog_sql {
                 .bind(p.requested_by_token.map(|t| t.to_string()))
                 .bind(model::to_json("promotions.approvals", &p.approvals)?)
                 .bind(p.rejection_reason.clone())
-                .bind(model::int("promotions.version", p.version)?);
+                .bind(model::int("promotions.version", p.version)?))
+            }
+
+            pub(super) async fn put_promotion(
+                store: &$store,
+                p: &deploy_core::Promotion,
+            ) -> Result<(), StoreError> {
+                let query = promotion_insert(p)?;
                 store.insert_one(query, "promotion", p.id.to_string()).await
+            }
+
+            pub(super) async fn put_promotion_awaiting_approval(
+                store: &$store,
+                p: &deploy_core::Promotion,
+            ) -> Result<(), StoreError> {
+                // Its `approval.requested` deliveries are written in the same transaction,
+                // so none is lost and none sent for a request that was not stored.
+                let query = promotion_insert(p)?;
+                let mut tx = store.begin_write().await?;
+                <$store>::insert_one_on(&mut *tx, query, "promotion", p.id.to_string()).await?;
+                let detail = format!("requested by {}", p.requested_by);
+                enqueue_notifications(
+                    &mut tx,
+                    p.environment_id,
+                    deploy_core::NotificationEvent::ApprovalRequested,
+                    &format!("promotion:{}", p.id),
+                    None,
+                    Some(p.id),
+                    &detail,
+                    p.requested_at,
+                )
+                .await?;
+                tx.commit()
+                    .await
+                    .map_err(StoreError::db("commit a promotion request"))
             }
 
             pub(super) async fn get_promotion(

@@ -102,8 +102,21 @@ macro_rules! common_sql {
                 entity: &'static str,
                 id: String,
             ) -> Result<(), StoreError> {
+                Self::insert_one_on(&self.writer, query, entity, id).await
+            }
+
+            /// [`Self::insert_one`] on `executor` (a transaction's connection).
+            async fn insert_one_on<'q, 'c, E>(
+                executor: E,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                entity: &'static str,
+                id: String,
+            ) -> Result<(), StoreError>
+            where
+                E: sqlx::Executor<'c, Database = $db>,
+            {
                 match query
-                    .execute(&self.writer)
+                    .execute(executor)
                     .await
                     .map_err(StoreError::db("insert a row"))
                 {

@@ -312,6 +312,23 @@ macro_rules! jobs_sql {
                 now,
             )
             .await?;
+            // Webhook deliveries are written with the change, never sent from here:
+            // the dispatcher sends them, so no transition waits on a receiver.
+            if let Some(notice) = deploy_core::NotificationEvent::of_job_transition(event, from, to)
+            {
+                let source = format!("job:{id}:v{}", job.version);
+                enqueue_notifications(
+                    conn,
+                    job.environment_id,
+                    notice,
+                    &source,
+                    Some(id),
+                    None,
+                    cause,
+                    now,
+                )
+                .await?;
+            }
             Ok(job)
         }
 
@@ -322,6 +339,7 @@ macro_rules! jobs_sql {
             pub(super) async fn create_job(
                 store: &$store,
                 job: &deploy_core::DeploymentJob,
+                traceparent: Option<&deploy_core::Traceparent>,
             ) -> Result<Created<deploy_core::DeploymentJob>, StoreError> {
                 let key = job.idempotency_key.as_str();
                 {
@@ -334,7 +352,14 @@ macro_rules! jobs_sql {
                     }
                 }
                 let mut tx = store.begin_write().await?;
-                match insert_new_job(&mut tx, job).await {
+                let inserted = match insert_new_job(&mut tx, job).await {
+                    Ok(()) => match traceparent {
+                        Some(tp) => insert_trace_context(&mut tx, job.id, tp).await,
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                };
+                match inserted {
                     Ok(()) => {
                         let value = load_job(&mut tx, job.id).await?;
                         announce_new_job(&mut tx).await?;
@@ -619,6 +644,7 @@ macro_rules! jobs_sql {
                 rollback: &deploy_core::DeploymentJob,
                 now: deploy_core::Timestamp,
                 cause: &str,
+                traceparent: Option<&deploy_core::Traceparent>,
             ) -> Result<(deploy_core::DeploymentJob, deploy_core::DeploymentJob), StoreError> {
                 let mut tx = store.begin_write().await?;
                 let job = transition_job(
@@ -630,7 +656,14 @@ macro_rules! jobs_sql {
                     cause,
                 )
                 .await?;
-                match insert_new_job(&mut tx, rollback).await {
+                let inserted = match insert_new_job(&mut tx, rollback).await {
+                    Ok(()) => match traceparent {
+                        Some(tp) => insert_trace_context(&mut tx, rollback.id, tp).await,
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                };
+                match inserted {
                     Ok(()) => {
                         let value = load_job(&mut tx, rollback.id).await?;
                         // Other replicas claim the rollback job like any new job.

@@ -30,6 +30,110 @@ macro_rules! store_impl {
                 .await
             }
 
+            async fn put_notification_subscription(
+                &self,
+                subscription: &crate::NotificationSubscription,
+                max_live: u32,
+            ) -> Result<bool, StoreError> {
+                notifications_sql::put_subscription(self, subscription, max_live).await
+            }
+
+            async fn get_notification_subscription(
+                &self,
+                id: deploy_core::SubscriptionId,
+            ) -> Result<Option<crate::NotificationSubscription>, StoreError> {
+                notifications_sql::get_subscription(self, id).await
+            }
+
+            async fn list_notification_subscriptions(
+                &self,
+                environment: Option<deploy_core::EnvironmentId>,
+            ) -> Result<Vec<crate::NotificationSubscription>, StoreError> {
+                notifications_sql::list_subscriptions(self, environment).await
+            }
+
+            async fn remove_notification_subscription(
+                &self,
+                id: deploy_core::SubscriptionId,
+                now: deploy_core::Timestamp,
+            ) -> Result<bool, StoreError> {
+                notifications_sql::remove_subscription(self, id, now).await
+            }
+
+            async fn replace_notification_key(
+                &self,
+                id: deploy_core::SubscriptionId,
+                old_sealed: Option<String>,
+                key_id: &str,
+                sealed: &str,
+            ) -> Result<bool, StoreError> {
+                notifications_sql::replace_key(self, id, old_sealed, key_id, sealed).await
+            }
+
+            async fn release_notification_leases(&self, owner: &str) -> Result<u64, StoreError> {
+                notifications_sql::release_leases(self, owner).await
+            }
+
+            async fn prune_notification_deliveries(
+                &self,
+                before: deploy_core::Timestamp,
+            ) -> Result<u64, StoreError> {
+                notifications_sql::prune_deliveries(self, before).await
+            }
+
+            async fn pending_notification_deliveries(&self) -> Result<u64, StoreError> {
+                notifications_sql::pending_count(self).await
+            }
+
+            async fn claim_notification_deliveries(
+                &self,
+                owner: &str,
+                now: deploy_core::Timestamp,
+                lease: std::time::Duration,
+                limit: u32,
+                per_subscription: u32,
+            ) -> Result<Vec<crate::NotificationDelivery>, StoreError> {
+                notifications_sql::claim_deliveries(
+                    self,
+                    owner,
+                    now,
+                    lease,
+                    limit,
+                    per_subscription,
+                )
+                .await
+            }
+
+            async fn record_notification_attempt(
+                &self,
+                owner: &str,
+                outcome: &crate::AttemptOutcome,
+            ) -> Result<bool, StoreError> {
+                notifications_sql::record_attempt(self, owner, outcome).await
+            }
+
+            async fn list_notification_deliveries(
+                &self,
+                filter: &crate::DeliveryFilter,
+                limit: u32,
+            ) -> Result<Vec<crate::NotificationDelivery>, StoreError> {
+                notifications_sql::list_deliveries(self, filter, limit).await
+            }
+
+            async fn get_notification_delivery(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<crate::NotificationDelivery>, StoreError> {
+                notifications_sql::get_delivery(self, id).await
+            }
+
+            async fn notification_attempts(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Vec<crate::NotificationAttempt>, StoreError> {
+                notifications_sql::attempts(self, id).await
+            }
+
             async fn get_app_secret(
                 &self,
                 name: &str,
@@ -260,6 +364,13 @@ macro_rules! store_impl {
                 catalog_sql::put_promotion(self, p).await
             }
 
+            async fn put_promotion_awaiting_approval(
+                &self,
+                p: &deploy_core::Promotion,
+            ) -> Result<(), StoreError> {
+                catalog_sql::put_promotion_awaiting_approval(self, p).await
+            }
+
             async fn save_promotion(
                 &self,
                 p: &deploy_core::Promotion,
@@ -311,11 +422,19 @@ macro_rules! store_impl {
                 catalog_sql::get_promotion(self, id).await
             }
 
-            async fn create_job(
+            async fn create_job_traced(
                 &self,
                 job: &deploy_core::DeploymentJob,
+                traceparent: Option<deploy_core::Traceparent>,
             ) -> Result<Created<deploy_core::DeploymentJob>, StoreError> {
-                jobs_sql::create_job(self, job).await
+                jobs_sql::create_job(self, job, traceparent.as_ref()).await
+            }
+
+            async fn job_trace_context(
+                &self,
+                job: deploy_core::JobId,
+            ) -> Result<Option<deploy_core::Traceparent>, StoreError> {
+                trace_context_sql::job_trace_context(self, job).await
             }
 
             async fn get_job(
@@ -385,15 +504,25 @@ macro_rules! store_impl {
                 jobs_sql::apply_job_event(self, id, expected_version, event, now, cause).await
             }
 
-            async fn start_rollback(
+            async fn start_rollback_traced(
                 &self,
                 id: deploy_core::JobId,
                 expected_version: u64,
                 rollback: &deploy_core::DeploymentJob,
                 now: deploy_core::Timestamp,
                 cause: &str,
+                traceparent: Option<deploy_core::Traceparent>,
             ) -> Result<(deploy_core::DeploymentJob, deploy_core::DeploymentJob), StoreError> {
-                jobs_sql::start_rollback(self, id, expected_version, rollback, now, cause).await
+                jobs_sql::start_rollback(
+                    self,
+                    id,
+                    expected_version,
+                    rollback,
+                    now,
+                    cause,
+                    traceparent.as_ref(),
+                )
+                .await
             }
 
             async fn settle_rollback_job(

@@ -1,0 +1,109 @@
+# Sourced by debs.sh and images.sh: their shared options, the binaries they package
+# and the version and commit those binaries report.
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PROFILE=release
+OUT=""
+BIN_DIR=""
+BUILD=yes
+
+usage_common() {
+  cat <<USAGE
+  --profile release|debug  which cargo profile's binaries to package (default release)
+  --bin-dir DIR            take the binaries from DIR instead of target/<profile>
+  --no-build               do not run cargo build first (the binaries must exist)
+  --out DIR                where the result goes (default: $1)
+USAGE
+}
+
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+# Reads one common option at "$1" (and its value at "$2"); sets TAKEN to the number
+# of words it took (0 when "$1" is not a common option).
+take_common_option() {
+  TAKEN=0
+  case "$1" in
+    --profile)
+      [ $# -ge 2 ] || die "--profile needs a value: release or debug"
+      case "$2" in release|debug) PROFILE=$2 ;; *) die "--profile \`$2\` is invalid; expected release or debug" ;; esac
+      TAKEN=2 ;;
+    --bin-dir)
+      [ $# -ge 2 ] || die "--bin-dir needs a directory"
+      BIN_DIR=$2; TAKEN=2 ;;
+    --out)
+      [ $# -ge 2 ] || die "--out needs a directory"
+      OUT=$2; TAKEN=2 ;;
+    --no-build) BUILD=no; TAKEN=1 ;;
+  esac
+}
+
+# The cargo package of each binary (bins/deploy-agent is package deploy-agent-bin).
+cargo_package() {
+  case "$1" in
+    deploy-agent) echo deploy-agent-bin ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# Builds the given binaries (unless --no-build) and sets BIN_DIR.
+build_binaries() {
+  if [ -z "$BIN_DIR" ]; then
+    BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
+  fi
+  if [ "$BUILD" = yes ]; then
+    local args=(build --locked)
+    [ "$PROFILE" = release ] && args+=(--release)
+    local bin
+    for bin in "$@"; do args+=(-p "$(cargo_package "$bin")"); done
+    (cd "$ROOT" && cargo "${args[@]}")
+  fi
+  for bin in "$@"; do
+    [ -x "$BIN_DIR/$bin" ] || die "no executable \`$BIN_DIR/$bin\`; build it (cargo build -p $(cargo_package "$bin")) or drop --no-build"
+  done
+}
+
+# The workspace version (from Cargo's metadata of the package; --locked: never
+# rewrites Cargo.lock).
+workspace_version() {
+  (cd "$ROOT" && cargo pkgid --offline --locked -p "$(cargo_package "$1")") | sed 's/.*[#@]//'
+}
+
+# What `BIN --version` says: "deployd 0.1.0 (1a2b3c4d5e6f, 2026-12-06)".
+# version_of BIN -> 0.1.0; commit_of BIN -> 1a2b3c4d5e6f (or unknown).
+version_of() { "$BIN_DIR/$1" --version | awk '{print $2}'; }
+commit_of() { "$BIN_DIR/$1" --version | sed -n 's/^[^ ]* [^ ]* (\([^,)]*\).*/\1/p'; }
+
+# Refuses a binary whose version is not the workspace's (a stale build); sets
+# VERSION and COMMIT from the first binary.
+check_versions() {
+  local bin expected got
+  expected=$(workspace_version "$1")
+  for bin in "$@"; do
+    got=$(version_of "$bin")
+    [ "$got" = "$expected" ] || die "\`$BIN_DIR/$bin --version\` says $got; expected the workspace version $expected (rebuild it)"
+  done
+  [[ "$expected" =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$ ]] || die "workspace version \`$expected\` is invalid; expected MAJOR.MINOR.PATCH"
+  VERSION=$expected
+  COMMIT=$(commit_of "$1")
+  [ -n "$COMMIT" ] || COMMIT=unknown
+  # It goes into the package's Description and the image's labels: hex or `unknown` only.
+  [[ "$COMMIT" =~ ^([0-9a-f]{7,40}|unknown)$ ]] || die "\`$BIN_DIR/$1 --version\` names commit \`$COMMIT\`; expected 7 to 40 hex digits or unknown"
+  for bin in "$@"; do
+    [ "$(commit_of "$bin")" = "$COMMIT" ] || die "\`$bin\` was built from commit $(commit_of "$bin"), \`$1\` from $COMMIT; rebuild both"
+  done
+}
+
+# third_party BIN: the Rust crates linked into BIN (name, version, license), as
+# Cargo.lock and the crates' manifests say; the workspace's own crates left out.
+third_party() {
+  echo "Rust crates compiled into $1, with their licenses (from Cargo.lock, \`cargo tree\`):"
+  echo
+  (cd "$ROOT" && cargo tree --offline --locked -e normal -p "$(cargo_package "$1")" --prefix none -f '{p}: {l}') \
+    | grep -v ' (/' | sed 's/ (\*)$//' | LC_ALL=C sort -u
+}
+
+# Seconds since the epoch of HEAD's commit (reproducible timestamps), else of now.
+source_date_epoch() {
+  git -C "$ROOT" log -1 --format=%ct 2>/dev/null || date +%s
+}
