@@ -264,6 +264,25 @@ pub(crate) fn ok_json(addr: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `deployctl deploy --release RELEASE --env ENV --follow` on `addr`, expecting exit 0
+/// (the job completed); its stdout and how long the command took.
+pub(crate) fn deploy_and_follow(addr: &str, release: &str, env: &str) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let out = ctl(
+        addr,
+        &["deploy", "--release", release, "--env", env, "--follow"],
+    );
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, took)
+}
+
 /// `deployctl release create NAME --component web=IMAGE` on `addr`; the release id.
 pub(crate) fn create_release(addr: &str, name: &str, image: &str) -> String {
     let component = format!("web={image}");

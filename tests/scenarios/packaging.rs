@@ -24,19 +24,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::agent_proc::{agent_binary, agents, bootstrap_token};
 use crate::deployd_proc::{ADMIN_TOKEN, Deployd, api_get, api_post, binaries, spawn_serving};
+use crate::tidy::workspace_root;
 
 /// The three binaries, each its own package.
 const PACKAGES: [&str; 3] = ["deployd", "deployctl", "deploy-agent"];
 
 /// The workspace version every binary and package carries.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The folder of the binaries this run built (`target/debug` or `target/release`),
 /// after building all three.

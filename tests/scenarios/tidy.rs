@@ -6,7 +6,8 @@ use std::process::Command;
 
 use deploy_tests::tidy::{self, Metadata, Violation};
 
-fn workspace_root() -> PathBuf {
+/// The workspace's root folder (the parent of the `tests/` package).
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()

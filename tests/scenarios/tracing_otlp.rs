@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::deployd_e2e::{SshWorld, serves, target_add_args};
 use crate::deployd_proc::{
-    ADMIN_TOKEN, Deployd, api_post, create_release, ctl, ok_json, wait_settled,
+    ADMIN_TOKEN, Deployd, api_post, create_release, deploy_and_follow, ok_json, wait_settled,
 };
 
 /// How long a deployed container must stay healthy before its task succeeds.
@@ -216,9 +216,7 @@ fn attributes(span: &Span) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use deploy_core::hex::lower_hex as hex;
 
 /// `POST path` with the admin token and a `traceparent` header: status and JSON answer.
 fn post_traced(addr: &str, path: &str, body: &Value, traceparent: &str) -> (u16, Value) {
@@ -548,17 +546,7 @@ fn a_collector_that_hangs_or_is_down_holds_no_deploy_up() {
     let env = environment(&world, &prefix);
     let deploy = |name: &str, image: &str| {
         let release = create_release(&addr, name, image);
-        let out = ctl(
-            &addr,
-            &["deploy", "--release", &release, "--env", &env, "--follow"],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (stdout, _) = deploy_and_follow(&addr, &release, &env);
         assert!(stdout.trim_end().ends_with("ended completed"), "{stdout}");
     };
 

@@ -13,7 +13,7 @@ use hmac::{KeyInit as _, Mac as _};
 use serde_json::Value;
 
 use crate::deployd_e2e::{SshWorld, job_id_of, target_add_args};
-use crate::deployd_proc::{create_release, ctl, ok_json};
+use crate::deployd_proc::{create_release, deploy_and_follow, ok_json};
 
 /// One request a receiver read, and what it answered.
 #[derive(Debug, Clone)]
@@ -191,19 +191,7 @@ fn subscribe(addr: &str, env: &str, url: &str, events: &[&str]) -> Value {
 /// `deployctl deploy --follow`: the job id, once it ended (exit 0: completed), and how
 /// long the command took.
 fn deploy(addr: &str, release: &str, env: &str) -> (String, Duration) {
-    let started = Instant::now();
-    let out = ctl(
-        addr,
-        &["deploy", "--release", release, "--env", env, "--follow"],
-    );
-    let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, took) = deploy_and_follow(addr, release, env);
     (job_id_of(&stdout), took)
 }
 

@@ -88,10 +88,7 @@ pub fn owner(explicit: Option<String>, dir: &Path) -> anyhow::Result<String> {
                 .with_context(|| format!("cannot read the owner file `{}`", path.display()));
         }
     }
-    let random: String = deploy_engine::random_bytes()[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let random = deploy_core::hex::lower_hex(&deploy_engine::random_bytes()[..4]);
     let owner = format!("deployd-{}-{random}", host_name());
     let temp = dir.join(format!("{OWNER_FILE}.tmp"));
     std::fs::write(&temp, format!("{owner}\n"))

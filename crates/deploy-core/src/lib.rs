@@ -14,6 +14,7 @@ mod digest;
 mod environment;
 mod errors;
 mod health;
+pub mod hex;
 mod ids;
 mod image_ref;
 mod job;

@@ -14,11 +14,7 @@ pub fn config_digest(spec: &ContainerSpec) -> String {
     // Serializing a struct of strings, numbers and sorted maps cannot fail.
     let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
     let digest = Sha256::digest(&bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
+    deploy_core::hex::lower_hex(&digest)
 }
 
 #[cfg(test)]

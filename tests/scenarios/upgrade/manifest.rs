@@ -68,12 +68,7 @@ fn files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+use deploy_core::hex::lower_hex as hex;
 
 #[test]
 fn a_changed_missing_or_unlisted_fixture_file_is_named() {

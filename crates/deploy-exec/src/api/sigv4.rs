@@ -150,16 +150,8 @@ fn collapse(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
-}
+/// Lowercase hex (the workspace's one spelling).
+pub(crate) use deploy_core::hex::lower_hex as hex;
 
 /// `YYYYMMDDTHHMMSSZ` for now (UTC).
 pub(crate) fn amz_date_now() -> String {

@@ -24,9 +24,7 @@ pub(crate) fn generate() -> Result<Secret, SecretKeyError> {
         .map_err(|_| SecretKeyError::Seal {
             name: "(webhook signing key)".to_owned(),
         })?;
-    Ok(Secret::new(
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    ))
+    Ok(Secret::new(deploy_core::hex::lower_hex(&bytes)))
 }
 
 /// `(key id, sealed)` of `key` for subscription `id`.

@@ -56,15 +56,7 @@ fn mac(key: &[u8], unix_seconds: u64, id: &str, event: &str, body: &[u8]) -> Vec
     ctx.sign().as_ref().to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+use deploy_core::hex::lower_hex as hex;
 
 #[cfg(test)]
 mod tests {
