@@ -314,12 +314,13 @@ async fn replace(
     Ok(aside)
 }
 
-/// [`quiesce`], tried again for a few seconds while it answers busy: a connection that
-/// was just closed (a deployd stopped a moment ago, or `sqlx` finishing a close on its
-/// worker thread on a loaded machine) can hold the file a little longer. A deployd
-/// that really runs keeps it busy throughout, and is refused after the last try.
+/// [`quiesce`], tried again for about six seconds while it answers busy: a
+/// connection that was just closed (a deployd stopped a moment ago, or `sqlx`
+/// finishing a close on its worker thread on a loaded machine; CI saw one hold the
+/// file for more than 0.7 s) can keep it a little longer. A deployd that really runs
+/// keeps it busy throughout and is refused after the last try, some seconds later.
 async fn quiesce_patiently(database: &Path) -> Result<(), StoreError> {
-    const TRIES: u32 = 4;
+    const TRIES: u32 = 7;
     let mut pause = std::time::Duration::from_millis(100);
     for _ in 1..TRIES {
         match quiesce(database).await {
