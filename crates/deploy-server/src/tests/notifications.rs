@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Fixture, release_body};
+use super::Fixture;
 use crate::{Notifier, NotifierConfig, RetrySchedule};
 
 /// Environment `prod`, whose policy wants an approver other than the requester, and
@@ -57,25 +57,6 @@ async fn subscribe(f: &Fixture, env: &str, url: &str) -> (String, String) {
         created["id"].as_str().unwrap().to_owned(),
         created["signing_secret"].as_str().unwrap().to_owned(),
     )
-}
-
-/// Requests release `name` (created now) to `env`: the promotion.
-async fn request(f: &Fixture, name: &str, env: &str) -> Value {
-    let release = f
-        .ok(
-            "POST",
-            "/api/v1/releases",
-            Role::Deployer,
-            Some(release_body(name)),
-        )
-        .await;
-    f.ok(
-        "POST",
-        "/api/v1/promotions",
-        Role::Deployer,
-        Some(json!({"release_id": release["id"], "environment_id": env})),
-    )
-    .await
 }
 
 async fn deliveries(f: &Fixture, query: &str) -> Vec<Value> {
@@ -342,10 +323,10 @@ async fn a_request_awaiting_approval_is_delivered_signed_and_a_refusal_is_retrie
 
     // In dev the requester may approve alone (`deployctl deploy` does at once): no one
     // is asked, no delivery.
-    request(&f, "r0", &dev).await;
+    f.promote_release(&dev, "r0").await;
     assert!(deliveries(&f, "?environment=dev").await.is_empty());
 
-    let promotion = request(&f, "r1", &prod).await;
+    let promotion = f.promote_release(&prod, "r1").await;
     let log = deliveries(&f, "").await;
     let delivery = &log[0];
     assert_eq!(log.len(), 1, "{log:?}");
@@ -406,7 +387,7 @@ async fn a_failed_key_step_keeps_no_body_and_the_next_attempt_sends_it_whole() {
     let (prod, _) = setup(&f).await;
     let receiver = Receiver::start(&[204]).await;
     let (_, key) = subscribe(&f, "prod", &receiver.url).await;
-    request(&f, "r1", &prod).await;
+    f.promote_release(&prod, "r1").await;
 
     // A dispatcher whose key file lacks the key that sealed the signing key.
     let foreign =
@@ -451,7 +432,7 @@ async fn a_removed_subscription_is_never_posted_to() {
     let (prod, _) = setup(&f).await;
     let receiver = Receiver::start(&[204]).await;
     let (sub, _) = subscribe(&f, "prod", &receiver.url).await;
-    request(&f, "r1", &prod).await;
+    f.promote_release(&prod, "r1").await;
     // Claimed, then removed before its send (the removal raced the claim).
     let claimed = f
         .store
@@ -521,7 +502,7 @@ async fn a_receiver_that_never_answers_holds_up_no_other_subscription() {
     };
 
     // The first request: the silent receiver holds its delivery, the healthy one is served.
-    request(&f, "r1", &prod).await;
+    f.promote_release(&prod, "r1").await;
     wait("first delivery", of(&healthy_sub), 1).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while silent.accepted() == 0 {
@@ -534,7 +515,7 @@ async fn a_receiver_that_never_answers_holds_up_no_other_subscription() {
     // Later requests reach the healthy receiver while the silent one's first attempt
     // is still in flight.
     for n in 2..=3 {
-        request(&f, &format!("r{n}"), &prod).await;
+        f.promote_release(&prod, &format!("r{n}")).await;
         wait("a later delivery", of(&healthy_sub), n).await;
     }
     let held = deliveries(&f, &of(&silent_sub)).await;
@@ -554,7 +535,7 @@ async fn a_restarted_dispatcher_resends_what_its_last_run_held_at_once() {
     let (prod, _) = setup(&f).await;
     let receiver = Receiver::start(&[204]).await;
     subscribe(&f, "prod", &receiver.url).await;
-    request(&f, "r1", &prod).await;
+    f.promote_release(&prod, "r1").await;
     // The last run of owner "test" claimed it for ten minutes and was cut mid-send.
     let claimed = f
         .store
