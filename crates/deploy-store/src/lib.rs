@@ -81,6 +81,7 @@ mod model;
 mod notifications;
 mod pg_commit;
 mod pg_tls;
+mod pool_close;
 mod postgres;
 mod relay;
 mod rows;

@@ -190,7 +190,7 @@ impl PgStore {
                 .opt_i64("v")?;
             let supported = supported_version(&MIGRATOR);
             if let Some(found) = found.filter(|f| *f > supported) {
-                pool.close().await;
+                crate::pool_close::close_pool(&pool).await;
                 return Err(StoreError::SchemaTooNew {
                     location,
                     found,
@@ -220,9 +220,9 @@ impl PgStore {
         crate::pg_commit::commit(&self.committer, request).await
     }
 
-    /// Closes the pool.
+    /// Closes the pool, waiting for connections in use ([`crate::pool_close`]).
     pub async fn close(&self) {
-        self.writer.close().await;
+        crate::pool_close::close_pool(&self.writer).await;
     }
 }
 

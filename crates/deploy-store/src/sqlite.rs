@@ -168,7 +168,7 @@ impl SqliteStore {
                 .await
                 .map_err(StoreError::open(&shown))?;
             let found = schema_version(&probe, &shown).await;
-            probe.close().await;
+            crate::pool_close::close_pool(&probe).await;
             check_version(&shown, found?)?;
         }
         let synchronous = match config.durability {
@@ -234,10 +234,11 @@ impl SqliteStore {
         outcome.await.map_err(|_| stopped())?
     }
 
-    /// Closes both pools, waiting for connections in use.
+    /// Closes both pools, waiting for connections in use: when it returns, no
+    /// connection of this store has the database open ([`crate::pool_close`]).
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        crate::pool_close::close_pool(&self.writer).await;
+        crate::pool_close::close_pool(&self.reader).await;
     }
 }
 

@@ -75,7 +75,7 @@ impl SqliteStore {
                 Ok::<_, StoreError>(version)
             }
             .await;
-            pool.close().await;
+            crate::pool_close::close_pool(&pool).await;
             let version = copied?;
             sync_file(&temp)?;
             if replace {
@@ -141,7 +141,7 @@ impl SqliteStore {
             Ok(version)
         }
         .await;
-        pool.close().await;
+        crate::pool_close::close_pool(&pool).await;
         Ok(SqliteFileInfo {
             bytes,
             schema_version: checked?,
@@ -314,13 +314,14 @@ async fn replace(
     Ok(aside)
 }
 
-/// [`quiesce`], tried again for about six seconds while it answers busy: a
-/// connection that was just closed (a deployd stopped a moment ago, or `sqlx`
-/// finishing a close on its worker thread on a loaded machine; CI saw one hold the
-/// file for more than 0.7 s) can keep it a little longer. A deployd that really runs
-/// keeps it busy throughout and is refused after the last try, some seconds later.
+/// [`quiesce`], tried again twice (0.1 s, then 0.2 s later) while it answers busy: a
+/// deployd that was stopped a moment ago may still be exiting. One that really runs
+/// keeps the database busy throughout and is refused after the last try, about
+/// 3.3 s later (each try waits up to 1 s on SQLite's lock). Our own stores leave
+/// nothing open once closed ([`crate::pool_close`]): CI's restores refused as busy
+/// were sqlx keeping a closed pool's connection, not something a wait cures.
 async fn quiesce_patiently(database: &Path) -> Result<(), StoreError> {
-    const TRIES: u32 = 7;
+    const TRIES: u32 = 3;
     let mut pause = std::time::Duration::from_millis(100);
     for _ in 1..TRIES {
         match quiesce(database).await {
@@ -338,7 +339,7 @@ async fn quiesce_patiently(database: &Path) -> Result<(), StoreError> {
 /// so that the file alone is the whole database. Leaving WAL needs every other
 /// connection closed: SQLite answers BUSY otherwise, which is the proof that no
 /// deployd (whatever its data directory) has this database open.
-async fn quiesce(database: &Path) -> Result<(), StoreError> {
+pub(crate) async fn quiesce(database: &Path) -> Result<(), StoreError> {
     let path = database.display().to_string();
     let refused = |e: sqlx::Error| {
         let code = e.as_database_error().and_then(|d| d.code());
@@ -389,7 +390,7 @@ async fn quiesce(database: &Path) -> Result<(), StoreError> {
         Ok(())
     }
     .await;
-    pool.close().await;
+    crate::pool_close::close_pool(&pool).await;
     done
 }
 

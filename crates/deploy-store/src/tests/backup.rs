@@ -337,6 +337,23 @@ async fn a_restore_refuses_a_database_that_another_connection_has_open() {
     );
 }
 
+/// A store closed right after a read used to keep that read's connection open (sqlx
+/// puts a connection on its way back in the idle queue of a pool closed meanwhile):
+/// its database must be free the moment `close` returns, with no retry.
+#[tokio::test]
+async fn a_store_closed_right_after_a_read_leaves_its_database_free_at_once() {
+    let f = fixture().await;
+    let database = f.dir.path().join("deployd.sqlite");
+    for round in 0..20 {
+        let store = open(&database).await;
+        assert!(store.get_job(f.job).await.is_err(), "an empty database");
+        store.close().await;
+        if let Err(e) = crate::sqlite_file::quiesce(&database).await {
+            panic!("round {round}: the closed store still holds the database: {e}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn restores_in_the_same_second_keep_every_database_they_replace() {
     let f = fixture().await;
