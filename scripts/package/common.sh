@@ -94,6 +94,35 @@ check_versions() {
   done
 }
 
+# The Debian version of packages built from the binaries (after check_versions):
+# VERSION itself for a commit tagged v$VERSION (a release) or an unknown commit;
+# otherwise VERSION+git<commit time, UTC, YYYYMMDD.HHMMSS>.<commit>, so that each
+# build from a newer commit is a newer package to apt (dpkg compares the digits as
+# numbers), the same commit always gives the same version, and a later release
+# (0.1.1) still sorts after every snapshot of 0.1.0.
+# DEPLOY_DEB_VERSION, when set, is taken instead (a packager building from a tarball,
+# where git knows no commit time), checked against Debian's version syntax.
+package_version() {
+  if [ -n "${DEPLOY_DEB_VERSION:-}" ]; then
+    [[ "$DEPLOY_DEB_VERSION" =~ ^[0-9][0-9A-Za-z.+~-]*$ ]] \
+      || die "DEPLOY_DEB_VERSION \`$DEPLOY_DEB_VERSION\` is invalid; expected a Debian version: a digit, then letters, digits and . + ~ -"
+    echo "$DEPLOY_DEB_VERSION"
+    return
+  fi
+  if [ "$COMMIT" = unknown ]; then
+    echo "$VERSION"
+    return
+  fi
+  local when
+  when=$(TZ=UTC git -C "$ROOT" log -1 --format=%cd --date=format-local:%Y%m%d.%H%M%S "$COMMIT" 2>/dev/null) \
+    || die "commit $COMMIT (from \`$BIN_DIR/${BINS[0]} --version\`) is not in the repository at $ROOT; package binaries built from this checkout, or set DEPLOY_DEB_VERSION"
+  if git -C "$ROOT" tag --points-at "$COMMIT" 2>/dev/null | grep -qxF "v$VERSION"; then
+    echo "$VERSION"
+  else
+    echo "$VERSION+git$when.$COMMIT"
+  fi
+}
+
 # third_party BIN: the Rust crates linked into BIN (name, version, license), as
 # Cargo.lock and the crates' manifests say; the workspace's own crates left out.
 third_party() {

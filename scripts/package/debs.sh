@@ -29,6 +29,7 @@ done
 BINS=(deployd deployctl deploy-agent)
 build_binaries "${BINS[@]}"
 check_versions "${BINS[@]}"
+DEB_VERSION=$(package_version)
 ARCH=$(dpkg --print-architecture)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(source_date_epoch)}
 MAINTAINER="deploy maintainers <deploy@example.invalid>"
@@ -61,7 +62,7 @@ stage_common() {
 # the project's history is its git log).
 changelog() {
   printf '%s (%s) unstable; urgency=medium\n\n  * Built from commit %s (%s profile); history: git log.\n\n -- %s  %s\n' \
-    "$1" "$VERSION" "$COMMIT" "$PROFILE" "$MAINTAINER" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")"
+    "$1" "$DEB_VERSION" "$COMMIT" "$PROFILE" "$MAINTAINER" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")"
 }
 
 # stage_service PKG STAGE CONFIG ENABLE STATE_MODE: config under /etc (a conffile),
@@ -104,7 +105,7 @@ finish() {
   size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
   {
     echo "Package: $pkg"
-    echo "Version: $VERSION"
+    echo "Version: $DEB_VERSION"
     echo "Architecture: $ARCH"
     echo "Maintainer: $MAINTAINER"
     echo "Installed-Size: $size"
@@ -116,7 +117,7 @@ finish() {
     echo " Built from commit $COMMIT ($PROFILE profile)."
   } > "$stage/DEBIAN/control"
   find "$stage" -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
-  deb="$OUT/${pkg}_${VERSION}_${ARCH}.deb"
+  deb="$OUT/${pkg}_${DEB_VERSION}_${ARCH}.deb"
   dpkg-deb "${COMPRESS[@]}" --root-owner-group --build "$stage" "$deb" >/dev/null
   echo "$deb"
 }

@@ -72,6 +72,33 @@ fn commit_of(version_line: &str) -> String {
     inside.split([',', ')']).next().unwrap().trim().to_owned()
 }
 
+/// The Debian version of packages built from binaries of `commit`, read from git
+/// here: the workspace version for a commit tagged `v<version>`, else
+/// `<version>+git<commit time UTC, YYYYMMDD.HHMMSS>.<commit>`.
+fn deb_version(commit: &str) -> String {
+    let git = |args: &[&str]| {
+        checked(
+            Command::new("git")
+                .arg("-C")
+                .arg(workspace_root())
+                .args(args)
+                .env("TZ", "UTC"),
+        )
+    };
+    let tags = git(&["tag", "--points-at", commit]);
+    if tags.lines().any(|t| t == format!("v{VERSION}")) {
+        return VERSION.to_owned();
+    }
+    let when = git(&[
+        "show",
+        "-s",
+        "--format=%cd",
+        "--date=format-local:%Y%m%d.%H%M%S",
+        commit,
+    ]);
+    format!("{VERSION}+git{}.{commit}", when.trim())
+}
+
 /// The .deb files of the three packages.
 fn debs() -> BTreeMap<&'static str, PathBuf> {
     let bins = bin_dir();
@@ -102,13 +129,21 @@ fn debs() -> BTreeMap<&'static str, PathBuf> {
     let arch = checked(Command::new("dpkg").arg("--print-architecture"))
         .trim()
         .to_owned();
+    let version = deb_version(&commit_of(&version_line(&bins.join(PACKAGES[0]))));
     let files: BTreeMap<&str, PathBuf> = PACKAGES
         .iter()
-        .map(|p| (*p, dir.join(format!("{p}_{VERSION}_{arch}.deb"))))
+        .map(|p| (*p, dir.join(format!("{p}_{version}_{arch}.deb"))))
         .collect();
     let fresh = std::fs::read_to_string(dir.join(".stamp")).is_ok_and(|s| s == stamp)
         && files.values().all(|f| f.is_file());
     if !fresh {
+        // Packages of earlier commits have other names: they would pile up.
+        for old in std::fs::read_dir(&dir).unwrap() {
+            let old = old.unwrap().path();
+            if old.extension().is_some_and(|e| e == "deb") {
+                std::fs::remove_file(old).unwrap();
+            }
+        }
         let profile = bins.file_name().unwrap().to_str().unwrap().to_owned();
         let started = Instant::now();
         let printed = checked(
@@ -264,11 +299,27 @@ fn the_debs_carry_their_fields_files_and_hardened_units() {
     for (pkg, deb) in debs() {
         let fields = control_fields(&deb);
         assert_eq!(fields["Package"], pkg);
-        assert_eq!(fields["Version"], VERSION, "{pkg}");
+        let commit = commit_of(&version_line(&bins.join(pkg)));
+        let version = &fields["Version"];
+        assert_eq!(*version, deb_version(&commit), "{pkg}");
+        // apt must take a build of a later commit as an upgrade, and a later release
+        // as newer still.
+        let newer = |a: &str, b: &str| {
+            Command::new("dpkg")
+                .args(["--compare-versions", a, "gt", b])
+                .status()
+                .unwrap()
+                .success()
+        };
+        if *version != VERSION {
+            assert!(newer(version, VERSION), "{version} after {VERSION}");
+            assert!(newer("99999.0.0", version), "{version}");
+            let later = format!("{VERSION}+git99991231.235959.{commit}");
+            assert!(newer(&later, version), "{later} after {version}");
+        }
         assert_eq!(fields["Architecture"], arch, "{pkg}");
         let depends = &fields["Depends"];
         assert!(depends.contains("libc6 (>= "), "{pkg}: {depends}");
-        let commit = commit_of(&version_line(&bins.join(pkg)));
         assert!(
             fields["Description"].contains(&format!("commit {commit}")),
             "{pkg}: {fields:#?}"
@@ -548,6 +599,13 @@ fn the_debs_install_run_as_their_users_and_purge_cleanly() {
         );
         assert!(!commit_of(&installed).is_empty(), "{installed}");
         assert_eq!(installed_maintainer(pkg), MAINTAINER);
+        let package_version =
+            checked(Command::new("dpkg-query").args(["-W", "-f=${Version}", pkg]));
+        assert_eq!(
+            package_version,
+            deb_version(&commit_of(&installed)),
+            "{pkg}"
+        );
     }
 
     // The units as installed: their binaries and man pages exist now. Only what

@@ -316,10 +316,11 @@ async fn replace(
 
 /// [`quiesce`], tried again twice (0.1 s, then 0.2 s later) while it answers busy: a
 /// deployd that was stopped a moment ago may still be exiting. One that really runs
-/// keeps the database busy throughout and is refused after the last try, about
-/// 3.3 s later (each try waits up to 1 s on SQLite's lock). Our own stores leave
-/// nothing open once closed ([`crate::pool_close`]): CI's restores refused as busy
-/// were sqlx keeping a closed pool's connection, not something a wait cures.
+/// keeps the database busy throughout and is refused after the last try: about 0.3 s
+/// later when SQLite refuses to leave WAL at once (the test sees 0.5 s under CI
+/// load), up to 3.3 s when each checkpoint waits its 1 s on a lock. Our own stores
+/// leave nothing open once closed ([`crate::pool_close`]): CI's restores refused as
+/// busy were sqlx keeping a closed pool's connection, not something a wait cures.
 async fn quiesce_patiently(database: &Path) -> Result<(), StoreError> {
     const TRIES: u32 = 3;
     let mut pause = std::time::Duration::from_millis(100);
