@@ -154,6 +154,10 @@ impl PgStore {
             // The connection was lost (and notifications with it): reconnect next time.
             Ok(Ok(None)) | Ok(Err(_)) => {
                 *guard = None;
+                if self.reader.is_closed() {
+                    // The store is closing: give the lock to `close` now.
+                    return;
+                }
                 tokio::time::sleep_until(deadline).await;
             }
         }
@@ -177,31 +181,10 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(StoreError::open(&location))?;
-        let present = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL AS present")
-            .fetch_one(&pool)
-            .await
-            .map_err(StoreError::db("read the schema version"))?
-            .boolean("present")?;
-        if present {
-            let found = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
-                .fetch_one(&pool)
-                .await
-                .map_err(StoreError::db("read the schema version"))?
-                .opt_i64("v")?;
-            let supported = supported_version(&MIGRATOR);
-            if let Some(found) = found.filter(|f| *f > supported) {
-                crate::pool_close::close_pool(&pool).await;
-                return Err(StoreError::SchemaTooNew {
-                    location,
-                    found,
-                    supported,
-                });
-            }
+        if let Err(e) = check_and_migrate(&pool, location).await {
+            crate::pool_close::close_pool(&pool, "postgres").await;
+            return Err(e);
         }
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate { location, source })?;
         Ok(Self {
             committer: crate::pg_commit::start(pool.clone()),
             writer: pool.clone(),
@@ -222,7 +205,12 @@ impl PgStore {
 
     /// Closes the pool, waiting for connections in use ([`crate::pool_close`]).
     pub async fn close(&self) {
-        crate::pool_close::close_pool(&self.writer).await;
+        // Marks the pool closed at once (sqlx does so before its future first runs):
+        // a listener waiting gets `PoolClosed`, no connection opens any more. Then the
+        // kept `wait_announced` listener gives its connection back, to be closed.
+        drop(self.writer.close());
+        self.listener.lock().await.take();
+        crate::pool_close::close_pool(&self.writer, "postgres").await;
     }
 }
 
@@ -278,11 +266,40 @@ async fn append_log_in(
     model::uint("tasks.log_seq", seq)
 }
 
+/// Refuses a database whose schema is newer than this build's, then migrates it.
+async fn check_and_migrate(pool: &PgPool, location: String) -> Result<(), StoreError> {
+    let present = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL AS present")
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::db("read the schema version"))?
+        .boolean("present")?;
+    if present {
+        let found = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::db("read the schema version"))?
+            .opt_i64("v")?;
+        let supported = supported_version(&MIGRATOR);
+        if let Some(found) = found.filter(|f| *f > supported) {
+            return Err(StoreError::SchemaTooNew {
+                location,
+                found,
+                supported,
+            });
+        }
+    }
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|source| StoreError::Migrate { location, source })
+}
+
 /// Forwards [`crate::RELAY_CHANNEL`] notifications to `tx` until it has no receiver.
 async fn relay_listener(pool: PgPool, tx: tokio::sync::broadcast::Sender<String>) {
     const RETRY: Duration = Duration::from_millis(500);
     const CHECK: Duration = Duration::from_secs(5);
-    while tx.receiver_count() > 0 {
+    // A closed store's pool opens nothing: stop instead of retrying forever.
+    while tx.receiver_count() > 0 && !pool.is_closed() {
         let connect = async {
             let mut l = PgListener::connect_with(&pool).await?;
             l.listen(crate::relay::RELAY_CHANNEL).await?;
@@ -290,6 +307,7 @@ async fn relay_listener(pool: PgPool, tx: tokio::sync::broadcast::Sender<String>
         };
         let mut listener = match connect.await {
             Ok(l) => l,
+            Err(_) if pool.is_closed() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for agent relay announcements; retrying");
                 tokio::time::sleep(RETRY).await;

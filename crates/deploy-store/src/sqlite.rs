@@ -168,7 +168,7 @@ impl SqliteStore {
                 .await
                 .map_err(StoreError::open(&shown))?;
             let found = schema_version(&probe, &shown).await;
-            crate::pool_close::close_pool(&probe).await;
+            crate::pool_close::close_pool(&probe, "sqlite probe").await;
             check_version(&shown, found?)?;
         }
         let synchronous = match config.durability {
@@ -192,18 +192,24 @@ impl SqliteStore {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|source| StoreError::Migrate {
+        if let Err(source) = MIGRATOR.run(&writer).await {
+            crate::pool_close::close_pool(&writer, "sqlite writer").await;
+            return Err(StoreError::Migrate {
                 location: shown.clone(),
                 source,
-            })?;
-        let reader = SqlitePoolOptions::new()
+            });
+        }
+        let reader = match SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .connect_with(base.read_only(true))
             .await
-            .map_err(StoreError::open(&shown))?;
+        {
+            Ok(reader) => reader,
+            Err(e) => {
+                crate::pool_close::close_pool(&writer, "sqlite writer").await;
+                return Err(StoreError::open(&shown)(e));
+            }
+        };
         let (committer, queue) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(group_commit(writer.clone(), queue));
         let (logs, log_queue) = mpsc::channel(MAX_BATCH * 4);
@@ -237,8 +243,10 @@ impl SqliteStore {
     /// Closes both pools, waiting for connections in use: when it returns, no
     /// connection of this store has the database open ([`crate::pool_close`]).
     pub async fn close(&self) {
-        crate::pool_close::close_pool(&self.writer).await;
-        crate::pool_close::close_pool(&self.reader).await;
+        // The read-only connections first: the last connection to close checkpoints
+        // the WAL and removes `-wal` and `-shm`, which a read-only one cannot do.
+        crate::pool_close::close_pool(&self.reader, "sqlite reader").await;
+        crate::pool_close::close_pool(&self.writer, "sqlite writer").await;
     }
 }
 

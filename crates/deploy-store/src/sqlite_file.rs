@@ -75,7 +75,7 @@ impl SqliteStore {
                 Ok::<_, StoreError>(version)
             }
             .await;
-            crate::pool_close::close_pool(&pool).await;
+            crate::pool_close::close_pool(&pool, "sqlite file").await;
             let version = copied?;
             sync_file(&temp)?;
             if replace {
@@ -141,7 +141,7 @@ impl SqliteStore {
             Ok(version)
         }
         .await;
-        crate::pool_close::close_pool(&pool).await;
+        crate::pool_close::close_pool(&pool, "sqlite file").await;
         Ok(SqliteFileInfo {
             bytes,
             schema_version: checked?,
@@ -315,12 +315,13 @@ async fn replace(
 }
 
 /// [`quiesce`], tried again twice (0.1 s, then 0.2 s later) while it answers busy: a
-/// deployd that was stopped a moment ago may still be exiting. One that really runs
-/// keeps the database busy throughout and is refused after the last try: about 0.3 s
-/// later when SQLite refuses to leave WAL at once (the test sees 0.5 s under CI
-/// load), up to 3.3 s when each checkpoint waits its 1 s on a lock. Our own stores
-/// leave nothing open once closed ([`crate::pool_close`]): CI's restores refused as
-/// busy were sqlx keeping a closed pool's connection, not something a wait cures.
+/// deployd that was stopped a moment ago may still be exiting, and sqlx's hard close
+/// lets go of the file a moment after it stops counting the connection. One that
+/// really runs keeps the database busy throughout and is refused after the last try:
+/// in a fraction of a second when SQLite refuses to leave WAL at once (CI: 0.5 s for
+/// the whole refusing test), a few seconds when each checkpoint waits on a lock. Our
+/// own stores leave nothing open once closed ([`crate::pool_close`]): CI's restores
+/// refused as busy were sqlx keeping a closed pool's connection, which no wait cures.
 async fn quiesce_patiently(database: &Path) -> Result<(), StoreError> {
     const TRIES: u32 = 3;
     let mut pause = std::time::Duration::from_millis(100);
@@ -391,7 +392,7 @@ pub(crate) async fn quiesce(database: &Path) -> Result<(), StoreError> {
         Ok(())
     }
     .await;
-    crate::pool_close::close_pool(&pool).await;
+    crate::pool_close::close_pool(&pool, "sqlite file").await;
     done
 }
 
