@@ -96,30 +96,34 @@ check_versions() {
 
 # The Debian version of packages built from the binaries (after check_versions):
 # VERSION itself for a commit tagged v$VERSION (a release) or an unknown commit;
-# otherwise VERSION+git<commit time, UTC, YYYYMMDD.HHMMSS>.<commit>, so that each
-# build from a newer commit is a newer package to apt (dpkg compares the digits as
-# numbers), the same commit always gives the same version, and a later release
-# (0.1.1) still sorts after every snapshot of 0.1.0.
+# otherwise VERSION~git<commit time, UTC, YYYYMMDD.HHMMSS>.<commit>: a snapshot on the
+# way to VERSION, so each build from a later commit is an upgrade to apt (dpkg compares
+# the digits as numbers), the same commit always gives the same version, and the
+# release VERSION, tagged, sorts after all of them (`~` sorts before everything). This
+# holds when the workspace version is bumped right after a release is tagged, as
+# docs/operations.md says. A pre-release VERSION (0.2.0-rc.1) becomes 0.2.0~rc.1: in
+# Debian a `-` starts the revision, and ~ keeps it before 0.2.0.
 # DEPLOY_DEB_VERSION, when set, is taken instead (a packager building from a tarball,
-# where git knows no commit time), checked against Debian's version syntax.
+# where git knows no commit time), checked by dpkg --validate-version.
 package_version() {
   if [ -n "${DEPLOY_DEB_VERSION:-}" ]; then
-    [[ "$DEPLOY_DEB_VERSION" =~ ^[0-9][0-9A-Za-z.+~-]*$ ]] \
-      || die "DEPLOY_DEB_VERSION \`$DEPLOY_DEB_VERSION\` is invalid; expected a Debian version: a digit, then letters, digits and . + ~ -"
+    dpkg --validate-version -- "$DEPLOY_DEB_VERSION" 2>/dev/null \
+      || die "DEPLOY_DEB_VERSION \`$DEPLOY_DEB_VERSION\` is invalid; expected a Debian version (dpkg --validate-version), e.g. 0.1.0~git20261206.1"
     echo "$DEPLOY_DEB_VERSION"
     return
   fi
+  local version=${VERSION//-/\~}
   if [ "$COMMIT" = unknown ]; then
-    echo "$VERSION"
+    echo "$version"
     return
   fi
   local when
   when=$(TZ=UTC git -C "$ROOT" log -1 --format=%cd --date=format-local:%Y%m%d.%H%M%S "$COMMIT" 2>/dev/null) \
-    || die "commit $COMMIT (from \`$BIN_DIR/${BINS[0]} --version\`) is not in the repository at $ROOT; package binaries built from this checkout, or set DEPLOY_DEB_VERSION"
-  if git -C "$ROOT" tag --points-at "$COMMIT" 2>/dev/null | grep -qxF "v$VERSION"; then
-    echo "$VERSION"
+    || die "commit $COMMIT (from the binaries' --version) is not in the repository at $ROOT; package binaries built from this checkout, or set DEPLOY_DEB_VERSION"
+  if [ -n "$(git -C "$ROOT" tag --list "v$VERSION" --points-at "$COMMIT" 2>/dev/null)" ]; then
+    echo "$version"
   else
-    echo "$VERSION+git$when.$COMMIT"
+    echo "$version~git$when.$COMMIT"
   fi
 }
 
@@ -132,7 +136,10 @@ third_party() {
     | grep -v ' (/' | sed 's/ (\*)$//' | LC_ALL=C sort -u
 }
 
-# Seconds since the epoch of HEAD's commit (reproducible timestamps), else of now.
+# Seconds since the epoch of the binaries' commit (reproducible timestamps; HEAD's
+# before check_versions has set COMMIT, or for an unknown one), else of now.
 source_date_epoch() {
-  git -C "$ROOT" log -1 --format=%ct 2>/dev/null || date +%s
+  local rev=HEAD
+  [ -n "${COMMIT:-}" ] && [ "$COMMIT" != unknown ] && rev=$COMMIT
+  git -C "$ROOT" log -1 --format=%ct "$rev" 2>/dev/null || date +%s
 }

@@ -72,31 +72,43 @@ fn commit_of(version_line: &str) -> String {
     inside.split([',', ')']).next().unwrap().trim().to_owned()
 }
 
-/// The Debian version of packages built from binaries of `commit`, read from git
-/// here: the workspace version for a commit tagged `v<version>`, else
-/// `<version>+git<commit time UTC, YYYYMMDD.HHMMSS>.<commit>`.
+/// The Debian version of packages built from binaries of `commit`, worked out here
+/// from the commit's time in seconds (`date`, not git's date format as debs.sh): the
+/// workspace version for a commit tagged `v<version>`, else
+/// `<version>~git<commit time UTC, YYYYMMDD.HHMMSS>.<commit>`.
 fn deb_version(commit: &str) -> String {
     let git = |args: &[&str]| {
         checked(
             Command::new("git")
                 .arg("-C")
                 .arg(workspace_root())
-                .args(args)
-                .env("TZ", "UTC"),
+                .args(args),
         )
     };
-    let tags = git(&["tag", "--points-at", commit]);
-    if tags.lines().any(|t| t == format!("v{VERSION}")) {
-        return VERSION.to_owned();
+    let version = VERSION.replace('-', "~");
+    if git(&["tag", "--points-at", commit])
+        .lines()
+        .any(|t| t == format!("v{VERSION}"))
+    {
+        return version;
     }
-    let when = git(&[
-        "show",
-        "-s",
-        "--format=%cd",
-        "--date=format-local:%Y%m%d.%H%M%S",
-        commit,
-    ]);
-    format!("{VERSION}+git{}.{commit}", when.trim())
+    let seconds = git(&["show", "-s", "--format=%ct", commit]);
+    let when = checked(Command::new("date").args([
+        "-u",
+        "-d",
+        &format!("@{}", seconds.trim()),
+        "+%Y%m%d.%H%M%S",
+    ]));
+    format!("{version}~git{}.{commit}", when.trim())
+}
+
+/// `dpkg --compare-versions A gt B`.
+fn newer(a: &str, b: &str) -> bool {
+    Command::new("dpkg")
+        .args(["--compare-versions", a, "gt", b])
+        .status()
+        .unwrap()
+        .success()
 }
 
 /// The .deb files of the three packages.
@@ -148,6 +160,8 @@ fn debs() -> BTreeMap<&'static str, PathBuf> {
         let started = Instant::now();
         let printed = checked(
             Command::new("bash")
+                // The version under test is debs.sh's own, not an override.
+                .env_remove("DEPLOY_DEB_VERSION")
                 .arg(workspace_root().join("scripts/package/debs.sh"))
                 .args(["--profile", &profile, "--no-build", "--bin-dir"])
                 .arg(&bins)
@@ -283,6 +297,89 @@ fn conffile(pkg: &str) -> Option<&'static str> {
     }
 }
 
+/// common.sh's `package_version` in each of its cases, against a throwaway git
+/// repository whose commit time is pinned (no build needed).
+#[test]
+fn the_package_version_of_a_snapshot_a_release_an_unknown_commit_and_an_override() {
+    let repo = deploy_testkit::temp_dir("deploy-pkg-version-").unwrap();
+    let git = |args: &[&str]| {
+        checked(
+            Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+                .env("GIT_AUTHOR_DATE", "2026-12-06T16:03:38Z")
+                .env("GIT_COMMITTER_DATE", "2026-12-06T16:03:38Z"),
+        )
+    };
+    git(&["init", "-q"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).trim().to_owned();
+    let run = |version: &str, commit: &str, given: Option<&str>| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(r#"set -euo pipefail; source "$1"; ROOT=$2 VERSION=$3 COMMIT=$4; package_version"#)
+            .arg("bash")
+            .arg(workspace_root().join("scripts/package/common.sh"))
+            .arg(repo.path())
+            .arg(version)
+            .arg(commit)
+            .env_remove("DEPLOY_DEB_VERSION");
+        if let Some(given) = given {
+            cmd.env("DEPLOY_DEB_VERSION", given);
+        }
+        output(&mut cmd)
+    };
+    let version = |version: &str, commit: &str, given: Option<&str>| {
+        let out = run(version, commit, given);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let refused = |version: &str, commit: &str, given: Option<&str>| {
+        let out = run(version, commit, given);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+
+    let snapshot = format!("0.1.0~git20261206.160338.{commit}");
+    assert_eq!(version("0.1.0", &commit, None), snapshot);
+    // A `-` would start a Debian revision: a pre-release stays before its release.
+    let rc = version("0.2.0-rc.1", &commit, None);
+    assert_eq!(rc, format!("0.2.0~rc.1~git20261206.160338.{commit}"));
+    assert!(newer("0.2.0", &rc) && newer("0.2.0~rc.1", &rc), "{rc}");
+    assert_eq!(version("0.1.0", "unknown", None), "0.1.0");
+    git(&["tag", "v0.1.0"]);
+    let release = version("0.1.0", &commit, None);
+    assert_eq!(release, "0.1.0", "the tagged commit is the release");
+    assert!(
+        newer(&release, &snapshot),
+        "the release upgrades its snapshots"
+    );
+    assert_eq!(
+        version("0.1.1", &commit, None),
+        format!("0.1.1~git20261206.160338.{commit}"),
+        "a tag of another version is no release of this one"
+    );
+    assert_eq!(
+        version("0.1.0", &commit, Some("0.1.0+tarball1")),
+        "0.1.0+tarball1"
+    );
+    let said = refused("0.1.0", &commit, Some("1.0-"));
+    assert!(
+        said.contains("DEPLOY_DEB_VERSION `1.0-` is invalid"),
+        "{said}"
+    );
+    let said = refused("0.1.0", "abcdef123456", None);
+    assert!(
+        said.contains("commit abcdef123456") && said.contains("set DEPLOY_DEB_VERSION"),
+        "{said}"
+    );
+}
+
 #[test]
 fn the_debs_carry_their_fields_files_and_hardened_units() {
     require_program("dpkg-deb", &[], "`apt-get install dpkg` (Debian)").unwrap();
@@ -302,21 +399,26 @@ fn the_debs_carry_their_fields_files_and_hardened_units() {
         let commit = commit_of(&version_line(&bins.join(pkg)));
         let version = &fields["Version"];
         assert_eq!(*version, deb_version(&commit), "{pkg}");
-        // apt must take a build of a later commit as an upgrade, and a later release
-        // as newer still.
-        let newer = |a: &str, b: &str| {
-            Command::new("dpkg")
-                .args(["--compare-versions", a, "gt", b])
-                .status()
-                .unwrap()
-                .success()
-        };
+        // apt must take a build of a later commit as an upgrade, and the release of
+        // this version as newer still.
         if *version != VERSION {
-            assert!(newer(version, VERSION), "{version} after {VERSION}");
-            assert!(newer("99999.0.0", version), "{version}");
-            let later = format!("{VERSION}+git99991231.235959.{commit}");
+            assert!(newer(VERSION, version), "{VERSION} after {version}");
+            let later = format!("{VERSION}~git99991231.235959.{commit}");
             assert!(newer(&later, version), "{later} after {version}");
         }
+        // The changelog's entry is this version (dpkg-parsechangelog, lintian).
+        let changelog = checked(
+            Command::new("bash")
+                .arg("-c")
+                .arg(r#"dpkg-deb --fsys-tarfile "$1" | tar -xO "./usr/share/doc/$2/changelog.gz" | gunzip | head -1"#)
+                .arg("bash")
+                .arg(&deb)
+                .arg(pkg),
+        );
+        assert_eq!(
+            changelog.trim(),
+            format!("{pkg} ({version}) unstable; urgency=medium")
+        );
         assert_eq!(fields["Architecture"], arch, "{pkg}");
         let depends = &fields["Depends"];
         assert!(depends.contains("libc6 (>= "), "{pkg}: {depends}");
