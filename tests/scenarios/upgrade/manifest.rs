@@ -1,5 +1,9 @@
 //! The fixture's `SHA256SUMS` (written by `make-fixture.sh`) checked before the test uses the fixture: a changed fixture fails by name, not as a puzzling upgrade failure.
 //!
+//! The PostgreSQL fixture (`postgres/`, written by `make-fixture.sh --postgres`) has a
+//! `SHA256SUMS` of its own, so regenerating either fixture leaves the other's manifest
+//! as it was; the top-level check skips a subfolder that holds a manifest.
+//!
 //! The database's data sits in its WAL; opening the committed file in place (`sqlite3
 //! tests/fixtures/upgrade/data/deployd.sqlite`, a deployd pointed at the folder) moves
 //! it into the main file and empties the WAL without a word, and the fixture would no
@@ -56,11 +60,16 @@ fn problems(root: &Path) -> Vec<String> {
 }
 
 /// The regular files under `dir`, as paths relative to the root (`prefix` is `dir`'s).
+/// A subfolder with a manifest of its own is a fixture of its own (`postgres/`), checked
+/// by its own [`check`], and left out here.
 fn files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let entry = entry.unwrap();
         let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
         if entry.file_type().unwrap().is_dir() {
+            if entry.path().join(MANIFEST).is_file() {
+                continue;
+            }
             files(&entry.path(), &format!("{name}/"), out);
         } else {
             out.push(name);
@@ -93,4 +102,33 @@ fn a_changed_missing_or_unlisted_fixture_file_is_named() {
     assert_eq!(found[0], "data/a changed");
     assert!(found[1].starts_with("fixture.json: "), "{found:?}");
     assert_eq!(found[2], "data/c is not in SHA256SUMS");
+}
+
+#[test]
+fn a_subfolder_with_its_own_manifest_is_checked_by_it_not_by_the_parent() {
+    let dir = deploy_testkit::temp_dir("upgrade-manifest-").unwrap();
+    let root = dir.path();
+    let nested = root.join("postgres");
+    std::fs::create_dir(&nested).unwrap();
+    std::fs::write(root.join("fixture.json"), "{}").unwrap();
+    std::fs::write(
+        root.join(MANIFEST),
+        format!("{}  fixture.json\n", hex(&Sha256::digest("{}"))),
+    )
+    .unwrap();
+    std::fs::write(nested.join("dump.sql"), "SELECT 1;").unwrap();
+    std::fs::write(
+        nested.join(MANIFEST),
+        format!("{}  dump.sql\n", hex(&Sha256::digest("SELECT 1;"))),
+    )
+    .unwrap();
+    assert_eq!(problems(root), Vec::<String>::new());
+    assert_eq!(problems(&nested), Vec::<String>::new());
+
+    std::fs::write(nested.join("dump.sql"), "SELECT 2;").unwrap();
+    assert_eq!(problems(root), Vec::<String>::new());
+    assert_eq!(problems(&nested), ["dump.sql changed"]);
+    // A subfolder without a manifest is still the parent's.
+    std::fs::remove_file(nested.join(MANIFEST)).unwrap();
+    assert_eq!(problems(root), ["postgres/dump.sql is not in SHA256SUMS"]);
 }
