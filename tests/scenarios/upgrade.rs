@@ -562,7 +562,7 @@ fn sqlite3(file: &Path, sql: &str) -> String {
 }
 
 /// `psql -X -At -v ON_ERROR_STOP=1 -c sql url`: its stdout (rows `|`-separated).
-fn psql(url: &str, sql: &str) -> String {
+pub(crate) fn psql(url: &str, sql: &str) -> String {
     run_psql(url, &["-At", "-c", sql], sql)
 }
 

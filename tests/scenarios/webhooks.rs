@@ -1,4 +1,4 @@
-//! Webhook notifications end to end: a real deployd deploys over SSH while loopback receivers listen; one fails the first two deliveries and holds the third until the job's `job.completed` is written (the third arrives, signed, and only then the job's next event), one accepts connections and never answers (the deploy completes while its deliveries are still pending).
+//! Webhook notifications end to end: a real deployd deploys over SSH while loopback receivers listen; one fails the first two deliveries and holds the third until the job's `job.completed` is written (the third arrives, signed, and only then the job's next event), one accepts connections and never answers (the deploy completes while its deliveries are still pending). The first runs on SQLite and again on PostgreSQL.
 //!
 //! The signature is recomputed here with the hmac crate from the key `deployctl
 //! notifications add` printed, not with deployd's own code.
@@ -216,16 +216,39 @@ fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_flaky_receiver_gets_every_event_signed_and_in_order() {
-    let prefix = format!("wh{}-", std::process::id());
-    let world = SshWorld::start_with(
-        &prefix,
-        "deployd-webhooks-",
-        &[
-            ("DEPLOYD_NOTIFY_BACKOFF_INITIAL_MS", "100"),
-            ("DEPLOYD_NOTIFY_BACKOFF_MAX_MS", "400"),
-            ("DEPLOYD_NOTIFY_TIMEOUT_MS", "60000"),
-        ],
+    flaky_receiver_gets_every_event("wh", &[]);
+}
+
+/// The same on PostgreSQL: its delivery claim (`FOR UPDATE SKIP LOCKED`, leases) and
+/// the deliveries written in the transition's transaction, end to end.
+#[test]
+fn a_flaky_receiver_gets_every_event_signed_and_in_order_on_postgres() {
+    let pg = deploy_testkit::Postgres::start()
+        .unwrap_or_else(|e| panic!("PostgreSQL for the webhook test: {e}"));
+    let url = pg.create_database("webhooks").unwrap();
+    flaky_receiver_gets_every_event("wp", &[("DEPLOYD_DATABASE_URL", url.as_str())]);
+    // It ran on this database: both deliveries are there, delivered.
+    let delivered = crate::upgrade::psql(
+        &url,
+        "SELECT event FROM notification_deliveries WHERE status = 'delivered' ORDER BY event",
     );
+    assert_eq!(
+        delivered.lines().collect::<Vec<_>>(),
+        ["job.completed", "job.started"]
+    );
+}
+
+/// A receiver refuses the first deliveries of `job.started` and holds the next until
+/// `job.completed` is written; deployd runs with `database` in its environment.
+fn flaky_receiver_gets_every_event(prefix: &str, database: &[(&str, &str)]) {
+    let prefix = format!("{prefix}{}-", std::process::id());
+    let mut env = vec![
+        ("DEPLOYD_NOTIFY_BACKOFF_INITIAL_MS", "100"),
+        ("DEPLOYD_NOTIFY_BACKOFF_MAX_MS", "400"),
+        ("DEPLOYD_NOTIFY_TIMEOUT_MS", "60000"),
+    ];
+    env.extend_from_slice(database);
+    let world = SshWorld::start_with(&prefix, "deployd-webhooks-", &env);
     let addr = world.addr.clone();
     let receiver = Receiver::flaky();
     let env = environment(&world, "hooked", &prefix);
