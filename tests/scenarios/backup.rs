@@ -27,7 +27,7 @@ const HOLD: Duration = Duration::from_millis(300);
 const EVENTS_BEFORE_BACKUP: usize = 1_500;
 
 /// `deployd <args…>` (a subcommand), its environment cleared of deployd's settings.
-fn deployd(args: &[&str], data_dir: &Path) -> Output {
+pub(crate) fn deployd(args: &[&str], data_dir: &Path) -> Output {
     Command::new(deployd_path())
         .args(args)
         .arg("--data-dir")
@@ -45,14 +45,14 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `sqlite3 -readonly file sql`: its stdout; panics naming the CLI when it is missing.
-fn sqlite3(file: &Path, sql: &str) -> String {
+pub(crate) fn sqlite3(file: &Path, sql: &str) -> String {
     let out = Command::new("sqlite3")
         .arg("-readonly")
         .arg(file)
         .arg(sql)
         .output()
         .unwrap_or_else(|e| {
-            panic!("the `sqlite3` CLI (Debian package sqlite3) is needed to check a restored database: {e}")
+            panic!("the `sqlite3` CLI (Debian package sqlite3) is needed to read a database: {e}")
         });
     assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
     text(&out.stdout)

@@ -207,8 +207,7 @@ fn inputs_digest(dirs: &[PathBuf]) -> String {
         hash.update((bytes.len() as u64).to_le_bytes());
         hash.update(&bytes);
     }
-    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    format!("inputs:{hex}\n")
+    format!("inputs:{}\n", deploy_core::hex::lower_hex(&hash.finalize()))
 }
 
 /// `dpkg-deb --field DEB`: the control fields (a continued Description joined).

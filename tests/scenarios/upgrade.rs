@@ -45,14 +45,14 @@ mod peers;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use deploy_testkit::{ContainerCleanup, free_port, http_get, run_checked, temp_dir};
 use serde_json::Value;
 
+use crate::backup::{deployd, sqlite3};
 use crate::deployd_e2e::{KEY_VAR, assert_each_attempt_ran_once};
-use crate::deployd_proc::{Deployd, api_get, ctl, deployd_path, json_lines, wait_settled};
+use crate::deployd_proc::{Deployd, api_get, ctl, json_lines, wait_settled};
 use peers::Peers;
 
 /// Containers of the fixture's environments: `upgrade-a-web`, `upgrade-b-web` (no other
@@ -106,14 +106,15 @@ fn a_postgres_database_of_the_previous_build_migrates_and_its_job_in_flight_resu
     upgrade(Backend::Postgres);
 }
 
+/// The database the PostgreSQL run loads the old build's dump into.
+const PG_DATABASE: &str = "upgrade";
+
 /// Where this run's database is, for the checks that read it directly.
 enum Database {
     Sqlite(PathBuf),
-    /// The url of the loaded database; the cluster lives as long as this value.
-    Postgres {
-        _cluster: deploy_testkit::Postgres,
-        url: String,
-    },
+    /// The cluster holding the loaded database ([`PG_DATABASE`]), alive as long as
+    /// this value.
+    Postgres(deploy_testkit::Postgres),
 }
 
 impl Database {
@@ -121,7 +122,7 @@ impl Database {
     fn migrations_dir(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
-            Self::Postgres { .. } => "postgres",
+            Self::Postgres(_) => "postgres",
         }
     }
 
@@ -129,16 +130,18 @@ impl Database {
     fn applied_migrations(&self) -> Vec<(i64, bool)> {
         match self {
             Self::Sqlite(file) => applied_migrations(file),
-            Self::Postgres { url, .. } => psql(
-                url,
-                "SELECT version, success FROM _sqlx_migrations ORDER BY version",
-            )
-            .lines()
-            .map(|l| {
-                let (v, ok) = l.split_once('|').unwrap();
-                (v.parse().unwrap(), ok == "t")
-            })
-            .collect(),
+            Self::Postgres(cluster) => cluster
+                .query_in(
+                    PG_DATABASE,
+                    "SELECT version, success FROM _sqlx_migrations ORDER BY version",
+                )
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let (v, ok) = l.split_once('|').unwrap();
+                    (v.parse().unwrap(), ok == "t")
+                })
+                .collect(),
         }
     }
 
@@ -214,14 +217,17 @@ fn upgrade(backend: Backend) {
             std::fs::copy(fixture_root.join("secrets.key"), db_dir.join("secrets.key")).unwrap();
             let pg = deploy_testkit::Postgres::start()
                 .unwrap_or_else(|e| panic!("PostgreSQL for the upgrade test: {e}"));
-            let url = pg.create_database("upgrade").unwrap();
-            psql_file(&url, &fixture_root.join("dump.sql"));
+            let url = pg.create_database(PG_DATABASE).unwrap();
+            pg.run_file(PG_DATABASE, &fixture_root.join("dump.sql"))
+                .unwrap();
             // The job in flight is still the old deployd's, its lease long run out: this
             // deployd may claim it only as another owner whose clock is past the lease.
-            let lease = psql(
-                &url,
-                &format!("SELECT claimed_by, lease_until FROM jobs WHERE id = '{in_flight}'"),
-            );
+            let lease = pg
+                .query_in(
+                    PG_DATABASE,
+                    &format!("SELECT claimed_by, lease_until FROM jobs WHERE id = '{in_flight}'"),
+                )
+                .unwrap();
             let (claimed_by, lease_until) = lease
                 .trim()
                 .split_once('|')
@@ -240,11 +246,8 @@ fn upgrade(backend: Backend) {
                  still holds a live one)",
                 lease.trim()
             );
-            env.push(("DEPLOYD_DATABASE_URL", url.clone()));
-            (
-                Database::Postgres { _cluster: pg, url },
-                claimed_by.to_owned(),
-            )
+            env.push(("DEPLOYD_DATABASE_URL", url));
+            (Database::Postgres(pg), claimed_by.to_owned())
         }
     };
     // Git keeps no file modes; deployd refuses a key file others can read.
@@ -451,18 +454,7 @@ fn upgrade(backend: Backend) {
     // copies SQLite only; PostgreSQL is backed up with its own tools).
     if let Database::Sqlite(file) = &database {
         let backup = data.path().join("after-upgrade.sqlite");
-        let out = Command::new(deployd_path())
-            .arg("backup")
-            .arg("--data-dir")
-            .arg(&db_dir)
-            .arg("--to")
-            .arg(&backup)
-            .env_remove("DEPLOYD_CONFIG")
-            .env_remove("DEPLOYD_DATABASE_URL")
-            .env_remove("DEPLOYD_DATA_DIR")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = deployd(&["backup", "--to", backup.to_str().unwrap()], &db_dir);
         assert!(
             out.status.success(),
             "deployd backup: {}{}",
@@ -543,72 +535,4 @@ fn applied_migrations(file: &Path) -> Vec<(i64, bool)> {
         (v.parse().unwrap(), ok == "1")
     })
     .collect()
-}
-
-/// `sqlite3 -readonly file sql`: its stdout; panics naming the CLI when it is missing.
-fn sqlite3(file: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg("-readonly")
-        .arg(file)
-        .arg(sql)
-        .output()
-        .unwrap_or_else(|e| panic!("the `sqlite3` CLI (Debian package sqlite3) is needed: {e}"));
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `psql -X -At -v ON_ERROR_STOP=1 -c sql url`: its stdout (rows `|`-separated).
-pub(crate) fn psql(url: &str, sql: &str) -> String {
-    run_psql(url, &["-At", "-c", sql], sql)
-}
-
-/// Runs the SQL file `file` (a plain `pg_dump`, with psql's meta-commands) against `url`.
-fn psql_file(url: &str, file: &Path) {
-    let path = file.display().to_string();
-    run_psql(url, &["-q", "-f", &path], &path);
-}
-
-fn run_psql(url: &str, args: &[&str], what: &str) -> String {
-    let out = Command::new(psql_path())
-        .args(["-X", "-v", "ON_ERROR_STOP=1"])
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run psql: {e}"));
-    assert!(
-        out.status.success(),
-        "psql {what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The newest `/usr/lib/postgresql/<version>/bin/psql` (where Debian keeps the tools the
-/// testkit's cluster runs on); panics naming the install step when there is none.
-fn psql_path() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dirs| {
-            dirs.filter_map(Result::ok)
-                .map(|d| d.path().join("bin/psql"))
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    // By major version as a number: 9.6 is older than 15.
-    found.sort_by_key(|p| {
-        let version = p.parent().and_then(Path::parent).and_then(Path::file_name);
-        let major = version.and_then(|v| v.to_str()?.split('.').next()?.parse::<u32>().ok());
-        (major, p.clone())
-    });
-    found.pop().unwrap_or_else(|| {
-        panic!(
-            "no /usr/lib/postgresql/<version>/bin/psql: `apt-get install postgresql` \
-             (scripts/peers/store.sh does)"
-        )
-    })
 }

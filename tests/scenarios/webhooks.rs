@@ -228,10 +228,12 @@ fn a_flaky_receiver_gets_every_event_signed_and_in_order_on_postgres() {
     let url = pg.create_database("webhooks").unwrap();
     flaky_receiver_gets_every_event("wp", &[("DEPLOYD_DATABASE_URL", url.as_str())]);
     // It ran on this database: both deliveries are there, delivered.
-    let delivered = crate::upgrade::psql(
-        &url,
-        "SELECT event FROM notification_deliveries WHERE status = 'delivered' ORDER BY event",
-    );
+    let delivered = pg
+        .query_in(
+            "webhooks",
+            "SELECT event FROM notification_deliveries WHERE status = 'delivered' ORDER BY event",
+        )
+        .unwrap();
     assert_eq!(
         delivered.lines().collect::<Vec<_>>(),
         ["job.completed", "job.started"]

@@ -214,10 +214,28 @@ impl Postgres {
     /// Runs one SQL statement with `psql` on the `deploy` database and returns its
     /// rows, unaligned, `|`-separated (`psql -At`).
     pub fn query(&self, sql: &str) -> Result<String, TestkitError> {
-        let psql = self.pg_ctl.with_file_name("psql");
-        let mut query = Command::new(&psql);
-        query.args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql, &self.url()]);
-        checked(query, "psql").map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        self.query_in("deploy", sql)
+    }
+
+    /// [`Postgres::query`] on database `name`.
+    pub fn query_in(&self, name: &str, sql: &str) -> Result<String, TestkitError> {
+        self.psql(name, &["-At", "-c", sql])
+    }
+
+    /// Runs the SQL file `file` (a plain `pg_dump`, with psql's meta-commands) on
+    /// database `name`, stopping at the first error.
+    pub fn run_file(&self, name: &str, file: &Path) -> Result<(), TestkitError> {
+        self.psql(name, &["-q", "-f", &file.display().to_string()])
+            .map(drop)
+    }
+
+    /// `psql -X -v ON_ERROR_STOP=1 ARGS… URL` with this cluster's own psql: its stdout.
+    fn psql(&self, name: &str, args: &[&str]) -> Result<String, TestkitError> {
+        let mut psql = Command::new(self.pg_ctl.with_file_name("psql"));
+        psql.args(["-X", "-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .arg(self.database_url(name));
+        checked(psql, "psql").map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     }
 }
 
