@@ -144,19 +144,15 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 fn show_with_key(out: Output, s: &Subscription) {
     match out {
         Output::Table => {
-            output::object(out, &to_json(s), FIELDS);
+            output::object(out, &crate::env::to_value(s), FIELDS);
             if let Some(key) = &s.signing_secret {
                 output::line(&format!(
                     "signing_secret: {key}\n(shown this once: give it to the receiver now)"
                 ));
             }
         }
-        _ => output::object(out, &to_json(s), &[]),
+        _ => output::object(out, &crate::env::to_value(s), &[]),
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or_default()
 }
 
 pub async fn run(
@@ -189,7 +185,7 @@ pub async fn run(
                     query(&[("environment", env)])
                 ))
                 .await?;
-            output::list(out, &to_json(&list.subscriptions), FIELDS);
+            output::list(out, &crate::env::to_value(&list.subscriptions), FIELDS);
         }
         NotificationsCommand::Remove { id } => {
             client
@@ -219,10 +215,14 @@ pub async fn run(
                 .await?;
             match out {
                 Output::Table => {
-                    output::object(out, &to_json(&detail.delivery), DELIVERY_FIELDS);
+                    output::object(
+                        out,
+                        &crate::env::to_value(&detail.delivery),
+                        DELIVERY_FIELDS,
+                    );
                     output::list(
                         out,
-                        &to_json(&detail.attempts),
+                        &crate::env::to_value(&detail.attempts),
                         &["n", "at", "duration_ms", "http_status", "error"],
                     );
                 }
@@ -249,12 +249,16 @@ pub async fn run(
                 .await?;
             match out {
                 Output::Table => {
-                    output::list(out, &to_json(&list.deliveries), DELIVERY_FIELDS);
+                    output::list(
+                        out,
+                        &crate::env::to_value(&list.deliveries),
+                        DELIVERY_FIELDS,
+                    );
                     if let Some(next) = list.next_before {
                         output::line(&format!("more: --before {next}"));
                     }
                 }
-                _ => output::object(out, &to_json(&list), &[]),
+                _ => output::object(out, &crate::env::to_value(&list), &[]),
             }
         }
     }

@@ -29,14 +29,7 @@ impl Digest {
 
     /// Builds the digest of raw sha256 output.
     pub fn from_sha256(bytes: [u8; 32]) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(PREFIX.len() + HEX_LEN);
-        s.push_str(PREFIX);
-        for b in bytes {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-        Self(s)
+        Self(format!("{PREFIX}{}", crate::hex::lower_hex(&bytes)))
     }
 
     /// The whole digest, `sha256:…`.

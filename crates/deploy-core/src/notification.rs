@@ -52,13 +52,19 @@ impl NotificationEvent {
             .into_iter()
             .find(|e| e.as_str() == value)
             .ok_or_else(|| {
-                let known: Vec<&str> = Self::ALL.iter().map(|e| e.as_str()).collect();
                 ValidationError::new(
                     "events",
                     value.escape_debug(),
-                    format!("one of {}", known.join(", ")),
+                    format!("one of {}", Self::known()),
                 )
             })
+    }
+
+    /// Every event's wire spelling, comma-separated in the documented order (for
+    /// messages that list what is accepted).
+    pub fn known() -> String {
+        let known: Vec<&str> = Self::ALL.iter().map(|e| e.as_str()).collect();
+        known.join(", ")
     }
 
     /// The event a job transition raises, if any: the transition `event` took the job

@@ -77,13 +77,13 @@ const SAMPLED: u8 = 0x01;
 
 impl fmt::Display for Traceparent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("00-")?;
-        self.trace_id
-            .iter()
-            .try_for_each(|b| write!(f, "{b:02x}"))?;
-        f.write_str("-")?;
-        self.span_id.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
-        write!(f, "-{:02x}", self.flags)
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            crate::hex::lower_hex(&self.trace_id),
+            crate::hex::lower_hex(&self.span_id),
+            self.flags
+        )
     }
 }
 

@@ -168,9 +168,9 @@ struct Run {
     failed: Option<StoreError>,
     /// The job's span (the run's), parent of the wave spans.
     span: tracing::Span,
-    /// The spans of the waves this run dispatched to, by wave; a wave's span is dropped
-    /// when a later wave starts and ends once its last task's span has ended.
-    waves: BTreeMap<u32, tracing::Span>,
+    /// The span of the wave this run dispatches to now; it is dropped when another
+    /// wave starts and ends once its last task's span has ended.
+    wave: Option<(u32, tracing::Span)>,
 }
 
 /// What the loop does after an action.
@@ -205,7 +205,7 @@ async fn run(
         abandon,
         failed: None,
         span: tracing::Span::current(),
-        waves: BTreeMap::new(),
+        wave: None,
     };
     let mut reloaded = tokio::time::Instant::now();
     let mut stale = false;
@@ -553,15 +553,16 @@ impl Run {
     /// The span of wave `wave` of this run, made when the wave's first task starts; the
     /// spans of earlier waves are let go (each ends with its last task's span).
     fn wave_span(&mut self, wave: u32) -> tracing::Span {
-        if let Some(span) = self.waves.get(&wave) {
-            return span.clone();
+        match &self.wave {
+            Some((current, span)) if *current == wave => span.clone(),
+            // Whatever order the waves go in (a rollback's may go backwards), the span
+            // of the one before is let go; it ends once its tasks' spans have.
+            _ => {
+                let span = trace::wave_span(&self.span, self.job.id, wave);
+                self.wave = Some((wave, span.clone()));
+                span
+            }
         }
-        // Whatever order the waves go in (a rollback's may go backwards), the spans of
-        // the others are let go; each ends once its tasks' spans have.
-        self.waves.clear();
-        let span = trace::wave_span(&self.span, self.job.id, wave);
-        self.waves.insert(wave, span.clone());
-        span
     }
 
     /// Lets live workers finish within the shutdown grace (none when the lease is

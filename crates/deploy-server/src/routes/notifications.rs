@@ -29,7 +29,7 @@ type ApiResult<T> = Result<T, ServerError>;
 
 /// Most subscriptions of one environment (each one is a write per event in the job's
 /// transaction).
-const MAX_SUBSCRIPTIONS_PER_ENVIRONMENT: usize = 20;
+const MAX_SUBSCRIPTIONS_PER_ENVIRONMENT: u32 = 20;
 
 /// The environment's name, or its id when it is gone.
 async fn environment_name(state: &ServerState, id: EnvironmentId) -> ApiResult<String> {
@@ -84,11 +84,10 @@ fn new_key(state: &ServerState, id: SubscriptionId) -> ApiResult<(Secret, String
 /// The events of a request: at least one, each once, in the documented order.
 fn events(requested: &[NotificationEvent]) -> ApiResult<Vec<NotificationEvent>> {
     if requested.is_empty() {
-        let known: Vec<&str> = NotificationEvent::ALL.iter().map(|e| e.as_str()).collect();
         return Err(ServerError::unprocessable(
             format!(
                 "events is empty; expected at least one of {}",
-                known.join(", ")
+                NotificationEvent::known()
             ),
             Some("events"),
         ));
@@ -123,10 +122,9 @@ pub(crate) async fn create_subscription(
         created_by: caller.name,
         deleted_at: None,
     };
-    let max = u32::try_from(MAX_SUBSCRIPTIONS_PER_ENVIRONMENT).unwrap_or(u32::MAX);
     if !state
         .store()
-        .put_notification_subscription(&subscription, max)
+        .put_notification_subscription(&subscription, MAX_SUBSCRIPTIONS_PER_ENVIRONMENT)
         .await?
     {
         return Err(ServerError::unprocessable(
@@ -138,7 +136,7 @@ pub(crate) async fn create_subscription(
             Some("environment"),
         ));
     }
-    let mut shown = view(&state, subscription).await?;
+    let mut shown = view_named(subscription, environment.name.to_string())?;
     shown.signing_secret = Some(key.expose().to_owned());
     Ok((StatusCode::CREATED, Json(shown)))
 }

@@ -202,10 +202,12 @@ macro_rules! jobs_sql {
             Ok(())
         }
 
-        /// Inserts a new job with its `create` event, inside the caller's transaction.
+        /// Inserts a new job with its `create` event and the trace context it was
+        /// created under, inside the caller's transaction.
         async fn insert_new_job(
             conn: &mut Conn,
             job: &deploy_core::DeploymentJob,
+            traceparent: Option<&deploy_core::Traceparent>,
         ) -> Result<(), StoreError> {
             insert_job(conn, job).await?;
             // Retired since the job was planned: nothing is written (the caller's
@@ -250,7 +252,11 @@ macro_rules! jobs_sql {
                 &cause,
                 job.created_at,
             )
-            .await
+            .await?;
+            match traceparent {
+                Some(tp) => insert_trace_context(conn, job.id, tp).await,
+                None => Ok(()),
+            }
         }
 
         /// Why inserting `job` broke a unique index (its transaction rolled back): the
@@ -352,14 +358,7 @@ macro_rules! jobs_sql {
                     }
                 }
                 let mut tx = store.begin_write().await?;
-                let inserted = match insert_new_job(&mut tx, job).await {
-                    Ok(()) => match traceparent {
-                        Some(tp) => insert_trace_context(&mut tx, job.id, tp).await,
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(e),
-                };
-                match inserted {
+                match insert_new_job(&mut tx, job, traceparent).await {
                     Ok(()) => {
                         let value = load_job(&mut tx, job.id).await?;
                         announce_new_job(&mut tx).await?;
@@ -656,14 +655,7 @@ macro_rules! jobs_sql {
                     cause,
                 )
                 .await?;
-                let inserted = match insert_new_job(&mut tx, rollback).await {
-                    Ok(()) => match traceparent {
-                        Some(tp) => insert_trace_context(&mut tx, rollback.id, tp).await,
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(e),
-                };
-                match inserted {
+                match insert_new_job(&mut tx, rollback, traceparent).await {
                     Ok(()) => {
                         let value = load_job(&mut tx, rollback.id).await?;
                         // Other replicas claim the rollback job like any new job.

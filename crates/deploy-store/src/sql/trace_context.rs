@@ -1,8 +1,8 @@
 //! The SQL of job trace contexts: the W3C `traceparent` a job was created under, written
 //! with the job and read by whichever runner runs it.
 
-/// Expands, for `$store` over `$db`, `insert_trace_context` (used by `create_job` in its
-/// transaction) and the `Store` method that reads a job's trace context (module
+/// Expands, for `$store` over `$db`, `insert_trace_context` (used by `insert_new_job` in
+/// the new job's transaction) and the `Store` method that reads a job's trace context (module
 /// `trace_context_sql`).
 macro_rules! trace_context_sql {
     ($store:ty, $db:ty) => {
