@@ -8,7 +8,7 @@ set -euo pipefail
 toolchains="${RUSTUP_HOME:-$HOME/.rustup}/toolchains"
 if command -v rustup >/dev/null && ! rustup run 1.95.0 rustc --version >/dev/null 2>&1; then
   stable=$(ls -d "$toolchains"/stable-* 2>/dev/null | head -n1 || true)
-  if [ -n "$stable" ] && "$stable/bin/rustc" --version | grep -q '^rustc 1\.95\.0 '; then
+  if [ -n "$stable" ] && "$stable/bin/rustc" --version | grep '^rustc 1\.95\.0 ' >/dev/null; then
     ln -sfn "$stable" "$toolchains/1.95.0-$(basename "$stable" | sed 's/^stable-//')"
     echo "linked toolchain 1.95.0 -> $stable"
   fi

@@ -25,4 +25,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 nginx -v 2>&1 || /usr/sbin/nginx -v
-systemd-analyze --version | head -n1
+# sed reads to the end: `head` would close the pipe early, and pipefail would fail on the SIGPIPE.
+systemd-analyze --version | sed -n 1p

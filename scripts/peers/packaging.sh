@@ -24,4 +24,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-dpkg-deb --version | head -n1
+# sed reads to the end: `head` would close the pipe early, and pipefail would fail on the
+# SIGPIPE (CI once exited 141 here).
+dpkg-deb --version | sed -n 1p

@@ -409,7 +409,7 @@ fn the_debs_carry_their_fields_files_and_hardened_units() {
         let changelog = checked(
             Command::new("bash")
                 .arg("-c")
-                .arg(r#"dpkg-deb --fsys-tarfile "$1" | tar -xO "./usr/share/doc/$2/changelog.gz" | gunzip | head -1"#)
+                .arg(r#"dpkg-deb --fsys-tarfile "$1" | tar -xO "./usr/share/doc/$2/changelog.gz" | gunzip | sed -n 1p"#)
                 .arg("bash")
                 .arg(&deb)
                 .arg(pkg),
